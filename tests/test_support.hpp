@@ -1,0 +1,37 @@
+#pragma once
+// Helpers the test suites share: temporary directories that clean up, file I/O, running commands.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace aggrik8s::test {
+
+// A fresh directory under the build tree (not /tmp, so failed runs can be inspected); removed when the
+// object goes out of scope unless AGGRIK8S_KEEP_TEST_DIRS is set.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+void write_file(const std::filesystem::path& path, const std::string& content);
+std::string read_file(const std::filesystem::path& path);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr, interleaved
+};
+// Runs a shell command line; output captured. For tests only (no quoting help: callers quote).
+CommandResult run(const std::string& command_line);
+
+std::filesystem::path source_dir();
+std::filesystem::path cli_path();
+
+}  // namespace aggrik8s::test
