@@ -1,0 +1,63 @@
+#pragma once
+// Brings every input of a build (base images, RKE2 and Talos release files) onto local disk, verified.
+//
+// Cache layout (content-addressed, so two profiles that name the same bytes share one copy, and a
+// file's name proves it was verified):
+//   <cache>/sha256/<hex>          verified files, named by their sha256
+//   <cache>/url/<sha256 of URL>   the last download of an unpinned URL (no checksum in the profile)
+//   <cache>/partial/<key>.part    downloads in progress; resumed with an HTTP range request; locked
+//                                 with flock so two builds never write one file
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/artifact_source.hpp"
+
+namespace aggrik8s {
+
+struct FetchOptions {
+  std::filesystem::path cache_dir;  // empty: default_cache_dir()
+  bool offline = false;             // never touch the network; uncached downloads fail
+  int max_attempts = 5;             // per file, for transient failures (connection drops, 5xx, timeouts)
+  std::chrono::milliseconds initial_backoff{500};
+  std::chrono::milliseconds max_backoff{8000};
+  unsigned max_parallel = 4;
+  long connect_timeout_seconds = 15;
+  long stall_timeout_seconds = 30;  // abort (and retry) a transfer slower than 1 KiB/s for this long
+};
+
+struct FetchedArtifact {
+  ArtifactSource source;
+  std::filesystem::path path;  // local file to read
+  Sha256Digest sha256;
+  std::uint64_t size = 0;
+  bool downloaded = false;  // false: served from the cache or a local path
+};
+
+// $AGGRIK8S_CACHE_DIR, else $XDG_CACHE_HOME/aggrik8s-image, else ~/.cache/aggrik8s-image.
+std::filesystem::path default_cache_dir();
+
+class ArtifactFetcher {
+ public:
+  explicit ArtifactFetcher(FetchOptions options);
+  const FetchOptions& options() const { return options_; }
+
+  // Throws Error naming the source (and the profile line that declared it) on failure.
+  FetchedArtifact fetch(const ArtifactSource& source);
+  // Fetches up to options.max_parallel at once; identical sources are fetched once. All failures are
+  // reported together in one Error.
+  std::vector<FetchedArtifact> fetch_all(const std::vector<ArtifactSource>& sources);
+
+ private:
+  FetchedArtifact fetch_local(const ArtifactSource& source, const std::filesystem::path& path);
+  FetchedArtifact fetch_download(const ArtifactSource& source);
+
+  FetchOptions options_;
+};
+
+// "file:///a%20b" -> "/a b"; nullopt when not a file URL.
+std::optional<std::filesystem::path> file_url_to_path(const std::string& url);
+
+}  // namespace aggrik8s

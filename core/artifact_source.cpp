@@ -1,0 +1,64 @@
+#include "core/artifact_source.hpp"
+
+namespace aggrik8s {
+
+bool ArtifactSource::is_download() const {
+  return location.starts_with("http://") || location.starts_with("https://");
+}
+
+std::string ArtifactSource::file_name() const {
+  std::string s = location;
+  if (auto q = s.find_first_of("?#"); q != std::string::npos && s.find("://") != std::string::npos) s.resize(q);
+  while (!s.empty() && s.back() == '/') s.pop_back();
+  auto slash = s.rfind('/');
+  return slash == std::string::npos ? s : s.substr(slash + 1);
+}
+
+bool is_supported_location(const std::string& location, std::string* why) {
+  auto scheme_end = location.find("://");
+  if (scheme_end == std::string::npos) return true;  // a path
+  std::string scheme = location.substr(0, scheme_end);
+  if (scheme == "http" || scheme == "https" || scheme == "file") return true;
+  if (why != nullptr) *why = "unsupported URL scheme '" + scheme + "' (expected http, https, file or a path)";
+  return false;
+}
+
+std::optional<ArtifactSource> read_artifact_source(ConfigMapReader& parent, std::string_view key, bool required,
+                                                   ChecksumPolicy policy) {
+  auto reader = parent.map(key, required);
+  if (!reader) return std::nullopt;
+  auto url = reader->string("url");
+  auto path = reader->path_value("path");
+  auto sha = reader->string("sha256");
+  std::optional<ArtifactSource> result;
+  if (url.has_value() == path.has_value()) {
+    reader->error("'" + reader->path() + "' must have exactly one of 'url' or 'path'");
+  } else if (url) {
+    std::string why;
+    if (!is_supported_location(*url, &why)) {
+      reader->error_at("url", "'" + reader->key_path("url") + "': " + why);
+    } else if (url->find("://") == std::string::npos) {
+      reader->error_at("url", "'" + reader->key_path("url") + "' must be a URL (http://, https:// or file://); use 'path' for local files");
+    } else {
+      result = ArtifactSource{*url, std::nullopt, reader->location()};
+    }
+  } else {
+    result = ArtifactSource{path->string(), std::nullopt, reader->location()};
+  }
+  if (sha) {
+    auto digest = Sha256Digest::parse(*sha);
+    if (!digest) {
+      reader->error_at("sha256", "'" + reader->key_path("sha256") + "' must be 64 hexadecimal characters, got '" + *sha + "'");
+      result.reset();
+    } else if (result) {
+      result->sha256 = digest;
+    }
+  } else if (result && policy == ChecksumPolicy::required && result->is_download()) {
+    reader->error("'" + reader->path() + "' downloads from a URL and needs a 'sha256' to pin it");
+    result.reset();
+  }
+  reader->finish();
+  return result;
+}
+
+}  // namespace aggrik8s

@@ -1,0 +1,30 @@
+#pragma once
+// Where an input comes from: a URL (http, https, file) or a local path, and the sha256 it must have.
+#include <optional>
+#include <string>
+
+#include "core/config_reader.hpp"
+#include "core/sha256.hpp"
+
+namespace aggrik8s {
+
+struct ArtifactSource {
+  std::string location;  // URL, or an absolute path
+  std::optional<Sha256Digest> sha256;
+  SourceLocation where;  // where the profile declared it, for error messages
+
+  bool is_download() const;  // http:// or https://
+  // The file name the URL or path ends in, e.g. "raspios-lite-arm64.img.xz".
+  std::string file_name() const;
+};
+
+enum class ChecksumPolicy { required, optional };
+
+// Reads `key: {url: URL, sha256: HEX}` or `key: {path: PATH, sha256: HEX}`. URLs need a sha256 when
+// the policy says so (inputs must be pinned; a mirror serving other bytes is caught).
+std::optional<ArtifactSource> read_artifact_source(ConfigMapReader& parent, std::string_view key, bool required,
+                                                   ChecksumPolicy policy);
+// Classifies a location; nullopt with a message for unsupported schemes.
+bool is_supported_location(const std::string& location, std::string* why);
+
+}  // namespace aggrik8s
