@@ -1,0 +1,706 @@
+#include "builder/profile.hpp"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "core/config_reader.hpp"
+#include "core/identifiers.hpp"
+
+namespace aggrik8s::builder {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view default_rke2_release_base = "https://github.com/rancher/rke2/releases/download/";
+
+// Keys of rke2.config that hold secrets: they must come from rke2.token, never from the profile.
+const std::set<std::string, std::less<>> secret_rke2_keys{"token", "agent-token", "etcd-s3-secret-key"};
+
+std::string url_encode_plus(std::string_view version) {
+  std::string out;
+  for (char c : version) {
+    if (c == '+') {
+      out += "%2B";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// ---- step 1: files and `extends:` ----
+
+struct LoadedTree {
+  ConfigNode tree;
+  std::vector<fs::path> files;  // outermost base first, the profile itself last
+};
+
+bool load_with_extends(const fs::path& path, Diagnostics& diagnostics, std::vector<fs::path>& stack, LoadedTree& out) {
+  fs::path canonical = fs::weakly_canonical(path);
+  if (std::find(stack.begin(), stack.end(), canonical) != stack.end()) {
+    std::string cycle;
+    for (const auto& p : stack) cycle += p.string() + " -> ";
+    diagnostics.error({path.string(), 0, 0}, "'extends' forms a cycle: " + cycle + canonical.string());
+    return false;
+  }
+  ConfigNode tree = load_yaml_file(path, diagnostics);
+  if (tree.is_null()) {
+    if (diagnostics.has_errors()) return false;
+    diagnostics.error({path.string(), 1, 1}, "the profile is empty");
+    return false;
+  }
+  if (!tree.is_map()) {
+    diagnostics.error(tree.location, std::string("a profile must be a map of settings, got ") + tree.kind_name());
+    return false;
+  }
+  std::vector<fs::path> bases;
+  if (const ConfigNode* extends = tree.find("extends")) {
+    auto add = [&](const ConfigNode& item) {
+      if (!item.is_scalar() || item.scalar.empty()) {
+        diagnostics.error(item.location, "'extends' must be a path or a list of paths");
+        return;
+      }
+      fs::path base(item.scalar);
+      bases.push_back(base.is_relative() ? item.base_directory() / base : base);
+    };
+    if (extends->is_sequence()) {
+      for (const auto& item : extends->items) add(item);
+    } else {
+      add(*extends);
+    }
+  }
+  tree.erase("extends");
+  stack.push_back(canonical);
+  ConfigNode merged;
+  bool ok = true;
+  for (const auto& base : bases) {
+    LoadedTree loaded;
+    if (!load_with_extends(base, diagnostics, stack, loaded)) {
+      ok = false;
+      continue;
+    }
+    merged = merged.is_map() ? merge_config(merged, loaded.tree) : loaded.tree;
+    for (auto& f : loaded.files) {
+      if (std::find(out.files.begin(), out.files.end(), f) == out.files.end()) out.files.push_back(f);
+    }
+  }
+  stack.pop_back();
+  out.tree = merged.is_map() ? merge_config(merged, tree) : tree;
+  out.files.push_back(path);
+  return ok;
+}
+
+// ---- step 3: typed reading ----
+
+class ProfileReader {
+ public:
+  ProfileReader(Diagnostics& diagnostics, const ProfileCheckOptions& options)
+      : diagnostics_(diagnostics), options_(options) {}
+
+  void read_output(ConfigMapReader& top, OutputSettings& output) {
+    auto reader = top.map("output");
+    if (!reader) return;
+    output.image_size = reader->byte_size("image_size");
+    if (auto free = reader->byte_size("root_free_space")) output.root_free_space = *free;
+    if (auto compress = reader->node("compress")) {
+      auto list = reader->string_list("compress");
+      if (list) {
+        for (const auto& c : *list) {
+          if (c != "zstd" && c != "xz") {
+            diagnostics_.error(compress->location, "'output.compress' entries must be zstd or xz, got '" + c + "'");
+          }
+        }
+        output.compress = *list;
+      }
+    }
+    if (auto bmap = reader->boolean("bmap")) output.bmap = *bmap;
+    reader->finish();
+  }
+
+  Rke2Settings read_rke2(ConfigMapReader& top) {
+    Rke2Settings rke2;
+    auto reader = top.map("rke2", true);
+    if (!reader) return rke2;
+    rke2.where = reader->location();
+    rke2.version = reader->string("version", true).value_or("");
+    if (!rke2.version.empty() && !rke2.version.starts_with("v")) {
+      reader->error_at("version", "'rke2.version' must look like v1.33.1+rke2r1, got '" + rke2.version + "'");
+    }
+    auto url = reader->string("release_url");
+    auto dir = reader->path_value("release_dir");
+    if (url && dir) {
+      reader->error("'rke2' must have at most one of 'release_url' and 'release_dir'");
+    } else if (url) {
+      std::string why;
+      if (!is_supported_location(*url, &why) || url->find("://") == std::string::npos) {
+        reader->error_at("release_url", "'rke2.release_url' must be an http, https or file URL, got '" + *url + "'");
+      }
+      rke2.release = *url;
+    } else if (dir) {
+      rke2.release = dir->string();
+      if (options_.check_paths && !fs::is_directory(*dir)) {
+        reader->error_at("release_dir", "'rke2.release_dir' " + dir->string() + " is not a directory");
+      }
+    } else if (!rke2.version.empty()) {
+      rke2.release = std::string(default_rke2_release_base) + url_encode_plus(rke2.version);
+    }
+    if (auto pin = reader->string("checksums_sha256")) {
+      rke2.checksums_sha256 = Sha256Digest::parse(*pin);
+      if (!rke2.checksums_sha256) {
+        reader->error_at("checksums_sha256", "'rke2.checksums_sha256' must be 64 hexadecimal characters");
+      }
+    }
+    rke2.images = reader->string_list("images").value_or(std::vector<std::string>{"rke2-images"});
+    for (const auto& image : rke2.images) {
+      if (!image.starts_with("rke2-images") || image.find('/') != std::string::npos) {
+        reader->error_at("images", "'rke2.images' entries are archive names like rke2-images-core or "
+                                   "rke2-images-canal, got '" + image + "'");
+      }
+    }
+    rke2.role = reader->one_of("role", {"server", "agent"}, true).value_or("server");
+    rke2.server = reader->string("server");
+    if (rke2.server && !(rke2.server->starts_with("https://"))) {
+      reader->error_at("server", "'rke2.server' must be an https URL such as https://10.0.0.10:9345");
+    }
+    rke2.token = read_secret_reference(*reader, "token");
+    if (rke2.token && options_.check_secrets) check_secret(*rke2.token, diagnostics_);
+    if (rke2.role == "agent") {
+      if (!rke2.server) reader->error("an RKE2 agent needs 'rke2.server' (the server's https://host:9345)");
+      if (!rke2.token) reader->error("an RKE2 agent needs 'rke2.token' to join its server");
+    }
+    if (const ConfigNode* config = reader->node("config")) {
+      if (!config->is_map()) {
+        diagnostics_.error(config->location, std::string("'rke2.config' must be a map of RKE2 config keys, got ") +
+                                                 config->kind_name());
+      } else {
+        for (const auto& entry : config->entries) {
+          if (secret_rke2_keys.contains(entry.key)) {
+            diagnostics_.error(entry.key_location, "'rke2.config." + entry.key +
+                                                       "' is a secret; reference it with rke2.token: {file: PATH} "
+                                                       "instead of writing it in the profile");
+          } else if (entry.key == "server") {
+            diagnostics_.error(entry.key_location, "set the server with 'rke2.server', not 'rke2.config.server'");
+          }
+        }
+        rke2.config = *config;
+      }
+    }
+    if (const ConfigNode* registries = reader->node("registries")) {
+      if (!registries->is_map()) {
+        diagnostics_.error(registries->location, "'rke2.registries' must be a map (the content of registries.yaml)");
+      } else {
+        rke2.registries = *registries;
+      }
+    }
+    reader->finish();
+    return rke2;
+  }
+
+  SystemSettings read_system(ConfigMapReader& top, const std::string& node_name) {
+    SystemSettings system;
+    system.hostname = node_name;
+    auto reader = top.map("system");
+    if (!reader) return system;
+    if (auto hostname = reader->string("hostname")) {
+      if (!is_dns_label(*hostname)) {
+        reader->error_at("hostname", "'" + reader->key_path("hostname") + "' must be a lowercase DNS label (a-z, 0-9, '-'), got '" +
+                                         *hostname + "'");
+      }
+      system.hostname = *hostname;
+    }
+    system.timezone = reader->string("timezone");
+    if (system.timezone && (system.timezone->find("..") != std::string::npos || system.timezone->starts_with("/"))) {
+      reader->error_at("timezone", "'system.timezone' must be a zone name such as Europe/Berlin");
+    }
+    system.locale = reader->string("locale");
+    system.keyboard = reader->string("keyboard");
+    if (auto ssh = reader->boolean("ssh")) system.ssh = *ssh;
+    if (auto pw = reader->boolean("ssh_password_authentication")) system.ssh_password_authentication = *pw;
+    std::set<std::string> user_names;
+    reader->list("users", [&](const ConfigNode& item, const std::string& path) {
+      ConfigMapReader user_reader(item, diagnostics_, path);
+      if (!user_reader.valid()) {
+        diagnostics_.error(item.location, "'" + path + "' must be a map with at least 'name'");
+        return;
+      }
+      UserAccount user;
+      user.name = user_reader.string("name", true).value_or("");
+      if (!user.name.empty() && (!is_dns_label(user.name) || user.name == "root")) {
+        user_reader.error_at("name", "'" + path + ".name' must be a lowercase user name other than root, got '" + user.name + "'");
+      }
+      if (!user.name.empty() && !user_names.insert(user.name).second) {
+        user_reader.error_at("name", "user '" + user.name + "' is listed twice");
+      }
+      user.password_hash = read_secret_reference(user_reader, "password_hash");
+      if (user.password_hash && options_.check_secrets) check_secret(*user.password_hash, diagnostics_);
+      user.ssh_authorized_keys = user_reader.string_list("ssh_authorized_keys").value_or(std::vector<std::string>{});
+      for (const auto& key : user.ssh_authorized_keys) {
+        if (!(key.starts_with("ssh-") || key.starts_with("ecdsa-") || key.starts_with("sk-"))) {
+          user_reader.error_at("ssh_authorized_keys", "'" + path + ".ssh_authorized_keys' entries must be public keys "
+                                                      "(ssh-ed25519 AAAA..., ssh-rsa ..., ecdsa-...)");
+        }
+      }
+      if (auto sudo = user_reader.boolean("sudo")) user.sudo = *sudo;
+      user_reader.finish();
+      system.users.push_back(std::move(user));
+    });
+    reader->finish();
+    return system;
+  }
+
+  NetworkSettings read_network(ConfigMapReader& top) {
+    NetworkSettings network;
+    auto reader = top.map("network");
+    if (!reader) return network;
+    auto mode = reader->one_of("mode", {"dhcp", "static"});
+    if (mode == "static") network.mode = NetworkSettings::Mode::static_address;
+    if (auto interface = reader->string("interface")) network.interface = *interface;
+    network.address = reader->string("address");
+    network.gateway = reader->string("gateway");
+    network.dns = reader->string_list("dns").value_or(std::vector<std::string>{});
+    if (network.address && !is_ipv4_cidr(*network.address)) {
+      reader->error_at("address", "'" + reader->key_path("address") + "' must be an IPv4 address with prefix, e.g. 10.0.0.11/24, got '" +
+                                      *network.address + "'");
+    }
+    if (network.gateway && !is_ipv4_address(*network.gateway)) {
+      reader->error_at("gateway", "'" + reader->key_path("gateway") + "' must be an IPv4 address, got '" + *network.gateway + "'");
+    }
+    for (const auto& dns : network.dns) {
+      if (!is_ipv4_address(dns)) reader->error_at("dns", "'" + reader->key_path("dns") + "' entries must be IPv4 addresses, got '" + dns + "'");
+    }
+    if (network.mode == NetworkSettings::Mode::static_address && (!network.address || !network.gateway)) {
+      reader->error("a static network needs 'address' and 'gateway'");
+    }
+    if (network.mode == NetworkSettings::Mode::dhcp && network.address) {
+      reader->error_at("address", "'" + reader->key_path("address") + "' is only used with mode: static");
+    }
+    reader->finish();
+    return network;
+  }
+
+  PiBootSettings read_boot(ConfigMapReader& top) {
+    PiBootSettings boot;
+    auto reader = top.map("boot");
+    if (!reader) return boot;
+    if (auto storage = reader->one_of("storage", {"sd", "nvme"})) {
+      boot.storage = *storage == "nvme" ? PiBootSettings::Storage::nvme : PiBootSettings::Storage::sd;
+    }
+    if (auto gen = reader->integer("pcie_gen", 1, 3)) boot.pcie_gen = static_cast<int>(*gen);
+    if (auto page = reader->integer("kernel_page_size_kib", 4, 16)) {
+      if (*page != 4 && *page != 16) {
+        reader->error_at("kernel_page_size_kib", "'boot.kernel_page_size_kib' must be 4 or 16");
+      } else {
+        boot.kernel_page_size_kib = static_cast<int>(*page);
+      }
+    }
+    boot.config_txt = reader->string_list("config_txt").value_or(std::vector<std::string>{});
+    boot.cmdline = reader->string_list("cmdline").value_or(std::vector<std::string>{});
+    for (const auto& arg : boot.cmdline) {
+      if (arg.find_first_of(" \t\n") != std::string::npos || arg.empty()) {
+        reader->error_at("cmdline", "'boot.cmdline' entries are single kernel arguments without spaces, got '" + arg + "'");
+      }
+    }
+    reader->finish();
+    return boot;
+  }
+
+  std::vector<fs::path> read_overlays(ConfigMapReader& top) {
+    std::vector<fs::path> overlays;
+    top.list("overlays", [&](const ConfigNode& item, const std::string& path) {
+      if (!item.is_scalar() || item.scalar.empty()) {
+        diagnostics_.error(item.location, "'" + path + "' must be a directory path");
+        return;
+      }
+      fs::path dir(item.scalar);
+      if (dir.is_relative()) dir = item.base_directory() / dir;
+      dir = dir.lexically_normal();
+      if (options_.check_paths && !fs::is_directory(dir)) {
+        diagnostics_.error(item.location, "overlay directory " + dir.string() + " does not exist");
+      }
+      overlays.push_back(dir);
+    });
+    return overlays;
+  }
+
+  std::vector<TalosPatch> read_patches(ConfigMapReader& reader) {
+    std::vector<TalosPatch> patches;
+    reader.list("patches", [&](const ConfigNode& item, const std::string& path) {
+      ConfigMapReader patch_reader(item, diagnostics_, path);
+      if (!patch_reader.valid()) {
+        diagnostics_.error(item.location, "'" + path + "' must be {file: PATH}, {merge: MAP} or {json6902: LIST}");
+        return;
+      }
+      int forms = patch_reader.has("file") + patch_reader.has("merge") + patch_reader.has("json6902");
+      if (forms != 1) {
+        patch_reader.error("'" + path + "' must have exactly one of 'file', 'merge' or 'json6902'");
+        patch_reader.ignore("file");
+        patch_reader.ignore("merge");
+        patch_reader.ignore("json6902");
+        return;
+      }
+      TalosPatch patch;
+      patch.where = item.location;
+      if (auto file = patch_reader.path_value("file")) {
+        Diagnostics file_diagnostics;
+        ConfigNode content = load_yaml_file(*file, file_diagnostics);
+        diagnostics_.append(file_diagnostics);
+        if (file_diagnostics.has_errors()) return;
+        // A file holding a list is an RFC 6902 patch (as talosctl --config-patch reads it); a map is a
+        // merge patch.
+        patch.kind = content.is_sequence() ? TalosPatch::Kind::json6902 : TalosPatch::Kind::merge;
+        if (!content.is_sequence() && !content.is_map()) {
+          diagnostics_.error(content.location, "a patch file must hold a map (merge patch) or a list (JSON patch)");
+          return;
+        }
+        patch.content = std::move(content);
+      } else if (const ConfigNode* merge = patch_reader.node("merge")) {
+        if (!merge->is_map()) {
+          diagnostics_.error(merge->location, "'" + path + ".merge' must be a map");
+          return;
+        }
+        patch.content = *merge;
+      } else if (const ConfigNode* ops = patch_reader.node("json6902")) {
+        patch.kind = TalosPatch::Kind::json6902;
+        if (!ops->is_sequence()) {
+          diagnostics_.error(ops->location, "'" + path + ".json6902' must be a list of operations");
+          return;
+        }
+        for (std::size_t i = 0; i < ops->items.size(); ++i) {
+          ConfigMapReader op(ops->items[i], diagnostics_, path + ".json6902[" + std::to_string(i) + "]");
+          if (!op.valid()) {
+            diagnostics_.error(ops->items[i].location, "a JSON patch operation must be a map with 'op' and 'path'");
+            continue;
+          }
+          auto kind = op.one_of("op", {"add", "remove", "replace", "move", "copy", "test"}, true);
+          auto target = op.string("path", true);
+          if (target && !target->empty() && !target->starts_with("/")) {
+            op.error_at("path", "a JSON patch path must start with '/', got '" + *target + "'");
+          }
+          bool needs_value = kind == "add" || kind == "replace" || kind == "test";
+          bool needs_from = kind == "move" || kind == "copy";
+          if (needs_value && op.node("value", true) == nullptr) continue;
+          if (needs_from) op.string("from", true);
+          op.ignore("value");
+          op.ignore("from");
+        }
+        patch.content = *ops;
+      }
+      patch_reader.finish();
+      patches.push_back(std::move(patch));
+    });
+    return patches;
+  }
+
+  std::vector<std::string> read_kernel_args(ConfigMapReader& reader) {
+    auto args = reader.string_list("kernel_args").value_or(std::vector<std::string>{});
+    for (const auto& arg : args) {
+      if (arg.empty() || arg.find_first_of(" \t\n") != std::string::npos) {
+        reader.error_at("kernel_args", "'" + reader.key_path("kernel_args") + "' entries are single arguments without spaces, got '" + arg + "'");
+      }
+    }
+    return args;
+  }
+
+ private:
+  Diagnostics& diagnostics_;
+  const ProfileCheckOptions& options_;
+};
+
+const std::set<std::string, std::less<>> rpi_node_keys{"name", "system", "network", "rke2", "boot", "overlays"};
+const std::set<std::string, std::less<>> rpi_node_rke2_keys{"role", "server", "token", "config", "registries"};
+
+void read_rpi5(const ConfigNode& tree, Profile& profile, Diagnostics& diagnostics, const ProfileCheckOptions& options) {
+  {
+    ConfigMapReader top(tree, diagnostics, "");
+    // Unknown keys are reported once, by the per-node reader below.
+    for (const auto& entry : tree.entries) {
+      if (entry.key != "base") top.ignore(entry.key);
+    }
+    profile.base = read_artifact_source(top, "base", true, ChecksumPolicy::required);
+    if (profile.base && !profile.base->is_download() && options.check_paths &&
+        !profile.base->location.starts_with("file://") && !fs::is_regular_file(profile.base->location)) {
+      diagnostics.error(profile.base->where, "base image " + profile.base->location + " does not exist");
+    }
+  }
+
+  // Profile-wide settings without the node list: what each node starts from.
+  ConfigNode common = tree;
+  common.erase("nodes");
+  std::vector<std::pair<std::string, ConfigNode>> node_trees;
+  if (const ConfigNode* nodes = tree.find("nodes")) {
+    if (!nodes->is_sequence() || nodes->items.empty()) {
+      diagnostics.error(nodes->location, "'nodes' must be a non-empty list of nodes, each with a 'name'");
+    } else {
+      std::set<std::string> names;
+      for (std::size_t i = 0; i < nodes->items.size(); ++i) {
+        const ConfigNode& node = nodes->items[i];
+        std::string path = "nodes[" + std::to_string(i) + "]";
+        if (!node.is_map()) {
+          diagnostics.error(node.location, "'" + path + "' must be a map with at least 'name'");
+          continue;
+        }
+        const ConfigNode* name = node.find("name");
+        if (name == nullptr || !name->is_scalar() || !is_dns_label(name->scalar)) {
+          diagnostics.error(name ? name->location : node.location,
+                            "'" + path + ".name' must be a lowercase DNS label (a-z, 0-9, '-'): it names the image "
+                            "and is the default hostname");
+          continue;
+        }
+        if (!names.insert(name->scalar).second) {
+          diagnostics.error(name->location, "node '" + name->scalar + "' is listed twice");
+          continue;
+        }
+        bool ok = true;
+        for (const auto& entry : node.entries) {
+          if (!rpi_node_keys.contains(entry.key)) {
+            diagnostics.error(entry.key_location, "unknown key '" + path + "." + entry.key +
+                                                      "' (a node may set: boot, name, network, overlays, rke2, system)");
+            ok = false;
+          }
+        }
+        if (const ConfigNode* rke2 = node.find("rke2"); rke2 != nullptr && rke2->is_map()) {
+          for (const auto& entry : rke2->entries) {
+            if (!rpi_node_rke2_keys.contains(entry.key)) {
+              diagnostics.error(entry.key_location, "'" + path + ".rke2." + entry.key +
+                                                        "' cannot differ per node (nodes share the RKE2 release; a "
+                                                        "node may set config, registries, role, server, token)");
+              ok = false;
+            }
+          }
+        }
+        if (!ok) continue;
+        ConfigNode overrides = node;
+        overrides.erase("name");
+        node_trees.emplace_back(name->scalar, merge_config(common, overrides));
+      }
+    }
+  } else {
+    node_trees.emplace_back(profile.name, common);
+  }
+
+  // A mistake in a profile-wide setting shows up once per node; it is reported once, and only problems
+  // that some nodes have and others do not are tagged with the node's name.
+  std::vector<std::pair<std::string, Diagnostics>> per_node;
+  std::map<std::string, std::size_t> occurrences;
+  for (const auto& [name, node_tree] : node_trees) {
+    Diagnostics node_diagnostics;
+    ProfileReader node_reader(node_diagnostics, options);
+    Rpi5Node node;
+    {
+      ConfigMapReader top(node_tree, node_diagnostics, "");
+      for (const auto& key : {"kind", "name", "description", "base", "output", "nodes"}) top.ignore(key);
+      node.name = name;
+      node.system = node_reader.read_system(top, name);
+      node.network = node_reader.read_network(top);
+      node.rke2 = node_reader.read_rke2(top);
+      node.boot = node_reader.read_boot(top);
+      node.overlays = node_reader.read_overlays(top);
+    }
+    for (const auto& d : node_diagnostics.all()) ++occurrences[d.str()];
+    per_node.emplace_back(name, std::move(node_diagnostics));
+    profile.rpi_nodes.push_back(std::move(node));
+  }
+  std::set<std::string> reported;
+  for (const auto& [name, node_diagnostics] : per_node) {
+    for (const auto& d : node_diagnostics.all()) {
+      std::string key = d.str();
+      if (!reported.insert(key).second) continue;
+      bool everywhere = occurrences[key] == per_node.size();
+      std::string message = everywhere ? d.message : d.message + " (node " + name + ")";
+      if (d.severity == Diagnostic::Severity::error) {
+        diagnostics.error(d.where, message);
+      } else {
+        diagnostics.warning(d.where, message);
+      }
+    }
+  }
+}
+
+void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnostics, const ProfileCheckOptions& options) {
+  ProfileReader reader(diagnostics, options);
+  ConfigMapReader top(tree, diagnostics, "");
+  for (const auto& key : {"kind", "name", "description", "output"}) top.ignore(key);
+  std::vector<TalosPatch> common_patches;
+  std::vector<std::string> common_args;
+  if (auto talos = top.map("talos", true)) {
+    auto& t = profile.talos;
+    t.version = talos->string("version");
+    if (t.version && !t.version->starts_with("v")) {
+      talos->error_at("version", "'talos.version' must look like v1.12.0, got '" + *t.version + "'");
+    }
+    t.iso = read_artifact_source(*talos, "iso", false, ChecksumPolicy::required);
+    t.kernel = read_artifact_source(*talos, "kernel", false, ChecksumPolicy::required);
+    t.initramfs = read_artifact_source(*talos, "initramfs", false, ChecksumPolicy::required);
+    if (!talos->has("iso") && !(talos->has("kernel") && talos->has("initramfs"))) {
+      talos->error("'talos' needs 'iso', or both 'kernel' and 'initramfs'");
+    }
+    if (talos->has("kernel") != talos->has("initramfs")) {
+      talos->error("'talos.kernel' and 'talos.initramfs' go together");
+    }
+    t.config = read_secret_reference(*talos, "config");
+    if (t.config && options.check_secrets) check_secret(*t.config, diagnostics);
+    t.outputs = talos->string_list("outputs").value_or(std::vector<std::string>{"config-iso"});
+    for (const auto& o : t.outputs) {
+      if (o != "config-iso" && o != "iso" && o != "netboot") {
+        talos->error_at("outputs", "'talos.outputs' entries must be config-iso, iso or netboot, got '" + o + "'");
+      }
+    }
+    if ((t.outputs.size() > 1 || t.outputs.front() != "config-iso") && !t.iso && !(t.kernel && t.initramfs)) {
+      talos->error("these outputs need a Talos ISO or kernel + initramfs");
+    }
+    t.netboot_url = talos->string("netboot_url");
+    if (std::find(t.outputs.begin(), t.outputs.end(), "netboot") != t.outputs.end() && !t.netboot_url) {
+      talos->error("the netboot output needs 'talos.netboot_url' (where `aggrik8s-image serve` answers, e.g. "
+                   "http://10.0.0.2:8080)");
+    }
+    common_patches = reader.read_patches(*talos);
+    common_args = reader.read_kernel_args(*talos);
+    talos->finish();
+  }
+  reader.read_output(top, profile.output);
+
+  if (auto proxmox = top.map("proxmox")) {
+    ProxmoxSettings p;
+    p.api_url = proxmox->string("api_url", true).value_or("");
+    if (!p.api_url.empty() && !p.api_url.starts_with("https://")) {
+      proxmox->error_at("api_url", "'proxmox.api_url' must be https://HOST:8006/api2/json");
+    }
+    p.token_id = proxmox->string("token_id", true).value_or("");
+    if (!p.token_id.empty() && p.token_id.find('!') == std::string::npos) {
+      proxmox->error_at("token_id", "'proxmox.token_id' must look like USER@REALM!TOKENNAME");
+    }
+    auto secret = read_secret_reference(*proxmox, "token_secret", true);
+    if (secret && options.check_secrets) check_secret(*secret, diagnostics);
+    p.node = proxmox->string("node", true).value_or("");
+    p.storage = proxmox->string("storage", true).value_or("");
+    if (auto verify = proxmox->boolean("verify_tls")) p.verify_tls = *verify;
+    proxmox->finish();
+    if (secret) {
+      p.token_secret = *secret;
+      profile.proxmox = p;
+    }
+  }
+
+  std::set<std::string> names;
+  std::set<std::string> macs;
+  std::set<std::string> uuids;
+  top.list("nodes", [&](const ConfigNode& item, const std::string& path) {
+    ConfigMapReader node_reader(item, diagnostics, path);
+    if (!node_reader.valid()) {
+      diagnostics.error(item.location, "'" + path + "' must be a map with at least 'name'");
+      return;
+    }
+    TalosNode node;
+    node.name = node_reader.string("name", true).value_or("");
+    if (!node.name.empty() && !is_dns_label(node.name)) {
+      node_reader.error_at("name", "'" + path + ".name' must be a lowercase DNS label, got '" + node.name + "'");
+    }
+    if (!node.name.empty() && !names.insert(node.name).second) {
+      node_reader.error_at("name", "node '" + node.name + "' is listed twice");
+    }
+    if (auto mac = node_reader.string("mac")) {
+      node.mac = normalize_mac(*mac);
+      if (!node.mac) node_reader.error_at("mac", "'" + path + ".mac' must look like 52:54:00:12:34:56, got '" + *mac + "'");
+      else if (!macs.insert(*node.mac).second) node_reader.error_at("mac", "MAC " + *node.mac + " is used by two nodes");
+    }
+    if (auto uuid = node_reader.string("uuid")) {
+      node.uuid = normalize_uuid(*uuid);
+      if (!node.uuid) node_reader.error_at("uuid", "'" + path + ".uuid' must be an SMBIOS UUID (8-4-4-4-12 hex), got '" + *uuid + "'");
+      else if (!uuids.insert(*node.uuid).second) node_reader.error_at("uuid", "UUID " + *node.uuid + " is used by two nodes");
+    }
+    node.hostname = node_reader.string("hostname").value_or(node.name);
+    if (!is_dns_label(node.hostname)) {
+      node_reader.error_at("hostname", "'" + path + ".hostname' must be a lowercase DNS label, got '" + node.hostname + "'");
+    }
+    node.addresses = node_reader.string_list("addresses").value_or(std::vector<std::string>{});
+    for (const auto& a : node.addresses) {
+      if (!is_ipv4_cidr(a)) node_reader.error_at("addresses", "'" + path + ".addresses' entries must be CIDR addresses like 10.0.0.21/24, got '" + a + "'");
+    }
+    node.gateway = node_reader.string("gateway");
+    if (node.gateway && !is_ipv4_address(*node.gateway)) {
+      node_reader.error_at("gateway", "'" + path + ".gateway' must be an IPv4 address");
+    }
+    node.install_disk = node_reader.string("install_disk");
+    if (node.install_disk && !node.install_disk->starts_with("/dev/")) {
+      node_reader.error_at("install_disk", "'" + path + ".install_disk' must be a device path such as /dev/sda");
+    }
+    node.config = read_secret_reference(node_reader, "config");
+    if (node.config && options.check_secrets) check_secret(*node.config, diagnostics);
+    node.patches = common_patches;
+    for (auto& p : reader.read_patches(node_reader)) node.patches.push_back(std::move(p));
+    node.kernel_args = common_args;
+    for (auto& a : reader.read_kernel_args(node_reader)) node.kernel_args.push_back(std::move(a));
+    node_reader.finish();
+    if (!node.config && !profile.talos.config) {
+      diagnostics.error(item.location, "node '" + node.name + "' has no machine config: set 'talos.config' or '" + path + ".config'");
+    }
+    profile.talos_nodes.push_back(std::move(node));
+  }, true);
+  top.finish();
+}
+
+}  // namespace
+
+const char* to_string(ProfileKind kind) {
+  switch (kind) {
+    case ProfileKind::rpi5_rke2: return "rpi5-rke2";
+    case ProfileKind::talos_iso: return "talos-iso";
+  }
+  return "?";
+}
+
+std::vector<ArtifactSource> Profile::inputs() const {
+  std::vector<ArtifactSource> out;
+  if (base) out.push_back(*base);
+  for (const auto* source : {&talos.iso, &talos.kernel, &talos.initramfs}) {
+    if (*source) out.push_back(**source);
+  }
+  return out;
+}
+
+std::vector<std::string> Profile::node_names() const {
+  std::vector<std::string> out;
+  for (const auto& n : rpi_nodes) out.push_back(n.name);
+  for (const auto& n : talos_nodes) out.push_back(n.name);
+  return out;
+}
+
+std::optional<Profile> load_profile(const fs::path& path, Diagnostics& diagnostics, const ProfileCheckOptions& options) {
+  std::size_t errors_before = diagnostics.error_count();
+  LoadedTree loaded;
+  std::vector<fs::path> stack;
+  if (!load_with_extends(path, diagnostics, stack, loaded)) return std::nullopt;
+
+  Profile profile;
+  profile.file = path;
+  profile.extends.assign(loaded.files.begin(), loaded.files.end() - 1);
+  const ConfigNode& tree = loaded.tree;
+  {
+    ConfigMapReader top(tree, diagnostics, "");
+    auto kind = top.one_of("kind", {"rpi5-rke2", "talos-iso"}, true);
+    profile.name = top.string("name").value_or(path.stem().string());
+    if (!is_dns_label(profile.name)) {
+      top.error_at("name", "'name' must be a lowercase DNS label (it names the output), got '" + profile.name + "'");
+    }
+    profile.description = top.string("description").value_or("");
+    // The kind-specific reader below reports unknown keys.
+    for (const auto& entry : tree.entries) top.ignore(entry.key);
+    top.finish();
+    if (!kind) return std::nullopt;
+    profile.kind = *kind == "talos-iso" ? ProfileKind::talos_iso : ProfileKind::rpi5_rke2;
+  }
+  if (profile.kind == ProfileKind::rpi5_rke2) {
+    read_rpi5(tree, profile, diagnostics, options);
+    ConfigMapReader top(tree, diagnostics, "");
+    for (const auto& entry : tree.entries) top.ignore(entry.key);
+    ProfileReader(diagnostics, options).read_output(top, profile.output);
+    top.finish();
+  } else {
+    read_talos(tree, profile, diagnostics, options);
+  }
+  if (diagnostics.error_count() > errors_before) return std::nullopt;
+  return profile;
+}
+
+}  // namespace aggrik8s::builder

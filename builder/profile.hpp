@@ -1,0 +1,154 @@
+#pragma once
+// Build profiles: what to build, from which inputs, for which nodes (docs/profiles.md is the user's
+// reference; keep the two in step). A profile is read in three steps:
+//   1. load the YAML file and every file it `extends:`, merging maps (core/config_node.hpp),
+//   2. for each node, overlay the node's own settings on the profile,
+//   3. read the merged trees into the typed structs below, collecting every error with its file:line:col.
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/artifact_source.hpp"
+#include "core/config_node.hpp"
+#include "core/diagnostics.hpp"
+#include "core/secret.hpp"
+
+namespace aggrik8s::builder {
+
+enum class ProfileKind { rpi5_rke2, talos_iso };
+const char* to_string(ProfileKind kind);
+
+struct Rke2Settings {
+  std::string version;             // e.g. v1.33.1+rke2r1
+  std::string release;             // URL or absolute directory holding the release files
+  std::optional<Sha256Digest> checksums_sha256;  // pins sha256sum-<arch>.txt itself
+  std::vector<std::string> images;  // image archive names without suffix, e.g. rke2-images-core
+  std::string role;                // server | agent
+  std::optional<std::string> server;  // https://host:9345; agents and joining servers
+  std::optional<SecretReference> token;
+  ConfigNode config;               // more config.yaml keys, passed through as written
+  std::optional<ConfigNode> registries;  // registries.yaml content
+  SourceLocation where;
+};
+
+struct UserAccount {
+  std::string name;
+  std::optional<SecretReference> password_hash;  // a crypt(3) hash, still kept out of the profile
+  std::vector<std::string> ssh_authorized_keys;
+  bool sudo = true;
+};
+
+struct SystemSettings {
+  std::string hostname;
+  std::optional<std::string> timezone;
+  std::optional<std::string> locale;
+  std::optional<std::string> keyboard;
+  std::vector<UserAccount> users;
+  bool ssh = true;
+  bool ssh_password_authentication = false;
+};
+
+struct NetworkSettings {
+  enum class Mode { dhcp, static_address };
+  Mode mode = Mode::dhcp;
+  std::string interface = "eth0";
+  std::optional<std::string> address;  // CIDR, e.g. 10.0.0.11/24
+  std::optional<std::string> gateway;
+  std::vector<std::string> dns;
+};
+
+struct PiBootSettings {
+  enum class Storage { sd, nvme };
+  Storage storage = Storage::sd;
+  std::optional<int> pcie_gen;           // 1..3; 3 is uncertified but common for NVMe
+  int kernel_page_size_kib = 16;         // 16 (kernel_2712.img) or 4 (kernel8.img)
+  std::vector<std::string> config_txt;   // extra config.txt lines, appended in an [all] section
+  std::vector<std::string> cmdline;      // extra kernel arguments
+};
+
+struct OutputSettings {
+  std::optional<std::uint64_t> image_size;  // grow the image to this; default: just enough
+  std::uint64_t root_free_space = 512ull << 20;  // at least this much free in the root fs after preload
+  std::vector<std::string> compress;        // zstd, xz
+  bool bmap = true;
+};
+
+struct Rpi5Node {
+  std::string name;
+  SystemSettings system;
+  NetworkSettings network;
+  Rke2Settings rke2;
+  PiBootSettings boot;
+  std::vector<std::filesystem::path> overlays;
+};
+
+struct TalosPatch {
+  enum class Kind { merge, json6902 };
+  Kind kind = Kind::merge;
+  ConfigNode content;  // a merge patch map, or a list of RFC 6902 operations
+  SourceLocation where;
+};
+
+struct TalosNode {
+  std::string name;
+  std::optional<std::string> mac;    // aa:bb:cc:dd:ee:ff
+  std::optional<std::string> uuid;   // SMBIOS UUID
+  std::string hostname;
+  std::vector<std::string> addresses;
+  std::optional<std::string> gateway;
+  std::optional<std::string> install_disk;
+  std::vector<TalosPatch> patches;   // profile-wide patches first, then the node's
+  std::vector<std::string> kernel_args;
+  std::optional<SecretReference> config;  // overrides the profile's config (e.g. controlplane vs worker)
+};
+
+struct TalosSettings {
+  std::optional<std::string> version;
+  std::optional<ArtifactSource> iso;
+  std::optional<ArtifactSource> kernel;
+  std::optional<ArtifactSource> initramfs;
+  std::optional<SecretReference> config;
+  std::vector<std::string> outputs;  // config-iso, iso, netboot
+  std::optional<std::string> netboot_url;  // base URL of `aggrik8s-image serve` for talos.config=
+};
+
+struct ProxmoxSettings {
+  std::string api_url;
+  std::string token_id;
+  SecretReference token_secret;
+  std::string node;
+  std::string storage;
+  bool verify_tls = true;
+};
+
+struct Profile {
+  std::filesystem::path file;
+  std::string name;
+  ProfileKind kind = ProfileKind::rpi5_rke2;
+  std::string description;
+  std::vector<std::filesystem::path> extends;  // every file merged in, outermost first
+  OutputSettings output;
+  // rpi5-rke2
+  std::optional<ArtifactSource> base;
+  std::vector<Rpi5Node> rpi_nodes;
+  // talos-iso
+  TalosSettings talos;
+  std::vector<TalosNode> talos_nodes;
+  std::optional<ProxmoxSettings> proxmox;
+
+  // Every input a build downloads or reads, for `fetch` and the manifest.
+  std::vector<ArtifactSource> inputs() const;
+  std::vector<std::string> node_names() const;
+};
+
+struct ProfileCheckOptions {
+  bool check_secrets = true;  // secret files readable / variables set
+  bool check_paths = true;    // overlays and local inputs exist
+};
+
+// Reads and checks a profile. Returns nullopt when there were errors; every error is in `diagnostics`.
+std::optional<Profile> load_profile(const std::filesystem::path& path, Diagnostics& diagnostics,
+                                    const ProfileCheckOptions& options = {});
+
+}  // namespace aggrik8s::builder

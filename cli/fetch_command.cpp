@@ -1,0 +1,40 @@
+#include <cstdio>
+
+#include "builder/rke2_release.hpp"
+#include "cli/commands.hpp"
+#include "cli/profile_command_support.hpp"
+#include "core/byte_size.hpp"
+#include "core/log.hpp"
+
+namespace aggrik8s::cli {
+
+Command fetch_command() {
+  CommandSpec spec{"fetch",
+                   "PROFILE...",
+                   "Download and verify a profile's inputs into the cache (for later --offline builds)",
+                   "",
+                   fetch_option_specs(),
+                   1,
+                   1000};
+  return {spec, [](const ParsedArguments& args) {
+            ArtifactFetcher fetcher(fetch_options_from(args));
+            for (const auto& path : args.positional) {
+              Diagnostics diagnostics;
+              auto profile = load_profile_reporting(path, diagnostics);
+              if (!profile) return exit_failure;
+              std::vector<FetchedArtifact> fetched = fetcher.fetch_all(profile->inputs());
+              if (profile->kind == builder::ProfileKind::rpi5_rke2 && !profile->rpi_nodes.empty()) {
+                auto release = builder::fetch_rke2_release(profile->rpi_nodes.front().rke2, "arm64", fetcher);
+                fetched.push_back(release.checksums);
+                fetched.push_back(release.bundle);
+                fetched.insert(fetched.end(), release.images.begin(), release.images.end());
+              }
+              for (const auto& f : fetched) {
+                std::printf("%s  %s  %s\n", f.sha256.hex().c_str(), format_byte_size(f.size).c_str(), f.path.c_str());
+              }
+            }
+            return exit_success;
+          }};
+}
+
+}  // namespace aggrik8s::cli

@@ -1,0 +1,67 @@
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.hpp"
+#include "cli/profile_command_support.hpp"
+
+namespace aggrik8s::cli {
+
+namespace {
+
+nlohmann::json diagnostics_json(const Diagnostics& diagnostics) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& d : diagnostics.all()) {
+    out.push_back({{"file", d.where.file},
+                   {"line", d.where.line},
+                   {"column", d.where.column},
+                   {"severity", d.severity == Diagnostic::Severity::error ? "error" : "warning"},
+                   {"message", d.message}});
+  }
+  return out;
+}
+
+}  // namespace
+
+Command validate_command() {
+  CommandSpec spec{"validate",
+                   "PROFILE...",
+                   "Check profiles without building anything",
+                   "Reports every problem in every profile as FILE:LINE:COLUMN: MESSAGE: unknown keys, wrong\n"
+                   "types, missing fields, malformed checksums and addresses, secret files that cannot be read.",
+                   {{"json", '\0', "", "machine-readable output"}},
+                   1,
+                   1000};
+  return {spec, [](const ParsedArguments& args) {
+            bool json = args.flag("json");
+            nlohmann::json report = nlohmann::json::array();
+            int failed = 0;
+            for (const auto& path : args.positional) {
+              Diagnostics diagnostics;
+              auto profile = load_profile_reporting(path, diagnostics, !json);
+              if (!profile) ++failed;
+              if (json) {
+                nlohmann::json entry{{"file", path}, {"valid", profile.has_value()},
+                                     {"diagnostics", diagnostics_json(diagnostics)}};
+                if (profile) {
+                  entry["name"] = profile->name;
+                  entry["kind"] = builder::to_string(profile->kind);
+                  entry["nodes"] = profile->node_names();
+                }
+                report.push_back(entry);
+              } else if (profile) {
+                auto nodes = profile->node_names();
+                std::string list;
+                for (const auto& n : nodes) list += (list.empty() ? "" : ", ") + n;
+                std::printf("%s: ok (%s, %zu node%s: %s)\n", path.c_str(), builder::to_string(profile->kind),
+                            nodes.size(), nodes.size() == 1 ? "" : "s", list.c_str());
+              } else {
+                std::fprintf(stderr, "%s: invalid (%zu error%s)\n", path.c_str(), diagnostics.error_count(),
+                             diagnostics.error_count() == 1 ? "" : "s");
+              }
+            }
+            if (json) std::printf("%s\n", nlohmann::json{{"profiles", report}, {"valid", failed == 0}}.dump(2).c_str());
+            return failed == 0 ? exit_success : exit_failure;
+          }};
+}
+
+}  // namespace aggrik8s::cli

@@ -1,0 +1,87 @@
+#include "core/identifiers.hpp"
+
+#include <cctype>
+#include <charconv>
+
+namespace aggrik8s {
+
+bool is_dns_label(std::string_view name) {
+  if (name.empty() || name.size() > 63 || name.front() == '-' || name.back() == '-') return false;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+bool is_dns_name(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = name.find('.', start);
+    if (!is_dns_label(name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start))) return false;
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
+
+bool is_ipv4_address(std::string_view text) {
+  int parts = 0;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = text.find('.', start);
+    std::string_view part = text.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    unsigned value = 0;
+    auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
+    if (part.empty() || part.size() > 3 || ec != std::errc() || ptr != part.data() + part.size() || value > 255 ||
+        (part.size() > 1 && part.front() == '0')) {
+      return false;
+    }
+    ++parts;
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  return parts == 4;
+}
+
+bool is_ipv4_cidr(std::string_view text) {
+  auto slash = text.find('/');
+  if (slash == std::string_view::npos || !is_ipv4_address(text.substr(0, slash))) return false;
+  std::string_view prefix = text.substr(slash + 1);
+  unsigned value = 0;
+  auto [ptr, ec] = std::from_chars(prefix.data(), prefix.data() + prefix.size(), value);
+  return !prefix.empty() && ec == std::errc() && ptr == prefix.data() + prefix.size() && value <= 32;
+}
+
+std::optional<std::string> normalize_mac(std::string_view text) {
+  if (text.size() != 17) return std::nullopt;
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (i % 3 == 2) {
+      if (c != ':' && c != '-') return std::nullopt;
+      out.push_back(':');
+    } else {
+      if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+      out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> normalize_uuid(std::string_view text) {
+  if (text.size() != 36) return std::nullopt;
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return std::nullopt;
+      out.push_back('-');
+    } else {
+      if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+      out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+  }
+  return out;
+}
+
+}  // namespace aggrik8s

@@ -1,0 +1,22 @@
+#pragma once
+// Syntax checks for the names and addresses that appear in profiles, inventories and packets. The
+// builder validates them in profiles; the server matches nodes by them, so both use one definition.
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace aggrik8s {
+
+// RFC 1123 label: 1-63 of [a-z0-9-], not starting or ending with '-'. Lowercase only: Kubernetes node
+// names must be.
+bool is_dns_label(std::string_view name);
+// Dotted names of such labels, up to 253 characters.
+bool is_dns_name(std::string_view name);
+bool is_ipv4_address(std::string_view text);
+bool is_ipv4_cidr(std::string_view text);
+// "aa:bb:cc:dd:ee:ff" (also '-' separated, any case) -> lowercase colon form.
+std::optional<std::string> normalize_mac(std::string_view text);
+// 8-4-4-4-12 hex -> lowercase.
+std::optional<std::string> normalize_uuid(std::string_view text);
+
+}  // namespace aggrik8s

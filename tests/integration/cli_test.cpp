@@ -1,0 +1,79 @@
+// The CLI as a user runs it: exit codes, help, validate on the shipped example profiles.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "tests/test_support.hpp"
+
+using namespace aggrik8s;
+namespace fs = std::filesystem;
+
+namespace {
+std::string cli() { return test::cli_path().string(); }
+}  // namespace
+
+TEST_CASE("every subcommand has --help; usage errors exit 2", "[cli]") {
+  for (const char* command : {"build", "validate", "fetch", "inspect", "flash", "serve", "version"}) {
+    auto help = test::run(cli() + " " + command + " --help");
+    INFO(command << ": " << help.output);
+    CHECK(help.exit_code == 0);
+    CHECK(help.output.find(std::string("Usage: aggrik8s-image ") + command) != std::string::npos);
+  }
+  CHECK(test::run(cli()).exit_code == 2);
+  CHECK(test::run(cli() + " frobnicate").exit_code == 2);
+  auto bad = test::run(cli() + " validate --frob x.yaml");
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.output.find("unknown option --frob") != std::string::npos);
+  CHECK(test::run(cli() + " validate").exit_code == 2);
+  CHECK(test::run(cli() + " build -v -q x.yaml").exit_code == 2);
+  CHECK(test::run(cli() + " build --jobs 0 x.yaml").exit_code != 0);
+}
+
+TEST_CASE("subcommands that are not built yet say so and fail", "[cli]") {
+  for (const char* command : {"serve", "flash a b", "inspect x.img"}) {
+    auto r = test::run(cli() + " " + command);
+    INFO(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(r.output.find("not implemented yet") != std::string::npos);
+  }
+}
+
+TEST_CASE("validate accepts every example profile", "[cli]") {
+  for (const auto& entry : fs::directory_iterator(test::source_dir() / "profiles")) {
+    if (entry.path().extension() != ".yaml") continue;
+    auto r = test::run(cli() + " validate '" + entry.path().string() + "'");
+    INFO(entry.path() << "\n" << r.output);
+    CHECK(r.exit_code == 0);
+    CHECK(r.output.find(": ok (") != std::string::npos);
+  }
+}
+
+TEST_CASE("validate rejects a broken profile with file:line:col, and --json reports the same", "[cli]") {
+  test::TempDir dir;
+  test::write_file(dir / "broken.yaml", "kind: rpi5-rke2\nbase: {url: https://x.invalid/a.img, sha256: 12}\nrke2: {version: v1.33.1+rke2r1, role: server, colour: red}\n");
+  auto r = test::run(cli() + " validate " + (dir / "broken.yaml").string() + " " +
+                     (test::source_dir() / "profiles/rpi5-rke2-agent.yaml").string());
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  std::string f = (dir / "broken.yaml").string();
+  CHECK(r.output.find(f + ":2:46: 'base.sha256' must be 64 hexadecimal characters") != std::string::npos);
+  CHECK(r.output.find(f + ":3:47: unknown key 'rke2.colour'") != std::string::npos);
+  CHECK(r.output.find("rpi5-rke2-agent.yaml: ok") != std::string::npos);
+
+  auto j = test::run(cli() + " validate --json " + f + " 2>/dev/null");
+  CHECK(j.exit_code == 1);
+  auto report = nlohmann::json::parse(j.output);
+  CHECK(report["valid"] == false);
+  REQUIRE(report["profiles"].size() == 1);
+  auto diagnostics = report["profiles"][0]["diagnostics"];
+  REQUIRE(diagnostics.size() == 2);
+  CHECK(diagnostics[0]["line"] == 2);
+  CHECK(diagnostics[0]["column"] == 46);
+  CHECK(diagnostics[0]["severity"] == "error");
+}
+
+TEST_CASE("version prints text and JSON", "[cli]") {
+  auto r = test::run(cli() + " version --json");
+  CHECK(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.output)["version"] == AGGRIK8S_VERSION);
+}

@@ -1,0 +1,302 @@
+#include "builder/profile.hpp"
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "tests/test_support.hpp"
+
+using namespace aggrik8s;
+using namespace aggrik8s::builder;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> errors_of(const Diagnostics& d) {
+  std::vector<std::string> out;
+  for (const auto& x : d.all()) {
+    if (x.severity == Diagnostic::Severity::error) out.push_back(x.str());
+  }
+  return out;
+}
+
+bool has_error(const Diagnostics& d, const std::string& located_prefix, const std::string& text) {
+  for (const auto& e : errors_of(d)) {
+    if (e.starts_with(located_prefix) && e.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string dump(const Diagnostics& d) {
+  std::string out;
+  for (const auto& x : d.all()) out += x.str() + "\n";
+  return out;
+}
+
+const char* minimal_rpi = R"(kind: rpi5-rke2
+name: edge
+base:
+  url: https://example.invalid/raspios.img.xz
+  sha256: 62d025b9bc7ca0e1facfec74ae56ac13978b6745c58177f081d39fbb8041ed45
+rke2:
+  version: v1.33.1+rke2r1
+  role: server
+)";
+
+}  // namespace
+
+TEST_CASE("a minimal Raspberry Pi profile reads with defaults", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "p.yaml", minimal_rpi);
+  Diagnostics d;
+  auto profile = load_profile(dir / "p.yaml", d);
+  INFO(dump(d));
+  REQUIRE(profile);
+  CHECK(profile->kind == ProfileKind::rpi5_rke2);
+  REQUIRE(profile->rpi_nodes.size() == 1);
+  const Rpi5Node& node = profile->rpi_nodes.front();
+  CHECK(node.name == "edge");
+  CHECK(node.system.hostname == "edge");
+  CHECK(node.rke2.release == "https://github.com/rancher/rke2/releases/download/v1.33.1%2Brke2r1");
+  CHECK(node.rke2.images == std::vector<std::string>{"rke2-images"});
+  CHECK(node.boot.kernel_page_size_kib == 16);
+  CHECK(profile->output.bmap);
+  REQUIRE(profile->inputs().size() == 1);
+  CHECK(profile->inputs()[0].sha256->hex() == "62d025b9bc7ca0e1facfec74ae56ac13978b6745c58177f081d39fbb8041ed45");
+}
+
+TEST_CASE("every error in a profile is reported with file:line:col, in one run", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "token", "secret\n");
+  test::write_file(dir / "bad.yaml", R"(kind: rpi5-rke2
+base:
+  url: https://example.invalid/raspios.img.xz
+  sha256: not-a-checksum
+rke2:
+  version: v1.33.1+rke2r1
+  role: controller
+  token: K10inline
+  config:
+    token: abc
+  imagez: [x]
+system:
+  users:
+    - name: ops
+      ssh_authorized_keys: "ssh-ed25519 AAAA"
+network:
+  mode: static
+  address: 10.0.0.300/24
+boot:
+  pcie_gen: 7
+  kernel_page_size_kib: 8
+output:
+  image_size: lots
+colour: blue
+)");
+  Diagnostics d;
+  auto profile = load_profile(dir / "bad.yaml", d);
+  CHECK_FALSE(profile);
+  std::string f = (dir / "bad.yaml").string();
+  INFO(dump(d));
+  CHECK(has_error(d, f + ":4:11:", "'base.sha256' must be 64 hexadecimal characters"));
+  CHECK(has_error(d, f + ":7:9:", "'rke2.role' must be one of: server, agent, got 'controller'"));
+  CHECK(has_error(d, f + ":8:10:", "is a secret and must not be written inline"));
+  CHECK(has_error(d, f + ":10:5:", "'rke2.config.token' is a secret"));
+  CHECK(has_error(d, f + ":11:3:", "unknown key 'rke2.imagez' (did you mean 'images'?)"));
+  CHECK(has_error(d, f + ":15:28:", "must be a list of strings"));
+  CHECK(has_error(d, f + ":18:12:", "must be an IPv4 address with prefix"));
+  CHECK(has_error(d, f + ":17:3:", "a static network needs 'address' and 'gateway'"));
+  CHECK(has_error(d, f + ":20:13:", "'boot.pcie_gen' is 7, must be between 1 and 3"));
+  CHECK(has_error(d, f + ":21:25:", "must be 4 or 16"));
+  CHECK(has_error(d, f + ":23:15:", "'output.image_size' must be a size"));
+  CHECK(has_error(d, f + ":24:1:", "unknown key 'colour'"));
+}
+
+TEST_CASE("YAML syntax errors and duplicate keys point at the line", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "syntax.yaml", "kind: rpi5-rke2\nbase: {url: x\nrke2: [\n");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "syntax.yaml", d));
+  REQUIRE(d.error_count() == 1);
+  CHECK(d.all()[0].message.starts_with("YAML syntax error"));
+  CHECK(d.all()[0].where.line >= 2);
+
+  test::write_file(dir / "dup.yaml", std::string(minimal_rpi) + "name: again\n");
+  Diagnostics d2;
+  CHECK_FALSE(load_profile(dir / "dup.yaml", d2));
+  CHECK(has_error(d2, (dir / "dup.yaml").string() + ":9:1:", "duplicate key 'name'"));
+
+  Diagnostics d3;
+  CHECK_FALSE(load_profile(dir / "absent.yaml", d3));
+  CHECK(has_error(d3, (dir / "absent.yaml").string(), "cannot read file"));
+}
+
+TEST_CASE("extends merges maps, and errors point into the file that holds the value", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "common" / "base.yaml", R"(kind: rpi5-rke2
+base:
+  url: https://example.invalid/raspios.img.xz
+  sha256: 62d025b9bc7ca0e1facfec74ae56ac13978b6745c58177f081d39fbb8041ed45
+rke2:
+  version: v1.33.1+rke2r1
+  role: server
+  config:
+    cni: canal
+    write-kubeconfig-mode: "0600"
+boot:
+  pcie_gen: 9
+)");
+  test::write_file(dir / "site.yaml", R"(extends: common/base.yaml
+name: site
+rke2:
+  config:
+    cni: cilium
+nodes:
+  - name: a
+  - name: b
+    rke2: {role: agent, server: "https://10.0.0.1:9345", token: {file: missing-token}}
+)");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "site.yaml", d));
+  INFO(dump(d));
+  // pcie_gen is wrong in the base file: reported there, once, though two nodes inherit it.
+  std::size_t pcie_errors = 0;
+  for (const auto& e : errors_of(d)) pcie_errors += e.find("pcie_gen") != std::string::npos;
+  CHECK(pcie_errors == 1);
+  CHECK(has_error(d, (dir / "common" / "base.yaml").string() + ":12:13:", "'boot.pcie_gen' is 9"));
+  CHECK(has_error(d, (dir / "site.yaml").string() + ":9:65:", "cannot be read"));
+
+  // Fixed, the merge result is visible per node.
+  test::write_file(dir / "missing-token", "t0ken\n");
+  std::string base = test::read_file(dir / "common" / "base.yaml");
+  test::write_file(dir / "common" / "base.yaml", base.substr(0, base.find("boot:")));
+  Diagnostics d2;
+  auto profile = load_profile(dir / "site.yaml", d2);
+  INFO(dump(d2));
+  REQUIRE(profile);
+  REQUIRE(profile->rpi_nodes.size() == 2);
+  const auto& a = profile->rpi_nodes[0];
+  const auto& b = profile->rpi_nodes[1];
+  CHECK(a.rke2.role == "server");
+  CHECK(b.rke2.role == "agent");
+  CHECK(a.rke2.config.find("cni")->scalar == "cilium");
+  CHECK(a.rke2.config.find("write-kubeconfig-mode")->scalar == "0600");
+  CHECK(b.rke2.token->name == (dir / "missing-token").string());
+  CHECK(profile->extends == std::vector<fs::path>{dir / "common/base.yaml"});
+}
+
+TEST_CASE("extends cycles are reported", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "a.yaml", "extends: b.yaml\nkind: rpi5-rke2\n");
+  test::write_file(dir / "b.yaml", "extends: a.yaml\n");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "a.yaml", d));
+  CHECK(has_error(d, "", "'extends' forms a cycle"));
+}
+
+TEST_CASE("per-node settings are checked: names, unknown keys, shared inputs", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "p.yaml", std::string(minimal_rpi) + R"(nodes:
+  - name: Node_1
+  - name: ok
+    colour: red
+  - name: ok2
+    rke2: {version: v1.30.0+rke2r1}
+  - name: ok
+)");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "p.yaml", d));
+  std::string f = (dir / "p.yaml").string();
+  INFO(dump(d));
+  CHECK(has_error(d, f + ":10:11:", "'nodes[0].name' must be a lowercase DNS label"));
+  CHECK(has_error(d, f + ":12:5:", "unknown key 'nodes[1].colour'"));
+  CHECK(has_error(d, f + ":14:12:", "'nodes[2].rke2.version' cannot differ per node"));
+  CHECK(has_error(d, f + ":15:11:", "node 'ok' is listed twice"));
+}
+
+TEST_CASE("secrets: environment variables, files, and permissions", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "token", "t0ken\n");
+  fs::permissions(dir / "token", fs::perms::owner_read | fs::perms::owner_write);
+  test::write_file(dir / "p.yaml", std::string(minimal_rpi) + "  token: {env: AGGRIK8S_TEST_UNSET_TOKEN}\n");
+  ::unsetenv("AGGRIK8S_TEST_UNSET_TOKEN");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "p.yaml", d));
+  CHECK(has_error(d, "", "secret environment variable AGGRIK8S_TEST_UNSET_TOKEN is not set"));
+  ::setenv("AGGRIK8S_TEST_UNSET_TOKEN", "t0ken", 1);
+  Diagnostics d2;
+  CHECK(load_profile(dir / "p.yaml", d2));
+  ::unsetenv("AGGRIK8S_TEST_UNSET_TOKEN");
+
+  test::write_file(dir / "p2.yaml", std::string(minimal_rpi) + "  token: {file: token}\n");
+  Diagnostics d3;
+  auto profile = load_profile(dir / "p2.yaml", d3);
+  REQUIRE(profile);
+  CHECK(d3.all().empty());  // 0600: no warning
+  CHECK(load_secret(*profile->rpi_nodes[0].rke2.token).reveal() == "t0ken\n");
+  fs::permissions(dir / "token", fs::perms::group_read, fs::perm_options::add);
+  Diagnostics d4;
+  CHECK(load_profile(dir / "p2.yaml", d4));
+  REQUIRE(d4.all().size() == 1);
+  CHECK(d4.all()[0].severity == Diagnostic::Severity::warning);
+  CHECK(d4.all()[0].message.find("t0ken") == std::string::npos);
+}
+
+TEST_CASE("Talos profiles: nodes, patches, outputs", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "cp.yaml", "version: v1alpha1\nmachine: {type: controlplane}\n");
+  test::write_file(dir / "patch.yaml", "- op: add\n  path: /machine/nodeLabels\n  value: {a: b}\n");
+  test::write_file(dir / "t.yaml", R"(kind: talos-iso
+talos:
+  iso: {path: metal-amd64.iso}
+  config: {file: cp.yaml}
+  outputs: [config-iso, netboot, usb]
+  patches:
+    - file: patch.yaml
+    - merge: {machine: {install: {disk: /dev/vda}}}
+    - json6902: [{op: add, path: machine}]
+nodes:
+  - name: cp1
+    mac: 52-54-00-AA-BB-01
+    uuid: 7C1E2F0A-3B4D-4E5F-8A9B-0C1D2E3F4A51
+    install_disk: sda
+  - name: cp2
+    mac: 52:54:00:aa:bb:01
+)");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "t.yaml", d));
+  std::string f = (dir / "t.yaml").string();
+  INFO(dump(d));
+  CHECK(has_error(d, f + ":5:12:", "entries must be config-iso, iso or netboot, got 'usb'"));
+  CHECK(has_error(d, f, "the netboot output needs 'talos.netboot_url'"));
+  CHECK(has_error(d, f + ":9:", "a JSON patch path must start with '/'"));
+  CHECK(has_error(d, f + ":14:19:", "must be a device path"));
+  CHECK(has_error(d, f + ":16:10:", "MAC 52:54:00:aa:bb:01 is used by two nodes"));
+
+  test::write_file(dir / "t2.yaml", R"(kind: talos-iso
+talos:
+  iso: {path: metal-amd64.iso}
+  config: {file: cp.yaml}
+  kernel_args: [console=ttyS0]
+  patches: [{file: patch.yaml}]
+nodes:
+  - name: cp1
+    mac: 52-54-00-AA-BB-01
+    uuid: 7C1E2F0A-3B4D-4E5F-8A9B-0C1D2E3F4A51
+    kernel_args: [net.ifnames=0]
+    patches: [{merge: {machine: {install: {disk: /dev/vda}}}}]
+)");
+  Diagnostics d2;
+  auto profile = load_profile(dir / "t2.yaml", d2);
+  INFO(dump(d2));
+  REQUIRE(profile);
+  REQUIRE(profile->talos_nodes.size() == 1);
+  const TalosNode& n = profile->talos_nodes[0];
+  CHECK(n.mac == "52:54:00:aa:bb:01");
+  CHECK(n.uuid == "7c1e2f0a-3b4d-4e5f-8a9b-0c1d2e3f4a51");
+  CHECK(n.hostname == "cp1");
+  CHECK(n.kernel_args == std::vector<std::string>{"console=ttyS0", "net.ifnames=0"});
+  REQUIRE(n.patches.size() == 2);
+  CHECK(n.patches[0].kind == TalosPatch::Kind::json6902);
+  CHECK(n.patches[1].kind == TalosPatch::Kind::merge);
+  CHECK(profile->talos.outputs == std::vector<std::string>{"config-iso"});
+}
