@@ -146,3 +146,43 @@ ConfigNode merge_config(const ConfigNode& base, const ConfigNode& top) {
 }
 
 }  // namespace aggrik8s
+
+namespace aggrik8s {
+namespace {
+void emit(YAML::Emitter& out, const ConfigNode& node) {
+  switch (node.kind) {
+    case ConfigNode::Kind::null:
+      out << YAML::Null;
+      break;
+    case ConfigNode::Kind::scalar:
+      if (node.quoted) {
+        out << YAML::DoubleQuoted << node.scalar;
+      } else {
+        out << node.scalar;
+      }
+      break;
+    case ConfigNode::Kind::sequence:
+      out << YAML::BeginSeq;
+      for (const auto& item : node.items) emit(out, item);
+      out << YAML::EndSeq;
+      break;
+    case ConfigNode::Kind::map:
+      out << YAML::BeginMap;
+      for (const auto& entry : node.entries) {
+        out << YAML::Key << entry.key << YAML::Value;
+        emit(out, entry.value);
+      }
+      out << YAML::EndMap;
+      break;
+  }
+}
+}  // namespace
+
+std::string to_yaml(const ConfigNode& node) {
+  YAML::Emitter out;
+  emit(out, node);
+  std::string text = out.c_str();
+  if (!text.empty() && text.back() != '\n') text.push_back('\n');
+  return text;
+}
+}  // namespace aggrik8s

@@ -52,3 +52,9 @@ ConfigNode load_yaml_string(const std::string& text, const std::string& name, Di
 ConfigNode merge_config(const ConfigNode& base, const ConfigNode& top);
 
 }  // namespace aggrik8s
+
+namespace aggrik8s {
+// Writes the tree back as YAML (block style, keys in document order). Scalars that were quoted in the
+// source stay quoted, so "0600" remains a string for the program that reads the output.
+std::string to_yaml(const ConfigNode& node);
+}  // namespace aggrik8s
