@@ -138,10 +138,8 @@ class ProfileReader {
       }
       rke2.release = *url;
     } else if (dir) {
+      // Existence is checked when the build fetches it: validate may run before inputs are made.
       rke2.release = dir->string();
-      if (options_.check_paths && !fs::is_directory(*dir)) {
-        reader->error_at("release_dir", "'rke2.release_dir' " + dir->string() + " is not a directory");
-      }
     } else if (!rke2.version.empty()) {
       rke2.release = std::string(default_rke2_release_base) + url_encode_plus(rke2.version);
     }
@@ -418,10 +416,6 @@ void read_rpi5(const ConfigNode& tree, Profile& profile, Diagnostics& diagnostic
       if (entry.key != "base") top.ignore(entry.key);
     }
     profile.base = read_artifact_source(top, "base", true, ChecksumPolicy::required);
-    if (profile.base && !profile.base->is_download() && options.check_paths &&
-        !profile.base->location.starts_with("file://") && !fs::is_regular_file(profile.base->location)) {
-      diagnostics.error(profile.base->where, "base image " + profile.base->location + " does not exist");
-    }
   }
 
   // Profile-wide settings without the node list: what each node starts from.

@@ -144,7 +144,7 @@ struct Profile {
 
 struct ProfileCheckOptions {
   bool check_secrets = true;  // secret files readable / variables set
-  bool check_paths = true;    // overlays and local inputs exist
+  bool check_paths = true;    // overlay directories exist (inputs are checked when fetched)
 };
 
 // Reads and checks a profile. Returns nullopt when there were errors; every error is in `diagnostics`.

@@ -1,7 +1,11 @@
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
+#include "builder/rpi_image_builder.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
+#include "core/byte_size.hpp"
 
 namespace aggrik8s::cli {
 
@@ -12,14 +16,45 @@ Command build_command() {
       {"json", '\0', "", "print a machine-readable summary of the outputs"},
   };
   for (auto& o : fetch_option_specs()) options.push_back(o);
-  CommandSpec spec{"build", "PROFILE", "Build the images a profile describes", "", options, 1, 1};
+  CommandSpec spec{"build", "PROFILE", "Build the images a profile describes",
+                   "Outputs per node: <node>.img (sparse), <node>.img.bmap, the compressed copies the profile asks\n"
+                   "for, then SHA256SUMS and manifest.json. Files are written as *.partial and renamed when\n"
+                   "complete; a failed build removes what it wrote. With SOURCE_DATE_EPOCH set, every timestamp\n"
+                   "written is pinned and the same inputs give byte-identical images.",
+                   options, 1, 1};
   return {spec, [](const ParsedArguments& args) {
             Diagnostics diagnostics;
             auto profile = load_profile_reporting(args.positional.front(), diagnostics);
             if (!profile) return exit_failure;
-            std::fprintf(stderr, "aggrik8s-image build: building %s profiles is not implemented yet; nothing was built.\n",
-                         builder::to_string(profile->kind));
-            return exit_failure;
+            if (profile->kind != builder::ProfileKind::rpi5_rke2) {
+              std::fprintf(stderr, "aggrik8s-image build: building %s profiles is not implemented yet; nothing was built.\n",
+                           builder::to_string(profile->kind));
+              return exit_failure;
+            }
+            builder::BuildOptions build;
+            build.output_dir = args.value("out").value_or("out/" + profile->name);
+            if (auto it = args.values.find("node"); it != args.values.end()) build.only_nodes = it->second;
+            build.source_date_epoch = builder::source_date_epoch_from_environment();
+            build.fetch = fetch_options_from(args);
+            builder::BuildResult result = builder::build_rpi5_images(*profile, build);
+            if (args.flag("json")) {
+              // The manifest is the machine-readable summary: print it as written.
+              std::ifstream manifest(result.manifest);
+              std::ostringstream text;
+              text << manifest.rdbuf();
+              std::fputs(text.str().c_str(), stdout);
+              return exit_success;
+            }
+            for (const auto& node : result.nodes) {
+              std::printf("%s  %s  (%s, first boot: %s)\n", node.image.sha256.hex().c_str(), node.image.path.c_str(),
+                          format_byte_size(node.image.size).c_str(), node.first_boot_format.c_str());
+              if (node.bmap) std::printf("%s  %s\n", node.bmap->sha256.hex().c_str(), node.bmap->path.c_str());
+              for (const auto& c : node.compressed) {
+                std::printf("%s  %s  (%s)\n", c.sha256.hex().c_str(), c.path.c_str(), format_byte_size(c.size).c_str());
+              }
+            }
+            std::printf("manifest: %s\nchecksums: %s\n", result.manifest.c_str(), result.checksums.c_str());
+            return exit_success;
           }};
 }
 

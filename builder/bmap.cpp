@@ -1,0 +1,613 @@
+#include "builder/bmap.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "core/error.hpp"
+#include "core/file_descriptor.hpp"
+#include "core/progress.hpp"
+
+namespace aggrik8s {
+
+namespace {
+
+constexpr std::size_t read_chunk_size = 1 << 20;
+constexpr std::size_t checksum_hex_length = 64;
+
+bool is_zero_block(const std::uint8_t* data, std::size_t length) {
+  static const std::array<std::uint8_t, 4096> zeros{};
+  while (length > 0) {
+    std::size_t n = std::min(length, zeros.size());
+    if (std::memcmp(data, zeros.data(), n) != 0) return false;
+    data += n;
+    length -= n;
+  }
+  return true;
+}
+
+void read_exactly(int fd, std::uint64_t offset, std::uint8_t* buffer, std::size_t length, const std::string& name) {
+  std::size_t done = 0;
+  while (done < length) {
+    ssize_t n = ::pread(fd, buffer + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_system_error(name + ": read at offset " + std::to_string(offset + done) + " failed", errno);
+    }
+    if (n == 0) {
+      throw Error(name + ": unexpected end of file at offset " + std::to_string(offset + done) +
+                  " (the image shrank while it was being read?)");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+// bmaptool's BmapHelpers.human_size, including its "%.1f" rounding (printf and Python agree).
+std::string human_size(std::uint64_t size) {
+  if (size == 1) return "1 byte";
+  if (size < 512) return std::to_string(size) + " bytes";
+  double value = static_cast<double>(size);
+  for (const char* unit : {"KiB", "MiB", "GiB", "TiB"}) {
+    value /= 1024.0;
+    if (value < 1024) {
+      char text[64];
+      std::snprintf(text, sizeof text, "%.1f %s", value, unit);
+      return text;
+    }
+  }
+  char text[64];
+  std::snprintf(text, sizeof text, "%.1f EiB", value);
+  return text;
+}
+
+// Hashes block ranges [first, last] of one data region, cutting it into runs at zero blocks.
+class RangeScanner {
+ public:
+  RangeScanner(int fd, const Bmap& layout, bool skip_zero_blocks, const std::string& name, ProgressTask& progress,
+               std::mutex& progress_mutex)
+      : fd_(fd),
+        layout_(layout),
+        skip_zero_blocks_(skip_zero_blocks),
+        name_(name),
+        progress_(progress),
+        progress_mutex_(progress_mutex),
+        buffer_(read_chunk_size) {}
+
+  std::vector<BmapRange> scan(std::uint64_t first_block, std::uint64_t last_block) {
+    std::vector<BmapRange> ranges;
+    std::optional<Sha256> hash;
+    BmapRange current;
+    const std::uint64_t block_size = layout_.block_size;
+    const std::uint64_t start = first_block * block_size;
+    const std::uint64_t end = std::min(layout_.image_size, (last_block + 1) * block_size);
+    auto close_range = [&] {
+      if (!hash) return;
+      current.sha256 = hash->finish();
+      ranges.push_back(current);
+      hash.reset();
+    };
+    for (std::uint64_t offset = start; offset < end;) {
+      std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer_.size(), end - offset));
+      read_exactly(fd_, offset, buffer_.data(), length, name_);
+      for (std::size_t at = 0; at < length; at += static_cast<std::size_t>(block_size)) {
+        std::size_t block_length = std::min<std::size_t>(static_cast<std::size_t>(block_size), length - at);
+        std::uint64_t block = (offset + at) / block_size;
+        if (skip_zero_blocks_ && is_zero_block(buffer_.data() + at, block_length)) {
+          close_range();
+          continue;
+        }
+        if (!hash) {
+          hash.emplace();
+          current = BmapRange{block, block, std::nullopt};
+        }
+        current.last_block = block;
+        hash->update(std::span<const std::uint8_t>(buffer_.data() + at, block_length));
+      }
+      offset += length;
+      std::lock_guard lock(progress_mutex_);
+      progress_.add(length);
+    }
+    close_range();
+    return ranges;
+  }
+
+ private:
+  int fd_;
+  const Bmap& layout_;
+  bool skip_zero_blocks_;
+  const std::string& name_;
+  ProgressTask& progress_;
+  std::mutex& progress_mutex_;
+  std::vector<std::uint8_t> buffer_;
+};
+
+// --- A reader for the small XML subset bmap files use: elements, attributes, text, comments, <?xml?>.
+struct XmlElement {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> attributes;
+  std::string text;
+  std::size_t text_offset = 0;  // where the first text character sits in the document
+  std::vector<XmlElement> children;
+
+  const XmlElement* child(std::string_view child_name) const {
+    for (const auto& c : children) {
+      if (c.name == child_name) return &c;
+    }
+    return nullptr;
+  }
+  const std::string* attribute(std::string_view attribute_name) const {
+    for (const auto& [key, value] : attributes) {
+      if (key == attribute_name) return &value;
+    }
+    return nullptr;
+  }
+};
+
+class XmlReader {
+ public:
+  XmlReader(std::string_view text, const std::string& name) : text_(text), name_(name) {}
+
+  XmlElement read_document() {
+    skip_misc();
+    if (!starts_with("<")) fail("expected the root element");
+    XmlElement root = read_element();
+    skip_misc();
+    if (position_ != text_.size()) fail("unexpected content after the root element");
+    return root;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    std::size_t line = 1 + static_cast<std::size_t>(
+                               std::count(text_.begin(), text_.begin() + static_cast<std::ptrdiff_t>(position_), '\n'));
+    throw Error(name_ + ": not a valid bmap file: " + what + " (line " + std::to_string(line) + ")");
+  }
+  bool starts_with(std::string_view prefix) const { return text_.substr(position_).starts_with(prefix); }
+  void skip_space() {
+    while (position_ < text_.size() && std::strchr(" \t\r\n", text_[position_]) != nullptr) ++position_;
+  }
+  void skip_past(std::string_view terminator) {
+    std::size_t found = text_.find(terminator, position_);
+    if (found == std::string_view::npos) fail("unterminated '" + std::string(text_.substr(position_, 4)) + "'");
+    position_ = found + terminator.size();
+  }
+  // Whitespace, comments, processing instructions and DOCTYPE between elements.
+  void skip_misc() {
+    for (;;) {
+      skip_space();
+      if (starts_with("<!--")) {
+        skip_past("-->");
+      } else if (starts_with("<?")) {
+        skip_past("?>");
+      } else if (starts_with("<!")) {
+        skip_past(">");
+      } else {
+        return;
+      }
+    }
+  }
+  std::string read_name() {
+    std::size_t begin = position_;
+    while (position_ < text_.size() &&
+           (std::isalnum(static_cast<unsigned char>(text_[position_])) != 0 ||
+            std::strchr("_-.:", text_[position_]) != nullptr)) {
+      ++position_;
+    }
+    if (begin == position_) fail("expected a name");
+    return std::string(text_.substr(begin, position_ - begin));
+  }
+  static std::string decode_entities(std::string_view raw) {
+    std::string out;
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '&') {
+        static const std::pair<std::string_view, char> entities[] = {
+            {"&lt;", '<'}, {"&gt;", '>'}, {"&amp;", '&'}, {"&quot;", '"'}, {"&apos;", '\''}};
+        bool matched = false;
+        for (const auto& [entity, character] : entities) {
+          if (raw.substr(i).starts_with(entity)) {
+            out += character;
+            i += entity.size() - 1;
+            matched = true;
+            break;
+          }
+        }
+        if (matched) continue;
+      }
+      out += raw[i];
+    }
+    return out;
+  }
+  XmlElement read_element() {
+    XmlElement element;
+    ++position_;  // '<'
+    element.name = read_name();
+    for (;;) {
+      skip_space();
+      if (starts_with("/>")) {
+        position_ += 2;
+        return element;
+      }
+      if (starts_with(">")) {
+        ++position_;
+        break;
+      }
+      std::string key = read_name();
+      skip_space();
+      if (!starts_with("=")) fail("expected '=' after attribute " + key);
+      ++position_;
+      skip_space();
+      if (position_ >= text_.size() || (text_[position_] != '"' && text_[position_] != '\'')) {
+        fail("expected a quoted value for attribute " + key);
+      }
+      char quote = text_[position_++];
+      std::size_t end = text_.find(quote, position_);
+      if (end == std::string_view::npos) fail("unterminated value of attribute " + key);
+      element.attributes.emplace_back(key, decode_entities(text_.substr(position_, end - position_)));
+      position_ = end + 1;
+    }
+    bool have_text_offset = false;
+    for (;;) {
+      if (position_ >= text_.size()) fail("element <" + element.name + "> is not closed");
+      if (starts_with("<!--")) {
+        skip_past("-->");
+      } else if (starts_with("</")) {
+        position_ += 2;
+        std::string closing = read_name();
+        if (closing != element.name) fail("</" + closing + "> closes <" + element.name + ">");
+        skip_space();
+        if (!starts_with(">")) fail("expected '>'");
+        ++position_;
+        return element;
+      } else if (starts_with("<")) {
+        element.children.push_back(read_element());
+      } else {
+        std::size_t end = text_.find('<', position_);
+        if (end == std::string_view::npos) end = text_.size();
+        if (!have_text_offset) {
+          element.text_offset = position_;
+          have_text_offset = true;
+        }
+        element.text += decode_entities(text_.substr(position_, end - position_));
+        position_ = end;
+      }
+    }
+  }
+
+  std::string_view text_;
+  const std::string& name_;
+  std::size_t position_ = 0;
+};
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && std::strchr(" \t\r\n", text.front()) != nullptr) text.remove_prefix(1);
+  while (!text.empty() && std::strchr(" \t\r\n", text.back()) != nullptr) text.remove_suffix(1);
+  return text;
+}
+
+std::optional<std::uint64_t> parse_number(std::string_view text) {
+  std::uint64_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+std::vector<DataExtent> list_data_extents(int fd, std::uint64_t size, const std::string& name) {
+  std::vector<DataExtent> extents;
+  std::uint64_t position = 0;
+  while (position < size) {
+    off_t data = ::lseek(fd, static_cast<off_t>(position), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole from here to the end
+      if (errno == EINVAL || errno == EOPNOTSUPP) return {DataExtent{0, size}};
+      throw_system_error(name + ": cannot look for data (SEEK_DATA) at offset " + std::to_string(position), errno);
+    }
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) throw_system_error(name + ": cannot look for holes (SEEK_HOLE)", errno);
+    std::uint64_t begin = static_cast<std::uint64_t>(data);
+    std::uint64_t end = std::min(size, static_cast<std::uint64_t>(hole));
+    if (begin >= end) break;
+    extents.push_back(DataExtent{begin, end - begin});
+    position = end;
+  }
+  return extents;
+}
+
+std::uint64_t Bmap::mapped_blocks_count() const {
+  std::uint64_t count = 0;
+  for (const auto& range : ranges) count += range.block_count();
+  return count;
+}
+
+Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options) {
+  const std::string name = image.string();
+  FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open image " + name, errno);
+  struct stat info {};
+  if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
+  if (!S_ISREG(info.st_mode)) throw Error(name + ": a bmap can only be made for a regular file");
+  Bmap bmap;
+  bmap.image_size = static_cast<std::uint64_t>(info.st_size);
+  if (bmap.image_size == 0) throw Error("cannot make a bmap of the empty image " + name);
+
+  // Extents in whole blocks; rounding can make neighbours touch, so they are merged.
+  struct BlockSpan {
+    std::uint64_t first;
+    std::uint64_t last;
+  };
+  std::vector<BlockSpan> spans;
+  std::uint64_t data_bytes = 0;
+  for (const auto& extent : list_data_extents(fd.get(), bmap.image_size, name)) {
+    BlockSpan span{extent.offset / bmap.block_size, (extent.offset + extent.length - 1) / bmap.block_size};
+    if (!spans.empty() && span.first <= spans.back().last + 1) {
+      spans.back().last = std::max(spans.back().last, span.last);
+    } else {
+      spans.push_back(span);
+    }
+  }
+  for (const auto& span : spans) {
+    data_bytes += std::min(bmap.image_size, (span.last + 1) * bmap.block_size) - span.first * bmap.block_size;
+  }
+
+  // Largest spans first, so that no thread is left with one big span at the end while others idle.
+  std::vector<std::size_t> order(spans.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return spans[a].last - spans[a].first > spans[b].last - spans[b].first;
+  });
+
+  unsigned threads = options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  threads = static_cast<unsigned>(std::min<std::size_t>(threads, std::max<std::size_t>(1, spans.size())));
+
+  ProgressTask progress("bmap " + image.filename().string(), data_bytes);
+  std::mutex progress_mutex;
+  std::vector<std::vector<BmapRange>> results(spans.size());
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto work = [&] {
+    RangeScanner scanner(fd.get(), bmap, options.skip_zero_blocks, name, progress, progress_mutex);
+    try {
+      for (std::size_t i = next++; i < order.size() && !failed; i = next++) {
+        results[order[i]] = scanner.scan(spans[order[i]].first, spans[order[i]].last);
+      }
+    } catch (...) {
+      std::lock_guard lock(error_mutex);
+      if (!first_error) first_error = std::current_exception();
+      failed = true;
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (unsigned i = 1; i < threads; ++i) helpers.emplace_back(work);
+  work();
+  for (auto& helper : helpers) helper.join();
+  if (first_error) std::rethrow_exception(first_error);
+  progress.finish();
+
+  // Spans are separated by at least one hole block, so their ranges never need joining.
+  for (auto& ranges : results) bmap.ranges.insert(bmap.ranges.end(), ranges.begin(), ranges.end());
+  return bmap;
+}
+
+std::string format_bmap(const Bmap& bmap) {
+  // Built the way bmaptool's BmapCreate builds it: the text is first written with blanks where the
+  // mapped counts go and zeros where the checksum goes, then those are overwritten in place. That is
+  // why the count comments carry the trailing blanks they do; copying the mechanism keeps us
+  // byte-identical in every case, including when the mapped size is longer than the image size text.
+  const std::uint64_t blocks = bmap.blocks_count();
+  const std::uint64_t mapped = bmap.mapped_blocks_count();
+  const std::string image_size_human = human_size(bmap.image_size);
+  std::string xml =
+      "<?xml version=\"1.0\" ?>\n"
+      "<!-- This file contains the block map for an image file, which is basically\n"
+      "     a list of useful (mapped) block numbers in the image file. In other words,\n"
+      "     it lists only those blocks which contain data (boot sector, partition\n"
+      "     table, file-system metadata, files, directories, extents, etc). These\n"
+      "     blocks have to be copied to the target device. The other blocks do not\n"
+      "     contain any useful data and do not have to be copied to the target\n"
+      "     device.\n"
+      "\n"
+      "     The block map an optimization which allows to copy or flash the image to\n"
+      "     the image quicker than copying of flashing the entire image. This is\n"
+      "     because with bmap less data is copied: <MappedBlocksCount> blocks instead\n"
+      "     of <BlocksCount> blocks.\n"
+      "\n"
+      "     Besides the machine-readable data, this file contains useful commentaries\n"
+      "     which contain human-readable information like image size, percentage of\n"
+      "     mapped data, etc.\n"
+      "\n"
+      "     The 'version' attribute is the block map file format version in the\n"
+      "     'major.minor' format. The version major number is increased whenever an\n"
+      "     incompatible block map format change is made. The minor number changes\n"
+      "     in case of minor backward-compatible changes. -->\n"
+      "\n"
+      "<bmap version=\"2.0\">\n"
+      "    <!-- Image size in bytes: " +
+      image_size_human +
+      " -->\n"
+      "    <ImageSize> " +
+      std::to_string(bmap.image_size) +
+      " </ImageSize>\n"
+      "\n"
+      "    <!-- Size of a block in bytes -->\n"
+      "    <BlockSize> " +
+      std::to_string(bmap.block_size) +
+      " </BlockSize>\n"
+      "\n"
+      "    <!-- Count of blocks in the image file -->\n"
+      "    <BlocksCount> " +
+      std::to_string(blocks) +
+      " </BlocksCount>\n"
+      "\n"
+      "    <!-- Count of mapped blocks: ";
+  const std::size_t mapped_comment_position = xml.size();
+  xml += std::string(image_size_human.size(), ' ') + " or " + std::string(6, ' ') + "   -->\n";
+  xml += "    <MappedBlocksCount> ";
+  const std::size_t mapped_count_position = xml.size();
+  xml += std::string(std::to_string(blocks).size(), ' ') + " </MappedBlocksCount>\n\n";
+  xml += "    <!-- Type of checksum used in this file -->\n";
+  xml += "    <ChecksumType> sha256 </ChecksumType>\n\n";
+  xml += "    <!-- The checksum of this bmap file. When it is calculated, the value of\n";
+  xml += "         the checksum has be zero (all ASCII \"0\" symbols).  -->\n";
+  xml += "    <BmapFileChecksum> ";
+  const std::size_t checksum_position = xml.size();
+  xml += std::string(checksum_hex_length, '0') + " </BmapFileChecksum>\n\n";
+  xml += "    <!-- The block map which consists of elements which may either be a\n";
+  xml += "         range of blocks or a single block. The 'chksum' attribute\n";
+  xml += "         (if present) is the checksum of this blocks range. -->\n";
+  xml += "    <BlockMap>\n";
+  for (const auto& range : bmap.ranges) {
+    xml += "        <Range";
+    if (range.sha256) xml += " chksum=\"" + range.sha256->hex() + "\"";
+    xml += "> " + std::to_string(range.first_block);
+    if (range.last_block != range.first_block) xml += "-" + std::to_string(range.last_block);
+    xml += " </Range>\n";
+  }
+  xml += "    </BlockMap>\n";
+  xml += "</bmap>\n";
+
+  char percent[32];
+  std::snprintf(percent, sizeof percent, "%.1f%%",
+                blocks == 0 ? 0.0 : static_cast<double>(mapped) * 100.0 / static_cast<double>(blocks));
+  std::string mapped_comment = human_size(mapped * bmap.block_size) + " or " + percent;
+  xml.replace(mapped_comment_position, mapped_comment.size(), mapped_comment);
+  std::string mapped_count = std::to_string(mapped);
+  xml.replace(mapped_count_position, mapped_count.size(), mapped_count);
+  std::string checksum = Sha256::of(xml).hex();
+  xml.replace(checksum_position, checksum.size(), checksum);
+  return xml;
+}
+
+void write_bmap_file(const Bmap& bmap, const std::filesystem::path& path) {
+  std::string text = format_bmap(bmap);
+  std::filesystem::path partial = path.string() + ".partial";
+  {
+    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::error_code ignored;
+      std::filesystem::remove(partial, ignored);
+      throw Error("cannot write bmap file " + partial.string());
+    }
+  }
+  std::error_code error;
+  std::filesystem::rename(partial, path, error);
+  if (error) {
+    std::filesystem::remove(partial, error);
+    throw Error("cannot rename " + partial.string() + " to " + path.string() + ": " + error.message());
+  }
+}
+
+Bmap parse_bmap(std::string_view text, const std::string& source_name) {
+  XmlElement root = XmlReader(text, source_name).read_document();
+  auto fail = [&](const std::string& what) -> Error { return Error(source_name + ": " + what); };
+  if (root.name != "bmap") throw fail("not a bmap file (the root element is <" + root.name + ">)");
+  const std::string* version = root.attribute("version");
+  if (version == nullptr) throw fail("<bmap> has no version attribute");
+  std::string_view version_text = trim(*version);
+  if (!(version_text.starts_with("2.") || version_text == "1.4")) {
+    throw fail("bmap format version " + std::string(version_text) +
+               " is not supported (only 2.x, as written by bmaptool 3.1 and later)");
+  }
+  auto number = [&](const char* element_name) {
+    const XmlElement* element = root.child(element_name);
+    if (element == nullptr) throw fail(std::string("missing <") + element_name + ">");
+    auto value = parse_number(trim(element->text));
+    if (!value) throw fail(std::string("<") + element_name + "> is not a number: '" + element->text + "'");
+    return *value;
+  };
+
+  const XmlElement* checksum_type = root.child("ChecksumType");
+  if (checksum_type == nullptr) throw fail("missing <ChecksumType>");
+  if (trim(checksum_type->text) != "sha256") {
+    throw fail("checksum type '" + std::string(trim(checksum_type->text)) + "' is not supported (only sha256)");
+  }
+  const XmlElement* file_checksum = root.child("BmapFileChecksum");
+  if (file_checksum == nullptr) throw fail("missing <BmapFileChecksum>");
+  std::string_view stated = trim(file_checksum->text);
+  auto stated_digest = Sha256Digest::parse(stated);
+  if (!stated_digest || stated.size() != checksum_hex_length) {
+    throw fail("<BmapFileChecksum> is not a sha256: '" + std::string(stated) + "'");
+  }
+  // The checksum covers the file as written, with its own value replaced by zeros.
+  std::size_t value_position = text.find(stated, file_checksum->text_offset);
+  std::string zeroed(text);
+  zeroed.replace(value_position, checksum_hex_length, std::string(checksum_hex_length, '0'));
+  Sha256Digest calculated = Sha256::of(zeroed);
+  if (calculated != *stated_digest) {
+    throw fail("bmap file checksum mismatch: calculated " + calculated.hex() + ", the file says " +
+               std::string(stated) + " (the file was changed or damaged)");
+  }
+
+  Bmap bmap;
+  bmap.image_size = number("ImageSize");
+  std::uint64_t block_size = number("BlockSize");
+  if (block_size == 0 || block_size > (1u << 30)) throw fail("block size " + std::to_string(block_size) + " is not usable");
+  bmap.block_size = static_cast<std::uint32_t>(block_size);
+  std::uint64_t blocks = number("BlocksCount");
+  std::uint64_t mapped = number("MappedBlocksCount");
+  if (blocks != bmap.blocks_count()) {
+    throw fail("inconsistent bmap: " + std::to_string(bmap.image_size) + " bytes in blocks of " +
+               std::to_string(block_size) + " are " + std::to_string(bmap.blocks_count()) + " blocks, not " +
+               std::to_string(blocks));
+  }
+
+  const XmlElement* block_map = root.child("BlockMap");
+  if (block_map == nullptr) throw fail("missing <BlockMap>");
+  for (const auto& element : block_map->children) {
+    if (element.name != "Range") continue;
+    std::string_view range_text = trim(element.text);
+    std::size_t dash = range_text.find('-');
+    auto first = parse_number(range_text.substr(0, dash));
+    auto last = dash == std::string_view::npos ? first : parse_number(range_text.substr(dash + 1));
+    if (!first || !last || *first > *last) throw fail("bad block range '" + std::string(range_text) + "'");
+    if (*last >= blocks) {
+      throw fail("block range " + std::string(range_text) + " goes past the image's " + std::to_string(blocks) +
+                 " blocks");
+    }
+    if (!bmap.ranges.empty() && *first <= bmap.ranges.back().last_block) {
+      throw fail("block range " + std::string(range_text) + " overlaps or precedes the range before it");
+    }
+    BmapRange range{*first, *last, std::nullopt};
+    if (const std::string* checksum = element.attribute("chksum")) {
+      range.sha256 = Sha256Digest::parse(trim(*checksum));
+      if (!range.sha256 || trim(*checksum).size() != checksum_hex_length) {
+        throw fail("block range " + std::string(range_text) + " has a bad sha256 '" + *checksum + "'");
+      }
+    }
+    bmap.ranges.push_back(range);
+  }
+  if (bmap.mapped_blocks_count() != mapped) {
+    throw fail("inconsistent bmap: <MappedBlocksCount> says " + std::to_string(mapped) + " but the ranges hold " +
+               std::to_string(bmap.mapped_blocks_count()) + " blocks");
+  }
+  return bmap;
+}
+
+Bmap read_bmap_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open bmap file " + path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in && !in.eof()) throw Error("cannot read bmap file " + path.string());
+  return parse_bmap(text.str(), path.string());
+}
+
+}  // namespace aggrik8s

@@ -1,0 +1,78 @@
+#pragma once
+// bmaptool's block map (format 2.0): which 4 KiB blocks of an image hold data, with a sha256 per run of
+// blocks, so `bmaptool copy` (and our own flash) writes only those and verifies them while reading.
+//
+// What counts as mapped: the data extents the filesystem reports (SEEK_DATA/SEEK_HOLE, which is what
+// bmaptool itself uses), minus every all-zero 4 KiB block inside them. bmaptool keeps zero blocks that
+// happen to be allocated; we drop them because an unmapped block is simply not written, exactly like a
+// hole, and every block we leave out is zero in the image. A flash therefore produces the same bytes
+// a hole would have produced, and less is written (ext4 zeroes whole inode tables and journals, a
+// decompressed base image is full of allocated zeros). BmapOptions::skip_zero_blocks turns this off.
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/sha256.hpp"
+
+namespace aggrik8s {
+
+// [offset, offset + length) of a file that the filesystem says holds data (may still contain zeros).
+struct DataExtent {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  friend bool operator==(const DataExtent&, const DataExtent&) = default;
+};
+
+// The data extents of an open regular file of `size` bytes, sorted and disjoint. A filesystem that
+// cannot answer SEEK_DATA yields one extent covering the whole file (correct, just not sparse).
+// `name` is for error messages.
+std::vector<DataExtent> list_data_extents(int fd, std::uint64_t size, const std::string& name);
+
+// Blocks first..last, inclusive (as the XML writes them).
+struct BmapRange {
+  std::uint64_t first_block = 0;
+  std::uint64_t last_block = 0;
+  // Over the range's bytes (the last block of the image may be short). bmaptool omits it when run
+  // with --no-checksum; our generator always writes it.
+  std::optional<Sha256Digest> sha256;
+  std::uint64_t block_count() const { return last_block - first_block + 1; }
+  friend bool operator==(const BmapRange&, const BmapRange&) = default;
+};
+
+struct Bmap {
+  std::uint64_t image_size = 0;
+  std::uint32_t block_size = 4096;
+  std::vector<BmapRange> ranges;  // sorted, disjoint
+
+  std::uint64_t blocks_count() const { return (image_size + block_size - 1) / block_size; }
+  std::uint64_t mapped_blocks_count() const;
+  friend bool operator==(const Bmap&, const Bmap&) = default;
+};
+
+struct BmapOptions {
+  bool skip_zero_blocks = true;
+  // Ranges are hashed in parallel, one range per thread at a time (a range's hash is sequential).
+  // 0: one thread per core.
+  unsigned threads = 0;
+};
+
+// Reads the image's data extents once: zero checks and range hashes happen in the same pass.
+// Throws Error naming the image on read failure or for an empty image (bmaptool refuses those too).
+Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options = {});
+
+// The file bmaptool 3.x writes for the same ranges, byte for byte: its comments, its whitespace, and
+// BmapFileChecksum = sha256 of the text with that field set to 64 '0' characters.
+std::string format_bmap(const Bmap& bmap);
+// Written to `<path>.partial` and renamed into place.
+void write_bmap_file(const Bmap& bmap, const std::filesystem::path& path);
+
+// Accepts bmaptool's format 2.0 (and 1.4, its identical mistaken number) with sha256 checksums.
+// Verifies BmapFileChecksum and the consistency of sizes, counts and ranges; throws Error naming
+// `source_name` and what is wrong.
+Bmap parse_bmap(std::string_view text, const std::string& source_name);
+Bmap read_bmap_file(const std::filesystem::path& path);
+
+}  // namespace aggrik8s

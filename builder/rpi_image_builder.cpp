@@ -1,0 +1,658 @@
+#include "builder/rpi_image_builder.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "builder/block_device.hpp"
+#include "builder/bmap.hpp"
+#include "builder/ext4_filesystem.hpp"
+#include "builder/fat_filesystem.hpp"
+#include "builder/first_boot.hpp"
+#include "builder/image_compressor.hpp"
+#include "builder/image_decompressor.hpp"
+#include "builder/partition_table.hpp"
+#include "builder/pi_boot_files.hpp"
+#include "builder/rke2_node_files.hpp"
+#include "builder/rke2_release.hpp"
+#include "core/byte_size.hpp"
+#include "core/error.hpp"
+#include "core/file_descriptor.hpp"
+#include "core/log.hpp"
+#include "core/progress.hpp"
+
+namespace aggrik8s::builder {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t MiB = 1ull << 20;
+constexpr std::uint64_t block_rounding = 4096;
+
+std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value + unit - 1) / unit * unit; }
+
+// Files this build has started; removed unless the build completes. Renamed files count as finished.
+class PartialOutputs {
+ public:
+  ~PartialOutputs() {
+    if (committed_) return;
+    for (const auto& p : paths_) {
+      std::error_code ec;
+      fs::remove(p, ec);
+    }
+  }
+  fs::path track(const fs::path& path) {
+    paths_.push_back(path);
+    return path;
+  }
+  void commit() { committed_ = true; }
+
+ private:
+  std::vector<fs::path> paths_;
+  bool committed_ = false;
+};
+
+class WorkDirectory {
+ public:
+  explicit WorkDirectory(const fs::path& output_dir) {
+    path_ = output_dir / (".work-" + std::to_string(::getpid()));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~WorkDirectory() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// Copies an image keeping its holes. A reflink (btrfs, XFS) costs nothing; otherwise only the data
+// extents are copied, with copy_file_range so the kernel moves the bytes.
+void copy_sparse_file(const fs::path& from, const fs::path& to) {
+  FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) throw_system_error("cannot open " + from.string(), errno);
+  FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!out) throw_system_error("cannot create " + to.string(), errno);
+  if (::ioctl(out.get(), FICLONE, in.get()) == 0) return;
+  struct stat st {};
+  ::fstat(in.get(), &st);
+  auto size = static_cast<off_t>(st.st_size);
+  ProgressTask progress("copy " + to.filename().string(), static_cast<std::uint64_t>(size));
+  off_t position = 0;
+  while (position < size) {
+    off_t data = ::lseek(in.get(), position, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: only a hole remains
+    off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
+    if (hole < 0) hole = size;
+    off_t in_offset = data;
+    off_t out_offset = data;
+    while (in_offset < hole) {
+      ssize_t n = ::copy_file_range(in.get(), &in_offset, out.get(), &out_offset,
+                                    static_cast<std::size_t>(hole - in_offset), 0);
+      if (n < 0) throw_system_error("cannot copy " + from.string() + " to " + to.string(), errno);
+      if (n == 0) break;
+      progress.set_done(static_cast<std::uint64_t>(in_offset));
+    }
+    position = hole;
+  }
+  if (::ftruncate(out.get(), size) != 0) throw_system_error("cannot size " + to.string(), errno);
+  progress.finish(true);
+}
+
+BuiltFile describe_file(const fs::path& path) {
+  return BuiltFile{path, fs::file_size(path), Sha256::of_file(path)};
+}
+
+void write_text_file_atomically(const fs::path& path, const std::string& content) {
+  fs::path partial = path;
+  partial += ".partial";
+  {
+    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.flush();
+    if (!out) throw Error("cannot write " + partial.string());
+  }
+  fs::rename(partial, path);
+}
+
+std::string read_host_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read " + path.string());
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// ---- the RKE2 bundle: rke2.linux-arm64.tar.gz unpacked under /usr/local, as install.sh does ----
+
+struct ArchiveReader {
+  archive* handle = archive_read_new();
+  ~ArchiveReader() { archive_read_free(handle); }
+};
+
+// Bytes the bundle takes once unpacked (each file rounded to the filesystem block).
+std::uint64_t unpacked_size(const fs::path& tarball) {
+  ArchiveReader reader;
+  archive_read_support_filter_all(reader.handle);
+  archive_read_support_format_all(reader.handle);
+  if (archive_read_open_filename(reader.handle, tarball.c_str(), 1 << 20) != ARCHIVE_OK) {
+    throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+  }
+  std::uint64_t total = 0;
+  archive_entry* entry = nullptr;
+  while (true) {
+    int r = archive_read_next_header(reader.handle, &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+    total += round_up(static_cast<std::uint64_t>(std::max<la_int64_t>(0, archive_entry_size(entry))), block_rounding) +
+             block_rounding;
+    archive_read_data_skip(reader.handle);
+  }
+  return total;
+}
+
+std::string tar_entry_path(const std::string& prefix, std::string name) {
+  while (name.starts_with("./")) name.erase(0, 2);
+  while (!name.empty() && name.back() == '/') name.pop_back();
+  if (name.empty()) return prefix;
+  if (name.starts_with("/") || name == ".." || name.starts_with("../") || name.find("/../") != std::string::npos) {
+    throw Error("refusing archive entry '" + name + "': it would land outside " + prefix);
+  }
+  return prefix + "/" + name;
+}
+
+void install_tarball(Ext4Filesystem& rootfs, const fs::path& tarball, const std::string& prefix,
+                     std::optional<std::int64_t> fixed_time) {
+  ArchiveReader reader;
+  archive_read_support_filter_all(reader.handle);
+  archive_read_support_format_all(reader.handle);
+  if (archive_read_open_filename(reader.handle, tarball.c_str(), 1 << 20) != ARCHIVE_OK) {
+    throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+  }
+  archive_entry* entry = nullptr;
+  while (true) {
+    int r = archive_read_next_header(reader.handle, &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+    std::string path = tar_entry_path(prefix, archive_entry_pathname(entry));
+    Ext4FileAttributes attributes;
+    attributes.permissions = static_cast<std::uint16_t>(archive_entry_perm(entry) & 07777);
+    // install.sh unpacks as root: owner root whatever the archive says.
+    attributes.uid = 0;
+    attributes.gid = 0;
+    attributes.mtime = Ext4Timestamp{fixed_time.value_or(archive_entry_mtime(entry)), 0};
+    auto parent = fs::path(path).parent_path().string();
+    rootfs.create_directories(parent, {0755, 0, 0, attributes.mtime});
+    switch (archive_entry_filetype(entry)) {
+      case AE_IFDIR:
+        rootfs.create_directories(path, attributes);
+        break;
+      case AE_IFLNK:
+        rootfs.create_symlink(path, archive_entry_symlink(entry), {0777, 0, 0, attributes.mtime});
+        break;
+      case AE_IFREG: {
+        std::string content;
+        const void* block = nullptr;
+        size_t size = 0;
+        la_int64_t offset = 0;
+        while ((r = archive_read_data_block(reader.handle, &block, &size, &offset)) == ARCHIVE_OK) {
+          if (static_cast<std::size_t>(offset) > content.size()) content.resize(static_cast<std::size_t>(offset));
+          content.append(static_cast<const char*>(block), size);
+        }
+        if (r != ARCHIVE_EOF) throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+        rootfs.write_file(path, content, attributes);
+        break;
+      }
+      default:
+        log::warning(tarball.string(), ": skipping ", archive_entry_pathname(entry), " (not a file, directory or symlink)");
+    }
+  }
+}
+
+// ---- overlays: host trees copied into the root filesystem; "*.tmpl" files are templated ----
+
+std::string render_template(std::string text, const std::map<std::string, std::string>& values) {
+  for (const auto& [key, value] : values) {
+    for (const std::string& token : {"{{" + key + "}}", "{{ " + key + " }}"}) {
+      for (auto pos = text.find(token); pos != std::string::npos; pos = text.find(token, pos + value.size())) {
+        text.replace(pos, token.size(), value);
+      }
+    }
+  }
+  return text;
+}
+
+std::uint64_t overlay_size(const std::vector<fs::path>& overlays) {
+  std::uint64_t total = 0;
+  for (const auto& dir : overlays) {
+    for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+      total += (entry.is_regular_file() ? round_up(entry.file_size(), block_rounding) : 0) + block_rounding;
+    }
+  }
+  return total;
+}
+
+std::vector<std::string> install_overlays(Ext4Filesystem& rootfs, const std::vector<fs::path>& overlays,
+                                          const std::map<std::string, std::string>& values,
+                                          std::optional<std::int64_t> fixed_time) {
+  std::vector<std::string> written;
+  std::optional<Ext4Timestamp> time;
+  if (fixed_time) time = Ext4Timestamp{*fixed_time, 0};
+  for (const auto& dir : overlays) {
+    if (!fs::is_directory(dir)) throw Error("overlay directory " + dir.string() + " does not exist");
+    std::vector<fs::directory_entry> entries(fs::recursive_directory_iterator(dir), {});
+    // Sorted: the order of writes decides block allocation, and the output must not depend on readdir.
+    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.path() < b.path(); });
+    for (const auto& entry : entries) {
+      std::string target = "/" + fs::relative(entry.path(), dir).generic_string();
+      auto permissions = static_cast<std::uint16_t>(static_cast<unsigned>(entry.symlink_status().permissions()) & 07777);
+      if (entry.is_symlink()) {
+        rootfs.create_directories(fs::path(target).parent_path().string());
+        rootfs.create_symlink(target, fs::read_symlink(entry.path()).string(), {0777, 0, 0, time});
+      } else if (entry.is_directory()) {
+        rootfs.create_directories(target, {permissions, 0, 0, time});
+      } else if (entry.is_regular_file()) {
+        std::string content = read_host_file(entry.path());
+        if (target.ends_with(".tmpl")) {
+          target.resize(target.size() - 5);
+          content = render_template(content, values);
+        }
+        rootfs.create_directories(fs::path(target).parent_path().string());
+        rootfs.write_file(target, content, {permissions, 0, 0, time});
+        written.push_back(target);
+      }
+    }
+  }
+  return written;
+}
+
+// ---- the shared image ----
+
+struct ImageLayout {
+  std::uint32_t boot_index = 0;
+  std::uint32_t root_index = 0;
+  std::uint64_t root_offset = 0;
+  std::uint64_t root_size = 0;
+  std::string root_partuuid;
+};
+
+bool is_fat_partition(const PartitionTable& table, const PartitionEntry& p) {
+  if (table.kind() == PartitionTableKind::mbr) return p.mbr_type == 0x0b || p.mbr_type == 0x0c || p.mbr_type == 0x0e || p.mbr_type == 0x06;
+  return p.gpt_type.to_string() == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" ||
+         p.gpt_type.to_string() == "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7";
+}
+
+bool has_ext4_superblock(BlockDevice& device, const PartitionEntry& p) {
+  std::uint8_t magic[2] = {};
+  if (p.byte_size() < 2048) return false;
+  device.read_at(p.byte_offset() + 1080, magic);
+  return magic[0] == 0x53 && magic[1] == 0xef;
+}
+
+ImageLayout find_layout(BlockDevice& device, const PartitionTable& table, const std::string& base_name) {
+  ImageLayout layout;
+  for (const auto& p : table.partitions()) {
+    if (layout.boot_index == 0 && is_fat_partition(table, p)) layout.boot_index = p.index;
+    if (layout.root_index == 0 && has_ext4_superblock(device, p)) layout.root_index = p.index;
+  }
+  if (layout.boot_index == 0) throw Error(base_name + ": no FAT boot partition found; is this a Raspberry Pi OS image?");
+  if (layout.root_index == 0) throw Error(base_name + ": no ext4 root partition found; is this a Raspberry Pi OS image?");
+  const PartitionEntry& root = table.partition(layout.root_index);
+  for (const auto& p : table.partitions()) {
+    if (p.first_lba > root.first_lba) {
+      throw Error(base_name + ": partition " + std::to_string(p.index) + " follows the root partition " +
+                  std::to_string(root.index) + ", so the root cannot grow");
+    }
+  }
+  layout.root_offset = root.byte_offset();
+  layout.root_size = root.byte_size();
+  layout.root_partuuid = table.partuuid(layout.root_index);
+  return layout;
+}
+
+struct PreparedImage {
+  fs::path path;
+  ImageLayout layout;
+  std::vector<std::string> changes;  // for the manifest
+  bool network_manager = false;
+  bool rootfs_has_cloud_init = false;
+  std::string boot_mount = "/boot/firmware";
+};
+
+PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact& base, const Rke2Release& release,
+                                   const fs::path& work, std::optional<std::int64_t> fixed_time) {
+  PreparedImage prepared;
+  prepared.path = work / "prepared.img";
+  log::info("decompressing ", base.source.file_name());
+  ImageDecompressor().decompress(base.path, prepared.path);
+
+  std::uint64_t image_size = 0;
+  {
+    FileBlockDevice device(prepared.path, FileBlockDevice::Access::read_write);
+    PartitionTable table = read_partition_table(device);
+    prepared.layout = find_layout(device, table, base.source.file_name());
+    image_size = device.size();
+  }
+  ImageLayout& layout = prepared.layout;
+
+  // How much the root filesystem must hold beyond what it has.
+  std::uint64_t preload = unpacked_size(release.bundle.path);
+  for (const auto& image : release.images) preload += round_up(image.size, block_rounding);
+  std::uint64_t overlays = 0;
+  for (const auto& node : profile.rpi_nodes) overlays = std::max(overlays, overlay_size(node.overlays));
+  std::uint64_t needed_free = preload + overlays + profile.output.root_free_space + 16 * MiB;
+  std::uint64_t free_now = 0;
+  {
+    Ext4Filesystem rootfs = Ext4Filesystem::open(prepared.path, layout.root_offset, layout.root_size,
+                                                 Ext4Access::read_only);
+    Ext4SpaceUsage usage = rootfs.space_usage();
+    std::uint64_t reserved = usage.reserved_blocks * usage.block_size;
+    free_now = usage.free_bytes() > reserved ? usage.free_bytes() - reserved : 0;
+    std::string fstab = rootfs.exists("/etc/fstab") ? rootfs.read_file("/etc/fstab") : "";
+    prepared.boot_mount = boot_mount_point_from_fstab(fstab);
+    prepared.network_manager = rootfs.exists("/etc/NetworkManager");
+    prepared.rootfs_has_cloud_init = rootfs.exists("/etc/cloud/cloud.cfg") || rootfs.exists("/usr/bin/cloud-init");
+  }
+
+  std::uint64_t new_root_size = layout.root_size;
+  if (free_now < needed_free) {
+    // Growing ext4 adds block groups whose inode tables and bitmaps take ~2% of the new space.
+    std::uint64_t grow = needed_free - free_now;
+    new_root_size = round_up(layout.root_size + grow + grow / 32 + 8 * MiB, 4 * MiB);
+  }
+  std::uint64_t new_image_size = std::max(image_size, round_up(layout.root_offset + new_root_size, MiB));
+  if (profile.output.image_size) {
+    if (*profile.output.image_size < new_image_size) {
+      throw Error(profile.file.string() + ": output.image_size " + format_byte_size(*profile.output.image_size) +
+                  " is too small: the base image with the preload and " +
+                  format_byte_size(profile.output.root_free_space) + " free needs " + format_byte_size(new_image_size));
+    }
+    new_image_size = round_up(*profile.output.image_size, MiB);
+  }
+  if (new_image_size != image_size || new_root_size != layout.root_size) {
+    FileBlockDevice device(prepared.path, FileBlockDevice::Access::read_write);
+    PartitionTable table = read_partition_table(device);
+    device.resize(new_image_size);
+    table.set_disk_size(new_image_size);
+    table.grow_partition_to_fill(layout.root_index);
+    write_partition_table(device, table);
+    device.flush();
+    new_root_size = table.partition(layout.root_index).byte_size();
+    prepared.changes.push_back("image grown from " + format_byte_size(image_size) + " to " +
+                               format_byte_size(new_image_size));
+    prepared.changes.push_back("root partition " + std::to_string(layout.root_index) + " grown from " +
+                               format_byte_size(layout.root_size) + " to " + format_byte_size(new_root_size));
+    log::info("growing the root filesystem to ", format_byte_size(new_root_size));
+    grow_ext4_filesystem(prepared.path, layout.root_offset, new_root_size, fixed_time);
+    layout.root_size = new_root_size;
+  }
+
+  Ext4Filesystem rootfs = Ext4Filesystem::open(prepared.path, layout.root_offset, layout.root_size,
+                                               Ext4Access::read_write, fixed_time);
+  log::info("installing RKE2 ", release.version, " under /usr/local");
+  install_tarball(rootfs, release.bundle.path, "/usr/local", fixed_time);
+  prepared.changes.push_back("RKE2 " + release.version + " bundle unpacked under /usr/local");
+  const std::string images_dir = "/var/lib/rancher/rke2/agent/images";
+  rootfs.create_directories(images_dir);
+  for (const auto& image : release.images) {
+    std::string target = images_dir + "/" + image.source.file_name();
+    ProgressTask progress("preload " + image.source.file_name(), image.size);
+    rootfs.copy_file_from_host(image.path, target, {0644, 0, 0, std::nullopt});
+    progress.set_done(image.size);
+    progress.finish();
+    prepared.changes.push_back("image archive " + target);
+  }
+  rootfs.close();
+  return prepared;
+}
+
+// ---- per node ----
+
+std::string read_fat_text(FatFilesystem& boot, const std::string& path) {
+  return boot.exists(path) ? boot.read_text_file(path) : std::string();
+}
+
+struct NodeResult {
+  std::vector<std::string> changes;
+  std::string first_boot_format;
+};
+
+NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const PreparedImage& prepared,
+                          const fs::path& image, std::optional<std::int64_t> fixed_time) {
+  NodeResult result;
+  const ImageLayout& layout = prepared.layout;
+  std::optional<Secret> token;
+  if (node.rke2.token) token = load_secret(*node.rke2.token);
+  std::map<std::string, Secret> password_hashes;
+  for (const auto& user : node.system.users) {
+    if (user.password_hash) password_hashes.emplace(user.name, load_secret(*user.password_hash));
+  }
+
+  {
+    Ext4Filesystem rootfs = Ext4Filesystem::open(image, layout.root_offset, layout.root_size, Ext4Access::read_write,
+                                                 fixed_time);
+    RootfsChanges changes = rke2_node_changes(node, token, RootfsFacts{prepared.network_manager});
+    for (const auto& dir : changes.directories) rootfs.create_directories(dir);
+    for (const auto& file : changes.files) {
+      rootfs.write_file(file.path, file.content, {file.permissions, 0, 0, std::nullopt});
+      result.changes.push_back(file.path + (file.contains_secret ? " (0600, holds a secret)" : ""));
+    }
+    for (const auto& link : changes.symlinks) {
+      rootfs.create_symlink(link.path, link.target);
+      result.changes.push_back(link.path + " -> " + link.target);
+    }
+    std::map<std::string, std::string> values{{"node", node.name},
+                                              {"hostname", node.system.hostname},
+                                              {"role", node.rke2.role},
+                                              {"profile", profile.name}};
+    for (const auto& path : install_overlays(rootfs, node.overlays, values, fixed_time)) {
+      result.changes.push_back("overlay " + path);
+    }
+    rootfs.close();
+  }
+
+  FileBlockDevice device(image, FileBlockDevice::Access::read_write);
+  PartitionTable table = read_partition_table(device);
+  SubrangeBlockDevice boot_partition = open_partition(device, table, layout.boot_index);
+  FatFilesystem boot(boot_partition);
+  if (fixed_time) boot.set_timestamp(*fixed_time);
+
+  std::string cmdline = read_fat_text(boot, "cmdline.txt");
+  if (cmdline.empty()) throw Error(image.string() + ": the boot partition has no cmdline.txt");
+  if (auto root = cmdline_root_partuuid(cmdline); root && *root != layout.root_partuuid) {
+    throw Error(image.string() + ": cmdline.txt boots root=PARTUUID=" + *root + " but the root partition is " +
+                layout.root_partuuid);
+  }
+  bool nocloud_files = boot.exists("user-data") || boot.exists("meta-data") || boot.exists("network-config");
+  FirstBootFormat format = detect_first_boot_format(nocloud_files, prepared.rootfs_has_cloud_init);
+  FirstBootPlan plan = plan_first_boot(format, node, password_hashes, prepared.boot_mount);
+  for (const auto& [name, content] : plan.boot_files) {
+    boot.write_file(name, content);
+    result.changes.push_back("boot partition: " + name + " (" + to_string(format) + ")");
+  }
+  std::vector<std::string> arguments = plan.cmdline_add;
+  arguments.insert(arguments.end(), node.boot.cmdline.begin(), node.boot.cmdline.end());
+  // Last on the line: the device tree's cgroup_disable=memory comes first, and the kernel takes the
+  // later setting.
+  arguments.push_back("cgroup_enable=memory");
+  std::string new_cmdline = add_cmdline_arguments(remove_cmdline_arguments(cmdline, plan.cmdline_remove), arguments);
+  boot.write_file("cmdline.txt", new_cmdline);
+  result.changes.push_back("cmdline.txt: " + std::string(new_cmdline.substr(0, new_cmdline.size() - 1)));
+
+  std::string config_txt = read_fat_text(boot, "config.txt");
+  std::string new_config = apply_config_txt(config_txt, node.boot);
+  if (new_config != config_txt) {
+    boot.write_file("config.txt", new_config);
+    for (const auto& line : managed_config_txt_lines(node.boot)) result.changes.push_back("config.txt: " + line);
+  }
+  if (node.boot.kernel_page_size_kib == 4 && !boot.exists("kernel8.img")) {
+    throw Error(image.string() + ": boot.kernel_page_size_kib is 4 but the boot partition has no kernel8.img");
+  }
+
+  // Read back through a fresh view of the partition: what a Pi will find, not what we meant to write.
+  FatFilesystem reread(boot_partition);
+  std::map<std::string, std::string> found;
+  for (const auto& [name, content] : plan.boot_files) found[name] = read_fat_text(reread, name);
+  auto problems = verify_first_boot(plan, found, read_fat_text(reread, "cmdline.txt"));
+  if (!problems.empty()) {
+    std::string text;
+    for (const auto& p : problems) text += "\n  " + p;
+    throw Error(image.string() + ": first-boot settings would not be applied:" + text);
+  }
+  device.flush();
+  result.first_boot_format = to_string(format);
+  return result;
+}
+
+nlohmann::json file_json(const BuiltFile& f, const fs::path& dir) {
+  return {{"file", fs::relative(f.path, dir).string()}, {"size", f.size}, {"sha256", f.sha256.hex()}};
+}
+
+nlohmann::json input_json(const std::string& role, const FetchedArtifact& a) {
+  return {{"role", role}, {"source", a.source.location}, {"sha256", a.sha256.hex()}, {"size", a.size}};
+}
+
+}  // namespace
+
+std::optional<std::int64_t> source_date_epoch_from_environment() {
+  const char* value = std::getenv("SOURCE_DATE_EPOCH");
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  std::int64_t seconds = 0;
+  std::string_view text(value);
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+  if (ec != std::errc() || ptr != text.data() + text.size() || seconds < 0) {
+    throw Error("SOURCE_DATE_EPOCH must be a number of seconds since 1970, got '" + std::string(text) + "'");
+  }
+  return seconds;
+}
+
+BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& options) {
+  std::vector<const Rpi5Node*> nodes;
+  for (const auto& node : profile.rpi_nodes) {
+    if (options.only_nodes.empty() ||
+        std::find(options.only_nodes.begin(), options.only_nodes.end(), node.name) != options.only_nodes.end()) {
+      nodes.push_back(&node);
+    }
+  }
+  for (const auto& wanted : options.only_nodes) {
+    if (std::none_of(profile.rpi_nodes.begin(), profile.rpi_nodes.end(), [&](const Rpi5Node& n) { return n.name == wanted; })) {
+      throw Error(profile.file.string() + ": no node named '" + wanted + "'");
+    }
+  }
+  if (!profile.base || nodes.empty()) throw Error(profile.file.string() + ": nothing to build");
+
+  ArtifactFetcher fetcher(options.fetch);
+  // The base image and the RKE2 release come from different servers: fetch them at the same time.
+  auto base_download = std::async(std::launch::async, [&] { return fetcher.fetch(*profile.base); });
+  Rke2Release release = fetch_rke2_release(nodes.front()->rke2, "arm64", fetcher);
+  FetchedArtifact base = base_download.get();
+  fs::create_directories(options.output_dir);
+
+  WorkDirectory work(options.output_dir);
+  PartialOutputs partial;
+  PreparedImage prepared = prepare_shared_image(profile, base, release, work.path(), options.source_date_epoch);
+
+  BuildResult result;
+  nlohmann::json node_reports = nlohmann::json::array();
+  for (const Rpi5Node* node : nodes) {
+    log::info("node ", node->name, ": customising");
+    fs::path image = options.output_dir / (node->name + ".img");
+    fs::path image_partial = partial.track(fs::path(image.string() + ".partial"));
+    copy_sparse_file(prepared.path, image_partial);
+    NodeResult node_result = customise_node(profile, *node, prepared, image_partial, options.source_date_epoch);
+
+    BuiltNode built;
+    built.name = node->name;
+    built.first_boot_format = node_result.first_boot_format;
+    if (profile.output.bmap) {
+      fs::path bmap = options.output_dir / (node->name + ".img.bmap");
+      fs::path bmap_partial = partial.track(fs::path(bmap.string() + ".partial"));
+      write_bmap_file(create_bmap(image_partial), bmap_partial);
+      built.bmap = BuiltFile{bmap, 0, {}};
+    }
+    for (const auto& format : profile.output.compress) {
+      fs::path compressed = options.output_dir / (node->name + ".img." + (format == "xz" ? "xz" : "zst"));
+      fs::path compressed_partial = partial.track(fs::path(compressed.string() + ".partial"));
+      ImageCompressionOptions compression;
+      compression.format = format == "xz" ? ImageCompressionFormat::xz : ImageCompressionFormat::zstd;
+      ImageCompressor(compression).compress(image_partial, compressed_partial);
+      built.compressed.push_back(BuiltFile{compressed, 0, {}});
+    }
+    // Complete: rename everything of this node into place, image last.
+    if (built.bmap) {
+      fs::rename(built.bmap->path.string() + ".partial", built.bmap->path);
+      partial.track(built.bmap->path);
+      *built.bmap = describe_file(built.bmap->path);
+    }
+    for (auto& c : built.compressed) {
+      fs::rename(c.path.string() + ".partial", c.path);
+      partial.track(c.path);
+      c = describe_file(c.path);
+    }
+    fs::rename(image_partial, image);
+    partial.track(image);
+    built.image = describe_file(image);
+
+    nlohmann::json report{{"name", node->name},
+                          {"hostname", node->system.hostname},
+                          {"rke2_role", node->rke2.role},
+                          {"first_boot", built.first_boot_format},
+                          {"image", file_json(built.image, options.output_dir)},
+                          {"changes", prepared.changes}};
+    for (const auto& c : node_result.changes) report["changes"].push_back(c);
+    if (built.bmap) report["bmap"] = file_json(*built.bmap, options.output_dir);
+    for (const auto& c : built.compressed) report["compressed"].push_back(file_json(c, options.output_dir));
+    node_reports.push_back(report);
+    result.nodes.push_back(std::move(built));
+  }
+
+  // SHA256SUMS in sha256sum's format, so `sha256sum -c SHA256SUMS` checks the outputs.
+  std::string sums;
+  auto add_sum = [&](const BuiltFile& f) { sums += f.sha256.hex() + "  " + f.path.filename().string() + "\n"; };
+  for (const auto& n : result.nodes) {
+    add_sum(n.image);
+    if (n.bmap) add_sum(*n.bmap);
+    for (const auto& c : n.compressed) add_sum(c);
+  }
+  nlohmann::json inputs = nlohmann::json::array({input_json("base", base), input_json("rke2-checksums", release.checksums),
+                                                  input_json("rke2-bundle", release.bundle)});
+  for (const auto& image : release.images) inputs.push_back(input_json("rke2-images", image));
+  nlohmann::json profile_files = nlohmann::json::array();
+  for (const auto& file : profile.extends) {
+    profile_files.push_back({{"file", file.string()}, {"sha256", Sha256::of_file(file).hex()}});
+  }
+  profile_files.push_back({{"file", profile.file.string()}, {"sha256", Sha256::of_file(profile.file).hex()}});
+  nlohmann::json manifest{{"tool", {{"name", "aggrik8s-image"}, {"version", AGGRIK8S_VERSION}}},
+                          {"profile", {{"name", profile.name}, {"kind", to_string(profile.kind)}, {"files", profile_files}}},
+                          {"rke2_version", release.version},
+                          {"inputs", inputs},
+                          {"nodes", node_reports}};
+  if (options.source_date_epoch) manifest["source_date_epoch"] = *options.source_date_epoch;
+  result.checksums = options.output_dir / "SHA256SUMS";
+  result.manifest = options.output_dir / "manifest.json";
+  write_text_file_atomically(result.checksums, sums);
+  write_text_file_atomically(result.manifest, manifest.dump(2) + "\n");
+  partial.commit();
+  return result;
+}
+
+}  // namespace aggrik8s::builder

@@ -1,0 +1,113 @@
+# e2e: `aggrik8s-image build` of a Raspberry Pi 5 + RKE2 profile with two nodes, from stand-in inputs
+# downloaded over loopback HTTP; outputs checked with sfdisk, fsck.fat, mtools, e2fsck, debugfs,
+# bmaptool and sha256sum; reproducibility; failures leave nothing that looks valid.
+source "$(dirname "$0")/lib.bash"
+make_fixtures
+start_http "$FIXTURES"
+
+BASE_SHA=$(sha256sum "$FIXTURES/firstrun/raspios-lite-arm64.img.xz" | cut -d' ' -f1)
+printf 'K10e2e-test-token::server:abcdef\n' >"$WORK/token"
+chmod 600 "$WORK/token"
+mkdir -p "$WORK/overlay/etc/aggrik8s"
+printf 'node={{node}} role={{role}}\n' >"$WORK/overlay/etc/aggrik8s/node.txt.tmpl"
+cat >"$WORK/profile.yaml" <<YAML
+kind: rpi5-rke2
+name: e2e
+base:
+  url: http://127.0.0.1:$HTTP_PORT/firstrun/raspios-lite-arm64.img.xz
+  sha256: $BASE_SHA
+rke2:
+  version: v1.33.1+rke2r1
+  release_url: http://127.0.0.1:$HTTP_PORT/rke2
+  images: [rke2-images-core, rke2-images-canal]
+  role: server
+  token: {file: token}
+  config: {write-kubeconfig-mode: "0600"}
+system:
+  users: [{name: ops, ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaE2E e2e@test"]}]
+boot: {storage: nvme, pcie_gen: 3, kernel_page_size_kib: 4}
+overlays: [overlay]
+output: {root_free_space: 32MiB, compress: [zstd]}
+nodes:
+  - name: n1
+  - name: n2
+    rke2: {role: agent, server: "https://10.0.0.1:9345"}
+    network: {mode: static, address: 10.0.0.12/24, gateway: 10.0.0.1}
+YAML
+
+export SOURCE_DATE_EPOCH=1767225600
+expect_status 0 "build two nodes" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out" "$WORK/profile.yaml"
+OUT=$WORK/out
+for f in n1.img n1.img.bmap n1.img.zst n2.img n2.img.bmap n2.img.zst SHA256SUMS manifest.json; do
+  [ -f "$OUT/$f" ] || fail "missing output $f"
+done
+pass "every output present"
+[ -z "$(find "$OUT" -name '*.partial' -o -name '.work-*')" ] || fail "partial files left behind"
+pass "no partial or work files left"
+(cd "$OUT" && sha256sum -c --quiet SHA256SUMS) || fail "SHA256SUMS does not match"
+pass "sha256sum -c SHA256SUMS"
+grep -q "K10e2e-test-token" "$OUT/manifest.json" && fail "token leaked into the manifest"
+python3 -c "import json; m=json.load(open('$OUT/manifest.json')); assert [n['name'] for n in m['nodes']]==['n1','n2']; assert m['source_date_epoch']==1767225600" \
+  || fail "manifest content"
+pass "manifest names nodes and holds no secret"
+
+for node in n1 n2; do
+  IMG=$OUT/$node.img
+  sfdisk -d "$IMG" >"$WORK/$node.sfdisk" || fail "sfdisk cannot read $node.img"
+  grep -q "label-id: 0x5452574f" "$WORK/$node.sfdisk" || fail "disk identifier changed"
+  BOOT_START=$(partition_field "$IMG" 0 start); BOOT_SECTORS=$(partition_field "$IMG" 0 size)
+  ROOT_START=$(partition_field "$IMG" 1 start); ROOT_SECTORS=$(partition_field "$IMG" 1 size)
+  [ $(( (ROOT_START + ROOT_SECTORS) * 512 )) -eq "$(stat -c %s "$IMG")" ] || fail "$node: root partition does not end the image"
+  dd if="$IMG" of="$WORK/boot.part" bs=512 skip="$BOOT_START" count="$BOOT_SECTORS" status=none
+  fsck.fat -n "$WORK/boot.part" >"$WORK/fsck.fat.log" 2>&1 || { cat "$WORK/fsck.fat.log"; fail "$node: fsck.fat"; }
+  e2fsck -fn "$IMG?offset=$((ROOT_START * 512))" >"$WORK/e2fsck.log" 2>&1 || { cat "$WORK/e2fsck.log"; fail "$node: e2fsck"; }
+  pass "$node: sfdisk, fsck.fat -n and e2fsck -fn accept the image"
+
+  M="$IMG@@$((BOOT_START * 512))"
+  CMDLINE=$(mtype -i "$M" ::/cmdline.txt)
+  [ "$(printf '%s' "$CMDLINE" | wc -l)" -le 1 ] || fail "$node: cmdline.txt has several lines"
+  [ "$(grep -o 'cgroup_enable=memory' <<<"$CMDLINE" | wc -l)" = 1 ] || fail "$node: cgroup_enable=memory not exactly once: $CMDLINE"
+  grep -q 'root=PARTUUID=5452574f-02' <<<"$CMDLINE" || fail "$node: root PARTUUID changed"
+  grep -q 'systemd.run=/boot/firmware/firstrun.sh' <<<"$CMDLINE" || fail "$node: firstrun.sh not started"
+  mtype -i "$M" ::/firstrun.sh | grep -q "NEW_HOSTNAME='$node'" || fail "$node: firstrun.sh hostname"
+  mtype -i "$M" ::/config.txt | grep -q '^dtparam=pciex1_gen=3' || fail "$node: config.txt pcie gen"
+  mtype -i "$M" ::/config.txt | grep -q '^kernel=kernel8.img' || fail "$node: config.txt kernel8"
+  pass "$node: cmdline.txt, config.txt and firstrun.sh as expected (mtools)"
+
+  D="$IMG?offset=$((ROOT_START * 512))"
+  debugfs -R 'stat /etc/rancher/rke2/config.yaml' "$D" 2>/dev/null | grep -q 'Mode:  0600' || fail "$node: config.yaml not 0600"
+  debugfs -R 'stat /etc/rancher/rke2/config.yaml' "$D" 2>/dev/null | grep -q 'User:     0   Group:     0' || fail "$node: config.yaml not root-owned"
+  debugfs -R 'cat /etc/rancher/rke2/config.yaml' "$D" 2>/dev/null | grep -q 'K10e2e-test-token' || fail "$node: token missing"
+  debugfs -R 'stat /usr/local/bin/rke2' "$D" 2>/dev/null | grep -q 'Mode:  0755' || fail "$node: rke2 binary"
+  for a in rke2-images-core rke2-images-canal; do
+    debugfs -R "dump /var/lib/rancher/rke2/agent/images/$a.linux-arm64.tar.zst $WORK/$a" "$D" 2>/dev/null
+    cmp -s "$WORK/$a" "$FIXTURES/rke2/$a.linux-arm64.tar.zst" || fail "$node: $a not preloaded intact"
+  done
+  debugfs -R 'cat /etc/aggrik8s/node.txt' "$D" 2>/dev/null | grep -q "node=$node" || fail "$node: overlay template"
+  pass "$node: RKE2 preload, config (0600 root), image archives and overlay in the root fs (debugfs)"
+
+  rm -f "$WORK/flashed.img"
+  bmaptool copy --bmap "$IMG.bmap" "$IMG" "$WORK/flashed.img" >"$WORK/bmaptool.log" 2>&1 || { cat "$WORK/bmaptool.log"; fail "$node: bmaptool copy"; }
+  cmp -s "$IMG" "$WORK/flashed.img" || fail "$node: bmaptool copy does not reproduce the image"
+  zstd -dc "$IMG.zst" | cmp -s - "$IMG" || fail "$node: .zst does not decompress to the image"
+  pass "$node: bmaptool copy and zstd -d reproduce the image"
+done
+debugfs -R 'cat /etc/rancher/rke2/config.yaml' "$OUT/n2.img?offset=$(( $(partition_field "$OUT/n2.img" 1 start) * 512 ))" 2>/dev/null \
+  | grep -q 'server: https://10.0.0.1:9345' || fail "n2 is not an agent of 10.0.0.1"
+pass "per-node differences (n2 is an agent)"
+
+expect_status 0 "a second build (from the cache, offline)" -- \
+  "$CLI" build --offline --cache-dir "$WORK/cache" --out "$WORK/out2" "$WORK/profile.yaml"
+for f in n1.img n2.img n1.img.bmap n1.img.zst; do cmp -s "$OUT/$f" "$WORK/out2/$f" || fail "$f differs between two builds"; done
+pass "same inputs + SOURCE_DATE_EPOCH: byte-identical outputs"
+
+expect_status 1 "offline build with an empty cache fails" -- \
+  "$CLI" build --offline --cache-dir "$WORK/empty-cache" --out "$WORK/out3" "$WORK/profile.yaml"
+expect_output "not in the cache" "it says the input is not cached"
+sed "s/$BASE_SHA/$(printf '%064d' 0)/" "$WORK/profile.yaml" >"$WORK/wrong.yaml"
+expect_status 1 "a wrong checksum fails" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out4" "$WORK/wrong.yaml"
+expect_output "sha256 mismatch" "it names the mismatch"
+[ -z "$(find "$WORK/out3" "$WORK/out4" -mindepth 1 2>/dev/null)" ] || fail "a failed build left files"
+pass "failed builds leave nothing behind"
+
+echo "$CHECKS checks passed"

@@ -1,0 +1,135 @@
+#include "builder/bmap.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "core/error.hpp"
+#include "tests/test_support.hpp"
+
+using namespace aggrik8s;
+
+namespace {
+
+// A 1 MiB + 100 byte sparse file: 8 KiB of data at block 16, an explicitly written zero block 32
+// (allocated, yet all zero), one data block 33, and a short last block.
+std::filesystem::path make_small_sparse_image(const test::TempDir& dir) {
+  auto path = dir / "small.img";
+  {
+    std::ofstream create(path, std::ios::binary);
+  }
+  std::filesystem::resize_file(path, (1 << 20) + 100);
+  std::fstream file(path, std::ios::binary | std::ios::in | std::ios::out);
+  file.seekp(16 * 4096);
+  file << std::string(8192, 'a');
+  file.seekp(32 * 4096);
+  file << std::string(4096, '\0') << std::string(4096, 'b');
+  file.seekp((1 << 20) + 50);
+  file << std::string(50, 'c');
+  return path;
+}
+
+std::string checksum_field(const std::string& xml) {
+  auto begin = xml.find("<BmapFileChecksum> ") + 19;
+  return xml.substr(begin, 64);
+}
+
+}  // namespace
+
+TEST_CASE("bmap: ranges skip holes and all-zero blocks and hash their bytes") {
+  test::TempDir dir;
+  auto image = make_small_sparse_image(dir);
+  Bmap bmap = create_bmap(image);
+  CHECK(bmap.image_size == (1 << 20) + 100);
+  CHECK(bmap.block_size == 4096);
+  CHECK(bmap.blocks_count() == 257);
+  REQUIRE(bmap.ranges.size() == 3);
+  CHECK(bmap.ranges[0].first_block == 16);
+  CHECK(bmap.ranges[0].last_block == 17);
+  CHECK(bmap.ranges[0].sha256 == Sha256::of(std::string(8192, 'a')));
+  CHECK(bmap.ranges[1].first_block == 33);
+  CHECK(bmap.ranges[1].last_block == 33);
+  CHECK(bmap.ranges[1].sha256 == Sha256::of(std::string(4096, 'b')));
+  // The last block is 100 bytes long and hashed as such, as bmaptool reads it.
+  CHECK(bmap.ranges[2].first_block == 256);
+  CHECK(bmap.ranges[2].sha256 == Sha256::of(std::string(50, '\0') + std::string(50, 'c')));
+  CHECK(bmap.mapped_blocks_count() == 4);
+
+  BmapOptions one_thread;
+  one_thread.threads = 1;
+  CHECK(create_bmap(image, one_thread) == bmap);
+}
+
+TEST_CASE("bmap: XML has bmaptool's layout and a self-excluding file checksum") {
+  test::TempDir dir;
+  Bmap bmap = create_bmap(make_small_sparse_image(dir));
+  std::string xml = format_bmap(bmap);
+  CHECK(xml.starts_with("<?xml version=\"1.0\" ?>\n<!-- This file contains the block map"));
+  CHECK(xml.find("<bmap version=\"2.0\">\n    <!-- Image size in bytes: 1.0 MiB -->\n"
+                 "    <ImageSize> 1048676 </ImageSize>\n") != std::string::npos);
+  CHECK(xml.find("    <BlockSize> 4096 </BlockSize>\n") != std::string::npos);
+  CHECK(xml.find("    <BlocksCount> 257 </BlocksCount>\n") != std::string::npos);
+  // bmaptool reserves room for the largest count and the image size's text, then overwrites it.
+  CHECK(xml.find("    <!-- Count of mapped blocks: 16.0 KiB or 1.6%    -->\n") != std::string::npos);
+  CHECK(xml.find("    <MappedBlocksCount> 4   </MappedBlocksCount>\n") != std::string::npos);
+  CHECK(xml.find("    <ChecksumType> sha256 </ChecksumType>\n") != std::string::npos);
+  CHECK(xml.find("        <Range chksum=\"" + bmap.ranges[0].sha256->hex() + "\"> 16-17 </Range>\n") !=
+        std::string::npos);
+  CHECK(xml.find("\"> 33 </Range>\n") != std::string::npos);
+  CHECK(xml.ends_with("    </BlockMap>\n</bmap>\n"));
+
+  std::string stated = checksum_field(xml);
+  std::string zeroed = xml;
+  zeroed.replace(zeroed.find(stated), 64, std::string(64, '0'));
+  CHECK(Sha256::of(zeroed).hex() == stated);
+  CHECK(format_bmap(bmap) == xml);
+}
+
+TEST_CASE("bmap: parser round trip") {
+  test::TempDir dir;
+  Bmap bmap = create_bmap(make_small_sparse_image(dir));
+  CHECK(parse_bmap(format_bmap(bmap), "x.bmap") == bmap);
+
+  write_bmap_file(bmap, dir / "x.bmap");
+  CHECK(read_bmap_file(dir / "x.bmap") == bmap);
+  CHECK_FALSE(std::filesystem::exists(dir / "x.bmap.partial"));
+
+  // Ranges without checksums (bmaptool create --no-checksum) are valid too.
+  Bmap unchecked;
+  unchecked.image_size = 10 * 4096;
+  unchecked.ranges = {BmapRange{0, 0, std::nullopt}, BmapRange{3, 9, std::nullopt}};
+  std::string xml = format_bmap(unchecked);
+  CHECK(xml.find("<Range> 3-9 </Range>") != std::string::npos);
+  CHECK(parse_bmap(xml, "u.bmap") == unchecked);
+}
+
+TEST_CASE("bmap: parser rejects a wrong BmapFileChecksum and inconsistent content") {
+  test::TempDir dir;
+  Bmap bmap = create_bmap(make_small_sparse_image(dir));
+  std::string xml = format_bmap(bmap);
+
+  std::string wrong_checksum = xml;
+  auto at = wrong_checksum.find("<BmapFileChecksum> ") + 19;
+  wrong_checksum[at] = wrong_checksum[at] == 'a' ? 'b' : 'a';
+  CHECK_THROWS_WITH(parse_bmap(wrong_checksum, "bad.bmap"),
+                    Catch::Contains("bad.bmap") && Catch::Contains("checksum mismatch"));
+
+  // A changed range is caught by the file checksum, before anyone trusts the range.
+  std::string moved_range = xml;
+  moved_range.replace(moved_range.find("> 33 </Range>"), 13, "> 34 </Range>");
+  CHECK_THROWS_WITH(parse_bmap(moved_range, "moved.bmap"), Catch::Contains("checksum mismatch"));
+
+  CHECK_THROWS_WITH(parse_bmap("<bmap version=\"2.0\"><ImageSize>", "cut.bmap"),
+                    Catch::Contains("cut.bmap") && Catch::Contains("not a valid bmap"));
+  std::string old_version = xml;
+  old_version.replace(old_version.find("version=\"2.0\""), 13, "version=\"1.3\"");
+  CHECK_THROWS_WITH(parse_bmap(old_version, "old.bmap"), Catch::Contains("version 1.3 is not supported"));
+}
+
+TEST_CASE("bmap: an empty image has no bmap") {
+  test::TempDir dir;
+  test::write_file(dir / "empty.img", "");
+  CHECK_THROWS_WITH(create_bmap(dir / "empty.img"), Catch::Contains("empty.img"));
+}
