@@ -82,3 +82,26 @@ inline void store_le64(std::span<std::uint8_t> bytes, std::size_t offset, std::u
 }
 
 }  // namespace aggrik8s
+
+// Big-endian (network order) loads and stores, for wire protocols such as TFTP.
+namespace aggrik8s {
+
+inline std::uint16_t load_be16(const std::uint8_t* bytes) {
+  return static_cast<std::uint16_t>((bytes[0] << 8) | bytes[1]);
+}
+
+inline std::uint32_t load_be32(const std::uint8_t* bytes) {
+  return (static_cast<std::uint32_t>(bytes[0]) << 24) | (static_cast<std::uint32_t>(bytes[1]) << 16) |
+         (static_cast<std::uint32_t>(bytes[2]) << 8) | static_cast<std::uint32_t>(bytes[3]);
+}
+
+inline void store_be16(std::uint8_t* bytes, std::uint16_t value) {
+  bytes[0] = static_cast<std::uint8_t>(value >> 8);
+  bytes[1] = static_cast<std::uint8_t>(value);
+}
+
+inline void store_be32(std::uint8_t* bytes, std::uint32_t value) {
+  for (int i = 0; i < 4; ++i) bytes[i] = static_cast<std::uint8_t>(value >> (8 * (3 - i)));
+}
+
+}  // namespace aggrik8s

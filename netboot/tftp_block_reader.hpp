@@ -1,0 +1,29 @@
+#pragma once
+// Reads the payload of DATA block N straight from the file with pread(), so a 100 MB initramfs is never
+// held in memory and a retransmission of any unacknowledged block costs one read.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+
+#include "netboot/tftp_packet.hpp"
+
+namespace aggrik8s::netboot {
+
+class TftpBlockReader {
+ public:
+  virtual ~TftpBlockReader() = default;
+
+  // Fills `out` (blksize bytes) with block `block` (numbered from 1); a result below out.size() means
+  // this is the last block. Throws aggrik8s::Error on a read error.
+  virtual std::size_t read_block(std::uint64_t block, std::span<std::uint8_t> out) = 0;
+
+  // Blocks before `block` are acknowledged and will not be asked for again.
+  virtual void forget_before(std::uint64_t block) { (void)block; }
+
+  // `fd` is borrowed: the transfer that owns the file outlives the reader.
+  static std::unique_ptr<TftpBlockReader> create(int fd, TftpMode mode, std::uint16_t blksize);
+};
+
+}  // namespace aggrik8s::netboot

@@ -1,0 +1,474 @@
+#include "netboot/tftp_server.hpp"
+
+#include <array>
+#include <atomic>
+#include <set>
+#include <sstream>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnull-dereference"  // see tftp_server.hpp
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#pragma GCC diagnostic pop
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "netboot/tftp_block_reader.hpp"
+#include "netboot/tftp_path.hpp"
+#include "netboot/tftp_send_window.hpp"
+
+namespace aggrik8s::netboot {
+
+namespace asio = boost::asio;
+using asio::ip::udp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::size_t max_datagram = 65536;
+// Client replies are ACKs and ERRORs; anything longer is truncated, which is harmless for both.
+constexpr std::size_t client_reply_buffer = 2048;
+
+std::string describe(const udp::endpoint& endpoint) {
+  std::ostringstream out;
+  out << endpoint;
+  return out.str();
+}
+
+double seconds(Clock::duration duration) { return std::chrono::duration<double>(duration).count(); }
+
+TftpRemapClient remap_client(const asio::ip::address& address, bool is_write) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    return remap_client(asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()), is_write);
+  }
+  if (address.is_v4()) {
+    auto bytes = address.to_v4().to_bytes();
+    const std::uint8_t octets[4] = {bytes[0], bytes[1], bytes[2], bytes[3]};
+    return TftpRemapClient::ipv4(octets, is_write);
+  }
+  TftpRemapClient client;
+  client.address = address.to_string();
+  static constexpr char hex[] = "0123456789ABCDEF";
+  for (auto byte : address.to_v6().to_bytes()) {
+    client.address_hex += hex[byte >> 4];
+    client.address_hex += hex[byte & 0xf];
+  }
+  client.ipv6 = true;
+  client.is_write = is_write;
+  return client;
+}
+
+}  // namespace
+
+class TftpTransfer;
+
+struct TftpServer::State {
+  State(asio::io_context& io_context, TftpServerConfig server_config)
+      : io(io_context), config(std::move(server_config)), root(config.root), listener(io_context) {}
+
+  asio::io_context& io;
+  TftpServerConfig config;
+  TftpRoot root;
+  udp::socket listener;
+  udp::endpoint listening_on;  // kept: the socket's own answer is gone once stop() closed it
+  bool stopping = false;                // io thread only
+  std::set<TftpTransfer*> transfers;    // io thread only
+
+  std::atomic<std::uint64_t> requests{0}, completed{0}, probes{0}, failed{0}, malformed{0}, bytes_sent{0},
+      active{0};
+};
+
+// One read transfer from its own socket. Owned by shared_ptr so the watchdog timer's handler can keep it
+// alive; the coroutine holds a reference too.
+class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
+ public:
+  TftpTransfer(std::shared_ptr<TftpServer::State> state, udp::endpoint client, TftpRequest request)
+      : state_(std::move(state)),
+        socket_(state_->io),
+        watchdog_(state_->io),
+        client_(std::move(client)),
+        request_(std::move(request)),
+        started_(Clock::now()) {}
+
+  static asio::awaitable<void> run(std::shared_ptr<TftpTransfer> self) {
+    self->state_->transfers.insert(self.get());
+    ++self->state_->active;
+    try {
+      co_await self->serve();
+    } catch (const std::exception& e) {
+      // A read error or a socket that could not be opened: tell the client rather than let it time out.
+      self->send_error(TftpErrorCode::not_defined, "Server error");
+      self->fail(e.what());
+    }
+    self->report(TftpTransferOutcome::failed, "server stopped");  // no-op if the outcome is already known
+    --self->state_->active;
+    self->state_->transfers.erase(self.get());
+    self->watchdog_.cancel();
+    boost::system::error_code ignored;
+    self->socket_.close(ignored);
+  }
+
+  // From stop(): wakes the coroutine with operation_aborted wherever it waits.
+  void abort() {
+    watchdog_.cancel();
+    boost::system::error_code ignored;
+    socket_.cancel(ignored);
+  }
+
+ private:
+  enum class Wait { packet, timeout, stopped };
+
+  asio::awaitable<void> serve() {
+    const auto& config = state_->config;
+    socket_.open(client_.protocol());
+    socket_.bind(udp::endpoint(state_->listening_on.address(), 0));
+    socket_.non_blocking(true);  // send() must never block the io_context thread
+
+    if (request_.is_write) {
+      refuse(TftpErrorCode::access_violation, "Writes are not supported", "write request refused");
+      co_return;
+    }
+
+    std::string filename = request_.filename;
+    if (config.remap) {
+      TftpRemapResult mapped = config.remap->apply(filename, remap_client(client_.address(), false));
+      if (mapped.denied) {
+        refuse(TftpErrorCode::access_violation, mapped.denial_reason,
+                        "refused by remap rules: " + mapped.denial_reason);
+        co_return;
+      }
+      if (mapped.filename != filename) log::debug("tftp: remapped ", filename, " to ", mapped.filename);
+      filename = std::move(mapped.filename);
+    }
+
+    std::vector<std::string> directories;
+    if (config.client_directories) directories = config.client_directories(client_.address());
+    TftpOpenedFile file = state_->root.open(filename, directories);
+    if (file.status == TftpOpenStatus::not_found) {
+      refuse(TftpErrorCode::file_not_found, "File not found", file.reason);
+      co_return;
+    }
+    if (file.status != TftpOpenStatus::opened) {
+      refuse(TftpErrorCode::access_violation, "Access violation", file.reason);
+      co_return;
+    }
+    path_ = file.path;
+
+    TftpServerLimits limits = config.limits;
+    limits.ipv6 = client_.address().is_v6() && !client_.address().to_v6().is_v4_mapped();
+    std::optional<std::uint64_t> known_size;
+    if (request_.mode == TftpMode::octet) known_size = file.size;
+    TftpNegotiatedOptions options = negotiate_tftp_options(request_.options, limits, known_size);
+    for (const auto& ignored : options.ignored) log::debug("tftp: ", describe(client_), ": option ", ignored);
+    retransmit_timeout_ = options.timeout_seconds
+                              ? std::chrono::milliseconds(std::chrono::seconds(*options.timeout_seconds))
+                              : config.retransmit_timeout;
+
+    log::debug("tftp: ", describe(client_), " reads ", file.path.string(), " (", file.size, " bytes, blksize ",
+               options.blksize, ", windowsize ", options.windowsize, ", ", tftp_mode_name(request_.mode), ")");
+    if (config.observer) {
+      config.observer->transfer_started(
+          TftpTransferStarted{client_, request_.filename, file.path, file.size, options.blksize, options.windowsize});
+    }
+
+    if (options.needs_option_ack()) {
+      std::vector<std::uint8_t> oack = encode_tftp_packet(TftpOptionAck{options.acknowledged});
+      if (!co_await send_until_acknowledged(oack)) co_return;
+    }
+    co_await send_file(*TftpBlockReader::create(file.fd.get(), request_.mode, options.blksize), options);
+  }
+
+  // The OACK is block 0: resent on timeout until ACK 0 arrives.
+  asio::awaitable<bool> send_until_acknowledged(const std::vector<std::uint8_t>& oack) {
+    for (unsigned attempt = 0; attempt <= state_->config.max_retransmits; ++attempt) {
+      if (!co_await send(oack)) co_return false;
+      auto deadline = Clock::now() + retransmit_timeout_;
+      while (true) {
+        Wait wait = co_await receive_until(deadline);
+        if (wait == Wait::stopped) co_return false;
+        if (wait == Wait::timeout) break;
+        if (auto* ack = std::get_if<TftpAck>(&received_); ack != nullptr && ack->block == 0) co_return true;
+        if (auto* error = std::get_if<TftpErrorPacket>(&received_)) {
+          client_ended(*error, 0);
+          co_return false;
+        }
+      }
+    }
+    fail("no ACK for the OACK after " + std::to_string(state_->config.max_retransmits) + " retransmissions");
+    co_return false;
+  }
+
+  asio::awaitable<void> send_file(TftpBlockReader& reader, const TftpNegotiatedOptions& options) {
+    TftpSendWindow window(options.windowsize);
+    std::vector<std::uint8_t> packet(tftp_data_header_size + options.blksize);
+    unsigned retransmits = 0;
+    while (true) {
+      for (std::uint64_t block = window.first_unacknowledged(); block <= window.window_end(); ++block) {
+        std::size_t payload = reader.read_block(block, std::span(packet).subspan(tftp_data_header_size));
+        if (block > window.highest_sent()) bytes_sent_ += payload;
+        window.sent(block, payload < options.blksize);
+        write_tftp_data_header(std::span<std::uint8_t, tftp_data_header_size>(packet.data(), tftp_data_header_size),
+                               TftpSendWindow::wire_block(block));
+        if (!co_await send(std::span(packet).first(tftp_data_header_size + payload))) co_return;
+      }
+      auto deadline = Clock::now() + retransmit_timeout_;
+      bool resend = false;
+      while (!resend) {
+        Wait wait = co_await receive_until(deadline);
+        if (wait == Wait::stopped) co_return;
+        if (wait == Wait::timeout) {
+          if (++retransmits > state_->config.max_retransmits) {
+            fail("no ACK for block " + std::to_string(window.first_unacknowledged()) + " after " +
+                 std::to_string(state_->config.max_retransmits) + " retransmissions");
+            co_return;
+          }
+          log::debug("tftp: ", describe(client_), ": timeout, resending from block ", window.first_unacknowledged());
+          break;
+        }
+        if (auto* ack = std::get_if<TftpAck>(&received_)) {
+          switch (window.on_ack(ack->block)) {
+            case TftpSendWindow::AckEffect::stale: break;  // never answer a duplicate ACK
+            case TftpSendWindow::AckEffect::finished: complete(); co_return;
+            case TftpSendWindow::AckEffect::advanced:
+              retransmits = 0;
+              reader.forget_before(window.first_unacknowledged());
+              resend = true;
+              break;
+          }
+        } else if (auto* error = std::get_if<TftpErrorPacket>(&received_)) {
+          client_ended(*error, window.acknowledged());
+          co_return;
+        }
+      }
+    }
+  }
+
+  // Waits for a packet from the client until `deadline`; packets from other ports get ERROR 5 and garbage
+  // is dropped, neither disturbs the transfer. The parsed packet is left in received_.
+  asio::awaitable<Wait> receive_until(Clock::time_point deadline) {
+    deadline_ = deadline;
+    while (true) {
+      if (state_->stopping) co_return Wait::stopped;
+      if (Clock::now() >= deadline_) co_return Wait::timeout;
+      arm_watchdog();
+      udp::endpoint from;
+      boost::system::error_code ec;
+      receiving_ = true;
+      std::size_t size = co_await socket_.async_receive_from(asio::buffer(reply_), from,
+                                                             asio::redirect_error(asio::use_awaitable, ec));
+      receiving_ = false;
+      if (state_->stopping) co_return Wait::stopped;
+      if (ec == asio::error::operation_aborted) {
+        if (expired_) {
+          expired_ = false;
+          co_return Wait::timeout;
+        }
+        continue;
+      }
+      expired_ = false;  // a watchdog that fired as this datagram arrived cancelled nothing
+      if (ec) continue;  // e.g. an ICMP error surfaced on the socket: the client may still answer
+      if (from != client_) {
+        log::debug("tftp: ", describe(from), " sent to the transfer port of ", describe(client_));
+        std::vector<std::uint8_t> error =
+            encode_tftp_packet(TftpErrorPacket{TftpErrorCode::unknown_transfer_id, "Unknown transfer ID"});
+        boost::system::error_code ignored;
+        socket_.send_to(asio::buffer(error), from, 0, ignored);
+        continue;
+      }
+      try {
+        received_ = parse_tftp_packet(std::span<const std::uint8_t>(reply_.data(), size));
+        co_return Wait::packet;
+      } catch (const TftpParseError& e) {
+        ++state_->malformed;
+        log::debug("tftp: ", describe(client_), ": ignoring malformed packet: ", e.what());
+      }
+    }
+  }
+
+  // One timer per transfer, re-armed lazily: deadlines only move forward, so it is set again only when
+  // it fires early, not for every ACK. When the deadline has really passed it cancels the pending
+  // receive, which then reports a timeout.
+  void arm_watchdog() {
+    if (watchdog_armed_) return;
+    watchdog_armed_ = true;
+    watchdog_.expires_at(deadline_);
+    watchdog_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      self->watchdog_armed_ = false;
+      if (ec || self->state_->stopping) return;
+      if (Clock::now() < self->deadline_) {
+        self->arm_watchdog();
+      } else if (self->receiving_) {
+        self->expired_ = true;
+        boost::system::error_code ignored;
+        self->socket_.cancel(ignored);
+      }
+    });
+  }
+
+  asio::awaitable<bool> send(std::span<const std::uint8_t> datagram) {
+    // Try the send right away: a UDP socket with room in its buffer takes the datagram at once, and going
+    // through the scheduler for that costs a round trip per block (a third of lockstep throughput).
+    // Only a full send buffer (large windows) waits asynchronously.
+    boost::system::error_code ec;
+    socket_.send_to(asio::buffer(datagram.data(), datagram.size()), client_, 0, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      co_await socket_.async_send_to(asio::buffer(datagram.data(), datagram.size()), client_,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (state_->stopping) co_return false;
+    // A lost send is a lost packet: the retransmission timeout deals with it.
+    if (ec) log::debug("tftp: send to ", describe(client_), " failed: ", ec.message());
+    co_return true;
+  }
+
+  void send_error(TftpErrorCode code, const std::string& message) {
+    if (!socket_.is_open() || state_->stopping) return;
+    std::vector<std::uint8_t> packet = encode_tftp_packet(TftpErrorPacket{code, message});
+    boost::system::error_code ignored;
+    socket_.send_to(asio::buffer(packet), client_, 0, ignored);
+  }
+
+  void refuse(TftpErrorCode code, const std::string& message, const std::string& why) {
+    send_error(code, message);
+    log::info("tftp: ", describe(client_), " asked for ", request_.filename, ": ", message, " (", why, ")");
+    report(TftpTransferOutcome::failed, why);
+  }
+
+  void client_ended(const TftpErrorPacket& error, std::uint64_t acknowledged_blocks) {
+    // The Raspberry Pi bootloader reads a file's first block (or just the OACK's tsize) and then sends
+    // ERROR "Early terminate": a probe, not a failure.
+    if (acknowledged_blocks < 2) {
+      log::debug("tftp: ", describe(client_), " probed ", path_.string(), " and ended with ERROR ",
+                 static_cast<unsigned>(error.code), " \"", error.message, "\"");
+      report(TftpTransferOutcome::probe, error.message);
+      return;
+    }
+    fail("client sent ERROR " + std::to_string(static_cast<unsigned>(error.code)) + " \"" + error.message +
+         "\" after " + std::to_string(acknowledged_blocks) + " blocks");
+  }
+
+  void complete() {
+    log::info("tftp: sent ", path_.string(), " to ", describe(client_), ": ", bytes_sent_, " bytes in ",
+              seconds(Clock::now() - started_), " s");
+    report(TftpTransferOutcome::completed, {});
+  }
+
+  void fail(const std::string& why) {
+    log::warning("tftp: transfer of ", request_.filename, " to ", describe(client_), " failed: ", why);
+    report(TftpTransferOutcome::failed, why);
+  }
+
+  void report(TftpTransferOutcome outcome, const std::string& detail) {
+    if (reported_) return;
+    reported_ = true;
+    auto& state = *state_;
+    switch (outcome) {
+      case TftpTransferOutcome::completed: ++state.completed; break;
+      case TftpTransferOutcome::probe: ++state.probes; break;
+      case TftpTransferOutcome::failed: ++state.failed; break;
+    }
+    if (outcome != TftpTransferOutcome::failed) state.bytes_sent += bytes_sent_;
+    if (!state.config.observer) return;
+    TftpTransferEnded event{client_, request_.filename, path_, outcome, bytes_sent_, Clock::now() - started_, detail};
+    if (outcome == TftpTransferOutcome::failed) {
+      state.config.observer->transfer_failed(event);
+    } else {
+      state.config.observer->transfer_finished(event);
+    }
+  }
+
+  std::shared_ptr<TftpServer::State> state_;
+  udp::socket socket_;
+  asio::steady_timer watchdog_;
+  udp::endpoint client_;
+  TftpRequest request_;
+  Clock::time_point started_;
+  std::filesystem::path path_;
+  std::chrono::milliseconds retransmit_timeout_{1000};
+  std::array<std::uint8_t, client_reply_buffer> reply_{};
+  TftpPacket received_;
+  Clock::time_point deadline_{};
+  bool watchdog_armed_ = false;
+  bool receiving_ = false;
+  bool expired_ = false;
+  bool reported_ = false;
+  std::uint64_t bytes_sent_ = 0;
+};
+
+namespace {
+
+asio::awaitable<void> listen(std::shared_ptr<TftpServer::State> state) {
+  std::vector<std::uint8_t> buffer(max_datagram);
+  while (!state->stopping) {
+    udp::endpoint from;
+    boost::system::error_code ec;
+    std::size_t size = co_await state->listener.async_receive_from(asio::buffer(buffer), from,
+                                                                   asio::redirect_error(asio::use_awaitable, ec));
+    if (state->stopping || ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) break;
+    if (ec) continue;
+    std::span<const std::uint8_t> datagram(buffer.data(), size);
+    TftpPacket packet;
+    try {
+      packet = parse_tftp_packet(datagram);
+    } catch (const TftpParseError& e) {
+      ++state->malformed;
+      log::debug("tftp: malformed request from ", describe(from), ": ", e.what());
+      // A broken request deserves an answer (the client is waiting); stray junk does not.
+      std::uint16_t opcode = size >= 2 ? static_cast<std::uint16_t>(buffer[0] << 8 | buffer[1]) : 0;
+      if (opcode == 1 || opcode == 2) {
+        auto error = encode_tftp_packet(TftpErrorPacket{TftpErrorCode::illegal_operation, e.what()});
+        boost::system::error_code ignored;
+        state->listener.send_to(asio::buffer(error), from, 0, ignored);
+      }
+      continue;
+    }
+    auto* request = std::get_if<TftpRequest>(&packet);
+    if (request == nullptr) {
+      log::debug("tftp: ignoring ", tftp_opcode_name(static_cast<std::uint16_t>(buffer[0] << 8 | buffer[1])),
+                 " from ", describe(from), " on the listening port");
+      continue;
+    }
+    ++state->requests;
+    auto transfer = std::make_shared<TftpTransfer>(state, from, std::move(*request));
+    asio::co_spawn(state->io, TftpTransfer::run(std::move(transfer)), asio::detached);
+  }
+}
+
+}  // namespace
+
+TftpServer::TftpServer(asio::io_context& io, TftpServerConfig config)
+    : state_(std::make_shared<State>(io, std::move(config))) {
+  boost::system::error_code ec;
+  state_->listener.open(state_->config.listen.protocol(), ec);
+  if (!ec) state_->listener.bind(state_->config.listen, ec);
+  if (ec) throw Error("TFTP server cannot listen on " + describe(state_->config.listen) + ": " + ec.message());
+  state_->listening_on = state_->listener.local_endpoint();
+}
+
+TftpServer::~TftpServer() { stop(); }
+
+void TftpServer::start() { asio::co_spawn(state_->io, listen(state_), asio::detached); }
+
+void TftpServer::stop() {
+  asio::post(state_->io, [state = state_]() {
+    if (state->stopping) return;
+    state->stopping = true;
+    boost::system::error_code ignored;
+    state->listener.close(ignored);
+    for (TftpTransfer* transfer : state->transfers) transfer->abort();
+  });
+}
+
+udp::endpoint TftpServer::local_endpoint() const { return state_->listening_on; }
+
+TftpServerCounters TftpServer::counters() const {
+  const auto& s = *state_;
+  return TftpServerCounters{s.requests, s.completed, s.probes, s.failed, s.malformed, s.bytes_sent, s.active};
+}
+
+}  // namespace aggrik8s::netboot
