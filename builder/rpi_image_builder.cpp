@@ -95,26 +95,21 @@ void copy_sparse_file(const fs::path& from, const fs::path& to) {
   if (::ioctl(out.get(), FICLONE, in.get()) == 0) return;
   struct stat st {};
   ::fstat(in.get(), &st);
-  auto size = static_cast<off_t>(st.st_size);
-  ProgressTask progress("copy " + to.filename().string(), static_cast<std::uint64_t>(size));
-  off_t position = 0;
-  while (position < size) {
-    off_t data = ::lseek(in.get(), position, SEEK_DATA);
-    if (data < 0) break;  // ENXIO: only a hole remains
-    off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
-    if (hole < 0) hole = size;
-    off_t in_offset = data;
-    off_t out_offset = data;
-    while (in_offset < hole) {
+  auto size = static_cast<std::uint64_t>(st.st_size);
+  ProgressTask progress("copy " + to.filename().string(), size);
+  for (const DataExtent& extent : list_data_extents(in.get(), size, from.string())) {
+    auto in_offset = static_cast<off_t>(extent.offset);
+    auto out_offset = in_offset;
+    auto end = static_cast<off_t>(extent.offset + extent.length);
+    while (in_offset < end) {
       ssize_t n = ::copy_file_range(in.get(), &in_offset, out.get(), &out_offset,
-                                    static_cast<std::size_t>(hole - in_offset), 0);
+                                    static_cast<std::size_t>(end - in_offset), 0);
       if (n < 0) throw_system_error("cannot copy " + from.string() + " to " + to.string(), errno);
-      if (n == 0) break;
+      if (n == 0) throw Error(from.string() + " shrank while it was being copied");
       progress.set_done(static_cast<std::uint64_t>(in_offset));
     }
-    position = hole;
   }
-  if (::ftruncate(out.get(), size) != 0) throw_system_error("cannot size " + to.string(), errno);
+  if (::ftruncate(out.get(), static_cast<off_t>(size)) != 0) throw_system_error("cannot size " + to.string(), errno);
   progress.finish(true);
 }
 
@@ -374,6 +369,14 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   }
 
   std::uint64_t new_root_size = layout.root_size;
+  if (free_now < needed_free && !profile.output.grow_root) {
+    throw Error(profile.file.string() + ": the root filesystem of " + base.source.file_name() +
+                " is too small for the preload with growing disabled (output.grow_root: false): needs " +
+                std::to_string(needed_free) + " bytes free (" + format_byte_size(needed_free) + ": preload " +
+                format_byte_size(preload + overlays) + " + root_free_space " +
+                format_byte_size(profile.output.root_free_space) + " + 16 MiB margin), has " +
+                std::to_string(free_now) + " bytes (" + format_byte_size(free_now) + ")");
+  }
   if (free_now < needed_free) {
     // Growing ext4 adds block groups whose inode tables and bitmaps take ~2% of the new space.
     std::uint64_t grow = needed_free - free_now;
@@ -393,17 +396,20 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     PartitionTable table = read_partition_table(device);
     device.resize(new_image_size);
     table.set_disk_size(new_image_size);
-    table.grow_partition_to_fill(layout.root_index);
+    // output.grow_root: false keeps the root partition as it is (only output.image_size grows the disk).
+    if (profile.output.grow_root) table.grow_partition_to_fill(layout.root_index);
     write_partition_table(device, table);
     device.flush();
     new_root_size = table.partition(layout.root_index).byte_size();
     prepared.changes.push_back("image grown from " + format_byte_size(image_size) + " to " +
                                format_byte_size(new_image_size));
-    prepared.changes.push_back("root partition " + std::to_string(layout.root_index) + " grown from " +
-                               format_byte_size(layout.root_size) + " to " + format_byte_size(new_root_size));
-    log::info("growing the root filesystem to ", format_byte_size(new_root_size));
-    grow_ext4_filesystem(prepared.path, layout.root_offset, new_root_size, fixed_time);
-    layout.root_size = new_root_size;
+    if (new_root_size != layout.root_size) {
+      prepared.changes.push_back("root partition " + std::to_string(layout.root_index) + " grown from " +
+                                 format_byte_size(layout.root_size) + " to " + format_byte_size(new_root_size));
+      log::info("growing the root filesystem to ", format_byte_size(new_root_size));
+      grow_ext4_filesystem(prepared.path, layout.root_offset, new_root_size, fixed_time);
+      layout.root_size = new_root_size;
+    }
   }
 
   Ext4Filesystem rootfs = Ext4Filesystem::open(prepared.path, layout.root_offset, layout.root_size,

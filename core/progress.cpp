@@ -99,7 +99,7 @@ class ProgressBoard {
     auto& first = *tasks_.front();
     std::string label = first.label;
     if (tasks_.size() > 1) label += " (+" + std::to_string(tasks_.size() - 1) + " more)";
-    terminal::set_status(format_progress(label, first.done, first.total, first.rate(now), 100));
+    terminal::set_status(format_progress(label, first.done, first.total, first.rate(now), terminal::width() - 1));
   }
 
   std::mutex mutex_;

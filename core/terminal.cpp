@@ -1,5 +1,6 @@
 #include "core/terminal.hpp"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -22,6 +23,12 @@ void redraw_status_locked() {
 }  // namespace
 
 bool is_tty(std::FILE* stream) { return ::isatty(::fileno(stream)) == 1; }
+
+std::size_t width() {
+  winsize size{};
+  if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col >= 40) return size.ws_col;
+  return 100;
+}
 
 void print_line(std::FILE* stream, const std::string& line) {
   std::lock_guard lock(output_mutex);

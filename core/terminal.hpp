@@ -8,6 +8,8 @@
 namespace aggrik8s::terminal {
 
 bool is_tty(std::FILE* stream);
+// Columns of the terminal on stderr; 100 when unknown.
+std::size_t width();
 // Prints a whole line, clearing any status line that is on screen first.
 void print_line(std::FILE* stream, const std::string& line);
 // Replaces the status line (no newline) on a terminal; empty clears it.
