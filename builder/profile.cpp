@@ -115,6 +115,7 @@ class ProfileReader {
       }
     }
     if (auto bmap = reader->boolean("bmap")) output.bmap = *bmap;
+    if (auto grow = reader->boolean("grow_root")) output.grow_root = *grow;
     reader->finish();
   }
 

@@ -72,6 +72,7 @@ struct OutputSettings {
   std::uint64_t root_free_space = 512ull << 20;  // at least this much free in the root fs after preload
   std::vector<std::string> compress;        // zstd, xz
   bool bmap = true;
+  bool grow_root = true;  // false: never grow the root partition/filesystem; the base must have room
 };
 
 struct Rpi5Node {

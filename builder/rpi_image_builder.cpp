@@ -27,6 +27,7 @@
 #include "builder/first_boot.hpp"
 #include "builder/image_compressor.hpp"
 #include "builder/image_decompressor.hpp"
+#include "builder/image_inspector.hpp"
 #include "builder/partition_table.hpp"
 #include "builder/pi_boot_files.hpp"
 #include "builder/rke2_node_files.hpp"
@@ -296,21 +297,36 @@ bool is_fat_partition(const PartitionTable& table, const PartitionEntry& p) {
          p.gpt_type.to_string() == "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7";
 }
 
-bool has_ext4_superblock(BlockDevice& device, const PartitionEntry& p) {
-  std::uint8_t magic[2] = {};
-  if (p.byte_size() < 2048) return false;
-  device.read_at(p.byte_offset() + 1080, magic);
-  return magic[0] == 0x53 && magic[1] == 0xef;
+enum class ExtKind { none, ext2_or_3, ext4 };
+
+// ext2/3/4 share the superblock magic; ext4 (what the builder writes into) has the extents feature.
+ExtKind ext_superblock_kind(BlockDevice& device, const PartitionEntry& p) {
+  std::uint8_t super[0x64] = {};
+  if (p.byte_size() < 2048) return ExtKind::none;
+  device.read_at(p.byte_offset() + 1024, super);
+  if (super[0x38] != 0x53 || super[0x39] != 0xef) return ExtKind::none;
+  constexpr std::uint8_t incompat_extents = 0x40;  // s_feature_incompat at 0x60, little endian
+  return (super[0x60] & incompat_extents) != 0 ? ExtKind::ext4 : ExtKind::ext2_or_3;
 }
 
 ImageLayout find_layout(BlockDevice& device, const PartitionTable& table, const std::string& base_name) {
   ImageLayout layout;
+  std::uint32_t old_ext_index = 0;
   for (const auto& p : table.partitions()) {
     if (layout.boot_index == 0 && is_fat_partition(table, p)) layout.boot_index = p.index;
-    if (layout.root_index == 0 && has_ext4_superblock(device, p)) layout.root_index = p.index;
+    ExtKind kind = ext_superblock_kind(device, p);
+    if (layout.root_index == 0 && kind == ExtKind::ext4) layout.root_index = p.index;
+    if (old_ext_index == 0 && kind == ExtKind::ext2_or_3) old_ext_index = p.index;
   }
   if (layout.boot_index == 0) throw Error(base_name + ": no FAT boot partition found; is this a Raspberry Pi OS image?");
-  if (layout.root_index == 0) throw Error(base_name + ": no ext4 root partition found; is this a Raspberry Pi OS image?");
+  if (layout.root_index == 0 && old_ext_index != 0) {
+    throw Error(base_name + ": partition " + std::to_string(old_ext_index) +
+                " holds an ext2/ext3 filesystem (no extents feature); expected an ext4 root filesystem");
+  }
+  if (layout.root_index == 0) {
+    throw Error(base_name + ": no ext4 root partition found among its " + std::to_string(table.partitions().size()) +
+                " partition(s); is this a Raspberry Pi OS image?");
+  }
   const PartitionEntry& root = table.partition(layout.root_index);
   for (const auto& p : table.partitions()) {
     if (p.first_lba > root.first_lba) {
@@ -338,13 +354,29 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   PreparedImage prepared;
   prepared.path = work / "prepared.img";
   log::info("decompressing ", base.source.file_name());
-  ImageDecompressor().decompress(base.path, prepared.path);
+  try {
+    ImageDecompressor().decompress(base.path, prepared.path);
+  } catch (const std::exception& e) {
+    // The decompressor names the cached copy (sha256/<hex>); say which input that is instead.
+    std::string text = e.what();
+    for (auto pos = text.find(base.path.string()); pos != std::string::npos; pos = text.find(base.path.string(), pos)) {
+      text.replace(pos, base.path.string().size(), "it");
+    }
+    throw Error("base image " + base.source.location + ": " + text);
+  }
 
   std::uint64_t image_size = 0;
   {
     FileBlockDevice device(prepared.path, FileBlockDevice::Access::read_write);
-    PartitionTable table = read_partition_table(device);
-    prepared.layout = find_layout(device, table, base.source.file_name());
+    std::optional<PartitionTable> table;
+    try {
+      table = read_partition_table(device);
+    } catch (const std::exception& e) {
+      std::string text = e.what();
+      if (text.starts_with(prepared.path.string())) text.replace(0, prepared.path.string().size(), "the decompressed image");
+      throw Error("base image " + base.source.location + ": " + text + " (expected an MBR or GPT disk image)");
+    }
+    prepared.layout = find_layout(device, *table, base.source.file_name());
     image_size = device.size();
   }
   ImageLayout& layout = prepared.layout;
@@ -443,7 +475,7 @@ struct NodeResult {
 };
 
 NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const PreparedImage& prepared,
-                          const fs::path& image, std::optional<std::int64_t> fixed_time) {
+                          const Rke2Release& release, const fs::path& image, std::optional<std::int64_t> fixed_time) {
   NodeResult result;
   const ImageLayout& layout = prepared.layout;
   std::optional<Secret> token;
@@ -473,6 +505,25 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
     for (const auto& path : install_overlays(rootfs, node.overlays, values, fixed_time)) {
       result.changes.push_back("overlay " + path);
     }
+    // What was preloaded, for `aggrik8s-image inspect` and for people on the node: the version is not
+    // in any file of the RKE2 bundle, and the archives' checksums are lost once they are copied. No
+    // secrets: config.yaml's token stays in config.yaml.
+    nlohmann::json archives = nlohmann::json::array();
+    for (const auto& archive : release.images) {
+      archives.push_back({{"file", archive.source.file_name()}, {"size", archive.size}, {"sha256", archive.sha256.hex()}});
+    }
+    nlohmann::json preload{{"tool", {{"name", "aggrik8s-image"}, {"version", AGGRIK8S_VERSION}}},
+                           {"profile", profile.name},
+                           {"node", node.name},
+                           {"hostname", node.system.hostname},
+                           {"role", node.rke2.role},
+                           {"rke2_version", release.version},
+                           {"architecture", release.architecture},
+                           {"bundle", {{"file", release.bundle.source.file_name()}, {"sha256", release.bundle.sha256.hex()}}},
+                           {"image_archives", archives}};
+    rootfs.create_directories("/usr/local/share/aggrik8s");
+    rootfs.write_file(preload_record_path, preload.dump(2) + "\n", {0644, 0, 0, std::nullopt});
+    result.changes.push_back(std::string(preload_record_path));
     rootfs.close();
   }
 
@@ -584,7 +635,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
     fs::path image = options.output_dir / (node->name + ".img");
     fs::path image_partial = partial.track(fs::path(image.string() + ".partial"));
     copy_sparse_file(prepared.path, image_partial);
-    NodeResult node_result = customise_node(profile, *node, prepared, image_partial, options.source_date_epoch);
+    NodeResult node_result = customise_node(profile, *node, prepared, release, image_partial, options.source_date_epoch);
 
     BuiltNode built;
     built.name = node->name;

@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "builder/rpi_image_builder.hpp"
+#include "builder/talos_image_builder.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
 #include "core/byte_size.hpp"
@@ -26,16 +27,31 @@ Command build_command() {
             Diagnostics diagnostics;
             auto profile = load_profile_reporting(args.positional.front(), diagnostics);
             if (!profile) return exit_failure;
-            if (profile->kind != builder::ProfileKind::rpi5_rke2) {
-              std::fprintf(stderr, "aggrik8s-image build: building %s profiles is not implemented yet; nothing was built.\n",
-                           builder::to_string(profile->kind));
-              return exit_failure;
-            }
             builder::BuildOptions build;
             build.output_dir = args.value("out").value_or("out/" + profile->name);
             if (auto it = args.values.find("node"); it != args.values.end()) build.only_nodes = it->second;
             build.source_date_epoch = builder::source_date_epoch_from_environment();
             build.fetch = fetch_options_from(args);
+            if (profile->kind == builder::ProfileKind::talos_iso) {
+              builder::TalosBuildResult talos = builder::build_talos_outputs(*profile, build);
+              if (args.flag("json")) {
+                std::ifstream manifest(talos.manifest);
+                std::ostringstream text;
+                text << manifest.rdbuf();
+                std::fputs(text.str().c_str(), stdout);
+                return exit_success;
+              }
+              if (talos.shared_boot_iso) {
+                std::printf("%s  %s  (boot ISO with talos.config=metal-iso, %s)\n", talos.shared_boot_iso->sha256.hex().c_str(),
+                            talos.shared_boot_iso->path.c_str(), format_byte_size(talos.shared_boot_iso->size).c_str());
+              }
+              for (const auto& node : talos.nodes) {
+                for (const auto& f : node.files) std::printf("%s  %s\n", f.sha256.hex().c_str(), f.path.c_str());
+              }
+              std::printf("talos: %s\nmanifest: %s\nchecksums: %s\n", talos.talos_version.c_str(), talos.manifest.c_str(),
+                          talos.checksums.c_str());
+              return exit_success;
+            }
             builder::BuildResult result = builder::build_rpi5_images(*profile, build);
             if (args.flag("json")) {
               // The manifest is the machine-readable summary: print it as written.

@@ -18,6 +18,7 @@ Command validate_command();
 Command fetch_command();
 Command inspect_command();
 Command flash_command();
+Command eeprom_config_command();
 Command serve_command();
 Command version_command();
 

@@ -14,7 +14,7 @@ using namespace aggrik8s::cli;
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> all{build_command(),   validate_command(), fetch_command(), inspect_command(),
-                                        flash_command(),   serve_command(),    version_command()};
+                                        flash_command(),   eeprom_config_command(), serve_command(),    version_command()};
   return all;
 }
 
@@ -25,7 +25,7 @@ void print_overview(std::FILE* out) {
       "netboots nodes.\n\nCommands:\n";
   for (const auto& c : commands()) {
     std::string left = "  " + c.spec.name;
-    left.resize(14, ' ');
+    left.resize(17, ' ');  // "  eeprom-config" plus a gap
     text += left + c.spec.summary + "\n";
   }
   text += "\nRun 'aggrik8s-image COMMAND --help' for a command's options.\n"

@@ -5,16 +5,6 @@
 #include <set>
 #include <sstream>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wnull-dereference"  // see tftp_server.hpp
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#pragma GCC diagnostic pop
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -69,11 +59,13 @@ class TftpTransfer;
 
 struct TftpServer::State {
   State(asio::io_context& io_context, TftpServerConfig server_config)
-      : io(io_context), config(std::move(server_config)), root(config.root), listener(io_context) {}
+      : io(io_context), config(std::move(server_config)), listener(io_context) {
+    if (!config.root.empty()) root = std::make_shared<TftpDirectorySource>(config.root);
+  }
 
   asio::io_context& io;
   TftpServerConfig config;
-  TftpRoot root;
+  std::shared_ptr<const TftpFileSource> root;  // null: no shared tree
   udp::socket listener;
   udp::endpoint listening_on;  // kept: the socket's own answer is gone once stop() closed it
   bool stopping = false;                // io thread only
@@ -146,9 +138,25 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
       filename = std::move(mapped.filename);
     }
 
-    std::vector<std::string> directories;
-    if (config.client_directories) directories = config.client_directories(client_.address());
-    TftpOpenedFile file = state_->root.open(filename, directories);
+    // Refused names ("..", NUL) are refused before anyone picks a tree, so no tree can be probed with them.
+    if (TftpRelativePath checked = normalize_tftp_request_path(filename); !checked.ok()) {
+      refuse(TftpErrorCode::access_violation, "Access violation", "request " + checked.refusal);
+      co_return;
+    }
+    std::optional<TftpClientTree> tree;
+    if (config.client_tree) tree = config.client_tree(client_.address(), filename);
+    TftpOpenedFile file;
+    if (tree && !tree->refusal.empty()) {
+      file.reason = tree->refusal;
+    } else if (tree && tree->source) {
+      file = tree->source->open(tree->filename, tree->prefixes);
+    } else if (state_->root) {
+      std::vector<std::string> directories;
+      if (config.client_directories) directories = config.client_directories(client_.address());
+      file = state_->root->open(filename, directories);
+    } else {
+      file.reason = "no TFTP tree for this client";
+    }
     if (file.status == TftpOpenStatus::not_found) {
       refuse(TftpErrorCode::file_not_found, "File not found", file.reason);
       co_return;

@@ -6,16 +6,7 @@
 // Threading: everything runs on the io_context's thread(s); run the io_context on one thread. stop() and
 // counters() may be called from any thread. Observer callbacks run on the io_context thread and must
 // not block.
-#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange without including it
-
-// GCC 12 reports -Wnull-dereference inside Asio 1.74's scheduler (thread_info after inlining) at -O2
-// even though Boost comes in as a system header: the check runs after inlining, where the system-header
-// exemption is decided by the pragma state at the header's own lines.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wnull-dereference"
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/udp.hpp>
-#pragma GCC diagnostic pop
+#include "netboot/asio.hpp"
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -25,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "netboot/tftp_file_source.hpp"
 #include "netboot/tftp_packet.hpp"
 #include "netboot/tftp_remap.hpp"
 
@@ -74,9 +66,19 @@ struct TftpServerCounters {
   std::uint64_t active = 0;      // transfers in progress
 };
 
+// Where one client's request is read from, when it is not the shared root: the netboot inventory gives
+// a Raspberry Pi node its image's boot partition. `filename` is the name inside `source` (a Pi's serial
+// number prefix already stripped); a non-empty `refusal` answers "File not found" without looking.
+struct TftpClientTree {
+  std::shared_ptr<const TftpFileSource> source;
+  std::string filename;
+  std::vector<std::string> prefixes;
+  std::string refusal;
+};
+
 struct TftpServerConfig {
   boost::asio::ip::udp::endpoint listen{boost::asio::ip::address_v4::loopback(), 69};  // port 0: ephemeral
-  std::filesystem::path root;
+  std::filesystem::path root;  // the shared tree; may be empty when client_tree answers every request
   TftpServerLimits limits;
   // Retransmission timeout when the client sets none; ROMs like iDRAC8 need it well below 10 s.
   std::chrono::milliseconds retransmit_timeout{1000};
@@ -84,6 +86,9 @@ struct TftpServerConfig {
   std::shared_ptr<const TftpRemapRules> remap;
   // Directories (relative to the root) to look in before the root for this client, e.g. a MAC directory.
   std::function<std::vector<std::string>(const boost::asio::ip::address&)> client_directories;
+  // Asked first, after remapping, for every read request; nullopt falls back to the root.
+  std::function<std::optional<TftpClientTree>(const boost::asio::ip::address& client, const std::string& filename)>
+      client_tree;
   std::shared_ptr<TftpServerObserver> observer;
 };
 

@@ -50,3 +50,45 @@ trap '[ -n "$HTTP_PID" ] && kill "$HTTP_PID" 2>/dev/null || true' EXIT
 partition_field() {  # partition_field IMAGE INDEX(0-based) start|size
   sfdisk -J "$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['partitiontable']['partitions'][$2]['$3'])"
 }
+
+# Fixtures made by an older version of the generators are remade: the shared fixture directory is
+# stamped with the generators' sha256. Call instead of make_fixtures where the fixture's content
+# matters (e.g. the stand-in init's checks).
+make_fresh_fixtures() {
+  local stamp want
+  want=$(cat "$SRC/tests/fixtures/make-rpi-os-image" "$SRC/tests/fixtures/make-rke2-release" \
+    "$SRC/tests/fixtures/lib.sh" | sha256sum | cut -d' ' -f1)
+  mkdir -p "$FIXTURES"
+  (
+    flock 9
+    stamp=$(cat "$FIXTURES/.generators.sha256" 2>/dev/null || true)
+    if [ "$stamp" != "$want" ]; then
+      rm -rf "$FIXTURES/firstrun" "$FIXTURES/cloudinit" "$FIXTURES/rke2"
+    fi
+  ) 9>"$FIXTURES.lock"
+  make_fixtures
+  echo "$want" >"$FIXTURES/.generators.sha256"
+}
+
+# Boots a built Raspberry Pi image under qemu-system-aarch64 (TCG) as the Pi firmware would: the
+# kernel named by config.txt (kernel_2712.img unless `kernel=`), its initramfs (auto_initramfs), the
+# image's own cmdline.txt (serial console swapped for QEMU's), the image as a virtio disk.
+# boot_pi_image IMAGE LOG [TIMEOUT_SECONDS]; writes the serial console to LOG.
+boot_pi_image() {
+  local img=$1 log=$2 limit=${3:-90} dir boot_off kernel initrd cmdline
+  dir=$(mktemp -d "$WORK/boot.XXXXXX")
+  boot_off=$(( $(partition_field "$img" 0 start) * 512 ))
+  mcopy -n -i "$img@@$boot_off" ::/config.txt ::/cmdline.txt "$dir/" || fail "mcopy cannot read $img's boot partition"
+  kernel=$(sed -n 's/^kernel=//p' "$dir/config.txt" | tail -n 1)
+  kernel=${kernel:-kernel_2712.img}
+  case "$kernel" in kernel8.img) initrd=initramfs8 ;; *) initrd=initramfs_2712 ;; esac
+  mcopy -n -i "$img@@$boot_off" "::/$kernel" "::/$initrd" "$dir/" || fail "no $kernel/$initrd in $img"
+  cmdline=$(tr -d '\n' <"$dir/cmdline.txt" | sed -e 's/console=serial0,115200/console=ttyAMA0/' -e 's/ *console=tty1//')
+  grep -q 'root=PARTUUID=' <<<"$cmdline" || fail "$img: cmdline.txt has no root=PARTUUID: $cmdline"
+  BOOT_KERNEL=$kernel
+  timeout "$limit" qemu-system-aarch64 -M virt -cpu cortex-a72 -m 1024 -smp 1 -display none -monitor none \
+    -serial "file:$log" -no-reboot -kernel "$dir/$kernel" -initrd "$dir/$initrd" -append "$cmdline fixture.poweroff" \
+    -drive "file=$img,if=virtio,format=raw" </dev/null >"$log.qemu" 2>&1 || true
+  sed -i 's/\r$//' "$log"  # the serial console ends lines with CR LF
+  rm -rf "$dir"
+}

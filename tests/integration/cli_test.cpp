@@ -29,13 +29,14 @@ TEST_CASE("every subcommand has --help; usage errors exit 2", "[cli]") {
   CHECK(test::run(cli() + " build --jobs 0 x.yaml").exit_code != 0);
 }
 
-TEST_CASE("subcommands that are not built yet say so and fail", "[cli]") {
-  for (const char* command : {"serve", "flash a b", "inspect x.img"}) {
-    auto r = test::run(cli() + " " + command);
-    INFO(r.output);
-    CHECK(r.exit_code == 1);
-    CHECK(r.output.find("not implemented yet") != std::string::npos);
-  }
+TEST_CASE("commands refuse to start without what they need, with a usage error", "[cli]") {
+  // serve would otherwise bind port 69 and 8080 on every address; flash needs a source and a target.
+  auto serve = test::run(cli() + " serve");
+  INFO(serve.output);
+  CHECK(serve.exit_code == 2);
+  auto flash = test::run(cli() + " flash only-a-source.img");
+  INFO(flash.output);
+  CHECK(flash.exit_code == 2);
 }
 
 TEST_CASE("validate accepts every example profile", "[cli]") {

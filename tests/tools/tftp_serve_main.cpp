@@ -2,13 +2,7 @@
 //            [--timeout-ms N] [--debug]
 // Serves ROOT over TFTP until SIGINT/SIGTERM, printing the bound port on stdout first so a script can
 // start it on port 0. For benchmarks and interop checks; the product's entry point is `aggrik8s-image serve`.
-#include <utility>
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wnull-dereference"  // see netboot/tftp_server.hpp
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#pragma GCC diagnostic pop
+#include "netboot/asio.hpp"
 #include <cstdlib>
 #include <iostream>
 #include <string>

@@ -1,0 +1,88 @@
+#pragma once
+// Writes a disk image onto a target (an SD card, an NVMe or USB drive, a loop device, or a regular
+// file) and proves it got there. The order of operations is the safety design:
+//
+//  1. Zero the target's first MiB (so the card stops looking bootable at once) and, on a block
+//     device, its last MiB (a stale GPT backup header there makes firmware and parted believe an old
+//     partition table). Flush.
+//  2. Stream the image: a reader (decompression, bmap checksums, zero-block detection, hashes of
+//     what will be written) and a writer thread joined by a bounded queue of aligned buffers, so
+//     decoding and device I/O overlap. Writes use O_DIRECT where the target allows it: the data goes
+//     to the device instead of filling the page cache (which on a 16 GiB card would evict everything
+//     else and make the final flush take as long as the whole write). The image's first MiB (MBR or
+//     protective MBR + GPT header, the boot sector) is held in memory, not written.
+//  3. Verify, overlapped with step 2: after every 128 MiB the writer flushes and a verifier thread
+//     reads that back while writing goes on, bypassing the page cache (O_DIRECT, or
+//     POSIX_FADV_DONTNEED after fdatasync), and compare with the bmap's range checksums or with
+//     hashes taken while writing. A read served from the page cache would only prove that memory
+//     holds what we wrote; the device (a fake-capacity card, a failing flash chip) is what is tested.
+//  4. Per-node edits of the boot partition (hostname, SSH keys, files), still before step 5.
+//  5. Write the held first MiB LAST, after the flush, then flush and verify it too. Until this
+//     moment the target has no partition table, so a flash interrupted at any earlier point (cable
+//     pulled, process killed, verify mismatch) never leaves a card that boots half an image.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "builder/block_device.hpp"
+#include "builder/bmap.hpp"
+#include "builder/image_stream.hpp"
+
+namespace aggrik8s {
+
+// The part of the image held back and written last (see above). 1 MiB covers the MBR, a GPT's
+// primary header and entries, and the alignment gap before the first partition of every Pi image.
+inline constexpr std::uint64_t flash_first_block_size = 1 << 20;
+
+struct FlashOptions {
+  bool verify = true;
+  // Written only where the bmap maps blocks (bmap given) or where the image holds non-zero 4 KiB
+  // blocks (no bmap): old data stays in the rest, exactly as bmaptool leaves it.
+  std::size_t buffer_size = 8 << 20;
+  unsigned buffer_count = 6;  // bounded queue: at most this many buffers between reader and writer
+  // Test-only: the writer sleeps this long after each buffer, so a test can kill a flash mid-way.
+  // The CLI sets it from AGGRIK8S_FLASH_TEST_DELAY_MS.
+  std::chrono::milliseconds test_delay_per_buffer{0};
+  // Step 4 above: edits the image through a view of the target in which the not-yet-written first
+  // MiB is served from memory. Whatever it writes is on the target (or in the held first MiB)
+  // before the commit.
+  std::function<void(BlockDevice& staged_target)> customize;
+  // After the commit: called with a read-only view of the target whose page cache was dropped, to
+  // read back what `customize` wrote. Throws Error on a mismatch.
+  std::function<void(BlockDevice& written_target)> check_customization;
+};
+
+struct FlashResult {
+  std::uint64_t image_size = 0;
+  std::uint64_t bytes_written = 0;   // image bytes sent to the target (mapped data + first MiB)
+  std::uint64_t bytes_verified = 0;  // bytes read back and compared
+  std::uint64_t target_size = 0;
+  bool target_is_block_device = false;
+  bool direct_io = false;  // O_DIRECT was used for the bulk of the writes
+  bool used_bmap = false;
+  double write_seconds = 0;   // steps 1-2 and the flush
+  // What verification added after the last write: step 3 overlaps the write (the writer flushes
+  // every 128 MiB and a verifier thread reads that back while writing goes on), so this is the
+  // read-back of the last batch plus steps 4-5.
+  double verify_seconds = 0;
+  double total_seconds = 0;
+};
+
+// Writes `source` to `target`. `bmap`, when given, must describe this image (its size is checked
+// against a raw source; range checksums are checked as the source is read). A regular-file target is
+// created if missing and becomes a sparse copy of the image (truncated to the image's size, as
+// bmaptool does). Throws Error with a message that names the failure: short write, device vanished,
+// permission denied, verify mismatch (with the offset), source checksum mismatch (with the range),
+// image larger than the target.
+FlashResult flash_image(ImageStream& source, const Bmap* bmap, const std::filesystem::path& target,
+                        const FlashOptions& options = {});
+
+// For messages after a failed write: what errno means for someone holding an SD card.
+// `target_still_present` is whether the device node still exists.
+std::string describe_target_io_error(const std::string& target, const std::string& operation, std::uint64_t offset,
+                                     int error_number, bool target_still_present);
+
+}  // namespace aggrik8s

@@ -1,0 +1,502 @@
+#include "builder/talos_image_builder.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "builder/talos_boot_files.hpp"
+#include "builder/talos_iso_image.hpp"
+#include "builder/talos_kernel_args.hpp"
+#include "builder/talos_machine_config.hpp"
+#include "core/artifact_fetcher.hpp"
+#include "core/error.hpp"
+#include "core/file_descriptor.hpp"
+#include "core/log.hpp"
+#include "core/secret.hpp"
+
+namespace aggrik8s::builder {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* shared_boot_iso_name = "talos-metal-iso.iso";
+constexpr const char* metal_iso_arg = "talos.config=metal-iso";
+// GRUB's `linux` puts this in front of the arguments it passes (the stand-in's boot log shows it).
+constexpr std::string_view grub_boot_image_prefix = "BOOT_IMAGE=/boot/vmlinuz ";
+
+bool wants(const Profile& profile, const std::string& output) {
+  const auto& o = profile.talos.outputs;
+  return std::find(o.begin(), o.end(), output) != o.end();
+}
+
+// Files and directories this build started; removed unless the build completes.
+class PartialOutputs {
+ public:
+  ~PartialOutputs() {
+    if (committed_) return;
+    for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
+      std::error_code ec;
+      fs::remove_all(*it, ec);
+    }
+  }
+  fs::path track(const fs::path& path) {
+    paths_.push_back(path);
+    return path;
+  }
+  void commit() { committed_ = true; }
+
+ private:
+  std::vector<fs::path> paths_;
+  bool committed_ = false;
+};
+
+class WorkDirectory {
+ public:
+  explicit WorkDirectory(const fs::path& output_dir) {
+    path_ = output_dir / (".work-talos-" + std::to_string(::getpid()));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+    fs::permissions(path_, fs::perms::owner_all);  // holds machine configs
+  }
+  ~WorkDirectory() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// Written with the mode from the start (never briefly world-readable), for configs.
+void write_private_file(const fs::path& path, const std::string& content, mode_t mode = 0600) {
+  FileDescriptor out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!out) throw_system_error("cannot create " + path.string(), errno);
+  ::fchmod(out.get(), mode);
+  const char* p = content.data();
+  std::size_t left = content.size();
+  while (left > 0) {
+    ssize_t n = ::write(out.get(), p, left);
+    if (n < 0) throw_system_error("cannot write " + path.string(), errno);
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+
+void write_text_file_atomically(const fs::path& path, const std::string& content) {
+  fs::path partial = path;
+  partial += ".partial";
+  write_private_file(partial, content, 0644);
+  fs::rename(partial, path);
+}
+
+// Netboot nodes share the kernel and initramfs bytes: a hard link costs nothing; a copy where links
+// are impossible.
+void link_or_copy(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::create_hard_link(from, to, ec);
+  if (ec) fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+}
+
+// Netboot files are hard links to one kernel and one initramfs: hash each inode once.
+BuiltFile describe_file(const fs::path& path) {
+  static std::map<std::pair<dev_t, ino_t>, std::pair<timespec, Sha256Digest>> by_inode;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw_system_error("cannot stat " + path.string(), errno);
+  auto key = std::make_pair(st.st_dev, st.st_ino);
+  auto it = by_inode.find(key);
+  bool fresh = it != by_inode.end() && st.st_nlink > 1 && it->second.first.tv_sec == st.st_mtim.tv_sec &&
+               it->second.first.tv_nsec == st.st_mtim.tv_nsec;
+  Sha256Digest digest = fresh ? it->second.second : Sha256::of_file(path);
+  if (st.st_nlink > 1) by_inode[key] = {st.st_mtim, digest};
+  return BuiltFile{path, static_cast<std::uint64_t>(st.st_size), digest};
+}
+
+nlohmann::json file_json(const BuiltFile& f, const fs::path& dir) {
+  return {{"file", fs::relative(f.path, dir).string()}, {"size", f.size}, {"sha256", f.sha256.hex()}};
+}
+
+struct NodePlan {
+  const TalosNode* node = nullptr;
+  TalosMachineConfig config;
+  std::string config_yaml;
+  Sha256Digest config_fingerprint;
+  std::vector<std::string> iso_command_line;      // the "Talos ISO" entry of <node>.iso
+  std::vector<std::string> netboot_command_line;  // boot.ipxe's kernel line (without initrd=)
+};
+
+// Step 1: every config loaded, patched and checked; all problems reported at once.
+std::vector<NodePlan> plan_node_configs(const Profile& profile, const std::vector<const TalosNode*>& nodes) {
+  Diagnostics diagnostics;
+  std::map<std::string, std::optional<TalosMachineConfig>> loaded;  // by secret reference
+  std::vector<NodePlan> plans;
+  for (const TalosNode* node : nodes) {
+    const SecretReference& reference = node->config ? *node->config : *profile.talos.config;
+    std::string key = reference.describe();
+    if (!loaded.contains(key)) {
+      std::string name = reference.kind == SecretReference::Kind::file ? reference.name : "env:" + reference.name;
+      Secret secret = load_secret(reference);
+      auto config = parse_talos_machine_config(secret.reveal(), name, diagnostics);
+      if (config) {
+        Diagnostics checks;
+        validate_talos_machine_config(*config, "", false, checks);
+        diagnostics.append(checks);
+        if (checks.has_errors()) config.reset();
+      }
+      loaded[key] = std::move(config);
+    }
+    const auto& base = loaded[key];
+    if (!base) continue;
+    auto config = talos_config_for_node(*base, *node, diagnostics);
+    if (!config) continue;
+    NodePlan plan;
+    plan.node = node;
+    plan.config_yaml = config->to_yaml();
+    plan.config_fingerprint = Sha256::of(plan.config_yaml);
+    plan.config = std::move(*config);
+    plans.push_back(std::move(plan));
+  }
+  for (const auto& d : diagnostics.all()) {
+    if (d.severity == Diagnostic::Severity::warning) log::warning(d.str());
+  }
+  diagnostics.throw_if_errors(profile.file.string() + ": machine configs");
+  return plans;
+}
+
+// The arguments every node has, in the first node's order: all a shared boot ISO can carry.
+std::vector<std::string> common_kernel_args(const std::vector<NodePlan>& plans) {
+  std::vector<std::string> common;
+  if (plans.empty()) return common;
+  for (const auto& arg : plans.front().node->kernel_args) {
+    bool everywhere = std::all_of(plans.begin(), plans.end(), [&](const NodePlan& p) {
+      return std::find(p.node->kernel_args.begin(), p.node->kernel_args.end(), arg) != p.node->kernel_args.end();
+    });
+    if (everywhere) common.push_back(arg);
+  }
+  return common;
+}
+
+std::string without_trailing_slash(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
+}  // namespace
+
+TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions& options) {
+  std::vector<const TalosNode*> nodes;
+  for (const auto& node : profile.talos_nodes) {
+    if (options.only_nodes.empty() ||
+        std::find(options.only_nodes.begin(), options.only_nodes.end(), node.name) != options.only_nodes.end()) {
+      nodes.push_back(&node);
+    }
+  }
+  for (const auto& wanted : options.only_nodes) {
+    if (std::none_of(profile.talos_nodes.begin(), profile.talos_nodes.end(), [&](const TalosNode& n) { return n.name == wanted; })) {
+      throw Error(profile.file.string() + ": no node named '" + wanted + "'");
+    }
+  }
+  if (nodes.empty()) throw Error(profile.file.string() + ": nothing to build");
+
+  // 1. configs
+  std::vector<NodePlan> plans = plan_node_configs(profile, nodes);
+
+  // 2. inputs
+  const TalosSettings& talos = profile.talos;
+  // config-iso alone needs no ISO (without one, no shared boot ISO is written: the user boots a stock
+  // ISO with talos.config=metal-iso added by hand or by Image Factory's extraKernelArgs).
+  bool need_iso = wants(profile, "iso") || (wants(profile, "netboot") && !talos.kernel) ||
+                  (wants(profile, "config-iso") && talos.iso);
+  if (need_iso && !talos.iso) {
+    throw Error(profile.file.string() + ": the " + std::string(wants(profile, "iso") ? "iso" : "netboot") +
+                " output needs 'talos.iso'" + (wants(profile, "iso") ? "" : " or 'talos.kernel' + 'talos.initramfs'"));
+  }
+  ArtifactFetcher fetcher(options.fetch);
+  std::optional<FetchedArtifact> iso;
+  std::optional<FetchedArtifact> kernel;
+  std::optional<FetchedArtifact> initramfs;
+  {
+    std::vector<ArtifactSource> sources;
+    if (need_iso) sources.push_back(*talos.iso);
+    bool separate_netboot_files = wants(profile, "netboot") && talos.kernel && talos.initramfs;
+    if (separate_netboot_files) {
+      sources.push_back(*talos.kernel);
+      sources.push_back(*talos.initramfs);
+    }
+    std::vector<FetchedArtifact> fetched = fetcher.fetch_all(sources);
+    std::size_t i = 0;
+    if (need_iso) iso = fetched[i++];
+    if (separate_netboot_files) {
+      kernel = fetched[i++];
+      initramfs = fetched[i++];
+    }
+  }
+
+  std::optional<TalosVersion> version;
+  std::string version_source = "profile";
+  if (talos.version) {
+    version = TalosVersion::parse(*talos.version);
+    if (!version) throw Error(profile.file.string() + ": 'talos.version' must look like v1.12.0, got '" + *talos.version + "'");
+  }
+  std::string grub_cfg;
+  IsoVolumeInfo iso_info;
+  bool iso_has_uki = false;
+  if (iso) {
+    iso_info = read_iso_volume_info(iso->path);
+    std::vector<std::string> files = list_iso_files(iso->path);
+    for (const char* required : {"boot/vmlinuz", "boot/initramfs.xz", "boot/grub/grub.cfg"}) {
+      if (std::find(files.begin(), files.end(), required) == files.end()) {
+        throw Error(iso->source.location + ": no /" + required + " in the ISO: this is not a Talos ISO (" +
+                    talos.iso->where.str() + ")");
+      }
+    }
+    iso_has_uki = std::any_of(files.begin(), files.end(), [](const std::string& f) {
+      return (f.starts_with("EFI/Linux/") && f.ends_with(".efi")) || f == "loader/loader.conf";
+    });
+    grub_cfg = read_iso_text_file(iso->path, "boot/grub/grub.cfg");
+    auto detected = TalosVersion::from_volume_id(iso_info.volume_id);
+    if (!version && detected) {
+      version = detected;
+      version_source = "ISO volume id " + iso_info.volume_id;
+    } else if (version && detected && detected->str() != version->str()) {
+      log::warning("talos.version is ", version->str(), " but the ISO's volume id says ", detected->str(),
+                   "; using ", version->str());
+    }
+  }
+  bool need_version = wants(profile, "iso") || wants(profile, "netboot");
+  if (!version && !need_version) {
+    version = TalosVersion{};  // config-iso only: the version changes nothing
+    version_source = "unknown (not needed for config-iso)";
+  }
+  if (!version) {
+    throw Error(profile.file.string() + ": the Talos version is unknown (" +
+                (iso ? "the ISO's volume id '" + iso_info.volume_id + "' does not name it" : std::string("no ISO to read it from")) +
+                "): set 'talos.version'");
+  }
+  if (iso_has_uki && (wants(profile, "iso") || wants(profile, "config-iso"))) {
+    log::warning("the ISO boots UEFI through systemd-boot and a UKI: its command line is inside the signed UKI, so "
+                 "UEFI boots do not get the edited arguments (BIOS/GRUB boots do); see docs/proxmox.md");
+  }
+  // Talos >= 1.12 reads an embedded config; older versions only the metal-iso volume.
+  bool embed_config = version->at_least(1, 12);
+
+  // 3. command lines
+  Diagnostics cmdline_problems;
+  std::string netboot_base = talos.netboot_url ? without_trailing_slash(*talos.netboot_url) : "";
+  for (auto& plan : plans) {
+    const TalosNode& node = *plan.node;
+    if (wants(profile, "iso")) {
+      std::vector<std::string> add = node.kernel_args;
+      add.push_back(metal_iso_arg);
+      EditedGrubConfig edited = edit_grub_config(grub_cfg, {add, {}});
+      plan.iso_command_line = split_kernel_args(edited.command_lines.front());
+      for (const auto& line : edited.command_lines) {
+        if (auto problem = check_kernel_command_line(std::string(grub_boot_image_prefix) + line)) {
+          cmdline_problems.error({node.name + "/kernel_args", 0, 0}, "iso: " + *problem);
+        }
+      }
+    }
+    if (wants(profile, "netboot")) {
+      std::string url = substitute_talos_url_variables(netboot_base + "/" + node.name + "/config.yaml", node.name,
+                                                       node.uuid, node.mac, node.hostname);
+      plan.netboot_command_line = append_kernel_args(talos_default_kernel_args(*version), node.kernel_args);
+      plan.netboot_command_line.push_back("talos.config=" + url);
+      std::string line = join_kernel_args(plan.netboot_command_line) + " initrd=initramfs.xz";
+      if (auto problem = check_kernel_command_line(line)) {
+        cmdline_problems.error({node.name + "/kernel_args", 0, 0}, "netboot: " + *problem);
+      }
+    }
+  }
+  std::vector<std::string> shared_args = common_kernel_args(plans);
+  bool make_shared_boot_iso = false;
+  if (wants(profile, "config-iso") && iso) {
+    std::vector<std::string> add = shared_args;
+    add.push_back(metal_iso_arg);
+    EditedGrubConfig edited = edit_grub_config(grub_cfg, {add, {}});
+    // An input that already boots with every shared argument (an Image Factory ISO with
+    // talos.config=metal-iso in extraKernelArgs) is the shared boot ISO as it is.
+    make_shared_boot_iso = edited.command_lines != edit_grub_config(grub_cfg, {}).command_lines;
+    for (const auto& line : edited.command_lines) {
+      if (auto problem = check_kernel_command_line(std::string(grub_boot_image_prefix) + line)) {
+        cmdline_problems.error({shared_boot_iso_name, 0, 0}, *problem);
+      }
+    }
+    for (const auto& plan : plans) {
+      for (const auto& arg : plan.node->kernel_args) {
+        if (std::find(shared_args.begin(), shared_args.end(), arg) == shared_args.end()) {
+          log::warning("node ", plan.node->name, ": kernel argument ", arg, " is not shared by every node, so the shared ",
+                       shared_boot_iso_name, " cannot carry it (the iso and netboot outputs do)");
+        }
+      }
+    }
+  }
+  cmdline_problems.throw_if_errors(profile.file.string() + ": kernel command lines");
+
+  // 4. outputs
+  fs::create_directories(options.output_dir);
+  WorkDirectory work(options.output_dir);
+  PartialOutputs partial;
+  TalosBuildResult result;
+  result.talos_version = version->str();
+  const fs::path& out = options.output_dir;
+
+  if (make_shared_boot_iso) {
+    log::info("writing ", shared_boot_iso_name, " (the input ISO with ", metal_iso_arg, ")");
+    std::vector<std::string> add = shared_args;
+    add.push_back(metal_iso_arg);
+    fs::path cfg = work.path() / "shared-grub.cfg";
+    write_private_file(cfg, edit_grub_config(grub_cfg, {add, {}}).text, 0644);
+    fs::path target = out / shared_boot_iso_name;
+    fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
+    remaster_iso({iso->path, target_partial, {{cfg, "/boot/grub/grub.cfg", 0444}}, std::nullopt, options.source_date_epoch, 0644});
+    fs::rename(target_partial, target);
+    partial.track(target);
+    result.shared_boot_iso = describe_file(target);
+  }
+
+  // Netboot kernel and initramfs: extracted once, linked into each node's directory.
+  fs::path netboot_kernel;
+  fs::path netboot_initramfs;
+  if (wants(profile, "netboot")) {
+    if (kernel && initramfs) {
+      // Copies, so the per-node hard links never share an inode with the cache or the user's files.
+      netboot_kernel = work.path() / "vmlinuz";
+      netboot_initramfs = work.path() / "initramfs.xz";
+      fs::copy_file(kernel->path, netboot_kernel);
+      fs::copy_file(initramfs->path, netboot_initramfs);
+    } else {
+      netboot_kernel = work.path() / "vmlinuz";
+      netboot_initramfs = work.path() / "initramfs.xz";
+      extract_iso_files(iso->path, {{"boot/vmlinuz", netboot_kernel}, {"boot/initramfs.xz", netboot_initramfs}});
+    }
+    fs::create_directories(out / "netboot");
+  }
+
+  nlohmann::json node_reports = nlohmann::json::array();
+  for (const auto& plan : plans) {
+    const TalosNode& node = *plan.node;
+    TalosBuiltNode built;
+    built.name = node.name;
+    nlohmann::json report{{"name", node.name},
+                          {"hostname", node.hostname},
+                          {"machine_type", plan.config.machine_type()},
+                          {"config_sha256", plan.config_fingerprint.hex()},
+                          {"outputs", nlohmann::json::object()}};
+    if (node.mac) report["mac"] = *node.mac;
+    if (node.uuid) report["uuid"] = *node.uuid;
+    fs::path node_work = work.path() / node.name;
+    fs::create_directories(node_work);
+    fs::path config_file = node_work / "config.yaml";
+    write_private_file(config_file, plan.config_yaml);
+
+    if (wants(profile, "config-iso")) {
+      log::info("node ", node.name, ": writing the config ISO");
+      fs::path target = out / (node.name + "-config.iso");
+      fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
+      write_config_iso(target_partial, plan.config_yaml, {"metal-iso", options.source_date_epoch});
+      fs::rename(target_partial, target);
+      partial.track(target);
+      BuiltFile f = describe_file(target);
+      built.files.push_back(f);
+      report["outputs"]["config-iso"] = file_json(f, out);
+    }
+
+    if (wants(profile, "iso")) {
+      log::info("node ", node.name, ": remastering the ISO");
+      std::vector<std::string> add = node.kernel_args;
+      add.push_back(metal_iso_arg);
+      GrubConfigEdit edit{add, {}};
+      std::vector<IsoFileToAdd> files{{config_file, "/config.yaml", 0400}};
+      if (embed_config) {
+        fs::path cpio = node_work / "embedded-config.cpio";
+        write_private_file(cpio, newc_cpio({{talos_embedded_config_path, plan.config_yaml, 0400}},
+                                           options.source_date_epoch.value_or(0)));
+        files.push_back({cpio, talos_embedded_config_iso_path, 0400});
+        edit.append_initrds.push_back(talos_embedded_config_iso_path);
+      }
+      fs::path cfg = node_work / "grub.cfg";
+      write_private_file(cfg, edit_grub_config(grub_cfg, edit).text, 0644);
+      files.push_back({cfg, "/boot/grub/grub.cfg", 0444});
+      fs::path target = out / (node.name + ".iso");
+      fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
+      remaster_iso({iso->path, target_partial, files, std::string("metal-iso"), options.source_date_epoch, 0600});
+      fs::rename(target_partial, target);
+      partial.track(target);
+      BuiltFile f = describe_file(target);
+      built.files.push_back(f);
+      built.config_method = embed_config ? "embedded+metal-iso" : "metal-iso";
+      report["outputs"]["iso"] = file_json(f, out);
+      report["outputs"]["iso"]["config_method"] = built.config_method;
+      report["outputs"]["iso"]["kernel_args"] = join_kernel_args(plan.iso_command_line);
+    }
+
+    if (wants(profile, "netboot")) {
+      log::info("node ", node.name, ": writing netboot files");
+      fs::path dir = out / "netboot" / node.name;
+      fs::path dir_partial = partial.track(fs::path(dir.string() + ".partial"));
+      fs::remove_all(dir_partial);
+      fs::create_directories(dir_partial);
+      link_or_copy(netboot_kernel, dir_partial / "vmlinuz");
+      link_or_copy(netboot_initramfs, dir_partial / "initramfs.xz");
+      write_private_file(dir_partial / "config.yaml", plan.config_yaml);
+      write_private_file(dir_partial / "boot.ipxe", ipxe_script({node.name, plan.netboot_command_line}), 0644);
+      fs::remove_all(dir);
+      fs::rename(dir_partial, dir);
+      partial.track(dir);
+      nlohmann::json files = nlohmann::json::array();
+      for (const char* name : {"vmlinuz", "initramfs.xz", "config.yaml", "boot.ipxe"}) {
+        BuiltFile f = describe_file(dir / name);
+        built.files.push_back(f);
+        files.push_back(file_json(f, out));
+      }
+      report["outputs"]["netboot"] = {{"files", files}, {"kernel_args", join_kernel_args(plan.netboot_command_line)}};
+    }
+    node_reports.push_back(report);
+    result.nodes.push_back(std::move(built));
+  }
+
+  // 5. SHA256SUMS (sha256sum -c format) and manifest.json
+  std::string sums;
+  auto add_sum = [&](const BuiltFile& f) { sums += f.sha256.hex() + "  " + fs::relative(f.path, out).string() + "\n"; };
+  if (result.shared_boot_iso) add_sum(*result.shared_boot_iso);
+  for (const auto& n : result.nodes) {
+    for (const auto& f : n.files) add_sum(f);
+  }
+  nlohmann::json inputs = nlohmann::json::array();
+  auto input_json = [](const std::string& role, const FetchedArtifact& a) {
+    return nlohmann::json{{"role", role}, {"source", a.source.location}, {"sha256", a.sha256.hex()}, {"size", a.size}};
+  };
+  if (iso) inputs.push_back(input_json("talos-iso", *iso));
+  if (kernel) inputs.push_back(input_json("talos-kernel", *kernel));
+  if (initramfs) inputs.push_back(input_json("talos-initramfs", *initramfs));
+  nlohmann::json profile_files = nlohmann::json::array();
+  for (const auto& file : profile.extends) {
+    profile_files.push_back({{"file", file.string()}, {"sha256", Sha256::of_file(file).hex()}});
+  }
+  profile_files.push_back({{"file", profile.file.string()}, {"sha256", Sha256::of_file(profile.file).hex()}});
+  nlohmann::json manifest{{"tool", {{"name", "aggrik8s-image"}, {"version", AGGRIK8S_VERSION}}},
+                          {"profile", {{"name", profile.name}, {"kind", to_string(profile.kind)}, {"files", profile_files}}},
+                          {"talos_version", {{"version", version->str()}, {"from", version_source}}},
+                          {"outputs", talos.outputs},
+                          {"inputs", inputs},
+                          {"nodes", node_reports}};
+  if (result.shared_boot_iso) {
+    manifest["shared_boot_iso"] = file_json(*result.shared_boot_iso, out);
+    manifest["shared_boot_iso"]["kernel_args_added"] = join_kernel_args(append_kernel_args(shared_args, {metal_iso_arg}));
+  }
+  if (options.source_date_epoch) manifest["source_date_epoch"] = *options.source_date_epoch;
+  result.checksums = out / "SHA256SUMS";
+  result.manifest = out / "manifest.json";
+  write_text_file_atomically(result.checksums, sums);
+  write_text_file_atomically(result.manifest, manifest.dump(2) + "\n");
+  partial.commit();
+  return result;
+}
+
+}  // namespace aggrik8s::builder

@@ -1,0 +1,116 @@
+// aggrik8s-image serve: the netboot server (TFTP + HTTP; DHCP is issue 6). One process, one io_context
+// thread. SIGTERM/SIGINT stop it cleanly; SIGHUP reloads the configuration file and the nodes file
+// without dropping transfers in flight (and reopens the boot event log, for logrotate).
+#include <csignal>
+#include <cstdio>
+
+#include "cli/commands.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "netboot/asio.hpp"
+#include "netboot/netboot_config.hpp"
+#include "netboot/netboot_service.hpp"
+
+namespace aggrik8s::cli {
+namespace {
+
+std::uint16_t port_value(const ParsedArguments& args, const std::string& name, std::uint16_t fallback) {
+  auto text = args.value(name);
+  if (!text) return fallback;
+  try {
+    std::size_t used = 0;
+    unsigned long value = std::stoul(*text, &used);
+    if (used == text->size() && value <= 65535) return static_cast<std::uint16_t>(value);
+  } catch (const std::exception&) {
+  }
+  throw UsageError("--" + name + " must be a port number (0-65535), got '" + *text + "'");
+}
+
+netboot::NetbootConfig config_from(const ParsedArguments& args) {
+  netboot::NetbootConfig config;
+  // Without a file or a tree there is nothing to serve; binding 0.0.0.0:69 and :8080 anyway would
+  // only surprise (and block) whoever typed the bare command.
+  if (!args.flag("config") && !args.flag("nodes") && !args.flag("tftp-root") && !args.flag("http-root")) {
+    throw UsageError("nothing to serve: give --config FILE, or --nodes, --tftp-root or --http-root");
+  }
+  if (auto file = args.value("config")) {
+    Diagnostics diagnostics;
+    config = netboot::read_netboot_config(*file, diagnostics);
+    print_diagnostics(diagnostics);
+    diagnostics.throw_if_errors("netboot configuration " + *file);
+  }
+  // Flags override the file, so `--config x.yaml --http-port 0` works for a quick test.
+  if (auto address = args.value("address")) {
+    config.address = *address;
+    config.interface.reset();
+  }
+  if (auto interface = args.value("interface")) config.interface = *interface;
+  if (auto root = args.value("tftp-root")) config.tftp_root = *root;
+  if (auto root = args.value("http-root")) config.http_root = *root;
+  if (auto inventory = args.value("nodes")) config.inventory = *inventory;
+  if (auto log = args.value("boot-log")) config.boot_log = *log;
+  if (auto url = args.value("base-url")) config.http_base_url = *url;
+  config.tftp_port = port_value(args, "tftp-port", config.tftp_port);
+  config.http_port = port_value(args, "http-port", config.http_port);
+  if (args.flag("no-tftp")) config.tftp_enabled = false;
+  if (args.flag("no-http")) config.http_enabled = false;
+  if (!config.tftp_enabled && !config.http_enabled) throw UsageError("nothing to serve: both TFTP and HTTP are off");
+  return config;
+}
+
+}  // namespace
+
+Command serve_command() {
+  CommandSpec spec{
+      "serve",
+      "",
+      "Run the TFTP + HTTP netboot server",
+      "Serves Raspberry Pi images (their boot partition as the node's TFTP tree, read from the image\n"
+      "file), Talos and kernel+initramfs netboot assets, per-node iPXE scripts and per-node configs,\n"
+      "as the nodes file says (docs/netboot.md). Without --config, the flags alone are a quick start:\n"
+      "  aggrik8s-image serve --address 10.0.0.1 --tftp-root /usr/lib/ipxe --http-root out/\n"
+      "SIGHUP reloads the configuration and the nodes file; SIGTERM stops.",
+      {{"config", 'c', "FILE", "netboot configuration (docs/netboot.md)"},
+       {"address", '\0', "ADDR", "IPv4 address to listen on (default 0.0.0.0)"},
+       {"interface", 'i', "IFACE", "listen on this interface's IPv4 address"},
+       {"nodes", 'n', "FILE", "the nodes file (inventory)"},
+       {"tftp-root", '\0', "DIR", "shared TFTP tree (iPXE binaries, ...)"},
+       {"tftp-port", '\0', "PORT", "TFTP port (default 69; 0 picks a free one)"},
+       {"http-root", '\0', "DIR", "static files served under /files/"},
+       {"http-port", '\0', "PORT", "HTTP port (default 8080; 0 picks a free one)"},
+       {"base-url", '\0', "URL", "the URL nodes reach the HTTP server at (default http://ADDR:PORT)"},
+       {"boot-log", '\0', "FILE", "append boot events to FILE as JSON lines"},
+       {"no-tftp", '\0', "", "do not serve TFTP"},
+       {"no-http", '\0', "", "do not serve HTTP"}},
+      0,
+      0};
+  return {spec, [](const ParsedArguments& args) {
+            netboot::NetbootConfig config = config_from(args);
+            if (config.address == "0.0.0.0" && !config.interface && !config.http_base_url && config.http_enabled) {
+              log::warning("listening on 0.0.0.0 without http.base_url: boot scripts will name http://0.0.0.0, "
+                           "which nodes cannot reach; set --base-url, --address or --interface");
+            }
+            boost::asio::io_context io;
+            netboot::NetbootService service(io, std::move(config));
+            boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
+            std::function<void(const boost::system::error_code&, int)> on_signal;
+            on_signal = [&](const boost::system::error_code& ec, int signal) {
+              if (ec) return;
+              if (signal == SIGHUP) {
+                service.reload();
+                signals.async_wait(on_signal);
+                return;
+              }
+              log::info("serve: ", signal == SIGTERM ? "SIGTERM" : "SIGINT", " received, stopping");
+              service.stop();
+              signals.cancel();  // the last pending wait; run() returns once the servers have wound down
+            };
+            signals.async_wait(on_signal);
+            service.start();
+            io.run();
+            log::info("serve: stopped");
+            return exit_success;
+          }};
+}
+
+}  // namespace aggrik8s::cli

@@ -1,0 +1,61 @@
+#pragma once
+// What an HTTP request asks for, decided from bytes alone (no sockets, no files), so it can be unit
+// tested and fuzzed: the request-target turned into a normalised path and query, and a Range header
+// turned into one byte range of a file of known size.
+//
+// The path rules are deliberately stricter than RFC 3986 dot-segment removal: the server maps paths to
+// files, so anything that could mean two different things is refused instead of resolved —
+// ".." in any spelling (including "%2e%2e"), an encoded '/' or '\' ("%2f", "%5c"), NUL, and bytes
+// that are not percent-encoded where they must be.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace aggrik8s::netboot {
+
+inline constexpr std::size_t http_max_target_length = 4096;
+
+struct HttpRequestTarget {
+  std::string path;  // decoded, starts with '/', no empty, "." or ".." segments; a trailing '/' is kept
+  std::vector<std::pair<std::string, std::string>> query;  // decoded, in order
+  std::string refusal;  // why the target is refused (answered with 400); empty when ok
+  bool ok() const { return refusal.empty(); }
+  // The first value of `name`, if present.
+  std::optional<std::string> query_value(std::string_view name) const;
+  // Path segments: "/a/b/" -> {"a", "b"}.
+  std::vector<std::string> segments() const;
+};
+
+HttpRequestTarget parse_http_request_target(std::string_view target);
+
+// "%41" -> "A". nullopt on a malformed escape.
+std::optional<std::string> percent_decode(std::string_view text);
+// For URLs the server writes into scripts: keeps unreserved characters and '/', escapes the rest.
+std::string percent_encode_path(std::string_view text);
+
+// One byte range, inclusive at both ends (as in Content-Range).
+struct HttpByteRange {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  std::uint64_t length() const { return last - first + 1; }
+};
+
+enum class HttpRangeKind {
+  whole,          // no Range header, or one the server may ignore (RFC 9110 14.2): send 200 and everything
+  partial,        // send 206 with `range`
+  unsatisfiable,  // send 416 with "Content-Range: bytes */size"
+};
+
+struct HttpRangeRequest {
+  HttpRangeKind kind = HttpRangeKind::whole;
+  HttpByteRange range;
+};
+
+// Understands "bytes=first-last", "bytes=first-" and "bytes=-suffix". Several ranges are answered with
+// the whole file (allowed, and boot clients never ask for them); malformed headers likewise.
+HttpRangeRequest parse_http_range(std::string_view header, std::uint64_t file_size);
+
+}  // namespace aggrik8s::netboot

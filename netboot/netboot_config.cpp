@@ -1,0 +1,82 @@
+#include "netboot/netboot_config.hpp"
+
+#include "core/config_reader.hpp"
+#include "core/identifiers.hpp"
+
+namespace aggrik8s::netboot {
+namespace fs = std::filesystem;
+
+NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnostics) {
+  NetbootConfig config;
+  ConfigMapReader top(tree, diagnostics, "");
+  if (!top.valid()) {
+    diagnostics.error(tree.location, std::string("netboot configuration must be a map, got ") + tree.kind_name());
+    return config;
+  }
+  if (auto listen = top.map("listen")) {
+    if (auto address = listen->string("address")) {
+      if (!is_ipv4_address(*address)) {
+        listen->error_at("address", "'listen.address' must be an IPv4 address, got '" + *address + "'");
+      }
+      config.address = *address;
+    }
+    config.interface = listen->string("interface");
+    if (config.interface && listen->has("address")) {
+      listen->error("'listen' takes 'address' or 'interface', not both");
+    }
+    listen->finish();
+  }
+  if (auto tftp = top.map("tftp")) {
+    config.tftp_enabled = tftp->boolean("enabled").value_or(true);
+    config.tftp_port = static_cast<std::uint16_t>(tftp->integer("port", 0, 65535).value_or(69));
+    config.tftp_root = tftp->path_value("root");
+    config.tftp_remap = tftp->path_value("remap");
+    config.tftp_max_blksize = static_cast<std::uint16_t>(tftp->integer("max_blksize", 512, 65464).value_or(1468));
+    config.tftp_max_windowsize = static_cast<std::uint16_t>(tftp->integer("max_windowsize", 1, 64).value_or(16));
+    config.tftp_retransmit_timeout =
+        std::chrono::milliseconds(tftp->integer("retransmit_timeout_ms", 100, 10000).value_or(1000));
+    config.tftp_max_retransmits = static_cast<unsigned>(tftp->integer("max_retransmits", 1, 100).value_or(5));
+    if (config.tftp_root && !fs::is_directory(*config.tftp_root)) {
+      tftp->error_at("root", "'tftp.root': " + config.tftp_root->string() + " is not a directory");
+    }
+    tftp->finish();
+  }
+  if (auto http = top.map("http")) {
+    config.http_enabled = http->boolean("enabled").value_or(true);
+    config.http_port = static_cast<std::uint16_t>(http->integer("port", 0, 65535).value_or(8080));
+    config.http_root = http->path_value("root");
+    config.http_base_url = http->string("base_url");
+    if (config.http_base_url) {
+      if (!config.http_base_url->starts_with("http://")) {
+        http->error_at("base_url", "'http.base_url' must be an http:// URL (iPXE and the Pi bootloader do not "
+                                   "speak https without extra set-up), got '" + *config.http_base_url + "'");
+      }
+      while (config.http_base_url->ends_with("/")) config.http_base_url->pop_back();
+    }
+    if (config.http_root && !fs::is_directory(*config.http_root)) {
+      http->error_at("root", "'http.root': " + config.http_root->string() + " is not a directory");
+    }
+    config.http_header_limit = static_cast<std::size_t>(http->integer("header_limit", 1024, 65536).value_or(8192));
+    config.http_request_timeout = std::chrono::seconds(http->integer("request_timeout_s", 1, 600).value_or(10));
+    config.http_idle_timeout = std::chrono::seconds(http->integer("idle_timeout_s", 1, 3600).value_or(30));
+    config.http_max_connections = static_cast<std::size_t>(http->integer("max_connections", 1, 100000).value_or(512));
+    http->finish();
+  }
+  config.inventory = top.path_value("inventory");
+  config.boot_log = top.path_value("boot_log");
+  top.finish();
+  return config;
+}
+
+NetbootConfig read_netboot_config(const fs::path& file, Diagnostics& diagnostics) {
+  ConfigNode tree = load_yaml_file(file, diagnostics);
+  if (tree.is_null()) {
+    if (!diagnostics.has_errors()) diagnostics.error({file.string(), 1, 1}, "the netboot configuration is empty");
+    return {};
+  }
+  NetbootConfig config = parse_netboot_config(tree, diagnostics);
+  config.file = file;
+  return config;
+}
+
+}  // namespace aggrik8s::netboot

@@ -1,0 +1,51 @@
+#pragma once
+// netboot.yaml: where the server listens, what it serves from, where the inventory and the boot event
+// log are. docs/netboot.md is the reference. Quick-start flags of `aggrik8s-image serve` fill the same
+// structure, so a file and flags behave the same.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "core/config_node.hpp"
+#include "core/diagnostics.hpp"
+
+namespace aggrik8s::netboot {
+
+struct NetbootConfig {
+  // Where to listen: an IPv4 address, or an interface whose (first) IPv4 address is used.
+  std::string address = "0.0.0.0";
+  std::optional<std::string> interface;
+
+  bool tftp_enabled = true;
+  std::uint16_t tftp_port = 69;
+  std::optional<std::filesystem::path> tftp_root;   // shared tree: iPXE binaries, pxelinux, ...
+  std::optional<std::filesystem::path> tftp_remap;  // tftp-hpa remap file
+  std::uint16_t tftp_max_blksize = 1468;
+  std::uint16_t tftp_max_windowsize = 16;
+  std::chrono::milliseconds tftp_retransmit_timeout{1000};
+  // Consecutive timeouts before a transfer is dropped. Clients such as atftp resend their ACK only on
+  // their own timeout (5 s), so timeout x retransmits must outlast it on a lossy link.
+  unsigned tftp_max_retransmits = 5;
+
+  bool http_enabled = true;
+  std::uint16_t http_port = 8080;
+  std::optional<std::filesystem::path> http_root;  // static files under /files/
+  // The URL nodes use to reach this server, written into iPXE scripts and kernel arguments. Default:
+  // http://<address>:<port>, which is wrong for 0.0.0.0, so it is required then.
+  std::optional<std::string> http_base_url;
+  std::size_t http_header_limit = 8192;
+  std::chrono::seconds http_request_timeout{10};  // to receive one request's header
+  std::chrono::seconds http_idle_timeout{30};     // keep-alive wait, and a send making no progress
+  std::size_t http_max_connections = 512;
+
+  std::optional<std::filesystem::path> inventory;  // nodes file
+  std::optional<std::filesystem::path> boot_log;   // JSON lines; none when unset
+  std::filesystem::path file;                      // this config's own path, "" for flags only
+};
+
+NetbootConfig read_netboot_config(const std::filesystem::path& file, Diagnostics& diagnostics);
+NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnostics);
+
+}  // namespace aggrik8s::netboot

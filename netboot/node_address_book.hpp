@@ -1,0 +1,51 @@
+#pragma once
+// Which client address each node is at. Per-node files (Talos machine configs, cloud-init user-data,
+// RKE2 configs) carry secrets, so a request for them must name the node (MAC/UUID in the URL) and come
+// from the address that node has. Where that address comes from, strongest first:
+//   pinned  `address:` in the nodes file;
+//   lease   the DHCP server's lease for the node's MAC — record_lease() is the hook the DHCP side
+//           (issue 6) calls when it acknowledges a lease;
+//   seen    the address the node's boot script or Pi TFTP tree was last fetched from. Only a fallback:
+//           without a pin or a lease, whoever fetches a node's boot script first becomes that node.
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace aggrik8s::netboot {
+
+enum class NodeAddressSource { pinned, lease, seen };
+const char* to_string(NodeAddressSource source);
+
+struct NodeAddress {
+  std::string address;
+  NodeAddressSource source = NodeAddressSource::seen;
+  std::chrono::system_clock::time_point since{};
+};
+
+enum class NodeAccess { allowed, wrong_address, address_unknown };
+
+// The rule for secrets: the node's address must be known and equal to the client's.
+NodeAccess check_node_access(const std::optional<NodeAddress>& expected, const std::string& client);
+// The rule for boot scripts: a pinned or leased address must match; a "seen" one may be replaced (the
+// node rebooted and got a new address), so anything is allowed and then recorded.
+NodeAccess check_boot_script_access(const std::optional<NodeAddress>& expected, const std::string& client);
+
+class NodeAddressBook {
+ public:
+  // Replaces all pinned addresses (on load and reload); leases and sightings are kept.
+  void set_pinned(const std::map<std::string, std::string>& node_addresses);
+  void record_lease(const std::string& node, const std::string& address);
+  void record_seen(const std::string& node, const std::string& address);
+  std::optional<NodeAddress> address_of(const std::string& node) const;
+  // The node at this address by the strongest source, if any.
+  std::optional<std::string> node_at(const std::string& address) const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, NodeAddress> pinned_, leases_, seen_;
+};
+
+}  // namespace aggrik8s::netboot

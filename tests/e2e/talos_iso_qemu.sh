@@ -1,0 +1,164 @@
+# e2e: `aggrik8s-image build` of a talos-iso profile (config-iso, iso, netboot) from the stand-in Talos
+# ISO (tests/fixtures/make-talos-iso) downloaded over loopback HTTP; outputs checked with sha256sum,
+# xorriso and blkid; reproducibility; then booted under QEMU (TCG):
+#   - cp1.iso (remastered, config embedded) under SeaBIOS,
+#   - talos-metal-iso.iso + cp2-config.iso as a second CD-ROM under OVMF (q35),
+# and the stand-in init's serial output checked for the node's kernel arguments and config.
+source "$(dirname "$0")/lib.bash"
+
+# The stand-in ISO is shared with the integration tests: same directory, lock and generator stamp.
+TALOS_FIXTURE=$FIXTURES/talos
+mkdir -p "$FIXTURES"
+want=$(cat "$SRC/tests/fixtures/make-talos-iso" "$SRC/tests/fixtures/lib.sh" | sha256sum | cut -d' ' -f1)
+(
+  flock 9
+  if [ "$(cat "$TALOS_FIXTURE/.generator.sha256" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$TALOS_FIXTURE"
+    "$SRC/tests/fixtures/make-talos-iso" "$TALOS_FIXTURE" --quiet
+    echo "$want" >"$TALOS_FIXTURE/.generator.sha256"
+  fi
+) 9>"$FIXTURES/talos.lock"
+start_http "$TALOS_FIXTURE"
+ISO_SHA=$(sha256sum "$TALOS_FIXTURE/metal-amd64.iso" | cut -d' ' -f1)
+
+cat >"$WORK/controlplane.yaml" <<'YAML'
+version: v1alpha1
+debug: false
+machine:
+  type: controlplane
+  token: e2e-SECRET-machine-token
+  install:
+    disk: /dev/sda
+    image: ghcr.io/siderolabs/installer:v1.12.0
+cluster:
+  controlPlane:
+    endpoint: https://10.0.20.10:6443
+  clusterName: e2e
+  secret: e2e-SECRET-cluster-secret
+YAML
+chmod 600 "$WORK/controlplane.yaml"
+cat >"$WORK/profile.yaml" <<YAML
+kind: talos-iso
+name: e2e-talos
+talos:
+  iso:
+    url: http://127.0.0.1:$HTTP_PORT/metal-amd64.iso
+    sha256: $ISO_SHA
+  config: {file: controlplane.yaml}
+  outputs: [config-iso, iso, netboot]
+  netboot_url: http://10.0.20.2:8080/talos
+  kernel_args: [console=ttyS0]
+  patches:
+    - merge: {cluster: {apiServer: {certSANs: [10.0.20.10]}}}
+nodes:
+  - name: cp1
+    mac: "bc:24:11:00:20:11"
+    addresses: [10.0.20.11/24]
+    gateway: 10.0.20.1
+    install_disk: /dev/vda
+    kernel_args: [e2e.node=cp1]
+  - name: cp2
+    patches:
+      - json6902: [{op: add, path: /machine/nodeLabels, value: {rack: b}}]
+YAML
+
+export SOURCE_DATE_EPOCH=1767225600
+expect_status 0 "build config-iso, iso and netboot for two nodes" -- \
+  "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out" "$WORK/profile.yaml"
+OUT=$WORK/out
+for f in talos-metal-iso.iso cp1-config.iso cp1.iso cp2-config.iso cp2.iso SHA256SUMS manifest.json \
+  netboot/cp1/vmlinuz netboot/cp1/initramfs.xz netboot/cp1/config.yaml netboot/cp1/boot.ipxe \
+  netboot/cp2/vmlinuz netboot/cp2/initramfs.xz netboot/cp2/config.yaml netboot/cp2/boot.ipxe; do
+  [ -f "$OUT/$f" ] || fail "missing output $f"
+done
+pass "every output present"
+[ -z "$(find "$OUT" -name '*.partial' -o -name '.work-*')" ] || fail "partial files left behind"
+(cd "$OUT" && sha256sum -c --quiet SHA256SUMS) || fail "SHA256SUMS does not match"
+pass "sha256sum -c SHA256SUMS, no partial files"
+grep -q SECRET "$OUT/manifest.json" "$OUT/SHA256SUMS" "$WORK/last.out" && fail "a secret leaked into the manifest or the log"
+python3 - "$OUT/manifest.json" <<'PY' || fail "manifest content"
+import json, sys
+m = json.load(open(sys.argv[1]))
+assert m["talos_version"] == {"version": "v1.12.0", "from": "ISO volume id TALOS_V1_12_0"}, m["talos_version"]
+assert [n["name"] for n in m["nodes"]] == ["cp1", "cp2"]
+cp1 = m["nodes"][0]
+assert cp1["outputs"]["iso"]["config_method"] == "embedded+metal-iso"
+assert "e2e.node=cp1" in cp1["outputs"]["iso"]["kernel_args"]
+assert "talos.config=http://10.0.20.2:8080/talos/cp1/config.yaml" in cp1["outputs"]["netboot"]["kernel_args"]
+assert m["shared_boot_iso"]["kernel_args_added"] == "console=ttyS0 talos.config=metal-iso"
+assert m["source_date_epoch"] == 1767225600
+PY
+pass "manifest: version detected, methods and arguments recorded, no secret"
+for f in cp1-config.iso cp1.iso netboot/cp1/config.yaml; do
+  [ "$(stat -c %a "$OUT/$f")" = 600 ] || fail "$f holds a machine config but is mode $(stat -c %a "$OUT/$f")"
+done
+pass "files holding a machine config are 0600"
+[ "$(stat -c %i "$OUT/netboot/cp1/initramfs.xz")" = "$(stat -c %i "$OUT/netboot/cp2/initramfs.xz")" ] ||
+  fail "netboot initramfs is copied per node instead of linked"
+cmp -s "$OUT/netboot/cp1/vmlinuz" "$TALOS_FIXTURE/vmlinuz-amd64" || fail "netboot kernel differs from the ISO's"
+grep -qx 'kernel vmlinuz talos.platform=metal .* console=ttyS0 e2e.node=cp1 talos.config=http://10.0.20.2:8080/talos/cp1/config.yaml initrd=initramfs.xz' \
+  "$OUT/netboot/cp1/boot.ipxe" || { cat "$OUT/netboot/cp1/boot.ipxe" >&2; fail "boot.ipxe kernel line"; }
+grep -q 'hostname: "\?cp2' "$OUT/netboot/cp2/config.yaml" || fail "cp2's config lacks its hostname"
+pass "netboot layout: linked kernel/initramfs, per-node config and iPXE script"
+
+# The config ISO, read back.
+xorriso -indev "$OUT/cp1-config.iso" -toc 2>&1 | grep -q "Volume id    : 'metal-iso'" || fail "config ISO label"
+xorriso -indev "$OUT/cp1-config.iso" -toc 2>&1 | grep -q "ISO offers   : Rock_Ridge Joliet" || fail "config ISO lacks Joliet/RR"
+xorriso -indev "$OUT/cp1-config.iso" -find / -exec lsdl 2>/dev/null | grep -q "^-r-------- .* '/config.yaml'$" || fail "config.yaml mode"
+[ "$(blkid -o value -s LABEL "$OUT/cp1-config.iso")" = metal-iso ] || fail "blkid label"
+xorriso -osirrox on -indev "$OUT/cp1-config.iso" -extract /config.yaml "$WORK/cp1-config.yaml" 2>/dev/null
+cmp -s "$WORK/cp1-config.yaml" "$OUT/netboot/cp1/config.yaml" || fail "config ISO content differs from the node's config"
+pass "config ISO: label metal-iso, Joliet + Rock Ridge, config.yaml 0400 with the node's config"
+
+# The remaster keeps the boot set-up.
+report() { xorriso -indev "$1" -report_el_torito plain -report_system_area plain 2>/dev/null; }
+report "$TALOS_FIXTURE/metal-amd64.iso" >"$WORK/before.report"
+report "$OUT/cp1.iso" >"$WORK/after.report"
+eltorito() { grep '^El Torito boot img' "$1" | awk '{print $5, $6, $7, $8, $9, $10}'; }
+[ "$(eltorito "$WORK/before.report")" = "$(eltorito "$WORK/after.report")" ] || fail "El Torito entries changed"
+[ "$(eltorito "$WORK/after.report" | wc -l)" = 2 ] || fail "expected a BIOS and a UEFI El Torito entry"
+grep -q '^System area summary: MBR protective-msdos-label grub2-mbr cyl-align-off GPT$' "$WORK/after.report" || fail "system area"
+efi_size() { awk '/GPT partname local : .*EFI boot partition/ {i=$5} /GPT start and size :/ {if ($6==i) print $8}' "$1"; }
+[ -n "$(efi_size "$WORK/after.report")" ] && [ "$(efi_size "$WORK/before.report")" = "$(efi_size "$WORK/after.report")" ] ||
+  fail "EFI partition changed"
+pass "remaster: El Torito BIOS+UEFI, protective MBR + GRUB MBR, GPT with the same EFI partition"
+
+# Reproducible: same inputs and SOURCE_DATE_EPOCH, same bytes.
+expect_status 0 "build again" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out2" "$WORK/profile.yaml"
+cmp -s "$OUT/SHA256SUMS" "$WORK/out2/SHA256SUMS" || { diff "$OUT/SHA256SUMS" "$WORK/out2/SHA256SUMS" >&2; fail "not reproducible"; }
+pass "a second build is byte-identical"
+
+# Before 1.12 the per-node ISO carries the config on its own metal-iso volume only.
+sed -e 's/^talos:$/talos:\n  version: v1.11.0/' -e 's/outputs: \[config-iso, iso, netboot\]/outputs: [iso]/' \
+  "$WORK/profile.yaml" >"$WORK/profile-111.yaml"
+expect_status 0 "build for Talos v1.11" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out111" --node cp1 "$WORK/profile-111.yaml"
+xorriso -indev "$WORK/out111/cp1.iso" -find /boot -name 'embedded-config.cpio' 2>/dev/null | grep -q . && fail "v1.11 ISO has an embedded config"
+grep -q '"config_method": "metal-iso"' "$WORK/out111/manifest.json" || fail "v1.11 config method"
+pass "v1.11: metal-iso method only"
+
+# ---- boots (TCG: ~15 s each) ----
+grep_log() { grep -a -q -- "$1" "$2" || { grep -a talos-standin "$2" >&2; fail "$3: serial log lacks /$1/"; }; }
+
+timeout 120 qemu-system-x86_64 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/bios.log" -no-reboot \
+  -cdrom "$OUT/cp1.iso" -boot d </dev/null >"$WORK/bios.qemu" 2>&1 || true
+grep_log 'talos-standin: cmdline: .* console=ttyS0 e2e.node=cp1 talos.config=metal-iso' "$WORK/bios.log" "SeaBIOS cp1.iso"
+grep_log 'talos-standin: config-source: embedded /usr/local/etc/talos/config.yaml mode 400' "$WORK/bios.log" "SeaBIOS cp1.iso"
+grep_log 'talos-standin: config: *hostname: "\?cp1' "$WORK/bios.log" "SeaBIOS cp1.iso"
+grep_log 'talos-standin: config: *- "\?10.0.20.11/24' "$WORK/bios.log" "SeaBIOS cp1.iso"
+grep_log 'talos-standin: config: *disk: "\?/dev/vda' "$WORK/bios.log" "SeaBIOS cp1.iso"
+grep_log 'talos-standin: done' "$WORK/bios.log" "SeaBIOS cp1.iso"
+pass "SeaBIOS: cp1.iso boots with cp1's arguments and its embedded config"
+
+cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-vars.fd"
+timeout 120 qemu-system-x86_64 -machine q35 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/ovmf.log" -no-reboot \
+  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+  -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd" \
+  -drive "if=none,id=cd0,media=cdrom,readonly=on,file=$OUT/talos-metal-iso.iso" -device ide-cd,drive=cd0,bus=ide.0,bootindex=1 \
+  -drive "if=none,id=cd1,media=cdrom,readonly=on,file=$OUT/cp2-config.iso" -device ide-cd,drive=cd1,bus=ide.1 \
+  </dev/null >"$WORK/ovmf.qemu" 2>&1 || true
+grep_log 'talos-standin: cmdline: .* console=ttyS0 talos.config=metal-iso' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
+grep_log 'talos-standin: config-source: metal-iso /dev/sr' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
+grep_log 'talos-standin: config: *hostname: "\?cp2' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
+grep_log 'talos-standin: config: *rack: "\?b' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
+pass "OVMF: the shared ISO finds cp2's config on the metal-iso CD-ROM"
+echo "talos_iso_qemu: $CHECKS checks passed"
