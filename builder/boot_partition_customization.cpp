@@ -86,6 +86,8 @@ std::string edit_cloud_init_user_data(const std::string& user_data, const std::o
   } catch (const YAML::Exception& e) {
     throw Error(std::string("user-data on the boot partition is not valid YAML: ") + e.what());
   }
+  // A base image's user-data may be comments only (Raspberry Pi OS ships it so): an empty map.
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw Error("user-data on the boot partition is not a #cloud-config map");
   if (hostname) {
     root["hostname"] = *hostname;

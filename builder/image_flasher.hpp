@@ -5,17 +5,19 @@
 //  1. Zero the target's first MiB (so the card stops looking bootable at once) and, on a block
 //     device, its last MiB (a stale GPT backup header there makes firmware and parted believe an old
 //     partition table). Flush.
-//  2. Stream the image: a reader (decompression, bmap checksums, zero-block detection, hashes of
-//     what will be written) and a writer thread joined by a bounded queue of aligned buffers, so
-//     decoding and device I/O overlap. Writes use O_DIRECT where the target allows it: the data goes
-//     to the device instead of filling the page cache (which on a 16 GiB card would evict everything
-//     else and make the final flush take as long as the whole write). The image's first MiB (MBR or
-//     protective MBR + GPT header, the boot sector) is held in memory, not written.
+//  2. Stream the image through threads joined by bounded queues of aligned buffers, so decoding,
+//     checking and device I/O overlap: a reader (decompression, zero-block detection, a CRC-64 of
+//     every piece it hands on), with a bmap a checksum stage (each range's sha256; the last buffer of
+//     a range that does not match is never passed on), and a writer. Writes use O_DIRECT where the
+//     target allows it: the data goes to the device instead of filling the page cache (which on a
+//     16 GiB card would evict everything else and make the final flush take as long as the whole
+//     write). The image's first MiB (MBR or protective MBR + GPT header, the boot sector) is held in
+//     memory, not written.
 //  3. Verify, overlapped with step 2: after every 128 MiB the writer flushes and a verifier thread
 //     reads that back while writing goes on, bypassing the page cache (O_DIRECT, or
-//     POSIX_FADV_DONTNEED after fdatasync), and compare with the bmap's range checksums or with
-//     hashes taken while writing. A read served from the page cache would only prove that memory
-//     holds what we wrote; the device (a fake-capacity card, a failing flash chip) is what is tested.
+//     POSIX_FADV_DONTNEED after fdatasync), and compares it with the CRC-64s taken while writing.
+//     A read served from the page cache would only prove that memory holds what we wrote; the
+//     device (a fake-capacity card, a failing flash chip) is what is tested.
 //  4. Per-node edits of the boot partition (hostname, SSH keys, files), still before step 5.
 //  5. Write the held first MiB LAST, after the flush, then flush and verify it too. Until this
 //     moment the target has no partition table, so a flash interrupted at any earlier point (cable

@@ -81,3 +81,8 @@ TEST_CASE("flash: I/O errors are described for someone holding a card", "[flash]
   CHECK(io.find("offset 4096") != std::string::npos);
   CHECK(describe_target_io_error("/dev/sdb", "write", 0, EROFS, true).find("write-protect") != std::string::npos);
 }
+
+TEST_CASE("flash customization: a comments-only user-data (as Raspberry Pi OS ships it) takes edits", "[flash]") {
+  std::string edited = edit_cloud_init_user_data("#cloud-config\n\n# hostname: raspberrypi\n", std::string("pi-09"), {});
+  CHECK(YAML::Load(edited)["hostname"].as<std::string>() == "pi-09");
+}
