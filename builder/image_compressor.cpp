@@ -82,8 +82,8 @@ class SparseImageReader {
 // The compressed file: written sequentially, hashed and counted on the way.
 class CompressedOutput {
  public:
-  explicit CompressedOutput(const std::filesystem::path& path) : name_(path.string()) {
-    fd_ = FileDescriptor(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  CompressedOutput(const std::filesystem::path& path, unsigned permissions) : name_(path.string()) {
+    fd_ = FileDescriptor(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(permissions)));
     if (!fd_) throw_system_error("cannot create " + name_, errno);
   }
   void write(std::span<const std::uint8_t> data) {
@@ -223,7 +223,7 @@ CompressedImage ImageCompressor::compress(const std::filesystem::path& image, co
   CompressedImage result;
   result.image_size = reader.size();
   try {
-    CompressedOutput writer(partial);
+    CompressedOutput writer(partial, options_.file_permissions);
     ProgressTask progress("compress " + output.filename().string(), reader.size());
     if (options_.format == ImageCompressionFormat::zstd) {
       compress_zstd(reader, writer, *options_.level, threads, progress);

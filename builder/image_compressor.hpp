@@ -32,6 +32,8 @@ struct ImageCompressionOptions {
   unsigned threads = 0;  // 0: one per core. Does not change the output.
   // xz only; 0: liblzma's default (3x the preset's dictionary, at least 1 MiB). Changes the output.
   std::uint64_t xz_block_size = 0;
+  // The compressed copy of an image that holds secrets (a join token) must not be readable by others.
+  unsigned file_permissions = 0644;
 };
 
 struct CompressedImage {

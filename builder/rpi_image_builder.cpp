@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "builder/block_device.hpp"
+#include "builder/build_output.hpp"
 #include "builder/bmap.hpp"
 #include "builder/ext4_filesystem.hpp"
 #include "builder/fat_filesystem.hpp"
@@ -48,50 +49,12 @@ constexpr std::uint64_t block_rounding = 4096;
 
 std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value + unit - 1) / unit * unit; }
 
-// Files this build has started; removed unless the build completes. Renamed files count as finished.
-class PartialOutputs {
- public:
-  ~PartialOutputs() {
-    if (committed_) return;
-    for (const auto& p : paths_) {
-      std::error_code ec;
-      fs::remove(p, ec);
-    }
-  }
-  fs::path track(const fs::path& path) {
-    paths_.push_back(path);
-    return path;
-  }
-  void commit() { committed_ = true; }
-
- private:
-  std::vector<fs::path> paths_;
-  bool committed_ = false;
-};
-
-class WorkDirectory {
- public:
-  explicit WorkDirectory(const fs::path& output_dir) {
-    path_ = output_dir / (".work-" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~WorkDirectory() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 // Copies an image keeping its holes. A reflink (btrfs, XFS) costs nothing; otherwise only the data
 // extents are copied, with copy_file_range so the kernel moves the bytes.
-void copy_sparse_file(const fs::path& from, const fs::path& to) {
+void copy_sparse_file(const fs::path& from, const fs::path& to, mode_t permissions) {
   FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) throw_system_error("cannot open " + from.string(), errno);
-  FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, permissions));
   if (!out) throw_system_error("cannot create " + to.string(), errno);
   if (::ioctl(out.get(), FICLONE, in.get()) == 0) return;
   struct stat st {};
@@ -624,7 +587,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
   FetchedArtifact base = base_download.get();
   fs::create_directories(options.output_dir);
 
-  WorkDirectory work(options.output_dir);
+  WorkDirectory work(options.output_dir, "work");
   PartialOutputs partial;
   PreparedImage prepared = prepare_shared_image(profile, base, release, work.path(), options.source_date_epoch);
 
@@ -634,7 +597,8 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
     log::info("node ", node->name, ": customising");
     fs::path image = options.output_dir / (node->name + ".img");
     fs::path image_partial = partial.track(fs::path(image.string() + ".partial"));
-    copy_sparse_file(prepared.path, image_partial);
+    // 0600: the image carries the node's join token (and maybe password hashes) inside it.
+    copy_sparse_file(prepared.path, image_partial, 0600);
     NodeResult node_result = customise_node(profile, *node, prepared, release, image_partial, options.source_date_epoch);
 
     BuiltNode built;
@@ -651,6 +615,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
       fs::path compressed_partial = partial.track(fs::path(compressed.string() + ".partial"));
       ImageCompressionOptions compression;
       compression.format = format == "xz" ? ImageCompressionFormat::xz : ImageCompressionFormat::zstd;
+      compression.file_permissions = 0600;
       ImageCompressor(compression).compress(image_partial, compressed_partial);
       built.compressed.push_back(BuiltFile{compressed, 0, {}});
     }

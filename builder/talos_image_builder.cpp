@@ -10,6 +10,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "builder/build_output.hpp"
 #include "builder/talos_boot_files.hpp"
 #include "builder/talos_iso_image.hpp"
 #include "builder/talos_kernel_args.hpp"
@@ -34,45 +35,6 @@ bool wants(const Profile& profile, const std::string& output) {
   const auto& o = profile.talos.outputs;
   return std::find(o.begin(), o.end(), output) != o.end();
 }
-
-// Files and directories this build started; removed unless the build completes.
-class PartialOutputs {
- public:
-  ~PartialOutputs() {
-    if (committed_) return;
-    for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
-      std::error_code ec;
-      fs::remove_all(*it, ec);
-    }
-  }
-  fs::path track(const fs::path& path) {
-    paths_.push_back(path);
-    return path;
-  }
-  void commit() { committed_ = true; }
-
- private:
-  std::vector<fs::path> paths_;
-  bool committed_ = false;
-};
-
-class WorkDirectory {
- public:
-  explicit WorkDirectory(const fs::path& output_dir) {
-    path_ = output_dir / (".work-talos-" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-    fs::permissions(path_, fs::perms::owner_all);  // holds machine configs
-  }
-  ~WorkDirectory() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // Written with the mode from the start (never briefly world-readable), for configs.
 void write_private_file(const fs::path& path, const std::string& content, mode_t mode = 0600) {
@@ -340,7 +302,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
 
   // 4. outputs
   fs::create_directories(options.output_dir);
-  WorkDirectory work(options.output_dir);
+  WorkDirectory work(options.output_dir, "work-talos");
   PartialOutputs partial;
   TalosBuildResult result;
   result.talos_version = version->str();

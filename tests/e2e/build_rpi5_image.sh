@@ -43,6 +43,8 @@ for f in n1.img n1.img.bmap n1.img.zst n2.img n2.img.bmap n2.img.zst SHA256SUMS 
 done
 pass "every output present"
 [ -z "$(find "$OUT" -name '*.partial' -o -name '.work-*')" ] || fail "partial files left behind"
+[ "$(stat -c %a "$OUT/n1.img")" = 600 ] && [ "$(stat -c %a "$OUT/n1.img.zst")" = 600 ] || fail "images holding the token are readable by others"
+pass "images and compressed copies are 0600 (they hold the token)"
 pass "no partial or work files left"
 (cd "$OUT" && sha256sum -c --quiet SHA256SUMS) || fail "SHA256SUMS does not match"
 pass "sha256sum -c SHA256SUMS"
