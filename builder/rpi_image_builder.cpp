@@ -597,8 +597,15 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
     log::info("node ", node->name, ": customising");
     fs::path image = options.output_dir / (node->name + ".img");
     fs::path image_partial = partial.track(fs::path(image.string() + ".partial"));
-    // 0600: the image carries the node's join token (and maybe password hashes) inside it.
-    copy_sparse_file(prepared.path, image_partial, 0600);
+    if (node == nodes.back()) {
+      // Nobody needs the prepared image after the last node: it becomes that node's image, which saves
+      // a full copy (the work directory is in the output directory, so this is a rename).
+      fs::permissions(prepared.path, fs::perms::owner_read | fs::perms::owner_write);
+      fs::rename(prepared.path, image_partial);
+    } else {
+      // 0600: the image carries the node's join token (and maybe password hashes) inside it.
+      copy_sparse_file(prepared.path, image_partial, 0600);
+    }
     NodeResult node_result = customise_node(profile, *node, prepared, release, image_partial, options.source_date_epoch);
 
     BuiltNode built;

@@ -148,13 +148,13 @@ rm -rf "$WORK/out-roomy" "$WORK/roomy"
 # ---- a full disk ---------------------------------------------------------------------------------
 MNT=$WORK/small-disk
 mkdir -p "$MNT"
-if mount -t tmpfs -o size=40m tmpfs "$MNT" 2>"$WORK/mount.err"; then
+if mount -t tmpfs -o size=24m tmpfs "$MNT" 2>"$WORK/mount.err"; then
   profile disk-full "$GOOD_BASE"
   bad_build disk-full '(No space left on device|not enough space|disk full)' "$MNT"
   umount "$MNT"
   MNT=
 else
-  echo "skip: disk-full case: cannot mount a 40 MiB tmpfs ($(cat "$WORK/mount.err"))"
+  echo "skip: disk-full case: cannot mount a 24 MiB tmpfs ($(cat "$WORK/mount.err"))"
 fi
 
 echo "$CHECKS checks passed"
