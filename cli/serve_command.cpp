@@ -54,7 +54,9 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
   config.http_port = port_value(args, "http-port", config.http_port);
   if (args.flag("no-tftp")) config.tftp_enabled = false;
   if (args.flag("no-http")) config.http_enabled = false;
-  if (!config.tftp_enabled && !config.http_enabled) throw UsageError("nothing to serve: both TFTP and HTTP are off");
+  if (!config.tftp_enabled && !config.http_enabled && config.dhcp_mode == "off") {
+    throw UsageError("nothing to serve: TFTP, HTTP and DHCP are all off");
+  }
   return config;
 }
 

@@ -62,6 +62,46 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
     config.http_max_connections = static_cast<std::size_t>(http->integer("max_connections", 1, 100000).value_or(512));
     http->finish();
   }
+  if (auto dhcp = top.map("dhcp")) {
+    config.dhcp_mode = dhcp->one_of("mode", {"off", "proxy", "full"}).value_or("off");
+    config.dhcp_interface = dhcp->string("interface");
+    config.dhcp_port = static_cast<std::uint16_t>(dhcp->integer("port", 1, 65535).value_or(67));
+    auto address = [&](const char* key) -> std::optional<std::string> {
+      auto text = dhcp->string(key);
+      if (text && !is_ipv4_address(*text)) {
+        dhcp->error_at(key, std::string("'dhcp.") + key + "' must be an IPv4 address, got '" + *text + "'");
+      }
+      return text;
+    };
+    if (auto pool = dhcp->string("pool")) {
+      auto dash = pool->find('-');
+      std::string first = pool->substr(0, dash), last = dash == std::string::npos ? "" : pool->substr(dash + 1);
+      if (dash == std::string::npos || !is_ipv4_address(first) || !is_ipv4_address(last)) {
+        dhcp->error_at("pool", "'dhcp.pool' must be FIRST-LAST IPv4 addresses, got '" + *pool + "'");
+      } else {
+        config.dhcp_pool_first = first;
+        config.dhcp_pool_last = last;
+      }
+    }
+    config.dhcp_netmask = address("netmask").value_or("255.255.255.0");
+    config.dhcp_router = address("router");
+    config.dhcp_dns = dhcp->string_list("dns").value_or(std::vector<std::string>{});
+    for (const auto& dns : config.dhcp_dns) {
+      if (!is_ipv4_address(dns)) dhcp->error_at("dns", "'dhcp.dns' entries must be IPv4 addresses, got '" + dns + "'");
+    }
+    config.dhcp_domain = dhcp->string("domain");
+    config.dhcp_lease_time = static_cast<std::uint32_t>(dhcp->integer("lease_time", 60, 30 * 86400).value_or(3600));
+    config.dhcp_lease_file = dhcp->path_value("lease_file");
+    if (config.dhcp_mode != "off" && !config.dhcp_interface) {
+      // Never broadcast DHCP on whatever the default route happens to be.
+      dhcp->error("'dhcp.interface' is required when 'dhcp.mode' is " + config.dhcp_mode);
+    }
+    if (config.dhcp_mode == "full" && !config.dhcp_pool_first) dhcp->error("'dhcp.pool' is required in full mode");
+    if (config.dhcp_mode == "full" && !config.dhcp_lease_file) {
+      dhcp->error("'dhcp.lease_file' is required in full mode: leases must survive a restart");
+    }
+    dhcp->finish();
+  }
   config.inventory = top.path_value("inventory");
   config.boot_log = top.path_value("boot_log");
   top.finish();

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/config_node.hpp"
 #include "core/diagnostics.hpp"
@@ -39,6 +40,19 @@ struct NetbootConfig {
   std::chrono::seconds http_request_timeout{10};  // to receive one request's header
   std::chrono::seconds http_idle_timeout{30};     // keep-alive wait, and a send making no progress
   std::size_t http_max_connections = 512;
+
+  // DHCP (docs/netboot.md, "DHCP"). Addresses are kept as text here and checked on parse; the DHCP
+  // server converts them.
+  std::string dhcp_mode = "off";  // off | proxy | full
+  std::optional<std::string> dhcp_interface;
+  std::uint16_t dhcp_port = 67;
+  std::optional<std::string> dhcp_pool_first, dhcp_pool_last;  // "pool: A-B"
+  std::string dhcp_netmask = "255.255.255.0";
+  std::optional<std::string> dhcp_router;
+  std::vector<std::string> dhcp_dns;
+  std::optional<std::string> dhcp_domain;
+  std::uint32_t dhcp_lease_time = 3600;
+  std::optional<std::filesystem::path> dhcp_lease_file;
 
   std::optional<std::filesystem::path> inventory;  // nodes file
   std::optional<std::filesystem::path> boot_log;   // JSON lines; none when unset

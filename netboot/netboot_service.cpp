@@ -13,6 +13,7 @@
 #include "core/log.hpp"
 #include "core/secret.hpp"
 #include "netboot/boot_event_log.hpp"
+#include "netboot/dhcp_server.hpp"
 #include "netboot/http_request_target.hpp"
 #include "netboot/http_server.hpp"
 #include "netboot/ipxe_script.hpp"
@@ -118,6 +119,8 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
   // Set by the service while the servers exist (io thread reads them for gauges).
   TftpServer* tftp = nullptr;
   HttpServer* http = nullptr;
+  DhcpServer* dhcp = nullptr;
+  std::string dhcp_address;  // the DHCP interface's address: siaddr when TFTP listens on 0.0.0.0
 
   std::shared_ptr<const ServingSnapshot> current() {
     std::lock_guard lock(snapshot_mutex);
@@ -130,9 +133,37 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
       if (node.address) pinned[node.name] = *node.address;
     }
     address_book.set_pinned(pinned);
+    if (dhcp != nullptr) dhcp->set_reservations(dhcp_reservations(*fresh));
     metrics.set_gauge("aggrik8s_inventory_nodes", {}, fresh->inventory.nodes.size());
     std::lock_guard lock(snapshot_mutex);
     snapshot = std::move(fresh);
+  }
+
+  // Full-mode DHCP reservations: nodes with a pinned address and a MAC selector.
+  static std::map<std::string, std::uint32_t> dhcp_reservations(const ServingSnapshot& s) {
+    std::map<std::string, std::uint32_t> out;
+    for (const auto& node : s.inventory.nodes) {
+      if (!node.address || !node.match.mac) continue;
+      if (auto address = parse_ipv4(*node.address)) out[*node.match.mac] = *address;
+    }
+    return out;
+  }
+
+  DhcpBootAnswer dhcp_decide(const DhcpPacket& request, bool proxy) {
+    auto s = current();
+    DhcpBootSettings settings;
+    std::string tftp_address = bound_address == "0.0.0.0" ? dhcp_address : bound_address;
+    settings.tftp_server = parse_ipv4(tftp_address).value_or(0);
+    settings.http_base_url = s->base_url;
+    settings.proxy = proxy;
+    return decide_dhcp_boot(request, s->inventory, settings);
+  }
+
+  void dhcp_leased(const DhcpPacket& request, std::uint32_t address) {
+    auto s = current();
+    const InventoryNode* node = s->inventory.match(dhcp_node_facts(request));
+    metrics.add("aggrik8s_dhcp_leases_total", {});
+    if (node != nullptr) address_book.record_lease(node->name, ipv4_to_string(address));
   }
 
   void record(BootEvent event) {
@@ -565,6 +596,7 @@ std::shared_ptr<HttpHandler> as_handler(const std::shared_ptr<NetbootService::Co
 struct NetbootService::Servers {
   std::unique_ptr<TftpServer> tftp;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<DhcpServer> dhcp;
 };
 
 NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
@@ -606,12 +638,50 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
     servers.tftp = std::make_unique<TftpServer>(io, tftp);
     core_->tftp = servers.tftp.get();
   }
+  auto s = core_->current();
+  const NetbootConfig& c = s->config;
+  if (c.dhcp_mode != "off") {
+    NetbootConfig for_interface;
+    for_interface.interface = c.dhcp_interface;
+    core_->dhcp_address = resolve_listen_address(for_interface);
+    DhcpServerConfig dhcp;
+    dhcp.mode = c.dhcp_mode == "full" ? DhcpMode::full : DhcpMode::proxy;
+    dhcp.interface = c.dhcp_interface;
+    dhcp.port = c.dhcp_port;
+    dhcp.server_address = parse_ipv4(core_->dhcp_address).value_or(0);
+    if (c.dhcp_pool_first && c.dhcp_pool_last) {
+      dhcp.pool.first = parse_ipv4(*c.dhcp_pool_first).value_or(0);
+      dhcp.pool.last = parse_ipv4(*c.dhcp_pool_last).value_or(0);
+    }
+    dhcp.pool.lease_time = c.dhcp_lease_time;
+    dhcp.pool.server = dhcp.server_address;
+    dhcp.netmask = parse_ipv4(c.dhcp_netmask).value_or(0xffffff00);
+    if (c.dhcp_router) dhcp.router = parse_ipv4(*c.dhcp_router);
+    for (const auto& dns : c.dhcp_dns) {
+      if (auto dns_address = parse_ipv4(dns)) dhcp.dns.push_back(*dns_address);
+    }
+    dhcp.domain = c.dhcp_domain;
+    dhcp.lease_file = c.dhcp_lease_file;
+    std::weak_ptr<Core> weak = core_;
+    bool proxy = dhcp.mode == DhcpMode::proxy;
+    dhcp.decide = [weak, proxy](const DhcpPacket& request) {
+      auto core = weak.lock();
+      return core ? core->dhcp_decide(request, proxy) : DhcpBootAnswer{};
+    };
+    dhcp.leased = [weak](const DhcpPacket& request, std::uint32_t leased) {
+      if (auto core = weak.lock()) core->dhcp_leased(request, leased);
+    };
+    servers.dhcp = std::make_unique<DhcpServer>(io, std::move(dhcp));
+    servers.dhcp->set_reservations(Core::dhcp_reservations(*s));
+    core_->dhcp = servers.dhcp.get();
+  }
 }
 
 NetbootService::~NetbootService() {
   stop();
   core_->tftp = nullptr;
   core_->http = nullptr;
+  core_->dhcp = nullptr;
 }
 
 void NetbootService::start() {
@@ -628,12 +698,21 @@ void NetbootService::start() {
     where << servers.http->local_endpoint();
     log::info("http: listening on ", where.str(), " (nodes are told ", core_->current()->base_url, ")");
   }
+  if (servers.dhcp) {
+    servers.dhcp->start();
+    std::ostringstream where;
+    where << servers.dhcp->local_endpoint();
+    auto s = core_->current();
+    log::info("dhcp: listening on ", where.str(), " interface ", s->config.dhcp_interface.value_or("-"), " (",
+              s->config.dhcp_mode, " mode, server address ", core_->dhcp_address, ")");
+  }
 }
 
 void NetbootService::stop() {
   auto& servers = *servers_;
   if (servers.tftp) servers.tftp->stop();
   if (servers.http) servers.http->stop();
+  if (servers.dhcp) servers.dhcp->stop();
 }
 
 bool NetbootService::reload() {

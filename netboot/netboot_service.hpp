@@ -1,5 +1,5 @@
 #pragma once
-// `aggrik8s-image serve` without the command line: the TFTP and HTTP servers on one io_context, the
+// `aggrik8s-image serve` without the command line: the TFTP, HTTP and DHCP servers on one io_context, the
 // inventory deciding what each node gets, the access rules for per-node files, the boot event log and
 // the metrics. reload() swaps configuration and inventory atomically for new requests; transfers in
 // flight keep the files they opened.

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Many DHCP clients one after the other (MACs 02:00:00:xx:xx:xx): DISCOVER, REQUEST, and on ACK print
+"MAC ADDRESS" (flushed) so a test can compare every acknowledged lease with the server's lease file.
+A client whose exchange times out (server killed mid-way) is retried with a new xid until DEADLINE.
+usage: dhcp_dora_loop.py IFACE COUNT DEADLINE_S [PAUSE_S between clients]"""
+import os, socket, struct, sys, time
+
+iface, count, deadline = sys.argv[1].encode(), int(sys.argv[2]), time.time() + float(sys.argv[3])
+pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface)
+sock.bind(("0.0.0.0", 68))
+
+def packet(xid, mac, msg_type, extra=b""):
+    head = struct.pack("!BBBBIHH", 1, 1, 6, 0, xid, 0, 0x8000) + bytes(16) + mac + bytes(10) + bytes(192)
+    return head + b"\x63\x82\x53\x63" + bytes([53, 1, msg_type]) + extra + b"\xff"
+
+def wait_for(xid, want, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        sock.settimeout(max(0.01, end - time.time()))
+        try:
+            data, _ = sock.recvfrom(2048)
+        except socket.timeout:
+            return None
+        if len(data) < 240 or struct.unpack("!I", data[4:8])[0] != xid:
+            continue
+        i, options = 240, {}
+        while i + 1 < len(data) and data[i] != 255:
+            if data[i] == 0:
+                i += 1; continue
+            options[data[i]] = data[i + 2:i + 2 + data[i + 1]]; i += 2 + data[i + 1]
+        kind = options.get(53, b"\0")[0]
+        if kind == 6:
+            return "nak"
+        if kind == want:
+            return data[16:20], options.get(54, bytes(4))
+    return None
+
+for n in range(count):
+    mac = bytes([2, 0, 0, (n >> 16) & 255, (n >> 8) & 255, n & 255])
+    while time.time() < deadline:
+        xid = int.from_bytes(os.urandom(4), "big")
+        sock.sendto(packet(xid, mac, 1), ("255.255.255.255", 67))
+        offer = wait_for(xid, 2, 0.3)
+        if not offer or offer == "nak":
+            continue
+        sock.sendto(packet(xid, mac, 3, bytes([50, 4]) + offer[0] + bytes([54, 4]) + offer[1]), ("255.255.255.255", 67))
+        ack = wait_for(xid, 5, 0.3)
+        if ack and ack != "nak":
+            print(":".join("%02x" % b for b in mac), socket.inet_ntoa(ack[0]), flush=True)
+            break
+    time.sleep(pause)
