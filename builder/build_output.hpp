@@ -4,12 +4,33 @@
 // (same filesystem, so renames and reflinks work) and is removed whatever happens.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
 #include <system_error>
 #include <vector>
 
+#include "core/error.hpp"
+
 namespace aggrik8s::builder {
+
+// The nodes `build --node` asked for (all when none), in profile order. A name the profile does not
+// have is an error rather than a silently smaller build.
+template <typename Node>
+std::vector<const Node*> select_nodes(const std::vector<Node>& all, const std::vector<std::string>& wanted,
+                                      const std::filesystem::path& profile_file) {
+  for (const auto& name : wanted) {
+    if (std::none_of(all.begin(), all.end(), [&](const Node& n) { return n.name == name; })) {
+      throw Error(profile_file.string() + ": no node named '" + name + "'");
+    }
+  }
+  std::vector<const Node*> selected;
+  for (const auto& node : all) {
+    if (wanted.empty() || std::find(wanted.begin(), wanted.end(), node.name) != wanted.end()) selected.push_back(&node);
+  }
+  if (selected.empty()) throw Error(profile_file.string() + ": nothing to build");
+  return selected;
+}
 
 // Outputs this build has started, removed (newest first) unless commit() is reached. Files already
 // renamed into place are tracked too: a build that fails half-way leaves nothing that looks valid.

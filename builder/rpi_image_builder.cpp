@@ -566,19 +566,8 @@ std::optional<std::int64_t> source_date_epoch_from_environment() {
 }
 
 BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& options) {
-  std::vector<const Rpi5Node*> nodes;
-  for (const auto& node : profile.rpi_nodes) {
-    if (options.only_nodes.empty() ||
-        std::find(options.only_nodes.begin(), options.only_nodes.end(), node.name) != options.only_nodes.end()) {
-      nodes.push_back(&node);
-    }
-  }
-  for (const auto& wanted : options.only_nodes) {
-    if (std::none_of(profile.rpi_nodes.begin(), profile.rpi_nodes.end(), [&](const Rpi5Node& n) { return n.name == wanted; })) {
-      throw Error(profile.file.string() + ": no node named '" + wanted + "'");
-    }
-  }
-  if (!profile.base || nodes.empty()) throw Error(profile.file.string() + ": nothing to build");
+  if (!profile.base) throw Error(profile.file.string() + ": nothing to build: the profile has no base image");
+  std::vector<const Rpi5Node*> nodes = select_nodes(profile.rpi_nodes, options.only_nodes, profile.file);
 
   ArtifactFetcher fetcher(options.fetch);
   // The base image and the RKE2 release come from different servers: fetch them at the same time.

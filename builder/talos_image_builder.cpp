@@ -152,19 +152,7 @@ std::string without_trailing_slash(std::string url) {
 }  // namespace
 
 TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions& options) {
-  std::vector<const TalosNode*> nodes;
-  for (const auto& node : profile.talos_nodes) {
-    if (options.only_nodes.empty() ||
-        std::find(options.only_nodes.begin(), options.only_nodes.end(), node.name) != options.only_nodes.end()) {
-      nodes.push_back(&node);
-    }
-  }
-  for (const auto& wanted : options.only_nodes) {
-    if (std::none_of(profile.talos_nodes.begin(), profile.talos_nodes.end(), [&](const TalosNode& n) { return n.name == wanted; })) {
-      throw Error(profile.file.string() + ": no node named '" + wanted + "'");
-    }
-  }
-  if (nodes.empty()) throw Error(profile.file.string() + ": nothing to build");
+  std::vector<const TalosNode*> nodes = select_nodes(profile.talos_nodes, options.only_nodes, profile.file);
 
   // 1. configs
   std::vector<NodePlan> plans = plan_node_configs(profile, nodes);

@@ -106,6 +106,9 @@ pass "same inputs + SOURCE_DATE_EPOCH: byte-identical outputs"
 expect_status 1 "offline build with an empty cache fails" -- \
   "$CLI" build --offline --cache-dir "$WORK/empty-cache" --out "$WORK/out3" "$WORK/profile.yaml"
 expect_output "not in the cache" "it says the input is not cached"
+expect_status 1 "--node with a name the profile lacks fails" -- \
+  "$CLI" build --node n9 --cache-dir "$WORK/cache" --out "$WORK/out3" "$WORK/profile.yaml"
+expect_output "no node named 'n9'" "it names the missing node"
 sed "s/$BASE_SHA/$(printf '%064d' 0)/" "$WORK/profile.yaml" >"$WORK/wrong.yaml"
 expect_status 1 "a wrong checksum fails" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out4" "$WORK/wrong.yaml"
 expect_output "sha256 mismatch" "it names the mismatch"
