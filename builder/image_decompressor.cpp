@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "builder/bmap.hpp"
+#include "builder/image_decoder_errors.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
@@ -37,12 +38,6 @@ constexpr std::size_t staging_size = 4 << 20;
 bool is_zero_block(const std::uint8_t* data, std::size_t length) {
   static const std::array<std::uint8_t, block_size> zeros{};
   return std::memcmp(data, zeros.data(), length) == 0;
-}
-
-bool ends_with_ignoring_case(std::string_view text, std::string_view suffix) {
-  if (text.size() < suffix.size()) return false;
-  return std::equal(suffix.begin(), suffix.end(), text.end() - static_cast<std::ptrdiff_t>(suffix.size()),
-                    [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b)); });
 }
 
 // Receives the decoded image in order and writes only 4 KiB blocks that are not all zero, at their
@@ -149,10 +144,6 @@ class InputFile {
   std::uint64_t size_ = 0;
 };
 
-Error corrupt_input(const std::string& input, const char* format, const std::string& what) {
-  return Error("cannot decompress " + input + " (" + format + "): " + what);
-}
-
 void copy_raw(InputFile& input, SparseImageWriter& writer, ProgressTask& progress) {
   for (const auto& extent : list_data_extents(input.fd(), input.size(), input.name())) {
     writer.skip_zeros(extent.offset - writer.size());
@@ -171,20 +162,6 @@ void copy_raw(InputFile& input, SparseImageWriter& writer, ProgressTask& progres
   writer.skip_zeros(input.size() - writer.size());
 }
 
-const char* lzma_message(lzma_ret ret) {
-  switch (ret) {
-    case LZMA_DATA_ERROR: return "the compressed data is corrupt (liblzma: LZMA_DATA_ERROR)";
-    case LZMA_FORMAT_ERROR: return "not in the .xz format (liblzma: LZMA_FORMAT_ERROR)";
-    case LZMA_BUF_ERROR: return "the file is truncated: it ends in the middle of the compressed data (liblzma: LZMA_BUF_ERROR)";
-    case LZMA_OPTIONS_ERROR: return "uses options this liblzma does not support (liblzma: LZMA_OPTIONS_ERROR)";
-    case LZMA_MEM_ERROR: return "out of memory (liblzma: LZMA_MEM_ERROR)";
-    case LZMA_MEMLIMIT_ERROR: return "needs more memory than allowed (liblzma: LZMA_MEMLIMIT_ERROR)";
-    case LZMA_UNSUPPORTED_CHECK: return "uses an unsupported integrity check (liblzma: LZMA_UNSUPPORTED_CHECK)";
-    case LZMA_PROG_ERROR: return "liblzma reported a programming error (LZMA_PROG_ERROR)";
-    default: return "liblzma failed";
-  }
-}
-
 void decode_xz(InputFile& input, SparseImageWriter& writer, ProgressTask& progress, unsigned threads) {
   struct Stream {
     lzma_stream s{};
@@ -200,7 +177,7 @@ void decode_xz(InputFile& input, SparseImageWriter& writer, ProgressTask& progre
   mt.memlimit_threading = physical_memory != 0 ? physical_memory / 4 : (std::uint64_t{1} << 30);
   mt.memlimit_stop = UINT64_MAX;
   lzma_ret ret = lzma_stream_decoder_mt(&stream.s, &mt);
-  if (ret != LZMA_OK) throw corrupt_input(input.name(), "xz", lzma_message(ret));
+  if (ret != LZMA_OK) throw decompression_error(input.name(), "xz", lzma_error_text(ret));
 
   std::vector<std::uint8_t> in(input_chunk_size);
   bool end_of_input = false;
@@ -218,7 +195,7 @@ void decode_xz(InputFile& input, SparseImageWriter& writer, ProgressTask& progre
     ret = lzma_code(&stream.s, end_of_input ? LZMA_FINISH : LZMA_RUN);
     writer.commit(space.size() - stream.s.avail_out);
     if (ret == LZMA_STREAM_END) return;
-    if (ret != LZMA_OK) throw corrupt_input(input.name(), "xz", lzma_message(ret));
+    if (ret != LZMA_OK) throw decompression_error(input.name(), "xz", lzma_error_text(ret));
   }
 }
 
@@ -247,7 +224,7 @@ void decode_zstd(InputFile& input, SparseImageWriter& writer, ProgressTask& prog
       ZSTD_outBuffer out{space.data(), space.size(), 0};
       frame_remainder = ZSTD_decompressStream(context.get(), &out, &in);
       if (ZSTD_isError(frame_remainder) != 0) {
-        throw corrupt_input(input.name(), "zstd",
+        throw decompression_error(input.name(), "zstd",
                             std::string("the compressed data is corrupt (zstd: ") + ZSTD_getErrorName(frame_remainder) + ")");
       }
       writer.commit(out.pos);
@@ -256,9 +233,9 @@ void decode_zstd(InputFile& input, SparseImageWriter& writer, ProgressTask& prog
       // again then would only start waiting for the next frame's header and report it missing.
     } while (in.pos < in.size || (output_full && frame_remainder != 0));
   }
-  if (!any_input) throw corrupt_input(input.name(), "zstd", "the file is empty");
+  if (!any_input) throw decompression_error(input.name(), "zstd", "the file is empty");
   if (frame_remainder != 0) {
-    throw corrupt_input(input.name(), "zstd",
+    throw decompression_error(input.name(), "zstd",
                         "the file is truncated: it ends in the middle of a zstd frame");
   }
 }
@@ -268,17 +245,12 @@ struct ArchiveDeleter {
 };
 using ArchiveReader = std::unique_ptr<archive, ArchiveDeleter>;
 
-std::string archive_message(archive* a) {
-  const char* text = archive_error_string(a);
-  return std::string("libarchive: ") + (text != nullptr ? text : "unknown error");
-}
-
 void read_archive_entry_data(archive* a, const std::string& input, const char* format, SparseImageWriter& writer,
                              ProgressTask& progress, bool progress_in_input_bytes) {
   for (;;) {
     auto space = writer.space();
     la_ssize_t n = archive_read_data(a, space.data(), space.size());
-    if (n < 0) throw corrupt_input(input, format, archive_message(a));
+    if (n < 0) throw decompression_error(input, format, libarchive_error_text(a));
     if (n == 0) return;
     writer.commit(static_cast<std::size_t>(n));
     if (progress_in_input_bytes) {
@@ -295,12 +267,12 @@ void decode_with_libarchive_filter(const std::filesystem::path& path, const char
   archive_read_support_filter_all(reader.get());
   archive_read_support_format_raw(reader.get());
   if (archive_read_open_filename(reader.get(), path.c_str(), input_chunk_size) != ARCHIVE_OK) {
-    throw corrupt_input(path.string(), format, archive_message(reader.get()));
+    throw decompression_error(path.string(), format, libarchive_error_text(reader.get()));
   }
   archive_entry* entry = nullptr;
   int status = archive_read_next_header(reader.get(), &entry);
   if (status != ARCHIVE_OK && status != ARCHIVE_WARN) {
-    throw corrupt_input(path.string(), format, archive_message(reader.get()));
+    throw decompression_error(path.string(), format, libarchive_error_text(reader.get()));
   }
   read_archive_entry_data(reader.get(), path.string(), format, writer, progress, true);
 }
@@ -311,7 +283,7 @@ ArchiveReader open_zip(const std::filesystem::path& path) {
   // decompressing them.
   archive_read_support_format_zip_seekable(reader.get());
   if (archive_read_open_filename(reader.get(), path.c_str(), input_chunk_size) != ARCHIVE_OK) {
-    throw corrupt_input(path.string(), "zip", archive_message(reader.get()));
+    throw decompression_error(path.string(), "zip", libarchive_error_text(reader.get()));
   }
   return reader;
 }
@@ -323,7 +295,7 @@ void for_each_zip_entry(archive* a, const std::string& input, Each each) {
     archive_entry* entry = nullptr;
     int status = archive_read_next_header(a, &entry);
     if (status == ARCHIVE_EOF) return;
-    if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw corrupt_input(input, "zip", archive_message(a));
+    if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw decompression_error(input, "zip", libarchive_error_text(a));
     if (!each(index, entry)) return;
   }
 }

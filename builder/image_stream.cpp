@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <thread>
 
+#include "builder/image_decoder_errors.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 
@@ -56,10 +57,6 @@ class StoredFile {
   std::uint64_t consumed_ = 0;
 };
 
-Error corrupt(const std::string& input, const char* format, const std::string& what) {
-  return Error("cannot decompress " + input + " (" + format + "): " + what);
-}
-
 class RawImageStream final : public ImageStream {
  public:
   explicit RawImageStream(const std::filesystem::path& path) : file_(path) {}
@@ -97,19 +94,6 @@ class RawImageStream final : public ImageStream {
   StoredFile file_;
 };
 
-const char* lzma_message(lzma_ret ret) {
-  switch (ret) {
-    case LZMA_DATA_ERROR: return "the compressed data is corrupt (liblzma: LZMA_DATA_ERROR)";
-    case LZMA_FORMAT_ERROR: return "not in the .xz format (liblzma: LZMA_FORMAT_ERROR)";
-    case LZMA_BUF_ERROR: return "the file is truncated: it ends in the middle of the compressed data (liblzma: LZMA_BUF_ERROR)";
-    case LZMA_OPTIONS_ERROR: return "uses options this liblzma does not support (liblzma: LZMA_OPTIONS_ERROR)";
-    case LZMA_MEM_ERROR: return "out of memory (liblzma: LZMA_MEM_ERROR)";
-    case LZMA_MEMLIMIT_ERROR: return "needs more memory than allowed (liblzma: LZMA_MEMLIMIT_ERROR)";
-    case LZMA_UNSUPPORTED_CHECK: return "uses an unsupported integrity check (liblzma: LZMA_UNSUPPORTED_CHECK)";
-    default: return "liblzma failed";
-  }
-}
-
 class XzImageStream final : public ImageStream {
  public:
   XzImageStream(const std::filesystem::path& path, unsigned threads) : file_(path), in_(input_chunk_size) {
@@ -122,7 +106,7 @@ class XzImageStream final : public ImageStream {
     mt.memlimit_threading = physical_memory != 0 ? physical_memory / 4 : (std::uint64_t{1} << 30);
     mt.memlimit_stop = UINT64_MAX;
     lzma_ret ret = lzma_stream_decoder_mt(&stream_, &mt);
-    if (ret != LZMA_OK) throw corrupt(file_.name(), "xz", lzma_message(ret));
+    if (ret != LZMA_OK) throw decompression_error(file_.name(), "xz", lzma_error_text(ret));
   }
   ~XzImageStream() override { lzma_end(&stream_); }
 
@@ -142,7 +126,7 @@ class XzImageStream final : public ImageStream {
         finished_ = true;
         break;
       }
-      if (ret != LZMA_OK) throw corrupt(file_.name(), "xz", lzma_message(ret));
+      if (ret != LZMA_OK) throw decompression_error(file_.name(), "xz", lzma_error_text(ret));
     }
     std::size_t produced = buffer.size() - stream_.avail_out;
     position_ += produced;
@@ -177,8 +161,8 @@ class ZstdImageStream final : public ImageStream {
       if (in_.pos == in_.size && !pending_output_) {
         std::size_t n = file_.read(in_buffer_);
         if (n == 0) {
-          if (!any_input_) throw corrupt(file_.name(), "zstd", "the file is empty");
-          if (frame_remainder_ != 0) throw corrupt(file_.name(), "zstd", "the file is truncated: it ends in the middle of a zstd frame");
+          if (!any_input_) throw decompression_error(file_.name(), "zstd", "the file is empty");
+          if (frame_remainder_ != 0) throw decompression_error(file_.name(), "zstd", "the file is truncated: it ends in the middle of a zstd frame");
           finished_ = true;
           break;
         }
@@ -188,7 +172,7 @@ class ZstdImageStream final : public ImageStream {
       std::size_t before = out.pos;
       frame_remainder_ = ZSTD_decompressStream(context_.get(), &out, &in_);
       if (ZSTD_isError(frame_remainder_) != 0) {
-        throw corrupt(file_.name(), "zstd",
+        throw decompression_error(file_.name(), "zstd",
                       std::string("the compressed data is corrupt (zstd: ") + ZSTD_getErrorName(frame_remainder_) + ")");
       }
       // A full output buffer may hide more output still inside the decoder (not at a frame's end):
@@ -219,18 +203,6 @@ struct ArchiveDeleter {
 };
 using ArchiveReader = std::unique_ptr<archive, ArchiveDeleter>;
 
-std::string archive_message(archive* a) {
-  const char* text = archive_error_string(a);
-  return std::string("libarchive: ") + (text != nullptr ? text : "unknown error");
-}
-
-bool ends_with_img(const std::string& name) {
-  if (name.size() < 4) return false;
-  std::string tail = name.substr(name.size() - 4);
-  std::transform(tail.begin(), tail.end(), tail.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return tail == ".img";
-}
-
 // gzip and bzip2 through libarchive's raw format with its filters; zip through its zip reader (the
 // one .img entry; a zip holding several is refused, as the builder refuses it).
 class ArchiveImageStream final : public ImageStream {
@@ -246,7 +218,7 @@ class ArchiveImageStream final : public ImageStream {
       reader_ = open(false);
       archive_entry* entry = nullptr;
       int status = archive_read_next_header(reader_.get(), &entry);
-      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw corrupt(name_, to_string(format_), archive_message(reader_.get()));
+      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw decompression_error(name_, to_string(format_), libarchive_error_text(reader_.get()));
     }
   }
 
@@ -254,7 +226,7 @@ class ArchiveImageStream final : public ImageStream {
     std::size_t done = 0;
     while (done < buffer.size()) {
       la_ssize_t n = archive_read_data(reader_.get(), buffer.data() + done, buffer.size() - done);
-      if (n < 0) throw corrupt(name_, to_string(format_), archive_message(reader_.get()));
+      if (n < 0) throw decompression_error(name_, to_string(format_), libarchive_error_text(reader_.get()));
       if (n == 0) break;
       done += static_cast<std::size_t>(n);
     }
@@ -278,7 +250,7 @@ class ArchiveImageStream final : public ImageStream {
       archive_read_support_format_raw(reader.get());
     }
     if (archive_read_open_filename(reader.get(), path_.c_str(), input_chunk_size) != ARCHIVE_OK) {
-      throw corrupt(name_, to_string(format_), archive_message(reader.get()));
+      throw decompression_error(name_, to_string(format_), libarchive_error_text(reader.get()));
     }
     return reader;
   }
@@ -292,12 +264,12 @@ class ArchiveImageStream final : public ImageStream {
         archive_entry* entry = nullptr;
         int status = archive_read_next_header(listing.get(), &entry);
         if (status == ARCHIVE_EOF) break;
-        if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw corrupt(name_, "zip", archive_message(listing.get()));
+        if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw decompression_error(name_, "zip", libarchive_error_text(listing.get()));
         const char* raw_name = archive_entry_pathname(entry);
         std::string entry_name = raw_name != nullptr ? raw_name : "";
         bool finder_shadow = entry_name.starts_with("__MACOSX/") || entry_name.find("/._") != std::string::npos ||
                              entry_name.starts_with("._");
-        if (archive_entry_filetype(entry) == AE_IFREG && ends_with_img(entry_name) && !finder_shadow) {
+        if (archive_entry_filetype(entry) == AE_IFREG && ends_with_ignoring_case(entry_name, ".img") && !finder_shadow) {
           images.push_back(entry_name);
           image_index = index;
         }
@@ -310,7 +282,7 @@ class ArchiveImageStream final : public ImageStream {
     for (std::size_t index = 0; index <= image_index; ++index) {
       archive_entry* entry = nullptr;
       int status = archive_read_next_header(reader_.get(), &entry);
-      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw corrupt(name_, "zip", archive_message(reader_.get()));
+      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw decompression_error(name_, "zip", libarchive_error_text(reader_.get()));
     }
   }
 
