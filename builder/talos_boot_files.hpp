@@ -1,6 +1,7 @@
 #pragma once
 // The small boot files a Talos output needs, as bytes: the edited GRUB config of a remastered ISO, a
-// node's iPXE script, and the cpio archive that carries an embedded machine config. Pure code.
+// node's iPXE script, and the newc cpio writer the embedded-config extension archive is made with.
+// Pure code.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -8,11 +9,9 @@
 
 namespace aggrik8s::builder {
 
-// Where the embedded config lands in the initramfs: the path Talos' `embedded-config` extension gives
-// the file (docs/proxmox.md says what real Talos does and does not read).
+// Where the `embedded-config` extension puts the machine config in Talos' root filesystem
+// (builder/talos_extension_image.hpp packs it; docs/proxmox.md says what real Talos reads).
 inline constexpr const char* talos_embedded_config_path = "usr/local/etc/talos/config.yaml";
-// The ISO file holding that archive, loaded by GRUB as a second initrd.
-inline constexpr const char* talos_embedded_config_iso_path = "/boot/embedded-config.cpio";
 
 struct GrubConfigEdit {
   std::vector<std::string> add_args;           // appended to every `linux` line (not already present)

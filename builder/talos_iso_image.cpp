@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -261,6 +262,95 @@ void write_config_iso(const fs::path& output, const std::string& config_yaml, co
   }
 }
 
+namespace {
+
+std::uint32_t le32(const unsigned char* p) {
+  return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8) | (static_cast<std::uint32_t>(p[2]) << 16) |
+         (static_cast<std::uint32_t>(p[3]) << 24);
+}
+std::uint64_t le64(const unsigned char* p) { return le32(p) | (static_cast<std::uint64_t>(le32(p + 4)) << 32); }
+
+void read_exactly(int fd, std::uint64_t offset, unsigned char* buffer, std::size_t size, const fs::path& what) {
+  while (size > 0) {
+    ssize_t n = ::pread(fd, buffer, size, static_cast<off_t>(offset));
+    if (n < 0) throw_system_error("cannot read " + what.string(), errno);
+    if (n == 0) throw Error(what.string() + ": unexpected end of file at offset " + std::to_string(offset));
+    buffer += n;
+    size -= static_cast<std::size_t>(n);
+    offset += static_cast<std::uint64_t>(n);
+  }
+}
+
+}  // namespace
+
+std::optional<IsoEfiPartition> find_iso_efi_partition(const fs::path& iso) {
+  FileDescriptor in(::open(iso.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) throw_system_error("cannot open " + iso.string(), errno);
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) throw_system_error("cannot stat " + iso.string(), errno);
+  auto file_size = static_cast<std::uint64_t>(st.st_size);
+  if (file_size < 1024) return std::nullopt;
+  unsigned char head[1024];
+  read_exactly(in.get(), 0, head, sizeof head, iso);
+  // GPT (the hybrid layout of grub-mkrescue and Talos' imager): header at LBA 1 of 512-byte sectors.
+  static const unsigned char efi_system[16] = {0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11,
+                                               0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b};
+  if (std::memcmp(head + 512, "EFI PART", 8) == 0) {
+    std::uint64_t entries_lba = le64(head + 512 + 72);
+    std::uint32_t count = le32(head + 512 + 80);
+    std::uint32_t entry_size = le32(head + 512 + 84);
+    if (entry_size >= 128 && count <= 1024 && entries_lba * 512 + std::uint64_t{count} * entry_size <= file_size) {
+      std::vector<unsigned char> entries(std::size_t{count} * entry_size);
+      read_exactly(in.get(), entries_lba * 512, entries.data(), entries.size(), iso);
+      for (std::uint32_t i = 0; i < count; ++i) {
+        const unsigned char* e = entries.data() + std::size_t{i} * entry_size;
+        if (std::memcmp(e, efi_system, 16) != 0) continue;
+        std::uint64_t first = le64(e + 32);
+        std::uint64_t last = le64(e + 40);
+        if (last < first || (last + 1) * 512 > file_size) {
+          throw Error(iso.string() + ": GPT entry " + std::to_string(i + 1) + " (EFI system partition) has LBAs " +
+                      std::to_string(first) + "-" + std::to_string(last) + " outside the image");
+        }
+        char type[33];
+        for (int b = 0; b < 16; ++b) std::snprintf(type + 2 * b, 3, "%02x", efi_system[b]);
+        return IsoEfiPartition{i + 1, first * 512, (last - first + 1) * 512, type};
+      }
+      return std::nullopt;
+    }
+  }
+  if (head[510] == 0x55 && head[511] == 0xaa) {
+    for (std::uint32_t i = 0; i < 4; ++i) {
+      const unsigned char* e = head + 446 + 16 * i;
+      if (e[4] != 0xef) continue;
+      std::uint64_t start = le32(e + 8);
+      std::uint64_t sectors = le32(e + 12);
+      if ((start + sectors) * 512 > file_size) {
+        throw Error(iso.string() + ": MBR partition " + std::to_string(i + 1) + " (type 0xef) runs past the end of the image");
+      }
+      return IsoEfiPartition{i + 1, start * 512, sectors * 512, "0xef"};
+    }
+  }
+  return std::nullopt;
+}
+
+void extract_iso_efi_partition(const fs::path& iso, const IsoEfiPartition& partition, const fs::path& output) {
+  FileDescriptor in(::open(iso.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) throw_system_error("cannot open " + iso.string(), errno);
+  FileDescriptor out(::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!out) throw_system_error("cannot create " + output.string(), errno);
+  std::vector<unsigned char> buffer(1 << 20);
+  for (std::uint64_t done = 0; done < partition.size;) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), partition.size - done));
+    read_exactly(in.get(), partition.offset + done, buffer.data(), n, iso);
+    for (std::size_t written = 0; written < n;) {
+      ssize_t w = ::write(out.get(), buffer.data() + written, n - written);
+      if (w < 0) throw_system_error("cannot write " + output.string(), errno);
+      written += static_cast<std::size_t>(w);
+    }
+    done += n;
+  }
+}
+
 void remaster_iso(const IsoRemaster& request) {
   IsoVolumeInfo input = read_iso_volume_info(request.input);
   std::error_code ignored;
@@ -312,6 +402,11 @@ void remaster_iso(const IsoRemaster& request) {
     std::snprintf(mode, sizeof mode, "%04o", file.mode);
     args.insert(args.end(), {"-map", file.source.string(), file.path_in_image, "-chmod", mode, file.path_in_image, "--",
                              "-chown", "0", file.path_in_image, "--", "-chgrp", "0", file.path_in_image, "--"});
+  }
+  if (request.efi_partition) {
+    // After replay, which appended the input's partition: the same slot and type, the edited image.
+    args.insert(args.end(), {"-append_partition", std::to_string(request.efi_partition->number), request.efi_partition->type,
+                             request.efi_partition_image.string()});
   }
   args.insert(args.end(), {"-commit", "-end"});
 

@@ -47,6 +47,19 @@ struct IsoFileToAdd {
   std::uint32_t mode = 0444;
 };
 
+// The EFI system partition appended to a hybrid ISO (Talos' efiboot.img, grub-mkrescue's efi.img): the
+// GPT entry of type EFI System, else an MBR entry of type 0xef. Offsets in bytes from the image start.
+struct IsoEfiPartition {
+  std::uint32_t number = 0;  // the partition table slot, as xorriso's -append_partition counts
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;
+  std::string type;  // for -append_partition: the GPT type GUID as 32 hex digits (on-disk byte order), or "0xef"
+};
+std::optional<IsoEfiPartition> find_iso_efi_partition(const std::filesystem::path& iso);
+// Copies [offset, offset + size) of the ISO into `output` (a FAT image to edit).
+void extract_iso_efi_partition(const std::filesystem::path& iso, const IsoEfiPartition& partition,
+                               const std::filesystem::path& output);
+
 struct IsoRemaster {
   std::filesystem::path input;
   std::filesystem::path output;
@@ -54,6 +67,10 @@ struct IsoRemaster {
   std::optional<std::string> volume_id;        // keep the input's when unset
   std::optional<std::int64_t> source_date_epoch;
   std::uint32_t output_mode = 0644;  // set before the first byte is written (0600 when it holds a config)
+  // Replaces the appended EFI system partition (same slot and type) with this FAT image; the El Torito
+  // UEFI entry, which points at the partition, follows it.
+  std::optional<IsoEfiPartition> efi_partition{};
+  std::filesystem::path efi_partition_image{};
 };
 // Writes a modified copy of a bootable ISO. Throws Error with xorriso's messages on failure.
 void remaster_iso(const IsoRemaster& request);

@@ -1,23 +1,15 @@
 # e2e: `aggrik8s-image build` of a talos-iso profile (config-iso, iso, netboot) from the stand-in Talos
 # ISO (tests/fixtures/make-talos-iso) downloaded over loopback HTTP; outputs checked with sha256sum,
-# xorriso and blkid; reproducibility; then booted under QEMU (TCG):
-#   - cp1.iso (remastered, config embedded) under SeaBIOS,
-#   - talos-metal-iso.iso + cp2-config.iso as a second CD-ROM under OVMF (q35),
+# xorriso and blkid; reproducibility; then booted under QEMU (TCG). The stand-in is a dual-boot ISO as
+# Talos >= 1.10 makes them: GRUB for BIOS, systemd-boot + a UKI for UEFI.
+#   - cp1.iso (remastered, config embedded) under SeaBIOS (GRUB) and under OVMF (systemd-boot, the
+#     edited UKI from the rewritten EFI partition),
+#   - talos-metal-iso.iso + cp2-config.iso as a second CD-ROM under OVMF (q35; the shared ISO's UKI),
 # and the stand-in init's serial output checked for the node's kernel arguments and config.
 source "$(dirname "$0")/lib.bash"
 
 # The stand-in ISO is shared with the integration tests: same directory, lock and generator stamp.
-TALOS_FIXTURE=$FIXTURES/talos
-mkdir -p "$FIXTURES"
-want=$(cat "$SRC/tests/fixtures/make-talos-iso" "$SRC/tests/fixtures/lib.sh" | sha256sum | cut -d' ' -f1)
-(
-  flock 9
-  if [ "$(cat "$TALOS_FIXTURE/.generator.sha256" 2>/dev/null)" != "$want" ]; then
-    rm -rf "$TALOS_FIXTURE"
-    "$SRC/tests/fixtures/make-talos-iso" "$TALOS_FIXTURE" --quiet
-    echo "$want" >"$TALOS_FIXTURE/.generator.sha256"
-  fi
-) 9>"$FIXTURES/talos.lock"
+make_talos_fixture
 start_http "$TALOS_FIXTURE"
 ISO_SHA=$(sha256sum "$TALOS_FIXTURE/metal-amd64.iso" | cut -d' ' -f1)
 
@@ -83,10 +75,15 @@ assert m["talos_version"] == {"version": "v1.12.0", "from": "ISO volume id TALOS
 assert [n["name"] for n in m["nodes"]] == ["cp1", "cp2"]
 cp1 = m["nodes"][0]
 assert cp1["outputs"]["iso"]["config_method"] == "embedded+metal-iso"
+assert cp1["outputs"]["iso"]["embedded_config"] == {"extension": "embedded-config", "version": cp1["config_sha256"], "image": "0.sqsh"}
 assert "e2e.node=cp1" in cp1["outputs"]["iso"]["kernel_args"]
 assert "talos.config=http://10.0.20.2:8080/talos/cp1/config.yaml" in cp1["outputs"]["netboot"]["kernel_args"]
 assert m["shared_boot_iso"]["kernel_args_added"] == "console=ttyS0 talos.config=metal-iso"
 assert m["source_date_epoch"] == 1767225600
+uefi = cp1["outputs"]["iso"]["uefi"]
+assert uefi["bootloader"] == "systemd-boot" and uefi["secure_boot_signature"] == "none", uefi
+assert uefi["kernel_args"].endswith(" console=ttyS0 e2e.node=cp1 talos.config=metal-iso"), uefi
+assert "EFI partition 2:/EFI/Linux/Talos-v1.12.0.efi" in uefi["ukis"], uefi
 PY
 pass "manifest: version detected, methods and arguments recorded, no secret"
 for f in cp1-config.iso cp1.iso netboot/cp1/config.yaml; do
@@ -118,7 +115,7 @@ eltorito() { grep '^El Torito boot img' "$1" | awk '{print $5, $6, $7, $8, $9, $
 [ "$(eltorito "$WORK/before.report")" = "$(eltorito "$WORK/after.report")" ] || fail "El Torito entries changed"
 [ "$(eltorito "$WORK/after.report" | wc -l)" = 2 ] || fail "expected a BIOS and a UEFI El Torito entry"
 grep -q '^System area summary: MBR protective-msdos-label grub2-mbr cyl-align-off GPT$' "$WORK/after.report" || fail "system area"
-efi_size() { awk '/GPT partname local : .*EFI boot partition/ {i=$5} /GPT start and size :/ {if ($6==i) print $8}' "$1"; }
+efi_size() { awk '/GPT type GUID      : .*28732ac11ff8d211ba4b00a0c93ec93b/ {i=$5} /GPT start and size :/ {if ($6==i) print $8}' "$1"; }
 [ -n "$(efi_size "$WORK/after.report")" ] && [ "$(efi_size "$WORK/before.report")" = "$(efi_size "$WORK/after.report")" ] ||
   fail "EFI partition changed"
 pass "remaster: El Torito BIOS+UEFI, protective MBR + GRUB MBR, GPT with the same EFI partition"
@@ -132,7 +129,7 @@ pass "a second build is byte-identical"
 sed -e 's/^talos:$/talos:\n  version: v1.11.0/' -e 's/outputs: \[config-iso, iso, netboot\]/outputs: [iso]/' \
   "$WORK/profile.yaml" >"$WORK/profile-111.yaml"
 expect_status 0 "build for Talos v1.11" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out111" --node cp1 "$WORK/profile-111.yaml"
-xorriso -indev "$WORK/out111/cp1.iso" -find /boot -name 'embedded-config.cpio' 2>/dev/null | grep -q . && fail "v1.11 ISO has an embedded config"
+xorriso -indev "$WORK/out111/cp1.iso" -find /boot -name 'embedded-config*' 2>/dev/null | grep -q . && fail "v1.11 ISO has an embedded config"
 grep -q '"config_method": "metal-iso"' "$WORK/out111/manifest.json" || fail "v1.11 config method"
 pass "v1.11: metal-iso method only"
 
@@ -141,13 +138,28 @@ grep_log() { grep -a -q -- "$1" "$2" || { grep -a talos-standin "$2" >&2; fail "
 
 timeout 120 qemu-system-x86_64 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/bios.log" -no-reboot \
   -cdrom "$OUT/cp1.iso" -boot d </dev/null >"$WORK/bios.qemu" 2>&1 || true
-grep_log 'talos-standin: cmdline: .* console=ttyS0 e2e.node=cp1 talos.config=metal-iso' "$WORK/bios.log" "SeaBIOS cp1.iso"
-grep_log 'talos-standin: config-source: embedded /usr/local/etc/talos/config.yaml mode 400' "$WORK/bios.log" "SeaBIOS cp1.iso"
+grep_log 'talos-standin: cmdline: BOOT_IMAGE=/boot/vmlinuz .* console=ttyS0 e2e.node=cp1 talos.config=metal-iso' "$WORK/bios.log" "SeaBIOS cp1.iso (GRUB)"
+CP1_SHA=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["nodes"][0]["config_sha256"])' "$OUT/manifest.json")
+grep_log "talos-standin: config-source: embedded-config extension $CP1_SHA /usr/local/etc/talos/config.yaml mode 400" "$WORK/bios.log" "SeaBIOS cp1.iso"
 grep_log 'talos-standin: config: *hostname: "\?cp1' "$WORK/bios.log" "SeaBIOS cp1.iso"
 grep_log 'talos-standin: config: *- "\?10.0.20.11/24' "$WORK/bios.log" "SeaBIOS cp1.iso"
 grep_log 'talos-standin: config: *disk: "\?/dev/vda' "$WORK/bios.log" "SeaBIOS cp1.iso"
 grep_log 'talos-standin: done' "$WORK/bios.log" "SeaBIOS cp1.iso"
-pass "SeaBIOS: cp1.iso boots with cp1's arguments and its embedded config"
+pass "SeaBIOS: cp1.iso boots through GRUB with cp1's arguments and its embedded-config extension"
+
+cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-cp1-vars.fd"
+timeout 120 qemu-system-x86_64 -machine q35 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/ovmf-cp1.log" -no-reboot \
+  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+  -drive "if=pflash,format=raw,file=$WORK/ovmf-cp1-vars.fd" \
+  -drive "if=none,id=cd0,media=cdrom,readonly=on,file=$OUT/cp1.iso" -device ide-cd,drive=cd0,bus=ide.0,bootindex=1 \
+  </dev/null >"$WORK/ovmf-cp1.qemu" 2>&1 || true
+grep_log 'Talos (v1.12.0)' "$WORK/ovmf-cp1.log" "OVMF cp1.iso (systemd-boot menu)"
+grep_log 'talos-standin: cmdline: talos.platform=metal .* console=ttyS0 e2e.node=cp1 talos.config=metal-iso' "$WORK/ovmf-cp1.log" "OVMF cp1.iso"
+grep -a 'talos-standin: cmdline:' "$WORK/ovmf-cp1.log" | grep -q BOOT_IMAGE && fail "OVMF cp1.iso booted through GRUB, not the UKI"
+grep_log "talos-standin: config-source: embedded-config extension $CP1_SHA /usr/local/etc/talos/config.yaml mode 400" "$WORK/ovmf-cp1.log" "OVMF cp1.iso"
+grep_log 'talos-standin: config: *hostname: "\?cp1' "$WORK/ovmf-cp1.log" "OVMF cp1.iso"
+grep_log 'talos-standin: done' "$WORK/ovmf-cp1.log" "OVMF cp1.iso"
+pass "OVMF: cp1.iso boots through systemd-boot and its edited UKI with cp1's arguments and embedded-config extension"
 
 cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-vars.fd"
 timeout 120 qemu-system-x86_64 -machine q35 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/ovmf.log" -no-reboot \
@@ -157,8 +169,9 @@ timeout 120 qemu-system-x86_64 -machine q35 -m 512 -smp 1 -display none -monitor
   -drive "if=none,id=cd1,media=cdrom,readonly=on,file=$OUT/cp2-config.iso" -device ide-cd,drive=cd1,bus=ide.1 \
   </dev/null >"$WORK/ovmf.qemu" 2>&1 || true
 grep_log 'talos-standin: cmdline: .* console=ttyS0 talos.config=metal-iso' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
+grep -a 'talos-standin: cmdline:' "$WORK/ovmf.log" | grep -q BOOT_IMAGE && fail "OVMF shared ISO booted through GRUB, not the UKI"
 grep_log 'talos-standin: config-source: metal-iso /dev/sr' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
 grep_log 'talos-standin: config: *hostname: "\?cp2' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
 grep_log 'talos-standin: config: *rack: "\?b' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
-pass "OVMF: the shared ISO finds cp2's config on the metal-iso CD-ROM"
+pass "OVMF: the shared ISO (its UKI edited) finds cp2's config on the metal-iso CD-ROM"
 echo "talos_iso_qemu: $CHECKS checks passed"

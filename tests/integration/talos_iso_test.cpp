@@ -1,6 +1,8 @@
 // Talos ISO outputs against real tools: the config ISO read back with xorriso and libarchive, the
 // remaster's El Torito / MBR / GPT compared before and after, files extracted from the stand-in ISO
-// (tests/fixtures/make-talos-iso), and `build` refusing bad input without leaving output behind.
+// (tests/fixtures/make-talos-iso, a dual-boot ISO), the edited UKI read back with objcopy/objdump from
+// the ISO tree and with mtools from the EFI partition, the embedded-config extension unpacked with
+// zstd/cpio/unsquashfs, and `build` refusing bad input without leaving output behind.
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
@@ -9,7 +11,10 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "builder/pe_image.hpp"
+#include "builder/talos_extension_image.hpp"
 #include "builder/talos_iso_image.hpp"
+#include "builder/uki_image.hpp"
 #include "core/error.hpp"
 #include "core/sha256.hpp"
 #include "tests/test_support.hpp"
@@ -74,11 +79,11 @@ std::vector<std::string> el_torito_entries(const std::string& report) {
   return out;
 }
 
-std::string gpt_efi_partition_size(const std::string& report) {
-  // The "EFI boot partition" entry's index, then its size.
+// "start size" of the GPT entry of type EFI System (as xorriso prints the GUID's bytes).
+std::string gpt_efi_partition(const std::string& report, bool with_start = false) {
   std::string index;
-  for (const auto& line : lines_starting(report, "GPT partname local :")) {
-    if (line.find("EFI boot partition") != std::string::npos) {
+  for (const auto& line : lines_starting(report, "GPT type GUID      :")) {
+    if (line.find("28732ac11ff8d211ba4b00a0c93ec93b") != std::string::npos) {
       std::istringstream words(line.substr(line.find(':') + 1));
       words >> index;
     }
@@ -88,7 +93,7 @@ std::string gpt_efi_partition_size(const std::string& report) {
     std::istringstream words(line.substr(line.find(':') + 1));
     std::string i, start, size;
     words >> i >> start >> size;
-    if (i == index) return size;
+    if (i == index) return with_start ? start + " " + size : size;
   }
   FAIL("no size for the EFI partition");
   return "";
@@ -168,7 +173,7 @@ TEST_CASE("talos: a remastered ISO keeps El Torito, the hybrid MBR/GPT and the E
   CHECK(el_torito_entries(before) == el_torito_entries(after));
   CHECK(el_torito_entries(after).size() == 2);
   CHECK(lines_starting(after, "System area summary: MBR protective-msdos-label grub2-mbr cyl-align-off GPT").size() == 1);
-  CHECK(gpt_efi_partition_size(before) == gpt_efi_partition_size(after));
+  CHECK(gpt_efi_partition(before) == gpt_efi_partition(after));
   CHECK(lines_starting(before, "MBR partition      :   1   0x00  0xee").size() == 1);
   CHECK(lines_starting(after, "MBR partition      :   1   0x00  0xee").size() == 1);
   // GRUB finds its root by the volume's date (fs-uuid): it must survive.
@@ -268,13 +273,34 @@ TEST_CASE("talos: an input ISO that already has talos.config=metal-iso is the sh
   std::string grub = read_iso_text_file(fixture / "metal-amd64.iso", "boot/grub/grub.cfg");
   grub = std::regex_replace(grub, std::regex("(linux /boot/vmlinuz [^\\n]*)"), "$1 talos.config=metal-iso");
   test::write_file(dir / "grub.cfg", grub);
-  remaster_iso({fixture / "metal-amd64.iso", dir / "factory.iso", {{dir / "grub.cfg", "/boot/grub/grub.cfg", 0444}},
-                std::nullopt, 1767225600});
   test::write_file(dir / "worker.yaml", worker_config);
   fs::permissions(dir / "worker.yaml", fs::perms(0600));
   test::write_file(dir / "p.yaml", "kind: talos-iso\nname: f\ntalos:\n  iso: {path: factory.iso}\n  config: {file: worker.yaml}\n"
                                    "  outputs: [config-iso]\nnodes:\n  - name: w1\n  - name: w2\n");
-  auto r = test::run(cli() + " build --out '" + (dir / "out").string() + "' '" + (dir / "p.yaml").string() + "'");
+  IsoRemaster factory{fixture / "metal-amd64.iso", dir / "factory.iso", {{dir / "grub.cfg", "/boot/grub/grub.cfg", 0444}},
+                      std::nullopt, 1767225600};
+
+  // GRUB's entries have the argument, the UKI (UEFI boots) does not: a shared boot ISO is still needed.
+  remaster_iso(factory);
+  auto r = test::run(cli() + " build --out '" + (dir / "out-grub-only").string() + "' '" + (dir / "p.yaml").string() + "'");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(fs::exists(dir / "out-grub-only" / "talos-metal-iso.iso"));
+
+  // With the UKI's command line edited too (in the tree and in the EFI partition, with mtools).
+  std::string uki = read_iso_text_file(fixture / "metal-amd64.iso", "EFI/Linux/Talos-v1.12.0.efi");
+  EditedUki edited = edit_uki(std::vector<std::uint8_t>(uki.begin(), uki.end()), {{"talos.config=metal-iso"}, {}});
+  test::write_file(dir / "uki.efi", std::string(edited.image.begin(), edited.image.end()));
+  factory.files.push_back({dir / "uki.efi", "/EFI/Linux/Talos-v1.12.0.efi", 0444});
+  factory.efi_partition = find_iso_efi_partition(fixture / "metal-amd64.iso");
+  REQUIRE(factory.efi_partition);
+  factory.efi_partition_image = dir / "esp.img";
+  extract_iso_efi_partition(fixture / "metal-amd64.iso", *factory.efi_partition, factory.efi_partition_image);
+  auto mcopy = test::run("MTOOLS_SKIP_CHECK=1 mcopy -o -i '" + factory.efi_partition_image.string() + "' '" +
+                         (dir / "uki.efi").string() + "' ::/EFI/Linux/Talos-v1.12.0.efi");
+  REQUIRE(mcopy.exit_code == 0);
+  remaster_iso(factory);
+  r = test::run(cli() + " build --out '" + (dir / "out").string() + "' '" + (dir / "p.yaml").string() + "'");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK_FALSE(fs::exists(dir / "out" / "talos-metal-iso.iso"));
@@ -285,18 +311,187 @@ TEST_CASE("talos: an input ISO that already has talos.config=metal-iso is the sh
   CHECK(test::read_file(dir / "out" / "SHA256SUMS").find("w2-config.iso") != std::string::npos);
 }
 
-TEST_CASE("talos: an ISO that boots UEFI through a UKI gets a warning about its command line", "[talos][cli]") {
+TEST_CASE("talos: a dual-boot ISO's UKI gets the node's arguments in the tree and in the EFI partition", "[talos][cli][uki]") {
+  fs::path fixture = talos_fixture();
+  fs::path input = fixture / "metal-amd64.iso";
+  test::TempDir dir;
+  test::write_file(dir / "worker.yaml", worker_config);
+  fs::permissions(dir / "worker.yaml", fs::perms(0600));
+  test::write_file(dir / "p.yaml", "kind: talos-iso\nname: u\ntalos:\n  iso: {path: " + input.string() +
+                                       "}\n  config: {file: worker.yaml}\n  outputs: [iso]\nnodes:\n  - name: w1\n"
+                                       "    kernel_args: [console=ttyS0, uki.test=w1]\n");
+  auto r = test::run("SOURCE_DATE_EPOCH=1767225600 " + cli() + " build --out '" + (dir / "out").string() + "' '" +
+                     (dir / "p.yaml").string() + "'");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  fs::path iso = dir / "out" / "w1.iso";
+  const std::string want = " console=ttyS0 uki.test=w1 talos.config=metal-iso";
+
+  // The copy in the ISO tree, read back with binutils (objcopy's own PE reader).
+  std::string tree_uki = read_iso_text_file(iso, "EFI/Linux/Talos-v1.12.0.efi");
+  test::write_file(dir / "tree.efi", tree_uki);
+  REQUIRE(test::run("objcopy -O binary --only-section=.cmdline '" + (dir / "tree.efi").string() + "' '" +
+                    (dir / "tree.cmdline").string() + "'").exit_code == 0);
+  std::string tree_cmdline = test::read_file(dir / "tree.cmdline");
+  CHECK(tree_cmdline.starts_with("talos.platform=metal "));
+  CHECK(tree_cmdline.ends_with(want));
+  auto headers = test::run("objdump -h '" + (dir / "tree.efi").string() + "'");
+  CHECK(headers.exit_code == 0);
+  CHECK(headers.output.find("pei-x86-64") != std::string::npos);
+
+  // The copy systemd-boot boots: in the appended EFI partition, read with mtools.
+  auto esp = find_iso_efi_partition(iso);
+  REQUIRE(esp);
+  std::string image = "'" + iso.string() + "@@" + std::to_string(esp->offset) + "'";
+  REQUIRE(test::run("MTOOLS_SKIP_CHECK=1 mcopy -n -i " + image + " ::/EFI/Linux/Talos-v1.12.0.efi '" + (dir / "esp.efi").string() + "'").exit_code == 0);
+  CHECK(test::read_file(dir / "esp.efi") == tree_uki);
+  CHECK(test::run("MTOOLS_SKIP_CHECK=1 mtype -i " + image + " ::/loader/loader.conf").output.find("timeout") != std::string::npos);
+  extract_iso_efi_partition(iso, *esp, dir / "esp.img");
+  auto check = test::run("fsck.vfat -n '" + (dir / "esp.img").string() + "'");
+  INFO(check.output);
+  CHECK(check.exit_code == 0);
+  // The embedded config (>= 1.12): the `embedded-config` extension archive, appended to the UKI's
+  // initramfs as GRUB loads it second; unpacked here with zstd and cpio, the squashfs read with unsquashfs.
+  std::vector<std::uint8_t> bytes(tree_uki.begin(), tree_uki.end());
+  std::string initrd;
+  for (const auto& s : parse_pe(bytes).sections) {
+    if (s.name == ".initrd") {
+      auto c = pe_section_contents(bytes, s);
+      initrd.assign(c.begin(), c.end());
+    }
+  }
+  std::string original = test::read_file(fixture / "initramfs-amd64.xz");
+  REQUIRE(initrd.starts_with(original));
+  std::string grub_segment = read_iso_text_file(iso, "boot/embedded-config.cpio.zst");
+  CHECK(initrd.substr((original.size() + 3) / 4 * 4) == grub_segment);
+  test::write_file(dir / "segment.zst", grub_segment);
+  fs::create_directories(dir / "unpacked");
+  auto unpack = test::run("cd '" + (dir / "unpacked").string() + "' && zstd -dc ../segment.zst | cpio -id --quiet && ls -l && cat extensions.yaml && "
+                          "unsquashfs -lln 0.sqsh && unsquashfs -d root -no-progress 0.sqsh >/dev/null");
+  INFO(unpack.output);
+  REQUIRE(unpack.exit_code == 0);
+  auto manifest_json = nlohmann::json::parse(test::read_file(dir / "out" / "manifest.json"));
+  std::string sha = manifest_json["nodes"][0]["config_sha256"];
+  CHECK(unpack.output.find("    - image: '0.sqsh'\n      metadata:\n        name: 'embedded-config'\n        version: '" + sha + "'") !=
+        std::string::npos);
+  CHECK(std::regex_search(unpack.output, std::regex(R"(-r-------- 0/0 +[0-9]+ [^\n]* squashfs-root/usr/local/etc/talos/config.yaml)")));
+  CHECK(Sha256::of_file(dir / "unpacked" / "root/usr/local/etc/talos/config.yaml").hex() == sha);
+  CHECK(manifest_json["nodes"][0]["outputs"]["iso"]["embedded_config"]["version"] == sha);
+
+  // The boot set-up: the El Torito UEFI entry still boots the (rewritten) EFI partition.
+  std::string before = xorriso_report(input, "-report_el_torito plain -report_system_area plain");
+  std::string after = xorriso_report(iso, "-report_el_torito plain -report_system_area plain");
+  INFO("before:\n" << before << "\nafter:\n" << after);
+  CHECK(el_torito_entries(before) == el_torito_entries(after));
+  CHECK(gpt_efi_partition(before) == gpt_efi_partition(after));
+  std::istringstream words(gpt_efi_partition(after, true));
+  std::uint64_t start = 0;
+  words >> start;
+  CHECK(start * 512 == esp->offset);
+  bool uefi_entry_at_partition = false;
+  for (const auto& line : lines_starting(after, "El Torito boot img :")) {
+    std::istringstream w(line.substr(line.find(':') + 1));
+    std::string n, platform, b, emul, seg, hdpt, size, lba;
+    w >> n >> platform >> b >> emul >> seg >> hdpt >> size >> lba;
+    if (platform == "UEFI") uefi_entry_at_partition = std::stoull(lba) * 2048 == esp->offset;
+  }
+  CHECK(uefi_entry_at_partition);
+  auto manifest = nlohmann::json::parse(test::read_file(dir / "out" / "manifest.json"));
+  auto uefi = manifest["nodes"][0]["outputs"]["iso"]["uefi"];
+  CHECK(uefi["bootloader"] == "systemd-boot");
+  CHECK(uefi["secure_boot_signature"] == "none");
+  CHECK(uefi["kernel_args"].get<std::string>().ends_with(want));
+  CHECK(r.output.find("SECRET-WORKER-TOKEN") == std::string::npos);
+}
+
+TEST_CASE("talos: extensions already in the ISO's initramfs stay listed next to the embedded config", "[talos][cli][extensions]") {
   fs::path fixture = talos_fixture();
   test::TempDir dir;
-  test::write_file(dir / "uki.efi", "MZ stand-in UKI");
-  remaster_iso({fixture / "metal-amd64.iso", dir / "sdboot.iso", {{dir / "uki.efi", "/EFI/Linux/Talos-v1.12.0.efi", 0444}},
+  // An initramfs as Talos' imager rebuilds it with an extension: an uncompressed archive first (early
+  // microcode), Talos' initramfs.xz, then zstd(newc{0.sqsh, extensions.yaml}); made with the real tools.
+  std::string d = dir.path().string();
+  auto made = test::run("set -e; cd '" + d + "'; mkdir -p ext/rootfs/usr/local/lib/containers/qemu-guest-agent ucode/kernel/x86/microcode seg;"
+                        "echo agent >ext/rootfs/usr/local/lib/containers/qemu-guest-agent/README;"
+                        "mksquashfs ext/rootfs seg/0.sqsh -all-root -noappend -no-progress -quiet -comp zstd >/dev/null;"
+                        "printf 'layers:\\n    - image: 0.sqsh\\n      metadata:\\n        name: qemu-guest-agent\\n        version: 10.0.2\\n"
+                        "        author: Sidero Labs\\n        description: agent\\n        compatibility:\\n            talos:\\n"
+                        "                version: \">= v1.0.0\"\\n' >seg/extensions.yaml;"
+                        "(cd seg && printf '0.sqsh\\nextensions.yaml\\n' | cpio -H newc -o --quiet -R +0:+0 | zstd -q -19 -c) >ext.cpio.zst;"
+                        "echo ucode >ucode/kernel/x86/microcode/GenuineIntel.bin;"
+                        "(cd ucode && find kernel | cpio -H newc -o --quiet -R +0:+0) >ucode.cpio;"
+                        "cat ucode.cpio '" + (fixture / "initramfs-amd64.xz").string() + "' ext.cpio.zst >initramfs.xz");
+  INFO(made.output);
+  REQUIRE(made.exit_code == 0);
+  std::string initramfs = test::read_file(dir / "initramfs.xz");
+  auto layers = initramfs_extension_layers(initramfs, "initramfs.xz");
+  REQUIRE(layers.size() == 1);
+  CHECK(layers[0].name == "qemu-guest-agent");
+  CHECK(layers[0].image == "0.sqsh");
+  CHECK(layers[0].talos_version == ">= v1.0.0");
+  CHECK(initramfs_extension_layers(test::read_file(fixture / "initramfs-amd64.xz"), "plain").empty());
+  CHECK_THROWS_WITH(initramfs_extension_layers(initramfs.substr(0, initramfs.size() - 20), "cut.xz"),
+                    Catch::Contains("cannot read the initramfs cut.xz at offset"));
+  CHECK_THROWS_WITH(initramfs_extension_layers(initramfs + "garbage", "junk.xz"),
+                    Catch::Contains("cannot read the initramfs junk.xz at offset " + std::to_string(initramfs.size()) +
+                                    ": neither a newc archive nor xz nor zstd data"));
+
+  remaster_iso({fixture / "metal-amd64.iso", dir / "factory.iso", {{dir / "initramfs.xz", "/boot/initramfs.xz", 0444}},
                 std::nullopt, 1767225600});
   test::write_file(dir / "worker.yaml", worker_config);
   fs::permissions(dir / "worker.yaml", fs::perms(0600));
-  test::write_file(dir / "p.yaml", "kind: talos-iso\nname: u\ntalos:\n  iso: {path: sdboot.iso}\n  config: {file: worker.yaml}\n"
+  test::write_file(dir / "p.yaml", "kind: talos-iso\nname: x\ntalos:\n  iso: {path: factory.iso}\n  config: {file: worker.yaml}\n"
                                    "  outputs: [iso]\nnodes:\n  - name: w1\n");
   auto r = test::run(cli() + " build --out '" + (dir / "out").string() + "' '" + (dir / "p.yaml").string() + "'");
   INFO(r.output);
-  CHECK(r.exit_code == 0);
-  CHECK(r.output.find("warning: the ISO boots UEFI through systemd-boot and a UKI") != std::string::npos);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("the ISO's initramfs has system extension qemu-guest-agent 10.0.2: kept") != std::string::npos);
+  test::write_file(dir / "segment.zst", read_iso_text_file(dir / "out" / "w1.iso", "boot/embedded-config.cpio.zst"));
+  fs::create_directories(dir / "unpacked");
+  auto unpack = test::run("cd '" + (dir / "unpacked").string() + "' && zstd -dc ../segment.zst | cpio -id --quiet && ls && cat extensions.yaml");
+  INFO(unpack.output);
+  REQUIRE(unpack.exit_code == 0);
+  auto listed = parse_talos_extensions_yaml(test::read_file(dir / "unpacked" / "extensions.yaml"));
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0].name == "qemu-guest-agent");
+  CHECK(listed[0].image == "0.sqsh");
+  CHECK(listed[1].name == "embedded-config");
+  CHECK(listed[1].image == "1.sqsh");
+  CHECK(fs::exists(dir / "unpacked" / "1.sqsh"));
+  CHECK_FALSE(fs::exists(dir / "unpacked" / "0.sqsh"));  // the ISO's own 0.sqsh is not overwritten
+}
+
+TEST_CASE("talos: a signed UKI is written unsigned with a warning, and the manifest says so", "[talos][cli][uki]") {
+  fs::path fixture = talos_fixture();
+  test::TempDir dir;
+  // The fixture's UKI with an Authenticode-shaped certificate table at its end (data directory 4).
+  std::string uki = read_iso_text_file(fixture / "metal-amd64.iso", "EFI/Linux/Talos-v1.12.0.efi");
+  std::vector<std::uint8_t> bytes(uki.begin(), uki.end());
+  PeLayout layout = parse_pe(bytes);
+  auto cert_at = static_cast<std::uint32_t>(bytes.size());
+  bytes.resize(bytes.size() + 0x400, 0x5a);
+  std::size_t directory = layout.optional_offset + 112 + 4 * 8;
+  for (int i = 0; i < 4; ++i) {
+    bytes[directory + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(cert_at >> (8 * i));
+    bytes[directory + 4 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(0x400 >> (8 * i));
+  }
+  REQUIRE(parse_pe(bytes).signed_image());
+  test::write_file(dir / "signed.efi", std::string(bytes.begin(), bytes.end()));
+  remaster_iso({fixture / "metal-amd64.iso", dir / "signed.iso", {{dir / "signed.efi", "/EFI/Linux/Talos-v1.12.0.efi", 0444}},
+                std::nullopt, 1767225600});
+  test::write_file(dir / "worker.yaml", worker_config);
+  fs::permissions(dir / "worker.yaml", fs::perms(0600));
+  test::write_file(dir / "p.yaml", "kind: talos-iso\nname: s\ntalos:\n  iso: {path: signed.iso}\n  config: {file: worker.yaml}\n"
+                                   "  outputs: [iso]\nnodes:\n  - name: w1\n");
+  auto r = test::run(cli() + " build --out '" + (dir / "out").string() + "' '" + (dir / "p.yaml").string() + "'");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("warning: the ISO's UKI is signed for Secure Boot; editing its command line voids the signature") !=
+        std::string::npos);
+  std::string out = read_iso_text_file(dir / "out" / "w1.iso", "EFI/Linux/Talos-v1.12.0.efi");
+  test::write_file(dir / "out.efi", out);
+  CHECK_FALSE(parse_pe(std::vector<std::uint8_t>(out.begin(), out.end())).signed_image());
+  auto headers = test::run("objdump -p '" + (dir / "out.efi").string() + "'");
+  CHECK(std::regex_search(headers.output, std::regex("Entry 4 0+ 0+ Security Directory")));
+  auto manifest = nlohmann::json::parse(test::read_file(dir / "out" / "manifest.json"));
+  CHECK(manifest["nodes"][0]["outputs"]["iso"]["uefi"]["secure_boot_signature"] == "removed");
 }

@@ -1,0 +1,38 @@
+#pragma once
+// Unified kernel images (systemd-stub + .osrel/.cmdline/.linux/.initrd... sections in one PE file, as
+// Talos' imager and ukify build them): reading and editing their kernel command line. Pure code.
+//
+// A UKI may have several .cmdline sections: the base one and one per UKI profile (Talos >= 1.10 adds
+// profiles such as "reset"); an edit applies to each, as a GRUB edit applies to every menu entry.
+// Any edit voids the Authenticode signature Secure Boot checks: it is removed, not left broken, and
+// EditedUki says so (docs/proxmox.md explains what that means for Secure Boot).
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace aggrik8s::builder {
+
+// Each .cmdline section's command line, in section table order (trailing NULs and blanks removed).
+// Throws Error when `uki` is not a PE file or has no .cmdline section.
+std::vector<std::string> uki_command_lines(std::span<const std::uint8_t> uki);
+
+// `command_line` with each of `add_args` that is not already in it appended, the rest kept as written.
+std::string uki_command_line_with(const std::string& command_line, const std::vector<std::string>& add_args);
+
+struct UkiEdit {
+  std::vector<std::string> add_args;  // appended to every .cmdline (those not already there)
+  std::string append_to_initrd;       // e.g. a newc cpio, concatenated (4-byte aligned) to .initrd
+};
+
+struct EditedUki {
+  std::vector<std::uint8_t> image;
+  std::vector<std::string> command_lines;  // after the edit
+  bool signature_removed = false;
+};
+
+// Throws Error naming the UKI's problem (not a PE file, no .cmdline, no .initrd to append to, a
+// section that cannot grow).
+EditedUki edit_uki(std::span<const std::uint8_t> uki, const UkiEdit& edit);
+
+}  // namespace aggrik8s::builder
