@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "builder/proxmox_api.hpp"
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
 
@@ -557,19 +558,44 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
 
   if (auto proxmox = top.map("proxmox")) {
     ProxmoxSettings p;
-    p.api_url = proxmox->string("api_url", true).value_or("");
-    if (!p.api_url.empty() && !p.api_url.starts_with("https://")) {
-      proxmox->error_at("api_url", "'proxmox.api_url' must be https://HOST:8006/api2/json");
+    std::string url = proxmox->string("api_url", true).value_or("");
+    std::string why;
+    if (auto base = proxmox_api_base_url(url, &why)) {
+      p.api_url = *base;
+    } else if (!url.empty()) {
+      proxmox->error_at("api_url", "'proxmox.api_url' " + why + ", e.g. https://pve1.example:8006, got '" + url + "'");
     }
     p.token_id = proxmox->string("token_id", true).value_or("");
-    if (!p.token_id.empty() && p.token_id.find('!') == std::string::npos) {
-      proxmox->error_at("token_id", "'proxmox.token_id' must look like USER@REALM!TOKENNAME");
+    if (!p.token_id.empty() && !is_proxmox_token_id(p.token_id)) {
+      proxmox->error_at("token_id", "'proxmox.token_id' must look like USER@REALM!TOKENID (e.g. builder@pve!images), "
+                                    "got '" + p.token_id + "'");
     }
     auto secret = read_secret_reference(*proxmox, "token_secret", true);
     if (secret && options.check_secrets) check_secret(*secret, diagnostics);
     p.node = proxmox->string("node", true).value_or("");
+    if (!p.node.empty() && !is_proxmox_node_name(p.node)) {
+      proxmox->error_at("node", "'proxmox.node' must be a Proxmox node name such as pve1, got '" + p.node + "'");
+    }
     p.storage = proxmox->string("storage", true).value_or("");
+    if (!p.storage.empty() && !is_proxmox_storage_id(p.storage)) {
+      proxmox->error_at("storage", "'proxmox.storage' must be a storage ID such as local (a letter, then letters, "
+                                   "digits, '-', '_', '.'), got '" + p.storage + "'");
+    }
     if (auto verify = proxmox->boolean("verify_tls")) p.verify_tls = *verify;
+    p.ca_file = proxmox->path_value("ca_file");
+    if (auto fingerprint = proxmox->string("fingerprint")) {
+      p.fingerprint = normalize_certificate_fingerprint(*fingerprint);
+      if (!p.fingerprint) {
+        proxmox->error_at("fingerprint", "'proxmox.fingerprint' must be a SHA-256 certificate fingerprint, 32 hex "
+                                         "bytes as the web UI shows it (AA:BB:...), got '" + *fingerprint + "'");
+      }
+    }
+    if (p.ca_file && p.fingerprint) {
+      proxmox->error_at("fingerprint", "'proxmox' may have 'ca_file' or 'fingerprint', not both");
+    }
+    if (!p.verify_tls && (p.ca_file || p.fingerprint)) {
+      proxmox->error_at("verify_tls", "'proxmox.verify_tls: false' turns off what 'ca_file'/'fingerprint' would check");
+    }
     proxmox->finish();
     if (secret) {
       p.token_secret = *secret;

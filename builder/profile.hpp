@@ -114,13 +114,16 @@ struct TalosSettings {
   std::optional<std::string> netboot_url;  // base URL of `aggrik8s-image serve` for talos.config=
 };
 
+// Where `upload` (and `build --upload`) put the ISO outputs: a Proxmox VE storage, through its API.
 struct ProxmoxSettings {
-  std::string api_url;
-  std::string token_id;
+  std::string api_url;   // normalised: https://HOST:PORT/api2/json
+  std::string token_id;  // USER@REALM!TOKENID
   SecretReference token_secret;
   std::string node;
   std::string storage;
   bool verify_tls = true;
+  std::optional<std::filesystem::path> ca_file;  // CA bundle instead of the system's
+  std::optional<std::string> fingerprint;        // pinned SHA-256 certificate fingerprint, lowercase hex
 };
 
 struct Profile {

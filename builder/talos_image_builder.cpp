@@ -6,15 +6,19 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "builder/build_output.hpp"
+#include "builder/talos_build_checks.hpp"
 #include "builder/talos_boot_files.hpp"
 #include "builder/talos_iso_image.hpp"
+#include "builder/talos_extension_image.hpp"
 #include "builder/talos_kernel_args.hpp"
 #include "builder/talos_machine_config.hpp"
+#include "builder/uki_boot_files.hpp"
 #include "core/artifact_fetcher.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
@@ -93,35 +97,17 @@ struct NodePlan {
   std::vector<std::string> netboot_command_line;  // boot.ipxe's kernel line (without initrd=)
 };
 
-// Step 1: every config loaded, patched and checked; all problems reported at once.
+// Step 1: every config loaded, patched and checked; all problems reported at once (the same checks
+// `validate` runs: builder/talos_build_checks.hpp).
 std::vector<NodePlan> plan_node_configs(const Profile& profile, const std::vector<const TalosNode*>& nodes) {
   Diagnostics diagnostics;
-  std::map<std::string, std::optional<TalosMachineConfig>> loaded;  // by secret reference
   std::vector<NodePlan> plans;
-  for (const TalosNode* node : nodes) {
-    const SecretReference& reference = node->config ? *node->config : *profile.talos.config;
-    std::string key = reference.describe();
-    if (!loaded.contains(key)) {
-      std::string name = reference.kind == SecretReference::Kind::file ? reference.name : "env:" + reference.name;
-      Secret secret = load_secret(reference);
-      auto config = parse_talos_machine_config(secret.reveal(), name, diagnostics);
-      if (config) {
-        Diagnostics checks;
-        validate_talos_machine_config(*config, "", false, checks);
-        diagnostics.append(checks);
-        if (checks.has_errors()) config.reset();
-      }
-      loaded[key] = std::move(config);
-    }
-    const auto& base = loaded[key];
-    if (!base) continue;
-    auto config = talos_config_for_node(*base, *node, diagnostics);
-    if (!config) continue;
+  for (auto& prepared : prepare_talos_node_configs(profile, nodes, diagnostics)) {
     NodePlan plan;
-    plan.node = node;
-    plan.config_yaml = config->to_yaml();
-    plan.config_fingerprint = Sha256::of(plan.config_yaml);
-    plan.config = std::move(*config);
+    plan.node = prepared.node;
+    plan.config_yaml = std::move(prepared.yaml);
+    plan.config_fingerprint = prepared.fingerprint;
+    plan.config = std::move(prepared.config);
     plans.push_back(std::move(plan));
   }
   for (const auto& d : diagnostics.all()) {
@@ -196,7 +182,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   }
   std::string grub_cfg;
   IsoVolumeInfo iso_info;
-  bool iso_has_uki = false;
+  TalosIsoUkis ukis;
   if (iso) {
     iso_info = read_iso_volume_info(iso->path);
     std::vector<std::string> files = list_iso_files(iso->path);
@@ -206,9 +192,8 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
                     talos.iso->where.str() + ")");
       }
     }
-    iso_has_uki = std::any_of(files.begin(), files.end(), [](const std::string& f) {
-      return (f.starts_with("EFI/Linux/") && f.ends_with(".efi")) || f == "loader/loader.conf";
-    });
+    // UEFI through systemd-boot (Talos >= 1.10): the command line is inside each UKI.
+    if (wants(profile, "iso") || wants(profile, "config-iso")) ukis = TalosIsoUkis::read(iso->path, files);
     grub_cfg = read_iso_text_file(iso->path, "boot/grub/grub.cfg");
     auto detected = TalosVersion::from_volume_id(iso_info.volume_id);
     if (!version && detected) {
@@ -229,9 +214,14 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
                 (iso ? "the ISO's volume id '" + iso_info.volume_id + "' does not name it" : std::string("no ISO to read it from")) +
                 "): set 'talos.version'");
   }
-  if (iso_has_uki && (wants(profile, "iso") || wants(profile, "config-iso"))) {
-    log::warning("the ISO boots UEFI through systemd-boot and a UKI: its command line is inside the signed UKI, so "
-                 "UEFI boots do not get the edited arguments (BIOS/GRUB boots do); see docs/proxmox.md");
+  if (!ukis.empty()) {
+    std::string where;
+    for (const auto& l : ukis.locations()) where += (where.empty() ? "" : ", ") + l;
+    log::info("the ISO boots UEFI through systemd-boot: editing the command line of its UKIs (", where, ")");
+    if (ukis.any_signed()) {
+      log::warning("the ISO's UKI is signed for Secure Boot; editing its command line voids the signature, so the "
+                   "edited UKIs are written unsigned: boot them with Secure Boot off (or re-sign them); see docs/proxmox.md");
+    }
   }
   // Talos >= 1.12 reads an embedded config; older versions only the metal-iso volume.
   bool embed_config = version->at_least(1, 12);
@@ -251,16 +241,15 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
           cmdline_problems.error({node.name + "/kernel_args", 0, 0}, "iso: " + *problem);
         }
       }
+      for (const auto& line : ukis.command_lines_with(add)) {
+        if (auto problem = check_kernel_command_line(line)) {
+          cmdline_problems.error({node.name + "/kernel_args", 0, 0}, "iso (UKI): " + *problem);
+        }
+      }
     }
     if (wants(profile, "netboot")) {
-      std::string url = substitute_talos_url_variables(netboot_base + "/" + node.name + "/config.yaml", node.name,
-                                                       node.uuid, node.mac, node.hostname);
-      plan.netboot_command_line = append_kernel_args(talos_default_kernel_args(*version), node.kernel_args);
-      plan.netboot_command_line.push_back("talos.config=" + url);
-      std::string line = join_kernel_args(plan.netboot_command_line) + " initrd=initramfs.xz";
-      if (auto problem = check_kernel_command_line(line)) {
-        cmdline_problems.error({node.name + "/kernel_args", 0, 0}, "netboot: " + *problem);
-      }
+      plan.netboot_command_line = talos_netboot_command_line(*version, node, netboot_base);
+      check_talos_netboot_command_line(plan.netboot_command_line, node, cmdline_problems);
     }
   }
   std::vector<std::string> shared_args = common_kernel_args(plans);
@@ -271,11 +260,15 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     EditedGrubConfig edited = edit_grub_config(grub_cfg, {add, {}});
     // An input that already boots with every shared argument (an Image Factory ISO with
     // talos.config=metal-iso in extraKernelArgs) is the shared boot ISO as it is.
-    make_shared_boot_iso = edited.command_lines != edit_grub_config(grub_cfg, {}).command_lines;
+    make_shared_boot_iso = edited.command_lines != edit_grub_config(grub_cfg, {}).command_lines ||
+                           ukis.command_lines_with(add) != ukis.command_lines_with({});
     for (const auto& line : edited.command_lines) {
       if (auto problem = check_kernel_command_line(std::string(grub_boot_image_prefix) + line)) {
         cmdline_problems.error({shared_boot_iso_name, 0, 0}, *problem);
       }
+    }
+    for (const auto& line : ukis.command_lines_with(add)) {
+      if (auto problem = check_kernel_command_line(line)) cmdline_problems.error({shared_boot_iso_name, 0, 0}, "UKI: " + *problem);
     }
     for (const auto& plan : plans) {
       for (const auto& arg : plan.node->kernel_args) {
@@ -295,6 +288,8 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   TalosBuildResult result;
   result.talos_version = version->str();
   const fs::path& out = options.output_dir;
+  // FAT timestamps of files rewritten in an ISO's EFI partition.
+  const std::int64_t uki_timestamp = options.source_date_epoch.value_or(static_cast<std::int64_t>(std::time(nullptr)));
 
   if (make_shared_boot_iso) {
     log::info("writing ", shared_boot_iso_name, " (the input ISO with ", metal_iso_arg, ")");
@@ -304,7 +299,13 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     write_private_file(cfg, edit_grub_config(grub_cfg, {add, {}}).text, 0644);
     fs::path target = out / shared_boot_iso_name;
     fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
-    remaster_iso({iso->path, target_partial, {{cfg, "/boot/grub/grub.cfg", 0444}}, std::nullopt, options.source_date_epoch, 0644});
+    IsoRemaster request{iso->path, target_partial, {{cfg, "/boot/grub/grub.cfg", 0444}}, std::nullopt, options.source_date_epoch, 0644};
+    if (!ukis.empty()) {
+      fs::path uki_work = work.path() / "shared-uki";
+      fs::create_directories(uki_work);
+      ukis.apply({add, {}}, uki_work, uki_timestamp, request);
+    }
+    remaster_iso(request);
     fs::rename(target_partial, target);
     partial.track(target);
     result.shared_boot_iso = describe_file(target);
@@ -326,6 +327,17 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
       extract_iso_files(iso->path, {{"boot/vmlinuz", netboot_kernel}, {"boot/initramfs.xz", netboot_initramfs}});
     }
     fs::create_directories(out / "netboot");
+  }
+
+  // Extensions the ISO already carries (an Image Factory ISO's) stay listed next to the embedded config.
+  std::vector<TalosExtensionLayer> iso_extensions;
+  if (wants(profile, "iso") && embed_config) {
+    std::string location = iso->source.location + ":/boot/initramfs.xz";
+    iso_extensions = initramfs_extension_layers(read_iso_text_file(iso->path, "boot/initramfs.xz"), location);
+    for (const auto& layer : iso_extensions) {
+      log::info("the ISO's initramfs has system extension ", layer.name, " ", layer.version,
+                layer.name == "embedded-config" ? ": replaced by each node's own" : ": kept");
+    }
   }
 
   nlohmann::json node_reports = nlohmann::json::array();
@@ -363,19 +375,31 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
       add.push_back(metal_iso_arg);
       GrubConfigEdit edit{add, {}};
       std::vector<IsoFileToAdd> files{{config_file, "/config.yaml", 0400}};
+      std::string embedded_segment;
+      std::optional<TalosExtensionLayer> extension_layer;
       if (embed_config) {
-        fs::path cpio = node_work / "embedded-config.cpio";
-        write_private_file(cpio, newc_cpio({{talos_embedded_config_path, plan.config_yaml, 0400}},
-                                           options.source_date_epoch.value_or(0)));
-        files.push_back({cpio, talos_embedded_config_iso_path, 0400});
-        edit.append_initrds.push_back(talos_embedded_config_iso_path);
+        // The `embedded-config` system extension, as Talos' imager adds it to the initramfs.
+        EmbeddedConfigExtension extension =
+            build_embedded_config_extension(plan.config_yaml, node_work, options.source_date_epoch.value_or(0), iso_extensions);
+        embedded_segment = std::move(extension.initramfs_segment);
+        extension_layer = extension.layer;
+        fs::path segment = node_work / "embedded-config.cpio.zst";
+        write_private_file(segment, embedded_segment);
+        files.push_back({segment, talos_extension_initrd_iso_path, 0400});
+        edit.append_initrds.push_back(talos_extension_initrd_iso_path);
       }
       fs::path cfg = node_work / "grub.cfg";
       write_private_file(cfg, edit_grub_config(grub_cfg, edit).text, 0644);
       files.push_back({cfg, "/boot/grub/grub.cfg", 0444});
       fs::path target = out / (node.name + ".iso");
       fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
-      remaster_iso({iso->path, target_partial, files, std::string("metal-iso"), options.source_date_epoch, 0600});
+      IsoRemaster request{iso->path, target_partial, files, std::string("metal-iso"), options.source_date_epoch, 0600};
+      std::optional<TalosIsoUkis::Applied> uefi;
+      if (!ukis.empty()) {
+        // The UKI's initramfs gets the same extension archive GRUB loads as a second initrd.
+        uefi = ukis.apply({add, embedded_segment}, node_work, uki_timestamp, request);
+      }
+      remaster_iso(request);
       fs::rename(target_partial, target);
       partial.track(target);
       BuiltFile f = describe_file(target);
@@ -383,7 +407,18 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
       built.config_method = embed_config ? "embedded+metal-iso" : "metal-iso";
       report["outputs"]["iso"] = file_json(f, out);
       report["outputs"]["iso"]["config_method"] = built.config_method;
+      if (extension_layer) {
+        report["outputs"]["iso"]["embedded_config"] = {{"extension", extension_layer->name},
+                                                       {"version", extension_layer->version},
+                                                       {"image", extension_layer->image}};
+      }
       report["outputs"]["iso"]["kernel_args"] = join_kernel_args(plan.iso_command_line);
+      if (uefi) {
+        report["outputs"]["iso"]["uefi"] = {{"bootloader", "systemd-boot"},
+                                            {"ukis", ukis.locations()},
+                                            {"kernel_args", uefi->command_lines.empty() ? "" : uefi->command_lines.front()},
+                                            {"secure_boot_signature", uefi->signature_removed ? "removed" : "none"}};
+      }
     }
 
     if (wants(profile, "netboot")) {

@@ -15,18 +15,26 @@ Command build_command() {
       {"out", 'o', "DIR", "output directory (default: ./out/<profile name>)"},
       {"node", 'n', "NAME", "build only this node (repeatable)", true},
       {"json", '\0', "", "print a machine-readable summary of the outputs"},
+      {"upload", '\0', "", "talos-iso: then upload the ISOs to the profile's Proxmox storage (as `upload`)"},
   };
   for (auto& o : fetch_option_specs()) options.push_back(o);
   CommandSpec spec{"build", "PROFILE", "Build the images a profile describes",
                    "Outputs per node: <node>.img (sparse), <node>.img.bmap, the compressed copies the profile asks\n"
                    "for, then SHA256SUMS and manifest.json. Files are written as *.partial and renamed when\n"
                    "complete; a failed build removes what it wrote. With SOURCE_DATE_EPOCH set, every timestamp\n"
-                   "written is pinned and the same inputs give byte-identical images.",
+                   "written is pinned and the same inputs give byte-identical images.\n"
+                   "talos-iso profiles write <node>-config.iso, <node>.iso and netboot/<node>/ (docs/proxmox.md);\n"
+                   "--upload then puts the ISOs on the profile's Proxmox storage, as `aggrik8s-image upload` does.",
                    options, 1, 1};
   return {spec, [](const ParsedArguments& args) {
             Diagnostics diagnostics;
             auto profile = load_profile_reporting(args.positional.front(), diagnostics);
             if (!profile) return exit_failure;
+            bool upload = args.flag("upload");
+            // Refused before any work: a long build should not end in "nowhere to upload to".
+            if (upload && (profile->kind != builder::ProfileKind::talos_iso || !profile->proxmox)) {
+              throw UsageError("--upload needs a talos-iso profile with a 'proxmox' section");
+            }
             builder::BuildOptions build;
             build.output_dir = args.value("out").value_or("out/" + profile->name);
             if (auto it = args.values.find("node"); it != args.values.end()) build.only_nodes = it->second;
@@ -39,6 +47,9 @@ Command build_command() {
                 std::ostringstream text;
                 text << manifest.rdbuf();
                 std::fputs(text.str().c_str(), stdout);
+                std::fflush(stdout);
+                // With --json, stdout is the manifest alone: the upload's lines go to the log.
+                if (upload) upload_talos_isos(*profile, build.output_dir, build.only_nodes, false, false, true);
                 return exit_success;
               }
               if (talos.shared_boot_iso) {
@@ -50,6 +61,8 @@ Command build_command() {
               }
               std::printf("talos: %s\nmanifest: %s\nchecksums: %s\n", talos.talos_version.c_str(), talos.manifest.c_str(),
                           talos.checksums.c_str());
+              std::fflush(stdout);
+              if (upload) upload_talos_isos(*profile, build.output_dir, build.only_nodes, false, false);
               return exit_success;
             }
             builder::BuildResult result = builder::build_rpi5_images(*profile, build);

@@ -20,6 +20,7 @@ Command inspect_command();
 Command flash_command();
 Command eeprom_config_command();
 Command serve_command();
+Command upload_command();
 Command version_command();
 
 

@@ -1,6 +1,7 @@
 #pragma once
 // What validate, fetch and build share: loading profiles with diagnostics printed, and fetch options
 // from the command line.
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,5 +18,11 @@ aggrik8s::FetchOptions fetch_options_from(const ParsedArguments& args);
 // Loads one profile, printing its diagnostics unless `quiet_diagnostics`.
 std::optional<builder::Profile> load_profile_reporting(const std::string& path, Diagnostics& diagnostics,
                                                        bool print = true);
+
+// `upload` and `build --upload`: the ISOs of the build in `out_dir` to the profile's Proxmox storage
+// (cli/upload_command.cpp). Prints one line per file on stdout, or only logs them when `quiet_stdout`.
+void upload_talos_isos(const builder::Profile& profile, const std::filesystem::path& out_dir,
+                       const std::vector<std::string>& only_nodes, bool dry_run, bool force,
+                       bool quiet_stdout = false);
 
 }  // namespace aggrik8s::cli

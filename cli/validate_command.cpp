@@ -1,6 +1,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "builder/talos_build_checks.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
 
@@ -27,7 +28,12 @@ Command validate_command() {
                    "PROFILE...",
                    "Check profiles without building anything",
                    "Reports every problem in every profile as FILE:LINE:COLUMN: MESSAGE: unknown keys, wrong\n"
-                   "types, missing fields, malformed checksums and addresses, secret files that cannot be read.",
+                   "types, missing fields, malformed checksums and addresses, secret files that cannot be read.\n"
+                   "For talos-iso profiles also what build checks before any work: each machine config's\n"
+                   "structure, every node's patches (FILE:LINE:COL of the failing operation, or NODE/FIELD),\n"
+                   "and, with the netboot output and talos.version set, the kernel command line's 4096 bytes.\n"
+                   "The ISO outputs' command lines depend on the ISO; build checks them once it has read it\n"
+                   "(validate warns when Talos' default arguments would already make them too long).",
                    {{"json", '\0', "", "machine-readable output"}},
                    1,
                    1000};
@@ -37,7 +43,13 @@ Command validate_command() {
             int failed = 0;
             for (const auto& path : args.positional) {
               Diagnostics diagnostics;
-              auto profile = load_profile_reporting(path, diagnostics, !json);
+              auto profile = load_profile_reporting(path, diagnostics, false);
+              // What build checks before any work, by the same code: configs, patches, command lines.
+              if (profile && profile->kind == builder::ProfileKind::talos_iso) {
+                builder::check_talos_profile(*profile, diagnostics);
+                if (diagnostics.has_errors()) profile.reset();
+              }
+              if (!json) print_diagnostics(diagnostics);
               if (!profile) ++failed;
               if (json) {
                 nlohmann::json entry{{"file", path}, {"valid", profile.has_value()},

@@ -1,14 +1,12 @@
 #include "core/http_download.hpp"
 
-#include <curl/curl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <memory>
-#include <mutex>
 
+#include "core/curl_handle.hpp"
 #include "core/progress.hpp"
 
 namespace aggrik8s {
@@ -87,14 +85,11 @@ bool is_transient_curl_error(CURLcode code) {
   }
 }
 
-std::once_flag curl_initialised;
-
 }  // namespace
 
 HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownloadLimits& limits,
                                  ProgressTask* progress) {
-  std::call_once(curl_initialised, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+  CurlHandle curl = new_curl_handle(limits.connect_timeout_seconds);
   HttpDownloadResult result;
   if (!curl) {
     result.message = "cannot initialise libcurl";
@@ -118,19 +113,14 @@ HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownl
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_USERAGENT, "aggrik8s-image/" AGGRIK8S_VERSION);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &state);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
   curl_easy_setopt(c, CURLOPT_XFERINFODATA, &state);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error_buffer);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, limits.connect_timeout_seconds);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, limits.stall_timeout_seconds);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);  // threads: no SIGALRM-based DNS timeouts
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, nullptr);  // bytes as stored; a gzip'd transfer would change the hash
   if (state.offset > 0) curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(state.offset));
 
