@@ -1,7 +1,10 @@
 #include "netboot/tftp_server.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <set>
 #include <sstream>
 
@@ -10,7 +13,9 @@
 #include "core/log.hpp"
 #include "netboot/tftp_block_reader.hpp"
 #include "netboot/tftp_path.hpp"
+#include "netboot/tftp_retransmit_schedule.hpp"
 #include "netboot/tftp_send_window.hpp"
+#include "netboot/udp_batch_sender.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -21,6 +26,8 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr std::size_t max_datagram = 65536;
+// The most DATA bytes read and sent per system call: a 16-block window of 1468-byte blocks fits.
+constexpr std::size_t max_batch_bytes = 60000;
 // Client replies are ACKs and ERRORs; anything longer is truncated, which is harmless for both.
 constexpr std::size_t client_reply_buffer = 2048;
 
@@ -72,7 +79,7 @@ struct TftpServer::State {
   std::set<TftpTransfer*> transfers;    // io thread only
 
   std::atomic<std::uint64_t> requests{0}, completed{0}, probes{0}, failed{0}, malformed{0}, bytes_sent{0},
-      active{0};
+      active{0}, retransmissions{0};
 };
 
 // One read transfer from its own socket. Owned by shared_ptr so the watchdog timer's handler can keep it
@@ -85,7 +92,8 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
         watchdog_(state_->io),
         client_(std::move(client)),
         request_(std::move(request)),
-        started_(Clock::now()) {}
+        started_(Clock::now()),
+        policy_(state_->config.retransmit) {}
 
   static asio::awaitable<void> run(std::shared_ptr<TftpTransfer> self) {
     self->state_->transfers.insert(self.get());
@@ -173,9 +181,9 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     if (request_.mode == TftpMode::octet) known_size = file.size;
     TftpNegotiatedOptions options = negotiate_tftp_options(request_.options, limits, known_size);
     for (const auto& ignored : options.ignored) log::debug("tftp: ", describe(client_), ": option ", ignored);
-    retransmit_timeout_ = options.timeout_seconds
-                              ? std::chrono::milliseconds(std::chrono::seconds(*options.timeout_seconds))
-                              : config.retransmit_timeout;
+    std::optional<std::chrono::seconds> client_timeout;
+    if (options.timeout_seconds) client_timeout = std::chrono::seconds(*options.timeout_seconds);
+    client_timeout_ = client_timeout;
 
     log::debug("tftp: ", describe(client_), " reads ", file.path.string(), " (", file.size, " bytes, blksize ",
                options.blksize, ", windowsize ", options.windowsize, ", ", tftp_mode_name(request_.mode), ")");
@@ -193,9 +201,10 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
 
   // The OACK is block 0: resent on timeout until ACK 0 arrives.
   asio::awaitable<bool> send_until_acknowledged(const std::vector<std::uint8_t>& oack) {
-    for (unsigned attempt = 0; attempt <= state_->config.max_retransmits; ++attempt) {
+    schedule_ = TftpRetransmitSchedule::for_option_ack(policy_, client_timeout_);
+    while (true) {
       if (!co_await send(oack)) co_return false;
-      auto deadline = Clock::now() + retransmit_timeout_;
+      auto deadline = Clock::now() + schedule_->interval();
       while (true) {
         Wait wait = co_await receive_until(deadline);
         if (wait == Wait::stopped) co_return false;
@@ -206,36 +215,56 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
           co_return false;
         }
       }
+      if (!schedule_->timed_out()) {
+        fail("no ACK for the OACK after " + std::to_string(schedule_->max_retransmits()) + " retransmissions");
+        co_return false;
+      }
+      ++state_->retransmissions;
     }
-    fail("no ACK for the OACK after " + std::to_string(state_->config.max_retransmits) + " retransmissions");
-    co_return false;
   }
 
   asio::awaitable<void> send_file(TftpBlockReader& reader, const TftpNegotiatedOptions& options) {
+    schedule_.emplace(policy_, client_timeout_);
     TftpSendWindow window(options.windowsize);
-    std::vector<std::uint8_t> packet(tftp_data_header_size + options.blksize);
-    unsigned retransmits = 0;
+    // A window goes out in batches of back-to-back DATA datagrams (header + payload each), read with one
+    // preadv and sent with one system call (UdpBatchSender); lockstep transfers are batches of one.
+    const std::size_t segment = tftp_data_header_size + options.blksize;
+    const std::size_t batch_blocks = std::clamp<std::size_t>(max_batch_bytes / segment, 1, options.windowsize);
+    std::vector<std::uint8_t> batch(segment * batch_blocks);
+    std::vector<std::size_t> sizes(batch_blocks);
     while (true) {
-      for (std::uint64_t block = window.first_unacknowledged(); block <= window.window_end(); ++block) {
-        std::size_t payload = reader.read_block(block, std::span(packet).subspan(tftp_data_header_size));
-        if (block > window.highest_sent()) bytes_sent_ += payload;
-        window.sent(block, payload < options.blksize);
-        write_tftp_data_header(std::span<std::uint8_t, tftp_data_header_size>(packet.data(), tftp_data_header_size),
-                               TftpSendWindow::wire_block(block));
-        if (!co_await send(std::span(packet).first(tftp_data_header_size + payload))) co_return;
+      for (std::uint64_t block = window.first_unacknowledged(); block <= window.window_end();) {
+        auto wanted = static_cast<std::size_t>(std::min<std::uint64_t>(batch_blocks, window.window_end() - block + 1));
+        std::size_t filled = reader.read_blocks(block, options.blksize, std::span(batch).subspan(tftp_data_header_size),
+                                                segment, std::span(sizes).first(wanted));
+        if (filled == 0) throw Error("TFTP read of block " + std::to_string(block) + " returned nothing");
+        std::size_t length = 0;
+        for (std::size_t i = 0; i < filled; ++i) {
+          std::uint64_t number = block + i;
+          if (number > window.highest_sent()) bytes_sent_ += sizes[i];
+          window.sent(number, sizes[i] < options.blksize);
+          write_tftp_data_header(
+              std::span<std::uint8_t, tftp_data_header_size>(batch.data() + i * segment, tftp_data_header_size),
+              TftpSendWindow::wire_block(number));
+          length = i * segment + tftp_data_header_size + sizes[i];
+        }
+        if (!co_await send_batch(std::span(batch).first(length), segment)) co_return;
+        block += filled;
       }
-      auto deadline = Clock::now() + retransmit_timeout_;
+      auto deadline = Clock::now() + schedule_->interval();
       bool resend = false;
       while (!resend) {
         Wait wait = co_await receive_until(deadline);
         if (wait == Wait::stopped) co_return;
         if (wait == Wait::timeout) {
-          if (++retransmits > state_->config.max_retransmits) {
+          if (!schedule_->timed_out()) {
             fail("no ACK for block " + std::to_string(window.first_unacknowledged()) + " after " +
-                 std::to_string(state_->config.max_retransmits) + " retransmissions");
+                 std::to_string(schedule_->max_retransmits()) + " retransmissions");
             co_return;
           }
-          log::debug("tftp: ", describe(client_), ": timeout, resending from block ", window.first_unacknowledged());
+          ++state_->retransmissions;
+          log::debug("tftp: ", describe(client_), ": timeout, resending from block ", window.first_unacknowledged(),
+                     " (next wait ", schedule_->interval().count(), " ms)");
           break;
         }
         if (auto* ack = std::get_if<TftpAck>(&received_)) {
@@ -243,7 +272,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
             case TftpSendWindow::AckEffect::stale: break;  // never answer a duplicate ACK
             case TftpSendWindow::AckEffect::finished: complete(); co_return;
             case TftpSendWindow::AckEffect::advanced:
-              retransmits = 0;
+              schedule_->progressed();
               reader.forget_before(window.first_unacknowledged());
               resend = true;
               break;
@@ -334,6 +363,25 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     co_return true;
   }
 
+  asio::awaitable<bool> send_batch(std::span<const std::uint8_t> datagrams, std::size_t segment) {
+    while (!datagrams.empty()) {
+      int error = 0;
+      std::size_t sent = batch_sender_.send(socket_.native_handle(), client_.data(),
+                                            static_cast<socklen_t>(client_.size()), datagrams, segment, error);
+      datagrams = datagrams.subspan(sent);
+      if (error == EAGAIN || error == EWOULDBLOCK) {
+        // The socket's send buffer is full (large windows): wait until it drains, never block the thread.
+        boost::system::error_code ec;
+        co_await socket_.async_wait(udp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
+        if (state_->stopping || ec == asio::error::operation_aborted) co_return false;
+        continue;
+      }
+      // A lost send is a lost packet: the retransmission timeout deals with it.
+      if (error != 0) log::debug("tftp: send to ", describe(client_), " failed: ", std::strerror(error));
+    }
+    co_return !state_->stopping;
+  }
+
   void send_error(TftpErrorCode code, const std::string& message) {
     if (!socket_.is_open() || state_->stopping) return;
     std::vector<std::uint8_t> packet = encode_tftp_packet(TftpErrorPacket{code, message});
@@ -397,7 +445,10 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
   TftpRequest request_;
   Clock::time_point started_;
   std::filesystem::path path_;
-  std::chrono::milliseconds retransmit_timeout_{1000};
+  TftpRetransmitPolicy policy_;  // taken when the request arrives: a reload changes only later transfers
+  std::optional<std::chrono::seconds> client_timeout_;  // the RFC 2349 timeout option, if granted
+  std::optional<TftpRetransmitSchedule> schedule_;
+  UdpBatchSender batch_sender_;
   std::array<std::uint8_t, client_reply_buffer> reply_{};
   TftpPacket received_;
   Clock::time_point deadline_{};
@@ -472,11 +523,23 @@ void TftpServer::stop() {
   });
 }
 
+void TftpServer::reconfigure(TftpServerLimits limits, TftpRetransmitPolicy retransmit,
+                             std::shared_ptr<const TftpRemapRules> remap) {
+  // Applied on the io thread, between requests: a transfer reads these when its request arrives and
+  // keeps what it read, so transfers in flight finish with the settings they started with.
+  asio::post(state_->io, [state = state_, limits = std::move(limits), retransmit, remap = std::move(remap)]() mutable {
+    state->config.limits = std::move(limits);
+    state->config.retransmit = retransmit;
+    state->config.remap = std::move(remap);
+  });
+}
+
 udp::endpoint TftpServer::local_endpoint() const { return state_->listening_on; }
 
 TftpServerCounters TftpServer::counters() const {
   const auto& s = *state_;
-  return TftpServerCounters{s.requests, s.completed, s.probes, s.failed, s.malformed, s.bytes_sent, s.active};
+  return TftpServerCounters{s.requests,   s.completed,  s.probes, s.failed,
+                            s.malformed,  s.bytes_sent, s.active, s.retransmissions};
 }
 
 }  // namespace aggrik8s::netboot

@@ -19,6 +19,7 @@
 #include "netboot/tftp_file_source.hpp"
 #include "netboot/tftp_packet.hpp"
 #include "netboot/tftp_remap.hpp"
+#include "netboot/tftp_retransmit_schedule.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -64,6 +65,7 @@ struct TftpServerCounters {
   std::uint64_t malformed = 0;   // datagrams that did not parse, on any socket
   std::uint64_t bytes_sent = 0;  // payload bytes of completed and probed transfers
   std::uint64_t active = 0;      // transfers in progress
+  std::uint64_t retransmissions = 0;  // timeouts that resent a window or an OACK
 };
 
 // Where one client's request is read from, when it is not the shared root: the netboot inventory gives
@@ -80,9 +82,9 @@ struct TftpServerConfig {
   boost::asio::ip::udp::endpoint listen{boost::asio::ip::address_v4::loopback(), 69};  // port 0: ephemeral
   std::filesystem::path root;  // the shared tree; may be empty when client_tree answers every request
   TftpServerLimits limits;
-  // Retransmission timeout when the client sets none; ROMs like iDRAC8 need it well below 10 s.
-  std::chrono::milliseconds retransmit_timeout{1000};
-  unsigned max_retransmits = 5;  // consecutive timeouts before a transfer is dropped
+  // First retransmission timeout (ROMs like iDRAC8 need it well below 10 s), its back-off, and the
+  // timeouts in a row before a transfer is dropped; see TftpRetransmitSchedule.
+  TftpRetransmitPolicy retransmit;
   std::shared_ptr<const TftpRemapRules> remap;
   // Directories (relative to the root) to look in before the root for this client, e.g. a MAC directory.
   std::function<std::vector<std::string>(const boost::asio::ip::address&)> client_directories;
@@ -103,6 +105,10 @@ class TftpServer {
 
   void start();  // spawns the listener on the io_context
   void stop();   // closes the listener and ends transfers in flight; run() then returns
+
+  // New option limits, retransmission policy and remap rules for requests from now on (SIGHUP).
+  void reconfigure(TftpServerLimits limits, TftpRetransmitPolicy retransmit,
+                   std::shared_ptr<const TftpRemapRules> remap);
 
   boost::asio::ip::udp::endpoint local_endpoint() const;
   TftpServerCounters counters() const;

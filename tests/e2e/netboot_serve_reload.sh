@@ -69,6 +69,36 @@ grep -q "reload failed, still serving the previous configuration" "$WORK/serve.l
 grep -q "nodes.yaml:" "$WORK/serve.log" || fail "the reload error does not name file:line"
 expect_status 0 "a broken nodes file keeps the previous inventory" -- curl -sSf "http://$HTTP/ipxe?mac=52-54-00-00-00-02&platform=efi"
 
+# The TFTP remap file is read again on reload: a rule added to netboot.yaml takes effect for the next
+# request, and a broken remap file is refused with the previous rules kept.
+reloads() { grep -c "reload: configuration and inventory reloaded" "$WORK/serve.log" || true; }
+wait_reloads() { for _ in $(seq 50); do [ "$(reloads)" -ge "$1" ] && return; sleep 0.1; done; fail "no reload #$1"; }
+cat >"$WORK/nodes.yaml" <<'YAML'
+profiles:
+  live:
+    kernel: {kernel: assets/vmlinuz, initrd: [assets/initrd.img]}
+nodes: []
+YAML
+printf 'r ^pxelinux\\.0$ undionly.kpxe\n' >"$WORK/tftpd.remap"
+sed -i 's|^tftp: {port: 0, root: tftp}|tftp: {port: 0, root: tftp, remap: tftpd.remap}|' "$WORK/netboot.yaml"
+before=$(reloads)
+expect_status 0 "no remap rule yet: pxelinux.0 is not found" -- \
+  bash -c "timeout 20 tftp -m binary 127.0.0.1 $TFTP_PORT -c get pxelinux.0 '$WORK/pxelinux.got' 2>&1 | grep -q 'File not found'"
+kill -HUP "$SERVE_PID"
+wait_reloads $((before + 1))
+timeout 20 tftp -m binary 127.0.0.1 "$TFTP_PORT" -c get pxelinux.0 "$WORK/pxelinux.got" >/dev/null 2>&1 || true
+cmp -s "$WORK/pxelinux.got" "$WORK/tftp/undionly.kpxe" || { cat "$WORK/serve.log" >&2; fail "the reloaded remap rule was not applied"; }
+pass "SIGHUP: the remap file added to netboot.yaml is applied to the next request"
+printf 'q this is not a rule\n' >"$WORK/tftpd.remap"
+failures=$(grep -c "reload failed" "$WORK/serve.log")
+kill -HUP "$SERVE_PID"
+for _ in $(seq 50); do [ "$(grep -c "reload failed" "$WORK/serve.log")" -gt "$failures" ] && break; sleep 0.1; done
+grep "reload failed" "$WORK/serve.log" | tail -n 1 | grep -q "tftpd.remap" || { cat "$WORK/serve.log" >&2; fail "a broken remap file was not reported by name"; }
+rm -f "$WORK/pxelinux.got"
+timeout 20 tftp -m binary 127.0.0.1 "$TFTP_PORT" -c get pxelinux.0 "$WORK/pxelinux.got" >/dev/null 2>&1 || true
+cmp -s "$WORK/pxelinux.got" "$WORK/tftp/undionly.kpxe" || fail "a broken remap file replaced the working rules"
+pass "a broken remap file is refused on reload and the previous rules stay"
+
 grep -q '"step":"ipxe-script"' "$WORK/boot.jsonl" || fail "no boot events logged"
 pass "boot events are logged as JSON lines"
 

@@ -79,8 +79,7 @@ class RunningServer {
     TftpServerConfig config;
     config.listen = {boost::asio::ip::address_v4::loopback(), 0};
     config.root = root;
-    config.retransmit_timeout = retransmit_timeout;
-    config.max_retransmits = max_retransmits;
+    config.retransmit = {retransmit_timeout, retransmit_timeout * 8, max_retransmits};
     config.limits.max_windowsize = 64;
     config.observer = observer;
     if (customize) customize(config);
@@ -357,9 +356,20 @@ TEST_CASE("tftp server: a client that vanishes is dropped after bounded retransm
   RunningServer server(dir / "root", 100ms, 3);
   RawClient client;
   client.send(server.port(), read_request("file"));
-  auto copies = client.drain(500ms);  // the original DATA 1 and three retransmissions, then silence
-  CHECK(copies.size() == 4);
+  // The original DATA 1 and three retransmissions backing off (100, 200, 400 ms), then silence.
+  std::vector<std::chrono::steady_clock::time_point> arrivals;
+  std::vector<RawClient::Received> copies;
+  while (auto next = client.receive(1500ms)) {
+    arrivals.push_back(std::chrono::steady_clock::now());
+    copies.push_back(std::move(*next));
+  }
+  REQUIRE(copies.size() == 4);
   for (const auto& copy : copies) CHECK(std::get<TftpData>(copy.packet).block == 1);
+  for (std::size_t i = 2; i < arrivals.size(); ++i) {
+    auto gap = arrivals[i] - arrivals[i - 1];
+    auto previous = arrivals[i - 1] - arrivals[i - 2];
+    CHECK(gap > previous * 3 / 2);  // doubling, with room for scheduling jitter
+  }
   auto events = server.observer->wait_for_ended(1);
   REQUIRE(events.size() == 1);
   CHECK(events[0].outcome == TftpTransferOutcome::failed);

@@ -3,6 +3,7 @@
 // Serves ROOT over TFTP until SIGINT/SIGTERM, printing the bound port on stdout first so a script can
 // start it on port 0. For benchmarks and interop checks; the product's entry point is `aggrik8s-image serve`.
 #include "netboot/asio.hpp"
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -34,7 +35,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--max-windowsize") {
       config.limits.max_windowsize = static_cast<std::uint16_t>(std::stoul(value()));
     } else if (arg == "--timeout-ms") {
-      config.retransmit_timeout = std::chrono::milliseconds(std::stoul(value()));
+      config.retransmit.first = std::chrono::milliseconds(std::stoul(value()));
+      config.retransmit.longest = std::max(config.retransmit.longest, config.retransmit.first);
     } else if (arg == "--debug") {
       aggrik8s::log::set_level(aggrik8s::log::Level::debug);
     } else {
