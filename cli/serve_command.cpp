@@ -1,6 +1,7 @@
-// aggrik8s-image serve: the netboot server (TFTP + HTTP; DHCP is issue 6). One process, one io_context
-// thread. SIGTERM/SIGINT stop it cleanly; SIGHUP reloads the configuration file and the nodes file
-// without dropping transfers in flight (and reopens the boot event log, for logrotate).
+// aggrik8s-image serve: the netboot server (TFTP + HTTP + DHCP, proxy or full). One process, one
+// io_context thread, plus the DHCP lease journal's writer thread in full mode. SIGTERM/SIGINT stop it
+// cleanly; SIGHUP reloads the configuration file and the nodes file without dropping transfers in
+// flight (and reopens the boot event log, for logrotate).
 #include <csignal>
 #include <cstdio>
 

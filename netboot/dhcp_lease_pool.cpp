@@ -1,5 +1,6 @@
 #include "netboot/dhcp_lease_pool.hpp"
 
+#include <algorithm>
 #include <sstream>
 
 #include "core/error.hpp"
@@ -165,18 +166,26 @@ std::vector<DhcpLease> parse_dhcp_leases(const std::string& text, const std::str
     }
     leases.push_back({mac, *parsed, expires});
   }
-  // The journal's final state: the last line per MAC, tombstones (0.0.0.0) removing it.
-  std::map<std::string, DhcpLease> last;
-  for (const auto& lease : leases) {
-    if (lease.address == 0) {
-      last.erase(lease.mac);
+  // The journal's final state: the last line per MAC, tombstones (0.0.0.0) removing it, returned in
+  // the order of those lines. The order matters when one address has lines from two MACs (the first
+  // client's lease expired and the address went to another): committing them in journal order lets
+  // the later lease supersede the expired one, as it did when it was granted.
+  std::map<std::string, std::size_t> last;  // MAC -> index of its last line
+  for (std::size_t i = 0; i < leases.size(); ++i) {
+    if (leases[i].address == 0) {
+      last.erase(leases[i].mac);
     } else {
-      last[lease.mac] = lease;
+      last[leases[i].mac] = i;
     }
   }
-  leases.clear();
-  for (const auto& entry : last) leases.push_back(entry.second);
-  return leases;
+  std::vector<std::size_t> order;
+  order.reserve(last.size());
+  for (const auto& entry : last) order.push_back(entry.second);
+  std::sort(order.begin(), order.end());
+  std::vector<DhcpLease> result;
+  result.reserve(order.size());
+  for (auto index : order) result.push_back(leases[index]);
+  return result;
 }
 
 }  // namespace aggrik8s::netboot

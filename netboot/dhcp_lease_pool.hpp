@@ -71,9 +71,10 @@ class DhcpLeasePool {
 
 // Lease file: a journal of "MAC ADDRESS EXPIRES" lines, '#' comments; the last line for a MAC wins and
 // address 0.0.0.0 removes the MAC's lease (release, decline). Appending one line per grant keeps the
-// fsync before each ACK cheap; the file is compacted (rewritten from format_dhcp_leases) at start and
-// when it grows. Throws aggrik8s::Error naming the line on anything else: a lease file we cannot read
-// must stop the server, not be forgotten.
+// fdatasync before each ACK cheap; the file is compacted (rewritten from format_dhcp_leases) at start and
+// when it grows. parse_dhcp_leases returns the final lease of each MAC in the order of the lines that
+// set them (commit them in that order). Throws aggrik8s::Error naming the line on anything else: a
+// lease file we cannot read must stop the server, not be forgotten.
 std::string format_dhcp_lease_line(const DhcpLease& lease);
 std::string format_dhcp_leases(const std::map<std::string, DhcpLease>& leases);
 std::vector<DhcpLease> parse_dhcp_leases(const std::string& text, const std::string& file_name);

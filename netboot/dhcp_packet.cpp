@@ -209,6 +209,7 @@ std::string DhcpPacket::hardware_address() const {
   static constexpr char digits[] = "0123456789abcdef";
   std::string out;
   std::size_t length = std::min<std::size_t>(hlen, chaddr.size());
+  out.reserve(length * 3);  // one allocation: a MAC's 17 characters do not fit the small-string buffer
   for (std::size_t i = 0; i < length; ++i) {
     if (i > 0 && htype == 1 && hlen == 6) out.push_back(':');
     out.push_back(digits[chaddr[i] >> 4]);

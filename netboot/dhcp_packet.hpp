@@ -25,6 +25,7 @@ constexpr std::uint8_t pad = 0;
 constexpr std::uint8_t subnet_mask = 1;
 constexpr std::uint8_t router = 3;
 constexpr std::uint8_t dns_server = 6;
+constexpr std::uint8_t ntp_servers = 42;
 constexpr std::uint8_t host_name = 12;
 constexpr std::uint8_t domain_name = 15;
 constexpr std::uint8_t vendor_specific = 43;

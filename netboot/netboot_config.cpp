@@ -1,10 +1,87 @@
 #include "netboot/netboot_config.hpp"
 
+#include <tuple>
+
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
+#include "netboot/dhcp_packet.hpp"
+#include "netboot/dhcp_subnet.hpp"
 
 namespace aggrik8s::netboot {
 namespace fs = std::filesystem;
+
+namespace {
+
+// One item of dhcp.relayed_subnets; `defaults` is the section's own values for dns/domain/lease_time.
+std::optional<NetbootConfig::DhcpRelayedSubnet> read_dhcp_relayed_subnet(const ConfigNode& node, const std::string& path,
+                                                                         const NetbootConfig& defaults,
+                                                                         Diagnostics& diagnostics) {
+  ConfigMapReader item(node, diagnostics, path);
+  if (!item.valid()) {
+    diagnostics.error(node.location, "'" + path + "' must be a map (subnet, pool, router, dns, ntp, domain, lease_time)");
+    return std::nullopt;
+  }
+  NetbootConfig::DhcpRelayedSubnet out;
+  bool ok = true;
+  auto subnet_text = item.string("subnet", true);
+  // Plain values rather than an optional captured below: GCC 12 warns (wrongly) about those.
+  std::uint32_t network = 0, netmask = 0;
+  bool has_subnet = false;
+  if (subnet_text) {
+    out.subnet = *subnet_text;
+    if (auto parsed = parse_ipv4_subnet(*subnet_text)) {
+      std::tie(network, netmask) = *parsed;
+      has_subnet = true;
+    } else {
+      item.error_at("subnet", "'" + path + ".subnet' must be NETWORK/PREFIX with no host bits set, e.g. 10.0.5.0/24, got '" +
+                                  *subnet_text + "'");
+    }
+  }
+  ok = ok && has_subnet;
+  auto inside = [&](std::uint32_t address) { return has_subnet && (address & netmask) == network; };
+  if (auto pool = item.string("pool", true)) {
+    auto dash = pool->find('-');
+    auto first = dash == std::string::npos ? std::nullopt : parse_ipv4(pool->substr(0, dash));
+    auto last = dash == std::string::npos ? std::nullopt : parse_ipv4(pool->substr(dash + 1));
+    if (!first || !last || *first > *last) {
+      item.error_at("pool", "'" + path + ".pool' must be FIRST-LAST IPv4 addresses, FIRST not above LAST, got '" + *pool + "'");
+      ok = false;
+    } else if (has_subnet && (!inside(*first) || !inside(*last))) {
+      item.error_at("pool", "'" + path + ".pool' " + *pool + " is not inside its subnet " + *subnet_text);
+      ok = false;
+    } else {
+      out.pool_first = ipv4_to_string(*first);
+      out.pool_last = ipv4_to_string(*last);
+    }
+  } else {
+    ok = false;
+  }
+  out.router = item.string("router");
+  if (out.router) {
+    auto router = parse_ipv4(*out.router);
+    if (!router) {
+      item.error_at("router", "'" + path + ".router' must be an IPv4 address, got '" + *out.router + "'");
+    } else if (has_subnet && !inside(*router)) {
+      item.error_at("router", "'" + path + ".router' " + *out.router + " is not inside its subnet " + *subnet_text);
+    }
+  }
+  out.dns = item.string_list("dns").value_or(defaults.dhcp_dns);
+  for (const auto& dns : out.dns) {
+    if (!is_ipv4_address(dns)) item.error_at("dns", "'" + path + ".dns' entries must be IPv4 addresses, got '" + dns + "'");
+  }
+  out.ntp = item.string_list("ntp").value_or(defaults.dhcp_ntp);
+  for (const auto& ntp : out.ntp) {
+    if (!is_ipv4_address(ntp)) item.error_at("ntp", "'" + path + ".ntp' entries must be IPv4 addresses, got '" + ntp + "'");
+  }
+  out.domain = item.string("domain");
+  if (!out.domain) out.domain = defaults.dhcp_domain;
+  out.lease_time = static_cast<std::uint32_t>(item.integer("lease_time", 60, 30 * 86400).value_or(defaults.dhcp_lease_time));
+  item.finish();
+  if (!ok) return std::nullopt;
+  return out;
+}
+
+}  // namespace
 
 NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnostics) {
   NetbootConfig config;
@@ -35,7 +112,17 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
     config.tftp_max_windowsize = static_cast<std::uint16_t>(tftp->integer("max_windowsize", 1, 64).value_or(16));
     config.tftp_retransmit_timeout =
         std::chrono::milliseconds(tftp->integer("retransmit_timeout_ms", 100, 10000).value_or(1000));
+    config.tftp_max_retransmit_interval =
+        std::chrono::milliseconds(tftp->integer("max_retransmit_interval_ms", 100, 60000).value_or(8000));
+    config.tftp_option_ack_timeout =
+        std::chrono::milliseconds(tftp->integer("oack_timeout_ms", 100, 60000).value_or(6000));
     config.tftp_max_retransmits = static_cast<unsigned>(tftp->integer("max_retransmits", 1, 100).value_or(5));
+    if (config.tftp_max_retransmit_interval < config.tftp_retransmit_timeout) {
+      tftp->error_at("max_retransmit_interval_ms", "'tftp.max_retransmit_interval_ms' (" +
+                                                       std::to_string(config.tftp_max_retransmit_interval.count()) +
+                                                       ") must be at least 'tftp.retransmit_timeout_ms' (" +
+                                                       std::to_string(config.tftp_retransmit_timeout.count()) + ")");
+    }
     if (config.tftp_root && !fs::is_directory(*config.tftp_root)) {
       tftp->error_at("root", "'tftp.root': " + config.tftp_root->string() + " is not a directory");
     }
@@ -89,9 +176,31 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
     for (const auto& dns : config.dhcp_dns) {
       if (!is_ipv4_address(dns)) dhcp->error_at("dns", "'dhcp.dns' entries must be IPv4 addresses, got '" + dns + "'");
     }
+    config.dhcp_ntp = dhcp->string_list("ntp").value_or(std::vector<std::string>{});
+    for (const auto& ntp : config.dhcp_ntp) {
+      if (!is_ipv4_address(ntp)) dhcp->error_at("ntp", "'dhcp.ntp' entries must be IPv4 addresses, got '" + ntp + "'");
+    }
     config.dhcp_domain = dhcp->string("domain");
     config.dhcp_lease_time = static_cast<std::uint32_t>(dhcp->integer("lease_time", 60, 30 * 86400).value_or(3600));
     config.dhcp_lease_file = dhcp->path_value("lease_file");
+    dhcp->list("relayed_subnets", [&](const ConfigNode& item, const std::string& path) {
+      auto subnet = read_dhcp_relayed_subnet(item, path, config, diagnostics);
+      if (!subnet) return;
+      // Overlapping subnets would make the pool a relay's requests come from ambiguous.
+      auto mine = parse_ipv4_subnet(subnet->subnet);
+      for (const auto& other : config.dhcp_relayed_subnets) {
+        auto theirs = parse_ipv4_subnet(other.subnet);
+        std::uint32_t common = mine->second & theirs->second;
+        if ((mine->first & common) == (theirs->first & common)) {
+          diagnostics.error(item.location, "'" + path + "': subnet " + subnet->subnet + " overlaps " + other.subnet);
+          return;
+        }
+      }
+      config.dhcp_relayed_subnets.push_back(std::move(*subnet));
+    });
+    if (!config.dhcp_relayed_subnets.empty() && config.dhcp_mode != "full") {
+      dhcp->error_at("relayed_subnets", "'dhcp.relayed_subnets' hands out addresses: it needs 'dhcp.mode: full'");
+    }
     if (config.dhcp_mode != "off" && !config.dhcp_interface) {
       // Never broadcast DHCP on whatever the default route happens to be.
       dhcp->error("'dhcp.interface' is required when 'dhcp.mode' is " + config.dhcp_mode);

@@ -25,9 +25,12 @@ struct NetbootConfig {
   std::optional<std::filesystem::path> tftp_remap;  // tftp-hpa remap file
   std::uint16_t tftp_max_blksize = 1468;
   std::uint16_t tftp_max_windowsize = 16;
+  // Retransmission: the first timeout, the back-off's ceiling and the timeouts in a row before a transfer
+  // is dropped. Clients such as atftp resend their ACK only on their own timer (5 s), so the back-off
+  // must reach past it within the retransmissions (see TftpRetransmitSchedule).
   std::chrono::milliseconds tftp_retransmit_timeout{1000};
-  // Consecutive timeouts before a transfer is dropped. Clients such as atftp resend their ACK only on
-  // their own timeout (5 s), so timeout x retransmits must outlast it on a lossy link.
+  std::chrono::milliseconds tftp_max_retransmit_interval{8000};
+  std::chrono::milliseconds tftp_option_ack_timeout{6000};  // first wait for the ACK of an OACK
   unsigned tftp_max_retransmits = 5;
 
   bool http_enabled = true;
@@ -50,9 +53,24 @@ struct NetbootConfig {
   std::string dhcp_netmask = "255.255.255.0";
   std::optional<std::string> dhcp_router;
   std::vector<std::string> dhcp_dns;
+  std::vector<std::string> dhcp_ntp;  // option 42
   std::optional<std::string> dhcp_domain;
   std::uint32_t dhcp_lease_time = 3600;
   std::optional<std::filesystem::path> dhcp_lease_file;
+  // Full mode, "relayed_subnets:": subnets reached through DHCP relays, each with its own pool and
+  // options; a relayed request is answered from the one containing its giaddr. dns, ntp, domain and
+  // lease_time default to the section's own; router does not (a router is per subnet).
+  struct DhcpRelayedSubnet {
+    std::string subnet;                      // "10.0.5.0/24"
+    std::string pool_first, pool_last;
+    std::optional<std::string> router;
+    std::vector<std::string> dns;
+    std::vector<std::string> ntp;
+    std::optional<std::string> domain;
+    std::uint32_t lease_time = 3600;
+    bool operator==(const DhcpRelayedSubnet&) const = default;
+  };
+  std::vector<DhcpRelayedSubnet> dhcp_relayed_subnets;
 
   std::optional<std::filesystem::path> inventory;  // nodes file
   std::optional<std::filesystem::path> boot_log;   // JSON lines; none when unset

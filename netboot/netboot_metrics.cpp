@@ -18,6 +18,14 @@ const std::map<std::string, std::string>& help_texts() {
       {"aggrik8s_inventory_nodes", "Nodes in the inventory"},
       {"aggrik8s_http_connections_active", "Open HTTP connections"},
       {"aggrik8s_tftp_transfers_active", "TFTP transfers in progress"},
+      {"aggrik8s_tftp_retransmissions_total", "TFTP windows and OACKs resent after a timeout"},
+      {"aggrik8s_tftp_malformed_total", "TFTP datagrams that did not parse, on any socket"},
+      {"aggrik8s_dhcp_received_total", "DHCP requests received, by message type"},
+      {"aggrik8s_dhcp_sent_total", "DHCP replies sent, by message type"},
+      {"aggrik8s_dhcp_dropped_total", "DHCP requests that got no reply, by reason"},
+      {"aggrik8s_dhcp_journal_writes_total", "Lease journal writes: fdatasync'ed appends and compactions"},
+      {"aggrik8s_dhcp_leases_active", "Granted DHCP leases not yet expired"},
+      {"aggrik8s_dhcp_leases_total", "DHCP leases granted (ACKs after the lease was on disk)"},
   };
   return help;
 }
@@ -76,6 +84,11 @@ void NetbootMetrics::add(const std::string& name, const Labels& labels, std::uin
 void NetbootMetrics::set_gauge(const std::string& name, const Labels& labels, std::uint64_t value) {
   std::lock_guard lock(mutex_);
   gauges_[name][labels] = value;
+}
+
+void NetbootMetrics::set_counter(const std::string& name, const Labels& labels, std::uint64_t value) {
+  std::lock_guard lock(mutex_);
+  counters_[name][labels] = value;
 }
 
 void NetbootMetrics::boot_step(const BootEvent& event) {

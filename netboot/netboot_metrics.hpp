@@ -27,6 +27,8 @@ class NetbootMetrics {
   using Labels = std::vector<std::pair<std::string, std::string>>;
   void add(const std::string& name, const Labels& labels, std::uint64_t value = 1);
   void set_gauge(const std::string& name, const Labels& labels, std::uint64_t value);
+  // A counter whose total is kept elsewhere (the DHCP server's own atomics), copied in before a scrape.
+  void set_counter(const std::string& name, const Labels& labels, std::uint64_t value);
   // Every boot step: counted per node and result, and remembered as the node's last step.
   void boot_step(const BootEvent& event);
   std::string prometheus_text() const;

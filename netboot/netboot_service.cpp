@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include <array>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -157,6 +158,28 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     settings.http_base_url = s->base_url;
     settings.proxy = proxy;
     return decide_dhcp_boot(request, s->inventory, settings);
+  }
+
+  // The DHCP server keeps its own atomic totals (it counts on its hot path without the metrics lock);
+  // they are copied into the metrics when /metrics is read. Every series is written, zeros too, so a
+  // scrape sees each counter from the start.
+  void publish_dhcp_counters(const DhcpServerCounters& c) {
+    const auto& by_type = c.received_by_type;
+    // Clients send these five; anything else (no type, another server's OFFER/ACK/NAK) is "other".
+    const std::pair<const char*, std::uint64_t> received[] = {
+        {"discover", by_type[1]}, {"request", by_type[3]}, {"decline", by_type[4]}, {"release", by_type[7]},
+        {"inform", by_type[8]},   {"other", by_type[0] + by_type[2] + by_type[5] + by_type[6]}};
+    for (const auto& [type, count] : received) metrics.set_counter("aggrik8s_dhcp_received_total", {{"type", type}}, count);
+    metrics.set_counter("aggrik8s_dhcp_sent_total", {{"type", "offer"}}, c.offers);
+    metrics.set_counter("aggrik8s_dhcp_sent_total", {{"type", "ack"}}, c.acks);
+    metrics.set_counter("aggrik8s_dhcp_sent_total", {{"type", "nak"}}, c.naks);
+    for (std::size_t i = 1; i < c.dropped.size(); ++i) {
+      auto reason = static_cast<DhcpDropReason>(i);
+      metrics.set_counter("aggrik8s_dhcp_dropped_total", {{"reason", to_string(reason)}}, c.dropped[i]);
+    }
+    metrics.set_counter("aggrik8s_dhcp_journal_writes_total", {{"kind", "append"}}, c.journal_appends);
+    metrics.set_counter("aggrik8s_dhcp_journal_writes_total", {{"kind", "compaction"}}, c.journal_compactions);
+    metrics.set_gauge("aggrik8s_dhcp_leases_active", {}, c.leases_active);
   }
 
   void dhcp_leased(const DhcpPacket& request, std::uint32_t address) {
@@ -468,8 +491,14 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     auto segments = target.segments();
     if (target.path == "/healthz") return text(200, "ok\n", "healthz");
     if (target.path == "/metrics") {
-      if (tftp != nullptr) metrics.set_gauge("aggrik8s_tftp_transfers_active", {}, tftp->counters().active);
+      if (tftp != nullptr) {
+        TftpServerCounters counters = tftp->counters();
+        metrics.set_gauge("aggrik8s_tftp_transfers_active", {}, counters.active);
+        metrics.set_counter("aggrik8s_tftp_retransmissions_total", {}, counters.retransmissions);
+        metrics.set_counter("aggrik8s_tftp_malformed_total", {}, counters.malformed);
+      }
       if (http != nullptr) metrics.set_gauge("aggrik8s_http_connections_active", {}, http->counters().active_connections);
+      if (dhcp != nullptr) publish_dhcp_counters(dhcp->counters());
       HttpReply reply = text(200, metrics.prometheus_text(), "metrics");
       reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
       return reply;
@@ -588,6 +617,23 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
 };
 
 namespace {
+TftpServerLimits tftp_limits(const NetbootConfig& config) {
+  TftpServerLimits limits;
+  limits.max_blksize = config.tftp_max_blksize;
+  limits.max_windowsize = config.tftp_max_windowsize;
+  return limits;
+}
+
+TftpRetransmitPolicy tftp_retransmit_policy(const NetbootConfig& config) {
+  return TftpRetransmitPolicy{config.tftp_retransmit_timeout, config.tftp_max_retransmit_interval,
+                              config.tftp_max_retransmits, config.tftp_option_ack_timeout};
+}
+
+std::shared_ptr<const TftpRemapRules> load_tftp_remap(const NetbootConfig& config) {
+  if (!config.tftp_remap) return nullptr;
+  return std::make_shared<const TftpRemapRules>(TftpRemapRules::load(*config.tftp_remap));
+}
+
 // The servers hold the core through these; the core does not hold the servers, so nothing cycles.
 std::shared_ptr<TftpServerObserver> as_observer(const std::shared_ptr<NetbootService::Core>& core) { return core; }
 std::shared_ptr<HttpHandler> as_handler(const std::shared_ptr<NetbootService::Core>& core) { return core; }
@@ -621,11 +667,9 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
   bool tftp_enabled = config.tftp_enabled;
   TftpServerConfig tftp;
   tftp.listen = {ip, config.tftp_port};
-  tftp.limits.max_blksize = config.tftp_max_blksize;
-  tftp.limits.max_windowsize = config.tftp_max_windowsize;
-  tftp.retransmit_timeout = config.tftp_retransmit_timeout;
-  tftp.max_retransmits = config.tftp_max_retransmits;
-  if (config.tftp_remap) tftp.remap = std::make_shared<const TftpRemapRules>(TftpRemapRules::load(*config.tftp_remap));
+  tftp.limits = tftp_limits(config);
+  tftp.retransmit = tftp_retransmit_policy(config);
+  tftp.remap = load_tftp_remap(config);
   core_->install(load_snapshot(std::move(config), address, core_->http_port));
   if (tftp_enabled) {
     std::weak_ptr<Core> weak = core_;
@@ -649,18 +693,49 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
     dhcp.interface = c.dhcp_interface;
     dhcp.port = c.dhcp_port;
     dhcp.server_address = parse_ipv4(core_->dhcp_address).value_or(0);
+    // subnets[0]: the interface's own subnet; then the relayed ones, as configured.
+    DhcpSubnet local;
+    local.netmask = parse_ipv4(c.dhcp_netmask).value_or(0xffffff00);
+    local.network = dhcp.server_address & local.netmask;
     if (c.dhcp_pool_first && c.dhcp_pool_last) {
-      dhcp.pool.first = parse_ipv4(*c.dhcp_pool_first).value_or(0);
-      dhcp.pool.last = parse_ipv4(*c.dhcp_pool_last).value_or(0);
+      local.pool.first = parse_ipv4(*c.dhcp_pool_first).value_or(0);
+      local.pool.last = parse_ipv4(*c.dhcp_pool_last).value_or(0);
     }
-    dhcp.pool.lease_time = c.dhcp_lease_time;
-    dhcp.pool.server = dhcp.server_address;
-    dhcp.netmask = parse_ipv4(c.dhcp_netmask).value_or(0xffffff00);
-    if (c.dhcp_router) dhcp.router = parse_ipv4(*c.dhcp_router);
+    local.pool.lease_time = c.dhcp_lease_time;
+    local.pool.server = dhcp.server_address;
+    if (c.dhcp_router) local.router = parse_ipv4(*c.dhcp_router);
     for (const auto& dns : c.dhcp_dns) {
-      if (auto dns_address = parse_ipv4(dns)) dhcp.dns.push_back(*dns_address);
+      if (auto dns_address = parse_ipv4(dns)) local.dns.push_back(*dns_address);
     }
-    dhcp.domain = c.dhcp_domain;
+    for (const auto& ntp : c.dhcp_ntp) {
+      if (auto ntp_address = parse_ipv4(ntp)) local.ntp.push_back(*ntp_address);
+    }
+    local.domain = c.dhcp_domain;
+    dhcp.subnets.push_back(std::move(local));
+    for (const auto& relayed : c.dhcp_relayed_subnets) {
+      DhcpSubnet subnet;
+      auto network = parse_ipv4_subnet(relayed.subnet);
+      if (!network) throw Error("dhcp.relayed_subnets: '" + relayed.subnet + "' is not a subnet");
+      subnet.network = network->first;
+      subnet.netmask = network->second;
+      if (dhcp.subnets.front().contains(subnet.network) || subnet.contains(dhcp.server_address)) {
+        throw Error("dhcp.relayed_subnets: " + relayed.subnet + " overlaps the subnet of interface " +
+                    c.dhcp_interface.value_or("-") + " (" + core_->dhcp_address + "/" + c.dhcp_netmask +
+                    "): relayed subnets must be other subnets");
+      }
+      subnet.pool.first = parse_ipv4(relayed.pool_first).value_or(0);
+      subnet.pool.last = parse_ipv4(relayed.pool_last).value_or(0);
+      subnet.pool.lease_time = relayed.lease_time;
+      if (relayed.router) subnet.router = parse_ipv4(*relayed.router);
+      for (const auto& dns : relayed.dns) {
+        if (auto dns_address = parse_ipv4(dns)) subnet.dns.push_back(*dns_address);
+      }
+      for (const auto& ntp : relayed.ntp) {
+        if (auto ntp_address = parse_ipv4(ntp)) subnet.ntp.push_back(*ntp_address);
+      }
+      subnet.domain = relayed.domain;
+      dhcp.subnets.push_back(std::move(subnet));
+    }
     dhcp.lease_file = c.dhcp_lease_file;
     std::weak_ptr<Core> weak = core_;
     bool proxy = dhcp.mode == DhcpMode::proxy;
@@ -726,14 +801,30 @@ bool NetbootService::reload() {
       config.address = old->config.address;
       if (old->config.interface) config.interface = old->config.interface;
       if (config.tftp_port != old->config.tftp_port || config.http_port != old->config.http_port ||
-          config.tftp_remap != old->config.tftp_remap) {
-        log::warning("reload: listening ports and the TFTP remap file change only on restart");
+          config.tftp_enabled != old->config.tftp_enabled || config.http_enabled != old->config.http_enabled ||
+          config.dhcp_mode != old->config.dhcp_mode || config.dhcp_port != old->config.dhcp_port) {
+        log::warning("reload: listening ports and which servers run change only on restart");
+      }
+      const auto& was = old->config;
+      if (config.dhcp_interface != was.dhcp_interface || config.dhcp_pool_first != was.dhcp_pool_first ||
+          config.dhcp_pool_last != was.dhcp_pool_last || config.dhcp_netmask != was.dhcp_netmask ||
+          config.dhcp_router != was.dhcp_router || config.dhcp_dns != was.dhcp_dns || config.dhcp_ntp != was.dhcp_ntp || config.dhcp_domain != was.dhcp_domain ||
+          config.dhcp_lease_time != was.dhcp_lease_time || config.dhcp_lease_file != was.dhcp_lease_file ||
+          config.dhcp_relayed_subnets != was.dhcp_relayed_subnets) {
+        // The pools hold live leases and offers: they are not rebuilt under running clients.
+        log::warning("reload: the dhcp section (pools, options, relayed subnets) changes only on restart; "
+                     "reservations from the nodes file are reloaded");
       }
     }
+    // Everything that can fail is read before anything is replaced: a bad remap file keeps the old one.
+    auto remap = load_tftp_remap(config);
+    TftpServerLimits limits = tftp_limits(config);
+    TftpRetransmitPolicy retransmit = tftp_retransmit_policy(config);
     auto fresh = load_snapshot(std::move(config), core_->bound_address, core_->http_port);
     core_->events->reopen();
     std::size_t nodes = fresh->inventory.nodes.size();
     core_->install(std::move(fresh));
+    if (servers_->tftp) servers_->tftp->reconfigure(std::move(limits), retransmit, std::move(remap));
     core_->metrics.add("aggrik8s_reloads_total", {{"result", "ok"}});
     log::info("reload: configuration and inventory reloaded (", nodes, " nodes)");
     return true;

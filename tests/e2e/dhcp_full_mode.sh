@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Full-mode DHCP from the real `aggrik8s-image serve`: a server namespace with a bridge (10.98.0.1/24)
 # and three client namespaces on veth pairs: busybox udhcpc, ISC dhclient (a node with a pinned
-# address: its reservation) and a scripted Raspberry Pi 5 bootloader (tests/tools/dhcp_pi5_client.py).
-# Checks leases, renewals, option 43/siaddr for the Pi, record_lease() (status page), and that leases
-# survive a kill -9 of the server without being handed out twice. Needs root; skipped otherwise. Every
-# wait is bounded; the namespaces are removed on exit whatever happens.
+# address: its reservation) and a scripted Raspberry Pi 5 bootloader (tests/tools/dhcp_pi5_client.py)
+# that, after DHCP, fetches config.txt, probes the kernel (ERROR "Early terminate"), then cmdline.txt,
+# the DTB and the kernel over TFTP from a Pi image built by `aggrik8s-image build`, served out of the
+# image file and byte-compared with its boot partition (mtools). The third namespace is also a DHCP
+# relay (tests/tools/dhcp_relay_client.py) for 10.98.6.0/24, which has its own pool, and for a subnet
+# with none. Checks leases, renewals, option 43/siaddr for the Pi, record_lease() (status page), the
+# DHCP counters in /metrics, and that leases survive a kill -9 of the server without being handed out
+# twice. Needs root; skipped otherwise. Every wait is bounded; the namespaces are removed on exit.
 source "$(dirname "$0")/lib.bash"
 
 if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! command -v udhcpc >/dev/null || ! command -v dhclient >/dev/null; then
@@ -40,18 +44,14 @@ pass "server namespace $SRV with br0 10.98.0.1/24 and 3 client namespaces"
 
 mkdir -p "$WORK/tftp" "$WORK/assets"
 echo kernel >"$WORK/assets/vmlinuz"
-# A small partitioned image with a FAT boot partition, standing in for a built Pi image: the Pi 5
-# fetches its files from it over TFTP after DHCP.
-truncate -s 40M "$WORK/pi.img"
-printf 'label: dos\nstart=2048, type=c\n' | sfdisk -q "$WORK/pi.img"
-mkfs.vfat --offset 2048 -F 32 "$WORK/pi.img" $(( (40 * 1024 * 1024 - 2048 * 512) / 1024 )) >/dev/null
-echo "kernel=kernel_2712.img" >"$WORK/config.txt"
-echo "console=ttyAMA0 pi5-marker" >"$WORK/cmdline.txt"
-mcopy -i "$WORK/pi.img@@1M" "$WORK/config.txt" "$WORK/cmdline.txt" ::/
+# The Pi 5 boots a real image built from the fixtures (4K-page kernel: config.txt says kernel8.img).
+build_fixture_pi_image "$WORK/pi-out" pi5 "{storage: sd, kernel_page_size_kib: 4}"
+PI_IMG=$WORK/pi-out/pi5.img
+pass "aggrik8s-image build made the Pi 5 image $PI_IMG"
 cat >"$WORK/nodes.yaml" <<YAML
 profiles:
   deb: {kernel: {kernel: assets/vmlinuz}}
-  pi: {rpi_image: {image: pi.img}}
+  pi: {rpi_image: {image: $PI_IMG}}
 nodes:
   - {name: busybox-node, match: {mac: "${MACS[0]}"}, profile: deb}
   - {name: pinned-node, match: {mac: "${MACS[1]}"}, profile: deb, address: 10.98.0.77}
@@ -69,8 +69,11 @@ dhcp:
   pool: 10.98.0.100-10.98.0.110
   router: 10.98.0.1
   dns: [10.98.0.1]
+  ntp: [10.98.0.123]
   lease_time: 120
   lease_file: leases
+  relayed_subnets:
+    - {subnet: 10.98.6.0/24, pool: 10.98.6.100-10.98.6.110, router: 10.98.6.1, dns: [10.98.6.53], lease_time: 300}
 YAML
 start_serve() {
   ip netns exec "$SRV" "$CLI" serve --config "$WORK/netboot.yaml" >>"$WORK/serve.log" 2>&1 &
@@ -81,10 +84,32 @@ start_serve() {
 start_serve
 pass "serve is listening for DHCP on br0"
 
+# metric NAME{LABELS} -> its value in /metrics now (empty if absent)
+metric() {
+  ip netns exec "$SRV" curl -sf --max-time 5 http://10.98.0.1:8080/metrics >"$WORK/metrics.txt" || fail "GET /metrics"
+  awk -v name="$1" '$1 == name {print $2}' "$WORK/metrics.txt"
+}
+expect_metric() {  # expect_metric NAME{LABELS} OP VALUE  (OP: -eq -ge ...)
+  local value
+  value=$(metric "$1")
+  [ -n "$value" ] && [ "$value" "$2" "$3" ] || { grep dhcp "$WORK/metrics.txt" >&2; fail "/metrics: $1 is '${value}', expected $2 $3"; }
+}
+for series in 'aggrik8s_dhcp_received_total{type="discover"}' 'aggrik8s_dhcp_received_total{type="request"}' \
+    'aggrik8s_dhcp_sent_total{type="offer"}' 'aggrik8s_dhcp_sent_total{type="ack"}' 'aggrik8s_dhcp_sent_total{type="nak"}' \
+    'aggrik8s_dhcp_dropped_total{reason="malformed"}' 'aggrik8s_dhcp_dropped_total{reason="flood"}' \
+    'aggrik8s_dhcp_dropped_total{reason="not_for_us"}' 'aggrik8s_dhcp_dropped_total{reason="no_subnet"}' \
+    'aggrik8s_dhcp_journal_writes_total{kind="append"}' aggrik8s_dhcp_leases_active; do
+  expect_metric "$series" -eq 0
+done
+expect_metric 'aggrik8s_dhcp_journal_writes_total{kind="compaction"}' -eq 1  # the lease file, rewritten at start
+grep -q '^# TYPE aggrik8s_dhcp_received_total counter$' "$WORK/metrics.txt" &&
+  grep -q '^# TYPE aggrik8s_dhcp_leases_active gauge$' "$WORK/metrics.txt" || fail "/metrics: DHCP TYPE lines"
+pass "/metrics lists every DHCP counter at zero before any request (Prometheus text format)"
+
 # --- busybox udhcpc: lease, renew (unicast REQUEST with ciaddr) ---
 cat >"$WORK/udhcpc.sh" <<'SH'
 #!/bin/sh
-echo "$1 ${ip:-} ${router:-} ${dns:-} ${lease:-}" >>"$EVENTS"
+echo "$1 ${ip:-} ${router:-} ${dns:-} ${lease:-} ${ntpsrv:-}" >>"$EVENTS"
 case "$1" in bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface" ;; esac
 SH
 chmod +x "$WORK/udhcpc.sh"
@@ -101,10 +126,10 @@ wait_event() {  # wait_event FILE PATTERN COUNT
   cat "$1" "$WORK/serve.log" >&2 || true; fail "timed out waiting for '$2' x$3 in $1"
 }
 wait_event "$WORK/udhcpc.events" '^bound ' 1
-read -r _ BUSYBOX_IP ROUTER DNS LEASE < <(grep '^bound ' "$WORK/udhcpc.events" | head -1)
-[ "$BUSYBOX_IP" = 10.98.0.100 ] && [ "$ROUTER" = 10.98.0.1 ] && [ "$DNS" = 10.98.0.1 ] && [ "$LEASE" = 120 ] ||
-  fail "udhcpc bound with unexpected values: $(cat "$WORK/udhcpc.events")"
-pass "udhcpc got 10.98.0.100 with router, DNS and lease time"
+read -r _ BUSYBOX_IP ROUTER DNS LEASE NTP < <(grep '^bound ' "$WORK/udhcpc.events" | head -1)
+[ "$BUSYBOX_IP" = 10.98.0.100 ] && [ "$ROUTER" = 10.98.0.1 ] && [ "$DNS" = 10.98.0.1 ] && [ "$LEASE" = 120 ] &&
+  [ "$NTP" = 10.98.0.123 ] || fail "udhcpc bound with unexpected values: $(cat "$WORK/udhcpc.events")"
+pass "udhcpc got 10.98.0.100 with router, DNS, NTP and lease time"
 grep -q "^52:54:00:98:00:01 10.98.0.100 " "$WORK/leases" || fail "lease not in the lease file: $(cat "$WORK/leases")"
 pass "the lease is in the lease file"
 kill -USR1 "$UDHCPC_PID"
@@ -132,10 +157,10 @@ grep -qE '^(BOUND|REBOOT) 10.98.0.77$' "$WORK/dhclient.events" || fail "dhclient
 pass "dhclient got its reserved address 10.98.0.77"
 kill "$(cat "$WORK/dhclient.pid")" 2>/dev/null || true
 
-# --- scripted Raspberry Pi 5 ---
+# --- scripted Raspberry Pi 5: DHCP, then TFTP from its built image ---
 ip -n "${NS[2]}" addr add 10.98.0.250/24 dev eth0
-ip netns exec "${NS[2]}" timeout 20 python3 "$SRC/tests/tools/dhcp_pi5_client.py" "${MACS[2]}" 9ffefdef 5 >"$WORK/pi5.json" ||
-  { cat "$WORK/serve.log" >&2; fail "the Pi 5 client got no OFFER/ACK"; }
+ip netns exec "${NS[2]}" timeout 60 python3 "$SRC/tests/tools/dhcp_pi5_client.py" "${MACS[2]}" 9ffefdef 5 \
+  --tftp "$WORK/pi-tftp" >"$WORK/pi5.json" || { cat "$WORK/serve.log" >&2; fail "the Pi 5 client: DHCP or TFTP failed"; }
 python3 - "$WORK/pi5.json" <<'PY' || fail "Pi 5 offer: $(cat "$WORK/pi5.json")"
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -149,13 +174,67 @@ for step in ("offer", "ack"):
 assert r["offer"]["yiaddr"] == r["ack"]["yiaddr"] and r["ack"]["yiaddr"].startswith("10.98.0.1"), r
 PY
 pass "Pi 5: option 43 is the exact 32 bytes, siaddr and option 66 are 10.98.0.1, option 97 echoed"
-# Then, as the Pi bootloader does, TFTP from siaddr under its serial (tsize 0, blksize 1468).
-for f in config.txt cmdline.txt; do
-  ip netns exec "${NS[2]}" timeout 20 curl -sS --tftp-blksize 1468 -o "$WORK/pi-$f" "tftp://10.98.0.1/9ffefdef/$f" ||
-    { cat "$WORK/serve.log" >&2; fail "Pi 5 TFTP of 9ffefdef/$f"; }
-  cmp -s "$WORK/pi-$f" "$WORK/$f" || fail "Pi 5 TFTP: 9ffefdef/$f differs from the image's"
+python3 - "$WORK/pi5.json" <<'PY' || fail "Pi 5 TFTP: $(cat "$WORK/pi5.json")"
+import json, sys
+t = json.load(open(sys.argv[1]))["tftp"]
+assert t["kernel"] == "kernel8.img", t  # what config.txt says
+for name in ("config.txt", "cmdline.txt", "bcm2712-rpi-5-b.dtb", "kernel8.img"):
+    f = t["files"][name]
+    assert f["blksize"] == "1468" and int(f["tsize"]) == f["bytes"] > 0, (name, f)
+probe = t["files"]["probe:kernel8.img"]
+assert probe["bytes"] == 1468 and int(probe["tsize"]) == t["files"]["kernel8.img"]["bytes"], probe
+assert probe["packets_after_error"] == 0, probe  # the server ended the probed transfer at once
+PY
+pass "Pi 5 TFTP: tsize and blksize 1468 acknowledged for every file; the kernel probe got one block and nothing after its ERROR"
+BOOT_OFF=$(( $(partition_field "$PI_IMG" 0 start) * 512 ))
+for f in config.txt cmdline.txt bcm2712-rpi-5-b.dtb kernel8.img; do
+  mcopy -n -i "$PI_IMG@@$BOOT_OFF" "::/$f" "$WORK/pi-boot-$f" || fail "mcopy cannot read $f from the image"
+  cmp -s "$WORK/pi-tftp/$f" "$WORK/pi-boot-$f" || fail "Pi 5 TFTP: 9ffefdef/$f differs from the image's boot partition"
 done
-pass "Pi 5 fetched 9ffefdef/config.txt and cmdline.txt from its image's boot partition over TFTP"
+pass "Pi 5 fetched 9ffefdef/config.txt, cmdline.txt, bcm2712-rpi-5-b.dtb, kernel8.img byte-identical to the image's boot partition"
+ip netns exec "$SRV" curl -sf --max-time 5 http://10.98.0.1:8080/metrics >"$WORK/metrics.txt"
+grep -q '^aggrik8s_tftp_transfers_total{result="probe"} 1$' "$WORK/metrics.txt" &&
+  ! grep -q '^aggrik8s_tftp_transfers_total{result="failed"}' "$WORK/metrics.txt" ||
+  { grep tftp "$WORK/metrics.txt" >&2; fail "the early-terminate probe was not counted as a probe (or something failed)"; }
+pass "the server counted the early-terminate probe as a probe, no TFTP transfer failed"
+
+# --- a DHCP relay: its subnet has a pool, another subnet does not; a malformed datagram ---
+ip -n "${NS[2]}" addr add 10.98.6.1/24 dev eth0
+ip -n "$SRV" route add 10.98.6.0/24 via 10.98.0.250
+ip netns exec "${NS[2]}" timeout 20 python3 "$SRC/tests/tools/dhcp_relay_client.py" 10.98.6.1 10.98.0.1 52:54:00:98:06:07 5 \
+  >"$WORK/relay.json" || { cat "$WORK/serve.log" >&2; fail "relayed DISCOVER/REQUEST got no OFFER/ACK"; }
+python3 - "$WORK/relay.json" <<'PY' || fail "relayed replies: $(cat "$WORK/relay.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+for step in ("offer", "ack"):
+    p = r[step]
+    assert p["yiaddr"] == "10.98.6.100" and p["giaddr"] == "10.98.6.1", p
+    assert p["router"] == "10.98.6.1" and p["netmask"] == "255.255.255.0" and p["dns"] == "10.98.6.53", p
+    assert p["lease"] == 300 and p["server"] == "10.98.0.1", p
+PY
+grep -q "^52:54:00:98:06:07 10.98.6.100 " "$WORK/leases" || fail "relayed lease not on file: $(cat "$WORK/leases")"
+pass "relayed via 10.98.6.1: 10.98.6.100 from that subnet's pool with its router, DNS and lease time, on file"
+ip netns exec "${NS[2]}" timeout 20 python3 "$SRC/tests/tools/dhcp_relay_client.py" 10.98.6.1 10.98.0.1 52:54:00:98:07:07 2 \
+  --giaddr 10.98.7.1 --expect-silence >"$WORK/relay-none.json" || fail "a relay for a subnet with no pool was answered: $(cat "$WORK/relay-none.json")"
+grep -q "warning: dhcp: DISCOVER from 52:54:00:98:07:07 via relay 10.98.7.1 ignored: no pool for that subnet (no_subnet: 1 dropped so far)" \
+  "$WORK/serve.log" || { grep dhcp: "$WORK/serve.log" >&2; fail "no counted log line for the relay without a pool"; }
+pass "relayed from 10.98.7.1 (no pool): no answer, and a counted log line"
+ip netns exec "${NS[2]}" python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"\1" * 12, ("10.98.0.1", 67))'
+
+# --- the counters moved as they should ---
+for _ in $(seq 30); do [ "$(metric aggrik8s_dhcp_leases_active)" = 4 ] && break; sleep 0.2; done
+expect_metric aggrik8s_dhcp_leases_active -eq 4  # udhcpc, dhclient, the Pi, the relayed client
+expect_metric 'aggrik8s_dhcp_dropped_total{reason="malformed"}' -eq 1
+expect_metric 'aggrik8s_dhcp_dropped_total{reason="no_subnet"}' -eq 1
+expect_metric 'aggrik8s_dhcp_received_total{type="discover"}' -ge 4
+expect_metric 'aggrik8s_dhcp_received_total{type="request"}' -ge 5  # 4 leases + 1 renewal
+expect_metric 'aggrik8s_dhcp_received_total{type="other"}' -ge 1    # the malformed datagram
+expect_metric 'aggrik8s_dhcp_sent_total{type="offer"}' -ge 4
+expect_metric 'aggrik8s_dhcp_sent_total{type="ack"}' -ge 5
+expect_metric 'aggrik8s_dhcp_journal_writes_total{kind="append"}' -ge 4  # one fdatasync'ed append per ACK batch
+ACKS=$(metric 'aggrik8s_dhcp_sent_total{type="ack"}'); APPENDS=$(metric 'aggrik8s_dhcp_journal_writes_total{kind="append"}')
+[ "$APPENDS" -le "$ACKS" ] || fail "more journal appends ($APPENDS) than ACKs ($ACKS)"
+pass "/metrics: received by type, offers/ACKs sent, drops by reason (malformed 1, no_subnet 1), 4 active leases, journal appends <= ACKs"
 
 # --- kill -9 and restart: leases survive, nothing is handed out twice ---
 cp "$WORK/leases" "$WORK/leases.before"
@@ -173,6 +252,10 @@ rm -f "$WORK/dhclient.events"
 run_dhclient
 grep -qE '^(BOUND|REBOOT|RENEW) 10.98.0.77$' "$WORK/dhclient.events" || fail "dhclient after restart: $(cat "$WORK/dhclient.events")"
 pass "dhclient kept 10.98.0.77 across the restart"
+ip netns exec "${NS[2]}" timeout 20 python3 "$SRC/tests/tools/dhcp_relay_client.py" 10.98.6.1 10.98.0.1 52:54:00:98:06:07 5 \
+  >"$WORK/relay-again.json" || { cat "$WORK/serve.log" >&2; fail "relayed client after the restart got no lease"; }
+grep -q '"yiaddr": "10.98.6.100"' "$WORK/relay-again.json" || fail "relayed client after restart: $(cat "$WORK/relay-again.json")"
+pass "the relayed client got 10.98.6.100 back from the restarted server (its lease read back into its subnet's pool)"
 # A new client must not get any address granted before the restart.
 ip -n "${NS[2]}" addr flush dev eth0
 ip -n "${NS[2]}" link set eth0 address 52:54:00:98:00:09  # a MAC the server has never seen
@@ -184,4 +267,11 @@ if grep -q " $FRESH " "$WORK/leases.before"; then fail "address $FRESH handed ou
 pass "a new client got $FRESH, not an address already leased"
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || fail "serve did not exit cleanly"
 SERVE_PID=
+# A relayed subnet overlapping the interface's own is refused at start, naming both.
+sed 's|subnet: 10.98.6.0/24, pool: 10.98.6.100-10.98.6.110, router: 10.98.6.1|subnet: 10.98.0.0/16, pool: 10.98.6.100-10.98.6.110, router: 10.98.6.1|' \
+  "$WORK/netboot.yaml" >"$WORK/overlap.yaml"
+expect_status 1 "serve refuses a relayed subnet overlapping the interface's" -- \
+  ip netns exec "$SRV" timeout 10 "$CLI" serve --config "$WORK/overlap.yaml"
+expect_output "dhcp.relayed_subnets: 10.98.0.0/16 overlaps the subnet of interface br0 \(10.98.0.1/255.255.255.0\)" \
+  "the refusal names the relayed subnet and the interface's subnet"
 echo "$CHECKS checks passed"

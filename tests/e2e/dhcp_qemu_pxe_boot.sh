@@ -10,41 +10,15 @@
 # its own arguments. Needs root, QEMU, /boot/vmlinuz-*; skipped otherwise. Bounded by `timeout`.
 source "$(dirname "$0")/lib.bash"
 
-KERNEL=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1 || true)
-if [ "$(id -u)" != 0 ] || ! command -v qemu-system-x86_64 >/dev/null || [ -z "$KERNEL" ] || [ ! -c /dev/net/tun ] ||
-   ! command -v busybox >/dev/null || ! command -v cpio >/dev/null; then
-  echo "SKIP: needs root, qemu-system-x86_64, /dev/net/tun, busybox, cpio and a kernel in /boot"; exit 0
-fi
+MISSING=$(qemu_netboot_missing)
+[ -z "$MISSING" ] || { echo "SKIP: needs" $MISSING; exit 0; }
 SRV=a8s-qpxe-$$
 SERVE_PID=
-cleanup() {
-  ip netns pids "$SRV" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-  ip netns del "$SRV" 2>/dev/null || true
-}
-trap cleanup EXIT
-ip netns add "$SRV"
-ip -n "$SRV" link set lo up
-ip -n "$SRV" link add br0 type bridge
-ip -n "$SRV" addr add 10.98.4.1/24 dev br0
-ip -n "$SRV" link set br0 up
-ip netns exec "$SRV" ip tuntap add dev tap0 mode tap
-ip -n "$SRV" link set tap0 master br0 up
+trap 'qemu_lan_cleanup "$SRV"' EXIT
+qemu_lan "$SRV" 10.98.4.1/24
 pass "namespace $SRV: br0 10.98.4.1/24 with tap0"
-
-# The initramfs: static busybox and an /init that reports and powers off.
-mkdir -p "$WORK/initramfs/bin" "$WORK/assets" "$WORK/tftp"
-cp /usr/bin/busybox "$WORK/initramfs/bin/busybox"
-cat >"$WORK/initramfs/init" <<'SH'
-#!/bin/busybox sh
-/bin/busybox mkdir -p /proc
-/bin/busybox mount -t proc proc /proc
-echo "AGGRIK8S-DHCP-BOOT-MARKER"
-echo "cmdline: $(/bin/busybox cat /proc/cmdline)"
-/bin/busybox poweroff -f
-SH
-chmod +x "$WORK/initramfs/init"
-(cd "$WORK/initramfs" && find . | cpio -o -H newc --quiet | gzip -1 >"$WORK/assets/initrd.gz")
-cp "$KERNEL" "$WORK/assets/vmlinuz"
+mkdir -p "$WORK/tftp" "$WORK/http-files"
+marker_boot_assets "$WORK/assets"
 MAC=52:54:00:98:04:02
 cat >"$WORK/nodes.yaml" <<YAML
 profiles:
@@ -57,7 +31,7 @@ YAML
 cat >"$WORK/netboot.yaml" <<YAML
 listen: {address: 10.98.4.1}
 tftp: {root: tftp}
-http: {port: 8080}
+http: {port: 8080, root: http-files}
 inventory: nodes.yaml
 dhcp: {mode: full, interface: br0, pool: 10.98.4.100-10.98.4.150, router: 10.98.4.1, lease_file: leases}
 YAML
@@ -67,20 +41,8 @@ for _ in $(seq 50); do grep -q "dhcp: listening" "$WORK/serve.log" && break; sle
 grep -q "dhcp: listening" "$WORK/serve.log" || { cat "$WORK/serve.log" >&2; fail "serve did not start"; }
 pass "serve (full-mode DHCP + HTTP) is up"
 
-boot_vm() {  # boot_vm NAME QEMU_ARGS...
-  local name=$1; shift
-  ip netns exec "$SRV" timeout 150 qemu-system-x86_64 -m 512 -smp 1 -display none -monitor none -no-reboot "$@" \
-    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device "virtio-net-pci,netdev=n0,mac=$MAC${NIC_EXTRA:-}" -boot n \
-    -serial "file:$WORK/$name-serial.log" </dev/null >"$WORK/$name-qemu.log" 2>&1 || true
-  sed -i 's/\r$//' "$WORK/$name-serial.log" 2>/dev/null || true
-  grep -q "AGGRIK8S-DHCP-BOOT-MARKER" "$WORK/$name-serial.log" || {
-    tail -n 20 "$WORK/$name-serial.log" "$WORK/serve.log" >&2 || true; fail "$name: the VM did not reach the marker"; }
-  pass "$name: the VM booted kernel + initramfs through our DHCP and HTTP"
-  grep -q "^cmdline: .*aggrik8s.node=qemu-node-1" "$WORK/$name-serial.log" ||
-    fail "$name: the node's own arguments are missing: $(grep cmdline: "$WORK/$name-serial.log")"
-  pass "$name: the kernel command line carries the node's own arguments"
-}
-boot_vm seabios
+QEMU_NS=$SRV QEMU_MAC=$MAC QEMU_NODE=qemu-node-1
+boot_marker_vm seabios
 grep -qE "dhcp: DISCOVER from $MAC -> OFFER 10.98.4.1[0-9]{2} boot=ipxe file=http://10.98.4.1:8080/boot.ipxe" "$WORK/serve.log" ||
   fail "the iPXE ROM was not sent to the HTTP script: $(grep dhcp: "$WORK/serve.log")"
 pass "seabios: iPXE was offered the HTTP boot script directly (no chainload loop)"
@@ -89,12 +51,25 @@ if [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] && [ -f /usr/lib/ipxe/ipxe.efi ]; then
   cp /usr/lib/ipxe/ipxe.efi "$WORK/tftp/ipxe.efi"
   cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-vars.fd"
   # romfile= drops QEMU's iPXE option ROM, so EDK2's own PXE client does the first DHCP.
-  NIC_EXTRA=,romfile= boot_vm ovmf -machine q35 -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+  NIC_EXTRA=,romfile= boot_marker_vm ovmf -machine q35 -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
     -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd"
   grep -qE "dhcp: DISCOVER from $MAC -> OFFER 10.98.4.1[0-9]{2} boot=uefi-x64 file=ipxe.efi" "$WORK/serve.log" ||
     fail "ovmf: EDK2 PXE was not offered ipxe.efi: $(grep dhcp: "$WORK/serve.log")"
   grep -qE "tftp: .*ipxe.efi" "$WORK/serve.log" || fail "ovmf: ipxe.efi was not fetched over TFTP"
   pass "ovmf: EDK2 PXE -> ipxe.efi over TFTP -> iPXE -> HTTP script"
+
+  # UEFI HTTP boot: with OVMF's PXE switched off (fw_cfg), its HTTP boot client asks instead
+  # (vendor class HTTPClient:Arch:00016) and must get an http:// URI with option 60 HTTPClient.
+  cp /usr/lib/ipxe/ipxe.efi "$WORK/http-files/ipxe.efi"
+  cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-http-vars.fd"
+  NIC_EXTRA=,romfile= boot_marker_vm ovmf-http -machine q35 \
+    -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive "if=pflash,format=raw,file=$WORK/ovmf-http-vars.fd" \
+    -fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=no -fw_cfg name=opt/org.tianocore/IPv6Support,string=no
+  grep -qE "dhcp: DISCOVER from $MAC -> OFFER 10.98.4.1[0-9]{2} boot=uefi-http file=http://10.98.4.1:8080/files/ipxe.efi" "$WORK/serve.log" ||
+    fail "ovmf-http: the HTTP boot client was not offered the http:// URI: $(grep dhcp: "$WORK/serve.log")"
+  grep -qE "http: client=10.98.4.1[0-9]{2} GET /files/ipxe.efi status=200" "$WORK/serve.log" ||
+    fail "ovmf-http: ipxe.efi was not fetched over HTTP: $(grep http: "$WORK/serve.log")"
+  pass "ovmf-http: EDK2 HTTP boot -> http://.../files/ipxe.efi -> iPXE -> HTTP script"
 else
   echo "note: OVMF or /usr/lib/ipxe/ipxe.efi missing: UEFI boot not tested"
 fi

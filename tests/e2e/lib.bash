@@ -37,6 +37,24 @@ make_fixtures() {
   ) 9>"$FIXTURES.lock"
 }
 
+# The stand-in Talos ISO (~45 MB), made once per build tree and shared by the e2e scripts and the
+# integration tests: same directory, lock and generator stamp (remade when its generator changes).
+# Sets TALOS_FIXTURE.
+make_talos_fixture() {
+  TALOS_FIXTURE=$FIXTURES/talos
+  mkdir -p "$FIXTURES"
+  local want
+  want=$(cat "$SRC/tests/fixtures/make-talos-iso" "$SRC/tests/fixtures/lib.sh" | sha256sum | cut -d' ' -f1)
+  (
+    flock 9
+    if [ "$(cat "$TALOS_FIXTURE/.generator.sha256" 2>/dev/null)" != "$want" ]; then
+      rm -rf "$TALOS_FIXTURE"
+      "$SRC/tests/fixtures/make-talos-iso" "$TALOS_FIXTURE" --quiet
+      echo "$want" >"$TALOS_FIXTURE/.generator.sha256"
+    fi
+  ) 9>"$FIXTURES/talos.lock"
+}
+
 HTTP_PID=
 start_http() {  # start_http DIR -> sets HTTP_PORT
   HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -91,4 +109,83 @@ boot_pi_image() {
     -drive "file=$img,if=virtio,format=raw" </dev/null >"$log.qemu" 2>&1 || true
   sed -i 's/\r$//' "$log"  # the serial console ends lines with CR LF
   rm -rf "$dir"
+}
+
+# Builds one Raspberry Pi 5 image with `aggrik8s-image build` from the cached fixtures (local paths,
+# nothing downloaded): build_fixture_pi_image OUTDIR NODE [BOOT_YAML_MAP]; the image is OUTDIR/NODE.img.
+build_fixture_pi_image() {
+  local out=$1 node=$2 boot=${3:-"{storage: sd}"}
+  make_fixtures
+  cat >"$WORK/pi-profile.yaml" <<YAML
+kind: rpi5-rke2
+name: fixture-pi
+base: {path: $FIXTURES/firstrun/raspios-lite-arm64.img}
+rke2: {version: v1.33.1+rke2r1, release_dir: $FIXTURES/rke2, images: [rke2-images-core], role: server}
+boot: $boot
+nodes: [{name: $node}]
+YAML
+  SOURCE_DATE_EPOCH=1767225600 "$CLI" build -q --cache-dir "$WORK/cache" --out "$out" "$WORK/pi-profile.yaml" \
+    >"$WORK/pi-build.log" 2>&1 || { cat "$WORK/pi-build.log" >&2; fail "aggrik8s-image build of the fixture Pi image"; }
+  [ -f "$out/$node.img" ] || fail "aggrik8s-image build made no $out/$node.img"
+}
+
+# ---- QEMU network boots (dhcp_qemu_*.sh), TCG only ----
+qemu_netboot_missing() {  # prints what is missing for a QEMU x86 netboot, nothing when all is there
+  [ "$(id -u)" = 0 ] || echo "root"
+  command -v qemu-system-x86_64 >/dev/null || echo "qemu-system-x86_64"
+  [ -c /dev/net/tun ] || echo "/dev/net/tun"
+  command -v busybox >/dev/null || echo "busybox"
+  command -v cpio >/dev/null || echo "cpio"
+  ls /boot/vmlinuz-* >/dev/null 2>&1 || echo "a kernel in /boot"
+}
+# qemu_lan NAMESPACE ADDRESS/PREFIX: a namespace with bridge br0 holding the address and tap0 on it.
+# The caller's EXIT trap must remove the namespace (qemu_lan_cleanup NAMESPACE).
+qemu_lan() {
+  ip netns add "$1"
+  ip -n "$1" link set lo up
+  ip -n "$1" link add br0 type bridge
+  ip -n "$1" addr add "$2" dev br0
+  ip -n "$1" link set br0 up
+  ip netns exec "$1" ip tuntap add dev tap0 mode tap
+  ip -n "$1" link set tap0 master br0 up
+}
+qemu_lan_cleanup() {
+  for ns in "$@"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
+  for ns in "$@"; do ip netns del "$ns" 2>/dev/null || true; done
+}
+# marker_boot_assets DIR: DIR/vmlinuz (the newest /boot/vmlinuz-*) and DIR/initrd.gz, a busybox
+# initramfs whose /init prints AGGRIK8S-DHCP-BOOT-MARKER and the kernel command line, then powers off.
+marker_boot_assets() {
+  local dir=$1 root
+  root=$(mktemp -d "$WORK/initramfs.XXXXXX")
+  mkdir -p "$dir" "$root/bin"
+  cp /usr/bin/busybox "$root/bin/busybox"
+  cat >"$root/init" <<'SH'
+#!/bin/busybox sh
+/bin/busybox mkdir -p /proc
+/bin/busybox mount -t proc proc /proc
+echo "AGGRIK8S-DHCP-BOOT-MARKER"
+echo "cmdline: $(/bin/busybox cat /proc/cmdline)"
+/bin/busybox poweroff -f
+SH
+  chmod +x "$root/init"
+  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$dir/initrd.gz")
+  cp "$(ls /boot/vmlinuz-* | sort -V | tail -1)" "$dir/vmlinuz"
+  rm -rf "$root"
+}
+# boot_marker_vm NAME QEMU_ARGS...: boots a VM on tap0 of $QEMU_NS with NIC MAC $QEMU_MAC (and
+# ${NIC_EXTRA} appended to the -device), serial console to $WORK/NAME-serial.log, then checks the
+# marker and that the command line carries aggrik8s.node=$QEMU_NODE. Shows $WORK/serve.log on failure.
+boot_marker_vm() {
+  local name=$1; shift
+  ip netns exec "$QEMU_NS" timeout 150 qemu-system-x86_64 -m 512 -smp 1 -display none -monitor none -no-reboot "$@" \
+    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device "virtio-net-pci,netdev=n0,mac=$QEMU_MAC${NIC_EXTRA:-}" -boot n \
+    -serial "file:$WORK/$name-serial.log" </dev/null >"$WORK/$name-qemu.log" 2>&1 || true
+  sed -i 's/\r$//' "$WORK/$name-serial.log" 2>/dev/null || true
+  grep -q "AGGRIK8S-DHCP-BOOT-MARKER" "$WORK/$name-serial.log" || {
+    tail -n 20 "$WORK/$name-serial.log" "$WORK/serve.log" >&2 || true; fail "$name: the VM did not reach the marker"; }
+  pass "$name: the VM booted kernel + initramfs through our DHCP and HTTP"
+  grep -q "^cmdline: .*aggrik8s.node=$QEMU_NODE" "$WORK/$name-serial.log" ||
+    fail "$name: the node's own arguments are missing: $(grep cmdline: "$WORK/$name-serial.log")"
+  pass "$name: the kernel command line carries the node's own arguments"
 }

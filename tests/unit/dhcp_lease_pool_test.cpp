@@ -88,3 +88,19 @@ TEST_CASE("dhcp lease pool: the journal's last line per MAC wins and 0.0.0.0 rem
   pool.load(leases);
   CHECK(pool.offer("cc", ip("10.98.0.12"), 0) == ip("10.98.0.10"));  // .12 is aa's
 }
+
+TEST_CASE("dhcp lease pool: read back in journal order, a later lease of an address supersedes the expired one", "[dhcp]") {
+  // "zz" held .10 until 100; it expired and "aa" was granted .10 until 900. Sorted by MAC, "zz" would
+  // be committed last and push out the lease the server acknowledged to "aa".
+  auto leases = parse_dhcp_leases("zz 10.98.0.10 100\nbb 10.98.0.11 50\naa 10.98.0.10 900\nbb 10.98.0.11 800\n", "leases");
+  REQUIRE(leases.size() == 3);
+  CHECK(leases[0] == DhcpLease{"zz", ip("10.98.0.10"), 100});
+  CHECK(leases[1] == DhcpLease{"aa", ip("10.98.0.10"), 900});
+  CHECK(leases[2] == DhcpLease{"bb", ip("10.98.0.11"), 800});
+  auto pool = small_pool();
+  pool.load(leases);
+  CHECK(pool.leases().count("zz") == 0);
+  CHECK(pool.leases().at("aa").address == ip("10.98.0.10"));
+  CHECK(pool.offer("cc", std::nullopt, 500) == ip("10.98.0.12"));  // .10 is aa's until 900, .11 bb's
+  CHECK_FALSE(pool.prepare("cc", ip("10.98.0.10"), 500));
+}
