@@ -10,6 +10,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -74,6 +75,52 @@ std::string human_size(std::uint64_t size) {
   return text;
 }
 
+// Cuts a stream of data blocks into bmap ranges at zero blocks (and wherever the caller says a hole
+// interrupts it) and hashes each range. Blocks arrive in ascending order.
+class BlockRangeHasher {
+ public:
+  BlockRangeHasher(std::uint64_t block_size, bool skip_zero_blocks)
+      : block_size_(block_size), skip_zero_blocks_(skip_zero_blocks) {}
+
+  // `length` bytes of data at `offset` (a block boundary): whole blocks, except the image's short
+  // last block.
+  void add(std::uint64_t offset, const std::uint8_t* data, std::size_t length) {
+    const auto block_size = static_cast<std::size_t>(block_size_);
+    for (std::size_t at = 0; at < length; at += block_size) {
+      std::size_t block_length = std::min(block_size, length - at);
+      std::uint64_t block = (offset + at) / block_size_;
+      if (skip_zero_blocks_ && is_zero_block(data + at, block_length)) {
+        close_range();
+        continue;
+      }
+      if (!hash_ || block != current_.last_block + 1) {
+        close_range();
+        hash_.emplace();
+        current_ = BmapRange{block, block, std::nullopt};
+      }
+      current_.last_block = block;
+      hash_->update(std::span<const std::uint8_t>(data + at, block_length));
+    }
+  }
+  void close_range() {
+    if (!hash_) return;
+    current_.sha256 = hash_->finish();
+    ranges_.push_back(current_);
+    hash_.reset();
+  }
+  std::vector<BmapRange> take() {
+    close_range();
+    return std::move(ranges_);
+  }
+
+ private:
+  std::uint64_t block_size_;
+  bool skip_zero_blocks_;
+  std::optional<Sha256> hash_;
+  BmapRange current_;
+  std::vector<BmapRange> ranges_;
+};
+
 // Hashes block ranges [first, last] of one data region, cutting it into runs at zero blocks.
 class RangeScanner {
  public:
@@ -88,41 +135,19 @@ class RangeScanner {
         buffer_(read_chunk_size) {}
 
   std::vector<BmapRange> scan(std::uint64_t first_block, std::uint64_t last_block) {
-    std::vector<BmapRange> ranges;
-    std::optional<Sha256> hash;
-    BmapRange current;
+    BlockRangeHasher ranges(layout_.block_size, skip_zero_blocks_);
     const std::uint64_t block_size = layout_.block_size;
     const std::uint64_t start = first_block * block_size;
     const std::uint64_t end = std::min(layout_.image_size, (last_block + 1) * block_size);
-    auto close_range = [&] {
-      if (!hash) return;
-      current.sha256 = hash->finish();
-      ranges.push_back(current);
-      hash.reset();
-    };
     for (std::uint64_t offset = start; offset < end;) {
       std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer_.size(), end - offset));
       read_exactly(fd_, offset, buffer_.data(), length, name_);
-      for (std::size_t at = 0; at < length; at += static_cast<std::size_t>(block_size)) {
-        std::size_t block_length = std::min<std::size_t>(static_cast<std::size_t>(block_size), length - at);
-        std::uint64_t block = (offset + at) / block_size;
-        if (skip_zero_blocks_ && is_zero_block(buffer_.data() + at, block_length)) {
-          close_range();
-          continue;
-        }
-        if (!hash) {
-          hash.emplace();
-          current = BmapRange{block, block, std::nullopt};
-        }
-        current.last_block = block;
-        hash->update(std::span<const std::uint8_t>(buffer_.data() + at, block_length));
-      }
+      ranges.add(offset, buffer_.data(), length);
       offset += length;
       std::lock_guard lock(progress_mutex_);
       progress_.add(length);
     }
-    close_range();
-    return ranges;
+    return ranges.take();
   }
 
  private:
@@ -133,6 +158,60 @@ class RangeScanner {
   ProgressTask& progress_;
   std::mutex& progress_mutex_;
   std::vector<std::uint8_t> buffer_;
+};
+
+// The data of an image in whole blocks: extents rounded out to block boundaries (clipped to the
+// image's end) and merged where rounding makes neighbours touch.
+struct ByteSpan {
+  std::uint64_t begin;
+  std::uint64_t end;
+};
+std::vector<ByteSpan> data_spans(int fd, std::uint64_t image_size, std::uint64_t block_size, const std::string& name) {
+  std::vector<ByteSpan> spans;
+  for (const auto& extent : list_data_extents(fd, image_size, name)) {
+    ByteSpan span{extent.offset / block_size * block_size,
+                  std::min(image_size, (extent.offset + extent.length + block_size - 1) / block_size * block_size)};
+    if (!spans.empty() && span.begin <= spans.back().end) {
+      spans.back().end = std::max(spans.back().end, span.end);
+    } else {
+      spans.push_back(span);
+    }
+  }
+  return spans;
+}
+
+// One chunk of image data in flight between the reader and the whole-image hasher.
+struct ImageChunk {
+  std::uint64_t offset = 0;
+  std::size_t length = 0;
+  std::vector<std::uint8_t> data;
+};
+
+// Hashes the whole image in file order from the chunks the reader hands over, feeding zeros for
+// the holes between them.
+class WholeImageHasher {
+ public:
+  void add(const ImageChunk& chunk) {
+    add_zeros(chunk.offset - position_);
+    hash_.update(std::span<const std::uint8_t>(chunk.data.data(), chunk.length));
+    position_ = chunk.offset + chunk.length;
+  }
+  Sha256Digest finish(std::uint64_t image_size) {
+    add_zeros(image_size - position_);
+    return hash_.finish();
+  }
+
+ private:
+  void add_zeros(std::uint64_t count) {
+    static const std::vector<std::uint8_t> zeros(read_chunk_size);
+    while (count > 0) {
+      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(count, zeros.size()));
+      hash_.update(std::span<const std::uint8_t>(zeros.data(), n));
+      count -= n;
+    }
+  }
+  Sha256 hash_;
+  std::uint64_t position_ = 0;
 };
 
 // --- A reader for the small XML subset bmap files use: elements, attributes, text, comments, <?xml?>.
@@ -403,6 +482,106 @@ Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options)
   // Spans are separated by at least one hole block, so their ranges never need joining.
   for (auto& ranges : results) bmap.ranges.insert(bmap.ranges.end(), ranges.begin(), ranges.end());
   return bmap;
+}
+
+ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options) {
+  const std::string name = image.string();
+  FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open image " + name, errno);
+  struct stat info {};
+  if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
+  if (!S_ISREG(info.st_mode)) throw Error(name + ": only a regular file can be hashed as an image");
+  ImageHashes result;
+  result.size = static_cast<std::uint64_t>(info.st_size);
+  if (with_bmap && result.size == 0) throw Error("cannot make a bmap of the empty image " + name);
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+
+  Bmap layout;
+  layout.image_size = result.size;
+  const std::vector<ByteSpan> spans = data_spans(fd.get(), result.size, layout.block_size, name);
+  std::uint64_t data_bytes = 0;
+  for (const auto& span : spans) data_bytes += span.end - span.begin;
+  ProgressTask progress((with_bmap ? "bmap + sha256 " : "sha256 ") + image.filename().string(), data_bytes);
+  BlockRangeHasher ranges(layout.block_size, options.skip_zero_blocks);
+  WholeImageHasher whole;
+
+  // The reader fills slot i % slots.size() with chunk i once the whole-image hasher is done with
+  // chunk i - slots.size(); it never waits for itself, because it finishes a chunk's range hashing
+  // before it reads the next one.
+  const bool two_threads =
+      (options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency())) > 1;
+  std::vector<ImageChunk> slots(two_threads ? 8 : 1);
+  for (auto& slot : slots) slot.data.resize(4 * read_chunk_size);
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::uint64_t produced = 0;  // chunks ready for the whole-image hasher
+  std::uint64_t consumed = 0;  // chunks it is done with
+  bool finished = false;       // no more chunks (the reader is done or failed)
+  std::thread hasher;
+  if (two_threads) {
+    hasher = std::thread([&] {
+      for (std::uint64_t next = 0;; ++next) {
+        {
+          std::unique_lock lock(mutex);
+          changed.wait(lock, [&] { return produced > next || finished; });
+          if (produced <= next) return;
+        }
+        whole.add(slots[next % slots.size()]);
+        {
+          std::lock_guard lock(mutex);
+          consumed = next + 1;
+        }
+        changed.notify_all();
+      }
+    });
+  }
+  auto stop_hasher = [&] {
+    {
+      std::lock_guard lock(mutex);
+      finished = true;
+    }
+    changed.notify_all();
+    if (hasher.joinable()) hasher.join();
+  };
+  try {
+    std::uint64_t index = 0;
+    for (const auto& span : spans) {
+      for (std::uint64_t offset = span.begin; offset < span.end; ++index) {
+        ImageChunk& chunk = slots[index % slots.size()];
+        if (two_threads) {
+          std::unique_lock lock(mutex);
+          changed.wait(lock, [&] { return index < consumed + slots.size(); });
+        }
+        chunk.offset = offset;
+        chunk.length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.data.size(), span.end - offset));
+        read_exactly(fd.get(), offset, chunk.data.data(), chunk.length, name);
+        if (two_threads) {
+          {
+            std::lock_guard lock(mutex);
+            produced = index + 1;
+          }
+          changed.notify_all();
+        } else {
+          whole.add(chunk);
+        }
+        if (with_bmap) ranges.add(chunk.offset, chunk.data.data(), chunk.length);
+        offset += chunk.length;
+        progress.add(chunk.length);
+      }
+      ranges.close_range();
+    }
+  } catch (...) {
+    stop_hasher();
+    throw;
+  }
+  stop_hasher();
+  progress.finish();
+  result.sha256 = whole.finish(result.size);
+  if (with_bmap) {
+    layout.ranges = ranges.take();
+    result.bmap = std::move(layout);
+  }
+  return result;
 }
 
 std::string format_bmap(const Bmap& bmap) {

@@ -63,6 +63,20 @@ struct BmapOptions {
 // Throws Error naming the image on read failure or for an empty image (bmaptool refuses those too).
 Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options = {});
 
+// What a build records about each image it writes: its sha256 (for SHA256SUMS and the manifest) and,
+// when asked, its bmap. Both come from one read of the image's data extents: one thread reads each
+// chunk and hashes it into the bmap's ranges while a second thread hashes the same buffer into the
+// whole-image digest (in file order, with holes hashed as the zeros they read as), so the image is
+// read once and both cores hash. The digest equals Sha256::of_file(image) and the bmap equals
+// create_bmap(image, options); options.threads == 1 does all of it on the calling thread.
+struct ImageHashes {
+  std::uint64_t size = 0;
+  Sha256Digest sha256;
+  std::optional<Bmap> bmap;
+};
+// Throws Error naming the image on read failure, and (with_bmap) for an empty image.
+ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options = {});
+
 // The file bmaptool 3.x writes for the same ranges, byte for byte: its comments, its whitespace, and
 // BmapFileChecksum = sha256 of the text with that field set to 64 '0' characters.
 std::string format_bmap(const Bmap& bmap);

@@ -15,6 +15,7 @@ extern "C" {
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -22,6 +23,7 @@ extern "C" {
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <utility>
 
@@ -594,27 +596,46 @@ struct Ext4Filesystem::State {
     const std::uint64_t bs = block_size();
     const std::uint64_t size = source.size();
     const std::uint64_t size_rounded = (size + bs - 1) / bs * bs;
-    std::vector<std::byte> buffer(copy_chunk_bytes);
+    struct Chunk {
+      std::uint64_t position;
+      std::size_t length;
+    };
+    std::vector<Chunk> chunks;
     for (const auto& [range_begin, range_end] : ranges) {
       std::uint64_t position = range_begin / bs * bs;
       std::uint64_t end = std::min(size_rounded, (range_end + bs - 1) / bs * bs);
-      while (position < end) {
-        auto length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), end - position));
-        std::size_t got = source.read(position, std::span(buffer.data(), length));
-        std::fill(buffer.begin() + static_cast<std::ptrdiff_t>(got), buffer.begin() + static_cast<std::ptrdiff_t>(length),
-                  std::byte{0});
-        // All-zero blocks are left as holes: reads return zeros for them, and the image stays sparse.
-        const std::size_t blocks = length / bs;
-        std::size_t b = 0;
-        while (b < blocks) {
-          while (b < blocks && all_zero(buffer.data() + b * bs, bs)) ++b;
-          std::size_t run_start = b;
-          while (b < blocks && !all_zero(buffer.data() + b * bs, bs)) ++b;
-          if (b > run_start) {
-            write_blocks(ino, inode, position / bs + run_start, b - run_start, buffer.data() + run_start * bs, path);
-          }
-        }
-        position += length;
+      for (; position < end; position += copy_chunk_bytes) {
+        chunks.push_back({position, static_cast<std::size_t>(std::min<std::uint64_t>(copy_chunk_bytes, end - position))});
+      }
+    }
+    // The next chunk is read on another thread while this one is checked and written: reading a
+    // host file and writing the image are each a copy through the page cache, and they then run on
+    // two cores. (Sources of one chunk, the usual small file, are read inline.)
+    std::array<std::vector<std::byte>, 2> buffers;
+    buffers[0].resize(copy_chunk_bytes);
+    if (chunks.size() > 1) buffers[1].resize(copy_chunk_bytes);
+    auto read_chunk = [&source, &chunks, &buffers](std::size_t index) {
+      const Chunk& chunk = chunks[index];
+      std::vector<std::byte>& buffer = buffers[index % 2];
+      std::size_t got = source.read(chunk.position, std::span(buffer.data(), chunk.length));
+      std::fill(buffer.begin() + static_cast<std::ptrdiff_t>(got), buffer.begin() + static_cast<std::ptrdiff_t>(chunk.length),
+                std::byte{0});
+    };
+    std::future<void> next;
+    if (!chunks.empty()) read_chunk(0);
+    for (std::size_t index = 0; index < chunks.size(); ++index) {
+      if (next.valid()) next.get();
+      if (index + 1 < chunks.size()) next = std::async(std::launch::async, read_chunk, index + 1);
+      const Chunk& chunk = chunks[index];
+      const std::byte* data = buffers[index % 2].data();
+      // All-zero blocks are left as holes: reads return zeros for them, and the image stays sparse.
+      const std::size_t blocks = chunk.length / bs;
+      std::size_t b = 0;
+      while (b < blocks) {
+        while (b < blocks && all_zero(data + b * bs, bs)) ++b;
+        std::size_t run_start = b;
+        while (b < blocks && !all_zero(data + b * bs, bs)) ++b;
+        if (b > run_start) write_blocks(ino, inode, chunk.position / bs + run_start, b - run_start, data + run_start * bs, path);
       }
     }
   }
@@ -1085,6 +1106,103 @@ void run_fsck_before_resize(const std::string& target, const ProcessOptions& opt
   }
 }
 
+
+// resize2fs accepts "IMAGE?offset=N", but after resizing a regular file it sets the file's size to
+// the filesystem's new size, ignoring the offset (resize/main.c, 1.47.0): it ftruncate()s a file
+// that is longer, and writes a byte at the end of one that is shorter. A disk image is longer by the
+// offset and whatever follows the partition, so run as-is it would lose its end. The file's size is
+// left alone only when it equals the new filesystem size exactly; grow_in_place arranges that.
+//
+// In place: the image is cut to exactly new_bytes (the new filesystem size, which is less than
+// offset + new_bytes), resize2fs runs on "IMAGE?offset=N" and writes past that end as it needs to
+// (reads there would fail loudly, never return stale data), and the image is given its size back.
+// Sound when the old filesystem lies wholly before the cut and whatever the image holds beyond the
+// new filesystem is put back; the cut-off part of the new filesystem's region held nothing the
+// filesystem uses yet (it is new space). Cost: the check and the resize, no copy of the data.
+// Returns false, having changed nothing, when those conditions do not hold.
+bool grow_in_place(const std::filesystem::path& image, std::uint64_t byte_offset, std::uint64_t old_bytes,
+                   std::uint64_t new_blocks, std::uint32_t block_size, const ProcessOptions& options) {
+  const std::uint64_t new_bytes = new_blocks * block_size;
+  const std::uint64_t image_size = std::filesystem::file_size(image);
+  const std::uint64_t region_end = byte_offset + new_bytes;
+  if (byte_offset + old_bytes > new_bytes || region_end > image_size) return false;
+  auto fd = open_file(image, O_RDWR, "growing its filesystem");
+  // Data after the filesystem's region (a GPT's backup header, another partition's start): kept in
+  // memory across the cut when it is small; otherwise the scratch-file way is taken.
+  constexpr std::uint64_t max_kept_tail = std::uint64_t{16} << 20;
+  std::vector<std::pair<std::uint64_t, std::vector<char>>> tail;
+  std::uint64_t kept = 0;
+  for (off_t position = static_cast<off_t>(region_end); position < static_cast<off_t>(image_size);) {
+    off_t data = ::lseek(fd.get(), position, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;
+    if (data < 0) return false;  // no SEEK_DATA: cannot tell what lies there
+    off_t hole = ::lseek(fd.get(), data, SEEK_HOLE);
+    if (hole < 0) return false;
+    hole = std::min(hole, static_cast<off_t>(image_size));
+    kept += static_cast<std::uint64_t>(hole - data);
+    if (kept > max_kept_tail) return false;
+    std::vector<char> bytes(static_cast<std::size_t>(hole - data));
+    if (::pread(fd.get(), bytes.data(), bytes.size(), data) != static_cast<ssize_t>(bytes.size())) {
+      throw_system_error("cannot read the end of " + image.string(), errno);
+    }
+    tail.emplace_back(static_cast<std::uint64_t>(data), std::move(bytes));
+    position = hole;
+  }
+  const std::string device = device_with_offset(image, byte_offset);
+  run_fsck_before_resize(device, options);
+  if (::ftruncate(fd.get(), static_cast<off_t>(new_bytes)) != 0) {
+    throw_system_error("cannot cut " + image.string() + " for resizing its filesystem", errno);
+  }
+  // The image gets its size and its tail back whatever resize2fs did.
+  auto restore = [&] {
+    if (::ftruncate(fd.get(), static_cast<off_t>(image_size)) != 0) {
+      throw_system_error("cannot restore the size of " + image.string(), errno);
+    }
+    for (const auto& [offset, bytes] : tail) {
+      if (::pwrite(fd.get(), bytes.data(), bytes.size(), static_cast<off_t>(offset)) != static_cast<ssize_t>(bytes.size())) {
+        throw_system_error("cannot restore the end of " + image.string(), errno);
+      }
+    }
+  };
+  try {
+    run_process_checked({"resize2fs", device, std::to_string(new_blocks)}, options);
+  } catch (...) {
+    restore();
+    throw;
+  }
+  if (std::filesystem::file_size(image) > image_size) {
+    throw Error("resize2fs wrote past the end of " + image.string() + " while growing the filesystem at offset " +
+                std::to_string(byte_offset));
+  }
+  restore();
+  log::debug("grew the ext4 filesystem at offset ", byte_offset, " of ", image.string(), " in place");
+  return true;
+}
+
+// The general way: the filesystem is copied out into a scratch file of its own (sparse, in-kernel
+// copies), grown there at offset 0, and copied back with holes punched where the scratch file has
+// them. Cost: one pass over the used data each way.
+void grow_in_scratch_file(const std::filesystem::path& image, std::uint64_t byte_offset, std::uint64_t old_bytes,
+                          std::uint64_t new_blocks, std::uint64_t new_byte_length, const ProcessOptions& options) {
+  ScratchFile scratch(image.parent_path() / ("." + image.filename().string() + ".ext4-resize"));
+  {
+    auto source = open_file(image, O_RDONLY, "reading the filesystem to resize");
+    auto destination = open_file(scratch.path(), O_RDWR | O_CREAT | O_EXCL, "resizing");
+    if (::ftruncate(destination.get(), static_cast<off_t>(old_bytes)) != 0) {
+      throw_system_error("cannot size " + scratch.path().string(), errno);
+    }
+    copy_sparse_range(source.get(), byte_offset, destination.get(), 0, old_bytes, false,
+                      "copying the filesystem out of " + image.string());
+  }
+  run_fsck_before_resize(scratch.path().string(), options);
+  run_process_checked({"resize2fs", scratch.path().string(), std::to_string(new_blocks)}, options);
+  auto source = open_file(scratch.path(), O_RDONLY, "copying the resized filesystem back");
+  auto destination = open_file(image, O_RDWR, "writing the resized filesystem");
+  std::uint64_t grown_bytes = std::min<std::uint64_t>(std::filesystem::file_size(scratch.path()), new_byte_length);
+  copy_sparse_range(source.get(), 0, destination.get(), byte_offset, grown_bytes, true,
+                    "copying the resized filesystem into " + image.string());
+}
+
 }  // namespace
 
 void grow_ext4_filesystem(const std::filesystem::path& image, std::uint64_t byte_offset, std::uint64_t new_byte_length,
@@ -1106,36 +1224,11 @@ void grow_ext4_filesystem(const std::filesystem::path& image, std::uint64_t byte
   ProcessOptions options;
   options.environment = fixed_time_environment(fixed_time);
 
-  // Why resize2fs does not run on "IMAGE?offset=N" even though it accepts that form: after resizing
-  // a regular file it ftruncate()s the file to new_blocks * block_size (resize/main.c, 1.47.0),
-  // ignoring the offset — which cuts the end off a disk image. So the filesystem is copied out into a
-  // scratch file of its own (sparse, in-kernel copies), grown there, and copied back with holes
-  // punched where the scratch file has them. Cost: one pass over the used data each way.
   if (byte_offset == 0) {
     run_fsck_before_resize(image.string(), options);
     run_process_checked({"resize2fs", image.string(), std::to_string(new_blocks)}, options);
-  } else {
-    const std::uint64_t old_bytes = old_blocks * block_size;
-    ScratchFile scratch(image.parent_path() / ("." + image.filename().string() + ".ext4-resize"));
-    {
-      auto source = open_file(image, O_RDONLY, "reading the filesystem to resize");
-      auto destination = open_file(scratch.path(), O_RDWR | O_CREAT | O_EXCL, "resizing");
-      if (::ftruncate(destination.get(), static_cast<off_t>(old_bytes)) != 0) {
-        throw_system_error("cannot size " + scratch.path().string(), errno);
-      }
-      copy_sparse_range(source.get(), byte_offset, destination.get(), 0, old_bytes, false,
-                        "copying the filesystem out of " + image.string());
-    }
-    run_fsck_before_resize(scratch.path().string(), options);
-    run_process_checked({"resize2fs", scratch.path().string(), std::to_string(new_blocks)}, options);
-    {
-      auto source = open_file(scratch.path(), O_RDONLY, "copying the resized filesystem back");
-      auto destination = open_file(image, O_RDWR, "writing the resized filesystem");
-      std::uint64_t grown_bytes = std::min<std::uint64_t>(std::filesystem::file_size(scratch.path()), new_byte_length);
-      copy_sparse_range(source.get(), 0, destination.get(), byte_offset, grown_bytes, true,
-                        "copying the resized filesystem into " + image.string());
-      if (::fsync(destination.get()) != 0) throw_system_error("cannot flush " + image.string(), errno);
-    }
+  } else if (!grow_in_place(image, byte_offset, old_blocks * block_size, new_blocks, block_size, options)) {
+    grow_in_scratch_file(image, byte_offset, old_blocks * block_size, new_blocks, new_byte_length, options);
   }
 
   auto fs = Ext4Filesystem::open(image, byte_offset, new_byte_length, Ext4Access::read_only);

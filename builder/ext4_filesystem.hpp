@@ -172,12 +172,14 @@ class Ext4Filesystem {
 // Grows the filesystem at byte_offset to new_byte_length after its partition has been enlarged.
 // libext2fs has no public resize API (resizing lives in resize2fs's own resize2fs.c, not in the
 // library), so this runs `e2fsck -fp` (resize2fs refuses a filesystem not checked since its last
-// mount) and `resize2fs FILE <blocks>` with an explicit block count. resize2fs does accept
-// "IMAGE?offset=N", but on a regular file it then ftruncate()s the image to the filesystem's new
-// size, ignoring the offset, which cuts off the end of the disk image; so for byte_offset > 0 the
-// filesystem is grown in a sparse scratch file next to the image and copied back (see the .cpp).
-// fixed_time is passed as E2FSCK_TIME and E2FSPROGS_FAKE_TIME so s_lastcheck, s_wtime and the inode
-// times resize2fs writes are pinned.
+// mount) and `resize2fs FILE <blocks>` with an explicit block count. resize2fs accepts
+// "IMAGE?offset=N", but on a regular file it then sets the file's size to the filesystem's new size,
+// ignoring the offset; so the image is cut to exactly that size while resize2fs runs and given its
+// size and any data after the partition back afterwards (no copy of the filesystem). When that is
+// not possible (the old filesystem reaches past the cut, much data follows the partition, no
+// SEEK_DATA) the filesystem is grown in a sparse scratch file next to the image and copied back.
+// See the .cpp. fixed_time is passed as E2FSCK_TIME and E2FSPROGS_FAKE_TIME so s_lastcheck, s_wtime
+// and the inode times resize2fs writes are pinned.
 void grow_ext4_filesystem(const std::filesystem::path& image, std::uint64_t byte_offset,
                           std::uint64_t new_byte_length, std::optional<std::int64_t> fixed_time = std::nullopt);
 

@@ -77,6 +77,21 @@ void copy_sparse_file(const fs::path& from, const fs::path& to, mode_t permissio
   progress.finish(true);
 }
 
+// The image's data reaches the disk before it gets its final name, so a crash never leaves a
+// complete-looking image with missing blocks. start_writeback queues the writes without waiting
+// (sync_file_range); wait_until_on_disk is the fdatasync that makes it so.
+void start_writeback(const fs::path& path) {
+  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open " + path.string(), errno);
+  // Only a hint: where sync_file_range is not supported the fdatasync below does all the work.
+  ::sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+void wait_until_on_disk(const fs::path& path) {
+  FileDescriptor fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open " + path.string(), errno);
+  if (::fdatasync(fd.get()) != 0) throw_system_error("cannot flush " + path.string() + " to disk", errno);
+}
+
 BuiltFile describe_file(const fs::path& path) {
   return BuiltFile{path, fs::file_size(path), Sha256::of_file(path)};
 }
@@ -393,8 +408,8 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     table.set_disk_size(new_image_size);
     // output.grow_root: false keeps the root partition as it is (only output.image_size grows the disk).
     if (profile.output.grow_root) table.grow_partition_to_fill(layout.root_index);
+    // No flush: this is the work image; the node images are flushed when they are complete.
     write_partition_table(device, table);
-    device.flush();
     new_root_size = table.partition(layout.root_index).byte_size();
     prepared.changes.push_back("image grown from " + format_byte_size(image_size) + " to " +
                                format_byte_size(new_image_size));
@@ -538,7 +553,8 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
     for (const auto& p : problems) text += "\n  " + p;
     throw Error(image.string() + ": first-boot settings would not be applied:" + text);
   }
-  device.flush();
+  // Not flushed here: build_rpi5_images starts the image's writeback now and waits for it just
+  // before the rename, so the disk writes overlap the hashing.
   result.first_boot_format = to_string(format);
   return result;
 }
@@ -596,14 +612,18 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
       copy_sparse_file(prepared.path, image_partial, 0600);
     }
     NodeResult node_result = customise_node(profile, *node, prepared, release, image_partial, options.source_date_epoch);
+    start_writeback(image_partial);
 
     BuiltNode built;
     built.name = node->name;
     built.first_boot_format = node_result.first_boot_format;
-    if (profile.output.bmap) {
+    // The image is final from here on (compressing only reads it): its sha256 for SHA256SUMS is taken
+    // in the same read as the bmap.
+    ImageHashes hashes = hash_image(image_partial, profile.output.bmap);
+    if (hashes.bmap) {
       fs::path bmap = options.output_dir / (node->name + ".img.bmap");
       fs::path bmap_partial = partial.track(fs::path(bmap.string() + ".partial"));
-      write_bmap_file(create_bmap(image_partial), bmap_partial);
+      write_bmap_file(*hashes.bmap, bmap_partial);
       built.bmap = BuiltFile{bmap, 0, {}};
     }
     for (const auto& format : profile.output.compress) {
@@ -626,9 +646,10 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
       partial.track(c.path);
       c = describe_file(c.path);
     }
+    wait_until_on_disk(image_partial);
     fs::rename(image_partial, image);
     partial.track(image);
-    built.image = describe_file(image);
+    built.image = BuiltFile{image, hashes.size, hashes.sha256};
 
     nlohmann::json report{{"name", node->name},
                           {"hostname", node->system.hostname},

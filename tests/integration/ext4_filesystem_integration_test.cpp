@@ -198,3 +198,56 @@ TEST_CASE("ext4 in partition 2 of a disk image: edited rootless, clean for e2fsc
                     Catch::Contains("larger than its partition"));
   CHECK_THROWS_WITH(aggrik8s::grow_ext4_filesystem(image, root_offset, 1ULL << 30), Catch::Contains("beyond"));
 }
+
+// Growing by more than the partition's offset (the usual case: a preload of a GiB into a 2 GiB base
+// image) is done in place, with the image cut to the new filesystem size while resize2fs runs; what
+// lies after the partition must survive, and the grown filesystem must be as good as one grown in a
+// scratch file (the case above, which grows by less than the offset).
+TEST_CASE("ext4 in partition 2 of a disk image: grown by more than its offset, without a scratch copy",
+          "[ext4][integration]") {
+  TempDir dir;
+  auto image = dir / "pi.img";
+  must_run("truncate -s 400M " + shell_quoted(image));
+  write_partition_table(image, root_sectors);
+  auto tree = dir / "tree";
+  aggrik8s::test::write_file(tree / "etc/hostname", "raspberrypi\n");
+  aggrik8s::test::write_file(tree / "usr/share/filler", random_bytes(40 << 20, 4));
+  must_run("E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -L rootfs -E offset=" + std::to_string(root_offset) +
+           ",root_owner=0:0 -d " + shell_quoted(tree) + " " + shell_quoted(image) + " " + std::to_string(root_length / 1024) + "k");
+  must_run("printf BOOTMARK | dd of=" + shell_quoted(image) + " bs=1 seek=" + std::to_string(boot_start * sector + 4096) +
+           " conv=notrunc status=none");
+  const auto image_size = std::filesystem::file_size(image);
+
+  const std::uint64_t new_root_sectors = image_size / sector - root_start - 2048;
+  REQUIRE((new_root_sectors - root_sectors) * sector > root_offset);
+  write_partition_table(image, new_root_sectors);
+  // After the partition, like a GPT's backup header.
+  const std::uint64_t tail_marker_at = (root_start + new_root_sectors) * sector + 1024;
+  must_run("printf TAILMARK | dd of=" + shell_quoted(image) + " bs=1 seek=" + std::to_string(tail_marker_at) +
+           " conv=notrunc status=none");
+  aggrik8s::grow_ext4_filesystem(image, root_offset, new_root_sectors * sector, 1700000600);
+
+  CHECK(std::filesystem::file_size(image) == image_size);
+  CHECK(must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(tail_marker_at) +
+                 " count=8 status=none").output == "TAILMARK");
+  CHECK(must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(boot_start * sector + 4096) +
+                 " count=8 status=none").output == "BOOTMARK");
+  CHECK_FALSE(std::filesystem::exists(dir / ".pi.img.ext4-resize"));
+  auto grown = aggrik8s::check_ext4_filesystem(image, root_offset);
+  INFO(grown.report);
+  REQUIRE(grown.clean);
+  {
+    auto fs = Ext4Filesystem::open(image, root_offset, new_root_sectors * sector, Ext4Access::read_write);
+    auto usage = fs.space_usage();
+    CHECK(usage.total_bytes() > (new_root_sectors - 8192) * sector);
+    CHECK(usage.total_bytes() <= new_root_sectors * sector);
+    CHECK(fs.read_file("/usr/share/filler") == random_bytes(40 << 20, 4));
+    // The new space, including the end of the partition that lay past the cut, is usable.
+    fs.write_file("/big", random_bytes(static_cast<std::size_t>(usage.free_bytes() - (16 << 20)), 5), {});
+  }
+  auto written = aggrik8s::check_ext4_filesystem(image, root_offset);
+  INFO(written.report);
+  REQUIRE(written.clean);
+  CHECK(must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(tail_marker_at) +
+                 " count=8 status=none").output == "TAILMARK");
+}

@@ -133,3 +133,72 @@ TEST_CASE("bmap: an empty image has no bmap") {
   test::write_file(dir / "empty.img", "");
   CHECK_THROWS_WITH(create_bmap(dir / "empty.img"), Catch::Contains("empty.img"));
 }
+
+namespace {
+
+// 40 MiB + 1000 bytes: a 36 MiB data run (more chunks than the hasher keeps in flight) with zero
+// blocks written inside it, a hole, a short data run, and a hole up to a short last block.
+std::filesystem::path make_large_sparse_image(const test::TempDir& dir) {
+  auto path = dir / "large.img";
+  {
+    std::ofstream create(path, std::ios::binary);
+  }
+  std::filesystem::resize_file(path, (40 << 20) + 1000);
+  std::fstream file(path, std::ios::binary | std::ios::in | std::ios::out);
+  std::string run(36 << 20, '\0');
+  std::uint32_t state = 12345;
+  for (std::size_t i = 0; i < run.size(); ++i) {
+    state = state * 1103515245 + 12345;
+    run[i] = static_cast<char>(state >> 24);
+  }
+  for (std::size_t block : {3u, 1024u, 1025u, 5000u}) std::fill_n(run.begin() + static_cast<std::ptrdiff_t>(block * 4096), 4096, '\0');
+  file.seekp(4096);
+  file.write(run.data(), static_cast<std::streamsize>(run.size()));
+  file.seekp(38 << 20);
+  file << std::string(3 * 4096 + 17, 'x');
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("bmap: hash_image gives the file's sha256 and create_bmap's ranges from one read") {
+  test::TempDir dir;
+  for (const auto& image : {make_small_sparse_image(dir), make_large_sparse_image(dir)}) {
+    INFO(image.filename().string());
+    const Sha256Digest expected = Sha256::of_file(image);
+    ImageHashes hashes = hash_image(image, true);
+    CHECK(hashes.size == std::filesystem::file_size(image));
+    CHECK(hashes.sha256 == expected);
+    REQUIRE(hashes.bmap);
+    CHECK(*hashes.bmap == create_bmap(image));
+
+    BmapOptions one_thread;
+    one_thread.threads = 1;
+    ImageHashes single = hash_image(image, true, one_thread);
+    CHECK(single.sha256 == expected);
+    CHECK(single.bmap == hashes.bmap);
+
+    ImageHashes digest_only = hash_image(image, false);
+    CHECK(digest_only.sha256 == expected);
+    CHECK_FALSE(digest_only.bmap);
+
+    BmapOptions keep_zero_blocks;
+    keep_zero_blocks.skip_zero_blocks = false;
+    CHECK(hash_image(image, true, keep_zero_blocks).bmap == create_bmap(image, keep_zero_blocks));
+  }
+  // The large image's zero blocks split its first data run: blocks 1..3, 5..1024, 1027..5000, ...
+  Bmap large = *hash_image(dir / "large.img", true).bmap;
+  REQUIRE(large.ranges.size() == 5);
+  CHECK(large.ranges[0].first_block == 1);
+  CHECK(large.ranges[0].last_block == 3);
+  CHECK(large.ranges[1].first_block == 5);
+  CHECK(large.ranges[4].first_block == (38 << 20) / 4096);
+  CHECK(large.ranges[4].last_block == (38 << 20) / 4096 + 3);
+}
+
+TEST_CASE("bmap: hash_image of an empty file") {
+  test::TempDir dir;
+  test::write_file(dir / "empty.img", "");
+  CHECK(hash_image(dir / "empty.img", false).sha256 == Sha256::of(std::string()));
+  CHECK_THROWS_WITH(hash_image(dir / "empty.img", true), Catch::Contains("empty.img"));
+}
