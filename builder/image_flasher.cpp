@@ -39,11 +39,6 @@ constexpr std::size_t io_alignment = 4096;
 // Verify reads small records separated by gaps up to this size in one request: re-reading a gap is
 // cheaper than another round trip to an SD card.
 constexpr std::uint64_t verify_gap_to_bridge = 256 << 10;
-// The writer flushes after this many bytes and hands what it wrote to the verifier, which reads it
-// back while the writer goes on: verification costs the time of the last batch instead of a second
-// pass over the whole image. The flush makes the read-back come from the medium, not from a drive's
-// volatile write cache.
-constexpr std::uint64_t verify_batch_bytes = 128 << 20;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -311,8 +306,8 @@ class StagedTargetDevice final : public BlockDevice {
 
 // One stretch of the target that was written (at most one buffer), with the CRC-64 it must read back
 // as. The source's integrity is sha256's job (bmap ranges, --sha256); the read-back guards against
-// the device, not an adversary, and CRC-64 (liblzma's, carry-less multiply) runs at ~7 GB/s against
-// sha256's ~2 GB/s, which lets the verifier keep pace with the writer on two cores.
+// the device, not an adversary, and CRC-64 (liblzma's) runs at 4-7 GB/s against sha256's ~2 GB/s
+// (this VM, busy and quiet), which lets the verifier keep pace with the writers on two cores.
 struct VerifyRecord {
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
@@ -332,10 +327,34 @@ struct Piece {
   std::size_t length = 0;
 };
 
+// What a writer finished: on the target, not yet flushed.
+struct WrittenBuffer {
+  std::vector<VerifyRecord> records;
+  std::uint64_t bytes = 0;
+  std::uint64_t progress_mark = 0;
+};
+
+// The first failure among the pipeline's threads is the cause; the others stop because it aborted
+// their queues and report nothing.
+class FirstFailure {
+ public:
+  void record(std::exception_ptr error) {
+    std::lock_guard lock(mutex_);
+    if (!error_) error_ = std::move(error);
+  }
+  void rethrow_if_any() {
+    std::lock_guard lock(mutex_);
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::exception_ptr error_;
+};
+
 struct FilledBuffer {
   std::size_t buffer_index = 0;
   std::vector<Piece> pieces;
-  std::vector<VerifyRecord> records;  // complete once this buffer's pieces are written
   // For the bmap checksum stage: the bytes read, and where they sit in their range.
   std::size_t length = 0;
   const BmapRange* range = nullptr;
@@ -354,11 +373,15 @@ class FlashPipeline {
         target_(target),
         options_(options),
         buffer_size_(round_up(std::max<std::size_t>(options.buffer_size, io_alignment), io_alignment)),
-        buffer_count_(std::max(2u, options.buffer_count)),
+        write_requests_(std::max(1u, options.write_requests)),
+        verify_requests_(std::max(1u, options.verify_requests)),
+        verify_batch_bytes_(std::max<std::uint64_t>(options.verify_batch_bytes, 1)),
+        buffer_count_(std::max(write_requests_ + 2, options.buffer_count)),
         held_(allocate_aligned(flash_first_block_size)),
         free_(buffer_count_),
         checking_(buffer_count_),
         filled_(buffer_count_),
+        written_(1 << 16),
         verify_queue_(1 << 16) {
     for (unsigned i = 0; i < buffer_count_; ++i) buffers_.push_back(allocate_aligned(buffer_size_));
     for (std::size_t i = 0; i < buffers_.size(); ++i) free_.push(i);
@@ -392,52 +415,42 @@ class FlashPipeline {
 
     {
       ProgressTask progress("write " + target_.name(), total);
-      std::exception_ptr checker_error;
-      std::exception_ptr writer_error;
-      std::exception_ptr verifier_error;
+      FirstFailure failure;
       auto abort_all = [&] {
         checking_.abort();
         free_.abort();
         filled_.abort();
+        written_.abort();
         verify_queue_.abort();
       };
-      std::thread verifier;
-      if (options_.verify) {
-        verifier = std::thread([&] {
+      auto start_stage = [&](auto body) {
+        return std::thread([&failure, &abort_all, body] {
           try {
-            verify_batches();
+            body();
           } catch (...) {
-            verifier_error = std::current_exception();
+            failure.record(std::current_exception());
             abort_all();
           }
         });
+      };
+      std::vector<std::thread> verifiers;
+      if (options_.verify) {
+        for (unsigned i = 0; i < verify_requests_; ++i) verifiers.push_back(start_stage([this] { verify_batches(); }));
       }
-      // With a checksummed bmap the reader feeds the checksum stage, which feeds the writer.
+      // With a checksummed bmap the reader feeds the checksum stage, which feeds the writers.
       const bool checked = bmap_ != nullptr;
       std::thread checker;
-      if (checked) {
-        checker = std::thread([&] {
-          try {
-            check_ranges();
-          } catch (...) {
-            checker_error = std::current_exception();
-            abort_all();
-          }
-        });
-      }
-      std::thread writer([&] {
-        try {
-          write_buffers(progress);
-        } catch (...) {
-          writer_error = std::current_exception();
-          abort_all();
-        }
-      });
+      if (checked) checker = start_stage([this] { check_ranges(); });
+      writers_running_ = write_requests_;
+      std::vector<std::thread> writers;
+      for (unsigned i = 0; i < write_requests_; ++i) writers.push_back(start_stage([this] { write_buffers(); }));
+      std::thread hand_over = start_stage([this, &progress] { hand_over_batches(progress); });
       auto join = [&] {
         if (checker.joinable()) checker.join();
-        writer.join();
+        for (auto& writer : writers) writer.join();
+        hand_over.join();
         write_finished_ = Clock::now();
-        if (verifier.joinable()) verifier.join();
+        for (auto& verifier : verifiers) verifier.join();
       };
       try {
         read_spans(spans);
@@ -450,15 +463,11 @@ class FlashPipeline {
         abort_all();
         join();
         // A reader stopped by a failure further down reports that failure, the cause.
-        if (checker_error) std::rethrow_exception(checker_error);
-        if (writer_error) std::rethrow_exception(writer_error);
-        if (verifier_error) std::rethrow_exception(verifier_error);
+        failure.rethrow_if_any();
         throw;
       }
       join();
-      if (checker_error) std::rethrow_exception(checker_error);
-      if (writer_error) std::rethrow_exception(writer_error);
-      if (verifier_error) std::rethrow_exception(verifier_error);
+      failure.rethrow_if_any();
       progress.finish(true);
     }
 
@@ -469,7 +478,7 @@ class FlashPipeline {
     }
     target_.flush();
     result.write_seconds = std::chrono::duration<double>(write_finished_ - started).count();
-    // What verification added: the read-back of the last batch, after the writer was done.
+    // What verification added: the read-back of the last batch, after the writers were done.
     result.verify_seconds = seconds_since(write_finished_);
 
     std::uint64_t held_length = std::min(flash_first_block_size, image_size_);
@@ -559,7 +568,7 @@ class FlashPipeline {
 
   std::size_t take_buffer() {
     auto index = free_.pop();
-    if (!index) throw Error("the flash was stopped");  // the writer failed; its error is reported
+    if (!index) throw Error("the flash was stopped");  // a writer failed; its error is reported
     return *index;
   }
 
@@ -587,7 +596,7 @@ class FlashPipeline {
           }
           break;
         }
-        collect_pieces(position, data, got, skip_zero_blocks, filled.pieces, filled.records);
+        collect_pieces(position, data, got, skip_zero_blocks, filled.pieces);
         filled.length = got;
         if (span.range != nullptr && span.range->sha256) {
           filled.range = span.range;
@@ -623,7 +632,7 @@ class FlashPipeline {
 
   // The bmap checksum stage, between reader and writer: sha256 is the most expensive thing done per
   // byte, so it gets a thread of its own. A range's last buffer is checked before it is passed on,
-  // so the writer never writes the end of a range that does not match.
+  // so no writer writes the end of a range that does not match.
   void check_ranges() {
     std::optional<Sha256> hash;
     while (auto filled = checking_.pop()) {
@@ -653,9 +662,9 @@ class FlashPipeline {
   }
 
   // Turns [position, position + length) of the image into writes: zero blocks dropped (no bmap), the
-  // first MiB diverted to memory, the rest queued with the CRC-64 the verifier will expect.
+  // first MiB diverted to memory, the rest queued for the writers.
   void collect_pieces(std::uint64_t position, std::uint8_t* data, std::size_t length, bool skip_zero_blocks,
-                      std::vector<Piece>& pieces, std::vector<VerifyRecord>& records) {
+                      std::vector<Piece>& pieces) {
     auto emit = [&](std::size_t from, std::size_t to) {
       std::uint64_t offset = position + from;
       std::uint64_t end = position + to;
@@ -669,7 +678,6 @@ class FlashPipeline {
       check_fits(end, "the image is");
       pieces.push_back({offset, from, to - from});
       bytes_written_ += to - from;
-      if (options_.verify) records.push_back({offset, to - from, lzma_crc64(data + from, to - from, 0)});
     };
     if (!skip_zero_blocks) {
       emit(0, length);
@@ -688,37 +696,71 @@ class FlashPipeline {
     if (run_start) emit(*run_start, length);
   }
 
-  // Step 2, writer side; every verify_batch_bytes it flushes and passes what it wrote to the verifier.
-  void write_buffers(ProgressTask& progress) {
+  // Step 2, writer side: write_requests_ of these run at once, each writing whole buffers (disjoint
+  // ranges of the target), so that several requests are in flight. Each passes what it finished to
+  // the hand-over stage, which alone decides when to flush.
+  void write_buffers() {
+    while (auto filled = filled_.pop()) {
+      const std::uint8_t* data = buffers_[filled->buffer_index].get();
+      WrittenBuffer written;
+      for (const auto& piece : filled->pieces) {
+        const std::uint8_t* bytes = data + piece.buffer_offset;
+        // The CRC-64 the read-back must match, taken here rather than in the reader: the writers
+        // are several threads, the reader one.
+        if (options_.verify) written.records.push_back({piece.offset, piece.length, lzma_crc64(bytes, piece.length, 0)});
+        target_.write(piece.offset, std::span<const std::uint8_t>(bytes, piece.length));
+        written.bytes += piece.length;
+      }
+      if (options_.test_delay_per_buffer.count() > 0) {
+        std::lock_guard one_at_a_time(test_delay_mutex_);
+        std::this_thread::sleep_for(options_.test_delay_per_buffer);
+      }
+      written.progress_mark = filled->progress_mark;
+      if (!free_.push(filled->buffer_index)) return;
+      if (!written_.push(std::move(written))) return;
+    }
+    if (filled_.aborted()) return;
+    if (writers_running_.fetch_sub(1) == 1) written_.close();
+  }
+
+  // Between the writers and the verifiers: every verify_batch_bytes it flushes and hands what was
+  // written to a verifier (verification then costs the time of the last batch instead of a second
+  // pass over the whole image). A batch holds only records whose write had returned before the flush
+  // began, so their read-back comes from the medium, not from a drive's volatile cache; the writers
+  // go on writing during the flush.
+  void hand_over_batches(ProgressTask& progress) {
     std::vector<VerifyRecord> batch;
     std::uint64_t batch_bytes = 0;
+    std::uint64_t progress_done = 0;
     auto hand_over = [&] {
       target_.flush();
       if (!target_.has_direct_io()) target_.drop_cached_pages();
+      // Writers finish out of order; the verifier reads best in ascending order.
+      std::sort(batch.begin(), batch.end(),
+                [](const VerifyRecord& a, const VerifyRecord& b) { return a.offset < b.offset; });
+      if (!batch.empty() && options_.before_read_back) {
+        options_.before_read_back(batch.front().offset, batch.back().offset + batch.back().length);
+      }
       if (!batch.empty() && !verify_queue_.push(std::move(batch))) return false;
       batch.clear();
       batch_bytes = 0;
       return true;
     };
-    while (auto filled = filled_.pop()) {
-      const std::uint8_t* data = buffers_[filled->buffer_index].get();
-      for (const auto& piece : filled->pieces) {
-        target_.write(piece.offset, std::span<const std::uint8_t>(data + piece.buffer_offset, piece.length));
-        batch_bytes += piece.length;
-      }
-      if (options_.test_delay_per_buffer.count() > 0) std::this_thread::sleep_for(options_.test_delay_per_buffer);
-      progress.set_done(filled->progress_mark);
-      for (auto& record : filled->records) batch.push_back(record);
-      if (!free_.push(filled->buffer_index)) return;
-      if (options_.verify && batch_bytes >= verify_batch_bytes && !hand_over()) return;
+    while (auto written = written_.pop()) {
+      progress_done = std::max(progress_done, written->progress_mark);
+      progress.set_done(progress_done);
+      batch_bytes += written->bytes;
+      batch.insert(batch.end(), written->records.begin(), written->records.end());
+      if (options_.verify && batch_bytes >= verify_batch_bytes_ && !hand_over()) return;
     }
-    if (filled_.aborted()) return;
-    if (options_.verify) hand_over();
+    if (written_.aborted()) return;
+    if (options_.verify && !hand_over()) return;
     verify_queue_.close();
   }
 
-  // Step 3: reads back each batch with O_DIRECT and compares it with the hashes taken while writing
-  // (or the bmap's). Small records close together are read in one request.
+  // Step 3: reads back each batch with O_DIRECT and compares it with the hashes taken while writing.
+  // Small records close together are read in one request. verify_requests_ of these run at once,
+  // each on its own batch.
   void verify_batches() {
     AlignedBuffer buffer = allocate_aligned(buffer_size_ + 2 * io_alignment);
     while (auto batch = verify_queue_.pop()) {
@@ -794,12 +836,18 @@ class FlashPipeline {
   FlashTarget& target_;
   const FlashOptions& options_;
   std::size_t buffer_size_;
+  unsigned write_requests_;
+  unsigned verify_requests_;
+  std::uint64_t verify_batch_bytes_;
   unsigned buffer_count_;
   AlignedBuffer held_;
   std::vector<AlignedBuffer> buffers_;
   BoundedQueue<std::size_t> free_;
   BoundedQueue<FilledBuffer> checking_;  // reader -> checksum stage (bmaps with checksums only)
-  BoundedQueue<FilledBuffer> filled_;    // -> writer
+  BoundedQueue<FilledBuffer> filled_;    // -> writers
+  BoundedQueue<WrittenBuffer> written_;  // writers -> hand-over (unbounded in practice: records are small)
+  std::atomic<unsigned> writers_running_{0};
+  std::mutex test_delay_mutex_;
   BoundedQueue<std::vector<VerifyRecord>> verify_queue_;
   std::uint64_t image_size_ = 0;
   std::uint64_t bytes_written_ = 0;

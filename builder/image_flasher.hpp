@@ -6,16 +6,19 @@
 //     device, its last MiB (a stale GPT backup header there makes firmware and parted believe an old
 //     partition table). Flush.
 //  2. Stream the image through threads joined by bounded queues of aligned buffers, so decoding,
-//     checking and device I/O overlap: a reader (decompression, zero-block detection, a CRC-64 of
-//     every piece it hands on), with a bmap a checksum stage (each range's sha256; the last buffer of
-//     a range that does not match is never passed on), and a writer. Writes use O_DIRECT where the
-//     target allows it: the data goes to the device instead of filling the page cache (which on a
-//     16 GiB card would evict everything else and make the final flush take as long as the whole
-//     write). The image's first MiB (MBR or protective MBR + GPT header, the boot sector) is held in
-//     memory, not written.
-//  3. Verify, overlapped with step 2: after every 128 MiB the writer flushes and a verifier thread
-//     reads that back while writing goes on, bypassing the page cache (O_DIRECT, or
-//     POSIX_FADV_DONTNEED after fdatasync), and compares it with the CRC-64s taken while writing.
+//     checking and device I/O overlap: a reader (decompression, zero-block detection), with a bmap
+//     a checksum stage (each range's sha256; the last buffer of a range that does not match is
+//     never passed on), and several writers (a CRC-64 of every piece, then the write), each
+//     writing whole buffers to disjoint ranges, so that several requests are in flight (a virtual
+//     disk, NVMe or a loop device over a file writes far faster so than one request at a time).
+//     Writes use O_DIRECT where the target allows it: the data goes to the device instead of
+//     filling the page cache (which on a 16 GiB card would evict everything else and make the
+//     final flush take as long as the whole write). The image's first MiB (MBR or protective
+//     MBR + GPT header, the boot sector) is held in memory, not written.
+//  3. Verify, overlapped with step 2: after every 128 MiB written, a hand-over stage flushes (the
+//     writers go on meanwhile) and passes what was written before the flush to a verifier thread,
+//     which reads it back while writing goes on, bypassing the page cache (O_DIRECT, or
+//     POSIX_FADV_DONTNEED after fdatasync), and compares it with the CRC-64s the writers took.
 //     A read served from the page cache would only prove that memory holds what we wrote; the
 //     device (a fake-capacity card, a failing flash chip) is what is tested.
 //  4. Per-node edits of the boot partition (hostname, SSH keys, files), still before step 5.
@@ -44,8 +47,23 @@ struct FlashOptions {
   // Written only where the bmap maps blocks (bmap given) or where the image holds non-zero 4 KiB
   // blocks (no bmap): old data stays in the rest, exactly as bmaptool leaves it.
   std::size_t buffer_size = 8 << 20;
-  unsigned buffer_count = 6;  // bounded queue: at most this many buffers between reader and writer
-  // Test-only: the writer sleeps this long after each buffer, so a test can kill a flash mid-way.
+  // Buffers between reader and writers (raised to write_requests + 2 if lower, so the reader is
+  // never starved while every writer holds one).
+  unsigned buffer_count = 10;
+  // Writes in flight at once (one buffer each, disjoint ranges): a virtual disk, an NVMe drive or a
+  // loop device over a file writes several requests in parallel far faster than one after another.
+  // 1 restores strictly sequential writes.
+  unsigned write_requests = 4;
+  // Verification works in batches: the writers' output is flushed every this many bytes and read
+  // back while writing goes on (see step 3 above), by this many requests in flight at once (each
+  // reads whole batches).
+  std::uint64_t verify_batch_bytes = 128 << 20;
+  unsigned verify_requests = 1;
+  // Test-only: called after a batch was flushed and before it is read back, with the range of the
+  // target it spans, so a test can change a byte there as a failing card would.
+  std::function<void(std::uint64_t from, std::uint64_t to)> before_read_back;
+  // Test-only: the writers sleep this long after each buffer (one writer at a time, so the pace
+  // does not depend on write_requests), so a test can kill a flash mid-way.
   // The CLI sets it from AGGRIK8S_FLASH_TEST_DELAY_MS.
   std::chrono::milliseconds test_delay_per_buffer{0};
   // Step 4 above: edits the image through a view of the target in which the not-yet-written first
@@ -66,8 +84,8 @@ struct FlashResult {
   bool direct_io = false;  // O_DIRECT was used for the bulk of the writes
   bool used_bmap = false;
   double write_seconds = 0;   // steps 1-2 and the flush
-  // What verification added after the last write: step 3 overlaps the write (the writer flushes
-  // every 128 MiB and a verifier thread reads that back while writing goes on), so this is the
+  // What verification added after the last write: step 3 overlaps the write (a flush every
+  // 128 MiB, and a verifier thread reads that back while writing goes on), so this is the
   // read-back of the last batch plus steps 4-5.
   double verify_seconds = 0;
   double total_seconds = 0;

@@ -141,7 +141,7 @@ std::optional<fs::path> find_bmap_beside(const fs::path& image) {
 }
 
 std::chrono::milliseconds test_delay_from_environment() {
-  // Test-only: slows the writer so the test suite can kill a flash half-way (tests/integration).
+  // Test-only: slows the writers so the test suite can kill a flash half-way (tests/integration).
   const char* text = std::getenv("AGGRIK8S_FLASH_TEST_DELAY_MS");
   if (text == nullptr) return std::chrono::milliseconds(0);
   long value = 0;

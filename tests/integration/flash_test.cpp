@@ -1,14 +1,20 @@
 // `aggrik8s-image flash` against regular files and loop devices (never a real disk): byte-exact copies
 // from raw, compressed and bmap'd sources, bmap interop with bmaptool both ways, corrupt sources,
-// an interrupted flash, the safety refusals, and per-node edits of the boot partition.
+// an interrupted flash, the safety refusals, per-node edits of the boot partition, and the read-back
+// (with one and several requests in flight) finding a byte the target changed after its write.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "builder/bmap.hpp"
 #include "builder/image_flasher.hpp"
@@ -79,6 +85,22 @@ class LoopDevice {
   fs::path path_;
   std::string reason_;
 };
+
+// Changes one byte of the target in place, as a failing card would, with direct I/O so that no
+// cache (the page cache, a loop device's) hides it from the read-back. Runs on a flash thread, so it
+// reports failure by throwing, not with Catch assertions.
+void corrupt_byte(const fs::path& target, std::uint64_t offset) {
+  int fd = ::open(target.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (fd < 0) throw Error("test: cannot open " + target.string() + " with O_DIRECT");
+  auto* block = static_cast<unsigned char*>(std::aligned_alloc(4096, 4096));
+  off_t at = static_cast<off_t>(offset / 4096 * 4096);
+  bool done = ::pread(fd, block, 4096, at) == 4096;
+  block[offset % 4096] ^= 0x5a;
+  done = done && ::pwrite(fd, block, 4096, at) == 4096;
+  std::free(block);
+  ::close(fd);
+  if (!done) throw Error("test: cannot change the byte at " + std::to_string(offset) + " of " + target.string());
+}
 
 #define REQUIRE_LOOP(loop)                                                        \
   if (!(loop).ok()) {                                                             \
@@ -331,4 +353,75 @@ TEST_CASE("flash: the library reports an image that ends before its bmap says", 
   CHECK_THROWS_WITH(flash_image(*stream, &bmap, dir / "t.img"), Catch::Contains("the image ends at"));
   auto raw = open_image_stream(dir / "short.img");
   CHECK_THROWS_WITH(flash_image(*raw, &bmap, dir / "t.img"), Catch::Contains("do not belong together"));
+}
+
+TEST_CASE("flash: several writes and read-backs in flight make exact copies, every written byte read back", "[flash][integration]") {
+  test::TempDir dir;
+  auto image = make_image(dir);
+  Bmap bmap = create_bmap(image);
+  for (auto [writers, verifiers] : {std::pair{1u, 1u}, std::pair{4u, 3u}, std::pair{8u, 2u}}) {
+    for (bool with_bmap : {false, true}) {
+      INFO(writers << " writes, " << verifiers << " read-backs in flight, bmap " << with_bmap);
+      FlashOptions options;
+      options.buffer_size = 1 << 20;  // many buffers and small batches: many hand-overs
+      options.write_requests = writers;
+      options.verify_requests = verifiers;
+      options.verify_batch_bytes = 1 << 20;
+      unsigned batches = 0;
+      options.before_read_back = [&](std::uint64_t, std::uint64_t) { ++batches; };
+      auto stream = open_image_stream(image);
+      auto result = flash_image(*stream, with_bmap ? &bmap : nullptr, dir / "copy.img", options);
+      CHECK(same_file(image, dir / "copy.img"));
+      CHECK(result.bytes_written > 5u << 20);
+      CHECK(result.bytes_verified == result.bytes_written);
+      CHECK(batches >= 4);
+    }
+  }
+}
+
+TEST_CASE("flash: a byte the target changed after it was written is found by the read-back, at its offset", "[flash][integration]") {
+  test::TempDir dir;
+  auto image = make_image(dir);
+  Bmap bmap = create_bmap(image);
+  const std::uint64_t bad = (40u << 20) + 777;  // in the text at 40 MiB, past the first batches
+  auto flash_and_corrupt = [&](const fs::path& target, unsigned writers, unsigned verifiers) {
+    FlashOptions options;
+    options.buffer_size = 1 << 20;
+    options.write_requests = writers;
+    options.verify_requests = verifiers;
+    options.verify_batch_bytes = 4 << 20;
+    bool corrupted = false;
+    options.before_read_back = [&](std::uint64_t from, std::uint64_t to) {
+      if (!corrupted && from <= bad && bad < to) {
+        corrupt_byte(target, bad);
+        corrupted = true;
+      }
+    };
+    auto stream = open_image_stream(image);
+    std::string message;
+    try {
+      flash_image(*stream, &bmap, target, options);
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    INFO(message);
+    CHECK(corrupted);
+    std::smatch found;
+    REQUIRE(std::regex_search(message, found,
+                              std::regex("verify failed: .* does not hold what was written at offset ([0-9]+) \\(([0-9]+) bytes")));
+    std::uint64_t offset = std::stoull(found[1].str());
+    std::uint64_t length = std::stoull(found[2].str());
+    CHECK(offset <= bad);
+    CHECK(bad < offset + length);
+    CHECK(length <= options.buffer_size);
+    CHECK(first_mib_is_zero(target));  // never committed: no partition table
+  };
+  SECTION("regular file, one request at a time") { flash_and_corrupt(dir / "target.img", 1, 1); }
+  SECTION("regular file, several in flight") { flash_and_corrupt(dir / "target.img", 4, 3); }
+  SECTION("loop device, several in flight") {
+    require_run("truncate -s 96M " + q(dir / "disk"));
+    LoopDevice loop(dir / "disk");
+    REQUIRE_LOOP(loop);
+    flash_and_corrupt(loop.path(), 4, 2);
+  }
 }
