@@ -1,17 +1,22 @@
 #include "builder/image_inspector.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <condition_variable>
+#include <fstream>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 // libguestfs is a C library; its header is not written for -Wold-style-cast/-Wconversion C++.
 #pragma GCC diagnostic push
@@ -676,6 +681,73 @@ DeepCheckFsck run_fsck(const Guestfs& g, const InspectedPartition& partition, co
   return check;
 }
 
+namespace {
+
+// QEMU processes that are children of this process (libguestfs' direct backend forks QEMU itself).
+std::vector<pid_t> child_hypervisors() {
+  std::vector<pid_t> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // "PID (COMM) STATE PPID ...": COMM may hold spaces, so parse around the last ')'.
+    auto open = line.find('(');
+    auto close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) continue;
+    std::string comm = line.substr(open + 1, close - open - 1);
+    std::istringstream rest(line.substr(close + 1));
+    char state = 0;
+    pid_t parent = 0;
+    rest >> state >> parent;
+    if (parent == ::getpid() && comm.rfind("qemu-system", 0) == 0) found.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return found;
+}
+
+// Kills the appliance's QEMU if a launch has not finished by the deadline. A /dev/kvm that exists but
+// does not really work for this guest can hang the launch instead of failing it (seen on a nested VM
+// here: SeaBIOS runs under KVM, the appliance kernel never reports in); libguestfs has no launch
+// timeout of its own and its handle may not be touched from another thread, so the watchdog acts on
+// the process. The killed launch then fails like any other, and the caller retries without KVM.
+class LaunchWatchdog {
+ public:
+  explicit LaunchWatchdog(std::chrono::seconds limit)
+      : thread_([this, limit] {
+          std::unique_lock lock(mutex_);
+          if (done_cv_.wait_for(lock, limit, [this] { return done_; })) return;
+          for (pid_t pid : child_hypervisors()) ::kill(pid, SIGKILL);
+          fired_ = true;
+        }) {}
+  ~LaunchWatchdog() { finish(); }
+  LaunchWatchdog(const LaunchWatchdog&) = delete;
+  LaunchWatchdog& operator=(const LaunchWatchdog&) = delete;
+
+  bool finish() {  // returns whether it had to kill the launch
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    done_cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    return fired_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  bool fired_ = false;
+  std::thread thread_;
+};
+
+// Under KVM the appliance is up in a few seconds; software emulation takes 15-35 s and is not limited.
+constexpr std::chrono::seconds kvm_launch_limit{45};
+
+}  // namespace
+
 DeepCheck deep_check(const fs::path& raw_image, const ImageInspection& report) {
   if (std::getenv("LIBGUESTFS_BACKEND") == nullptr) {
     // The default libvirt backend needs a libvirt daemon; the direct backend runs QEMU itself.
@@ -696,7 +768,16 @@ DeepCheck deep_check(const fs::path& raw_image, const ImageInspection& report) {
       throw Error("libguestfs cannot add " + raw_image.string() + ": " + handle.last_error());
     }
     log::info("deep check: starting the libguestfs appliance (", deep.backend, " backend; ~15-35 s)");
-    return guestfs_launch(handle.get()) == 0;
+    // Without a usable /dev/kvm libguestfs runs TCG on its own, which may legitimately take long.
+    if (force_tcg || ::access("/dev/kvm", R_OK | W_OK) != 0) return guestfs_launch(handle.get()) == 0;
+    LaunchWatchdog watchdog(kvm_launch_limit);
+    bool launched = guestfs_launch(handle.get()) == 0;
+    if (watchdog.finish()) {
+      log::info("deep check: the appliance did not come up within ", kvm_launch_limit.count(),
+                " s (a /dev/kvm that hangs this guest?): stopped it");
+      return false;
+    }
+    return launched;
   };
   auto g = std::make_unique<Guestfs>();
   if (!launch(*g, false)) {
