@@ -4,6 +4,7 @@
 A client whose exchange times out (server killed mid-way) is retried with a new xid until DEADLINE.
 usage: dhcp_dora_loop.py IFACE COUNT DEADLINE_S [PAUSE_S between clients]"""
 import os, socket, struct, sys, time
+from dhcp_wire import dhcp_options
 
 iface, count, deadline = sys.argv[1].encode(), int(sys.argv[2]), time.time() + float(sys.argv[3])
 pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0
@@ -26,11 +27,7 @@ def wait_for(xid, want, timeout):
             return None
         if len(data) < 240 or struct.unpack("!I", data[4:8])[0] != xid:
             continue
-        i, options = 240, {}
-        while i + 1 < len(data) and data[i] != 255:
-            if data[i] == 0:
-                i += 1; continue
-            options[data[i]] = data[i + 2:i + 2 + data[i + 1]]; i += 2 + data[i + 1]
+        options = dhcp_options(data)
         kind = options.get(53, b"\0")[0]
         if kind == 6:
             return "nak"

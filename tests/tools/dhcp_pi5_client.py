@@ -9,6 +9,7 @@ the ACK and the TFTP results as JSON. Runs inside a test network namespace (broa
 255.255.255.255:67 from port 68 on eth0).
 usage: dhcp_pi5_client.py MAC SERIAL_HEX [TIMEOUT_S] [--tftp DIR]"""
 import json, os, socket, struct, subprocess, sys, time
+from dhcp_wire import dhcp_options
 
 args = [a for a in sys.argv[1:]]
 tftp_dir = None
@@ -30,11 +31,7 @@ def packet(msg_type, extra=b""):
     return head + b"\x63\x82\x53\x63" + opts
 
 def parse(data):
-    options, i = {}, 240
-    while i < len(data) and data[i] != 255:
-        if data[i] == 0:
-            i += 1; continue
-        options[data[i]] = data[i + 2:i + 2 + data[i + 1]]; i += 2 + data[i + 1]
+    options = dhcp_options(data)
     return {"xid": struct.unpack("!I", data[4:8])[0], "yiaddr": socket.inet_ntoa(data[16:20]),
             "siaddr": socket.inet_ntoa(data[20:24]), "file": data[108:236].split(b"\0")[0].decode(),
             "type": options.get(53, b"\0")[0], "opt43": options.get(43, b"").hex(),

@@ -4,6 +4,7 @@ type-0 UUID in option 97, read the proxy OFFER (yiaddr must be 0), then, as UEFI
 unicast to the proxy's port 4011. Prints both replies as JSON. Runs inside a test namespace.
 usage: dhcp_pxe_proxy_client.py IFACE MAC ARCH [TIMEOUT_S]"""
 import json, os, socket, struct, sys
+from dhcp_wire import dhcp_options
 
 iface, mac, arch = sys.argv[1].encode(), bytes.fromhex(sys.argv[2].replace(":", "")), int(sys.argv[3])
 timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 5
@@ -18,11 +19,7 @@ def packet(msg_type, ciaddr=b"\0\0\0\0"):
     return head + b"\x63\x82\x53\x63" + opts
 
 def parse(data):
-    options, i = {}, 240
-    while i < len(data) and data[i] != 255:
-        if data[i] == 0:
-            i += 1; continue
-        options[data[i]] = data[i + 2:i + 2 + data[i + 1]]; i += 2 + data[i + 1]
+    options = dhcp_options(data)
     return {"xid": struct.unpack("!I", data[4:8])[0], "yiaddr": socket.inet_ntoa(data[16:20]),
             "siaddr": socket.inet_ntoa(data[20:24]), "file": data[108:236].split(b"\0")[0].decode(),
             "type": options.get(53, b"\0")[0], "opt43": options.get(43, b"").hex(),

@@ -6,6 +6,7 @@ the packets carry X instead (a relay for a subnet the server may not serve); --e
 silence within TIMEOUT_S the success and any reply a failure. Runs inside a test network namespace.
 usage: dhcp_relay_client.py RELAY_ADDRESS SERVER MAC [TIMEOUT_S] [--giaddr X] [--expect-silence]"""
 import json, os, socket, struct, sys
+from dhcp_wire import dhcp_options
 
 args = sys.argv[1:]
 silence = "--expect-silence" in args
@@ -26,11 +27,7 @@ def packet(msg_type, extra=b""):
     return head + b"\x63\x82\x53\x63" + bytes([53, 1, msg_type, 55, 4, 1, 3, 6, 51]) + extra + b"\xff"
 
 def parse(data):
-    options, i = {}, 240
-    while i < len(data) and data[i] != 255:
-        if data[i] == 0:
-            i += 1; continue
-        options[data[i]] = data[i + 2:i + 2 + data[i + 1]]; i += 2 + data[i + 1]
+    options = dhcp_options(data)
     ip = lambda code: socket.inet_ntoa(options[code][:4]) if code in options else None
     return {"xid": struct.unpack("!I", data[4:8])[0], "yiaddr": socket.inet_ntoa(data[16:20]),
             "giaddr": socket.inet_ntoa(data[24:28]), "type": options.get(53, b"\0")[0], "netmask": ip(1),

@@ -8,6 +8,7 @@ boot, per-stage medians and maxima. Runs inside a test network namespace; MACs 0
 usage: netboot_node_sim.py IFACE COUNT [DEADLINE_S]"""
 import json, os, socket, statistics, struct, subprocess, sys, threading, time, urllib.parse
 import http.client
+from dhcp_wire import dhcp_options
 
 iface, count = sys.argv[1], int(sys.argv[2])
 deadline = time.time() + (float(sys.argv[3]) if len(sys.argv) > 3 else 300)
@@ -21,14 +22,6 @@ def dhcp_packet(xid, mac, msg_type, ipxe, extra=b""):
     if ipxe:
         opts += bytes([77, 4]) + b"iPXE" + bytes([175, 3, 0x15, 1, 1])  # user class, an encapsulated iPXE option
     return head + b"\x63\x82\x53\x63" + opts + extra + b"\xff"
-
-def parse_options(data):
-    options, i = {}, 240
-    while i + 1 < len(data) and data[i] != 255:
-        if data[i] == 0:
-            i += 1; continue
-        options[data[i]] = data[i + 2:i + 2 + data[i + 1]]; i += 2 + data[i + 1]
-    return options
 
 def dhcp(mac, ipxe):
     """DORA; returns (yiaddr, siaddr, boot file)."""
@@ -50,7 +43,7 @@ def dhcp(mac, ipxe):
                         return None
                     if len(data) < 240 or struct.unpack("!I", data[4:8])[0] != xid:
                         continue
-                    options = parse_options(data)
+                    options = dhcp_options(data)
                     if options.get(53, b"\0")[0] == want:
                         return data, options
                 return None
