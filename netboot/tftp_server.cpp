@@ -327,14 +327,19 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     }
   }
 
-  // One timer per transfer, re-armed lazily: deadlines only move forward, so it is set again only when
-  // it fires early, not for every ACK. When the deadline has really passed it cancels the pending
-  // receive, which then reports a timeout.
+  // One timer per transfer, re-armed lazily: a deadline that moves later (every ACK of a lockstep
+  // transfer) leaves the timer alone, which then fires early once and is set again. A deadline that moves
+  // earlier must re-arm it, or the wait silently lasts as long as the old one: the first DATA after an
+  // OACK (6 s) and the first wait after progress ends a back-off (up to 8 s) are both shorter. When the
+  // deadline has really passed it cancels the pending receive, which then reports a timeout.
   void arm_watchdog() {
-    if (watchdog_armed_) return;
+    if (watchdog_armed_ && watchdog_expiry_ <= deadline_) return;
     watchdog_armed_ = true;
-    watchdog_.expires_at(deadline_);
-    watchdog_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    watchdog_expiry_ = deadline_;
+    std::uint64_t generation = ++watchdog_generation_;
+    watchdog_.expires_at(deadline_);  // cancels a wait for a later deadline; its handler sees the generation
+    watchdog_.async_wait([self = shared_from_this(), generation](const boost::system::error_code& ec) {
+      if (generation != self->watchdog_generation_) return;  // superseded by an earlier deadline
       self->watchdog_armed_ = false;
       if (ec || self->state_->stopping) return;
       if (Clock::now() < self->deadline_) {
@@ -453,6 +458,8 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
   TftpPacket received_;
   Clock::time_point deadline_{};
   bool watchdog_armed_ = false;
+  Clock::time_point watchdog_expiry_{};
+  std::uint64_t watchdog_generation_ = 0;
   bool receiving_ = false;
   bool expired_ = false;
   bool reported_ = false;

@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.bash"
 command -v qemu-system-aarch64 >/dev/null || fail "qemu-system-aarch64 is not installed (scripts/setup)"
 START=$(date +%s)
-make_fresh_fixtures
+make_fixtures
 start_http "$FIXTURES"
 
 TOKEN=K10boot-e2e-secret-token::server:0123456789

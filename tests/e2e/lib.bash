@@ -22,18 +22,29 @@ expect_output() {  # expect_output PATTERN DESCRIPTION (greps the last command's
   pass "$2"
 }
 
-# Fixtures are deterministic: made once per build tree and reused by every e2e script.
+# Fixtures are deterministic: made once per build tree and reused by every e2e script; remade when
+# their generators change (the directory is stamped with the generators' sha256). Checking the stamp,
+# removing stale fixtures, building and stamping all happen under one lock: with the stamp written
+# after the lock was released, a second script could find it missing and delete the fixtures a third
+# was already using.
 FIXTURES=$(dirname "$WORK")/fixtures
 make_fixtures() {
+  local want
+  want=$(cat "$SRC/tests/fixtures/make-rpi-os-image" "$SRC/tests/fixtures/make-rke2-release" \
+    "$SRC/tests/fixtures/lib.sh" | sha256sum | cut -d' ' -f1)
   mkdir -p "$FIXTURES"
   (
     flock 9
+    if [ "$(cat "$FIXTURES/.generators.sha256" 2>/dev/null)" != "$want" ]; then
+      rm -rf "$FIXTURES/firstrun" "$FIXTURES/cloudinit" "$FIXTURES/rke2" "$FIXTURES/.generators.sha256"
+    fi
     [ -f "$FIXTURES/firstrun/raspios-lite-arm64.img.xz" ] ||
       "$SRC/tests/fixtures/make-rpi-os-image" "$FIXTURES/firstrun" --formats img,xz,zst --quiet
     [ -f "$FIXTURES/cloudinit/raspios-lite-arm64.img.zst" ] ||
       "$SRC/tests/fixtures/make-rpi-os-image" "$FIXTURES/cloudinit" --flavour cloudinit --formats img,zst --quiet
     [ -f "$FIXTURES/rke2/sha256sum-arm64.txt" ] ||
       "$SRC/tests/fixtures/make-rke2-release" "$FIXTURES/rke2" --quiet
+    echo "$want" >"$FIXTURES/.generators.sha256"
   ) 9>"$FIXTURES.lock"
 }
 
@@ -67,25 +78,6 @@ trap '[ -n "$HTTP_PID" ] && kill "$HTTP_PID" 2>/dev/null || true' EXIT
 
 partition_field() {  # partition_field IMAGE INDEX(0-based) start|size
   sfdisk -J "$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['partitiontable']['partitions'][$2]['$3'])"
-}
-
-# Fixtures made by an older version of the generators are remade: the shared fixture directory is
-# stamped with the generators' sha256. Call instead of make_fixtures where the fixture's content
-# matters (e.g. the stand-in init's checks).
-make_fresh_fixtures() {
-  local stamp want
-  want=$(cat "$SRC/tests/fixtures/make-rpi-os-image" "$SRC/tests/fixtures/make-rke2-release" \
-    "$SRC/tests/fixtures/lib.sh" | sha256sum | cut -d' ' -f1)
-  mkdir -p "$FIXTURES"
-  (
-    flock 9
-    stamp=$(cat "$FIXTURES/.generators.sha256" 2>/dev/null || true)
-    if [ "$stamp" != "$want" ]; then
-      rm -rf "$FIXTURES/firstrun" "$FIXTURES/cloudinit" "$FIXTURES/rke2"
-    fi
-  ) 9>"$FIXTURES.lock"
-  make_fixtures
-  echo "$want" >"$FIXTURES/.generators.sha256"
 }
 
 # Boots a built Raspberry Pi image under qemu-system-aarch64 (TCG) as the Pi firmware would: the

@@ -377,6 +377,34 @@ TEST_CASE("tftp server: a client that vanishes is dropped after bounded retransm
   CHECK(server.counters().active == 0);
 }
 
+TEST_CASE("tftp server: the first wait after an OACK or after a back-off is the short DATA interval", "[tftp][server]") {
+  // The OACK waits 6 s and a back-off grows the wait; both are longer than the next DATA wait, which must
+  // not inherit them (a lost DATA right after the OACK once cost curl 6 s).
+  TempDir dir;
+  aggrik8s::test::write_file(dir / "root/file", random_bytes(512 * 4, 9));
+  RunningServer server(dir / "root", 100ms, 6);
+  RawClient client;
+  client.send(server.port(), read_request("file", {{"blksize", "512"}}));
+  auto oack = client.receive();
+  REQUIRE(oack);
+  REQUIRE(std::holds_alternative<TftpOptionAck>(oack->packet));
+  client.send(oack->from_port, TftpAck{0});
+  auto time_to_copy = [&](std::uint16_t block) {
+    auto sent = std::chrono::steady_clock::now();
+    auto copy = client.receive(3000ms);
+    REQUIRE(copy);
+    CHECK(std::get<TftpData>(copy->packet).block == block);
+    return std::chrono::steady_clock::now() - sent;
+  };
+  REQUIRE(std::get<TftpData>(client.receive()->packet).block == 1);
+  CHECK(time_to_copy(1) < 1000ms);  // 100 ms, not the OACK's 6 s
+  // Let block 1 back off three times (200, 400, 800 ms), then acknowledge it.
+  for (int i = 0; i < 3; ++i) time_to_copy(1);
+  client.send(oack->from_port, TftpAck{1});
+  REQUIRE(std::get<TftpData>(client.receive()->packet).block == 2);
+  CHECK(time_to_copy(2) < 600ms);  // back to 100 ms, not the 1600 ms the back-off had reached
+}
+
 TEST_CASE("tftp server: garbage and stray packets do not disturb concurrent transfers", "[tftp][server]") {
   TempDir dir;
   std::string big = random_bytes(8'000'000, 7);
