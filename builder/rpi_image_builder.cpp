@@ -612,7 +612,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
       copy_sparse_file(prepared.path, image_partial, 0600);
     }
     NodeResult node_result = customise_node(profile, *node, prepared, release, image_partial, options.source_date_epoch);
-    start_writeback(image_partial);
+    if (options.sync_images) start_writeback(image_partial);
 
     BuiltNode built;
     built.name = node->name;
@@ -646,7 +646,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
       partial.track(c.path);
       c = describe_file(c.path);
     }
-    wait_until_on_disk(image_partial);
+    if (options.sync_images) wait_until_on_disk(image_partial);
     fs::rename(image_partial, image);
     partial.track(image);
     built.image = BuiltFile{image, hashes.size, hashes.sha256};

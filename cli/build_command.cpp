@@ -16,13 +16,16 @@ Command build_command() {
       {"node", 'n', "NAME", "build only this node (repeatable)", true},
       {"json", '\0', "", "print a machine-readable summary of the outputs"},
       {"upload", '\0', "", "talos-iso: then upload the ISOs to the profile's Proxmox storage (as `upload`)"},
+      {"no-sync", '\0', "",
+       "rpi5-rke2: rename each image into place without waiting for it to reach the disk"},
   };
   for (auto& o : fetch_option_specs()) options.push_back(o);
   CommandSpec spec{"build", "PROFILE", "Build the images a profile describes",
                    "Outputs per node: <node>.img (sparse), <node>.img.bmap, the compressed copies the profile asks\n"
                    "for, then SHA256SUMS and manifest.json. Files are written as *.partial and renamed when\n"
-                   "complete; a failed build removes what it wrote. With SOURCE_DATE_EPOCH set, every timestamp\n"
-                   "written is pinned and the same inputs give byte-identical images.\n"
+                   "complete (Pi images after an fdatasync, unless --no-sync); a failed build removes what it\n"
+                   "wrote. With SOURCE_DATE_EPOCH set, every timestamp written is pinned and the same inputs\n"
+                   "give byte-identical images.\n"
                    "talos-iso profiles write <node>-config.iso, <node>.iso and netboot/<node>/ (docs/proxmox.md);\n"
                    "--upload then puts the ISOs on the profile's Proxmox storage, as `aggrik8s-image upload` does.",
                    options, 1, 1};
@@ -39,6 +42,7 @@ Command build_command() {
             build.output_dir = args.value("out").value_or("out/" + profile->name);
             if (auto it = args.values.find("node"); it != args.values.end()) build.only_nodes = it->second;
             build.source_date_epoch = builder::source_date_epoch_from_environment();
+            build.sync_images = !args.flag("no-sync");
             build.fetch = fetch_options_from(args);
             if (profile->kind == builder::ProfileKind::talos_iso) {
               builder::TalosBuildResult talos = builder::build_talos_outputs(*profile, build);
