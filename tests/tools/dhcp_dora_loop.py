@@ -4,7 +4,7 @@
 A client whose exchange times out (server killed mid-way) is retried with a new xid until DEADLINE.
 usage: dhcp_dora_loop.py IFACE COUNT DEADLINE_S [PAUSE_S between clients]"""
 import os, socket, struct, sys, time
-from dhcp_wire import dhcp_options
+from dhcp_wire import wait_for_reply
 
 iface, count, deadline = sys.argv[1].encode(), int(sys.argv[2]), time.time() + float(sys.argv[3])
 pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0
@@ -18,22 +18,13 @@ def packet(xid, mac, msg_type, extra=b""):
     return head + b"\x63\x82\x53\x63" + bytes([53, 1, msg_type]) + extra + b"\xff"
 
 def wait_for(xid, want, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        sock.settimeout(max(0.01, end - time.time()))
-        try:
-            data, _ = sock.recvfrom(2048)
-        except socket.timeout:
-            return None
-        if len(data) < 240 or struct.unpack("!I", data[4:8])[0] != xid:
-            continue
-        options = dhcp_options(data)
-        kind = options.get(53, b"\0")[0]
-        if kind == 6:
-            return "nak"
-        if kind == want:
-            return data[16:20], options.get(54, bytes(4))
-    return None
+    reply = wait_for_reply(sock, xid, {want, 6}, timeout)
+    if reply is None:
+        return None
+    data, options, kind = reply
+    if kind == 6:
+        return "nak"
+    return data[16:20], options.get(54, bytes(4))
 
 for n in range(count):
     mac = bytes([2, 0, 0, (n >> 16) & 255, (n >> 8) & 255, n & 255])

@@ -8,7 +8,7 @@ boot, per-stage medians and maxima. Runs inside a test network namespace; MACs 0
 usage: netboot_node_sim.py IFACE COUNT [DEADLINE_S]"""
 import json, os, socket, statistics, struct, subprocess, sys, threading, time, urllib.parse
 import http.client
-from dhcp_wire import dhcp_options
+from dhcp_wire import wait_for_reply
 
 iface, count = sys.argv[1], int(sys.argv[2])
 deadline = time.time() + (float(sys.argv[3]) if len(sys.argv) > 3 else 300)
@@ -33,30 +33,16 @@ def dhcp(mac, ipxe):
     try:
         while time.time() < deadline:
             xid = int.from_bytes(os.urandom(4), "big")
-            def wait(want, timeout=2.0):
-                end = time.time() + timeout
-                while time.time() < end:
-                    sock.settimeout(max(0.01, end - time.time()))
-                    try:
-                        data, _ = sock.recvfrom(2048)
-                    except socket.timeout:
-                        return None
-                    if len(data) < 240 or struct.unpack("!I", data[4:8])[0] != xid:
-                        continue
-                    options = dhcp_options(data)
-                    if options.get(53, b"\0")[0] == want:
-                        return data, options
-                return None
             sock.sendto(dhcp_packet(xid, mac, 1, ipxe), ("255.255.255.255", 67))
-            offer = wait(2)
+            offer = wait_for_reply(sock, xid, {2}, 2.0)
             if not offer:
                 continue
-            data, options = offer
+            data, options, _ = offer
             sock.sendto(dhcp_packet(xid, mac, 3, ipxe, bytes([50, 4]) + data[16:20] + bytes([54, 4]) + options[54]),
                         ("255.255.255.255", 67))
-            ack = wait(5)
+            ack = wait_for_reply(sock, xid, {5}, 2.0)
             if ack:
-                data, options = ack
+                data, options, _ = ack
                 file = data[108:236].split(b"\0")[0].decode()
                 return socket.inet_ntoa(data[16:20]), socket.inet_ntoa(data[20:24]), file
         raise RuntimeError("DHCP: no lease before the deadline")
