@@ -48,6 +48,17 @@ std::string debugfs(const std::filesystem::path& image, const std::string& reque
   return must_run("debugfs -R " + shell_quoted(request) + " " + device(image)).output;
 }
 
+// An 8-byte marker written outside the filesystem (in the boot partition, after the root partition),
+// and read back to prove that no ext4 operation touched those bytes.
+void write_marker(const std::filesystem::path& image, std::uint64_t offset, const std::string& marker) {
+  must_run("printf " + marker + " | dd of=" + shell_quoted(image) + " bs=1 seek=" + std::to_string(offset) +
+           " conv=notrunc status=none");
+}
+std::string read_marker(const std::filesystem::path& image, std::uint64_t offset) {
+  return must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(offset) + " count=8 status=none")
+      .output;
+}
+
 void write_partition_table(const std::filesystem::path& image, std::uint64_t root_size_sectors) {
   must_run("printf 'label: dos\\nlabel-id: 0x12345678\\nstart=" + std::to_string(boot_start) +
            ", size=" + std::to_string(boot_sectors) + ", type=c\\nstart=" + std::to_string(root_start) +
@@ -83,8 +94,7 @@ TEST_CASE("ext4 in partition 2 of a disk image: edited rootless, clean for e2fsc
   must_run("E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -L rootfs -E offset=" + std::to_string(root_offset) +
            ",root_owner=0:0 -d " + shell_quoted(tree) + " " + shell_quoted(image) + " " + std::to_string(root_length / 1024) + "k");
   // FAT partition marker: the ext4 code must never write outside its partition.
-  must_run("printf BOOTMARK | dd of=" + shell_quoted(image) + " bs=1 seek=" + std::to_string(boot_start * sector + 4096) +
-           " conv=notrunc status=none");
+  write_marker(image, boot_start * sector + 4096, "BOOTMARK");
   REQUIRE(aggrik8s::check_ext4_filesystem(image, root_offset).clean);
   const auto image_size = std::filesystem::file_size(image);
 
@@ -122,8 +132,7 @@ TEST_CASE("ext4 in partition 2 of a disk image: edited rootless, clean for e2fsc
   auto check = aggrik8s::check_ext4_filesystem(image, root_offset);
   INFO(check.report);
   REQUIRE(check.clean);
-  CHECK(must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(boot_start * sector + 4096) +
-                 " count=8 status=none").output == "BOOTMARK");
+  CHECK(read_marker(image, boot_start * sector + 4096) == "BOOTMARK");
 
   // Read back with debugfs, which opens "IMAGE?offset=N" (it has no -o offset option; the '?' io
   // options are how every e2fsprogs tool reaches a partition inside a disk image).
@@ -160,14 +169,12 @@ TEST_CASE("ext4 in partition 2 of a disk image: edited rootless, clean for e2fsc
   const std::uint64_t new_root_sectors = 409600 - root_start - 2048;
   write_partition_table(image, new_root_sectors);
   const std::uint64_t tail_marker_at = (root_start + new_root_sectors) * sector + 512;
-  must_run("printf TAILMARK | dd of=" + shell_quoted(image) + " bs=1 seek=" + std::to_string(tail_marker_at) +
-           " conv=notrunc status=none");
+  write_marker(image, tail_marker_at, "TAILMARK");
   aggrik8s::grow_ext4_filesystem(image, root_offset, new_root_sectors * sector, 1700000600);
   // resize2fs run directly on "IMAGE?offset=N" truncates the image to the filesystem size; this is
   // what the scratch-file detour prevents.
   CHECK(std::filesystem::file_size(image) == image_size);
-  CHECK(must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(tail_marker_at) +
-                 " count=8 status=none").output == "TAILMARK");
+  CHECK(read_marker(image, tail_marker_at) == "TAILMARK");
   CHECK_FALSE(std::filesystem::exists(dir / ".pi.img.ext4-resize"));
   auto grown = aggrik8s::check_ext4_filesystem(image, root_offset);
   INFO(grown.report);
@@ -180,8 +187,7 @@ TEST_CASE("ext4 in partition 2 of a disk image: edited rootless, clean for e2fsc
   CHECK(blocks * block_size > root_length);
   CHECK(blocks * block_size <= new_root_sectors * sector);
   CHECK(header.find("Last checked:             Tue Nov 14 22:23:20 2023") != std::string::npos);  // E2FSCK_TIME
-  CHECK(must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(boot_start * sector + 4096) +
-                 " count=8 status=none").output == "BOOTMARK");
+  CHECK(read_marker(image, boot_start * sector + 4096) == "BOOTMARK");
 
   {
     auto fs = Ext4Filesystem::open(image, root_offset, new_root_sectors * sector, Ext4Access::read_write);
@@ -214,8 +220,7 @@ TEST_CASE("ext4 in partition 2 of a disk image: grown by more than its offset, w
   aggrik8s::test::write_file(tree / "usr/share/filler", random_bytes(40 << 20, 4));
   must_run("E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -L rootfs -E offset=" + std::to_string(root_offset) +
            ",root_owner=0:0 -d " + shell_quoted(tree) + " " + shell_quoted(image) + " " + std::to_string(root_length / 1024) + "k");
-  must_run("printf BOOTMARK | dd of=" + shell_quoted(image) + " bs=1 seek=" + std::to_string(boot_start * sector + 4096) +
-           " conv=notrunc status=none");
+  write_marker(image, boot_start * sector + 4096, "BOOTMARK");
   const auto image_size = std::filesystem::file_size(image);
 
   const std::uint64_t new_root_sectors = image_size / sector - root_start - 2048;
@@ -223,15 +228,12 @@ TEST_CASE("ext4 in partition 2 of a disk image: grown by more than its offset, w
   write_partition_table(image, new_root_sectors);
   // After the partition, like a GPT's backup header.
   const std::uint64_t tail_marker_at = (root_start + new_root_sectors) * sector + 1024;
-  must_run("printf TAILMARK | dd of=" + shell_quoted(image) + " bs=1 seek=" + std::to_string(tail_marker_at) +
-           " conv=notrunc status=none");
+  write_marker(image, tail_marker_at, "TAILMARK");
   aggrik8s::grow_ext4_filesystem(image, root_offset, new_root_sectors * sector, 1700000600);
 
   CHECK(std::filesystem::file_size(image) == image_size);
-  CHECK(must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(tail_marker_at) +
-                 " count=8 status=none").output == "TAILMARK");
-  CHECK(must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(boot_start * sector + 4096) +
-                 " count=8 status=none").output == "BOOTMARK");
+  CHECK(read_marker(image, tail_marker_at) == "TAILMARK");
+  CHECK(read_marker(image, boot_start * sector + 4096) == "BOOTMARK");
   CHECK_FALSE(std::filesystem::exists(dir / ".pi.img.ext4-resize"));
   auto grown = aggrik8s::check_ext4_filesystem(image, root_offset);
   INFO(grown.report);
@@ -248,6 +250,5 @@ TEST_CASE("ext4 in partition 2 of a disk image: grown by more than its offset, w
   auto written = aggrik8s::check_ext4_filesystem(image, root_offset);
   INFO(written.report);
   REQUIRE(written.clean);
-  CHECK(must_run("dd if=" + shell_quoted(image) + " bs=1 skip=" + std::to_string(tail_marker_at) +
-                 " count=8 status=none").output == "TAILMARK");
+  CHECK(read_marker(image, tail_marker_at) == "TAILMARK");
 }
