@@ -75,9 +75,7 @@ if [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] && [ -f /usr/lib/ipxe/ipxe.efi ]; then
   # OVMF's own PXE (QEMU's iPXE ROM dropped with romfile=): address from dnsmasq, ipxe.efi from our
   # proxy (offer on 67, then EDK2's REQUEST to port 4011), then iPXE as above.
   cp /usr/lib/ipxe/ipxe.efi "$WORK/tftp/ipxe.efi"
-  cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-vars.fd"
-  NIC_EXTRA=,romfile= boot_marker_vm ovmf-proxy -machine q35 \
-    -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd"
+  boot_marker_vm_ovmf ovmf-proxy
   grep -qE "dhcp: DISCOVER from $MAC -> proxy OFFER boot=uefi-x64 file=ipxe.efi" "$WORK/serve.log" ||
     fail "ovmf-proxy: no proxy OFFER of ipxe.efi: $(grep dhcp: "$WORK/serve.log")"
   grep -qE "dhcp: REQUEST from $MAC -> proxy ACK boot=uefi-x64 file=ipxe.efi" "$WORK/serve.log" ||

@@ -49,10 +49,7 @@ pass "seabios: iPXE was offered the HTTP boot script directly (no chainload loop
 
 if [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] && [ -f /usr/lib/ipxe/ipxe.efi ]; then
   cp /usr/lib/ipxe/ipxe.efi "$WORK/tftp/ipxe.efi"
-  cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-vars.fd"
-  # romfile= drops QEMU's iPXE option ROM, so EDK2's own PXE client does the first DHCP.
-  NIC_EXTRA=,romfile= boot_marker_vm ovmf -machine q35 -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
-    -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd"
+  boot_marker_vm_ovmf ovmf
   grep -qE "dhcp: DISCOVER from $MAC -> OFFER 10.98.4.1[0-9]{2} boot=uefi-x64 file=ipxe.efi" "$WORK/serve.log" ||
     fail "ovmf: EDK2 PXE was not offered ipxe.efi: $(grep dhcp: "$WORK/serve.log")"
   grep -qE "tftp: .*ipxe.efi" "$WORK/serve.log" || fail "ovmf: ipxe.efi was not fetched over TFTP"
@@ -61,9 +58,7 @@ if [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] && [ -f /usr/lib/ipxe/ipxe.efi ]; then
   # UEFI HTTP boot: with OVMF's PXE switched off (fw_cfg), its HTTP boot client asks instead
   # (vendor class HTTPClient:Arch:00016) and must get an http:// URI with option 60 HTTPClient.
   cp /usr/lib/ipxe/ipxe.efi "$WORK/http-files/ipxe.efi"
-  cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-http-vars.fd"
-  NIC_EXTRA=,romfile= boot_marker_vm ovmf-http -machine q35 \
-    -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive "if=pflash,format=raw,file=$WORK/ovmf-http-vars.fd" \
+  boot_marker_vm_ovmf ovmf-http \
     -fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=no -fw_cfg name=opt/org.tianocore/IPv6Support,string=no
   grep -qE "dhcp: DISCOVER from $MAC -> OFFER 10.98.4.1[0-9]{2} boot=uefi-http file=http://10.98.4.1:8080/files/ipxe.efi" "$WORK/serve.log" ||
     fail "ovmf-http: the HTTP boot client was not offered the http:// URI: $(grep dhcp: "$WORK/serve.log")"

@@ -181,3 +181,20 @@ boot_marker_vm() {
     fail "$name: the node's own arguments are missing: $(grep cmdline: "$WORK/$name-serial.log")"
   pass "$name: the kernel command line carries the node's own arguments"
 }
+
+# ovmf_firmware NAME: sets OVMF_ARGS to the QEMU arguments of a q35 machine with OVMF, whose UEFI
+# variable store is a fresh copy for VM NAME ($WORK/NAME-vars.fd).
+ovmf_firmware() {
+  cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/$1-vars.fd"
+  OVMF_ARGS=(-machine q35 -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd
+             -drive "if=pflash,format=raw,file=$WORK/$1-vars.fd")
+}
+
+# boot_marker_vm_ovmf NAME [QEMU ARGS...]: boot_marker_vm under OVMF with QEMU's iPXE option ROM
+# dropped (romfile=), so EDK2's own network boot client (PXE, or HTTP boot when PXE is switched off)
+# makes the first DHCP request.
+boot_marker_vm_ovmf() {
+  local name=$1; shift
+  ovmf_firmware "$name"
+  NIC_EXTRA=,romfile= boot_marker_vm "$name" "${OVMF_ARGS[@]}" "$@"
+}

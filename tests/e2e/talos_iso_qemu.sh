@@ -147,10 +147,8 @@ grep_log 'talos-standin: config: *disk: "\?/dev/vda' "$WORK/bios.log" "SeaBIOS c
 grep_log 'talos-standin: done' "$WORK/bios.log" "SeaBIOS cp1.iso"
 pass "SeaBIOS: cp1.iso boots through GRUB with cp1's arguments and its embedded-config extension"
 
-cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-cp1-vars.fd"
-timeout 120 qemu-system-x86_64 -machine q35 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/ovmf-cp1.log" -no-reboot \
-  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
-  -drive "if=pflash,format=raw,file=$WORK/ovmf-cp1-vars.fd" \
+ovmf_firmware ovmf-cp1
+timeout 120 qemu-system-x86_64 "${OVMF_ARGS[@]}" -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/ovmf-cp1.log" -no-reboot \
   -drive "if=none,id=cd0,media=cdrom,readonly=on,file=$OUT/cp1.iso" -device ide-cd,drive=cd0,bus=ide.0,bootindex=1 \
   </dev/null >"$WORK/ovmf-cp1.qemu" 2>&1 || true
 grep_log 'Talos (v1.12.0)' "$WORK/ovmf-cp1.log" "OVMF cp1.iso (systemd-boot menu)"
@@ -161,10 +159,8 @@ grep_log 'talos-standin: config: *hostname: "\?cp1' "$WORK/ovmf-cp1.log" "OVMF c
 grep_log 'talos-standin: done' "$WORK/ovmf-cp1.log" "OVMF cp1.iso"
 pass "OVMF: cp1.iso boots through systemd-boot and its edited UKI with cp1's arguments and embedded-config extension"
 
-cp /usr/share/OVMF/OVMF_VARS_4M.fd "$WORK/ovmf-vars.fd"
-timeout 120 qemu-system-x86_64 -machine q35 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/ovmf.log" -no-reboot \
-  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
-  -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd" \
+ovmf_firmware ovmf
+timeout 120 qemu-system-x86_64 "${OVMF_ARGS[@]}" -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/ovmf.log" -no-reboot \
   -drive "if=none,id=cd0,media=cdrom,readonly=on,file=$OUT/talos-metal-iso.iso" -device ide-cd,drive=cd0,bus=ide.0,bootindex=1 \
   -drive "if=none,id=cd1,media=cdrom,readonly=on,file=$OUT/cp2-config.iso" -device ide-cd,drive=cd1,bus=ide.1 \
   </dev/null >"$WORK/ovmf.qemu" 2>&1 || true
