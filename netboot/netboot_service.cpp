@@ -629,6 +629,21 @@ TftpRetransmitPolicy tftp_retransmit_policy(const NetbootConfig& config) {
                               config.tftp_max_retransmits, config.tftp_option_ack_timeout};
 }
 
+// The options a subnet hands out besides its address, from the config's text: the interface's own
+// subnet and every relayed one take the same keys. The addresses were checked when the config was read.
+void set_subnet_options(DhcpSubnet& subnet, const std::optional<std::string>& router,
+                        const std::vector<std::string>& dns, const std::vector<std::string>& ntp,
+                        const std::optional<std::string>& domain) {
+  if (router) subnet.router = parse_ipv4(*router);
+  for (const auto& text : dns) {
+    if (auto address = parse_ipv4(text)) subnet.dns.push_back(*address);
+  }
+  for (const auto& text : ntp) {
+    if (auto address = parse_ipv4(text)) subnet.ntp.push_back(*address);
+  }
+  subnet.domain = domain;
+}
+
 std::shared_ptr<const TftpRemapRules> load_tftp_remap(const NetbootConfig& config) {
   if (!config.tftp_remap) return nullptr;
   return std::make_shared<const TftpRemapRules>(TftpRemapRules::load(*config.tftp_remap));
@@ -703,14 +718,7 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
     }
     local.pool.lease_time = c.dhcp_lease_time;
     local.pool.server = dhcp.server_address;
-    if (c.dhcp_router) local.router = parse_ipv4(*c.dhcp_router);
-    for (const auto& dns : c.dhcp_dns) {
-      if (auto dns_address = parse_ipv4(dns)) local.dns.push_back(*dns_address);
-    }
-    for (const auto& ntp : c.dhcp_ntp) {
-      if (auto ntp_address = parse_ipv4(ntp)) local.ntp.push_back(*ntp_address);
-    }
-    local.domain = c.dhcp_domain;
+    set_subnet_options(local, c.dhcp_router, c.dhcp_dns, c.dhcp_ntp, c.dhcp_domain);
     dhcp.subnets.push_back(std::move(local));
     for (const auto& relayed : c.dhcp_relayed_subnets) {
       DhcpSubnet subnet;
@@ -726,14 +734,7 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
       subnet.pool.first = parse_ipv4(relayed.pool_first).value_or(0);
       subnet.pool.last = parse_ipv4(relayed.pool_last).value_or(0);
       subnet.pool.lease_time = relayed.lease_time;
-      if (relayed.router) subnet.router = parse_ipv4(*relayed.router);
-      for (const auto& dns : relayed.dns) {
-        if (auto dns_address = parse_ipv4(dns)) subnet.dns.push_back(*dns_address);
-      }
-      for (const auto& ntp : relayed.ntp) {
-        if (auto ntp_address = parse_ipv4(ntp)) subnet.ntp.push_back(*ntp_address);
-      }
-      subnet.domain = relayed.domain;
+      set_subnet_options(subnet, relayed.router, relayed.dns, relayed.ntp, relayed.domain);
       dhcp.subnets.push_back(std::move(subnet));
     }
     dhcp.lease_file = c.dhcp_lease_file;
