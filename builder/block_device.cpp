@@ -85,6 +85,7 @@ void FileBlockDevice::write_fully(std::uint64_t offset, std::span<const std::uin
 void FileBlockDevice::write_at(std::uint64_t offset, std::span<const std::uint8_t> data) {
   if (access_ == Access::read_only) throw Error(name() + ": opened read-only, cannot write");
   check_range("write", offset, data.size());
+  written_.push_back(DataExtent{offset, data.size()});
   // Walk the data in hole-sized blocks; an all-zero block whose range is still a hole is dropped.
   // Consecutive blocks that must be written are merged into one pwrite.
   const std::uint64_t end = offset + data.size();

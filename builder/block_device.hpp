@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "builder/data_extent.hpp"
 #include "core/file_descriptor.hpp"
 
 namespace aggrik8s {
@@ -54,9 +55,12 @@ class FileBlockDevice final : public BlockDevice {
   void resize(std::uint64_t new_size) override;
   void flush() override;
   std::string name() const override { return path_.string(); }
+  // The byte ranges write_at was asked to write, merged (all-zero blocks it skipped included).
+  std::vector<DataExtent> written_extents() const { return merge_extents(written_); }
 
  private:
   void write_fully(std::uint64_t offset, std::span<const std::uint8_t> data);
+  std::vector<DataExtent> written_;
   std::filesystem::path path_;
   FileDescriptor fd_;
   Access access_;

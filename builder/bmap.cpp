@@ -57,6 +57,52 @@ void read_exactly(int fd, std::uint64_t offset, std::uint8_t* buffer, std::size_
   }
 }
 
+// Reads an image's bytes from the image, or (with an ImageBase) from the base file except where the
+// image was written after it was copied.
+class ImageReader {
+ public:
+  ImageReader(int fd, const std::string& name, const ImageBase* base) : fd_(fd), name_(name), base_(base) {
+    if (base_ == nullptr) return;
+    base_name_ = base_->path.string();
+    base_fd_ = FileDescriptor(::open(base_->path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!base_fd_) throw_system_error("cannot open " + base_name_ + " (the image " + name + " was copied from)", errno);
+    ::posix_fadvise(base_fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  }
+
+  void read(std::uint64_t offset, std::uint8_t* buffer, std::size_t length) const {
+    if (base_ == nullptr) return read_exactly(fd_, offset, buffer, length, name_);
+    const auto& written = base_->written;
+    const std::uint64_t end = offset + length;
+    auto extent = std::lower_bound(written.begin(), written.end(), offset,
+                                   [](const DataExtent& e, std::uint64_t at) { return e.offset + e.length <= at; });
+    for (std::uint64_t at = offset; at < end;) {
+      std::uint64_t to = end;
+      bool from_image = false;
+      if (extent != written.end() && extent->offset <= at) {
+        to = std::min(end, extent->offset + extent->length);
+        from_image = true;
+        ++extent;
+      } else if (extent != written.end()) {
+        to = std::min(end, extent->offset);
+      }
+      auto n = static_cast<std::size_t>(to - at);
+      if (from_image) {
+        read_exactly(fd_, at, buffer + (at - offset), n, name_);
+      } else {
+        read_exactly(base_fd_.get(), at, buffer + (at - offset), n, base_name_);
+      }
+      at = to;
+    }
+  }
+
+ private:
+  int fd_;
+  const std::string& name_;
+  const ImageBase* base_;
+  std::string base_name_;
+  FileDescriptor base_fd_;
+};
+
 // bmaptool's BmapHelpers.human_size, including its "%.1f" rounding (printf and Python agree).
 std::string human_size(std::uint64_t size) {
   if (size == 1) return "1 byte";
@@ -79,8 +125,10 @@ std::string human_size(std::uint64_t size) {
 // interrupts it) and hashes each range. Blocks arrive in ascending order.
 class BlockRangeHasher {
  public:
-  BlockRangeHasher(std::uint64_t block_size, bool skip_zero_blocks)
-      : block_size_(block_size), skip_zero_blocks_(skip_zero_blocks) {}
+  BlockRangeHasher(std::uint64_t block_size, const BmapOptions& options)
+      : block_size_(block_size),
+        skip_zero_blocks_(options.skip_zero_blocks),
+        split_blocks_(options.range_split_blocks) {}
 
   // `length` bytes of data at `offset` (a block boundary): whole blocks, except the image's short
   // last block.
@@ -93,7 +141,7 @@ class BlockRangeHasher {
         close_range();
         continue;
       }
-      if (!hash_ || block != current_.last_block + 1) {
+      if (!hash_ || block != current_.last_block + 1 || (split_blocks_ != 0 && block % split_blocks_ == 0)) {
         close_range();
         hash_.emplace();
         current_ = BmapRange{block, block, std::nullopt};
@@ -116,6 +164,7 @@ class BlockRangeHasher {
  private:
   std::uint64_t block_size_;
   bool skip_zero_blocks_;
+  std::uint64_t split_blocks_;
   std::optional<Sha256> hash_;
   BmapRange current_;
   std::vector<BmapRange> ranges_;
@@ -124,18 +173,18 @@ class BlockRangeHasher {
 // Hashes block ranges [first, last] of one data region, cutting it into runs at zero blocks.
 class RangeScanner {
  public:
-  RangeScanner(int fd, const Bmap& layout, bool skip_zero_blocks, const std::string& name, ProgressTask& progress,
+  RangeScanner(int fd, const Bmap& layout, const BmapOptions& options, const std::string& name, ProgressTask& progress,
                std::mutex& progress_mutex)
       : fd_(fd),
         layout_(layout),
-        skip_zero_blocks_(skip_zero_blocks),
+        options_(options),
         name_(name),
         progress_(progress),
         progress_mutex_(progress_mutex),
         buffer_(read_chunk_size) {}
 
   std::vector<BmapRange> scan(std::uint64_t first_block, std::uint64_t last_block) {
-    BlockRangeHasher ranges(layout_.block_size, skip_zero_blocks_);
+    BlockRangeHasher ranges(layout_.block_size, options_);
     const std::uint64_t block_size = layout_.block_size;
     const std::uint64_t start = first_block * block_size;
     const std::uint64_t end = std::min(layout_.image_size, (last_block + 1) * block_size);
@@ -153,7 +202,7 @@ class RangeScanner {
  private:
   int fd_;
   const Bmap& layout_;
-  bool skip_zero_blocks_;
+  const BmapOptions& options_;
   const std::string& name_;
   ProgressTask& progress_;
   std::mutex& progress_mutex_;
@@ -461,7 +510,7 @@ Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options)
   std::exception_ptr first_error;
   std::mutex error_mutex;
   auto work = [&] {
-    RangeScanner scanner(fd.get(), bmap, options.skip_zero_blocks, name, progress, progress_mutex);
+    RangeScanner scanner(fd.get(), bmap, options, name, progress, progress_mutex);
     try {
       for (std::size_t i = next++; i < order.size() && !failed; i = next++) {
         results[order[i]] = scanner.scan(spans[order[i]].first, spans[order[i]].last);
@@ -484,10 +533,12 @@ Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options)
   return bmap;
 }
 
-ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options) {
+ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options,
+                       const ImageBase* base) {
   const std::string name = image.string();
   FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw_system_error("cannot open image " + name, errno);
+  const ImageReader reader(fd.get(), name, base);
   struct stat info {};
   if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
   if (!S_ISREG(info.st_mode)) throw Error(name + ": only a regular file can be hashed as an image");
@@ -502,7 +553,7 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
   std::uint64_t data_bytes = 0;
   for (const auto& span : spans) data_bytes += span.end - span.begin;
   ProgressTask progress((with_bmap ? "bmap + sha256 " : "sha256 ") + image.filename().string(), data_bytes);
-  BlockRangeHasher ranges(layout.block_size, options.skip_zero_blocks);
+  BlockRangeHasher ranges(layout.block_size, options);
   WholeImageHasher whole;
 
   // The reader fills slot i % slots.size() with chunk i once the whole-image hasher is done with
@@ -554,7 +605,7 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
         }
         chunk.offset = offset;
         chunk.length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.data.size(), span.end - offset));
-        read_exactly(fd.get(), offset, chunk.data.data(), chunk.length, name);
+        reader.read(offset, chunk.data.data(), chunk.length);
         if (two_threads) {
           {
             std::lock_guard lock(mutex);
@@ -581,6 +632,72 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
     layout.ranges = ranges.take();
     result.bmap = std::move(layout);
   }
+  return result;
+}
+
+Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std::vector<DataExtent>& changed,
+                 const BmapOptions& options, const ImageBase* source) {
+  const std::string name = image.string();
+  if (options.range_split_blocks == 0 || !options.skip_zero_blocks) {
+    throw Error(name + ": a bmap can only be updated when its ranges are split into chunks and zero blocks are skipped");
+  }
+  FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open image " + name, errno);
+  const ImageReader reader(fd.get(), name, source);
+  struct stat info {};
+  if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
+  const auto size = static_cast<std::uint64_t>(info.st_size);
+  if (size != base.image_size) {
+    throw Error(name + ": is " + std::to_string(size) + " bytes, but the bmap it is derived from describes " +
+                std::to_string(base.image_size));
+  }
+  const std::uint64_t block_size = base.block_size;
+  const std::uint64_t split = options.range_split_blocks;
+  const std::uint64_t chunk_bytes = split * block_size;
+
+  std::vector<std::uint64_t> dirty;  // chunk numbers, sorted
+  for (const auto& extent : merge_extents(changed)) {
+    if (extent.offset >= size) continue;
+    std::uint64_t end = std::min(size, extent.offset + extent.length);
+    for (std::uint64_t chunk = extent.offset / chunk_bytes; chunk <= (end - 1) / chunk_bytes; ++chunk) {
+      if (dirty.empty() || dirty.back() != chunk) dirty.push_back(chunk);
+    }
+  }
+  auto is_dirty = [&](std::uint64_t chunk) { return std::binary_search(dirty.begin(), dirty.end(), chunk); };
+
+  Bmap result;
+  result.image_size = size;
+  result.block_size = base.block_size;
+  for (const auto& range : base.ranges) {
+    if (range.first_block / split != range.last_block / split) {
+      throw Error(name + ": the bmap it is derived from has a range (blocks " + std::to_string(range.first_block) + "-" +
+                  std::to_string(range.last_block) + ") that crosses a chunk of " + std::to_string(split) + " blocks");
+    }
+    if (!is_dirty(range.first_block / split)) result.ranges.push_back(range);
+  }
+
+  // The touched chunks, read again where the image has data (an edit may have filled a hole).
+  const std::vector<ByteSpan> spans = data_spans(fd.get(), size, block_size, name);
+  BlockRangeHasher hasher(block_size, options);
+  std::vector<std::uint8_t> buffer(static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, 4 * read_chunk_size)));
+  for (std::uint64_t chunk : dirty) {
+    const std::uint64_t begin = chunk * chunk_bytes;
+    const std::uint64_t end = std::min(size, begin + chunk_bytes);
+    auto span = std::lower_bound(spans.begin(), spans.end(), begin, [](const ByteSpan& s, std::uint64_t at) { return s.end <= at; });
+    for (; span != spans.end() && span->begin < end; ++span) {
+      for (std::uint64_t offset = std::max(span->begin, begin); offset < std::min(span->end, end);) {
+        auto length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), std::min(span->end, end) - offset));
+        reader.read(offset, buffer.data(), length);
+        hasher.add(offset, buffer.data(), length);
+        offset += length;
+      }
+      hasher.close_range();
+    }
+  }
+  std::vector<BmapRange> rescanned = hasher.take();
+  result.ranges.insert(result.ranges.end(), rescanned.begin(), rescanned.end());
+  std::sort(result.ranges.begin(), result.ranges.end(),
+            [](const BmapRange& a, const BmapRange& b) { return a.first_block < b.first_block; });
   return result;
 }
 

@@ -15,16 +15,10 @@
 #include <string_view>
 #include <vector>
 
+#include "builder/data_extent.hpp"
 #include "core/sha256.hpp"
 
 namespace aggrik8s {
-
-// [offset, offset + length) of a file that the filesystem says holds data (may still contain zeros).
-struct DataExtent {
-  std::uint64_t offset = 0;
-  std::uint64_t length = 0;
-  friend bool operator==(const DataExtent&, const DataExtent&) = default;
-};
 
 // The data extents of an open regular file of `size` bytes, sorted and disjoint. A filesystem that
 // cannot answer SEEK_DATA yields one extent covering the whole file (correct, just not sparse).
@@ -54,6 +48,10 @@ struct Bmap {
 
 struct BmapOptions {
   bool skip_zero_blocks = true;
+  // When not 0, no range crosses a multiple of this many blocks: a range is also cut where such a
+  // chunk ends. That costs a few more lines in the bmap, and lets update_bmap hash again only the
+  // chunks an edit touched. 0: ranges run as far as the data does (bmaptool's way).
+  std::uint64_t range_split_blocks = 0;
   // Ranges are hashed in parallel, one range per thread at a time (a range's hash is sequential).
   // 0: one thread per core.
   unsigned threads = 0;
@@ -74,8 +72,28 @@ struct ImageHashes {
   Sha256Digest sha256;
   std::optional<Bmap> bmap;
 };
-// Throws Error naming the image on read failure, and (with_bmap) for an empty image.
-ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options = {});
+// Where to read an image's bytes from when it is a copy of another file that was then edited: its
+// bytes outside `written` are path's. A build writes node images past the page cache (O_DIRECT), so
+// reading them back would be disk reads; the prepared image they were copied from is still cached.
+struct ImageBase {
+  std::filesystem::path path;
+  std::vector<DataExtent> written;  // merged (merge_extents)
+};
+// Throws Error naming the image on read failure, and (with_bmap) for an empty image. With `base`,
+// the image's data extents are still the image's own, but its bytes are read as ImageBase says.
+ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options = {},
+                       const ImageBase* base = nullptr);
+
+// The bmap of `image`, given `base`: the bmap (made with `options`) of an image of the same size whose
+// bytes were the same as image's everywhere outside `changed`. Only the chunks of
+// options.range_split_blocks blocks that `changed` touches are read and hashed again; the other
+// ranges are base's. The result equals create_bmap(image, options). How a build hashes N node images
+// cut from one prepared image without hashing N times what they share. Requires
+// options.range_split_blocks and options.skip_zero_blocks (with zero blocks kept, a hole and an
+// allocated zero block would differ, and a copy does not promise to keep which is which); throws
+// Error naming the image when the sizes or options do not fit.
+Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std::vector<DataExtent>& changed,
+                 const BmapOptions& options, const ImageBase* source = nullptr);
 
 // The file bmaptool 3.x writes for the same ranges, byte for byte: its comments, its whitespace, and
 // BmapFileChecksum = sha256 of the text with that field set to 64 '0' characters.

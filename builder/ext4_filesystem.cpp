@@ -17,6 +17,8 @@ extern "C" {
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
+#include <cstdlib>
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
@@ -24,7 +26,10 @@ extern "C" {
 #include <ctime>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
+#include <new>
+#include <string_view>
 #include <utility>
 
 #include "core/error.hpp"
@@ -285,6 +290,174 @@ bool all_zero(const std::byte* data, std::size_t length) {
   return std::all_of(data, data + length, [](std::byte b) { return b == std::byte{0}; });
 }
 
+io_manager image_io_manager();
+
+// ---- the io manager: pread/pwrite on the image, no fsync, every write logged ----
+//
+// libext2fs's unix_io_manager fsyncs the image when it opens it and whenever the filesystem is
+// flushed, so opening the freshly decompressed base image waited for 2 GiB to be written back, and
+// every node's close for its whole copy. Nothing here needs that: a build fdatasyncs each image once,
+// just before renaming it into place, and the image is not a mounted filesystem whose kernel cache
+// could disagree with ours. This manager also logs the byte ranges written (superblock, bitmaps and
+// inode tables included, since those are written at close), so a build knows which parts of a node's
+// image differ from the image it was copied from.
+struct ImageChannel {
+  FileDescriptor fd;
+  std::uint64_t offset = 0;  // io option "offset=N": where the filesystem starts in the file
+  std::shared_ptr<std::vector<DataExtent>> written = std::make_shared<std::vector<DataExtent>>();
+  struct_io_stats stats{};
+};
+
+ImageChannel& image_channel(io_channel channel) { return *static_cast<ImageChannel*>(channel->private_data); }
+
+std::size_t transfer_size(io_channel channel, int count) {
+  // libext2fs's convention: a negative count is a byte count, a positive one a block count.
+  return count < 0 ? static_cast<std::size_t>(-static_cast<std::int64_t>(count))
+                   : static_cast<std::size_t>(count) * static_cast<std::size_t>(channel->block_size);
+}
+
+errcode_t image_io_open(const char* name, int flags, io_channel* result) {
+  if (name == nullptr) return EXT2_ET_BAD_DEVICE_NAME;
+  int fd = ::open(name, ((flags & IO_FLAG_RW) != 0 ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return errno;
+  auto* channel = static_cast<io_channel>(std::calloc(1, sizeof(struct_io_channel)));
+  char* channel_name = ::strdup(name);
+  auto* data = new (std::nothrow) ImageChannel;
+  if (channel == nullptr || channel_name == nullptr || data == nullptr) {
+    ::close(fd);
+    std::free(channel);
+    std::free(channel_name);
+    delete data;
+    return EXT2_ET_NO_MEMORY;
+  }
+  data->fd = FileDescriptor(fd);
+  channel->magic = EXT2_ET_MAGIC_IO_CHANNEL;
+  channel->manager = image_io_manager();
+  channel->name = channel_name;
+  channel->block_size = 1024;
+  channel->refcount = 1;
+  channel->private_data = data;
+  *result = channel;
+  return 0;
+}
+
+errcode_t image_io_close(io_channel channel) {
+  if (--channel->refcount > 0) return 0;
+  delete &image_channel(channel);
+  std::free(channel->name);
+  std::free(channel);
+  return 0;
+}
+
+errcode_t image_io_set_blksize(io_channel channel, int blksize) {
+  channel->block_size = blksize;
+  return 0;
+}
+
+errcode_t image_io_read(io_channel channel, unsigned long long block, int count, void* buffer) {
+  ImageChannel& data = image_channel(channel);
+  std::size_t size = transfer_size(channel, count);
+  std::uint64_t at = data.offset + static_cast<std::uint64_t>(block) * static_cast<std::uint64_t>(channel->block_size);
+  auto* bytes = static_cast<char*>(buffer);
+  std::size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(data.fd.get(), bytes + done, size - done, static_cast<off_t>(at + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      // Past the end of the file reads as zeros for libext2fs only through its error hook; say it.
+      errcode_t error = n < 0 ? errno : EXT2_ET_SHORT_READ;
+      std::memset(bytes + done, 0, size - done);
+      if (channel->read_error) {
+        return channel->read_error(channel, static_cast<unsigned long>(block), count, buffer, size,
+                                   static_cast<int>(done), error);
+      }
+      return error;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  data.stats.bytes_read += size;
+  return 0;
+}
+
+errcode_t write_bytes(io_channel channel, std::uint64_t at, const void* buffer, std::size_t size, unsigned long block,
+                      int count) {
+  ImageChannel& data = image_channel(channel);
+  const auto* bytes = static_cast<const char*>(buffer);
+  std::size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pwrite(data.fd.get(), bytes + done, size - done, static_cast<off_t>(data.offset + at + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      errcode_t error = n < 0 ? errno : EXT2_ET_SHORT_WRITE;
+      if (channel->write_error) {
+        return channel->write_error(channel, block, count, buffer, size, static_cast<int>(done), error);
+      }
+      return error;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  data.written->push_back(DataExtent{data.offset + at, size});
+  data.stats.bytes_written += size;
+  return 0;
+}
+
+errcode_t image_io_write(io_channel channel, unsigned long long block, int count, const void* buffer) {
+  return write_bytes(channel, static_cast<std::uint64_t>(block) * static_cast<std::uint64_t>(channel->block_size), buffer,
+                     transfer_size(channel, count), static_cast<unsigned long>(block), count);
+}
+
+errcode_t image_io_read32(io_channel channel, unsigned long block, int count, void* buffer) {
+  return image_io_read(channel, block, count, buffer);
+}
+errcode_t image_io_write32(io_channel channel, unsigned long block, int count, const void* buffer) {
+  return image_io_write(channel, block, count, buffer);
+}
+
+errcode_t image_io_write_byte(io_channel channel, unsigned long offset, int size, const void* buffer) {
+  if (size < 0) return EXT2_ET_INVALID_ARGUMENT;
+  return write_bytes(channel, offset, buffer, static_cast<std::size_t>(size), 0, size);
+}
+
+// Not an fsync (see above); writes are never buffered here, so there is nothing else to flush.
+errcode_t image_io_flush(io_channel) { return 0; }
+
+errcode_t image_io_set_option(io_channel channel, const char* option, const char* argument) {
+  if (std::strcmp(option, "offset") != 0) return EXT2_ET_INVALID_ARGUMENT;
+  if (argument == nullptr) return EXT2_ET_INVALID_ARGUMENT;
+  std::string_view text(argument);
+  std::uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return EXT2_ET_INVALID_ARGUMENT;
+  image_channel(channel).offset = value;
+  return 0;
+}
+
+errcode_t image_io_get_stats(io_channel channel, io_stats* stats) {
+  if (stats != nullptr) *stats = &image_channel(channel).stats;
+  return 0;
+}
+
+io_manager image_io_manager() {
+  static struct_io_manager manager = [] {
+    struct_io_manager m{};
+    m.magic = EXT2_ET_MAGIC_IO_MANAGER;
+    m.name = "aggrik8s image I/O manager";
+    m.open = image_io_open;
+    m.close = image_io_close;
+    m.set_blksize = image_io_set_blksize;
+    m.read_blk = image_io_read32;
+    m.write_blk = image_io_write32;
+    m.flush = image_io_flush;
+    m.write_byte = image_io_write_byte;
+    m.set_option = image_io_set_option;
+    m.get_stats = image_io_get_stats;
+    m.read_blk64 = image_io_read;
+    m.write_blk64 = image_io_write;
+    return m;
+  }();
+  return &manager;
+}
+
 }  // namespace
 
 struct Ext4Filesystem::State {
@@ -293,6 +466,8 @@ struct Ext4Filesystem::State {
   std::uint64_t byte_offset = 0;
   bool writable = false;
   std::optional<std::int64_t> fixed_time;
+  // What the io channel wrote; shared with it, so it still holds the writes made by closing.
+  std::shared_ptr<std::vector<DataExtent>> written;
 
   std::string where() const {
     return "ext4 filesystem at offset " + std::to_string(byte_offset) + " of " + image.string();
@@ -742,7 +917,7 @@ Ext4Filesystem Ext4Filesystem::open(const std::filesystem::path& image, std::uin
   std::string io_options = "offset=" + std::to_string(byte_offset);
   int flags = EXT2_FLAG_64BITS | (state->writable ? EXT2_FLAG_RW : 0);
   ext2_filsys fs = nullptr;
-  errcode_t rc = ext2fs_open2(image.c_str(), io_options.c_str(), flags, 0, 0, unix_io_manager, &fs);
+  errcode_t rc = ext2fs_open2(image.c_str(), io_options.c_str(), flags, 0, 0, image_io_manager(), &fs);
   if (rc == EXT2_ET_BAD_MAGIC || rc == EXT2_ET_SB_CSUM_INVALID || rc == EXT2_ET_CORRUPT_SUPERBLOCK) {
     throw Error("no valid ext2/3/4 superblock at offset " + std::to_string(byte_offset) + " of " + image.string() +
                 " (" + describe_errcode(rc) + "); is this the right partition?");
@@ -755,6 +930,7 @@ Ext4Filesystem Ext4Filesystem::open(const std::filesystem::path& image, std::uin
   }
   if (rc != 0) throw Error("cannot open the " + state->where() + ": " + describe_errcode(rc));
   state->fs = fs;
+  state->written = image_channel(fs->io).written;
   // From here the State owns fs; an Ext4Filesystem takes it so every error below closes it.
   Ext4Filesystem filesystem(std::move(state));
   State& s = *filesystem.state_;
@@ -819,6 +995,11 @@ void Ext4Filesystem::close() {
     ext2fs_free(fs);
     throw Error("cannot write the superblock and bitmaps of the " + state_->where() + ": " + describe_errcode(rc));
   }
+}
+
+std::vector<DataExtent> Ext4Filesystem::written_extents() const {
+  if (!state_ || !state_->written) return {};
+  return merge_extents(*state_->written);
 }
 
 void Ext4Filesystem::create_directories(const std::string& path, const Ext4FileAttributes& attributes) {

@@ -34,6 +34,8 @@
 #include <string>
 #include <vector>
 
+#include "builder/data_extent.hpp"
+
 namespace aggrik8s {
 
 enum class Ext4FileType { regular, directory, symlink, character_device, block_device, fifo, socket };
@@ -114,7 +116,12 @@ class Ext4Filesystem {
   ~Ext4Filesystem();
 
   // Writes bitmaps, group descriptors and the superblock and closes the image. Throws on failure.
+  // Does not fsync: whoever needs the image on disk flushes it (a build does, once per image).
   void close();
+
+  // The byte ranges of the image file (not of the filesystem) written so far, merged; after close()
+  // they include what closing wrote. A build uses them to hash again only what a node's edits changed.
+  std::vector<DataExtent> written_extents() const;
 
   // Creates path and any missing parents with attributes (existing directories are left as they
   // are). An existing non-directory in the way is an Error.

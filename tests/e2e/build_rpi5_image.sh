@@ -1,4 +1,4 @@
-# e2e: `aggrik8s-image build` of a Raspberry Pi 5 + RKE2 profile with two nodes, from stand-in inputs
+# e2e: `aggrik8s-image build` of a Raspberry Pi 5 + RKE2 profile with three nodes, from stand-in inputs
 # downloaded over loopback HTTP; outputs checked with sfdisk, fsck.fat, mtools, e2fsck, debugfs,
 # bmaptool and sha256sum; reproducibility; failures leave nothing that looks valid.
 source "$(dirname "$0")/lib.bash"
@@ -33,12 +33,14 @@ nodes:
   - name: n2
     rke2: {role: agent, server: "https://10.0.0.1:9345"}
     network: {mode: static, address: 10.0.0.12/24, gateway: 10.0.0.1}
+  - name: n3
+    rke2: {role: agent, server: "https://10.0.0.1:9345"}
 YAML
 
 export SOURCE_DATE_EPOCH=1767225600
-expect_status 0 "build two nodes" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out" "$WORK/profile.yaml"
+expect_status 0 "build three nodes" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out" "$WORK/profile.yaml"
 OUT=$WORK/out
-for f in n1.img n1.img.bmap n1.img.zst n2.img n2.img.bmap n2.img.zst SHA256SUMS manifest.json; do
+for f in n1.img n1.img.bmap n1.img.zst n2.img n2.img.bmap n2.img.zst n3.img n3.img.bmap SHA256SUMS manifest.json; do
   [ -f "$OUT/$f" ] || fail "missing output $f"
 done
 pass "every output present"
@@ -49,11 +51,13 @@ pass "no partial or work files left"
 (cd "$OUT" && sha256sum -c --quiet SHA256SUMS) || fail "SHA256SUMS does not match"
 pass "sha256sum -c SHA256SUMS"
 grep -q "K10e2e-test-token" "$OUT/manifest.json" && fail "token leaked into the manifest"
-python3 -c "import json; m=json.load(open('$OUT/manifest.json')); assert [n['name'] for n in m['nodes']]==['n1','n2']; assert m['source_date_epoch']==1767225600" \
+python3 -c "import json; m=json.load(open('$OUT/manifest.json')); assert [n['name'] for n in m['nodes']]==['n1','n2','n3']; assert m['source_date_epoch']==1767225600" \
   || fail "manifest content"
 pass "manifest names nodes and holds no secret"
 
-for node in n1 n2; do
+# n1's bmap is hashed in full; n2 (copied while n1 was hashed) and n3 (the prepared image itself)
+# reuse the prepared image's range hashes outside what their edits wrote: bmaptool checks them all.
+for node in n1 n2 n3; do
   IMG=$OUT/$node.img
   sfdisk -d "$IMG" >"$WORK/$node.sfdisk" || fail "sfdisk cannot read $node.img"
   grep -q "label-id: 0x5452574f" "$WORK/$node.sfdisk" || fail "disk identifier changed"
@@ -102,7 +106,7 @@ pass "per-node differences (n2 is an agent)"
 # disk, never what they hold.
 expect_status 0 "a second build (from the cache, offline, --no-sync)" -- \
   "$CLI" build --offline --no-sync --cache-dir "$WORK/cache" --out "$WORK/out2" "$WORK/profile.yaml"
-for f in n1.img n2.img n1.img.bmap n1.img.zst; do cmp -s "$OUT/$f" "$WORK/out2/$f" || fail "$f differs between two builds"; done
+for f in n1.img n2.img n3.img n1.img.bmap n3.img.bmap n1.img.zst; do cmp -s "$OUT/$f" "$WORK/out2/$f" || fail "$f differs between two builds"; done
 (cd "$WORK/out2" && sha256sum -c --quiet SHA256SUMS) || fail "the --no-sync build's SHA256SUMS do not match its outputs"
 pass "same inputs + SOURCE_DATE_EPOCH: byte-identical outputs, with and without --no-sync"
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "core/error.hpp"
 #include "tests/test_support.hpp"
@@ -201,4 +202,43 @@ TEST_CASE("bmap: hash_image of an empty file") {
   test::write_file(dir / "empty.img", "");
   CHECK(hash_image(dir / "empty.img", false).sha256 == Sha256::of(std::string()));
   CHECK_THROWS_WITH(hash_image(dir / "empty.img", true), Catch::Contains("empty.img"));
+}
+
+TEST_CASE("bmap: ranges split into chunks, and update_bmap hashes again only the chunks an edit wrote") {
+  test::TempDir dir;
+  auto image = make_large_sparse_image(dir);
+  BmapOptions chunked;
+  chunked.range_split_blocks = 256;  // 1 MiB
+  Bmap base = create_bmap(image, chunked);
+  CHECK(*hash_image(image, true, chunked).bmap == base);
+  CHECK(base.mapped_blocks_count() == create_bmap(image).mapped_blocks_count());
+  for (const auto& range : base.ranges) CHECK(range.first_block / 256 == range.last_block / 256);
+  CHECK(base.ranges.size() > create_bmap(image).ranges.size());
+
+  // A node's image: the same file with a few writes: into data, zeros over data (a range shrinks),
+  // data into a hole (a range appears), and a write across a chunk boundary.
+  auto node = dir / "node.img";
+  std::filesystem::copy_file(image, node);
+  std::vector<DataExtent> written;
+  auto write = [&](std::uint64_t offset, const std::string& bytes) {
+    std::fstream file(node, std::ios::binary | std::ios::in | std::ios::out);
+    file.seekp(static_cast<std::streamoff>(offset));
+    file << bytes;
+    written.push_back(DataExtent{offset, bytes.size()});
+  };
+  write(10 * 4096 + 7, "changed");
+  write(300 * 4096, std::string(4096, '\0'));
+  write(30 << 20, std::string(5000, 'h'));
+  write(512 * 4096 - 10, std::string(20, 'z'));
+  Bmap updated = update_bmap(node, base, written, chunked);
+  CHECK(updated == create_bmap(node, chunked));
+  CHECK(updated != base);
+  // Nothing written: the base's ranges as they are.
+  CHECK(update_bmap(image, base, {}, chunked) == base);
+
+  // What update_bmap cannot work from is refused, naming the image.
+  CHECK_THROWS_WITH(update_bmap(node, create_bmap(image), written, chunked), Catch::Contains("crosses a chunk"));
+  CHECK_THROWS_WITH(update_bmap(node, base, written, BmapOptions{}), Catch::Contains("node.img"));
+  std::filesystem::resize_file(node, std::filesystem::file_size(node) + 4096);
+  CHECK_THROWS_WITH(update_bmap(node, base, written, chunked), Catch::Contains("node.img"));
 }

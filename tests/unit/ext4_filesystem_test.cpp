@@ -2,10 +2,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "core/error.hpp"
 #include "core/sha256.hpp"
@@ -334,4 +336,56 @@ TEST_CASE("ext4: the same edits with a fixed time give byte-identical images", "
   auto first = build("a.img");
   auto second = build("b.img");
   CHECK(first == second);
+}
+
+TEST_CASE("ext4: written_extents covers every byte an edit changed, including what closing wrote", "[ext4]") {
+  TempDir dir;
+  auto image = make_image(dir);
+  {
+    auto fs = open_rw(image, 1700000000);
+    fs.create_directories("/etc/rancher/rke2");
+    fs.write_file("/etc/rancher/rke2/config.yaml", "token: x\n", {0600, 0, 0, {}});
+    fs.close();
+  }
+  std::filesystem::copy_file(image, dir / "before.img");
+  std::vector<aggrik8s::DataExtent> written;
+  {
+    auto fs = open_rw(image, 1700000001);
+    fs.write_file("/etc/hostname", "n2\n", {0644, 0, 0, {}});
+    fs.write_file("/etc/rancher/rke2/config.yaml", "token: y\nnode-name: n2\n", {0600, 0, 0, {}});
+    fs.write_file("/big", random_bytes(300000, 7), {0644, 0, 0, {}});
+    fs.create_symlink("/etc/link", "hostname");
+    fs.remove("/etc/hostname");
+    fs.close();
+    written = fs.written_extents();
+  }
+  REQUIRE_FALSE(written.empty());
+  for (std::size_t i = 1; i < written.size(); ++i) {
+    CHECK(written[i - 1].offset + written[i - 1].length < written[i].offset);  // merged and sorted
+  }
+  // Every byte that differs lies inside what was reported written (the superblock, the
+  // bitmaps and group descriptors are written by close()).
+  std::ifstream a(dir / "before.img", std::ios::binary);
+  std::ifstream b(image, std::ios::binary);
+  std::string x(512, '\0');
+  std::string y(512, '\0');
+  std::size_t differing = 0;
+  for (std::uint64_t offset = 0; a.read(x.data(), 512) && b.read(y.data(), 512); offset += 512) {
+    if (x == y) continue;
+    ++differing;
+    for (std::uint64_t i = 0; i < 512; ++i) {
+      if (x[i] == y[i]) continue;
+      bool covered = std::any_of(written.begin(), written.end(), [&](const aggrik8s::DataExtent& e) {
+        return e.offset <= offset + i && offset + i < e.offset + e.length;
+      });
+      INFO("offset " << offset + i);
+      CHECK(covered);
+    }
+  }
+  CHECK(differing > 300000 / 512);
+  for (const auto& e : written) {
+    CHECK(e.offset >= region_offset);
+    CHECK(e.offset + e.length <= region_offset + region_length);
+  }
+  require_clean(image);
 }
