@@ -110,6 +110,24 @@ for f in n1.img n2.img n3.img n1.img.bmap n3.img.bmap n1.img.zst; do cmp -s "$OU
 (cd "$WORK/out2" && sha256sum -c --quiet SHA256SUMS) || fail "the --no-sync build's SHA256SUMS do not match its outputs"
 pass "same inputs + SOURCE_DATE_EPOCH: byte-identical outputs, with and without --no-sync"
 
+# The first build kept the decompressed base in the cache (the second copied it from there); it is the
+# base's raw image, sparse.
+CACHED_BASE=$WORK/cache/images/$BASE_SHA.img
+[ -f "$CACHED_BASE" ] || fail "the decompressed base is not in the cache"
+xz -dc "$FIXTURES/firstrun/raspios-lite-arm64.img.xz" | cmp -s - "$CACHED_BASE" || fail "the cached base is not the decompressed base"
+[ "$(du -k "$CACHED_BASE" | cut -f1)" -lt $(( $(stat -c %s "$CACHED_BASE") / 1024 )) ] || fail "the cached base is not sparse"
+[ -z "$(find "$WORK/cache/images" -name '*.partial')" ] || fail "a partial decompression was left in the cache"
+pass "the decompressed base is cached (images/<sha256>.img, sparse, equal to xz -dc)"
+# A cache that cannot hold it (here: images/ is a file) costs only the decoding: same image.
+cp -r "$WORK/cache" "$WORK/cache-noimages"
+rm -rf "$WORK/cache-noimages/images"
+touch "$WORK/cache-noimages/images"
+expect_status 0 "a build whose cache cannot keep the decompressed base" -- \
+  "$CLI" build --offline --node n3 --cache-dir "$WORK/cache-noimages" --out "$WORK/out-noimages" "$WORK/profile.yaml"
+expect_output "cannot keep the decompressed base in the cache" "it says so"
+cmp -s "$OUT/n3.img" "$WORK/out-noimages/n3.img" || fail "the image differs when the base was decoded again"
+pass "without the cached base the image is the same"
+
 expect_status 1 "offline build with an empty cache fails" -- \
   "$CLI" build --offline --cache-dir "$WORK/empty-cache" --out "$WORK/out3" "$WORK/profile.yaml"
 expect_output "not in the cache" "it says the input is not cached"
