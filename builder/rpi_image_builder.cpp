@@ -116,8 +116,9 @@ void copy_sparse_file(const fs::path& from, const fs::path& to, mode_t permissio
 // project's 2-core VMs a buffered copy of a node image took 4.6-8.9 s and an O_DIRECT one 1.9-2.0 s
 // (docs/benchmarks.md); the cost is that reading the node image back means reading the disk, which is
 // why its hashes are taken from the prepared image plus the node's own writes (ImageBase).
-// Returns false, having left nothing behind, where O_DIRECT is refused (tmpfs) or the size is not a
-// whole number of 4 KiB blocks; the caller then copies through the page cache.
+// Returns false where O_DIRECT is refused (tmpfs before Linux 6.6; the file may already have been
+// created, empty) or the size is not a whole number of 4 KiB blocks; the caller then copies through
+// the page cache over it.
 bool copy_image_direct(const fs::path& from, const fs::path& to, mode_t permissions) {
   constexpr std::size_t alignment = 4096;
   constexpr std::size_t chunk_bytes = 8 * MiB;
