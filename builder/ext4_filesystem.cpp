@@ -35,6 +35,7 @@ extern "C" {
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
+#include "core/read_ahead.hpp"
 #include "core/subprocess.hpp"
 
 namespace aggrik8s {
@@ -796,11 +797,7 @@ struct Ext4Filesystem::State {
       std::fill(buffer.begin() + static_cast<std::ptrdiff_t>(got), buffer.begin() + static_cast<std::ptrdiff_t>(chunk.length),
                 std::byte{0});
     };
-    std::future<void> next;
-    if (!chunks.empty()) read_chunk(0);
-    for (std::size_t index = 0; index < chunks.size(); ++index) {
-      if (next.valid()) next.get();
-      if (index + 1 < chunks.size()) next = std::async(std::launch::async, read_chunk, index + 1);
+    for_each_read_ahead(chunks.size(), read_chunk, [&](std::size_t index) {
       const Chunk& chunk = chunks[index];
       const std::byte* data = buffers[index % 2].data();
       // All-zero blocks are left as holes: reads return zeros for them, and the image stays sparse.
@@ -812,7 +809,7 @@ struct Ext4Filesystem::State {
         while (b < blocks && !all_zero(data + b * bs, bs)) ++b;
         if (b > run_start) write_blocks(ino, inode, chunk.position / bs + run_start, b - run_start, data + run_start * bs, path);
       }
-    }
+    });
   }
 
   // Allocates logical blocks [first, first + count) as initialised extents (ext2fs_fallocate finds

@@ -36,6 +36,7 @@
 #include "builder/rke2_release.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
+#include "core/read_ahead.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
 #include "core/progress.hpp"
@@ -164,25 +165,17 @@ bool copy_image_direct(const fs::path& from, const fs::path& to, mode_t permissi
   };
   ProgressTask progress("copy " + to.filename().string(), size);
   // The next chunk is read from the page cache while this one is being written to the disk.
-  std::future<void> next;
-  if (!chunks.empty()) read_chunk(0);
-  for (std::size_t index = 0; index < chunks.size(); ++index) {
-    if (next.valid()) next.get();
-    if (index + 1 < chunks.size()) next = std::async(std::launch::async, read_chunk, index + 1);
+  for_each_read_ahead(chunks.size(), read_chunk, [&](std::size_t index) {
     const Chunk& chunk = chunks[index];
     const std::uint8_t* buffer = buffers[index % 2].get();
     for (std::size_t done = 0; done < chunk.length;) {
       ssize_t n = ::pwrite(out.get(), buffer + done, chunk.length - done, static_cast<off_t>(chunk.offset + done));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        int error = n < 0 ? errno : EIO;
-        if (next.valid()) next.wait();
-        throw_system_error("cannot write " + to.string(), error);
-      }
+      if (n <= 0) throw_system_error("cannot write " + to.string(), n < 0 ? errno : EIO);
       done += static_cast<std::size_t>(n);
     }
     progress.set_done(chunk.offset + chunk.length);
-  }
+  });
   if (::ftruncate(out.get(), static_cast<off_t>(size)) != 0) throw_system_error("cannot size " + to.string(), errno);
   progress.finish(true);
   return true;
