@@ -63,6 +63,7 @@ class ImageReader {
  public:
   ImageReader(int fd, const std::string& name, const ImageBase* base) : fd_(fd), name_(name), base_(base) {
     if (base_ == nullptr) return;
+    written_ = merge_extents(base_->written);
     base_name_ = base_->path.string();
     base_fd_ = FileDescriptor(::open(base_->path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!base_fd_) throw_system_error("cannot open " + base_name_ + " (the image " + name + " was copied from)", errno);
@@ -71,7 +72,7 @@ class ImageReader {
 
   void read(std::uint64_t offset, std::uint8_t* buffer, std::size_t length) const {
     if (base_ == nullptr) return read_exactly(fd_, offset, buffer, length, name_);
-    const auto& written = base_->written;
+    const auto& written = written_;
     const std::uint64_t end = offset + length;
     auto extent = std::lower_bound(written.begin(), written.end(), offset,
                                    [](const DataExtent& e, std::uint64_t at) { return e.offset + e.length <= at; });
@@ -99,6 +100,7 @@ class ImageReader {
   int fd_;
   const std::string& name_;
   const ImageBase* base_;
+  std::vector<DataExtent> written_;  // base_->written, sorted and merged
   std::string base_name_;
   FileDescriptor base_fd_;
 };

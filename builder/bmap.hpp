@@ -77,7 +77,7 @@ struct ImageHashes {
 // reading them back would be disk reads; the prepared image they were copied from is still cached.
 struct ImageBase {
   std::filesystem::path path;
-  std::vector<DataExtent> written;  // merged (merge_extents)
+  std::vector<DataExtent> written;
 };
 // Throws Error naming the image on read failure, and (with_bmap) for an empty image. With `base`,
 // the image's data extents are still the image's own, but its bytes are read as ImageBase says.

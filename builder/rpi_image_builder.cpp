@@ -745,7 +745,8 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
   // every later node's bmap is that one with only the chunks its edits wrote hashed again.
   std::optional<Bmap> prepared_bmap;
   // The next node's copy of the prepared image, made on another thread while this node is hashed:
-  // the copy is the kernel moving pages, the hash is SHA-256 on one core, so they overlap.
+  // the copy is mostly the disk taking the bytes (a memcpy out of the page cache besides), the hash
+  // is SHA-256 on one core, so they overlap.
   std::future<bool> next_copy;
   // Node images are copied with O_DIRECT (see copy_image_direct), with --no-sync too: their bytes
   // must reach the disk sooner or later, and going there directly was the faster way here either way.
