@@ -1172,6 +1172,15 @@ Ext4Timestamp Ext4Filesystem::now() const { return state_->now(); }
 
 namespace {
 
+// Debian's eatmydata package (multiarch path of this build's architecture).
+#if defined(__x86_64__)
+constexpr const char* eatmydata_library = "/usr/lib/x86_64-linux-gnu/libeatmydata.so.1";
+#elif defined(__aarch64__)
+constexpr const char* eatmydata_library = "/usr/lib/aarch64-linux-gnu/libeatmydata.so.1";
+#else
+constexpr const char* eatmydata_library = "";
+#endif
+
 std::vector<std::pair<std::string, std::string>> fixed_time_environment(std::optional<std::int64_t> fixed_time) {
   if (!fixed_time) return {};
   // E2FSCK_TIME is e2fsck's own clock (s_lastcheck, and what "in the future" is judged against);
@@ -1401,6 +1410,17 @@ void grow_ext4_filesystem(const std::filesystem::path& image, std::uint64_t byte
   }
   ProcessOptions options;
   options.environment = fixed_time_environment(fixed_time);
+  // e2fsck and resize2fs open the image through libext2fs's unix_io_manager, which fsyncs it: right
+  // after a build has written the base into its work image that is a wait for ~2 GiB of writeback
+  // (0.8 s of e2fsck's 0.81 s here). Nothing needs it: whoever needs this image on disk flushes it
+  // (a build does, once, before the rename), like Ext4Filesystem::close. libeatmydata (Debian's
+  // eatmydata, which sbuild and pbuilder use for the same reason) makes the tools' fsyncs no-ops.
+  if (*eatmydata_library != '\0' && std::filesystem::exists(eatmydata_library)) {
+    const char* preload = std::getenv("LD_PRELOAD");
+    options.environment.emplace_back("LD_PRELOAD", preload != nullptr && *preload != '\0'
+                                                       ? std::string(preload) + ":" + eatmydata_library
+                                                       : std::string(eatmydata_library));
+  }
 
   if (byte_offset == 0) {
     run_fsck_before_resize(image.string(), options);

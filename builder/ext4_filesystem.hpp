@@ -186,7 +186,8 @@ class Ext4Filesystem {
 // not possible (the old filesystem reaches past the cut, much data follows the partition, no
 // SEEK_DATA) the filesystem is grown in a sparse scratch file next to the image and copied back.
 // See the .cpp. fixed_time is passed as E2FSCK_TIME and E2FSPROGS_FAKE_TIME so s_lastcheck, s_wtime
-// and the inode times resize2fs writes are pinned.
+// and the inode times resize2fs writes are pinned. Like Ext4Filesystem::close, this does not fsync
+// (with Debian's eatmydata installed the tools' own fsyncs are skipped too): the caller flushes.
 void grow_ext4_filesystem(const std::filesystem::path& image, std::uint64_t byte_offset,
                           std::uint64_t new_byte_length, std::optional<std::int64_t> fixed_time = std::nullopt);
 
