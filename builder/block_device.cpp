@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "core/error.hpp"
+#include "core/positional_io.hpp"
 
 namespace aggrik8s {
 
@@ -70,16 +71,7 @@ void FileBlockDevice::read_at(std::uint64_t offset, std::span<std::uint8_t> buff
 }
 
 void FileBlockDevice::write_fully(std::uint64_t offset, std::span<const std::uint8_t> data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n =
-        ::pwrite(fd_.get(), data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_system_error(name() + ": write at offset " + std::to_string(offset + done) + " failed", errno);
-    }
-    done += static_cast<std::size_t>(n);
-  }
+  pwrite_all(fd_.get(), offset, data.data(), data.size(), name());
 }
 
 void FileBlockDevice::write_at(std::uint64_t offset, std::span<const std::uint8_t> data) {

@@ -21,6 +21,7 @@
 
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/positional_io.hpp"
 #include "core/progress.hpp"
 
 namespace aggrik8s {
@@ -41,22 +42,6 @@ bool is_zero_block(const std::uint8_t* data, std::size_t length) {
   return true;
 }
 
-void read_exactly(int fd, std::uint64_t offset, std::uint8_t* buffer, std::size_t length, const std::string& name) {
-  std::size_t done = 0;
-  while (done < length) {
-    ssize_t n = ::pread(fd, buffer + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_system_error(name + ": read at offset " + std::to_string(offset + done) + " failed", errno);
-    }
-    if (n == 0) {
-      throw Error(name + ": unexpected end of file at offset " + std::to_string(offset + done) +
-                  " (the image shrank while it was being read?)");
-    }
-    done += static_cast<std::size_t>(n);
-  }
-}
-
 // Reads an image's bytes from the image, or (with an ImageBase) from the base file except where the
 // image was written after it was copied.
 class ImageReader {
@@ -71,7 +56,7 @@ class ImageReader {
   }
 
   void read(std::uint64_t offset, std::uint8_t* buffer, std::size_t length) const {
-    if (base_ == nullptr) return read_exactly(fd_, offset, buffer, length, name_);
+    if (base_ == nullptr) return pread_exactly(fd_, offset, buffer, length, name_);
     const auto& written = written_;
     const std::uint64_t end = offset + length;
     auto extent = std::lower_bound(written.begin(), written.end(), offset,
@@ -88,9 +73,9 @@ class ImageReader {
       }
       auto n = static_cast<std::size_t>(to - at);
       if (from_image) {
-        read_exactly(fd_, at, buffer + (at - offset), n, name_);
+        pread_exactly(fd_, at, buffer + (at - offset), n, name_);
       } else {
-        read_exactly(base_fd_.get(), at, buffer + (at - offset), n, base_name_);
+        pread_exactly(base_fd_.get(), at, buffer + (at - offset), n, base_name_);
       }
       at = to;
     }
@@ -192,7 +177,7 @@ class RangeScanner {
     const std::uint64_t end = std::min(layout_.image_size, (last_block + 1) * block_size);
     for (std::uint64_t offset = start; offset < end;) {
       std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer_.size(), end - offset));
-      read_exactly(fd_, offset, buffer_.data(), length, name_);
+      pread_exactly(fd_, offset, buffer_.data(), length, name_);
       ranges.add(offset, buffer_.data(), length);
       offset += length;
       std::lock_guard lock(progress_mutex_);

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "builder/aligned_buffer.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
@@ -34,9 +35,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// O_DIRECT needs buffer addresses, offsets and lengths aligned to the device's logical block size
-// (512 or 4096); 4096 satisfies both. Zero detection uses the same unit, as bmaps do.
-constexpr std::size_t io_alignment = 4096;
+// io_alignment (builder/aligned_buffer.hpp) is also the unit of zero detection, as in bmaps.
 // Verify reads small records separated by gaps up to this size in one request: re-reading a gap is
 // cheaper than another round trip to an SD card.
 constexpr std::uint64_t verify_gap_to_bridge = 256 << 10;
@@ -57,21 +56,6 @@ bool is_zero(const std::uint8_t* data, std::size_t length) {
     length -= n;
   }
   return true;
-}
-
-struct AlignedBufferDeleter {
-  void operator()(std::uint8_t* p) const { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<std::uint8_t[], AlignedBufferDeleter>;
-
-// Zeroed unless `zeroed` is false. The pipeline's buffers are not: every byte used is read into them
-// first, and zeroing 80 MiB up front cost ~0.13 s of page faults on this VM before the first write
-// (they now fault in as the reader fills them, on its thread, while the writers run).
-AlignedBuffer allocate_aligned(std::size_t size, bool zeroed = true) {
-  void* memory = std::aligned_alloc(io_alignment, round_up(std::max<std::size_t>(size, 1), io_alignment));
-  if (memory == nullptr) throw Error("out of memory for " + std::to_string(size) + " bytes of I/O buffer");
-  if (zeroed) std::memset(memory, 0, size);
-  return AlignedBuffer(static_cast<std::uint8_t*>(memory));
 }
 
 // A queue with a fixed capacity between two threads. close(): no more items, the consumer drains

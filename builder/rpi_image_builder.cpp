@@ -21,6 +21,7 @@
 #include <set>
 #include <sstream>
 
+#include "builder/aligned_buffer.hpp"
 #include "builder/block_device.hpp"
 #include "builder/build_output.hpp"
 #include "builder/bmap.hpp"
@@ -36,6 +37,7 @@
 #include "builder/rke2_release.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
+#include "core/positional_io.hpp"
 #include "core/read_ahead.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
@@ -53,17 +55,6 @@ constexpr std::uint64_t block_rounding = 4096;
 const BmapOptions node_bmap_options{.skip_zero_blocks = true, .range_split_blocks = 1024, .threads = 0};
 
 std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value + unit - 1) / unit * unit; }
-
-// 0, or -1 with errno set.
-int write_all(int fd, const char* data, std::size_t length, off_t offset) {
-  for (std::size_t done = 0; done < length;) {
-    ssize_t n = ::pwrite(fd, data + done, length - done, offset + static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -1;
-    done += static_cast<std::size_t>(n);
-  }
-  return 0;
-}
 
 // Copies an image keeping its holes. A reflink (btrfs, XFS) costs nothing; otherwise only the data
 // extents are copied, with copy_file_range so the kernel moves the bytes.
@@ -96,8 +87,8 @@ void copy_sparse_file(const fs::path& from, const fs::path& to, mode_t permissio
         buffer.resize(8 * MiB);
         n = ::pread(in.get(), buffer.data(), std::min<std::size_t>(buffer.size(), static_cast<std::size_t>(end - in_offset)),
                     in_offset);
-        if (n > 0 && write_all(out.get(), buffer.data(), static_cast<std::size_t>(n), out_offset) != 0) n = -1;
         if (n > 0) {
+          pwrite_all(out.get(), static_cast<std::uint64_t>(out_offset), buffer.data(), static_cast<std::size_t>(n), to.string());
           in_offset += n;
           out_offset += n;
         }
@@ -121,7 +112,7 @@ void copy_sparse_file(const fs::path& from, const fs::path& to, mode_t permissio
 // created, empty) or the size is not a whole number of 4 KiB blocks; the caller then copies through
 // the page cache over it.
 bool copy_image_direct(const fs::path& from, const fs::path& to, mode_t permissions) {
-  constexpr std::size_t alignment = 4096;
+  constexpr std::size_t alignment = io_alignment;
   constexpr std::size_t chunk_bytes = 8 * MiB;
   FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) throw_system_error("cannot open " + from.string(), errno);
@@ -134,10 +125,8 @@ bool copy_image_direct(const fs::path& from, const fs::path& to, mode_t permissi
     if (errno == EINVAL) return false;
     throw_system_error("cannot create " + to.string(), errno);
   }
-  std::array<std::unique_ptr<std::uint8_t, decltype(&std::free)>, 2> buffers{
-      std::unique_ptr<std::uint8_t, decltype(&std::free)>(static_cast<std::uint8_t*>(std::aligned_alloc(alignment, chunk_bytes)), &std::free),
-      std::unique_ptr<std::uint8_t, decltype(&std::free)>(static_cast<std::uint8_t*>(std::aligned_alloc(alignment, chunk_bytes)), &std::free)};
-  if (!buffers[0] || !buffers[1]) throw Error("out of memory copying " + from.string());
+  // Not zeroed: every byte written is read into them first.
+  const std::array<AlignedBuffer, 2> buffers{allocate_aligned(chunk_bytes, false), allocate_aligned(chunk_bytes, false)};
   struct Chunk {
     std::uint64_t offset;
     std::size_t length;
@@ -153,27 +142,13 @@ bool copy_image_direct(const fs::path& from, const fs::path& to, mode_t permissi
     }
   }
   auto read_chunk = [&](std::size_t index) {
-    const Chunk& chunk = chunks[index];
-    std::uint8_t* buffer = buffers[index % 2].get();
-    for (std::size_t done = 0; done < chunk.length;) {
-      ssize_t n = ::pread(in.get(), buffer + done, chunk.length - done, static_cast<off_t>(chunk.offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw_system_error("cannot read " + from.string(), errno);
-      if (n == 0) throw Error(from.string() + " shrank while it was being copied");
-      done += static_cast<std::size_t>(n);
-    }
+    pread_exactly(in.get(), chunks[index].offset, buffers[index % 2].get(), chunks[index].length, from.string());
   };
   ProgressTask progress("copy " + to.filename().string(), size);
   // The next chunk is read from the page cache while this one is being written to the disk.
   for_each_read_ahead(chunks.size(), read_chunk, [&](std::size_t index) {
     const Chunk& chunk = chunks[index];
-    const std::uint8_t* buffer = buffers[index % 2].get();
-    for (std::size_t done = 0; done < chunk.length;) {
-      ssize_t n = ::pwrite(out.get(), buffer + done, chunk.length - done, static_cast<off_t>(chunk.offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw_system_error("cannot write " + to.string(), n < 0 ? errno : EIO);
-      done += static_cast<std::size_t>(n);
-    }
+    pwrite_all(out.get(), chunk.offset, buffers[index % 2].get(), chunk.length, to.string());
     progress.set_done(chunk.offset + chunk.length);
   });
   if (::ftruncate(out.get(), static_cast<off_t>(size)) != 0) throw_system_error("cannot size " + to.string(), errno);

@@ -29,6 +29,7 @@
 
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/positional_io.hpp"
 
 namespace aggrik8s::builder {
 namespace fs = std::filesystem;
@@ -270,17 +271,6 @@ std::uint32_t le32(const unsigned char* p) {
 }
 std::uint64_t le64(const unsigned char* p) { return le32(p) | (static_cast<std::uint64_t>(le32(p + 4)) << 32); }
 
-void read_exactly(int fd, std::uint64_t offset, unsigned char* buffer, std::size_t size, const fs::path& what) {
-  while (size > 0) {
-    ssize_t n = ::pread(fd, buffer, size, static_cast<off_t>(offset));
-    if (n < 0) throw_system_error("cannot read " + what.string(), errno);
-    if (n == 0) throw Error(what.string() + ": unexpected end of file at offset " + std::to_string(offset));
-    buffer += n;
-    size -= static_cast<std::size_t>(n);
-    offset += static_cast<std::uint64_t>(n);
-  }
-}
-
 }  // namespace
 
 std::optional<IsoEfiPartition> find_iso_efi_partition(const fs::path& iso) {
@@ -291,7 +281,7 @@ std::optional<IsoEfiPartition> find_iso_efi_partition(const fs::path& iso) {
   auto file_size = static_cast<std::uint64_t>(st.st_size);
   if (file_size < 1024) return std::nullopt;
   unsigned char head[1024];
-  read_exactly(in.get(), 0, head, sizeof head, iso);
+  pread_exactly(in.get(), 0, head, sizeof head, iso.string());
   // GPT (the hybrid layout of grub-mkrescue and Talos' imager): header at LBA 1 of 512-byte sectors.
   static const unsigned char efi_system[16] = {0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11,
                                                0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b};
@@ -301,7 +291,7 @@ std::optional<IsoEfiPartition> find_iso_efi_partition(const fs::path& iso) {
     std::uint32_t entry_size = le32(head + 512 + 84);
     if (entry_size >= 128 && count <= 1024 && entries_lba * 512 + std::uint64_t{count} * entry_size <= file_size) {
       std::vector<unsigned char> entries(std::size_t{count} * entry_size);
-      read_exactly(in.get(), entries_lba * 512, entries.data(), entries.size(), iso);
+      pread_exactly(in.get(), entries_lba * 512, entries.data(), entries.size(), iso.string());
       for (std::uint32_t i = 0; i < count; ++i) {
         const unsigned char* e = entries.data() + std::size_t{i} * entry_size;
         if (std::memcmp(e, efi_system, 16) != 0) continue;
@@ -341,7 +331,7 @@ void extract_iso_efi_partition(const fs::path& iso, const IsoEfiPartition& parti
   std::vector<unsigned char> buffer(1 << 20);
   for (std::uint64_t done = 0; done < partition.size;) {
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), partition.size - done));
-    read_exactly(in.get(), partition.offset + done, buffer.data(), n, iso);
+    pread_exactly(in.get(), partition.offset + done, buffer.data(), n, iso.string());
     for (std::size_t written = 0; written < n;) {
       ssize_t w = ::write(out.get(), buffer.data() + written, n - written);
       if (w < 0) throw_system_error("cannot write " + output.string(), errno);

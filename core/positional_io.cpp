@@ -1,0 +1,36 @@
+#include "core/positional_io.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "core/error.hpp"
+
+namespace aggrik8s {
+
+void pread_exactly(int fd, std::uint64_t offset, void* buffer, std::size_t length, const std::string& name) {
+  auto* bytes = static_cast<char*>(buffer);
+  for (std::size_t done = 0; done < length;) {
+    ssize_t n = ::pread(fd, bytes + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_system_error(name + ": read at offset " + std::to_string(offset + done) + " failed", errno);
+    if (n == 0) {
+      throw Error(name + ": unexpected end of file at offset " + std::to_string(offset + done) +
+                  " (did it shrink while it was being read?)");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+void pwrite_all(int fd, std::uint64_t offset, const void* data, std::size_t length, const std::string& name) {
+  const auto* bytes = static_cast<const char*>(data);
+  for (std::size_t done = 0; done < length;) {
+    ssize_t n = ::pwrite(fd, bytes + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    // A zero-byte write of a non-empty buffer would loop forever; report it as the device does.
+    if (n <= 0) throw_system_error(name + ": write at offset " + std::to_string(offset + done) + " failed", n < 0 ? errno : EIO);
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace aggrik8s

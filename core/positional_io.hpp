@@ -1,0 +1,18 @@
+#pragma once
+// pread/pwrite until the whole buffer is done: both may transfer less than asked (signals, large
+// requests), and every image reader and writer in the builder needs the same loop with the same
+// errors naming the file.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace aggrik8s {
+
+// Fills buffer with length bytes at offset of fd, or throws Error naming `name`: the system error
+// with the offset, or "unexpected end of file at offset N" when the file ends first.
+void pread_exactly(int fd, std::uint64_t offset, void* buffer, std::size_t length, const std::string& name);
+
+// Writes length bytes at offset of fd, or throws Error naming `name` and the offset.
+void pwrite_all(int fd, std::uint64_t offset, const void* data, std::size_t length, const std::string& name);
+
+}  // namespace aggrik8s
