@@ -656,18 +656,26 @@ DeepCheckFsck run_fsck(const Guestfs& g, const InspectedPartition& partition, co
   // ext4 filesystem marked clean and opens the device for writing. A device closed after writing makes
   // udev re-probe the disk, and its partitions vanish for a moment (seen here: e2fsck of sda2 right
   // after fsck of sda1 found no /dev/sda2), so nothing is opened for writing and udev is waited for.
+  // Under software emulation on a loaded machine the nodes were seen missing for longer than 5 s
+  // (both partitions, in CI, after the KVM attempt had been stopped), so the wait is 30 s, a check
+  // that still finds no device is run once more, and what the appliance has is reported with it.
   check.tool = fat ? "fsck.vfat -n" : "e2fsck -fn";
-  std::string command = "udevadm settle >/dev/null 2>&1; for i in 1 2 3 4 5 6 7 8 9 10; do [ -b " + device +
-                        " ] && break; sleep 0.5; done; " + check.tool + " " + device + " 2>&1; echo \"aggrik8s-exit=$?\"";
+  std::string command = "udevadm settle >/dev/null 2>&1; for i in $(seq 60); do [ -b " + device +
+                        " ] && break; sleep 0.5; done; [ -b " + device + " ] || { echo '" + device +
+                        " is missing; /proc/partitions:'; cat /proc/partitions; }; " + check.tool + " " + device +
+                        " 2>&1; echo \"aggrik8s-exit=$?\"";
   char* arguments[] = {command.data(), nullptr};
-  if (auto output = guest_string(guestfs_debug(g.get(), "sh", arguments))) {
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    auto output = guest_string(guestfs_debug(g.get(), "sh", arguments));
+    if (!output) break;
     auto marker = output->rfind("aggrik8s-exit=");
-    if (marker != std::string::npos) {
-      check.exit_code = std::atoi(output->c_str() + marker + 14);
-      check.output = trim(output->substr(0, marker));
-      check.clean = check.exit_code == 0;
-      return check;
-    }
+    if (marker == std::string::npos) break;
+    check.exit_code = std::atoi(output->c_str() + marker + 14);
+    check.output = trim(output->substr(0, marker));
+    check.clean = check.exit_code == 0;
+    bool device_missing = check.output.find(device + " is missing") != std::string::npos;
+    if (!device_missing || attempt == 2) return check;
+    log::info("deep check: ", device, " was missing in the appliance; checking it again");
   }
   // Without the debug shell (it can be compiled out): fsck -a on the throwaway overlay, never the image.
   check.tool = std::string("fsck -a -t ") + (fat ? "vfat" : "ext4") + " (on the read-only overlay)";
