@@ -142,6 +142,19 @@ Ext4FileType file_type_of_dirent(int type) {
   }
 }
 
+// The directory entry type byte for an inode's mode (what ext2fs_link records with the filetype feature).
+int dirent_type_of_mode(std::uint16_t mode) {
+  switch (mode & 0170000) {
+    case 0040000: return EXT2_FT_DIR;
+    case 0120000: return EXT2_FT_SYMLINK;
+    case 0020000: return EXT2_FT_CHRDEV;
+    case 0060000: return EXT2_FT_BLKDEV;
+    case 0010000: return EXT2_FT_FIFO;
+    case 0140000: return EXT2_FT_SOCK;
+    default: return EXT2_FT_REG_FILE;
+  }
+}
+
 ext2_inode* small(ext2_inode_large& inode) { return reinterpret_cast<ext2_inode*>(&inode); }
 
 // Whether a large-inode field at `field_offset` (of `field_size` bytes) is present in this inode:
@@ -1072,6 +1085,32 @@ void Ext4Filesystem::create_symlink(const std::string& path, const std::string& 
     s.fail(action, path, rc);
   }
   s.apply_new_attributes(ino, attributes, true, path);
+  s.touch_directory(parent, path);
+}
+
+void Ext4Filesystem::create_hard_link(const std::string& path, const std::string& existing) {
+  State& s = *state_;
+  const std::string action = "create the hard link";
+  s.require_writable(action, path);
+  ext2_ino_t ino = s.lookup_existing(existing);
+  auto inode = s.read_inode(ino, existing);
+  if (LINUX_S_ISDIR(inode.i_mode)) s.fail(action, path, existing + " is a directory; directories cannot be hard-linked");
+  auto [parent, name] = s.parent_of(path, action);
+  if (auto present = s.lookup_in(parent, name, path); present && *present == ino) return;  // already a name of it
+  if (inode.i_links_count >= EXT2_LINK_MAX) {
+    s.fail(action, path, existing + " already has " + std::to_string(inode.i_links_count) + " links, the most ext4 allows");
+  }
+  s.clear_for_replacement(parent, name, path, action);
+  const int type = dirent_type_of_mode(inode.i_mode);
+  errcode_t rc = s.with_directory_space(parent, [&, p = parent, &n = name] {
+    return ext2fs_link(s.fs, p, n.c_str(), ino, type);
+  });
+  if (rc != 0) s.fail(action, path, rc);
+  // Read again: replacing the old entry at path may have written inodes.
+  inode = s.read_inode(ino, existing);
+  inode.i_links_count++;
+  set_ctime(inode, s.now());
+  s.write_inode(ino, inode, path);
   s.touch_directory(parent, path);
 }
 

@@ -143,6 +143,11 @@ class Ext4Filesystem {
   // in the inode ("fast"), longer ones in a data block; at most block size - 1 bytes.
   void create_symlink(const std::string& path, const std::string& target, const Ext4FileAttributes& attributes = {0777, 0, 0, {}});
 
+  // Adds path as another name of the existing non-directory `existing` (not followed if it is a
+  // symlink), as link(2) does: one inode, its link count raised by one. A non-directory at path is
+  // replaced; path already naming that inode is left alone.
+  void create_hard_link(const std::string& path, const std::string& existing);
+
   // Contents of a regular file; symlinks are followed.
   std::string read_file(const std::string& path) const;
   std::string read_symlink(const std::string& path) const;

@@ -35,6 +35,7 @@
 #include "builder/pi_boot_files.hpp"
 #include "builder/rke2_node_files.hpp"
 #include "builder/rke2_release.hpp"
+#include "builder/rootfs_overlay.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
 #include "core/positional_io.hpp"
@@ -187,14 +188,6 @@ void write_text_file_atomically(const fs::path& path, const std::string& content
   fs::rename(partial, path);
 }
 
-std::string read_host_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read " + path.string());
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // ---- the RKE2 bundle: rke2.linux-arm64.tar.gz unpacked under /usr/local, as install.sh does ----
 
 struct ArchiveReader {
@@ -279,63 +272,6 @@ void install_tarball(Ext4Filesystem& rootfs, const fs::path& tarball, const std:
         log::warning(tarball.string(), ": skipping ", archive_entry_pathname(entry), " (not a file, directory or symlink)");
     }
   }
-}
-
-// ---- overlays: host trees copied into the root filesystem; "*.tmpl" files are templated ----
-
-std::string render_template(std::string text, const std::map<std::string, std::string>& values) {
-  for (const auto& [key, value] : values) {
-    for (const std::string& token : {"{{" + key + "}}", "{{ " + key + " }}"}) {
-      for (auto pos = text.find(token); pos != std::string::npos; pos = text.find(token, pos + value.size())) {
-        text.replace(pos, token.size(), value);
-      }
-    }
-  }
-  return text;
-}
-
-std::uint64_t overlay_size(const std::vector<fs::path>& overlays) {
-  std::uint64_t total = 0;
-  for (const auto& dir : overlays) {
-    for (const auto& entry : fs::recursive_directory_iterator(dir)) {
-      total += (entry.is_regular_file() ? round_up(entry.file_size(), block_rounding) : 0) + block_rounding;
-    }
-  }
-  return total;
-}
-
-std::vector<std::string> install_overlays(Ext4Filesystem& rootfs, const std::vector<fs::path>& overlays,
-                                          const std::map<std::string, std::string>& values,
-                                          std::optional<std::int64_t> fixed_time) {
-  std::vector<std::string> written;
-  std::optional<Ext4Timestamp> time;
-  if (fixed_time) time = Ext4Timestamp{*fixed_time, 0};
-  for (const auto& dir : overlays) {
-    if (!fs::is_directory(dir)) throw Error("overlay directory " + dir.string() + " does not exist");
-    std::vector<fs::directory_entry> entries(fs::recursive_directory_iterator(dir), {});
-    // Sorted: the order of writes decides block allocation, and the output must not depend on readdir.
-    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.path() < b.path(); });
-    for (const auto& entry : entries) {
-      std::string target = "/" + fs::relative(entry.path(), dir).generic_string();
-      auto permissions = static_cast<std::uint16_t>(static_cast<unsigned>(entry.symlink_status().permissions()) & 07777);
-      if (entry.is_symlink()) {
-        rootfs.create_directories(fs::path(target).parent_path().string());
-        rootfs.create_symlink(target, fs::read_symlink(entry.path()).string(), {0777, 0, 0, time});
-      } else if (entry.is_directory()) {
-        rootfs.create_directories(target, {permissions, 0, 0, time});
-      } else if (entry.is_regular_file()) {
-        std::string content = read_host_file(entry.path());
-        if (target.ends_with(".tmpl")) {
-          target.resize(target.size() - 5);
-          content = render_template(content, values);
-        }
-        rootfs.create_directories(fs::path(target).parent_path().string());
-        rootfs.write_file(target, content, {permissions, 0, 0, time});
-        written.push_back(target);
-      }
-    }
-  }
-  return written;
 }
 
 // ---- the shared image ----
@@ -473,7 +409,7 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   std::uint64_t preload = unpacked_size(release.bundle.path);
   for (const auto& image : release.images) preload += round_up(image.size, block_rounding);
   std::uint64_t overlays = 0;
-  for (const auto& node : profile.rpi_nodes) overlays = std::max(overlays, overlay_size(node.overlays));
+  for (const auto& node : profile.rpi_nodes) overlays = std::max(overlays, overlay_space_needed(node.overlays));
   std::uint64_t needed_free = preload + overlays + profile.output.root_free_space + 16 * MiB;
   std::uint64_t free_now = 0;
   {
@@ -486,6 +422,11 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     prepared.boot_mount = boot_mount_point_from_fstab(fstab);
     prepared.network_manager = rootfs.exists("/etc/NetworkManager");
     prepared.rootfs_has_cloud_init = rootfs.exists("/etc/cloud/cloud.cfg") || rootfs.exists("/usr/bin/cloud-init");
+  }
+  // Checked here as well as when a node's overlays are written: a refused overlay then fails the
+  // build before the preload is written, not after.
+  for (const auto& node : profile.rpi_nodes) {
+    for (const auto& dir : node.overlays) require_outside_boot_mount(read_overlay_tree(dir), dir, prepared.boot_mount);
   }
 
   std::uint64_t new_root_size = layout.root_size;
@@ -592,7 +533,7 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
                                               {"hostname", node.system.hostname},
                                               {"role", node.rke2.role},
                                               {"profile", profile.name}};
-    for (const auto& path : install_overlays(rootfs, node.overlays, values, fixed_time)) {
+    for (const auto& path : install_overlays(rootfs, node.overlays, values, fixed_time, prepared.boot_mount)) {
       result.changes.push_back("overlay " + path);
     }
     // What was preloaded, for `aggrik8s-image inspect` and for people on the node: the version is not

@@ -9,7 +9,28 @@ BASE_SHA=$(sha256sum "$FIXTURES/firstrun/raspios-lite-arm64.img.xz" | cut -d' ' 
 printf 'K10e2e-test-token::server:abcdef\n' >"$WORK/token"
 chmod 600 "$WORK/token"
 mkdir -p "$WORK/overlay/etc/aggrik8s"
-printf 'node={{node}} role={{role}}\n' >"$WORK/overlay/etc/aggrik8s/node.txt.tmpl"
+printf 'node={{node}} role={{role}} host={{ hostname }} profile={{profile}} other={{unknown}}\n' \
+  >"$WORK/overlay/etc/aggrik8s/node.txt.tmpl"
+# An overlay is copied as a tree: symlinks keep their text (absolute, relative, dangling, leading out of
+# the overlay, long enough to need a block) and are never resolved on this host (/etc/hostname exists
+# here too); hard links stay hard links; empty directories and setuid/setgid/sticky modes are kept.
+OV=$WORK/overlay
+mkdir -p "$OV/etc/acc" "$OV/usr/local/share/acc" "$OV/usr/local/bin" "$OV/srv/acc-shared" "$OV/srv/acc-drop" \
+  "$OV/var/lib/acc-empty"
+printf 'hello from the overlay\n' >"$OV/etc/acc/hello.txt"
+chmod 0644 "$OV/etc/acc/hello.txt"
+ln -s /etc/hostname "$OV/etc/acc/hostname-link"
+ln -s ../../../../etc/acc/hello.txt "$OV/usr/local/share/acc/hello-link"
+ln -s /nonexistent/acc-target "$OV/etc/acc/dangling"
+ln -s ../../../../../../outside-the-overlay "$OV/etc/acc/outside"
+LONG_TARGET=/usr/local/share/acc/$(printf 'l%.0s' $(seq 90))
+ln -s "$LONG_TARGET" "$OV/etc/acc/long-link"
+ln "$OV/etc/acc/hello.txt" "$OV/usr/local/share/acc/hello-hard"
+printf '#!/bin/sh\n' >"$OV/usr/local/bin/acc-suid"
+chmod 4755 "$OV/usr/local/bin/acc-suid"
+chmod 2775 "$OV/srv/acc-shared"
+chmod 1777 "$OV/srv/acc-drop"
+chmod 0750 "$OV/var/lib/acc-empty"
 cat >"$WORK/profile.yaml" <<YAML
 kind: rpi5-rke2
 name: e2e
@@ -39,6 +60,8 @@ YAML
 
 export SOURCE_DATE_EPOCH=1767225600
 expect_status 0 "build three nodes" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out" "$WORK/profile.yaml"
+expect_output 'node.txt.tmpl: \{\{unknown\}\} is not a known variable and is left as it is' \
+  "an unknown template variable is reported, naming the file"
 OUT=$WORK/out
 for f in n1.img n1.img.bmap n1.img.zst n2.img n2.img.bmap n2.img.zst n3.img n3.img.bmap SHA256SUMS manifest.json; do
   [ -f "$OUT/$f" ] || fail "missing output $f"
@@ -54,6 +77,26 @@ grep -q "K10e2e-test-token" "$OUT/manifest.json" && fail "token leaked into the 
 python3 -c "import json; m=json.load(open('$OUT/manifest.json')); assert [n['name'] for n in m['nodes']]==['n1','n2','n3']; assert m['source_date_epoch']==1767225600" \
   || fail "manifest content"
 pass "manifest names nodes and holds no secret"
+
+# ext4_entry DEVICE PATH: "TYPE MODE LINKS UID:GID INODE" of PATH (not followed), from debugfs.
+ext4_entry() {
+  debugfs -R "stat $2" "$1" 2>/dev/null |
+    awk '/^Inode:/ {i=$2; t=$4; m=$6} /^User:/ {u=$2":"$4} /^Links:/ {l=$2} END {print t, m, l, u, i}'
+}
+ext4_link_text() {  # ext4_link_text DEVICE PATH: a symlink's target text (fast: in the inode; else its block)
+  local fast
+  fast=$(debugfs -R "stat $2" "$1" 2>/dev/null | sed -n 's/^Fast link dest: "\(.*\)"$/\1/p')
+  if [ -n "$fast" ]; then printf '%s' "$fast"; else debugfs -R "cat $2" "$1" 2>/dev/null; fi
+}
+expect_entry() {  # expect_entry NODE DEVICE PATH "TYPE MODE LINKS UID:GID" [LINK-TEXT]
+  local got
+  got=$(ext4_entry "$2" "$3")
+  [ "${got% *}" = "$4" ] || fail "$1: $3 is '${got% *}' in the image, expected '$4'"
+  if [ $# -ge 5 ]; then
+    got=$(ext4_link_text "$2" "$3")
+    [ "$got" = "$5" ] || fail "$1: $3 points to '$got', expected '$5'"
+  fi
+}
 
 # n1's bmap is hashed in full; n2 (copied while n1 was hashed) and n3 (the prepared image itself)
 # reuse the prepared image's range hashes outside what their edits wrote: bmaptool checks them all.
@@ -89,8 +132,28 @@ for node in n1 n2 n3; do
     debugfs -R "dump /var/lib/rancher/rke2/agent/images/$a.linux-arm64.tar.zst $WORK/$a" "$D" 2>/dev/null
     cmp -s "$WORK/$a" "$FIXTURES/rke2/$a.linux-arm64.tar.zst" || fail "$node: $a not preloaded intact"
   done
-  debugfs -R 'cat /etc/aggrik8s/node.txt' "$D" 2>/dev/null | grep -q "node=$node" || fail "$node: overlay template"
-  pass "$node: RKE2 preload, config (0600 root), image archives and overlay in the root fs (debugfs)"
+  role=server; [ "$node" = n1 ] || role=agent
+  [ "$(debugfs -R 'cat /etc/aggrik8s/node.txt' "$D" 2>/dev/null)" = \
+    "node=$node role=$role host=$node profile=e2e other={{unknown}}" ] || fail "$node: overlay template"
+  pass "$node: RKE2 preload, config (0600 root), image archives and overlay template in the root fs (debugfs)"
+  expect_entry "$node" "$D" /etc/hostname "regular 0644 1 0:0"
+  expect_entry "$node" "$D" /etc/acc/hostname-link "symlink 0777 1 0:0" /etc/hostname
+  expect_entry "$node" "$D" /usr/local/share/acc/hello-link "symlink 0777 1 0:0" ../../../../etc/acc/hello.txt
+  expect_entry "$node" "$D" /etc/acc/dangling "symlink 0777 1 0:0" /nonexistent/acc-target
+  expect_entry "$node" "$D" /etc/acc/outside "symlink 0777 1 0:0" ../../../../../../outside-the-overlay
+  expect_entry "$node" "$D" /etc/acc/long-link "symlink 0777 1 0:0" "$LONG_TARGET"
+  expect_entry "$node" "$D" /etc/acc/hello.txt "regular 0644 2 0:0"
+  expect_entry "$node" "$D" /usr/local/share/acc/hello-hard "regular 0644 2 0:0"
+  [ "$(ext4_entry "$D" /etc/acc/hello.txt | cut -d' ' -f5)" = "$(ext4_entry "$D" /usr/local/share/acc/hello-hard | cut -d' ' -f5)" ] ||
+    fail "$node: the hard link is a copy, not the same inode"
+  [ "$(debugfs -R 'cat /etc/acc/hello.txt' "$D" 2>/dev/null)" = "hello from the overlay" ] || fail "$node: hello.txt content"
+  expect_entry "$node" "$D" /usr/local/bin/acc-suid "regular 04755 1 0:0"
+  expect_entry "$node" "$D" /srv/acc-shared "directory 02775 2 0:0"
+  expect_entry "$node" "$D" /srv/acc-drop "directory 01777 2 0:0"
+  expect_entry "$node" "$D" /var/lib/acc-empty "directory 0750 2 0:0"
+  [ "$(debugfs -R 'ls -p /var/lib/acc-empty' "$D" 2>/dev/null | awk -F/ 'NF > 5 && $6 != "." && $6 != ".."' | wc -l)" = 0 ] ||
+    fail "$node: /var/lib/acc-empty is not empty"
+  pass "$node: overlay copied as a tree: symlinks as written, one inode for the hard link, empty directory, modes (debugfs)"
 
   rm -f "$WORK/flashed.img"
   bmaptool copy --bmap "$IMG.bmap" "$IMG" "$WORK/flashed.img" >"$WORK/bmaptool.log" 2>&1 || { cat "$WORK/bmaptool.log"; fail "$node: bmaptool copy"; }
