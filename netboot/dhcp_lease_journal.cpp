@@ -25,7 +25,11 @@ void write_all(int fd, const std::string& text, const std::filesystem::path& fil
 
 }  // namespace
 
-void write_dhcp_lease_file(const std::filesystem::path& file, const std::string& text) {
+namespace {
+
+// Steps of write_dhcp_lease_file, split so the journal knows whether the rename happened (after it, its
+// descriptor points at the replaced file and must be reopened whatever else failed).
+std::filesystem::path write_synced_temp(const std::filesystem::path& file, const std::string& text) {
   std::filesystem::path temp = file;
   temp += ".tmp";
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -36,27 +40,50 @@ void write_dhcp_lease_file(const std::filesystem::path& file, const std::string&
     ::close(fd);
     throw;
   }
+  // The new file's data must be on disk before its name replaces the old one: else a power loss right
+  // after the rename could leave an empty or partial lease file in its place.
   if (::fsync(fd) != 0) {
     int err = errno;
     ::close(fd);
     throw_system_error("fsync of " + temp.string(), err);
   }
   ::close(fd);
-  if (::rename(temp.c_str(), file.c_str()) != 0) throw_system_error("renaming " + temp.string() + " to " + file.string(), errno);
-  // The rename itself must be durable too, or a crash could bring back the old file.
+  return temp;
+}
+
+// The rename itself must be durable too, or a power loss could bring back the old file, without the
+// lines appended to the new one since (acknowledged leases). A failure here is reported, not ignored.
+void sync_directory_of(const std::filesystem::path& file) {
   auto directory = file.parent_path().empty() ? std::filesystem::path(".") : file.parent_path();
   int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
+  if (dir < 0) throw_system_error("opening directory " + directory.string() + " to sync the rename of " + file.string(), errno);
+  if (::fsync(dir) != 0) {
+    int err = errno;
     ::close(dir);
+    throw_system_error("fsync of directory " + directory.string() + " after renaming " + file.string(), err);
   }
+  ::close(dir);
+}
+
+void rename_over(const std::filesystem::path& temp, const std::filesystem::path& file) {
+  if (::rename(temp.c_str(), file.c_str()) != 0) throw_system_error("renaming " + temp.string() + " to " + file.string(), errno);
+}
+
+}  // namespace
+
+void write_dhcp_lease_file(const std::filesystem::path& file, const std::string& text) {
+  rename_over(write_synced_temp(file, text), file);
+  sync_directory_of(file);
 }
 
 DhcpLeaseJournal::DhcpLeaseJournal(std::filesystem::path file, const std::string& initial_text, Settled settled,
                                    std::function<void()> before_sync)
     : file_(std::move(file)), settled_(std::move(settled)), before_sync_(std::move(before_sync)) {
   std::string error;
-  if (!rewrite(initial_text, error)) throw Error(error);
+  if (!rewrite(initial_text, error)) {
+    if (fd_ >= 0) ::close(fd_);
+    throw Error(error);
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -148,13 +175,14 @@ void DhcpLeaseJournal::write_group(const std::string& lines, std::uint64_t throu
 
 bool DhcpLeaseJournal::rewrite(const std::string& text, std::string& error) {
   try {
-    write_dhcp_lease_file(file_, text);
+    rename_over(write_synced_temp(file_, text), file_);
   } catch (const std::exception& e) {
     error = e.what();  // the old file is still there and still open: appends go on
     return false;
   }
-  // From here the old descriptor points at the replaced file: a failure to reopen leaves the journal
-  // broken (appends refused) until a later compaction succeeds.
+  // From here the old descriptor points at the replaced file (appends to it would be lost with it):
+  // it is reopened whatever happens next, and a failure to reopen or to make the rename durable leaves
+  // the journal broken (appends refused, no ACKs) until a later compaction succeeds.
   if (fd_ >= 0) ::close(fd_);
   fd_ = ::open(file_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (fd_ < 0) {
@@ -163,6 +191,13 @@ bool DhcpLeaseJournal::rewrite(const std::string& text, std::string& error) {
     return false;
   }
   size_ = text.size();
+  try {
+    sync_directory_of(file_);
+  } catch (const std::exception& e) {
+    broken_ = true;
+    error = e.what();
+    return false;
+  }
   broken_ = false;
   ++compactions_;
   return true;

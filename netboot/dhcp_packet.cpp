@@ -218,6 +218,33 @@ std::string DhcpPacket::hardware_address() const {
   return out;
 }
 
+std::optional<std::string> DhcpPacket::client_key() const {
+  static constexpr char digits[] = "0123456789abcdef";
+  auto hex = [](std::string out, const std::uint8_t* bytes, std::size_t size) {
+    for (std::size_t i = 0; i < size; ++i) {
+      out.push_back(digits[bytes[i] >> 4]);
+      out.push_back(digits[bytes[i] & 15]);
+    }
+    return out;
+  };
+  std::size_t length = std::min<std::size_t>(hlen, chaddr.size());
+  bool usable_chaddr = std::any_of(chaddr.begin(), chaddr.begin() + static_cast<std::ptrdiff_t>(length),
+                                   [](std::uint8_t byte) { return byte != 0; });
+  auto hardware_key = [&] {
+    if (htype == 1 && hlen == 6) return hardware_address();
+    return hex("hw" + std::to_string(htype) + ":", chaddr.data(), length);
+  };
+  const auto* id = find(dhcp_option::client_identifier);
+  if (id != nullptr && id->data.size() >= 2) {
+    bool same_as_chaddr = usable_chaddr && id->data.size() == length + 1 && id->data[0] == htype &&
+                          std::equal(id->data.begin() + 1, id->data.end(), chaddr.begin());
+    if (same_as_chaddr) return hardware_key();
+    return hex("id:", id->data.data(), id->data.size());
+  }
+  if (!usable_chaddr) return std::nullopt;
+  return hardware_key();
+}
+
 namespace {
 std::optional<std::uint32_t> u32_option(const DhcpPacket& packet, std::uint8_t code) {
   const auto* option = packet.find(code);

@@ -93,6 +93,14 @@ struct DhcpPacket {
   bool broadcast_flag() const { return (flags & 0x8000) != 0; }
   // "aa:bb:cc:dd:ee:ff" for Ethernet (htype 1, hlen 6); otherwise the hlen bytes in hex.
   std::string hardware_address() const;
+  // Who the client is, for its lease and its flood limit (RFC 2131 4.2: the client identifier,
+  // option 61, when sent, else htype + chaddr). Ethernet chaddr keys are the MAC ("aa:bb:cc:dd:ee:ff",
+  // as lease files before option 61 had them), and so is an option 61 that is just htype + that MAC
+  // (what udhcpc and most firmware send): the same machine keeps one key whether it sends 61 or not.
+  // Other option 61 values are "id:" + hex; other hardware types "hw<htype>:" + hex. nullopt when the
+  // client can be told apart by neither: no option 61 (or one shorter than 2 bytes, RFC 2132 9.14)
+  // and hlen 0 or an all-zero chaddr. The key never holds spaces (it is a lease file field).
+  std::optional<std::string> client_key() const;
 
   // ---- typed option accessors: nullopt when absent or malformed (wrong length) ----
   std::optional<DhcpMessageType> message_type() const;       // 53

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -13,6 +14,7 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/log_escape.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -20,6 +22,13 @@ namespace asio = boost::asio;
 using udp = asio::ip::udp;
 
 namespace {
+
+std::string hex32(std::uint32_t value) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out(8, '0');
+  for (int i = 7; i >= 0; --i, value >>= 4) out[static_cast<std::size_t>(i)] = digits[value & 15];
+  return out;
+}
 
 DhcpPacket reply_to(const DhcpPacket& request, DhcpMessageType type, std::uint32_t server) {
   DhcpPacket reply;
@@ -82,6 +91,7 @@ const char* to_string(DhcpDropReason reason) {
     case DhcpDropReason::no_subnet: return "no_subnet";
     case DhcpDropReason::no_free_address: return "no_free_address";
     case DhcpDropReason::lease_file: return "lease_file";
+    case DhcpDropReason::no_client_id: return "no_client_id";
   }
   return "unknown";
 }
@@ -94,6 +104,7 @@ DhcpReplyPlan plan_dhcp_reply(const DhcpServerConfig& config, std::vector<DhcpLe
   // The log line is built only when it will be written: at info level, or for the drops logged as
   // warnings. Under perfdhcp with --quiet these strings were a tenth of the server's time.
   const bool describe = log::enabled(log::Level::info);
+  auto key = request.client_key();
   if (request.op != 1 || !type) {
     if (describe) plan.log = "ignored: not a DHCP request from " + mac;
     plan.dropped = DhcpDropReason::not_for_us;
@@ -143,13 +154,20 @@ DhcpReplyPlan plan_dhcp_reply(const DhcpServerConfig& config, std::vector<DhcpLe
     plan.dropped = DhcpDropReason::no_subnet;
     return plan;
   }
+  if (!key) {
+    // All such clients would share one lease (RFC 2131 4.2 wants them told apart): none gets one.
+    plan.dropped = DhcpDropReason::no_client_id;
+    if (describe) plan.log = what(true) + " ignored: neither a client identifier (option 61) nor a hardware address";
+    return plan;
+  }
   plan.subnet = *selected;
   const DhcpSubnet& subnet = config.subnets[*selected];
   DhcpLeasePool* pool = &(*pools)[*selected];
+  const DhcpClientId client(*key, mac);
 
   switch (*type) {
     case DhcpMessageType::discover: {
-      auto address = pool->offer(mac, request.requested_address(), now);
+      auto address = pool->offer(client, request.requested_address(), now);
       if (!address) {
         plan.log = what(true) + ": no free address in the pool " + ipv4_to_string(subnet.pool.first) + "-" +
                    ipv4_to_string(subnet.pool.last);
@@ -166,14 +184,14 @@ DhcpReplyPlan plan_dhcp_reply(const DhcpServerConfig& config, std::vector<DhcpLe
     }
     case DhcpMessageType::request: {
       if (auto server = request.server_identifier(); server && *server != config.server_address) {
-        pool->release(mac, 0);  // it chose another server: drop our offer hold
+        pool->release(client.key, 0, now);  // it chose another server: drop our offer hold
         if (describe) plan.log = what(true) + " chose server " + ipv4_to_string(*server) + ", not us";
         plan.dropped = DhcpDropReason::not_for_us;
         return plan;
       }
       // SELECTING / INIT-REBOOT carry option 50; RENEWING / REBINDING carry ciaddr.
       std::uint32_t address = request.requested_address().value_or(request.ciaddr);
-      auto lease = address != 0 ? pool->prepare(mac, address, now) : std::nullopt;
+      auto lease = address != 0 ? pool->prepare(client, address, now) : std::nullopt;
       if (!lease) {
         DhcpPacket nak = reply_to(request, DhcpMessageType::nak, config.server_address);
         nak.flags = 0x8000;  // the client may hold an address it must not use: broadcast
@@ -193,13 +211,14 @@ DhcpReplyPlan plan_dhcp_reply(const DhcpServerConfig& config, std::vector<DhcpLe
       return plan;
     }
     case DhcpMessageType::release:
-      plan.rewrite_leases = pool->release(mac, request.ciaddr);
+      plan.to_record = pool->release(client.key, request.ciaddr, now);
       if (describe) plan.log = what(true) + " released " + ipv4_to_string(request.ciaddr);
       return plan;
     case DhcpMessageType::decline: {
       std::uint32_t address = request.requested_address().value_or(0);
-      pool->decline(mac, address, now);
-      plan.rewrite_leases = true;
+      // Only a dropped lease is journalled: a tombstone for an address the client did not hold would
+      // remove the lease it does hold from the file (and after a restart give its address away).
+      if (pool->decline(client.key, address, now)) plan.to_record = DhcpLease{client.key, 0, 0};
       if (describe) plan.log = what(true) + " declined " + ipv4_to_string(address) + " (quarantined)";
       return plan;
     }
@@ -255,7 +274,11 @@ struct DhcpServer::State {
         proxy_socket(context),
         lease_clock(context),
         caught_up(context) {
-    for (const auto& subnet : config.subnets) pools.emplace_back(subnet.pool);
+    for (const auto& subnet : config.subnets) {
+      DhcpPoolRange range = subnet.pool;
+      if (range.netmask == 0) range.netmask = subnet.netmask;  // never lease its network/broadcast address
+      pools.emplace_back(range);
+    }
   }
   asio::io_context& io;
   DhcpServerConfig config;
@@ -287,13 +310,12 @@ struct DhcpServer::State {
     }
     counters.leases_active = active;
   }
-  // A MAC holds one lease in all: the journal keeps the last line per MAC, so a client that moved to
-  // another subnet gives up the lease it had in the old one.
+  // A client holds one lease in all: the journal keeps the last line per client, so a client that moved
+  // to another subnet gives up the lease it had in the old one (forgotten, not kept as an expired
+  // binding: two pools holding one client would make the snapshot keep only one of them).
   void commit(std::size_t subnet, const DhcpLease& lease) {
     for (std::size_t i = 0; i < pools.size(); ++i) {
-      if (i == subnet) continue;
-      auto held = pools[i].leases().find(lease.mac);
-      if (held != pools[i].leases().end()) pools[i].release(lease.mac, held->second.address);
+      if (i != subnet) pools[i].forget(lease.client);
     }
     pools[subnet].commit(lease);
   }
@@ -337,7 +359,8 @@ struct DhcpServer::State {
     auto ticket = journal->append(std::move(lines));
     for (auto& pending : acks) waiting.push_back({ticket, std::move(pending)});
     acks.clear();
-    if (journal_lines > 2 * lease_count() + 1000) queue_compaction();
+    std::size_t limit = config.compact_after_lines != 0 ? config.compact_after_lines : 2 * lease_count() + 1000;
+    if (journal_lines > limit) queue_compaction();
   }
   // On the io thread, for each result the journal thread posts.
   void settled(const DhcpJournalResult& result) {
@@ -382,10 +405,10 @@ struct DhcpServer::State {
     if (plan.to_commit && config.leased) config.leased(pending.request, plan.to_commit->address);
     if (plan.dropped == DhcpDropReason::no_subnet || plan.dropped == DhcpDropReason::no_free_address) {
       auto so_far = drop(plan.dropped);
-      log::warning("dhcp: ", plan.log, " (", to_string(plan.dropped), ": ", so_far, " dropped so far)");
+      log::warning("dhcp: ", log_escape(plan.log, 1024), " (", to_string(plan.dropped), ": ", so_far, " dropped so far)");
     } else {
       if (plan.dropped != DhcpDropReason::none) drop(plan.dropped);
-      log::info("dhcp: ", plan.log);
+      log::info("dhcp: ", log_escape(plan.log, 1024));
     }
     if (!plan.reply) return;
     auto type = plan.reply->message_type();
@@ -447,7 +470,8 @@ struct DhcpServer::State {
     return {asio::ip::address_v4::broadcast(), config.client_port};
   }
 
-  std::map<std::string, std::pair<std::int64_t, unsigned>> recent;  // MAC -> (second, requests in it)
+  std::map<std::string, std::pair<std::int64_t, unsigned>> recent;  // client key -> (second, requests in it)
+  std::int64_t last_no_client_id_log = 0, last_truncated_log = 0;  // see first_this_second()
 };
 
 namespace {
@@ -479,7 +503,15 @@ std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// Parses and plans one datagram; nullopt when it is dropped (malformed, flood).
+// Warnings about what any sender can cause (packets without a client identity, truncated datagrams)
+// are written at most once a second each, with the count so far: a flood of them must not flood the log.
+bool first_this_second(std::int64_t& last_logged, std::int64_t now) {
+  if (last_logged == now) return false;
+  last_logged = now;
+  return true;
+}
+
+// Parses and plans one datagram; nullopt when it is dropped (malformed, no client identity, flood).
 std::optional<Pending> plan_datagram(DhcpServer::State& state, std::span<const std::uint8_t> datagram,
                                      const udp::endpoint& from, bool proxy_port, std::int64_t now,
                                      std::string& journal) {
@@ -499,8 +531,20 @@ std::optional<Pending> plan_datagram(DhcpServer::State& state, std::span<const s
   auto type = pending.request.message_type();
   auto type_index = type ? static_cast<std::size_t>(*type) : 0;
   ++state.counters.received_by_type[type_index < state.counters.received_by_type.size() ? type_index : 0];
-  std::string mac = pending.request.hardware_address();
-  auto& [second, count] = state.recent[mac];
+  // The lease and the flood limit are per client (option 61, else htype + chaddr): clients with
+  // neither would all share one lease and one limit, so they get nothing.
+  auto key = pending.request.client_key();
+  if (!key) {
+    auto dropped = state.drop(DhcpDropReason::no_client_id);
+    if (first_this_second(state.last_no_client_id_log, now)) {
+      log::warning("dhcp: dropped ", type ? to_string(*type) : "untyped packet", " xid=0x", hex32(pending.request.xid),
+                   " from ", from.address().to_string(), ": no client identifier (option 61) and no usable chaddr (htype ",
+                   unsigned{pending.request.htype}, ", hlen ", unsigned{pending.request.hlen}, ") (", dropped,
+                   " dropped so far)");
+    }
+    return std::nullopt;
+  }
+  auto& [second, count] = state.recent[*key];
   if (second != now) {
     second = now;
     count = 0;
@@ -508,7 +552,7 @@ std::optional<Pending> plan_datagram(DhcpServer::State& state, std::span<const s
   if (++count > state.config.max_requests_per_mac_per_second) {
     auto dropped = state.drop(DhcpDropReason::flood);
     if (count == state.config.max_requests_per_mac_per_second + 1) {
-      log::warning("dhcp: flood from ", mac, ": more than ", state.config.max_requests_per_mac_per_second,
+      log::warning("dhcp: flood from ", *key, ": more than ", state.config.max_requests_per_mac_per_second,
                    " requests this second, dropping (", dropped, " dropped so far)");
     }
     return std::nullopt;
@@ -521,8 +565,8 @@ std::optional<Pending> plan_datagram(DhcpServer::State& state, std::span<const s
   if (pending.plan.to_commit) {
     state.commit(pending.plan.subnet, *pending.plan.to_commit);
     journal += format_dhcp_lease_line(*pending.plan.to_commit);
-  } else if (pending.plan.rewrite_leases) {
-    journal += format_dhcp_lease_line(DhcpLease{mac, 0, 0});  // tombstone: the pool already dropped it
+  } else if (pending.plan.to_record) {
+    journal += format_dhcp_lease_line(*pending.plan.to_record);  // the pool has already applied it
   }
   return pending;
 }
@@ -573,6 +617,18 @@ asio::awaitable<void> serve(std::shared_ptr<DhcpServer::State> state, udp::socke
       if (got <= 0) break;  // EAGAIN: the queue is drained
       for (std::size_t i = 0; i < static_cast<std::size_t>(got); ++i) {
         const udp::endpoint& from = senders[i];
+        if ((messages[i].msg_hdr.msg_flags & MSG_TRUNC) != 0) {
+          // Larger than the buffer: what was read is a prefix, and a prefix can parse (options cut
+          // at a boundary), so it would be answered as a packet the client never sent.
+          ++state->counters.received;
+          ++state->counters.received_by_type[0];
+          auto dropped = state->drop(DhcpDropReason::malformed);
+          if (first_this_second(state->last_truncated_log, now)) {
+            log::warning("dhcp: dropped a datagram from ", from.address().to_string(), " larger than ", datagram_size,
+                         " bytes (truncated on receipt; ", dropped, " malformed so far)");
+          }
+          continue;
+        }
         try {
           std::span<const std::uint8_t> datagram(buffers.data() + i * datagram_size, messages[i].msg_len);
           if (auto pending = plan_datagram(*state, datagram, from, proxy_port, now, journal)) {
@@ -599,14 +655,26 @@ asio::awaitable<void> serve(std::shared_ptr<DhcpServer::State> state, udp::socke
 
 DhcpServer::DhcpServer(asio::io_context& io, DhcpServerConfig config) : state_(std::make_shared<State>(io, std::move(config))) {
   auto& s = *state_;
+  if (const char* every = std::getenv("AGGRIK8S_DHCP_COMPACT_EVERY"); every != nullptr && s.config.compact_after_lines == 0) {
+    // Tests only (tests/e2e/dhcp_kill9.sh): compactions while clients are served, to be killed in.
+    s.config.compact_after_lines = static_cast<std::size_t>(std::strtoull(every, nullptr, 10));
+    log::warning("dhcp: AGGRIK8S_DHCP_COMPACT_EVERY: compacting the lease file every ", s.config.compact_after_lines,
+                 " lines (a test setting)");
+  }
   if (s.config.mode == DhcpMode::full && s.config.lease_file) {
     if (std::filesystem::exists(*s.config.lease_file)) {
       std::ifstream in(*s.config.lease_file);
       std::stringstream text;
       text << in.rdbuf();
-      auto leases = parse_dhcp_leases(text.str(), s.config.lease_file->string());
+      std::string torn;
+      auto leases = parse_dhcp_leases(text.str(), s.config.lease_file->string(), &torn);
       s.load(leases);
       log::info("dhcp: ", leases.size(), " leases read from ", s.config.lease_file->string());
+      if (!torn.empty()) {
+        // Never complete on disk, so never acknowledged; the rewrite below drops it from the file.
+        log::warning("dhcp: ", s.config.lease_file->string(), ": ignoring its last ", torn.size(),
+                     " bytes, a lease line without its newline (cut off by a crash while it was written)");
+      }
     }
     // The journal thread posts its results here; it holds no reference to the state, which may be
     // gone by the time a result runs.

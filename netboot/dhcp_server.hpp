@@ -39,8 +39,13 @@ struct DhcpServerConfig {
   // request is answered from the one select_dhcp_subnet() picks (dhcp_subnet.hpp).
   std::vector<DhcpSubnet> subnets;
   std::optional<std::filesystem::path> lease_file;
-  // Flood guard: more requests than this from one MAC within a second are dropped (counted, logged once).
+  // Flood guard: more requests than this from one client (DhcpPacket::client_key()) within a second are
+  // dropped (counted, logged once).
   unsigned max_requests_per_mac_per_second = 20;
+  // The lease file is compacted when more lines than this were appended since the last compaction;
+  // 0: twice the leases held, plus 1000. Small values are for tests that want compactions under load
+  // (the environment variable AGGRIK8S_DHCP_COMPACT_EVERY sets it for `serve`, tests only).
+  std::size_t compact_after_lines = 0;
 
   // The boot part of an answer; supplied by the service from its current inventory.
   std::function<DhcpBootAnswer(const DhcpPacket&)> decide;
@@ -60,8 +65,9 @@ enum class DhcpDropReason : std::uint8_t {
   no_subnet,        // relayed from a subnet with no pool
   no_free_address,  // the subnet's pool is exhausted (or the reserved address is taken)
   lease_file,       // an ACK whose lease line could not be made durable: not sent
+  no_client_id,     // neither option 61 nor a usable chaddr (hlen 0, all zero): no lease can be keyed
 };
-constexpr std::size_t dhcp_drop_reasons = 7;
+constexpr std::size_t dhcp_drop_reasons = 8;
 const char* to_string(DhcpDropReason reason);
 
 // Totals since start, for /metrics and tests.
@@ -82,7 +88,9 @@ struct DhcpReplyPlan {
   std::optional<DhcpPacket> reply;
   std::optional<DhcpLease> to_commit;
   std::size_t subnet = 0;             // the subnet (and pool) it was planned in
-  bool rewrite_leases = false;        // a lease was released or declined: the journal must drop it
+  // A release (the lease, expired now) or a decline (address 0: removed) that the pool has already
+  // applied; the journal must record it, no reply waits for it.
+  std::optional<DhcpLease> to_record;
   DhcpDropReason dropped = DhcpDropReason::none;
   std::string log;                    // one line for the log; empty when info lines are off, unless
                                       // the drop is one logged as a warning (no_subnet, no_free_address)

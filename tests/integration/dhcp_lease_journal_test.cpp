@@ -114,3 +114,32 @@ TEST_CASE("dhcp lease journal: a lease file that cannot be written stops the sta
   CHECK_THROWS_WITH(DhcpLeaseJournal(dir.path() / "missing" / "leases", "", [](const DhcpJournalResult&) {}),
                     Catch::Contains("missing/leases.tmp"));
 }
+
+TEST_CASE("dhcp lease journal: lines queued around a compaction are all in the rewritten file, in order", "[dhcp]") {
+  TempDir dir;
+  auto file = dir.path() / "leases";
+  Results results;
+  std::mutex gate;
+  std::unique_lock held(gate);  // the first sync waits until everything below is queued
+  bool first = true;
+  DhcpLeaseJournal journal(file, "", [&](const DhcpJournalResult& r) { results.add(r); }, [&] {
+    if (first) {
+      first = false;
+      std::lock_guard wait(gate);
+    }
+  });
+  journal.append("aa 10.0.0.1 100\n");
+  journal.append("bb 10.0.0.2 100\n");
+  journal.compact("aa 10.0.0.1 100\nbb 10.0.0.2 100\n");  // the pool's state when it was queued
+  journal.append("cc 10.0.0.3 100\n");                     // after it: must land in the new file
+  held.unlock();
+  auto seen = results.wait_for(4);
+  std::uint64_t through = 0;
+  for (const auto& result : seen) {
+    CHECK(result.durable);
+    if (!result.compaction) through = std::max(through, result.through);
+  }
+  REQUIRE(through == 3);
+  CHECK(read_text(file) == "aa 10.0.0.1 100\nbb 10.0.0.2 100\ncc 10.0.0.3 100\n");
+  CHECK_FALSE(std::filesystem::exists(dir.path() / "leases.tmp"));
+}

@@ -348,3 +348,123 @@ TEST_CASE("dhcp server: a failed journal sync sends no ACK, the file is rewritte
   CHECK(ack->yiaddr == offer->yiaddr);
   CHECK(server.server->counters().journal_appends == 1);
 }
+
+namespace {
+// A DISCOVER then a REQUEST of what it offered; the ACKed address, or nullopt.
+std::optional<std::uint32_t> lease_for(Client& client, DhcpPacket packet, std::uint32_t xid) {
+  packet.xid = xid;
+  packet.set(dhcp_option::message_type, std::vector<std::uint8_t>{1});
+  client.send(encode_dhcp_packet(packet));
+  auto offer = client.receive();
+  if (!offer || offer->message_type() != DhcpMessageType::offer) return std::nullopt;
+  packet.xid = xid + 1;
+  packet.set(dhcp_option::message_type, std::vector<std::uint8_t>{3});
+  packet.set_address(dhcp_option::requested_address, offer->yiaddr);
+  packet.set_address(dhcp_option::server_identifier, *parse_ipv4("127.0.0.1"));
+  client.send(encode_dhcp_packet(packet));
+  auto ack = client.receive();
+  if (!ack || ack->message_type() != DhcpMessageType::ack) return std::nullopt;
+  return ack->yiaddr;
+}
+}  // namespace
+
+TEST_CASE("dhcp server: clients keyed by option 61; clients with neither it nor a chaddr are refused", "[dhcp]") {
+  TempDir dir;
+  auto lease_file = dir.path() / "leases";
+  std::uint32_t first = 0, second = 0;
+  auto with_id = [](std::uint8_t id) {
+    DhcpPacket packet = request(1, 0, 0);
+    packet.hlen = 0;  // no usable chaddr: told apart by option 61 alone
+    packet.chaddr = {};
+    packet.set(dhcp_option::client_identifier, std::vector<std::uint8_t>{0xff, 0xaa, id});
+    return packet;
+  };
+  {
+    Running server(full_config(lease_file));
+    Client client(server.server->local_endpoint().port());
+    auto a = lease_for(client, with_id(1), 500);
+    auto b = lease_for(client, with_id(2), 510);
+    REQUIRE(a);
+    REQUIRE(b);
+    CHECK(*a != *b);  // before: both keyed "" and sharing one lease
+    first = *a;
+    second = *b;
+    // hlen 0 and no option 61, or an all-zero MAC: dropped, counted, no reply.
+    DhcpPacket anonymous = request(1, 0, 520);
+    anonymous.hlen = 0;
+    client.send(encode_dhcp_packet(anonymous));
+    DhcpPacket zero = request(1, 0, 521);
+    zero.chaddr = {};
+    client.send(encode_dhcp_packet(zero));
+    CHECK_FALSE(client.receive(300));
+    CHECK(server.server->counters().dropped_for(DhcpDropReason::no_client_id) == 2);
+    auto text = read_lease_text(lease_file);
+    CHECK(text.find("id:ffaa01 " + ipv4_to_string(first) + " ") != std::string::npos);
+    CHECK(text.find("id:ffaa02 " + ipv4_to_string(second) + " ") != std::string::npos);
+  }
+  // The client id is read back: after a restart each client is offered its own address again.
+  Running restarted(full_config(lease_file));
+  Client client(restarted.server->local_endpoint().port());
+  auto again = with_id(2);
+  again.xid = 530;
+  client.send(encode_dhcp_packet(again));
+  auto offer = client.receive();
+  REQUIRE(offer);
+  CHECK(offer->yiaddr == second);
+}
+
+TEST_CASE("dhcp server: a datagram truncated on receipt is dropped, not parsed as the prefix", "[dhcp]") {
+  TempDir dir;
+  Running server(full_config(dir.path() / "leases"));
+  Client client(server.server->local_endpoint().port());
+  // A DISCOVER followed by zeros up to 2000 bytes: its first 1500 bytes (all the server's buffer takes)
+  // parse as a whole packet, which the server answered before.
+  auto bytes = encode_dhcp_packet(request(1, 9, 600));
+  bytes.resize(2000, 0);
+  REQUIRE_NOTHROW(parse_dhcp_packet(std::span<const std::uint8_t>(bytes.data(), 1500)));
+  client.send(bytes);
+  CHECK_FALSE(client.receive(300));
+  CHECK(server.server->counters().dropped_for(DhcpDropReason::malformed) == 1);
+  client.send(encode_dhcp_packet(request(1, 9, 601)));
+  auto offer = client.receive();
+  REQUIRE(offer);
+  CHECK(offer->xid == 601);
+}
+
+TEST_CASE("dhcp server: after a RELEASE the client's next DISCOVER is offered its released address", "[dhcp]") {
+  TempDir dir;
+  Running server(full_config(dir.path() / "leases"));
+  Client client(server.server->local_endpoint().port());
+  auto granted = lease_for(client, request(1, 1, 0), 700);
+  REQUIRE(granted);
+  auto release = request(7, 1, 702);
+  release.ciaddr = *granted;
+  release.set_address(dhcp_option::server_identifier, *parse_ipv4("127.0.0.1"));
+  client.send(encode_dhcp_packet(release));
+  // Another client comes first: it gets a never-used address, not the released one.
+  auto other = lease_for(client, request(1, 2, 0), 710);
+  REQUIRE(other);
+  CHECK(*other != *granted);
+  client.send(encode_dhcp_packet(request(1, 1, 720)));
+  auto offer = client.receive();
+  REQUIRE(offer);
+  CHECK(offer->yiaddr == *granted);
+}
+
+TEST_CASE("dhcp server: a lease file whose last line was torn by a crash is read without it, and rewritten", "[dhcp]") {
+  TempDir dir;
+  auto lease_file = dir.path() / "leases";
+  {
+    std::ofstream out(lease_file);
+    out << "52:54:00:98:09:01 10.98.9.10 4000000000\n52:54:00:98:09:02 10.98.9.1";  // cut in mid-write
+  }
+  Running server(full_config(lease_file));
+  auto text = read_lease_text(lease_file);
+  CHECK(text.find("52:54:00:98:09:01 10.98.9.10 4000000000\n") != std::string::npos);
+  CHECK(text.find("52:54:00:98:09:02") == std::string::npos);
+  Client client(server.server->local_endpoint().port());
+  client.send(encode_dhcp_packet(request(1, 2, 800)));
+  auto offer = client.receive();
+  REQUIRE(offer);
+  CHECK(offer->yiaddr == *parse_ipv4("10.98.9.11"));  // .10 is still 09:01's
+}

@@ -153,3 +153,33 @@ TEST_CASE("dhcp packet: IPv4 text", "[dhcp]") {
   CHECK_FALSE(parse_ipv4("1.2.3.4x"));
   CHECK_FALSE(parse_ipv4("0001.2.3.4"));
 }
+
+TEST_CASE("dhcp packet: the client key is option 61 when sent, else htype + chaddr, else none", "[dhcp]") {
+  DhcpPacket packet;
+  packet.chaddr = {0x52, 0x54, 0, 1, 2, 3};
+  CHECK(packet.client_key() == "52:54:00:01:02:03");
+  // Option 61 that is just htype + the same MAC (udhcpc, most firmware): the same key, so a machine
+  // keeps its lease whether it sends 61 or not, and lease files keyed by MAC still match.
+  packet.set(dhcp_option::client_identifier, std::vector<std::uint8_t>{1, 0x52, 0x54, 0, 1, 2, 3});
+  CHECK(packet.client_key() == "52:54:00:01:02:03");
+  // Any other option 61 (a DUID, a name) is the key, whatever chaddr says.
+  packet.set(dhcp_option::client_identifier, std::vector<std::uint8_t>{0xff, 0, 0, 0, 1, 0xab});
+  CHECK(packet.client_key() == "id:ff00000001ab");
+  packet.chaddr = {};
+  packet.hlen = 0;
+  CHECK(packet.client_key() == "id:ff00000001ab");
+  // Neither: hlen 0, or an all-zero chaddr, and no (or a too short) option 61.
+  packet.erase(dhcp_option::client_identifier);
+  CHECK_FALSE(packet.client_key());
+  packet.hlen = 6;
+  CHECK_FALSE(packet.client_key());
+  packet.set(dhcp_option::client_identifier, std::vector<std::uint8_t>{1});
+  CHECK_FALSE(packet.client_key());
+  // hlen counts: bytes past it are not the address; other hardware types name their type.
+  packet.erase(dhcp_option::client_identifier);
+  packet.chaddr = {0, 0, 0, 0, 0, 0, 9};
+  CHECK_FALSE(packet.client_key());
+  packet.htype = 32;  // another hardware type with a longer address
+  packet.hlen = 8;
+  CHECK(packet.client_key() == "hw32:0000000000000900");
+}
