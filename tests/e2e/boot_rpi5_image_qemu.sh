@@ -2,7 +2,8 @@
 # node each, booted under qemu-system-aarch64 (TCG) with the kernel, initramfs and cmdline.txt from the
 # image's own boot partition. The fixture's stand-in init (tests/fixtures/make-rpi-os-image, rcS)
 # checks in the booted system that the preload and the first-boot settings are where the node looks
-# for them, one `fixture-init: check ...` line per fact; this script greps those lines.
+# for them, one `fixture-init: check ...` line per fact; this script greps those lines. An overlay
+# brings its own check script (`fixture-overlay: ...` lines) for how overlay entries look on the node.
 source "$(dirname "$0")/lib.bash"
 command -v qemu-system-aarch64 >/dev/null || fail "qemu-system-aarch64 is not installed (scripts/setup)"
 START=$(date +%s)
@@ -14,6 +15,56 @@ printf '%s\n' "$TOKEN" >"$WORK/token"
 chmod 600 "$WORK/token"
 CORE=rke2-images-core.linux-arm64.tar.zst
 CORE_BYTES=$(stat -c %s "$FIXTURES/rke2/$CORE")
+
+# An overlay copied into every image, checked from inside the booted system: symlinks (absolute,
+# relative, dangling) as written, a hard link as one inode, modes, an empty directory, a template. Its
+# /etc/inittab is the fixture's (tests/fixtures/make-rpi-os-image) with one line added in front of rcS,
+# so busybox init runs the overlay's own check script first (read-only: nothing is mounted yet, and
+# stat/readlink/cat need nothing mounted); rcS then powers off as before.
+OV=$WORK/overlay
+mkdir -p "$OV/etc/acc" "$OV/usr/local/share/acc" "$OV/usr/local/bin" "$OV/usr/local/sbin" "$OV/srv/acc-drop" \
+  "$OV/var/lib/acc-empty"
+printf 'hello from the overlay\n' >"$OV/etc/acc/hello.txt"
+chmod 0644 "$OV/etc/acc/hello.txt"
+ln -s /etc/hostname "$OV/etc/acc/hostname-link"
+ln -s ../../../../etc/acc/hello.txt "$OV/usr/local/share/acc/hello-link"
+ln -s /nonexistent/acc-target "$OV/etc/acc/dangling"
+ln "$OV/etc/acc/hello.txt" "$OV/usr/local/share/acc/hello-hard"
+printf '#!/bin/sh\n' >"$OV/usr/local/bin/acc-suid"
+chmod 4755 "$OV/usr/local/bin/acc-suid"
+chmod 1777 "$OV/srv/acc-drop"
+chmod 0750 "$OV/var/lib/acc-empty"
+printf 'node={{node}} hostname={{hostname}} role={{role}} profile={{profile}}\n' >"$OV/etc/acc/node.txt.tmpl"
+cat >"$OV/etc/inittab" <<'EOF'
+::sysinit:/usr/local/sbin/acc-overlay-checks
+::sysinit:/etc/init.d/rcS
+::askfirst:-/bin/sh
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/umount -a -r
+EOF
+cat >"$OV/usr/local/sbin/acc-overlay-checks" <<'EOF'
+#!/bin/sh
+# One "fixture-overlay:" line per overlay entry, as the booted node sees it (lstat, never followed).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+for p in /etc/hostname /etc/acc/hostname-link /usr/local/share/acc/hello-link /etc/acc/dangling \
+  /etc/acc/hello.txt /usr/local/share/acc/hello-hard /usr/local/bin/acc-suid /srv/acc-drop /var/lib/acc-empty; do
+  if [ -L "$p" ]; then
+    echo "fixture-overlay: $p: $(stat -c '%F %a %h %u:%g' "$p") -> $(readlink "$p")"
+  elif [ -e "$p" ]; then
+    echo "fixture-overlay: $p: $(stat -c '%F %a %h %u:%g' "$p")"
+  else
+    echo "fixture-overlay: $p: MISSING"
+  fi
+done
+[ "$(stat -c %i /etc/acc/hello.txt)" = "$(stat -c %i /usr/local/share/acc/hello-hard)" ] &&
+  echo "fixture-overlay: hello.txt and hello-hard are one inode"
+echo "fixture-overlay: /var/lib/acc-empty holds $(ls -A /var/lib/acc-empty | wc -l) entries"
+echo "fixture-overlay: hello-link reads '$(cat /usr/local/share/acc/hello-link)'"
+[ -s /etc/hostname ] && [ "$(cat /etc/acc/hostname-link)" = "$(cat /etc/hostname)" ] &&
+  echo "fixture-overlay: hostname-link reads /etc/hostname ('$(cat /etc/hostname)')"
+echo "fixture-overlay: node.txt '$(cat /etc/acc/node.txt)'"
+EOF
+chmod 0755 "$OV/usr/local/sbin/acc-overlay-checks"
 
 declare -A BASE=([firstrun]=firstrun/raspios-lite-arm64.img.xz [cloudinit]=cloudinit/raspios-lite-arm64.img.zst)
 for flavour in firstrun cloudinit; do
@@ -28,6 +79,7 @@ rke2:
   images: [rke2-images-core]
   role: server
 output: {root_free_space: 16MiB, bmap: false}
+overlays: [overlay]
 nodes:
   - name: s1
   - name: a1
@@ -40,7 +92,7 @@ YAML
 done
 
 check() {  # check LOG DESCRIPTION FIXED-STRING
-  grep -qF -- "$3" "$1" || { grep 'fixture-init\|initramfs\|firstboot' "$1" >&2 || cat "$1" >&2; fail "$2: boot log lacks '$3' ($1)"; }
+  grep -qF -- "$3" "$1" || { grep 'fixture-init\|fixture-overlay\|initramfs\|firstboot' "$1" >&2 || cat "$1" >&2; fail "$2: boot log lacks '$3' ($1)"; }
 }
 boot_and_check() {  # boot_and_check FLAVOUR NODE HOSTNAME ROLE KERNEL
   local flavour=$1 node=$2 host=$3 role=$4 want_kernel=$5 other img log
@@ -81,6 +133,22 @@ boot_and_check() {  # boot_and_check FLAVOUR NODE HOSTNAME ROLE KERNEL
       "$log" >/dev/null || { grep fixture-init "$log" >&2; fail "$flavour/$node: NoCloud seed / instance id / hostname"; }
     pass "$flavour/$node: /boot/firmware (per fstab) holds the NoCloud seed for hostname $host; ds=nocloud;i= matches meta-data; cgroup_enable=memory"
   fi
+  local o=fixture-overlay
+  check "$log" "$flavour/$node" "$o: /etc/hostname: regular file 644 1 0:0"
+  check "$log" "$flavour/$node" "$o: /etc/acc/hostname-link: symbolic link 777 1 0:0 -> /etc/hostname"
+  check "$log" "$flavour/$node" "$o: /usr/local/share/acc/hello-link: symbolic link 777 1 0:0 -> ../../../../etc/acc/hello.txt"
+  check "$log" "$flavour/$node" "$o: /etc/acc/dangling: symbolic link 777 1 0:0 -> /nonexistent/acc-target"
+  check "$log" "$flavour/$node" "$o: /etc/acc/hello.txt: regular file 644 2 0:0"
+  check "$log" "$flavour/$node" "$o: /usr/local/share/acc/hello-hard: regular file 644 2 0:0"
+  check "$log" "$flavour/$node" "$o: hello.txt and hello-hard are one inode"
+  check "$log" "$flavour/$node" "$o: /usr/local/bin/acc-suid: regular file 4755 1 0:0"
+  check "$log" "$flavour/$node" "$o: /srv/acc-drop: directory 1777 2 0:0"
+  check "$log" "$flavour/$node" "$o: /var/lib/acc-empty: directory 750 2 0:0"
+  check "$log" "$flavour/$node" "$o: /var/lib/acc-empty holds 0 entries"
+  check "$log" "$flavour/$node" "$o: hello-link reads 'hello from the overlay'"
+  check "$log" "$flavour/$node" "$o: hostname-link reads /etc/hostname ('"
+  check "$log" "$flavour/$node" "$o: node.txt 'node=$node hostname=$host role=$role profile=boot-$flavour'"
+  pass "$flavour/$node: the overlay as the booted node sees it: symlinks as written, one inode for the hard link, modes, empty directory, template"
   ! grep -E 'fixture-init: .*(MISSING|WRONG|FAILED|NOT mounted)' "$log" || fail "$flavour/$node: the booted system reports a problem"
   local root_off
   root_off=$(( $(partition_field "$img" 1 start) * 512 ))

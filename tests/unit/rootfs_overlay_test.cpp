@@ -88,6 +88,12 @@ TEST_CASE("overlay templates: the documented variables, both spellings, nothing 
   CHECK(render_overlay_template("{{hostnmae}} {{ .Values.x }} {{hostnmae}} {{ ip }} ${HOME}", values, &unknown) ==
         "{{hostnmae}} {{ .Values.x }} {{hostnmae}} {{ ip }} ${HOME}");
   CHECK(unknown == std::vector<std::string>{"hostnmae", "ip"});
+  // The example in docs/profiles.md ("Overlays").
+  unknown.clear();
+  CHECK(render_overlay_template("{{hostname}} ({{role}}) of {{ profile }}, node {{node}}; {{ip}} stays\n",
+                                {{"node", "n2"}, {"hostname", "worker-2"}, {"role", "agent"}, {"profile", "demo"}},
+                                &unknown) == "worker-2 (agent) of demo, node n2; {{ip}} stays\n");
+  CHECK(unknown == std::vector<std::string>{"ip"});
 }
 
 TEST_CASE("overlay trees are read without following symlinks, in a fixed order", "[overlay]") {
