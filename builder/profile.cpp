@@ -1,5 +1,7 @@
 #include "builder/profile.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -636,11 +638,33 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
     }
     node.addresses = node_reader.string_list("addresses").value_or(std::vector<std::string>{});
     for (const auto& a : node.addresses) {
-      if (!is_ipv4_cidr(a)) node_reader.error_at("addresses", "'" + path + ".addresses' entries must be CIDR addresses like 10.0.0.21/24, got '" + a + "'");
+      if (ip_cidr_family(a) == 0) {
+        node_reader.error_at("addresses", "'" + path + ".addresses' entries must be CIDR addresses like 10.0.0.21/24 or "
+                                          "fd00:55::21/64 (prefix 0-32 for IPv4, 0-128 for IPv6), got '" + a + "'");
+      }
     }
-    node.gateway = node_reader.string("gateway");
-    if (node.gateway && !is_ipv4_address(*node.gateway)) {
-      node_reader.error_at("gateway", "'" + path + ".gateway' must be an IPv4 address");
+    // One address or a list (a dual-stack node: one IPv4 and one IPv6 gateway, one default route each).
+    if (const ConfigNode* gateway = node_reader.node("gateway")) {
+      if (gateway->is_scalar()) node.gateways.push_back(gateway->scalar);
+      else if (gateway->kind == ConfigNode::Kind::sequence) {
+        for (const auto& entry : gateway->items) {
+          if (entry.is_scalar()) node.gateways.push_back(entry.scalar);
+          else diagnostics.error(entry.location, "'" + path + ".gateway' entries must be addresses");
+        }
+      } else {
+        node_reader.error_at("gateway", "'" + path + ".gateway' must be an address or a list of up to two (IPv4 and IPv6)");
+      }
+    }
+    int gateways_by_family[7] = {};
+    for (const auto& g : node.gateways) {
+      int family = ip_address_family(g);
+      if (family == 0) {
+        node_reader.error_at("gateway", "'" + path + ".gateway' must be an IPv4 or IPv6 address without prefix, e.g. 10.0.20.1 or "
+                                        "fd00:55::1, got '" + g + "'");
+      } else if (++gateways_by_family[family] == 2) {
+        node_reader.error_at("gateway", "'" + path + ".gateway' has two IPv" + std::to_string(family) +
+                                        " gateways; a node has one default route per address family");
+      }
     }
     node.install_disk = node_reader.string("install_disk");
     if (node.install_disk && !node.install_disk->starts_with("/dev/")) {
@@ -662,6 +686,30 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
 }
 
 }  // namespace
+
+int ip_address_family(std::string_view text) {
+  if (is_ipv4_address(text)) return 4;
+  // inet_pton takes the RFC 4291 text forms (and a trailing dotted quad) and nothing else: no zone id,
+  // no brackets, no blanks. It needs a NUL-terminated copy.
+  in6_addr address{};
+  std::string copy(text);
+  if (text.find(':') != std::string_view::npos && ::inet_pton(AF_INET6, copy.c_str(), &address) == 1) return 6;
+  return 0;
+}
+
+int ip_cidr_family(std::string_view text) {
+  std::size_t slash = text.rfind('/');
+  if (slash == std::string_view::npos) return 0;
+  int family = ip_address_family(text.substr(0, slash));
+  std::string_view prefix = text.substr(slash + 1);
+  if (family == 0 || prefix.empty() || prefix.size() > 3 || (prefix.size() > 1 && prefix.front() == '0')) return 0;
+  unsigned value = 0;
+  for (char c : prefix) {
+    if (c < '0' || c > '9') return 0;
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  return value <= (family == 4 ? 32u : 128u) ? family : 0;
+}
 
 const char* to_string(ProfileKind kind) {
   switch (kind) {

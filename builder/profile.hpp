@@ -17,6 +17,11 @@
 namespace aggrik8s::builder {
 
 enum class ProfileKind { rpi5_rke2, talos_iso };
+// 4 or 6 when `text` is an IPv4 (dotted quad) or IPv6 (inet_pton syntax, no zone) address, else 0.
+int ip_address_family(std::string_view text);
+// 4 or 6 when `text` is such an address with a prefix length ("/24": 0..32, "/64": 0..128), else 0.
+int ip_cidr_family(std::string_view text);
+
 const char* to_string(ProfileKind kind);
 
 struct Rke2Settings {
@@ -96,8 +101,8 @@ struct TalosNode {
   std::optional<std::string> mac;    // aa:bb:cc:dd:ee:ff
   std::optional<std::string> uuid;   // SMBIOS UUID
   std::string hostname;
-  std::vector<std::string> addresses;
-  std::optional<std::string> gateway;
+  std::vector<std::string> addresses;  // CIDR, IPv4 and/or IPv6 ("10.0.20.11/24", "fd00:55::12/64")
+  std::vector<std::string> gateways;   // default routes: at most one IPv4 and one IPv6
   std::optional<std::string> install_disk;
   std::vector<TalosPatch> patches;   // profile-wide patches first, then the node's
   std::vector<std::string> kernel_args;

@@ -4,9 +4,14 @@
 //   - each machine config secret: parsed and checked (file:line:col),
 //   - per node: the patches applied in order, then the node's own fields, and the result checked
 //     (file:line:col of the failing patch operation, or node/field),
-//   - the netboot kernel command line, which depends only on the profile, within 4096 bytes.
-// The ISO outputs' command lines also depend on the ISO's grub.cfg and UKIs; build checks them once
-// it has read the ISO.
+//   - every kernel command line against what the kernel it boots keeps (its setup header's
+//     cmdline_size: 2047 bytes for Talos' kernels), counting what the boot loader adds (GRUB's
+//     "BOOT_IMAGE=/boot/vmlinuz ", iPXE's image name under UEFI). A longer line is cut silently and
+//     its last arguments (talos.config=...) are lost.
+// The ISO outputs' command lines depend on the ISO's grub.cfg and UKIs, and every limit on the kernel:
+// build reads them from its inputs; validate reads them when the inputs are local files, and
+// otherwise checks against the 2047 bytes every x86-64 and arm64 kernel keeps (COMMAND_LINE_SIZE).
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +19,7 @@
 #include "builder/profile.hpp"
 #include "builder/talos_kernel_args.hpp"
 #include "builder/talos_machine_config.hpp"
+#include "builder/uki_boot_files.hpp"
 #include "core/diagnostics.hpp"
 #include "core/sha256.hpp"
 
@@ -37,13 +43,36 @@ std::vector<TalosNodeConfig> prepare_talos_node_configs(const Profile& profile,
 // a ${...} the node cannot fill.
 std::vector<std::string> talos_netboot_command_line(const TalosVersion& version, const TalosNode& node,
                                                     const std::string& netboot_url);
-// The line as the kernel receives it from iPXE; too long -> an error at "<node>/kernel_args".
-void check_talos_netboot_command_line(const std::vector<std::string>& args, const TalosNode& node,
-                                      Diagnostics& diagnostics);
+// A kernel a command line is meant for: where it is (for messages) and what it keeps.
+struct TalosKernel {
+  std::string where;  // "/cache/metal-amd64.iso:/boot/vmlinuz"
+  KernelCommandLineLimit limit;
+};
+// COMMAND_LINE_SIZE 2048 of x86-64 and arm64 kernels, for validate when it cannot read the kernel.
+TalosKernel assumed_talos_kernel(const std::string& where);
+// The limit of a kernel file, or of /boot/vmlinuz in an ISO. Throws Error naming the file.
+TalosKernel read_talos_kernel(const std::filesystem::path& file, const std::string& where);
+TalosKernel read_talos_iso_kernel(const std::filesystem::path& iso, const std::string& where);
 
-// All of the above that needs no input file, for `validate`: configs and patches of every node, and,
-// when the profile states talos.version, the netboot command lines (errors) and, for the ISO
-// outputs, an estimate with Talos' default arguments in place of the ISO's own (a warning).
+// boot.ipxe's kernel line as each iPXE build hands it to `kernel` (with initrd=): too long -> an error
+// at "<node>/kernel_args".
+void check_talos_netboot_command_line(const std::vector<std::string>& args, const TalosNode& node,
+                                      const TalosKernel& kernel, Diagnostics& diagnostics);
+
+// The ISO's boot entries as build writes them with `add_args` appended: every GRUB menu entry (the
+// kernel /boot/vmlinuz, GRUB's prefix) and every UKI .cmdline (the UKI's own kernel). Errors at
+// `where`, each message starting with `subject` ("iso: kernel command line for node cp1").
+void check_talos_iso_command_lines(const std::string& grub_cfg, const TalosKernel& grub_kernel, const TalosIsoUkis& ukis,
+                                   const std::vector<std::string>& add_args, const std::string& subject,
+                                   const SourceLocation& where, Diagnostics& diagnostics);
+
+// The arguments every node has, in the first node's order: all the shared boot ISO can carry.
+std::vector<std::string> talos_shared_kernel_args(const std::vector<const TalosNode*>& nodes);
+
+// All of the above for `validate`, without downloading: configs and patches of every node; the ISO
+// outputs' command lines from the ISO when talos.iso is a local file (else, with talos.version, an
+// estimate with Talos' default arguments, a lower bound: an error when even that is too long); the
+// netboot command lines when talos.version (or a local ISO's volume id) gives the version.
 void check_talos_profile(const Profile& profile, Diagnostics& diagnostics);
 
 }  // namespace aggrik8s::builder

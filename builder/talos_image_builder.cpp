@@ -32,8 +32,6 @@ namespace {
 
 constexpr const char* shared_boot_iso_name = "talos-metal-iso.iso";
 constexpr const char* metal_iso_arg = "talos.config=metal-iso";
-// GRUB's `linux` puts this in front of the arguments it passes (the stand-in's boot log shows it).
-constexpr std::string_view grub_boot_image_prefix = "BOOT_IMAGE=/boot/vmlinuz ";
 
 bool wants(const Profile& profile, const std::string& output) {
   const auto& o = profile.talos.outputs;
@@ -115,19 +113,6 @@ std::vector<NodePlan> plan_node_configs(const Profile& profile, const std::vecto
   }
   diagnostics.throw_if_errors(profile.file.string() + ": machine configs");
   return plans;
-}
-
-// The arguments every node has, in the first node's order: all a shared boot ISO can carry.
-std::vector<std::string> common_kernel_args(const std::vector<NodePlan>& plans) {
-  std::vector<std::string> common;
-  if (plans.empty()) return common;
-  for (const auto& arg : plans.front().node->kernel_args) {
-    bool everywhere = std::all_of(plans.begin(), plans.end(), [&](const NodePlan& p) {
-      return std::find(p.node->kernel_args.begin(), p.node->kernel_args.end(), arg) != p.node->kernel_args.end();
-    });
-    if (everywhere) common.push_back(arg);
-  }
-  return common;
 }
 
 std::string without_trailing_slash(std::string url) {
@@ -226,7 +211,11 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   // Talos >= 1.12 reads an embedded config; older versions only the metal-iso volume.
   bool embed_config = version->at_least(1, 12);
 
-  // 3. command lines
+  // 3. command lines, against what the kernel each one boots keeps (its setup header's cmdline_size)
+  std::optional<TalosKernel> iso_kernel;
+  if (iso) iso_kernel = read_talos_iso_kernel(iso->path, iso->source.location + ":/boot/vmlinuz");
+  std::optional<TalosKernel> netboot_kernel_limit = iso_kernel;
+  if (kernel) netboot_kernel_limit = read_talos_kernel(kernel->path, kernel->source.location);
   Diagnostics cmdline_problems;
   std::string netboot_base = talos.netboot_url ? without_trailing_slash(*talos.netboot_url) : "";
   for (auto& plan : plans) {
@@ -234,25 +223,18 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     if (wants(profile, "iso")) {
       std::vector<std::string> add = node.kernel_args;
       add.push_back(metal_iso_arg);
-      EditedGrubConfig edited = edit_grub_config(grub_cfg, {add, {}});
-      plan.iso_command_line = split_kernel_args(edited.command_lines.front());
-      for (const auto& line : edited.command_lines) {
-        if (auto problem = check_kernel_command_line(std::string(grub_boot_image_prefix) + line)) {
-          cmdline_problems.error({node.name + "/kernel_args", 0, 0}, "iso: " + *problem);
-        }
-      }
-      for (const auto& line : ukis.command_lines_with(add)) {
-        if (auto problem = check_kernel_command_line(line)) {
-          cmdline_problems.error({node.name + "/kernel_args", 0, 0}, "iso (UKI): " + *problem);
-        }
-      }
+      plan.iso_command_line = split_kernel_args(edit_grub_config(grub_cfg, {add, {}}).command_lines.front());
+      check_talos_iso_command_lines(grub_cfg, *iso_kernel, ukis, add, "iso: kernel command line for node " + node.name,
+                                    {node.name + "/kernel_args", 0, 0}, cmdline_problems);
     }
     if (wants(profile, "netboot")) {
       plan.netboot_command_line = talos_netboot_command_line(*version, node, netboot_base);
-      check_talos_netboot_command_line(plan.netboot_command_line, node, cmdline_problems);
+      check_talos_netboot_command_line(plan.netboot_command_line, node, *netboot_kernel_limit, cmdline_problems);
     }
   }
-  std::vector<std::string> shared_args = common_kernel_args(plans);
+  std::vector<const TalosNode*> planned_nodes;
+  for (const auto& plan : plans) planned_nodes.push_back(plan.node);
+  std::vector<std::string> shared_args = talos_shared_kernel_args(planned_nodes);
   bool make_shared_boot_iso = false;
   if (wants(profile, "config-iso") && iso) {
     std::vector<std::string> add = shared_args;
@@ -262,14 +244,8 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     // talos.config=metal-iso in extraKernelArgs) is the shared boot ISO as it is.
     make_shared_boot_iso = edited.command_lines != edit_grub_config(grub_cfg, {}).command_lines ||
                            ukis.command_lines_with(add) != ukis.command_lines_with({});
-    for (const auto& line : edited.command_lines) {
-      if (auto problem = check_kernel_command_line(std::string(grub_boot_image_prefix) + line)) {
-        cmdline_problems.error({shared_boot_iso_name, 0, 0}, *problem);
-      }
-    }
-    for (const auto& line : ukis.command_lines_with(add)) {
-      if (auto problem = check_kernel_command_line(line)) cmdline_problems.error({shared_boot_iso_name, 0, 0}, "UKI: " + *problem);
-    }
+    check_talos_iso_command_lines(grub_cfg, *iso_kernel, ukis, add, std::string("kernel command line of ") + shared_boot_iso_name,
+                                  {shared_boot_iso_name, 0, 0}, cmdline_problems);
     for (const auto& plan : plans) {
       for (const auto& arg : plan.node->kernel_args) {
         if (std::find(shared_args.begin(), shared_args.end(), arg) == shared_args.end()) {

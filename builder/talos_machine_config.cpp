@@ -172,7 +172,7 @@ void validate_talos_machine_config(const TalosMachineConfig& config, const std::
 ConfigNode talos_node_identity_patch(const TalosNode& node) {
   ConfigNode network = empty_map();
   network.set("hostname", scalar(node.hostname));
-  if (!node.addresses.empty() || node.gateway) {
+  if (!node.addresses.empty() || !node.gateways.empty()) {
     ConfigNode interface = empty_map();
     ConfigNode selector = empty_map();
     // A MAC picks the VM's NIC exactly; without one, the first physical NIC (a Proxmox VM has one).
@@ -185,12 +185,15 @@ ConfigNode talos_node_identity_patch(const TalosNode& node) {
       interface.set("addresses", std::move(addresses));
       interface.set("dhcp", plain_scalar("false"));
     }
-    if (node.gateway) {
-      ConfigNode route = empty_map();
-      route.set("network", scalar("0.0.0.0/0"));
-      route.set("gateway", scalar(*node.gateway));
+    if (!node.gateways.empty()) {
+      // A default route per gateway, of its own family (Talos takes IPv6 routes as it takes IPv4 ones).
       ConfigNode routes = empty_list();
-      routes.items.push_back(std::move(route));
+      for (const auto& gateway : node.gateways) {
+        ConfigNode route = empty_map();
+        route.set("network", scalar(ip_address_family(gateway) == 6 ? "::/0" : "0.0.0.0/0"));
+        route.set("gateway", scalar(gateway));
+        routes.items.push_back(std::move(route));
+      }
       interface.set("routes", std::move(routes));
     }
     ConfigNode interfaces = empty_list();

@@ -37,16 +37,34 @@ void write_bytes(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
   }
 }
 
+// The kernel in the UKI states its own command line limit (x86: the setup header at the start of
+// .linux); parse_pe has checked that the raw data lies within the file.
+KernelCommandLineLimit linux_section_limit(const std::vector<std::uint8_t>& uki, const PeLayout& layout) {
+  for (const auto& section : layout.sections) {
+    if (section.name != ".linux") continue;
+    std::uint32_t size = section.virtual_size != 0 ? std::min(section.raw_size, section.virtual_size) : section.raw_size;
+    std::span<const std::uint8_t> raw(uki.data() + section.raw_offset, size);
+    try {
+      return kernel_command_line_limit(raw);
+    } catch (const Error& e) {
+      throw Error(std::string(".linux: ") + e.what());
+    }
+  }
+  throw Error("no .linux section: not a unified kernel image");
+}
+
 }  // namespace
 
 TalosIsoUkis TalosIsoUkis::read(const fs::path& iso, const std::vector<std::string>& iso_files) {
   TalosIsoUkis ukis;
   ukis.iso_ = iso;
   auto add = [&](std::vector<Uki>& to, std::string path, std::vector<std::uint8_t> bytes, const std::string& where) {
-    Uki uki{std::move(path), std::move(bytes), {}};
+    Uki uki{std::move(path), std::move(bytes), {}, {}};
     try {
       uki.command_lines = uki_command_lines(uki.bytes);
-      ukis.any_signed_ = ukis.any_signed_ || parse_pe(uki.bytes).signed_image();
+      PeLayout layout = parse_pe(uki.bytes);
+      ukis.any_signed_ = ukis.any_signed_ || layout.signed_image();
+      uki.limit = linux_section_limit(uki.bytes, layout);
     } catch (const Error& e) {
       throw Error(iso.string() + ": " + where + "/" + uki.path + ": " + e.what());
     }
@@ -86,6 +104,22 @@ std::vector<std::string> TalosIsoUkis::command_lines_with(const std::vector<std:
   for (const auto* set : {&in_tree_, &in_partition_}) {
     for (const auto& u : *set) {
       for (const auto& line : u.command_lines) out.push_back(uki_command_line_with(line, add_args));
+    }
+  }
+  return out;
+}
+
+std::vector<TalosIsoUkis::CommandLine> TalosIsoUkis::command_lines_and_limits_with(
+    const std::vector<std::string>& add_args) const {
+  std::vector<CommandLine> out;
+  std::vector<std::string> where = locations();
+  std::size_t index = 0;
+  for (const auto* set : {&in_tree_, &in_partition_}) {
+    for (const auto& u : *set) {
+      // The kernel's place for messages: "<iso>:/EFI/Linux/x.efi", "<iso> EFI partition 2:/EFI/Linux/x.efi".
+      std::string kernel = iso_.string() + (set == &in_tree_ ? ":" : " ") + where[index];
+      for (const auto& line : u.command_lines) out.push_back({kernel, uki_command_line_with(line, add_args), u.limit});
+      ++index;
     }
   }
   return out;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "builder/linux_kernel_image.hpp"
 #include "builder/talos_iso_image.hpp"
 #include "builder/uki_image.hpp"
 
@@ -25,6 +26,12 @@ class TalosIsoUkis {
   std::vector<std::string> locations() const;
   // Every .cmdline of every UKI as `add_args` would make it (for length checks before any work).
   std::vector<std::string> command_lines_with(const std::vector<std::string>& add_args) const;
+  struct CommandLine {
+    std::string location;          // the ISO and the UKI in it, as locations() names it
+    std::string text;
+    KernelCommandLineLimit limit;  // of the kernel in the UKI's .linux section
+  };
+  std::vector<CommandLine> command_lines_and_limits_with(const std::vector<std::string>& add_args) const;
 
   struct Applied {
     std::vector<std::string> command_lines;  // of the first UKI, for the manifest
@@ -40,6 +47,7 @@ class TalosIsoUkis {
     std::string path;  // without leading '/'
     std::vector<std::uint8_t> bytes;
     std::vector<std::string> command_lines;
+    KernelCommandLineLimit limit;
   };
   std::filesystem::path iso_;
   std::vector<Uki> in_tree_;

@@ -31,9 +31,10 @@ Command validate_command() {
                    "types, missing fields, malformed checksums and addresses, secret files that cannot be read.\n"
                    "For talos-iso profiles also what build checks before any work: each machine config's\n"
                    "structure, every node's patches (FILE:LINE:COL of the failing operation, or NODE/FIELD),\n"
-                   "and, with the netboot output and talos.version set, the kernel command line's 4096 bytes.\n"
-                   "The ISO outputs' command lines depend on the ISO; build checks them once it has read it\n"
-                   "(validate warns when Talos' default arguments would already make them too long).",
+                   "and every kernel command line against what the kernel keeps (its cmdline_size, 2047 bytes\n"
+                   "for Talos' kernels) with the boot loader's own bytes (GRUB's BOOT_IMAGE=..., iPXE's image\n"
+                   "name). The ISO outputs' lines are read from talos.iso when it is a local file; for a download\n"
+                   "validate checks Talos' default arguments plus the node's (a lower bound) and build the rest.",
                    {{"json", '\0', "", "machine-readable output"}},
                    1,
                    1000};

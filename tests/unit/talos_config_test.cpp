@@ -4,6 +4,7 @@
 
 #include "builder/talos_config_patch.hpp"
 #include "builder/talos_machine_config.hpp"
+#include "tests/test_support.hpp"
 
 using namespace aggrik8s;
 using namespace aggrik8s::builder;
@@ -198,7 +199,7 @@ TEST_CASE("talos: the node identity patch sets hostname, interface and install d
   TalosNode node = node_named("cp1");
   node.mac = "bc:24:11:00:20:11";
   node.addresses = {"10.0.20.11/24"};
-  node.gateway = "10.0.20.1";
+  node.gateways = {"10.0.20.1"};
   node.install_disk = "/dev/vda";
   ConfigNode patch = talos_node_identity_patch(node);
   CHECK(at(patch, {"machine", "network", "hostname"}).scalar == "cp1");
@@ -263,4 +264,89 @@ TEST_CASE("talos: node config errors: bad patch, changed type, missing install d
     CHECK(all(d).find("cp4/machine.install.disk: no install disk") != std::string::npos);
     CHECK(all(d).find("SECRET") == std::string::npos);
   }
+}
+
+TEST_CASE("talos: node addresses are IPv4 or IPv6 CIDR, checked as inet_pton reads them", "[talos][config][ipv6]") {
+  CHECK(ip_cidr_family("10.0.20.11/24") == 4);
+  CHECK(ip_cidr_family("10.0.20.11/32") == 4);
+  CHECK(ip_cidr_family("10.0.20.11/0") == 4);
+  CHECK(ip_cidr_family("fd00:55::12/64") == 6);
+  CHECK(ip_cidr_family("fd00:55::12/128") == 6);
+  CHECK(ip_cidr_family("::/0") == 6);
+  CHECK(ip_cidr_family("::ffff:10.0.0.1/96") == 6);
+  CHECK(ip_cidr_family("2001:db8:0:0:0:0:0:1/48") == 6);
+  for (const char* bad : {"fd00:55::12", "fd00:55::12/129", "10.0.20.11/33", "fd00:55::12/", "fd00:55::12/064",
+                          "fd00:55::12/6x", "fd00:55:::12/64", "fd00:55::12%eth0/64", "[fd00:55::12]/64",
+                          "fd00:55::g/64", "10.0.20/24", "010.0.20.11/24", "fd00:55::12/+64", "/64", ""}) {
+    INFO(bad);
+    CHECK(ip_cidr_family(bad) == 0);
+  }
+  CHECK(ip_address_family("10.0.20.1") == 4);
+  CHECK(ip_address_family("fe80::1") == 6);
+  CHECK(ip_address_family("fd00:55::1/64") == 0);
+  CHECK(ip_address_family("cp1") == 0);
+}
+
+TEST_CASE("talos: an IPv6 or dual-stack node gets its addresses and a default route per family",
+          "[talos][config][ipv6]") {
+  TalosNode node = node_named("cp1");
+  node.mac = "bc:24:11:00:20:11";
+  node.addresses = {"10.0.20.11/24", "fd00:55::12/64"};
+  node.gateways = {"10.0.20.1", "fd00:55::1"};
+  std::string yaml = to_yaml(talos_node_identity_patch(node));
+  INFO(yaml);
+  CHECK(yaml == R"(machine:
+  network:
+    hostname: "cp1"
+    interfaces:
+      - deviceSelector:
+          hardwareAddr: "bc:24:11:00:20:11"
+        addresses:
+          - "10.0.20.11/24"
+          - "fd00:55::12/64"
+        dhcp: false
+        routes:
+          - network: "0.0.0.0/0"
+            gateway: "10.0.20.1"
+          - network: "::/0"
+            gateway: "fd00:55::1"
+)");
+  TalosNode v6 = node_named("w1");
+  v6.addresses = {"fd00:55::21/64"};
+  v6.gateways = {"fe80::1"};
+  ConfigNode patch = talos_node_identity_patch(v6);
+  const ConfigNode& route = at(patch, {"machine", "network", "interfaces"}).items[0].find("routes")->items[0];
+  CHECK(route.find("network")->scalar == "::/0");
+  CHECK(route.find("gateway")->scalar == "fe80::1");
+}
+
+TEST_CASE("talos: profiles take IPv6 node addresses and gateways and refuse malformed ones", "[talos][config][ipv6]") {
+  test::TempDir dir;
+  test::write_file(dir / "cp.yaml", "version: v1alpha1\n");
+  test::run("chmod 600 " + (dir / "cp.yaml").string());
+  std::string head = "kind: talos-iso\nname: t\ntalos:\n  iso: {path: metal-amd64.iso}\n  config: {file: cp.yaml}\nnodes:\n";
+  test::write_file(dir / "good.yaml", head +
+                                          "  - name: cp1\n    addresses: [10.0.20.11/24, fd00:55::12/64]\n"
+                                          "    gateway: [10.0.20.1, fd00:55::1]\n"
+                                          "  - name: w1\n    addresses: [fd00:55::21/64]\n    gateway: fd00:55::1\n");
+  Diagnostics good;
+  auto profile = load_profile(dir / "good.yaml", good, ProfileCheckOptions{false});
+  INFO(all(good));
+  REQUIRE(profile);
+  CHECK(profile->talos_nodes[0].addresses == std::vector<std::string>{"10.0.20.11/24", "fd00:55::12/64"});
+  CHECK(profile->talos_nodes[0].gateways == std::vector<std::string>{"10.0.20.1", "fd00:55::1"});
+  CHECK(profile->talos_nodes[1].gateways == std::vector<std::string>{"fd00:55::1"});
+
+  test::write_file(dir / "bad.yaml", head +
+                                         "  - name: cp1\n    addresses: [fd00:55::12/129]\n"
+                                         "  - name: cp2\n    gateway: [10.0.20.1, 10.0.21.1]\n"
+                                         "  - name: cp3\n    gateway: fd00:55::1/64\n");
+  Diagnostics bad;
+  CHECK_FALSE(load_profile(dir / "bad.yaml", bad, ProfileCheckOptions{false}));
+  std::string text = all(bad);
+  INFO(text);
+  CHECK_THAT(text, Catch::Contains("'nodes[0].addresses' entries must be CIDR addresses like 10.0.0.21/24 or fd00:55::21/64 "
+                                   "(prefix 0-32 for IPv4, 0-128 for IPv6), got 'fd00:55::12/129'"));
+  CHECK_THAT(text, Catch::Contains("'nodes[1].gateway' has two IPv4 gateways"));
+  CHECK_THAT(text, Catch::Contains("'nodes[2].gateway' must be an IPv4 or IPv6 address without prefix"));
 }

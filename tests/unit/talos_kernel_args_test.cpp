@@ -1,4 +1,4 @@
-// Talos kernel command lines and boot files: version defaults, the 4096-byte limit, grub.cfg edits,
+// Talos kernel command lines and boot files: version defaults, the kernel's limit with each loader's bytes, grub.cfg edits,
 // iPXE scripts (and ${...} handling), the newc archive of an embedded config, ISO volume descriptors.
 #include <catch2/catch.hpp>
 
@@ -78,15 +78,63 @@ TEST_CASE("talos: default kernel arguments follow Talos' version steps", "[talos
   CHECK(has(v14, "selinux=1"));
 }
 
-TEST_CASE("talos: kernel arguments append without duplicates and the limit is 4095 bytes", "[talos][cmdline]") {
+TEST_CASE("talos: kernel arguments append without duplicates", "[talos][cmdline]") {
   auto args = append_kernel_args({"a=1", "b"}, {"b", "c=3", "a=1"});
   CHECK(join_kernel_args(args) == "a=1 b c=3");
   CHECK(split_kernel_args("  a=1   b\tc=3\n") == std::vector<std::string>{"a=1", "b", "c=3"});
-  CHECK_FALSE(check_kernel_command_line(std::string(4095, 'x')));
-  auto problem = check_kernel_command_line(std::string(4096, 'x'));
-  REQUIRE(problem);
-  CHECK(problem->find("4096 bytes") != std::string::npos);
-  CHECK(problem->find("at most 4095") != std::string::npos);
+}
+
+TEST_CASE("talos: a command line fits when the loader's bytes and the arguments are within cmdline_size",
+          "[talos][cmdline]") {
+  const KernelCommandLineLimit limit{2047, "setup header cmdline_size at 0x238, boot protocol 2.15"};
+  const KernelCommandLineLoader grub = grub_loader("/boot/vmlinuz");
+  // "BOOT_IMAGE=/boot/vmlinuz " is 25 bytes; " talos.config=metal-iso" 23: the pad makes 2047 in all.
+  auto line = [](std::size_t pad) {
+    return std::vector<std::string>{"x.pad=" + std::string(pad, 'a'), "talos.config=metal-iso"};
+  };
+  std::size_t exact = 2047 - 25 - 23 - 6;
+  CHECK(kernel_command_line_bytes(line(exact), grub) == 2047);
+  CHECK_FALSE(check_kernel_command_line("node cp1", line(exact), grub, limit, "t.iso:/boot/vmlinuz"));
+  auto over = check_kernel_command_line("iso: kernel command line for node cp1", line(exact + 1), grub, limit,
+                                        "t.iso:/boot/vmlinuz");
+  REQUIRE(over);
+  INFO(*over);
+  CHECK(over->starts_with("iso: kernel command line for node cp1 is 2,048 bytes with GRUB's prefix "
+                          "'BOOT_IMAGE=/boot/vmlinuz '; the kernel in t.iso:/boot/vmlinuz keeps at most 2,047 "
+                          "(setup header cmdline_size at 0x238, boot protocol 2.15): 1 bytes too many"));
+  CHECK(over->find("'talos.config=metal-iso' would be lost") != std::string::npos);
+
+  // The issue's case: 2,956 bytes, the end lost.
+  auto issue = check_kernel_command_line("n", line(exact + 909), grub, limit, "k");
+  REQUIRE(issue);
+  CHECK(issue->find("is 2,956 bytes") != std::string::npos);
+
+  // An early argument that crosses the limit takes those after it along.
+  auto early = check_kernel_command_line("n", {"a", std::string(3000, 'b'), "c", "d"}, uki_loader(), limit, "k");
+  REQUIRE(early);
+  CHECK(early->find("through systemd-stub (UKI .cmdline)") != std::string::npos);
+  CHECK(early->find("and the 2 argument(s) after it would be lost") != std::string::npos);
+
+  // GRUB writes \ ' " escaped and an argument with a blank in quotes.
+  CHECK(kernel_command_line_bytes({"a='b'"}, grub) == 25 + 7);
+  CHECK(kernel_command_line_bytes({"a=b c"}, grub) == 25 + 7);
+  CHECK(kernel_command_line_bytes({"a='b'"}, uki_loader()) == 5);
+}
+
+TEST_CASE("talos: iPXE adds its image name under UEFI and keeps one byte fewer under BIOS", "[talos][cmdline]") {
+  const KernelCommandLineLimit limit{2047, "b"};
+  std::vector<std::string> args{std::string(2039, 'x')};  // "vmlinuz " + 2039 = 2047
+  CHECK(kernel_command_line_bytes(args, ipxe_efi_loader("vmlinuz")) == 2047);
+  CHECK_FALSE(check_kernel_command_line("n", args, ipxe_efi_loader("vmlinuz"), limit, "k"));
+  args[0].push_back('x');
+  auto efi = check_kernel_command_line("n", args, ipxe_efi_loader("vmlinuz"), limit, "k");
+  REQUIRE(efi);
+  CHECK(efi->find("with iPXE (UEFI)'s prefix 'vmlinuz '") != std::string::npos);
+  // BIOS: snprintf into cmdline_size bytes keeps cmdline_size - 1 characters.
+  CHECK_FALSE(check_kernel_command_line("n", {std::string(2046, 'x')}, ipxe_bios_loader(), limit, "k"));
+  auto bios = check_kernel_command_line("n", {std::string(2047, 'x')}, ipxe_bios_loader(), limit, "k");
+  REQUIRE(bios);
+  CHECK(bios->find("iPXE (BIOS) keeps 1 fewer") != std::string::npos);
 }
 
 TEST_CASE("talos: grub.cfg edits touch every linux and initrd line of a Talos config", "[talos][grub]") {
