@@ -133,6 +133,40 @@ xorriso -indev "$WORK/out111/cp1.iso" -find /boot -name 'embedded-config*' 2>/de
 grep -q '"config_method": "metal-iso"' "$WORK/out111/manifest.json" || fail "v1.11 config method"
 pass "v1.11: metal-iso method only"
 
+# The kernel command line limit: the stand-in's kernel (Debian's, like Talos') states cmdline_size 2047 in
+# its setup header, and GRUB's "BOOT_IMAGE=/boot/vmlinuz " counts. Node lim carries
+# talos.experimental.wipe=system itself so that both GRUB entries ("Talos ISO" and "Reset", which adds
+# that argument) have the same length: the default entry, the one that boots, is then exactly at the limit.
+# validate reads the local ISO and names the byte count; the pad is sized from it.
+limit_profile() {  # limit_profile PAD_LENGTH FILE
+  cat >"$2" <<YAML
+kind: talos-iso
+name: e2e-limit
+talos:
+  iso: {path: $TALOS_FIXTURE/metal-amd64.iso}
+  config: {file: $WORK/controlplane.yaml}
+  outputs: [iso]
+nodes:
+  - name: lim
+    install_disk: /dev/vda
+    kernel_args: [console=ttyS0, talos.experimental.wipe=system, x.pad=$(head -c "$1" /dev/zero | tr '\0' a)]
+YAML
+}
+limit_profile 3000 "$WORK/limit-probe.yaml"
+expect_status 1 "validate refuses a 3000-byte pad against the ISO's kernel" -- "$CLI" validate "$WORK/limit-probe.yaml"
+expect_output "lim/kernel_args: iso: kernel command line for node lim \(GRUB menu entry 1\) is [0-9,]+ bytes with GRUB's prefix 'BOOT_IMAGE=/boot/vmlinuz '; the kernel in .*/metal-amd64.iso:/boot/vmlinuz keeps at most 2,047 \(setup header cmdline_size at 0x238" \
+  "validate names the line's bytes, GRUB's prefix and the kernel's cmdline_size"
+PROBE_BYTES=$(grep -o 'node lim (GRUB menu entry 1) is [0-9,]* bytes' "$WORK/last.out" | head -n 1 | grep -o '[0-9,]* bytes' | tr -d ', bytes')
+AT_LIMIT_PAD=$((3000 - (PROBE_BYTES - 2047)))
+limit_profile "$AT_LIMIT_PAD" "$WORK/limit.yaml"
+expect_status 0 "build a node ISO whose GRUB command line is exactly 2047 bytes" -- \
+  "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out-limit" "$WORK/limit.yaml"
+limit_profile $((AT_LIMIT_PAD + 1)) "$WORK/limit-over.yaml"
+expect_status 1 "build refuses one byte over" -- "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out-over" "$WORK/limit-over.yaml"
+expect_output "node lim \(GRUB menu entry 1\) is 2,048 bytes with GRUB's prefix 'BOOT_IMAGE=/boot/vmlinuz '; the kernel in .* keeps at most 2,047 .*: 1 bytes too many, 'talos.config=metal-iso' would be lost" \
+  "the refusal names 2,048 bytes, the limit and the argument that would be lost"
+[ -z "$(ls -A "$WORK/out-over" 2>/dev/null)" ] || fail "the refused build wrote $(ls "$WORK/out-over")"
+
 # ---- boots (TCG: ~15 s each) ----
 grep_log() { grep -a -q -- "$1" "$2" || { grep -a talos-standin "$2" >&2; fail "$3: serial log lacks /$1/"; }; }
 
@@ -170,4 +204,16 @@ grep_log 'talos-standin: config-source: metal-iso /dev/sr' "$WORK/ovmf.log" "OVM
 grep_log 'talos-standin: config: *hostname: "\?cp2' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
 grep_log 'talos-standin: config: *rack: "\?b' "$WORK/ovmf.log" "OVMF shared ISO + cp2-config.iso"
 pass "OVMF: the shared ISO (its UKI edited) finds cp2's config on the metal-iso CD-ROM"
+# The ISO at the limit under SeaBIOS: the kernel's /proc/cmdline is all 2047 bytes, the last argument whole.
+timeout 120 qemu-system-x86_64 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/limit.log" -no-reboot \
+  -cdrom "$WORK/out-limit/lim.iso" -boot d </dev/null >"$WORK/limit.qemu" 2>&1 || true
+grep_log 'talos-standin: done' "$WORK/limit.log" "SeaBIOS lim.iso (command line at the limit)"
+LIMIT_CMDLINE=$(grep -a '^talos-standin: cmdline: ' "$WORK/limit.log" | head -n 1 | tr -d '\r' | sed 's/^talos-standin: cmdline: //')
+[ "${#LIMIT_CMDLINE}" = 2047 ] || fail "lim.iso: /proc/cmdline is ${#LIMIT_CMDLINE} bytes, expected 2047: ${LIMIT_CMDLINE:0:80}...${LIMIT_CMDLINE: -80}"
+case "$LIMIT_CMDLINE" in
+  BOOT_IMAGE=/boot/vmlinuz\ *" x.pad=$(head -c "$AT_LIMIT_PAD" /dev/zero | tr '\0' a) talos.config=metal-iso") ;;
+  *) fail "lim.iso: /proc/cmdline does not end with the whole pad and talos.config=metal-iso: ...${LIMIT_CMDLINE: -80}" ;;
+esac
+grep_log 'talos-standin: config-source: embedded-config extension' "$WORK/limit.log" "SeaBIOS lim.iso"
+pass "SeaBIOS: lim.iso boots with a 2047-byte command line, kept whole by GRUB and the kernel"
 echo "talos_iso_qemu: $CHECKS checks passed"
