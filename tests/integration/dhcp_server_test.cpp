@@ -368,7 +368,7 @@ std::optional<std::uint32_t> lease_for(Client& client, DhcpPacket packet, std::u
 }
 }  // namespace
 
-TEST_CASE("dhcp server: clients keyed by option 61; clients with neither it nor a chaddr are refused", "[dhcp]") {
+TEST_CASE("dhcp server: clients keyed by option 61, clients with neither it nor a chaddr refused", "[dhcp]") {
   TempDir dir;
   auto lease_file = dir.path() / "leases";
   std::uint32_t first = 0, second = 0;

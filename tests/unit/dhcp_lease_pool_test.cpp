@@ -186,7 +186,7 @@ TEST_CASE("dhcp lease pool: leases by client identifier, reservations still by M
   CHECK(back.size() == 2);
 }
 
-TEST_CASE("dhcp lease pool: a torn last record (no newline) is left out; old MAC-keyed files load as before", "[dhcp]") {
+TEST_CASE("dhcp lease pool: a torn last record (no newline) is left out, old MAC-keyed files load as before", "[dhcp]") {
   std::string torn;
   auto leases = parse_dhcp_leases("aa 10.98.0.10 5\nbb 10.98.0.11 17000", "leases", &torn);
   REQUIRE(leases.size() == 1);
