@@ -4,23 +4,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
-#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 
 #include "core/error.hpp"
+#include "netboot/confined_file.hpp"
 
 namespace aggrik8s::netboot {
 namespace {
-
-bool is_inside(const std::string& candidate, const std::string& root) {
-  if (root == "/") return true;
-  return candidate.size() > root.size() && candidate.compare(0, root.size(), root) == 0 &&
-         candidate[root.size()] == '/';
-}
 
 std::optional<std::string> real_path(const std::string& path, int& error) {
   std::unique_ptr<char, decltype(&std::free)> resolved(::realpath(path.c_str(), nullptr), &std::free);
@@ -91,56 +84,17 @@ TftpOpenedFile TftpRoot::open(std::string_view requested, std::span<const std::s
 }
 
 TftpOpenedFile TftpRoot::open_relative(const std::string& relative) const {
+  ConfinedFile confined = open_confined_file(root_, relative);
   TftpOpenedFile result;
-  const std::string root = root_.string();
-  const std::string candidate = root + "/" + relative;
-
-  // realpath() follows every link, so the prefix check sees where the name really leads.
-  int error = 0;
-  auto resolved = real_path(candidate, error);
-  if (!resolved) {
-    result.status = (error == ENOENT || error == ENOTDIR) ? TftpOpenStatus::not_found
-                                                          : TftpOpenStatus::access_violation;
-    result.reason = candidate + ": " + std::strerror(error);
-    return result;
+  switch (confined.status) {
+    case ConfinedFileStatus::opened: result.status = TftpOpenStatus::opened; break;
+    case ConfinedFileStatus::not_found: result.status = TftpOpenStatus::not_found; break;
+    case ConfinedFileStatus::refused: result.status = TftpOpenStatus::access_violation; break;
   }
-  if (!is_inside(*resolved, root)) {
-    result.status = TftpOpenStatus::access_violation;
-    result.reason = candidate + " resolves to " + *resolved + ", outside the TFTP root";
-    return result;
-  }
-  // O_NOFOLLOW: if the resolved name was swapped for a link since realpath(), refuse rather than
-  // follow it; O_NONBLOCK: a FIFO placed in the root must not hang the server.
-  FileDescriptor fd(::open(resolved->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-  if (!fd) {
-    error = errno;
-    result.status = error == ENOENT ? TftpOpenStatus::not_found : TftpOpenStatus::access_violation;
-    result.reason = *resolved + ": " + std::strerror(error);
-    return result;
-  }
-  struct stat info {};
-  if (::fstat(fd.get(), &info) != 0 || !S_ISREG(info.st_mode)) {
-    result.status = TftpOpenStatus::access_violation;
-    result.reason = *resolved + " is not a regular file";
-    return result;
-  }
-  // A directory component could also have been swapped between realpath() and open(); the kernel's
-  // name for the open descriptor settles where it really is.
-  std::array<char, PATH_MAX> link{};
-  std::string proc = "/proc/self/fd/" + std::to_string(fd.get());
-  ssize_t length = ::readlink(proc.c_str(), link.data(), link.size() - 1);
-  if (length > 0) {
-    std::string actual(link.data(), static_cast<std::size_t>(length));
-    if (!is_inside(actual, root)) {
-      result.status = TftpOpenStatus::access_violation;
-      result.reason = candidate + " was opened as " + actual + ", outside the TFTP root";
-      return result;
-    }
-  }
-  result.status = TftpOpenStatus::opened;
-  result.fd = std::move(fd);
-  result.path = *resolved;
-  result.size = static_cast<std::uint64_t>(info.st_size);
+  result.fd = std::move(confined.fd);
+  result.path = std::move(confined.path);
+  result.size = confined.size;
+  result.reason = std::move(confined.reason);
   return result;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // Where a TFTP request lands on disk. The server root is the only tree a client may read: a leading '/'
 // is taken as the root (PXE ROMs and U-Boot send both "/pxelinux.0" and "pxelinux.0"), ".." is refused
-// outright (as tftp-hpa does), and symbolic links are followed only while they stay inside the root.
+// outright (as tftp-hpa does). The file is then opened by open_confined_file (netboot/confined_file.hpp),
+// which HTTP uses too: links placed in the root are followed, out of it only to world-readable files.
 //
 // Per-client directories: the caller may name prefixes to try first ("<root>/9ffefdef/config.txt",
 // "<root>/dc-a6-32-01-02-03/cmdline.txt") before the shared "<root>/config.txt".
@@ -30,7 +31,7 @@ enum class TftpOpenStatus { opened, not_found, access_violation };
 struct TftpOpenedFile {
   TftpOpenStatus status = TftpOpenStatus::not_found;
   FileDescriptor fd;
-  std::filesystem::path path;  // resolved (symlinks followed) absolute path
+  std::filesystem::path path;  // where the name led (symlinks followed), absolute
   std::uint64_t size = 0;
   std::string reason;  // for logs when not opened; never sent verbatim to clients
 };

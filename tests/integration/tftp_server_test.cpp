@@ -263,6 +263,7 @@ TEST_CASE("tftp server: a 40 MiB file crosses the block number rollover at 512-b
 TEST_CASE("tftp server: traversal, absolute paths, symlink escapes and writes are refused with an ERROR", "[tftp][server]") {
   TempDir dir;
   aggrik8s::test::write_file(dir / "secret", "do not serve");
+  fs::permissions(dir / "secret", fs::perms::owner_read | fs::perms::owner_write);  // not world-readable
   aggrik8s::test::write_file(dir / "root/ok.txt", "ok");
   fs::create_symlink(dir / "secret", dir / "root/link-out");
   RunningServer server(dir / "root");
@@ -353,13 +354,16 @@ TEST_CASE("tftp server: duplicate ACKs do not cause duplicate DATA (no Sorcerer'
 TEST_CASE("tftp server: a client that vanishes is dropped after bounded retransmissions", "[tftp][server]") {
   TempDir dir;
   aggrik8s::test::write_file(dir / "root/file", random_bytes(4096, 6));
-  RunningServer server(dir / "root", 100ms, 3);
+  // 250 ms, not less: on a loaded 2-core machine (QEMU guests alongside) wake-ups slip by 100 ms and
+  // more, which made a 100 ms schedule look neither complete nor doubling.
+  RunningServer server(dir / "root", 250ms, 3);
   RawClient client;
   client.send(server.port(), read_request("file"));
-  // The original DATA 1 and three retransmissions backing off (100, 200, 400 ms), then silence.
+  // The original DATA 1 and three retransmissions backing off (250, 500, 1000 ms), then silence; the
+  // server has given up 2 s after the last one, so 4 s without a packet means it stopped.
   std::vector<std::chrono::steady_clock::time_point> arrivals;
   std::vector<RawClient::Received> copies;
-  while (auto next = client.receive(1500ms)) {
+  while (auto next = client.receive(copies.empty() ? 10'000ms : 4'000ms)) {
     arrivals.push_back(std::chrono::steady_clock::now());
     copies.push_back(std::move(*next));
   }
@@ -368,7 +372,7 @@ TEST_CASE("tftp server: a client that vanishes is dropped after bounded retransm
   for (std::size_t i = 2; i < arrivals.size(); ++i) {
     auto gap = arrivals[i] - arrivals[i - 1];
     auto previous = arrivals[i - 1] - arrivals[i - 2];
-    CHECK(gap > previous * 3 / 2);  // doubling, with room for scheduling jitter
+    CHECK(gap > previous * 5 / 4);  // doubling (a constant interval would be 1x), with room for jitter
   }
   auto events = server.observer->wait_for_ended(1);
   REQUIRE(events.size() == 1);
@@ -519,4 +523,47 @@ TEST_CASE("tftp server: remap rules and per-client directories apply before the 
   auto denied = expect_error(client, server.port(), read_request("private/key"));
   CHECK(denied.code == TftpErrorCode::access_violation);
   CHECK(denied.message == "No private files");
+}
+
+TEST_CASE("tftp server: a remap rule that produces '..' cannot lead out of the root", "[tftp][server]") {
+  TempDir dir;
+  aggrik8s::test::write_file(dir / "secret", "do not serve");
+  aggrik8s::test::write_file(dir / "root/ok.txt", "ok");
+  auto remap = std::make_shared<const TftpRemapRules>(TftpRemapRules::parse(
+      "r ^up/(.*) ../\\1\n"
+      "rg \\\\ /\n",  // Windows clients' backslashes become separators, so "..\\x" becomes "../x"
+      "test.map"));
+  RunningServer server(dir / "root", 1000ms, 5, [&](TftpServerConfig& config) { config.remap = remap; });
+  RawClient client;
+  CHECK(expect_error(client, server.port(), read_request("up/secret")).code == TftpErrorCode::access_violation);
+  CHECK(expect_error(client, server.port(), read_request("..\\secret")).code == TftpErrorCode::access_violation);
+  CHECK(expect_error(client, server.port(), read_request("a\\..\\..\\secret")).code == TftpErrorCode::access_violation);
+  auto hpa = run(bounded("tftp -m binary 127.0.0.1 " + server.port_text() + " -c get up/secret " + (dir / "got").string()));
+  CHECK_THAT(hpa.output, Catch::Contains("Error code 2"));
+  CHECK_FALSE((fs::exists(dir / "got") && aggrik8s::test::read_file(dir / "got") == "do not serve"));
+}
+
+// Debian 12's ipxe package links /usr/lib/ipxe/ipxe.efi to /boot/ipxe.efi; docs/netboot.md names
+// /usr/lib/ipxe as the TFTP root, so UEFI clients must get the file behind that link.
+TEST_CASE("tftp server: the documented root /usr/lib/ipxe serves every iPXE binary of Debian 12", "[tftp][server]") {
+  if (!fs::is_symlink("/usr/lib/ipxe/ipxe.efi") || !fs::exists("/boot/ipxe.efi")) {
+    WARN("Debian's ipxe package is not installed: skipped");
+    return;
+  }
+  TempDir dir;
+  RunningServer server("/usr/lib/ipxe");
+  std::string host = "127.0.0.1 " + server.port_text();
+  const std::vector<std::pair<std::string, fs::path>> files = {
+      {"ipxe.efi", "/boot/ipxe.efi"}, {"snponly.efi", "/usr/lib/ipxe/snponly.efi"}, {"undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe"}};
+  for (const auto& [name, original] : files) {
+    INFO(name);
+    auto hpa = run(bounded("tftp -m binary " + host + " -c get " + name + " " + (dir / ("hpa-" + name)).string()));
+    INFO(hpa.output);
+    CHECK(aggrik8s::test::read_file(dir / ("hpa-" + name)) == aggrik8s::test::read_file(original));
+    auto atftp = run(bounded("atftp --option 'blksize 1468' -g -r " + name + " -l " + (dir / ("atftp-" + name)).string() + " " + host));
+    INFO(atftp.output);
+    CHECK(aggrik8s::test::read_file(dir / ("atftp-" + name)) == aggrik8s::test::read_file(original));
+  }
+  CHECK(server.observer->wait_for_ended(6).size() == 6);
+  CHECK(server.counters().completed == 6);
 }

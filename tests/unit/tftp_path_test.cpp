@@ -21,11 +21,14 @@ TEST_CASE("tftp path: request names are normalized inside the root", "[tftp][pat
   CHECK(normalize_tftp_request_path("/").refusal == "names the root directory itself");
   CHECK(normalize_tftp_request_path("a..b/..c").path == "a..b/..c");  // only whole components count
   CHECK(normalize_tftp_request_path("\\Boot\\BCD").path == "\\Boot\\BCD");  // remap's job, not ours
+  CHECK(normalize_tftp_request_path("..\\..\\etc").path == "..\\..\\etc");  // one odd name, no '..' component
+  CHECK(normalize_tftp_request_path(std::string_view("a\0/../b", 7)).refusal == "contains a NUL byte");
 }
 
 TEST_CASE("tftp path: files open inside the root, escapes are access violations", "[tftp][path]") {
   TempDir dir;
   write_file(dir / "outside.txt", "secret");
+  fs::permissions(dir / "outside.txt", fs::perms::owner_read | fs::perms::owner_write);  // not public
   write_file(dir / "root/kernel8.img", "kernel");
   write_file(dir / "root/9ffefdef/config.txt", "pi-specific");
   write_file(dir / "root/config.txt", "shared");
@@ -49,7 +52,7 @@ TEST_CASE("tftp path: files open inside the root, escapes are access violations"
   CHECK(root.open("../outside.txt").status == TftpOpenStatus::access_violation);
   auto escaped = root.open("link-outside");
   CHECK(escaped.status == TftpOpenStatus::access_violation);
-  CHECK_THAT(escaped.reason, Catch::Contains("outside the TFTP root"));
+  CHECK_THAT(escaped.reason, Catch::Contains("outside the served directory"));
   CHECK(root.open("dir-link-outside/outside.txt").status == TftpOpenStatus::access_violation);
   CHECK(root.open("dir").status == TftpOpenStatus::access_violation);  // not a regular file
   CHECK(root.open("/").status == TftpOpenStatus::access_violation);
