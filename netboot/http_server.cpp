@@ -21,6 +21,7 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/log_escape.hpp"
 #include "netboot/http_request_target.hpp"
 
 namespace aggrik8s::netboot {
@@ -73,7 +74,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     try {
       co_await self->serve();
     } catch (const std::exception& e) {
-      log::warning("http: ", describe(self->peer_), ": connection failed: ", e.what());
+      log::warning("http: ", describe(self->peer_), ": connection failed: ", log_escape(e.what()));
     }
     --self->state_->active;
     self->state_->connections.erase(self.get());

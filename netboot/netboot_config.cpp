@@ -211,6 +211,11 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
     }
     dhcp->finish();
   }
+  if (auto secrets = top.map("node_secrets")) {
+    auto proof = secrets->one_of("proof", {"bound", "neighbour", "last-asker"});
+    if (proof) config.node_secret_proof = parse_node_secret_proof(*proof).value_or(NodeSecretProof::neighbour);
+    secrets->finish();
+  }
   config.inventory = top.path_value("inventory");
   config.boot_log = top.path_value("boot_log");
   top.finish();

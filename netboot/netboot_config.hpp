@@ -11,6 +11,7 @@
 
 #include "core/config_node.hpp"
 #include "core/diagnostics.hpp"
+#include "netboot/node_secret_access.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -71,6 +72,13 @@ struct NetbootConfig {
     bool operator==(const DhcpRelayedSubnet&) const = default;
   };
   std::vector<DhcpRelayedSubnet> dhcp_relayed_subnets;
+
+  // node_secrets.proof: what ties a requesting address to a node before it gets the node's secrets
+  // (netboot/node_secret_access.hpp). last-asker is the old first-come behaviour, opt-in and warned about.
+  NodeSecretProof node_secret_proof = NodeSecretProof::neighbour;
+  // The kernel's IPv4 neighbour table read for the neighbour proof. Not in netboot.yaml: a seam for
+  // tests, which cannot put loopback peers into the real one.
+  std::filesystem::path neighbour_table = "/proc/net/arp";
 
   std::optional<std::filesystem::path> inventory;  // nodes file
   std::optional<std::filesystem::path> boot_log;   // JSON lines; none when unset

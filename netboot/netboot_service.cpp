@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 
 #include <array>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/identifiers.hpp"
 #include "core/log.hpp"
+#include "core/log_escape.hpp"
 #include "core/secret.hpp"
 #include "netboot/boot_event_log.hpp"
 #include "netboot/dhcp_server.hpp"
@@ -20,6 +22,7 @@
 #include "netboot/ipxe_script.hpp"
 #include "netboot/netboot_metrics.hpp"
 #include "netboot/node_inventory.hpp"
+#include "netboot/node_secret_access.hpp"
 #include "netboot/tftp_server.hpp"
 
 namespace aggrik8s::netboot {
@@ -103,6 +106,61 @@ struct TftpNodeLookup {
   std::string prefix;        // the serial/MAC directory the client asked under, "" if none
   bool by_prefix = false;    // the first path component named a serial or MAC
 };
+
+// The start of the reason a TFTP transfer of a node's secret file was refused with; tftp_event tells a
+// refusal from a missing file by it.
+constexpr std::string_view secret_refusal = "secret file refused: ";
+
+// What a Pi's secret boot-partition file is read from when the client may not have it: every open is
+// an access violation, so the TFTP server answers ERROR 2 and logs the reason.
+class RefusedFileSource final : public TftpFileSource {
+ public:
+  explicit RefusedFileSource(std::string reason) : reason_(std::move(reason)) {}
+  TftpOpenedFile open(std::string_view, std::span<const std::string>) const override {
+    TftpOpenedFile file;
+    file.status = TftpOpenStatus::access_violation;
+    file.reason = reason_;
+    return file;
+  }
+  std::string describe() const override { return "(refused)"; }
+
+ private:
+  std::string reason_;
+};
+
+std::vector<NeighbourEntry> read_neighbour_table(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) {
+    log::debug("neighbour table ", path.string(), " cannot be read: no neighbour proof for anyone");
+    return {};
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_proc_net_arp(text.str());
+}
+
+bool has_secrets(const InventoryNode& node) { return node.talos_config || node.user_data || node.rke2_config; }
+
+// At start and on reload: say loudly when secrets go to whoever asks, and name nodes that the policy
+// will never give their secrets to, rather than letting them fail one 403 at a time.
+void warn_about_secret_policy(const NetbootConfig& config, const NodeInventory& inventory) {
+  if (config.node_secret_proof == NodeSecretProof::last_asker) {
+    log::warning("node_secrets.proof: last-asker: a node without a pinned address or DHCP lease gives its "
+                 "secrets (Talos machine config, cloud-init user-data, RKE2 config, Pi firstrun.sh/user-data) to "
+                 "whichever address fetched its boot script last; anyone on the network who names the node gets "
+                 "them. Pin addresses or use proof: neighbour (docs/netboot.md, \"Who gets a node's files\")");
+    return;
+  }
+  if (config.dhcp_mode == "full") return;  // nodes get leases
+  for (const auto& node : inventory.nodes) {
+    if (!has_secrets(node) || node.address) continue;
+    if (config.node_secret_proof == NodeSecretProof::neighbour && node.match.mac) continue;
+    log::warning("node ", node.name, " has secrets but no address: ", config.node_secret_proof == NodeSecretProof::neighbour
+                                                                          ? "and no match.mac"
+                                                                          : "(node_secrets.proof: bound)",
+                 ", and without DHCP full mode it gets no lease: its secrets will be refused to every address");
+  }
+}
 
 }  // namespace
 
@@ -195,6 +253,13 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     if (events) events->write(event);
   }
 
+  // The one rule for every secret of a node, over HTTP and TFTP (netboot/node_secret_access.hpp).
+  NodeSecretDecision secret_access(const ServingSnapshot& s, const InventoryNode& node, const std::string& client) {
+    NodeSecretRequest request{node.name, address_book.address_of(node.name), node.match.mac, client,
+                              s.config.node_secret_proof};
+    return decide_node_secret_access(request, [&] { return read_neighbour_table(s.config.neighbour_table); });
+  }
+
   // ---- TFTP ----
 
   TftpNodeLookup lookup_tftp(const ServingSnapshot& s, const std::string& client, const std::string& filename) {
@@ -244,6 +309,21 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
         tree.refusal = "node boots from its local disk (mode: local)";
         return tree;
       }
+      if (is_secret_boot_partition_file(lookup.filename)) {
+        // An unknown machine has nothing to prove its address with; the image it would get is a
+        // profile's, shared, and its firstrun.sh is not for whoever names a new serial.
+        NodeSecretDecision decision = lookup.node != nullptr ? secret_access(*s, *lookup.node, client)
+                                                             : NodeSecretDecision{false, "unknown machine"};
+        if (!decision.allowed) {
+          log::warning("tftp: refused ", log_escape(filename), " of ",
+                       lookup.node != nullptr ? "node " + lookup.node->name : std::string("profile ") + lookup.profile->name,
+                       " to ", client, ": ", decision.why);
+          metrics.add("aggrik8s_errors_total", {{"kind", "forbidden"}});
+          tree.source = std::make_shared<RefusedFileSource>(std::string(secret_refusal) + decision.why);
+          tree.filename = lookup.filename;
+          return tree;
+        }
+      }
       tree.source = s->pi_images.at(lookup.profile->name);
       tree.filename = lookup.filename;
       return tree;
@@ -279,7 +359,9 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     switch (event.outcome) {
       case TftpTransferOutcome::completed: boot.result = "ok"; break;
       case TftpTransferOutcome::probe: boot.result = "probe"; break;
-      case TftpTransferOutcome::failed: boot.result = event.path.empty() ? "not-found" : "failed"; break;
+      case TftpTransferOutcome::failed:
+        boot.result = event.detail.starts_with(secret_refusal) ? "refused" : event.path.empty() ? "not-found" : "failed";
+        break;
     }
     metrics.add("aggrik8s_tftp_transfers_total", {{"result", boot.result}});
     if (event.outcome != TftpTransferOutcome::failed) metrics.add("aggrik8s_tftp_sent_bytes_total", {}, event.bytes_sent);
@@ -305,7 +387,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     TftpRoot directory(path.parent_path());
     TftpOpenedFile file = directory.open(path.filename().string());
     if (file.status != TftpOpenStatus::opened) {
-      log::warning("http: declared asset ", path.string(), " cannot be served: ", file.reason);
+      log::warning("http: declared asset ", path.string(), " cannot be served: ", log_escape(file.reason));
       return text(404, "not found\n", std::move(route));
     }
     HttpReply reply;
@@ -329,10 +411,8 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     return facts;
   }
 
-  HttpReply forbidden(const InventoryNode& node, const std::string& client, const std::optional<NodeAddress>& expected,
+  HttpReply forbidden(const InventoryNode& node, const std::string& client, const std::string& why,
                       const std::string& what, std::string route, std::string step) {
-    std::string why = expected ? "the node is at " + expected->address + " (" + to_string(expected->source) + ")"
-                               : "the node's address is not known yet (no address:, lease or boot script fetch)";
     log::warning("http: refused ", what, " of node ", node.name, " to ", client, ": ", why);
     metrics.add("aggrik8s_errors_total", {{"kind", "forbidden"}});
     HttpReply reply = text(403, "forbidden\n", std::move(route));
@@ -374,7 +454,8 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     if (node != nullptr) {
       auto expected = address_book.address_of(node->name);
       if (check_boot_script_access(expected, client) != NodeAccess::allowed) {
-        return forbidden(*node, client, expected, "the boot script", "ipxe", "ipxe-script");
+        return forbidden(*node, client, "the node is at " + expected->address + " (" + to_string(expected->source) + ")",
+                         "the boot script", "ipxe", "ipxe-script");
       }
       address_book.record_seen(node->name, client);
     }
@@ -431,7 +512,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     const InventoryNode* node = s.inventory.match(facts);
     std::string route = which == "talos" ? "talos-config" : which == "rke2" ? "rke2-config" : "cloud-init";
     if (node == nullptr) {
-      log::info("http: ", route, " for ", id, " asked by ", client, ": no such node");
+      log::info("http: ", route, " for \"", log_escape(id), "\" asked by ", client, ": no such node");
       return text(404, "not found\n", route);
     }
     std::string step = route;
@@ -446,10 +527,9 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     } else if (which == "user-data") {
       reference = &node->user_data;
     }
-    auto expected = address_book.address_of(node->name);
-    if (check_node_access(expected, client) != NodeAccess::allowed) {
-      return forbidden(*node, client, expected, route, route, step);
-    }
+    NodeSecretDecision decision = secret_access(s, *node, client);
+    if (!decision.allowed) return forbidden(*node, client, decision.why, route, route, step);
+    log::debug("http: ", route, " of node ", node->name, " to ", client, ": ", decision.why);
     HttpReply reply;
     reply.route = route;
     reply.node = node->name;
@@ -484,7 +564,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     std::string client = client_text(request.client);
     HttpRequestTarget target = parse_http_request_target(request.target);
     if (!target.ok()) {
-      log::warning("http: ", client, " ", request.method, " refused: ", target.refusal);
+      log::warning("http: ", client, " ", log_escape(request.method), " refused: ", target.refusal);
       metrics.add("aggrik8s_errors_total", {{"kind", "bad_target"}});
       return text(400, "bad request\n", "invalid");
     }
@@ -558,7 +638,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
       TftpOpenedFile file = s->http_root->open(relative);
       if (file.status != TftpOpenStatus::opened) {
         if (file.status == TftpOpenStatus::access_violation) {
-          log::warning("http: ", client, " refused ", target.path, ": ", file.reason);
+          log::warning("http: ", client, " refused \"", log_escape(target.path), "\": ", log_escape(file.reason));
           metrics.add("aggrik8s_errors_total", {{"kind", "forbidden"}});
           return text(403, "forbidden\n", "files");
         }
@@ -579,11 +659,12 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     metrics.add("aggrik8s_http_requests_total", {{"route", exchange.route}, {"status", std::to_string(exchange.status)}});
     metrics.add("aggrik8s_http_sent_bytes_total", {}, exchange.bytes_sent);
     if (!exchange.completed) metrics.add("aggrik8s_errors_total", {{"kind", "client_gone"}});
-    auto line = log::concat("http: client=", client, " ", exchange.request.method, " ", exchange.request.target,
+    auto line = log::concat("http: client=", client, " ", log_escape(exchange.request.method), " ",
+                            log_escape(exchange.request.target),
                             " status=", exchange.status, " bytes=", exchange.bytes_sent,
                             " duration_ms=", millis(exchange.duration).count(),
                             exchange.node.empty() ? "" : " node=" + exchange.node,
-                            exchange.completed ? "" : " incomplete=\"" + exchange.detail + "\"");
+                            exchange.completed ? "" : " incomplete=\"" + log_escape(exchange.detail) + "\"");
     if (exchange.completed) {
       log::info(line);
     } else {
@@ -611,7 +692,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
   }
 
   void rejected(const asio::ip::address& client, unsigned status, const std::string& why) override {
-    log::warning("http: client=", client_text(client), " status=", status, " rejected: ", why);
+    log::warning("http: client=", client_text(client), " status=", status, " rejected: ", log_escape(why));
     metrics.add("aggrik8s_errors_total", {{"kind", "http_" + std::to_string(status)}});
   }
 };
@@ -686,6 +767,7 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
   tftp.retransmit = tftp_retransmit_policy(config);
   tftp.remap = load_tftp_remap(config);
   core_->install(load_snapshot(std::move(config), address, core_->http_port));
+  warn_about_secret_policy(core_->current()->config, core_->current()->inventory);
   if (tftp_enabled) {
     std::weak_ptr<Core> weak = core_;
     tftp.client_tree = [weak](const asio::ip::address& client, const std::string& filename) -> std::optional<TftpClientTree> {
@@ -824,6 +906,7 @@ bool NetbootService::reload() {
     auto fresh = load_snapshot(std::move(config), core_->bound_address, core_->http_port);
     core_->events->reopen();
     std::size_t nodes = fresh->inventory.nodes.size();
+    warn_about_secret_policy(fresh->config, fresh->inventory);
     core_->install(std::move(fresh));
     if (servers_->tftp) servers_->tftp->reconfigure(std::move(limits), retransmit, std::move(remap));
     core_->metrics.add("aggrik8s_reloads_total", {{"result", "ok"}});

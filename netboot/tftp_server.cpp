@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/log_escape.hpp"
 #include "netboot/tftp_block_reader.hpp"
 #include "netboot/tftp_path.hpp"
 #include "netboot/tftp_retransmit_schedule.hpp"
@@ -142,7 +143,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
                         "refused by remap rules: " + mapped.denial_reason);
         co_return;
       }
-      if (mapped.filename != filename) log::debug("tftp: remapped ", filename, " to ", mapped.filename);
+      if (mapped.filename != filename) log::debug("tftp: remapped ", log_escape(filename), " to ", log_escape(mapped.filename));
       filename = std::move(mapped.filename);
     }
 
@@ -180,12 +181,12 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     std::optional<std::uint64_t> known_size;
     if (request_.mode == TftpMode::octet) known_size = file.size;
     TftpNegotiatedOptions options = negotiate_tftp_options(request_.options, limits, known_size);
-    for (const auto& ignored : options.ignored) log::debug("tftp: ", describe(client_), ": option ", ignored);
+    for (const auto& ignored : options.ignored) log::debug("tftp: ", describe(client_), ": option ", log_escape(ignored));
     std::optional<std::chrono::seconds> client_timeout;
     if (options.timeout_seconds) client_timeout = std::chrono::seconds(*options.timeout_seconds);
     client_timeout_ = client_timeout;
 
-    log::debug("tftp: ", describe(client_), " reads ", file.path.string(), " (", file.size, " bytes, blksize ",
+    log::debug("tftp: ", describe(client_), " reads ", log_escape(file.path.string()), " (", file.size, " bytes, blksize ",
                options.blksize, ", windowsize ", options.windowsize, ", ", tftp_mode_name(request_.mode), ")");
     if (config.observer) {
       config.observer->transfer_started(
@@ -322,7 +323,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
         co_return Wait::packet;
       } catch (const TftpParseError& e) {
         ++state_->malformed;
-        log::debug("tftp: ", describe(client_), ": ignoring malformed packet: ", e.what());
+        log::debug("tftp: ", describe(client_), ": ignoring malformed packet: ", log_escape(e.what()));
       }
     }
   }
@@ -396,7 +397,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
 
   void refuse(TftpErrorCode code, const std::string& message, const std::string& why) {
     send_error(code, message);
-    log::info("tftp: ", describe(client_), " asked for ", request_.filename, ": ", message, " (", why, ")");
+    log::info("tftp: ", describe(client_), " asked for ", log_escape(request_.filename), ": ", message, " (", log_escape(why), ")");
     report(TftpTransferOutcome::failed, why);
   }
 
@@ -404,8 +405,8 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     // The Raspberry Pi bootloader reads a file's first block (or just the OACK's tsize) and then sends
     // ERROR "Early terminate": a probe, not a failure.
     if (acknowledged_blocks < 2) {
-      log::debug("tftp: ", describe(client_), " probed ", path_.string(), " and ended with ERROR ",
-                 static_cast<unsigned>(error.code), " \"", error.message, "\"");
+      log::debug("tftp: ", describe(client_), " probed ", log_escape(path_.string()), " and ended with ERROR ",
+                 static_cast<unsigned>(error.code), " \"", log_escape(error.message), "\"");
       report(TftpTransferOutcome::probe, error.message);
       return;
     }
@@ -414,13 +415,13 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
   }
 
   void complete() {
-    log::info("tftp: sent ", path_.string(), " to ", describe(client_), ": ", bytes_sent_, " bytes in ",
+    log::info("tftp: sent ", log_escape(path_.string()), " to ", describe(client_), ": ", bytes_sent_, " bytes in ",
               seconds(Clock::now() - started_), " s");
     report(TftpTransferOutcome::completed, {});
   }
 
   void fail(const std::string& why) {
-    log::warning("tftp: transfer of ", request_.filename, " to ", describe(client_), " failed: ", why);
+    log::warning("tftp: transfer of ", log_escape(request_.filename), " to ", describe(client_), " failed: ", log_escape(why));
     report(TftpTransferOutcome::failed, why);
   }
 
@@ -483,7 +484,7 @@ asio::awaitable<void> listen(std::shared_ptr<TftpServer::State> state) {
       packet = parse_tftp_packet(datagram);
     } catch (const TftpParseError& e) {
       ++state->malformed;
-      log::debug("tftp: malformed request from ", describe(from), ": ", e.what());
+      log::debug("tftp: malformed request from ", describe(from), ": ", log_escape(e.what()));
       // A broken request deserves an answer (the client is waiting); stray junk does not.
       std::uint16_t opcode = size >= 2 ? static_cast<std::uint16_t>(buffer[0] << 8 | buffer[1]) : 0;
       if (opcode == 1 || opcode == 2) {

@@ -1,21 +1,28 @@
 // The netboot service in-process on 127.0.0.1 (TFTP + HTTP on port 0), against real clients: curl for
 // HTTP (GET, HEAD, ranges, per-node access from other loopback addresses via --interface) and tftp-hpa
 // for a Raspberry Pi's boot partition served straight out of an image file. Raw sockets cover the bad
-// input curl will not send.
+// input curl will not send, and TFTP reads from a chosen loopback address (127.0.0.x are distinct
+// clients). The log is read by pointing stderr at a file.
 #include "netboot/netboot_service.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "core/file_descriptor.hpp"
+#include "netboot/tftp_packet.hpp"
 #include "tests/test_support.hpp"
 
 using namespace aggrik8s::netboot;
@@ -46,11 +53,14 @@ void make_pi_image(const fs::path& dir, const fs::path& image, const std::string
   write_file(dir / "config.txt", "arm_64bit=1\nkernel=kernel_2712.img\n");
   write_file(dir / "cmdline.txt", "console=serial0,115200 root=PARTUUID=12345678-02 rootwait\n");
   write_file(dir / "kernel_2712.img", kernel);
+  write_file(dir / "firstrun.sh", "#!/bin/bash\necho 'pi:$6$salt$hash' | chpasswd -e\n");
+  write_file(dir / "user-data", "#cloud-config\npassword: secret-of-pi1\n");
   auto made = run("set -e; truncate -s 40M " + image.string() + "; echo 'start=2048, size=65536, type=c' | sfdisk -q " +
                   image.string() + "; rm -f " + (dir / "boot.fat").string() + "; mkfs.fat -n BOOTFS -C " +
                   (dir / "boot.fat").string() + " 32768 >/dev/null; mmd -i " + (dir / "boot.fat").string() +
                   " ::/overlays; mcopy -i " + (dir / "boot.fat").string() + " " + (dir / "config.txt").string() + " " +
-                  (dir / "cmdline.txt").string() + " " + (dir / "kernel_2712.img").string() + " ::/; dd if=" +
+                  (dir / "cmdline.txt").string() + " " + (dir / "kernel_2712.img").string() + " " +
+                  (dir / "firstrun.sh").string() + " " + (dir / "user-data").string() + " ::/; dd if=" +
                   (dir / "boot.fat").string() + " of=" + image.string() +
                   " bs=1M seek=1 conv=notrunc status=none");
   INFO(made.output);
@@ -131,6 +141,80 @@ class RawHttpClient {
   aggrik8s::FileDescriptor fd_;
 };
 
+// Everything written to stderr (the log) while it lives goes to a file instead.
+class CapturedLog {
+ public:
+  explicit CapturedLog(const fs::path& file) : file_(file) {
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::dup2(fd, 2) == 2);
+    ::close(fd);
+  }
+  ~CapturedLog() {
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+  }
+  CapturedLog(const CapturedLog&) = delete;
+  CapturedLog& operator=(const CapturedLog&) = delete;
+  std::string text() const {
+    std::fflush(stderr);
+    return read_file(file_);
+  }
+
+ private:
+  fs::path file_;
+  int saved_ = -1;
+};
+
+// A TFTP read of `name` from the loopback address `source`, lockstep with 512-byte blocks: the file,
+// or the server's ERROR.
+struct TftpRead {
+  std::optional<TftpErrorPacket> error;
+  std::string data;
+};
+TftpRead tftp_read_from(const std::string& source, std::uint16_t port, const std::string& name) {
+  aggrik8s::FileDescriptor fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  REQUIRE(::inet_pton(AF_INET, source.c_str(), &local.sin_addr) == 1);
+  REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof local) == 0);
+  sockaddr_in server{};
+  server.sin_family = AF_INET;
+  server.sin_port = htons(port);
+  server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  auto request = encode_tftp_packet(TftpRequest{false, name, TftpMode::octet, {}});
+  REQUIRE(::sendto(fd.get(), request.data(), request.size(), 0, reinterpret_cast<sockaddr*>(&server), sizeof server) ==
+          static_cast<ssize_t>(request.size()));
+  TftpRead out;
+  std::uint16_t expected = 1;
+  while (true) {
+    pollfd poll_fd{fd.get(), POLLIN, 0};
+    REQUIRE(::poll(&poll_fd, 1, 20000) == 1);  // generous: a busy machine, but never a hang
+    std::uint8_t buffer[1024];
+    sockaddr_in from{};
+    socklen_t from_size = sizeof from;
+    ssize_t n = ::recvfrom(fd.get(), buffer, sizeof buffer, 0, reinterpret_cast<sockaddr*>(&from), &from_size);
+    REQUIRE(n > 0);
+    TftpPacket packet = parse_tftp_packet(std::span<const std::uint8_t>(buffer, static_cast<std::size_t>(n)));
+    if (auto* error = std::get_if<TftpErrorPacket>(&packet)) {
+      out.error = *error;
+      return out;
+    }
+    auto* data = std::get_if<TftpData>(&packet);
+    REQUIRE(data != nullptr);
+    if (data->block == expected) {
+      out.data.append(data->payload.begin(), data->payload.end());
+      ++expected;
+    }
+    auto ack = encode_tftp_packet(TftpAck{data->block});
+    ::sendto(fd.get(), ack.data(), ack.size(), 0, reinterpret_cast<sockaddr*>(&from), from_size);
+    if (data->payload.size() < tftp_default_blksize) return out;
+  }
+}
+
 struct Fixture {
   TempDir dir;
   std::string kernel = random_bytes(3'000'000 + 5, 21);
@@ -159,7 +243,7 @@ struct Fixture {
   maint:
     talos: {kernel: assets/vmlinuz-amd64, initramfs: assets/initramfs-amd64.xz}
 nodes:
-  - {name: pi1, match: {serial: 9ffefdef}, profile: pi}
+  - {name: pi1, match: {serial: 9ffefdef}, profile: pi, address: 127.0.0.2}
   - {name: cp1, match: {mac: "52:54:00:12:34:56"}, profile: talos, address: 127.0.0.1, talos_config: {file: cp1.yaml}}
   - name: w1
     match: {uuid: 4c4c4544-0000-1000-8000-000000000001}
@@ -260,24 +344,32 @@ TEST_CASE("netboot: per-node iPXE scripts and configs go only to the node's addr
   CHECK(stolen.status == "403");
   CHECK(stolen.body.find("controlplane") == std::string::npos);
 
-  // w1 has no pinned address: nothing before its boot script was fetched, then only from that address.
+  // w1 has no pinned address and no MAC (it is matched by UUID). Fetching its boot script proves
+  // nothing, so under the default node_secrets.proof (neighbour) its secrets wait for a DHCP lease:
+  // before this, the last client to fetch the script got the machine config.
+  CapturedLog log(f.dir / "stderr.log");
   std::string w1 = "4c4c4544-0000-1000-8000-000000000001";
   CHECK(curl(f.dir, "--interface 127.0.0.3 " + server.http() + "/talos/" + w1 + "/config.yaml").status == "403");
   auto script = curl(f.dir, "--interface 127.0.0.3 '" + server.http() + "/ipxe?uuid=" + w1 + "&platform=efi'");
   CHECK(script.status == "200");
   CHECK_THAT(script.body, Catch::Contains("talos.config=" + server.http() + "/talos/" + w1 + "/config.yaml"));
-  CHECK(curl(f.dir, "--interface 127.0.0.3 " + server.http() + "/talos/" + w1 + "/config.yaml").body ==
-        read_file(f.dir / "w1.yaml"));
-  CHECK(curl(f.dir, "--interface 127.0.0.4 " + server.http() + "/talos/" + w1 + "/config.yaml").status == "403");
-  CHECK(curl(f.dir, "--interface 127.0.0.3 " + server.http() + "/cloud-init/" + w1 + "/user-data").body ==
-        read_file(f.dir / "w1-user-data"));
-  CHECK_THAT(curl(f.dir, "--interface 127.0.0.3 " + server.http() + "/cloud-init/" + w1 + "/meta-data").body,
-             Catch::Contains("instance-id: w1"));
-  CHECK(curl(f.dir, "--interface 127.0.0.4 " + server.http() + "/cloud-init/" + w1 + "/user-data").status == "403");
-  // The DHCP hook outranks what was seen.
+  auto asker = curl(f.dir, "--interface 127.0.0.3 " + server.http() + "/talos/" + w1 + "/config.yaml");
+  CHECK(asker.status == "403");
+  CHECK(asker.body.find("worker") == std::string::npos);
+  CHECK(curl(f.dir, "--interface 127.0.0.3 " + server.http() + "/cloud-init/" + w1 + "/user-data").status == "403");
+  CHECK_THAT(log.text(), Catch::Contains("warning: http: refused talos-config of node w1 to 127.0.0.3: no pinned address "
+                                         "or DHCP lease for node w1, and it has no match.mac"));
+  // The DHCP hook binds it; then only that address gets its files.
   server.service().addresses().record_lease("w1", "127.0.0.5");
   CHECK(curl(f.dir, "--interface 127.0.0.3 " + server.http() + "/talos/" + w1 + "/config.yaml").status == "403");
-  CHECK(curl(f.dir, "--interface 127.0.0.5 " + server.http() + "/talos/" + w1 + "/config.yaml").status == "200");
+  CHECK_THAT(log.text(), Catch::Contains("refused talos-config of node w1 to 127.0.0.3: the node is at 127.0.0.5 (DHCP lease)"));
+  CHECK(curl(f.dir, "--interface 127.0.0.5 " + server.http() + "/talos/" + w1 + "/config.yaml").body ==
+        read_file(f.dir / "w1.yaml"));
+  CHECK(curl(f.dir, "--interface 127.0.0.5 " + server.http() + "/cloud-init/" + w1 + "/user-data").body ==
+        read_file(f.dir / "w1-user-data"));
+  CHECK_THAT(curl(f.dir, "--interface 127.0.0.5 " + server.http() + "/cloud-init/" + w1 + "/meta-data").body,
+             Catch::Contains("instance-id: w1"));
+  CHECK(curl(f.dir, "--interface 127.0.0.4 " + server.http() + "/cloud-init/" + w1 + "/user-data").status == "403");
 
   // An unknown machine gets the maintenance profile: Talos without a config.
   auto unknown = curl(f.dir, "--interface 127.0.0.9 '" + server.http() + "/ipxe?mac=52-54-00-99-99-99&platform=efi'");
@@ -287,11 +379,148 @@ TEST_CASE("netboot: per-node iPXE scripts and configs go only to the node's addr
   CHECK(curl(f.dir, server.http() + "/talos/52-54-00-99-99-99/config.yaml").status == "404");
   CHECK_THAT(curl(f.dir, server.http() + "/boot.ipxe").body, Catch::Contains("chain " + server.http() + "/ipxe?mac="));
 
-  auto log = read_file(f.dir / "boot.jsonl");
-  CHECK_THAT(log, Catch::Contains("\"node\":\"cp1\""));
-  CHECK_THAT(log, Catch::Contains("\"result\":\"refused\""));
+  auto events = read_file(f.dir / "boot.jsonl");
+  CHECK_THAT(events, Catch::Contains("\"node\":\"cp1\""));
+  CHECK_THAT(events, Catch::Contains("\"result\":\"refused\""));
   CHECK_THAT(curl(f.dir, server.http() + "/metrics").body,
              Catch::Contains("aggrik8s_boot_steps_total{node=\"cp1\",step=\"talos-config\",result=\"refused\"} 1"));
+}
+
+TEST_CASE("netboot: without a pin or lease, the neighbour table must show the node's MAC at the client's address",
+          "[netboot][http][access]") {
+  Fixture f;
+  std::string nodes = read_file(f.dir / "nodes.yaml");
+  nodes.insert(nodes.find("unknown_nodes:"),
+               "  - {name: w2, match: {mac: \"52:54:00:00:00:07\"}, profile: talos, talos_config: {file: w1.yaml}}\n");
+  write_file(f.dir / "nodes.yaml", nodes);
+  // The kernel's table cannot hold loopback peers; this file stands in for /proc/net/arp.
+  write_file(f.dir / "arp",
+             "IP address       HW type     Flags       HW address            Mask     Device\n"
+             "127.0.0.6        0x1         0x2         52:54:00:00:00:07     *        lo\n"
+             "127.0.0.7        0x1         0x2         52:54:00:00:00:99     *        lo\n");
+  f.config.neighbour_table = f.dir / "arp";
+  CapturedLog log(f.dir / "stderr.log");
+  RunningService server(f.config);
+  std::string url = server.http() + "/talos/52-54-00-00-00-07/config.yaml";
+  // No boot script was fetched: the neighbour entry alone is the proof.
+  auto proven = curl(f.dir, "--interface 127.0.0.6 " + url);
+  CHECK(proven.status == "200");
+  CHECK(proven.body == read_file(f.dir / "w1.yaml"));
+  CHECK(curl(f.dir, "--interface 127.0.0.7 " + url).status == "403");
+  CHECK(curl(f.dir, "--interface 127.0.0.8 " + url).status == "403");
+  // Fetching the boot script does not make 127.0.0.8 the node.
+  CHECK(curl(f.dir, "--interface 127.0.0.8 '" + server.http() + "/ipxe?mac=52-54-00-00-00-07'").status == "200");
+  CHECK(curl(f.dir, "--interface 127.0.0.8 " + url).status == "403");
+  std::string text = log.text();
+  CHECK_THAT(text, Catch::Contains("refused talos-config of node w2 to 127.0.0.7: no pinned address or DHCP lease for node "
+                                   "w2, and the neighbour table has 127.0.0.7 at 52:54:00:00:00:99 on lo, not the "
+                                   "node's MAC 52:54:00:00:00:07"));
+  CHECK_THAT(text, Catch::Contains("refused talos-config of node w2 to 127.0.0.8: no pinned address or DHCP lease for node "
+                                   "w2, and the neighbour table has no entry for 127.0.0.8"));
+  // At start: w1 can never be given its secrets here (no address, no MAC, no DHCP); no last-asker warning.
+  CHECK_THAT(text, Catch::Contains("warning: node w1 has secrets but no address: and no match.mac"));
+  CHECK(text.find("last-asker") == std::string::npos);
+}
+
+TEST_CASE("netboot: node_secrets.proof: last-asker hands secrets to the boot script's last asker, and warns",
+          "[netboot][http][access]") {
+  Fixture f;
+  f.config.node_secret_proof = NodeSecretProof::last_asker;
+  CapturedLog log(f.dir / "stderr.log");
+  RunningService server(f.config);
+  CHECK_THAT(log.text(), Catch::Contains("warning: node_secrets.proof: last-asker: a node without a pinned address or "
+                                         "DHCP lease gives its secrets"));
+  std::string w1 = "4c4c4544-0000-1000-8000-000000000001";
+  std::string config = server.http() + "/talos/" + w1 + "/config.yaml";
+  std::string script = "'" + server.http() + "/ipxe?uuid=" + w1 + "&platform=efi'";
+  CHECK(curl(f.dir, "--interface 127.0.0.3 " + config).status == "403");  // nobody has asked yet
+  CHECK(curl(f.dir, "--interface 127.0.0.3 " + script).status == "200");
+  CHECK(curl(f.dir, "--interface 127.0.0.3 " + config).body == read_file(f.dir / "w1.yaml"));
+  CHECK(curl(f.dir, "--interface 127.0.0.4 " + config).status == "403");
+  // Exactly the weakness the mode is named for: the next asker takes the node over.
+  CHECK(curl(f.dir, "--interface 127.0.0.4 " + script).status == "200");
+  CHECK(curl(f.dir, "--interface 127.0.0.4 " + config).body == read_file(f.dir / "w1.yaml"));
+  CHECK(curl(f.dir, "--interface 127.0.0.3 " + config).status == "403");
+  // A pin still decides alone.
+  CHECK(curl(f.dir, "--interface 127.0.0.3 '" + server.http() + "/ipxe?mac=52-54-00-12-34-56'").status == "403");
+  CHECK(curl(f.dir, "--interface 127.0.0.3 " + server.http() + "/talos/52-54-00-12-34-56/config.yaml").status == "403");
+}
+
+TEST_CASE("netboot: a Pi's secret boot files go over TFTP only to the node's bound address", "[netboot][tftp][access]") {
+  Fixture f;
+  CapturedLog log(f.dir / "stderr.log");
+  std::optional<RunningService> server(std::in_place, f.config);
+  std::uint16_t port = server->service().tftp_endpoint()->port();
+  // pi1 is pinned to 127.0.0.2. Before this, any address naming its serial got firstrun.sh.
+  auto wrong = tftp_read_from("127.0.0.3", port, "9ffefdef/firstrun.sh");
+  REQUIRE(wrong.error);
+  CHECK(wrong.error->code == TftpErrorCode::access_violation);
+  CHECK(wrong.data.empty());
+  CHECK_THAT(log.text(), Catch::Contains("warning: tftp: refused 9ffefdef/firstrun.sh of node pi1 to 127.0.0.3: the node "
+                                         "is at 127.0.0.2 (pinned address)"));
+  // Other names for secret files: any case, cloud-init's, and FAT 8.3 aliases (USER-D~1 is user-data).
+  for (const char* name : {"9ffefdef/FIRSTRUN.SH", "9ffefdef/user-data", "9ffefdef/USER-D~1", "/9ffefdef/user-data"}) {
+    INFO(name);
+    auto refused = tftp_read_from("127.0.0.3", port, name);
+    REQUIRE(refused.error);
+    CHECK(refused.error->code == TftpErrorCode::access_violation);
+  }
+  auto right = tftp_read_from("127.0.0.2", port, "9ffefdef/firstrun.sh");
+  CHECK_FALSE(right.error);
+  CHECK(right.data == read_file(f.dir / "pi/firstrun.sh"));
+  CHECK(tftp_read_from("127.0.0.2", port, "9ffefdef/USER-D~1").data == read_file(f.dir / "pi/user-data"));
+  CHECK(tftp_read_from("127.0.0.2", port, "firstrun.sh").data == read_file(f.dir / "pi/firstrun.sh"));  // by address
+  // Files without secrets go to anyone naming the serial, as the Pi's bootloader needs before DHCP binds anything.
+  CHECK(tftp_read_from("127.0.0.3", port, "9ffefdef/config.txt").data == read_file(f.dir / "pi/config.txt"));
+  server.reset();  // a transfer's boot event is written after its last packet: wait for the io thread
+  std::istringstream events(read_file(f.dir / "boot.jsonl"));
+  bool refusal_recorded = false;
+  for (std::string line; std::getline(events, line);) {
+    auto event = nlohmann::json::parse(line);
+    if (event["client"] == "127.0.0.3" && event["file"] == "9ffefdef/firstrun.sh") {
+      CHECK(event["result"] == "refused");
+      CHECK(event["node"] == "pi1");
+      CHECK(event["bytes"] == 0);
+      refusal_recorded = true;
+    }
+  }
+  CHECK(refusal_recorded);
+}
+
+TEST_CASE("netboot: client-supplied text reaches the log escaped", "[netboot][log]") {
+  Fixture f;
+  CapturedLog log(f.dir / "stderr.log");
+  std::optional<RunningService> server(std::in_place, f.config);
+  // A decoded path segment with a line break and a terminal escape, logged as "no such node".
+  CHECK(curl(f.dir, server->http() + "/talos/x%0aerror:%20forged%1b%5b2J/config.yaml").status == "404");
+  // Raw bytes that are not UTF-8 in the request target.
+  {
+    RawHttpClient client(server->http_port());
+    client.send("GET /files/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK_THAT(client.receive_all(), Catch::StartsWith("HTTP/1.1 400"));
+  }
+  // A TFTP name with the same.
+  auto missing = tftp_read_from("127.0.0.1", server->service().tftp_endpoint()->port(), "9ffefdef/no\nsuch\x1b[1m");
+  REQUIRE(missing.error);
+  CHECK(missing.error->code == TftpErrorCode::file_not_found);
+  server.reset();  // the TFTP refusal is logged and recorded after its ERROR is sent: wait for the io thread
+  std::string text = log.text();
+  INFO(text);
+  CHECK_THAT(text, Catch::Contains("http: talos-config for \"x\\nerror: forged\\x1b[2J\" asked by 127.0.0.1: no such node"));
+  CHECK_THAT(text, Catch::Contains("GET /files/\\xff\\xfe status=400"));
+  CHECK_THAT(text, Catch::Contains("asked for 9ffefdef/no\\nsuch\\x1b[1m: File not found"));
+  CHECK(text.find("\nerror: forged") == std::string::npos);
+  CHECK(text.find('\x1b') == std::string::npos);
+  CHECK(text.find('\xff') == std::string::npos);
+  // The boot event log is JSON lines: one object per line whatever the client sent.
+  std::istringstream events(read_file(f.dir / "boot.jsonl"));
+  bool found = false;
+  for (std::string line; std::getline(events, line);) {
+    INFO(line);
+    auto event = nlohmann::json::parse(line);  // throws, failing the test, if a line is not one object
+    if (event["file"] == "9ffefdef/no\nsuch\x1b[1m") found = true;
+  }
+  CHECK(found);
 }
 
 TEST_CASE("netboot: a Pi's boot partition is served over TFTP straight from the image file", "[netboot][tftp]") {

@@ -194,3 +194,26 @@ http: {base_url: "https://x", prot: 1}
   CHECK_THAT(errors, Catch::Contains("netboot.yaml:3:18: 'http.base_url' must be an http:// URL"));
   CHECK_THAT(errors, Catch::Contains("netboot.yaml:3:31: unknown key 'http.prot' (did you mean 'port'?)"));
 }
+
+TEST_CASE("netboot config: node_secrets.proof defaults to neighbour; last-asker must be written out", "[inventory][netboot]") {
+  auto read = [](const std::string& yaml, Diagnostics& diagnostics) {
+    ConfigNode tree = load_yaml_string(yaml, "netboot.yaml", diagnostics);
+    return parse_netboot_config(tree, diagnostics);
+  };
+  Diagnostics none;
+  CHECK(read("inventory: nodes.yaml\n", none).node_secret_proof == NodeSecretProof::neighbour);
+  CHECK(NetbootConfig{}.node_secret_proof == NodeSecretProof::neighbour);  // the CLI's quick-start flags too
+  Diagnostics ok;
+  CHECK(read("node_secrets: {proof: bound}\n", ok).node_secret_proof == NodeSecretProof::bound);
+  CHECK(read("node_secrets: {proof: last-asker}\n", ok).node_secret_proof == NodeSecretProof::last_asker);
+  CHECK_FALSE(ok.has_errors());
+
+  Diagnostics bad;
+  read("node_secrets: {proof: anyone}\n", bad);
+  read("node_secrets: {prof: bound}\n", bad);
+  std::string errors = all_errors(bad);
+  INFO(errors);
+  CHECK_THAT(errors, Catch::Contains("node_secrets.proof"));
+  CHECK_THAT(errors, Catch::Contains("last-asker"));
+  CHECK_THAT(errors, Catch::Contains("unknown key 'node_secrets.prof'"));
+}
