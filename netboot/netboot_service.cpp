@@ -382,8 +382,8 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
   }
 
   HttpReply file_reply(const fs::path& path, std::string route) {
-    // The same confinement as TFTP (no links out, regular files only), for the declared asset's own
-    // directory.
+    // The same confinement as TFTP (netboot/confined_file.hpp: links out only to public files,
+    // regular files only), for the declared asset's own directory.
     TftpRoot directory(path.parent_path());
     TftpOpenedFile file = directory.open(path.filename().string());
     if (file.status != TftpOpenStatus::opened) {

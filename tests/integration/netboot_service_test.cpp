@@ -229,6 +229,7 @@ struct Fixture {
     write_file(dir / "www/big.bin", big);
     write_file(dir / "www/small.txt", "hello\n");
     write_file(dir / "secret.txt", "not for HTTP\n");
+    fs::permissions(dir / "secret.txt", fs::perms(0600));  // a link out of the root reaches only public files
     fs::create_symlink(dir / "secret.txt", dir / "www/link-out");
     write_file(dir / "cp1.yaml", "version: v1alpha1\nmachine: {type: controlplane}\n");
     write_file(dir / "w1.yaml", "version: v1alpha1\nmachine: {type: worker}\n");
