@@ -30,6 +30,7 @@
 #include "builder/block_device.hpp"
 #include "builder/ext4_filesystem.hpp"
 #include "builder/fat_filesystem.hpp"
+#include "builder/filesystem_probe.hpp"
 #include "builder/image_decompressor.hpp"
 #include "builder/partition_table.hpp"
 #include "builder/pi_boot_files.hpp"
@@ -86,15 +87,6 @@ std::string gpt_type_name(const std::string& guid) {
   return it == names.end() ? "" : it->second;
 }
 
-std::string to_string(FatType type) {
-  switch (type) {
-    case FatType::fat12: return "FAT12";
-    case FatType::fat16: return "FAT16";
-    case FatType::fat32: return "FAT32";
-  }
-  return "FAT";
-}
-
 std::string file_type_name(Ext4FileType type) {
   switch (type) {
     case Ext4FileType::regular: return "file";
@@ -130,69 +122,177 @@ std::string unquote(std::string value) {
   return value;
 }
 
-// ---- filesystems: recognised from their superblocks, so a partition of the wrong type is seen too ----
+// ---- filesystems: named by libblkid, so a partition of the wrong type or an unexpected format is seen too ----
 
-// ext2/3/4 superblock fields (offsets inside the superblock, which starts 1024 bytes into the
-// partition): counts at 0x04/0x08/0x0c, log2(block size) - 10 at 0x18, magic 0xef53 at 0x38, feature
-// words at 0x5c/0x60, UUID at 0x68, label at 0x78, 64-bit high words of the counts at 0x150/0x154/0x158.
-void describe_ext_superblock(BlockDevice& device, InspectedPartition& partition) {
-  if (partition.size_bytes < 2048) return;
-  std::array<std::uint8_t, 1024> superblock{};
-  device.read_at(partition.start_bytes + 1024, superblock);
-  if (load_le16(superblock, 0x38) != 0xef53) return;
-  std::uint32_t compat = load_le32(superblock, 0x5c);
-  std::uint32_t incompat = load_le32(superblock, 0x60);
-  constexpr std::uint32_t has_journal = 0x4, extents = 0x40, bit64 = 0x80, flex_bg = 0x200;
-  partition.filesystem = (incompat & (extents | bit64 | flex_bg)) != 0 ? "ext4" : (compat & has_journal) != 0 ? "ext3" : "ext2";
-  std::string label(reinterpret_cast<const char*>(superblock.data() + 0x78), 16);
-  label.resize(label.find('\0') == std::string::npos ? label.size() : label.find('\0'));
-  partition.label = label;
-  // Not Guid::to_string, which prints GPT's mixed-endian layout: ext4 UUIDs are plain byte order.
-  std::string text;
-  for (std::size_t i = 0; i < 16; ++i) {
-    char pair[3];
-    std::snprintf(pair, sizeof pair, "%02x", static_cast<unsigned>(superblock[0x68 + i]));
-    text += pair;
-    if (i == 3 || i == 5 || i == 7 || i == 9) text += '-';
-  }
-  partition.uuid = text;
-  std::uint32_t log_block = load_le32(superblock, 0x18);
-  if (log_block > 6) return;  // > 64 KiB blocks: not a filesystem we can size
-  std::uint64_t block_size = 1024ull << log_block;
-  std::uint64_t blocks = load_le32(superblock, 0x04);
-  std::uint64_t free_blocks = load_le32(superblock, 0x0c);
-  if ((incompat & bit64) != 0) {
-    blocks |= static_cast<std::uint64_t>(load_le32(superblock, 0x150)) << 32;
-    free_blocks |= static_cast<std::uint64_t>(load_le32(superblock, 0x158)) << 32;
-  }
-  partition.filesystem_bytes = blocks * block_size;
-  partition.free_bytes = free_blocks * block_size;
+// blkid names every FAT "vfat" and keeps FAT12/16/32 in VERSION; the report has always said "FAT32".
+std::string filesystem_name(const ProbedFilesystem& probed) {
+  if (probed.type == "vfat") return probed.version.empty() ? "FAT" : probed.version;
+  return probed.type;
 }
 
-bool describe_fat(BlockDevice& device, const PartitionTable& table, InspectedPartition& partition) {
-  std::array<std::uint8_t, 512> boot_sector{};
-  if (partition.size_bytes < boot_sector.size()) return false;
-  device.read_at(partition.start_bytes, boot_sector);
-  if (boot_sector[510] != 0x55 || boot_sector[511] != 0xaa) return false;
+// Type, label and UUID from libblkid; sizes from the filesystem itself where this tool has a reader.
+// Returns why that reader could not open it, if it could not.
+std::optional<std::string> describe_filesystem(const fs::path& raw, BlockDevice& device, const PartitionTable& table,
+                                               InspectedPartition& partition, std::vector<std::string>& warnings) {
+  std::string where = "partition " + std::to_string(partition.index);
+  ProbedFilesystem probed = probe_filesystem(raw, partition.start_bytes, partition.size_bytes);
+  if (!probed.ambiguous_types.empty()) {
+    warnings.push_back(where + " carries more than one filesystem signature (" + probed.ambiguous_types +
+                       "); libblkid will not choose and neither will Linux's mount");
+    return std::nullopt;
+  }
+  if (!probed.found()) return std::nullopt;
+  partition.filesystem = filesystem_name(probed);
+  partition.label = probed.label;
+  partition.uuid = probed.uuid;
+  if (probed.bad_checksum) warnings.push_back(where + ": the " + probed.type + " superblock's checksum does not match (damaged)");
   try {
-    SubrangeBlockDevice view = open_partition(device, table, partition.index);
-    FatFilesystem fat(view);
-    partition.filesystem = to_string(fat.type());
-    partition.label = fat.volume_label();
-    partition.filesystem_bytes = fat.total_data_bytes();
-    partition.free_bytes = fat.free_bytes();
-    // Extended boot signature 0x29 then the 32-bit volume id: at 0x42/0x43 on FAT32, 0x26/0x27 else.
-    std::size_t signature = fat.type() == FatType::fat32 ? 0x42 : 0x26;
-    if (boot_sector[signature] == 0x29) {
-      std::uint32_t id = load_le32(boot_sector, signature + 1);
-      char text[16];
-      std::snprintf(text, sizeof text, "%04X-%04X", static_cast<unsigned>(id >> 16), static_cast<unsigned>(id & 0xffff));
-      partition.uuid = text;
+    if (probed.type == "vfat") {
+      SubrangeBlockDevice view = open_partition(device, table, partition.index);
+      FatFilesystem fat(view);
+      partition.filesystem_bytes = fat.total_data_bytes();
+      partition.free_bytes = fat.free_bytes();
+    } else if (probed.type == "ext2" || probed.type == "ext3" || probed.type == "ext4") {
+      Ext4Filesystem ext = Ext4Filesystem::open(raw, partition.start_bytes, partition.size_bytes, Ext4Access::read_only);
+      Ext4SpaceUsage usage = ext.space_usage();
+      partition.filesystem_bytes = usage.total_bytes();
+      partition.free_bytes = usage.free_bytes();
     }
-    return true;
   } catch (const Error& e) {
-    log::debug("partition ", partition.index, " is not a FAT filesystem we can read: ", e.what());
-    return false;
+    return where + " (" + partition.filesystem + "): the filesystem cannot be opened: " + e.what();
+  }
+  return std::nullopt;
+}
+
+// ---- files read one at a time: one that cannot be read is reported as such, the rest goes on ----
+
+// target of a symlink found at link_path, as the kernel resolves it (relative to the link's directory,
+// ".." above the root staying at the root).
+std::string resolve_link(const std::string& link_path, const std::string& target) {
+  fs::path joined = target.starts_with("/") ? fs::path(target) : fs::path(link_path).parent_path() / target;
+  std::string normal = joined.lexically_normal().generic_string();
+  while (normal.size() > 1 && normal.back() == '/') normal.pop_back();
+  return normal.empty() ? "/" : normal;
+}
+
+// The root filesystem's files as the report reads them. A file that exists but cannot be read (a
+// symlink loop, a dangling link, a directory where a file belongs, a damaged inode or directory) is
+// recorded in report.unreadable with the reason and answered as "not read"; before this, one such
+// file (an ELOOP on /etc/hostname) made the whole root filesystem look absent.
+class RootFiles {
+ public:
+  RootFiles(const Ext4Filesystem& rootfs, std::uint32_t partition, ImageInspection& report)
+      : rootfs_(rootfs), partition_(partition), report_(report) {}
+
+  bool exists(const std::string& path) {
+    try {
+      return rootfs_.exists(path);
+    } catch (const Error& e) {
+      unreadable(path, e.what());
+      return false;
+    }
+  }
+
+  // Contents of a regular file, following symlinks; nullopt when absent or unreadable.
+  std::optional<std::string> read(const std::string& path) {
+    if (!exists(path)) return std::nullopt;
+    try {
+      return rootfs_.read_file(path);
+    } catch (const Error& e) {
+      unreadable(path, diagnose(path).value_or(e.what()));
+      return std::nullopt;
+    }
+  }
+
+  // Type, mode and owner without following a symlink in the last component.
+  InspectedFile inspect(const std::string& path) {
+    InspectedFile file;
+    file.path = path;
+    try {
+      if (!rootfs_.exists(path)) return file;
+      Ext4FileStatus status = rootfs_.status(path);
+      file.present = true;
+      file.type = file_type_name(status.type);
+      file.permissions = status.permissions;
+      file.uid = status.uid;
+      file.gid = status.gid;
+      file.size = status.size;
+      if (status.type == Ext4FileType::symlink) file.link_target = rootfs_.read_symlink(path);
+    } catch (const Error& e) {
+      unreadable(path, e.what());
+    }
+    return file;
+  }
+
+  std::vector<Ext4DirectoryEntry> list(const std::string& path) {
+    try {
+      return rootfs_.list_directory(path);
+    } catch (const Error& e) {
+      unreadable(path, e.what());
+      return {};
+    }
+  }
+
+ private:
+  // Why a file that exists cannot be read, in words (libext2fs says "Too many symbolic links
+  // encountered" for a loop, whichever link of the chain it is): walks the symlink chain itself.
+  // nullopt when the chain looks sound, and libext2fs' own message is the best reason there is.
+  std::optional<std::string> diagnose(const std::string& path) const {
+    try {
+      std::string current = path;
+      std::vector<std::string> chain{path};
+      // 40 links, as Linux's path walk allows (MAXSYMLINKS).
+      for (int hops = 0; hops <= 40; ++hops) {
+        if (!rootfs_.exists(current)) return "dangling symlink: " + describe_chain(chain) + " (does not exist)";
+        Ext4FileStatus status = rootfs_.status(current);
+        if (status.type == Ext4FileType::symlink) {
+          current = resolve_link(current, rootfs_.read_symlink(current));
+          bool loop = std::find(chain.begin(), chain.end(), current) != chain.end();
+          chain.push_back(current);
+          if (loop) return "symlink loop: " + describe_chain(chain);
+          continue;
+        }
+        if (status.type == Ext4FileType::regular) return std::nullopt;
+        return (hops > 0 ? describe_chain(chain) + ": " : std::string()) + "a " + file_type_name(status.type) +
+               ", not a regular file";
+      }
+      return "too many levels of symbolic links: " + describe_chain(chain);
+    } catch (const Error&) {
+      return std::nullopt;
+    }
+  }
+  static std::string describe_chain(const std::vector<std::string>& chain) {
+    std::string text;
+    for (const auto& p : chain) text += (text.empty() ? "" : " -> ") + p;
+    return text;
+  }
+  void unreadable(const std::string& path, const std::string& reason) {
+    for (const auto& u : report_.unreadable) {
+      if (u.partition == partition_ && u.path == path) return;  // read twice (e.g. exists, then read)
+    }
+    report_.unreadable.push_back({partition_, path, reason});
+  }
+
+  const Ext4Filesystem& rootfs_;
+  std::uint32_t partition_;
+  ImageInspection& report_;
+};
+
+// The boot partition's files: FAT has no links, but a directory can stand where a file belongs and a
+// damaged cluster chain makes a file unreadable.
+std::optional<std::string> read_boot_file(FatFilesystem& fat, std::uint32_t partition, const std::string& name,
+                                          ImageInspection& report) {
+  try {
+    auto entry = fat.stat(name);
+    if (!entry) return std::nullopt;
+    if (entry->is_directory) {
+      report.unreadable.push_back({partition, "/" + name, "a directory, not a regular file"});
+      return std::nullopt;
+    }
+    return fat.read_text_file(name);
+  } catch (const Error& e) {
+    report.unreadable.push_back({partition, "/" + name, e.what()});
+    return std::nullopt;
   }
 }
 
@@ -200,9 +300,9 @@ bool describe_fat(BlockDevice& device, const PartitionTable& table, InspectedPar
 
 void inspect_boot_files(FatFilesystem& fat, ImageInspection& report, InspectedBootFiles& boot,
                         InspectedFirstBootFiles& first_boot) {
-  if (auto entry = fat.stat("cmdline.txt"); entry && !entry->is_directory) {
+  if (auto cmdline = read_boot_file(fat, boot.partition, "cmdline.txt", report)) {
     boot.has_cmdline = true;
-    boot.cmdline = fat.read_text_file("cmdline.txt");
+    boot.cmdline = *cmdline;
     std::string line = boot.cmdline;
     if (!line.empty() && line.back() == '\n') line.pop_back();
     boot.cmdline_single_line = line.find('\n') == std::string::npos;
@@ -217,9 +317,9 @@ void inspect_boot_files(FatFilesystem& fat, ImageInspection& report, InspectedBo
       }
     }
   }
-  if (auto entry = fat.stat("config.txt"); entry && !entry->is_directory) {
+  if (auto config_text = read_boot_file(fat, boot.partition, "config.txt", report)) {
     boot.has_config_txt = true;
-    std::string config = fat.read_text_file("config.txt");
+    const std::string& config = *config_text;
     Sha256 hash;
     hash.update(std::span(reinterpret_cast<const std::uint8_t*>(config.data()), config.size()));
     boot.config_txt_sha256 = hash.finish().hex();
@@ -250,7 +350,7 @@ void inspect_boot_files(FatFilesystem& fat, ImageInspection& report, InspectedBo
   if (fat.exists("firstrun.sh")) {
     first_boot.format = InspectedFirstBoot::firstrun_script;
     first_boot.files.push_back("firstrun.sh");
-    std::string script = fat.read_text_file("firstrun.sh");
+    std::string script = read_boot_file(fat, boot.partition, "firstrun.sh", report).value_or("");
     first_boot.started_by_cmdline = std::any_of(args.begin(), args.end(), [](const std::string& a) {
       return a.starts_with("systemd.run=") && a.ends_with("/firstrun.sh");
     });
@@ -281,10 +381,10 @@ void inspect_boot_files(FatFilesystem& fat, ImageInspection& report, InspectedBo
   }
   if (any_nocloud && first_boot.format == InspectedFirstBoot::none) {
     first_boot.format = InspectedFirstBoot::cloud_init;
-    if (fat.exists("user-data")) {
+    if (auto user_data_text = read_boot_file(fat, boot.partition, "user-data", report)) {
       // Only the hostname is taken from user-data: it may carry password hashes.
       try {
-        YAML::Node user_data = YAML::Load(fat.read_text_file("user-data"));
+        YAML::Node user_data = YAML::Load(*user_data_text);
         if (user_data.IsMap() && user_data["hostname"] && user_data["hostname"].IsScalar()) {
           first_boot.hostname = user_data["hostname"].as<std::string>();
         }
@@ -292,8 +392,8 @@ void inspect_boot_files(FatFilesystem& fat, ImageInspection& report, InspectedBo
         report.warnings.push_back("user-data on the boot partition is not valid YAML");
       }
     }
-    if (fat.exists("meta-data")) {
-      std::istringstream in(fat.read_text_file("meta-data"));
+    if (auto meta_data = read_boot_file(fat, boot.partition, "meta-data", report)) {
+      std::istringstream in(*meta_data);
       std::string line;
       while (std::getline(in, line)) {
         if (line.starts_with("instance-id:")) first_boot.instance_id = unquote(trim(line.substr(12)));
@@ -306,21 +406,6 @@ void inspect_boot_files(FatFilesystem& fat, ImageInspection& report, InspectedBo
 }
 
 // ---- root filesystem ----
-
-InspectedFile inspect_file(const Ext4Filesystem& rootfs, const std::string& path) {
-  InspectedFile file;
-  file.path = path;
-  if (!rootfs.exists(path)) return file;
-  Ext4FileStatus status = rootfs.status(path);
-  file.present = true;
-  file.type = file_type_name(status.type);
-  file.permissions = status.permissions;
-  file.uid = status.uid;
-  file.gid = status.gid;
-  file.size = status.size;
-  if (status.type == Ext4FileType::symlink) file.link_target = rootfs.read_symlink(path);
-  return file;
-}
 
 // RKE2's version is linked into its binary as "v1.33.1+rke2r1"; the release tarball carries no version
 // file. Scanning for the "+rke2r" marker finds it without running an arm64 program.
@@ -337,14 +422,14 @@ std::optional<std::string> version_in_binary(const std::string& binary) {
   return std::nullopt;
 }
 
-void inspect_rke2(const Ext4Filesystem& rootfs, InspectedRke2Preload& rke2, std::vector<std::string>& warnings) {
-  rke2.binary = inspect_file(rootfs, rke2_binary_path);
-  rke2.config = inspect_file(rootfs, rke2_config_path);
-  rke2.registries = inspect_file(rootfs, rke2_registries_path);
+void inspect_rke2(RootFiles& rootfs, InspectedRke2Preload& rke2, std::vector<std::string>& warnings) {
+  rke2.binary = rootfs.inspect(rke2_binary_path);
+  rke2.config = rootfs.inspect(rke2_config_path);
+  rke2.registries = rootfs.inspect(rke2_registries_path);
 
   nlohmann::json record;
-  if (rootfs.exists(preload_record_path)) {
-    std::string text = rootfs.read_file(preload_record_path);
+  if (auto record_text = rootfs.read(preload_record_path)) {
+    const std::string& text = *record_text;
     Sha256 hash;
     hash.update(std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
     rke2.preload_record_sha256 = hash.finish().hex();
@@ -369,16 +454,18 @@ void inspect_rke2(const Ext4Filesystem& rootfs, InspectedRke2Preload& rke2, std:
     rke2.version = *version;
     rke2.version_source = "preload.json";
   } else if (rke2.binary.present && rke2.binary.type == "file") {
-    if (auto found = version_in_binary(rootfs.read_file(rke2_binary_path))) {
-      rke2.version = *found;
-      rke2.version_source = rke2_binary_path;
+    if (auto binary = rootfs.read(rke2_binary_path)) {
+      if (auto found = version_in_binary(*binary)) {
+        rke2.version = *found;
+        rke2.version_source = rke2_binary_path;
+      }
     }
   }
 
   // The role is what systemd will start, whatever was recorded.
   if (rootfs.exists(units_wanted_directory)) {
     for (const char* unit : {"rke2-server.service", "rke2-agent.service"}) {
-      InspectedFile link = inspect_file(rootfs, units_wanted_directory + "/" + unit);
+      InspectedFile link = rootfs.inspect(units_wanted_directory + "/" + unit);
       if (link.present) rke2.enabled_units.push_back(link);
     }
   }
@@ -399,11 +486,11 @@ void inspect_rke2(const Ext4Filesystem& rootfs, InspectedRke2Preload& rke2, std:
     }
   }
   if (rootfs.exists(images_directory)) {
-    for (const auto& entry : rootfs.list_directory(images_directory)) {
+    for (const auto& entry : rootfs.list(images_directory)) {
       if (entry.type != Ext4FileType::regular || entry.name.starts_with(".")) continue;
       InspectedImageArchive archive;
       archive.name = entry.name;
-      archive.size = rootfs.status(images_directory + "/" + entry.name).size;
+      archive.size = rootfs.inspect(images_directory + "/" + entry.name).size;
       if (auto it = recorded_archives.find(entry.name); it != recorded_archives.end()) {
         archive.recorded_sha256 = it->second.first;
         archive.recorded_size = it->second.second;
@@ -421,10 +508,12 @@ void inspect_rke2(const Ext4Filesystem& rootfs, InspectedRke2Preload& rke2, std:
     if (!found) warnings.push_back("image archive " + name + " is recorded in preload.json but missing from " + images_directory);
   }
 
-  if (rke2.config.present && rke2.config.type == "file") {
+  std::optional<std::string> config_text;
+  if (rke2.config.present && rke2.config.type == "file") config_text = rootfs.read(rke2_config_path);
+  if (config_text) {
     // Read for its keys only; the text (with the token) goes out of scope here and is never reported.
     try {
-      YAML::Node config = YAML::Load(rootfs.read_file(rke2_config_path));
+      YAML::Node config = YAML::Load(*config_text);
       if (config.IsMap()) {
         for (const auto& item : config) {
           std::string key = item.first.as<std::string>();
@@ -446,17 +535,20 @@ void inspect_rke2(const Ext4Filesystem& rootfs, InspectedRke2Preload& rke2, std:
 }
 
 void inspect_root_filesystem(const fs::path& image, const InspectedPartition& partition, ImageInspection& report) {
-  Ext4Filesystem rootfs =
+  Ext4Filesystem filesystem =
       Ext4Filesystem::open(image, partition.start_bytes, partition.size_bytes, Ext4Access::read_only);
+  RootFiles rootfs(filesystem, partition.index, report);
   InspectedRootFilesystem root;
   root.partition = partition.index;
-  if (rootfs.exists("/etc/hostname")) {
-    std::string hostname = trim(rootfs.read_file("/etc/hostname"));
+  if (auto text = rootfs.read("/etc/hostname")) {
+    std::string hostname = trim(*text);
     if (!hostname.empty()) root.hostname = hostname;
   }
   for (const char* path : {"/etc/os-release", "/usr/lib/os-release"}) {
-    if (root.os || !rootfs.exists(path)) continue;
-    std::istringstream in(rootfs.read_file(path));
+    if (root.os) continue;
+    auto text = rootfs.read(path);
+    if (!text) continue;
+    std::istringstream in(*text);
     std::string line;
     while (std::getline(in, line)) {
       if (line.starts_with("PRETTY_NAME=")) root.os = unquote(trim(line.substr(12)));
@@ -471,19 +563,44 @@ void inspect_root_filesystem(const fs::path& image, const InspectedPartition& pa
 
 void collect_warnings(ImageInspection& report) {
   auto& w = report.warnings;
-  if (!report.boot) w.push_back("no FAT boot partition with a readable filesystem found");
-  if (!report.root) w.push_back("no ext4 root partition found");
+  for (const auto& u : report.unreadable) {
+    w.push_back("unreadable: " + u.path + " on partition " + std::to_string(u.partition) + " (" + u.reason + ")");
+  }
+  if (report.boot_error) {
+    w.push_back(*report.boot_error);
+  } else if (!report.boot) {
+    w.push_back("no FAT boot partition found");
+  }
+  if (report.root_error) {
+    w.push_back(*report.root_error);
+  } else if (!report.root) {
+    // Say what the partitions hold instead, so a damaged or foreign root is told from a missing one.
+    std::string held;
+    for (const auto& p : report.partitions) {
+      if (p.filesystem.starts_with("FAT")) continue;
+      held += (held.empty() ? "; " : ", ") + std::string("partition ") + std::to_string(p.index) + " (" + p.type +
+              (p.type_name.empty() ? "" : " " + p.type_name) + ") holds " +
+              (p.filesystem.empty() ? "no filesystem libblkid recognises" : p.filesystem);
+    }
+    w.push_back("no ext4 root partition found" + held);
+  }
+  // What the report could not read is reported once, above, not again as a fact derived from it.
+  auto unreadable = [&](std::uint32_t partition, const std::string& path) {
+    return std::any_of(report.unreadable.begin(), report.unreadable.end(),
+                       [&](const UnreadableFile& u) { return u.partition == partition && u.path == path; });
+  };
+  bool cmdline_unreadable = report.boot && unreadable(report.boot->partition, "/cmdline.txt");
   if (report.boot) {
     const auto& boot = *report.boot;
     if (!boot.has_cmdline) {
-      w.push_back("the boot partition has no cmdline.txt");
+      if (!cmdline_unreadable) w.push_back("the boot partition has no cmdline.txt");
     } else {
       if (!boot.cmdline_single_line) w.push_back("cmdline.txt has more than one line (the firmware reads only the first)");
       if (boot.root_partuuid && !boot.root_partition) {
         w.push_back("cmdline.txt boots root=PARTUUID=" + *boot.root_partuuid + " but no partition has that PARTUUID");
-      } else if (boot.root_partition && report.root && *boot.root_partition != report.root->partition) {
+      } else if (boot.root_partition && report.root_partition && *boot.root_partition != *report.root_partition) {
         w.push_back("cmdline.txt boots partition " + std::to_string(*boot.root_partition) +
-                    " but the ext4 root filesystem is on partition " + std::to_string(report.root->partition));
+                    " but the ext4 root filesystem is on partition " + std::to_string(*report.root_partition));
       }
       if (report.rke2.present && !boot.cgroup_memory_enabled) {
         w.push_back("cmdline.txt lacks cgroup_enable=memory: the kubelet will not start (the Pi's device tree disables the memory cgroup)");
@@ -496,11 +613,11 @@ void collect_warnings(ImageInspection& report) {
   }
   if (report.first_boot) {
     const auto& fb = *report.first_boot;
-    if (fb.format == InspectedFirstBoot::firstrun_script && !fb.started_by_cmdline) {
+    if (fb.format == InspectedFirstBoot::firstrun_script && !fb.started_by_cmdline && !cmdline_unreadable) {
       w.push_back("firstrun.sh is on the boot partition but cmdline.txt does not start it (systemd.run=)");
     }
     if (fb.format == InspectedFirstBoot::cloud_init) {
-      if (!fb.started_by_cmdline && !(report.root && report.root->has_cloud_init)) {
+      if (!fb.started_by_cmdline && !cmdline_unreadable && !(report.root && report.root->has_cloud_init)) {
         w.push_back("cloud-init files are on the boot partition but neither cmdline.txt (ds=nocloud) nor the root filesystem selects cloud-init");
       }
       if (fb.instance_id && fb.cmdline_instance_id && *fb.instance_id != *fb.cmdline_instance_id) {
@@ -647,45 +764,52 @@ std::string sha256_of(const std::string& text) {
   return hash.finish().hex();
 }
 
+// fsck through libguestfs' own calls, which take the API's device name ("/dev/sda1") and translate it
+// to the appliance kernel's name. They are not always the same: Linux (>= 5.6) probes disks in
+// parallel, so on a busy host the appliance's own root disk is sometimes probed first and the image
+// becomes the kernel's sdb (libguestfs translates through /dev/disk/by-path since 1.42, RHBZ#1804207).
+// The check used to run e2fsck in the appliance's debug shell with the API's name: in those launches
+// "/dev/sda1" did not exist however long it waited, and --deep failed only under load.
+//
+// Writes go to the drive's throwaway overlay (the image is attached read-only), so fsck may "repair";
+// its exit status says whether anything needed it (fsck(8): 0 clean, 1 corrected, 4 left uncorrected).
+// For ext4, `fsck -a` (e2fsck -p) skips a filesystem marked clean, so the overlay's mount count is
+// set past a maximum of 1 first: that makes e2fsck -p run its full check, as -f would.
 DeepCheckFsck run_fsck(const Guestfs& g, const InspectedPartition& partition, const std::string& device) {
   DeepCheckFsck check;
   check.partition = partition.index;
   check.filesystem = partition.filesystem;
   bool fat = partition.filesystem.starts_with("FAT");
-  // Full read-only checks, run by the appliance's shell: guestfs_fsck runs `fsck -a`, which skips an
-  // ext4 filesystem marked clean and opens the device for writing. A device closed after writing makes
-  // udev re-probe the disk, and its partitions vanish for a moment (seen here: e2fsck of sda2 right
-  // after fsck of sda1 found no /dev/sda2), so nothing is opened for writing and udev is waited for.
-  // Under software emulation on a loaded machine the nodes were seen missing for longer than 5 s
-  // (both partitions, in CI, after the KVM attempt had been stopped), so the wait is 30 s, a check
-  // that still finds no device is run once more, and what the appliance has is reported with it.
-  check.tool = fat ? "fsck.vfat -n" : "e2fsck -fn";
-  std::string command = "udevadm settle >/dev/null 2>&1; for i in $(seq 60); do [ -b " + device +
-                        " ] && break; sleep 0.5; done; [ -b " + device + " ] || { echo '" + device +
-                        " is missing; /proc/partitions:'; cat /proc/partitions; }; " + check.tool + " " + device +
-                        " 2>&1; echo \"aggrik8s-exit=$?\"";
-  char* arguments[] = {command.data(), nullptr};
-  for (int attempt = 1; attempt <= 2; ++attempt) {
-    auto output = guest_string(guestfs_debug(g.get(), "sh", arguments));
-    if (!output) break;
-    auto marker = output->rfind("aggrik8s-exit=");
-    if (marker == std::string::npos) break;
-    check.exit_code = std::atoi(output->c_str() + marker + 14);
-    check.output = trim(output->substr(0, marker));
-    check.clean = check.exit_code == 0;
-    bool device_missing = check.output.find(device + " is missing") != std::string::npos;
-    if (!device_missing || attempt == 2) return check;
-    log::info("deep check: ", device, " was missing in the appliance; checking it again");
+  bool ext = partition.filesystem == "ext2" || partition.filesystem == "ext3" || partition.filesystem == "ext4";
+  std::string fstype = fat ? "vfat" : partition.filesystem;
+  if (!fat && !ext) {
+    check.tool = "none";
+    check.clean = true;
+    check.output = "no fsck is run for " + partition.filesystem;
+    return check;
   }
-  // Without the debug shell (it can be compiled out): fsck -a on the throwaway overlay, never the image.
-  check.tool = std::string("fsck -a -t ") + (fat ? "vfat" : "ext4") + " (on the read-only overlay)";
-  int status = guestfs_fsck(g.get(), fat ? "vfat" : "ext4", device.c_str());
+  if (ext) {
+    check.tool = "e2fsck -p, full check forced (fsck -a -t " + fstype + " on the throwaway overlay)";
+    if (guestfs_tune2fs(g.get(), device.c_str(), GUESTFS_TUNE2FS_MAXMOUNTCOUNT, 1, GUESTFS_TUNE2FS_MOUNTCOUNT, 2, -1) != 0) {
+      check.output = "tune2fs could not force the full check: " + g.last_error();
+      return check;
+    }
+  } else {
+    check.tool = "fsck.vfat -a (fsck -a -t vfat on the throwaway overlay)";
+  }
+  int status = guestfs_fsck(g.get(), fstype.c_str(), device.c_str());
   if (status < 0) {
     check.output = g.last_error();
     return check;
   }
   check.exit_code = status;
   check.clean = status == 0;
+  if (!check.clean) {
+    check.output = "fsck exit status " + std::to_string(status) +
+                   ((status & 4) != 0   ? ": errors left uncorrected"
+                    : (status & 1) != 0 ? ": errors were found (corrected on the overlay only; the image is unchanged)"
+                                        : "");
+  }
   return check;
 }
 
@@ -841,7 +965,6 @@ DeepCheck deep_check(const fs::path& raw_image, const ImageInspection& report) {
     std::transform(our_uuid.begin(), our_uuid.end(), our_uuid.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     std::transform(guest_uuid.begin(), guest_uuid.end(), guest_uuid.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     compare(prefix + "UUID", our_uuid, guest_uuid);
-    deep.fsck.push_back(run_fsck(guest, p, device->second));
   }
 
   if (report.boot) {
@@ -921,6 +1044,11 @@ DeepCheck deep_check(const fs::path& raw_image, const ImageInspection& report) {
       guestfs_umount_all(guest.get());
     }
   }
+  // Last: fsck writes (to the overlay), and every comparison above reads the filesystems as they are.
+  for (const auto& p : report.partitions) {
+    auto device = devices.find(p.index);
+    if (device != devices.end() && !p.filesystem.empty()) deep.fsck.push_back(run_fsck(guest, p, device->second));
+  }
   guestfs_shutdown(guest.get());
   deep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return deep;
@@ -999,10 +1127,27 @@ ImageInspection inspect_image(const fs::path& image, const InspectOptions& optio
     bool is_extended = table.kind() == PartitionTableKind::mbr &&
                        (entry.mbr_type == 0x05 || entry.mbr_type == 0x0f || entry.mbr_type == 0x85);
     if (!is_extended) {
-      describe_ext_superblock(device, p);
-      if (p.filesystem.empty()) describe_fat(device, table, p);
+      bool root_found = std::any_of(report.partitions.begin(), report.partitions.end(),
+                                    [](const InspectedPartition& q) { return q.filesystem == "ext4"; });
+      bool boot_found = std::any_of(report.partitions.begin(), report.partitions.end(),
+                                    [](const InspectedPartition& q) { return q.filesystem.starts_with("FAT"); });
+      auto open_error = describe_filesystem(raw, device, table, p, report.warnings);
+      // The first ext4 is the root and the first FAT the boot partition: their errors are reported
+      // once, below, as root_error / boot_error.
+      bool reported_below = (p.filesystem == "ext4" && !root_found) || (p.filesystem.starts_with("FAT") && !boot_found);
+      if (open_error && !reported_below) report.warnings.push_back(*open_error);
     }
     report.partitions.push_back(p);
+  }
+  // A second reading of the PARTUUIDs, by libblkid: a table this reader and Linux understand
+  // differently would boot something other than what cmdline.txt names.
+  for (const auto& probed : probe_partitions(raw)) {
+    for (const auto& p : report.partitions) {
+      if (p.start_bytes == probed.start_bytes && !probed.partuuid.empty() && probed.partuuid != p.partuuid) {
+        report.warnings.push_back("partition " + std::to_string(p.index) + ": PARTUUID read as " + p.partuuid +
+                                  " here but libblkid (as Linux) reads " + probed.partuuid);
+      }
+    }
   }
 
   const InspectedPartition* boot_partition = nullptr;
@@ -1012,21 +1157,29 @@ ImageInspection inspect_image(const fs::path& image, const InspectOptions& optio
     if (!root_partition && p.filesystem == "ext4") root_partition = &p;
   }
   if (boot_partition) {
-    SubrangeBlockDevice view = open_partition(device, table, boot_partition->index);
-    FatFilesystem fat(view);
-    InspectedBootFiles boot;
-    boot.partition = boot_partition->index;
-    InspectedFirstBootFiles first_boot;
-    inspect_boot_files(fat, report, boot, first_boot);
-    report.boot = boot;
-    report.first_boot = first_boot;
+    try {
+      SubrangeBlockDevice view = open_partition(device, table, boot_partition->index);
+      FatFilesystem fat(view);
+      InspectedBootFiles boot;
+      boot.partition = boot_partition->index;
+      InspectedFirstBootFiles first_boot;
+      inspect_boot_files(fat, report, boot, first_boot);
+      report.boot = boot;
+      report.first_boot = first_boot;
+    } catch (const Error& e) {
+      report.boot_error = "the boot filesystem on partition " + std::to_string(boot_partition->index) +
+                          " cannot be read: " + e.what();
+    }
   }
   if (root_partition) {
+    report.root_partition = root_partition->index;
     try {
       inspect_root_filesystem(raw, *root_partition, report);
     } catch (const Error& e) {
-      report.warnings.push_back("the root filesystem on partition " + std::to_string(root_partition->index) +
-                                " cannot be read: " + e.what());
+      // Only opening the filesystem throws here; single files are recorded in report.unreadable.
+      report.root.reset();
+      report.root_error = "the root filesystem on partition " + std::to_string(root_partition->index) +
+                          " cannot be read: " + e.what();
     }
   }
   collect_warnings(report);

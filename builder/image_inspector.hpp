@@ -16,7 +16,7 @@
 // The deep check boots libguestfs' appliance on the image (read-only: writes go to a throwaway
 // overlay) and reads the same facts through the Linux kernel's own FAT and ext4 drivers, plus fsck
 // of both filesystems: an independent second opinion on what the in-process readers said. It costs
-// ~15-35 s, so it is opt-in.
+// ~30-40 s under software emulation, so it is opt-in.
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -38,7 +38,8 @@ struct InspectedPartition {
   std::uint64_t size_bytes = 0;
   std::string partuuid;
   bool bootable = false;
-  std::string filesystem;  // "FAT12", "FAT16", "FAT32", "ext2", "ext3", "ext4" or "" (not recognised)
+  // libblkid's name ("ext4", "xfs", "squashfs", ...), FAT as "FAT12"/"FAT16"/"FAT32"; "" when not recognised
+  std::string filesystem;
   std::string label;
   std::string uuid;  // ext*: the filesystem UUID; FAT: the volume id ("B007-F5A7")
   std::optional<std::uint64_t> filesystem_bytes;
@@ -145,6 +146,13 @@ struct DeepCheck {
   bool all_clean() const;
 };
 
+// A file the report wanted that exists but cannot be read; the rest of the report is unaffected.
+struct UnreadableFile {
+  std::uint32_t partition = 0;
+  std::string path;    // inside that partition's filesystem: "/etc/hostname", "/cmdline.txt"
+  std::string reason;  // "symlink loop: /etc/hostname -> /etc/hostname", "a directory, not a regular file", ...
+};
+
 struct ImageInspection {
   std::filesystem::path path;
   std::string input_format;  // "raw", "zstd", ...
@@ -154,9 +162,16 @@ struct ImageInspection {
   std::vector<InspectedPartition> partitions;
   std::optional<InspectedBootFiles> boot;
   std::optional<InspectedFirstBootFiles> first_boot;
+  // The first ext4 partition: where the root is, whether or not its filesystem could be read.
+  std::optional<std::uint32_t> root_partition;
   std::optional<InspectedRootFilesystem> root;
+  // Set when there is an ext4 partition but its filesystem cannot be opened: root is then absent and
+  // the RKE2 preload unknown, not "none".
+  std::optional<std::string> root_error;
+  std::optional<std::string> boot_error;  // the same for the FAT boot partition
   InspectedRke2Preload rke2;
-  std::vector<std::string> warnings;
+  std::vector<UnreadableFile> unreadable;
+  std::vector<std::string> warnings;  // includes one "unreadable: PATH (REASON)" per unreadable file
   std::optional<DeepCheck> deep;
 };
 
@@ -168,7 +183,8 @@ struct InspectOptions {
 
 // Reads the image (raw, or .zst/.xz/.gz/.bz2/.zip decompressed to a scratch file first). Throws Error
 // when the image cannot be read at all (no partition table, truncated, not a disk image) or when the
-// deep check cannot start libguestfs; everything found wrong inside a readable image is a warning.
+// deep check cannot start libguestfs; everything found wrong inside a readable image is a warning,
+// down to the single file: a file that cannot be read is listed in unreadable, not taken for absent.
 ImageInspection inspect_image(const std::filesystem::path& image, const InspectOptions& options = {});
 
 }  // namespace aggrik8s::builder

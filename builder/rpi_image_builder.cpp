@@ -27,6 +27,7 @@
 #include "builder/bmap.hpp"
 #include "builder/ext4_filesystem.hpp"
 #include "builder/fat_filesystem.hpp"
+#include "builder/filesystem_probe.hpp"
 #include "builder/first_boot.hpp"
 #include "builder/image_compressor.hpp"
 #include "builder/image_decompressor.hpp"
@@ -290,26 +291,16 @@ bool is_fat_partition(const PartitionTable& table, const PartitionEntry& p) {
          p.gpt_type.to_string() == "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7";
 }
 
-enum class ExtKind { none, ext2_or_3, ext4 };
-
-// ext2/3/4 share the superblock magic; ext4 (what the builder writes into) has the extents feature.
-ExtKind ext_superblock_kind(BlockDevice& device, const PartitionEntry& p) {
-  std::uint8_t super[0x64] = {};
-  if (p.byte_size() < 2048) return ExtKind::none;
-  device.read_at(p.byte_offset() + 1024, super);
-  if (super[0x38] != 0x53 || super[0x39] != 0xef) return ExtKind::none;
-  constexpr std::uint8_t incompat_extents = 0x40;  // s_feature_incompat at 0x60, little endian
-  return (super[0x60] & incompat_extents) != 0 ? ExtKind::ext4 : ExtKind::ext2_or_3;
-}
-
-ImageLayout find_layout(BlockDevice& device, const PartitionTable& table, const std::string& base_name) {
+// The root is the first partition libblkid calls ext4 (what the builder writes into); ext2/ext3 are
+// named in the error because they share ext4's superblock and would otherwise look like "no root".
+ImageLayout find_layout(const fs::path& image, const PartitionTable& table, const std::string& base_name) {
   ImageLayout layout;
   std::uint32_t old_ext_index = 0;
   for (const auto& p : table.partitions()) {
     if (layout.boot_index == 0 && is_fat_partition(table, p)) layout.boot_index = p.index;
-    ExtKind kind = ext_superblock_kind(device, p);
-    if (layout.root_index == 0 && kind == ExtKind::ext4) layout.root_index = p.index;
-    if (old_ext_index == 0 && kind == ExtKind::ext2_or_3) old_ext_index = p.index;
+    std::string type = probe_filesystem(image, p.byte_offset(), p.byte_size()).type;
+    if (layout.root_index == 0 && type == "ext4") layout.root_index = p.index;
+    if (old_ext_index == 0 && (type == "ext2" || type == "ext3")) old_ext_index = p.index;
   }
   if (layout.boot_index == 0) throw Error(base_name + ": no FAT boot partition found; is this a Raspberry Pi OS image?");
   if (layout.root_index == 0 && old_ext_index != 0) {
@@ -400,7 +391,7 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
       if (text.starts_with(prepared.path.string())) text.replace(0, prepared.path.string().size(), "the decompressed image");
       throw Error("base image " + base.source.location + ": " + text + " (expected an MBR or GPT disk image)");
     }
-    prepared.layout = find_layout(device, *table, base.source.file_name());
+    prepared.layout = find_layout(prepared.path, *table, base.source.file_name());
     image_size = device.size();
   }
   ImageLayout& layout = prepared.layout;

@@ -56,7 +56,7 @@ nlohmann::json inspection_json(const ImageInspection& r) {
   out["boot"] = nullptr;
   if (r.boot) {
     const auto& b = *r.boot;
-    bool matches = b.root_partition && r.root && *b.root_partition == r.root->partition;
+    bool matches = b.root_partition && r.root_partition && *b.root_partition == *r.root_partition;
     out["boot"] = {{"partition", b.partition},
                    {"cmdline", b.has_cmdline ? nlohmann::json(b.cmdline) : nlohmann::json(nullptr)},
                    {"cmdline_single_line", b.cmdline_single_line},
@@ -89,8 +89,11 @@ nlohmann::json inspection_json(const ImageInspection& r) {
                    {"os", optional_json(r.root->os)},
                    {"cloud_init", r.root->has_cloud_init}};
   }
+  out["root_error"] = optional_json(r.root_error);
+  out["boot_error"] = optional_json(r.boot_error);
   const auto& k = r.rke2;
-  nlohmann::json rke2{{"present", k.present}};
+  // Unknown (null), not false, when the root filesystem could not be read.
+  nlohmann::json rke2{{"present", r.root_error ? nlohmann::json(nullptr) : nlohmann::json(k.present)}};
   if (k.present) {
     rke2["version"] = k.version.empty() ? nlohmann::json(nullptr) : nlohmann::json(k.version);
     rke2["version_source"] = k.version_source.empty() ? nlohmann::json(nullptr) : nlohmann::json(k.version_source);
@@ -116,6 +119,10 @@ nlohmann::json inspection_json(const ImageInspection& r) {
                               {"tool_version", optional_json(k.recorded_tool_version)}};
   }
   out["rke2"] = rke2;
+  out["unreadable"] = nlohmann::json::array();
+  for (const auto& u : r.unreadable) {
+    out["unreadable"].push_back({{"partition", u.partition}, {"path", u.path}, {"reason", u.reason}});
+  }
   out["warnings"] = r.warnings;
   if (r.deep) {
     const auto& d = *r.deep;
@@ -172,6 +179,14 @@ std::string file_summary(const InspectedFile& f) {
   return f.type + " " + octal(f.permissions) + " " + owner + ", " + std::to_string(f.size) + " bytes";
 }
 
+// "unreadable (REASON)" when the report could not read path, else fallback.
+std::string unreadable_or(const ImageInspection& r, std::uint32_t partition, const std::string& path, const std::string& fallback) {
+  for (const auto& u : r.unreadable) {
+    if (u.partition == partition && u.path == path) return "unreadable (" + u.reason + ")";
+  }
+  return fallback;
+}
+
 void print_table(const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> widths;
   for (const auto& row : rows) {
@@ -214,10 +229,10 @@ void print_text(const ImageInspection& r) {
     Section boot("boot partition (" + std::to_string(b.partition) + ")");
     std::string cmdline = b.cmdline;
     while (!cmdline.empty() && cmdline.back() == '\n') cmdline.pop_back();
-    boot.add("cmdline.txt", b.has_cmdline ? cmdline : "absent");
+    boot.add("cmdline.txt", b.has_cmdline ? cmdline : unreadable_or(r, b.partition, "/cmdline.txt", "absent"));
     if (b.root_partuuid) {
       std::string verdict = !b.root_partition ? "no partition has it"
-                            : r.root && *b.root_partition == r.root->partition
+                            : r.root_partition && *b.root_partition == *r.root_partition
                                 ? "partition " + std::to_string(*b.root_partition) + ", the root filesystem: matches"
                                 : "partition " + std::to_string(*b.root_partition) + ", not the ext4 root";
       boot.add("root", "PARTUUID=" + *b.root_partuuid + " (" + verdict + ")");
@@ -231,7 +246,7 @@ void print_text(const ImageInspection& r) {
     boot.add("kernels", kernels.empty() ? "none" : kernels);
     if (b.config_kernel) boot.add("config.txt kernel", *b.config_kernel);
     if (!b.has_config_txt) {
-      boot.add("config.txt", "absent");
+      boot.add("config.txt", unreadable_or(r, b.partition, "/config.txt", "absent"));
     } else if (!b.has_managed_block) {
       boot.add("config.txt", "no aggrik8s-image block");
     } else {
@@ -262,7 +277,7 @@ void print_text(const ImageInspection& r) {
     std::printf("\n");
     Section root("root filesystem (partition " + std::to_string(r.root->partition) + ")");
     root.add("os", r.root->os.value_or("unknown"));
-    root.add("/etc/hostname", r.root->hostname.value_or("absent"));
+    root.add("/etc/hostname", r.root->hostname ? *r.root->hostname : unreadable_or(r, r.root->partition, "/etc/hostname", "absent"));
     root.add("cloud-init", r.root->has_cloud_init ? "installed" : "not installed");
     root.print();
   }
@@ -270,7 +285,9 @@ void print_text(const ImageInspection& r) {
   std::printf("\n");
   const auto& k = r.rke2;
   Section rke2("RKE2 preload");
-  if (!k.present) {
+  if (r.root_error) {
+    rke2.add("state", "unknown (the root filesystem cannot be read; see warnings)");
+  } else if (!k.present) {
     rke2.add("state", "none (no RKE2 preload found)");
   } else {
     rke2.add("version", k.version.empty() ? "unknown" : k.version + " (from " + k.version_source + ")");
@@ -294,11 +311,19 @@ void print_text(const ImageInspection& r) {
     }
     rke2.add("config.yaml", config);
     rke2.add("registries.yaml", file_summary(k.registries));
-    rke2.add("preload.json", k.has_preload_record ? "present (written by aggrik8s-image " +
-                                                         k.recorded_tool_version.value_or("?") + ")"
-                                                   : "absent (facts read from the files)");
+    rke2.add("preload.json", k.has_preload_record
+                                 ? "present (written by aggrik8s-image " + k.recorded_tool_version.value_or("?") + ")"
+                                 : unreadable_or(r, r.root ? r.root->partition : 0, preload_record_path, "absent") +
+                                       " (facts read from the files)");
   }
   rke2.print();
+
+  if (!r.unreadable.empty()) {
+    std::printf("\nunreadable files (the rest of the report does not depend on them)\n");
+    std::vector<std::vector<std::string>> unreadable_rows;
+    for (const auto& u : r.unreadable) unreadable_rows.push_back({"partition " + std::to_string(u.partition), u.path, u.reason});
+    print_table(unreadable_rows);
+  }
 
   if (r.deep) {
     const auto& d = *r.deep;
@@ -341,11 +366,14 @@ Command inspect_command() {
       "scratch file in $TMPDIR, removed afterwards). Reports the partition table, each partition's\n"
       "filesystem, cmdline.txt (and whether root=PARTUUID= names the root partition), config.txt's\n"
       "managed block, the first-boot format, and the RKE2 preload (version, role, image archives,\n"
-      "config.yaml's mode, owner and keys; never its values). Problems are listed as warnings.\n"
+      "config.yaml's mode, owner and keys; never its values). Problems are listed as warnings; a file\n"
+      "that exists but cannot be read (symlink loop, dangling link, directory) is listed as unreadable\n"
+      "with its reason, and the rest of the report is unaffected. Filesystems are named by libblkid.\n"
       "\n"
       "--deep re-reads the same facts through libguestfs (the Linux kernel's own FAT and ext4 drivers,\n"
-      "in a QEMU appliance, image attached read-only), runs fsck on both filesystems and reports each\n"
-      "fact as agree/DISAGREE. It takes 15-35 s; LIBGUESTFS_BACKEND defaults to direct.\n"
+      "in one QEMU appliance, image attached read-only), then fscks both filesystems on the appliance's\n"
+      "throwaway overlay, and reports each fact as agree/DISAGREE. It takes 30-40 s under software\n"
+      "emulation; LIBGUESTFS_BACKEND defaults to direct.\n"
       "\n"
       "Exit status: 0 the image was read (warnings are printed, not fatal); 1 the image cannot be\n"
       "read, or --strict and there are warnings, or --deep found a disagreement or an unclean\n"

@@ -191,6 +191,133 @@ TEST_CASE("inspect: the base image has no RKE2 preload, and a .zst copy reads th
   CHECK(scratch.output.find("base.img.zst") == std::string::npos);
 }
 
+namespace {
+
+// A copy of image with debugfs commands applied to its root filesystem (partition 2 at root_offset).
+fs::path damaged_copy(const test::TempDir& dir, const fs::path& image, const std::string& name, std::uint64_t root_offset,
+                      const std::string& debugfs_commands) {
+  fs::path copy = dir / (name + ".img");
+  REQUIRE(test::run("cp --sparse=always '" + image.string() + "' '" + copy.string() + "'").exit_code == 0);
+  if (!debugfs_commands.empty()) {
+    test::write_file(dir / (name + ".debugfs"), debugfs_commands);
+    auto r = test::run("debugfs -w -f '" + (dir / (name + ".debugfs")).string() + "' '" + copy.string() + "?offset=" +
+                       std::to_string(root_offset) + "'");
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+  }
+  return copy;
+}
+
+std::vector<std::string> json_strings(const nlohmann::json& array) { return array.get<std::vector<std::string>>(); }
+
+}  // namespace
+
+// Issue #12 item 2: an image whose /etc/hostname was a symlink to itself was reported as having no ext4
+// root and no RKE2 preload (the ELOOP reading one file dropped the whole root filesystem).
+TEST_CASE("inspect: one unreadable file is reported as such and the rest of the report stays right", "[inspect]") {
+  test::TempDir dir;
+  fs::path image = build_node(dir, "firstrun", "server");
+  nlohmann::json good = inspect_json(image);
+  REQUIRE(good["warnings"].empty());
+  std::uint64_t root_offset = good["partitions"][1]["start"].get<std::uint64_t>();
+  // What must not change whatever single file is damaged.
+  // Free space is left out: debugfs' edits change it.
+  auto partitions_without_free = [](nlohmann::json partitions) {
+    for (auto& p : partitions) p.erase("free");
+    return partitions;
+  };
+  auto check_intact = [&](const nlohmann::json& j) {
+    CHECK(partitions_without_free(j["partitions"]) == partitions_without_free(good["partitions"]));
+    CHECK(j["boot"] == good["boot"]);
+    CHECK(j["first_boot"] == good["first_boot"]);
+    CHECK(j["root"]["partition"] == 2);
+    CHECK(j["root_error"].is_null());
+    CHECK(j["rke2"]["present"] == true);
+    CHECK(j["rke2"]["role"] == "server");
+    CHECK(j["rke2"]["image_archives"] == good["rke2"]["image_archives"]);
+    CHECK(j["rke2"]["config"] == good["rke2"]["config"]);
+  };
+
+  SECTION("/etc/hostname is a symlink to itself") {
+    fs::path loop = damaged_copy(dir, image, "loop", root_offset, "rm /etc/hostname\nsymlink /etc/hostname /etc/hostname\n");
+    auto text = test::run(cli() + " inspect '" + loop.string() + "'");
+    INFO(text.output);
+    CHECK(text.exit_code == 0);
+    CHECK(text.output.find("/etc/hostname  unreadable (symlink loop: /etc/hostname -> /etc/hostname)") != std::string::npos);
+    CHECK(text.output.find("root filesystem (partition 2)") != std::string::npos);
+    CHECK(text.output.find("v1.33.1+rke2r1 (from preload.json)") != std::string::npos);
+    CHECK(text.output.find("no ext4 root partition") == std::string::npos);
+    CHECK(text.output.find("no RKE2 preload") == std::string::npos);
+    CHECK(text.output.find("warnings (1)") != std::string::npos);
+
+    nlohmann::json j = inspect_json(loop);
+    check_intact(j);
+    CHECK(j["root"]["hostname"].is_null());
+    CHECK(j["root"]["os"] == good["root"]["os"]);
+    CHECK(j["rke2"] == good["rke2"]);
+    REQUIRE(j["unreadable"].size() == 1);
+    CHECK(j["unreadable"][0]["partition"] == 2);
+    CHECK(j["unreadable"][0]["path"] == "/etc/hostname");
+    CHECK(j["unreadable"][0]["reason"] == "symlink loop: /etc/hostname -> /etc/hostname");
+    CHECK(json_strings(j["warnings"]) ==
+          std::vector<std::string>{"unreadable: /etc/hostname on partition 2 (symlink loop: /etc/hostname -> /etc/hostname)"});
+  }
+
+  SECTION("a dangling symlink: /etc/os-release's target is gone") {
+    nlohmann::json j = inspect_json(damaged_copy(dir, image, "dangling", root_offset, "rm /usr/lib/os-release\n"));
+    check_intact(j);
+    CHECK(j["root"]["os"].is_null());
+    CHECK(j["root"]["hostname"] == good["root"]["hostname"]);
+    REQUIRE(j["unreadable"].size() == 1);
+    CHECK(j["unreadable"][0]["path"] == "/etc/os-release");
+    CHECK(j["unreadable"][0]["reason"] == "dangling symlink: /etc/os-release -> /usr/lib/os-release (does not exist)");
+    CHECK(j["warnings"].size() == 1);
+  }
+
+  SECTION("directories where files are expected: preload.json on the root, cmdline.txt on the boot partition") {
+    fs::path copy = damaged_copy(dir, image, "dirs", root_offset,
+                                 "rm /usr/local/share/aggrik8s/preload.json\nmkdir /usr/local/share/aggrik8s/preload.json\n");
+    auto mtools = test::run("mdel -i '" + copy.string() + "@@8M' ::cmdline.txt && mmd -i '" + copy.string() + "@@8M' ::cmdline.txt");
+    INFO(mtools.output);
+    REQUIRE(mtools.exit_code == 0);
+    auto text = test::run(cli() + " inspect '" + copy.string() + "'");
+    INFO(text.output);
+    CHECK(text.output.find("cmdline.txt    unreadable (a directory, not a regular file)") != std::string::npos);
+    CHECK(text.output.find("preload.json     unreadable (a directory, not a regular file)") != std::string::npos);
+    nlohmann::json j = inspect_json(copy);
+    CHECK(partitions_without_free(j["partitions"]) == partitions_without_free(good["partitions"]));
+    CHECK(j["rke2"]["present"] == true);
+    CHECK(j["rke2"]["version"] == "v1.33.1+rke2r1");
+    CHECK(j["rke2"]["version_source"] == "/usr/local/bin/rke2");
+    CHECK(j["boot"]["cmdline"].is_null());
+    // Reported as unreadable, not as "no cmdline.txt" or as a firstrun.sh that nothing starts.
+    CHECK(json_strings(j["warnings"]) ==
+          std::vector<std::string>{"unreadable: /cmdline.txt on partition 1 (a directory, not a regular file)",
+                                   "unreadable: /usr/local/share/aggrik8s/preload.json on partition 2 (a directory, not a regular file)"});
+  }
+
+  SECTION("a root superblock whose checksum does not match: the root is unreadable, not absent") {
+    fs::path copy = damaged_copy(dir, image, "csum", root_offset, "");
+    // One byte of the volume label (superblock offset 0x78), behind metadata_csum's back.
+    REQUIRE(test::run("printf X | dd of='" + copy.string() + "' bs=1 seek=" + std::to_string(root_offset + 1024 + 0x78) +
+                      " conv=notrunc status=none").exit_code == 0);
+    auto text = test::run(cli() + " inspect '" + copy.string() + "'");
+    INFO(text.output);
+    CHECK(text.exit_code == 0);
+    CHECK(text.output.find("unknown (the root filesystem cannot be read") != std::string::npos);
+    CHECK(text.output.find("no ext4 root partition") == std::string::npos);
+    CHECK(text.output.find("no RKE2 preload") == std::string::npos);
+    nlohmann::json j = inspect_json(copy);
+    CHECK(j["partitions"][1]["filesystem"] == "ext4");
+    CHECK(j["boot"] == good["boot"]);
+    CHECK(j["root"].is_null());
+    CHECK(j["rke2"]["present"].is_null());
+    REQUIRE(j["root_error"].is_string());
+    CHECK(j["root_error"].get<std::string>().find("checksum") != std::string::npos);
+    CHECK(j["warnings"].size() == 1);
+  }
+}
+
 TEST_CASE("inspect: truncated, corrupt and missing images fail with a clear error", "[inspect]") {
   test::TempDir dir;
   fs::path base = fixtures() / "firstrun" / "raspios-lite-arm64.img";
