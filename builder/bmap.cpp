@@ -1,5 +1,6 @@
 #include "builder/bmap.hpp"
 
+#include <expat.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,7 +8,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
@@ -15,6 +15,8 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -250,161 +252,136 @@ class WholeImageHasher {
   std::uint64_t position_ = 0;
 };
 
-// --- A reader for the small XML subset bmap files use: elements, attributes, text, comments, <?xml?>.
-struct XmlElement {
-  std::string name;
-  std::vector<std::pair<std::string, std::string>> attributes;
-  std::string text;
-  std::size_t text_offset = 0;  // where the first text character sits in the document
-  std::vector<XmlElement> children;
+// --- Reading a bmap file's XML with expat (the parser bmaptool itself reads bmap files with, through
+// Python's ElementTree). A .bmap is fetched from wherever the image came from and is not pinned by a
+// checksum of its own before it is parsed, so it is untrusted input: a DOCTYPE is refused outright,
+// which rules out entity declarations (no "billion laughs" expansion) and external entities (nothing
+// is ever loaded from the file system or network). bmaptool never writes a DOCTYPE.
 
-  const XmlElement* child(std::string_view child_name) const {
-    for (const auto& c : children) {
-      if (c.name == child_name) return &c;
-    }
-    return nullptr;
-  }
-  const std::string* attribute(std::string_view attribute_name) const {
-    for (const auto& [key, value] : attributes) {
-      if (key == attribute_name) return &value;
-    }
-    return nullptr;
+// One element of interest: a child of <bmap> or a <Range> inside <BlockMap>.
+struct BmapXmlElement {
+  std::string text;              // the element's own character data, entities resolved
+  std::size_t text_offset = 0;   // where its first character data starts in the file
+  bool has_text = false;
+  unsigned long line = 0;        // where the element starts
+  std::optional<std::string> checksum;  // <Range chksum="...">
+};
+
+struct BmapXmlDocument {
+  std::string root_name;
+  std::optional<std::string> version;
+  std::map<std::string, BmapXmlElement, std::less<>> fields;  // children of <bmap>, the first of each name
+  std::vector<BmapXmlElement> ranges;                          // <Range> elements of the first <BlockMap>
+
+  const BmapXmlElement* field(std::string_view name) const {
+    auto found = fields.find(name);
+    return found == fields.end() ? nullptr : &found->second;
   }
 };
 
-class XmlReader {
+class BmapXmlReader {
  public:
-  XmlReader(std::string_view text, const std::string& name) : text_(text), name_(name) {}
+  BmapXmlReader(std::string_view text, const std::string& name) : text_(text), name_(name) {}
 
-  XmlElement read_document() {
-    skip_misc();
-    if (!starts_with("<")) fail("expected the root element");
-    XmlElement root = read_element();
-    skip_misc();
-    if (position_ != text_.size()) fail("unexpected content after the root element");
-    return root;
+  BmapXmlDocument read() {
+    std::unique_ptr<XML_ParserStruct, decltype(&XML_ParserFree)> parser(XML_ParserCreate(nullptr), &XML_ParserFree);
+    if (!parser) throw Error(name_ + ": cannot create an XML parser (out of memory)");
+    parser_ = parser.get();
+    XML_SetUserData(parser_, this);
+    XML_SetParamEntityParsing(parser_, XML_PARAM_ENTITY_PARSING_NEVER);
+    XML_SetStartDoctypeDeclHandler(parser_, &BmapXmlReader::on_doctype);
+    XML_SetEntityDeclHandler(parser_, &BmapXmlReader::on_entity_declaration);
+    XML_SetElementHandler(parser_, &BmapXmlReader::on_start, &BmapXmlReader::on_end);
+    XML_SetCharacterDataHandler(parser_, &BmapXmlReader::on_text);
+    // XML_Parse takes an int length; bmap files are small, but a damaged download need not be.
+    constexpr std::size_t piece = 1 << 20;
+    std::size_t at = 0;
+    do {
+      std::size_t length = std::min(piece, text_.size() - at);
+      bool last = at + length == text_.size();
+      if (XML_Parse(parser_, text_.data() + at, static_cast<int>(length), last ? XML_TRUE : XML_FALSE) !=
+          XML_STATUS_OK) {
+        fail();
+      }
+      at += length;
+    } while (at < text_.size());
+    return std::move(document_);
   }
 
  private:
-  [[noreturn]] void fail(const std::string& what) const {
-    std::size_t line = 1 + static_cast<std::size_t>(
-                               std::count(text_.begin(), text_.begin() + static_cast<std::ptrdiff_t>(position_), '\n'));
-    throw Error(name_ + ": not a valid bmap file: " + what + " (line " + std::to_string(line) + ")");
+  [[noreturn]] void fail() {
+    std::string what = refusal_.empty() ? XML_ErrorString(XML_GetErrorCode(parser_)) : refusal_;
+    throw Error(name_ + ": not a valid bmap file: " + what + " (line " +
+                std::to_string(XML_GetCurrentLineNumber(parser_)) + ", column " +
+                std::to_string(XML_GetCurrentColumnNumber(parser_) + 1) + ")");
   }
-  bool starts_with(std::string_view prefix) const { return text_.substr(position_).starts_with(prefix); }
-  void skip_space() {
-    while (position_ < text_.size() && std::strchr(" \t\r\n", text_[position_]) != nullptr) ++position_;
+  void refuse(std::string what) {
+    if (refusal_.empty()) refusal_ = std::move(what);
+    XML_StopParser(parser_, XML_FALSE);
   }
-  void skip_past(std::string_view terminator) {
-    std::size_t found = text_.find(terminator, position_);
-    if (found == std::string_view::npos) fail("unterminated '" + std::string(text_.substr(position_, 4)) + "'");
-    position_ = found + terminator.size();
+
+  static void on_doctype(void* self, const XML_Char*, const XML_Char*, const XML_Char*, int) {
+    static_cast<BmapXmlReader*>(self)->refuse("a DOCTYPE declaration is not allowed in a bmap file");
   }
-  // Whitespace, comments, processing instructions and DOCTYPE between elements.
-  void skip_misc() {
-    for (;;) {
-      skip_space();
-      if (starts_with("<!--")) {
-        skip_past("-->");
-      } else if (starts_with("<?")) {
-        skip_past("?>");
-      } else if (starts_with("<!")) {
-        skip_past(">");
-      } else {
-        return;
+  static void on_entity_declaration(void* self, const XML_Char*, int, const XML_Char*, int, const XML_Char*,
+                                    const XML_Char*, const XML_Char*, const XML_Char*) {
+    static_cast<BmapXmlReader*>(self)->refuse("an entity declaration is not allowed in a bmap file");
+  }
+  static void on_start(void* data, const XML_Char* name, const XML_Char** attributes) {
+    auto& self = *static_cast<BmapXmlReader*>(data);
+    auto attribute = [&](std::string_view wanted) -> std::optional<std::string> {
+      for (const XML_Char** a = attributes; a[0] != nullptr; a += 2) {
+        if (wanted == a[0]) return std::string(a[1]);
       }
+      return std::nullopt;
+    };
+    ++self.depth_;
+    self.current_ = nullptr;
+    if (self.depth_ == 1) {
+      self.document_.root_name = name;
+      self.document_.version = attribute("version");
+    } else if (self.depth_ == 2) {
+      self.in_block_map_ = false;
+      auto [field, added] = self.document_.fields.try_emplace(name);
+      if (added) {
+        self.current_ = &field->second;
+        self.in_block_map_ = std::string_view(name) == "BlockMap";
+      }
+    } else if (self.depth_ == 3 && self.in_block_map_ && std::string_view(name) == "Range") {
+      self.document_.ranges.emplace_back();
+      self.current_ = &self.document_.ranges.back();
+      self.current_->checksum = attribute("chksum");
     }
+    if (self.current_ != nullptr) self.current_->line = XML_GetCurrentLineNumber(self.parser_);
+    self.current_depth_ = self.current_ != nullptr ? self.depth_ : 0;
   }
-  std::string read_name() {
-    std::size_t begin = position_;
-    while (position_ < text_.size() &&
-           (std::isalnum(static_cast<unsigned char>(text_[position_])) != 0 ||
-            std::strchr("_-.:", text_[position_]) != nullptr)) {
-      ++position_;
-    }
-    if (begin == position_) fail("expected a name");
-    return std::string(text_.substr(begin, position_ - begin));
+  static void on_end(void* data, const XML_Char*) {
+    auto& self = *static_cast<BmapXmlReader*>(data);
+    if (self.depth_ == 2) self.in_block_map_ = false;
+    --self.depth_;
+    self.current_ = nullptr;
+    self.current_depth_ = 0;
   }
-  static std::string decode_entities(std::string_view raw) {
-    std::string out;
-    for (std::size_t i = 0; i < raw.size(); ++i) {
-      if (raw[i] == '&') {
-        static const std::pair<std::string_view, char> entities[] = {
-            {"&lt;", '<'}, {"&gt;", '>'}, {"&amp;", '&'}, {"&quot;", '"'}, {"&apos;", '\''}};
-        bool matched = false;
-        for (const auto& [entity, character] : entities) {
-          if (raw.substr(i).starts_with(entity)) {
-            out += character;
-            i += entity.size() - 1;
-            matched = true;
-            break;
-          }
-        }
-        if (matched) continue;
-      }
-      out += raw[i];
+  static void on_text(void* data, const XML_Char* text, int length) {
+    auto& self = *static_cast<BmapXmlReader*>(data);
+    // Only the element's own text: character data of a nested element is not its parent's.
+    if (self.current_ == nullptr || self.current_depth_ != self.depth_) return;
+    if (!self.current_->has_text) {
+      self.current_->text_offset = static_cast<std::size_t>(XML_GetCurrentByteIndex(self.parser_));
+      self.current_->has_text = true;
     }
-    return out;
-  }
-  XmlElement read_element() {
-    XmlElement element;
-    ++position_;  // '<'
-    element.name = read_name();
-    for (;;) {
-      skip_space();
-      if (starts_with("/>")) {
-        position_ += 2;
-        return element;
-      }
-      if (starts_with(">")) {
-        ++position_;
-        break;
-      }
-      std::string key = read_name();
-      skip_space();
-      if (!starts_with("=")) fail("expected '=' after attribute " + key);
-      ++position_;
-      skip_space();
-      if (position_ >= text_.size() || (text_[position_] != '"' && text_[position_] != '\'')) {
-        fail("expected a quoted value for attribute " + key);
-      }
-      char quote = text_[position_++];
-      std::size_t end = text_.find(quote, position_);
-      if (end == std::string_view::npos) fail("unterminated value of attribute " + key);
-      element.attributes.emplace_back(key, decode_entities(text_.substr(position_, end - position_)));
-      position_ = end + 1;
-    }
-    bool have_text_offset = false;
-    for (;;) {
-      if (position_ >= text_.size()) fail("element <" + element.name + "> is not closed");
-      if (starts_with("<!--")) {
-        skip_past("-->");
-      } else if (starts_with("</")) {
-        position_ += 2;
-        std::string closing = read_name();
-        if (closing != element.name) fail("</" + closing + "> closes <" + element.name + ">");
-        skip_space();
-        if (!starts_with(">")) fail("expected '>'");
-        ++position_;
-        return element;
-      } else if (starts_with("<")) {
-        element.children.push_back(read_element());
-      } else {
-        std::size_t end = text_.find('<', position_);
-        if (end == std::string_view::npos) end = text_.size();
-        if (!have_text_offset) {
-          element.text_offset = position_;
-          have_text_offset = true;
-        }
-        element.text += decode_entities(text_.substr(position_, end - position_));
-        position_ = end;
-      }
-    }
+    self.current_->text.append(text, static_cast<std::size_t>(length));
   }
 
   std::string_view text_;
   const std::string& name_;
-  std::size_t position_ = 0;
+  XML_Parser parser_ = nullptr;
+  BmapXmlDocument document_;
+  int depth_ = 0;
+  bool in_block_map_ = false;
+  BmapXmlElement* current_ = nullptr;
+  int current_depth_ = 0;
+  std::string refusal_;
 };
 
 std::string_view trim(std::string_view text) {
@@ -799,38 +776,46 @@ void write_bmap_file(const Bmap& bmap, const std::filesystem::path& path) {
 }
 
 Bmap parse_bmap(std::string_view text, const std::string& source_name) {
-  XmlElement root = XmlReader(text, source_name).read_document();
+  const BmapXmlDocument document = BmapXmlReader(text, source_name).read();
   auto fail = [&](const std::string& what) -> Error { return Error(source_name + ": " + what); };
-  if (root.name != "bmap") throw fail("not a bmap file (the root element is <" + root.name + ">)");
-  const std::string* version = root.attribute("version");
-  if (version == nullptr) throw fail("<bmap> has no version attribute");
-  std::string_view version_text = trim(*version);
+  auto at_line = [](const BmapXmlElement& element) { return " (line " + std::to_string(element.line) + ")"; };
+  if (document.root_name != "bmap") throw fail("not a bmap file (the root element is <" + document.root_name + ">)");
+  if (!document.version) throw fail("<bmap> has no version attribute");
+  std::string_view version_text = trim(*document.version);
   if (!(version_text.starts_with("2.") || version_text == "1.4")) {
     throw fail("bmap format version " + std::string(version_text) +
                " is not supported (only 2.x, as written by bmaptool 3.1 and later)");
   }
   auto number = [&](const char* element_name) {
-    const XmlElement* element = root.child(element_name);
+    const BmapXmlElement* element = document.field(element_name);
     if (element == nullptr) throw fail(std::string("missing <") + element_name + ">");
     auto value = parse_number(trim(element->text));
-    if (!value) throw fail(std::string("<") + element_name + "> is not a number: '" + element->text + "'");
+    if (!value) {
+      throw fail(std::string("<") + element_name + "> is not a number: '" + element->text + "'" + at_line(*element));
+    }
     return *value;
   };
 
-  const XmlElement* checksum_type = root.child("ChecksumType");
+  const BmapXmlElement* checksum_type = document.field("ChecksumType");
   if (checksum_type == nullptr) throw fail("missing <ChecksumType>");
   if (trim(checksum_type->text) != "sha256") {
-    throw fail("checksum type '" + std::string(trim(checksum_type->text)) + "' is not supported (only sha256)");
+    throw fail("checksum type '" + std::string(trim(checksum_type->text)) + "' is not supported (only sha256)" +
+               at_line(*checksum_type));
   }
-  const XmlElement* file_checksum = root.child("BmapFileChecksum");
+  const BmapXmlElement* file_checksum = document.field("BmapFileChecksum");
   if (file_checksum == nullptr) throw fail("missing <BmapFileChecksum>");
   std::string_view stated = trim(file_checksum->text);
   auto stated_digest = Sha256Digest::parse(stated);
   if (!stated_digest || stated.size() != checksum_hex_length) {
-    throw fail("<BmapFileChecksum> is not a sha256: '" + std::string(stated) + "'");
+    throw fail("<BmapFileChecksum> is not a sha256: '" + std::string(stated) + "'" + at_line(*file_checksum));
   }
-  // The checksum covers the file as written, with its own value replaced by zeros.
+  // The checksum covers the file as written, with its own value replaced by zeros (bmaptool replaces
+  // the value's text), so the value must stand in the file as it was read: not spelled with character
+  // references, not split by a comment.
   std::size_t value_position = text.find(stated, file_checksum->text_offset);
+  if (!file_checksum->has_text || value_position == std::string_view::npos) {
+    throw fail("<BmapFileChecksum> must hold its 64 hex digits as plain text" + at_line(*file_checksum));
+  }
   std::string zeroed(text);
   zeroed.replace(value_position, checksum_hex_length, std::string(checksum_hex_length, '0'));
   Sha256Digest calculated = Sha256::of(zeroed);
@@ -852,27 +837,27 @@ Bmap parse_bmap(std::string_view text, const std::string& source_name) {
                std::to_string(blocks));
   }
 
-  const XmlElement* block_map = root.child("BlockMap");
-  if (block_map == nullptr) throw fail("missing <BlockMap>");
-  for (const auto& element : block_map->children) {
-    if (element.name != "Range") continue;
+  if (document.field("BlockMap") == nullptr) throw fail("missing <BlockMap>");
+  for (const auto& element : document.ranges) {
     std::string_view range_text = trim(element.text);
     std::size_t dash = range_text.find('-');
     auto first = parse_number(range_text.substr(0, dash));
     auto last = dash == std::string_view::npos ? first : parse_number(range_text.substr(dash + 1));
-    if (!first || !last || *first > *last) throw fail("bad block range '" + std::string(range_text) + "'");
+    if (!first || !last || *first > *last) throw fail("bad block range '" + std::string(range_text) + "'" + at_line(element));
     if (*last >= blocks) {
       throw fail("block range " + std::string(range_text) + " goes past the image's " + std::to_string(blocks) +
-                 " blocks");
+                 " blocks" + at_line(element));
     }
     if (!bmap.ranges.empty() && *first <= bmap.ranges.back().last_block) {
-      throw fail("block range " + std::string(range_text) + " overlaps or precedes the range before it");
+      throw fail("block range " + std::string(range_text) + " overlaps or precedes the range before it" +
+                 at_line(element));
     }
     BmapRange range{*first, *last, std::nullopt};
-    if (const std::string* checksum = element.attribute("chksum")) {
-      range.sha256 = Sha256Digest::parse(trim(*checksum));
-      if (!range.sha256 || trim(*checksum).size() != checksum_hex_length) {
-        throw fail("block range " + std::string(range_text) + " has a bad sha256 '" + *checksum + "'");
+    if (element.checksum) {
+      range.sha256 = Sha256Digest::parse(trim(*element.checksum));
+      if (!range.sha256 || trim(*element.checksum).size() != checksum_hex_length) {
+        throw fail("block range " + std::string(range_text) + " has a bad sha256 '" + *element.checksum + "'" +
+                   at_line(element));
       }
     }
     bmap.ranges.push_back(range);

@@ -41,7 +41,9 @@ struct Bmap {
   std::uint32_t block_size = 4096;
   std::vector<BmapRange> ranges;  // sorted, disjoint
 
-  std::uint64_t blocks_count() const { return (image_size + block_size - 1) / block_size; }
+  // Rounded up without (image_size + block_size - 1), which wraps for sizes near 2^64 that a damaged
+  // or hostile .bmap can state.
+  std::uint64_t blocks_count() const { return image_size / block_size + (image_size % block_size != 0 ? 1 : 0); }
   std::uint64_t mapped_blocks_count() const;
   friend bool operator==(const Bmap&, const Bmap&) = default;
 };

@@ -903,14 +903,16 @@ std::vector<std::uint8_t> FatFilesystem::read_file(std::string_view path) {
   auto entry = stat(path);
   if (!entry) throw Error(where(path) + ": no such file");
   if (entry->is_directory) throw Error(where(path) + ": is a directory, not a file");
-  std::vector<std::uint8_t> content(entry->size);
-  if (entry->size == 0) return content;
+  if (entry->size == 0) return {};
+  // The size is checked against the clusters the file really has before any memory is reserved for
+  // it: a corrupt entry may claim up to 4 GiB.
   auto chain = cluster_chain(entry->first_cluster, path);
   std::uint64_t capacity = static_cast<std::uint64_t>(chain.size()) * cluster_size_;
   if (capacity < entry->size) {
     throw Error(where(path) + ": corrupt: file size is " + std::to_string(entry->size) + " bytes but its " +
                 std::to_string(chain.size()) + " clusters hold only " + std::to_string(capacity));
   }
+  std::vector<std::uint8_t> content(entry->size);
   std::size_t position = 0;
   for (std::size_t i = 0; i < chain.size() && position < content.size();) {
     std::size_t run = 1;

@@ -14,9 +14,33 @@ SourceLocation location_of(const YAML::Mark& mark, const std::string& file) {
   return {file, mark.line + 1, mark.column + 1};
 }
 
-ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics& diagnostics) {
+// yaml-cpp resolves an alias by sharing the anchored node, so its tree is a graph: `&a [*a]` refers to
+// itself, and ten lines of aliases to aliases stand for a billion values ("billion laughs"). Copying
+// it into a ConfigNode tree would recurse forever or run out of memory, so the copy is bounded in depth
+// and in size, far beyond any real profile or nodes file.
+constexpr int max_config_depth = 100;
+constexpr std::size_t max_config_values = 100000;
+
+struct ConvertBudget {
+  std::size_t values_left = max_config_values;
+  bool exhausted = false;  // reported once
+};
+
+ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics& diagnostics, ConvertBudget& budget,
+                   int depth) {
   ConfigNode out;
   out.location = location_of(node.Mark(), file);
+  if (budget.exhausted) return out;
+  if (depth > max_config_depth || budget.values_left == 0) {
+    budget.exhausted = true;
+    diagnostics.error(out.location, depth > max_config_depth
+                                        ? "nested more than " + std::to_string(max_config_depth) +
+                                              " levels deep (an alias that contains itself?)"
+                                        : "more than " + std::to_string(max_config_values) +
+                                              " values (aliases that repeat aliases?)");
+    return out;
+  }
+  --budget.values_left;
   switch (node.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
@@ -30,7 +54,7 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
       break;
     case YAML::NodeType::Sequence:
       out.kind = ConfigNode::Kind::sequence;
-      for (const auto& item : node) out.items.push_back(convert(item, file, diagnostics));
+      for (const auto& item : node) out.items.push_back(convert(item, file, diagnostics, budget, depth + 1));
       break;
     case YAML::NodeType::Map: {
       out.kind = ConfigNode::Kind::map;
@@ -47,7 +71,7 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
           diagnostics.error(key_location, "duplicate key '" + key + "'");
           continue;
         }
-        out.entries.push_back({key, key_location, convert(pair.second, file, diagnostics)});
+        out.entries.push_back({key, key_location, convert(pair.second, file, diagnostics, budget, depth + 1)});
       }
       break;
     }
@@ -62,7 +86,8 @@ ConfigNode parse(const std::string& text, const std::string& name, Diagnostics& 
       diagnostics.error({name, 0, 0}, "expected one YAML document, found " + std::to_string(documents.size()));
     }
     if (documents.empty()) return ConfigNode{ConfigNode::Kind::null, {}, false, {}, {}, {name, 1, 1}};
-    return convert(documents.front(), name, diagnostics);
+    ConvertBudget budget;
+    return convert(documents.front(), name, diagnostics, budget, 0);
   } catch (const YAML::Exception& e) {
     diagnostics.error(location_of(e.mark, name), "YAML syntax error: " + e.msg);
     return ConfigNode{};

@@ -14,6 +14,10 @@ namespace {
 
 // tftp-hpa 5.2 gives up after this many rule applications (a `rg a aa` rule would never end).
 constexpr int max_rule_steps = 1024;
+// Longest name a rewrite may produce (Linux's PATH_MAX). Without it, 1024 steps of a rule that
+// lengthens the name (`rg a aaaa...`) grow it to megabytes, and each later regex search is slower
+// than the last: one request could keep the server busy for minutes.
+constexpr std::size_t max_rewritten_length = 4096;
 
 enum RuleFlag : unsigned {
   rewrite = 1u << 0,
@@ -158,7 +162,11 @@ TftpRemapRules TftpRemapRules::parse(std::string_view text, const std::string& s
 
     Rule rule;
     rule.line = line_number;
-    auto syntax = std::regex::extended;
+    // libstdc++'s default matcher backtracks, and POSIX leftmost-longest makes it try every way to
+    // match: `(a|b)******` against a few hundred characters of a client's file name ran for minutes.
+    // __polynomial selects its Thompson (breadth-first) matcher: name length times regex size; it
+    // refuses back-references (\1 in the regex), which tftp-hpa's rules do not use.
+    auto syntax = std::regex::extended | std::regex_constants::__polynomial;
     for (char flag : operation) {
       switch (flag) {
         case 'r': rule.flags |= rewrite; break;
@@ -283,6 +291,7 @@ TftpRemapResult TftpRemapRules::apply(std::string_view filename, const TftpRemap
       while (true) {
         std::string rewritten = match.prefix().str() + expand_replacement(rule.replacement, match, client) +
                                 match.suffix().str();
+        if (rewritten.size() > max_rewritten_length) return give_up();
         current = std::move(rewritten);
         if (!(rule.flags & global) || !std::regex_search(current, match, rule.regex)) break;
         if (steps_left-- <= 0) return give_up();

@@ -6,7 +6,8 @@
 // Operation letters (tftp-hpa 5.2): r replace, g repeat until no match, i case-insensitive, e end if
 // matched, s restart from the first rule if matched, a refuse the request if matched, G/P GET/PUT only,
 // 4/6 IPv4/IPv6 only, ~ act when the regex does not match. Regexes are POSIX extended, as tftp-hpa's
-// regcomp(REG_EXTENDED) reads them (leftmost-longest). Replacement escapes: \0..\9, \i client IP, \x client
+// regcomp(REG_EXTENDED) reads them (leftmost-longest), matched in polynomial time (no backtracking);
+// back-references inside a regex (glibc's \1) are refused. Replacement escapes: \0..\9, \i client IP, \x client
 // IP in hex, \U \L \E case conversion, \\ and any other escaped character stand for themselves.
 #include <cstdint>
 #include <filesystem>

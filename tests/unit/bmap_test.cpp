@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -256,4 +257,76 @@ TEST_CASE("bmap: ranges split into chunks, and update_bmap hashes again only the
   CHECK_THROWS_WITH(update_bmap(node, base, written, BmapOptions{}), Catch::Contains("node.img"));
   std::filesystem::resize_file(node, std::filesystem::file_size(node) + 4096);
   CHECK_THROWS_WITH(update_bmap(node, base, written, chunked), Catch::Contains("node.img"));
+}
+
+namespace {
+
+// `xml` with its BmapFileChecksum recomputed, so a test can change the file and still get past the
+// checksum to the check it means.
+std::string with_fixed_checksum(std::string xml) {
+  auto at = xml.find("<BmapFileChecksum> ") + 19;
+  xml.replace(at, 64, std::string(64, '0'));
+  xml.replace(at, 64, Sha256::of(xml).hex());
+  return xml;
+}
+
+}  // namespace
+
+TEST_CASE("bmap: the XML parser refuses DOCTYPE and entity declarations (no XXE, no billion laughs)") {
+  test::TempDir dir;
+  std::string xml = format_bmap(create_bmap(make_small_sparse_image(dir)));
+  std::string header = "<?xml version=\"1.0\" ?>\n";
+  REQUIRE(xml.starts_with(header));
+  std::string body = xml.substr(header.size());
+
+  std::string laughs = header +
+                       "<!DOCTYPE bmap [\n <!ENTITY a \"aaaaaaaaaa\">\n <!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">\n"
+                       " <!ENTITY c \"&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;\">\n]>\n" +
+                       body;
+  laughs.replace(laughs.find("</BlockMap>"), 0, "<Range>&c;</Range>");
+  CHECK_THROWS_WITH(parse_bmap(with_fixed_checksum(laughs), "laughs.bmap"),
+                    Catch::Contains("laughs.bmap: not a valid bmap file: a DOCTYPE declaration is not allowed") &&
+                        Catch::Contains("(line 2,"));
+
+  std::string external = header + "<!DOCTYPE bmap SYSTEM \"file:///etc/passwd\">\n" + body;
+  CHECK_THROWS_WITH(parse_bmap(with_fixed_checksum(external), "xxe.bmap"),
+                    Catch::Contains("xxe.bmap: not a valid bmap file: a DOCTYPE declaration is not allowed"));
+
+  // The predefined entities and character references are plain XML and still work.
+  std::string referenced = xml;
+  referenced.replace(referenced.find("<ChecksumType> sha256 </ChecksumType>"), 37,
+                     "<ChecksumType> &#115;ha256 </ChecksumType>");
+  CHECK(parse_bmap(with_fixed_checksum(referenced), "ref.bmap") == parse_bmap(xml, "x.bmap"));
+}
+
+TEST_CASE("bmap: errors name the file and the line of the bad element") {
+  test::TempDir dir;
+  std::string xml = format_bmap(create_bmap(make_small_sparse_image(dir)));
+  std::string bad_range = xml;
+  bad_range.replace(bad_range.find("> 33 </Range>"), 13, "> 3x </Range>");
+  auto line = 1 + std::count(xml.begin(), xml.begin() + static_cast<std::ptrdiff_t>(xml.find("> 33 </Range>")), '\n');
+  CHECK_THROWS_WITH(parse_bmap(with_fixed_checksum(bad_range), "range.bmap"),
+                    Catch::Contains("range.bmap: bad block range '3x' (line " + std::to_string(line) + ")"));
+
+  CHECK_THROWS_WITH(parse_bmap("<bmap version=\"2.0\">\n<ImageSize>\n</bmap>", "mismatch.bmap"),
+                    Catch::Contains("mismatch.bmap: not a valid bmap file: mismatched tag (line 3,"));
+
+  // The checksum must stand in the file as text: spelled with character references it cannot be
+  // zeroed the way bmaptool zeroes it.
+  std::string spelled = xml;
+  auto at = spelled.find("<BmapFileChecksum> ") + 19;
+  spelled.replace(at, 1, "&#" + std::to_string(static_cast<int>(spelled[at])) + ";");
+  CHECK_THROWS_WITH(parse_bmap(spelled, "spelled.bmap"),
+                    Catch::Contains("spelled.bmap: <BmapFileChecksum> must hold its 64 hex digits as plain text"));
+}
+
+TEST_CASE("bmap: an image size near 2^64 does not wrap the block count") {
+  Bmap bmap;
+  bmap.image_size = ~std::uint64_t{0};
+  CHECK(bmap.blocks_count() == (~std::uint64_t{0}) / 4096 + 1);
+  // Before, (image_size + block_size - 1) wrapped to 4094 and the count was 0, so a .bmap claiming
+  // this size with <BlocksCount> 0 passed the consistency check.
+  std::string xml = format_bmap(bmap);
+  xml.replace(xml.find("    <BlocksCount> ") + 18, std::to_string(bmap.blocks_count()).size(), "0");
+  CHECK_THROWS_WITH(parse_bmap(with_fixed_checksum(xml), "huge.bmap"), Catch::Contains("inconsistent bmap"));
 }

@@ -374,4 +374,19 @@ TEST_CASE("fat: corrupt volumes are rejected with what is wrong", "[fat]") {
     FatFilesystem fs(device);
     CHECK_THROWS_WITH(fs.read_file("short.bin"), Contains("file size is 5000 bytes but its 2 clusters hold only 1024"));
   }
+  SECTION("a size of 4 GiB is checked before memory is reserved for it") {
+    // Found by the fat_filesystem fuzz target (tests/fuzz/regressions/fat_filesystem/): read_file
+    // allocated and zeroed the size the entry claims before it looked at the cluster chain.
+    auto device = format({});
+    {
+      FatFilesystem fs(device);
+      fs.write_file("huge.bin", pseudo_random_bytes(1000, 12));
+    }
+    std::size_t root = static_cast<std::size_t>(32 + 2 * aggrik8s::load_le32(device.bytes(), 36)) * 512;
+    std::size_t slot = root;
+    while ((device.bytes()[slot + 11] & 0x3f) == 0x0f) slot += 32;
+    aggrik8s::store_le32(device.bytes(), slot + 28, 0xffffffff);
+    FatFilesystem fs(device);
+    CHECK_THROWS_WITH(fs.read_file("huge.bin"), Contains("file size is 4294967295 bytes but its 2 clusters hold only 1024"));
+  }
 }

@@ -114,6 +114,29 @@ TEST_CASE("tftp remap: a rule that never stops matching gives up like tftp-hpa",
   CHECK(result.denial_reason == "Remap table failure");
 }
 
+TEST_CASE("tftp remap: a rewrite may not grow the name past 4096 bytes", "[tftp][remap]") {
+  // Found by the tftp_remap fuzz target: `rg a <100 bytes with an a>` grew the name by 100 bytes for
+  // each of the 1024 steps, and every step searched the longer name again (a 10 s request).
+  std::string rule = "rg a " + std::string(100, 'x') + "a\n";
+  auto rules = TftpRemapRules::parse(rule, "grow.map");
+  TftpRemapResult result = rules.apply("a", client_192_0_2_169());
+  CHECK(result.denied);
+  CHECK(result.denial_reason == "Remap table failure");
+  // Right up to the limit is still fine.
+  auto fits = TftpRemapRules::parse("r ^a$ " + std::string(4096, 'b') + "\n", "fits.map");
+  CHECK(mapped(fits, "a") == std::string(4096, 'b'));
+  auto too_long = TftpRemapRules::parse("r ^a$ " + std::string(4097, 'b') + "\n", "long.map");
+  CHECK(too_long.apply("a", client_192_0_2_169()).denied);
+}
+
+TEST_CASE("tftp remap: nested repetition runs in time linear in the name", "[tftp][remap]") {
+  // Found by the tftp_remap fuzz target: with the backtracking matcher, `(a|b)*****c` against a
+  // long name of a's tried every way to split it, for minutes per request.
+  auto rules = TftpRemapRules::parse("r (a|b)******c x\nr ^(a|aa)*$ \\0-done\n", "nested.map");
+  std::string name(400, 'a');
+  CHECK(mapped(rules, name) == name + "-done");
+}
+
 TEST_CASE("tftp remap: remap file errors name the file and line", "[tftp][remap]") {
   CHECK_THROWS_WITH(TftpRemapRules::parse("# ok\nrx ^a b\n", "bad.map"),
                     "bad.map:2: invalid operation flag \"x\" in \"rx\"");

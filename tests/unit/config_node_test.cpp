@@ -1,0 +1,51 @@
+// ConfigNode: yaml-cpp's tree copied into one that knows file positions, with bounds on what aliases
+// can make of a small file.
+#include "core/config_node.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <string>
+
+using namespace aggrik8s;
+
+namespace {
+
+std::string all_errors(const Diagnostics& diagnostics) {
+  std::string out;
+  for (const auto& d : diagnostics.all()) out += d.str() + "\n";
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("config: an alias that contains itself is an error, not endless recursion") {
+  // Found by the node_inventory_yaml fuzz target (tests/fuzz/regressions/): yaml-cpp shares the
+  // anchored node, so `&a [*a]` is a cycle, and copying it overflowed the stack.
+  Diagnostics diagnostics;
+  ConfigNode tree = load_yaml_string("nodes:\n  - &a [*a]\n", "cycle.yaml", diagnostics);
+  CHECK(diagnostics.has_errors());
+  CHECK_THAT(all_errors(diagnostics), Catch::Contains("cycle.yaml:") && Catch::Contains("nested more than 100 levels"));
+}
+
+TEST_CASE("config: aliases of aliases cannot expand a small file into billions of values") {
+  // Ten lines, 10^7 values once expanded: before, the copy ran out of memory.
+  std::string yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i <= 6; ++i) {
+    std::string previous = "*a" + std::to_string(i - 1);
+    yaml += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) yaml += (j ? ", " : "") + previous;
+    yaml += "]\n";
+  }
+  Diagnostics diagnostics;
+  (void)load_yaml_string(yaml, "laughs.yaml", diagnostics);
+  CHECK(diagnostics.has_errors());
+  CHECK_THAT(all_errors(diagnostics), Catch::Contains("laughs.yaml:") && Catch::Contains("more than 100000 values"));
+}
+
+TEST_CASE("config: ordinary aliases and nesting still work") {
+  Diagnostics diagnostics;
+  ConfigNode tree = load_yaml_string("base: &base {a: 1, b: [x, y]}\ncopy: *base\n", "ok.yaml", diagnostics);
+  REQUIRE_FALSE(diagnostics.has_errors());
+  REQUIRE(tree.find("copy") != nullptr);
+  CHECK(tree.find("copy")->find("b")->items.size() == 2);
+}
