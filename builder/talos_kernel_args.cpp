@@ -145,7 +145,8 @@ std::size_t kernel_command_line_bytes(const std::vector<std::string>& args, cons
 
 std::optional<std::string> check_kernel_command_line(std::string_view subject, const std::vector<std::string>& args,
                                                      const KernelCommandLineLoader& loader,
-                                                     const KernelCommandLineLimit& limit, std::string_view kernel_where) {
+                                                     const KernelCommandLineLimit& limit, std::string_view kernel_where,
+                                                     std::string_view remedy) {
   std::size_t keeps = limit.max_bytes > loader.reserve ? limit.max_bytes - loader.reserve : 0;
   std::size_t total = kernel_command_line_bytes(args, loader);
   if (total <= keeps) return std::nullopt;
@@ -167,7 +168,7 @@ std::optional<std::string> check_kernel_command_line(std::string_view subject, c
   std::string kept = loader.reserve > 0 ? " (" + loader.name + " keeps " + std::to_string(loader.reserve) + " fewer)" : "";
   return std::string(subject) + " is " + with_thousands(total) + " bytes " + how + "; the kernel in " + std::string(kernel_where) +
          " keeps at most " + with_thousands(limit.max_bytes) + " (" + limit.basis + ")" + kept + ": " +
-         with_thousands(total - keeps) + " bytes too many, " + lost + " would be lost (shorten kernel_args)";
+         with_thousands(total - keeps) + " bytes too many, " + lost + " would be lost (" + std::string(remedy) + ")";
 }
 
 }  // namespace aggrik8s::builder

@@ -63,9 +63,11 @@ KernelCommandLineLoader ipxe_bios_loader();
 std::size_t kernel_command_line_bytes(const std::vector<std::string>& args, const KernelCommandLineLoader& loader);
 
 // nullopt if the line fits; otherwise "<subject> is N bytes with <loader>'s prefix '...'; the kernel in
-// <kernel_where> keeps at most M (<basis>): K bytes too many, '<arg>' and what follows would be lost".
+// <kernel_where> keeps at most M (<basis>): K bytes too many, '<arg>' and what follows would be lost
+// (<remedy>)".
 std::optional<std::string> check_kernel_command_line(std::string_view subject, const std::vector<std::string>& args,
                                                      const KernelCommandLineLoader& loader,
-                                                     const KernelCommandLineLimit& limit, std::string_view kernel_where);
+                                                     const KernelCommandLineLimit& limit, std::string_view kernel_where,
+                                                     std::string_view remedy = "shorten kernel_args");
 
 }  // namespace aggrik8s::builder

@@ -8,13 +8,25 @@ std::optional<IpxePlatform> parse_ipxe_platform(std::string_view text) {
   return std::nullopt;
 }
 
+std::string ipxe_kernel_arguments(const IpxeKernelBoot& boot, IpxePlatform platform) {
+  std::string arguments;
+  auto add = [&](const std::string& text) {
+    if (text.empty()) return;
+    if (!arguments.empty()) arguments += ' ';
+    arguments += text;
+  };
+  if (platform == IpxePlatform::efi) {
+    for (const auto& initrd : boot.initrds) add("initrd=" + initrd.name);
+  }
+  add(boot.arguments);
+  return arguments;
+}
+
 std::string render_ipxe_boot_script(const IpxeKernelBoot& boot, IpxePlatform platform) {
   std::string script = "#!ipxe\n";
   std::string kernel_line = "kernel " + boot.kernel_url;
-  if (platform == IpxePlatform::efi) {
-    for (const auto& initrd : boot.initrds) kernel_line += " initrd=" + initrd.name;
-  }
-  if (!boot.arguments.empty()) kernel_line += " " + boot.arguments;
+  std::string arguments = ipxe_kernel_arguments(boot, platform);
+  if (!arguments.empty()) kernel_line += " " + arguments;
   script += kernel_line + " || goto failed\n";
   for (const auto& initrd : boot.initrds) {
     script += "initrd --name " + initrd.name + " " + initrd.url + " || goto failed\n";

@@ -26,6 +26,9 @@ struct IpxeKernelBoot {
   std::string arguments;
 };
 
+// What follows the kernel's URL on the script's `kernel` line: initrd=<name> for each initrd under UEFI,
+// then the arguments. iPXE joins these words with single blanks into the kernel's command line.
+std::string ipxe_kernel_arguments(const IpxeKernelBoot& boot, IpxePlatform platform);
 std::string render_ipxe_boot_script(const IpxeKernelBoot& boot, IpxePlatform platform);
 // Hands control back to the firmware, which tries its next boot device (the local disk). Under BIOS,
 // `exit` can leave some ROMs stuck, so the first disk is booted explicitly.

@@ -19,6 +19,7 @@
 #include "netboot/dhcp_server.hpp"
 #include "netboot/http_request_target.hpp"
 #include "netboot/http_server.hpp"
+#include "netboot/ipxe_kernel_line.hpp"
 #include "netboot/ipxe_script.hpp"
 #include "netboot/netboot_metrics.hpp"
 #include "netboot/node_inventory.hpp"
@@ -78,9 +79,16 @@ struct ServingSnapshot {
 std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const std::string& bound_address,
                                                      std::uint16_t http_port) {
   auto snapshot = std::make_shared<ServingSnapshot>();
+  snapshot->base_url = config.http_base_url.value_or("http://" + bound_address + ":" + std::to_string(http_port));
   if (config.inventory) {
     Diagnostics diagnostics;
     snapshot->inventory = read_node_inventory(*config.inventory, diagnostics);
+    // A kernel line longer than the kernel keeps loses its last arguments (talos.config=...) at boot,
+    // silently: refused here, with the URLs this snapshot will write into the scripts.
+    if (!diagnostics.has_errors() && config.http_enabled) {
+      check_ipxe_kernel_lines(snapshot->inventory, snapshot->base_url, read_profile_kernels(snapshot->inventory, diagnostics),
+                              diagnostics);
+    }
     for (const auto& d : diagnostics.all()) {
       if (d.severity == Diagnostic::Severity::warning) log::warning(d.str());
     }
@@ -93,7 +101,6 @@ std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const
       snapshot->pi_images[name] = std::make_shared<FatImageFileSource>(pi->image, pi->boot_partition);
     }
   }
-  snapshot->base_url = config.http_base_url.value_or("http://" + bound_address + ":" + std::to_string(http_port));
   snapshot->config = std::move(config);
   return snapshot;
 }
@@ -421,19 +428,6 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     return reply;
   }
 
-  std::string substitute(std::string args, const ServingSnapshot& s, const InventoryNode* node, const NodeFacts& facts) {
-    auto replace = [&](const std::string& key, const std::string& value) {
-      for (std::size_t at = args.find(key); at != std::string::npos; at = args.find(key, at + value.size())) {
-        args.replace(at, key.size(), value);
-      }
-    };
-    replace("{base_url}", s.base_url);
-    replace("{node}", node != nullptr ? node->name : "");
-    replace("{mac}", facts.mac.value_or(""));
-    replace("{uuid}", facts.uuid.value_or(""));
-    return args;
-  }
-
   HttpReply boot_script(const ServingSnapshot& s, const HttpRequestTarget& target, const std::string& client) {
     NodeFacts facts;
     if (auto mac = target.query_value("mac")) facts.mac = normalize_mac(*mac);
@@ -468,42 +462,14 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
       reply.body = render_ipxe_local_disk_script(platform);
       return reply;
     }
-    std::string assets = s.base_url + "/assets/" + percent_encode_path(profile->name) + "/";
-    IpxeKernelBoot boot;
-    // The node's id in URLs it is sent to: the MAC in iPXE's hexhyp form (no ':' to escape), else the UUID.
-    std::string id = facts.uuid.value_or("");
-    if (facts.mac) {
-      id = *facts.mac;
-      for (auto& c : id) c = c == ':' ? '-' : c;
-    }
-    if (const auto* talos = std::get_if<TalosBoot>(&profile->target)) {
-      boot.kernel_url = assets + percent_encode_path(talos->kernel.filename().string());
-      std::string name = talos->initramfs.filename().string();
-      boot.initrds.push_back({name, assets + percent_encode_path(name)});
-      boot.arguments = "talos.platform=metal slab_nomerge pti=on";
-      if (!talos->arguments.empty()) boot.arguments += " " + substitute(talos->arguments, s, node, facts);
-      // Without a config Talos boots into maintenance mode: what an unknown machine should get.
-      if (node != nullptr && node->talos_config && !id.empty()) {
-        boot.arguments += " talos.config=" + s.base_url + "/talos/" + percent_encode_path(id) + "/config.yaml";
-      }
-    } else if (const auto* kernel = std::get_if<KernelBoot>(&profile->target)) {
-      boot.kernel_url = assets + percent_encode_path(kernel->kernel.filename().string());
-      for (const auto& initrd : kernel->initrds) {
-        std::string name = initrd.filename().string();
-        boot.initrds.push_back({name, assets + percent_encode_path(name)});
-      }
-      boot.arguments = substitute(kernel->arguments, s, node, facts);
-      if (node != nullptr && node->user_data && !id.empty()) {
-        if (!boot.arguments.empty()) boot.arguments += " ";
-        boot.arguments += "ds=nocloud;s=" + s.base_url + "/cloud-init/" + percent_encode_path(id) + "/";
-      }
-    } else {
+    auto boot = ipxe_kernel_boot(*profile, node, facts, s.base_url);
+    if (!boot) {
       HttpReply none = text(404, "#!ipxe\necho This node boots a Raspberry Pi image over TFTP\nexit 1\n", "ipxe");
       none.node = reply.node;
       none.step = "ipxe-script";
       return none;
     }
-    reply.body = render_ipxe_boot_script(boot, platform);
+    reply.body = render_ipxe_boot_script(*boot, platform);
     return reply;
   }
 

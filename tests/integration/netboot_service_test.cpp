@@ -598,3 +598,99 @@ TEST_CASE("netboot: oversized, malformed, slow and vanishing clients do not stop
   }
   CHECK(curl(f.dir, server.http() + "/files/big.bin").body == f.big);
 }
+
+namespace {
+
+// The head of an x86-64 bzImage: the setup header serve reads the limit from (boot_flag 0xAA55, "HdrS",
+// boot protocol 2.15, cmdline_size at 0x238), the rest zeros.
+std::string bzimage_head(std::uint32_t cmdline_size) {
+  std::string image(4096, '\0');
+  image.replace(0, 2, "MZ");
+  image[0x1FE] = '\x55';
+  image[0x1FF] = '\xAA';
+  image.replace(0x202, 4, "HdrS");
+  image[0x206] = '\x0F';
+  image[0x207] = '\x02';
+  for (std::size_t i = 0; i < 4; ++i) image[0x238 + i] = static_cast<char>((cmdline_size >> (8 * i)) & 0xFF);
+  return image;
+}
+
+}  // namespace
+
+TEST_CASE("netboot: a node whose iPXE kernel line is exactly the kernel's cmdline_size loads, one byte more is "
+          "refused at start and on reload",
+          "[netboot][ipxe][kernel]") {
+  TempDir dir;
+  fs::path kernel = dir / "assets/vmlinuz-amd64";
+  write_file(kernel, bzimage_head(2047));
+  write_file(dir / "assets/initramfs-amd64.xz", "initramfs");
+  write_file(dir / "cp1.yaml", "version: v1alpha1\nmachine: {type: controlplane}\n");
+  fs::permissions(dir / "cp1.yaml", fs::perms(0600));
+  // A fixed base URL, so that the line's length is known before the server has a port.
+  std::string base_url = "http://127.0.0.1:8080";
+  std::string config_arg = "talos.config=" + base_url + "/talos/52-54-00-12-34-56/config.yaml";
+  // What ipxe.efi hands the kernel, "pad=" aside: its image name, initrd=, Talos' arguments, the config URL.
+  std::string fixed = "vmlinuz-amd64 initrd=initramfs-amd64.xz talos.platform=metal slab_nomerge pti=on pad= " + config_arg;
+  auto write_nodes = [&](std::size_t line_bytes) {
+    write_file(dir / "nodes.yaml", "profiles:\n  talos:\n    talos: {kernel: assets/vmlinuz-amd64, initramfs: "
+                                   "assets/initramfs-amd64.xz, args: pad=" + std::string(line_bytes - fixed.size(), 'p') +
+                                       "}\nnodes:\n  - {name: cp1, match: {mac: \"52:54:00:12:34:56\"}, profile: talos, "
+                                       "address: 127.0.0.1, talos_config: {file: cp1.yaml}}\n");
+  };
+  NetbootConfig config;
+  config.address = "127.0.0.1";
+  config.tftp_port = 0;
+  config.http_port = 0;
+  config.inventory = dir / "nodes.yaml";
+  config.http_base_url = base_url;
+  std::string refusal = (dir / "nodes.yaml").string() + ":5:5: node 'cp1': the kernel command line of its iPXE script is "
+                        "2,048 bytes with iPXE (UEFI)'s prefix 'vmlinuz-amd64 '; the kernel in " + kernel.string() +
+                        " keeps at most 2,047 (setup header cmdline_size at 0x238, boot protocol 2.15): 1 bytes too many, '" +
+                        config_arg.substr(0, 57) + "...' would be lost (shorten profiles.talos.talos.args or http.base_url)";
+
+  write_nodes(2047);
+  CapturedLog log(dir / "stderr.log");
+  {
+    RunningService server(config);
+    auto script = curl(dir, "'" + server.http() + "/ipxe?mac=52-54-00-12-34-56&platform=efi'");
+    REQUIRE(script.status == "200");
+    std::string kernel_line = "kernel " + base_url + "/assets/talos/vmlinuz-amd64 ";
+    auto start = script.body.find(kernel_line);
+    REQUIRE(start != std::string::npos);
+    start += kernel_line.size();
+    std::string line = "vmlinuz-amd64 " + script.body.substr(start, script.body.find(" || goto failed", start) - start);
+    CHECK(line.size() == 2047);
+    CHECK_THAT(line, Catch::EndsWith(" " + config_arg));
+
+    // One byte over: the reload is refused with the byte counts, and the old inventory keeps serving.
+    write_nodes(2048);
+    CHECK_FALSE(server.service().reload());
+    CHECK_THAT(log.text(), Catch::Contains("reload failed, still serving the previous configuration: nodes file " +
+                                           (dir / "nodes.yaml").string() + ": 1 error(s)\n  " + refusal));
+    CHECK(curl(dir, "'" + server.http() + "/ipxe?mac=52-54-00-12-34-56&platform=efi'").body == script.body);
+
+    // The limit is the kernel's own, read again on reload: one that keeps 1023 bytes refuses the line
+    // that fitted 2047.
+    write_nodes(2047);
+    write_file(kernel, bzimage_head(1023));
+    CHECK_FALSE(server.service().reload());
+    CHECK_THAT(log.text(), Catch::Contains("is 2,047 bytes with iPXE (UEFI)'s prefix 'vmlinuz-amd64 '; the kernel in " +
+                                           kernel.string() + " keeps at most 1,023 (setup header cmdline_size at 0x238"));
+    // A file whose header is no kernel's is checked against the 2047 bytes of x86-64 and arm64 kernels.
+    write_file(kernel, "not a kernel image");
+    CHECK(server.service().reload());
+    CHECK_THAT(log.text(), Catch::Contains("its iPXE kernel command lines are checked against 2047 bytes, what x86-64 "
+                                           "and arm64 kernels keep"));
+    write_nodes(2048);
+    CHECK_FALSE(server.service().reload());
+    CHECK_THAT(log.text(), Catch::Contains("keeps at most 2,047 (assumed: COMMAND_LINE_SIZE 2048 of x86-64 and arm64 "
+                                           "kernels, the file's header was not read): 1 bytes too many"));
+  }
+
+  // At start: serve does not come up with the file.
+  write_file(kernel, bzimage_head(2047));
+  write_nodes(2048);
+  boost::asio::io_context io;
+  CHECK_THROWS_WITH(NetbootService(io, config), Catch::Contains("nodes file " + (dir / "nodes.yaml").string() +
+                                                                ": 1 error(s)\n  " + refusal));
+}
