@@ -1,5 +1,7 @@
 #include "core/config_node.hpp"
 
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
@@ -20,11 +22,32 @@ SourceLocation location_of(const YAML::Mark& mark, const std::string& file) {
 // and in size, far beyond any real profile or nodes file.
 constexpr int max_config_depth = 100;
 constexpr std::size_t max_config_values = 100000;
+// Values alone do not bound memory: 100,000 aliases of one long scalar are gigabytes. The copy's
+// bytes (nodes, their locations, keys and scalars) are bounded too; a real file is a few KiB.
+constexpr std::size_t max_config_bytes = 16u << 20;
 
 struct ConvertBudget {
   std::size_t values_left = max_config_values;
+  std::size_t bytes_left = max_config_bytes;
   bool exhausted = false;  // reported once
+
+  // Takes n bytes from the budget; false once it is spent.
+  bool take_bytes(std::size_t n) {
+    if (n > bytes_left) {
+      bytes_left = 0;
+      return false;
+    }
+    bytes_left -= n;
+    return true;
+  }
 };
+
+void report_too_large(ConvertBudget& budget, const SourceLocation& where, Diagnostics& diagnostics) {
+  if (budget.exhausted) return;
+  budget.exhausted = true;
+  diagnostics.error(where, "expands to more than " + std::to_string(max_config_bytes >> 20) +
+                               " MiB (aliases that repeat long values?)");
+}
 
 ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics& diagnostics, ConvertBudget& budget,
                    int depth) {
@@ -41,6 +64,10 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
     return out;
   }
   --budget.values_left;
+  if (!budget.take_bytes(sizeof(ConfigNode) + file.size())) {
+    report_too_large(budget, out.location, diagnostics);
+    return out;
+  }
   switch (node.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
@@ -48,6 +75,10 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
       break;
     case YAML::NodeType::Scalar:
       out.kind = ConfigNode::Kind::scalar;
+      if (!budget.take_bytes(node.Scalar().size())) {
+        report_too_large(budget, out.location, diagnostics);
+        return out;
+      }
       out.scalar = node.Scalar();
       // yaml-cpp marks plain scalars with the "?" tag and quoted ones with "!".
       out.quoted = node.Tag() == "!";
@@ -66,6 +97,11 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
           continue;
         }
         std::string key = pair.first.Scalar();
+        if (budget.exhausted) break;
+        if (!budget.take_bytes(2 * key.size() + file.size())) {
+          report_too_large(budget, key_location, diagnostics);
+          break;
+        }
         if (!seen.insert(key).second) {
           // yaml-cpp keeps both; a silent "last one wins" hides typos, so it is an error.
           diagnostics.error(key_location, "duplicate key '" + key + "'");
@@ -79,15 +115,49 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
   return out;
 }
 
+// Receives parser events and keeps only where the last one was: used to count a file's documents
+// without building them.
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  YAML::Mark last;
+  void OnDocumentStart(const YAML::Mark& mark) override { last = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { last = mark; }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { last = mark; }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string&) override { last = mark; }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    last = mark;
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    last = mark;
+  }
+  void OnMapEnd() override {}
+};
+
 ConfigNode parse(const std::string& text, const std::string& name, Diagnostics& diagnostics) {
   try {
-    std::vector<YAML::Node> documents = YAML::LoadAll(text);
-    if (documents.size() > 1) {
-      diagnostics.error({name, 0, 0}, "expected one YAML document, found " + std::to_string(documents.size()));
+    // yaml-cpp 0.7's LoadAll never returns on some malformed input (found by the profile_yaml fuzz
+    // target: its parser keeps reporting empty documents without consuming a byte), so documents are
+    // counted with a bound first, and only the first one is built.
+    constexpr int max_documents = 16;
+    std::istringstream stream(text);
+    YAML::Parser parser(stream);
+    DocumentCounter counter;
+    int documents = 0;
+    while (documents <= max_documents && parser.HandleNextDocument(counter)) ++documents;
+    if (documents > max_documents) {
+      diagnostics.error(location_of(counter.last, name),
+                        "YAML syntax error: more than " + std::to_string(max_documents) +
+                            " documents (the parser makes no progress here)");
+      return ConfigNode{};
     }
-    if (documents.empty()) return ConfigNode{ConfigNode::Kind::null, {}, false, {}, {}, {name, 1, 1}};
+    if (documents > 1) {
+      diagnostics.error({name, 0, 0}, "expected one YAML document, found " + std::to_string(documents));
+    }
+    if (documents == 0) return ConfigNode{ConfigNode::Kind::null, {}, false, {}, {}, {name, 1, 1}};
     ConvertBudget budget;
-    return convert(documents.front(), name, diagnostics, budget, 0);
+    return convert(YAML::Load(text), name, diagnostics, budget, 0);
   } catch (const YAML::Exception& e) {
     diagnostics.error(location_of(e.mark, name), "YAML syntax error: " + e.msg);
     return ConfigNode{};

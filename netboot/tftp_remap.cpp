@@ -14,10 +14,37 @@ namespace {
 
 // tftp-hpa 5.2 gives up after this many rule applications (a `rg a aa` rule would never end).
 constexpr int max_rule_steps = 1024;
-// Longest name a rewrite may produce (Linux's PATH_MAX). Without it, 1024 steps of a rule that
-// lengthens the name (`rg a aaaa...`) grow it to megabytes, and each later regex search is slower
-// than the last: one request could keep the server busy for minutes.
-constexpr std::size_t max_rewritten_length = 4096;
+// Longest name a rewrite may produce. Without it, 1024 steps of a rule that lengthens the name
+// (`rg a aaaa...`) grow it to megabytes, and each later regex search is slower than the last: one
+// request could keep the server busy for minutes. A client's name arrives in one request packet
+// (tftp-hpa reads 516 bytes), so twice that leaves room for any real rewrite while keeping the
+// worst case (each search costs name length times the regex's size, 1024 times) to milliseconds.
+constexpr std::size_t max_rewritten_length = 1024;
+// POSIX's RE_DUP_MAX minimum. std::regex expands a bounded repetition into that many copies of its
+// operand, and libstdc++ overflows an int while reading a count of many digits (UBSan, found by the
+// tftp_remap fuzz target), so counts are checked before std::regex sees them.
+constexpr unsigned long max_repetition_count = 255;
+
+// Checks the interval expression starting at in[open] == '{' ("{m}", "{m,}", "{m,n}"): every count
+// must be at most max_repetition_count. Anything else is left to std::regex to accept or refuse.
+void check_interval(std::string_view in, std::size_t open) {
+  std::size_t i = open + 1;
+  while (i < in.size() && in[i] != '}') {
+    if (in[i] < '0' || in[i] > '9') {
+      if (in[i] != ',') return;
+      ++i;
+      continue;
+    }
+    std::size_t start = i;
+    while (i < in.size() && in[i] >= '0' && in[i] <= '9') ++i;
+    std::string_view digits = in.substr(start, i - start);
+    while (digits.size() > 1 && digits.front() == '0') digits.remove_prefix(1);
+    if (digits.size() > 3 || std::stoul(std::string(digits)) > max_repetition_count) {
+      throw std::invalid_argument("repetition count " + std::string(in.substr(start, i - start)) + " is larger than " +
+                                  std::to_string(max_repetition_count));
+    }
+  }
+}
 
 enum RuleFlag : unsigned {
   rewrite = 1u << 0,
@@ -81,6 +108,7 @@ std::string translate_tftp_remap_regex(std::string_view in) {
       continue;
     }
     if (c != '\\') {
+      if (c == '{') check_interval(in, i);
       out += c;
       ++i;
       continue;

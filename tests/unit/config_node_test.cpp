@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <sstream>
 #include <string>
 
 using namespace aggrik8s;
@@ -48,4 +50,35 @@ TEST_CASE("config: ordinary aliases and nesting still work") {
   REQUIRE_FALSE(diagnostics.has_errors());
   REQUIRE(tree.find("copy") != nullptr);
   CHECK(tree.find("copy")->find("b")->items.size() == 2);
+}
+
+TEST_CASE("config: aliases of a long value are bounded in bytes, not only in count") {
+  // Found by the profile_yaml fuzz target: 10^4 aliases of a 4 KiB scalar stay under the value
+  // bound but are 40 MiB once copied (and several times that under the sanitizers).
+  std::string yaml = "s: &s " + std::string(4096, 'x') + "\na0: &a0 [*s, *s, *s, *s, *s, *s, *s, *s, *s, *s]\n";
+  for (int i = 1; i <= 3; ++i) {
+    std::string previous = "*a" + std::to_string(i - 1);
+    yaml += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) yaml += (j ? ", " : "") + previous;
+    yaml += "]\n";
+  }
+  Diagnostics diagnostics;
+  (void)load_yaml_string(yaml, "long.yaml", diagnostics);
+  CHECK(diagnostics.has_errors());
+  CHECK_THAT(all_errors(diagnostics), Catch::Contains("long.yaml:") && Catch::Contains("expands to more than 16 MiB"));
+}
+
+TEST_CASE("config: input on which yaml-cpp's LoadAll never returns is a syntax error") {
+  // Found by the profile_yaml fuzz target: YAML::LoadAll kept appending empty documents for this file
+  // until memory ran out (validate hung).
+  std::ifstream in(std::string(AGGRIK8S_TEST_SOURCE_DIR) + "/tests/fuzz/regressions/profile_yaml/loadall-endless-documents.yaml",
+                   std::ios::binary);
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  std::string text = buffer.str();
+  REQUIRE_FALSE(text.empty());
+  Diagnostics diagnostics;
+  (void)load_yaml_string(text, "endless.yaml", diagnostics);
+  CHECK(diagnostics.has_errors());
+  CHECK_THAT(all_errors(diagnostics), Catch::Contains("endless.yaml:") && Catch::Contains("YAML syntax error"));
 }
