@@ -22,18 +22,8 @@ CORE_BYTES=$(stat -c %s "$FIXTURES/rke2/$CORE")
 # so busybox init runs the overlay's own check script first (read-only: nothing is mounted yet, and
 # stat/readlink/cat need nothing mounted); rcS then powers off as before.
 OV=$WORK/overlay
-mkdir -p "$OV/etc/acc" "$OV/usr/local/share/acc" "$OV/usr/local/bin" "$OV/usr/local/sbin" "$OV/srv/acc-drop" \
-  "$OV/var/lib/acc-empty"
-printf 'hello from the overlay\n' >"$OV/etc/acc/hello.txt"
-chmod 0644 "$OV/etc/acc/hello.txt"
-ln -s /etc/hostname "$OV/etc/acc/hostname-link"
-ln -s ../../../../etc/acc/hello.txt "$OV/usr/local/share/acc/hello-link"
-ln -s /nonexistent/acc-target "$OV/etc/acc/dangling"
-ln "$OV/etc/acc/hello.txt" "$OV/usr/local/share/acc/hello-hard"
-printf '#!/bin/sh\n' >"$OV/usr/local/bin/acc-suid"
-chmod 4755 "$OV/usr/local/bin/acc-suid"
-chmod 1777 "$OV/srv/acc-drop"
-chmod 0750 "$OV/var/lib/acc-empty"
+make_tree_overlay "$OV"
+mkdir -p "$OV/usr/local/sbin"
 printf 'node={{node}} hostname={{hostname}} role={{role}} profile={{profile}}\n' >"$OV/etc/acc/node.txt.tmpl"
 cat >"$OV/etc/inittab" <<'EOF'
 ::sysinit:/usr/local/sbin/acc-overlay-checks

@@ -15,22 +15,7 @@ printf 'node={{node}} role={{role}} host={{ hostname }} profile={{profile}} othe
 # the overlay, long enough to need a block) and are never resolved on this host (/etc/hostname exists
 # here too); hard links stay hard links; empty directories and setuid/setgid/sticky modes are kept.
 OV=$WORK/overlay
-mkdir -p "$OV/etc/acc" "$OV/usr/local/share/acc" "$OV/usr/local/bin" "$OV/srv/acc-shared" "$OV/srv/acc-drop" \
-  "$OV/var/lib/acc-empty"
-printf 'hello from the overlay\n' >"$OV/etc/acc/hello.txt"
-chmod 0644 "$OV/etc/acc/hello.txt"
-ln -s /etc/hostname "$OV/etc/acc/hostname-link"
-ln -s ../../../../etc/acc/hello.txt "$OV/usr/local/share/acc/hello-link"
-ln -s /nonexistent/acc-target "$OV/etc/acc/dangling"
-ln -s ../../../../../../outside-the-overlay "$OV/etc/acc/outside"
-LONG_TARGET=/usr/local/share/acc/$(printf 'l%.0s' $(seq 90))
-ln -s "$LONG_TARGET" "$OV/etc/acc/long-link"
-ln "$OV/etc/acc/hello.txt" "$OV/usr/local/share/acc/hello-hard"
-printf '#!/bin/sh\n' >"$OV/usr/local/bin/acc-suid"
-chmod 4755 "$OV/usr/local/bin/acc-suid"
-chmod 2775 "$OV/srv/acc-shared"
-chmod 1777 "$OV/srv/acc-drop"
-chmod 0750 "$OV/var/lib/acc-empty"
+make_tree_overlay "$OV"
 cat >"$WORK/profile.yaml" <<YAML
 kind: rpi5-rke2
 name: e2e

@@ -198,3 +198,27 @@ boot_marker_vm_ovmf() {
   ovmf_firmware "$name"
   NIC_EXTRA=,romfile= boot_marker_vm "$name" "${OVMF_ARGS[@]}" "$@"
 }
+
+# make_tree_overlay DIR: an overlay with what an overlay copy must keep exactly (docs/profiles.md,
+# "Overlays"): symlinks absolute, relative, dangling, leading out of the overlay and long enough to need
+# a block ($LONG_TARGET), a hard link, setuid/setgid/sticky modes and an empty directory. The image
+# build test checks each entry with debugfs, the QEMU boot test from inside the booted node.
+make_tree_overlay() {
+  local ov=$1
+  mkdir -p "$ov/etc/acc" "$ov/usr/local/share/acc" "$ov/usr/local/bin" "$ov/srv/acc-shared" "$ov/srv/acc-drop" \
+    "$ov/var/lib/acc-empty"
+  printf 'hello from the overlay\n' >"$ov/etc/acc/hello.txt"
+  chmod 0644 "$ov/etc/acc/hello.txt"
+  ln -s /etc/hostname "$ov/etc/acc/hostname-link"
+  ln -s ../../../../etc/acc/hello.txt "$ov/usr/local/share/acc/hello-link"
+  ln -s /nonexistent/acc-target "$ov/etc/acc/dangling"
+  ln -s ../../../../../../outside-the-overlay "$ov/etc/acc/outside"
+  LONG_TARGET=/usr/local/share/acc/$(printf 'l%.0s' $(seq 90))
+  ln -s "$LONG_TARGET" "$ov/etc/acc/long-link"
+  ln "$ov/etc/acc/hello.txt" "$ov/usr/local/share/acc/hello-hard"
+  printf '#!/bin/sh\n' >"$ov/usr/local/bin/acc-suid"
+  chmod 4755 "$ov/usr/local/bin/acc-suid"
+  chmod 2775 "$ov/srv/acc-shared"
+  chmod 1777 "$ov/srv/acc-drop"
+  chmod 0750 "$ov/var/lib/acc-empty"
+}
