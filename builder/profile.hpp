@@ -17,10 +17,6 @@
 namespace aggrik8s::builder {
 
 enum class ProfileKind { rpi5_rke2, talos_iso };
-// 4 or 6 when `text` is an IPv4 (dotted quad) or IPv6 (inet_pton syntax, no zone) address, else 0.
-int ip_address_family(std::string_view text);
-// 4 or 6 when `text` is such an address with a prefix length ("/24": 0..32, "/64": 0..128), else 0.
-int ip_cidr_family(std::string_view text);
 
 const char* to_string(ProfileKind kind);
 

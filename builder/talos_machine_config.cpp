@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "builder/talos_config_patch.hpp"
+#include "core/identifiers.hpp"
 
 namespace aggrik8s::builder {
 namespace {

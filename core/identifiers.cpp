@@ -1,7 +1,10 @@
 #include "core/identifiers.hpp"
 
+#include <arpa/inet.h>
+
 #include <cctype>
 #include <charconv>
+#include <string>
 
 namespace aggrik8s {
 
@@ -50,6 +53,30 @@ bool is_ipv4_cidr(std::string_view text) {
   unsigned value = 0;
   auto [ptr, ec] = std::from_chars(prefix.data(), prefix.data() + prefix.size(), value);
   return !prefix.empty() && ec == std::errc() && ptr == prefix.data() + prefix.size() && value <= 32;
+}
+
+int ip_address_family(std::string_view text) {
+  if (is_ipv4_address(text)) return 4;
+  // inet_pton takes the RFC 4291 text forms (and a trailing dotted quad) and nothing else: no zone id,
+  // no brackets, no blanks. It needs a NUL-terminated copy.
+  in6_addr address{};
+  std::string copy(text);
+  if (text.find(':') != std::string_view::npos && ::inet_pton(AF_INET6, copy.c_str(), &address) == 1) return 6;
+  return 0;
+}
+
+int ip_cidr_family(std::string_view text) {
+  std::size_t slash = text.rfind('/');
+  if (slash == std::string_view::npos) return 0;
+  int family = ip_address_family(text.substr(0, slash));
+  std::string_view prefix = text.substr(slash + 1);
+  if (family == 0 || prefix.empty() || prefix.size() > 3 || (prefix.size() > 1 && prefix.front() == '0')) return 0;
+  unsigned value = 0;
+  for (char c : prefix) {
+    if (c < '0' || c > '9') return 0;
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  return value <= (family == 4 ? 32u : 128u) ? family : 0;
 }
 
 std::optional<std::string> normalize_mac(std::string_view text) {

@@ -14,6 +14,10 @@ bool is_dns_label(std::string_view name);
 bool is_dns_name(std::string_view name);
 bool is_ipv4_address(std::string_view text);
 bool is_ipv4_cidr(std::string_view text);
+// 4 or 6 when `text` is an IPv4 (dotted quad) or IPv6 (inet_pton syntax, no zone) address, else 0.
+int ip_address_family(std::string_view text);
+// 4 or 6 when `text` is such an address with a prefix length ("/24": 0..32, "/64": 0..128), else 0.
+int ip_cidr_family(std::string_view text);
 // "aa:bb:cc:dd:ee:ff" (also '-' separated, any case) -> lowercase colon form.
 std::optional<std::string> normalize_mac(std::string_view text);
 // 8-4-4-4-12 hex -> lowercase.

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "builder/talos_config_patch.hpp"
+#include "core/identifiers.hpp"
 #include "builder/talos_machine_config.hpp"
 #include "tests/test_support.hpp"
 
