@@ -4,7 +4,7 @@
 #include <map>
 #include <set>
 
-#include "builder/proxmox_api.hpp"
+#include "builder/proxmox_identifiers.hpp"
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
 

@@ -2,8 +2,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "builder/rpi_image_builder.hpp"
-#include "builder/talos_image_builder.hpp"
+#include "builder/rpi/rpi_image_builder.hpp"
+#include "builder/talos/talos_image_builder.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
 #include "core/byte_size.hpp"

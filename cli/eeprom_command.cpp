@@ -1,7 +1,7 @@
 // `aggrik8s-image eeprom-config`: the Raspberry Pi 5 bootloader settings for rpi-eeprom-config.
 #include <cstdio>
 
-#include "builder/pi_eeprom_config.hpp"
+#include "builder/rpi/pi_eeprom_config.hpp"
 #include "cli/commands.hpp"
 #include "core/error.hpp"
 

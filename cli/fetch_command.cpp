@@ -1,6 +1,6 @@
 #include <cstdio>
 
-#include "builder/rke2_release.hpp"
+#include "builder/rpi/rke2_release.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
 #include "core/byte_size.hpp"

@@ -12,11 +12,11 @@
 #include <iostream>
 #include <sstream>
 
-#include "builder/attached_disks.hpp"
-#include "builder/bmap.hpp"
-#include "builder/boot_partition_customization.hpp"
-#include "builder/image_flasher.hpp"
-#include "builder/image_stream.hpp"
+#include "flash/attached_disks.hpp"
+#include "disk/bmap.hpp"
+#include "builder/rpi/boot_partition_customization.hpp"
+#include "flash/image_flasher.hpp"
+#include "disk/image_stream.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
 #include "core/artifact_fetcher.hpp"

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "builder/image_inspector.hpp"
+#include "inspect/image_inspector.hpp"
 #include "cli/commands.hpp"
 #include "core/byte_size.hpp"
 

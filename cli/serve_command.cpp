@@ -9,8 +9,8 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "netboot/asio.hpp"
-#include "netboot/netboot_config.hpp"
-#include "netboot/netboot_service.hpp"
+#include "netboot/service/netboot_config.hpp"
+#include "netboot/service/netboot_service.hpp"
 
 namespace aggrik8s::cli {
 namespace {

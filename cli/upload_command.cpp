@@ -1,6 +1,6 @@
 #include <cstdio>
 
-#include "builder/proxmox_upload.hpp"
+#include "deploy/proxmox/proxmox_upload.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
 #include "core/error.hpp"

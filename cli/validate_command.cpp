@@ -1,7 +1,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "builder/talos_build_checks.hpp"
+#include "builder/talos/talos_build_checks.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
 

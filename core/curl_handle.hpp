@@ -1,6 +1,6 @@
 #pragma once
 // libcurl's process-wide set-up and the options every transfer of this tool shares (downloads in
-// core/http_download.cpp, Proxmox API calls in builder/proxmox_client.cpp), kept in one place.
+// core/http_download.cpp, Proxmox API calls in deploy/proxmox/proxmox_client.cpp), kept in one place.
 #include <curl/curl.h>
 
 #include <memory>

@@ -5,7 +5,7 @@
 #  1. `aggrik8s-image serve --tftp-root /usr/lib/ipxe --http-root /usr/lib/ipxe` on loopback:
 #     tftp-hpa's tftp and atftp fetch ipxe.efi, snponly.efi and undionly.kpxe, curl fetches ipxe.efi
 #     from /files/; all byte-compared with the package's files (ipxe.efi with /boot/ipxe.efi). Client
-#     names with '..' are still refused over both (the link policy itself: tests/unit/confined_file_test).
+#     names with '..' are still refused over both (the link policy itself: tests/unit/netboot/confined_file_test).
 #  2. With root and QEMU: OVMF's own PXE gets ipxe.efi over TFTP from /usr/lib/ipxe itself, and OVMF's
 #     UEFI HTTP boot gets it from an http.root that only holds a link to /usr/lib/ipxe/ipxe.efi (as
 #     docs/netboot.md tells operators to set it up); both reach the HTTP script and boot the marker

@@ -85,7 +85,7 @@ intact hpa pxe.bin "tftp-hpa (512-byte lockstep, 150 kB) over 10% loss"
 
 # atftp 0.8 answers a resent window it already holds with one extra ACK and ignores further copies
 # until its own timer fires; the server's back-off is what lets that timer fire (see
-# netboot/tftp_retransmit_schedule.hpp). With a 1 s client timer the stalls cost about 2 s each.
+# netboot/tftp/tftp_retransmit_schedule.hpp). With a 1 s client timer the stalls cost about 2 s each.
 timed atftp in_client atftp --tftp-timeout 1 --option "blksize 1468" --option "windowsize 8" \
   -g -r kernel.img -l "$WORK/atftp.got" 10.99.0.1
 intact atftp kernel.img "atftp (blksize 1468, windowsize 8, 1 s timer, 1.2 MB) over 10% loss"

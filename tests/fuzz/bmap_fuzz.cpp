@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "builder/bmap.hpp"
+#include "disk/bmap.hpp"
 #include "core/error.hpp"
 #include "core/sha256.hpp"
 

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <span>
 
-#include "netboot/dhcp_packet.hpp"
+#include "netboot/dhcp/dhcp_packet.hpp"
 
 using namespace aggrik8s::netboot;
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "builder/fat_filesystem.hpp"
+#include "disk/fat_filesystem.hpp"
 #include "core/error.hpp"
 #include "tests/fuzz/fuzz_block_device.hpp"
 

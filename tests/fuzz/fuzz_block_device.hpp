@@ -11,7 +11,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "builder/block_device.hpp"
+#include "disk/block_device.hpp"
 #include "core/error.hpp"
 
 namespace aggrik8s::fuzz {

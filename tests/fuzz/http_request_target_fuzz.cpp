@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "netboot/http_request_target.hpp"
+#include "netboot/http/http_request_target.hpp"
 
 using namespace aggrik8s::netboot;
 

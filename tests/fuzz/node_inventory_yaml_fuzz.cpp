@@ -8,7 +8,7 @@
 
 #include "core/config_node.hpp"
 #include "core/diagnostics.hpp"
-#include "netboot/node_inventory.hpp"
+#include "netboot/service/node_inventory.hpp"
 
 using namespace aggrik8s;
 

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "builder/partition_table.hpp"
+#include "disk/partition_table.hpp"
 #include "core/error.hpp"
 #include "tests/fuzz/fuzz_block_device.hpp"
 

@@ -6,7 +6,7 @@
 #include <span>
 #include <string>
 
-#include "builder/pe_image.hpp"
+#include "builder/talos/pe_image.hpp"
 #include "core/error.hpp"
 
 using namespace aggrik8s::builder;

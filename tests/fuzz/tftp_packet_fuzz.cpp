@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <span>
 
-#include "netboot/tftp_packet.hpp"
+#include "netboot/tftp/tftp_packet.hpp"
 
 using namespace aggrik8s::netboot;
 

@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "core/error.hpp"
-#include "netboot/tftp_remap.hpp"
+#include "netboot/tftp/tftp_remap.hpp"
 
 using namespace aggrik8s::netboot;
 

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "builder/bmap.hpp"
-#include "builder/image_compressor.hpp"
-#include "builder/image_decompressor.hpp"
+#include "disk/bmap.hpp"
+#include "disk/image_compressor.hpp"
+#include "disk/image_decompressor.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "core/log.hpp"
-#include "netboot/tftp_server.hpp"
+#include "netboot/tftp/tftp_server.hpp"
 
 namespace netboot = aggrik8s::netboot;
 

@@ -1,0 +1,786 @@
+#include "builder/rpi/rpi_image_builder.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "disk/aligned_buffer.hpp"
+#include "disk/block_device.hpp"
+#include "builder/build_output.hpp"
+#include "disk/bmap.hpp"
+#include "disk/ext4_filesystem.hpp"
+#include "disk/fat_filesystem.hpp"
+#include "disk/filesystem_probe.hpp"
+#include "builder/rpi/first_boot.hpp"
+#include "disk/image_compressor.hpp"
+#include "disk/image_decompressor.hpp"
+#include "inspect/image_inspector.hpp"
+#include "disk/partition_table.hpp"
+#include "builder/rpi/pi_boot_files.hpp"
+#include "builder/rpi/rke2_node_files.hpp"
+#include "builder/rpi/rke2_release.hpp"
+#include "builder/rpi/rootfs_overlay.hpp"
+#include "core/byte_size.hpp"
+#include "core/error.hpp"
+#include "core/positional_io.hpp"
+#include "core/read_ahead.hpp"
+#include "core/file_descriptor.hpp"
+#include "core/log.hpp"
+#include "core/progress.hpp"
+
+namespace aggrik8s::builder {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t MiB = 1ull << 20;
+constexpr std::uint64_t block_rounding = 4096;
+// Node images' bmap ranges stop at every 4 MiB, so that a node's bmap can reuse the prepared image's
+// range hashes everywhere its edits (a few dozen blocks of metadata and small files) did not write.
+const BmapOptions node_bmap_options{.skip_zero_blocks = true, .range_split_blocks = 1024, .threads = 0};
+
+std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value + unit - 1) / unit * unit; }
+
+// Copies an image keeping its holes. A reflink (btrfs, XFS) costs nothing; otherwise only the data
+// extents are copied, with copy_file_range so the kernel moves the bytes.
+void copy_sparse_file(const fs::path& from, const fs::path& to, mode_t permissions) {
+  FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) throw_system_error("cannot open " + from.string(), errno);
+  FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, permissions));
+  if (!out) throw_system_error("cannot create " + to.string(), errno);
+  if (::ioctl(out.get(), FICLONE, in.get()) == 0) return;
+  struct stat st {};
+  ::fstat(in.get(), &st);
+  auto size = static_cast<std::uint64_t>(st.st_size);
+  ProgressTask progress("copy " + to.filename().string(), size);
+  bool kernel_copy = true;
+  std::vector<char> buffer;
+  for (const DataExtent& extent : list_data_extents(in.get(), size, from.string())) {
+    auto in_offset = static_cast<off_t>(extent.offset);
+    auto out_offset = in_offset;
+    auto end = static_cast<off_t>(extent.offset + extent.length);
+    while (in_offset < end) {
+      ssize_t n = -1;
+      if (kernel_copy) {
+        n = ::copy_file_range(in.get(), &in_offset, out.get(), &out_offset, static_cast<std::size_t>(end - in_offset), 0);
+        // The cache may be on another filesystem than the output (EXDEV), or the kernel too old.
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+          kernel_copy = false;
+          continue;
+        }
+      } else {
+        buffer.resize(8 * MiB);
+        n = ::pread(in.get(), buffer.data(), std::min<std::size_t>(buffer.size(), static_cast<std::size_t>(end - in_offset)),
+                    in_offset);
+        if (n > 0) {
+          pwrite_all(out.get(), static_cast<std::uint64_t>(out_offset), buffer.data(), static_cast<std::size_t>(n), to.string());
+          in_offset += n;
+          out_offset += n;
+        }
+      }
+      if (n < 0) throw_system_error("cannot copy " + from.string() + " to " + to.string(), errno);
+      if (n == 0) throw Error(from.string() + " shrank while it was being copied");
+      progress.set_done(static_cast<std::uint64_t>(in_offset));
+    }
+  }
+  if (::ftruncate(out.get(), static_cast<off_t>(size)) != 0) throw_system_error("cannot size " + to.string(), errno);
+  progress.finish(true);
+}
+
+// Copies an image's data extents into a new file written with O_DIRECT: the bytes go from the
+// prepared image's cached pages straight to the disk instead of becoming page-cache pages of a second
+// 2.5 GiB file that must then be written back anyway (a default build fdatasyncs every image). On this
+// project's 2-core VMs a buffered copy of a node image took 4.6-8.9 s and an O_DIRECT one 1.9-2.0 s
+// (docs/benchmarks.md); the cost is that reading the node image back means reading the disk, which is
+// why its hashes are taken from the prepared image plus the node's own writes (ImageBase).
+// Returns false where O_DIRECT is refused (tmpfs before Linux 6.6; the file may already have been
+// created, empty) or the size is not a whole number of 4 KiB blocks; the caller then copies through
+// the page cache over it.
+bool copy_image_direct(const fs::path& from, const fs::path& to, mode_t permissions) {
+  constexpr std::size_t alignment = io_alignment;
+  constexpr std::size_t chunk_bytes = 8 * MiB;
+  FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) throw_system_error("cannot open " + from.string(), errno);
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) throw_system_error("cannot stat " + from.string(), errno);
+  auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size % alignment != 0) return false;
+  FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, permissions));
+  if (!out) {
+    if (errno == EINVAL) return false;
+    throw_system_error("cannot create " + to.string(), errno);
+  }
+  // Not zeroed: every byte written is read into them first.
+  const std::array<AlignedBuffer, 2> buffers{allocate_aligned(chunk_bytes, false), allocate_aligned(chunk_bytes, false)};
+  struct Chunk {
+    std::uint64_t offset;
+    std::size_t length;
+  };
+  std::vector<Chunk> chunks;
+  for (const DataExtent& extent : list_data_extents(in.get(), size, from.string())) {
+    // Whole blocks: a filesystem reporting extents finer than 4 KiB just gets a few zeros copied.
+    std::uint64_t begin = extent.offset / alignment * alignment;
+    std::uint64_t end = std::min(size, round_up(extent.offset + extent.length, alignment));
+    if (!chunks.empty() && begin < chunks.back().offset + chunks.back().length) begin = chunks.back().offset + chunks.back().length;
+    for (std::uint64_t at = begin; at < end; at += chunk_bytes) {
+      chunks.push_back({at, static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, end - at))});
+    }
+  }
+  auto read_chunk = [&](std::size_t index) {
+    pread_exactly(in.get(), chunks[index].offset, buffers[index % 2].get(), chunks[index].length, from.string());
+  };
+  ProgressTask progress("copy " + to.filename().string(), size);
+  // The next chunk is read from the page cache while this one is being written to the disk.
+  for_each_read_ahead(chunks.size(), read_chunk, [&](std::size_t index) {
+    const Chunk& chunk = chunks[index];
+    pwrite_all(out.get(), chunk.offset, buffers[index % 2].get(), chunk.length, to.string());
+    progress.set_done(chunk.offset + chunk.length);
+  });
+  if (::ftruncate(out.get(), static_cast<off_t>(size)) != 0) throw_system_error("cannot size " + to.string(), errno);
+  progress.finish(true);
+  return true;
+}
+
+// The image's data reaches the disk before it gets its final name, so a crash never leaves a
+// complete-looking image with missing blocks. start_writeback queues the writes without waiting
+// (sync_file_range); wait_until_on_disk is the fdatasync that makes it so.
+void start_writeback(const fs::path& path) {
+  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open " + path.string(), errno);
+  // Only a hint: where sync_file_range is not supported the fdatasync below does all the work.
+  ::sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+void wait_until_on_disk(const fs::path& path) {
+  FileDescriptor fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open " + path.string(), errno);
+  if (::fdatasync(fd.get()) != 0) throw_system_error("cannot flush " + path.string() + " to disk", errno);
+}
+
+BuiltFile describe_file(const fs::path& path) {
+  return BuiltFile{path, fs::file_size(path), Sha256::of_file(path)};
+}
+
+void write_text_file_atomically(const fs::path& path, const std::string& content) {
+  fs::path partial = path;
+  partial += ".partial";
+  {
+    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.flush();
+    if (!out) throw Error("cannot write " + partial.string());
+  }
+  fs::rename(partial, path);
+}
+
+// ---- the RKE2 bundle: rke2.linux-arm64.tar.gz unpacked under /usr/local, as install.sh does ----
+
+struct ArchiveReader {
+  archive* handle = archive_read_new();
+  ~ArchiveReader() { archive_read_free(handle); }
+};
+
+// Bytes the bundle takes once unpacked (each file rounded to the filesystem block).
+std::uint64_t unpacked_size(const fs::path& tarball) {
+  ArchiveReader reader;
+  archive_read_support_filter_all(reader.handle);
+  archive_read_support_format_all(reader.handle);
+  if (archive_read_open_filename(reader.handle, tarball.c_str(), 1 << 20) != ARCHIVE_OK) {
+    throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+  }
+  std::uint64_t total = 0;
+  archive_entry* entry = nullptr;
+  while (true) {
+    int r = archive_read_next_header(reader.handle, &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+    total += round_up(static_cast<std::uint64_t>(std::max<la_int64_t>(0, archive_entry_size(entry))), block_rounding) +
+             block_rounding;
+    archive_read_data_skip(reader.handle);
+  }
+  return total;
+}
+
+std::string tar_entry_path(const std::string& prefix, std::string name) {
+  while (name.starts_with("./")) name.erase(0, 2);
+  while (!name.empty() && name.back() == '/') name.pop_back();
+  if (name.empty()) return prefix;
+  if (name.starts_with("/") || name == ".." || name.starts_with("../") || name.find("/../") != std::string::npos) {
+    throw Error("refusing archive entry '" + name + "': it would land outside " + prefix);
+  }
+  return prefix + "/" + name;
+}
+
+void install_tarball(Ext4Filesystem& rootfs, const fs::path& tarball, const std::string& prefix,
+                     std::optional<std::int64_t> fixed_time) {
+  ArchiveReader reader;
+  archive_read_support_filter_all(reader.handle);
+  archive_read_support_format_all(reader.handle);
+  if (archive_read_open_filename(reader.handle, tarball.c_str(), 1 << 20) != ARCHIVE_OK) {
+    throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+  }
+  archive_entry* entry = nullptr;
+  while (true) {
+    int r = archive_read_next_header(reader.handle, &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+    std::string path = tar_entry_path(prefix, archive_entry_pathname(entry));
+    Ext4FileAttributes attributes;
+    attributes.permissions = static_cast<std::uint16_t>(archive_entry_perm(entry) & 07777);
+    // install.sh unpacks as root: owner root whatever the archive says.
+    attributes.uid = 0;
+    attributes.gid = 0;
+    attributes.mtime = Ext4Timestamp{fixed_time.value_or(archive_entry_mtime(entry)), 0};
+    auto parent = fs::path(path).parent_path().string();
+    rootfs.create_directories(parent, {0755, 0, 0, attributes.mtime});
+    switch (archive_entry_filetype(entry)) {
+      case AE_IFDIR:
+        rootfs.create_directories(path, attributes);
+        break;
+      case AE_IFLNK:
+        rootfs.create_symlink(path, archive_entry_symlink(entry), {0777, 0, 0, attributes.mtime});
+        break;
+      case AE_IFREG: {
+        std::string content;
+        const void* block = nullptr;
+        size_t size = 0;
+        la_int64_t offset = 0;
+        while ((r = archive_read_data_block(reader.handle, &block, &size, &offset)) == ARCHIVE_OK) {
+          if (static_cast<std::size_t>(offset) > content.size()) content.resize(static_cast<std::size_t>(offset));
+          content.append(static_cast<const char*>(block), size);
+        }
+        if (r != ARCHIVE_EOF) throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
+        rootfs.write_file(path, content, attributes);
+        break;
+      }
+      default:
+        log::warning(tarball.string(), ": skipping ", archive_entry_pathname(entry), " (not a file, directory or symlink)");
+    }
+  }
+}
+
+// ---- the shared image ----
+
+struct ImageLayout {
+  std::uint32_t boot_index = 0;
+  std::uint32_t root_index = 0;
+  std::uint64_t root_offset = 0;
+  std::uint64_t root_size = 0;
+  std::string root_partuuid;
+};
+
+bool is_fat_partition(const PartitionTable& table, const PartitionEntry& p) {
+  if (table.kind() == PartitionTableKind::mbr) return p.mbr_type == 0x0b || p.mbr_type == 0x0c || p.mbr_type == 0x0e || p.mbr_type == 0x06;
+  return p.gpt_type.to_string() == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" ||
+         p.gpt_type.to_string() == "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7";
+}
+
+// The root is the first partition libblkid calls ext4 (what the builder writes into); ext2/ext3 are
+// named in the error because they share ext4's superblock and would otherwise look like "no root".
+ImageLayout find_layout(const fs::path& image, const PartitionTable& table, const std::string& base_name) {
+  ImageLayout layout;
+  std::uint32_t old_ext_index = 0;
+  for (const auto& p : table.partitions()) {
+    if (layout.boot_index == 0 && is_fat_partition(table, p)) layout.boot_index = p.index;
+    std::string type = probe_filesystem(image, p.byte_offset(), p.byte_size()).type;
+    if (layout.root_index == 0 && type == "ext4") layout.root_index = p.index;
+    if (old_ext_index == 0 && (type == "ext2" || type == "ext3")) old_ext_index = p.index;
+  }
+  if (layout.boot_index == 0) throw Error(base_name + ": no FAT boot partition found; is this a Raspberry Pi OS image?");
+  if (layout.root_index == 0 && old_ext_index != 0) {
+    throw Error(base_name + ": partition " + std::to_string(old_ext_index) +
+                " holds an ext2/ext3 filesystem (no extents feature); expected an ext4 root filesystem");
+  }
+  if (layout.root_index == 0) {
+    throw Error(base_name + ": no ext4 root partition found among its " + std::to_string(table.partitions().size()) +
+                " partition(s); is this a Raspberry Pi OS image?");
+  }
+  const PartitionEntry& root = table.partition(layout.root_index);
+  for (const auto& p : table.partitions()) {
+    if (p.first_lba > root.first_lba) {
+      throw Error(base_name + ": partition " + std::to_string(p.index) + " follows the root partition " +
+                  std::to_string(root.index) + ", so the root cannot grow");
+    }
+  }
+  layout.root_offset = root.byte_offset();
+  layout.root_size = root.byte_size();
+  layout.root_partuuid = table.partuuid(layout.root_index);
+  return layout;
+}
+
+struct PreparedImage {
+  fs::path path;
+  ImageLayout layout;
+  std::vector<std::string> changes;  // for the manifest
+  bool network_manager = false;
+  bool rootfs_has_cloud_init = false;
+  std::string boot_mount = "/boot/firmware";
+};
+
+// The base image, decompressed, at `output`. A compressed base is decompressed into the cache
+// (images/<sha256 of the compressed file>.img, sparse, renamed into place when complete) and copied
+// from there, so later builds from the same base skip the decoding: on this project's 2-core VMs
+// decoding Raspberry Pi OS Lite's 1.15 GiB .xz took 4-6 s of both cores, copying the result 1-2 s (a
+// reflink where the filesystem has them). A cache that cannot be written costs only that saving.
+void decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, const fs::path& output) {
+  if (detect_image_input_format(base.path) != ImageInputFormat::raw) {
+    fs::path cached = cache_dir / "images" / (base.sha256.hex() + ".img");
+    if (!fs::exists(cached)) {
+      log::info("decompressing ", base.source.file_name(), " into the cache");
+      std::error_code ec;
+      fs::create_directories(cached.parent_path(), ec);
+      try {
+        if (ec) throw Error("cannot create " + cached.parent_path().string() + ": " + ec.message());
+        ImageDecompressor().decompress(base.path, cached);
+      } catch (const std::exception& e) {
+        // The decompressor names the file at fault: a corrupt input fails the build as it is; a cache
+        // that cannot be written (full, read-only) only means decompressing straight to the work image.
+        if (!ec && std::string(e.what()).find(cached.string()) == std::string::npos) throw;
+        log::warning("cannot keep the decompressed base in the cache (", e.what(), ")");
+        ImageDecompressor().decompress(base.path, output);
+        return;
+      }
+    }
+    log::info("copying the decompressed ", base.source.file_name(), " from the cache");
+    copy_sparse_file(cached, output, 0600);
+    return;
+  }
+  log::info("copying ", base.source.file_name());
+  ImageDecompressor().decompress(base.path, output);
+}
+
+PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact& base, const Rke2Release& release,
+                                   const fs::path& work, const fs::path& cache_dir, std::optional<std::int64_t> fixed_time) {
+  PreparedImage prepared;
+  prepared.path = work / "prepared.img";
+  try {
+    decompress_base(base, cache_dir, prepared.path);
+  } catch (const std::exception& e) {
+    // The decompressor names the cached copy (sha256/<hex>); say which input that is instead.
+    std::string text = e.what();
+    for (auto pos = text.find(base.path.string()); pos != std::string::npos; pos = text.find(base.path.string(), pos)) {
+      text.replace(pos, base.path.string().size(), "it");
+    }
+    throw Error("base image " + base.source.location + ": " + text);
+  }
+
+  std::uint64_t image_size = 0;
+  {
+    FileBlockDevice device(prepared.path, FileBlockDevice::Access::read_write);
+    std::optional<PartitionTable> table;
+    try {
+      table = read_partition_table(device);
+    } catch (const std::exception& e) {
+      std::string text = e.what();
+      if (text.starts_with(prepared.path.string())) text.replace(0, prepared.path.string().size(), "the decompressed image");
+      throw Error("base image " + base.source.location + ": " + text + " (expected an MBR or GPT disk image)");
+    }
+    prepared.layout = find_layout(prepared.path, *table, base.source.file_name());
+    image_size = device.size();
+  }
+  ImageLayout& layout = prepared.layout;
+
+  // How much the root filesystem must hold beyond what it has.
+  std::uint64_t preload = unpacked_size(release.bundle.path);
+  for (const auto& image : release.images) preload += round_up(image.size, block_rounding);
+  std::uint64_t overlays = 0;
+  for (const auto& node : profile.rpi_nodes) overlays = std::max(overlays, overlay_space_needed(node.overlays));
+  std::uint64_t needed_free = preload + overlays + profile.output.root_free_space + 16 * MiB;
+  std::uint64_t free_now = 0;
+  {
+    Ext4Filesystem rootfs = Ext4Filesystem::open(prepared.path, layout.root_offset, layout.root_size,
+                                                 Ext4Access::read_only);
+    Ext4SpaceUsage usage = rootfs.space_usage();
+    std::uint64_t reserved = usage.reserved_blocks * usage.block_size;
+    free_now = usage.free_bytes() > reserved ? usage.free_bytes() - reserved : 0;
+    std::string fstab = rootfs.exists("/etc/fstab") ? rootfs.read_file("/etc/fstab") : "";
+    prepared.boot_mount = boot_mount_point_from_fstab(fstab);
+    prepared.network_manager = rootfs.exists("/etc/NetworkManager");
+    prepared.rootfs_has_cloud_init = rootfs.exists("/etc/cloud/cloud.cfg") || rootfs.exists("/usr/bin/cloud-init");
+  }
+  // Checked here as well as when a node's overlays are written: a refused overlay then fails the
+  // build before the preload is written, not after.
+  for (const auto& node : profile.rpi_nodes) {
+    for (const auto& dir : node.overlays) require_outside_boot_mount(read_overlay_tree(dir), dir, prepared.boot_mount);
+  }
+
+  std::uint64_t new_root_size = layout.root_size;
+  if (free_now < needed_free && !profile.output.grow_root) {
+    throw Error(profile.file.string() + ": the root filesystem of " + base.source.file_name() +
+                " is too small for the preload with growing disabled (output.grow_root: false): needs " +
+                std::to_string(needed_free) + " bytes free (" + format_byte_size(needed_free) + ": preload " +
+                format_byte_size(preload + overlays) + " + root_free_space " +
+                format_byte_size(profile.output.root_free_space) + " + 16 MiB margin), has " +
+                std::to_string(free_now) + " bytes (" + format_byte_size(free_now) + ")");
+  }
+  if (free_now < needed_free) {
+    // Growing ext4 adds block groups whose inode tables and bitmaps take ~2% of the new space.
+    std::uint64_t grow = needed_free - free_now;
+    new_root_size = round_up(layout.root_size + grow + grow / 32 + 8 * MiB, 4 * MiB);
+  }
+  std::uint64_t new_image_size = std::max(image_size, round_up(layout.root_offset + new_root_size, MiB));
+  if (profile.output.image_size) {
+    if (*profile.output.image_size < new_image_size) {
+      throw Error(profile.file.string() + ": output.image_size " + format_byte_size(*profile.output.image_size) +
+                  " is too small: the base image with the preload and " +
+                  format_byte_size(profile.output.root_free_space) + " free needs " + format_byte_size(new_image_size));
+    }
+    new_image_size = round_up(*profile.output.image_size, MiB);
+  }
+  if (new_image_size != image_size || new_root_size != layout.root_size) {
+    FileBlockDevice device(prepared.path, FileBlockDevice::Access::read_write);
+    PartitionTable table = read_partition_table(device);
+    device.resize(new_image_size);
+    table.set_disk_size(new_image_size);
+    // output.grow_root: false keeps the root partition as it is (only output.image_size grows the disk).
+    if (profile.output.grow_root) table.grow_partition_to_fill(layout.root_index);
+    // No flush: this is the work image; the node images are flushed when they are complete.
+    write_partition_table(device, table);
+    new_root_size = table.partition(layout.root_index).byte_size();
+    prepared.changes.push_back("image grown from " + format_byte_size(image_size) + " to " +
+                               format_byte_size(new_image_size));
+    if (new_root_size != layout.root_size) {
+      prepared.changes.push_back("root partition " + std::to_string(layout.root_index) + " grown from " +
+                                 format_byte_size(layout.root_size) + " to " + format_byte_size(new_root_size));
+      log::info("growing the root filesystem to ", format_byte_size(new_root_size));
+      grow_ext4_filesystem(prepared.path, layout.root_offset, new_root_size, fixed_time);
+      layout.root_size = new_root_size;
+    }
+  }
+
+  Ext4Filesystem rootfs = Ext4Filesystem::open(prepared.path, layout.root_offset, layout.root_size,
+                                               Ext4Access::read_write, fixed_time);
+  log::info("installing RKE2 ", release.version, " under /usr/local");
+  install_tarball(rootfs, release.bundle.path, "/usr/local", fixed_time);
+  prepared.changes.push_back("RKE2 " + release.version + " bundle unpacked under /usr/local");
+  const std::string images_dir = "/var/lib/rancher/rke2/agent/images";
+  rootfs.create_directories(images_dir);
+  for (const auto& image : release.images) {
+    std::string target = images_dir + "/" + image.source.file_name();
+    ProgressTask progress("preload " + image.source.file_name(), image.size);
+    rootfs.copy_file_from_host(image.path, target, {0644, 0, 0, std::nullopt});
+    progress.set_done(image.size);
+    progress.finish();
+    prepared.changes.push_back("image archive " + target);
+  }
+  rootfs.close();
+  return prepared;
+}
+
+// ---- per node ----
+
+std::string read_fat_text(FatFilesystem& boot, const std::string& path) {
+  return boot.exists(path) ? boot.read_text_file(path) : std::string();
+}
+
+struct NodeResult {
+  std::vector<std::string> changes;
+  std::string first_boot_format;
+  // Byte ranges of the image the node's edits wrote: everything else is the prepared image's.
+  std::vector<DataExtent> written;
+};
+
+NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const PreparedImage& prepared,
+                          const Rke2Release& release, const fs::path& image, std::optional<std::int64_t> fixed_time) {
+  NodeResult result;
+  const ImageLayout& layout = prepared.layout;
+  std::optional<Secret> token;
+  if (node.rke2.token) token = load_secret(*node.rke2.token);
+  std::map<std::string, Secret> password_hashes;
+  for (const auto& user : node.system.users) {
+    if (user.password_hash) password_hashes.emplace(user.name, load_secret(*user.password_hash));
+  }
+
+  {
+    Ext4Filesystem rootfs = Ext4Filesystem::open(image, layout.root_offset, layout.root_size, Ext4Access::read_write,
+                                                 fixed_time);
+    RootfsChanges changes = rke2_node_changes(node, token, RootfsFacts{prepared.network_manager});
+    for (const auto& dir : changes.directories) rootfs.create_directories(dir);
+    for (const auto& file : changes.files) {
+      rootfs.write_file(file.path, file.content, {file.permissions, 0, 0, std::nullopt});
+      result.changes.push_back(file.path + (file.contains_secret ? " (0600, holds a secret)" : ""));
+    }
+    for (const auto& link : changes.symlinks) {
+      rootfs.create_symlink(link.path, link.target);
+      result.changes.push_back(link.path + " -> " + link.target);
+    }
+    std::map<std::string, std::string> values{{"node", node.name},
+                                              {"hostname", node.system.hostname},
+                                              {"role", node.rke2.role},
+                                              {"profile", profile.name}};
+    for (const auto& path : install_overlays(rootfs, node.overlays, values, fixed_time, prepared.boot_mount)) {
+      result.changes.push_back("overlay " + path);
+    }
+    // What was preloaded, for `aggrik8s-image inspect` and for people on the node: the version is not
+    // in any file of the RKE2 bundle, and the archives' checksums are lost once they are copied. No
+    // secrets: config.yaml's token stays in config.yaml.
+    nlohmann::json archives = nlohmann::json::array();
+    for (const auto& archive : release.images) {
+      archives.push_back({{"file", archive.source.file_name()}, {"size", archive.size}, {"sha256", archive.sha256.hex()}});
+    }
+    nlohmann::json preload{{"tool", {{"name", "aggrik8s-image"}, {"version", AGGRIK8S_VERSION}}},
+                           {"profile", profile.name},
+                           {"node", node.name},
+                           {"hostname", node.system.hostname},
+                           {"role", node.rke2.role},
+                           {"rke2_version", release.version},
+                           {"architecture", release.architecture},
+                           {"bundle", {{"file", release.bundle.source.file_name()}, {"sha256", release.bundle.sha256.hex()}}},
+                           {"image_archives", archives}};
+    rootfs.create_directories("/usr/local/share/aggrik8s");
+    rootfs.write_file(preload_record_path, preload.dump(2) + "\n", {0644, 0, 0, std::nullopt});
+    result.changes.push_back(std::string(preload_record_path));
+    rootfs.close();
+    result.written = rootfs.written_extents();
+  }
+
+  FileBlockDevice device(image, FileBlockDevice::Access::read_write);
+  PartitionTable table = read_partition_table(device);
+  SubrangeBlockDevice boot_partition = open_partition(device, table, layout.boot_index);
+  FatFilesystem boot(boot_partition);
+  if (fixed_time) boot.set_timestamp(*fixed_time);
+
+  std::string cmdline = read_fat_text(boot, "cmdline.txt");
+  if (cmdline.empty()) throw Error(image.string() + ": the boot partition has no cmdline.txt");
+  if (auto root = cmdline_root_partuuid(cmdline); root && *root != layout.root_partuuid) {
+    throw Error(image.string() + ": cmdline.txt boots root=PARTUUID=" + *root + " but the root partition is " +
+                layout.root_partuuid);
+  }
+  bool nocloud_files = boot.exists("user-data") || boot.exists("meta-data") || boot.exists("network-config");
+  FirstBootFormat format = detect_first_boot_format(nocloud_files, prepared.rootfs_has_cloud_init);
+  FirstBootPlan plan = plan_first_boot(format, node, password_hashes, prepared.boot_mount);
+  for (const auto& [name, content] : plan.boot_files) {
+    boot.write_file(name, content);
+    result.changes.push_back("boot partition: " + name + " (" + to_string(format) + ")");
+  }
+  std::vector<std::string> arguments = plan.cmdline_add;
+  arguments.insert(arguments.end(), node.boot.cmdline.begin(), node.boot.cmdline.end());
+  // Last on the line: the device tree's cgroup_disable=memory comes first, and the kernel takes the
+  // later setting.
+  arguments.push_back("cgroup_enable=memory");
+  std::string new_cmdline = add_cmdline_arguments(remove_cmdline_arguments(cmdline, plan.cmdline_remove), arguments);
+  boot.write_file("cmdline.txt", new_cmdline);
+  result.changes.push_back("cmdline.txt: " + std::string(new_cmdline.substr(0, new_cmdline.size() - 1)));
+
+  std::string config_txt = read_fat_text(boot, "config.txt");
+  std::string new_config = apply_config_txt(config_txt, node.boot);
+  if (new_config != config_txt) {
+    boot.write_file("config.txt", new_config);
+    for (const auto& line : managed_config_txt_lines(node.boot)) result.changes.push_back("config.txt: " + line);
+  }
+  if (node.boot.kernel_page_size_kib == 4 && !boot.exists("kernel8.img")) {
+    throw Error(image.string() + ": boot.kernel_page_size_kib is 4 but the boot partition has no kernel8.img");
+  }
+
+  // Read back through a fresh view of the partition: what a Pi will find, not what we meant to write.
+  FatFilesystem reread(boot_partition);
+  std::map<std::string, std::string> found;
+  for (const auto& [name, content] : plan.boot_files) found[name] = read_fat_text(reread, name);
+  auto problems = verify_first_boot(plan, found, read_fat_text(reread, "cmdline.txt"));
+  if (!problems.empty()) {
+    std::string text;
+    for (const auto& p : problems) text += "\n  " + p;
+    throw Error(image.string() + ": first-boot settings would not be applied:" + text);
+  }
+  // Not flushed here: build_rpi5_images starts the image's writeback now and waits for it just
+  // before the rename, so the disk writes overlap the hashing.
+  result.first_boot_format = to_string(format);
+  std::vector<DataExtent> boot_written = device.written_extents();
+  result.written.insert(result.written.end(), boot_written.begin(), boot_written.end());
+  result.written = merge_extents(std::move(result.written));
+  return result;
+}
+
+nlohmann::json file_json(const BuiltFile& f, const fs::path& dir) {
+  return {{"file", fs::relative(f.path, dir).string()}, {"size", f.size}, {"sha256", f.sha256.hex()}};
+}
+
+nlohmann::json input_json(const std::string& role, const FetchedArtifact& a) {
+  return {{"role", role}, {"source", a.source.location}, {"sha256", a.sha256.hex()}, {"size", a.size}};
+}
+
+}  // namespace
+
+std::optional<std::int64_t> source_date_epoch_from_environment() {
+  const char* value = std::getenv("SOURCE_DATE_EPOCH");
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  std::int64_t seconds = 0;
+  std::string_view text(value);
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+  if (ec != std::errc() || ptr != text.data() + text.size() || seconds < 0) {
+    throw Error("SOURCE_DATE_EPOCH must be a number of seconds since 1970, got '" + std::string(text) + "'");
+  }
+  return seconds;
+}
+
+BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& options) {
+  if (!profile.base) throw Error(profile.file.string() + ": nothing to build: the profile has no base image");
+  std::vector<const Rpi5Node*> nodes = select_nodes(profile.rpi_nodes, options.only_nodes, profile.file);
+
+  ArtifactFetcher fetcher(options.fetch);
+  // The base image and the RKE2 release come from different servers: fetch them at the same time.
+  auto base_download = std::async(std::launch::async, [&] { return fetcher.fetch(*profile.base); });
+  Rke2Release release = fetch_rke2_release(nodes.front()->rke2, "arm64", fetcher);
+  FetchedArtifact base = base_download.get();
+  fs::create_directories(options.output_dir);
+
+  WorkDirectory work(options.output_dir, "work");
+  PartialOutputs partial;
+  PreparedImage prepared =
+      prepare_shared_image(profile, base, release, work.path(), fetcher.options().cache_dir, options.source_date_epoch);
+
+  BuildResult result;
+  nlohmann::json node_reports = nlohmann::json::array();
+  auto partial_image = [&](const Rpi5Node* node) { return options.output_dir / (node->name + ".img.partial"); };
+  // The bmap of the prepared image before any node's edits, once the first node has been hashed:
+  // every later node's bmap is that one with only the chunks its edits wrote hashed again.
+  std::optional<Bmap> prepared_bmap;
+  // The next node's copy of the prepared image, made on another thread while this node is hashed:
+  // the copy is mostly the disk taking the bytes (a memcpy out of the page cache besides), the hash
+  // is SHA-256 on one core, so they overlap.
+  std::future<bool> next_copy;
+  // Node images are copied with O_DIRECT (see copy_image_direct), with --no-sync too: their bytes
+  // must reach the disk sooner or later, and going there directly was the faster way here either way.
+  auto copy_prepared = [&prepared](const fs::path& to) {
+    if (copy_image_direct(prepared.path, to, 0600)) return true;
+    copy_sparse_file(prepared.path, to, 0600);
+    return false;
+  };
+  for (std::size_t index = 0; index < nodes.size(); ++index) {
+    const Rpi5Node* node = nodes[index];
+    const bool last = index + 1 == nodes.size();
+    log::info("node ", node->name, ": customising");
+    fs::path image = options.output_dir / (node->name + ".img");
+    fs::path image_partial = partial.track(partial_image(node));
+    bool copied_direct = false;
+    if (last) {
+      // Nobody needs the prepared image after the last node: it becomes that node's image, which saves
+      // a full copy (the work directory is in the output directory, so this is a rename).
+      fs::permissions(prepared.path, fs::perms::owner_read | fs::perms::owner_write);
+      fs::rename(prepared.path, image_partial);
+    } else if (next_copy.valid()) {
+      copied_direct = next_copy.get();
+    } else {
+      // 0600: the image carries the node's join token (and maybe password hashes) inside it.
+      copied_direct = copy_prepared(image_partial);
+    }
+    NodeResult node_result = customise_node(profile, *node, prepared, release, image_partial, options.source_date_epoch);
+    if (options.sync_images) start_writeback(image_partial);
+    if (index + 2 < nodes.size()) {
+      // Not for the last node, whose image is the prepared one itself.
+      fs::path next = partial.track(partial_image(nodes[index + 1]));
+      next_copy = std::async(std::launch::async, copy_prepared, next);
+    }
+
+    BuiltNode built;
+    built.name = node->name;
+    built.first_boot_format = node_result.first_boot_format;
+    // The image is final from here on (compressing only reads it). The first node's sha256 for
+    // SHA256SUMS is taken in the same read as its whole bmap; later nodes read the image once for the
+    // sha256 while their changed chunks are hashed beside it.
+    ImageBase copied_from{prepared.path, node_result.written};
+    const ImageBase* read_from = copied_direct ? &copied_from : nullptr;
+    ImageHashes hashes;
+    if (!profile.output.bmap) {
+      hashes = hash_image(image_partial, false, {}, read_from);
+    } else if (!prepared_bmap) {
+      hashes = hash_image(image_partial, true, node_bmap_options, read_from);
+      if (!last) prepared_bmap = update_bmap(prepared.path, *hashes.bmap, node_result.written, node_bmap_options);
+    } else {
+      auto bmap = std::async(std::launch::async, [&] {
+        return update_bmap(image_partial, *prepared_bmap, node_result.written, node_bmap_options, read_from);
+      });
+      hashes = hash_image(image_partial, false, {}, read_from);
+      hashes.bmap = bmap.get();
+    }
+    if (hashes.bmap) {
+      fs::path bmap = options.output_dir / (node->name + ".img.bmap");
+      fs::path bmap_partial = partial.track(fs::path(bmap.string() + ".partial"));
+      write_bmap_file(*hashes.bmap, bmap_partial);
+      built.bmap = BuiltFile{bmap, 0, {}};
+    }
+    for (const auto& format : profile.output.compress) {
+      fs::path compressed = options.output_dir / (node->name + ".img." + (format == "xz" ? "xz" : "zst"));
+      fs::path compressed_partial = partial.track(fs::path(compressed.string() + ".partial"));
+      ImageCompressionOptions compression;
+      compression.format = format == "xz" ? ImageCompressionFormat::xz : ImageCompressionFormat::zstd;
+      compression.file_permissions = 0600;
+      ImageCompressor(compression).compress(image_partial, compressed_partial);
+      built.compressed.push_back(BuiltFile{compressed, 0, {}});
+    }
+    // Complete: rename everything of this node into place, image last.
+    if (built.bmap) {
+      fs::rename(built.bmap->path.string() + ".partial", built.bmap->path);
+      partial.track(built.bmap->path);
+      *built.bmap = describe_file(built.bmap->path);
+    }
+    for (auto& c : built.compressed) {
+      fs::rename(c.path.string() + ".partial", c.path);
+      partial.track(c.path);
+      c = describe_file(c.path);
+    }
+    if (options.sync_images) wait_until_on_disk(image_partial);
+    fs::rename(image_partial, image);
+    partial.track(image);
+    built.image = BuiltFile{image, hashes.size, hashes.sha256};
+
+    nlohmann::json report{{"name", node->name},
+                          {"hostname", node->system.hostname},
+                          {"rke2_role", node->rke2.role},
+                          {"first_boot", built.first_boot_format},
+                          {"image", file_json(built.image, options.output_dir)},
+                          {"changes", prepared.changes}};
+    for (const auto& c : node_result.changes) report["changes"].push_back(c);
+    if (built.bmap) report["bmap"] = file_json(*built.bmap, options.output_dir);
+    for (const auto& c : built.compressed) report["compressed"].push_back(file_json(c, options.output_dir));
+    node_reports.push_back(report);
+    result.nodes.push_back(std::move(built));
+  }
+
+  // SHA256SUMS in sha256sum's format, so `sha256sum -c SHA256SUMS` checks the outputs.
+  std::string sums;
+  auto add_sum = [&](const BuiltFile& f) { sums += f.sha256.hex() + "  " + f.path.filename().string() + "\n"; };
+  for (const auto& n : result.nodes) {
+    add_sum(n.image);
+    if (n.bmap) add_sum(*n.bmap);
+    for (const auto& c : n.compressed) add_sum(c);
+  }
+  nlohmann::json inputs = nlohmann::json::array({input_json("base", base), input_json("rke2-checksums", release.checksums),
+                                                  input_json("rke2-bundle", release.bundle)});
+  for (const auto& image : release.images) inputs.push_back(input_json("rke2-images", image));
+  nlohmann::json profile_files = nlohmann::json::array();
+  for (const auto& file : profile.extends) {
+    profile_files.push_back({{"file", file.string()}, {"sha256", Sha256::of_file(file).hex()}});
+  }
+  profile_files.push_back({{"file", profile.file.string()}, {"sha256", Sha256::of_file(profile.file).hex()}});
+  nlohmann::json manifest{{"tool", {{"name", "aggrik8s-image"}, {"version", AGGRIK8S_VERSION}}},
+                          {"profile", {{"name", profile.name}, {"kind", to_string(profile.kind)}, {"files", profile_files}}},
+                          {"rke2_version", release.version},
+                          {"inputs", inputs},
+                          {"nodes", node_reports}};
+  if (options.source_date_epoch) manifest["source_date_epoch"] = *options.source_date_epoch;
+  result.checksums = options.output_dir / "SHA256SUMS";
+  result.manifest = options.output_dir / "manifest.json";
+  write_text_file_atomically(result.checksums, sums);
+  write_text_file_atomically(result.manifest, manifest.dump(2) + "\n");
+  partial.commit();
+  return result;
+}
+
+}  // namespace aggrik8s::builder

@@ -1,0 +1,248 @@
+#include "builder/talos/talos_machine_config.hpp"
+
+#include <sstream>
+
+#include "builder/talos/talos_config_patch.hpp"
+#include "core/identifiers.hpp"
+
+namespace aggrik8s::builder {
+namespace {
+
+ConfigNode scalar(std::string text, const SourceLocation& where = {}) {
+  return ConfigNode{ConfigNode::Kind::scalar, std::move(text), true, {}, {}, where};
+}
+ConfigNode plain_scalar(std::string text) {
+  return ConfigNode{ConfigNode::Kind::scalar, std::move(text), false, {}, {}, {}};
+}
+ConfigNode empty_map() { return ConfigNode{ConfigNode::Kind::map, {}, false, {}, {}, {}}; }
+ConfigNode empty_list() { return ConfigNode{ConfigNode::Kind::sequence, {}, false, {}, {}, {}}; }
+
+// A document separator: "---" at the start of a line, alone or followed by blanks or a comment.
+bool is_document_marker(std::string_view line) {
+  if (!line.starts_with("---")) return false;
+  std::string_view rest = line.substr(3);
+  std::size_t i = rest.find_first_not_of(" \t\r");
+  return i == std::string_view::npos || rest[i] == '#';
+}
+
+const ConfigNode* find_path(const ConfigNode& root, std::initializer_list<const char*> keys) {
+  const ConfigNode* node = &root;
+  for (const char* key : keys) {
+    if (!node->is_map()) return nullptr;
+    node = node->find(key);
+    if (node == nullptr) return nullptr;
+  }
+  return node;
+}
+
+}  // namespace
+
+std::string TalosMachineConfig::machine_type() const {
+  if (documents.empty()) return "";
+  const ConfigNode* type = find_path(documents.front(), {"machine", "type"});
+  return type != nullptr && type->is_scalar() ? type->scalar : "";
+}
+
+std::string TalosMachineConfig::to_yaml() const {
+  std::string out;
+  for (std::size_t i = 0; i < documents.size(); ++i) {
+    if (i > 0) out += "---\n";
+    out += aggrik8s::to_yaml(documents[i]);
+  }
+  return out;
+}
+
+std::optional<TalosMachineConfig> parse_talos_machine_config(const std::string& text, const std::string& name,
+                                                             Diagnostics& diagnostics) {
+  // Split on "---" lines ourselves (the shared reader takes one document) and pad each piece with the
+  // lines before it, so yaml-cpp's line numbers are the file's.
+  TalosMachineConfig config;
+  std::istringstream lines(text);
+  std::string line;
+  std::string current;
+  int line_number = 0;
+  int current_start = 0;
+  bool has_content = false;
+  bool ok = true;
+  auto flush = [&] {
+    if (has_content) {
+      Diagnostics document_diagnostics;
+      ConfigNode document = load_yaml_string(std::string(static_cast<std::size_t>(current_start), '\n') + current, name,
+                                             document_diagnostics);
+      diagnostics.append(document_diagnostics);
+      if (document_diagnostics.has_errors()) ok = false;
+      else if (!document.is_null()) config.documents.push_back(std::move(document));
+    }
+    current.clear();
+    has_content = false;
+    current_start = line_number;
+  };
+  while (std::getline(lines, line)) {
+    if (is_document_marker(line)) {
+      ++line_number;
+      flush();
+      continue;
+    }
+    ++line_number;
+    current += line;
+    current += '\n';
+    std::size_t first = line.find_first_not_of(" \t\r");
+    if (first != std::string::npos && line[first] != '#') has_content = true;
+  }
+  flush();
+  if (!ok) return std::nullopt;
+  if (config.documents.empty()) {
+    diagnostics.error({name, 0, 0}, "the machine config is empty");
+    return std::nullopt;
+  }
+  return config;
+}
+
+void validate_talos_machine_config(const TalosMachineConfig& config, const std::string& node,
+                                   bool require_install_disk, Diagnostics& diagnostics) {
+  // Before patching, errors point into the config file; after, the tree mixes the file with patches,
+  // so errors name the node and the key instead.
+  auto where = [&](const ConfigNode& at, const std::string& key) {
+    return node.empty() ? at.location : SourceLocation{node + "/" + key, 0, 0};
+  };
+  if (config.documents.empty()) {
+    diagnostics.error({node, 0, 0}, "the machine config is empty");
+    return;
+  }
+  const ConfigNode& root = config.documents.front();
+  if (!root.is_map()) {
+    diagnostics.error(where(root, "version"), "the first document of a machine config must be a map with 'version: v1alpha1'");
+    return;
+  }
+  const ConfigNode* version = root.find("version");
+  if (version == nullptr || !version->is_scalar() || version->scalar != "v1alpha1") {
+    diagnostics.error(where(version ? *version : root, "version"),
+                      "the first document must have 'version: v1alpha1' (the config `talosctl gen config` writes)");
+  }
+  const ConfigNode* machine = root.find("machine");
+  if (machine == nullptr || !machine->is_map()) {
+    diagnostics.error(where(machine ? *machine : root, "machine"), "'machine' must be a map");
+  } else {
+    const ConfigNode* type = machine->find("type");
+    if (type == nullptr || !type->is_scalar() ||
+        (type->scalar != "controlplane" && type->scalar != "worker" && type->scalar != "init")) {
+      diagnostics.error(where(type ? *type : *machine, "machine.type"),
+                        "'machine.type' must be controlplane, worker or init");
+    } else if (type->scalar == "init") {
+      diagnostics.warning(where(*type, "machine.type"), "'machine.type: init' is deprecated; Talos treats it as controlplane");
+    }
+    const ConfigNode* install = machine->find("install");
+    const ConfigNode* disk = install != nullptr && install->is_map() ? install->find("disk") : nullptr;
+    const ConfigNode* selector = install != nullptr && install->is_map() ? install->find("diskSelector") : nullptr;
+    bool has_disk = (disk != nullptr && disk->is_scalar() && !disk->scalar.empty()) ||
+                    (selector != nullptr && selector->is_map() && !selector->entries.empty());
+    if (disk != nullptr && disk->is_scalar() && !disk->scalar.empty() && !disk->scalar.starts_with("/dev/")) {
+      diagnostics.error(where(*disk, "machine.install.disk"), "'machine.install.disk' must be a device path such as /dev/sda");
+    }
+    if (require_install_disk && !has_disk) {
+      diagnostics.error(where(install ? *install : *machine, "machine.install.disk"),
+                        "no install disk: set 'machine.install.disk' (or diskSelector) in the config, a patch, or the "
+                        "node's 'install_disk'");
+    }
+  }
+  const ConfigNode* cluster = root.find("cluster");
+  if (cluster == nullptr || !cluster->is_map()) {
+    diagnostics.error(where(cluster ? *cluster : root, "cluster"), "'cluster' must be a map");
+  } else {
+    const ConfigNode* endpoint = find_path(*cluster, {"controlPlane", "endpoint"});
+    if (endpoint == nullptr || !endpoint->is_scalar() || !endpoint->scalar.starts_with("https://")) {
+      diagnostics.error(where(endpoint ? *endpoint : *cluster, "cluster.controlPlane.endpoint"),
+                        "'cluster.controlPlane.endpoint' must be the Kubernetes API URL, https://HOST:6443");
+    }
+    const ConfigNode* name = cluster->find("clusterName");
+    if (name == nullptr || !name->is_scalar() || name->scalar.empty()) {
+      diagnostics.error(where(*cluster, "cluster.clusterName"), "'cluster.clusterName' is missing");
+    }
+  }
+  for (std::size_t i = 1; i < config.documents.size(); ++i) {
+    const ConfigNode& document = config.documents[i];
+    const ConfigNode* kind = document.is_map() ? document.find("kind") : nullptr;
+    const ConfigNode* api = document.is_map() ? document.find("apiVersion") : nullptr;
+    if (kind == nullptr || api == nullptr) {
+      diagnostics.error(where(document, "documents[" + std::to_string(i) + "]"),
+                        "document " + std::to_string(i + 1) + " of the machine config needs 'apiVersion' and 'kind'");
+    }
+  }
+}
+
+ConfigNode talos_node_identity_patch(const TalosNode& node) {
+  ConfigNode network = empty_map();
+  network.set("hostname", scalar(node.hostname));
+  if (!node.addresses.empty() || !node.gateways.empty()) {
+    ConfigNode interface = empty_map();
+    ConfigNode selector = empty_map();
+    // A MAC picks the VM's NIC exactly; without one, the first physical NIC (a Proxmox VM has one).
+    if (node.mac) selector.set("hardwareAddr", scalar(*node.mac));
+    else selector.set("physical", plain_scalar("true"));
+    interface.set("deviceSelector", std::move(selector));
+    if (!node.addresses.empty()) {
+      ConfigNode addresses = empty_list();
+      for (const auto& a : node.addresses) addresses.items.push_back(scalar(a));
+      interface.set("addresses", std::move(addresses));
+      interface.set("dhcp", plain_scalar("false"));
+    }
+    if (!node.gateways.empty()) {
+      // A default route per gateway, of its own family (Talos takes IPv6 routes as it takes IPv4 ones).
+      ConfigNode routes = empty_list();
+      for (const auto& gateway : node.gateways) {
+        ConfigNode route = empty_map();
+        route.set("network", scalar(ip_address_family(gateway) == 6 ? "::/0" : "0.0.0.0/0"));
+        route.set("gateway", scalar(gateway));
+        routes.items.push_back(std::move(route));
+      }
+      interface.set("routes", std::move(routes));
+    }
+    ConfigNode interfaces = empty_list();
+    interfaces.items.push_back(std::move(interface));
+    network.set("interfaces", std::move(interfaces));
+  }
+  ConfigNode machine = empty_map();
+  machine.set("network", std::move(network));
+  if (node.install_disk) {
+    ConfigNode install = empty_map();
+    install.set("disk", scalar(*node.install_disk));
+    machine.set("install", std::move(install));
+  }
+  ConfigNode patch = empty_map();
+  patch.set("machine", std::move(machine));
+  return patch;
+}
+
+std::optional<TalosMachineConfig> talos_config_for_node(const TalosMachineConfig& base, const TalosNode& node,
+                                                        Diagnostics& diagnostics) {
+  TalosMachineConfig config = base;
+  std::string type_before = config.machine_type();
+  bool ok = true;
+  for (const TalosPatch& patch : node.patches) {
+    try {
+      if (patch.kind == TalosPatch::Kind::merge) {
+        config.documents.front() = apply_merge_patch(config.documents.front(), patch.content);
+      } else {
+        apply_json_patch(config.documents.front(), patch.content);
+      }
+    } catch (const TalosPatchError& e) {
+      diagnostics.error(e.where(), "node " + node.name + ": " + e.what());
+      ok = false;
+    }
+  }
+  if (!ok) return std::nullopt;
+  if (config.machine_type() != type_before) {
+    diagnostics.error({node.name + "/machine.type", 0, 0},
+                      "patches change machine.type from '" + type_before + "' to '" + config.machine_type() +
+                          "': a config of the other type comes from `talosctl gen config` (set the node's 'config')");
+    return std::nullopt;
+  }
+  config.documents.front() = apply_merge_patch(config.documents.front(), talos_node_identity_patch(node));
+  Diagnostics checks;
+  validate_talos_machine_config(config, node.name, true, checks);
+  diagnostics.append(checks);
+  if (checks.has_errors()) return std::nullopt;
+  return config;
+}
+
+}  // namespace aggrik8s::builder

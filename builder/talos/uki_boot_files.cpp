@@ -1,0 +1,167 @@
+#include "builder/talos/uki_boot_files.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "disk/block_device.hpp"
+#include "disk/fat_filesystem.hpp"
+#include "builder/talos/pe_image.hpp"
+#include "core/error.hpp"
+#include "core/file_descriptor.hpp"
+
+namespace aggrik8s::builder {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_uki_path(const std::string& path) {
+  if (path.size() < 14) return false;
+  std::string lower = path;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return lower.starts_with("efi/linux/") && lower.ends_with(".efi") && lower.find('/', 10) == std::string::npos;
+}
+
+void write_bytes(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
+  // 0600: with an embedded config the UKI holds the machine config.
+  FileDescriptor out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!out) throw_system_error("cannot create " + path.string(), errno);
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(out.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0) throw_system_error("cannot write " + path.string(), errno);
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+// The kernel in the UKI states its own command line limit (x86: the setup header at the start of
+// .linux); parse_pe has checked that the raw data lies within the file.
+KernelCommandLineLimit linux_section_limit(const std::vector<std::uint8_t>& uki, const PeLayout& layout) {
+  for (const auto& section : layout.sections) {
+    if (section.name != ".linux") continue;
+    std::uint32_t size = section.virtual_size != 0 ? std::min(section.raw_size, section.virtual_size) : section.raw_size;
+    std::span<const std::uint8_t> raw(uki.data() + section.raw_offset, size);
+    try {
+      return kernel_command_line_limit(raw);
+    } catch (const Error& e) {
+      throw Error(std::string(".linux: ") + e.what());
+    }
+  }
+  throw Error("no .linux section: not a unified kernel image");
+}
+
+}  // namespace
+
+TalosIsoUkis TalosIsoUkis::read(const fs::path& iso, const std::vector<std::string>& iso_files) {
+  TalosIsoUkis ukis;
+  ukis.iso_ = iso;
+  auto add = [&](std::vector<Uki>& to, std::string path, std::vector<std::uint8_t> bytes, const std::string& where) {
+    Uki uki{std::move(path), std::move(bytes), {}, {}};
+    try {
+      uki.command_lines = uki_command_lines(uki.bytes);
+      PeLayout layout = parse_pe(uki.bytes);
+      ukis.any_signed_ = ukis.any_signed_ || layout.signed_image();
+      uki.limit = linux_section_limit(uki.bytes, layout);
+    } catch (const Error& e) {
+      throw Error(iso.string() + ": " + where + "/" + uki.path + ": " + e.what());
+    }
+    to.push_back(std::move(uki));
+  };
+  for (const auto& file : iso_files) {
+    if (!is_uki_path(file)) continue;
+    std::string text = read_iso_text_file(iso, file);
+    add(ukis.in_tree_, file, std::vector<std::uint8_t>(text.begin(), text.end()), "");
+  }
+  ukis.partition_ = find_iso_efi_partition(iso);
+  if (ukis.partition_) {
+    FileBlockDevice device(iso, FileBlockDevice::Access::read_only);
+    SubrangeBlockDevice esp(device, ukis.partition_->offset, ukis.partition_->size,
+                            iso.string() + " EFI partition " + std::to_string(ukis.partition_->number));
+    FatFilesystem fat(esp);
+    if (fat.stat("EFI/Linux") && fat.stat("EFI/Linux")->is_directory) {
+      for (const auto& entry : fat.list_directory("EFI/Linux")) {
+        std::string path = "EFI/Linux/" + entry.name;
+        if (entry.is_directory || !is_uki_path(path)) continue;
+        add(ukis.in_partition_, path, fat.read_file(path), "EFI partition " + std::to_string(ukis.partition_->number) + ":");
+      }
+    }
+  }
+  return ukis;
+}
+
+std::vector<std::string> TalosIsoUkis::locations() const {
+  std::vector<std::string> out;
+  for (const auto& u : in_tree_) out.push_back("/" + u.path);
+  for (const auto& u : in_partition_) out.push_back("EFI partition " + std::to_string(partition_->number) + ":/" + u.path);
+  return out;
+}
+
+std::vector<std::string> TalosIsoUkis::command_lines_with(const std::vector<std::string>& add_args) const {
+  std::vector<std::string> out;
+  for (const auto* set : {&in_tree_, &in_partition_}) {
+    for (const auto& u : *set) {
+      for (const auto& line : u.command_lines) out.push_back(uki_command_line_with(line, add_args));
+    }
+  }
+  return out;
+}
+
+std::vector<TalosIsoUkis::CommandLine> TalosIsoUkis::command_lines_and_limits_with(
+    const std::vector<std::string>& add_args) const {
+  std::vector<CommandLine> out;
+  std::vector<std::string> where = locations();
+  std::size_t index = 0;
+  for (const auto* set : {&in_tree_, &in_partition_}) {
+    for (const auto& u : *set) {
+      // The kernel's place for messages: "<iso>:/EFI/Linux/x.efi", "<iso> EFI partition 2:/EFI/Linux/x.efi".
+      std::string kernel = iso_.string() + (set == &in_tree_ ? ":" : " ") + where[index];
+      for (const auto& line : u.command_lines) out.push_back({kernel, uki_command_line_with(line, add_args), u.limit});
+      ++index;
+    }
+  }
+  return out;
+}
+
+TalosIsoUkis::Applied TalosIsoUkis::apply(const UkiEdit& edit, const fs::path& work_dir, std::int64_t timestamp,
+                                          IsoRemaster& request) const {
+  Applied applied;
+  // The tree and the partition normally hold the same UKI: edit each distinct one once.
+  std::vector<std::pair<const std::vector<std::uint8_t>*, EditedUki>> done;
+  auto edited = [&](const Uki& uki) -> const EditedUki& {
+    for (const auto& [input, result] : done) {
+      if (*input == uki.bytes) return result;
+    }
+    done.emplace_back(&uki.bytes, edit_uki(uki.bytes, edit));
+    applied.signature_removed = applied.signature_removed || done.back().second.signature_removed;
+    if (applied.command_lines.empty()) applied.command_lines = done.back().second.command_lines;
+    return done.back().second;
+  };
+  for (std::size_t i = 0; i < in_tree_.size(); ++i) {
+    fs::path file = work_dir / ("uki-" + std::to_string(i) + ".efi");
+    write_bytes(file, edited(in_tree_[i]).image);
+    request.files.push_back({file, "/" + in_tree_[i].path, 0444});
+  }
+  if (!in_partition_.empty()) {
+    fs::path image = work_dir / "efiboot.img";
+    extract_iso_efi_partition(iso_, *partition_, image);
+    FileBlockDevice device(image, FileBlockDevice::Access::read_write);
+    FatFilesystem fat(device);
+    fat.set_timestamp(timestamp);
+    for (const auto& uki : in_partition_) {
+      try {
+        fat.write_file(uki.path, std::span<const std::uint8_t>(edited(uki).image));
+      } catch (const Error& e) {
+        throw Error("cannot write the edited /" + uki.path + " into the ISO's EFI partition: " + e.what());
+      }
+    }
+    device.flush();
+    request.efi_partition = partition_;
+    request.efi_partition_image = image;
+  }
+  return applied;
+}
+
+}  // namespace aggrik8s::builder

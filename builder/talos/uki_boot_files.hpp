@@ -1,0 +1,59 @@
+#pragma once
+// The UKIs a Talos ISO boots UEFI with (systemd-boot, Talos >= 1.10): EFI/Linux/*.efi in the ISO's own
+// tree and in the EFI system partition appended to it (the FAT image the El Torito UEFI entry boots,
+// which is where systemd-boot finds them). Read once per build; edited per output ISO, the edited
+// copies written back to both places (pkg/imager/iso/uefi.go puts the same files in each).
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "disk/linux_kernel_image.hpp"
+#include "builder/talos/talos_iso_image.hpp"
+#include "builder/talos/uki_image.hpp"
+
+namespace aggrik8s::builder {
+
+class TalosIsoUkis {
+ public:
+  // `iso_files`: list_iso_files(iso). Throws Error when a UKI is not a PE file with a .cmdline.
+  static TalosIsoUkis read(const std::filesystem::path& iso, const std::vector<std::string>& iso_files);
+
+  bool empty() const { return in_tree_.empty() && in_partition_.empty(); }
+  bool any_signed() const { return any_signed_; }
+  // "/EFI/Linux/Talos-v1.12.0.efi", "EFI partition 2:/EFI/Linux/Talos-v1.12.0.efi"
+  std::vector<std::string> locations() const;
+  // Every .cmdline of every UKI as `add_args` would make it (for length checks before any work).
+  std::vector<std::string> command_lines_with(const std::vector<std::string>& add_args) const;
+  struct CommandLine {
+    std::string location;          // the ISO and the UKI in it, as locations() names it
+    std::string text;
+    KernelCommandLineLimit limit;  // of the kernel in the UKI's .linux section
+  };
+  std::vector<CommandLine> command_lines_and_limits_with(const std::vector<std::string>& add_args) const;
+
+  struct Applied {
+    std::vector<std::string> command_lines;  // of the first UKI, for the manifest
+    bool signature_removed = false;
+  };
+  // Edits every UKI, writes the results under `work_dir` and adds them to `request` (files in the tree,
+  // and the EFI partition as a new FAT image with the edited UKIs, stamped `timestamp`).
+  Applied apply(const UkiEdit& edit, const std::filesystem::path& work_dir, std::int64_t timestamp,
+                IsoRemaster& request) const;
+
+ private:
+  struct Uki {
+    std::string path;  // without leading '/'
+    std::vector<std::uint8_t> bytes;
+    std::vector<std::string> command_lines;
+    KernelCommandLineLimit limit;
+  };
+  std::filesystem::path iso_;
+  std::vector<Uki> in_tree_;
+  std::optional<IsoEfiPartition> partition_;
+  std::vector<Uki> in_partition_;
+  bool any_signed_ = false;
+};
+
+}  // namespace aggrik8s::builder

@@ -1,0 +1,881 @@
+#include "disk/bmap.hpp"
+
+#include <expat.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "core/error.hpp"
+#include "core/file_descriptor.hpp"
+#include "core/positional_io.hpp"
+#include "core/progress.hpp"
+
+namespace aggrik8s {
+
+namespace {
+
+constexpr std::size_t read_chunk_size = 1 << 20;
+constexpr std::size_t checksum_hex_length = 64;
+
+bool is_zero_block(const std::uint8_t* data, std::size_t length) {
+  static const std::array<std::uint8_t, 4096> zeros{};
+  while (length > 0) {
+    std::size_t n = std::min(length, zeros.size());
+    if (std::memcmp(data, zeros.data(), n) != 0) return false;
+    data += n;
+    length -= n;
+  }
+  return true;
+}
+
+// Reads an image's bytes from the image, or (with an ImageBase) from the base file except where the
+// image was written after it was copied.
+class ImageReader {
+ public:
+  ImageReader(int fd, const std::string& name, const ImageBase* base) : fd_(fd), name_(name), base_(base) {
+    if (base_ == nullptr) return;
+    written_ = merge_extents(base_->written);
+    base_name_ = base_->path.string();
+    base_fd_ = FileDescriptor(::open(base_->path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!base_fd_) throw_system_error("cannot open " + base_name_ + " (the image " + name + " was copied from)", errno);
+    ::posix_fadvise(base_fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  }
+
+  void read(std::uint64_t offset, std::uint8_t* buffer, std::size_t length) const {
+    if (base_ == nullptr) return pread_exactly(fd_, offset, buffer, length, name_);
+    const auto& written = written_;
+    const std::uint64_t end = offset + length;
+    auto extent = std::lower_bound(written.begin(), written.end(), offset,
+                                   [](const DataExtent& e, std::uint64_t at) { return e.offset + e.length <= at; });
+    for (std::uint64_t at = offset; at < end;) {
+      std::uint64_t to = end;
+      bool from_image = false;
+      if (extent != written.end() && extent->offset <= at) {
+        to = std::min(end, extent->offset + extent->length);
+        from_image = true;
+        ++extent;
+      } else if (extent != written.end()) {
+        to = std::min(end, extent->offset);
+      }
+      auto n = static_cast<std::size_t>(to - at);
+      if (from_image) {
+        pread_exactly(fd_, at, buffer + (at - offset), n, name_);
+      } else {
+        pread_exactly(base_fd_.get(), at, buffer + (at - offset), n, base_name_);
+      }
+      at = to;
+    }
+  }
+
+ private:
+  int fd_;
+  const std::string& name_;
+  const ImageBase* base_;
+  std::vector<DataExtent> written_;  // base_->written, sorted and merged
+  std::string base_name_;
+  FileDescriptor base_fd_;
+};
+
+// bmaptool's BmapHelpers.human_size, including its "%.1f" rounding (printf and Python agree).
+std::string human_size(std::uint64_t size) {
+  if (size == 1) return "1 byte";
+  if (size < 512) return std::to_string(size) + " bytes";
+  double value = static_cast<double>(size);
+  for (const char* unit : {"KiB", "MiB", "GiB", "TiB"}) {
+    value /= 1024.0;
+    if (value < 1024) {
+      char text[64];
+      std::snprintf(text, sizeof text, "%.1f %s", value, unit);
+      return text;
+    }
+  }
+  char text[64];
+  std::snprintf(text, sizeof text, "%.1f EiB", value);
+  return text;
+}
+
+// Cuts a stream of data blocks into bmap ranges at zero blocks (and wherever the caller says a hole
+// interrupts it) and hashes each range. Blocks arrive in ascending order.
+class BlockRangeHasher {
+ public:
+  BlockRangeHasher(std::uint64_t block_size, const BmapOptions& options)
+      : block_size_(block_size),
+        skip_zero_blocks_(options.skip_zero_blocks),
+        split_blocks_(options.range_split_blocks) {}
+
+  // `length` bytes of data at `offset` (a block boundary): whole blocks, except the image's short
+  // last block.
+  void add(std::uint64_t offset, const std::uint8_t* data, std::size_t length) {
+    const auto block_size = static_cast<std::size_t>(block_size_);
+    for (std::size_t at = 0; at < length; at += block_size) {
+      std::size_t block_length = std::min(block_size, length - at);
+      std::uint64_t block = (offset + at) / block_size_;
+      if (skip_zero_blocks_ && is_zero_block(data + at, block_length)) {
+        close_range();
+        continue;
+      }
+      if (!hash_ || block != current_.last_block + 1 || (split_blocks_ != 0 && block % split_blocks_ == 0)) {
+        close_range();
+        hash_.emplace();
+        current_ = BmapRange{block, block, std::nullopt};
+      }
+      current_.last_block = block;
+      hash_->update(std::span<const std::uint8_t>(data + at, block_length));
+    }
+  }
+  void close_range() {
+    if (!hash_) return;
+    current_.sha256 = hash_->finish();
+    ranges_.push_back(current_);
+    hash_.reset();
+  }
+  std::vector<BmapRange> take() {
+    close_range();
+    return std::move(ranges_);
+  }
+
+ private:
+  std::uint64_t block_size_;
+  bool skip_zero_blocks_;
+  std::uint64_t split_blocks_;
+  std::optional<Sha256> hash_;
+  BmapRange current_;
+  std::vector<BmapRange> ranges_;
+};
+
+// Hashes block ranges [first, last] of one data region, cutting it into runs at zero blocks.
+class RangeScanner {
+ public:
+  RangeScanner(int fd, const Bmap& layout, const BmapOptions& options, const std::string& name, ProgressTask& progress,
+               std::mutex& progress_mutex)
+      : fd_(fd),
+        layout_(layout),
+        options_(options),
+        name_(name),
+        progress_(progress),
+        progress_mutex_(progress_mutex),
+        buffer_(read_chunk_size) {}
+
+  std::vector<BmapRange> scan(std::uint64_t first_block, std::uint64_t last_block) {
+    BlockRangeHasher ranges(layout_.block_size, options_);
+    const std::uint64_t block_size = layout_.block_size;
+    const std::uint64_t start = first_block * block_size;
+    const std::uint64_t end = std::min(layout_.image_size, (last_block + 1) * block_size);
+    for (std::uint64_t offset = start; offset < end;) {
+      std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer_.size(), end - offset));
+      pread_exactly(fd_, offset, buffer_.data(), length, name_);
+      ranges.add(offset, buffer_.data(), length);
+      offset += length;
+      std::lock_guard lock(progress_mutex_);
+      progress_.add(length);
+    }
+    return ranges.take();
+  }
+
+ private:
+  int fd_;
+  const Bmap& layout_;
+  const BmapOptions& options_;
+  const std::string& name_;
+  ProgressTask& progress_;
+  std::mutex& progress_mutex_;
+  std::vector<std::uint8_t> buffer_;
+};
+
+// The data of an image in whole blocks: extents rounded out to block boundaries (clipped to the
+// image's end) and merged where rounding makes neighbours touch.
+struct ByteSpan {
+  std::uint64_t begin;
+  std::uint64_t end;
+};
+std::vector<ByteSpan> data_spans(int fd, std::uint64_t image_size, std::uint64_t block_size, const std::string& name) {
+  std::vector<ByteSpan> spans;
+  for (const auto& extent : list_data_extents(fd, image_size, name)) {
+    ByteSpan span{extent.offset / block_size * block_size,
+                  std::min(image_size, (extent.offset + extent.length + block_size - 1) / block_size * block_size)};
+    if (!spans.empty() && span.begin <= spans.back().end) {
+      spans.back().end = std::max(spans.back().end, span.end);
+    } else {
+      spans.push_back(span);
+    }
+  }
+  return spans;
+}
+
+// One chunk of image data in flight between the reader and the whole-image hasher.
+struct ImageChunk {
+  std::uint64_t offset = 0;
+  std::size_t length = 0;
+  std::vector<std::uint8_t> data;
+};
+
+// Hashes the whole image in file order from the chunks the reader hands over, feeding zeros for
+// the holes between them.
+class WholeImageHasher {
+ public:
+  void add(const ImageChunk& chunk) {
+    add_zeros(chunk.offset - position_);
+    hash_.update(std::span<const std::uint8_t>(chunk.data.data(), chunk.length));
+    position_ = chunk.offset + chunk.length;
+  }
+  Sha256Digest finish(std::uint64_t image_size) {
+    add_zeros(image_size - position_);
+    return hash_.finish();
+  }
+
+ private:
+  void add_zeros(std::uint64_t count) {
+    static const std::vector<std::uint8_t> zeros(read_chunk_size);
+    while (count > 0) {
+      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(count, zeros.size()));
+      hash_.update(std::span<const std::uint8_t>(zeros.data(), n));
+      count -= n;
+    }
+  }
+  Sha256 hash_;
+  std::uint64_t position_ = 0;
+};
+
+// --- Reading a bmap file's XML with expat (the parser bmaptool itself reads bmap files with, through
+// Python's ElementTree). A .bmap is fetched from wherever the image came from and is not pinned by a
+// checksum of its own before it is parsed, so it is untrusted input: a DOCTYPE is refused outright,
+// which rules out entity declarations (no "billion laughs" expansion) and external entities (nothing
+// is ever loaded from the file system or network). bmaptool never writes a DOCTYPE.
+
+// One element of interest: a child of <bmap> or a <Range> inside <BlockMap>.
+struct BmapXmlElement {
+  std::string text;              // the element's own character data, entities resolved
+  std::size_t text_offset = 0;   // where its first character data starts in the file
+  bool has_text = false;
+  unsigned long line = 0;        // where the element starts
+  std::optional<std::string> checksum;  // <Range chksum="...">
+};
+
+struct BmapXmlDocument {
+  std::string root_name;
+  std::optional<std::string> version;
+  std::map<std::string, BmapXmlElement, std::less<>> fields;  // children of <bmap>, the first of each name
+  std::vector<BmapXmlElement> ranges;                          // <Range> elements of the first <BlockMap>
+
+  const BmapXmlElement* field(std::string_view name) const {
+    auto found = fields.find(name);
+    return found == fields.end() ? nullptr : &found->second;
+  }
+};
+
+class BmapXmlReader {
+ public:
+  BmapXmlReader(std::string_view text, const std::string& name) : text_(text), name_(name) {}
+
+  BmapXmlDocument read() {
+    std::unique_ptr<XML_ParserStruct, decltype(&XML_ParserFree)> parser(XML_ParserCreate(nullptr), &XML_ParserFree);
+    if (!parser) throw Error(name_ + ": cannot create an XML parser (out of memory)");
+    parser_ = parser.get();
+    XML_SetUserData(parser_, this);
+    XML_SetParamEntityParsing(parser_, XML_PARAM_ENTITY_PARSING_NEVER);
+    XML_SetStartDoctypeDeclHandler(parser_, &BmapXmlReader::on_doctype);
+    XML_SetEntityDeclHandler(parser_, &BmapXmlReader::on_entity_declaration);
+    XML_SetElementHandler(parser_, &BmapXmlReader::on_start, &BmapXmlReader::on_end);
+    XML_SetCharacterDataHandler(parser_, &BmapXmlReader::on_text);
+    // XML_Parse takes an int length; bmap files are small, but a damaged download need not be.
+    constexpr std::size_t piece = 1 << 20;
+    std::size_t at = 0;
+    do {
+      std::size_t length = std::min(piece, text_.size() - at);
+      bool last = at + length == text_.size();
+      if (XML_Parse(parser_, text_.data() + at, static_cast<int>(length), last ? XML_TRUE : XML_FALSE) !=
+          XML_STATUS_OK) {
+        fail();
+      }
+      at += length;
+    } while (at < text_.size());
+    return std::move(document_);
+  }
+
+ private:
+  [[noreturn]] void fail() {
+    std::string what = refusal_.empty() ? XML_ErrorString(XML_GetErrorCode(parser_)) : refusal_;
+    throw Error(name_ + ": not a valid bmap file: " + what + " (line " +
+                std::to_string(XML_GetCurrentLineNumber(parser_)) + ", column " +
+                std::to_string(XML_GetCurrentColumnNumber(parser_) + 1) + ")");
+  }
+  void refuse(std::string what) {
+    if (refusal_.empty()) refusal_ = std::move(what);
+    XML_StopParser(parser_, XML_FALSE);
+  }
+
+  static void on_doctype(void* self, const XML_Char*, const XML_Char*, const XML_Char*, int) {
+    static_cast<BmapXmlReader*>(self)->refuse("a DOCTYPE declaration is not allowed in a bmap file");
+  }
+  static void on_entity_declaration(void* self, const XML_Char*, int, const XML_Char*, int, const XML_Char*,
+                                    const XML_Char*, const XML_Char*, const XML_Char*) {
+    static_cast<BmapXmlReader*>(self)->refuse("an entity declaration is not allowed in a bmap file");
+  }
+  static void on_start(void* data, const XML_Char* name, const XML_Char** attributes) {
+    auto& self = *static_cast<BmapXmlReader*>(data);
+    auto attribute = [&](std::string_view wanted) -> std::optional<std::string> {
+      for (const XML_Char** a = attributes; a[0] != nullptr; a += 2) {
+        if (wanted == a[0]) return std::string(a[1]);
+      }
+      return std::nullopt;
+    };
+    ++self.depth_;
+    self.current_ = nullptr;
+    if (self.depth_ == 1) {
+      self.document_.root_name = name;
+      self.document_.version = attribute("version");
+    } else if (self.depth_ == 2) {
+      self.in_block_map_ = false;
+      auto [field, added] = self.document_.fields.try_emplace(name);
+      if (added) {
+        self.current_ = &field->second;
+        self.in_block_map_ = std::string_view(name) == "BlockMap";
+      }
+    } else if (self.depth_ == 3 && self.in_block_map_ && std::string_view(name) == "Range") {
+      self.document_.ranges.emplace_back();
+      self.current_ = &self.document_.ranges.back();
+      self.current_->checksum = attribute("chksum");
+    }
+    if (self.current_ != nullptr) self.current_->line = XML_GetCurrentLineNumber(self.parser_);
+    self.current_depth_ = self.current_ != nullptr ? self.depth_ : 0;
+  }
+  static void on_end(void* data, const XML_Char*) {
+    auto& self = *static_cast<BmapXmlReader*>(data);
+    if (self.depth_ == 2) self.in_block_map_ = false;
+    --self.depth_;
+    self.current_ = nullptr;
+    self.current_depth_ = 0;
+  }
+  static void on_text(void* data, const XML_Char* text, int length) {
+    auto& self = *static_cast<BmapXmlReader*>(data);
+    // Only the element's own text: character data of a nested element is not its parent's.
+    if (self.current_ == nullptr || self.current_depth_ != self.depth_) return;
+    if (!self.current_->has_text) {
+      self.current_->text_offset = static_cast<std::size_t>(XML_GetCurrentByteIndex(self.parser_));
+      self.current_->has_text = true;
+    }
+    self.current_->text.append(text, static_cast<std::size_t>(length));
+  }
+
+  std::string_view text_;
+  const std::string& name_;
+  XML_Parser parser_ = nullptr;
+  BmapXmlDocument document_;
+  int depth_ = 0;
+  bool in_block_map_ = false;
+  BmapXmlElement* current_ = nullptr;
+  int current_depth_ = 0;
+  std::string refusal_;
+};
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && std::strchr(" \t\r\n", text.front()) != nullptr) text.remove_prefix(1);
+  while (!text.empty() && std::strchr(" \t\r\n", text.back()) != nullptr) text.remove_suffix(1);
+  return text;
+}
+
+std::optional<std::uint64_t> parse_number(std::string_view text) {
+  std::uint64_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+std::vector<DataExtent> list_data_extents(int fd, std::uint64_t size, const std::string& name) {
+  std::vector<DataExtent> extents;
+  std::uint64_t position = 0;
+  while (position < size) {
+    off_t data = ::lseek(fd, static_cast<off_t>(position), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole from here to the end
+      if (errno == EINVAL || errno == EOPNOTSUPP) return {DataExtent{0, size}};
+      throw_system_error(name + ": cannot look for data (SEEK_DATA) at offset " + std::to_string(position), errno);
+    }
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) throw_system_error(name + ": cannot look for holes (SEEK_HOLE)", errno);
+    std::uint64_t begin = static_cast<std::uint64_t>(data);
+    std::uint64_t end = std::min(size, static_cast<std::uint64_t>(hole));
+    if (begin >= end) break;
+    extents.push_back(DataExtent{begin, end - begin});
+    position = end;
+  }
+  return extents;
+}
+
+std::uint64_t Bmap::mapped_blocks_count() const {
+  std::uint64_t count = 0;
+  for (const auto& range : ranges) count += range.block_count();
+  return count;
+}
+
+Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options) {
+  const std::string name = image.string();
+  FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open image " + name, errno);
+  struct stat info {};
+  if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
+  if (!S_ISREG(info.st_mode)) throw Error(name + ": a bmap can only be made for a regular file");
+  Bmap bmap;
+  bmap.image_size = static_cast<std::uint64_t>(info.st_size);
+  if (bmap.image_size == 0) throw Error("cannot make a bmap of the empty image " + name);
+
+  // Extents in whole blocks; rounding can make neighbours touch, so they are merged.
+  struct BlockSpan {
+    std::uint64_t first;
+    std::uint64_t last;
+  };
+  std::vector<BlockSpan> spans;
+  std::uint64_t data_bytes = 0;
+  for (const auto& extent : list_data_extents(fd.get(), bmap.image_size, name)) {
+    BlockSpan span{extent.offset / bmap.block_size, (extent.offset + extent.length - 1) / bmap.block_size};
+    if (!spans.empty() && span.first <= spans.back().last + 1) {
+      spans.back().last = std::max(spans.back().last, span.last);
+    } else {
+      spans.push_back(span);
+    }
+  }
+  for (const auto& span : spans) {
+    data_bytes += std::min(bmap.image_size, (span.last + 1) * bmap.block_size) - span.first * bmap.block_size;
+  }
+
+  // Largest spans first, so that no thread is left with one big span at the end while others idle.
+  std::vector<std::size_t> order(spans.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return spans[a].last - spans[a].first > spans[b].last - spans[b].first;
+  });
+
+  unsigned threads = options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  threads = static_cast<unsigned>(std::min<std::size_t>(threads, std::max<std::size_t>(1, spans.size())));
+
+  ProgressTask progress("bmap " + image.filename().string(), data_bytes);
+  std::mutex progress_mutex;
+  std::vector<std::vector<BmapRange>> results(spans.size());
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto work = [&] {
+    RangeScanner scanner(fd.get(), bmap, options, name, progress, progress_mutex);
+    try {
+      for (std::size_t i = next++; i < order.size() && !failed; i = next++) {
+        results[order[i]] = scanner.scan(spans[order[i]].first, spans[order[i]].last);
+      }
+    } catch (...) {
+      std::lock_guard lock(error_mutex);
+      if (!first_error) first_error = std::current_exception();
+      failed = true;
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (unsigned i = 1; i < threads; ++i) helpers.emplace_back(work);
+  work();
+  for (auto& helper : helpers) helper.join();
+  if (first_error) std::rethrow_exception(first_error);
+  progress.finish();
+
+  // Spans are separated by at least one hole block, so their ranges never need joining.
+  for (auto& ranges : results) bmap.ranges.insert(bmap.ranges.end(), ranges.begin(), ranges.end());
+  return bmap;
+}
+
+ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options,
+                       const ImageBase* base) {
+  const std::string name = image.string();
+  FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open image " + name, errno);
+  const ImageReader reader(fd.get(), name, base);
+  struct stat info {};
+  if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
+  if (!S_ISREG(info.st_mode)) throw Error(name + ": only a regular file can be hashed as an image");
+  ImageHashes result;
+  result.size = static_cast<std::uint64_t>(info.st_size);
+  if (with_bmap && result.size == 0) throw Error("cannot make a bmap of the empty image " + name);
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+
+  Bmap layout;
+  layout.image_size = result.size;
+  const std::vector<ByteSpan> spans = data_spans(fd.get(), result.size, layout.block_size, name);
+  std::uint64_t data_bytes = 0;
+  for (const auto& span : spans) data_bytes += span.end - span.begin;
+  ProgressTask progress((with_bmap ? "bmap + sha256 " : "sha256 ") + image.filename().string(), data_bytes);
+  BlockRangeHasher ranges(layout.block_size, options);
+  WholeImageHasher whole;
+
+  // The reader fills slot i % slots.size() with chunk i once the whole-image hasher is done with
+  // chunk i - slots.size(); it never waits for itself, because it finishes a chunk's range hashing
+  // before it reads the next one.
+  const bool two_threads =
+      (options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency())) > 1;
+  std::vector<ImageChunk> slots(two_threads ? 8 : 1);
+  for (auto& slot : slots) slot.data.resize(4 * read_chunk_size);
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::uint64_t produced = 0;  // chunks ready for the whole-image hasher
+  std::uint64_t consumed = 0;  // chunks it is done with
+  bool finished = false;       // no more chunks (the reader is done or failed)
+  std::thread hasher;
+  if (two_threads) {
+    hasher = std::thread([&] {
+      for (std::uint64_t next = 0;; ++next) {
+        {
+          std::unique_lock lock(mutex);
+          changed.wait(lock, [&] { return produced > next || finished; });
+          if (produced <= next) return;
+        }
+        whole.add(slots[next % slots.size()]);
+        {
+          std::lock_guard lock(mutex);
+          consumed = next + 1;
+        }
+        changed.notify_all();
+      }
+    });
+  }
+  auto stop_hasher = [&] {
+    {
+      std::lock_guard lock(mutex);
+      finished = true;
+    }
+    changed.notify_all();
+    if (hasher.joinable()) hasher.join();
+  };
+  try {
+    std::uint64_t index = 0;
+    for (const auto& span : spans) {
+      for (std::uint64_t offset = span.begin; offset < span.end; ++index) {
+        ImageChunk& chunk = slots[index % slots.size()];
+        if (two_threads) {
+          std::unique_lock lock(mutex);
+          changed.wait(lock, [&] { return index < consumed + slots.size(); });
+        }
+        chunk.offset = offset;
+        chunk.length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.data.size(), span.end - offset));
+        reader.read(offset, chunk.data.data(), chunk.length);
+        if (two_threads) {
+          {
+            std::lock_guard lock(mutex);
+            produced = index + 1;
+          }
+          changed.notify_all();
+        } else {
+          whole.add(chunk);
+        }
+        if (with_bmap) ranges.add(chunk.offset, chunk.data.data(), chunk.length);
+        offset += chunk.length;
+        progress.add(chunk.length);
+      }
+      ranges.close_range();
+    }
+  } catch (...) {
+    stop_hasher();
+    throw;
+  }
+  stop_hasher();
+  progress.finish();
+  result.sha256 = whole.finish(result.size);
+  if (with_bmap) {
+    layout.ranges = ranges.take();
+    result.bmap = std::move(layout);
+  }
+  return result;
+}
+
+Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std::vector<DataExtent>& changed,
+                 const BmapOptions& options, const ImageBase* source) {
+  const std::string name = image.string();
+  if (options.range_split_blocks == 0 || !options.skip_zero_blocks) {
+    throw Error(name + ": a bmap can only be updated when its ranges are split into chunks and zero blocks are skipped");
+  }
+  FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open image " + name, errno);
+  const ImageReader reader(fd.get(), name, source);
+  struct stat info {};
+  if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
+  const auto size = static_cast<std::uint64_t>(info.st_size);
+  if (size != base.image_size) {
+    throw Error(name + ": is " + std::to_string(size) + " bytes, but the bmap it is derived from describes " +
+                std::to_string(base.image_size));
+  }
+  const std::uint64_t block_size = base.block_size;
+  const std::uint64_t split = options.range_split_blocks;
+  const std::uint64_t chunk_bytes = split * block_size;
+
+  std::vector<std::uint64_t> dirty;  // chunk numbers, sorted
+  for (const auto& extent : merge_extents(changed)) {
+    if (extent.offset >= size) continue;
+    std::uint64_t end = std::min(size, extent.offset + extent.length);
+    for (std::uint64_t chunk = extent.offset / chunk_bytes; chunk <= (end - 1) / chunk_bytes; ++chunk) {
+      if (dirty.empty() || dirty.back() != chunk) dirty.push_back(chunk);
+    }
+  }
+  auto is_dirty = [&](std::uint64_t chunk) { return std::binary_search(dirty.begin(), dirty.end(), chunk); };
+
+  Bmap result;
+  result.image_size = size;
+  result.block_size = base.block_size;
+  for (const auto& range : base.ranges) {
+    if (range.first_block / split != range.last_block / split) {
+      throw Error(name + ": the bmap it is derived from has a range (blocks " + std::to_string(range.first_block) + "-" +
+                  std::to_string(range.last_block) + ") that crosses a chunk of " + std::to_string(split) + " blocks");
+    }
+    if (!is_dirty(range.first_block / split)) result.ranges.push_back(range);
+  }
+
+  // The touched chunks, read again where the image has data (an edit may have filled a hole).
+  const std::vector<ByteSpan> spans = data_spans(fd.get(), size, block_size, name);
+  BlockRangeHasher hasher(block_size, options);
+  std::vector<std::uint8_t> buffer(static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, 4 * read_chunk_size)));
+  for (std::uint64_t chunk : dirty) {
+    const std::uint64_t begin = chunk * chunk_bytes;
+    const std::uint64_t end = std::min(size, begin + chunk_bytes);
+    auto span = std::lower_bound(spans.begin(), spans.end(), begin, [](const ByteSpan& s, std::uint64_t at) { return s.end <= at; });
+    for (; span != spans.end() && span->begin < end; ++span) {
+      for (std::uint64_t offset = std::max(span->begin, begin); offset < std::min(span->end, end);) {
+        auto length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), std::min(span->end, end) - offset));
+        reader.read(offset, buffer.data(), length);
+        hasher.add(offset, buffer.data(), length);
+        offset += length;
+      }
+      hasher.close_range();
+    }
+  }
+  std::vector<BmapRange> rescanned = hasher.take();
+  result.ranges.insert(result.ranges.end(), rescanned.begin(), rescanned.end());
+  std::sort(result.ranges.begin(), result.ranges.end(),
+            [](const BmapRange& a, const BmapRange& b) { return a.first_block < b.first_block; });
+  return result;
+}
+
+std::string format_bmap(const Bmap& bmap) {
+  // Built the way bmaptool's BmapCreate builds it: the text is first written with blanks where the
+  // mapped counts go and zeros where the checksum goes, then those are overwritten in place. That is
+  // why the count comments carry the trailing blanks they do; copying the mechanism keeps us
+  // byte-identical in every case, including when the mapped size is longer than the image size text.
+  const std::uint64_t blocks = bmap.blocks_count();
+  const std::uint64_t mapped = bmap.mapped_blocks_count();
+  const std::string image_size_human = human_size(bmap.image_size);
+  std::string xml =
+      "<?xml version=\"1.0\" ?>\n"
+      "<!-- This file contains the block map for an image file, which is basically\n"
+      "     a list of useful (mapped) block numbers in the image file. In other words,\n"
+      "     it lists only those blocks which contain data (boot sector, partition\n"
+      "     table, file-system metadata, files, directories, extents, etc). These\n"
+      "     blocks have to be copied to the target device. The other blocks do not\n"
+      "     contain any useful data and do not have to be copied to the target\n"
+      "     device.\n"
+      "\n"
+      "     The block map an optimization which allows to copy or flash the image to\n"
+      "     the image quicker than copying of flashing the entire image. This is\n"
+      "     because with bmap less data is copied: <MappedBlocksCount> blocks instead\n"
+      "     of <BlocksCount> blocks.\n"
+      "\n"
+      "     Besides the machine-readable data, this file contains useful commentaries\n"
+      "     which contain human-readable information like image size, percentage of\n"
+      "     mapped data, etc.\n"
+      "\n"
+      "     The 'version' attribute is the block map file format version in the\n"
+      "     'major.minor' format. The version major number is increased whenever an\n"
+      "     incompatible block map format change is made. The minor number changes\n"
+      "     in case of minor backward-compatible changes. -->\n"
+      "\n"
+      "<bmap version=\"2.0\">\n"
+      "    <!-- Image size in bytes: " +
+      image_size_human +
+      " -->\n"
+      "    <ImageSize> " +
+      std::to_string(bmap.image_size) +
+      " </ImageSize>\n"
+      "\n"
+      "    <!-- Size of a block in bytes -->\n"
+      "    <BlockSize> " +
+      std::to_string(bmap.block_size) +
+      " </BlockSize>\n"
+      "\n"
+      "    <!-- Count of blocks in the image file -->\n"
+      "    <BlocksCount> " +
+      std::to_string(blocks) +
+      " </BlocksCount>\n"
+      "\n"
+      "    <!-- Count of mapped blocks: ";
+  const std::size_t mapped_comment_position = xml.size();
+  xml += std::string(image_size_human.size(), ' ') + " or " + std::string(6, ' ') + "   -->\n";
+  xml += "    <MappedBlocksCount> ";
+  const std::size_t mapped_count_position = xml.size();
+  xml += std::string(std::to_string(blocks).size(), ' ') + " </MappedBlocksCount>\n\n";
+  xml += "    <!-- Type of checksum used in this file -->\n";
+  xml += "    <ChecksumType> sha256 </ChecksumType>\n\n";
+  xml += "    <!-- The checksum of this bmap file. When it is calculated, the value of\n";
+  xml += "         the checksum has be zero (all ASCII \"0\" symbols).  -->\n";
+  xml += "    <BmapFileChecksum> ";
+  const std::size_t checksum_position = xml.size();
+  xml += std::string(checksum_hex_length, '0') + " </BmapFileChecksum>\n\n";
+  xml += "    <!-- The block map which consists of elements which may either be a\n";
+  xml += "         range of blocks or a single block. The 'chksum' attribute\n";
+  xml += "         (if present) is the checksum of this blocks range. -->\n";
+  xml += "    <BlockMap>\n";
+  for (const auto& range : bmap.ranges) {
+    xml += "        <Range";
+    if (range.sha256) xml += " chksum=\"" + range.sha256->hex() + "\"";
+    xml += "> " + std::to_string(range.first_block);
+    if (range.last_block != range.first_block) xml += "-" + std::to_string(range.last_block);
+    xml += " </Range>\n";
+  }
+  xml += "    </BlockMap>\n";
+  xml += "</bmap>\n";
+
+  char percent[32];
+  std::snprintf(percent, sizeof percent, "%.1f%%",
+                blocks == 0 ? 0.0 : static_cast<double>(mapped) * 100.0 / static_cast<double>(blocks));
+  std::string mapped_comment = human_size(mapped * bmap.block_size) + " or " + percent;
+  xml.replace(mapped_comment_position, mapped_comment.size(), mapped_comment);
+  std::string mapped_count = std::to_string(mapped);
+  xml.replace(mapped_count_position, mapped_count.size(), mapped_count);
+  std::string checksum = Sha256::of(xml).hex();
+  xml.replace(checksum_position, checksum.size(), checksum);
+  return xml;
+}
+
+void write_bmap_file(const Bmap& bmap, const std::filesystem::path& path) {
+  std::string text = format_bmap(bmap);
+  std::filesystem::path partial = path.string() + ".partial";
+  {
+    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::error_code ignored;
+      std::filesystem::remove(partial, ignored);
+      throw Error("cannot write bmap file " + partial.string());
+    }
+  }
+  std::error_code error;
+  std::filesystem::rename(partial, path, error);
+  if (error) {
+    std::filesystem::remove(partial, error);
+    throw Error("cannot rename " + partial.string() + " to " + path.string() + ": " + error.message());
+  }
+}
+
+Bmap parse_bmap(std::string_view text, const std::string& source_name) {
+  const BmapXmlDocument document = BmapXmlReader(text, source_name).read();
+  auto fail = [&](const std::string& what) -> Error { return Error(source_name + ": " + what); };
+  auto at_line = [](const BmapXmlElement& element) { return " (line " + std::to_string(element.line) + ")"; };
+  if (document.root_name != "bmap") throw fail("not a bmap file (the root element is <" + document.root_name + ">)");
+  if (!document.version) throw fail("<bmap> has no version attribute");
+  std::string_view version_text = trim(*document.version);
+  if (!(version_text.starts_with("2.") || version_text == "1.4")) {
+    throw fail("bmap format version " + std::string(version_text) +
+               " is not supported (only 2.x, as written by bmaptool 3.1 and later)");
+  }
+  auto number = [&](const char* element_name) {
+    const BmapXmlElement* element = document.field(element_name);
+    if (element == nullptr) throw fail(std::string("missing <") + element_name + ">");
+    auto value = parse_number(trim(element->text));
+    if (!value) {
+      throw fail(std::string("<") + element_name + "> is not a number: '" + element->text + "'" + at_line(*element));
+    }
+    return *value;
+  };
+
+  const BmapXmlElement* checksum_type = document.field("ChecksumType");
+  if (checksum_type == nullptr) throw fail("missing <ChecksumType>");
+  if (trim(checksum_type->text) != "sha256") {
+    throw fail("checksum type '" + std::string(trim(checksum_type->text)) + "' is not supported (only sha256)" +
+               at_line(*checksum_type));
+  }
+  const BmapXmlElement* file_checksum = document.field("BmapFileChecksum");
+  if (file_checksum == nullptr) throw fail("missing <BmapFileChecksum>");
+  std::string_view stated = trim(file_checksum->text);
+  auto stated_digest = Sha256Digest::parse(stated);
+  if (!stated_digest || stated.size() != checksum_hex_length) {
+    throw fail("<BmapFileChecksum> is not a sha256: '" + std::string(stated) + "'" + at_line(*file_checksum));
+  }
+  // The checksum covers the file as written, with its own value replaced by zeros (bmaptool replaces
+  // the value's text), so the value must stand in the file as it was read: not spelled with character
+  // references, not split by a comment.
+  std::size_t value_position = text.find(stated, file_checksum->text_offset);
+  if (!file_checksum->has_text || value_position == std::string_view::npos) {
+    throw fail("<BmapFileChecksum> must hold its 64 hex digits as plain text" + at_line(*file_checksum));
+  }
+  std::string zeroed(text);
+  zeroed.replace(value_position, checksum_hex_length, std::string(checksum_hex_length, '0'));
+  Sha256Digest calculated = Sha256::of(zeroed);
+  if (calculated != *stated_digest) {
+    throw fail("bmap file checksum mismatch: calculated " + calculated.hex() + ", the file says " +
+               std::string(stated) + " (the file was changed or damaged)");
+  }
+
+  Bmap bmap;
+  bmap.image_size = number("ImageSize");
+  std::uint64_t block_size = number("BlockSize");
+  if (block_size == 0 || block_size > (1u << 30)) throw fail("block size " + std::to_string(block_size) + " is not usable");
+  bmap.block_size = static_cast<std::uint32_t>(block_size);
+  std::uint64_t blocks = number("BlocksCount");
+  std::uint64_t mapped = number("MappedBlocksCount");
+  if (blocks != bmap.blocks_count()) {
+    throw fail("inconsistent bmap: " + std::to_string(bmap.image_size) + " bytes in blocks of " +
+               std::to_string(block_size) + " are " + std::to_string(bmap.blocks_count()) + " blocks, not " +
+               std::to_string(blocks));
+  }
+
+  if (document.field("BlockMap") == nullptr) throw fail("missing <BlockMap>");
+  for (const auto& element : document.ranges) {
+    std::string_view range_text = trim(element.text);
+    std::size_t dash = range_text.find('-');
+    auto first = parse_number(range_text.substr(0, dash));
+    auto last = dash == std::string_view::npos ? first : parse_number(range_text.substr(dash + 1));
+    if (!first || !last || *first > *last) throw fail("bad block range '" + std::string(range_text) + "'" + at_line(element));
+    if (*last >= blocks) {
+      throw fail("block range " + std::string(range_text) + " goes past the image's " + std::to_string(blocks) +
+                 " blocks" + at_line(element));
+    }
+    if (!bmap.ranges.empty() && *first <= bmap.ranges.back().last_block) {
+      throw fail("block range " + std::string(range_text) + " overlaps or precedes the range before it" +
+                 at_line(element));
+    }
+    BmapRange range{*first, *last, std::nullopt};
+    if (element.checksum) {
+      range.sha256 = Sha256Digest::parse(trim(*element.checksum));
+      if (!range.sha256 || trim(*element.checksum).size() != checksum_hex_length) {
+        throw fail("block range " + std::string(range_text) + " has a bad sha256 '" + *element.checksum + "'" +
+                   at_line(element));
+      }
+    }
+    bmap.ranges.push_back(range);
+  }
+  if (bmap.mapped_blocks_count() != mapped) {
+    throw fail("inconsistent bmap: <MappedBlocksCount> says " + std::to_string(mapped) + " but the ranges hold " +
+               std::to_string(bmap.mapped_blocks_count()) + " blocks");
+  }
+  return bmap;
+}
+
+Bmap read_bmap_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open bmap file " + path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in && !in.eof()) throw Error("cannot read bmap file " + path.string());
+  return parse_bmap(text.str(), path.string());
+}
+
+}  // namespace aggrik8s

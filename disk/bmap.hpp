@@ -1,0 +1,112 @@
+#pragma once
+// bmaptool's block map (format 2.0): which 4 KiB blocks of an image hold data, with a sha256 per run of
+// blocks, so `bmaptool copy` (and our own flash) writes only those and verifies them while reading.
+//
+// What counts as mapped: the data extents the filesystem reports (SEEK_DATA/SEEK_HOLE, which is what
+// bmaptool itself uses), minus every all-zero 4 KiB block inside them. bmaptool keeps zero blocks that
+// happen to be allocated; we drop them because an unmapped block is simply not written, exactly like a
+// hole, and every block we leave out is zero in the image. A flash therefore produces the same bytes
+// a hole would have produced, and less is written (ext4 zeroes whole inode tables and journals, a
+// decompressed base image is full of allocated zeros). BmapOptions::skip_zero_blocks turns this off.
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "disk/data_extent.hpp"
+#include "core/sha256.hpp"
+
+namespace aggrik8s {
+
+// The data extents of an open regular file of `size` bytes, sorted and disjoint. A filesystem that
+// cannot answer SEEK_DATA yields one extent covering the whole file (correct, just not sparse).
+// `name` is for error messages.
+std::vector<DataExtent> list_data_extents(int fd, std::uint64_t size, const std::string& name);
+
+// Blocks first..last, inclusive (as the XML writes them).
+struct BmapRange {
+  std::uint64_t first_block = 0;
+  std::uint64_t last_block = 0;
+  // Over the range's bytes (the last block of the image may be short). bmaptool omits it when run
+  // with --no-checksum; our generator always writes it.
+  std::optional<Sha256Digest> sha256;
+  std::uint64_t block_count() const { return last_block - first_block + 1; }
+  friend bool operator==(const BmapRange&, const BmapRange&) = default;
+};
+
+struct Bmap {
+  std::uint64_t image_size = 0;
+  std::uint32_t block_size = 4096;
+  std::vector<BmapRange> ranges;  // sorted, disjoint
+
+  // Rounded up without (image_size + block_size - 1), which wraps for sizes near 2^64 that a damaged
+  // or hostile .bmap can state.
+  std::uint64_t blocks_count() const { return image_size / block_size + (image_size % block_size != 0 ? 1 : 0); }
+  std::uint64_t mapped_blocks_count() const;
+  friend bool operator==(const Bmap&, const Bmap&) = default;
+};
+
+struct BmapOptions {
+  bool skip_zero_blocks = true;
+  // When not 0, no range crosses a multiple of this many blocks: a range is also cut where such a
+  // chunk ends. That costs a few more lines in the bmap, and lets update_bmap hash again only the
+  // chunks an edit touched. 0: ranges run as far as the data does (bmaptool's way).
+  std::uint64_t range_split_blocks = 0;
+  // Ranges are hashed in parallel, one range per thread at a time (a range's hash is sequential).
+  // 0: one thread per core.
+  unsigned threads = 0;
+};
+
+// Reads the image's data extents once: zero checks and range hashes happen in the same pass.
+// Throws Error naming the image on read failure or for an empty image (bmaptool refuses those too).
+Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options = {});
+
+// What a build records about each image it writes: its sha256 (for SHA256SUMS and the manifest) and,
+// when asked, its bmap. Both come from one read of the image's data extents: one thread reads each
+// chunk and hashes it into the bmap's ranges while a second thread hashes the same buffer into the
+// whole-image digest (in file order, with holes hashed as the zeros they read as), so the image is
+// read once and both cores hash. The digest equals Sha256::of_file(image) and the bmap equals
+// create_bmap(image, options); options.threads == 1 does all of it on the calling thread.
+struct ImageHashes {
+  std::uint64_t size = 0;
+  Sha256Digest sha256;
+  std::optional<Bmap> bmap;
+};
+// Where to read an image's bytes from when it is a copy of another file that was then edited: its
+// bytes outside `written` are path's. A build writes node images past the page cache (O_DIRECT), so
+// reading them back would be disk reads; the prepared image they were copied from is still cached.
+struct ImageBase {
+  std::filesystem::path path;
+  std::vector<DataExtent> written;
+};
+// Throws Error naming the image on read failure, and (with_bmap) for an empty image. With `base`,
+// the image's data extents are still the image's own, but its bytes are read as ImageBase says.
+ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options = {},
+                       const ImageBase* base = nullptr);
+
+// The bmap of `image`, given `base`: the bmap (made with `options`) of an image of the same size whose
+// bytes were the same as image's everywhere outside `changed`. Only the chunks of
+// options.range_split_blocks blocks that `changed` touches are read and hashed again; the other
+// ranges are base's. The result equals create_bmap(image, options). How a build hashes N node images
+// cut from one prepared image without hashing N times what they share. Requires
+// options.range_split_blocks and options.skip_zero_blocks (with zero blocks kept, a hole and an
+// allocated zero block would differ, and a copy does not promise to keep which is which); throws
+// Error naming the image when the sizes or options do not fit.
+Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std::vector<DataExtent>& changed,
+                 const BmapOptions& options, const ImageBase* source = nullptr);
+
+// The file bmaptool 3.x writes for the same ranges, byte for byte: its comments, its whitespace, and
+// BmapFileChecksum = sha256 of the text with that field set to 64 '0' characters.
+std::string format_bmap(const Bmap& bmap);
+// Written to `<path>.partial` and renamed into place.
+void write_bmap_file(const Bmap& bmap, const std::filesystem::path& path);
+
+// Accepts bmaptool's format 2.0 (and 1.4, its identical mistaken number) with sha256 checksums.
+// Verifies BmapFileChecksum and the consistency of sizes, counts and ranges; throws Error naming
+// `source_name` and what is wrong.
+Bmap parse_bmap(std::string_view text, const std::string& source_name);
+Bmap read_bmap_file(const std::filesystem::path& path);
+
+}  // namespace aggrik8s

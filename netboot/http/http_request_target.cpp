@@ -1,0 +1,216 @@
+#include "netboot/http/http_request_target.hpp"
+
+#include <charconv>
+
+namespace aggrik8s::netboot {
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// RFC 3986 pchar minus '%' (handled by the decoder) plus '/' for whole paths.
+bool allowed_in_path(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  switch (c) {
+    case '-': case '.': case '_': case '~': case '!': case '$': case '&': case '\'': case '(': case ')':
+    case '*': case '+': case ',': case ';': case '=': case ':': case '@': case '/':
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool allowed_in_query(char c) { return allowed_in_path(c) || c == '?'; }
+
+std::optional<std::uint64_t> parse_decimal(std::string_view text) {
+  if (text.empty() || text.size() > 19) return std::nullopt;
+  std::uint64_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+}  // namespace
+
+std::optional<std::string> percent_decode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out.push_back(text[i]);
+      continue;
+    }
+    if (i + 2 >= text.size()) return std::nullopt;
+    int high = hex_value(text[i + 1]);
+    int low = hex_value(text[i + 2]);
+    if (high < 0 || low < 0) return std::nullopt;
+    out.push_back(static_cast<char>(high * 16 + low));
+    i += 2;
+  }
+  return out;
+}
+
+std::string percent_encode_path(std::string_view text) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (char c : text) {
+    bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                 c == '.' || c == '_' || c == '~' || c == '/';
+    if (plain) {
+      out.push_back(c);
+    } else {
+      auto byte = static_cast<unsigned char>(c);
+      out.push_back('%');
+      out.push_back(hex[byte >> 4]);
+      out.push_back(hex[byte & 0xf]);
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> HttpRequestTarget::query_value(std::string_view name) const {
+  for (const auto& [key, value] : query) {
+    if (key == name) return value;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> HttpRequestTarget::segments() const {
+  std::vector<std::string> out;
+  std::size_t position = 1;
+  while (position < path.size()) {
+    std::size_t slash = path.find('/', position);
+    if (slash == std::string::npos) slash = path.size();
+    out.emplace_back(path.substr(position, slash - position));
+    position = slash + 1;
+  }
+  return out;
+}
+
+HttpRequestTarget parse_http_request_target(std::string_view target) {
+  HttpRequestTarget result;
+  if (target.size() > http_max_target_length) {
+    result.refusal = "target longer than " + std::to_string(http_max_target_length) + " bytes";
+    return result;
+  }
+  if (target.empty() || target.front() != '/') {
+    result.refusal = "target is not an absolute path";  // absolute-form and authority-form are not served
+    return result;
+  }
+  std::string_view raw_path = target;
+  std::string_view raw_query;
+  if (auto hash = raw_path.find('#'); hash != std::string_view::npos) {
+    result.refusal = "target contains a fragment";
+    return result;
+  }
+  if (auto question = target.find('?'); question != std::string_view::npos) {
+    raw_path = target.substr(0, question);
+    raw_query = target.substr(question + 1);
+  }
+  for (char c : raw_path) {
+    if (c != '%' && !allowed_in_path(c)) {
+      result.refusal = "path contains a character that must be percent-encoded";
+      return result;
+    }
+  }
+  for (char c : raw_query) {
+    if (c != '%' && !allowed_in_query(c)) {
+      result.refusal = "query contains a character that must be percent-encoded";
+      return result;
+    }
+  }
+
+  // Segment by segment, so an encoded '/' cannot create a segment boundary after decoding.
+  std::string path;
+  bool trailing_slash = raw_path.size() > 1 && raw_path.back() == '/';
+  std::size_t position = 0;
+  while (position <= raw_path.size()) {
+    std::size_t slash = raw_path.find('/', position);
+    if (slash == std::string_view::npos) slash = raw_path.size();
+    std::string_view raw_segment = raw_path.substr(position, slash - position);
+    position = slash + 1;
+    auto segment = percent_decode(raw_segment);
+    if (!segment) {
+      result.refusal = "malformed percent-encoding in the path";
+      return result;
+    }
+    if (segment->find_first_of(std::string_view("/\\\0", 3)) != std::string::npos) {
+      result.refusal = "path segment contains an encoded '/', '\\' or NUL";
+      return result;
+    }
+    if (segment->empty() || *segment == ".") continue;
+    if (*segment == "..") {
+      result.refusal = "path contains a '..' segment";
+      return result;
+    }
+    path += '/';
+    path += *segment;
+  }
+  if (path.empty()) path = "/";
+  if (trailing_slash && path != "/") path += '/';
+  result.path = std::move(path);
+
+  position = 0;
+  while (!raw_query.empty() && position <= raw_query.size()) {
+    std::size_t amp = raw_query.find('&', position);
+    if (amp == std::string_view::npos) amp = raw_query.size();
+    std::string_view pair = raw_query.substr(position, amp - position);
+    position = amp + 1;
+    if (pair.empty()) continue;
+    std::size_t equals = pair.find('=');
+    auto key = percent_decode(pair.substr(0, equals));
+    auto value = percent_decode(equals == std::string_view::npos ? std::string_view() : pair.substr(equals + 1));
+    if (!key || !value) {
+      result.refusal = "malformed percent-encoding in the query";
+      result.path.clear();
+      return result;
+    }
+    result.query.emplace_back(std::move(*key), std::move(*value));
+  }
+  return result;
+}
+
+HttpRangeRequest parse_http_range(std::string_view header, std::uint64_t file_size) {
+  HttpRangeRequest whole;
+  header = trim(header);
+  if (!header.starts_with("bytes=")) return whole;
+  std::string_view spec = trim(header.substr(6));
+  if (spec.find(',') != std::string_view::npos) return whole;
+  std::size_t dash = spec.find('-');
+  if (dash == std::string_view::npos) return whole;
+  std::string_view first_text = trim(spec.substr(0, dash));
+  std::string_view last_text = trim(spec.substr(dash + 1));
+  HttpRangeRequest result;
+  result.kind = HttpRangeKind::partial;
+  if (first_text.empty()) {
+    auto suffix = parse_decimal(last_text);
+    if (!suffix) return whole;
+    if (*suffix == 0 || file_size == 0) return {HttpRangeKind::unsatisfiable, {}};
+    std::uint64_t length = *suffix < file_size ? *suffix : file_size;
+    result.range = {file_size - length, file_size - 1};
+    return result;
+  }
+  auto first = parse_decimal(first_text);
+  if (!first) return whole;
+  std::optional<std::uint64_t> last;
+  if (!last_text.empty()) {
+    last = parse_decimal(last_text);
+    if (!last || *last < *first) return whole;  // syntactically invalid: ignore the header
+  }
+  if (*first >= file_size) return {HttpRangeKind::unsatisfiable, {}};
+  std::uint64_t end = last && *last < file_size - 1 ? *last : file_size - 1;
+  result.range = {*first, end};
+  return result;
+}
+
+}  // namespace aggrik8s::netboot

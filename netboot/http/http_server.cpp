@@ -1,0 +1,404 @@
+#include "netboot/http/http_server.hpp"
+
+#include <sys/sendfile.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <set>
+#include <sstream>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnull-dereference"  // see netboot/asio.hpp
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#pragma GCC diagnostic pop
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/log_escape.hpp"
+#include "netboot/http/http_request_target.hpp"
+
+namespace aggrik8s::netboot {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// One sendfile() call moves at most this much, so a fast client cannot keep the io_context thread
+// away from everyone else for long.
+constexpr std::size_t sendfile_chunk = 4 * 1024 * 1024;
+
+std::string describe(const tcp::endpoint& endpoint) {
+  std::ostringstream out;
+  out << endpoint;
+  return out.str();
+}
+
+}  // namespace
+
+class HttpConnection;
+
+struct HttpServer::State {
+  State(asio::io_context& io_context, HttpServerConfig server_config)
+      : io(io_context), config(std::move(server_config)), acceptor(io_context) {}
+  asio::io_context& io;
+  HttpServerConfig config;
+  tcp::acceptor acceptor;
+  tcp::endpoint listening_on;
+  bool stopping = false;                  // io thread only
+  std::set<HttpConnection*> connections;  // io thread only
+  std::atomic<std::uint64_t> accepted{0}, active{0}, requests{0}, rejected{0}, bytes_sent{0};
+};
+
+class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
+ public:
+  HttpConnection(std::shared_ptr<HttpServer::State> state, tcp::socket socket)
+      : state_(std::move(state)), socket_(std::move(socket)), watchdog_(state_->io) {
+    boost::system::error_code ec;
+    auto peer = socket_.remote_endpoint(ec);
+    if (!ec) peer_ = peer;
+  }
+
+  static asio::awaitable<void> run(std::shared_ptr<HttpConnection> self) {
+    self->state_->connections.insert(self.get());
+    ++self->state_->active;
+    try {
+      co_await self->serve();
+    } catch (const std::exception& e) {
+      log::warning("http: ", describe(self->peer_), ": connection failed: ", log_escape(e.what()));
+    }
+    --self->state_->active;
+    self->state_->connections.erase(self.get());
+    self->watchdog_.cancel();
+    boost::system::error_code ignored;
+    self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    self->socket_.close(ignored);
+  }
+
+  void abort() {
+    watchdog_.cancel();
+    boost::system::error_code ignored;
+    socket_.cancel(ignored);
+  }
+
+ private:
+  asio::awaitable<void> serve() {
+    const auto& config = state_->config;
+    boost::beast::flat_buffer buffer;
+    bool first = true;
+    while (!state_->stopping) {
+      // The header must arrive within request_timeout of the first byte being awaited: a client that
+      // trickles one byte a second (slowloris) is cut off like one that sends nothing.
+      set_deadline(first ? config.request_timeout : config.idle_timeout + config.request_timeout);
+      first = false;
+      http::request_parser<http::empty_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(config.header_limit));
+      parser.body_limit(0);
+      boost::system::error_code ec;
+      co_await http::async_read(socket_, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        co_await reject_read(ec, parser.got_some() || buffer.size() > 0);
+        co_return;
+      }
+      auto& request = parser.get();
+      HttpRequestInfo info;
+      info.client = peer_.address();
+      info.method = std::string(request.method_string());
+      info.target = std::string(request.target());
+      if (auto range = request.find(http::field::range); range != request.end()) info.range = std::string(range->value());
+      if (auto agent = request.find(http::field::user_agent); agent != request.end()) {
+        info.user_agent = std::string(agent->value());
+      }
+      bool keep_alive = request.keep_alive();
+      if (request.method() != http::verb::get && request.method() != http::verb::head) {
+        std::vector<std::pair<std::string, std::string>> allow{{"Allow", "GET, HEAD"}};
+        co_await send_simple(405, std::string("method not allowed\n"), false, std::move(allow));
+        state_->config.handler->rejected(info.client, 405, "method " + info.method);
+        ++state_->rejected;
+        co_return;
+      }
+      ++state_->requests;
+      auto started = Clock::now();
+      HttpReply reply = state_->config.handler->handle(info);
+      HttpExchange exchange;
+      exchange.request = info;
+      exchange.route = reply.route;
+      exchange.node = reply.node;
+      exchange.step = reply.step;
+      bool ok = reply.file ? co_await send_file(info, reply, exchange) : co_await send_reply(info, reply, exchange);
+      exchange.duration = Clock::now() - started;
+      state_->bytes_sent += exchange.bytes_sent;
+      state_->config.handler->finished(exchange);
+      if (!ok || !keep_alive || state_->stopping) co_return;
+    }
+  }
+
+  asio::awaitable<void> reject_read(const boost::system::error_code& ec, bool got_some) {
+    auto& handler = *state_->config.handler;
+    if (expired_) {
+      if (got_some) {
+        ++state_->rejected;
+        handler.rejected(peer_.address(), 408, "request header not received within the timeout");
+        expired_ = false;
+        co_await send_simple(408, std::string("request timeout\n"), false, {});
+      }
+      co_return;  // an idle keep-alive connection simply ends
+    }
+    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+        ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) {
+      co_return;
+    }
+    ++state_->rejected;
+    if (ec == http::error::header_limit) {
+      handler.rejected(peer_.address(), 431, "request header larger than " + std::to_string(state_->config.header_limit) +
+                                                 " bytes");
+      co_await send_simple(431, std::string("request header fields too large\n"), false, {});
+      co_return;
+    }
+    if (ec == http::error::body_limit || ec == http::error::unexpected_body) {
+      handler.rejected(peer_.address(), 413, "request with a body");
+      co_await send_simple(413, std::string("request bodies are not accepted\n"), false, {});
+      co_return;
+    }
+    handler.rejected(peer_.address(), 400, "malformed request: " + ec.message());
+    co_await send_simple(400, std::string("bad request\n"), false, {});
+  }
+
+  // Parameters by value: GCC 12 miscompiles coroutine reference parameters bound to string literals.
+  asio::awaitable<bool> send_simple(unsigned status, std::string body, bool keep_alive,
+                                    std::vector<std::pair<std::string, std::string>> headers) {
+    HttpReply reply;
+    reply.status = status;
+    reply.body = std::move(body);
+    reply.headers = std::move(headers);
+    HttpRequestInfo info;
+    info.method = "GET";
+    HttpExchange ignored;
+    bool ok = co_await send_reply(info, reply, ignored, keep_alive);
+    co_return ok;
+  }
+
+  template <typename Response>
+  void add_headers(Response& response, const HttpReply& reply) {
+    response.set(http::field::server, "aggrik8s-image");
+    response.set(http::field::content_type, reply.content_type);
+    for (const auto& [name, value] : reply.headers) response.set(name, value);
+  }
+
+  asio::awaitable<bool> send_reply(const HttpRequestInfo& info, HttpReply& reply, HttpExchange& exchange,
+                                   bool keep_alive = true) {
+    exchange.status = reply.status;
+    exchange.bytes_expected = info.head() ? 0 : reply.body.size();
+    set_deadline(state_->config.idle_timeout);
+    boost::system::error_code ec;
+    if (info.head()) {
+      http::response<http::empty_body> response{static_cast<http::status>(reply.status), 11};
+      add_headers(response, reply);
+      response.content_length(reply.body.size());
+      response.keep_alive(keep_alive);
+      co_await http::async_write(socket_, response, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      http::response<http::string_body> response{static_cast<http::status>(reply.status), 11};
+      add_headers(response, reply);
+      response.body() = std::move(reply.body);
+      response.prepare_payload();
+      response.keep_alive(keep_alive);
+      co_await http::async_write(socket_, response, asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) exchange.bytes_sent = response.body().size();
+    }
+    if (ec) {
+      exchange.detail = expired_ ? "client stopped reading" : ec.message();
+      co_return false;
+    }
+    exchange.completed = true;
+    co_return true;
+  }
+
+  asio::awaitable<bool> send_file(const HttpRequestInfo& info, HttpReply& reply, HttpExchange& exchange) {
+    HttpRangeRequest range = parse_http_range(info.range, reply.file_size);
+    http::response<http::empty_body> response;
+    response.version(11);
+    add_headers(response, reply);
+    response.set(http::field::accept_ranges, "bytes");
+    std::uint64_t first = 0;
+    std::uint64_t length = reply.file_size;
+    switch (range.kind) {
+      case HttpRangeKind::whole:
+        response.result(static_cast<http::status>(reply.status));
+        break;
+      case HttpRangeKind::partial:
+        response.result(http::status::partial_content);
+        first = range.range.first;
+        length = range.range.length();
+        response.set(http::field::content_range, "bytes " + std::to_string(range.range.first) + "-" +
+                                                     std::to_string(range.range.last) + "/" +
+                                                     std::to_string(reply.file_size));
+        break;
+      case HttpRangeKind::unsatisfiable:
+        response.result(http::status::range_not_satisfiable);
+        response.set(http::field::content_range, "bytes */" + std::to_string(reply.file_size));
+        length = 0;
+        break;
+    }
+    response.content_length(length);
+    response.keep_alive(true);
+    exchange.status = response.result_int();
+    exchange.bytes_expected = info.head() ? 0 : length;
+    set_deadline(state_->config.idle_timeout);
+    boost::system::error_code ec;
+    co_await http::async_write(socket_, response, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      exchange.detail = expired_ ? "client stopped reading" : ec.message();
+      co_return false;
+    }
+    if (info.head() || length == 0) {
+      exchange.completed = true;
+      co_return true;
+    }
+
+    // sendfile(2): the kernel copies from the page cache to the socket, as nginx does; nothing of the
+    // file passes through this process. The socket is non-blocking; a full send buffer is waited for
+    // on the io_context, with the idle timeout restarted whenever bytes move.
+    socket_.non_blocking(true);
+    auto offset = static_cast<off_t>(first);
+    std::uint64_t remaining = length;
+    while (remaining > 0) {
+      if (state_->stopping) {
+        exchange.detail = "server stopping";
+        co_return false;
+      }
+      std::size_t chunk = remaining < sendfile_chunk ? static_cast<std::size_t>(remaining) : sendfile_chunk;
+      ssize_t sent = ::sendfile(socket_.native_handle(), reply.file.get(), &offset, chunk);
+      if (sent > 0) {
+        remaining -= static_cast<std::uint64_t>(sent);
+        exchange.bytes_sent += static_cast<std::uint64_t>(sent);
+        set_deadline(state_->config.idle_timeout);
+        continue;
+      }
+      if (sent < 0 && errno == EINTR) continue;
+      if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        co_await socket_.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+          exchange.detail = expired_ ? "client stopped reading" : ec.message();
+          co_return false;
+        }
+        continue;
+      }
+      exchange.detail = sent == 0 ? "file shorter than its announced length" : std::strerror(errno);
+      co_return false;
+    }
+    exchange.completed = true;
+    co_return true;
+  }
+
+  // One timer per connection, re-armed lazily (deadlines only move forward): when the deadline really
+  // passes it cancels whatever the connection waits for, which then sees operation_aborted.
+  void set_deadline(std::chrono::milliseconds from_now) {
+    deadline_ = Clock::now() + from_now;
+    expired_ = false;
+    arm_watchdog();
+  }
+
+  void arm_watchdog() {
+    if (watchdog_armed_) return;
+    watchdog_armed_ = true;
+    watchdog_.expires_at(deadline_);
+    watchdog_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      self->watchdog_armed_ = false;
+      if (ec || self->state_->stopping || !self->socket_.is_open()) return;
+      if (Clock::now() < self->deadline_) {
+        self->arm_watchdog();
+        return;
+      }
+      self->expired_ = true;
+      boost::system::error_code ignored;
+      self->socket_.cancel(ignored);
+    });
+  }
+
+  std::shared_ptr<HttpServer::State> state_;
+  tcp::socket socket_;
+  asio::steady_timer watchdog_;
+  tcp::endpoint peer_;
+  Clock::time_point deadline_{};
+  bool watchdog_armed_ = false;
+  bool expired_ = false;
+};
+
+namespace {
+
+asio::awaitable<void> accept_connections(std::shared_ptr<HttpServer::State> state) {
+  while (!state->stopping) {
+    boost::system::error_code ec;
+    tcp::socket socket = co_await state->acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (state->stopping || ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) break;
+    if (ec) {
+      // EMFILE and friends: say so and keep accepting; the connections in flight are unaffected.
+      log::warning("http: accept failed: ", ec.message());
+      asio::steady_timer pause(state->io, std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    ++state->accepted;
+    if (state->connections.size() >= state->config.max_connections) {
+      boost::system::error_code ignored;
+      auto peer = socket.remote_endpoint(ignored);
+      ++state->rejected;
+      state->config.handler->rejected(peer.address(), 503, "too many connections");
+      socket.close(ignored);
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto connection = std::make_shared<HttpConnection>(state, std::move(socket));
+    asio::co_spawn(state->io, HttpConnection::run(std::move(connection)), asio::detached);
+  }
+}
+
+}  // namespace
+
+HttpServer::HttpServer(asio::io_context& io, HttpServerConfig config)
+    : state_(std::make_shared<State>(io, std::move(config))) {
+  if (!state_->config.handler) throw Error("HTTP server needs a handler");
+  // sendfile(2) to a socket whose peer has gone raises SIGPIPE (unlike send(), it has no MSG_NOSIGNAL);
+  // the error code is what the server wants, not the death of the process.
+  std::signal(SIGPIPE, SIG_IGN);
+  boost::system::error_code ec;
+  state_->acceptor.open(state_->config.listen.protocol(), ec);
+  if (!ec) state_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) state_->acceptor.bind(state_->config.listen, ec);
+  if (!ec) state_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw Error("HTTP server cannot listen on " + describe(state_->config.listen) + ": " + ec.message());
+  state_->listening_on = state_->acceptor.local_endpoint();
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::start() { asio::co_spawn(state_->io, accept_connections(state_), asio::detached); }
+
+void HttpServer::stop() {
+  asio::post(state_->io, [state = state_]() {
+    if (state->stopping) return;
+    state->stopping = true;
+    boost::system::error_code ignored;
+    state->acceptor.close(ignored);
+    for (HttpConnection* connection : state->connections) connection->abort();
+  });
+}
+
+tcp::endpoint HttpServer::local_endpoint() const { return state_->listening_on; }
+
+HttpServerCounters HttpServer::counters() const {
+  const auto& s = *state_;
+  return HttpServerCounters{s.accepted, s.active, s.requests, s.rejected, s.bytes_sent};
+}
+
+}  // namespace aggrik8s::netboot

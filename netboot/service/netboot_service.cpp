@@ -1,0 +1,902 @@
+#include "netboot/service/netboot_service.hpp"
+
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <array>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "core/identifiers.hpp"
+#include "core/log.hpp"
+#include "core/log_escape.hpp"
+#include "core/secret.hpp"
+#include "netboot/service/boot_event_log.hpp"
+#include "netboot/dhcp/dhcp_server.hpp"
+#include "netboot/http/http_request_target.hpp"
+#include "netboot/http/http_server.hpp"
+#include "netboot/service/ipxe_kernel_line.hpp"
+#include "netboot/service/ipxe_script.hpp"
+#include "netboot/service/netboot_metrics.hpp"
+#include "netboot/service/node_inventory.hpp"
+#include "netboot/service/node_secret_access.hpp"
+#include "netboot/tftp/tftp_server.hpp"
+
+namespace aggrik8s::netboot {
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+
+std::string resolve_listen_address(const NetbootConfig& config) {
+  if (!config.interface) return config.address;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) throw_system_error("listing network interfaces", errno);
+  std::string found;
+  for (ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
+    if (entry->ifa_addr == nullptr || entry->ifa_addr->sa_family != AF_INET) continue;
+    if (*config.interface != entry->ifa_name) continue;
+    sockaddr_in address{};
+    std::memcpy(&address, entry->ifa_addr, sizeof address);
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &address.sin_addr, text, sizeof text);
+    found = text;
+    break;
+  }
+  ::freeifaddrs(list);
+  if (found.empty()) throw Error("interface " + *config.interface + " has no IPv4 address (listen.interface)");
+  return found;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string client_text(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
+  }
+  return address.to_string();
+}
+
+std::chrono::milliseconds millis(Clock::duration duration) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(duration);
+}
+
+// Everything a request is answered from; replaced as a whole on reload.
+struct ServingSnapshot {
+  NetbootConfig config;
+  NodeInventory inventory;
+  std::shared_ptr<const TftpFileSource> tftp_root;
+  std::optional<TftpRoot> http_root;
+  std::map<std::string, std::shared_ptr<const FatImageFileSource>> pi_images;  // by profile name
+  std::string base_url;
+};
+
+std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const std::string& bound_address,
+                                                     std::uint16_t http_port) {
+  auto snapshot = std::make_shared<ServingSnapshot>();
+  snapshot->base_url = config.http_base_url.value_or("http://" + bound_address + ":" + std::to_string(http_port));
+  if (config.inventory) {
+    Diagnostics diagnostics;
+    snapshot->inventory = read_node_inventory(*config.inventory, diagnostics);
+    // A kernel line longer than the kernel keeps loses its last arguments (talos.config=...) at boot,
+    // silently: refused here, with the URLs this snapshot will write into the scripts.
+    if (!diagnostics.has_errors() && config.http_enabled) {
+      check_ipxe_kernel_lines(snapshot->inventory, snapshot->base_url, read_profile_kernels(snapshot->inventory, diagnostics),
+                              diagnostics);
+    }
+    for (const auto& d : diagnostics.all()) {
+      if (d.severity == Diagnostic::Severity::warning) log::warning(d.str());
+    }
+    diagnostics.throw_if_errors("nodes file " + config.inventory->string());
+  }
+  if (config.tftp_root) snapshot->tftp_root = std::make_shared<TftpDirectorySource>(*config.tftp_root);
+  if (config.http_root) snapshot->http_root.emplace(*config.http_root);
+  for (const auto& [name, profile] : snapshot->inventory.profiles) {
+    if (const auto* pi = std::get_if<RaspberryPiImageBoot>(&profile.target)) {
+      snapshot->pi_images[name] = std::make_shared<FatImageFileSource>(pi->image, pi->boot_partition);
+    }
+  }
+  snapshot->config = std::move(config);
+  return snapshot;
+}
+
+// What identifies the machine behind a TFTP request, and the file name inside its tree.
+struct TftpNodeLookup {
+  const InventoryNode* node = nullptr;
+  const BootProfile* profile = nullptr;
+  std::string filename;      // inside the node's tree (the serial/MAC directory stripped)
+  std::string prefix;        // the serial/MAC directory the client asked under, "" if none
+  bool by_prefix = false;    // the first path component named a serial or MAC
+};
+
+// The start of the reason a TFTP transfer of a node's secret file was refused with; tftp_event tells a
+// refusal from a missing file by it.
+constexpr std::string_view secret_refusal = "secret file refused: ";
+
+// What a Pi's secret boot-partition file is read from when the client may not have it: every open is
+// an access violation, so the TFTP server answers ERROR 2 and logs the reason.
+class RefusedFileSource final : public TftpFileSource {
+ public:
+  explicit RefusedFileSource(std::string reason) : reason_(std::move(reason)) {}
+  TftpOpenedFile open(std::string_view, std::span<const std::string>) const override {
+    TftpOpenedFile file;
+    file.status = TftpOpenStatus::access_violation;
+    file.reason = reason_;
+    return file;
+  }
+  std::string describe() const override { return "(refused)"; }
+
+ private:
+  std::string reason_;
+};
+
+std::vector<NeighbourEntry> read_neighbour_table(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) {
+    log::debug("neighbour table ", path.string(), " cannot be read: no neighbour proof for anyone");
+    return {};
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_proc_net_arp(text.str());
+}
+
+bool has_secrets(const InventoryNode& node) { return node.talos_config || node.user_data || node.rke2_config; }
+
+// At start and on reload: say loudly when secrets go to whoever asks, and name nodes that the policy
+// will never give their secrets to, rather than letting them fail one 403 at a time.
+void warn_about_secret_policy(const NetbootConfig& config, const NodeInventory& inventory) {
+  if (config.node_secret_proof == NodeSecretProof::last_asker) {
+    log::warning("node_secrets.proof: last-asker: a node without a pinned address or DHCP lease gives its "
+                 "secrets (Talos machine config, cloud-init user-data, RKE2 config, Pi firstrun.sh/user-data) to "
+                 "whichever address fetched its boot script last; anyone on the network who names the node gets "
+                 "them. Pin addresses or use proof: neighbour (docs/netboot.md, \"Who gets a node's files\")");
+    return;
+  }
+  if (config.dhcp_mode == "full") return;  // nodes get leases
+  for (const auto& node : inventory.nodes) {
+    if (!has_secrets(node) || node.address) continue;
+    if (config.node_secret_proof == NodeSecretProof::neighbour && node.match.mac) continue;
+    log::warning("node ", node.name, " has secrets but no address: ", config.node_secret_proof == NodeSecretProof::neighbour
+                                                                          ? "and no match.mac"
+                                                                          : "(node_secrets.proof: bound)",
+                 ", and without DHCP full mode it gets no lease: its secrets will be refused to every address");
+  }
+}
+
+}  // namespace
+
+struct NetbootService::Core : TftpServerObserver, HttpHandler {
+  Core(asio::io_context& io_context, std::string address) : io(io_context), bound_address(std::move(address)) {}
+
+  asio::io_context& io;
+  std::string bound_address;
+  std::uint16_t http_port = 0;
+  std::mutex snapshot_mutex;
+  std::shared_ptr<const ServingSnapshot> snapshot;
+  NodeAddressBook address_book;
+  NetbootMetrics metrics;
+  std::unique_ptr<BootEventLog> events;
+  // Set by the service while the servers exist (io thread reads them for gauges).
+  TftpServer* tftp = nullptr;
+  HttpServer* http = nullptr;
+  DhcpServer* dhcp = nullptr;
+  std::string dhcp_address;  // the DHCP interface's address: siaddr when TFTP listens on 0.0.0.0
+
+  std::shared_ptr<const ServingSnapshot> current() {
+    std::lock_guard lock(snapshot_mutex);
+    return snapshot;
+  }
+
+  void install(std::shared_ptr<const ServingSnapshot> fresh) {
+    std::map<std::string, std::string> pinned;
+    for (const auto& node : fresh->inventory.nodes) {
+      if (node.address) pinned[node.name] = *node.address;
+    }
+    address_book.set_pinned(pinned);
+    if (dhcp != nullptr) dhcp->set_reservations(dhcp_reservations(*fresh));
+    metrics.set_gauge("aggrik8s_inventory_nodes", {}, fresh->inventory.nodes.size());
+    std::lock_guard lock(snapshot_mutex);
+    snapshot = std::move(fresh);
+  }
+
+  // Full-mode DHCP reservations: nodes with a pinned address and a MAC selector.
+  static std::map<std::string, std::uint32_t> dhcp_reservations(const ServingSnapshot& s) {
+    std::map<std::string, std::uint32_t> out;
+    for (const auto& node : s.inventory.nodes) {
+      if (!node.address || !node.match.mac) continue;
+      if (auto address = parse_ipv4(*node.address)) out[*node.match.mac] = *address;
+    }
+    return out;
+  }
+
+  DhcpBootAnswer dhcp_decide(const DhcpPacket& request, bool proxy) {
+    auto s = current();
+    DhcpBootSettings settings;
+    std::string tftp_address = bound_address == "0.0.0.0" ? dhcp_address : bound_address;
+    settings.tftp_server = parse_ipv4(tftp_address).value_or(0);
+    settings.http_base_url = s->base_url;
+    settings.proxy = proxy;
+    return decide_dhcp_boot(request, s->inventory, settings);
+  }
+
+  // The DHCP server keeps its own atomic totals (it counts on its hot path without the metrics lock);
+  // they are copied into the metrics when /metrics is read. Every series is written, zeros too, so a
+  // scrape sees each counter from the start.
+  void publish_dhcp_counters(const DhcpServerCounters& c) {
+    const auto& by_type = c.received_by_type;
+    // Clients send these five; anything else (no type, another server's OFFER/ACK/NAK) is "other".
+    const std::pair<const char*, std::uint64_t> received[] = {
+        {"discover", by_type[1]}, {"request", by_type[3]}, {"decline", by_type[4]}, {"release", by_type[7]},
+        {"inform", by_type[8]},   {"other", by_type[0] + by_type[2] + by_type[5] + by_type[6]}};
+    for (const auto& [type, count] : received) metrics.set_counter("aggrik8s_dhcp_received_total", {{"type", type}}, count);
+    metrics.set_counter("aggrik8s_dhcp_sent_total", {{"type", "offer"}}, c.offers);
+    metrics.set_counter("aggrik8s_dhcp_sent_total", {{"type", "ack"}}, c.acks);
+    metrics.set_counter("aggrik8s_dhcp_sent_total", {{"type", "nak"}}, c.naks);
+    for (std::size_t i = 1; i < c.dropped.size(); ++i) {
+      auto reason = static_cast<DhcpDropReason>(i);
+      metrics.set_counter("aggrik8s_dhcp_dropped_total", {{"reason", to_string(reason)}}, c.dropped[i]);
+    }
+    metrics.set_counter("aggrik8s_dhcp_journal_writes_total", {{"kind", "append"}}, c.journal_appends);
+    metrics.set_counter("aggrik8s_dhcp_journal_writes_total", {{"kind", "compaction"}}, c.journal_compactions);
+    metrics.set_gauge("aggrik8s_dhcp_leases_active", {}, c.leases_active);
+  }
+
+  void dhcp_leased(const DhcpPacket& request, std::uint32_t address) {
+    auto s = current();
+    const InventoryNode* node = s->inventory.match(dhcp_node_facts(request));
+    metrics.add("aggrik8s_dhcp_leases_total", {});
+    if (node != nullptr) address_book.record_lease(node->name, ipv4_to_string(address));
+  }
+
+  void record(BootEvent event) {
+    event.time = std::chrono::system_clock::now();
+    metrics.boot_step(event);
+    if (events) events->write(event);
+  }
+
+  // The one rule for every secret of a node, over HTTP and TFTP (netboot/service/node_secret_access.hpp).
+  NodeSecretDecision secret_access(const ServingSnapshot& s, const InventoryNode& node, const std::string& client) {
+    NodeSecretRequest request{node.name, address_book.address_of(node.name), node.match.mac, client,
+                              s.config.node_secret_proof};
+    return decide_node_secret_access(request, [&] { return read_neighbour_table(s.config.neighbour_table); });
+  }
+
+  // ---- TFTP ----
+
+  TftpNodeLookup lookup_tftp(const ServingSnapshot& s, const std::string& client, const std::string& filename) {
+    TftpNodeLookup lookup;
+    lookup.filename = filename;
+    TftpRelativePath relative = normalize_tftp_request_path(filename);
+    if (relative.ok()) {
+      auto slash = relative.path.find('/');
+      if (slash != std::string::npos) {
+        std::string first = relative.path.substr(0, slash);
+        NodeFacts facts;
+        if (auto serial = normalize_pi_serial(first)) {
+          facts.serial = serial;
+        } else if (auto mac = normalize_mac(first)) {
+          facts.mac = mac;
+        }
+        if (facts.serial || facts.mac) {
+          lookup.by_prefix = true;
+          lookup.prefix = first;
+          lookup.filename = relative.path.substr(slash + 1);
+          lookup.node = s.inventory.match(facts);
+          if (lookup.node != nullptr) {
+            lookup.profile = s.inventory.profile_of(*lookup.node);
+          } else {
+            lookup.profile = s.inventory.unknown_node_profile();
+          }
+          return lookup;
+        }
+      }
+    }
+    if (auto name = address_book.node_at(client)) {
+      lookup.node = s.inventory.find(*name);
+      if (lookup.node != nullptr) lookup.profile = s.inventory.profile_of(*lookup.node);
+    }
+    return lookup;
+  }
+
+  std::optional<TftpClientTree> tftp_tree(const asio::ip::address& address, const std::string& filename) {
+    auto s = current();
+    std::string client = client_text(address);
+    TftpNodeLookup lookup = lookup_tftp(*s, client, filename);
+    TftpClientTree tree;
+    const auto* pi = lookup.profile != nullptr ? std::get_if<RaspberryPiImageBoot>(&lookup.profile->target) : nullptr;
+    if (pi != nullptr) {
+      if (lookup.node != nullptr) address_book.record_seen(lookup.node->name, client);
+      if (lookup.profile->mode == BootMode::local_disk) {
+        tree.refusal = "node boots from its local disk (mode: local)";
+        return tree;
+      }
+      if (is_secret_boot_partition_file(lookup.filename)) {
+        // An unknown machine has nothing to prove its address with; the image it would get is a
+        // profile's, shared, and its firstrun.sh is not for whoever names a new serial.
+        NodeSecretDecision decision = lookup.node != nullptr ? secret_access(*s, *lookup.node, client)
+                                                             : NodeSecretDecision{false, "unknown machine"};
+        if (!decision.allowed) {
+          log::warning("tftp: refused ", log_escape(filename), " of ",
+                       lookup.node != nullptr ? "node " + lookup.node->name : std::string("profile ") + lookup.profile->name,
+                       " to ", client, ": ", decision.why);
+          metrics.add("aggrik8s_errors_total", {{"kind", "forbidden"}});
+          tree.source = std::make_shared<RefusedFileSource>(std::string(secret_refusal) + decision.why);
+          tree.filename = lookup.filename;
+          return tree;
+        }
+      }
+      tree.source = s->pi_images.at(lookup.profile->name);
+      tree.filename = lookup.filename;
+      return tree;
+    }
+    if (lookup.by_prefix && lookup.node == nullptr && lookup.profile == nullptr && s->tftp_root) {
+      // An unknown Pi: with unknown_nodes: ignore it gets nothing from its serial directory, and the Pi
+      // then retries without the prefix, where the shared tree decides.
+      tree.source = s->tftp_root;
+      tree.filename = filename;
+      return tree;
+    }
+    if (!s->tftp_root) {
+      tree.refusal = "no TFTP root configured and no Raspberry Pi image for this client";
+      return tree;
+    }
+    tree.source = s->tftp_root;
+    tree.filename = filename;
+    return tree;
+  }
+
+  void tftp_event(const TftpTransferEnded& event) {
+    auto s = current();
+    std::string client = client_text(event.client.address());
+    TftpNodeLookup lookup = lookup_tftp(*s, client, event.requested);
+    BootEvent boot;
+    boot.node = lookup.node != nullptr ? lookup.node->name : "";
+    boot.client = client;
+    boot.step = "tftp";
+    boot.file = event.requested;
+    boot.bytes = event.bytes_sent;
+    boot.duration = millis(event.duration);
+    boot.detail = event.detail;
+    switch (event.outcome) {
+      case TftpTransferOutcome::completed: boot.result = "ok"; break;
+      case TftpTransferOutcome::probe: boot.result = "probe"; break;
+      case TftpTransferOutcome::failed:
+        boot.result = event.detail.starts_with(secret_refusal) ? "refused" : event.path.empty() ? "not-found" : "failed";
+        break;
+    }
+    metrics.add("aggrik8s_tftp_transfers_total", {{"result", boot.result}});
+    if (event.outcome != TftpTransferOutcome::failed) metrics.add("aggrik8s_tftp_sent_bytes_total", {}, event.bytes_sent);
+    record(std::move(boot));
+  }
+
+  void transfer_finished(const TftpTransferEnded& event) override { tftp_event(event); }
+  void transfer_failed(const TftpTransferEnded& event) override { tftp_event(event); }
+
+  // ---- HTTP ----
+
+  static HttpReply text(unsigned status, std::string body, std::string route) {
+    HttpReply reply;
+    reply.status = status;
+    reply.body = std::move(body);
+    reply.route = std::move(route);
+    return reply;
+  }
+
+  HttpReply file_reply(const fs::path& path, std::string route) {
+    // The same confinement as TFTP (netboot/confined_file.hpp: links out only to public files,
+    // regular files only), for the declared asset's own directory.
+    TftpRoot directory(path.parent_path());
+    TftpOpenedFile file = directory.open(path.filename().string());
+    if (file.status != TftpOpenStatus::opened) {
+      log::warning("http: declared asset ", path.string(), " cannot be served: ", log_escape(file.reason));
+      return text(404, "not found\n", std::move(route));
+    }
+    HttpReply reply;
+    reply.file = std::move(file.fd);
+    reply.file_size = file.size;
+    reply.content_type = "application/octet-stream";
+    reply.route = std::move(route);
+    return reply;
+  }
+
+  // A node named in the URL: by MAC (either form), UUID or Pi serial.
+  static NodeFacts facts_from(const std::string& id) {
+    NodeFacts facts;
+    if (auto mac = normalize_mac(id)) {
+      facts.mac = mac;
+    } else if (auto uuid = normalize_uuid(id)) {
+      facts.uuid = uuid;
+    } else if (auto serial = normalize_pi_serial(id)) {
+      facts.serial = serial;
+    }
+    return facts;
+  }
+
+  HttpReply forbidden(const InventoryNode& node, const std::string& client, const std::string& why,
+                      const std::string& what, std::string route, std::string step) {
+    log::warning("http: refused ", what, " of node ", node.name, " to ", client, ": ", why);
+    metrics.add("aggrik8s_errors_total", {{"kind", "forbidden"}});
+    HttpReply reply = text(403, "forbidden\n", std::move(route));
+    reply.node = node.name;
+    reply.step = std::move(step);
+    return reply;
+  }
+
+  HttpReply boot_script(const ServingSnapshot& s, const HttpRequestTarget& target, const std::string& client) {
+    NodeFacts facts;
+    if (auto mac = target.query_value("mac")) facts.mac = normalize_mac(*mac);
+    if (auto uuid = target.query_value("uuid")) facts.uuid = normalize_uuid(*uuid);
+    if (auto serial = target.query_value("serial")) facts.serial = normalize_pi_serial(*serial);
+    // Unknown or missing platform: render for UEFI, since initrd= on the kernel line is harmless
+    // under BIOS and required under UEFI.
+    IpxePlatform platform = parse_ipxe_platform(target.query_value("platform").value_or("")).value_or(IpxePlatform::efi);
+    const InventoryNode* node = s.inventory.match(facts);
+    const BootProfile* profile = node != nullptr ? s.inventory.profile_of(*node) : s.inventory.unknown_node_profile();
+    if (profile == nullptr) {
+      log::info("http: no boot script for unknown machine ", client, " mac=", facts.mac.value_or("-"),
+                " uuid=", facts.uuid.value_or("-"), " (unknown_nodes: ignore)");
+      HttpReply reply = text(404, "#!ipxe\necho This machine is not in the inventory\nexit 1\n", "ipxe");
+      reply.step = "ipxe-script";
+      return reply;
+    }
+    if (node != nullptr) {
+      auto expected = address_book.address_of(node->name);
+      if (check_boot_script_access(expected, client) != NodeAccess::allowed) {
+        return forbidden(*node, client, "the node is at " + expected->address + " (" + to_string(expected->source) + ")",
+                         "the boot script", "ipxe", "ipxe-script");
+      }
+      address_book.record_seen(node->name, client);
+    }
+    HttpReply reply;
+    reply.route = "ipxe";
+    reply.step = "ipxe-script";
+    reply.node = node != nullptr ? node->name : "";
+    reply.content_type = "text/plain; charset=utf-8";
+    if (profile->mode == BootMode::local_disk) {
+      reply.body = render_ipxe_local_disk_script(platform);
+      return reply;
+    }
+    auto boot = ipxe_kernel_boot(*profile, node, facts, s.base_url);
+    if (!boot) {
+      HttpReply none = text(404, "#!ipxe\necho This node boots a Raspberry Pi image over TFTP\nexit 1\n", "ipxe");
+      none.node = reply.node;
+      none.step = "ipxe-script";
+      return none;
+    }
+    reply.body = render_ipxe_boot_script(*boot, platform);
+    return reply;
+  }
+
+  HttpReply node_file(const ServingSnapshot& s, const std::string& id, const std::string& which, const std::string& client) {
+    NodeFacts facts = facts_from(id);
+    const InventoryNode* node = s.inventory.match(facts);
+    std::string route = which == "talos" ? "talos-config" : which == "rke2" ? "rke2-config" : "cloud-init";
+    if (node == nullptr) {
+      log::info("http: ", route, " for \"", log_escape(id), "\" asked by ", client, ": no such node");
+      return text(404, "not found\n", route);
+    }
+    std::string step = route;
+    const std::optional<SecretReference>* reference = nullptr;
+    std::string content_type = "text/plain; charset=utf-8";
+    if (which == "talos") {
+      reference = &node->talos_config;
+      content_type = "application/yaml";
+    } else if (which == "rke2") {
+      reference = &node->rke2_config;
+      content_type = "application/yaml";
+    } else if (which == "user-data") {
+      reference = &node->user_data;
+    }
+    NodeSecretDecision decision = secret_access(s, *node, client);
+    if (!decision.allowed) return forbidden(*node, client, decision.why, route, route, step);
+    log::debug("http: ", route, " of node ", node->name, " to ", client, ": ", decision.why);
+    HttpReply reply;
+    reply.route = route;
+    reply.node = node->name;
+    reply.step = step;
+    reply.content_type = content_type;
+    if (which == "meta-data") {
+      reply.body = "instance-id: " + node->name + "\nlocal-hostname: " + node->name + "\n";
+      return reply;
+    }
+    if (which == "vendor-data") {
+      reply.body = "";
+      return reply;
+    }
+    if (reference == nullptr || !*reference) {
+      reply.status = 404;
+      reply.body = "not found\n";
+      return reply;
+    }
+    try {
+      reply.body = load_secret(**reference).reveal();
+    } catch (const std::exception& e) {
+      log::error("http: ", route, " of node ", node->name, ": ", e.what());
+      metrics.add("aggrik8s_errors_total", {{"kind", "secret_unavailable"}});
+      reply.status = 500;
+      reply.body = "the node's file is unavailable\n";
+    }
+    return reply;
+  }
+
+  HttpReply handle(const HttpRequestInfo& request) override {
+    auto s = current();
+    std::string client = client_text(request.client);
+    HttpRequestTarget target = parse_http_request_target(request.target);
+    if (!target.ok()) {
+      log::warning("http: ", client, " ", log_escape(request.method), " refused: ", target.refusal);
+      metrics.add("aggrik8s_errors_total", {{"kind", "bad_target"}});
+      return text(400, "bad request\n", "invalid");
+    }
+    auto segments = target.segments();
+    if (target.path == "/healthz") return text(200, "ok\n", "healthz");
+    if (target.path == "/metrics") {
+      if (tftp != nullptr) {
+        TftpServerCounters counters = tftp->counters();
+        metrics.set_gauge("aggrik8s_tftp_transfers_active", {}, counters.active);
+        metrics.set_counter("aggrik8s_tftp_retransmissions_total", {}, counters.retransmissions);
+        metrics.set_counter("aggrik8s_tftp_malformed_total", {}, counters.malformed);
+      }
+      if (http != nullptr) metrics.set_gauge("aggrik8s_http_connections_active", {}, http->counters().active_connections);
+      if (dhcp != nullptr) publish_dhcp_counters(dhcp->counters());
+      HttpReply reply = text(200, metrics.prometheus_text(), "metrics");
+      reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      return reply;
+    }
+    if (target.path == "/" || target.path == "/status") {
+      auto seen = metrics.last_steps();
+      std::vector<NodeBootStatus> rows;
+      for (const auto& node : s->inventory.nodes) {
+        NodeBootStatus row;
+        row.node = node.name;
+        for (const auto& status : seen) {
+          if (status.node == node.name) row = status;
+        }
+        row.profile = node.profile;
+        if (auto address = address_book.address_of(node.name)) {
+          row.address = address->address + " (" + to_string(address->source) + ")";
+        }
+        rows.push_back(row);
+      }
+      for (const auto& status : seen) {
+        if (status.node == "(unknown)") rows.push_back(status);
+      }
+      HttpReply reply = text(200, render_status_page(rows, std::to_string(s->inventory.nodes.size()) +
+                                                              " nodes in the inventory; unknown nodes: " +
+                                                              to_string(s->inventory.unknown_action)),
+                             "status");
+      reply.content_type = "text/html; charset=utf-8";
+      return reply;
+    }
+    if (target.path == "/boot.ipxe") return text(200, render_ipxe_chain_script(s->base_url), "boot.ipxe");
+    if (target.path == "/ipxe") return boot_script(*s, target, client);
+    if (segments.size() == 3 && segments[0] == "assets") {
+      auto profile = s->inventory.profiles.find(segments[1]);
+      if (profile != s->inventory.profiles.end()) {
+        auto assets = profile->second.assets();
+        if (auto asset = assets.find(segments[2]); asset != assets.end()) {
+          HttpReply reply = file_reply(asset->second, "asset");
+          reply.step = "asset";
+          if (auto name = address_book.node_at(client)) reply.node = *name;
+          return reply;
+        }
+      }
+      return text(404, "not found\n", "asset");
+    }
+    if (segments.size() == 3 && segments[0] == "talos" && segments[2] == "config.yaml") {
+      return node_file(*s, segments[1], "talos", client);
+    }
+    if (segments.size() == 3 && segments[0] == "rke2" && segments[2] == "config.yaml") {
+      return node_file(*s, segments[1], "rke2", client);
+    }
+    if (segments.size() == 3 && segments[0] == "cloud-init" &&
+        (segments[2] == "meta-data" || segments[2] == "user-data" || segments[2] == "vendor-data")) {
+      return node_file(*s, segments[1], segments[2], client);
+    }
+    if (segments.size() >= 2 && segments[0] == "files" && s->http_root) {
+      std::string relative = target.path.substr(std::string("/files/").size());
+      TftpOpenedFile file = s->http_root->open(relative);
+      if (file.status != TftpOpenStatus::opened) {
+        if (file.status == TftpOpenStatus::access_violation) {
+          log::warning("http: ", client, " refused \"", log_escape(target.path), "\": ", log_escape(file.reason));
+          metrics.add("aggrik8s_errors_total", {{"kind", "forbidden"}});
+          return text(403, "forbidden\n", "files");
+        }
+        return text(404, "not found\n", "files");
+      }
+      HttpReply reply;
+      reply.file = std::move(file.fd);
+      reply.file_size = file.size;
+      reply.content_type = "application/octet-stream";
+      reply.route = "files";
+      return reply;
+    }
+    return text(404, "not found\n", "other");
+  }
+
+  void finished(const HttpExchange& exchange) override {
+    std::string client = client_text(exchange.request.client);
+    metrics.add("aggrik8s_http_requests_total", {{"route", exchange.route}, {"status", std::to_string(exchange.status)}});
+    metrics.add("aggrik8s_http_sent_bytes_total", {}, exchange.bytes_sent);
+    if (!exchange.completed) metrics.add("aggrik8s_errors_total", {{"kind", "client_gone"}});
+    auto line = log::concat("http: client=", client, " ", log_escape(exchange.request.method), " ",
+                            log_escape(exchange.request.target),
+                            " status=", exchange.status, " bytes=", exchange.bytes_sent,
+                            " duration_ms=", millis(exchange.duration).count(),
+                            exchange.node.empty() ? "" : " node=" + exchange.node,
+                            exchange.completed ? "" : " incomplete=\"" + log_escape(exchange.detail) + "\"");
+    if (exchange.completed) {
+      log::info(line);
+    } else {
+      log::warning(line);
+    }
+    if (exchange.step.empty()) return;
+    BootEvent event;
+    event.node = exchange.node;
+    event.client = client;
+    event.step = exchange.step;
+    event.file = exchange.request.target;
+    event.bytes = exchange.bytes_sent;
+    event.duration = millis(exchange.duration);
+    event.detail = exchange.detail;
+    if (exchange.status == 403) {
+      event.result = "refused";
+    } else if (exchange.status == 404) {
+      event.result = "not-found";
+    } else if (exchange.status >= 400 || !exchange.completed) {
+      event.result = "failed";
+    } else {
+      event.result = "ok";
+    }
+    record(std::move(event));
+  }
+
+  void rejected(const asio::ip::address& client, unsigned status, const std::string& why) override {
+    log::warning("http: client=", client_text(client), " status=", status, " rejected: ", log_escape(why));
+    metrics.add("aggrik8s_errors_total", {{"kind", "http_" + std::to_string(status)}});
+  }
+};
+
+namespace {
+TftpServerLimits tftp_limits(const NetbootConfig& config) {
+  TftpServerLimits limits;
+  limits.max_blksize = config.tftp_max_blksize;
+  limits.max_windowsize = config.tftp_max_windowsize;
+  return limits;
+}
+
+TftpRetransmitPolicy tftp_retransmit_policy(const NetbootConfig& config) {
+  return TftpRetransmitPolicy{config.tftp_retransmit_timeout, config.tftp_max_retransmit_interval,
+                              config.tftp_max_retransmits, config.tftp_option_ack_timeout};
+}
+
+// The options a subnet hands out besides its address, from the config's text: the interface's own
+// subnet and every relayed one take the same keys. The addresses were checked when the config was read.
+void set_subnet_options(DhcpSubnet& subnet, const std::optional<std::string>& router,
+                        const std::vector<std::string>& dns, const std::vector<std::string>& ntp,
+                        const std::optional<std::string>& domain) {
+  if (router) subnet.router = parse_ipv4(*router);
+  for (const auto& text : dns) {
+    if (auto address = parse_ipv4(text)) subnet.dns.push_back(*address);
+  }
+  for (const auto& text : ntp) {
+    if (auto address = parse_ipv4(text)) subnet.ntp.push_back(*address);
+  }
+  subnet.domain = domain;
+}
+
+std::shared_ptr<const TftpRemapRules> load_tftp_remap(const NetbootConfig& config) {
+  if (!config.tftp_remap) return nullptr;
+  return std::make_shared<const TftpRemapRules>(TftpRemapRules::load(*config.tftp_remap));
+}
+
+// The servers hold the core through these; the core does not hold the servers, so nothing cycles.
+std::shared_ptr<TftpServerObserver> as_observer(const std::shared_ptr<NetbootService::Core>& core) { return core; }
+std::shared_ptr<HttpHandler> as_handler(const std::shared_ptr<NetbootService::Core>& core) { return core; }
+}  // namespace
+
+struct NetbootService::Servers {
+  std::unique_ptr<TftpServer> tftp;
+  std::unique_ptr<HttpServer> http;
+  std::unique_ptr<DhcpServer> dhcp;
+};
+
+NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
+  std::string address = resolve_listen_address(config);
+  core_ = std::make_shared<Core>(io, address);
+  core_->events = std::make_unique<BootEventLog>(config.boot_log);
+  auto ip = asio::ip::make_address(address);
+  servers_ = std::make_unique<Servers>();
+  auto& servers = *servers_;
+  if (config.http_enabled) {
+    HttpServerConfig http;
+    http.listen = {ip, config.http_port};
+    http.header_limit = config.http_header_limit;
+    http.request_timeout = config.http_request_timeout;
+    http.idle_timeout = config.http_idle_timeout;
+    http.max_connections = config.http_max_connections;
+    http.handler = as_handler(core_);
+    servers.http = std::make_unique<HttpServer>(io, http);
+    core_->http_port = servers.http->local_endpoint().port();
+    core_->http = servers.http.get();
+  }
+  bool tftp_enabled = config.tftp_enabled;
+  TftpServerConfig tftp;
+  tftp.listen = {ip, config.tftp_port};
+  tftp.limits = tftp_limits(config);
+  tftp.retransmit = tftp_retransmit_policy(config);
+  tftp.remap = load_tftp_remap(config);
+  core_->install(load_snapshot(std::move(config), address, core_->http_port));
+  warn_about_secret_policy(core_->current()->config, core_->current()->inventory);
+  if (tftp_enabled) {
+    std::weak_ptr<Core> weak = core_;
+    tftp.client_tree = [weak](const asio::ip::address& client, const std::string& filename) -> std::optional<TftpClientTree> {
+      auto core = weak.lock();
+      if (!core) return std::nullopt;
+      return core->tftp_tree(client, filename);
+    };
+    tftp.observer = as_observer(core_);
+    servers.tftp = std::make_unique<TftpServer>(io, tftp);
+    core_->tftp = servers.tftp.get();
+  }
+  auto s = core_->current();
+  const NetbootConfig& c = s->config;
+  if (c.dhcp_mode != "off") {
+    NetbootConfig for_interface;
+    for_interface.interface = c.dhcp_interface;
+    core_->dhcp_address = resolve_listen_address(for_interface);
+    DhcpServerConfig dhcp;
+    dhcp.mode = c.dhcp_mode == "full" ? DhcpMode::full : DhcpMode::proxy;
+    dhcp.interface = c.dhcp_interface;
+    dhcp.port = c.dhcp_port;
+    dhcp.server_address = parse_ipv4(core_->dhcp_address).value_or(0);
+    // subnets[0]: the interface's own subnet; then the relayed ones, as configured.
+    DhcpSubnet local;
+    local.netmask = parse_ipv4(c.dhcp_netmask).value_or(0xffffff00);
+    local.network = dhcp.server_address & local.netmask;
+    if (c.dhcp_pool_first && c.dhcp_pool_last) {
+      local.pool.first = parse_ipv4(*c.dhcp_pool_first).value_or(0);
+      local.pool.last = parse_ipv4(*c.dhcp_pool_last).value_or(0);
+    }
+    local.pool.lease_time = c.dhcp_lease_time;
+    local.pool.server = dhcp.server_address;
+    set_subnet_options(local, c.dhcp_router, c.dhcp_dns, c.dhcp_ntp, c.dhcp_domain);
+    dhcp.subnets.push_back(std::move(local));
+    for (const auto& relayed : c.dhcp_relayed_subnets) {
+      DhcpSubnet subnet;
+      auto network = parse_ipv4_subnet(relayed.subnet);
+      if (!network) throw Error("dhcp.relayed_subnets: '" + relayed.subnet + "' is not a subnet");
+      subnet.network = network->first;
+      subnet.netmask = network->second;
+      if (dhcp.subnets.front().contains(subnet.network) || subnet.contains(dhcp.server_address)) {
+        throw Error("dhcp.relayed_subnets: " + relayed.subnet + " overlaps the subnet of interface " +
+                    c.dhcp_interface.value_or("-") + " (" + core_->dhcp_address + "/" + c.dhcp_netmask +
+                    "): relayed subnets must be other subnets");
+      }
+      subnet.pool.first = parse_ipv4(relayed.pool_first).value_or(0);
+      subnet.pool.last = parse_ipv4(relayed.pool_last).value_or(0);
+      subnet.pool.lease_time = relayed.lease_time;
+      set_subnet_options(subnet, relayed.router, relayed.dns, relayed.ntp, relayed.domain);
+      dhcp.subnets.push_back(std::move(subnet));
+    }
+    dhcp.lease_file = c.dhcp_lease_file;
+    std::weak_ptr<Core> weak = core_;
+    bool proxy = dhcp.mode == DhcpMode::proxy;
+    dhcp.decide = [weak, proxy](const DhcpPacket& request) {
+      auto core = weak.lock();
+      return core ? core->dhcp_decide(request, proxy) : DhcpBootAnswer{};
+    };
+    dhcp.leased = [weak](const DhcpPacket& request, std::uint32_t leased) {
+      if (auto core = weak.lock()) core->dhcp_leased(request, leased);
+    };
+    servers.dhcp = std::make_unique<DhcpServer>(io, std::move(dhcp));
+    servers.dhcp->set_reservations(Core::dhcp_reservations(*s));
+    core_->dhcp = servers.dhcp.get();
+  }
+}
+
+NetbootService::~NetbootService() {
+  stop();
+  core_->tftp = nullptr;
+  core_->http = nullptr;
+  core_->dhcp = nullptr;
+}
+
+void NetbootService::start() {
+  auto& servers = *servers_;
+  if (servers.tftp) {
+    servers.tftp->start();
+    std::ostringstream where;
+    where << servers.tftp->local_endpoint();
+    log::info("tftp: listening on ", where.str());
+  }
+  if (servers.http) {
+    servers.http->start();
+    std::ostringstream where;
+    where << servers.http->local_endpoint();
+    log::info("http: listening on ", where.str(), " (nodes are told ", core_->current()->base_url, ")");
+  }
+  if (servers.dhcp) {
+    servers.dhcp->start();
+    std::ostringstream where;
+    where << servers.dhcp->local_endpoint();
+    auto s = core_->current();
+    log::info("dhcp: listening on ", where.str(), " interface ", s->config.dhcp_interface.value_or("-"), " (",
+              s->config.dhcp_mode, " mode, server address ", core_->dhcp_address, ")");
+  }
+}
+
+void NetbootService::stop() {
+  auto& servers = *servers_;
+  if (servers.tftp) servers.tftp->stop();
+  if (servers.http) servers.http->stop();
+  if (servers.dhcp) servers.dhcp->stop();
+}
+
+bool NetbootService::reload() {
+  auto old = core_->current();
+  try {
+    NetbootConfig config = old->config;
+    if (!old->config.file.empty()) {
+      Diagnostics diagnostics;
+      config = read_netboot_config(old->config.file, diagnostics);
+      diagnostics.throw_if_errors("netboot configuration " + old->config.file.string());
+      config.address = old->config.address;
+      if (old->config.interface) config.interface = old->config.interface;
+      if (config.tftp_port != old->config.tftp_port || config.http_port != old->config.http_port ||
+          config.tftp_enabled != old->config.tftp_enabled || config.http_enabled != old->config.http_enabled ||
+          config.dhcp_mode != old->config.dhcp_mode || config.dhcp_port != old->config.dhcp_port) {
+        log::warning("reload: listening ports and which servers run change only on restart");
+      }
+      const auto& was = old->config;
+      if (config.dhcp_interface != was.dhcp_interface || config.dhcp_pool_first != was.dhcp_pool_first ||
+          config.dhcp_pool_last != was.dhcp_pool_last || config.dhcp_netmask != was.dhcp_netmask ||
+          config.dhcp_router != was.dhcp_router || config.dhcp_dns != was.dhcp_dns || config.dhcp_ntp != was.dhcp_ntp || config.dhcp_domain != was.dhcp_domain ||
+          config.dhcp_lease_time != was.dhcp_lease_time || config.dhcp_lease_file != was.dhcp_lease_file ||
+          config.dhcp_relayed_subnets != was.dhcp_relayed_subnets) {
+        // The pools hold live leases and offers: they are not rebuilt under running clients.
+        log::warning("reload: the dhcp section (pools, options, relayed subnets) changes only on restart; "
+                     "reservations from the nodes file are reloaded");
+      }
+    }
+    // Everything that can fail is read before anything is replaced: a bad remap file keeps the old one.
+    auto remap = load_tftp_remap(config);
+    TftpServerLimits limits = tftp_limits(config);
+    TftpRetransmitPolicy retransmit = tftp_retransmit_policy(config);
+    auto fresh = load_snapshot(std::move(config), core_->bound_address, core_->http_port);
+    core_->events->reopen();
+    std::size_t nodes = fresh->inventory.nodes.size();
+    warn_about_secret_policy(fresh->config, fresh->inventory);
+    core_->install(std::move(fresh));
+    if (servers_->tftp) servers_->tftp->reconfigure(std::move(limits), retransmit, std::move(remap));
+    core_->metrics.add("aggrik8s_reloads_total", {{"result", "ok"}});
+    log::info("reload: configuration and inventory reloaded (", nodes, " nodes)");
+    return true;
+  } catch (const std::exception& e) {
+    core_->metrics.add("aggrik8s_reloads_total", {{"result", "failed"}});
+    log::error("reload failed, still serving the previous configuration: ", e.what());
+    return false;
+  }
+}
+
+std::optional<asio::ip::udp::endpoint> NetbootService::tftp_endpoint() const {
+  auto& servers = *servers_;
+  if (!servers.tftp) return std::nullopt;
+  return servers.tftp->local_endpoint();
+}
+
+std::optional<asio::ip::tcp::endpoint> NetbootService::http_endpoint() const {
+  auto& servers = *servers_;
+  if (!servers.http) return std::nullopt;
+  return servers.http->local_endpoint();
+}
+
+NodeAddressBook& NetbootService::addresses() { return core_->address_book; }
+
+}  // namespace aggrik8s::netboot

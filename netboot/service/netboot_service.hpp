@@ -1,0 +1,50 @@
+#pragma once
+// `aggrik8s-image serve` without the command line: the TFTP, HTTP and DHCP servers on one io_context, the
+// inventory deciding what each node gets, the access rules for per-node files, the boot event log and
+// the metrics. reload() swaps configuration and inventory atomically for new requests; transfers in
+// flight keep the files they opened.
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "netboot/asio.hpp"
+#include "netboot/service/netboot_config.hpp"
+#include "netboot/service/node_address_book.hpp"
+
+namespace aggrik8s::netboot {
+
+// The IPv4 address to bind for `config`: listen.address, or the first IPv4 address of listen.interface.
+// Throws aggrik8s::Error naming the interface when it has none.
+std::string resolve_listen_address(const NetbootConfig& config);
+
+class NetbootService {
+ public:
+  // Loads the inventory and binds both servers; throws aggrik8s::Error (with every diagnostic) when the
+  // configuration or inventory is invalid or an address cannot be bound.
+  NetbootService(boost::asio::io_context& io, NetbootConfig config);
+  ~NetbootService();
+  NetbootService(const NetbootService&) = delete;
+  NetbootService& operator=(const NetbootService&) = delete;
+
+  void start();
+  void stop();
+  // Re-reads the config file (if there is one) and the inventory. On any error the running set-up is
+  // kept and false is returned; the errors are logged. Listening addresses, ports and the TFTP remap
+  // file are bound at start and need a restart to change.
+  bool reload();
+
+  std::optional<boost::asio::ip::udp::endpoint> tftp_endpoint() const;
+  std::optional<boost::asio::ip::tcp::endpoint> http_endpoint() const;
+  // For the DHCP server (issue 6): record_lease() pins a node to the address it was given.
+  NodeAddressBook& addresses();
+
+  struct Core;
+  struct Servers;
+
+ private:
+  std::shared_ptr<Core> core_;       // shared with the servers' coroutines, which may outlive a stop()
+  std::unique_ptr<Servers> servers_;
+};
+
+}  // namespace aggrik8s::netboot

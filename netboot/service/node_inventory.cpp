@@ -1,0 +1,326 @@
+#include "netboot/service/node_inventory.hpp"
+
+#include <cctype>
+#include <set>
+
+#include "core/config_reader.hpp"
+#include "core/identifiers.hpp"
+
+namespace aggrik8s::netboot {
+namespace fs = std::filesystem;
+
+const char* to_string(BootMode mode) {
+  switch (mode) {
+    case BootMode::install: return "install";
+    case BootMode::local_disk: return "local";
+    case BootMode::ephemeral: return "ephemeral";
+  }
+  return "install";
+}
+
+const char* to_string(UnknownNodeAction action) {
+  switch (action) {
+    case UnknownNodeAction::ignore: return "ignore";
+    case UnknownNodeAction::default_profile: return "default";
+    case UnknownNodeAction::maintenance: return "maintenance";
+  }
+  return "ignore";
+}
+
+std::map<std::string, fs::path> BootProfile::assets() const {
+  std::map<std::string, fs::path> out;
+  auto add = [&](const fs::path& path) { out.emplace(path.filename().string(), path); };
+  if (const auto* talos = std::get_if<TalosBoot>(&target)) {
+    add(talos->kernel);
+    add(talos->initramfs);
+  } else if (const auto* kernel = std::get_if<KernelBoot>(&target)) {
+    add(kernel->kernel);
+    for (const auto& initrd : kernel->initrds) add(initrd);
+  }
+  return out;
+}
+
+std::size_t NodeSelector::specificity() const {
+  return (mac ? 1U : 0U) + (uuid ? 1U : 0U) + (serial ? 1U : 0U);
+}
+
+bool NodeSelector::matches(const NodeFacts& facts) const {
+  if (specificity() == 0) return false;
+  if (mac && facts.mac != mac) return false;
+  if (uuid && facts.uuid != uuid) return false;
+  if (serial && facts.serial != serial) return false;
+  return true;
+}
+
+const InventoryNode* NodeInventory::match(const NodeFacts& facts) const {
+  const InventoryNode* best = nullptr;
+  for (const auto& node : nodes) {
+    if (!node.match.matches(facts)) continue;
+    if (best == nullptr || node.match.specificity() > best->match.specificity()) best = &node;
+  }
+  return best;
+}
+
+const InventoryNode* NodeInventory::find(std::string_view name) const {
+  for (const auto& node : nodes) {
+    if (node.name == name) return &node;
+  }
+  return nullptr;
+}
+
+const BootProfile* NodeInventory::profile_of(const InventoryNode& node) const {
+  auto found = profiles.find(node.profile);
+  return found == profiles.end() ? nullptr : &found->second;
+}
+
+const BootProfile* NodeInventory::unknown_node_profile() const {
+  if (unknown_action == UnknownNodeAction::ignore) return nullptr;
+  auto found = profiles.find(unknown_profile);
+  return found == profiles.end() ? nullptr : &found->second;
+}
+
+std::optional<std::string> normalize_pi_serial(std::string_view text) {
+  if (text.size() != 8 && text.size() != 16) return std::nullopt;
+  std::string out;
+  for (char c : text) {
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  // /proc/cpuinfo shows 16 digits; the bootloader's TFTP directory uses the low 8.
+  return out.substr(out.size() - 8);
+}
+
+std::optional<std::string> normalize_mac_any(std::string_view text) { return normalize_mac(text); }
+
+namespace {
+
+class InventoryReader {
+ public:
+  InventoryReader(Diagnostics& diagnostics, bool check_files) : diagnostics_(diagnostics), check_files_(check_files) {}
+
+  void check_file(ConfigMapReader& reader, std::string_view key, const std::optional<fs::path>& path) {
+    if (!path || !check_files_) return;
+    std::error_code ec;
+    if (!fs::is_regular_file(*path, ec)) {
+      reader.error_at(key, "'" + reader.key_path(key) + "': " + path->string() + " is not a readable file");
+    }
+  }
+
+  std::optional<BootProfile> read_profile(const ConfigNode& node, const std::string& name, const std::string& path) {
+    ConfigMapReader reader(node, diagnostics_, path);
+    if (!reader.valid()) {
+      diagnostics_.error(node.location, "'" + path + "' must be a map, got " + node.kind_name());
+      return std::nullopt;
+    }
+    BootProfile profile;
+    profile.name = name;
+    profile.where = node.location;
+    auto mode = reader.one_of("mode", {"install", "local", "ephemeral"});
+    if (mode == "local") profile.mode = BootMode::local_disk;
+    if (mode == "ephemeral") profile.mode = BootMode::ephemeral;
+    int kinds = 0;
+    if (auto pi = reader.map("rpi_image")) {
+      ++kinds;
+      RaspberryPiImageBoot boot;
+      auto image = pi->path_value("image", true);
+      check_file(*pi, "image", image);
+      if (image) boot.image = *image;
+      boot.boot_partition = static_cast<std::uint32_t>(pi->integer("boot_partition", 1, 128).value_or(1));
+      pi->finish();
+      profile.target = boot;
+    }
+    if (auto talos = reader.map("talos")) {
+      ++kinds;
+      TalosBoot boot;
+      auto kernel = talos->path_value("kernel", true);
+      auto initramfs = talos->path_value("initramfs", true);
+      check_file(*talos, "kernel", kernel);
+      check_file(*talos, "initramfs", initramfs);
+      if (kernel) boot.kernel = *kernel;
+      if (initramfs) boot.initramfs = *initramfs;
+      boot.arguments = talos->string("args").value_or("");
+      talos->finish();
+      profile.target = boot;
+    }
+    if (auto kernel_map = reader.map("kernel")) {
+      ++kinds;
+      KernelBoot boot;
+      auto kernel = kernel_map->path_value("kernel", true);
+      check_file(*kernel_map, "kernel", kernel);
+      if (kernel) boot.kernel = *kernel;
+      if (kernel_map->has("initrd")) {
+        auto names = kernel_map->string_list("initrd");
+        const ConfigNode* list = kernel_map->node("initrd");
+        for (std::size_t i = 0; names && i < names->size(); ++i) {
+          fs::path initrd((*names)[i]);
+          if (initrd.is_relative()) initrd = list->base_directory() / initrd;
+          boot.initrds.push_back(initrd.lexically_normal());
+          if (check_files_ && !fs::is_regular_file(boot.initrds.back())) {
+            kernel_map->error_at("initrd", "'" + kernel_map->key_path("initrd") + "': " +
+                                               boot.initrds.back().string() + " is not a readable file");
+          }
+        }
+      }
+      boot.arguments = kernel_map->string("args").value_or("");
+      kernel_map->finish();
+      profile.target = boot;
+    }
+    if (kinds != 1) {
+      reader.error("profile '" + name + "' must have exactly one of 'rpi_image', 'talos' and 'kernel'");
+    }
+    // Asset names are URL path segments: two files with one base name would shadow each other.
+    std::set<std::string> names;
+    auto assets = profile.assets();
+    std::size_t expected = 0;
+    if (std::holds_alternative<TalosBoot>(profile.target)) expected = 2;
+    if (const auto* k = std::get_if<KernelBoot>(&profile.target)) expected = 1 + k->initrds.size();
+    if (kinds == 1 && assets.size() != expected) {
+      reader.error("profile '" + name + "' names two files with the same base name; rename one of them");
+    }
+    reader.finish();
+    return profile;
+  }
+
+  std::optional<std::string> read_identifier(ConfigMapReader& reader, std::string_view key,
+                                             std::optional<std::string> (*normalize)(std::string_view),
+                                             const char* form) {
+    auto text = reader.string(key);
+    if (!text) return std::nullopt;
+    auto normalized = normalize(*text);
+    if (!normalized) reader.error_at(key, "'" + reader.key_path(key) + "' must be " + form + ", got '" + *text + "'");
+    return normalized;
+  }
+
+  std::optional<InventoryNode> read_node(const ConfigNode& node, const std::string& path) {
+    ConfigMapReader reader(node, diagnostics_, path);
+    if (!reader.valid()) {
+      diagnostics_.error(node.location, "'" + path + "' must be a map, got " + node.kind_name());
+      return std::nullopt;
+    }
+    InventoryNode out;
+    out.where = node.location;
+    out.name = reader.string("name", true).value_or("");
+    if (!out.name.empty() && !is_dns_label(out.name)) {
+      reader.error_at("name", "'" + reader.key_path("name") + "' must be a DNS label (a-z, 0-9, '-'), got '" +
+                                  out.name + "'");
+    }
+    if (auto match = reader.map("match", true)) {
+      out.match.mac = read_identifier(*match, "mac", &normalize_mac, "a MAC address like 52:54:00:12:34:56");
+      out.match.uuid = read_identifier(*match, "uuid", &normalize_uuid, "an SMBIOS UUID (8-4-4-4-12 hex digits)");
+      out.match.serial =
+          read_identifier(*match, "serial", &normalize_pi_serial, "a Raspberry Pi serial (8 or 16 hex digits)");
+      if (out.match.specificity() == 0 && !diagnostics_.has_errors()) {
+        match->error("'" + match->path() + "' needs at least one of mac, uuid and serial");
+      }
+      match->finish();
+    }
+    out.profile = reader.string("profile", true).value_or("");
+    out.address = reader.string("address");
+    if (out.address && !is_ipv4_address(*out.address)) {
+      reader.error_at("address", "'" + reader.key_path("address") + "' must be an IPv4 address, got '" + *out.address + "'");
+    }
+    out.talos_config = read_secret_reference(reader, "talos_config");
+    out.user_data = read_secret_reference(reader, "user_data");
+    out.rke2_config = read_secret_reference(reader, "rke2_config");
+    if (check_files_) {
+      for (const auto* reference : {&out.talos_config, &out.user_data, &out.rke2_config}) {
+        if (*reference) check_secret(**reference, diagnostics_);
+      }
+    }
+    reader.finish();
+    return out;
+  }
+
+  NodeInventory read(const ConfigNode& tree) {
+    NodeInventory inventory;
+    ConfigMapReader top(tree, diagnostics_, "");
+    if (!top.valid()) {
+      diagnostics_.error(tree.location, std::string("a nodes file must be a map with 'profiles' and 'nodes', got ") +
+                                            tree.kind_name());
+      return inventory;
+    }
+    if (auto profiles = top.map("profiles", true)) {
+      const ConfigNode* node = top.node("profiles");
+      for (const auto& entry : node->entries) {
+        profiles->ignore(entry.key);
+        if (auto profile = read_profile(entry.value, entry.key, "profiles." + entry.key)) {
+          inventory.profiles.emplace(entry.key, std::move(*profile));
+        }
+      }
+      profiles->finish();
+    }
+    std::map<std::string, SourceLocation> names;
+    top.list("nodes", [&](const ConfigNode& item, const std::string& path) {
+      auto node = read_node(item, path);
+      if (!node) return;
+      if (!node->name.empty()) {
+        auto [it, inserted] = names.emplace(node->name, node->where);
+        if (!inserted) diagnostics_.error(node->where, "node '" + node->name + "' is already defined at " + it->second.str());
+      }
+      if (!node->profile.empty() && !inventory.profiles.contains(node->profile)) {
+        diagnostics_.error(item.find("profile")->location,
+                           "'" + path + ".profile' names profile '" + node->profile + "', which is not defined");
+      }
+      for (const auto& other : inventory.nodes) {
+        if (other.match.specificity() > 0 && other.match.mac == node->match.mac &&
+            other.match.uuid == node->match.uuid && other.match.serial == node->match.serial) {
+          diagnostics_.error(node->where, "node '" + node->name + "' has the same selectors as node '" + other.name +
+                                              "' (" + other.where.str() + ")");
+        }
+      }
+      inventory.nodes.push_back(std::move(*node));
+    });
+    if (const ConfigNode* unknown = top.node("unknown_nodes")) {
+      if (unknown->is_scalar()) {
+        if (unknown->scalar != "ignore") {
+          diagnostics_.error(unknown->location, "'unknown_nodes' as a word must be 'ignore'; to boot unknown nodes "
+                                                "write {action: default|maintenance, profile: NAME}");
+        }
+      } else {
+        ConfigMapReader reader(*unknown, diagnostics_, "unknown_nodes");
+        if (!reader.valid()) {
+          diagnostics_.error(unknown->location, "'unknown_nodes' must be 'ignore' or a map");
+        } else {
+          auto action = reader.one_of("action", {"ignore", "default", "maintenance"}, true).value_or("ignore");
+          if (action == "default") inventory.unknown_action = UnknownNodeAction::default_profile;
+          if (action == "maintenance") inventory.unknown_action = UnknownNodeAction::maintenance;
+          inventory.unknown_profile = reader.string("profile").value_or("");
+          if (inventory.unknown_action != UnknownNodeAction::ignore) {
+            if (inventory.unknown_profile.empty()) {
+              reader.error("'unknown_nodes.action: " + action + "' needs 'unknown_nodes.profile'");
+            } else if (!inventory.profiles.contains(inventory.unknown_profile)) {
+              reader.error_at("profile", "'unknown_nodes.profile' names profile '" + inventory.unknown_profile +
+                                             "', which is not defined");
+            }
+          }
+          reader.finish();
+        }
+      }
+    }
+    top.finish();
+    return inventory;
+  }
+
+ private:
+  Diagnostics& diagnostics_;
+  bool check_files_;
+};
+
+}  // namespace
+
+NodeInventory parse_node_inventory(const ConfigNode& tree, Diagnostics& diagnostics, bool check_files) {
+  return InventoryReader(diagnostics, check_files).read(tree);
+}
+
+NodeInventory read_node_inventory(const fs::path& file, Diagnostics& diagnostics) {
+  ConfigNode tree = load_yaml_file(file, diagnostics);
+  if (tree.is_null()) {
+    if (!diagnostics.has_errors()) diagnostics.error({file.string(), 1, 1}, "the nodes file is empty");
+    return {};
+  }
+  NodeInventory inventory = parse_node_inventory(tree, diagnostics);
+  inventory.file = file;
+  return inventory;
+}
+
+}  // namespace aggrik8s::netboot

@@ -1,0 +1,66 @@
+// Request-target normalisation and Range parsing: the pure half of the HTTP server.
+#include <catch2/catch.hpp>
+
+#include "netboot/http/http_request_target.hpp"
+
+using namespace aggrik8s::netboot;
+
+TEST_CASE("http target: paths are decoded and normalised", "[http]") {
+  auto plain = parse_http_request_target("/assets/talos/vmlinuz-amd64");
+  REQUIRE(plain.ok());
+  CHECK(plain.path == "/assets/talos/vmlinuz-amd64");
+  CHECK(plain.segments() == std::vector<std::string>{"assets", "talos", "vmlinuz-amd64"});
+  CHECK(parse_http_request_target("//files/./a//b").path == "/files/a/b");
+  CHECK(parse_http_request_target("/files/dir/").path == "/files/dir/");
+  CHECK(parse_http_request_target("/").path == "/");
+  CHECK(parse_http_request_target("/files/a%20b").path == "/files/a b");
+  auto query = parse_http_request_target("/ipxe?mac=52-54-00-12-34-56&uuid=&platform=efi&flag");
+  REQUIRE(query.ok());
+  CHECK(query.path == "/ipxe");
+  CHECK(query.query_value("mac") == "52-54-00-12-34-56");
+  CHECK(query.query_value("uuid") == "");
+  CHECK(query.query_value("flag") == "");
+  CHECK_FALSE(query.query_value("missing"));
+}
+
+TEST_CASE("http target: traversal in every spelling is refused", "[http]") {
+  for (const char* target : {"/files/../etc/passwd", "/files/%2e%2e/etc/passwd", "/files/%2E%2e/x", "/files/.%2e/x",
+                             "/..", "/files/a%2f..%2fb", "/files/a%2Fb", "/files/a%5c..%5cb", "/files/%00",
+                             "/files/%zz", "/files/%2", "files/x", "http://evil/x", "", "/a b", "/a\x01",
+                             "/x#frag", "/ipxe?mac=%g0"}) {
+    INFO(target);
+    CHECK_FALSE(parse_http_request_target(target).ok());
+  }
+  CHECK_FALSE(parse_http_request_target("/" + std::string(http_max_target_length, 'a')).ok());
+}
+
+TEST_CASE("http target: percent encoding for URLs written into scripts", "[http]") {
+  CHECK(percent_encode_path("talos-cp/vmlinuz amd64") == "talos-cp/vmlinuz%20amd64");
+  CHECK(percent_encode_path("a&b?c") == "a%26b%3Fc");
+  CHECK(percent_decode(percent_encode_path("x y/\xff")) == "x y/\xff");
+}
+
+TEST_CASE("http range: single ranges, suffixes, open ends, and what is ignored", "[http]") {
+  auto range = parse_http_range("bytes=0-99", 1000);
+  CHECK(range.kind == HttpRangeKind::partial);
+  CHECK(range.range.first == 0);
+  CHECK(range.range.last == 99);
+  CHECK(range.range.length() == 100);
+  range = parse_http_range("bytes=900-", 1000);
+  CHECK((range.kind == HttpRangeKind::partial && range.range.first == 900 && range.range.last == 999));
+  range = parse_http_range("bytes=-10", 1000);
+  CHECK((range.kind == HttpRangeKind::partial && range.range.first == 990 && range.range.last == 999));
+  range = parse_http_range("bytes=-5000", 1000);
+  CHECK((range.kind == HttpRangeKind::partial && range.range.first == 0 && range.range.last == 999));
+  range = parse_http_range("bytes=500-5000", 1000);
+  CHECK((range.kind == HttpRangeKind::partial && range.range.last == 999));
+  CHECK(parse_http_range("bytes=1000-", 1000).kind == HttpRangeKind::unsatisfiable);
+  CHECK(parse_http_range("bytes=-0", 1000).kind == HttpRangeKind::unsatisfiable);
+  CHECK(parse_http_range("bytes=0-0", 0).kind == HttpRangeKind::unsatisfiable);
+  CHECK(parse_http_range("", 1000).kind == HttpRangeKind::whole);
+  CHECK(parse_http_range("bytes=0-1,5-6", 1000).kind == HttpRangeKind::whole);
+  CHECK(parse_http_range("bytes=5-1", 1000).kind == HttpRangeKind::whole);
+  CHECK(parse_http_range("items=0-1", 1000).kind == HttpRangeKind::whole);
+  CHECK(parse_http_range("bytes=x-1", 1000).kind == HttpRangeKind::whole);
+  CHECK(parse_http_range("bytes=99999999999999999999-", 1000).kind == HttpRangeKind::whole);
+}

@@ -1,0 +1,219 @@
+// The nodes file and netboot.yaml: typed reading with file:line:col diagnostics, and node matching.
+#include <catch2/catch.hpp>
+
+#include "core/config_node.hpp"
+#include "netboot/service/netboot_config.hpp"
+#include "netboot/service/node_inventory.hpp"
+
+using namespace aggrik8s;
+using namespace aggrik8s::netboot;
+
+namespace {
+
+NodeInventory parse(const std::string& yaml, Diagnostics& diagnostics) {
+  ConfigNode tree = load_yaml_string(yaml, "nodes.yaml", diagnostics);
+  return parse_node_inventory(tree, diagnostics, /*check_files=*/false);
+}
+
+std::string all_errors(const Diagnostics& diagnostics) {
+  std::string out;
+  for (const auto& d : diagnostics.all()) out += d.str() + "\n";
+  return out;
+}
+
+const char* good_inventory = R"(profiles:
+  pi-worker:
+    rpi_image: {image: out/pi5-worker.img}
+    mode: ephemeral
+  talos-cp:
+    talos:
+      kernel: assets/vmlinuz-amd64
+      initramfs: assets/initramfs-amd64.xz
+      args: console=ttyS0
+    mode: install
+  debian:
+    kernel:
+      kernel: debian/vmlinuz
+      initrd: [debian/initrd.gz, debian/extra.cpio]
+      args: boot=live
+  disk:
+    kernel: {kernel: debian/vmlinuz}
+    mode: local
+nodes:
+  - name: pi1
+    match: {serial: 10000000abcdef12}
+    profile: pi-worker
+  - name: cp1
+    match: {mac: "52-54-00-12-34-56"}
+    profile: talos-cp
+    address: 10.0.0.11
+    talos_config: {file: /etc/aggrik8s/cp1.yaml}
+  - name: cp1-exact
+    match: {mac: "52:54:00:12:34:56", uuid: 4C4C4544-0000-1000-8000-000000000001}
+    profile: debian
+unknown_nodes: {action: maintenance, profile: talos-cp}
+)";
+
+}  // namespace
+
+TEST_CASE("inventory: a complete nodes file reads without diagnostics", "[inventory]") {
+  Diagnostics diagnostics;
+  NodeInventory inventory = parse(good_inventory, diagnostics);
+  INFO(all_errors(diagnostics));
+  REQUIRE_FALSE(diagnostics.has_errors());
+  REQUIRE(inventory.profiles.size() == 4);
+  REQUIRE(inventory.nodes.size() == 3);
+  CHECK(inventory.profiles.at("pi-worker").mode == BootMode::ephemeral);
+  CHECK(std::get<RaspberryPiImageBoot>(inventory.profiles.at("pi-worker").target).image == "out/pi5-worker.img");
+  CHECK(inventory.profiles.at("disk").mode == BootMode::local_disk);
+  auto& debian = std::get<KernelBoot>(inventory.profiles.at("debian").target);
+  CHECK(debian.initrds.size() == 2);
+  CHECK(inventory.profiles.at("debian").assets().size() == 3);
+  CHECK(inventory.nodes[0].match.serial == "abcdef12");  // the low 8 digits, as the Pi's TFTP directory
+  CHECK(inventory.nodes[1].match.mac == "52:54:00:12:34:56");
+  CHECK(inventory.nodes[1].address == "10.0.0.11");
+  REQUIRE(inventory.nodes[1].talos_config);
+  CHECK(inventory.nodes[1].talos_config->name == "/etc/aggrik8s/cp1.yaml");
+  CHECK(inventory.unknown_action == UnknownNodeAction::maintenance);
+  CHECK(inventory.unknown_node_profile() == &inventory.profiles.at("talos-cp"));
+}
+
+TEST_CASE("inventory: matching takes the most specific node, then the first in the file", "[inventory]") {
+  Diagnostics diagnostics;
+  NodeInventory inventory = parse(good_inventory, diagnostics);
+  REQUIRE_FALSE(diagnostics.has_errors());
+  NodeFacts by_mac{"52:54:00:12:34:56", std::nullopt, std::nullopt};
+  REQUIRE(inventory.match(by_mac) != nullptr);
+  CHECK(inventory.match(by_mac)->name == "cp1");
+  NodeFacts both{"52:54:00:12:34:56", "4c4c4544-0000-1000-8000-000000000001", std::nullopt};
+  CHECK(inventory.match(both)->name == "cp1-exact");
+  NodeFacts wrong_uuid{"52:54:00:12:34:56", "4c4c4544-0000-1000-8000-000000000002", std::nullopt};
+  CHECK(inventory.match(wrong_uuid)->name == "cp1");
+  NodeFacts pi{std::nullopt, std::nullopt, "abcdef12"};
+  CHECK(inventory.match(pi)->name == "pi1");
+  CHECK(inventory.match(NodeFacts{}) == nullptr);
+  CHECK(inventory.match(NodeFacts{"aa:bb:cc:dd:ee:ff", std::nullopt, std::nullopt}) == nullptr);
+}
+
+TEST_CASE("inventory: identifiers are normalised", "[inventory]") {
+  CHECK(normalize_pi_serial("9FFEFDEF") == "9ffefdef");
+  CHECK(normalize_pi_serial("100000009ffefdef") == "9ffefdef");
+  CHECK_FALSE(normalize_pi_serial("9ffefde"));
+  CHECK_FALSE(normalize_pi_serial("9ffefdeg"));
+  CHECK(normalize_mac_any("DC-A6-32-01-02-03") == "dc:a6:32:01:02:03");
+}
+
+TEST_CASE("inventory: mistakes are reported with file:line:col", "[inventory]") {
+  Diagnostics diagnostics;
+  parse(R"(profiles:
+  a:
+    talos: {kernel: k}
+    kernel: {kernel: k}
+  b:
+    rpi_image: {image: x.img}
+    mode: sometimes
+nodes:
+  - name: Bad_Name
+    match: {mac: "52:54:00:12:34"}
+    profile: missing
+  - name: n2
+    match: {}
+    profile: b
+    adress: 10.0.0.1
+  - name: n3
+    match: {uuid: 4c4c4544-0000-1000-8000-000000000001}
+    profile: b
+    address: 10.0.0.300
+    talos_config: "inline secret"
+unknown_nodes: {action: default}
+)",
+        diagnostics);
+  std::string errors = all_errors(diagnostics);
+  INFO(errors);
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:3:12: 'profiles.a.talos.initramfs'") ||
+                         Catch::Contains("nodes.yaml:3:12"));
+  CHECK_THAT(errors, Catch::Contains("exactly one of 'rpi_image', 'talos' and 'kernel'"));
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:7:11"));  // mode: sometimes
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:9:11: 'nodes[0].name' must be a DNS label"));
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:10:18: 'nodes[0].match.mac' must be a MAC address"));
+  CHECK_THAT(errors, Catch::Contains("names profile 'missing', which is not defined"));
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:15:5"));  // adress: unknown key
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:19:14: 'nodes[2].address' must be an IPv4 address"));
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:20:19"));  // inline secret
+  CHECK_THAT(errors, Catch::Contains("needs 'unknown_nodes.profile'"));
+}
+
+TEST_CASE("inventory: duplicate names and selectors are errors", "[inventory]") {
+  Diagnostics diagnostics;
+  parse(R"(profiles:
+  p: {kernel: {kernel: k}}
+nodes:
+  - {name: a, match: {mac: "52:54:00:00:00:01"}, profile: p}
+  - {name: a, match: {mac: "52:54:00:00:00:02"}, profile: p}
+  - {name: c, match: {mac: "52-54-00-00-00-01"}, profile: p}
+)",
+        diagnostics);
+  std::string errors = all_errors(diagnostics);
+  INFO(errors);
+  CHECK_THAT(errors, Catch::Contains("node 'a' is already defined at nodes.yaml:4:5"));
+  CHECK_THAT(errors, Catch::Contains("node 'c' has the same selectors as node 'a'"));
+}
+
+TEST_CASE("netboot config: defaults, values and diagnostics", "[inventory][netboot]") {
+  Diagnostics diagnostics;
+  ConfigNode tree = load_yaml_string(R"(listen: {address: 10.0.0.1}
+tftp: {port: 6969, max_windowsize: 8}
+http: {port: 8081, base_url: "http://boot.lan:8081/", idle_timeout_s: 5}
+inventory: nodes.yaml
+boot_log: /var/log/boot.jsonl
+)",
+                                     "/etc/aggrik8s/netboot.yaml", diagnostics);
+  NetbootConfig config = parse_netboot_config(tree, diagnostics);
+  INFO(all_errors(diagnostics));
+  REQUIRE_FALSE(diagnostics.has_errors());
+  CHECK(config.address == "10.0.0.1");
+  CHECK(config.tftp_port == 6969);
+  CHECK(config.tftp_max_windowsize == 8);
+  CHECK(config.http_port == 8081);
+  CHECK(config.http_base_url == "http://boot.lan:8081");
+  CHECK(config.http_idle_timeout == std::chrono::seconds(5));
+  CHECK(config.inventory == "/etc/aggrik8s/nodes.yaml");
+  CHECK(config.boot_log == "/var/log/boot.jsonl");
+
+  Diagnostics bad;
+  ConfigNode wrong = load_yaml_string(R"(listen: {address: 10.0.0.1, interface: eth0}
+tftp: {port: 70000}
+http: {base_url: "https://x", prot: 1}
+)",
+                                      "netboot.yaml", bad);
+  parse_netboot_config(wrong, bad);
+  std::string errors = all_errors(bad);
+  INFO(errors);
+  CHECK_THAT(errors, Catch::Contains("netboot.yaml:1:9: 'listen' takes 'address' or 'interface', not both"));
+  CHECK_THAT(errors, Catch::Contains("netboot.yaml:2:14: 'tftp.port' is 70000, must be between 0 and 65535"));
+  CHECK_THAT(errors, Catch::Contains("netboot.yaml:3:18: 'http.base_url' must be an http:// URL"));
+  CHECK_THAT(errors, Catch::Contains("netboot.yaml:3:31: unknown key 'http.prot' (did you mean 'port'?)"));
+}
+
+TEST_CASE("netboot config: node_secrets.proof defaults to neighbour; last-asker must be written out", "[inventory][netboot]") {
+  auto read = [](const std::string& yaml, Diagnostics& diagnostics) {
+    ConfigNode tree = load_yaml_string(yaml, "netboot.yaml", diagnostics);
+    return parse_netboot_config(tree, diagnostics);
+  };
+  Diagnostics none;
+  CHECK(read("inventory: nodes.yaml\n", none).node_secret_proof == NodeSecretProof::neighbour);
+  CHECK(NetbootConfig{}.node_secret_proof == NodeSecretProof::neighbour);  // the CLI's quick-start flags too
+  Diagnostics ok;
+  CHECK(read("node_secrets: {proof: bound}\n", ok).node_secret_proof == NodeSecretProof::bound);
+  CHECK(read("node_secrets: {proof: last-asker}\n", ok).node_secret_proof == NodeSecretProof::last_asker);
+  CHECK_FALSE(ok.has_errors());
+
+  Diagnostics bad;
+  read("node_secrets: {proof: anyone}\n", bad);
+  read("node_secrets: {prof: bound}\n", bad);
+  std::string errors = all_errors(bad);
+  INFO(errors);
+  CHECK_THAT(errors, Catch::Contains("node_secrets.proof"));
+  CHECK_THAT(errors, Catch::Contains("last-asker"));
+  CHECK_THAT(errors, Catch::Contains("unknown key 'node_secrets.prof'"));
+}
