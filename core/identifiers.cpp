@@ -16,17 +16,6 @@ bool is_dns_label(std::string_view name) {
   return true;
 }
 
-bool is_dns_name(std::string_view name) {
-  if (name.empty() || name.size() > 253) return false;
-  std::size_t start = 0;
-  while (true) {
-    std::size_t dot = name.find('.', start);
-    if (!is_dns_label(name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start))) return false;
-    if (dot == std::string_view::npos) return true;
-    start = dot + 1;
-  }
-}
-
 bool is_ipv4_address(std::string_view text) {
   int parts = 0;
   std::size_t start = 0;

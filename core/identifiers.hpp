@@ -10,8 +10,6 @@ namespace aggrik8s {
 // RFC 1123 label: 1-63 of [a-z0-9-], not starting or ending with '-'. Lowercase only: Kubernetes node
 // names must be.
 bool is_dns_label(std::string_view name);
-// Dotted names of such labels, up to 253 characters.
-bool is_dns_name(std::string_view name);
 bool is_ipv4_address(std::string_view text);
 bool is_ipv4_cidr(std::string_view text);
 // 4 or 6 when `text` is an IPv4 (dotted quad) or IPv6 (inet_pton syntax, no zone) address, else 0.

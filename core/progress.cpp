@@ -18,7 +18,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 std::atomic<ProgressMode> configured_mode{ProgressMode::automatic};
-std::atomic<long long> line_interval_ms{5000};
+// ProgressMode::lines prints at most one line per task this often: enough for a CI log to show life.
+constexpr std::chrono::milliseconds line_interval{5000};
 }  // namespace
 
 struct ProgressTask::State {
@@ -77,7 +78,7 @@ class ProgressBoard {
       last_draw_ = now;
       draw(now);
     } else if (mode == ProgressMode::lines) {
-      if (!force && now - task.last_line < std::chrono::milliseconds(line_interval_ms.load())) return;
+      if (!force && now - task.last_line < line_interval) return;
       task.last_line = now;
       double rate = task.rate(now);
       std::string line = task.label + ": " + format_byte_size(task.done);
@@ -110,8 +111,6 @@ class ProgressBoard {
 }  // namespace
 
 void set_progress_mode(ProgressMode mode) { configured_mode = mode; }
-void set_progress_line_interval(std::chrono::milliseconds interval) { line_interval_ms = interval.count(); }
-
 ProgressTask::ProgressTask(std::string label, std::optional<std::uint64_t> total)
     : state_(std::make_shared<State>()) {
   state_->label = std::move(label);

@@ -12,8 +12,6 @@ namespace aggrik8s {
 
 enum class ProgressMode { automatic, terminal, lines, off };
 void set_progress_mode(ProgressMode mode);
-// Interval for ProgressMode::lines (default 5 s); tests shorten it.
-void set_progress_line_interval(std::chrono::milliseconds interval);
 
 class ProgressTask {
  public:

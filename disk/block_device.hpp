@@ -98,7 +98,6 @@ class SubrangeBlockDevice final : public BlockDevice {
   void write_at(std::uint64_t offset, std::span<const std::uint8_t> data) override;
   void flush() override { parent_.flush(); }
   std::string name() const override { return name_; }
-  std::uint64_t offset_in_parent() const { return offset_; }
 
  private:
   BlockDevice& parent_;

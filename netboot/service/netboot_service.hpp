@@ -36,7 +36,7 @@ class NetbootService {
 
   std::optional<boost::asio::ip::udp::endpoint> tftp_endpoint() const;
   std::optional<boost::asio::ip::tcp::endpoint> http_endpoint() const;
-  // For the DHCP server (issue 6): record_lease() pins a node to the address it was given.
+  // For the DHCP server: record_lease() pins a node to the address it was given.
   NodeAddressBook& addresses();
 
   struct Core;

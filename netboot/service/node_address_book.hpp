@@ -4,7 +4,7 @@
 // from the address that node has. Where that address comes from, strongest first:
 //   pinned  `address:` in the nodes file;
 //   lease   the DHCP server's lease for the node's MAC — record_lease() is the hook the DHCP side
-//           (issue 6) calls when it acknowledges a lease;
+//           calls when it acknowledges a lease;
 //   seen    the address the node's boot script or Pi TFTP tree was last fetched from. Only a fallback:
 //           without a pin or a lease, whoever fetches a node's boot script first becomes that node.
 #include <chrono>

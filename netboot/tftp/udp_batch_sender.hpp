@@ -30,7 +30,6 @@ class UdpBatchSender {
   std::size_t send(int fd, const sockaddr* to, socklen_t to_length, std::span<const std::uint8_t> datagrams,
                    std::size_t segment, int& error);
 
-  bool uses_segmentation_offload() const { return offload_; }
 
  private:
   std::size_t send_segmented(int fd, const sockaddr* to, socklen_t to_length, std::span<const std::uint8_t> datagrams,

@@ -212,7 +212,7 @@ std::vector<std::string> json_strings(const nlohmann::json& array) { return arra
 
 }  // namespace
 
-// Issue #12 item 2: an image whose /etc/hostname was a symlink to itself was reported as having no ext4
+// Found by users: an image whose /etc/hostname was a symlink to itself was reported as having no ext4
 // root and no RKE2 preload (the ELOOP reading one file dropped the whole root filesystem).
 TEST_CASE("inspect: one unreadable file is reported as such and the rest of the report stays right", "[inspect]") {
   test::TempDir dir;
