@@ -23,10 +23,10 @@
 #include <string>
 #include <vector>
 
+#include "builder/rpi/rke2_node_files.hpp"  // preload_record_path: the record inspect reads
+
 namespace aggrik8s::builder {
 
-// Where the builder records what it preloaded (0644, no secrets). docs/profiles.md describes it.
-inline constexpr const char* preload_record_path = "/usr/local/share/aggrik8s/preload.json";
 
 struct InspectedPartition {
   std::uint32_t index = 0;

@@ -11,6 +11,10 @@
 
 namespace aggrik8s::builder {
 
+// Where the builder records what it preloaded (0644, no secrets), for `inspect` and for people on the
+// node. docs/profiles.md describes it.
+inline constexpr const char* preload_record_path = "/usr/local/share/aggrik8s/preload.json";
+
 struct ImageFile {
   std::string path;     // absolute, inside the root filesystem
   std::string content;

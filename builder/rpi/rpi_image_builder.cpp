@@ -31,7 +31,6 @@
 #include "builder/rpi/first_boot.hpp"
 #include "disk/image_compressor.hpp"
 #include "disk/image_decompressor.hpp"
-#include "inspect/image_inspector.hpp"
 #include "disk/partition_table.hpp"
 #include "builder/rpi/pi_boot_files.hpp"
 #include "builder/rpi/rke2_node_files.hpp"
