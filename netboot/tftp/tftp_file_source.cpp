@@ -98,20 +98,8 @@ FatImageFileSource::OpenImage& FatImageFileSource::current() const {
 }
 
 TftpOpenedFile FatImageFileSource::open(std::string_view requested, std::span<const std::string> client_prefixes) const {
-  TftpRelativePath relative = normalize_tftp_request_path(requested);
-  if (!relative.ok()) {
-    TftpOpenedFile refused;
-    refused.status = TftpOpenStatus::access_violation;
-    refused.reason = "request " + relative.refusal;
-    return refused;
-  }
-  for (const auto& prefix : client_prefixes) {
-    TftpRelativePath prefix_path = normalize_tftp_request_path(prefix);
-    if (!prefix_path.ok()) continue;
-    TftpOpenedFile attempt = open_relative(prefix_path.path + "/" + relative.path);
-    if (attempt.status != TftpOpenStatus::not_found) return attempt;
-  }
-  return open_relative(relative.path);
+  return open_with_client_prefixes(requested, client_prefixes,
+                                   [this](const std::string& relative) { return open_relative(relative); });
 }
 
 TftpOpenedFile FatImageFileSource::open_relative(const std::string& relative) const {

@@ -66,7 +66,8 @@ TftpRoot::TftpRoot(const std::filesystem::path& root) {
   root_ = *resolved;
 }
 
-TftpOpenedFile TftpRoot::open(std::string_view requested, std::span<const std::string> client_prefixes) const {
+TftpOpenedFile open_with_client_prefixes(std::string_view requested, std::span<const std::string> client_prefixes,
+                                         const std::function<TftpOpenedFile(const std::string&)>& open_relative) {
   TftpRelativePath relative = normalize_tftp_request_path(requested);
   if (!relative.ok()) {
     TftpOpenedFile refused;
@@ -81,6 +82,11 @@ TftpOpenedFile TftpRoot::open(std::string_view requested, std::span<const std::s
     if (attempt.status != TftpOpenStatus::not_found) return attempt;
   }
   return open_relative(relative.path);
+}
+
+TftpOpenedFile TftpRoot::open(std::string_view requested, std::span<const std::string> client_prefixes) const {
+  return open_with_client_prefixes(requested, client_prefixes,
+                                   [this](const std::string& relative) { return open_relative(relative); });
 }
 
 TftpOpenedFile TftpRoot::open_relative(const std::string& relative) const {

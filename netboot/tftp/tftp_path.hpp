@@ -8,6 +8,7 @@
 // "<root>/dc-a6-32-01-02-03/cmdline.txt") before the shared "<root>/config.txt".
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -36,6 +37,13 @@ struct TftpOpenedFile {
   std::string reason;  // for logs when not opened; never sent verbatim to clients
 };
 
+// The search every TFTP file source makes: each of `client_prefixes` in order, then the top. A prefix
+// is skipped only when the file is absent there; a refusal (escape, not a regular file) ends the
+// search, so a client directory cannot be used to probe outside the root. `open_relative` opens a
+// normalised relative name ("a/b") in the source.
+TftpOpenedFile open_with_client_prefixes(std::string_view requested, std::span<const std::string> client_prefixes,
+                                         const std::function<TftpOpenedFile(const std::string&)>& open_relative);
+
 class TftpRoot {
  public:
   // Throws aggrik8s::Error when `root` is not an existing directory.
@@ -43,9 +51,7 @@ class TftpRoot {
 
   const std::filesystem::path& path() const { return root_; }
 
-  // Tries each of `client_prefixes` in order, then the root itself. A prefix is skipped only when the
-  // file is absent there; a refusal (escape, not a regular file) ends the search, so a client directory
-  // cannot be used to probe outside the root.
+  // open_with_client_prefixes() in the root.
   TftpOpenedFile open(std::string_view requested, std::span<const std::string> client_prefixes = {}) const;
 
  private:
