@@ -16,6 +16,7 @@
 #include "core/log_escape.hpp"
 #include "core/secret.hpp"
 #include "netboot/service/boot_event_log.hpp"
+#include "netboot/service/dhcp_boot_decision.hpp"
 #include "netboot/dhcp/dhcp_server.hpp"
 #include "netboot/http/http_request_target.hpp"
 #include "netboot/http/http_server.hpp"
@@ -171,7 +172,7 @@ void warn_about_secret_policy(const NetbootConfig& config, const NodeInventory& 
 
 }  // namespace
 
-struct NetbootService::Core : TftpServerObserver, HttpHandler {
+struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
   Core(asio::io_context& io_context, std::string address) : io(io_context), bound_address(std::move(address)) {}
 
   asio::io_context& io;
@@ -187,6 +188,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
   HttpServer* http = nullptr;
   DhcpServer* dhcp = nullptr;
   std::string dhcp_address;  // the DHCP interface's address: siaddr when TFTP listens on 0.0.0.0
+  bool dhcp_proxy = false;   // proxyDHCP: boot answers carry what a proxy offer needs (DhcpBootSettings::proxy)
 
   std::shared_ptr<const ServingSnapshot> current() {
     std::lock_guard lock(snapshot_mutex);
@@ -215,13 +217,14 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     return out;
   }
 
-  DhcpBootAnswer dhcp_decide(const DhcpPacket& request, bool proxy) {
+  // DhcpBootPolicy: the boot answer from the current inventory, and leases into the address book.
+  DhcpBootAnswer boot_answer(const DhcpPacket& request) override {
     auto s = current();
     DhcpBootSettings settings;
     std::string tftp_address = bound_address == "0.0.0.0" ? dhcp_address : bound_address;
     settings.tftp_server = parse_ipv4(tftp_address).value_or(0);
     settings.http_base_url = s->base_url;
-    settings.proxy = proxy;
+    settings.proxy = dhcp_proxy;
     return decide_dhcp_boot(request, s->inventory, settings);
   }
 
@@ -247,7 +250,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler {
     metrics.set_gauge("aggrik8s_dhcp_leases_active", {}, c.leases_active);
   }
 
-  void dhcp_leased(const DhcpPacket& request, std::uint32_t address) {
+  void leased(const DhcpPacket& request, std::uint32_t address) override {
     auto s = current();
     const InventoryNode* node = s->inventory.match(dhcp_node_facts(request));
     metrics.add("aggrik8s_dhcp_leases_total", {});
@@ -699,6 +702,7 @@ std::shared_ptr<const TftpRemapRules> load_tftp_remap(const NetbootConfig& confi
 // The servers hold the core through these; the core does not hold the servers, so nothing cycles.
 std::shared_ptr<TftpServerObserver> as_observer(const std::shared_ptr<NetbootService::Core>& core) { return core; }
 std::shared_ptr<HttpHandler> as_handler(const std::shared_ptr<NetbootService::Core>& core) { return core; }
+std::shared_ptr<DhcpBootPolicy> as_boot_policy(const std::shared_ptr<NetbootService::Core>& core) { return core; }
 }  // namespace
 
 struct NetbootService::Servers {
@@ -786,15 +790,8 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
       dhcp.subnets.push_back(std::move(subnet));
     }
     dhcp.lease_file = c.dhcp_lease_file;
-    std::weak_ptr<Core> weak = core_;
-    bool proxy = dhcp.mode == DhcpMode::proxy;
-    dhcp.decide = [weak, proxy](const DhcpPacket& request) {
-      auto core = weak.lock();
-      return core ? core->dhcp_decide(request, proxy) : DhcpBootAnswer{};
-    };
-    dhcp.leased = [weak](const DhcpPacket& request, std::uint32_t leased) {
-      if (auto core = weak.lock()) core->dhcp_leased(request, leased);
-    };
+    core_->dhcp_proxy = dhcp.mode == DhcpMode::proxy;
+    dhcp.boot_policy = as_boot_policy(core_);
     servers.dhcp = std::make_unique<DhcpServer>(io, std::move(dhcp));
     servers.dhcp->set_reservations(Core::dhcp_reservations(*s));
     core_->dhcp = servers.dhcp.get();

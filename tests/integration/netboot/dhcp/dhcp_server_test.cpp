@@ -1,10 +1,11 @@
 // The DHCP server over loopback (no interface: replies go back to the sender, nothing is broadcast):
 // full-mode DORA with the lease on disk before the ACK, malformed packets and a one-MAC flood dropped
 // and counted (by reason and by message type) while the server keeps answering, leases read back
-// after a restart, and relayed requests planned from the pool and options of the relay's subnet (the
-// relayed exchange over a real network is in tests/e2e/dhcp_full_mode.sh: a reply to giaddr cannot
-// stay on loopback); and group commit: OFFERs and NAKs answered while the journal's fdatasync is
-// held back by a test hook, the ACK only after it, and a failed sync answered by no ACK and a rewrite.
+// after a restart; and group commit: OFFERs and NAKs answered while the journal's fdatasync is held
+// back by a test hook, the ACK only after it, and a failed sync answered by no ACK and a rewrite.
+// The reply decisions themselves (relayed subnets among them) are unit-tested without sockets in
+// tests/unit/netboot/dhcp/dhcp_reply_plan_test.cpp; the relayed exchange over a real network is in
+// tests/e2e/dhcp_full_mode.sh (a reply to giaddr cannot stay on loopback).
 #include "netboot/dhcp/dhcp_server.hpp"
 
 #include <poll.h>
@@ -17,10 +18,12 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/dhcp_test_packets.hpp"
 #include "tests/test_support.hpp"
 
 using namespace aggrik8s;
 using namespace aggrik8s::netboot;
+using aggrik8s::test::dhcp_request;
 using aggrik8s::test::TempDir;
 namespace asio = boost::asio;
 using udp = asio::ip::udp;
@@ -58,13 +61,6 @@ DhcpServerConfig full_config(const std::filesystem::path& lease_file) {
   return config;
 }
 
-DhcpPacket request(std::uint8_t type, std::uint8_t mac_last, std::uint32_t xid) {
-  DhcpPacket packet;
-  packet.xid = xid;
-  packet.chaddr = {0x52, 0x54, 0, 0x98, 9, mac_last};
-  packet.set(dhcp_option::message_type, std::vector<std::uint8_t>{type});
-  return packet;
-}
 
 struct Client {
   asio::io_context io;
@@ -97,13 +93,13 @@ TEST_CASE("dhcp server: DISCOVER/OFFER/REQUEST/ACK over loopback, lease on disk,
   {
     Running server(full_config(lease_file));
     Client client(server.server->local_endpoint().port());
-    client.send(encode_dhcp_packet(request(1, 1, 100)));
+    client.send(encode_dhcp_packet(dhcp_request(1, 1, 100)));
     auto offer = client.receive();
     REQUIRE(offer);
     CHECK(offer->message_type() == DhcpMessageType::offer);
     CHECK(offer->xid == 100);
     CHECK(offer->yiaddr == *parse_ipv4("10.98.9.10"));
-    auto req = request(3, 1, 101);
+    auto req = dhcp_request(3, 1, 101);
     req.set_address(dhcp_option::requested_address, offer->yiaddr);
     req.set_address(dhcp_option::server_identifier, *parse_ipv4("127.0.0.1"));
     client.send(encode_dhcp_packet(req));
@@ -113,7 +109,7 @@ TEST_CASE("dhcp server: DISCOVER/OFFER/REQUEST/ACK over loopback, lease on disk,
     granted = ack->yiaddr;
     CHECK(read_lease_text(lease_file).find("52:54:00:98:09:01 10.98.9.10 ") != std::string::npos);
     // Another client asking for the same address is refused.
-    auto other = request(3, 2, 102);
+    auto other = dhcp_request(3, 2, 102);
     other.set_address(dhcp_option::requested_address, granted);
     client.send(encode_dhcp_packet(other));
     auto nak = client.receive();
@@ -122,7 +118,7 @@ TEST_CASE("dhcp server: DISCOVER/OFFER/REQUEST/ACK over loopback, lease on disk,
   }
   Running restarted(full_config(lease_file));
   Client client(restarted.server->local_endpoint().port());
-  client.send(encode_dhcp_packet(request(1, 3, 200)));
+  client.send(encode_dhcp_packet(dhcp_request(1, 3, 200)));
   auto offer = client.receive();
   REQUIRE(offer);
   CHECK(offer->yiaddr != granted);  // the lease read back from disk is not handed out again
@@ -133,15 +129,15 @@ TEST_CASE("dhcp server: malformed packets and a one-MAC flood are dropped and co
   Running server(full_config(dir.path() / "leases"));
   Client client(server.server->local_endpoint().port());
   client.send(std::vector<std::uint8_t>(12, 1));
-  auto bad_cookie = encode_dhcp_packet(request(1, 4, 1));
+  auto bad_cookie = encode_dhcp_packet(dhcp_request(1, 4, 1));
   bad_cookie[236] = 0;
   client.send(bad_cookie);
-  for (std::uint32_t i = 0; i < 30; ++i) client.send(encode_dhcp_packet(request(1, 5, 1000 + i)));
+  for (std::uint32_t i = 0; i < 30; ++i) client.send(encode_dhcp_packet(dhcp_request(1, 5, 1000 + i)));
   int replies = 0;
   while (client.receive(300)) ++replies;
   CHECK(replies <= 6);  // within one second at most 5 pass (two if the second boundary falls inside)
   CHECK(replies >= 1);
-  client.send(encode_dhcp_packet(request(1, 6, 7)));
+  client.send(encode_dhcp_packet(dhcp_request(1, 6, 7)));
   auto offer = client.receive();
   REQUIRE(offer);
   CHECK(offer->xid == 7);
@@ -152,68 +148,6 @@ TEST_CASE("dhcp server: malformed packets and a one-MAC flood are dropped and co
   CHECK(counters.received_by_type[1] == 31);  // DISCOVERs
   CHECK(counters.received_by_type[0] == 2);   // the malformed ones
   CHECK(counters.offers == static_cast<std::uint64_t>(replies) + 1);
-}
-
-TEST_CASE("dhcp server: relayed requests get an address from the pool of the relay's subnet", "[dhcp]") {
-  TempDir dir;
-  auto config = full_config(dir.path() / "leases");
-  config.server_address = *parse_ipv4("10.98.9.1");
-  config.subnets[0].pool.server = config.server_address;
-  config.subnets[0].router = *parse_ipv4("10.98.9.1");
-  DhcpSubnet far;
-  far.network = *parse_ipv4("10.98.20.0");
-  far.netmask = *parse_ipv4("255.255.254.0");
-  far.pool.first = *parse_ipv4("10.98.21.10");
-  far.pool.last = *parse_ipv4("10.98.21.11");
-  far.pool.lease_time = 900;
-  far.router = *parse_ipv4("10.98.20.1");
-  far.dns = {*parse_ipv4("10.98.20.53")};
-  far.ntp = {*parse_ipv4("10.98.20.123"), *parse_ipv4("10.98.20.124")};
-  far.domain = "far.example";
-  config.subnets.push_back(far);
-  std::vector<DhcpLeasePool> pools;
-  for (const auto& subnet : config.subnets) pools.emplace_back(subnet.pool);
-
-  auto relayed = request(1, 7, 300);
-  relayed.giaddr = *parse_ipv4("10.98.9.254");  // a relay on the interface's own subnet
-  auto plan = plan_dhcp_reply(config, &pools, relayed, false, 0);
-  REQUIRE(plan.reply);
-  CHECK(plan.reply->giaddr == relayed.giaddr);  // the relay forwards it to the client
-  CHECK(plan.reply->yiaddr == *parse_ipv4("10.98.9.10"));
-
-  relayed.giaddr = *parse_ipv4("10.98.20.1");  // a relay on the far subnet
-  plan = plan_dhcp_reply(config, &pools, relayed, false, 0);
-  REQUIRE(plan.reply);
-  CHECK(plan.subnet == 1);
-  CHECK(plan.reply->yiaddr == *parse_ipv4("10.98.21.10"));
-  CHECK(plan.reply->find(dhcp_option::router)->data == std::vector<std::uint8_t>{10, 98, 20, 1});
-  CHECK(plan.reply->find(dhcp_option::subnet_mask)->data == std::vector<std::uint8_t>{255, 255, 254, 0});
-  CHECK(plan.reply->find(dhcp_option::dns_server)->data == std::vector<std::uint8_t>{10, 98, 20, 53});
-  CHECK(plan.reply->find(dhcp_option::ntp_servers)->data ==
-        std::vector<std::uint8_t>{10, 98, 20, 123, 10, 98, 20, 124});
-  CHECK(plan.reply->lease_time() == 900u);
-
-  // The far client's REQUEST through the relay is acknowledged from the far pool, and its renewal,
-  // unicast straight to us with ciaddr and no giaddr, still finds it there.
-  auto req = request(3, 7, 301);
-  req.giaddr = *parse_ipv4("10.98.20.1");
-  req.set_address(dhcp_option::requested_address, *parse_ipv4("10.98.21.10"));
-  plan = plan_dhcp_reply(config, &pools, req, false, 0);
-  REQUIRE(plan.to_commit);
-  CHECK(plan.reply->message_type() == DhcpMessageType::ack);
-  pools[plan.subnet].commit(*plan.to_commit);
-  auto renew = request(3, 7, 302);
-  renew.ciaddr = *parse_ipv4("10.98.21.10");
-  plan = plan_dhcp_reply(config, &pools, renew, false, 10);
-  REQUIRE(plan.reply);
-  CHECK(plan.reply->message_type() == DhcpMessageType::ack);
-  CHECK(plan.subnet == 1);
-
-  relayed.giaddr = *parse_ipv4("192.168.7.1");  // no pool for that subnet
-  auto foreign = plan_dhcp_reply(config, &pools, relayed, false, 0);
-  CHECK_FALSE(foreign.reply);
-  CHECK(foreign.dropped == DhcpDropReason::no_subnet);
-  CHECK(foreign.log.find("no pool for that subnet") != std::string::npos);
 }
 
 namespace {
@@ -269,11 +203,11 @@ TEST_CASE("dhcp server: OFFERs and NAKs go out while the journal syncs, the ACK 
   Client client(server.server->local_endpoint().port());
   auto server_id = *parse_ipv4("127.0.0.1");
 
-  client.send(encode_dhcp_packet(request(1, 1, 10)));
+  client.send(encode_dhcp_packet(dhcp_request(1, 1, 10)));
   auto offer = client.receive();
   REQUIRE(offer);
   std::uint32_t first = offer->yiaddr;
-  auto req = request(3, 1, 11);
+  auto req = dhcp_request(3, 1, 11);
   req.set_address(dhcp_option::requested_address, first);
   req.set_address(dhcp_option::server_identifier, server_id);
   client.send(encode_dhcp_packet(req));
@@ -281,14 +215,14 @@ TEST_CASE("dhcp server: OFFERs and NAKs go out while the journal syncs, the ACK 
   CHECK_FALSE(client.receive(300));  // no ACK before the sync
 
   // Meanwhile another client is offered an address, not the one waiting for the disk ...
-  client.send(encode_dhcp_packet(request(1, 2, 20)));
+  client.send(encode_dhcp_packet(dhcp_request(1, 2, 20)));
   auto second = client.receive();
   REQUIRE(second);
   CHECK(second->xid == 20);
   CHECK(second->message_type() == DhcpMessageType::offer);
   CHECK(second->yiaddr != first);
   // ... and a third asking for that address is refused at once: taken in memory before it is durable.
-  auto grab = request(3, 3, 30);
+  auto grab = dhcp_request(3, 3, 30);
   grab.set_address(dhcp_option::requested_address, first);
   client.send(encode_dhcp_packet(grab));
   auto nak = client.receive();
@@ -324,10 +258,10 @@ TEST_CASE("dhcp server: a failed journal sync sends no ACK, the file is rewritte
   };
   Running server(std::move(config));
   Client client(server.server->local_endpoint().port());
-  client.send(encode_dhcp_packet(request(1, 4, 40)));
+  client.send(encode_dhcp_packet(dhcp_request(1, 4, 40)));
   auto offer = client.receive();
   REQUIRE(offer);
-  auto req = request(3, 4, 41);
+  auto req = dhcp_request(3, 4, 41);
   req.set_address(dhcp_option::requested_address, offer->yiaddr);
   req.set_address(dhcp_option::server_identifier, *parse_ipv4("127.0.0.1"));
   client.send(encode_dhcp_packet(req));
@@ -373,7 +307,7 @@ TEST_CASE("dhcp server: clients keyed by option 61, clients with neither it nor 
   auto lease_file = dir.path() / "leases";
   std::uint32_t first = 0, second = 0;
   auto with_id = [](std::uint8_t id) {
-    DhcpPacket packet = request(1, 0, 0);
+    DhcpPacket packet = dhcp_request(1, 0, 0);
     packet.hlen = 0;  // no usable chaddr: told apart by option 61 alone
     packet.chaddr = {};
     packet.set(dhcp_option::client_identifier, std::vector<std::uint8_t>{0xff, 0xaa, id});
@@ -390,10 +324,10 @@ TEST_CASE("dhcp server: clients keyed by option 61, clients with neither it nor 
     first = *a;
     second = *b;
     // hlen 0 and no option 61, or an all-zero MAC: dropped, counted, no reply.
-    DhcpPacket anonymous = request(1, 0, 520);
+    DhcpPacket anonymous = dhcp_request(1, 0, 520);
     anonymous.hlen = 0;
     client.send(encode_dhcp_packet(anonymous));
-    DhcpPacket zero = request(1, 0, 521);
+    DhcpPacket zero = dhcp_request(1, 0, 521);
     zero.chaddr = {};
     client.send(encode_dhcp_packet(zero));
     CHECK_FALSE(client.receive(300));
@@ -419,13 +353,13 @@ TEST_CASE("dhcp server: a datagram truncated on receipt is dropped, not parsed a
   Client client(server.server->local_endpoint().port());
   // A DISCOVER followed by zeros up to 2000 bytes: its first 1500 bytes (all the server's buffer takes)
   // parse as a whole packet, which the server answered before.
-  auto bytes = encode_dhcp_packet(request(1, 9, 600));
+  auto bytes = encode_dhcp_packet(dhcp_request(1, 9, 600));
   bytes.resize(2000, 0);
   REQUIRE_NOTHROW(parse_dhcp_packet(std::span<const std::uint8_t>(bytes.data(), 1500)));
   client.send(bytes);
   CHECK_FALSE(client.receive(300));
   CHECK(server.server->counters().dropped_for(DhcpDropReason::malformed) == 1);
-  client.send(encode_dhcp_packet(request(1, 9, 601)));
+  client.send(encode_dhcp_packet(dhcp_request(1, 9, 601)));
   auto offer = client.receive();
   REQUIRE(offer);
   CHECK(offer->xid == 601);
@@ -435,17 +369,17 @@ TEST_CASE("dhcp server: after a RELEASE the client's next DISCOVER is offered it
   TempDir dir;
   Running server(full_config(dir.path() / "leases"));
   Client client(server.server->local_endpoint().port());
-  auto granted = lease_for(client, request(1, 1, 0), 700);
+  auto granted = lease_for(client, dhcp_request(1, 1, 0), 700);
   REQUIRE(granted);
-  auto release = request(7, 1, 702);
+  auto release = dhcp_request(7, 1, 702);
   release.ciaddr = *granted;
   release.set_address(dhcp_option::server_identifier, *parse_ipv4("127.0.0.1"));
   client.send(encode_dhcp_packet(release));
   // Another client comes first: it gets a never-used address, not the released one.
-  auto other = lease_for(client, request(1, 2, 0), 710);
+  auto other = lease_for(client, dhcp_request(1, 2, 0), 710);
   REQUIRE(other);
   CHECK(*other != *granted);
-  client.send(encode_dhcp_packet(request(1, 1, 720)));
+  client.send(encode_dhcp_packet(dhcp_request(1, 1, 720)));
   auto offer = client.receive();
   REQUIRE(offer);
   CHECK(offer->yiaddr == *granted);
@@ -463,7 +397,7 @@ TEST_CASE("dhcp server: a lease file whose last line was torn by a crash is read
   CHECK(text.find("52:54:00:98:09:01 10.98.9.10 4000000000\n") != std::string::npos);
   CHECK(text.find("52:54:00:98:09:02") == std::string::npos);
   Client client(server.server->local_endpoint().port());
-  client.send(encode_dhcp_packet(request(1, 2, 800)));
+  client.send(encode_dhcp_packet(dhcp_request(1, 2, 800)));
   auto offer = client.receive();
   REQUIRE(offer);
   CHECK(offer->yiaddr == *parse_ipv4("10.98.9.11"));  // .10 is still 09:01's
