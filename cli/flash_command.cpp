@@ -1,30 +1,22 @@
-// `aggrik8s-image flash SOURCE DEVICE`: the safety checks and the conversation with the user. The
-// write pipeline itself is builder/image_flasher; which disks may be written is builder/attached_disks.
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
+// `aggrik8s-image flash SOURCE DEVICE`: options in, the conversation with the user, the summary out.
+// What may be written and how is flash/flash_plan; the write pipeline is flash/image_flasher.
 #include <unistd.h>
 
-#include <charconv>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
-#include "flash/attached_disks.hpp"
-#include "disk/bmap.hpp"
 #include "builder/rpi/boot_partition_customization.hpp"
-#include "flash/image_flasher.hpp"
-#include "disk/image_stream.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
-#include "core/artifact_fetcher.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
 #include "core/identifiers.hpp"
-#include "core/log.hpp"
 #include "core/progress.hpp"
+#include "flash/attached_disks.hpp"
+#include "flash/flash_plan.hpp"
 
 namespace aggrik8s::cli {
 
@@ -40,72 +32,18 @@ std::string read_text(const fs::path& path, const std::string& what) {
   return text.str();
 }
 
-bool is_url(const std::string& text) {
-  return text.starts_with("http://") || text.starts_with("https://") || text.starts_with("file://");
-}
-
 std::vector<std::string> values(const ParsedArguments& args, const std::string& name) {
   auto it = args.values.find(name);
   return it == args.values.end() ? std::vector<std::string>{} : it->second;
 }
 
-struct SystemState {
-  std::vector<MountEntry> mounts;
-  std::vector<std::string> swaps;
-  std::vector<std::string> system_disks;
-};
-
-SystemState read_system_state() {
-  SystemState state;
-  state.mounts = parse_mountinfo(read_text("/proc/self/mountinfo", "mount table"));
-  std::ifstream swaps("/proc/swaps");
-  if (swaps) {
-    std::ostringstream text;
-    text << swaps.rdbuf();
-    state.swaps = parse_swaps(text.str());
-  }
-  state.system_disks = disks_under_mount(state.mounts, "/");
-  return state;
-}
-
 int list_disks(bool all) {
-  SystemState state = read_system_state();
-  int shown = 0;
-  for (const auto& disk : list_attached_disks()) {
-    if (!all && !disk.is_removable()) continue;
-    auto uses = uses_of_disk(disk, state.mounts, state.swaps);
-    std::string line = describe_attached_disk(disk, uses);
-    if (std::find(state.system_disks.begin(), state.system_disks.end(), disk.name) != state.system_disks.end()) {
-      line += ", holds /";
-    }
-    std::printf("%s\n", line.c_str());
-    ++shown;
-  }
-  if (shown == 0) {
+  auto lines = flash_candidate_lines(list_attached_disks(), read_system_disk_use(), all);
+  for (const auto& line : lines) std::printf("%s\n", line.c_str());
+  if (lines.empty()) {
     std::fprintf(stderr, "no removable disks found%s\n", all ? "" : " (--list --force lists every disk)");
   }
   return exit_success;
-}
-
-// Everything that makes a block device unsafe to overwrite, as one Error. Regular files pass.
-AttachedDisk check_block_device_target(const fs::path& device, const struct stat& info, bool force) {
-  DeviceNumber number{major(info.st_rdev), minor(info.st_rdev)};
-  auto resolved = resolve_block_device(number);
-  if (!resolved) throw Error(device.string() + ": not found in /sys/dev/block; is it a block device of this machine?");
-  if (resolved->partition_name) {
-    throw Error(device.string() + " is partition " + *resolved->partition_name + " of /dev/" + resolved->disk_name +
-                "; flash the whole disk (/dev/" + resolved->disk_name + ")");
-  }
-  AttachedDisk disk = read_attached_disk(resolved->disk_name);
-  SystemState state = read_system_state();
-  auto assessment = assess_flash_target(disk, uses_of_disk(disk, state.mounts, state.swaps), state.system_disks);
-  if (!assessment.refusals.empty()) {
-    std::string text = "refusing to write " + device.string() + ":";
-    for (const auto& reason : assessment.refusals) text += "\n  " + reason;
-    throw Error(text);
-  }
-  if (!assessment.allowed(force)) throw Error("refusing to write: " + assessment.needs_force);
-  return disk;
 }
 
 bool confirm(const std::string& question) {
@@ -119,35 +57,6 @@ bool confirm(const std::string& question) {
   std::string answer;
   if (!std::getline(std::cin, answer)) return false;
   return answer == "yes" || answer == "y";
-}
-
-std::optional<fs::path> find_bmap_beside(const fs::path& image) {
-  // As bmaptool looks: image.img.xz.bmap, then image.img.bmap, then image.bmap.
-  std::string name = image.string();
-  std::vector<std::string> candidates{name + ".bmap"};
-  for (const char* suffix : {".xz", ".zst", ".zstd", ".gz", ".bz2", ".zip"}) {
-    if (name.ends_with(suffix)) {
-      name.resize(name.size() - std::string_view(suffix).size());
-      candidates.push_back(name + ".bmap");
-      break;
-    }
-  }
-  if (name.ends_with(".img")) candidates.push_back(name.substr(0, name.size() - 4) + ".bmap");
-  for (const auto& candidate : candidates) {
-    std::error_code error;
-    if (fs::is_regular_file(candidate, error)) return candidate;
-  }
-  return std::nullopt;
-}
-
-std::chrono::milliseconds test_delay_from_environment() {
-  // Test-only: slows the writers so the test suite can kill a flash half-way (tests/integration).
-  const char* text = std::getenv("AGGRIK8S_FLASH_TEST_DELAY_MS");
-  if (text == nullptr) return std::chrono::milliseconds(0);
-  long value = 0;
-  auto [end, error] = std::from_chars(text, text + std::string_view(text).size(), value);
-  if (error != std::errc() || value < 0) return std::chrono::milliseconds(0);
-  return std::chrono::milliseconds(value);
 }
 
 builder::BootPartitionCustomization customization_from(const ParsedArguments& args) {
@@ -224,96 +133,32 @@ Command flash_command() {
             }
             if (args.positional.size() != 2) throw UsageError("expected SOURCE and DEVICE");
             if (args.flag("bmap") && args.flag("no-bmap")) throw UsageError("--bmap and --no-bmap contradict each other");
-            const std::string source_text = args.positional[0];
-            const fs::path target = args.positional[1];
-            builder::BootPartitionCustomization customization = customization_from(args);
-
-            std::optional<Sha256Digest> pinned;
+            FlashRequest request;
+            request.source = args.positional[0];
+            request.target = args.positional[1];
+            request.customization = customization_from(args);
             if (auto hex = args.value("sha256")) {
-              pinned = Sha256Digest::parse(*hex);
-              if (!pinned) throw UsageError("--sha256 must be 64 hexadecimal characters, got '" + *hex + "'");
+              request.sha256 = Sha256Digest::parse(*hex);
+              if (!request.sha256) throw UsageError("--sha256 must be 64 hexadecimal characters, got '" + *hex + "'");
             }
+            request.force = args.flag("force");
+            request.verify = !args.flag("no-verify");
+            request.bmap = args.value("bmap");
+            request.look_for_bmap = !args.flag("no-bmap");
+            request.fetch = fetch_options_from(args);
+            // Test-only: slows the writers so the test suite can kill a flash half-way (tests/integration).
+            request.test_delay_per_buffer = parse_flash_test_delay(std::getenv("AGGRIK8S_FLASH_TEST_DELAY_MS"));
 
-            // The target first: refusing costs nothing, a download first would waste minutes.
-            struct stat target_info {};
-            bool target_exists = ::stat(target.c_str(), &target_info) == 0;
-            bool block_device = target_exists && S_ISBLK(target_info.st_mode);
-            std::optional<AttachedDisk> disk;
-            if (block_device) {
-              disk = check_block_device_target(target, target_info, args.flag("force"));
-            } else if (target_exists && !S_ISREG(target_info.st_mode)) {
-              throw Error(target.string() + " is neither a block device nor a regular file");
-            } else if (!target_exists && target.lexically_normal().string().starts_with("/dev/")) {
-              throw Error(target.string() + ": no such device ('aggrik8s-image flash --list' shows the candidates)");
+            FlashPlan plan = plan_flash(std::move(request));
+            if (needs_overwrite_confirmation(plan.target, args.flag("yes")) &&
+                !confirm(overwrite_question(plan.target, plan.request.source))) {
+              std::fprintf(stderr, "not confirmed; nothing was written\n");
+              return exit_failure;
             }
-
-            // The source: a local file as is; a URL (or a pinned local file) through the fetch cache.
-            std::optional<ArtifactFetcher> fetcher;
-            auto fetch = [&](const std::string& location, std::optional<Sha256Digest> sha256) {
-              if (!fetcher) fetcher.emplace(fetch_options_from(args));
-              ArtifactSource source;
-              source.location = is_url(location) ? location : fs::absolute(location).string();
-              source.sha256 = sha256;
-              return fetcher->fetch(source);
-            };
-            fs::path image = source_text;
-            if (is_url(source_text) || pinned) {
-              try {
-                image = fetch(source_text, pinned).path;
-              } catch (const Error& e) {
-                if (std::string(e.what()).find("sha256 mismatch") != std::string::npos) {
-                  throw Error(std::string("source checksum mismatch: ") + e.what() + "; nothing was written");
-                }
-                throw;
-              }
-            }
-            struct stat image_info {};
-            if (::stat(image.c_str(), &image_info) != 0) throw Error(source_text + ": no such file");
-            if (target_exists && image_info.st_dev == target_info.st_dev && image_info.st_ino == target_info.st_ino) {
-              throw Error(target.string() + " is the source image itself");
-            }
-
-            std::optional<Bmap> bmap;
-            if (auto bmap_location = args.value("bmap")) {
-              bmap = read_bmap_file(is_url(*bmap_location) ? fetch(*bmap_location, std::nullopt).path : fs::path(*bmap_location));
-            } else if (!args.flag("no-bmap")) {
-              if (is_url(source_text)) {
-                try {
-                  bmap = read_bmap_file(fetch(source_text + ".bmap", std::nullopt).path);
-                } catch (const Error& e) {
-                  log::debug("no bmap beside ", source_text, ": ", e.what());
-                }
-              } else if (auto beside = find_bmap_beside(source_text)) {
-                bmap = read_bmap_file(*beside);
-                log::info("using the block map ", beside->string());
-              }
-            }
-
-            auto stream = open_image_stream(image);
-            if (block_device && !args.flag("yes")) {
-              std::string question = "About to overwrite " + target.string() + " (" + format_byte_size(disk->size_bytes) +
-                                     (disk->transport.empty() ? "" : ", " + disk->transport) +
-                                     (disk->model.empty() ? "" : ", " + disk->model) + ") with " + source_text +
-                                     ".\nEverything on it will be lost.";
-              if (!confirm(question)) {
-                std::fprintf(stderr, "not confirmed; nothing was written\n");
-                return exit_failure;
-              }
-            }
-
-            FlashOptions flash;
-            flash.verify = !args.flag("no-verify");
-            flash.test_delay_per_buffer = test_delay_from_environment();
-            builder::BootPartitionFiles written_files;
-            if (!customization.empty()) {
-              flash.customize = [&](BlockDevice& staged) {
-                written_files = builder::apply_boot_partition_customization(staged, customization);
-              };
-              flash.check_customization = [&](BlockDevice& written) {
-                builder::check_boot_partition_files(written, written_files);
-              };
-            }
-            FlashResult result = flash_image(*stream, bmap ? &*bmap : nullptr, target, flash);
+            FlashOutcome outcome = write_flash_plan(plan);
+            const FlashResult& result = outcome.result;
+            const std::string& source_text = plan.request.source;
+            const fs::path& target = plan.target.path;
 
             auto rate = [](std::uint64_t bytes, double seconds) {
               char text[32];
@@ -332,9 +177,9 @@ Command flash_command() {
             } else {
               std::printf("not verified (--no-verify)\n");
             }
-            if (!written_files.empty()) {
+            if (!outcome.boot_files.empty()) {
               std::string names;
-              for (const auto& [path, content] : written_files) names += (names.empty() ? "" : ", ") + path;
+              for (const auto& [path, content] : outcome.boot_files) names += (names.empty() ? "" : ", ") + path;
               std::printf("boot partition: wrote %s; read back and checked\n", names.c_str());
             }
             std::printf("total %s (%s overall)\n", format_duration(result.total_seconds).c_str(),

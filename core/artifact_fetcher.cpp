@@ -105,7 +105,8 @@ FetchedArtifact ArtifactFetcher::fetch_local(const ArtifactSource& source, const
   progress.set_done(size);
   progress.finish(true);
   if (source.sha256 && *source.sha256 != digest) {
-    throw Error(describe(source) + ": sha256 mismatch: expected " + source.sha256->hex() + ", got " + digest.hex());
+    throw ChecksumMismatchError(describe(source) + ": sha256 mismatch: expected " + source.sha256->hex() + ", got " +
+                                digest.hex());
   }
   return FetchedArtifact{source, path, digest, size, false};
 }
@@ -178,8 +179,8 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
           continue;
         }
         ::unlink(partial_path.c_str());
-        throw Error(describe(source) + ": sha256 mismatch: expected " + source.sha256->hex() + ", got " +
-                    digest.hex() + " (the downloaded file was removed)");
+        throw ChecksumMismatchError(describe(source) + ": sha256 mismatch: expected " + source.sha256->hex() +
+                                    ", got " + digest.hex() + " (the downloaded file was removed)");
       }
       std::uint64_t size = file_size(fd.get());
       if (::rename(partial_path.c_str(), final_path.c_str()) != 0) {

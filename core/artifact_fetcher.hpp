@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/artifact_source.hpp"
+#include "core/error.hpp"
 
 namespace aggrik8s {
 
@@ -26,6 +27,13 @@ struct FetchOptions {
   unsigned max_parallel = 4;
   long connect_timeout_seconds = 15;
   long stall_timeout_seconds = 30;  // abort (and retry) a transfer slower than 1 KiB/s for this long
+};
+
+// The file's bytes do not have the sha256 the source pins: its own type so that a caller can tell
+// "these are the wrong bytes" from "the bytes could not be had" without reading the message.
+class ChecksumMismatchError : public Error {
+ public:
+  using Error::Error;
 };
 
 struct FetchedArtifact {
@@ -44,7 +52,8 @@ class ArtifactFetcher {
   explicit ArtifactFetcher(FetchOptions options);
   const FetchOptions& options() const { return options_; }
 
-  // Throws Error naming the source (and the profile line that declared it) on failure.
+  // Throws Error naming the source (and the profile line that declared it) on failure,
+  // ChecksumMismatchError when the bytes are not the pinned ones.
   FetchedArtifact fetch(const ArtifactSource& source);
   // Fetches up to options.max_parallel at once; identical sources are fetched once. All failures are
   // reported together in one Error.

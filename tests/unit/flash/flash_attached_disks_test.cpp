@@ -1,10 +1,11 @@
 // Which disks `flash` may overwrite: mountinfo parsing, device classification, and the refusals,
-// on text and on a fake /sys tree (no real disk is looked at).
+// on text and on a fake /sys tree (no real disk is looked at); what `flash --list` offers.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
 
 #include "flash/attached_disks.hpp"
+#include "flash/flash_plan.hpp"
 #include "tests/test_support.hpp"
 
 using namespace aggrik8s;
@@ -35,6 +36,47 @@ AttachedDisk usb_stick() {
 void write(const fs::path& path, const std::string& text) {
   fs::create_directories(path.parent_path());
   test::write_file(path, text);
+}
+
+// sda (SATA, 8:0) whose sda2 holds dm-0, the LVM volume that / is on (see sample_mountinfo); sdb (USB,
+// 8:16) with partition sdb1.
+fs::path fake_sys(const test::TempDir& dir) {
+  fs::path sys = dir / "sys";
+  fs::path sda = sys / "devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda";
+  write(sda / "dev", "8:0\n");
+  write(sda / "size", "1000000\n");
+  write(sda / "removable", "0\n");
+  write(sda / "ro", "0\n");
+  write(sda / "device/model", "Samsung SSD     \n");
+  write(sda / "sda2/partition", "2\n");
+  write(sda / "sda2/dev", "8:2\n");
+  fs::create_directories(sda / "sda2/holders/dm-0");
+  fs::path sdb = sys / "devices/pci0000:00/0000:00:14.0/usb2/2-1/host4/block/sdb";
+  write(sdb / "dev", "8:16\n");
+  write(sdb / "size", "62333952\n");
+  write(sdb / "removable", "1\n");
+  write(sdb / "ro", "0\n");
+  write(sdb / "device/model", "Ultra\n");
+  write(sdb / "sdb1/partition", "1\n");
+  write(sdb / "sdb1/dev", "8:17\n");
+  fs::path dm = sys / "devices/virtual/block/dm-0";
+  write(dm / "dev", "253:0\n");
+  write(dm / "size", "900000\n");
+  fs::create_directories(dm / "slaves");
+  fs::create_directories(sys / "block");
+  fs::create_directories(sys / "dev/block");
+  fs::create_directories(sys / "class/block");
+  fs::create_directory_symlink(sda, sys / "block/sda");
+  fs::create_directory_symlink(sdb, sys / "block/sdb");
+  fs::create_directory_symlink(dm, sys / "block/dm-0");
+  fs::create_directory_symlink(sda / "sda2", dm / "slaves/sda2");
+  fs::create_directory_symlink(sda / "sda2", sys / "class/block/sda2");
+  fs::create_directory_symlink(sda, sys / "dev/block/8:0");
+  fs::create_directory_symlink(sda / "sda2", sys / "dev/block/8:2");
+  fs::create_directory_symlink(sdb, sys / "dev/block/8:16");
+  fs::create_directory_symlink(sdb / "sdb1", sys / "dev/block/8:17");
+  fs::create_directory_symlink(dm, sys / "dev/block/253:0");
+  return sys;
 }
 
 }  // namespace
@@ -128,41 +170,7 @@ TEST_CASE("flash: transport from the sysfs path", "[flash]") {
 
 TEST_CASE("flash: a fake sysfs: disks, partitions, and / on LVM resolved to its disk", "[flash]") {
   test::TempDir dir;
-  fs::path sys = dir / "sys";
-  fs::path sda = sys / "devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda";
-  write(sda / "dev", "8:0\n");
-  write(sda / "size", "1000000\n");
-  write(sda / "removable", "0\n");
-  write(sda / "ro", "0\n");
-  write(sda / "device/model", "Samsung SSD     \n");
-  write(sda / "sda2/partition", "2\n");
-  write(sda / "sda2/dev", "8:2\n");
-  fs::create_directories(sda / "sda2/holders/dm-0");
-  fs::path sdb = sys / "devices/pci0000:00/0000:00:14.0/usb2/2-1/host4/block/sdb";
-  write(sdb / "dev", "8:16\n");
-  write(sdb / "size", "62333952\n");
-  write(sdb / "removable", "1\n");
-  write(sdb / "ro", "0\n");
-  write(sdb / "device/model", "Ultra\n");
-  write(sdb / "sdb1/partition", "1\n");
-  write(sdb / "sdb1/dev", "8:17\n");
-  fs::path dm = sys / "devices/virtual/block/dm-0";
-  write(dm / "dev", "253:0\n");
-  write(dm / "size", "900000\n");
-  fs::create_directories(dm / "slaves");
-  fs::create_directories(sys / "block");
-  fs::create_directories(sys / "dev/block");
-  fs::create_directories(sys / "class/block");
-  fs::create_directory_symlink(sda, sys / "block/sda");
-  fs::create_directory_symlink(sdb, sys / "block/sdb");
-  fs::create_directory_symlink(dm, sys / "block/dm-0");
-  fs::create_directory_symlink(sda / "sda2", dm / "slaves/sda2");
-  fs::create_directory_symlink(sda / "sda2", sys / "class/block/sda2");
-  fs::create_directory_symlink(sda, sys / "dev/block/8:0");
-  fs::create_directory_symlink(sda / "sda2", sys / "dev/block/8:2");
-  fs::create_directory_symlink(sdb, sys / "dev/block/8:16");
-  fs::create_directory_symlink(sdb / "sdb1", sys / "dev/block/8:17");
-  fs::create_directory_symlink(dm, sys / "dev/block/253:0");
+  fs::path sys = fake_sys(dir);
 
   auto disks = list_attached_disks(sys);
   REQUIRE(disks.size() == 2);  // dm-0 is not a disk of its own
@@ -190,4 +198,43 @@ TEST_CASE("flash: a fake sysfs: disks, partitions, and / on LVM resolved to its 
   CHECK(line.find("/dev/sdb") == 0);
   CHECK(line.find("usb") != std::string::npos);
   CHECK(line.find("mounted at /media/user/boot fs (sdb1)") != std::string::npos);
+}
+
+TEST_CASE("flash plan: a partition, a mounted disk and the system disk are refused, by the node's name", "[flash]") {
+  test::TempDir dir;
+  fs::path sys = fake_sys(dir);
+  SystemDiskUse idle;
+  idle.system_disks = {"sda"};
+
+  AttachedDisk stick = check_flash_target_disk("/dev/sdb", {8, 16}, idle, false, sys);
+  CHECK(stick.name == "sdb");
+  CHECK(stick.transport == "usb");
+
+  CHECK_THROWS_WITH(check_flash_target_disk("/dev/sdb1", {8, 17}, idle, false, sys),
+                    "/dev/sdb1 is partition sdb1 of /dev/sdb; flash the whole disk (/dev/sdb)");
+  CHECK_THROWS_WITH(check_flash_target_disk("/dev/sdq", {8, 99}, idle, false, sys),
+                    Catch::Contains("not found in /sys/dev/block"));
+
+  SystemDiskUse mounted = idle;
+  mounted.mounts = parse_mountinfo("40 27 8:17 / /media/user/bootfs rw - vfat /dev/sdb1 rw\n");
+  CHECK_THROWS_WITH(check_flash_target_disk("/dev/sdb", {8, 16}, mounted, true, sys),
+                    Catch::StartsWith("refusing to write /dev/sdb:\n  ") &&
+                        Catch::Contains("mounted at /media/user/bootfs (sdb1)"));
+  CHECK_THROWS_WITH(check_flash_target_disk("/dev/sda", {8, 0}, idle, true, sys), Catch::Contains("root filesystem"));
+}
+
+TEST_CASE("flash plan: --list offers removable disks, every disk with --force, marks the one holding /", "[flash]") {
+  test::TempDir dir;
+  auto disks = list_attached_disks(fake_sys(dir));
+  REQUIRE(disks.size() == 2);
+  SystemDiskUse use;
+  use.system_disks = {"sda"};
+  auto removable = flash_candidate_lines(disks, use, false);
+  REQUIRE(removable.size() == 1);
+  CHECK(removable[0].starts_with("/dev/sdb"));
+  auto all = flash_candidate_lines(disks, use, true);
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].starts_with("/dev/sda"));
+  CHECK(all[0].ends_with(", holds /"));
+  CHECK_FALSE(all[1].ends_with(", holds /"));
 }
