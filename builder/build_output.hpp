@@ -1,18 +1,85 @@
 #pragma once
 // What every build (Raspberry Pi images, Talos ISOs) needs around its outputs: files written under a
-// temporary name are removed unless the build completes, and scratch space lives beside the outputs
-// (same filesystem, so renames and reflinks work) and is removed whatever happens.
+// temporary name are removed unless the build completes, small files are replaced whole (never seen
+// half-written), every output is described by its size and SHA-256 for SHA256SUMS and the manifest,
+// and scratch space lives beside the outputs (same filesystem, so renames and reflinks work) and is
+// removed whatever happens. The manifest itself: builder/build_manifest.hpp.
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <ctime>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
+#include "core/artifact_fetcher.hpp"
 #include "core/error.hpp"
+#include "core/sha256.hpp"
 
 namespace aggrik8s::builder {
+
+struct BuildOptions {
+  std::filesystem::path output_dir;
+  std::vector<std::string> only_nodes;          // empty: all
+  std::optional<std::int64_t> source_date_epoch;  // pins every timestamp written
+  // Each Pi image is fdatasync'ed before it is renamed into place, so a crash or power cut never leaves
+  // a complete-looking image with missing blocks. false (--no-sync) leaves the writeback to the kernel:
+  // the build then ends when the images are in the page cache, which on a slow disk is most of the
+  // time for several nodes (the disk must still write them; a crash soon after may leave an image
+  // that fails `sha256sum -c SHA256SUMS`).
+  bool sync_images = true;
+  FetchOptions fetch;
+};
+
+// One output file as SHA256SUMS and the manifest list it.
+struct BuiltFile {
+  std::filesystem::path path;
+  std::uint64_t size = 0;
+  Sha256Digest sha256;
+};
+
+// The permission bits a written file gets. A file holding a secret must be 0600 whatever the umask
+// and even when a stale file of that name was more open, so its mode is set exactly; other files
+// may leave the umask to the user, as the files of most tools do.
+struct FileMode {
+  mode_t bits = 0644;
+  bool umask_applies = false;
+  static constexpr FileMode exactly(mode_t bits) { return {bits, false}; }
+  static constexpr FileMode less_umask(mode_t bits) { return {bits, true}; }
+};
+
+// Creates (or truncates) `path` with `mode` from the start, so a secret is never briefly readable by
+// others, and writes `content` to it.
+void write_file_with_mode(const std::filesystem::path& path, const std::string& content, FileMode mode);
+
+// Replaces `path` whole: `content` goes to <path>.partial, which is then renamed over `path`, so a
+// reader (or a crash) finds the old file or the new one, never half of one. On failure the .partial
+// is removed and `path` is as it was.
+void write_text_file_atomically(const std::filesystem::path& path, const std::string& content, FileMode mode);
+
+// SHA-256 of files hard-linked to one another, taken once: Talos netboot nodes' kernels and
+// initramfs are links to one file each, and hashing it again for every node is most of the time
+// their listing would take. A digest is reused only while the inode's mtime is what it was.
+class DigestsByInode {
+ public:
+  Sha256Digest of(const std::filesystem::path& path, dev_t device, ino_t inode, nlink_t links, const timespec& mtime);
+
+ private:
+  struct Seen {
+    timespec mtime{};
+    Sha256Digest digest;
+  };
+  std::map<std::pair<dev_t, ino_t>, Seen> seen_;
+};
+
+// Size and SHA-256 of an output file, as it is on disk now.
+BuiltFile describe_file(const std::filesystem::path& path, DigestsByInode& digests);
 
 // The nodes `build --node` asked for (all when none), in profile order. A name the profile does not
 // have is an error rather than a silently smaller build.

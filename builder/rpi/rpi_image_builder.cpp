@@ -23,6 +23,7 @@
 
 #include "disk/aligned_buffer.hpp"
 #include "disk/block_device.hpp"
+#include "builder/build_manifest.hpp"
 #include "builder/build_output.hpp"
 #include "disk/bmap.hpp"
 #include "disk/ext4_filesystem.hpp"
@@ -170,22 +171,6 @@ void wait_until_on_disk(const fs::path& path) {
   FileDescriptor fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) throw_system_error("cannot open " + path.string(), errno);
   if (::fdatasync(fd.get()) != 0) throw_system_error("cannot flush " + path.string() + " to disk", errno);
-}
-
-BuiltFile describe_file(const fs::path& path) {
-  return BuiltFile{path, fs::file_size(path), Sha256::of_file(path)};
-}
-
-void write_text_file_atomically(const fs::path& path, const std::string& content) {
-  fs::path partial = path;
-  partial += ".partial";
-  {
-    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
-    out << content;
-    out.flush();
-    if (!out) throw Error("cannot write " + partial.string());
-  }
-  fs::rename(partial, path);
 }
 
 // ---- the RKE2 bundle: rke2.linux-arm64.tar.gz unpacked under /usr/local, as install.sh does ----
@@ -606,14 +591,6 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
   return result;
 }
 
-nlohmann::json file_json(const BuiltFile& f, const fs::path& dir) {
-  return {{"file", fs::relative(f.path, dir).string()}, {"size", f.size}, {"sha256", f.sha256.hex()}};
-}
-
-nlohmann::json input_json(const std::string& role, const FetchedArtifact& a) {
-  return {{"role", role}, {"source", a.source.location}, {"sha256", a.sha256.hex()}, {"size", a.size}};
-}
-
 }  // namespace
 
 std::optional<std::int64_t> source_date_epoch_from_environment() {
@@ -650,6 +627,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
   // The bmap of the prepared image before any node's edits, once the first node has been hashed:
   // every later node's bmap is that one with only the chunks its edits wrote hashed again.
   std::optional<Bmap> prepared_bmap;
+  DigestsByInode digests;
   // The next node's copy of the prepared image, made on another thread while this node is hashed:
   // the copy is mostly the disk taking the bytes (a memcpy out of the page cache besides), the hash
   // is SHA-256 on one core, so they overlap.
@@ -727,12 +705,12 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
     if (built.bmap) {
       fs::rename(built.bmap->path.string() + ".partial", built.bmap->path);
       partial.track(built.bmap->path);
-      *built.bmap = describe_file(built.bmap->path);
+      *built.bmap = describe_file(built.bmap->path, digests);
     }
     for (auto& c : built.compressed) {
       fs::rename(c.path.string() + ".partial", c.path);
       partial.track(c.path);
-      c = describe_file(c.path);
+      c = describe_file(c.path, digests);
     }
     if (options.sync_images) wait_until_on_disk(image_partial);
     fs::rename(image_partial, image);
@@ -743,41 +721,32 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
                           {"hostname", node->system.hostname},
                           {"rke2_role", node->rke2.role},
                           {"first_boot", built.first_boot_format},
-                          {"image", file_json(built.image, options.output_dir)},
+                          {"image", built_file_json(built.image, options.output_dir)},
                           {"changes", prepared.changes}};
     for (const auto& c : node_result.changes) report["changes"].push_back(c);
-    if (built.bmap) report["bmap"] = file_json(*built.bmap, options.output_dir);
-    for (const auto& c : built.compressed) report["compressed"].push_back(file_json(c, options.output_dir));
+    if (built.bmap) report["bmap"] = built_file_json(*built.bmap, options.output_dir);
+    for (const auto& c : built.compressed) report["compressed"].push_back(built_file_json(c, options.output_dir));
     node_reports.push_back(report);
     result.nodes.push_back(std::move(built));
   }
 
-  // SHA256SUMS in sha256sum's format, so `sha256sum -c SHA256SUMS` checks the outputs.
-  std::string sums;
-  auto add_sum = [&](const BuiltFile& f) { sums += f.sha256.hex() + "  " + f.path.filename().string() + "\n"; };
+  std::vector<BuiltFile> sums;
   for (const auto& n : result.nodes) {
-    add_sum(n.image);
-    if (n.bmap) add_sum(*n.bmap);
-    for (const auto& c : n.compressed) add_sum(c);
+    sums.push_back(n.image);
+    if (n.bmap) sums.push_back(*n.bmap);
+    sums.insert(sums.end(), n.compressed.begin(), n.compressed.end());
   }
   nlohmann::json inputs = nlohmann::json::array({input_json("base", base), input_json("rke2-checksums", release.checksums),
                                                   input_json("rke2-bundle", release.bundle)});
   for (const auto& image : release.images) inputs.push_back(input_json("rke2-images", image));
-  nlohmann::json profile_files = nlohmann::json::array();
-  for (const auto& file : profile.extends) {
-    profile_files.push_back({{"file", file.string()}, {"sha256", Sha256::of_file(file).hex()}});
-  }
-  profile_files.push_back({{"file", profile.file.string()}, {"sha256", Sha256::of_file(profile.file).hex()}});
-  nlohmann::json manifest{{"tool", {{"name", "aggrik8s-image"}, {"version", AGGRIK8S_VERSION}}},
-                          {"profile", {{"name", profile.name}, {"kind", to_string(profile.kind)}, {"files", profile_files}}},
-                          {"rke2_version", release.version},
-                          {"inputs", inputs},
-                          {"nodes", node_reports}};
-  if (options.source_date_epoch) manifest["source_date_epoch"] = *options.source_date_epoch;
-  result.checksums = options.output_dir / "SHA256SUMS";
-  result.manifest = options.output_dir / "manifest.json";
-  write_text_file_atomically(result.checksums, sums);
-  write_text_file_atomically(result.manifest, manifest.dump(2) + "\n");
+  nlohmann::json manifest = manifest_base(profile, options.source_date_epoch);
+  manifest["rke2_version"] = release.version;
+  manifest["inputs"] = inputs;
+  manifest["nodes"] = node_reports;
+  // SHA256SUMS and manifest.json of a Pi build are as open as the umask lets them be.
+  BuildRecord record = write_build_record(options.output_dir, sums, manifest, FileMode::less_umask(0666));
+  result.checksums = record.checksums;
+  result.manifest = record.manifest;
   partial.commit();
   return result;
 }

@@ -19,29 +19,11 @@
 #include <string>
 #include <vector>
 
+#include "builder/build_output.hpp"
 #include "builder/profile.hpp"
 #include "core/artifact_fetcher.hpp"
 
 namespace aggrik8s::builder {
-
-struct BuildOptions {
-  std::filesystem::path output_dir;
-  std::vector<std::string> only_nodes;          // empty: all
-  std::optional<std::int64_t> source_date_epoch;  // pins every timestamp written
-  // Each Pi image is fdatasync'ed before it is renamed into place, so a crash or power cut never leaves
-  // a complete-looking image with missing blocks. false (--no-sync) leaves the writeback to the kernel:
-  // the build then ends when the images are in the page cache, which on a slow disk is most of the
-  // time for several nodes (the disk must still write them; a crash soon after may leave an image
-  // that fails `sha256sum -c SHA256SUMS`).
-  bool sync_images = true;
-  FetchOptions fetch;
-};
-
-struct BuiltFile {
-  std::filesystem::path path;
-  std::uint64_t size = 0;
-  Sha256Digest sha256;
-};
 
 struct BuiltNode {
   std::string name;

@@ -1,16 +1,10 @@
 #include "builder/talos/talos_image_builder.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <ctime>
-#include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 
+#include "builder/build_manifest.hpp"
 #include "builder/build_output.hpp"
 #include "builder/talos/talos_build_checks.hpp"
 #include "builder/talos/talos_boot_files.hpp"
@@ -21,7 +15,6 @@
 #include "builder/talos/uki_boot_files.hpp"
 #include "core/artifact_fetcher.hpp"
 #include "core/error.hpp"
-#include "core/file_descriptor.hpp"
 #include "core/log.hpp"
 #include "core/secret.hpp"
 #include "disk/linux_kernel_image.hpp"
@@ -39,27 +32,10 @@ bool wants(const Profile& profile, const std::string& output) {
   return std::find(o.begin(), o.end(), output) != o.end();
 }
 
-// Written with the mode from the start (never briefly world-readable), for configs.
-void write_private_file(const fs::path& path, const std::string& content, mode_t mode = 0600) {
-  FileDescriptor out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-  if (!out) throw_system_error("cannot create " + path.string(), errno);
-  ::fchmod(out.get(), mode);
-  const char* p = content.data();
-  std::size_t left = content.size();
-  while (left > 0) {
-    ssize_t n = ::write(out.get(), p, left);
-    if (n < 0) throw_system_error("cannot write " + path.string(), errno);
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
-}
-
-void write_text_file_atomically(const fs::path& path, const std::string& content) {
-  fs::path partial = path;
-  partial += ".partial";
-  write_private_file(partial, content, 0644);
-  fs::rename(partial, path);
-}
+// Machine configs (and files derived from them) are 0600 whatever the umask; files anyone may read
+// (grub.cfg, boot.ipxe, SHA256SUMS, manifest.json) are exactly 0644.
+constexpr FileMode config_mode = FileMode::exactly(0600);
+constexpr FileMode public_mode = FileMode::exactly(0644);
 
 // Netboot nodes share the kernel and initramfs bytes: a hard link costs nothing; a copy where links
 // are impossible.
@@ -67,24 +43,6 @@ void link_or_copy(const fs::path& from, const fs::path& to) {
   std::error_code ec;
   fs::create_hard_link(from, to, ec);
   if (ec) fs::copy_file(from, to, fs::copy_options::overwrite_existing);
-}
-
-// Netboot files are hard links to one kernel and one initramfs: hash each inode once.
-BuiltFile describe_file(const fs::path& path) {
-  static std::map<std::pair<dev_t, ino_t>, std::pair<timespec, Sha256Digest>> by_inode;
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw_system_error("cannot stat " + path.string(), errno);
-  auto key = std::make_pair(st.st_dev, st.st_ino);
-  auto it = by_inode.find(key);
-  bool fresh = it != by_inode.end() && st.st_nlink > 1 && it->second.first.tv_sec == st.st_mtim.tv_sec &&
-               it->second.first.tv_nsec == st.st_mtim.tv_nsec;
-  Sha256Digest digest = fresh ? it->second.second : Sha256::of_file(path);
-  if (st.st_nlink > 1) by_inode[key] = {st.st_mtim, digest};
-  return BuiltFile{path, static_cast<std::uint64_t>(st.st_size), digest};
-}
-
-nlohmann::json file_json(const BuiltFile& f, const fs::path& dir) {
-  return {{"file", fs::relative(f.path, dir).string()}, {"size", f.size}, {"sha256", f.sha256.hex()}};
 }
 
 struct NodePlan {
@@ -262,6 +220,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   fs::create_directories(options.output_dir);
   WorkDirectory work(options.output_dir, "work-talos");
   PartialOutputs partial;
+  DigestsByInode digests;
   TalosBuildResult result;
   result.talos_version = version->str();
   const fs::path& out = options.output_dir;
@@ -273,7 +232,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     std::vector<std::string> add = shared_args;
     add.push_back(metal_iso_arg);
     fs::path cfg = work.path() / "shared-grub.cfg";
-    write_private_file(cfg, edit_grub_config(grub_cfg, {add, {}}).text, 0644);
+    write_file_with_mode(cfg, edit_grub_config(grub_cfg, {add, {}}).text, public_mode);
     fs::path target = out / shared_boot_iso_name;
     fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
     IsoRemaster request{iso->path, target_partial, {{cfg, "/boot/grub/grub.cfg", 0444}}, std::nullopt, options.source_date_epoch, 0644};
@@ -285,7 +244,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     remaster_iso(request);
     fs::rename(target_partial, target);
     partial.track(target);
-    result.shared_boot_iso = describe_file(target);
+    result.shared_boot_iso = describe_file(target, digests);
   }
 
   // Netboot kernel and initramfs: extracted once, linked into each node's directory.
@@ -332,7 +291,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     fs::path node_work = work.path() / node.name;
     fs::create_directories(node_work);
     fs::path config_file = node_work / "config.yaml";
-    write_private_file(config_file, plan.config_yaml);
+    write_file_with_mode(config_file, plan.config_yaml, config_mode);
 
     if (wants(profile, "config-iso")) {
       log::info("node ", node.name, ": writing the config ISO");
@@ -341,9 +300,9 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
       write_config_iso(target_partial, plan.config_yaml, {"metal-iso", options.source_date_epoch});
       fs::rename(target_partial, target);
       partial.track(target);
-      BuiltFile f = describe_file(target);
+      BuiltFile f = describe_file(target, digests);
       built.files.push_back(f);
-      report["outputs"]["config-iso"] = file_json(f, out);
+      report["outputs"]["config-iso"] = built_file_json(f, out);
     }
 
     if (wants(profile, "iso")) {
@@ -361,12 +320,12 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
         embedded_segment = std::move(extension.initramfs_segment);
         extension_layer = extension.layer;
         fs::path segment = node_work / "embedded-config.cpio.zst";
-        write_private_file(segment, embedded_segment);
+        write_file_with_mode(segment, embedded_segment, config_mode);
         files.push_back({segment, talos_extension_initrd_iso_path, 0400});
         edit.append_initrds.push_back(talos_extension_initrd_iso_path);
       }
       fs::path cfg = node_work / "grub.cfg";
-      write_private_file(cfg, edit_grub_config(grub_cfg, edit).text, 0644);
+      write_file_with_mode(cfg, edit_grub_config(grub_cfg, edit).text, public_mode);
       files.push_back({cfg, "/boot/grub/grub.cfg", 0444});
       fs::path target = out / (node.name + ".iso");
       fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
@@ -379,10 +338,10 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
       remaster_iso(request);
       fs::rename(target_partial, target);
       partial.track(target);
-      BuiltFile f = describe_file(target);
+      BuiltFile f = describe_file(target, digests);
       built.files.push_back(f);
       built.config_method = embed_config ? "embedded+metal-iso" : "metal-iso";
-      report["outputs"]["iso"] = file_json(f, out);
+      report["outputs"]["iso"] = built_file_json(f, out);
       report["outputs"]["iso"]["config_method"] = built.config_method;
       if (extension_layer) {
         report["outputs"]["iso"]["embedded_config"] = {{"extension", extension_layer->name},
@@ -406,16 +365,16 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
       fs::create_directories(dir_partial);
       link_or_copy(netboot_kernel, dir_partial / "vmlinuz");
       link_or_copy(netboot_initramfs, dir_partial / "initramfs.xz");
-      write_private_file(dir_partial / "config.yaml", plan.config_yaml);
-      write_private_file(dir_partial / "boot.ipxe", ipxe_script({node.name, plan.netboot_command_line}), 0644);
+      write_file_with_mode(dir_partial / "config.yaml", plan.config_yaml, config_mode);
+      write_file_with_mode(dir_partial / "boot.ipxe", ipxe_script({node.name, plan.netboot_command_line}), public_mode);
       fs::remove_all(dir);
       fs::rename(dir_partial, dir);
       partial.track(dir);
       nlohmann::json files = nlohmann::json::array();
       for (const char* name : {"vmlinuz", "initramfs.xz", "config.yaml", "boot.ipxe"}) {
-        BuiltFile f = describe_file(dir / name);
+        BuiltFile f = describe_file(dir / name, digests);
         built.files.push_back(f);
-        files.push_back(file_json(f, out));
+        files.push_back(built_file_json(f, out));
       }
       report["outputs"]["netboot"] = {{"files", files}, {"kernel_args", join_kernel_args(plan.netboot_command_line)}};
     }
@@ -423,40 +382,26 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     result.nodes.push_back(std::move(built));
   }
 
-  // 5. SHA256SUMS (sha256sum -c format) and manifest.json
-  std::string sums;
-  auto add_sum = [&](const BuiltFile& f) { sums += f.sha256.hex() + "  " + fs::relative(f.path, out).string() + "\n"; };
-  if (result.shared_boot_iso) add_sum(*result.shared_boot_iso);
-  for (const auto& n : result.nodes) {
-    for (const auto& f : n.files) add_sum(f);
-  }
+  // 5. SHA256SUMS and manifest.json
+  std::vector<BuiltFile> sums;
+  if (result.shared_boot_iso) sums.push_back(*result.shared_boot_iso);
+  for (const auto& n : result.nodes) sums.insert(sums.end(), n.files.begin(), n.files.end());
   nlohmann::json inputs = nlohmann::json::array();
-  auto input_json = [](const std::string& role, const FetchedArtifact& a) {
-    return nlohmann::json{{"role", role}, {"source", a.source.location}, {"sha256", a.sha256.hex()}, {"size", a.size}};
-  };
   if (iso) inputs.push_back(input_json("talos-iso", *iso));
   if (kernel) inputs.push_back(input_json("talos-kernel", *kernel));
   if (initramfs) inputs.push_back(input_json("talos-initramfs", *initramfs));
-  nlohmann::json profile_files = nlohmann::json::array();
-  for (const auto& file : profile.extends) {
-    profile_files.push_back({{"file", file.string()}, {"sha256", Sha256::of_file(file).hex()}});
-  }
-  profile_files.push_back({{"file", profile.file.string()}, {"sha256", Sha256::of_file(profile.file).hex()}});
-  nlohmann::json manifest{{"tool", {{"name", "aggrik8s-image"}, {"version", AGGRIK8S_VERSION}}},
-                          {"profile", {{"name", profile.name}, {"kind", to_string(profile.kind)}, {"files", profile_files}}},
-                          {"talos_version", {{"version", version->str()}, {"from", version_source}}},
-                          {"outputs", talos.outputs},
-                          {"inputs", inputs},
-                          {"nodes", node_reports}};
+  nlohmann::json manifest = manifest_base(profile, options.source_date_epoch);
+  manifest["talos_version"] = {{"version", version->str()}, {"from", version_source}};
+  manifest["outputs"] = talos.outputs;
+  manifest["inputs"] = inputs;
+  manifest["nodes"] = node_reports;
   if (result.shared_boot_iso) {
-    manifest["shared_boot_iso"] = file_json(*result.shared_boot_iso, out);
+    manifest["shared_boot_iso"] = built_file_json(*result.shared_boot_iso, out);
     manifest["shared_boot_iso"]["kernel_args_added"] = join_kernel_args(append_kernel_args(shared_args, {metal_iso_arg}));
   }
-  if (options.source_date_epoch) manifest["source_date_epoch"] = *options.source_date_epoch;
-  result.checksums = out / "SHA256SUMS";
-  result.manifest = out / "manifest.json";
-  write_text_file_atomically(result.checksums, sums);
-  write_text_file_atomically(result.manifest, manifest.dump(2) + "\n");
+  BuildRecord record = write_build_record(out, sums, manifest, public_mode);
+  result.checksums = record.checksums;
+  result.manifest = record.manifest;
   partial.commit();
   return result;
 }

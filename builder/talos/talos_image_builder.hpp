@@ -7,7 +7,8 @@
 //      before fetching or writing anything, so a bad patch costs nothing and leaves nothing;
 //   2. fetch the ISO / kernel / initramfs (cache, checksums), find the Talos version (profile, else
 //      the ISO's volume id) and check it is a Talos ISO (/boot/vmlinuz, /boot/initramfs.xz, grub.cfg);
-//   3. build each node's kernel command lines and check them against the kernel's 4096 bytes;
+//   3. build each node's kernel command lines and check them against what the kernel they boot keeps
+//      (its setup header's cmdline_size);
 //   4. write the outputs the profile asks for:
 //        config-iso  <node>-config.iso (label metal-iso, /config.yaml) and, once, talos-metal-iso.iso:
 //                    the input ISO with talos.config=metal-iso (+ the arguments all nodes share);
@@ -21,8 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "builder/build_output.hpp"
 #include "builder/profile.hpp"
-#include "builder/rpi/rpi_image_builder.hpp"
 
 namespace aggrik8s::builder {
 

@@ -1,0 +1,41 @@
+#pragma once
+// What a build leaves beside its outputs to say what they are: SHA256SUMS in sha256sum's format (so
+// `sha256sum -c SHA256SUMS` checks them) and manifest.json (the tool, the profile files, the inputs
+// with their checksums, then what each product adds: nodes, versions, kernel arguments). Neither
+// ever holds a secret.
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "builder/build_output.hpp"
+#include "builder/profile.hpp"
+#include "core/artifact_fetcher.hpp"
+
+namespace aggrik8s::builder {
+
+// {"file": path relative to output_dir, "size", "sha256"}.
+nlohmann::json built_file_json(const BuiltFile& file, const std::filesystem::path& output_dir);
+
+// {"role", "source", "sha256", "size"} of a fetched input.
+nlohmann::json input_json(const std::string& role, const FetchedArtifact& artifact);
+
+// The part of manifest.json every build has: the tool and its version, the profile (name, kind, each
+// file it extends and itself with their sha256) and source_date_epoch when it was set.
+nlohmann::json manifest_base(const Profile& profile, std::optional<std::int64_t> source_date_epoch);
+
+// SHA256SUMS: one "<sha256>  <path relative to output_dir>" line per file, in the order given.
+std::string sha256sums_text(const std::vector<BuiltFile>& files, const std::filesystem::path& output_dir);
+
+struct BuildRecord {
+  std::filesystem::path checksums;  // <output_dir>/SHA256SUMS
+  std::filesystem::path manifest;   // <output_dir>/manifest.json
+};
+
+// Writes SHA256SUMS, then manifest.json, each replaced whole (write_text_file_atomically).
+BuildRecord write_build_record(const std::filesystem::path& output_dir, const std::vector<BuiltFile>& files,
+                               const nlohmann::json& manifest, FileMode mode);
+
+}  // namespace aggrik8s::builder

@@ -1,0 +1,57 @@
+#include "builder/build_output.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+
+#include "core/file_descriptor.hpp"
+#include "core/positional_io.hpp"
+
+namespace aggrik8s::builder {
+namespace fs = std::filesystem;
+
+void write_file_with_mode(const fs::path& path, const std::string& content, FileMode mode) {
+  FileDescriptor out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode.bits));
+  if (!out) throw_system_error("cannot create " + path.string(), errno);
+  // open() gives a new file mode & ~umask and leaves an existing file's mode as it was.
+  if (!mode.umask_applies && ::fchmod(out.get(), mode.bits) != 0) {
+    throw_system_error("cannot set the mode of " + path.string(), errno);
+  }
+  pwrite_all(out.get(), 0, content.data(), content.size(), path.string());
+}
+
+void write_text_file_atomically(const fs::path& path, const std::string& content, FileMode mode) {
+  fs::path partial = path;
+  partial += ".partial";
+  try {
+    write_file_with_mode(partial, content, mode);
+    fs::rename(partial, path);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(partial, ignored);
+    throw;
+  }
+}
+
+Sha256Digest DigestsByInode::of(const fs::path& path, dev_t device, ino_t inode, nlink_t links, const timespec& mtime) {
+  // A file with one link cannot be met again under another name: not worth remembering.
+  if (links <= 1) return Sha256::of_file(path);
+  auto key = std::make_pair(device, inode);
+  auto it = seen_.find(key);
+  if (it != seen_.end() && it->second.mtime.tv_sec == mtime.tv_sec && it->second.mtime.tv_nsec == mtime.tv_nsec) {
+    return it->second.digest;
+  }
+  Sha256Digest digest = Sha256::of_file(path);
+  seen_[key] = {mtime, digest};
+  return digest;
+}
+
+BuiltFile describe_file(const fs::path& path, DigestsByInode& digests) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw_system_error("cannot stat " + path.string(), errno);
+  Sha256Digest digest = digests.of(path, st.st_dev, st.st_ino, st.st_nlink, st.st_mtim);
+  return BuiltFile{path, static_cast<std::uint64_t>(st.st_size), digest};
+}
+
+}  // namespace aggrik8s::builder

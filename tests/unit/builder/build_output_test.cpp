@@ -1,0 +1,200 @@
+#include "builder/build_output.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "builder/build_manifest.hpp"
+#include "tests/test_support.hpp"
+
+using namespace aggrik8s;
+using namespace aggrik8s::builder;
+namespace fs = std::filesystem;
+
+namespace {
+
+mode_t mode_of(const fs::path& path) {
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return st.st_mode & 07777;
+}
+
+ino_t inode_of(const fs::path& path) {
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return st.st_ino;
+}
+
+// The process umask for one scope: the modes under test depend on it.
+class UmaskScope {
+ public:
+  explicit UmaskScope(mode_t mask) : previous_(::umask(mask)) {}
+  ~UmaskScope() { ::umask(previous_); }
+
+ private:
+  mode_t previous_;
+};
+
+// Files this process writes may not grow past `bytes` (writes beyond fail with EFBIG instead of
+// raising SIGXFSZ): a disk that fills up half-way through a write.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &previous_);
+    previous_handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit limited = previous_;
+    limited.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &limited);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &previous_);
+    ::signal(SIGXFSZ, previous_handler_);
+  }
+
+ private:
+  rlimit previous_{};
+  sighandler_t previous_handler_ = SIG_DFL;
+};
+
+fs::path partial_of(const fs::path& path) { return fs::path(path.string() + ".partial"); }
+
+}  // namespace
+
+TEST_CASE("build output: a file is replaced by a rename of a new file, never rewritten in place", "[build_output]") {
+  test::TempDir dir;
+  fs::path target = dir / "manifest.json";
+  test::write_file(target, "old\n");
+  // A second name for the old file: rewriting in place would change what it reads too.
+  fs::create_hard_link(target, dir / "old-name");
+  ino_t old_inode = inode_of(target);
+
+  write_text_file_atomically(target, "new\n", FileMode::exactly(0644));
+
+  CHECK(test::read_file(target) == "new\n");
+  CHECK(inode_of(target) != old_inode);
+  CHECK(test::read_file(dir / "old-name") == "old\n");
+  CHECK_FALSE(fs::exists(partial_of(target)));
+}
+
+TEST_CASE("build output: a write that fails half-way leaves the old file whole and no .partial", "[build_output]") {
+  test::TempDir dir;
+  fs::path target = dir / "SHA256SUMS";
+  test::write_file(target, "the complete old list\n");
+  std::string content(64 * 1024, 'x');
+  {
+    FileSizeLimit disk_full_after(4096);
+    CHECK_THROWS_AS(write_text_file_atomically(target, content, FileMode::exactly(0644)), Error);
+  }
+  CHECK(test::read_file(target) == "the complete old list\n");
+  CHECK_FALSE(fs::exists(partial_of(target)));
+}
+
+TEST_CASE("build output: a rename that fails removes the .partial and leaves the target as it was", "[build_output]") {
+  test::TempDir dir;
+  // A non-empty directory cannot be replaced by a file.
+  fs::path target = dir / "manifest.json";
+  fs::create_directories(target);
+  test::write_file(target / "kept", "kept\n");
+  CHECK_THROWS(write_text_file_atomically(target, "{}\n", FileMode::exactly(0644)));
+  CHECK(fs::is_directory(target));
+  CHECK(test::read_file(target / "kept") == "kept\n");
+  CHECK_FALSE(fs::exists(partial_of(target)));
+}
+
+TEST_CASE("build output: exact modes ignore the umask, less_umask modes follow it", "[build_output]") {
+  test::TempDir dir;
+  {
+    UmaskScope strict(077);
+    write_text_file_atomically(dir / "public", "p\n", FileMode::exactly(0644));
+    write_text_file_atomically(dir / "as-umask-allows", "u\n", FileMode::less_umask(0666));
+    CHECK(mode_of(dir / "public") == 0644);
+    CHECK(mode_of(dir / "as-umask-allows") == 0600);
+  }
+  {
+    UmaskScope usual(022);
+    write_text_file_atomically(dir / "as-umask-allows-022", "u\n", FileMode::less_umask(0666));
+    CHECK(mode_of(dir / "as-umask-allows-022") == 0644);
+  }
+}
+
+TEST_CASE("build output: a secret file is 0600 even over a more open file of the same name", "[build_output]") {
+  test::TempDir dir;
+  UmaskScope open_umask(0);
+  fs::path config = dir / "config.yaml";
+  test::write_file(config, "stale\n");
+  fs::permissions(config, fs::perms::all);
+  write_file_with_mode(config, "secret\n", FileMode::exactly(0600));
+  CHECK(mode_of(config) == 0600);
+  CHECK(test::read_file(config) == "secret\n");
+
+  // A stale .partial left 0666 by some earlier crash must not make the replacement readable.
+  fs::path record = dir / "token";
+  test::write_file(partial_of(record), "stale\n");
+  fs::permissions(partial_of(record), fs::perms::all);
+  write_text_file_atomically(record, "secret\n", FileMode::exactly(0600));
+  CHECK(mode_of(record) == 0600);
+  CHECK(test::read_file(record) == "secret\n");
+}
+
+TEST_CASE("build output: describe_file gives size and sha256, hashing hard-linked files once", "[build_output]") {
+  test::TempDir dir;
+  fs::path kernel = dir / "vmlinuz";
+  test::write_file(kernel, "abc");
+  fs::create_hard_link(kernel, dir / "vmlinuz-2");
+  DigestsByInode digests;
+  BuiltFile first = describe_file(kernel, digests);
+  CHECK(first.path == kernel);
+  CHECK(first.size == 3);
+  CHECK(first.sha256.hex() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+
+  // Same bytes count, same mtime, other content: only a remembered digest still says "abc".
+  struct stat before {};
+  REQUIRE(::stat(kernel.c_str(), &before) == 0);
+  test::write_file(dir / "vmlinuz-2", "xyz");
+  timespec times[2] = {before.st_atim, before.st_mtim};
+  REQUIRE(::utimensat(AT_FDCWD, kernel.c_str(), times, 0) == 0);
+  CHECK(describe_file(dir / "vmlinuz-2", digests).sha256 == first.sha256);
+
+  // A changed mtime means the file was written again: hashed again.
+  fs::last_write_time(kernel, fs::last_write_time(kernel) + std::chrono::seconds(5));
+  CHECK(describe_file(dir / "vmlinuz-2", digests).sha256.hex() ==
+        "3608bca1e44ea6c4d268eb6db02260269892c0b42b86bbf1e77a6fa16c3c9282");
+  // A file with one link is always read.
+  fs::path single = dir / "single";
+  test::write_file(single, "abc");
+  DigestsByInode fresh;
+  CHECK(describe_file(single, fresh).sha256 == first.sha256);
+  test::write_file(single, "xyz");
+  CHECK(describe_file(single, fresh).sha256.hex() == "3608bca1e44ea6c4d268eb6db02260269892c0b42b86bbf1e77a6fa16c3c9282");
+}
+
+TEST_CASE("build output: SHA256SUMS lists files relative to the output directory in sha256sum's format", "[build_output]") {
+  test::TempDir dir;
+  fs::create_directories(dir / "netboot" / "cp1");
+  test::write_file(dir / "n1.img", "abc");
+  test::write_file(dir / "netboot" / "cp1" / "boot.ipxe", "xyz");
+  DigestsByInode digests;
+  std::vector<BuiltFile> files{describe_file(dir / "n1.img", digests), describe_file(dir / "netboot" / "cp1" / "boot.ipxe", digests)};
+  CHECK(sha256sums_text(files, dir.path()) ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  n1.img\n"
+        "3608bca1e44ea6c4d268eb6db02260269892c0b42b86bbf1e77a6fa16c3c9282  netboot/cp1/boot.ipxe\n");
+  CHECK(built_file_json(files[1], dir.path()) ==
+        nlohmann::json{{"file", "netboot/cp1/boot.ipxe"},
+                       {"size", 3},
+                       {"sha256", "3608bca1e44ea6c4d268eb6db02260269892c0b42b86bbf1e77a6fa16c3c9282"}});
+
+  UmaskScope strict(077);
+  BuildRecord record = write_build_record(dir.path(), files, nlohmann::json{{"nodes", {"n1"}}}, FileMode::exactly(0644));
+  CHECK(record.checksums == dir / "SHA256SUMS");
+  CHECK(record.manifest == dir / "manifest.json");
+  CHECK(test::read_file(record.checksums) == sha256sums_text(files, dir.path()));
+  CHECK(test::read_file(record.manifest) == "{\n  \"nodes\": [\n    \"n1\"\n  ]\n}\n");
+  CHECK(mode_of(record.checksums) == 0644);
+  CHECK(mode_of(record.manifest) == 0644);
+}
