@@ -591,6 +591,195 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
   return result;
 }
 
+// ---- the build, phase by phase ----
+
+// Step 1's result: the base image and the RKE2 release, and the cache the base is decompressed into.
+struct RpiInputs {
+  FetchedArtifact base;
+  Rke2Release release;
+  fs::path cache_dir;
+};
+
+RpiInputs fetch_rpi_inputs(const Profile& profile, const Rpi5Node& first_node, const FetchOptions& fetch) {
+  ArtifactFetcher fetcher(fetch);
+  // The base image and the RKE2 release come from different servers: fetch them at the same time.
+  auto base_download = std::async(std::launch::async, [&] { return fetcher.fetch(*profile.base); });
+  Rke2Release release = fetch_rke2_release(first_node.rke2, "arm64", fetcher);
+  FetchedArtifact base = base_download.get();
+  return {std::move(base), std::move(release), fetcher.options().cache_dir};
+}
+
+// Node images are copied with O_DIRECT (see copy_image_direct), with --no-sync too: their bytes
+// must reach the disk sooner or later, and going there directly was the faster way here either way.
+// 0600: the image carries the node's join token (and maybe password hashes) inside it. Returns
+// whether the copy went direct.
+bool copy_prepared_image(const fs::path& prepared, const fs::path& to) {
+  if (copy_image_direct(prepared, to, 0600)) return true;
+  copy_sparse_file(prepared, to, 0600);
+  return false;
+}
+
+// What steps 5 and 6 share across nodes.
+struct RpiNodeBuild {
+  const Profile& profile;
+  const BuildOptions& options;
+  const PreparedImage& prepared;
+  const Rke2Release& release;
+  PartialOutputs& partial;
+  DigestsByInode digests;
+  // The bmap of the prepared image before any node's edits, once the first node has been hashed:
+  // every later node's bmap is that one with only the chunks its edits wrote hashed again.
+  std::optional<Bmap> prepared_bmap;
+  // The next node's copy of the prepared image, made on another thread while this node is hashed:
+  // the copy is mostly the disk taking the bytes (a memcpy out of the page cache besides), the hash
+  // is SHA-256 on one core, so they overlap.
+  std::future<bool> next_copy;
+
+  fs::path image_partial(const Rpi5Node& node) const { return options.output_dir / (node.name + ".img.partial"); }
+};
+
+// The node's image at `image_partial`: the prepared image copied (or already copied while the previous
+// node was hashed), or, for the last node, the prepared image itself. Returns whether it was copied
+// with O_DIRECT (its bytes then have to be read from the prepared image, see ImageBase).
+bool place_node_image(RpiNodeBuild& build, const fs::path& image_partial, bool last) {
+  if (last) {
+    // Nobody needs the prepared image after the last node: it becomes that node's image, which saves
+    // a full copy (the work directory is in the output directory, so this is a rename).
+    fs::permissions(build.prepared.path, fs::perms::owner_read | fs::perms::owner_write);
+    fs::rename(build.prepared.path, image_partial);
+    return false;
+  }
+  if (build.next_copy.valid()) return build.next_copy.get();
+  return copy_prepared_image(build.prepared.path, image_partial);
+}
+
+// The image's size, sha256 and (output.bmap) bmap. The image is final from here on (compressing only
+// reads it). The first node's sha256 for SHA256SUMS is taken in the same read as its whole bmap;
+// later nodes read the image once for the sha256 while their changed chunks are hashed beside it.
+ImageHashes hash_node_image(RpiNodeBuild& build, const fs::path& image_partial, const NodeResult& node_result,
+                            bool copied_direct, bool last) {
+  ImageBase copied_from{build.prepared.path, node_result.written};
+  const ImageBase* read_from = copied_direct ? &copied_from : nullptr;
+  ImageHashes hashes;
+  if (!build.profile.output.bmap) {
+    hashes = hash_image(image_partial, false, {}, read_from);
+  } else if (!build.prepared_bmap) {
+    hashes = hash_image(image_partial, true, node_bmap_options, read_from);
+    if (!last) build.prepared_bmap = update_bmap(build.prepared.path, *hashes.bmap, node_result.written, node_bmap_options);
+  } else {
+    auto bmap = std::async(std::launch::async, [&] {
+      return update_bmap(image_partial, *build.prepared_bmap, node_result.written, node_bmap_options, read_from);
+    });
+    hashes = hash_image(image_partial, false, {}, read_from);
+    hashes.bmap = bmap.get();
+  }
+  return hashes;
+}
+
+// <node>.img.bmap and the compressed copies, under their .partial names (sizes and digests are taken
+// once they are renamed).
+void write_bmap_and_compressed_copies(RpiNodeBuild& build, const Rpi5Node& node, const fs::path& image_partial,
+                                      const ImageHashes& hashes, BuiltNode& built) {
+  const fs::path& out = build.options.output_dir;
+  if (hashes.bmap) {
+    fs::path bmap = out / (node.name + ".img.bmap");
+    fs::path bmap_partial = build.partial.track(fs::path(bmap.string() + ".partial"));
+    write_bmap_file(*hashes.bmap, bmap_partial);
+    built.bmap = BuiltFile{bmap, 0, {}};
+  }
+  for (const auto& format : build.profile.output.compress) {
+    fs::path compressed = out / (node.name + ".img." + (format == "xz" ? "xz" : "zst"));
+    fs::path compressed_partial = build.partial.track(fs::path(compressed.string() + ".partial"));
+    ImageCompressionOptions compression;
+    compression.format = format == "xz" ? ImageCompressionFormat::xz : ImageCompressionFormat::zstd;
+    compression.file_permissions = 0600;
+    ImageCompressor(compression).compress(image_partial, compressed_partial);
+    built.compressed.push_back(BuiltFile{compressed, 0, {}});
+  }
+}
+
+// Complete: everything of this node renamed into place, image last (once it is on the disk).
+void move_node_outputs_into_place(RpiNodeBuild& build, const fs::path& image_partial, const fs::path& image,
+                                  const ImageHashes& hashes, BuiltNode& built) {
+  if (built.bmap) {
+    fs::rename(built.bmap->path.string() + ".partial", built.bmap->path);
+    build.partial.track(built.bmap->path);
+    *built.bmap = describe_file(built.bmap->path, build.digests);
+  }
+  for (auto& c : built.compressed) {
+    fs::rename(c.path.string() + ".partial", c.path);
+    build.partial.track(c.path);
+    c = describe_file(c.path, build.digests);
+  }
+  if (build.options.sync_images) wait_until_on_disk(image_partial);
+  fs::rename(image_partial, image);
+  build.partial.track(image);
+  built.image = BuiltFile{image, hashes.size, hashes.sha256};
+}
+
+nlohmann::json node_report(const RpiNodeBuild& build, const Rpi5Node& node, const NodeResult& node_result,
+                           const BuiltNode& built) {
+  const fs::path& out = build.options.output_dir;
+  nlohmann::json report{{"name", node.name},
+                        {"hostname", node.system.hostname},
+                        {"rke2_role", node.rke2.role},
+                        {"first_boot", built.first_boot_format},
+                        {"image", built_file_json(built.image, out)},
+                        {"changes", build.prepared.changes}};
+  for (const auto& c : node_result.changes) report["changes"].push_back(c);
+  if (built.bmap) report["bmap"] = built_file_json(*built.bmap, out);
+  for (const auto& c : built.compressed) report["compressed"].push_back(built_file_json(c, out));
+  return report;
+}
+
+// Steps 5 and 6 for nodes[index]; `report` gets its manifest entry.
+BuiltNode build_node_image(RpiNodeBuild& build, const std::vector<const Rpi5Node*>& nodes, std::size_t index,
+                           nlohmann::json& report) {
+  const Rpi5Node& node = *nodes[index];
+  const bool last = index + 1 == nodes.size();
+  log::info("node ", node.name, ": customising");
+  fs::path image = build.options.output_dir / (node.name + ".img");
+  fs::path image_partial = build.partial.track(build.image_partial(node));
+  bool copied_direct = place_node_image(build, image_partial, last);
+  NodeResult node_result =
+      customise_node(build.profile, node, build.prepared, build.release, image_partial, build.options.source_date_epoch);
+  if (build.options.sync_images) start_writeback(image_partial);
+  if (index + 2 < nodes.size()) {
+    // Not for the last node, whose image is the prepared one itself.
+    fs::path next = build.partial.track(build.image_partial(*nodes[index + 1]));
+    build.next_copy = std::async(std::launch::async, copy_prepared_image, build.prepared.path, next);
+  }
+
+  BuiltNode built;
+  built.name = node.name;
+  built.first_boot_format = node_result.first_boot_format;
+  ImageHashes hashes = hash_node_image(build, image_partial, node_result, copied_direct, last);
+  write_bmap_and_compressed_copies(build, node, image_partial, hashes, built);
+  move_node_outputs_into_place(build, image_partial, image, hashes, built);
+  report = node_report(build, node, node_result, built);
+  return built;
+}
+
+// SHA256SUMS and manifest.json. A Pi build's are as open as the umask lets them be.
+BuildRecord write_rpi_build_record(const Profile& profile, const BuildOptions& options, const RpiInputs& inputs,
+                                   const BuildResult& result, const nlohmann::json& node_reports) {
+  std::vector<BuiltFile> sums;
+  for (const auto& n : result.nodes) {
+    sums.push_back(n.image);
+    if (n.bmap) sums.push_back(*n.bmap);
+    sums.insert(sums.end(), n.compressed.begin(), n.compressed.end());
+  }
+  const Rke2Release& release = inputs.release;
+  nlohmann::json input_list = nlohmann::json::array({input_json("base", inputs.base), input_json("rke2-checksums", release.checksums),
+                                                     input_json("rke2-bundle", release.bundle)});
+  for (const auto& image : release.images) input_list.push_back(input_json("rke2-images", image));
+  nlohmann::json manifest = manifest_base(profile, options.source_date_epoch);
+  manifest["rke2_version"] = release.version;
+  manifest["inputs"] = input_list;
+  manifest["nodes"] = node_reports;
+  return write_build_record(options.output_dir, sums, manifest, FileMode::less_umask(0666));
+}
+
 }  // namespace
 
 std::optional<std::int64_t> source_date_epoch_from_environment() {
@@ -608,143 +797,25 @@ std::optional<std::int64_t> source_date_epoch_from_environment() {
 BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& options) {
   if (!profile.base) throw Error(profile.file.string() + ": nothing to build: the profile has no base image");
   std::vector<const Rpi5Node*> nodes = select_nodes(profile.rpi_nodes, options.only_nodes, profile.file);
-
-  ArtifactFetcher fetcher(options.fetch);
-  // The base image and the RKE2 release come from different servers: fetch them at the same time.
-  auto base_download = std::async(std::launch::async, [&] { return fetcher.fetch(*profile.base); });
-  Rke2Release release = fetch_rke2_release(nodes.front()->rke2, "arm64", fetcher);
-  FetchedArtifact base = base_download.get();
+  // 1. inputs
+  RpiInputs inputs = fetch_rpi_inputs(profile, *nodes.front(), options.fetch);
   fs::create_directories(options.output_dir);
-
   WorkDirectory work(options.output_dir, "work");
   PartialOutputs partial;
-  PreparedImage prepared =
-      prepare_shared_image(profile, base, release, work.path(), fetcher.options().cache_dir, options.source_date_epoch);
-
+  // 2-4. the image every node starts from
+  PreparedImage prepared = prepare_shared_image(profile, inputs.base, inputs.release, work.path(), inputs.cache_dir,
+                                                options.source_date_epoch);
+  // 5-6. per node: its image, bmap and compressed copies
+  RpiNodeBuild build{profile, options, prepared, inputs.release, partial, {}, {}, {}};
   BuildResult result;
   nlohmann::json node_reports = nlohmann::json::array();
-  auto partial_image = [&](const Rpi5Node* node) { return options.output_dir / (node->name + ".img.partial"); };
-  // The bmap of the prepared image before any node's edits, once the first node has been hashed:
-  // every later node's bmap is that one with only the chunks its edits wrote hashed again.
-  std::optional<Bmap> prepared_bmap;
-  DigestsByInode digests;
-  // The next node's copy of the prepared image, made on another thread while this node is hashed:
-  // the copy is mostly the disk taking the bytes (a memcpy out of the page cache besides), the hash
-  // is SHA-256 on one core, so they overlap.
-  std::future<bool> next_copy;
-  // Node images are copied with O_DIRECT (see copy_image_direct), with --no-sync too: their bytes
-  // must reach the disk sooner or later, and going there directly was the faster way here either way.
-  auto copy_prepared = [&prepared](const fs::path& to) {
-    if (copy_image_direct(prepared.path, to, 0600)) return true;
-    copy_sparse_file(prepared.path, to, 0600);
-    return false;
-  };
   for (std::size_t index = 0; index < nodes.size(); ++index) {
-    const Rpi5Node* node = nodes[index];
-    const bool last = index + 1 == nodes.size();
-    log::info("node ", node->name, ": customising");
-    fs::path image = options.output_dir / (node->name + ".img");
-    fs::path image_partial = partial.track(partial_image(node));
-    bool copied_direct = false;
-    if (last) {
-      // Nobody needs the prepared image after the last node: it becomes that node's image, which saves
-      // a full copy (the work directory is in the output directory, so this is a rename).
-      fs::permissions(prepared.path, fs::perms::owner_read | fs::perms::owner_write);
-      fs::rename(prepared.path, image_partial);
-    } else if (next_copy.valid()) {
-      copied_direct = next_copy.get();
-    } else {
-      // 0600: the image carries the node's join token (and maybe password hashes) inside it.
-      copied_direct = copy_prepared(image_partial);
-    }
-    NodeResult node_result = customise_node(profile, *node, prepared, release, image_partial, options.source_date_epoch);
-    if (options.sync_images) start_writeback(image_partial);
-    if (index + 2 < nodes.size()) {
-      // Not for the last node, whose image is the prepared one itself.
-      fs::path next = partial.track(partial_image(nodes[index + 1]));
-      next_copy = std::async(std::launch::async, copy_prepared, next);
-    }
-
-    BuiltNode built;
-    built.name = node->name;
-    built.first_boot_format = node_result.first_boot_format;
-    // The image is final from here on (compressing only reads it). The first node's sha256 for
-    // SHA256SUMS is taken in the same read as its whole bmap; later nodes read the image once for the
-    // sha256 while their changed chunks are hashed beside it.
-    ImageBase copied_from{prepared.path, node_result.written};
-    const ImageBase* read_from = copied_direct ? &copied_from : nullptr;
-    ImageHashes hashes;
-    if (!profile.output.bmap) {
-      hashes = hash_image(image_partial, false, {}, read_from);
-    } else if (!prepared_bmap) {
-      hashes = hash_image(image_partial, true, node_bmap_options, read_from);
-      if (!last) prepared_bmap = update_bmap(prepared.path, *hashes.bmap, node_result.written, node_bmap_options);
-    } else {
-      auto bmap = std::async(std::launch::async, [&] {
-        return update_bmap(image_partial, *prepared_bmap, node_result.written, node_bmap_options, read_from);
-      });
-      hashes = hash_image(image_partial, false, {}, read_from);
-      hashes.bmap = bmap.get();
-    }
-    if (hashes.bmap) {
-      fs::path bmap = options.output_dir / (node->name + ".img.bmap");
-      fs::path bmap_partial = partial.track(fs::path(bmap.string() + ".partial"));
-      write_bmap_file(*hashes.bmap, bmap_partial);
-      built.bmap = BuiltFile{bmap, 0, {}};
-    }
-    for (const auto& format : profile.output.compress) {
-      fs::path compressed = options.output_dir / (node->name + ".img." + (format == "xz" ? "xz" : "zst"));
-      fs::path compressed_partial = partial.track(fs::path(compressed.string() + ".partial"));
-      ImageCompressionOptions compression;
-      compression.format = format == "xz" ? ImageCompressionFormat::xz : ImageCompressionFormat::zstd;
-      compression.file_permissions = 0600;
-      ImageCompressor(compression).compress(image_partial, compressed_partial);
-      built.compressed.push_back(BuiltFile{compressed, 0, {}});
-    }
-    // Complete: rename everything of this node into place, image last.
-    if (built.bmap) {
-      fs::rename(built.bmap->path.string() + ".partial", built.bmap->path);
-      partial.track(built.bmap->path);
-      *built.bmap = describe_file(built.bmap->path, digests);
-    }
-    for (auto& c : built.compressed) {
-      fs::rename(c.path.string() + ".partial", c.path);
-      partial.track(c.path);
-      c = describe_file(c.path, digests);
-    }
-    if (options.sync_images) wait_until_on_disk(image_partial);
-    fs::rename(image_partial, image);
-    partial.track(image);
-    built.image = BuiltFile{image, hashes.size, hashes.sha256};
-
-    nlohmann::json report{{"name", node->name},
-                          {"hostname", node->system.hostname},
-                          {"rke2_role", node->rke2.role},
-                          {"first_boot", built.first_boot_format},
-                          {"image", built_file_json(built.image, options.output_dir)},
-                          {"changes", prepared.changes}};
-    for (const auto& c : node_result.changes) report["changes"].push_back(c);
-    if (built.bmap) report["bmap"] = built_file_json(*built.bmap, options.output_dir);
-    for (const auto& c : built.compressed) report["compressed"].push_back(built_file_json(c, options.output_dir));
-    node_reports.push_back(report);
-    result.nodes.push_back(std::move(built));
+    nlohmann::json report;
+    result.nodes.push_back(build_node_image(build, nodes, index, report));
+    node_reports.push_back(std::move(report));
   }
-
-  std::vector<BuiltFile> sums;
-  for (const auto& n : result.nodes) {
-    sums.push_back(n.image);
-    if (n.bmap) sums.push_back(*n.bmap);
-    sums.insert(sums.end(), n.compressed.begin(), n.compressed.end());
-  }
-  nlohmann::json inputs = nlohmann::json::array({input_json("base", base), input_json("rke2-checksums", release.checksums),
-                                                  input_json("rke2-bundle", release.bundle)});
-  for (const auto& image : release.images) inputs.push_back(input_json("rke2-images", image));
-  nlohmann::json manifest = manifest_base(profile, options.source_date_epoch);
-  manifest["rke2_version"] = release.version;
-  manifest["inputs"] = inputs;
-  manifest["nodes"] = node_reports;
-  // SHA256SUMS and manifest.json of a Pi build are as open as the umask lets them be.
-  BuildRecord record = write_build_record(options.output_dir, sums, manifest, FileMode::less_umask(0666));
+  // SHA256SUMS and manifest.json
+  BuildRecord record = write_rpi_build_record(profile, options, inputs, result, node_reports);
   result.checksums = record.checksums;
   result.manifest = record.manifest;
   partial.commit();

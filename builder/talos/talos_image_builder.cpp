@@ -79,15 +79,15 @@ std::string without_trailing_slash(std::string url) {
   return url;
 }
 
-}  // namespace
+// What step 2 fetched: the ISO, and the kernel and initramfs when netboot has its own.
+struct TalosInputs {
+  std::optional<FetchedArtifact> iso;
+  std::optional<FetchedArtifact> kernel;
+  std::optional<FetchedArtifact> initramfs;
+};
 
-TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions& options) {
-  std::vector<const TalosNode*> nodes = select_nodes(profile.talos_nodes, options.only_nodes, profile.file);
-
-  // 1. configs
-  std::vector<NodePlan> plans = plan_node_configs(profile, nodes);
-
-  // 2. inputs
+// Step 2: the inputs the wanted outputs need, fetched together (cache, checksums).
+TalosInputs fetch_talos_inputs(const Profile& profile, const FetchOptions& fetch) {
   const TalosSettings& talos = profile.talos;
   // config-iso alone needs no ISO (without one, no shared boot ISO is written: the user boots a stock
   // ISO with talos.config=metal-iso added by hand or by Image Factory's extraKernelArgs).
@@ -97,52 +97,73 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     throw Error(profile.file.string() + ": the " + std::string(wants(profile, "iso") ? "iso" : "netboot") +
                 " output needs 'talos.iso'" + (wants(profile, "iso") ? "" : " or 'talos.kernel' + 'talos.initramfs'"));
   }
-  ArtifactFetcher fetcher(options.fetch);
-  std::optional<FetchedArtifact> iso;
-  std::optional<FetchedArtifact> kernel;
-  std::optional<FetchedArtifact> initramfs;
-  {
-    std::vector<ArtifactSource> sources;
-    if (need_iso) sources.push_back(*talos.iso);
-    bool separate_netboot_files = wants(profile, "netboot") && talos.kernel && talos.initramfs;
-    if (separate_netboot_files) {
-      sources.push_back(*talos.kernel);
-      sources.push_back(*talos.initramfs);
-    }
-    std::vector<FetchedArtifact> fetched = fetcher.fetch_all(sources);
-    std::size_t i = 0;
-    if (need_iso) iso = fetched[i++];
-    if (separate_netboot_files) {
-      kernel = fetched[i++];
-      initramfs = fetched[i++];
-    }
+  ArtifactFetcher fetcher(fetch);
+  TalosInputs inputs;
+  std::vector<ArtifactSource> sources;
+  if (need_iso) sources.push_back(*talos.iso);
+  bool separate_netboot_files = wants(profile, "netboot") && talos.kernel && talos.initramfs;
+  if (separate_netboot_files) {
+    sources.push_back(*talos.kernel);
+    sources.push_back(*talos.initramfs);
   }
+  std::vector<FetchedArtifact> fetched = fetcher.fetch_all(sources);
+  std::size_t i = 0;
+  if (need_iso) inputs.iso = fetched[i++];
+  if (separate_netboot_files) {
+    inputs.kernel = fetched[i++];
+    inputs.initramfs = fetched[i++];
+  }
+  return inputs;
+}
 
-  std::optional<TalosVersion> version;
-  std::string version_source = "profile";
-  if (talos.version) {
-    version = TalosVersion::parse(*talos.version);
-    if (!version) throw Error(profile.file.string() + ": 'talos.version' must look like v1.12.0, got '" + *talos.version + "'");
-  }
+// What the build edits of the input ISO (empty without one).
+struct TalosIsoContents {
+  IsoVolumeInfo volume;
   std::string grub_cfg;
-  IsoVolumeInfo iso_info;
   TalosIsoUkis ukis;
-  if (iso) {
-    iso_info = read_iso_volume_info(iso->path);
-    std::vector<std::string> files = list_iso_files(iso->path);
-    for (const char* required : {"boot/vmlinuz", "boot/initramfs.xz", "boot/grub/grub.cfg"}) {
-      if (std::find(files.begin(), files.end(), required) == files.end()) {
-        throw Error(iso->source.location + ": no /" + required + " in the ISO: this is not a Talos ISO (" +
-                    talos.iso->where.str() + ")");
-      }
+};
+
+// Checks the ISO is a Talos ISO (/boot/vmlinuz, /boot/initramfs.xz, grub.cfg) and reads what is edited.
+TalosIsoContents read_talos_iso(const Profile& profile, const FetchedArtifact& iso) {
+  TalosIsoContents contents;
+  contents.volume = read_iso_volume_info(iso.path);
+  std::vector<std::string> files = list_iso_files(iso.path);
+  for (const char* required : {"boot/vmlinuz", "boot/initramfs.xz", "boot/grub/grub.cfg"}) {
+    if (std::find(files.begin(), files.end(), required) == files.end()) {
+      throw Error(iso.source.location + ": no /" + required + " in the ISO: this is not a Talos ISO (" +
+                  profile.talos.iso->where.str() + ")");
     }
-    // UEFI through systemd-boot (Talos >= 1.10): the command line is inside each UKI.
-    if (wants(profile, "iso") || wants(profile, "config-iso")) ukis = TalosIsoUkis::read(iso->path, files);
-    grub_cfg = read_iso_text_file(iso->path, "boot/grub/grub.cfg");
-    auto detected = TalosVersion::from_volume_id(iso_info.volume_id);
+  }
+  // UEFI through systemd-boot (Talos >= 1.10): the command line is inside each UKI.
+  if (wants(profile, "iso") || wants(profile, "config-iso")) contents.ukis = TalosIsoUkis::read(iso.path, files);
+  contents.grub_cfg = read_iso_text_file(iso.path, "boot/grub/grub.cfg");
+  return contents;
+}
+
+struct KnownTalosVersion {
+  TalosVersion version;
+  std::string source;  // for the manifest: "profile", the ISO's volume id, ...
+};
+
+// 'talos.version' as the profile gives it, checked before any ISO is read.
+std::optional<TalosVersion> talos_version_from_profile(const Profile& profile) {
+  if (!profile.talos.version) return std::nullopt;
+  auto version = TalosVersion::parse(*profile.talos.version);
+  if (!version) {
+    throw Error(profile.file.string() + ": 'talos.version' must look like v1.12.0, got '" + *profile.talos.version + "'");
+  }
+  return version;
+}
+
+// The profile's version, else the one the ISO's volume id names; config-iso alone does without.
+KnownTalosVersion choose_talos_version(const Profile& profile, std::optional<TalosVersion> version, bool have_iso,
+                                       const TalosIsoContents& iso) {
+  std::string source = "profile";
+  if (have_iso) {
+    auto detected = TalosVersion::from_volume_id(iso.volume.volume_id);
     if (!version && detected) {
       version = detected;
-      version_source = "ISO volume id " + iso_info.volume_id;
+      source = "ISO volume id " + iso.volume.volume_id;
     } else if (version && detected && detected->str() != version->str()) {
       log::warning("talos.version is ", version->str(), " but the ISO's volume id says ", detected->str(),
                    "; using ", version->str());
@@ -151,63 +172,80 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   bool need_version = wants(profile, "iso") || wants(profile, "netboot");
   if (!version && !need_version) {
     version = TalosVersion{};  // config-iso only: the version changes nothing
-    version_source = "unknown (not needed for config-iso)";
+    source = "unknown (not needed for config-iso)";
   }
   if (!version) {
     throw Error(profile.file.string() + ": the Talos version is unknown (" +
-                (iso ? "the ISO's volume id '" + iso_info.volume_id + "' does not name it" : std::string("no ISO to read it from")) +
+                (have_iso ? "the ISO's volume id '" + iso.volume.volume_id + "' does not name it"
+                          : std::string("no ISO to read it from")) +
                 "): set 'talos.version'");
   }
-  if (!ukis.empty()) {
-    std::string where;
-    for (const auto& l : ukis.locations()) where += (where.empty() ? "" : ", ") + l;
-    log::info("the ISO boots UEFI through systemd-boot: editing the command line of its UKIs (", where, ")");
-    if (ukis.any_signed()) {
-      log::warning("the ISO's UKI is signed for Secure Boot; editing its command line voids the signature, so the "
-                   "edited UKIs are written unsigned: boot them with Secure Boot off (or re-sign them); see docs/proxmox.md");
-    }
-  }
-  // Talos >= 1.12 reads an embedded config; older versions only the metal-iso volume.
-  bool embed_config = version->at_least(1, 12);
+  return {*version, source};
+}
 
-  // 3. command lines, against what the kernel each one boots keeps (its setup header's cmdline_size)
+void report_uki_editing(const TalosIsoUkis& ukis) {
+  if (ukis.empty()) return;
+  std::string where;
+  for (const auto& l : ukis.locations()) where += (where.empty() ? "" : ", ") + l;
+  log::info("the ISO boots UEFI through systemd-boot: editing the command line of its UKIs (", where, ")");
+  if (ukis.any_signed()) {
+    log::warning("the ISO's UKI is signed for Secure Boot; editing its command line voids the signature, so the "
+                 "edited UKIs are written unsigned: boot them with Secure Boot off (or re-sign them); see docs/proxmox.md");
+  }
+}
+
+// The kernel arguments the shared boot ISO adds, and whether it differs from the input ISO at all.
+struct SharedBootIsoPlan {
+  std::vector<std::string> shared_args;  // the arguments every node has
+  bool write = false;
+};
+
+std::vector<std::string> with_metal_iso_arg(std::vector<std::string> args) {
+  args.push_back(metal_iso_arg);
+  return args;
+}
+
+// Step 3: each node's command lines (into `plans`) and the shared boot ISO's, checked against what the
+// kernel each one boots keeps (its setup header's cmdline_size); all problems reported at once.
+SharedBootIsoPlan plan_command_lines(const Profile& profile, const TalosInputs& inputs, const TalosIsoContents& iso,
+                                     const TalosVersion& version, std::vector<NodePlan>& plans) {
+  const TalosSettings& talos = profile.talos;
   std::optional<KernelFile> iso_kernel;
-  if (iso) iso_kernel = read_talos_iso_kernel(iso->path, iso->source.location + ":/boot/vmlinuz");
+  if (inputs.iso) iso_kernel = read_talos_iso_kernel(inputs.iso->path, inputs.iso->source.location + ":/boot/vmlinuz");
   std::optional<KernelFile> netboot_kernel_limit = iso_kernel;
-  if (kernel) netboot_kernel_limit = read_kernel_file(kernel->path, kernel->source.location);
+  if (inputs.kernel) netboot_kernel_limit = read_kernel_file(inputs.kernel->path, inputs.kernel->source.location);
   Diagnostics cmdline_problems;
   std::string netboot_base = talos.netboot_url ? without_trailing_slash(*talos.netboot_url) : "";
   for (auto& plan : plans) {
     const TalosNode& node = *plan.node;
     if (wants(profile, "iso")) {
-      std::vector<std::string> add = node.kernel_args;
-      add.push_back(metal_iso_arg);
-      plan.iso_command_line = split_kernel_args(edit_grub_config(grub_cfg, {add, {}}).command_lines.front());
-      check_talos_iso_command_lines(grub_cfg, *iso_kernel, ukis, add, "iso: kernel command line for node " + node.name,
+      std::vector<std::string> add = with_metal_iso_arg(node.kernel_args);
+      plan.iso_command_line = split_kernel_args(edit_grub_config(iso.grub_cfg, {add, {}}).command_lines.front());
+      check_talos_iso_command_lines(iso.grub_cfg, *iso_kernel, iso.ukis, add, "iso: kernel command line for node " + node.name,
                                     {node.name + "/kernel_args", 0, 0}, cmdline_problems);
     }
     if (wants(profile, "netboot")) {
-      plan.netboot_command_line = talos_netboot_command_line(*version, node, netboot_base);
+      plan.netboot_command_line = talos_netboot_command_line(version, node, netboot_base);
       check_talos_netboot_command_line(plan.netboot_command_line, node, *netboot_kernel_limit, cmdline_problems);
     }
   }
   std::vector<const TalosNode*> planned_nodes;
   for (const auto& plan : plans) planned_nodes.push_back(plan.node);
-  std::vector<std::string> shared_args = talos_shared_kernel_args(planned_nodes);
-  bool make_shared_boot_iso = false;
-  if (wants(profile, "config-iso") && iso) {
-    std::vector<std::string> add = shared_args;
-    add.push_back(metal_iso_arg);
-    EditedGrubConfig edited = edit_grub_config(grub_cfg, {add, {}});
+  SharedBootIsoPlan shared;
+  shared.shared_args = talos_shared_kernel_args(planned_nodes);
+  if (wants(profile, "config-iso") && inputs.iso) {
+    std::vector<std::string> add = with_metal_iso_arg(shared.shared_args);
+    EditedGrubConfig edited = edit_grub_config(iso.grub_cfg, {add, {}});
     // An input that already boots with every shared argument (an Image Factory ISO with
     // talos.config=metal-iso in extraKernelArgs) is the shared boot ISO as it is.
-    make_shared_boot_iso = edited.command_lines != edit_grub_config(grub_cfg, {}).command_lines ||
-                           ukis.command_lines_with(add) != ukis.command_lines_with({});
-    check_talos_iso_command_lines(grub_cfg, *iso_kernel, ukis, add, std::string("kernel command line of ") + shared_boot_iso_name,
+    shared.write = edited.command_lines != edit_grub_config(iso.grub_cfg, {}).command_lines ||
+                   iso.ukis.command_lines_with(add) != iso.ukis.command_lines_with({});
+    check_talos_iso_command_lines(iso.grub_cfg, *iso_kernel, iso.ukis, add,
+                                  std::string("kernel command line of ") + shared_boot_iso_name,
                                   {shared_boot_iso_name, 0, 0}, cmdline_problems);
     for (const auto& plan : plans) {
       for (const auto& arg : plan.node->kernel_args) {
-        if (std::find(shared_args.begin(), shared_args.end(), arg) == shared_args.end()) {
+        if (std::find(shared.shared_args.begin(), shared.shared_args.end(), arg) == shared.shared_args.end()) {
           log::warning("node ", plan.node->name, ": kernel argument ", arg, " is not shared by every node, so the shared ",
                        shared_boot_iso_name, " cannot carry it (the iso and netboot outputs do)");
         }
@@ -215,191 +253,269 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     }
   }
   cmdline_problems.throw_if_errors(profile.file.string() + ": kernel command lines");
+  return shared;
+}
+
+// Step 4's writers: where outputs go, the scratch space beside them, and the outputs started so far
+// (removed unless the build completes).
+struct TalosOutputWriter {
+  const fs::path& out;
+  const WorkDirectory& work;
+  PartialOutputs& partial;
+  DigestsByInode& digests;
+  std::optional<std::int64_t> source_date_epoch;
+  std::int64_t uki_timestamp;  // FAT timestamps of files rewritten in an ISO's EFI partition
+
+  // <target>.partial, to be written and then renamed by finish().
+  fs::path start(const fs::path& target) { return partial.track(fs::path(target.string() + ".partial")); }
+  BuiltFile finish(const fs::path& target) {
+    fs::rename(target.string() + ".partial", target);
+    partial.track(target);
+    return describe_file(target, digests);
+  }
+};
+
+// talos-metal-iso.iso: the input ISO with the shared arguments and talos.config=metal-iso, for nodes
+// booted with their <node>-config.iso beside it.
+BuiltFile write_shared_boot_iso(TalosOutputWriter& writer, const FetchedArtifact& iso, const TalosIsoContents& contents,
+                                const SharedBootIsoPlan& plan) {
+  log::info("writing ", shared_boot_iso_name, " (the input ISO with ", metal_iso_arg, ")");
+  std::vector<std::string> add = with_metal_iso_arg(plan.shared_args);
+  fs::path cfg = writer.work.path() / "shared-grub.cfg";
+  write_file_with_mode(cfg, edit_grub_config(contents.grub_cfg, {add, {}}).text, public_mode);
+  fs::path target = writer.out / shared_boot_iso_name;
+  IsoRemaster request{iso.path, writer.start(target), {{cfg, "/boot/grub/grub.cfg", 0444}}, std::nullopt,
+                      writer.source_date_epoch, 0644};
+  if (!contents.ukis.empty()) {
+    fs::path uki_work = writer.work.path() / "shared-uki";
+    fs::create_directories(uki_work);
+    contents.ukis.apply({add, {}}, uki_work, writer.uki_timestamp, request);
+  }
+  remaster_iso(request);
+  return writer.finish(target);
+}
+
+// The kernel and initramfs every node's netboot directory links to.
+struct NetbootBootFiles {
+  fs::path kernel;
+  fs::path initramfs;
+};
+
+NetbootBootFiles prepare_netboot_boot_files(const TalosOutputWriter& writer, const TalosInputs& inputs) {
+  NetbootBootFiles files{writer.work.path() / "vmlinuz", writer.work.path() / "initramfs.xz"};
+  if (inputs.kernel && inputs.initramfs) {
+    // Copies, so the per-node hard links never share an inode with the cache or the user's files.
+    fs::copy_file(inputs.kernel->path, files.kernel);
+    fs::copy_file(inputs.initramfs->path, files.initramfs);
+  } else {
+    extract_iso_files(inputs.iso->path, {{"boot/vmlinuz", files.kernel}, {"boot/initramfs.xz", files.initramfs}});
+  }
+  fs::create_directories(writer.out / "netboot");
+  return files;
+}
+
+// Extensions the ISO already carries (an Image Factory ISO's) stay listed next to the embedded config.
+std::vector<TalosExtensionLayer> read_iso_extensions(const FetchedArtifact& iso) {
+  std::string location = iso.source.location + ":/boot/initramfs.xz";
+  std::vector<TalosExtensionLayer> layers = initramfs_extension_layers(read_iso_text_file(iso.path, "boot/initramfs.xz"), location);
+  for (const auto& layer : layers) {
+    log::info("the ISO's initramfs has system extension ", layer.name, " ", layer.version,
+              layer.name == "embedded-config" ? ": replaced by each node's own" : ": kept");
+  }
+  return layers;
+}
+
+// What every node's outputs are made from.
+struct TalosNodeSources {
+  const TalosInputs& inputs;
+  const TalosIsoContents& iso;
+  bool embed_config = false;  // Talos >= 1.12 reads an embedded config; older versions only the metal-iso volume
+  const std::vector<TalosExtensionLayer>& iso_extensions;
+  const NetbootBootFiles& netboot;
+};
+
+// <node>-config.iso: the config alone, on a volume labelled metal-iso.
+BuiltFile write_node_config_iso(TalosOutputWriter& writer, const NodePlan& plan) {
+  log::info("node ", plan.node->name, ": writing the config ISO");
+  fs::path target = writer.out / (plan.node->name + "-config.iso");
+  write_config_iso(writer.start(target), plan.config_yaml, {"metal-iso", writer.source_date_epoch});
+  return writer.finish(target);
+}
+
+// <node>.iso: the input ISO remastered with the node's config and kernel arguments. Returns its
+// manifest entry.
+nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources& sources, const NodePlan& plan,
+                              const fs::path& node_work, const fs::path& config_file, TalosBuiltNode& built) {
+  const TalosNode& node = *plan.node;
+  const TalosIsoUkis& ukis = sources.iso.ukis;
+  log::info("node ", node.name, ": remastering the ISO");
+  std::vector<std::string> add = with_metal_iso_arg(node.kernel_args);
+  GrubConfigEdit edit{add, {}};
+  std::vector<IsoFileToAdd> files{{config_file, "/config.yaml", 0400}};
+  std::string embedded_segment;
+  std::optional<TalosExtensionLayer> extension_layer;
+  if (sources.embed_config) {
+    // The `embedded-config` system extension, as Talos' imager adds it to the initramfs.
+    EmbeddedConfigExtension extension = build_embedded_config_extension(
+        plan.config_yaml, node_work, writer.source_date_epoch.value_or(0), sources.iso_extensions);
+    embedded_segment = std::move(extension.initramfs_segment);
+    extension_layer = extension.layer;
+    fs::path segment = node_work / "embedded-config.cpio.zst";
+    write_file_with_mode(segment, embedded_segment, config_mode);
+    files.push_back({segment, talos_extension_initrd_iso_path, 0400});
+    edit.append_initrds.push_back(talos_extension_initrd_iso_path);
+  }
+  fs::path cfg = node_work / "grub.cfg";
+  write_file_with_mode(cfg, edit_grub_config(sources.iso.grub_cfg, edit).text, public_mode);
+  files.push_back({cfg, "/boot/grub/grub.cfg", 0444});
+  fs::path target = writer.out / (node.name + ".iso");
+  IsoRemaster request{sources.inputs.iso->path, writer.start(target), files, std::string("metal-iso"),
+                      writer.source_date_epoch, 0600};
+  std::optional<TalosIsoUkis::Applied> uefi;
+  if (!ukis.empty()) {
+    // The UKI's initramfs gets the same extension archive GRUB loads as a second initrd.
+    uefi = ukis.apply({add, embedded_segment}, node_work, writer.uki_timestamp, request);
+  }
+  remaster_iso(request);
+  BuiltFile f = writer.finish(target);
+  built.files.push_back(f);
+  built.config_method = sources.embed_config ? "embedded+metal-iso" : "metal-iso";
+  nlohmann::json report = built_file_json(f, writer.out);
+  report["config_method"] = built.config_method;
+  if (extension_layer) {
+    report["embedded_config"] = {{"extension", extension_layer->name},
+                                 {"version", extension_layer->version},
+                                 {"image", extension_layer->image}};
+  }
+  report["kernel_args"] = join_kernel_args(plan.iso_command_line);
+  if (uefi) {
+    report["uefi"] = {{"bootloader", "systemd-boot"},
+                      {"ukis", ukis.locations()},
+                      {"kernel_args", uefi->command_lines.empty() ? "" : uefi->command_lines.front()},
+                      {"secure_boot_signature", uefi->signature_removed ? "removed" : "none"}};
+  }
+  return report;
+}
+
+// netboot/<node>/{vmlinuz, initramfs.xz, config.yaml, boot.ipxe} for `serve`, written as
+// netboot/<node>.partial and renamed whole. Returns its manifest entry.
+nlohmann::json write_netboot_directory(TalosOutputWriter& writer, const NetbootBootFiles& boot_files, const NodePlan& plan,
+                                       TalosBuiltNode& built) {
+  const TalosNode& node = *plan.node;
+  log::info("node ", node.name, ": writing netboot files");
+  fs::path dir = writer.out / "netboot" / node.name;
+  fs::path dir_partial = writer.start(dir);
+  fs::remove_all(dir_partial);
+  fs::create_directories(dir_partial);
+  link_or_copy(boot_files.kernel, dir_partial / "vmlinuz");
+  link_or_copy(boot_files.initramfs, dir_partial / "initramfs.xz");
+  write_file_with_mode(dir_partial / "config.yaml", plan.config_yaml, config_mode);
+  write_file_with_mode(dir_partial / "boot.ipxe", ipxe_script({node.name, plan.netboot_command_line}), public_mode);
+  fs::remove_all(dir);
+  fs::rename(dir_partial, dir);
+  writer.partial.track(dir);
+  nlohmann::json files = nlohmann::json::array();
+  for (const char* name : {"vmlinuz", "initramfs.xz", "config.yaml", "boot.ipxe"}) {
+    BuiltFile f = describe_file(dir / name, writer.digests);
+    built.files.push_back(f);
+    files.push_back(built_file_json(f, writer.out));
+  }
+  return {{"files", files}, {"kernel_args", join_kernel_args(plan.netboot_command_line)}};
+}
+
+// Every output the profile asks for, for one node; `report` gets its manifest entry.
+TalosBuiltNode write_node_outputs(const Profile& profile, TalosOutputWriter& writer, const TalosNodeSources& sources,
+                                  const NodePlan& plan, nlohmann::json& report) {
+  const TalosNode& node = *plan.node;
+  TalosBuiltNode built;
+  built.name = node.name;
+  report = {{"name", node.name},
+            {"hostname", node.hostname},
+            {"machine_type", plan.config.machine_type()},
+            {"config_sha256", plan.config_fingerprint.hex()},
+            {"outputs", nlohmann::json::object()}};
+  if (node.mac) report["mac"] = *node.mac;
+  if (node.uuid) report["uuid"] = *node.uuid;
+  fs::path node_work = writer.work.path() / node.name;
+  fs::create_directories(node_work);
+  fs::path config_file = node_work / "config.yaml";
+  write_file_with_mode(config_file, plan.config_yaml, config_mode);
+
+  if (wants(profile, "config-iso")) {
+    BuiltFile f = write_node_config_iso(writer, plan);
+    built.files.push_back(f);
+    report["outputs"]["config-iso"] = built_file_json(f, writer.out);
+  }
+  if (wants(profile, "iso")) report["outputs"]["iso"] = write_node_iso(writer, sources, plan, node_work, config_file, built);
+  if (wants(profile, "netboot")) report["outputs"]["netboot"] = write_netboot_directory(writer, sources.netboot, plan, built);
+  return built;
+}
+
+// Step 5: SHA256SUMS and manifest.json (config fingerprints only, never config text).
+BuildRecord write_talos_build_record(const Profile& profile, const BuildOptions& options, const TalosInputs& inputs,
+                                     const KnownTalosVersion& version, const SharedBootIsoPlan& shared,
+                                     const TalosBuildResult& result, const nlohmann::json& node_reports) {
+  const fs::path& out = options.output_dir;
+  std::vector<BuiltFile> sums;
+  if (result.shared_boot_iso) sums.push_back(*result.shared_boot_iso);
+  for (const auto& n : result.nodes) sums.insert(sums.end(), n.files.begin(), n.files.end());
+  nlohmann::json input_list = nlohmann::json::array();
+  if (inputs.iso) input_list.push_back(input_json("talos-iso", *inputs.iso));
+  if (inputs.kernel) input_list.push_back(input_json("talos-kernel", *inputs.kernel));
+  if (inputs.initramfs) input_list.push_back(input_json("talos-initramfs", *inputs.initramfs));
+  nlohmann::json manifest = manifest_base(profile, options.source_date_epoch);
+  manifest["talos_version"] = {{"version", version.version.str()}, {"from", version.source}};
+  manifest["outputs"] = profile.talos.outputs;
+  manifest["inputs"] = input_list;
+  manifest["nodes"] = node_reports;
+  if (result.shared_boot_iso) {
+    manifest["shared_boot_iso"] = built_file_json(*result.shared_boot_iso, out);
+    manifest["shared_boot_iso"]["kernel_args_added"] = join_kernel_args(append_kernel_args(shared.shared_args, {metal_iso_arg}));
+  }
+  return write_build_record(out, sums, manifest, public_mode);
+}
+
+}  // namespace
+
+TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions& options) {
+  std::vector<const TalosNode*> nodes = select_nodes(profile.talos_nodes, options.only_nodes, profile.file);
+  // 1. configs
+  std::vector<NodePlan> plans = plan_node_configs(profile, nodes);
+  // 2. inputs
+  TalosInputs inputs = fetch_talos_inputs(profile, options.fetch);
+  std::optional<TalosVersion> profile_version = talos_version_from_profile(profile);
+  TalosIsoContents iso;
+  if (inputs.iso) iso = read_talos_iso(profile, *inputs.iso);
+  KnownTalosVersion version = choose_talos_version(profile, profile_version, inputs.iso.has_value(), iso);
+  report_uki_editing(iso.ukis);
+  // 3. command lines
+  SharedBootIsoPlan shared = plan_command_lines(profile, inputs, iso, version.version, plans);
 
   // 4. outputs
   fs::create_directories(options.output_dir);
   WorkDirectory work(options.output_dir, "work-talos");
   PartialOutputs partial;
   DigestsByInode digests;
+  TalosOutputWriter writer{options.output_dir, work, partial, digests, options.source_date_epoch,
+                           options.source_date_epoch.value_or(static_cast<std::int64_t>(std::time(nullptr)))};
   TalosBuildResult result;
-  result.talos_version = version->str();
-  const fs::path& out = options.output_dir;
-  // FAT timestamps of files rewritten in an ISO's EFI partition.
-  const std::int64_t uki_timestamp = options.source_date_epoch.value_or(static_cast<std::int64_t>(std::time(nullptr)));
-
-  if (make_shared_boot_iso) {
-    log::info("writing ", shared_boot_iso_name, " (the input ISO with ", metal_iso_arg, ")");
-    std::vector<std::string> add = shared_args;
-    add.push_back(metal_iso_arg);
-    fs::path cfg = work.path() / "shared-grub.cfg";
-    write_file_with_mode(cfg, edit_grub_config(grub_cfg, {add, {}}).text, public_mode);
-    fs::path target = out / shared_boot_iso_name;
-    fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
-    IsoRemaster request{iso->path, target_partial, {{cfg, "/boot/grub/grub.cfg", 0444}}, std::nullopt, options.source_date_epoch, 0644};
-    if (!ukis.empty()) {
-      fs::path uki_work = work.path() / "shared-uki";
-      fs::create_directories(uki_work);
-      ukis.apply({add, {}}, uki_work, uki_timestamp, request);
-    }
-    remaster_iso(request);
-    fs::rename(target_partial, target);
-    partial.track(target);
-    result.shared_boot_iso = describe_file(target, digests);
-  }
-
-  // Netboot kernel and initramfs: extracted once, linked into each node's directory.
-  fs::path netboot_kernel;
-  fs::path netboot_initramfs;
-  if (wants(profile, "netboot")) {
-    if (kernel && initramfs) {
-      // Copies, so the per-node hard links never share an inode with the cache or the user's files.
-      netboot_kernel = work.path() / "vmlinuz";
-      netboot_initramfs = work.path() / "initramfs.xz";
-      fs::copy_file(kernel->path, netboot_kernel);
-      fs::copy_file(initramfs->path, netboot_initramfs);
-    } else {
-      netboot_kernel = work.path() / "vmlinuz";
-      netboot_initramfs = work.path() / "initramfs.xz";
-      extract_iso_files(iso->path, {{"boot/vmlinuz", netboot_kernel}, {"boot/initramfs.xz", netboot_initramfs}});
-    }
-    fs::create_directories(out / "netboot");
-  }
-
-  // Extensions the ISO already carries (an Image Factory ISO's) stay listed next to the embedded config.
+  result.talos_version = version.version.str();
+  if (shared.write) result.shared_boot_iso = write_shared_boot_iso(writer, *inputs.iso, iso, shared);
+  NetbootBootFiles netboot;
+  if (wants(profile, "netboot")) netboot = prepare_netboot_boot_files(writer, inputs);
+  bool embed_config = version.version.at_least(1, 12);
   std::vector<TalosExtensionLayer> iso_extensions;
-  if (wants(profile, "iso") && embed_config) {
-    std::string location = iso->source.location + ":/boot/initramfs.xz";
-    iso_extensions = initramfs_extension_layers(read_iso_text_file(iso->path, "boot/initramfs.xz"), location);
-    for (const auto& layer : iso_extensions) {
-      log::info("the ISO's initramfs has system extension ", layer.name, " ", layer.version,
-                layer.name == "embedded-config" ? ": replaced by each node's own" : ": kept");
-    }
-  }
-
+  if (wants(profile, "iso") && embed_config) iso_extensions = read_iso_extensions(*inputs.iso);
+  TalosNodeSources sources{inputs, iso, embed_config, iso_extensions, netboot};
   nlohmann::json node_reports = nlohmann::json::array();
   for (const auto& plan : plans) {
-    const TalosNode& node = *plan.node;
-    TalosBuiltNode built;
-    built.name = node.name;
-    nlohmann::json report{{"name", node.name},
-                          {"hostname", node.hostname},
-                          {"machine_type", plan.config.machine_type()},
-                          {"config_sha256", plan.config_fingerprint.hex()},
-                          {"outputs", nlohmann::json::object()}};
-    if (node.mac) report["mac"] = *node.mac;
-    if (node.uuid) report["uuid"] = *node.uuid;
-    fs::path node_work = work.path() / node.name;
-    fs::create_directories(node_work);
-    fs::path config_file = node_work / "config.yaml";
-    write_file_with_mode(config_file, plan.config_yaml, config_mode);
-
-    if (wants(profile, "config-iso")) {
-      log::info("node ", node.name, ": writing the config ISO");
-      fs::path target = out / (node.name + "-config.iso");
-      fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
-      write_config_iso(target_partial, plan.config_yaml, {"metal-iso", options.source_date_epoch});
-      fs::rename(target_partial, target);
-      partial.track(target);
-      BuiltFile f = describe_file(target, digests);
-      built.files.push_back(f);
-      report["outputs"]["config-iso"] = built_file_json(f, out);
-    }
-
-    if (wants(profile, "iso")) {
-      log::info("node ", node.name, ": remastering the ISO");
-      std::vector<std::string> add = node.kernel_args;
-      add.push_back(metal_iso_arg);
-      GrubConfigEdit edit{add, {}};
-      std::vector<IsoFileToAdd> files{{config_file, "/config.yaml", 0400}};
-      std::string embedded_segment;
-      std::optional<TalosExtensionLayer> extension_layer;
-      if (embed_config) {
-        // The `embedded-config` system extension, as Talos' imager adds it to the initramfs.
-        EmbeddedConfigExtension extension =
-            build_embedded_config_extension(plan.config_yaml, node_work, options.source_date_epoch.value_or(0), iso_extensions);
-        embedded_segment = std::move(extension.initramfs_segment);
-        extension_layer = extension.layer;
-        fs::path segment = node_work / "embedded-config.cpio.zst";
-        write_file_with_mode(segment, embedded_segment, config_mode);
-        files.push_back({segment, talos_extension_initrd_iso_path, 0400});
-        edit.append_initrds.push_back(talos_extension_initrd_iso_path);
-      }
-      fs::path cfg = node_work / "grub.cfg";
-      write_file_with_mode(cfg, edit_grub_config(grub_cfg, edit).text, public_mode);
-      files.push_back({cfg, "/boot/grub/grub.cfg", 0444});
-      fs::path target = out / (node.name + ".iso");
-      fs::path target_partial = partial.track(fs::path(target.string() + ".partial"));
-      IsoRemaster request{iso->path, target_partial, files, std::string("metal-iso"), options.source_date_epoch, 0600};
-      std::optional<TalosIsoUkis::Applied> uefi;
-      if (!ukis.empty()) {
-        // The UKI's initramfs gets the same extension archive GRUB loads as a second initrd.
-        uefi = ukis.apply({add, embedded_segment}, node_work, uki_timestamp, request);
-      }
-      remaster_iso(request);
-      fs::rename(target_partial, target);
-      partial.track(target);
-      BuiltFile f = describe_file(target, digests);
-      built.files.push_back(f);
-      built.config_method = embed_config ? "embedded+metal-iso" : "metal-iso";
-      report["outputs"]["iso"] = built_file_json(f, out);
-      report["outputs"]["iso"]["config_method"] = built.config_method;
-      if (extension_layer) {
-        report["outputs"]["iso"]["embedded_config"] = {{"extension", extension_layer->name},
-                                                       {"version", extension_layer->version},
-                                                       {"image", extension_layer->image}};
-      }
-      report["outputs"]["iso"]["kernel_args"] = join_kernel_args(plan.iso_command_line);
-      if (uefi) {
-        report["outputs"]["iso"]["uefi"] = {{"bootloader", "systemd-boot"},
-                                            {"ukis", ukis.locations()},
-                                            {"kernel_args", uefi->command_lines.empty() ? "" : uefi->command_lines.front()},
-                                            {"secure_boot_signature", uefi->signature_removed ? "removed" : "none"}};
-      }
-    }
-
-    if (wants(profile, "netboot")) {
-      log::info("node ", node.name, ": writing netboot files");
-      fs::path dir = out / "netboot" / node.name;
-      fs::path dir_partial = partial.track(fs::path(dir.string() + ".partial"));
-      fs::remove_all(dir_partial);
-      fs::create_directories(dir_partial);
-      link_or_copy(netboot_kernel, dir_partial / "vmlinuz");
-      link_or_copy(netboot_initramfs, dir_partial / "initramfs.xz");
-      write_file_with_mode(dir_partial / "config.yaml", plan.config_yaml, config_mode);
-      write_file_with_mode(dir_partial / "boot.ipxe", ipxe_script({node.name, plan.netboot_command_line}), public_mode);
-      fs::remove_all(dir);
-      fs::rename(dir_partial, dir);
-      partial.track(dir);
-      nlohmann::json files = nlohmann::json::array();
-      for (const char* name : {"vmlinuz", "initramfs.xz", "config.yaml", "boot.ipxe"}) {
-        BuiltFile f = describe_file(dir / name, digests);
-        built.files.push_back(f);
-        files.push_back(built_file_json(f, out));
-      }
-      report["outputs"]["netboot"] = {{"files", files}, {"kernel_args", join_kernel_args(plan.netboot_command_line)}};
-    }
-    node_reports.push_back(report);
-    result.nodes.push_back(std::move(built));
+    nlohmann::json report;
+    result.nodes.push_back(write_node_outputs(profile, writer, sources, plan, report));
+    node_reports.push_back(std::move(report));
   }
 
   // 5. SHA256SUMS and manifest.json
-  std::vector<BuiltFile> sums;
-  if (result.shared_boot_iso) sums.push_back(*result.shared_boot_iso);
-  for (const auto& n : result.nodes) sums.insert(sums.end(), n.files.begin(), n.files.end());
-  nlohmann::json inputs = nlohmann::json::array();
-  if (iso) inputs.push_back(input_json("talos-iso", *iso));
-  if (kernel) inputs.push_back(input_json("talos-kernel", *kernel));
-  if (initramfs) inputs.push_back(input_json("talos-initramfs", *initramfs));
-  nlohmann::json manifest = manifest_base(profile, options.source_date_epoch);
-  manifest["talos_version"] = {{"version", version->str()}, {"from", version_source}};
-  manifest["outputs"] = talos.outputs;
-  manifest["inputs"] = inputs;
-  manifest["nodes"] = node_reports;
-  if (result.shared_boot_iso) {
-    manifest["shared_boot_iso"] = built_file_json(*result.shared_boot_iso, out);
-    manifest["shared_boot_iso"]["kernel_args_added"] = join_kernel_args(append_kernel_args(shared_args, {metal_iso_arg}));
-  }
-  BuildRecord record = write_build_record(out, sums, manifest, public_mode);
+  BuildRecord record = write_talos_build_record(profile, options, inputs, version, shared, result, node_reports);
   result.checksums = record.checksums;
   result.manifest = record.manifest;
   partial.commit();
