@@ -880,59 +880,66 @@ constexpr std::chrono::seconds kvm_launch_limit{45};
 
 }  // namespace
 
-DeepCheck deep_check(const fs::path& raw_image, const ImageInspection& report) {
-  if (std::getenv("LIBGUESTFS_BACKEND") == nullptr) {
-    // The default libvirt backend needs a libvirt daemon; the direct backend runs QEMU itself.
-    ::setenv("LIBGUESTFS_BACKEND", "direct", 0);
-  }
-  auto started = std::chrono::steady_clock::now();
-  DeepCheck deep;
-  auto launch = [&](Guestfs& handle, bool force_tcg) {
-    deep.backend = guest_string(guestfs_get_backend(handle.get())).value_or("?");
-    if (force_tcg) {
-      char force[] = "force_tcg";
-      char* settings[] = {force, nullptr};
-      guestfs_set_backend_settings(handle.get(), settings);
-      deep.backend += ", TCG";
-    }
-    if (guestfs_add_drive_opts(handle.get(), raw_image.c_str(), GUESTFS_ADD_DRIVE_OPTS_READONLY, 1,
-                               GUESTFS_ADD_DRIVE_OPTS_FORMAT, "raw", -1) != 0) {
-      throw Error("libguestfs cannot add " + raw_image.string() + ": " + handle.last_error());
-    }
-    log::info("deep check: starting the libguestfs appliance (", deep.backend, " backend; ~15-35 s)");
-    // Without a usable /dev/kvm libguestfs runs TCG on its own, which may legitimately take long.
-    if (force_tcg || ::access("/dev/kvm", R_OK | W_OK) != 0) return guestfs_launch(handle.get()) == 0;
-    LaunchWatchdog watchdog(kvm_launch_limit);
-    bool launched = guestfs_launch(handle.get()) == 0;
-    if (watchdog.finish()) {
-      log::info("deep check: the appliance did not come up within ", kvm_launch_limit.count(),
-                " s (a /dev/kvm that hangs this guest?): stopped it");
-      return false;
-    }
-    return launched;
-  };
-  auto g = std::make_unique<Guestfs>();
-  if (!launch(*g, false)) {
-    std::string first_error = g->last_error();
-    first_error.resize(std::min(first_error.size(), first_error.find('\n')));
-    // A /dev/kvm that exists but cannot run this CPU model (nested virtualisation) makes QEMU abort
-    // ("failed to set MSR"); software emulation is slower but works. Only retried when the user has
-    // not chosen backend settings.
-    bool retried = false;
-    if (std::getenv("LIBGUESTFS_BACKEND_SETTINGS") == nullptr) {
-      log::info("deep check: the appliance did not start (", first_error, "); retrying without KVM");
-      g = std::make_unique<Guestfs>();
-      retried = launch(*g, true);
-    }
-    if (!retried) {
-      throw Error("libguestfs could not start its appliance: " + g->last_error() +
-                  "\n  Install libguestfs and a kernel it can boot (Debian: apt-get install libguestfs-tools "
-                  "linux-image-amd64),\n  then run `LIBGUESTFS_BACKEND=direct libguestfs-test-tool` to see what is missing.");
-    }
-  }
-  Guestfs& guest = *g;
+// ---- the deep check's phases: launch the appliance, identify the image's devices in it, compare
+// what it reads with the in-process report, fsck each filesystem ----
 
-  std::map<std::uint32_t, std::string> devices;
+// One launch of the appliance with the image as its only drive, read-only; false when it did not come
+// up. `backend` is set to what is tried, for the report.
+bool try_launch_appliance(Guestfs& handle, const fs::path& raw_image, bool force_tcg, std::string& backend) {
+  backend = guest_string(guestfs_get_backend(handle.get())).value_or("?");
+  if (force_tcg) {
+    char force[] = "force_tcg";
+    char* settings[] = {force, nullptr};
+    guestfs_set_backend_settings(handle.get(), settings);
+    backend += ", TCG";
+  }
+  if (guestfs_add_drive_opts(handle.get(), raw_image.c_str(), GUESTFS_ADD_DRIVE_OPTS_READONLY, 1,
+                             GUESTFS_ADD_DRIVE_OPTS_FORMAT, "raw", -1) != 0) {
+    throw Error("libguestfs cannot add " + raw_image.string() + ": " + handle.last_error());
+  }
+  log::info("deep check: starting the libguestfs appliance (", backend, " backend; ~15-35 s)");
+  // Without a usable /dev/kvm libguestfs runs TCG on its own, which may legitimately take long.
+  if (force_tcg || ::access("/dev/kvm", R_OK | W_OK) != 0) return guestfs_launch(handle.get()) == 0;
+  LaunchWatchdog watchdog(kvm_launch_limit);
+  bool launched = guestfs_launch(handle.get()) == 0;
+  if (watchdog.finish()) {
+    log::info("deep check: the appliance did not come up within ", kvm_launch_limit.count(),
+              " s (a /dev/kvm that hangs this guest?): stopped it");
+    return false;
+  }
+  return launched;
+}
+
+// The appliance, up, and the backend it runs on ("direct", "direct, TCG"). Throws Error when it cannot
+// be started at all.
+std::unique_ptr<Guestfs> launch_appliance(const fs::path& raw_image, std::string& backend) {
+  auto g = std::make_unique<Guestfs>();
+  if (try_launch_appliance(*g, raw_image, false, backend)) return g;
+  std::string first_error = g->last_error();
+  first_error.resize(std::min(first_error.size(), first_error.find('\n')));
+  // A /dev/kvm that exists but cannot run this CPU model (nested virtualisation) makes QEMU abort
+  // ("failed to set MSR"); software emulation is slower but works. Only retried when the user has
+  // not chosen backend settings.
+  bool retried = false;
+  if (std::getenv("LIBGUESTFS_BACKEND_SETTINGS") == nullptr) {
+    log::info("deep check: the appliance did not start (", first_error, "); retrying without KVM");
+    g = std::make_unique<Guestfs>();
+    retried = try_launch_appliance(*g, raw_image, true, backend);
+  }
+  if (!retried) {
+    throw Error("libguestfs could not start its appliance: " + g->last_error() +
+                "\n  Install libguestfs and a kernel it can boot (Debian: apt-get install libguestfs-tools "
+                "linux-image-amd64),\n  then run `LIBGUESTFS_BACKEND=direct libguestfs-test-tool` to see what is missing.");
+  }
+  return g;
+}
+
+// Partition number -> the device name libguestfs' API uses for it ("/dev/sda1"). Always the API's
+// name, which libguestfs translates to the appliance kernel's (see run_fsck: that may be sdb).
+using PartitionDevices = std::map<std::uint32_t, std::string>;
+
+PartitionDevices identify_partition_devices(const Guestfs& guest, const fs::path& raw_image) {
+  PartitionDevices devices;
   char** partitions = guestfs_list_partitions(guest.get());
   if (partitions == nullptr) throw Error("libguestfs cannot list the partitions of " + raw_image.string() + ": " + guest.last_error());
   for (char** p = partitions; *p != nullptr; ++p) {
@@ -943,113 +950,149 @@ DeepCheck deep_check(const fs::path& raw_image, const ImageInspection& report) {
     }
   }
   free_string_list(partitions);
+  return devices;
+}
 
-  auto compare = [&](std::string fact, std::string in_process, std::string guestfs) {
-    deep.comparisons.push_back({std::move(fact), std::move(in_process), std::move(guestfs)});
-  };
-  compare("partitions", std::to_string(report.partitions.size()), std::to_string(devices.size()));
+void compare(std::vector<DeepCheckComparison>& comparisons, std::string fact, std::string in_process,
+             std::string guestfs) {
+  comparisons.push_back({std::move(fact), std::move(in_process), std::move(guestfs)});
+}
+
+void compare_partitions(const Guestfs& guest, const ImageInspection& report, const PartitionDevices& devices,
+                        std::vector<DeepCheckComparison>& comparisons) {
+  compare(comparisons, "partitions", std::to_string(report.partitions.size()), std::to_string(devices.size()));
   for (const auto& p : report.partitions) {
     auto device = devices.find(p.index);
     std::string prefix = "partition " + std::to_string(p.index) + " ";
     if (device == devices.end()) {
-      compare(prefix + "device", "present", "absent");
+      compare(comparisons, prefix + "device", "present", "absent");
       continue;
     }
     std::string guest_type = guest_string(guestfs_vfs_type(guest.get(), device->second.c_str())).value_or("");
     std::string our_type = p.filesystem.starts_with("FAT") ? "vfat" : p.filesystem;
-    compare(prefix + "filesystem", our_type, guest_type);
+    compare(comparisons, prefix + "filesystem", our_type, guest_type);
     if (p.filesystem.empty()) continue;
-    compare(prefix + "label", p.label, guest_string(guestfs_vfs_label(guest.get(), device->second.c_str())).value_or(""));
+    compare(comparisons, prefix + "label", p.label,
+            guest_string(guestfs_vfs_label(guest.get(), device->second.c_str())).value_or(""));
     std::string guest_uuid = guest_string(guestfs_vfs_uuid(guest.get(), device->second.c_str())).value_or("");
     std::string our_uuid = p.uuid;
     std::transform(our_uuid.begin(), our_uuid.end(), our_uuid.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     std::transform(guest_uuid.begin(), guest_uuid.end(), guest_uuid.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    compare(prefix + "UUID", our_uuid, guest_uuid);
+    compare(comparisons, prefix + "UUID", our_uuid, guest_uuid);
   }
+}
 
-  if (report.boot) {
-    const auto& boot = *report.boot;
-    const std::string& device = devices.at(boot.partition);
-    if (guestfs_mount_ro(guest.get(), device.c_str(), "/") != 0) {
-      compare("boot partition mounts read-only", "yes", "no: " + guest.last_error());
-    } else {
-      compare("cmdline.txt", boot.has_cmdline ? boot.cmdline : "absent", guest_read(guest, "/cmdline.txt").value_or("absent"));
-      auto config = guest_read(guest, "/config.txt");
-      compare("config.txt sha256", boot.has_config_txt ? boot.config_txt_sha256 : "absent",
-              config ? sha256_of(*config) : "absent");
-      std::vector<std::string> names{"kernel8.img", "kernel_2712.img", "firstrun.sh"};
-      names.insert(names.end(), nocloud_files.begin(), nocloud_files.end());
-      std::vector<std::string> first_boot_files = report.first_boot ? report.first_boot->files : std::vector<std::string>{};
-      for (const auto& name : names) {
-        bool ours = name == "kernel8.img"       ? boot.has_kernel8
-                    : name == "kernel_2712.img" ? boot.has_kernel_2712
-                                                : std::find(first_boot_files.begin(), first_boot_files.end(), name) !=
-                                                      first_boot_files.end();
-        compare(name + " present", ours ? "yes" : "no", guestfs_is_file(guest.get(), ("/" + name).c_str()) > 0 ? "yes" : "no");
-      }
-      guestfs_umount_all(guest.get());
-    }
+void compare_boot_partition(const Guestfs& guest, const ImageInspection& report, const PartitionDevices& devices,
+                            std::vector<DeepCheckComparison>& comparisons) {
+  if (!report.boot) return;
+  const auto& boot = *report.boot;
+  const std::string& device = devices.at(boot.partition);
+  if (guestfs_mount_ro(guest.get(), device.c_str(), "/") != 0) {
+    compare(comparisons, "boot partition mounts read-only", "yes", "no: " + guest.last_error());
+    return;
   }
+  compare(comparisons, "cmdline.txt", boot.has_cmdline ? boot.cmdline : "absent",
+          guest_read(guest, "/cmdline.txt").value_or("absent"));
+  auto config = guest_read(guest, "/config.txt");
+  compare(comparisons, "config.txt sha256", boot.has_config_txt ? boot.config_txt_sha256 : "absent",
+          config ? sha256_of(*config) : "absent");
+  std::vector<std::string> names{"kernel8.img", "kernel_2712.img", "firstrun.sh"};
+  names.insert(names.end(), nocloud_files.begin(), nocloud_files.end());
+  std::vector<std::string> first_boot_files = report.first_boot ? report.first_boot->files : std::vector<std::string>{};
+  for (const auto& name : names) {
+    bool ours = name == "kernel8.img"       ? boot.has_kernel8
+                : name == "kernel_2712.img" ? boot.has_kernel_2712
+                                            : std::find(first_boot_files.begin(), first_boot_files.end(), name) !=
+                                                  first_boot_files.end();
+    compare(comparisons, name + " present", ours ? "yes" : "no",
+            guestfs_is_file(guest.get(), ("/" + name).c_str()) > 0 ? "yes" : "no");
+  }
+  guestfs_umount_all(guest.get());
+}
 
-  if (report.root) {
-    const std::string& device = devices.at(report.root->partition);
-    if (guestfs_mount_ro(guest.get(), device.c_str(), "/") != 0) {
-      compare("root filesystem mounts read-only", "yes", "no: " + guest.last_error());
-    } else {
-      const auto& rke2 = report.rke2;
-      auto compare_file = [&](const InspectedFile& ours) {
-        GuestStatus theirs = guest_lstat(guest, ours.path);
-        compare(ours.path, describe_status(ours.present, ours.type, ours.permissions, ours.uid, ours.gid),
-                describe_status(theirs.present, theirs.type, theirs.permissions, theirs.uid, theirs.gid));
-      };
-      compare_file(rke2.binary);
-      compare_file(rke2.config);
-      compare_file(rke2.registries);
-      for (const char* unit : {"rke2-server.service", "rke2-agent.service"}) {
-        std::string path = units_wanted_directory + "/" + unit;
-        auto ours = std::find_if(rke2.enabled_units.begin(), rke2.enabled_units.end(),
-                                 [&](const InspectedFile& f) { return f.path == path; });
-        std::string theirs = "absent";
-        if (guestfs_is_symlink(guest.get(), path.c_str()) > 0) {
-          theirs = "-> " + guest_string(guestfs_readlink(guest.get(), path.c_str())).value_or("?");
-        } else if (guestfs_exists(guest.get(), path.c_str()) > 0) {
-          theirs = "not a symlink";
-        }
-        compare(path, ours == rke2.enabled_units.end() ? "absent" : "-> " + ours->link_target, theirs);
-      }
-      std::string our_archives;
-      for (const auto& a : rke2.image_archives) our_archives += (our_archives.empty() ? "" : " ") + a.name;
-      std::string their_archives;
-      if (guestfs_is_dir(guest.get(), images_directory.c_str()) > 0) {
-        char** names = guestfs_ls(guest.get(), images_directory.c_str());
-        std::vector<std::string> sorted;
-        for (char** n = names; names != nullptr && *n != nullptr; ++n) {
-          std::string name = *n;
-          if (!name.starts_with(".") && guestfs_is_file(guest.get(), (images_directory + "/" + name).c_str()) > 0) {
-            sorted.push_back(name);
-          }
-        }
-        free_string_list(names);
-        std::sort(sorted.begin(), sorted.end());
-        for (const auto& n : sorted) their_archives += (their_archives.empty() ? "" : " ") + n;
-      }
-      compare(images_directory, our_archives, their_archives);
-      for (const auto& a : rke2.image_archives) {
-        GuestStatus theirs = guest_lstat(guest, images_directory + "/" + a.name);
-        compare(a.name + " size", std::to_string(a.size), theirs.present ? std::to_string(theirs.size) : "absent");
-      }
-      auto record = guest_read(guest, preload_record_path);
-      compare(std::string(preload_record_path) + " sha256", rke2.preload_record_sha256.empty() ? "absent" : rke2.preload_record_sha256,
-              record ? sha256_of(*record) : "absent");
-      guestfs_umount_all(guest.get());
-    }
+void compare_root_filesystem(const Guestfs& guest, const ImageInspection& report, const PartitionDevices& devices,
+                             std::vector<DeepCheckComparison>& comparisons) {
+  if (!report.root) return;
+  const std::string& device = devices.at(report.root->partition);
+  if (guestfs_mount_ro(guest.get(), device.c_str(), "/") != 0) {
+    compare(comparisons, "root filesystem mounts read-only", "yes", "no: " + guest.last_error());
+    return;
   }
-  // Last: fsck writes (to the overlay), and every comparison above reads the filesystems as they are.
+  const auto& rke2 = report.rke2;
+  auto compare_file = [&](const InspectedFile& ours) {
+    GuestStatus theirs = guest_lstat(guest, ours.path);
+    compare(comparisons, ours.path, describe_status(ours.present, ours.type, ours.permissions, ours.uid, ours.gid),
+            describe_status(theirs.present, theirs.type, theirs.permissions, theirs.uid, theirs.gid));
+  };
+  compare_file(rke2.binary);
+  compare_file(rke2.config);
+  compare_file(rke2.registries);
+  for (const char* unit : {"rke2-server.service", "rke2-agent.service"}) {
+    std::string path = units_wanted_directory + "/" + unit;
+    auto ours = std::find_if(rke2.enabled_units.begin(), rke2.enabled_units.end(),
+                             [&](const InspectedFile& f) { return f.path == path; });
+    std::string theirs = "absent";
+    if (guestfs_is_symlink(guest.get(), path.c_str()) > 0) {
+      theirs = "-> " + guest_string(guestfs_readlink(guest.get(), path.c_str())).value_or("?");
+    } else if (guestfs_exists(guest.get(), path.c_str()) > 0) {
+      theirs = "not a symlink";
+    }
+    compare(comparisons, path, ours == rke2.enabled_units.end() ? "absent" : "-> " + ours->link_target, theirs);
+  }
+  std::string our_archives;
+  for (const auto& a : rke2.image_archives) our_archives += (our_archives.empty() ? "" : " ") + a.name;
+  std::string their_archives;
+  if (guestfs_is_dir(guest.get(), images_directory.c_str()) > 0) {
+    char** names = guestfs_ls(guest.get(), images_directory.c_str());
+    std::vector<std::string> sorted;
+    for (char** n = names; names != nullptr && *n != nullptr; ++n) {
+      std::string name = *n;
+      if (!name.starts_with(".") && guestfs_is_file(guest.get(), (images_directory + "/" + name).c_str()) > 0) {
+        sorted.push_back(name);
+      }
+    }
+    free_string_list(names);
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& n : sorted) their_archives += (their_archives.empty() ? "" : " ") + n;
+  }
+  compare(comparisons, images_directory, our_archives, their_archives);
+  for (const auto& a : rke2.image_archives) {
+    GuestStatus theirs = guest_lstat(guest, images_directory + "/" + a.name);
+    compare(comparisons, a.name + " size", std::to_string(a.size),
+            theirs.present ? std::to_string(theirs.size) : "absent");
+  }
+  auto record = guest_read(guest, preload_record_path);
+  compare(comparisons, std::string(preload_record_path) + " sha256",
+          rke2.preload_record_sha256.empty() ? "absent" : rke2.preload_record_sha256,
+          record ? sha256_of(*record) : "absent");
+  guestfs_umount_all(guest.get());
+}
+
+std::vector<DeepCheckFsck> fsck_filesystems(const Guestfs& guest, const ImageInspection& report,
+                                            const PartitionDevices& devices) {
+  std::vector<DeepCheckFsck> checks;
   for (const auto& p : report.partitions) {
     auto device = devices.find(p.index);
-    if (device != devices.end() && !p.filesystem.empty()) deep.fsck.push_back(run_fsck(guest, p, device->second));
+    if (device != devices.end() && !p.filesystem.empty()) checks.push_back(run_fsck(guest, p, device->second));
   }
-  guestfs_shutdown(guest.get());
+  return checks;
+}
+
+DeepCheck deep_check(const fs::path& raw_image, const ImageInspection& report) {
+  if (std::getenv("LIBGUESTFS_BACKEND") == nullptr) {
+    // The default libvirt backend needs a libvirt daemon; the direct backend runs QEMU itself.
+    ::setenv("LIBGUESTFS_BACKEND", "direct", 0);
+  }
+  auto started = std::chrono::steady_clock::now();
+  DeepCheck deep;
+  std::unique_ptr<Guestfs> guest = launch_appliance(raw_image, deep.backend);
+  PartitionDevices devices = identify_partition_devices(*guest, raw_image);
+  compare_partitions(*guest, report, devices, deep.comparisons);
+  compare_boot_partition(*guest, report, devices, deep.comparisons);
+  compare_root_filesystem(*guest, report, devices, deep.comparisons);
+  // Last: fsck writes (to the overlay), and every comparison above reads the filesystems as they are.
+  deep.fsck = fsck_filesystems(*guest, report, devices);
+  guestfs_shutdown(guest->get());
   deep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return deep;
 }
