@@ -4,11 +4,22 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
 namespace aggrik8s {
 
-Error decompression_error(const std::string& input, const char* format, const std::string& what) {
-  return Error("cannot decompress " + input + " (" + format + "): " + what);
+ImageInputError input_system_error(const std::string& doing, const std::filesystem::path& file, int err,
+                                   const std::string& where) {
+  return ImageInputError(doing + " ", file, where + ": " + std::strerror(err));
+}
+
+ImageOutputError output_system_error(const std::string& doing, const std::filesystem::path& file, int err,
+                                     const std::string& where) {
+  return ImageOutputError(doing + " ", file, where + ": " + std::strerror(err));
+}
+
+ImageInputError decompression_error(const std::filesystem::path& input, const char* format, const std::string& what) {
+  return ImageInputError("cannot decompress ", input, std::string(" (") + format + "): " + what);
 }
 
 const char* lzma_error_text(lzma_ret ret) {

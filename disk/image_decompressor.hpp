@@ -4,29 +4,15 @@
 // all-zero 4 KiB block is left as a hole, so a 2.6 GiB Raspberry Pi OS image takes the disk space of
 // its data only, and the bmap made later from it maps only data.
 //
-// The format is recognised by its first bytes; the file name only sharpens the error message when a
-// ".xz" turns out not to be xz (a saved HTML error page is the usual culprit).
-//
-// Decoders: xz with liblzma's multithreaded decoder (parallel for files written in several blocks, as
-// `xz -T0` and our ImageCompressor write them; single-block files decode in one thread either way);
-// zstd with libzstd's streaming decoder (zstd decoding is single-threaded and fast anyway); gzip and
-// bzip2 with libarchive's raw-format filters; zip with libarchive's zip reader.
+// The bytes come from an ImageStream (image_stream.hpp): the same format detection and decoders as
+// the flasher's, pulled into this writer's buffers.
 #include <cstdint>
 #include <filesystem>
 #include <string>
 
+#include "disk/image_stream.hpp"
+
 namespace aggrik8s {
-
-enum class ImageInputFormat { raw, xz, zstd, gzip, bzip2, zip };
-const char* to_string(ImageInputFormat format);
-
-// Reads the first bytes of `input`. Throws Error when the name promises a compression format (.xz,
-// .zst, .gz, .bz2, .zip) the content does not have, or the file cannot be read.
-ImageInputFormat detect_image_input_format(const std::filesystem::path& input);
-
-struct ImageDecompressionOptions {
-  unsigned threads = 0;  // for xz; 0: one per core
-};
 
 struct DecompressedImage {
   ImageInputFormat format = ImageInputFormat::raw;
@@ -36,17 +22,18 @@ struct DecompressedImage {
 
 class ImageDecompressor {
  public:
-  explicit ImageDecompressor(ImageDecompressionOptions options = {}) : options_(options) {}
+  explicit ImageDecompressor(ImageStreamOptions options = {}) : options_(options) {}
 
   // Writes `<output>.partial` beside `output` and renames it to `output` only when the whole input
   // decoded cleanly, so `output` is never a half image. On failure the partial file is removed and
-  // Error says which file was at fault: the input (truncated, corrupt, with the decoder's own words)
-  // or the output (e.g. "No space left on device").
+  // the error's type says which file was at fault: ImageInputError for the input (truncated,
+  // corrupt, with the decoder's own words), ImageOutputError for the output (e.g. "No space left on
+  // device"); both name the file.
   // A zip must hold exactly one .img entry.
   DecompressedImage decompress(const std::filesystem::path& input, const std::filesystem::path& output) const;
 
  private:
-  ImageDecompressionOptions options_;
+  ImageStreamOptions options_;
 };
 
 }  // namespace aggrik8s

@@ -9,13 +9,15 @@
 #include <zstd.h>
 
 #include <algorithm>
-#include <cctype>
+#include <array>
 #include <cerrno>
 #include <thread>
+#include <utility>
 
 #include "disk/image_decoder_errors.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/log.hpp"
 
 namespace aggrik8s {
 
@@ -24,17 +26,26 @@ namespace {
 constexpr std::size_t input_chunk_size = 1 << 20;
 constexpr std::size_t discard_chunk_size = 1 << 20;
 
-class StoredFile {
+// The stored file an image is decoded from, opened once: its first bytes tell the format, then the
+// decoder reads it in order (a raw image at offsets, to skip its holes).
+class ImageInputFile {
  public:
-  explicit StoredFile(const std::filesystem::path& path) : name_(path.string()) {
+  explicit ImageInputFile(const std::filesystem::path& path) : path_(path), name_(path.string()) {
     fd_ = FileDescriptor(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd_) throw_system_error("cannot open " + name_, errno);
+    if (!fd_) throw input_system_error("cannot open", path_, errno);
     struct stat info {};
-    if (::fstat(fd_.get(), &info) != 0) throw_system_error("cannot stat " + name_, errno);
-    if (S_ISDIR(info.st_mode)) throw Error(name_ + " is a directory, not an image");
+    if (::fstat(fd_.get(), &info) != 0) throw input_system_error("cannot stat", path_, errno);
+    if (S_ISDIR(info.st_mode)) throw ImageInputError("", path_, " is a directory, not an image");
     size_ = static_cast<std::uint64_t>(info.st_size);
     ::posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   }
+
+  ImageInputFormat format() const {
+    std::array<std::uint8_t, image_format_magic_size> head{};
+    return image_input_format_of(std::span(head).first(read_at(head, 0)), path_);
+  }
+
+  // The next bytes in order; 0 at the end of the file.
   std::size_t read(std::span<std::uint8_t> buffer) {
     for (;;) {
       ssize_t n = ::read(fd_.get(), buffer.data(), buffer.size());
@@ -42,15 +53,34 @@ class StoredFile {
         consumed_ += static_cast<std::uint64_t>(n);
         return static_cast<std::size_t>(n);
       }
-      if (errno != EINTR) throw_system_error("cannot read " + name_, errno);
+      if (errno != EINTR) throw input_system_error("cannot read", path_, errno);
     }
   }
+  // Fills `buffer` from `offset` unless the file ends first; returns the bytes read.
+  std::size_t read_at(std::span<std::uint8_t> buffer, std::uint64_t offset) const {
+    std::size_t done = 0;
+    while (done < buffer.size()) {
+      ssize_t n = ::pread(fd_.get(), buffer.data() + done, buffer.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw input_system_error("cannot read", path_, errno, " at offset " + std::to_string(offset + done));
+      if (n == 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    return done;
+  }
+  // Back to the start, for a reader (libarchive) that reads the file through fd() itself.
+  void rewind() {
+    if (::lseek(fd_.get(), 0, SEEK_SET) != 0) throw input_system_error("cannot seek in", path_, errno);
+  }
+
   int fd() const { return fd_.get(); }
   std::uint64_t size() const { return size_; }
   std::uint64_t consumed() const { return consumed_; }
+  const std::filesystem::path& path() const { return path_; }
   const std::string& name() const { return name_; }
 
  private:
+  std::filesystem::path path_;
   std::string name_;
   FileDescriptor fd_;
   std::uint64_t size_ = 0;
@@ -59,25 +89,22 @@ class StoredFile {
 
 class RawImageStream final : public ImageStream {
  public:
-  explicit RawImageStream(const std::filesystem::path& path) : file_(path) {}
+  explicit RawImageStream(ImageInputFile file) : file_(std::move(file)) {}
 
   std::size_t read(std::span<std::uint8_t> buffer) override {
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), file_.size() - position_));
-    std::size_t done = 0;
-    while (done < want) {
-      ssize_t n = ::pread(file_.fd(), buffer.data() + done, want - done, static_cast<off_t>(position_ + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw_system_error("cannot read " + file_.name() + " at offset " + std::to_string(position_ + done), errno);
-      if (n == 0) throw Error(file_.name() + " shrank while it was being read (at offset " + std::to_string(position_ + done) + ")");
-      done += static_cast<std::size_t>(n);
+    std::size_t done = file_.read_at(buffer.first(want), position_);
+    if (done < want) {
+      throw ImageInputError("", file_.path(),
+                            " shrank while it was being read (at offset " + std::to_string(position_ + done) + ")");
     }
     position_ += done;
     return done;
   }
   void skip(std::uint64_t count) override {
     if (count > file_.size() - position_) {
-      throw Error(file_.name() + " ends at " + std::to_string(file_.size()) + " bytes, before offset " +
-                  std::to_string(position_ + count));
+      throw ImageInputError("", file_.path(), " ends at " + std::to_string(file_.size()) + " bytes, before offset " +
+                                                  std::to_string(position_ + count));
     }
     position_ += count;
   }
@@ -91,22 +118,23 @@ class RawImageStream final : public ImageStream {
   const std::string& name() const override { return file_.name(); }
 
  private:
-  StoredFile file_;
+  ImageInputFile file_;
 };
 
 class XzImageStream final : public ImageStream {
  public:
-  XzImageStream(const std::filesystem::path& path, unsigned threads) : file_(path), in_(input_chunk_size) {
+  XzImageStream(ImageInputFile file, unsigned threads) : file_(std::move(file)), in_(input_chunk_size) {
     lzma_mt mt{};
+    // Concatenated streams are valid .xz (xz itself accepts them); pixz and parallel tools write them.
     mt.flags = LZMA_CONCATENATED;
     mt.threads = threads;
-    // As ImageDecompressor (and xz itself): threads may use up to a quarter of RAM, then liblzma
-    // falls back to one thread instead of failing.
+    // xz's own default: threads may use up to a quarter of RAM; past that liblzma falls back to one
+    // thread instead of failing (memlimit_stop is the hard limit, left unlimited as xz does).
     std::uint64_t physical_memory = lzma_physmem();
     mt.memlimit_threading = physical_memory != 0 ? physical_memory / 4 : (std::uint64_t{1} << 30);
     mt.memlimit_stop = UINT64_MAX;
     lzma_ret ret = lzma_stream_decoder_mt(&stream_, &mt);
-    if (ret != LZMA_OK) throw decompression_error(file_.name(), "xz", lzma_error_text(ret));
+    if (ret != LZMA_OK) throw decompression_error(file_.path(), "xz", lzma_error_text(ret));
   }
   ~XzImageStream() override { lzma_end(&stream_); }
 
@@ -126,7 +154,7 @@ class XzImageStream final : public ImageStream {
         finished_ = true;
         break;
       }
-      if (ret != LZMA_OK) throw decompression_error(file_.name(), "xz", lzma_error_text(ret));
+      if (ret != LZMA_OK) throw decompression_error(file_.path(), "xz", lzma_error_text(ret));
     }
     std::size_t produced = buffer.size() - stream_.avail_out;
     position_ += produced;
@@ -138,7 +166,7 @@ class XzImageStream final : public ImageStream {
   const std::string& name() const override { return file_.name(); }
 
  private:
-  StoredFile file_;
+  ImageInputFile file_;
   lzma_stream stream_ = LZMA_STREAM_INIT;
   std::vector<std::uint8_t> in_;
   bool end_of_input_ = false;
@@ -147,10 +175,11 @@ class XzImageStream final : public ImageStream {
 
 class ZstdImageStream final : public ImageStream {
  public:
-  explicit ZstdImageStream(const std::filesystem::path& path)
-      : file_(path), context_(ZSTD_createDCtx(), &ZSTD_freeDCtx), in_buffer_(ZSTD_DStreamInSize()) {
-    if (!context_) throw Error("cannot decompress " + file_.name() + ": out of memory for the zstd decoder");
-    // As ImageDecompressor: allow --long windows up to 2 GiB.
+  explicit ZstdImageStream(ImageInputFile file)
+      : file_(std::move(file)), context_(ZSTD_createDCtx(), &ZSTD_freeDCtx), in_buffer_(ZSTD_DStreamInSize()) {
+    if (!context_) throw ImageInputError("cannot decompress ", file_.path(), ": out of memory for the zstd decoder");
+    // Images are compressed with long-distance matching (--long) by some distributions; allow their
+    // windows up to 2 GiB. Inputs are sha256-pinned, so a huge window is not an attack surface here.
     ZSTD_DCtx_setParameter(context_.get(), ZSTD_d_windowLogMax, 31);
     in_ = ZSTD_inBuffer{in_buffer_.data(), 0, 0};
   }
@@ -161,8 +190,8 @@ class ZstdImageStream final : public ImageStream {
       if (in_.pos == in_.size && !pending_output_) {
         std::size_t n = file_.read(in_buffer_);
         if (n == 0) {
-          if (!any_input_) throw decompression_error(file_.name(), "zstd", "the file is empty");
-          if (frame_remainder_ != 0) throw decompression_error(file_.name(), "zstd", "the file is truncated: it ends in the middle of a zstd frame");
+          if (!any_input_) throw decompression_error(file_.path(), "zstd", "the file is empty");
+          if (frame_remainder_ != 0) throw decompression_error(file_.path(), "zstd", "the file is truncated: it ends in the middle of a zstd frame");
           finished_ = true;
           break;
         }
@@ -172,11 +201,12 @@ class ZstdImageStream final : public ImageStream {
       std::size_t before = out.pos;
       frame_remainder_ = ZSTD_decompressStream(context_.get(), &out, &in_);
       if (ZSTD_isError(frame_remainder_) != 0) {
-        throw decompression_error(file_.name(), "zstd",
+        throw decompression_error(file_.path(), "zstd",
                       std::string("the compressed data is corrupt (zstd: ") + ZSTD_getErrorName(frame_remainder_) + ")");
       }
-      // A full output buffer may hide more output still inside the decoder (not at a frame's end):
-      // the next call must drain it before reading more input.
+      // A full output buffer may hide more output still inside the decoder (not at a frame's end,
+      // where calling again would only wait for the next frame's header): the next call must drain
+      // it before reading more input.
       pending_output_ = out.pos == out.size && frame_remainder_ != 0 && out.pos > before;
     }
     position_ += out.pos;
@@ -188,7 +218,7 @@ class ZstdImageStream final : public ImageStream {
   const std::string& name() const override { return file_.name(); }
 
  private:
-  StoredFile file_;
+  ImageInputFile file_;
   std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> context_;
   std::vector<std::uint8_t> in_buffer_;
   ZSTD_inBuffer in_{};
@@ -204,21 +234,17 @@ struct ArchiveDeleter {
 using ArchiveReader = std::unique_ptr<archive, ArchiveDeleter>;
 
 // gzip and bzip2 through libarchive's raw format with its filters; zip through its zip reader (the
-// one .img entry; a zip holding several is refused, as the builder refuses it).
+// one .img entry). libarchive reads the file through our descriptor.
 class ArchiveImageStream final : public ImageStream {
  public:
-  ArchiveImageStream(const std::filesystem::path& path, ImageInputFormat format)
-      : path_(path), name_(path.string()), format_(format) {
-    struct stat info {};
-    if (::stat(path.c_str(), &info) != 0) throw_system_error("cannot stat " + name_, errno);
-    size_ = static_cast<std::uint64_t>(info.st_size);
+  ArchiveImageStream(ImageInputFile file, ImageInputFormat format) : file_(std::move(file)), format_(format) {
     if (format == ImageInputFormat::zip) {
       open_zip_image();
     } else {
       reader_ = open(false);
       archive_entry* entry = nullptr;
       int status = archive_read_next_header(reader_.get(), &entry);
-      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw decompression_error(name_, to_string(format_), libarchive_error_text(reader_.get()));
+      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw failure(reader_.get());
     }
   }
 
@@ -226,7 +252,7 @@ class ArchiveImageStream final : public ImageStream {
     std::size_t done = 0;
     while (done < buffer.size()) {
       la_ssize_t n = archive_read_data(reader_.get(), buffer.data() + done, buffer.size() - done);
-      if (n < 0) throw decompression_error(name_, to_string(format_), libarchive_error_text(reader_.get()));
+      if (n < 0) throw failure(reader_.get());
       if (n == 0) break;
       done += static_cast<std::size_t>(n);
     }
@@ -236,60 +262,81 @@ class ArchiveImageStream final : public ImageStream {
   std::uint64_t input_position() const override {
     return static_cast<std::uint64_t>(std::max<la_int64_t>(0, archive_filter_bytes(reader_.get(), -1)));
   }
-  std::uint64_t input_size() const override { return size_; }
+  std::uint64_t input_size() const override { return file_.size(); }
   ImageInputFormat format() const override { return format_; }
-  const std::string& name() const override { return name_; }
+  const std::string& name() const override { return file_.name(); }
 
  private:
+  ImageInputError failure(archive* a) const { return decompression_error(file_.path(), to_string(format_), libarchive_error_text(a)); }
+
   ArchiveReader open(bool zip) {
     ArchiveReader reader(archive_read_new());
     if (zip) {
+      // The seekable reader trusts the central directory, as unzip does, and skips entries without
+      // decompressing them.
       archive_read_support_format_zip_seekable(reader.get());
     } else {
       archive_read_support_filter_all(reader.get());
       archive_read_support_format_raw(reader.get());
     }
-    if (archive_read_open_filename(reader.get(), path_.c_str(), input_chunk_size) != ARCHIVE_OK) {
-      throw decompression_error(name_, to_string(format_), libarchive_error_text(reader.get()));
-    }
+    file_.rewind();
+    if (archive_read_open_fd(reader.get(), file_.fd(), input_chunk_size) != ARCHIVE_OK) throw failure(reader.get());
     return reader;
   }
 
-  void open_zip_image() {
-    std::vector<std::string> images;
-    std::size_t image_index = 0;
-    {
-      ArchiveReader listing = open(true);
-      for (std::size_t index = 0;; ++index) {
-        archive_entry* entry = nullptr;
-        int status = archive_read_next_header(listing.get(), &entry);
-        if (status == ARCHIVE_EOF) break;
-        if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw decompression_error(name_, "zip", libarchive_error_text(listing.get()));
-        const char* raw_name = archive_entry_pathname(entry);
-        std::string entry_name = raw_name != nullptr ? raw_name : "";
-        bool finder_shadow = entry_name.starts_with("__MACOSX/") || entry_name.find("/._") != std::string::npos ||
-                             entry_name.starts_with("._");
-        if (archive_entry_filetype(entry) == AE_IFREG && ends_with_ignoring_case(entry_name, ".img") && !finder_shadow) {
-          images.push_back(entry_name);
-          image_index = index;
-        }
-      }
-    }
-    if (images.size() != 1) {
-      throw Error(name_ + ": the zip archive must hold exactly one .img file, it holds " + std::to_string(images.size()));
-    }
-    reader_ = open(true);
-    for (std::size_t index = 0; index <= image_index; ++index) {
+  // Calls `each(index, entry)` for every entry of the zip `a`; stops when it returns false.
+  template <typename Each>
+  void for_each_zip_entry(archive* a, Each each) const {
+    for (std::size_t index = 0;; ++index) {
       archive_entry* entry = nullptr;
-      int status = archive_read_next_header(reader_.get(), &entry);
-      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw decompression_error(name_, "zip", libarchive_error_text(reader_.get()));
+      int status = archive_read_next_header(a, &entry);
+      if (status == ARCHIVE_EOF) return;
+      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) throw failure(a);
+      if (!each(index, entry)) return;
     }
   }
 
-  std::filesystem::path path_;
-  std::string name_;
+  // Finds the zip's one .img entry and leaves reader_ at its data.
+  void open_zip_image() {
+    std::vector<std::pair<std::size_t, std::string>> images;
+    std::vector<std::string> entries;
+    {
+      ArchiveReader listing = open(true);
+      for_each_zip_entry(listing.get(), [&](std::size_t index, archive_entry* entry) {
+        const char* raw_name = archive_entry_pathname(entry);
+        std::string name = raw_name != nullptr ? raw_name : "";
+        entries.push_back(name);
+        // macOS Finder adds resource-fork shadows ("__MACOSX/._x.img") that are not images.
+        bool finder_shadow = name.starts_with("__MACOSX/") || name.find("/._") != std::string::npos || name.starts_with("._");
+        if (archive_entry_filetype(entry) == AE_IFREG && ends_with_ignoring_case(name, ".img") && !finder_shadow) {
+          images.emplace_back(index, name);
+        }
+        return true;
+      });
+    }
+    auto list = [](const auto& names) {
+      std::string text;
+      for (std::size_t i = 0; i < names.size() && i < 10; ++i) text += (i > 0 ? ", " : "") + names[i];
+      if (names.size() > 10) text += ", ... (" + std::to_string(names.size()) + " in all)";
+      return text;
+    };
+    if (images.empty()) {
+      throw ImageInputError("", file_.path(), ": the zip archive holds no .img file (it holds: " +
+                                                  (entries.empty() ? std::string("nothing") : list(entries)) + ")");
+    }
+    if (images.size() > 1) {
+      std::vector<std::string> names;
+      for (const auto& image : images) names.push_back(image.second);
+      throw ImageInputError("", file_.path(), ": the zip archive holds several .img files (" + list(names) +
+                                                  "); unpack the one you mean and use it as the base image");
+    }
+    reader_ = open(true);
+    for_each_zip_entry(reader_.get(), [&](std::size_t index, archive_entry*) { return index != images.front().first; });
+    log::debug("decompressing ", images.front().second, " from ", file_.name());
+  }
+
+  ImageInputFile file_;
   ImageInputFormat format_;
-  std::uint64_t size_ = 0;
   ArchiveReader reader_;
 };
 
@@ -301,7 +348,7 @@ void ImageStream::skip(std::uint64_t count) {
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(count, discard.size()));
     std::size_t n = read(std::span(discard).first(want));
     if (n == 0) {
-      throw Error(name() + ": the image ends at " + std::to_string(position()) + " bytes, before offset " +
+      throw ImageInputError("", name(), ": the image ends at " + std::to_string(position()) + " bytes, before offset " +
                   std::to_string(position() + count));
     }
     count -= n;
@@ -318,18 +365,21 @@ std::size_t read_fully(ImageStream& stream, std::span<std::uint8_t> buffer) {
   return done;
 }
 
+ImageInputFormat detect_image_input_format(const std::filesystem::path& input) { return ImageInputFile(input).format(); }
+
 std::unique_ptr<ImageStream> open_image_stream(const std::filesystem::path& path, const ImageStreamOptions& options) {
-  ImageInputFormat format = detect_image_input_format(path);
+  ImageInputFile file(path);
+  ImageInputFormat format = file.format();
   unsigned threads = options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   switch (format) {
-    case ImageInputFormat::raw: return std::make_unique<RawImageStream>(path);
-    case ImageInputFormat::xz: return std::make_unique<XzImageStream>(path, threads);
-    case ImageInputFormat::zstd: return std::make_unique<ZstdImageStream>(path);
+    case ImageInputFormat::raw: return std::make_unique<RawImageStream>(std::move(file));
+    case ImageInputFormat::xz: return std::make_unique<XzImageStream>(std::move(file), threads);
+    case ImageInputFormat::zstd: return std::make_unique<ZstdImageStream>(std::move(file));
     case ImageInputFormat::gzip:
     case ImageInputFormat::bzip2:
-    case ImageInputFormat::zip: return std::make_unique<ArchiveImageStream>(path, format);
+    case ImageInputFormat::zip: return std::make_unique<ArchiveImageStream>(std::move(file), format);
   }
-  throw Error(path.string() + ": unknown image format");
+  throw ImageInputError("", path, ": unknown image format");
 }
 
 }  // namespace aggrik8s

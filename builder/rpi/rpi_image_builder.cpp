@@ -31,6 +31,7 @@
 #include "disk/filesystem_probe.hpp"
 #include "builder/rpi/first_boot.hpp"
 #include "disk/image_compressor.hpp"
+#include "disk/image_decoder_errors.hpp"
 #include "disk/image_decompressor.hpp"
 #include "disk/partition_table.hpp"
 #include "builder/rpi/pi_boot_files.hpp"
@@ -330,12 +331,11 @@ void decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, con
       std::error_code ec;
       fs::create_directories(cached.parent_path(), ec);
       try {
-        if (ec) throw Error("cannot create " + cached.parent_path().string() + ": " + ec.message());
+        if (ec) throw ImageOutputError("cannot create ", cached.parent_path(), ": " + ec.message());
         ImageDecompressor().decompress(base.path, cached);
-      } catch (const std::exception& e) {
-        // The decompressor names the file at fault: a corrupt input fails the build as it is; a cache
-        // that cannot be written (full, read-only) only means decompressing straight to the work image.
-        if (!ec && std::string(e.what()).find(cached.string()) == std::string::npos) throw;
+      } catch (const ImageOutputError& e) {
+        // A corrupt input (ImageInputError) fails the build as it is; a cache that cannot be written
+        // (full, read-only) only means decompressing straight to the work image.
         log::warning("cannot keep the decompressed base in the cache (", e.what(), ")");
         ImageDecompressor().decompress(base.path, output);
         return;
@@ -355,13 +355,11 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   prepared.path = work / "prepared.img";
   try {
     decompress_base(base, cache_dir, prepared.path);
+  } catch (const ImageInputError& e) {
+    // The decoder names the cached download (sha256/<hex>); say which input that is instead.
+    throw Error("base image " + base.source.location + ": " + e.message_naming_file_as("it"));
   } catch (const std::exception& e) {
-    // The decompressor names the cached copy (sha256/<hex>); say which input that is instead.
-    std::string text = e.what();
-    for (auto pos = text.find(base.path.string()); pos != std::string::npos; pos = text.find(base.path.string(), pos)) {
-      text.replace(pos, base.path.string().size(), "it");
-    }
-    throw Error("base image " + base.source.location + ": " + text);
+    throw Error("base image " + base.source.location + ": " + e.what());
   }
 
   std::uint64_t image_size = 0;

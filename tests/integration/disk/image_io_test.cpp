@@ -4,11 +4,15 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "disk/bmap.hpp"
 #include "disk/image_compressor.hpp"
+#include "disk/image_decoder_errors.hpp"
 #include "disk/image_decompressor.hpp"
+#include "disk/image_stream.hpp"
 #include "core/error.hpp"
 #include "tests/test_support.hpp"
 
@@ -176,4 +180,47 @@ TEST_CASE("image_io: a full output disk is reported against the output") {
   CHECK_THROWS_WITH(ImageCompressor().compress(image, dir / "out.img.zst"),
                     Catch::Contains("out.img.zst.partial") && Catch::Contains("No space left on device"));
   CHECK_FALSE(fs::exists(dir / "out.img.zst"));
+}
+
+TEST_CASE("image_io: the error's type says whether the input or the output is at fault") {
+  test::TempDir dir;
+  auto image = make_image(dir);
+  require_run("zstd -q -c " + q(image) + " | head -c 1000000 > " + q(dir / "cut.img.zst"));
+  require_run("zstd -q -c " + q(image) + " > " + q(dir / "good.img.zst"));
+  auto output = dir / "out.img";
+
+  auto input_error_of = [](const auto& decode) -> std::optional<ImageInputError> {
+    try {
+      decode();
+    } catch (const ImageInputError& e) {
+      return e;
+    }
+    return std::nullopt;
+  };
+  auto cut = input_error_of([&] { ImageDecompressor().decompress(dir / "cut.img.zst", output); });
+  REQUIRE(cut);
+  CHECK(cut->file() == dir / "cut.img.zst");
+  CHECK(cut->message_naming_file_as("it") == "cannot decompress it (zstd): the file is truncated: it ends in the middle of a zstd frame");
+  // The flasher's stream reads the same bytes through the same decoder: the same error.
+  auto streamed = input_error_of([&] {
+    auto stream = open_image_stream(dir / "cut.img.zst");
+    std::vector<std::uint8_t> buffer(1 << 20);
+    while (stream->read(buffer) > 0) {
+    }
+  });
+  REQUIRE(streamed);
+  CHECK(std::string(streamed->what()) == cut->what());
+  CHECK(input_error_of([&] { ImageDecompressor().decompress(dir / "missing.img.xz", output); }));
+
+  // /dev/full fails every write with ENOSPC; a symlink lets the ".partial" name point at it.
+  fs::create_symlink("/dev/full", output.string() + ".partial");
+  try {
+    ImageDecompressor().decompress(dir / "good.img.zst", output);
+    FAIL("no error");
+  } catch (const ImageOutputError& e) {
+    CHECK(e.file() == output.string() + ".partial");
+    CHECK_THAT(e.what(), Catch::Contains("No space left on device"));
+  }
+  CHECK_FALSE(fs::exists(output));
+  CHECK_THROWS_AS(ImageDecompressor().decompress(dir / "good.img.zst", dir / "no-such-dir" / "out.img"), ImageOutputError);
 }
