@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "disk/zero_detection.hpp"
 #include "core/error.hpp"
 #include "core/positional_io.hpp"
 
@@ -16,10 +17,6 @@ namespace {
 
 // Holes are tracked by filesystems in blocks of this size (ext4, xfs, btrfs, tmpfs all use 4 KiB).
 constexpr std::uint64_t hole_granularity = 4096;
-
-bool all_zero(std::span<const std::uint8_t> bytes) {
-  return std::all_of(bytes.begin(), bytes.end(), [](std::uint8_t b) { return b == 0; });
-}
 
 }  // namespace
 
@@ -91,7 +88,7 @@ void FileBlockDevice::write_at(std::uint64_t offset, std::span<const std::uint8_
   while (position < end) {
     std::uint64_t block_end = std::min(end, (position / hole_granularity + 1) * hole_granularity);
     bool skip = false;
-    if (seek_data_works && all_zero(slice(position, block_end))) {
+    if (seek_data_works && is_all_zero(slice(position, block_end))) {
       if (block_end <= known_hole_end) {
         skip = true;
       } else {

@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "disk/zero_detection.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/positional_io.hpp"
@@ -32,17 +33,6 @@ namespace {
 
 constexpr std::size_t read_chunk_size = 1 << 20;
 constexpr std::size_t checksum_hex_length = 64;
-
-bool is_zero_block(const std::uint8_t* data, std::size_t length) {
-  static const std::array<std::uint8_t, 4096> zeros{};
-  while (length > 0) {
-    std::size_t n = std::min(length, zeros.size());
-    if (std::memcmp(data, zeros.data(), n) != 0) return false;
-    data += n;
-    length -= n;
-  }
-  return true;
-}
 
 // Reads an image's bytes from the image, or (with an ImageBase) from the base file except where the
 // image was written after it was copied.
@@ -126,7 +116,7 @@ class BlockRangeHasher {
     for (std::size_t at = 0; at < length; at += block_size) {
       std::size_t block_length = std::min(block_size, length - at);
       std::uint64_t block = (offset + at) / block_size_;
-      if (skip_zero_blocks_ && is_zero_block(data + at, block_length)) {
+      if (skip_zero_blocks_ && is_all_zero(std::span<const std::uint8_t>(data + at, block_length))) {
         close_range();
         continue;
       }
@@ -398,27 +388,6 @@ std::optional<std::uint64_t> parse_number(std::string_view text) {
 }
 
 }  // namespace
-
-std::vector<DataExtent> list_data_extents(int fd, std::uint64_t size, const std::string& name) {
-  std::vector<DataExtent> extents;
-  std::uint64_t position = 0;
-  while (position < size) {
-    off_t data = ::lseek(fd, static_cast<off_t>(position), SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) break;  // only a hole from here to the end
-      if (errno == EINVAL || errno == EOPNOTSUPP) return {DataExtent{0, size}};
-      throw_system_error(name + ": cannot look for data (SEEK_DATA) at offset " + std::to_string(position), errno);
-    }
-    off_t hole = ::lseek(fd, data, SEEK_HOLE);
-    if (hole < 0) throw_system_error(name + ": cannot look for holes (SEEK_HOLE)", errno);
-    std::uint64_t begin = static_cast<std::uint64_t>(data);
-    std::uint64_t end = std::min(size, static_cast<std::uint64_t>(hole));
-    if (begin >= end) break;
-    extents.push_back(DataExtent{begin, end - begin});
-    position = end;
-  }
-  return extents;
-}
 
 std::uint64_t Bmap::mapped_blocks_count() const {
   std::uint64_t count = 0;

@@ -16,14 +16,10 @@
 #include <vector>
 
 #include "disk/data_extent.hpp"
+#include "disk/sparse_file.hpp"  // list_data_extents: what the filesystem reports as data
 #include "core/sha256.hpp"
 
 namespace aggrik8s {
-
-// The data extents of an open regular file of `size` bytes, sorted and disjoint. A filesystem that
-// cannot answer SEEK_DATA yields one extent covering the whole file (correct, just not sparse).
-// `name` is for error messages.
-std::vector<DataExtent> list_data_extents(int fd, std::uint64_t size, const std::string& name);
 
 // Blocks first..last, inclusive (as the XML writes them).
 struct BmapRange {

@@ -32,6 +32,8 @@ extern "C" {
 #include <string_view>
 #include <utility>
 
+#include "disk/sparse_file.hpp"
+#include "disk/zero_detection.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
@@ -264,19 +266,8 @@ class HostFileByteSource final : public ByteSource {
   std::uint64_t size() const override { return size_; }
   std::vector<std::pair<std::uint64_t, std::uint64_t>> data_ranges() const override {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
-    auto end = static_cast<off_t>(size_);
-    off_t position = 0;
-    while (position < end) {
-      off_t data = ::lseek(fd_.get(), position, SEEK_DATA);
-      if (data < 0) {
-        if (errno == ENXIO) break;  // only a hole remains
-        // Filesystems without SEEK_DATA support: treat everything as data.
-        return {{0, size_}};
-      }
-      off_t hole = ::lseek(fd_.get(), data, SEEK_HOLE);
-      if (hole < 0) hole = end;
-      ranges.emplace_back(static_cast<std::uint64_t>(data), static_cast<std::uint64_t>(std::min(hole, end)));
-      position = hole;
+    for (const DataExtent& extent : list_data_extents(fd_.get(), size_, path_.string())) {
+      ranges.emplace_back(extent.offset, extent.offset + extent.length);
     }
     return ranges;
   }
@@ -299,10 +290,6 @@ class HostFileByteSource final : public ByteSource {
   FileDescriptor fd_;
   std::uint64_t size_ = 0;
 };
-
-bool all_zero(const std::byte* data, std::size_t length) {
-  return std::all_of(data, data + length, [](std::byte b) { return b == std::byte{0}; });
-}
 
 io_manager image_io_manager();
 
@@ -817,9 +804,9 @@ struct Ext4Filesystem::State {
       const std::size_t blocks = chunk.length / bs;
       std::size_t b = 0;
       while (b < blocks) {
-        while (b < blocks && all_zero(data + b * bs, bs)) ++b;
+        while (b < blocks && is_all_zero(std::span<const std::byte>(data + b * bs, bs))) ++b;
         std::size_t run_start = b;
-        while (b < blocks && !all_zero(data + b * bs, bs)) ++b;
+        while (b < blocks && !is_all_zero(std::span<const std::byte>(data + b * bs, bs))) ++b;
         if (b > run_start) write_blocks(ino, inode, chunk.position / bs + run_start, b - run_start, data + run_start * bs, path);
       }
     });
@@ -1244,58 +1231,6 @@ void require_region_inside_image(const std::filesystem::path& image, std::uint64
 
 namespace {
 
-// Copies [source_offset, source_offset + length) of source to destination_offset of destination,
-// keeping holes: data ranges are found with SEEK_DATA/SEEK_HOLE and moved with copy_file_range (an
-// in-kernel copy, a reflink on filesystems that can). Holes in the source become holes in the
-// destination when punch_holes is set, so the destination range ends up equal to the source range.
-void copy_sparse_range(int source, std::uint64_t source_offset, int destination, std::uint64_t destination_offset,
-                       std::uint64_t length, bool punch_holes, const std::string& what) {
-  const auto end = static_cast<off_t>(source_offset + length);
-  auto to_destination = [&](off_t source_position) {
-    return static_cast<off_t>(destination_offset + (static_cast<std::uint64_t>(source_position) - source_offset));
-  };
-  auto make_zero = [&](off_t from, off_t to) {
-    if (!punch_holes || to <= from) return;
-    if (::fallocate(destination, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, to_destination(from), to - from) == 0) return;
-    if (errno != EOPNOTSUPP && errno != ENOSYS) throw_system_error("cannot punch a hole while " + what, errno);
-    std::vector<char> zeros(copy_chunk_bytes, 0);
-    for (off_t p = from; p < to;) {
-      auto n = static_cast<std::size_t>(std::min<off_t>(to - p, static_cast<off_t>(zeros.size())));
-      ssize_t written = ::pwrite(destination, zeros.data(), n, to_destination(p));
-      if (written <= 0) throw_system_error("cannot write zeros while " + what, errno);
-      p += written;
-    }
-  };
-  auto copy = [&](off_t from, off_t to) {
-    while (from < to) {
-      off_t in = from;
-      off_t out = to_destination(from);
-      ssize_t n = ::copy_file_range(source, &in, destination, &out, static_cast<std::size_t>(to - from), 0);
-      if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) {
-        std::vector<char> buffer(copy_chunk_bytes);
-        n = ::pread(source, buffer.data(), std::min<std::size_t>(buffer.size(), static_cast<std::size_t>(to - from)), from);
-        if (n > 0 && ::pwrite(destination, buffer.data(), static_cast<std::size_t>(n), to_destination(from)) != n) n = -1;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw_system_error("cannot copy data while " + what, n == 0 ? EIO : errno);
-      from += n;
-    }
-  };
-  off_t position = static_cast<off_t>(source_offset);
-  while (position < end) {
-    off_t data = ::lseek(source, position, SEEK_DATA);
-    if (data < 0 && errno == ENXIO) data = end;
-    if (data < 0) data = position;  // no SEEK_DATA support: everything is data
-    data = std::min(data, end);
-    make_zero(position, data);
-    if (data >= end) break;
-    off_t hole = ::lseek(source, data, SEEK_HOLE);
-    hole = hole < 0 ? end : std::min(hole, end);
-    copy(data, hole);
-    position = hole;
-  }
-}
-
 FileDescriptor open_file(const std::filesystem::path& path, int flags, const std::string& what) {
   FileDescriptor fd(::open(path.c_str(), flags | O_CLOEXEC, 0600));
   if (!fd) throw_system_error("cannot open " + path.string() + " for " + what, errno);
@@ -1417,16 +1352,25 @@ void grow_in_scratch_file(const std::filesystem::path& image, std::uint64_t byte
     if (::ftruncate(destination.get(), static_cast<off_t>(old_bytes)) != 0) {
       throw_system_error("cannot size " + scratch.path().string(), errno);
     }
-    copy_sparse_range(source.get(), byte_offset, destination.get(), 0, old_bytes, false,
-                      "copying the filesystem out of " + image.string());
+    copy_sparse_range({.source = source.get(),
+                       .source_name = image.string(),
+                       .source_offset = byte_offset,
+                       .destination = destination.get(),
+                       .destination_name = scratch.path().string(),
+                       .length = old_bytes});
   }
   run_fsck_before_resize(scratch.path().string(), options);
   run_process_checked({"resize2fs", scratch.path().string(), std::to_string(new_blocks)}, options);
   auto source = open_file(scratch.path(), O_RDONLY, "copying the resized filesystem back");
   auto destination = open_file(image, O_RDWR, "writing the resized filesystem");
   std::uint64_t grown_bytes = std::min<std::uint64_t>(std::filesystem::file_size(scratch.path()), new_byte_length);
-  copy_sparse_range(source.get(), 0, destination.get(), byte_offset, grown_bytes, true,
-                    "copying the resized filesystem into " + image.string());
+  copy_sparse_range({.source = source.get(),
+                     .source_name = scratch.path().string(),
+                     .destination = destination.get(),
+                     .destination_name = image.string(),
+                     .destination_offset = byte_offset,
+                     .length = grown_bytes,
+                     .punch_holes = true});
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 
 #include "disk/bmap.hpp"
 #include "disk/image_decoder_errors.hpp"
+#include "disk/zero_detection.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/progress.hpp"
@@ -30,11 +31,6 @@ constexpr std::size_t block_size = 4096;
 // Large enough that a pwrite per run of data blocks is cheap, small enough to stay in L2/L3 while
 // the zero check walks it right after the decoder wrote it.
 constexpr std::size_t staging_size = 4 << 20;
-
-bool is_zero_block(const std::uint8_t* data, std::size_t length) {
-  static const std::array<std::uint8_t, block_size> zeros{};
-  return std::memcmp(data, zeros.data(), length) == 0;
-}
 
 // Receives the decoded image in order and writes only 4 KiB blocks that are not all zero, at their
 // offsets; the file gets its final size from ftruncate, so skipped blocks are holes. Decoders write
@@ -148,7 +144,7 @@ class SparseImageWriter {
     std::optional<std::size_t> run_start;
     for (std::size_t at = 0; at < buffer.used; at += block_size) {
       std::size_t length = std::min(block_size, buffer.used - at);
-      if (!is_zero_block(buffer.data.data() + at, length)) {
+      if (!is_all_zero(std::span<const std::uint8_t>(buffer.data.data() + at, length))) {
         if (!run_start) run_start = at;
       } else if (run_start) {
         write_run(buffer, *run_start, at);

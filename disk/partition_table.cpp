@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <random>
 
+#include "disk/zero_detection.hpp"
 #include "core/endian.hpp"
 #include "core/error.hpp"
 
@@ -178,9 +179,7 @@ std::string Guid::to_string() const {
   return text;
 }
 
-bool Guid::is_zero() const {
-  return std::all_of(bytes.begin(), bytes.end(), [](std::uint8_t b) { return b == 0; });
-}
+bool Guid::is_zero() const { return is_all_zero(bytes); }
 
 // ---- PartitionTable ----
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "disk/aligned_buffer.hpp"
+#include "disk/zero_detection.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
@@ -46,17 +47,6 @@ double seconds_since(Clock::time_point start) {
 
 std::uint64_t round_down(std::uint64_t value, std::uint64_t unit) { return value / unit * unit; }
 std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value + unit - 1) / unit * unit; }
-
-bool is_zero(const std::uint8_t* data, std::size_t length) {
-  static const std::array<std::uint8_t, io_alignment> zeros{};
-  while (length > 0) {
-    std::size_t n = std::min(length, zeros.size());
-    if (std::memcmp(data, zeros.data(), n) != 0) return false;
-    data += n;
-    length -= n;
-  }
-  return true;
-}
 
 // A queue with a fixed capacity between two threads. close(): no more items, the consumer drains
 // what is there; abort(): both sides stop at once (an error on the other side).
@@ -705,7 +695,7 @@ class FlashPipeline {
     std::optional<std::size_t> run_start;
     for (std::size_t at = 0; at < length; at += io_alignment) {
       std::size_t block_length = std::min(io_alignment, length - at);
-      if (is_zero(data + at, block_length)) {
+      if (is_all_zero(std::span<const std::uint8_t>(data + at, block_length))) {
         if (run_start) emit(*run_start, at);
         run_start.reset();
       } else if (!run_start) {

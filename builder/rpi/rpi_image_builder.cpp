@@ -3,8 +3,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,6 +32,7 @@
 #include "disk/image_decoder_errors.hpp"
 #include "disk/image_decompressor.hpp"
 #include "disk/partition_table.hpp"
+#include "disk/sparse_file.hpp"
 #include "builder/rpi/pi_boot_files.hpp"
 #include "builder/rpi/rke2_node_files.hpp"
 #include "builder/rpi/rke2_release.hpp"
@@ -58,52 +57,6 @@ constexpr std::uint64_t block_rounding = 4096;
 const BmapOptions node_bmap_options{.skip_zero_blocks = true, .range_split_blocks = 1024, .threads = 0};
 
 std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value + unit - 1) / unit * unit; }
-
-// Copies an image keeping its holes. A reflink (btrfs, XFS) costs nothing; otherwise only the data
-// extents are copied, with copy_file_range so the kernel moves the bytes.
-void copy_sparse_file(const fs::path& from, const fs::path& to, mode_t permissions) {
-  FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) throw_system_error("cannot open " + from.string(), errno);
-  FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, permissions));
-  if (!out) throw_system_error("cannot create " + to.string(), errno);
-  if (::ioctl(out.get(), FICLONE, in.get()) == 0) return;
-  struct stat st {};
-  ::fstat(in.get(), &st);
-  auto size = static_cast<std::uint64_t>(st.st_size);
-  ProgressTask progress("copy " + to.filename().string(), size);
-  bool kernel_copy = true;
-  std::vector<char> buffer;
-  for (const DataExtent& extent : list_data_extents(in.get(), size, from.string())) {
-    auto in_offset = static_cast<off_t>(extent.offset);
-    auto out_offset = in_offset;
-    auto end = static_cast<off_t>(extent.offset + extent.length);
-    while (in_offset < end) {
-      ssize_t n = -1;
-      if (kernel_copy) {
-        n = ::copy_file_range(in.get(), &in_offset, out.get(), &out_offset, static_cast<std::size_t>(end - in_offset), 0);
-        // The cache may be on another filesystem than the output (EXDEV), or the kernel too old.
-        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
-          kernel_copy = false;
-          continue;
-        }
-      } else {
-        buffer.resize(8 * MiB);
-        n = ::pread(in.get(), buffer.data(), std::min<std::size_t>(buffer.size(), static_cast<std::size_t>(end - in_offset)),
-                    in_offset);
-        if (n > 0) {
-          pwrite_all(out.get(), static_cast<std::uint64_t>(out_offset), buffer.data(), static_cast<std::size_t>(n), to.string());
-          in_offset += n;
-          out_offset += n;
-        }
-      }
-      if (n < 0) throw_system_error("cannot copy " + from.string() + " to " + to.string(), errno);
-      if (n == 0) throw Error(from.string() + " shrank while it was being copied");
-      progress.set_done(static_cast<std::uint64_t>(in_offset));
-    }
-  }
-  if (::ftruncate(out.get(), static_cast<off_t>(size)) != 0) throw_system_error("cannot size " + to.string(), errno);
-  progress.finish(true);
-}
 
 // Copies an image's data extents into a new file written with O_DIRECT: the bytes go from the
 // prepared image's cached pages straight to the disk instead of becoming page-cache pages of a second
