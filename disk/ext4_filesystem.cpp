@@ -39,6 +39,7 @@ extern "C" {
 #include "core/log.hpp"
 #include "core/read_ahead.hpp"
 #include "core/subprocess.hpp"
+#include "disk/block_device.hpp"
 
 namespace aggrik8s {
 
@@ -291,25 +292,42 @@ class HostFileByteSource final : public ByteSource {
   std::uint64_t size_ = 0;
 };
 
-io_manager image_io_manager();
+io_manager block_device_io_manager();
 
-// ---- the io manager: pread/pwrite on the image, no fsync, every write logged ----
+// ---- the io manager: libext2fs reads and writes through a BlockDevice, never fsyncs ----
+//
+// Every byte libext2fs moves goes through the BlockDevice it was opened on (superblock, bitmaps and
+// inode tables included, since those are written at close), so a device that records what it was
+// asked to write (FileBlockDevice::written_extents) knows which parts of a node's image differ from
+// the image it was copied from, with no second log kept here. Buffers are handed to the device as
+// they are: one virtual call per transfer, no copy.
 //
 // libext2fs's unix_io_manager fsyncs the image when it opens it and whenever the filesystem is
 // flushed, so opening the freshly decompressed base image waited for 2 GiB to be written back, and
 // every node's close for its whole copy. Nothing here needs that: a build fdatasyncs each image once,
 // just before renaming it into place, and the image is not a mounted filesystem whose kernel cache
-// could disagree with ours. This manager also logs the byte ranges written (superblock, bitmaps and
-// inode tables included, since those are written at close), so a build knows which parts of a node's
-// image differ from the image it was copied from.
-struct ImageChannel {
-  FileDescriptor fd;
-  std::uint64_t offset = 0;  // io option "offset=N": where the filesystem starts in the file
-  std::shared_ptr<std::vector<DataExtent>> written = std::make_shared<std::vector<DataExtent>>();
+// could disagree with ours. So flushing the channel does not flush the device.
+// The device a channel works on, and where it leaves the message of what the device threw: libext2fs
+// only passes an errcode_t on, and "Input/output error" would hide "No space left on device".
+struct ChannelDevice {
+  BlockDevice* device = nullptr;
+  std::string* failure = nullptr;
+};
+
+struct DeviceChannel {
+  ChannelDevice target;
+  std::uint64_t offset = 0;  // io option "offset=N": where the filesystem starts on the device
   struct_io_stats stats{};
 };
 
-ImageChannel& image_channel(io_channel channel) { return *static_cast<ImageChannel*>(channel->private_data); }
+// ext2fs_open2 takes a device name, not a device: Ext4Filesystem::open sets this around the call on
+// its own thread, and the manager's open takes the device from here.
+thread_local ChannelDevice device_being_opened;
+
+// What the channel returns when the device threw; the exception's message is in target.failure.
+constexpr errcode_t device_failure = EIO;
+
+DeviceChannel& device_channel(io_channel channel) { return *static_cast<DeviceChannel*>(channel->private_data); }
 
 std::size_t transfer_size(io_channel channel, int count) {
   // libext2fs's convention: a negative count is a byte count, a positive one a block count.
@@ -317,23 +335,20 @@ std::size_t transfer_size(io_channel channel, int count) {
                    : static_cast<std::size_t>(count) * static_cast<std::size_t>(channel->block_size);
 }
 
-errcode_t image_io_open(const char* name, int flags, io_channel* result) {
-  if (name == nullptr) return EXT2_ET_BAD_DEVICE_NAME;
-  int fd = ::open(name, ((flags & IO_FLAG_RW) != 0 ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return errno;
+errcode_t device_io_open(const char* name, int, io_channel* result) {
+  if (name == nullptr || device_being_opened.device == nullptr) return EXT2_ET_BAD_DEVICE_NAME;
   auto* channel = static_cast<io_channel>(std::calloc(1, sizeof(struct_io_channel)));
   char* channel_name = ::strdup(name);
-  auto* data = new (std::nothrow) ImageChannel;
+  auto* data = new (std::nothrow) DeviceChannel;
   if (channel == nullptr || channel_name == nullptr || data == nullptr) {
-    ::close(fd);
     std::free(channel);
     std::free(channel_name);
     delete data;
     return EXT2_ET_NO_MEMORY;
   }
-  data->fd = FileDescriptor(fd);
+  data->target = device_being_opened;
   channel->magic = EXT2_ET_MAGIC_IO_CHANNEL;
-  channel->manager = image_io_manager();
+  channel->manager = block_device_io_manager();
   channel->name = channel_name;
   channel->block_size = 1024;
   channel->refcount = 1;
@@ -342,39 +357,44 @@ errcode_t image_io_open(const char* name, int flags, io_channel* result) {
   return 0;
 }
 
-errcode_t image_io_close(io_channel channel) {
+errcode_t device_io_close(io_channel channel) {
   if (--channel->refcount > 0) return 0;
-  delete &image_channel(channel);
+  delete &device_channel(channel);
   std::free(channel->name);
   std::free(channel);
   return 0;
 }
 
-errcode_t image_io_set_blksize(io_channel channel, int blksize) {
+errcode_t device_io_set_blksize(io_channel channel, int blksize) {
   channel->block_size = blksize;
   return 0;
 }
 
-errcode_t image_io_read(io_channel channel, unsigned long long block, int count, void* buffer) {
-  ImageChannel& data = image_channel(channel);
+errcode_t device_io_read(io_channel channel, unsigned long long block, int count, void* buffer) {
+  DeviceChannel& data = device_channel(channel);
   std::size_t size = transfer_size(channel, count);
   std::uint64_t at = data.offset + static_cast<std::uint64_t>(block) * static_cast<std::uint64_t>(channel->block_size);
-  auto* bytes = static_cast<char*>(buffer);
-  std::size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(data.fd.get(), bytes + done, size - done, static_cast<off_t>(at + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      // Past the end of the file reads as zeros for libext2fs only through its error hook; say it.
-      errcode_t error = n < 0 ? errno : EXT2_ET_SHORT_READ;
-      std::memset(bytes + done, 0, size - done);
-      if (channel->read_error) {
-        return channel->read_error(channel, static_cast<unsigned long>(block), count, buffer, size,
-                                   static_cast<int>(done), error);
-      }
-      return error;
+  auto* bytes = static_cast<std::uint8_t*>(buffer);
+  // Past the end of the device reads as zeros for libext2fs only through its error hook; say it.
+  BlockDevice& device = *data.target.device;
+  std::uint64_t device_size = device.size();
+  std::size_t available = at >= device_size ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(size, device_size - at));
+  errcode_t error = 0;
+  try {
+    device.read_at(at, std::span(bytes, available));
+  } catch (const std::exception& e) {
+    *data.target.failure = e.what();
+    error = device_failure;
+    available = 0;
+  }
+  if (error == 0 && available < size) error = EXT2_ET_SHORT_READ;
+  if (error != 0) {
+    std::memset(bytes + available, 0, size - available);
+    if (channel->read_error) {
+      return channel->read_error(channel, static_cast<unsigned long>(block), count, buffer, size,
+                                 static_cast<int>(available), error);
     }
-    done += static_cast<std::size_t>(n);
+    return error;
   }
   data.stats.bytes_read += size;
   return 0;
@@ -382,78 +402,70 @@ errcode_t image_io_read(io_channel channel, unsigned long long block, int count,
 
 errcode_t write_bytes(io_channel channel, std::uint64_t at, const void* buffer, std::size_t size, unsigned long block,
                       int count) {
-  ImageChannel& data = image_channel(channel);
-  const auto* bytes = static_cast<const char*>(buffer);
-  std::size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pwrite(data.fd.get(), bytes + done, size - done, static_cast<off_t>(data.offset + at + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      errcode_t error = n < 0 ? errno : EXT2_ET_SHORT_WRITE;
-      if (channel->write_error) {
-        return channel->write_error(channel, block, count, buffer, size, static_cast<int>(done), error);
-      }
-      return error;
-    }
-    done += static_cast<std::size_t>(n);
+  DeviceChannel& data = device_channel(channel);
+  try {
+    data.target.device->write_at(data.offset + at, std::span(static_cast<const std::uint8_t*>(buffer), size));
+  } catch (const std::exception& e) {
+    *data.target.failure = e.what();
+    if (channel->write_error) return channel->write_error(channel, block, count, buffer, size, 0, device_failure);
+    return device_failure;
   }
-  data.written->push_back(DataExtent{data.offset + at, size});
   data.stats.bytes_written += size;
   return 0;
 }
 
-errcode_t image_io_write(io_channel channel, unsigned long long block, int count, const void* buffer) {
+errcode_t device_io_write(io_channel channel, unsigned long long block, int count, const void* buffer) {
   return write_bytes(channel, static_cast<std::uint64_t>(block) * static_cast<std::uint64_t>(channel->block_size), buffer,
                      transfer_size(channel, count), static_cast<unsigned long>(block), count);
 }
 
-errcode_t image_io_read32(io_channel channel, unsigned long block, int count, void* buffer) {
-  return image_io_read(channel, block, count, buffer);
+errcode_t device_io_read32(io_channel channel, unsigned long block, int count, void* buffer) {
+  return device_io_read(channel, block, count, buffer);
 }
-errcode_t image_io_write32(io_channel channel, unsigned long block, int count, const void* buffer) {
-  return image_io_write(channel, block, count, buffer);
+errcode_t device_io_write32(io_channel channel, unsigned long block, int count, const void* buffer) {
+  return device_io_write(channel, block, count, buffer);
 }
 
-errcode_t image_io_write_byte(io_channel channel, unsigned long offset, int size, const void* buffer) {
+errcode_t device_io_write_byte(io_channel channel, unsigned long offset, int size, const void* buffer) {
   if (size < 0) return EXT2_ET_INVALID_ARGUMENT;
   return write_bytes(channel, offset, buffer, static_cast<std::size_t>(size), 0, size);
 }
 
-// Not an fsync (see above); writes are never buffered here, so there is nothing else to flush.
-errcode_t image_io_flush(io_channel) { return 0; }
+// Not an fsync, and not the device's flush (see above); nothing is buffered here.
+errcode_t device_io_flush(io_channel) { return 0; }
 
-errcode_t image_io_set_option(io_channel channel, const char* option, const char* argument) {
+errcode_t device_io_set_option(io_channel channel, const char* option, const char* argument) {
   if (std::strcmp(option, "offset") != 0) return EXT2_ET_INVALID_ARGUMENT;
   if (argument == nullptr) return EXT2_ET_INVALID_ARGUMENT;
   std::string_view text(argument);
   std::uint64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size()) return EXT2_ET_INVALID_ARGUMENT;
-  image_channel(channel).offset = value;
+  device_channel(channel).offset = value;
   return 0;
 }
 
-errcode_t image_io_get_stats(io_channel channel, io_stats* stats) {
-  if (stats != nullptr) *stats = &image_channel(channel).stats;
+errcode_t device_io_get_stats(io_channel channel, io_stats* stats) {
+  if (stats != nullptr) *stats = &device_channel(channel).stats;
   return 0;
 }
 
-io_manager image_io_manager() {
+io_manager block_device_io_manager() {
   static struct_io_manager manager = [] {
     struct_io_manager m{};
     m.magic = EXT2_ET_MAGIC_IO_MANAGER;
-    m.name = "aggrik8s image I/O manager";
-    m.open = image_io_open;
-    m.close = image_io_close;
-    m.set_blksize = image_io_set_blksize;
-    m.read_blk = image_io_read32;
-    m.write_blk = image_io_write32;
-    m.flush = image_io_flush;
-    m.write_byte = image_io_write_byte;
-    m.set_option = image_io_set_option;
-    m.get_stats = image_io_get_stats;
-    m.read_blk64 = image_io_read;
-    m.write_blk64 = image_io_write;
+    m.name = "aggrik8s block device I/O manager";
+    m.open = device_io_open;
+    m.close = device_io_close;
+    m.set_blksize = device_io_set_blksize;
+    m.read_blk = device_io_read32;
+    m.write_blk = device_io_write32;
+    m.flush = device_io_flush;
+    m.write_byte = device_io_write_byte;
+    m.set_option = device_io_set_option;
+    m.get_stats = device_io_get_stats;
+    m.read_blk64 = device_io_read;
+    m.write_blk64 = device_io_write;
     return m;
   }();
   return &manager;
@@ -463,19 +475,28 @@ io_manager image_io_manager() {
 
 struct Ext4Filesystem::State {
   ext2_filsys fs = nullptr;
-  std::filesystem::path image;
+  // What libext2fs reads and writes: the caller's device, or one opened on the image path and kept here.
+  BlockDevice* device = nullptr;
+  std::unique_ptr<BlockDevice> owned_device;
   std::uint64_t byte_offset = 0;
   bool writable = false;
   std::optional<std::int64_t> fixed_time;
-  // What the io channel wrote; shared with it, so it still holds the writes made by closing.
-  std::shared_ptr<std::vector<DataExtent>> written;
+  // The message of the last exception the device threw inside libext2fs (see ChannelDevice).
+  std::string device_failure_message;
 
   std::string where() const {
-    return "ext4 filesystem at offset " + std::to_string(byte_offset) + " of " + image.string();
+    return "ext4 filesystem at offset " + std::to_string(byte_offset) + " of " + device->name();
+  }
+
+  // The device's own message ("out/pi5.img: write at offset N failed: No space left on device") when
+  // the device threw, libext2fs's text for the code otherwise.
+  std::string describe(errcode_t code) const {
+    if (code == device_failure && !device_failure_message.empty()) return device_failure_message;
+    return describe_errcode(code);
   }
 
   [[noreturn]] void fail(const std::string& action, const std::string& path, errcode_t code) const {
-    throw Error(where() + ": cannot " + action + " " + path + ": " + describe_errcode(code));
+    throw Error(where() + ": cannot " + action + " " + path + ": " + describe(code));
   }
   [[noreturn]] void fail(const std::string& action, const std::string& path, const std::string& reason) const {
     throw Error(where() + ": cannot " + action + " " + path + ": " + reason);
@@ -904,9 +925,18 @@ Ext4Filesystem::~Ext4Filesystem() {
 Ext4Filesystem Ext4Filesystem::open(const std::filesystem::path& image, std::uint64_t byte_offset,
                                     std::uint64_t byte_length, Ext4Access access,
                                     std::optional<std::int64_t> fixed_time) {
+  auto device = std::make_unique<FileBlockDevice>(
+      image, access == Ext4Access::read_write ? FileBlockDevice::Access::read_write : FileBlockDevice::Access::read_only);
+  Ext4Filesystem filesystem = open(*device, byte_offset, byte_length, access, fixed_time);
+  filesystem.state_->owned_device = std::move(device);
+  return filesystem;
+}
+
+Ext4Filesystem Ext4Filesystem::open(BlockDevice& device, std::uint64_t byte_offset, std::uint64_t byte_length,
+                                    Ext4Access access, std::optional<std::int64_t> fixed_time) {
   register_error_messages();
   auto state = std::make_unique<State>();
-  state->image = image;
+  state->device = &device;
   state->byte_offset = byte_offset;
   state->writable = access == Ext4Access::read_write;
   state->fixed_time = fixed_time;
@@ -914,9 +944,11 @@ Ext4Filesystem Ext4Filesystem::open(const std::filesystem::path& image, std::uin
   std::string io_options = "offset=" + std::to_string(byte_offset);
   int flags = EXT2_FLAG_64BITS | (state->writable ? EXT2_FLAG_RW : 0);
   ext2_filsys fs = nullptr;
-  errcode_t rc = ext2fs_open2(image.c_str(), io_options.c_str(), flags, 0, 0, image_io_manager(), &fs);
+  device_being_opened = {&device, &state->device_failure_message};
+  errcode_t rc = ext2fs_open2(device.name().c_str(), io_options.c_str(), flags, 0, 0, block_device_io_manager(), &fs);
+  device_being_opened = {};
   if (rc == EXT2_ET_BAD_MAGIC || rc == EXT2_ET_SB_CSUM_INVALID || rc == EXT2_ET_CORRUPT_SUPERBLOCK) {
-    throw Error("no valid ext2/3/4 superblock at offset " + std::to_string(byte_offset) + " of " + image.string() +
+    throw Error("no valid ext2/3/4 superblock at offset " + std::to_string(byte_offset) + " of " + device.name() +
                 " (" + describe_errcode(rc) + "); is this the right partition?");
   }
   if (rc == EXT2_ET_UNSUPP_FEATURE || rc == EXT2_ET_RO_UNSUPP_FEATURE) {
@@ -925,9 +957,8 @@ Ext4Filesystem Ext4Filesystem::open(const std::filesystem::path& image, std::uin
     throw Error(state->where() + " uses filesystem features that libext2fs " + (version ? version : "") +
                 " does not support (" + describe_errcode(rc) + ")");
   }
-  if (rc != 0) throw Error("cannot open the " + state->where() + ": " + describe_errcode(rc));
+  if (rc != 0) throw Error("cannot open the " + state->where() + ": " + state->describe(rc));
   state->fs = fs;
-  state->written = image_channel(fs->io).written;
   // From here the State owns fs; an Ext4Filesystem takes it so every error below closes it.
   Ext4Filesystem filesystem(std::move(state));
   State& s = *filesystem.state_;
@@ -948,7 +979,7 @@ Ext4Filesystem Ext4Filesystem::open(const std::filesystem::path& image, std::uin
       throw Error("cannot write to the " + s.where() + ": " + reason);
     };
     const std::string fsck_hint =
-        "; run `e2fsck -fy '" + device_with_offset(image, byte_offset) + "'` on a copy and retry";
+        "; run `e2fsck -fy '" + device_with_offset(device.name(), byte_offset) + "'` on a copy and retry";
     if (ext2fs_has_feature_journal_needs_recovery(fs->super)) {
       refuse("its journal needs recovery (it was not unmounted cleanly)" + fsck_hint);
     }
@@ -990,13 +1021,8 @@ void Ext4Filesystem::close() {
   if (rc != 0) {
     // ext2fs_close2 leaves fs allocated when flushing failed.
     ext2fs_free(fs);
-    throw Error("cannot write the superblock and bitmaps of the " + state_->where() + ": " + describe_errcode(rc));
+    throw Error("cannot write the superblock and bitmaps of the " + state_->where() + ": " + state_->describe(rc));
   }
-}
-
-std::vector<DataExtent> Ext4Filesystem::written_extents() const {
-  if (!state_ || !state_->written) return {};
-  return merge_extents(*state_->written);
 }
 
 void Ext4Filesystem::create_directories(const std::string& path, const Ext4FileAttributes& attributes) {

@@ -34,9 +34,9 @@
 #include <string>
 #include <vector>
 
-#include "disk/data_extent.hpp"
-
 namespace aggrik8s {
+
+class BlockDevice;
 
 enum class Ext4FileType { regular, directory, symlink, character_device, block_device, fifo, socket };
 
@@ -106,6 +106,13 @@ class Ext4Filesystem {
   static Ext4Filesystem open(const std::filesystem::path& image, std::uint64_t byte_offset,
                              std::uint64_t byte_length, Ext4Access access,
                              std::optional<std::int64_t> fixed_time = std::nullopt);
+  // The same on a device that holds the filesystem at byte_offset (a whole disk image, or a
+  // partition's SubrangeBlockDevice with offset 0): every read and write libext2fs makes, closing's
+  // included, goes through device, so a device that records what was written
+  // (FileBlockDevice::written_extents) knows every byte an edit changed. device must outlive the
+  // filesystem; its flush() is never called here (see close()).
+  static Ext4Filesystem open(BlockDevice& device, std::uint64_t byte_offset, std::uint64_t byte_length,
+                             Ext4Access access, std::optional<std::int64_t> fixed_time = std::nullopt);
 
   Ext4Filesystem(Ext4Filesystem&&) noexcept;
   Ext4Filesystem& operator=(Ext4Filesystem&&) noexcept;
@@ -118,10 +125,6 @@ class Ext4Filesystem {
   // Writes bitmaps, group descriptors and the superblock and closes the image. Throws on failure.
   // Does not fsync: whoever needs the image on disk flushes it (a build does, once per image).
   void close();
-
-  // The byte ranges of the image file (not of the filesystem) written so far, merged; after close()
-  // they include what closing wrote. A build uses them to hash again only what a node's edits changed.
-  std::vector<DataExtent> written_extents() const;
 
   // Creates path and any missing parents with attributes (existing directories are left as they
   // are). An existing non-directory in the way is an Error.

@@ -442,8 +442,10 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
     if (user.password_hash) password_hashes.emplace(user.name, load_secret(*user.password_hash));
   }
 
+  // Both filesystems are edited through this one device, which records every byte range written.
+  FileBlockDevice device(image, FileBlockDevice::Access::read_write);
   {
-    Ext4Filesystem rootfs = Ext4Filesystem::open(image, layout.root_offset, layout.root_size, Ext4Access::read_write,
+    Ext4Filesystem rootfs = Ext4Filesystem::open(device, layout.root_offset, layout.root_size, Ext4Access::read_write,
                                                  fixed_time);
     RootfsChanges changes = rke2_node_changes(node, token, RootfsFacts{prepared.network_manager});
     for (const auto& dir : changes.directories) rootfs.create_directories(dir);
@@ -482,10 +484,8 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
     rootfs.write_file(preload_record_path, preload.dump(2) + "\n", {0644, 0, 0, std::nullopt});
     result.changes.push_back(std::string(preload_record_path));
     rootfs.close();
-    result.written = rootfs.written_extents();
   }
 
-  FileBlockDevice device(image, FileBlockDevice::Access::read_write);
   PartitionTable table = read_partition_table(device);
   SubrangeBlockDevice boot_partition = open_partition(device, table, layout.boot_index);
   FatFilesystem boot(boot_partition);
@@ -536,9 +536,7 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
   // Not flushed here: build_rpi5_images starts the image's writeback now and waits for it just
   // before the rename, so the disk writes overlap the hashing.
   result.first_boot_format = to_string(format);
-  std::vector<DataExtent> boot_written = device.written_extents();
-  result.written.insert(result.written.end(), boot_written.begin(), boot_written.end());
-  result.written = merge_extents(std::move(result.written));
+  result.written = device.written_extents();
   return result;
 }
 

@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "core/sha256.hpp"
+#include "disk/block_device.hpp"
 #include "tests/test_support.hpp"
 
 using aggrik8s::Error;
@@ -350,14 +351,16 @@ TEST_CASE("ext4: written_extents covers every byte an edit changed, including wh
   std::filesystem::copy_file(image, dir / "before.img");
   std::vector<aggrik8s::DataExtent> written;
   {
-    auto fs = open_rw(image, 1700000001);
+    // The image's device records what libext2fs wrote through it.
+    aggrik8s::FileBlockDevice device(image, aggrik8s::FileBlockDevice::Access::read_write);
+    auto fs = Ext4Filesystem::open(device, region_offset, region_length, Ext4Access::read_write, 1700000001);
     fs.write_file("/etc/hostname", "n2\n", {0644, 0, 0, {}});
     fs.write_file("/etc/rancher/rke2/config.yaml", "token: y\nnode-name: n2\n", {0600, 0, 0, {}});
     fs.write_file("/big", random_bytes(300000, 7), {0644, 0, 0, {}});
     fs.create_symlink("/etc/link", "hostname");
     fs.remove("/etc/hostname");
     fs.close();
-    written = fs.written_extents();
+    written = device.written_extents();
   }
   REQUIRE_FALSE(written.empty());
   for (std::size_t i = 1; i < written.size(); ++i) {
@@ -388,4 +391,37 @@ TEST_CASE("ext4: written_extents covers every byte an edit changed, including wh
     CHECK(e.offset + e.length <= region_offset + region_length);
   }
   require_clean(image);
+}
+
+TEST_CASE("ext4: a filesystem on any BlockDevice is read and written through that device", "[ext4]") {
+  TempDir dir;
+  auto image = make_image(dir);
+  std::ifstream in(image, std::ios::binary);
+  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  aggrik8s::MemoryBlockDevice memory(std::move(bytes), "in memory");
+  {
+    auto fs = Ext4Filesystem::open(memory, region_offset, region_length, Ext4Access::read_write, 1700000000);
+    fs.create_directories("/etc");
+    fs.write_file("/etc/hostname", "in-memory\n", {0644, 0, 0, {}});
+    fs.close();
+  }
+  // Nothing reached the file: the edit lives in the device's bytes only.
+  CHECK_FALSE(Ext4Filesystem::open(image, region_offset, region_length, Ext4Access::read_only).exists("/etc/hostname"));
+  auto copy = dir / "copy.img";
+  {
+    std::ofstream out(copy, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(memory.bytes().data()), static_cast<std::streamsize>(memory.bytes().size()));
+  }
+  require_clean(copy);
+  CHECK(Ext4Filesystem::open(copy, region_offset, region_length, Ext4Access::read_only).read_file("/etc/hostname") ==
+        "in-memory\n");
+}
+
+TEST_CASE("ext4: a write the device refuses fails with the device's own message", "[ext4]") {
+  TempDir dir;
+  auto image = make_image(dir);
+  aggrik8s::FileBlockDevice device(image, aggrik8s::FileBlockDevice::Access::read_only);
+  auto fs = Ext4Filesystem::open(device, region_offset, region_length, Ext4Access::read_write);
+  CHECK_THROWS_WITH(fs.write_file("/x", std::string(10000, 'x'), {0644, 0, 0, {}}),
+                    Catch::Contains("fs.img: opened read-only, cannot write"));
 }
