@@ -33,4 +33,14 @@ void pwrite_all(int fd, std::uint64_t offset, const void* data, std::size_t leng
   }
 }
 
+void write_all(int fd, const void* data, std::size_t length, const std::string& name) {
+  const auto* bytes = static_cast<const char*>(data);
+  for (std::size_t done = 0; done < length;) {
+    ssize_t n = ::write(fd, bytes + done, length - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw_system_error("cannot write " + name, n < 0 ? errno : EIO);
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 }  // namespace aggrik8s

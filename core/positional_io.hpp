@@ -1,7 +1,7 @@
 #pragma once
-// pread/pwrite until the whole buffer is done: both may transfer less than asked (signals, large
-// requests), and every image reader and writer in the builder needs the same loop with the same
-// errors naming the file.
+// pread/pwrite/write until the whole buffer is done: each may transfer less than asked (signals,
+// large requests, pipes), and every image reader and writer needs the same loop with the same errors
+// naming the file.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -14,5 +14,9 @@ void pread_exactly(int fd, std::uint64_t offset, void* buffer, std::size_t lengt
 
 // Writes length bytes at offset of fd, or throws Error naming `name` and the offset.
 void pwrite_all(int fd, std::uint64_t offset, const void* data, std::size_t length, const std::string& name);
+
+// Writes length bytes at fd's file position (a file written front to back, a pipe, a memfd), or
+// throws Error "cannot write `name`" with the system error.
+void write_all(int fd, const void* data, std::size_t length, const std::string& name);
 
 }  // namespace aggrik8s

@@ -51,20 +51,7 @@ FileBlockDevice::FileBlockDevice(const std::filesystem::path& path, Access acces
 
 void FileBlockDevice::read_at(std::uint64_t offset, std::span<std::uint8_t> buffer) {
   check_range("read", offset, buffer.size());
-  std::size_t done = 0;
-  while (done < buffer.size()) {
-    ssize_t n = ::pread(fd_.get(), buffer.data() + done, buffer.size() - done,
-                        static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_system_error(name() + ": read at offset " + std::to_string(offset + done) + " failed", errno);
-    }
-    if (n == 0) {
-      throw Error(name() + ": unexpected end of file at offset " + std::to_string(offset + done) +
-                  " (the file shrank while open?)");
-    }
-    done += static_cast<std::size_t>(n);
-  }
+  pread_exactly(fd_.get(), offset, buffer.data(), buffer.size(), name());
 }
 
 void FileBlockDevice::write_fully(std::uint64_t offset, std::span<const std::uint8_t> data) {

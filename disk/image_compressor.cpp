@@ -16,6 +16,7 @@
 #include "disk/bmap.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/positional_io.hpp"
 #include "core/log.hpp"
 #include "core/progress.hpp"
 
@@ -53,14 +54,7 @@ class SparseImageReader {
       position_ += length;
       return {zeros.data(), length};
     }
-    std::size_t done = 0;
-    while (done < length) {
-      ssize_t n = ::pread(fd_.get(), buffer_.data() + done, length - done, static_cast<off_t>(position_ + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw_system_error("cannot read image " + name_ + " at offset " + std::to_string(position_ + done), errno);
-      if (n == 0) throw Error(name_ + " shrank while it was being compressed");
-      done += static_cast<std::size_t>(n);
-    }
+    pread_exactly(fd_.get(), position_, buffer_.data(), length, name_);
     position_ += length;
     return {buffer_.data(), length};
   }
@@ -89,12 +83,7 @@ class CompressedOutput {
   void write(std::span<const std::uint8_t> data) {
     hash_.update(data);
     size_ += data.size();
-    while (!data.empty()) {
-      ssize_t n = ::write(fd_.get(), data.data(), data.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw_system_error("cannot write " + name_, errno);
-      data = data.subspan(static_cast<std::size_t>(n));
-    }
+    write_all(fd_.get(), data.data(), data.size(), name_);
   }
   void close() {
     if (::close(fd_.release()) != 0) throw_system_error("cannot write " + name_, errno);

@@ -17,6 +17,7 @@
 #include "builder/talos/talos_boot_files.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/positional_io.hpp"
 #include "core/sha256.hpp"
 #include "core/subprocess.hpp"
 
@@ -287,12 +288,7 @@ EmbeddedConfigExtension build_embedded_config_extension(const std::string& confi
     FileDescriptor out(::open(config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0400));
     if (!out) throw_system_error("cannot create " + config.string(), errno);
     ::fchmod(out.get(), 0400);
-    std::size_t done = 0;
-    while (done < config_yaml.size()) {
-      ssize_t n = ::write(out.get(), config_yaml.data() + done, config_yaml.size() - done);
-      if (n < 0) throw_system_error("cannot write " + config.string(), errno);
-      done += static_cast<std::size_t>(n);
-    }
+    write_all(out.get(), config_yaml.data(), config_yaml.size(), config.string());
   }
   fs::path image = work_dir / "embedded-config" / extension.layer.image;
   std::string when = std::to_string(epoch);

@@ -153,14 +153,7 @@ void extract_iso_files(const fs::path& iso, const std::vector<std::pair<std::str
     la_int64_t offset = 0;
     int r = ARCHIVE_OK;
     while ((r = archive_read_data_block(reader.handle, &block, &size, &offset)) == ARCHIVE_OK) {
-      const char* data = static_cast<const char*>(block);
-      while (size > 0) {
-        ssize_t n = ::pwrite(out.get(), data, size, static_cast<off_t>(offset));
-        if (n < 0) throw_system_error("cannot write " + it->second.string(), errno);
-        data += n;
-        size -= static_cast<std::size_t>(n);
-        offset += n;
-      }
+      pwrite_all(out.get(), static_cast<std::uint64_t>(offset), block, size, it->second.string());
     }
     if (r != ARCHIVE_EOF) throw Error(iso.string() + ": cannot read /" + it->first + ": " + reader.error());
     remaining.erase(it);
@@ -252,14 +245,7 @@ void write_config_iso(const fs::path& output, const std::string& config_yaml, co
     int n = source->read_xt(source, buffer, static_cast<int>(sizeof buffer));
     if (n < 0) throw Error("libisofs failed while writing " + output.string());
     if (n == 0) break;
-    std::size_t left = static_cast<std::size_t>(n);
-    const unsigned char* p = buffer;
-    while (left > 0) {
-      ssize_t w = ::write(out.get(), p, left);
-      if (w < 0) throw_system_error("cannot write " + output.string(), errno);
-      p += w;
-      left -= static_cast<std::size_t>(w);
-    }
+    write_all(out.get(), buffer, static_cast<std::size_t>(n), output.string());
   }
 }
 
@@ -332,11 +318,7 @@ void extract_iso_efi_partition(const fs::path& iso, const IsoEfiPartition& parti
   for (std::uint64_t done = 0; done < partition.size;) {
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), partition.size - done));
     pread_exactly(in.get(), partition.offset + done, buffer.data(), n, iso.string());
-    for (std::size_t written = 0; written < n;) {
-      ssize_t w = ::write(out.get(), buffer.data() + written, n - written);
-      if (w < 0) throw_system_error("cannot write " + output.string(), errno);
-      written += static_cast<std::size_t>(w);
-    }
+    write_all(out.get(), buffer.data(), n, output.string());
     done += n;
   }
 }

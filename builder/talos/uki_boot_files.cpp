@@ -12,6 +12,7 @@
 #include "builder/talos/pe_image.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/positional_io.hpp"
 
 namespace aggrik8s::builder {
 namespace fs = std::filesystem;
@@ -29,12 +30,7 @@ void write_bytes(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
   // 0600: with an embedded config the UKI holds the machine config.
   FileDescriptor out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!out) throw_system_error("cannot create " + path.string(), errno);
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(out.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0) throw_system_error("cannot write " + path.string(), errno);
-    done += static_cast<std::size_t>(n);
-  }
+  write_all(out.get(), bytes.data(), bytes.size(), path.string());
 }
 
 // The kernel in the UKI states its own command line limit (x86: the setup header at the start of

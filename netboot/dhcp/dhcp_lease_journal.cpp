@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "core/positional_io.hpp"
 #include "core/log.hpp"
 
 namespace aggrik8s::netboot {
@@ -14,13 +15,7 @@ namespace aggrik8s::netboot {
 namespace {
 
 void write_all(int fd, const std::string& text, const std::filesystem::path& file) {
-  std::size_t done = 0;
-  while (done < text.size()) {
-    ssize_t wrote = ::write(fd, text.data() + done, text.size() - done);
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote < 0) throw_system_error("writing " + file.string(), errno);
-    done += static_cast<std::size_t>(wrote);
-  }
+  aggrik8s::write_all(fd, text.data(), text.size(), file.string());
 }
 
 }  // namespace

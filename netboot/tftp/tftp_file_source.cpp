@@ -13,6 +13,7 @@
 #include "disk/fat_filesystem.hpp"
 #include "disk/partition_table.hpp"
 #include "core/error.hpp"
+#include "core/positional_io.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -59,15 +60,7 @@ bool same(const ImageIdentity& identity, const struct timespec& modified, std::u
 FileDescriptor memory_copy(const std::string& name, std::span<const std::uint8_t> content) {
   FileDescriptor fd(::memfd_create(("tftp:" + name).c_str(), MFD_CLOEXEC));
   if (!fd) throw_system_error("memfd_create for " + name, errno);
-  std::size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_system_error("copying " + name + " into memory", errno);
-    }
-    done += static_cast<std::size_t>(n);
-  }
+  write_all(fd.get(), content.data(), content.size(), "the in-memory copy of " + name);
   return fd;
 }
 
