@@ -3,11 +3,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 
@@ -59,5 +63,15 @@ CommandResult run(const std::string& command_line) {
 
 std::filesystem::path source_dir() { return AGGRIK8S_TEST_SOURCE_DIR; }
 std::filesystem::path cli_path() { return AGGRIK8S_CLI_PATH; }
+
+std::string random_bytes(std::size_t size, unsigned seed) {
+  std::mt19937_64 generator(seed);
+  std::string out(size, '\0');
+  for (std::size_t i = 0; i < size; i += 8) {
+    std::uint64_t value = generator();
+    std::memcpy(out.data() + i, &value, std::min<std::size_t>(8, size - i));
+  }
+  return out;
+}
 
 }  // namespace aggrik8s::test

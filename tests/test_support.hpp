@@ -23,6 +23,8 @@ class TempDir {
 
 void write_file(const std::filesystem::path& path, const std::string& content);
 std::string read_file(const std::filesystem::path& path);
+// `size` bytes that do not compress and differ with `seed`: the same for the same seed on every run.
+std::string random_bytes(std::size_t size, unsigned seed);
 
 struct CommandResult {
   int exit_code = -1;

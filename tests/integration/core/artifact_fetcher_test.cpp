@@ -14,14 +14,9 @@ namespace fs = std::filesystem;
 using test::LoopbackHttpServer;
 using test::LoopbackResponse;
 
-namespace {
+using aggrik8s::test::random_bytes;
 
-std::string random_bytes(std::size_t size, unsigned seed) {
-  std::mt19937 generator(seed);
-  std::string out(size, '\0');
-  for (auto& c : out) c = static_cast<char>(generator() & 0xff);
-  return out;
-}
+namespace {
 
 FetchOptions quick_options(const fs::path& cache) {
   FetchOptions options;

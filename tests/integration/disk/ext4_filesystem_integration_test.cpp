@@ -18,6 +18,7 @@
 using aggrik8s::Ext4Access;
 using aggrik8s::Ext4Filesystem;
 using aggrik8s::Ext4FileType;
+using aggrik8s::test::random_bytes;
 using aggrik8s::test::run;
 using aggrik8s::test::TempDir;
 
@@ -63,16 +64,6 @@ void write_partition_table(const std::filesystem::path& image, std::uint64_t roo
   must_run("printf 'label: dos\\nlabel-id: 0x12345678\\nstart=" + std::to_string(boot_start) +
            ", size=" + std::to_string(boot_sectors) + ", type=c\\nstart=" + std::to_string(root_start) +
            ", size=" + std::to_string(root_size_sectors) + ", type=83\\n' | sfdisk -q " + shell_quoted(image));
-}
-
-std::string random_bytes(std::size_t size, unsigned seed) {
-  std::mt19937_64 generator(seed);
-  std::string bytes(size, '\0');
-  for (std::size_t i = 0; i + 8 <= size; i += 8) {
-    auto value = generator();
-    std::memcpy(bytes.data() + i, &value, 8);
-  }
-  return bytes;
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ using aggrik8s::Ext4FileAttributes;
 using aggrik8s::Ext4Filesystem;
 using aggrik8s::Ext4FileType;
 using aggrik8s::Ext4Timestamp;
+using aggrik8s::test::random_bytes;
 using aggrik8s::test::TempDir;
 
 namespace {
@@ -45,13 +46,6 @@ void require_clean(const std::filesystem::path& image) {
   auto check = aggrik8s::check_ext4_filesystem(image, region_offset);
   INFO(check.report);
   REQUIRE(check.clean);
-}
-
-std::string random_bytes(std::size_t size, unsigned seed) {
-  std::mt19937 generator(seed);
-  std::string bytes(size, '\0');
-  for (auto& c : bytes) c = static_cast<char>(generator() & 0xff);
-  return bytes;
 }
 
 }  // namespace

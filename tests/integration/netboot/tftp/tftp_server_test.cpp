@@ -23,20 +23,11 @@
 using namespace aggrik8s::netboot;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
+using aggrik8s::test::random_bytes;
 using aggrik8s::test::run;
 using aggrik8s::test::TempDir;
 
 namespace {
-
-std::string random_bytes(std::size_t size, unsigned seed) {
-  std::mt19937_64 generator(seed);
-  std::string out(size, '\0');
-  for (std::size_t i = 0; i + 8 <= size; i += 8) {
-    std::uint64_t value = generator();
-    std::memcpy(out.data() + i, &value, 8);
-  }
-  return out;
-}
 
 class RecordingObserver : public TftpServerObserver {
  public:
