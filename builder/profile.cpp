@@ -117,7 +117,36 @@ class ProfileReader {
     }
     if (auto bmap = reader->boolean("bmap")) output.bmap = *bmap;
     if (auto grow = reader->boolean("grow_root")) output.grow_root = *grow;
+    if (auto images = reader->boolean("disk_images")) output.disk_images = *images;
+    if (const ConfigNode* value = reader->node("ephemeral")) {
+      if (auto enabled = parse_yaml_bool(*value)) {
+        // `ephemeral: true` takes every default; `false` is the same as leaving it out.
+        if (*enabled) output.ephemeral.emplace();
+      } else if (auto ephemeral = reader->map("ephemeral")) {
+        output.ephemeral = read_ephemeral(*ephemeral);
+      }
+    }
+    if (!output.disk_images && !output.ephemeral) {
+      reader->error_at("disk_images", "'output.disk_images: false' leaves nothing to build: add 'output.ephemeral'");
+    }
     reader->finish();
+  }
+
+  EphemeralSettings read_ephemeral(ConfigMapReader& reader) {
+    EphemeralSettings e;
+    if (auto c = reader.one_of("compression", {"zstd", "xz", "gzip", "lz4"})) e.compression = *c;
+    if (auto a = reader.one_of("image_archives", {"root", "omit"})) {
+      e.image_archives = *a == "omit" ? EphemeralSettings::ImageArchives::omit : EphemeralSettings::ImageArchives::root;
+    }
+    if (auto m = reader.byte_size("memory")) {
+      if (*m < (512ull << 20)) reader.error_at("memory", "'output.ephemeral.memory' must be at least 512MiB (a Pi 5 has 1-16 GiB)");
+      e.memory = *m;
+    }
+    if (auto r = reader.byte_size("runtime_reserve")) e.runtime_reserve = *r;
+    if (auto modules = reader.string_list("modules")) e.modules = *modules;
+    e.busybox = reader.path_value("busybox");
+    reader.finish();
+    return e;
   }
 
   Rke2Settings read_rke2(ConfigMapReader& top) {
@@ -555,6 +584,12 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
     talos->finish();
   }
   reader.read_output(top, profile.output);
+  if (profile.output.ephemeral || !profile.output.disk_images) {
+    // Talos needs its own system disk (STATE, EPHEMERAL): its rebuild-on-reboot is `serve`'s
+    // `mode: ephemeral` for a talos profile (docs/netboot.md), not an output of the build.
+    top.error_at("output", "'output.ephemeral' and 'output.disk_images' are for kind rpi5-rke2; for Talos nodes that come "
+                           "back fresh on every boot use mode: ephemeral in serve's nodes file");
+  }
 
   if (auto proxmox = top.map("proxmox")) {
     ProxmoxSettings p;

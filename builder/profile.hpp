@@ -68,12 +68,28 @@ struct PiBootSettings {
   std::vector<std::string> cmdline;      // extra kernel arguments
 };
 
+// The ephemeral output of an rpi5-rke2 profile: nodes that netboot from `serve` and run from RAM
+// (docs/profiles.md, "Ephemeral output").
+struct EphemeralSettings {
+  std::string compression = "zstd";  // the squashfs root's compressor: zstd, xz, gzip, lz4
+  // Where the RKE2 image archives live: in the RAM root (`root`), or left out of it (`omit`) for nodes
+  // that pull images from a registry mirror (rke2.registries) instead.
+  enum class ImageArchives { root, omit };
+  ImageArchives image_archives = ImageArchives::root;
+  std::uint64_t memory = 4ull << 30;           // the nodes' RAM: a root that cannot fit fails the build
+  std::uint64_t runtime_reserve = 1ull << 30;  // RAM the running system needs beyond root and images
+  std::vector<std::string> modules;            // more kernel modules for the initramfs
+  std::optional<std::filesystem::path> busybox;  // a static arm64 busybox (binary or busybox-static .deb)
+};
+
 struct OutputSettings {
   std::optional<std::uint64_t> image_size;  // grow the image to this; default: just enough
   std::uint64_t root_free_space = 512ull << 20;  // at least this much free in the root fs after preload
   std::vector<std::string> compress;        // zstd, xz
   bool bmap = true;
   bool grow_root = true;  // false: never grow the root partition/filesystem; the base must have room
+  bool disk_images = true;  // rpi5-rke2: write <node>.img (false: only the ephemeral output)
+  std::optional<EphemeralSettings> ephemeral;  // rpi5-rke2: also write the ephemeral (netboot, RAM) output
 };
 
 struct Rpi5Node {

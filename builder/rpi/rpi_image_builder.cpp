@@ -28,6 +28,7 @@
 #include "disk/fat_filesystem.hpp"
 #include "disk/filesystem_probe.hpp"
 #include "builder/rpi/first_boot.hpp"
+#include "builder/rpi/node_root_files.hpp"
 #include "disk/image_compressor.hpp"
 #include "disk/image_decoder_errors.hpp"
 #include "disk/image_decompressor.hpp"
@@ -435,8 +436,6 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
                           const Rke2Release& release, const fs::path& image, std::optional<std::int64_t> fixed_time) {
   NodeResult result;
   const ImageLayout& layout = prepared.layout;
-  std::optional<Secret> token;
-  if (node.rke2.token) token = load_secret(*node.rke2.token);
   std::map<std::string, Secret> password_hashes;
   for (const auto& user : node.system.users) {
     if (user.password_hash) password_hashes.emplace(user.name, load_secret(*user.password_hash));
@@ -447,42 +446,8 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
   {
     Ext4Filesystem rootfs = Ext4Filesystem::open(device, layout.root_offset, layout.root_size, Ext4Access::read_write,
                                                  fixed_time);
-    RootfsChanges changes = rke2_node_changes(node, token, RootfsFacts{prepared.network_manager});
-    for (const auto& dir : changes.directories) rootfs.create_directories(dir);
-    for (const auto& file : changes.files) {
-      rootfs.write_file(file.path, file.content, {file.permissions, 0, 0, std::nullopt});
-      result.changes.push_back(file.path + (file.contains_secret ? " (0600, holds a secret)" : ""));
-    }
-    for (const auto& link : changes.symlinks) {
-      rootfs.create_symlink(link.path, link.target);
-      result.changes.push_back(link.path + " -> " + link.target);
-    }
-    std::map<std::string, std::string> values{{"node", node.name},
-                                              {"hostname", node.system.hostname},
-                                              {"role", node.rke2.role},
-                                              {"profile", profile.name}};
-    for (const auto& path : install_overlays(rootfs, node.overlays, values, fixed_time, prepared.boot_mount)) {
-      result.changes.push_back("overlay " + path);
-    }
-    // What was preloaded, for `aggrik8s-image inspect` and for people on the node: the version is not
-    // in any file of the RKE2 bundle, and the archives' checksums are lost once they are copied. No
-    // secrets: config.yaml's token stays in config.yaml.
-    nlohmann::json archives = nlohmann::json::array();
-    for (const auto& archive : release.images) {
-      archives.push_back({{"file", archive.source.file_name()}, {"size", archive.size}, {"sha256", archive.sha256.hex()}});
-    }
-    nlohmann::json preload{{"tool", {{"name", "aggrik8s-image"}, {"version", AGGRIK8S_VERSION}}},
-                           {"profile", profile.name},
-                           {"node", node.name},
-                           {"hostname", node.system.hostname},
-                           {"role", node.rke2.role},
-                           {"rke2_version", release.version},
-                           {"architecture", release.architecture},
-                           {"bundle", {{"file", release.bundle.source.file_name()}, {"sha256", release.bundle.sha256.hex()}}},
-                           {"image_archives", archives}};
-    rootfs.create_directories("/usr/local/share/aggrik8s");
-    rootfs.write_file(preload_record_path, preload.dump(2) + "\n", {0644, 0, 0, std::nullopt});
-    result.changes.push_back(std::string(preload_record_path));
+    NodeRootContext context{profile, release, prepared.network_manager, prepared.boot_mount, fixed_time};
+    for (auto& change : write_node_root_files(rootfs, node, context)) result.changes.push_back(std::move(change));
     rootfs.close();
   }
 
