@@ -6,6 +6,7 @@
 #include "core/kernel_command_line.hpp"
 #include "disk/linux_kernel_image.hpp"
 #include "netboot/http/http_request_target.hpp"
+#include "netboot/service/talos_wipe_cycle.hpp"
 
 namespace aggrik8s::netboot {
 namespace fs = std::filesystem;
@@ -133,6 +134,11 @@ void check_ipxe_kernel_lines(const NodeInventory& inventory, std::string_view ba
       for (const auto& facts : longest_requests(node)) {
         auto boot = ipxe_kernel_boot(profile, node, facts, base_url);
         if (!boot) return;
+        // A rebuild-on-reboot Talos node's wipe boot carries one word more than its normal boot.
+        const auto* talos = std::get_if<TalosBoot>(&profile.target);
+        if (talos != nullptr && profile.mode == BootMode::ephemeral) {
+          boot->arguments += " " + talos_wipe_kernel_argument(talos->wipe);
+        }
         auto args = split_kernel_args(ipxe_kernel_arguments(*boot, platform));
         std::size_t bytes = kernel_command_line_bytes(args, loader);
         if (bytes >= longest_bytes) {

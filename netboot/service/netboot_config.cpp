@@ -218,8 +218,19 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
   }
   config.inventory = top.path_value("inventory");
   config.boot_log = top.path_value("boot_log");
+  config.state_dir = top.path_value("state_dir");
   top.finish();
   return config;
+}
+
+std::optional<fs::path> state_directory(const NetbootConfig& config) {
+  if (config.state_dir) return config.state_dir;
+  // The lease file is already what serve keeps across restarts: its directory is the natural place.
+  if (config.dhcp_lease_file) {
+    fs::path directory = config.dhcp_lease_file->parent_path();
+    return directory.empty() ? fs::path(".") : directory;
+  }
+  return std::nullopt;
 }
 
 NetbootConfig read_netboot_config(const fs::path& file, Diagnostics& diagnostics) {

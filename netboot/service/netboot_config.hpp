@@ -82,8 +82,15 @@ struct NetbootConfig {
 
   std::optional<std::filesystem::path> inventory;  // nodes file
   std::optional<std::filesystem::path> boot_log;   // JSON lines; none when unset
+  // What serve keeps across restarts besides leases: rebuild-on-reboot Talos wipe cycles
+  // (talos-wipe.json), ephemeral Pi identities (identity/). Default: state_directory() below.
+  std::optional<std::filesystem::path> state_dir;
   std::filesystem::path file;                      // this config's own path, "" for flags only
 };
+
+// state_dir, else the directory of dhcp.lease_file, else nullopt (a profile that needs state then
+// makes serve refuse the configuration).
+std::optional<std::filesystem::path> state_directory(const NetbootConfig& config);
 
 NetbootConfig read_netboot_config(const std::filesystem::path& file, Diagnostics& diagnostics);
 NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnostics);

@@ -25,6 +25,7 @@
 #include "netboot/service/netboot_metrics.hpp"
 #include "netboot/service/node_inventory.hpp"
 #include "netboot/service/node_secret_access.hpp"
+#include "netboot/service/talos_wipe_state_file.hpp"
 #include "netboot/tftp/tftp_server.hpp"
 
 namespace aggrik8s::netboot {
@@ -75,10 +76,11 @@ struct ServingSnapshot {
   std::optional<TftpRoot> http_root;
   std::map<std::string, std::shared_ptr<const FatImageFileSource>> pi_images;  // by profile name
   std::string base_url;
+  std::shared_ptr<TalosWipeStateStore> talos_wipe;  // when a Talos profile is rebuild-on-reboot
 };
 
 std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const std::string& bound_address,
-                                                     std::uint16_t http_port) {
+                                                     std::uint16_t http_port, const ServingSnapshot* previous = nullptr) {
   auto snapshot = std::make_shared<ServingSnapshot>();
   snapshot->base_url = config.http_base_url.value_or("http://" + bound_address + ":" + std::to_string(http_port));
   if (config.inventory) {
@@ -101,6 +103,11 @@ std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const
     if (const auto* pi = std::get_if<RaspberryPiImageBoot>(&profile.target)) {
       snapshot->pi_images[name] = std::make_shared<FatImageFileSource>(pi->image, pi->boot_partition);
     }
+  }
+  // Kept across reloads (one store per file: two would each write their own view of it).
+  if (auto file = talos_wipe_state_path(config, snapshot->inventory)) {
+    bool same = previous != nullptr && previous->talos_wipe && previous->talos_wipe->file() == *file;
+    snapshot->talos_wipe = same ? previous->talos_wipe : std::make_shared<TalosWipeStateStore>(*file);
   }
   snapshot->config = std::move(config);
   return snapshot;
@@ -472,8 +479,58 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
       none.step = "ipxe-script";
       return none;
     }
+    if (node != nullptr) apply_talos_wipe_cycle(s, *profile, *node, client, *boot);
     reply.body = render_ipxe_boot_script(*boot, platform);
     return reply;
+  }
+
+  // ---- Rebuild-on-reboot Talos nodes (netboot/service/talos_wipe_cycle.hpp) ----
+
+  // The node's wipe cycle decides whether this boot is the wipe boot.
+  void apply_talos_wipe_cycle(const ServingSnapshot& s, const BootProfile& profile, const InventoryNode& node,
+                              const std::string& client, IpxeKernelBoot& boot) {
+    const auto* talos = std::get_if<TalosBoot>(&profile.target);
+    if (talos == nullptr || profile.mode != BootMode::ephemeral || !s.talos_wipe) return;
+    TalosWipeDecision decision = s.talos_wipe->script_requested(node.name, WallClock::now(), talos->wipe_reboot_window);
+    bool wipe = decision.boot == TalosBootKind::wipe;
+    if (wipe) boot.arguments += " " + talos_wipe_kernel_argument(talos->wipe);
+    metrics.add(wipe ? "aggrik8s_talos_wipe_boots_total" : "aggrik8s_talos_normal_boots_total", {{"node", node.name}});
+    talos_wipe_changed(node.name, client, wipe ? "wipe-boot" : "normal-boot", decision.transition, decision.next);
+  }
+
+  void talos_boot_files_fetched(const std::string& node, const std::string& client) {
+    auto s = current();
+    if (!s->talos_wipe) return;
+    if (auto fetched = s->talos_wipe->boot_files_fetched(node, WallClock::now())) {
+      talos_wipe_changed(node, client, "wipe-cycle", fetched->transition, fetched->next);
+    }
+  }
+
+  void talos_wipe_changed(const std::string& node, const std::string& client, std::string step,
+                          TalosWipeTransition transition, const TalosWipeCycle& cycle) {
+    metrics.add("aggrik8s_talos_wipe_transitions_total", {{"node", node}, {"transition", to_string(transition)}});
+    std::string_view state = talos_wipe_cycle_state(cycle);
+    for (const char* each : talos_wipe_cycle_states) {
+      metrics.set_gauge("aggrik8s_talos_wipe_cycle_state", {{"node", node}, {"state", each}}, state == each ? 1 : 0);
+    }
+    log::info("talos wipe cycle: node ", node, " at ", client, ": ", step, " (", to_string(transition), ")");
+    BootEvent event;
+    event.node = node;
+    event.client = client;
+    event.step = std::move(step);
+    event.result = "ok";
+    event.detail = std::string("transition=") + to_string(transition);
+    record(std::move(event));
+  }
+
+  // For the status page's profile column: " (wipe cycle: ...)" for a rebuild-on-reboot Talos node.
+  static std::string talos_wipe_status(const ServingSnapshot& s, const InventoryNode& node) {
+    const BootProfile* profile = s.inventory.profile_of(node);
+    const auto* talos = profile != nullptr ? std::get_if<TalosBoot>(&profile->target) : nullptr;
+    if (talos == nullptr || profile->mode != BootMode::ephemeral || !s.talos_wipe) return "";
+    auto cycle = s.talos_wipe->find(node.name);
+    if (!cycle) return " (wipe cycle: not booted yet; next script: wipe boot)";
+    return " (wipe cycle: " + describe_talos_wipe_cycle(*cycle, WallClock::now(), talos->wipe_reboot_window) + ")";
   }
 
   HttpReply node_file(const ServingSnapshot& s, const std::string& id, const std::string& which, const std::string& client) {
@@ -561,7 +618,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
         for (const auto& status : seen) {
           if (status.node == node.name) row = status;
         }
-        row.profile = node.profile;
+        row.profile = node.profile + talos_wipe_status(*s, node);
         if (auto address = address_book.address_of(node.name)) {
           row.address = address->address + " (" + to_string(address->source) + ")";
         }
@@ -657,6 +714,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     } else {
       event.result = "ok";
     }
+    if (event.step == "asset" && event.result == "ok" && !event.node.empty()) talos_boot_files_fetched(event.node, client);
     record(std::move(event));
   }
 
@@ -866,7 +924,7 @@ bool NetbootService::reload() {
     auto remap = load_tftp_remap(config);
     TftpServerLimits limits = tftp_limits(config);
     TftpRetransmitPolicy retransmit = tftp_retransmit_policy(config);
-    auto fresh = load_snapshot(std::move(config), core_->bound_address, core_->http_port);
+    auto fresh = load_snapshot(std::move(config), core_->bound_address, core_->http_port, old.get());
     core_->events->reopen();
     std::size_t nodes = fresh->inventory.nodes.size();
     warn_about_secret_policy(fresh->config, fresh->inventory);

@@ -5,6 +5,7 @@
 
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
+#include "netboot/service/talos_wipe_cycle.hpp"
 
 namespace aggrik8s::netboot {
 namespace fs = std::filesystem;
@@ -106,6 +107,28 @@ class InventoryReader {
     }
   }
 
+  // A rebuild-on-reboot Talos profile's wipe boot (docs/netboot.md, "Rebuild-on-reboot Talos nodes").
+  void read_talos_wipe(ConfigMapReader& talos, BootMode mode, TalosBoot& boot) {
+    bool given = talos.has("wipe") || talos.has("wipe_reboot_window_s");
+    if (auto wipe = talos.string("wipe")) {
+      if (auto problem = check_talos_wipe_argument(*wipe)) {
+        talos.error_at("wipe", "'" + talos.key_path("wipe") + "': " + *problem);
+      }
+      boot.wipe = *wipe;
+      if (*wipe == "system") {
+        diagnostics_.warning(talos.node("wipe")->location,
+                             "'" + talos.key_path("wipe") + "': system wipes the whole system disk, META included: "
+                             "Talos is then not installed, and a machine config with machine.install installs and "
+                             "reboots on every normal boot, which serve takes for the next power-on (a wipe and "
+                             "install loop); system:EPHEMERAL,STATE keeps the installation");
+      }
+    }
+    if (auto window = talos.integer("wipe_reboot_window_s", 10, 86400)) boot.wipe_reboot_window = std::chrono::seconds(*window);
+    if (given && mode != BootMode::ephemeral) {
+      talos.error("'" + talos.path() + ".wipe' and 'wipe_reboot_window_s' apply only to profiles with mode: ephemeral");
+    }
+  }
+
   std::optional<BootProfile> read_profile(const ConfigNode& node, const std::string& name, const std::string& path) {
     ConfigMapReader reader(node, diagnostics_, path);
     if (!reader.valid()) {
@@ -139,6 +162,7 @@ class InventoryReader {
       if (kernel) boot.kernel = *kernel;
       if (initramfs) boot.initramfs = *initramfs;
       boot.arguments = talos->string("args").value_or("");
+      read_talos_wipe(*talos, profile.mode, boot);
       talos->finish();
       profile.target = boot;
     }

@@ -4,6 +4,7 @@
 // the local disk, ephemeral); nodes pick a profile by selectors, as matchbox's groups do, and carry
 // their own secrets (Talos machine config, cloud-init user-data, RKE2 config) by reference.
 // docs/netboot.md is the reference for the file format.
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -35,6 +36,10 @@ struct TalosBoot {
   std::filesystem::path kernel;     // vmlinuz-amd64
   std::filesystem::path initramfs;  // initramfs-amd64.xz
   std::string arguments;            // added after talos.platform=metal slab_nomerge pti=on
+  // mode: ephemeral only: talos.experimental.wipe=<wipe> on every power-on's first boot, and how long
+  // after that boot fetched its files its reboot counts as its reboot (netboot/service/talos_wipe_cycle.hpp).
+  std::string wipe = "system:EPHEMERAL,STATE";
+  std::chrono::seconds wipe_reboot_window{600};
 };
 
 struct KernelBoot {

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "core/file_descriptor.hpp"
+#include "netboot/service/talos_wipe_state_file.hpp"
 #include "netboot/tftp/tftp_packet.hpp"
 #include "tests/test_support.hpp"
 
@@ -684,4 +685,92 @@ TEST_CASE("netboot: a node whose iPXE kernel line is exactly the kernel's cmdlin
   boost::asio::io_context io;
   CHECK_THROWS_WITH(NetbootService(io, config), Catch::Contains("nodes file " + (dir / "nodes.yaml").string() +
                                                                 ": 1 error(s)\n  " + refusal));
+}
+
+TEST_CASE("netboot: a rebuild-on-reboot Talos node gets a wipe boot, then the normal boot, across a restart",
+          "[netboot][http][talos-wipe]") {
+  TempDir dir;
+  write_file(dir / "assets/vmlinuz-amd64", random_bytes(200'000, 31));
+  write_file(dir / "assets/initramfs-amd64.xz", random_bytes(300'000, 32));
+  write_file(dir / "t1.yaml", "version: v1alpha1\nmachine: {type: worker}\n");
+  fs::permissions(dir / "t1.yaml", fs::perms(0600));
+  write_file(dir / "nodes.yaml", R"(profiles:
+  ram:
+    mode: ephemeral
+    talos: {kernel: assets/vmlinuz-amd64, initramfs: assets/initramfs-amd64.xz, args: console=ttyS0}
+nodes:
+  - {name: t1, match: {mac: "52:54:00:00:14:01"}, profile: ram, address: 127.0.0.1, talos_config: {file: t1.yaml}}
+)");
+  NetbootConfig config;
+  config.address = "127.0.0.1";
+  config.tftp_enabled = false;
+  config.http_port = 0;
+  config.inventory = dir / "nodes.yaml";
+  config.boot_log = dir / "boot.jsonl";
+
+  // Without a state directory serve refuses the profile instead of forgetting wipes on a restart.
+  {
+    boost::asio::io_context io;
+    CHECK_THROWS_WITH(NetbootService(io, config),
+                      Catch::Contains("profile 'ram'") && Catch::Contains("has no state_dir"));
+  }
+  config.state_dir = dir / "state";
+  fs::create_directories(dir / "state");
+  const std::string wipe = "talos.experimental.wipe=system:EPHEMERAL,STATE";
+  auto script = [&](RunningService& server) {
+    auto reply = curl(dir, "'" + server.http() + "/ipxe?mac=52-54-00-00-14-01&platform=pcbios'");
+    REQUIRE(reply.status == "200");
+    CHECK_THAT(reply.body, Catch::Contains("talos.config=" + server.http() + "/talos/52-54-00-00-14-01/config.yaml"));
+    return reply.body;
+  };
+  // serve notes the download when it has sent the last byte, which can be just after curl has it:
+  // wait for the note, as a node's next request comes only after its kernel booted.
+  auto fetch_kernel = [&](RunningService& server, const std::string& transition) {
+    CHECK(curl(dir, server.http() + "/assets/ram/vmlinuz-amd64").status == "200");
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (read_file(dir / "boot.jsonl").find("transition=" + transition) == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(10ms);
+    }
+  };
+  {
+    RunningService server(config);
+    CHECK_THAT(script(server), Catch::Contains(wipe));  // power-on: the wipe boot
+    CHECK_THAT(script(server), Catch::Contains(wipe));  // asked again before its files: the same boot
+    fetch_kernel(server, "wipe-files-fetched");
+  }
+  // serve restarts between the wipe boot and its reboot: the reboot still gets the normal boot.
+  auto saved = parse_talos_wipe_state_json(read_file(dir / "state/talos-wipe.json"), "talos-wipe.json");
+  CHECK(saved.at("t1").served == TalosBootKind::wipe);
+  CHECK(saved.at("t1").files_fetched_at);
+  RunningService server(config);
+  std::string normal = script(server);
+  CHECK(normal.find("talos.experimental.wipe") == std::string::npos);
+  fetch_kernel(server, "normal-files-fetched");
+  CHECK_THAT(script(server), Catch::Contains(wipe));  // the next power-on
+
+  auto metrics = curl(dir, server.http() + "/metrics").body;
+  CHECK_THAT(metrics, Catch::Contains("aggrik8s_talos_wipe_boots_total{node=\"t1\"} 1"));
+  CHECK_THAT(metrics, Catch::Contains("aggrik8s_talos_normal_boots_total{node=\"t1\"} 1"));
+  CHECK_THAT(metrics, Catch::Contains("aggrik8s_talos_wipe_cycle_state{node=\"t1\",state=\"wipe-served\"} 1"));
+  CHECK_THAT(metrics, Catch::Contains("aggrik8s_talos_wipe_cycle_state{node=\"t1\",state=\"normal-running\"} 0"));
+  CHECK_THAT(metrics, Catch::Contains("aggrik8s_talos_wipe_transitions_total{node=\"t1\",transition=\"wipe-reboot-normal\"} 1"));
+  CHECK_THAT(curl(dir, server.http() + "/status").body,
+             Catch::Contains("ram (wipe cycle: wipe boot served, its files not fetched yet; next script: wipe boot (wipe-repeat))"));
+  // The boot log, in order: each served script with its transition, each boot's first file.
+  std::vector<std::string> cycle;
+  std::istringstream log(read_file(dir / "boot.jsonl"));
+  for (std::string line; std::getline(log, line);) {
+    auto event = nlohmann::json::parse(line);
+    std::string step = event["step"];
+    if (step == "wipe-boot" || step == "normal-boot" || step == "wipe-cycle") {
+      CHECK(event["node"] == "t1");
+      cycle.push_back(step + " " + event["detail"].get<std::string>());
+    }
+  }
+  CHECK(cycle == std::vector<std::string>{"wipe-boot transition=power-on-wipe", "wipe-boot transition=wipe-repeat",
+                                          "wipe-cycle transition=wipe-files-fetched",
+                                          "normal-boot transition=wipe-reboot-normal",
+                                          "wipe-cycle transition=normal-files-fetched",
+                                          "wipe-boot transition=power-on-wipe"});
 }

@@ -1,0 +1,199 @@
+#include "netboot/service/talos_wipe_state_file.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/positional_io.hpp"
+
+namespace aggrik8s::netboot {
+
+namespace {
+
+constexpr std::string_view format_name = "aggrik8s-talos-wipe";
+
+std::int64_t to_ms(WallClock::time_point time) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
+}
+
+WallClock::time_point from_ms(std::int64_t ms) {
+  return WallClock::time_point(std::chrono::duration_cast<WallClock::duration>(std::chrono::milliseconds(ms)));
+}
+
+// fsync on the temporary file before the rename (else a crash can leave an empty file under the final
+// name) and on the directory after it (else the rename itself can be lost).
+void replace_file_durably(const std::filesystem::path& file, const std::string& text) {
+  std::filesystem::path temp = file;
+  temp += ".tmp";
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw_system_error("creating " + temp.string(), errno);
+  try {
+    write_all(fd, text.data(), text.size(), temp.string());
+    if (::fsync(fd) != 0) throw_system_error("fsync of " + temp.string(), errno);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(temp.c_str());
+    throw;
+  }
+  ::close(fd);
+  if (::rename(temp.c_str(), file.c_str()) != 0) {
+    int err = errno;
+    ::unlink(temp.c_str());
+    throw_system_error("renaming " + temp.string() + " to " + file.string(), err);
+  }
+  auto directory = file.parent_path().empty() ? std::filesystem::path(".") : file.parent_path();
+  int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) throw_system_error("opening " + directory.string() + " to sync the rename of " + file.string(), errno);
+  int synced = ::fsync(dir);
+  int err = errno;
+  ::close(dir);
+  if (synced != 0) throw_system_error("fsync of directory " + directory.string(), err);
+}
+
+}  // namespace
+
+std::string talos_wipe_state_json(const TalosWipeCycles& cycles) {
+  nlohmann::ordered_json nodes = nlohmann::ordered_json::object();
+  for (const auto& [name, cycle] : cycles) {
+    nlohmann::ordered_json entry;
+    entry["served"] = to_string(cycle.served);
+    entry["served_at_ms"] = to_ms(cycle.served_at);
+    if (cycle.files_fetched_at) entry["files_fetched_at_ms"] = to_ms(*cycle.files_fetched_at);
+    nodes[name] = std::move(entry);
+  }
+  nlohmann::ordered_json top;
+  top["format"] = format_name;
+  top["version"] = 1;
+  top["nodes"] = std::move(nodes);
+  return top.dump(2) + "\n";
+}
+
+TalosWipeCycles parse_talos_wipe_state_json(std::string_view text, const std::string& file) {
+  nlohmann::json top;
+  try {
+    top = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(file + ": not JSON (" + e.what() + "); expected serve's Talos wipe state (docs/netboot.md)");
+  }
+  auto fail = [&](const std::string& field, const std::string& expected) -> Error {
+    return Error(file + ": " + field + ": expected " + expected);
+  };
+  if (!top.is_object()) throw fail("the top level", "an object");
+  if (!top.contains("format") || !top["format"].is_string() || top["format"].get<std::string>() != format_name) {
+    throw fail("'format'", "\"" + std::string(format_name) + "\"");
+  }
+  if (!top.contains("version") || top["version"] != 1) throw fail("'version'", "1 (the only version this serve reads)");
+  if (!top.contains("nodes") || !top["nodes"].is_object()) throw fail("'nodes'", "an object keyed by node name");
+  TalosWipeCycles cycles;
+  for (const auto& [name, entry] : top["nodes"].items()) {
+    std::string where = "nodes." + name;
+    if (!entry.is_object()) throw fail(where, "an object");
+    TalosWipeCycle cycle;
+    auto served = entry.contains("served") && entry["served"].is_string()
+                      ? parse_talos_boot_kind(entry["served"].get<std::string>())
+                      : std::nullopt;
+    if (!served) throw fail(where + ".served", "\"wipe\" or \"normal\"");
+    cycle.served = *served;
+    if (!entry.contains("served_at_ms") || !entry["served_at_ms"].is_number_integer()) {
+      throw fail(where + ".served_at_ms", "an integer (milliseconds since the epoch)");
+    }
+    cycle.served_at = from_ms(entry["served_at_ms"].get<std::int64_t>());
+    if (entry.contains("files_fetched_at_ms")) {
+      if (!entry["files_fetched_at_ms"].is_number_integer()) {
+        throw fail(where + ".files_fetched_at_ms", "an integer (milliseconds since the epoch)");
+      }
+      cycle.files_fetched_at = from_ms(entry["files_fetched_at_ms"].get<std::int64_t>());
+    }
+    for (const auto& [key, value] : entry.items()) {
+      if (key != "served" && key != "served_at_ms" && key != "files_fetched_at_ms") {
+        throw fail(where + "." + key, "no such field (served, served_at_ms, files_fetched_at_ms)");
+      }
+    }
+    cycles.emplace(name, cycle);
+  }
+  return cycles;
+}
+
+std::optional<std::filesystem::path> talos_wipe_state_path(const NetbootConfig& config, const NodeInventory& inventory) {
+  const BootProfile* needing = nullptr;
+  for (const auto& [name, profile] : inventory.profiles) {
+    if (profile.mode == BootMode::ephemeral && std::holds_alternative<TalosBoot>(profile.target)) {
+      needing = &profile;
+      break;
+    }
+  }
+  if (needing == nullptr) return std::nullopt;
+  std::string subject = "profile '" + needing->name + "' (" + needing->where.str() +
+                        ") is a rebuild-on-reboot Talos profile (talos, mode: ephemeral): serve keeps each of its "
+                        "nodes' wipe cycle in " + std::string(talos_wipe_state_file_name) + ", ";
+  auto directory = state_directory(config);
+  if (!directory) {
+    throw Error(subject + "but the netboot configuration has no state_dir (nor dhcp.lease_file, whose directory is "
+                          "the default): set state_dir");
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_directory(*directory, ec)) {
+    throw Error(subject + "but its state directory " + directory->string() + " is not an existing directory");
+  }
+  return *directory / talos_wipe_state_file_name;
+}
+
+TalosWipeStateStore::TalosWipeStateStore(std::filesystem::path file) : file_(std::move(file)) {
+  std::error_code ec;
+  if (!std::filesystem::exists(file_, ec)) return;
+  std::ifstream in(file_, std::ios::binary);
+  if (!in) throw Error(file_.string() + ": cannot be read");
+  std::ostringstream text;
+  text << in.rdbuf();
+  cycles_ = parse_talos_wipe_state_json(text.str(), file_.string());
+}
+
+void TalosWipeStateStore::save_locked() {
+  try {
+    replace_file_durably(file_, talos_wipe_state_json(cycles_));
+  } catch (const std::exception& e) {
+    log::error("talos wipe state not saved (a restart now falls back to a wipe boot): ", e.what());
+  }
+}
+
+TalosWipeDecision TalosWipeStateStore::script_requested(const std::string& node, WallClock::time_point now,
+                                                        std::chrono::seconds reboot_window) {
+  std::lock_guard lock(mutex_);
+  auto found = cycles_.find(node);
+  std::optional<TalosWipeCycle> state;
+  if (found != cycles_.end()) state = found->second;
+  TalosWipeDecision decision = decide_talos_wipe_boot(state, now, reboot_window);
+  if (!state || !(*state == decision.next)) {
+    cycles_[node] = decision.next;
+    save_locked();
+  }
+  return decision;
+}
+
+std::optional<TalosWipeFilesFetched> TalosWipeStateStore::boot_files_fetched(const std::string& node,
+                                                                             WallClock::time_point now) {
+  std::lock_guard lock(mutex_);
+  auto found = cycles_.find(node);
+  if (found == cycles_.end()) return std::nullopt;
+  auto fetched = note_talos_boot_files_fetched(found->second, now);
+  if (fetched) {
+    found->second = fetched->next;
+    save_locked();
+  }
+  return fetched;
+}
+
+std::optional<TalosWipeCycle> TalosWipeStateStore::find(const std::string& node) const {
+  std::lock_guard lock(mutex_);
+  auto found = cycles_.find(node);
+  if (found == cycles_.end()) return std::nullopt;
+  return found->second;
+}
+
+}  // namespace aggrik8s::netboot
