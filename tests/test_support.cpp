@@ -1,5 +1,6 @@
 #include "tests/test_support.hpp"
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,6 +47,26 @@ std::string read_file(const std::filesystem::path& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+StderrToFile::StderrToFile(std::filesystem::path file) : file_(std::move(file)) {
+  std::fflush(stderr);
+  int fd = ::open(file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("test: cannot create " + file_.string());
+  saved_ = ::dup(2);
+  ::dup2(fd, 2);
+  ::close(fd);
+}
+
+StderrToFile::~StderrToFile() {
+  std::fflush(stderr);
+  ::dup2(saved_, 2);
+  ::close(saved_);
+}
+
+std::string StderrToFile::text() const {
+  std::fflush(stderr);
+  return read_file(file_);
 }
 
 CommandResult run(const std::string& command_line) {

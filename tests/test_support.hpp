@@ -26,6 +26,21 @@ std::string read_file(const std::filesystem::path& path);
 // `size` bytes that do not compress and differ with `seed`: the same for the same seed on every run.
 std::string random_bytes(std::size_t size, unsigned seed);
 
+// Everything written to stderr (the log) while it lives goes to `file` instead, for tests that check
+// what was logged (and what must never be: secrets).
+class StderrToFile {
+ public:
+  explicit StderrToFile(std::filesystem::path file);
+  ~StderrToFile();
+  StderrToFile(const StderrToFile&) = delete;
+  StderrToFile& operator=(const StderrToFile&) = delete;
+  std::string text() const;
+
+ private:
+  std::filesystem::path file_;
+  int saved_ = -1;
+};
+
 struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr, interleaved
