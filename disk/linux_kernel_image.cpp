@@ -2,9 +2,13 @@
 
 #include <cstdio>
 #include <fstream>
+#include <sstream>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 #include "core/error.hpp"
+#include "disk/in_memory_compression.hpp"
 
 namespace aggrik8s::builder {
 namespace {
@@ -104,6 +108,52 @@ KernelFile read_kernel_file(const std::filesystem::path& file, const std::string
     return {where, kernel_command_line_limit(head)};
   } catch (const Error& e) {
     throw Error(where + ": " + e.what());
+  }
+}
+
+namespace {
+
+// A decompressed arm64 Image is ~30-40 MiB; anything far beyond that is not a kernel.
+constexpr std::size_t max_decompressed_kernel_bytes = 256u << 20;
+
+std::optional<std::string> release_in_banner(std::string_view image) {
+  constexpr std::string_view banner = "Linux version ";
+  for (std::size_t at = image.find(banner); at != std::string_view::npos; at = image.find(banner, at + 1)) {
+    std::size_t begin = at + banner.size();
+    std::size_t end = begin;
+    // A release is printable and has no blank; a format string ("Linux version %s") is not a banner.
+    while (end < image.size() && end - begin < 256 && image[end] > ' ' && image[end] < 0x7f && image[end] != '%') ++end;
+    if (end > begin && image.substr(end, 2) == " (") return std::string(image.substr(begin, end - begin));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string kernel_release(std::span<const std::uint8_t> kernel) {
+  std::string_view bytes(reinterpret_cast<const char*>(kernel.data()), kernel.size());
+  std::string decompressed;
+  // gzip, xz, zstd magic: Pi kernels are gzip'd; others may be one of the rest.
+  if (bytes.starts_with("\x1f\x8b") || bytes.starts_with("\xfd" "7zXZ") || bytes.starts_with("\x28\xb5\x2f\xfd")) {
+    decompressed = decompress_in_memory(bytes, max_decompressed_kernel_bytes, "compressed kernel image");
+    bytes = decompressed;
+  }
+  if (auto release = release_in_banner(bytes)) return *release;
+  throw Error("no kernel release: no 'Linux version <release> (' banner in " + std::to_string(bytes.size()) +
+              (decompressed.empty() ? " bytes" : " decompressed bytes") + " (not a Linux kernel image?)");
+}
+
+std::string read_kernel_release(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error("cannot read the kernel " + file.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw Error("cannot read the kernel " + file.string());
+  std::string content = std::move(text).str();
+  try {
+    return kernel_release(std::span(reinterpret_cast<const std::uint8_t*>(content.data()), content.size()));
+  } catch (const Error& e) {
+    throw Error(file.string() + ": " + e.what());
   }
 }
 

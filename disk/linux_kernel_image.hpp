@@ -29,4 +29,13 @@ KernelCommandLineLimit kernel_command_line_limit(std::span<const std::uint8_t> k
 // The limit of the kernel in `file`; Error "<where>: ..." when it cannot be read or is not a kernel.
 KernelFile read_kernel_file(const std::filesystem::path& file, const std::string& where);
 
+// The kernel release (what `uname -r` prints and /lib/modules/<release> is named after), read from
+// the banner "Linux version <release> (<builder>) ..." that every kernel carries as a string
+// (init/version.c, linux_banner). A Raspberry Pi kernel (kernel8.img, kernel_2712.img) is a gzip'd
+// arm64 Image: gzip, xz and zstd images are decompressed first (at most 256 MiB). Throws Error when
+// there is no banner with a release followed by " (".
+std::string kernel_release(std::span<const std::uint8_t> kernel);
+// The same for a file; Error "<file>: ...".
+std::string read_kernel_release(const std::filesystem::path& file);
+
 }  // namespace aggrik8s::builder
