@@ -268,7 +268,8 @@ EphemeralIdentityStore::EphemeralIdentityStore(std::filesystem::path directory) 
     if (std::filesystem::remove(entry.path(), remove_error)) {
       log::info("identity store: removed unfinished file ", entry.path().string());
     } else if (remove_error) {
-      log::warning("identity store: cannot remove unfinished file ", entry.path().string(), ": ", remove_error.message());
+      log::warning("identity store: cannot remove unfinished file ", entry.path().string(), ": ",
+                   remove_error.message());
     }
   }
   if (error) throw Error("cannot list identity store " + directory_.string() + ": " + error.message());
@@ -389,7 +390,10 @@ std::optional<std::string> relative_entry_name(std::string_view name) {
 class TarWriter {
  public:
   TarWriter() : archive_(archive_write_new()) {
+    // Extended attributes of copied entries once, as SCHILY.xattr (as the builder's node layer has
+    // them), not also as LIBARCHIVE.xattr, which GNU tar warns about and ignores.
     if (!archive_ || archive_write_set_format_pax_restricted(archive_.get()) != ARCHIVE_OK ||
+        archive_write_set_format_option(archive_.get(), "pax", "xattrheader", "SCHILY") != ARCHIVE_OK ||
         archive_write_set_bytes_in_last_block(archive_.get(), 1) != ARCHIVE_OK ||
         archive_write_open(archive_.get(), &bytes_, nullptr, append_to_string, nullptr) != ARCHIVE_OK) {
       throw Error("cannot start the identity bundle tar: " +
@@ -485,7 +489,8 @@ std::set<std::string> copy_node_layer(std::string_view node_layer_tar, const std
     la_int64_t copied = 0;
     while (true) {
       la_ssize_t got = archive_read_data(in.get(), buffer.data(), buffer.size());
-      if (got < 0) throw Error(what + ": cannot read the data of \"" + shown + "\": " + libarchive_error_text(in.get()));
+      if (got < 0)
+        throw Error(what + ": cannot read the data of \"" + shown + "\": " + libarchive_error_text(in.get()));
       if (got == 0) break;
       out.data(std::string_view(buffer.data(), static_cast<std::size_t>(got)), shown);
       copied += got;

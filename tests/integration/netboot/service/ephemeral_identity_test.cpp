@@ -168,7 +168,8 @@ TEST_CASE("identity store: refuses a directory or file others can read, or not o
   CHECK_THAT(error_of([&] { store.get_or_create("pi-worker-3"); }), Contains("is a symbolic link"));
 }
 
-TEST_CASE("identity store: a corrupt file is an error and kept as it is, hostile node names are refused", "[identity]") {
+TEST_CASE("identity store: a corrupt file is an error and kept as it is, hostile node names are refused",
+          "[identity]") {
   TempDir dir;
   EphemeralIdentityStore store(dir / "identity");
   fs::path file = dir / "identity" / "pi-worker-1.json";
@@ -217,8 +218,10 @@ TEST_CASE("identity bundle: GNU tar lists it, busybox tar extracts it, ssh-keyge
   fs::permissions(layer / "etc/ssh", fs::perms(0750));
   fs::permissions(layer / "etc/rancher/rke2/config.yaml", fs::perms(0600));
   stdout_of("chown -R 1000:1000 " + (layer / "home").string());
-  stdout_of("tar --format=posix --sort=name --mtime=@1000 --numeric-owner -C " + layer.string() + " -cf " +
-            (dir / "layer.tar").string() + " etc/hostname etc/rancher etc/machine-id etc/ssh home");
+  stdout_of("setfattr -n user.aggrik8s -v kept " + (layer / "etc/hostname").string());
+  stdout_of("tar --format=posix --xattrs --xattrs-include='user.*' --sort=name --mtime=@1000 --numeric-owner -C " +
+            layer.string() + " -cf " + (dir / "layer.tar").string() +
+            " etc/hostname etc/rancher etc/machine-id etc/ssh home");
   std::string bundle = identity_bundle_tar(identity, read_file(dir / "layer.tar"), "pi-worker-1", 1'700'000'000);
   write_file(dir / "bundle.tar", bundle);
 
@@ -253,6 +256,11 @@ TEST_CASE("identity bundle: GNU tar lists it, busybox tar extracts it, ssh-keyge
   CHECK_THAT(listing, Contains("drwxr-xr-x 0/0 0 2023-11-14 22:13 etc/rancher/node/\n"));
   CHECK_THAT(listing, Contains("drwxr-x--- 0/0 0 1970-01-01 00:16 etc/ssh/\n"));  // the layer's
   CHECK_THAT(listing, Contains("-rw-r--r-- 1000/1000 8 1970-01-01 00:16 home/pi/.bashrc\n"));
+
+  // The layer's extended attribute is copied, once (SCHILY.xattr), without GNU tar warning about it.
+  std::string verbose = stdout_of("tar --xattrs --xattrs-include='*' -tvvf " + (dir / "bundle.tar").string());
+  CHECK_THAT(verbose, Contains("x: 4 user.aggrik8s"));
+  CHECK_THAT(verbose, !Contains("Ignoring unknown extended header keyword"));
 
   // As the initramfs does: busybox tar into the new root, as root.
   fs::path root = dir / "newroot";
