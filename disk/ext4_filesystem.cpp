@@ -145,6 +145,23 @@ Ext4FileType file_type_of_dirent(int type) {
   }
 }
 
+}  // namespace
+
+std::uint16_t file_type_mode_bits(Ext4FileType type) {
+  switch (type) {
+    case Ext4FileType::directory: return 0040000;
+    case Ext4FileType::symlink: return 0120000;
+    case Ext4FileType::character_device: return 0020000;
+    case Ext4FileType::block_device: return 0060000;
+    case Ext4FileType::fifo: return 0010000;
+    case Ext4FileType::socket: return 0140000;
+    case Ext4FileType::regular: return 0100000;
+  }
+  return 0100000;
+}
+
+namespace {
+
 // The directory entry type byte for an inode's mode (what ext2fs_link records with the filetype feature).
 int dirent_type_of_mode(std::uint16_t mode) {
   switch (mode & 0170000) {
@@ -469,6 +486,28 @@ io_manager block_device_io_manager() {
     return m;
   }();
   return &manager;
+}
+
+}  // namespace
+
+namespace {
+
+// libext2fs (1.47.0) translates ext4's compact ACL form back to the xattr form with e_id 0 for the
+// entries that have no id (owner, owning group, mask, other); the kernel gives ACL_UNDEFINED_ID
+// (0xffffffff) there, as getfattr shows on a mounted filesystem. Set it, so an ACL reads the same from
+// the image as from the running system. A value that is not a version-2 ACL is left alone.
+void normalize_posix_acl(Ext4ExtendedAttribute& attribute) {
+  if (attribute.name != "system.posix_acl_access" && attribute.name != "system.posix_acl_default") return;
+  std::string& value = attribute.value;
+  if (value.size() < 4 || (value.size() - 4) % 8 != 0 || value.compare(0, 4, std::string("\x02\x00\x00\x00", 4)) != 0) {
+    return;
+  }
+  for (std::size_t entry = 4; entry < value.size(); entry += 8) {
+    auto tag = static_cast<std::uint16_t>(static_cast<unsigned char>(value[entry]) |
+                                          (static_cast<unsigned char>(value[entry + 1]) << 8));
+    constexpr std::uint16_t user_obj = 0x01, group_obj = 0x04, mask = 0x10, other = 0x20;
+    if (tag == user_obj || tag == group_obj || tag == mask || tag == other) value.replace(entry + 4, 4, 4, '\xff');
+  }
 }
 
 }  // namespace
@@ -877,6 +916,151 @@ struct Ext4Filesystem::State {
     status.atime = decode_time(inode.i_atime, extra_field(inode, &ext2_inode_large::i_atime_extra));
     status.mtime = decode_time(inode.i_mtime, extra_field(inode, &ext2_inode_large::i_mtime_extra));
     status.ctime = decode_time(inode.i_ctime, extra_field(inode, &ext2_inode_large::i_ctime_extra));
+    if (LINUX_S_ISCHR(inode.i_mode) || LINUX_S_ISBLK(inode.i_mode)) {
+      // The kernel's two encodings (ext4_iget): the old 8:8 one in i_block[0] when it is non-zero,
+      // otherwise the new 12:20 one in i_block[1] (new_decode_dev).
+      if (inode.i_block[0] != 0) {
+        status.device_major = (inode.i_block[0] >> 8) & 0xffU;
+        status.device_minor = inode.i_block[0] & 0xffU;
+      } else {
+        std::uint32_t dev = inode.i_block[1];
+        status.device_major = (dev & 0xfff00U) >> 8;
+        status.device_minor = (dev & 0xffU) | ((dev >> 12) & 0xfff00U);
+      }
+    }
+  }
+
+  std::string symlink_target(ext2_ino_t ino, const std::string& path) const {
+    auto inode = read_inode(ino, path);
+    if (!LINUX_S_ISLNK(inode.i_mode)) fail("read the symlink", path, "not a symlink");
+    if (ext2fs_is_fast_symlink(reinterpret_cast<ext2_inode*>(&inode)) != 0) {
+      const auto* bytes = reinterpret_cast<const char*>(inode.i_block);
+      return std::string(bytes, static_cast<std::size_t>(EXT2_I_SIZE(&inode)));
+    }
+    return read_content(ino, path);
+  }
+
+  std::vector<Ext4ExtendedAttribute> extended_attributes(ext2_ino_t ino, const std::string& path) const {
+    ext2_xattr_handle* handle = nullptr;
+    check(ext2fs_xattrs_open(fs, ino, &handle), "open the extended attributes of", path);
+    std::unique_ptr<ext2_xattr_handle, void (*)(ext2_xattr_handle*)> guard(
+        handle, [](ext2_xattr_handle* h) { ext2fs_xattrs_close(&h); });
+    check(ext2fs_xattrs_read(handle), "read the extended attributes of", path);
+    std::vector<Ext4ExtendedAttribute> attributes;
+    auto collect = [](char* name, char* value, size_t value_length, void* data) -> int {
+      // inline_data keeps a file's first bytes under this name; it is content, not an attribute.
+      if (std::strcmp(name, "system.data") != 0) {
+        auto& collected = *static_cast<std::vector<Ext4ExtendedAttribute>*>(data);
+        collected.push_back({name, std::string(value, value_length)});
+      }
+      return 0;
+    };
+    check(ext2fs_xattrs_iterate(handle, collect, &attributes), "list the extended attributes of", path);
+    // Iterating gives values as stored; ACLs are stored in ext4's compact form, and only
+    // ext2fs_xattr_get translates them to the xattr form everything else uses.
+    for (auto& attribute : attributes) {
+      if (!attribute.name.starts_with("system.posix_acl_")) continue;
+      void* value = nullptr;
+      size_t value_length = 0;
+      check(ext2fs_xattr_get(handle, attribute.name.c_str(), &value, &value_length),
+            "read the extended attribute " + attribute.name + " of", path);
+      attribute.value.assign(static_cast<const char*>(value), value_length);
+      ext2fs_free_mem(&value);
+      normalize_posix_acl(attribute);
+    }
+    std::sort(attributes.begin(), attributes.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    return attributes;
+  }
+
+  // A run of a file's logical blocks stored at a physical block, as the extent tree maps it.
+  struct MappedRun {
+    std::uint64_t logical_block;
+    std::uint64_t physical_block;
+    std::uint64_t blocks;
+  };
+
+  // The initialised extents of an extent-mapped file in logical order, or nullopt for a file without
+  // an extent tree (block-mapped or inline data), which is then read through ext2fs_file_read.
+  std::optional<std::vector<MappedRun>> mapped_runs(ext2_ino_t ino, ext2_inode_large& inode, const std::string& path) const {
+    if ((inode.i_flags & EXT4_EXTENTS_FL) == 0 || (inode.i_flags & EXT4_INLINE_DATA_FL) != 0) return std::nullopt;
+    ext2_extent_handle_t handle = nullptr;
+    check(ext2fs_extent_open2(fs, ino, small(inode), &handle), "read the extents of", path);
+    std::unique_ptr<ext2_extent_handle, void (*)(ext2_extent_handle_t)> guard(handle, ext2fs_extent_free);
+    std::vector<MappedRun> runs;
+    ext2fs_extent extent{};
+    // EXT2_EXTENT_NEXT visits index and leaf entries in tree order (index entries twice); only
+    // leaves map data, and unwritten ones read as zeros.
+    errcode_t rc = ext2fs_extent_get(handle, EXT2_EXTENT_ROOT, &extent);
+    while (rc == 0) {
+      if ((extent.e_flags & EXT2_EXTENT_FLAGS_LEAF) != 0 && (extent.e_flags & EXT2_EXTENT_FLAGS_UNINIT) == 0 &&
+          extent.e_len > 0) {
+        runs.push_back({extent.e_lblk, extent.e_pblk, extent.e_len});
+      }
+      rc = ext2fs_extent_get(handle, EXT2_EXTENT_NEXT, &extent);
+    }
+    if (rc != EXT2_ET_EXTENT_NO_NEXT && rc != EXT2_ET_EXTENT_NO_DOWN) check(rc, "read the extents of", path);
+    std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.logical_block < b.logical_block; });
+    return runs;
+  }
+
+  std::vector<DataExtent> data_extents(ext2_ino_t ino, const std::string& path) const {
+    auto inode = read_inode(ino, path);
+    if (!LINUX_S_ISREG(inode.i_mode)) fail("read the data of", path, "not a regular file");
+    const std::uint64_t size = EXT2_I_SIZE(&inode);
+    auto runs = mapped_runs(ino, inode, path);
+    if (!runs) return size == 0 ? std::vector<DataExtent>{} : std::vector<DataExtent>{{0, size}};
+    std::vector<DataExtent> extents;
+    for (const auto& run : *runs) {
+      std::uint64_t begin = run.logical_block * block_size();
+      std::uint64_t end = std::min(size, (run.logical_block + run.blocks) * block_size());
+      if (begin < end) extents.push_back({begin, end - begin});
+    }
+    return merge_extents(std::move(extents));
+  }
+
+  void stream_data(ext2_ino_t ino, const Ext4FileDataConsumer& consume, const std::string& path) const {
+    auto inode = read_inode(ino, path);
+    if (!LINUX_S_ISREG(inode.i_mode)) fail("read the data of", path, "not a regular file");
+    const std::uint64_t size = EXT2_I_SIZE(&inode);
+    if (size == 0) return;
+    const std::uint64_t bs = block_size();
+    auto runs = mapped_runs(ino, inode, path);
+    if (!runs) {
+      ext2_file_t file = nullptr;
+      check(ext2fs_file_open(fs, ino, 0, &file), "open", path);
+      std::unique_ptr<ext2_file, errcode_t (*)(ext2_file_t)> guard(file, ext2fs_file_close);
+      std::vector<std::byte> buffer(static_cast<std::size_t>(std::min<std::uint64_t>(size, copy_chunk_bytes)));
+      std::uint64_t done = 0;
+      while (done < size) {
+        unsigned int got = 0;
+        auto want = static_cast<unsigned int>(std::min<std::uint64_t>(size - done, buffer.size()));
+        check(ext2fs_file_read(file, buffer.data(), want, &got), "read", path);
+        if (got == 0) fail("read", path, "the data ends at byte " + std::to_string(done) + " of " + std::to_string(size));
+        consume(done, std::span<const std::byte>(buffer.data(), got));
+        done += got;
+      }
+      return;
+    }
+    // Each run is read straight from its physical blocks, one large read per chunk: going through
+    // ext2fs_file_read would cost a block-sized copy and an extent lookup per block.
+    const std::uint64_t size_in_blocks = (size + bs - 1) / bs;
+    std::uint64_t largest_run = 0;
+    for (const auto& run : *runs) largest_run = std::max(largest_run, run.blocks);
+    std::vector<std::byte> buffer(
+        static_cast<std::size_t>(std::min<std::uint64_t>(largest_run * bs, copy_chunk_bytes)));
+    for (const auto& run : *runs) {
+      std::uint64_t end_block = std::min(run.logical_block + run.blocks, size_in_blocks);
+      for (std::uint64_t block = run.logical_block; block < end_block;) {
+        std::uint64_t count = std::min<std::uint64_t>(end_block - block, buffer.size() / bs);
+        check(io_channel_read_blk64(fs->io, run.physical_block + (block - run.logical_block), static_cast<int>(count),
+                                    buffer.data()),
+              "read the data blocks of", path);
+        std::uint64_t offset = block * bs;
+        std::uint64_t length = std::min(count * bs, size - offset);
+        consume(offset, std::span<const std::byte>(buffer.data(), static_cast<std::size_t>(length)));
+        block += count;
+      }
+    }
   }
 
   std::string read_content(ext2_ino_t ino, const std::string& path) const {
@@ -1136,15 +1320,49 @@ std::string Ext4Filesystem::read_file(const std::string& path) const {
 }
 
 std::string Ext4Filesystem::read_symlink(const std::string& path) const {
-  const State& s = *state_;
-  ext2_ino_t ino = s.lookup_existing(path);
-  auto inode = s.read_inode(ino, path);
-  if (!LINUX_S_ISLNK(inode.i_mode)) s.fail("read the symlink", path, "not a symlink");
-  if (ext2fs_is_fast_symlink(reinterpret_cast<ext2_inode*>(&inode)) != 0) {
-    const auto* bytes = reinterpret_cast<const char*>(inode.i_block);
-    return std::string(bytes, static_cast<std::size_t>(EXT2_I_SIZE(&inode)));
-  }
-  return s.read_content(ino, path);
+  return state_->symlink_target(state_->lookup_existing(path), path);
+}
+
+std::vector<Ext4ExtendedAttribute> Ext4Filesystem::extended_attributes(const std::string& path) const {
+  return state_->extended_attributes(state_->lookup_existing(path), path);
+}
+
+void Ext4Filesystem::read_file_data(const std::string& path, const Ext4FileDataConsumer& consume) const {
+  state_->stream_data(state_->lookup_following(path), consume, path);
+}
+
+std::vector<DataExtent> Ext4Filesystem::file_data_extents(const std::string& path) const {
+  return state_->data_extents(state_->lookup_following(path), path);
+}
+
+namespace {
+std::string inode_name(std::uint32_t inode) { return "inode " + std::to_string(inode); }
+}  // namespace
+
+Ext4FileStatus Ext4Filesystem::inode_status(std::uint32_t inode) const {
+  Ext4FileStatus result;
+  state_->fill_status(inode, result, inode_name(inode));
+  return result;
+}
+
+std::vector<Ext4DirectoryEntry> Ext4Filesystem::list_directory_inode(std::uint32_t inode) const {
+  return state_->list(inode, inode_name(inode));
+}
+
+std::string Ext4Filesystem::inode_symlink_target(std::uint32_t inode) const {
+  return state_->symlink_target(inode, inode_name(inode));
+}
+
+std::vector<Ext4ExtendedAttribute> Ext4Filesystem::inode_extended_attributes(std::uint32_t inode) const {
+  return state_->extended_attributes(inode, inode_name(inode));
+}
+
+void Ext4Filesystem::read_inode_data(std::uint32_t inode, const Ext4FileDataConsumer& consume) const {
+  state_->stream_data(inode, consume, inode_name(inode));
+}
+
+std::vector<DataExtent> Ext4Filesystem::inode_data_extents(std::uint32_t inode) const {
+  return state_->data_extents(inode, inode_name(inode));
 }
 
 bool Ext4Filesystem::exists(const std::string& path) const { return state_->lookup(path).has_value(); }

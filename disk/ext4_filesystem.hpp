@@ -28,17 +28,23 @@
 // so setting that variable has the same effect; an explicit fixed time given to open() wins.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "disk/data_extent.hpp"
+
 namespace aggrik8s {
 
 class BlockDevice;
 
 enum class Ext4FileType { regular, directory, symlink, character_device, block_device, fifo, socket };
+// The file type bits of a mode (S_IFREG, S_IFDIR, ...: the same values in stat(2), ext4, tar, cpio and
+// squashfs modes).
+std::uint16_t file_type_mode_bits(Ext4FileType type);
 
 // Seconds since the Unix epoch plus nanoseconds, as ext4 stores them (large inodes keep nanoseconds
 // and two extra epoch bits; 128-byte inodes keep 32-bit seconds only).
@@ -72,7 +78,24 @@ struct Ext4FileStatus {
   Ext4Timestamp atime;
   Ext4Timestamp mtime;
   Ext4Timestamp ctime;
+  // Character and block devices only (Linux's major/minor split, as stat(2)'s st_rdev decodes it).
+  std::uint32_t device_major = 0;
+  std::uint32_t device_minor = 0;
 };
+
+// One extended attribute: the full name with its namespace ("security.capability", "user.comment",
+// "trusted.overlay.opaque", "system.posix_acl_access") and the value's bytes. POSIX ACLs are given in
+// the format getfattr and setxattr(2) use (libext2fs translates ext4's compact on-disk form), which is
+// also what tar's SCHILY.xattr and squashfs store.
+struct Ext4ExtendedAttribute {
+  std::string name;
+  std::string value;
+  friend bool operator==(const Ext4ExtendedAttribute&, const Ext4ExtendedAttribute&) = default;
+};
+
+// A piece of a regular file's data: bytes [offset, offset + data.size()). The span is valid only during
+// the call it is passed to.
+using Ext4FileDataConsumer = std::function<void(std::uint64_t offset, std::span<const std::byte> data)>;
 
 struct Ext4DirectoryEntry {
   std::string name;
@@ -169,6 +192,29 @@ class Ext4Filesystem {
   // Absent fields are left unchanged.
   void set_times(const std::string& path, std::optional<Ext4Timestamp> atime, std::optional<Ext4Timestamp> mtime,
                  std::optional<Ext4Timestamp> ctime);
+
+  // Extended attributes of path (not followed if it is a symlink), sorted by name. The inode's
+  // system.data entry (where inline_data keeps file content) is not an attribute and is left out.
+  std::vector<Ext4ExtendedAttribute> extended_attributes(const std::string& path) const;
+
+  // Streams a regular file's data to consume in ascending offsets, at most 4 MiB a call, without
+  // holding the file in memory. Holes and unwritten (preallocated) extents are not passed: the gaps
+  // between calls read as zeros, so a sparse file stays sparse for whoever writes it out. A file
+  // without extents (ext2/ext3 block maps, inline data) is passed whole, in chunks.
+  void read_file_data(const std::string& path, const Ext4FileDataConsumer& consume) const;
+  // The byte ranges read_file_data would pass, without reading them (what du counts as data).
+  std::vector<DataExtent> file_data_extents(const std::string& path) const;
+
+  // The same by inode number (Ext4FileStatus::inode, Ext4DirectoryEntry::inode), for walking a whole
+  // tree: a path lookup per file would scan every directory on the way linearly (libext2fs's lookup
+  // does not use the htree index), which for a directory of thousands of entries is quadratic.
+  // Messages name the inode; the walker adds the path.
+  Ext4FileStatus inode_status(std::uint32_t inode) const;
+  std::vector<Ext4DirectoryEntry> list_directory_inode(std::uint32_t inode) const;
+  std::string inode_symlink_target(std::uint32_t inode) const;
+  std::vector<Ext4ExtendedAttribute> inode_extended_attributes(std::uint32_t inode) const;
+  void read_inode_data(std::uint32_t inode, const Ext4FileDataConsumer& consume) const;
+  std::vector<DataExtent> inode_data_extents(std::uint32_t inode) const;
 
   Ext4SpaceUsage space_usage() const;
   // The time written into inodes created or changed now: the fixed time, or the wall clock.
