@@ -17,6 +17,8 @@
 #include "core/secret.hpp"
 #include "netboot/service/boot_event_log.hpp"
 #include "netboot/service/dhcp_boot_decision.hpp"
+#include "netboot/service/ephemeral_identity.hpp"
+#include "netboot/service/ephemeral_pi_build.hpp"
 #include "netboot/dhcp/dhcp_server.hpp"
 #include "netboot/http/http_request_target.hpp"
 #include "netboot/http/http_server.hpp"
@@ -102,6 +104,10 @@ std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const
   for (const auto& [name, profile] : snapshot->inventory.profiles) {
     if (const auto* pi = std::get_if<RaspberryPiImageBoot>(&profile.target)) {
       snapshot->pi_images[name] = std::make_shared<FatImageFileSource>(pi->image, pi->boot_partition);
+    }
+    if (std::holds_alternative<RaspberryPiEphemeralBoot>(profile.target) && !state_directory(config)) {
+      throw Error("profile " + name + " (rpi_ephemeral): its nodes' identities (node password, SSH host key) are "
+                  "kept in the state directory: set state_dir (or dhcp.lease_file) in " + config.file.string());
     }
   }
   // Kept across reloads (one store per file: two would each write their own view of it).
@@ -200,6 +206,119 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
   std::shared_ptr<const ServingSnapshot> current() {
     std::lock_guard lock(snapshot_mutex);
     return snapshot;
+  }
+
+  // ---- Ephemeral Raspberry Pi nodes (netboot/service/ephemeral_pi_build.hpp, ephemeral_identity.hpp) ----
+  // Kept across reloads: the pins of nodes in the middle of a boot, and one identity store per directory.
+  std::mutex ephemeral_mutex;
+  std::map<fs::path, std::shared_ptr<EphemeralPiBuilds>> ephemeral_builds;
+  std::map<fs::path, std::shared_ptr<EphemeralIdentityStore>> identity_stores;
+
+  std::shared_ptr<EphemeralPiBuilds> builds_of(const RaspberryPiEphemeralBoot& boot) {
+    std::lock_guard lock(ephemeral_mutex);
+    auto& builds = ephemeral_builds[boot.build];
+    if (!builds) builds = std::make_shared<EphemeralPiBuilds>(boot.build);
+    return builds;
+  }
+
+  std::shared_ptr<EphemeralIdentityStore> identities(const ServingSnapshot& s) {
+    auto state = state_directory(s.config);
+    if (!state) throw Error("no state directory for ephemeral node identities");
+    std::lock_guard lock(ephemeral_mutex);
+    auto& store = identity_stores[*state / "identity"];
+    if (!store) store = std::make_shared<EphemeralIdentityStore>(*state / "identity");
+    return store;
+  }
+
+  // A file of an ephemeral Pi's boot: config.txt and cmdline.txt are the node's, the rest the build's
+  // boot partition files and initramfs. The first file a Pi asks for, config.txt, pins its boot to the
+  // current build; old builds nobody booted within a lease time are removed then.
+  TftpClientTree ephemeral_pi_tree(const ServingSnapshot& s, const TftpNodeLookup& lookup, const RaspberryPiEphemeralBoot& boot) {
+    TftpClientTree tree;
+    if (lookup.node == nullptr) {
+      tree.refusal = "unknown machine: ephemeral nodes boot only as a node of the inventory (profile " + lookup.profile->name + ")";
+      return tree;
+    }
+    const std::string& name = lookup.node->name;
+    bool boot_starts = lookup.filename == "config.txt";
+    std::shared_ptr<const EphemeralBuild> build;
+    try {
+      auto builds = builds_of(boot);
+      build = builds->for_boot(name, boot_starts, std::chrono::steady_clock::now());
+      if (boot_starts) {
+        auto keep = std::max<std::chrono::steady_clock::duration>(std::chrono::seconds(s.config.dhcp_lease_time), std::chrono::hours(1));
+        builds->prune(std::chrono::steady_clock::now(), keep);
+      }
+    } catch (const std::exception& e) {
+      log::error("tftp: ephemeral build for node ", name, ": ", e.what());
+      tree.refusal = std::string("ephemeral build unavailable: ") + e.what();
+      return tree;
+    }
+    auto entry = build->manifest.nodes.find(name);
+    if (entry == build->manifest.nodes.end()) {
+      tree.refusal = "build " + build->manifest.id + " of " + boot.build.string() + " has no node named " + name;
+      log::warning("tftp: ", tree.refusal);
+      return tree;
+    }
+    if (lookup.filename == "cmdline.txt") {
+      std::string url_base = s.base_url + "/ephemeral/" + lookup.profile->name;
+      tree.source = std::make_shared<TftpGeneratedFileSource>(
+          "cmdline.txt of " + name, ephemeral_node_cmdline(build->manifest, name, url_base));
+      tree.filename = lookup.filename;
+    } else if (boot_starts) {
+      tree.source = std::make_shared<TftpDirectorySource>(build->directory);
+      tree.filename = entry->second.config_txt;
+    } else {
+      tree.source = std::make_shared<TftpDirectorySource>(build->directory / "boot");
+      tree.filename = lookup.filename;
+    }
+    return tree;
+  }
+
+  // GET /ephemeral/<profile>/<build>/root.squashfs (anyone: the shared root holds no secrets) and
+  // /ephemeral/<profile>/<build>/identity/<node> (only the node: its token, password and host key).
+  HttpReply ephemeral_request(const ServingSnapshot& s, const std::vector<std::string>& segments, const std::string& client) {
+    auto profile = s.inventory.profiles.find(segments[1]);
+    const auto* boot = profile == s.inventory.profiles.end() ? nullptr : std::get_if<RaspberryPiEphemeralBoot>(&profile->second.target);
+    if (boot == nullptr) return text(404, "not found\n", "ephemeral");
+    auto build = builds_of(*boot)->find(segments[2]);
+    if (!build) return text(404, "not found\n", "ephemeral");
+    if (segments.size() == 4 && segments[3] == build->manifest.root_file) {
+      HttpReply reply = file_reply(build->directory / build->manifest.root_file, "ephemeral-root");
+      reply.step = "ephemeral-root";
+      if (auto name = address_book.node_at(client)) reply.node = *name;
+      return reply;
+    }
+    if (segments.size() != 5 || segments[3] != "identity") return text(404, "not found\n", "ephemeral");
+    const InventoryNode* node = s.inventory.find(segments[4]);
+    auto entry = build->manifest.nodes.find(segments[4]);
+    if (node == nullptr || node->profile != profile->first || entry == build->manifest.nodes.end()) {
+      return text(404, "not found\n", "ephemeral-identity");
+    }
+    NodeSecretDecision decision = secret_access(s, *node, client);
+    if (!decision.allowed) return forbidden(*node, client, decision.why, "the identity", "ephemeral-identity", "ephemeral-identity");
+    HttpReply reply;
+    reply.route = "ephemeral-identity";
+    reply.step = "ephemeral-identity";
+    reply.node = node->name;
+    reply.content_type = "application/x-tar";
+    try {
+      std::string layer;
+      fs::path layer_file = build->directory / entry->second.layer;
+      std::ifstream in(layer_file, std::ios::binary);
+      if (!in) throw Error("cannot read " + layer_file.string());
+      std::ostringstream bytes;
+      bytes << in.rdbuf();
+      NodeIdentity identity = identities(s)->get_or_create(node->name);
+      reply.body = identity_bundle_tar(identity, bytes.str(), entry->second.hostname, std::nullopt);
+      log::info("http: identity of node ", node->name, " (build ", build->manifest.id, ") to ", client, ": ", decision.why);
+    } catch (const std::exception& e) {
+      log::error("http: identity of node ", node->name, ": ", e.what());
+      metrics.add("aggrik8s_errors_total", {{"kind", "identity_unavailable"}});
+      reply.status = 500;
+      reply.body = "the node's identity is unavailable\n";
+    }
+    return reply;
   }
 
   void install(std::shared_ptr<const ServingSnapshot> fresh) {
@@ -319,6 +438,10 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     std::string client = client_text(address);
     TftpNodeLookup lookup = lookup_tftp(*s, client, filename);
     TftpClientTree tree;
+    if (const auto* ephemeral = lookup.profile != nullptr ? std::get_if<RaspberryPiEphemeralBoot>(&lookup.profile->target) : nullptr) {
+      if (lookup.node != nullptr) address_book.record_seen(lookup.node->name, client);
+      return ephemeral_pi_tree(*s, lookup, *ephemeral);
+    }
     const auto* pi = lookup.profile != nullptr ? std::get_if<RaspberryPiImageBoot>(&lookup.profile->target) : nullptr;
     if (pi != nullptr) {
       if (lookup.node != nullptr) address_book.record_seen(lookup.node->name, client);
@@ -659,6 +782,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
         (segments[2] == "meta-data" || segments[2] == "user-data" || segments[2] == "vendor-data")) {
       return node_file(*s, segments[1], segments[2], client);
     }
+    if (segments.size() >= 4 && segments[0] == "ephemeral") return ephemeral_request(*s, segments, client);
     if (segments.size() >= 2 && segments[0] == "files" && s->http_root) {
       std::string relative = target.path.substr(std::string("/files/").size());
       TftpOpenedFile file = s->http_root->open(relative);

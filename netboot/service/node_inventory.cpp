@@ -152,6 +152,21 @@ class InventoryReader {
       pi->finish();
       profile.target = boot;
     }
+    if (auto pi = reader.map("rpi_ephemeral")) {
+      ++kinds;
+      RaspberryPiEphemeralBoot boot;
+      if (auto build = pi->path_value("build", true)) boot.build = *build;
+      std::error_code ec;
+      if (check_files_ && !boot.build.empty() && !fs::is_regular_file(boot.build / "current.json", ec)) {
+        pi->error_at("build", "'" + pi->key_path("build") + "': " + boot.build.string() +
+                                  " has no current.json (expected OUT/ephemeral/<profile> of a build with output.ephemeral)");
+      }
+      pi->finish();
+      // Nothing of such a node survives a reboot: that is what the profile is for.
+      if (mode && *mode != "ephemeral") reader.error_at("mode", "profiles with 'rpi_ephemeral' are always mode: ephemeral");
+      profile.mode = BootMode::ephemeral;
+      profile.target = boot;
+    }
     if (auto talos = reader.map("talos")) {
       ++kinds;
       TalosBoot boot;
@@ -190,7 +205,7 @@ class InventoryReader {
       profile.target = boot;
     }
     if (kinds != 1) {
-      reader.error("profile '" + name + "' must have exactly one of 'rpi_image', 'talos' and 'kernel'");
+      reader.error("profile '" + name + "' must have exactly one of 'rpi_image', 'rpi_ephemeral', 'talos' and 'kernel'");
     }
     // Asset names are URL path segments: two files with one base name would shadow each other.
     std::set<std::string> names;

@@ -32,6 +32,14 @@ struct RaspberryPiImageBoot {
   std::uint32_t boot_partition = 1; // its FAT boot partition, served as the node's TFTP tree
 };
 
+// The ephemeral output of an rpi5-rke2 build (`build` with output.ephemeral): the node netboots a
+// kernel and our initramfs, which fetches the shared root squashfs into RAM and the node's identity
+// bundle. `build` is the directory holding current.json (OUT/ephemeral/<profile>); each boot uses the
+// build current.json names when it starts, so a rebuild takes effect on the next reboot.
+struct RaspberryPiEphemeralBoot {
+  std::filesystem::path build;
+};
+
 struct TalosBoot {
   std::filesystem::path kernel;     // vmlinuz-amd64
   std::filesystem::path initramfs;  // initramfs-amd64.xz
@@ -48,7 +56,7 @@ struct KernelBoot {
   std::string arguments;
 };
 
-using BootTarget = std::variant<RaspberryPiImageBoot, TalosBoot, KernelBoot>;
+using BootTarget = std::variant<RaspberryPiImageBoot, TalosBoot, KernelBoot, RaspberryPiEphemeralBoot>;
 
 struct BootProfile {
   std::string name;

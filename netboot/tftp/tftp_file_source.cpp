@@ -66,6 +66,15 @@ FileDescriptor memory_copy(const std::string& name, std::span<const std::uint8_t
 
 }  // namespace
 
+TftpOpenedFile TftpGeneratedFileSource::open(std::string_view, std::span<const std::string>) const {
+  TftpOpenedFile file;
+  file.fd = memory_copy(name_, std::span(reinterpret_cast<const std::uint8_t*>(content_.data()), content_.size()));
+  file.size = content_.size();
+  file.path = name_;
+  file.status = TftpOpenStatus::opened;
+  return file;
+}
+
 FatImageFileSource::FatImageFileSource(std::filesystem::path image, std::uint32_t partition_index)
     : image_(std::move(image)), partition_index_(partition_index) {
   std::lock_guard lock(mutex_);

@@ -44,6 +44,20 @@ class TftpDirectorySource final : public TftpFileSource {
   TftpRoot root_;
 };
 
+// One file made by the server for one request (an ephemeral Pi's cmdline.txt, which names its build
+// and its node): the content goes into an anonymous memory file, handed out like any other.
+class TftpGeneratedFileSource final : public TftpFileSource {
+ public:
+  TftpGeneratedFileSource(std::string name, std::string content) : name_(std::move(name)), content_(std::move(content)) {}
+  // Opens the content whatever the name (the caller chose the source for that name).
+  TftpOpenedFile open(std::string_view requested, std::span<const std::string> client_prefixes = {}) const override;
+  std::string describe() const override { return "(generated " + name_ + ")"; }
+
+ private:
+  std::string name_;
+  std::string content_;
+};
+
 // A FAT partition inside an image file, read with FatFilesystem (no mount, no loop device, no root).
 // A requested file is copied once into an anonymous memory file (memfd) and handed out as a descriptor,
 // so the transfer code reads it with pread() exactly as it reads a file on disk, and twenty Pis booting

@@ -132,7 +132,7 @@ unknown_nodes: {action: default}
   INFO(errors);
   CHECK_THAT(errors, Catch::Contains("nodes.yaml:3:12: 'profiles.a.talos.initramfs'") ||
                          Catch::Contains("nodes.yaml:3:12"));
-  CHECK_THAT(errors, Catch::Contains("exactly one of 'rpi_image', 'talos' and 'kernel'"));
+  CHECK_THAT(errors, Catch::Contains("exactly one of 'rpi_image', 'rpi_ephemeral', 'talos' and 'kernel'"));
   CHECK_THAT(errors, Catch::Contains("nodes.yaml:7:11"));  // mode: sometimes
   CHECK_THAT(errors, Catch::Contains("nodes.yaml:9:11: 'nodes[0].name' must be a DNS label"));
   CHECK_THAT(errors, Catch::Contains("nodes.yaml:10:18: 'nodes[0].match.mac' must be a MAC address"));
