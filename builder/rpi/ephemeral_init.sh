@@ -192,13 +192,22 @@ download_root() {
   grep -q ' /run/aggrik8s/download ' /proc/mounts && umount /run/aggrik8s/download
   # The size first, so the tmpfs is as large as the file (a tmpfs allocates on use; the size is a limit
   # that also makes a too-large root fail here, not later as an out-of-memory root).
-  headers=$(wget -S --spider "$root_url" 2>&1)
+  if ! headers=$(wget -S --spider "$root_url" 2>&1); then
+    why="wget $root_url: $(echo "$headers" | tr -d '\r' | tail -n 1)"
+    return 1
+  fi
   length=$(echo "$headers" | tr -d '\r' | sed -n 's/^ *[Cc]ontent-[Ll]ength: *\([0-9][0-9]*\)$/\1/p' | tail -n 1)
   if [ -z "$length" ]; then
-    why="$root_url: no Content-Length ($(echo "$headers" | grep -i -m 1 'HTTP/\|wget:' | tr -d '\r'))"
+    why="$root_url: the server sent no Content-Length"
     return 1
   fi
   size_kib=$((length / 1024 + 1024))
+  # A root larger than the free RAM would fail half-way or push the node out of memory later.
+  avail_kib=$(sed -n 's/^MemAvailable: *\([0-9][0-9]*\) kB$/\1/p' /proc/meminfo)
+  if [ -n "$avail_kib" ] && [ "$size_kib" -ge "$avail_kib" ]; then
+    why="the root is $length bytes, more than the $avail_kib KiB of RAM available"
+    return 1
+  fi
   if ! out=$(mount -t tmpfs -o "size=${size_kib}k,mode=0700,nosuid,nodev" tmpfs /run/aggrik8s/download 2>&1); then
     why="cannot mount a ${size_kib} KiB tmpfs for the root: $out"
     return 1
