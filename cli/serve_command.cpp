@@ -50,6 +50,7 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
   if (auto root = args.value("http-root")) config.http_root = *root;
   if (auto inventory = args.value("nodes")) config.inventory = *inventory;
   if (auto log = args.value("boot-log")) config.boot_log = *log;
+  if (auto state = args.value("state-dir")) config.state_dir = *state;
   if (auto url = args.value("base-url")) config.http_base_url = *url;
   config.tftp_port = port_value(args, "tftp-port", config.tftp_port);
   config.http_port = port_value(args, "http-port", config.http_port);
@@ -83,6 +84,7 @@ Command serve_command() {
        {"http-port", '\0', "PORT", "HTTP port (default 8080; 0 picks a free one)"},
        {"base-url", '\0', "URL", "the URL nodes reach the HTTP server at (default http://ADDR:PORT)"},
        {"boot-log", '\0', "FILE", "append boot events to FILE as JSON lines"},
+       {"state-dir", '\0', "DIR", "what serve keeps across restarts (netboot.yaml state_dir)"},
        {"no-tftp", '\0', "", "do not serve TFTP"},
        {"no-http", '\0', "", "do not serve HTTP"}},
       0,

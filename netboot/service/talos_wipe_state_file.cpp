@@ -135,7 +135,7 @@ std::optional<std::filesystem::path> talos_wipe_state_path(const NetbootConfig& 
   auto directory = state_directory(config);
   if (!directory) {
     throw Error(subject + "but the netboot configuration has no state_dir (nor dhcp.lease_file, whose directory is "
-                          "the default): set state_dir");
+                          "the default): set state_dir (serve --state-dir)");
   }
   std::error_code ec;
   if (!std::filesystem::is_directory(*directory, ec)) {

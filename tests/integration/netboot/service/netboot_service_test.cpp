@@ -773,4 +773,12 @@ nodes:
                                           "normal-boot transition=wipe-reboot-normal",
                                           "wipe-cycle transition=normal-files-fetched",
                                           "wipe-boot transition=power-on-wipe"});
+  CHECK_FALSE(fs::exists(dir / "state/talos-wipe.json.tmp"));
+
+  // A state file that is not serve's stops serve, naming the file and the field; nothing is guessed.
+  fs::create_directories(dir / "state2");
+  write_file(dir / "state2/talos-wipe.json", "{\"format\": \"something else\"}\n");
+  config.state_dir = dir / "state2";
+  boost::asio::io_context io;
+  CHECK_THROWS_WITH(NetbootService(io, config), Catch::Contains((dir / "state2/talos-wipe.json").string() + ": 'format'"));
 }
