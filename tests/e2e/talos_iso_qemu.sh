@@ -137,6 +137,8 @@ pass "v1.11: metal-iso method only"
 # its setup header, and GRUB's "BOOT_IMAGE=/boot/vmlinuz " counts. Node lim carries
 # talos.experimental.wipe=system itself so that both GRUB entries ("Talos ISO" and "Reset", which adds
 # that argument) have the same length: the default entry, the one that boots, is then exactly at the limit.
+# The stand-in, like Talos, wipes on that argument and reboots before it loads a config: lim's boot
+# shows its command line and the wipe, not a config.
 # validate reads the local ISO and names the byte count; the pad is sized from it.
 limit_profile() {  # limit_profile PAD_LENGTH FILE
   cat >"$2" <<YAML
@@ -207,13 +209,13 @@ pass "OVMF: the shared ISO (its UKI edited) finds cp2's config on the metal-iso 
 # The ISO at the limit under SeaBIOS: the kernel's /proc/cmdline is all 2047 bytes, the last argument whole.
 timeout 120 qemu-system-x86_64 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/limit.log" -no-reboot \
   -cdrom "$WORK/out-limit/lim.iso" -boot d </dev/null >"$WORK/limit.qemu" 2>&1 || true
-grep_log 'talos-standin: done' "$WORK/limit.log" "SeaBIOS lim.iso (command line at the limit)"
+grep_log 'talos-standin: wipe: system' "$WORK/limit.log" "SeaBIOS lim.iso (command line at the limit)"
 LIMIT_CMDLINE=$(grep -a '^talos-standin: cmdline: ' "$WORK/limit.log" | head -n 1 | tr -d '\r' | sed 's/^talos-standin: cmdline: //')
 [ "${#LIMIT_CMDLINE}" = 2047 ] || fail "lim.iso: /proc/cmdline is ${#LIMIT_CMDLINE} bytes, expected 2047: ${LIMIT_CMDLINE:0:80}...${LIMIT_CMDLINE: -80}"
 case "$LIMIT_CMDLINE" in
   BOOT_IMAGE=/boot/vmlinuz\ *" x.pad=$(head -c "$AT_LIMIT_PAD" /dev/zero | tr '\0' a) talos.config=metal-iso") ;;
   *) fail "lim.iso: /proc/cmdline does not end with the whole pad and talos.config=metal-iso: ...${LIMIT_CMDLINE: -80}" ;;
 esac
-grep_log 'talos-standin: config-source: embedded-config extension' "$WORK/limit.log" "SeaBIOS lim.iso"
+grep -aq 'talos-standin: wipe-result: ' "$WORK/limit.log" || fail "SeaBIOS lim.iso: the stand-in did not finish its wipe"
 pass "SeaBIOS: lim.iso boots with a 2047-byte command line, kept whole by GRUB and the kernel"
 echo "talos_iso_qemu: $CHECKS checks passed"
