@@ -86,6 +86,11 @@ Command build_command() {
                 std::printf("%s  %s  (%s)\n", c.sha256.hex().c_str(), c.path.c_str(), format_byte_size(c.size).c_str());
               }
             }
+            if (result.ephemeral_build) {
+              std::printf("ephemeral build %s: %s (current; serve profile: rpi_ephemeral: {build: %s})\n",
+                          result.ephemeral_build->c_str(), result.ephemeral_directory.c_str(),
+                          result.ephemeral_directory.parent_path().c_str());
+            }
             std::printf("manifest: %s\nchecksums: %s\n", result.manifest.c_str(), result.checksums.c_str());
             return exit_success;
           }};

@@ -58,7 +58,7 @@ std::map<std::string, std::string> parse_kernel_config(std::string_view config) 
 const std::vector<std::string>& ephemeral_initramfs_applets() {
   static const std::vector<std::string> applets{
       "cat",  "chmod", "cut",  "grep",  "insmod", "ip",          "ls",   "mkdir", "mount", "mv",
-      "readlink", "reboot", "rm", "sed", "sh", "sha256sum", "sleep", "switch_root", "tail", "tar",
+      "readlink", "reboot", "rm", "sed", "sh", "sha256sum", "sleep", "stat", "switch_root", "tail", "tar",
       "tr",   "udhcpc", "umount", "uname", "wc", "wget"};
   return applets;
 }

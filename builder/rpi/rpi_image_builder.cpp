@@ -27,6 +27,7 @@
 #include "disk/ext4_filesystem.hpp"
 #include "disk/fat_filesystem.hpp"
 #include "disk/filesystem_probe.hpp"
+#include "builder/rpi/ephemeral_output.hpp"
 #include "builder/rpi/first_boot.hpp"
 #include "builder/rpi/node_root_files.hpp"
 #include "disk/image_compressor.hpp"
@@ -676,8 +677,10 @@ BuiltNode build_node_image(RpiNodeBuild& build, const std::vector<const Rpi5Node
 
 // SHA256SUMS and manifest.json. A Pi build's are as open as the umask lets them be.
 BuildRecord write_rpi_build_record(const Profile& profile, const BuildOptions& options, const RpiInputs& inputs,
-                                   const BuildResult& result, const nlohmann::json& node_reports) {
+                                   const BuildResult& result, const nlohmann::json& node_reports,
+                                   const std::optional<BuiltEphemeral>& ephemeral) {
   std::vector<BuiltFile> sums;
+  if (ephemeral) sums.insert(sums.end(), ephemeral->files.begin(), ephemeral->files.end());
   for (const auto& n : result.nodes) {
     sums.push_back(n.image);
     if (n.bmap) sums.push_back(*n.bmap);
@@ -691,6 +694,7 @@ BuildRecord write_rpi_build_record(const Profile& profile, const BuildOptions& o
   manifest["rke2_version"] = release.version;
   manifest["inputs"] = input_list;
   manifest["nodes"] = node_reports;
+  if (ephemeral) manifest["ephemeral"] = ephemeral->report;
   return write_build_record(options.output_dir, sums, manifest, FileMode::less_umask(0666));
 }
 
@@ -719,19 +723,32 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
   // 2-4. the image every node starts from
   PreparedImage prepared = prepare_shared_image(profile, inputs.base, inputs.release, work.path(), inputs.cache_dir,
                                                 options.source_date_epoch);
+  // The ephemeral output reads the prepared image, which the last node's image then becomes.
+  std::optional<BuiltEphemeral> ephemeral;
+  if (profile.output.ephemeral) {
+    EphemeralSource source{prepared.path,          prepared.layout.root_offset, prepared.layout.root_size,
+                           prepared.layout.boot_index, prepared.boot_mount,  prepared.network_manager,
+                           prepared.rootfs_has_cloud_init};
+    ephemeral = build_ephemeral_output(profile, nodes, source, inputs.release, options, partial);
+  }
   // 5-6. per node: its image, bmap and compressed copies
   RpiNodeBuild build{profile, options, prepared, inputs.release, partial, {}, {}, {}};
   BuildResult result;
   nlohmann::json node_reports = nlohmann::json::array();
-  for (std::size_t index = 0; index < nodes.size(); ++index) {
+  for (std::size_t index = 0; profile.output.disk_images && index < nodes.size(); ++index) {
     nlohmann::json report;
     result.nodes.push_back(build_node_image(build, nodes, index, report));
     node_reports.push_back(std::move(report));
   }
   // SHA256SUMS and manifest.json
-  BuildRecord record = write_rpi_build_record(profile, options, inputs, result, node_reports);
+  BuildRecord record = write_rpi_build_record(profile, options, inputs, result, node_reports, ephemeral);
   result.checksums = record.checksums;
   result.manifest = record.manifest;
+  if (ephemeral) {
+    publish_ephemeral_build(profile, options, *ephemeral);
+    result.ephemeral_build = ephemeral->id;
+    result.ephemeral_directory = ephemeral->directory;
+  }
   partial.commit();
   return result;
 }

@@ -37,6 +37,9 @@ struct BuildResult {
   std::vector<BuiltNode> nodes;
   std::filesystem::path manifest;
   std::filesystem::path checksums;
+  // output.ephemeral: the build's id and directory (OUT/ephemeral/<profile>/<id>)
+  std::optional<std::string> ephemeral_build;
+  std::filesystem::path ephemeral_directory;
 };
 
 BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& options);

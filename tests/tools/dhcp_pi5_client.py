@@ -4,7 +4,8 @@ option 97 = RPi5 + board revision + MAC low bytes + serial, then REQUEST/ACK. Wi
 on as the bootloader does: puts the leased address on the interface and, from it, fetches over TFTP
 from siaddr (RRQ options tsize 0, blksize 1468) `<serial>/config.txt`, probes the kernel (first block,
 then ERROR "Early terminate", checking that the server sends nothing more), then `cmdline.txt`, the
-DTB and the kernel config.txt names (kernel=, default kernel_2712.img), into DIR. Prints the OFFER,
+DTB, the kernel config.txt names (kernel=, default kernel_2712.img) and, with auto_initramfs=1, its
+initramfs (initramfs8 / initramfs_2712) into DIR. Prints the OFFER,
 the ACK and the TFTP results as JSON. Runs inside a test network namespace (broadcast to
 255.255.255.255:67 from port 68 on eth0).
 usage: dhcp_pi5_client.py MAC SERIAL_HEX [TIMEOUT_S] [--tftp DIR]"""
@@ -145,5 +146,17 @@ if tftp_dir is not None:
     fetch("cmdline.txt")
     fetch("bcm2712-rpi-5-b.dtb")
     fetch(kernel)
-    result["tftp"] = {"kernel": kernel, "files": files}
+    # auto_initramfs=1 (Raspberry Pi OS's default): the firmware loads the initramfs named after the
+    # kernel (kernel8.img -> initramfs8, kernel_2712.img -> initramfs_2712) when there is one.
+    initramfs = None
+    if any(line.strip() == "auto_initramfs=1" for line in config.splitlines()):
+        initramfs = kernel.replace("kernel", "initramfs", 1)
+        if initramfs.endswith(".img"):
+            initramfs = initramfs[:-4]
+        try:
+            fetch(initramfs)
+        except SystemExit as e:  # none there: the firmware boots without one
+            files["missing:" + initramfs] = str(e)
+            initramfs = None
+    result["tftp"] = {"kernel": kernel, "initramfs": initramfs, "files": files}
 print(json.dumps(result))

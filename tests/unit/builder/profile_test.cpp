@@ -300,3 +300,43 @@ nodes:
   CHECK(n.patches[1].kind == TalosPatch::Kind::merge);
   CHECK(profile->talos.outputs == std::vector<std::string>{"config-iso"});
 }
+
+TEST_CASE("output.ephemeral: true takes the defaults, a map sets them, bad values point at the line", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "on.yaml", std::string(minimal_rpi) + "output: {ephemeral: true, disk_images: false}\n");
+  Diagnostics d;
+  auto on = load_profile(dir / "on.yaml", d);
+  INFO(dump(d));
+  REQUIRE(on);
+  REQUIRE(on->output.ephemeral);
+  CHECK_FALSE(on->output.disk_images);
+  CHECK(on->output.ephemeral->compression == "zstd");
+  CHECK(on->output.ephemeral->memory == (4ull << 30));
+  CHECK(on->output.ephemeral->image_archives == EphemeralSettings::ImageArchives::root);
+
+  test::write_file(dir / "map.yaml", std::string(minimal_rpi) +
+                                         "output:\n  ephemeral:\n    compression: xz\n    image_archives: omit\n"
+                                         "    memory: 8GiB\n    modules: [e1000e]\n");
+  Diagnostics d2;
+  auto map = load_profile(dir / "map.yaml", d2);
+  INFO(dump(d2));
+  REQUIRE(map);
+  CHECK(map->output.disk_images);
+  CHECK(map->output.ephemeral->compression == "xz");
+  CHECK(map->output.ephemeral->image_archives == EphemeralSettings::ImageArchives::omit);
+  CHECK(map->output.ephemeral->memory == (8ull << 30));
+  CHECK(map->output.ephemeral->modules == std::vector<std::string>{"e1000e"});
+
+  test::write_file(dir / "bad.yaml", std::string(minimal_rpi) +
+                                         "output:\n  disk_images: false\n  ephemeral:\n    compression: lzo\n    memory: 100MiB\n");
+  Diagnostics d3;
+  CHECK_FALSE(load_profile(dir / "bad.yaml", d3));
+  INFO(dump(d3));
+  CHECK(has_error(d3, (dir / "bad.yaml").string() + ":12:", "compression"));
+  CHECK(has_error(d3, (dir / "bad.yaml").string() + ":13:", "at least 512MiB"));
+
+  test::write_file(dir / "none.yaml", std::string(minimal_rpi) + "output: {disk_images: false}\n");
+  Diagnostics d4;
+  CHECK_FALSE(load_profile(dir / "none.yaml", d4));
+  CHECK(has_error(d4, (dir / "none.yaml").string() + ":", "leaves nothing to build"));
+}

@@ -1,0 +1,409 @@
+#include "builder/rpi/ephemeral_output.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <set>
+
+#include "builder/rpi/ephemeral_initramfs.hpp"
+#include "builder/rpi/ephemeral_root_plan.hpp"
+#include "builder/rpi/first_boot.hpp"
+#include "builder/rpi/node_root_files.hpp"
+#include "builder/rpi/pi_boot_files.hpp"
+#include "builder/rpi/rootfs_overlay.hpp"
+#include "core/byte_size.hpp"
+#include "core/error.hpp"
+#include "core/file_descriptor.hpp"
+#include "core/log.hpp"
+#include "core/positional_io.hpp"
+#include "core/sha256.hpp"
+#include "disk/block_device.hpp"
+#include "disk/ext4_filesystem.hpp"
+#include "disk/fat_filesystem.hpp"
+#include "disk/linux_kernel_image.hpp"
+#include "disk/partition_table.hpp"
+#include "disk/squashfs_writer.hpp"
+#include "disk/tar_writer.hpp"
+
+namespace aggrik8s::builder {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t MiB = 1ull << 20;
+const std::string images_directory = "/var/lib/rancher/rke2/agent/images";
+// Raspberry Pi OS enables it for the first boot; it deletes every host key and makes new ones.
+const std::string regenerate_host_keys_link = "/etc/systemd/system/multi-user.target.wants/regenerate_ssh_host_keys.service";
+// Boot partition files an ephemeral node does not take from the image: its own config.txt and
+// cmdline.txt, our initramfs instead of the image's, and first-boot files (they go into the layer).
+const std::set<std::string> node_specific_boot_files{"cmdline.txt", "config.txt", "initramfs8", "initramfs_2712",
+                                                     "firstrun.sh", "user-data", "meta-data", "network-config"};
+
+std::string lowercase(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
+// The initramfs the firmware loads with a kernel when config.txt says auto_initramfs=1 (Raspberry Pi
+// OS's default): kernel8.img -> initramfs8, kernel_2712.img -> initramfs_2712.
+std::string initramfs_name_for(const std::string& kernel) {
+  std::string name = kernel;
+  if (name.starts_with("kernel")) name.replace(0, 6, "initramfs");
+  if (name.ends_with(".img")) name.resize(name.size() - 4);
+  return name;
+}
+
+std::string node_kernel(const Rpi5Node& node) { return node.boot.kernel_page_size_kib == 4 ? "kernel8.img" : "kernel_2712.img"; }
+
+void write_binary(const fs::path& path, std::span<const std::uint8_t> bytes, mode_t mode) {
+  FileDescriptor fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!fd) throw_system_error("cannot create " + path.string(), errno);
+  write_all(fd.get(), bytes.data(), bytes.size(), path.string());
+}
+
+// Copies the boot partition's files (all but node_specific_boot_files) into `to`, returning name ->
+// sha256 for the manifest. Directories are walked (overlays/).
+void copy_boot_files(FatFilesystem& boot, const std::string& dir, const fs::path& to, nlohmann::json& digests) {
+  for (const FatDirectoryEntry& entry : boot.list_directory(dir)) {
+    if (entry.name == "." || entry.name == "..") continue;
+    std::string path = dir.empty() ? entry.name : dir + "/" + entry.name;
+    if (entry.is_directory) {
+      fs::create_directories(to / path);
+      copy_boot_files(boot, path, to, digests);
+      continue;
+    }
+    if (dir.empty() && node_specific_boot_files.contains(lowercase(entry.name))) continue;
+    std::vector<std::uint8_t> content = boot.read_file(path);
+    write_binary(to / path, content, 0644);
+    digests[path] = Sha256::of(std::span<const std::uint8_t>(content)).hex();
+  }
+}
+
+// The uncompressed size of an RKE2 image archive (.tar.zst, .tar.gz or .tar): what containerd
+// unpacks. zstd records it in the frame header when the compressor knew the input size (as the
+// release's files do); otherwise the archive is decompressed to count.
+std::uint64_t uncompressed_archive_size(const fs::path& path, std::uint64_t file_size) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read " + path.string());
+  std::vector<char> head(18);  // ZSTD_FRAMEHEADERSIZE_MAX (static-linking-only API)
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  std::size_t got = static_cast<std::size_t>(in.gcount());
+  if (got >= 4 && static_cast<unsigned char>(head[0]) == 0x28 && static_cast<unsigned char>(head[1]) == 0xb5) {
+    unsigned long long size = ZSTD_getFrameContentSize(head.data(), got);
+    if (size != ZSTD_CONTENTSIZE_UNKNOWN && size != ZSTD_CONTENTSIZE_ERROR) return size;
+    in.clear();
+    in.seekg(0);
+    std::unique_ptr<ZSTD_DStream, decltype(&ZSTD_freeDStream)> stream(ZSTD_createDStream(), ZSTD_freeDStream);
+    std::vector<char> input(ZSTD_DStreamInSize()), output(ZSTD_DStreamOutSize());
+    std::uint64_t total = 0;
+    while (in.read(input.data(), static_cast<std::streamsize>(input.size())) || in.gcount() > 0) {
+      ZSTD_inBuffer source{input.data(), static_cast<std::size_t>(in.gcount()), 0};
+      while (source.pos < source.size) {
+        ZSTD_outBuffer sink{output.data(), output.size(), 0};
+        std::size_t r = ZSTD_decompressStream(stream.get(), &sink, &source);
+        if (ZSTD_isError(r)) throw Error(path.string() + ": " + ZSTD_getErrorName(r));
+        total += sink.pos;
+      }
+    }
+    return total;
+  }
+  if (got >= 2 && static_cast<unsigned char>(head[0]) == 0x1f && static_cast<unsigned char>(head[1]) == 0x8b && file_size >= 4) {
+    // gzip's trailer: the size modulo 4 GiB. Archives beyond that are counted as their compressed
+    // size times four, a generous bound for tar layers.
+    in.clear();
+    in.seekg(static_cast<std::streamoff>(file_size - 4));
+    unsigned char tail[4] = {};
+    in.read(reinterpret_cast<char*>(tail), 4);
+    std::uint64_t size = tail[0] | (tail[1] << 8) | (tail[2] << 16) | (static_cast<std::uint64_t>(tail[3]) << 24);
+    return size >= file_size ? size : file_size * 4;
+  }
+  return file_size;
+}
+
+// Directories in the layer that the shared root already has (as a directory, or as a symlink to one,
+// like /lib -> usr/lib) are left out of the tar: unpacking them would reset the root's modes and
+// owners, or replace a symlink with a directory.
+bool root_has_directory(const Ext4Filesystem& root, const std::string& path) {
+  if (!root.exists(path)) return false;
+  Ext4FileType type = root.status(path).type;
+  return type == Ext4FileType::directory || type == Ext4FileType::symlink;
+}
+
+bool has_first_boot_settings(const Rpi5Node& node) {
+  const SystemSettings& s = node.system;
+  return !s.users.empty() || s.timezone || s.locale || s.keyboard || s.ssh_password_authentication ||
+         node.network.mode == NetworkSettings::Mode::static_address;
+}
+
+struct LayerResult {
+  std::vector<std::string> changes;
+  std::vector<std::string> cmdline_add;
+  std::string first_boot = "none";
+};
+
+// The node's layer: a scratch ext4 (mke2fs, sparse, beside the outputs) that gets exactly what the disk
+// image's root gets for this node (write_node_root_files), plus its host name and first-boot files;
+// then tar'ed with the shared root's own directories left out.
+LayerResult write_node_layer(const Profile& profile, const Rpi5Node& node, const EphemeralSource& source,
+                             const Ext4Filesystem& root, FatFilesystem& boot, const Rke2Release& release,
+                             std::optional<std::int64_t> fixed_time, const fs::path& scratch, const fs::path& layer) {
+  LayerResult result;
+  std::uint64_t size = (64 * MiB + overlay_space_needed(node.overlays) + MiB - 1) / MiB * MiB;
+  {
+    // A sparse file of the size (mke2fs formats the region create_ext4_filesystem gives it).
+    FileDescriptor file(::open(scratch.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!file || ::ftruncate(file.get(), static_cast<off_t>(size)) != 0) throw_system_error("cannot create " + scratch.string(), errno);
+  }
+  create_ext4_filesystem(scratch, 0, size,
+                         {"layer", std::nullopt, fixed_time, std::string("61796572-0000-4000-8000-000000000001")});
+  {
+    Ext4Filesystem fs = Ext4Filesystem::open(scratch, 0, size, Ext4Access::read_write, fixed_time);
+    fs.create_directories("/etc");
+    fs.write_file("/etc/hostname", node.system.hostname + "\n", {0644, 0, 0, std::nullopt});
+    std::string hosts = root.exists("/etc/hosts") ? root.read_file("/etc/hosts") : "127.0.0.1\tlocalhost\n";
+    fs.write_file("/etc/hosts", hosts_with_hostname(hosts, node.system.hostname), {0644, 0, 0, std::nullopt});
+    result.changes.push_back("/etc/hostname, /etc/hosts: " + node.system.hostname);
+    NodeRootContext context{profile, release, source.network_manager, source.boot_mount, fixed_time,
+                            profile.output.ephemeral->image_archives == EphemeralSettings::ImageArchives::root};
+    for (auto& change : write_node_root_files(fs, node, context)) result.changes.push_back(std::move(change));
+    // ssh: true enables the unit as `systemctl enable ssh` would (the disk image's first boot does it).
+    for (const char* unit : {"/lib/systemd/system/ssh.service", "/usr/lib/systemd/system/ssh.service"}) {
+      if (!node.system.ssh || !root.exists(unit)) continue;
+      fs.create_directories("/etc/systemd/system/multi-user.target.wants");
+      fs.create_symlink("/etc/systemd/system/multi-user.target.wants/ssh.service", "/lib/systemd/system/ssh.service");
+      fs.create_symlink("/etc/systemd/system/sshd.service", "/lib/systemd/system/ssh.service");
+      result.changes.push_back("ssh.service enabled");
+      break;
+    }
+    bool nocloud_files = boot.exists("user-data") || boot.exists("meta-data") || boot.exists("network-config");
+    FirstBootFormat format = detect_first_boot_format(nocloud_files, source.rootfs_has_cloud_init);
+    if (format == FirstBootFormat::cloud_init) {
+      // cloud-init runs at every boot of a fresh root and finds the same seed each time: the same node.
+      std::map<std::string, Secret> password_hashes;
+      for (const auto& user : node.system.users) {
+        if (user.password_hash) password_hashes.emplace(user.name, load_secret(*user.password_hash));
+      }
+      FirstBootPlan plan = plan_first_boot(format, node, password_hashes, source.boot_mount);
+      fs.create_directories(source.boot_mount);
+      for (const auto& [name, content] : plan.boot_files) {
+        std::uint16_t mode = name == "meta-data" ? 0644 : 0600;
+        fs.write_file(source.boot_mount + "/" + name, content, {mode, 0, 0, std::nullopt});
+        result.changes.push_back(source.boot_mount + "/" + name + " (cloud-init)");
+      }
+      result.cmdline_add = plan.cmdline_add;
+      result.first_boot = to_string(format);
+    } else if (has_first_boot_settings(node)) {
+      throw Error(profile.file.string() + ": node " + node.name + ": the ephemeral output cannot apply users, "
+                  "timezone, locale, keyboard or static network settings on a base image that takes them from "
+                  "firstrun.sh: firstrun.sh reboots the node when it is done, and an ephemeral node starts fresh, "
+                  "so it would run and reboot on every boot. Use a cloud-init base (Raspberry Pi OS Trixie), or "
+                  "write those files with an overlay");
+    }
+    fs.close();
+  }
+  Ext4Filesystem fs = Ext4Filesystem::open(scratch, 0, size, Ext4Access::read_only);
+  TarWriteOptions tar;
+  tar.selection.exclude = {"/lost+found"};
+  tar.selection.include = [&](const FilesystemTreeEntry& entry) {
+    return entry.path != "/" && !(entry.type == Ext4FileType::directory && root_has_directory(root, entry.path));
+  };
+  write_tar(fs, layer, tar);
+  fs::permissions(layer, fs::perms::owner_read | fs::perms::owner_write);
+  return result;
+}
+
+}  // namespace
+
+BuiltEphemeral build_ephemeral_output(const Profile& profile, const std::vector<const Rpi5Node*>& nodes,
+                                      const EphemeralSource& source, const Rke2Release& release,
+                                      const BuildOptions& options, PartialOutputs& partial) {
+  const EphemeralSettings& settings = *profile.output.ephemeral;
+  const auto started = std::chrono::steady_clock::now();
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  const std::optional<std::int64_t> fixed_time = options.source_date_epoch;
+  const std::int64_t build_time = fixed_time.value_or(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  fs::path profile_dir = options.output_dir / "ephemeral" / profile.name;
+  fs::create_directories(profile_dir);
+  fs::path staging = partial.track(profile_dir / (".partial-" + std::to_string(::getpid())));
+  fs::remove_all(staging);
+  fs::create_directories(staging / "boot");
+  fs::create_directories(staging / "nodes");
+  fs::permissions(staging, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                               fs::perms::others_read | fs::perms::others_exec);
+
+  FileBlockDevice device(source.image, FileBlockDevice::Access::read_only);
+  PartitionTable table = read_partition_table(device);
+  SubrangeBlockDevice boot_partition = open_partition(device, table, source.boot_index);
+  FatFilesystem boot(boot_partition);
+  Ext4Filesystem root = Ext4Filesystem::open(source.image, source.root_offset, source.root_size, Ext4Access::read_only);
+
+  nlohmann::json manifest{{"format", 1}, {"profile", profile.name}, {"created", build_time}};
+  log::info("ephemeral: boot files");
+  nlohmann::json boot_digests = nlohmann::json::object();
+  copy_boot_files(boot, "", staging / "boot", boot_digests);
+
+  // One initramfs per kernel the nodes boot, with that kernel's modules.
+  std::map<std::string, BuiltInitramfs> initramfs_by_kernel;
+  for (const Rpi5Node* node : nodes) {
+    std::string kernel = node_kernel(*node);
+    if (initramfs_by_kernel.contains(kernel)) continue;
+    if (!boot.exists(kernel)) {
+      throw Error(source.image.string() + ": node " + node->name + " boots " + kernel + " but the boot partition has none");
+    }
+    std::string release_name = kernel_release(boot.read_file(kernel));
+    if (root.exists("/boot/config-" + release_name)) {
+      auto problems = ephemeral_kernel_config_problems(root.read_file("/boot/config-" + release_name), settings.compression);
+      if (!problems.empty()) {
+        std::string text;
+        for (const auto& p : problems) text += "\n  " + p;
+        throw Error(profile.file.string() + ": the kernel " + release_name + " (" + kernel + ", /boot/config-" +
+                    release_name + ") cannot boot an ephemeral node:" + text);
+      }
+    }
+    EphemeralInitramfsOptions initramfs;
+    initramfs.kernel_release = release_name;
+    initramfs.extra_modules = settings.modules;
+    initramfs.busybox = settings.busybox;
+    initramfs.fixed_time = build_time;
+    std::string name = initramfs_name_for(kernel);
+    log::info("ephemeral: ", name, " for ", kernel, " (", release_name, ")");
+    initramfs_by_kernel.emplace(kernel, write_ephemeral_initramfs(root, initramfs, staging / "boot" / name));
+  }
+
+  // The shared root.
+  SquashfsWriteOptions squash;
+  squash.compressor = settings.compression;
+  squash.fixed_time = build_time;
+  squash.selection.exclude.push_back(regenerate_host_keys_link);
+  if (root.exists("/etc/ssh")) {
+    for (const auto& entry : root.list_directory("/etc/ssh")) {
+      if (entry.name.starts_with("ssh_host_")) squash.selection.exclude.push_back("/etc/ssh/" + entry.name);
+    }
+  }
+  bool archives_in_root = settings.image_archives == EphemeralSettings::ImageArchives::root;
+  if (!archives_in_root) {
+    for (const auto& image : release.images) squash.selection.exclude.push_back(images_directory + "/" + image.source.file_name());
+  }
+  if (root.exists("/etc/fstab")) {
+    Ext4FileStatus st = root.status("/etc/fstab");
+    squash.selection.replacements["/etc/fstab"] = {ephemeral_fstab(root.read_file("/etc/fstab"), source.boot_mount),
+                                                   st.permissions, st.uid, st.gid, st.mtime};
+  }
+  log::info("ephemeral: root.squashfs (", settings.compression, ")");
+  const auto squash_started = std::chrono::steady_clock::now();
+  SquashfsWriteResult squashed = write_squashfs(root, staging / "root.squashfs", squash);
+  const double squash_seconds = seconds_since(squash_started);
+
+  EphemeralMemoryBudget budget{squashed.bytes_written, 0, settings.runtime_reserve, settings.memory};
+  if (archives_in_root) {
+    for (const auto& image : release.images) budget.image_archive_bytes += uncompressed_archive_size(image.path, image.size);
+  }
+  if (!budget.fits()) {
+    throw Error(profile.file.string() + ": output.ephemeral: the nodes' root does not fit their memory: " +
+                budget.describe() + ". Raise output.ephemeral.memory if the nodes have more, leave the image " +
+                "archives out of the root (image_archives: omit, with a registry mirror), or trim the root");
+  }
+  manifest["root"] = {{"file", "root.squashfs"},
+                      {"sha256", squashed.sha256},
+                      {"size", squashed.bytes_written},
+                      {"compression", settings.compression},
+                      {"regular_files", squashed.regular_files},
+                      {"directories", squashed.directories},
+                      {"symlinks", squashed.symlinks},
+                      {"hard_links", squashed.hard_links},
+                      {"file_data_bytes", squashed.file_data_bytes},
+                      {"image_archives", archives_in_root ? "root" : "omit"}};
+  manifest["memory"] = {{"budget", budget.describe()}, {"needed", budget.needed()}, {"memory", budget.memory}};
+  manifest["boot_files"] = boot_digests;
+  for (const auto& [kernel, built] : initramfs_by_kernel) {
+    nlohmann::json modules = nlohmann::json::array();
+    for (const auto& m : built.modules) modules.push_back(m.built_in ? m.name + " (built in)" : m.name);
+    manifest["initramfs"][built.path.filename().string()] = {
+        {"kernel", kernel}, {"sha256", built.sha256.hex()}, {"size", built.bytes}, {"modules", modules},
+        {"busybox", built.busybox_source}};
+  }
+
+  std::string config_txt = boot.exists("config.txt") ? boot.read_text_file("config.txt") : "";
+  std::string cmdline = boot.exists("cmdline.txt") ? boot.read_text_file("cmdline.txt") : "";
+  nlohmann::json node_entries = nlohmann::json::object();
+  for (const Rpi5Node* node : nodes) {
+    log::info("ephemeral: node ", node->name);
+    fs::path node_dir = staging / "nodes" / node->name;
+    fs::create_directories(node_dir);
+    fs::path scratch = staging / (".layer-" + node->name + ".ext4");
+    LayerResult layer = write_node_layer(profile, *node, source, root, boot, release, fixed_time, scratch, node_dir / "layer.tar");
+    fs::remove(scratch);
+    std::string node_config = apply_config_txt(config_txt, node->boot);
+    write_text_file_atomically(node_dir / "config.txt", node_config, FileMode::exactly(0644));
+    std::vector<std::string> arguments = layer.cmdline_add;
+    arguments.insert(arguments.end(), node->boot.cmdline.begin(), node->boot.cmdline.end());
+    arguments.push_back("cgroup_enable=memory");
+    std::string node_cmdline = ephemeral_cmdline(cmdline, arguments);
+    write_text_file_atomically(node_dir / "cmdline.txt", node_cmdline, FileMode::exactly(0644));
+    node_cmdline.pop_back();  // the newline
+    node_entries[node->name] = {{"hostname", node->system.hostname},
+                                {"rke2_role", node->rke2.role},
+                                {"kernel", node_kernel(*node)},
+                                {"initramfs", initramfs_name_for(node_kernel(*node))},
+                                {"cmdline", node_cmdline},
+                                {"config_txt", "nodes/" + node->name + "/config.txt"},
+                                {"config_txt_sha256", Sha256::of(node_config).hex()},
+                                {"layer", "nodes/" + node->name + "/layer.tar"},
+                                {"layer_sha256", Sha256::of_file(node_dir / "layer.tar").hex()},
+                                {"first_boot", layer.first_boot},
+                                {"changes", layer.changes}};
+  }
+  manifest["nodes"] = node_entries;
+
+  // The id: a digest of everything the build holds (each file by its sha256).
+  std::string id = Sha256::of(manifest.dump()).hex().substr(0, 16);
+  manifest["build"] = id;
+  write_text_file_atomically(staging / "ephemeral.json", manifest.dump(2) + "\n", FileMode::exactly(0644));
+
+  BuiltEphemeral built;
+  built.id = id;
+  built.directory = profile_dir / id;
+  std::error_code ec;
+  if (fs::is_regular_file(built.directory / "ephemeral.json", ec)) {
+    // The same inputs again: the build is there already (and may be booting nodes right now).
+    log::info("ephemeral: build ", id, " exists already; kept");
+    fs::remove_all(staging);
+  } else {
+    fs::remove_all(built.directory);
+    fs::rename(staging, built.directory);
+    partial.track(built.directory);
+  }
+  char timing[160];
+  std::snprintf(timing, sizeof timing, "ephemeral: build %s written in %.2f s (root.squashfs %s in %.2f s)", id.c_str(),
+                seconds_since(started), format_byte_size(squashed.bytes_written).c_str(), squash_seconds);
+  log::info(timing);
+  DigestsByInode digests;
+  built.files.push_back(describe_file(built.directory / "root.squashfs", digests));
+  for (const auto& [kernel, initramfs] : initramfs_by_kernel) {
+    built.files.push_back(describe_file(built.directory / "boot" / initramfs.path.filename(), digests));
+  }
+  for (const Rpi5Node* node : nodes) built.files.push_back(describe_file(built.directory / "nodes" / node->name / "layer.tar", digests));
+  built.report = {{"build", id},
+                  {"directory", fs::relative(built.directory, options.output_dir).string()},
+                  {"root", manifest["root"]},
+                  {"memory", manifest["memory"]},
+                  {"initramfs", manifest["initramfs"]},
+                  {"nodes", node_entries}};
+  return built;
+}
+
+void publish_ephemeral_build(const Profile& profile, const BuildOptions& options, const BuiltEphemeral& built) {
+  fs::path current = options.output_dir / "ephemeral" / profile.name / "current.json";
+  write_text_file_atomically(current, nlohmann::json{{"build", built.id}}.dump() + "\n", FileMode::exactly(0644));
+  log::info("ephemeral: ", current.string(), " -> build ", built.id);
+}
+
+}  // namespace aggrik8s::builder
