@@ -26,6 +26,9 @@ Command build_command() {
                    "complete (Pi images after an fdatasync, unless --no-sync); a failed build removes what it\n"
                    "wrote. With SOURCE_DATE_EPOCH set, every timestamp written is pinned and the same inputs\n"
                    "give byte-identical images.\n"
+                   "rpi5-rke2 profiles with output.ephemeral also write ephemeral/<profile>/<build>/ (root.squashfs,\n"
+                   "initramfs, per-node layers; current.json names the newest) for `serve`'s rpi_ephemeral\n"
+                   "profiles (docs/profiles.md, \"Ephemeral output\"); output.disk_images: false writes only that.\n"
                    "talos-iso profiles write <node>-config.iso, <node>.iso and netboot/<node>/ (docs/proxmox.md);\n"
                    "--upload then puts the ISOs on the profile's Proxmox storage, as `aggrik8s-image upload` does.",
                    options, 1, 1};

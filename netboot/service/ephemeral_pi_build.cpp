@@ -183,11 +183,17 @@ std::set<std::string> EphemeralPiBuilds::in_use(Clock::time_point now, Clock::du
   return ids;
 }
 
-std::vector<std::string> EphemeralPiBuilds::prune(Clock::time_point now, Clock::duration keep_for) {
+std::vector<std::string> EphemeralPiBuilds::prune(Clock::time_point now, Clock::duration keep_for,
+                                                  fs::file_time_type files_now) {
   current();  // what current.json says now is never removed
-  std::set<std::string> keep = in_use(now, keep_for);
   std::vector<std::string> removed;
   std::error_code ec;
+  {
+    std::lock_guard lock(mutex_);
+    // Every other build was retired when current.json last changed, or before.
+    if (files_now - current_mtime_ < keep_for) return removed;
+  }
+  std::set<std::string> keep = in_use(now, keep_for);
   for (const auto& entry : fs::directory_iterator(directory_, ec)) {
     std::string id = entry.path().filename().string();
     if (!is_build_id(id) || keep.contains(id) || !entry.is_directory(ec)) continue;
@@ -199,7 +205,7 @@ std::vector<std::string> EphemeralPiBuilds::prune(Clock::time_point now, Clock::
       log::warning("ephemeral: cannot remove the old build ", entry.path().string(), ": ", removing.message());
       continue;
     }
-    log::info("ephemeral: removed build ", id, " of ", directory_.string(), ": not current, no node booted it recently");
+    log::info("ephemeral: removed build ", id, " of ", directory_.string(), ": retired, and no node booted it recently");
     removed.push_back(id);
     std::lock_guard lock(mutex_);
     loaded_.erase(id);

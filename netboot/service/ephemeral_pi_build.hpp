@@ -11,7 +11,8 @@
 // A build directory never changes once written (the id is a digest of its contents), so URLs that name
 // it are content-addressed: a node that started booting one build finishes with it even when a rebuild
 // lands meanwhile. A node's boot is pinned to a build when it asks for its config.txt (the first file a
-// Pi asks for) and stays pinned for `boot_window`; a reboot after that takes the current build.
+// Pi asks for) and stays pinned for `boot_window`; a reboot after that takes the current build. Old
+// builds are removed once no boot can still need them (prune).
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -73,9 +74,14 @@ class EphemeralPiBuilds {
   std::shared_ptr<const EphemeralBuild> for_boot(const std::string& node, bool boot_starts, Clock::time_point now);
   // Ids of builds some node was handed within `within` (pinned), and the current one: what must stay.
   std::set<std::string> in_use(Clock::time_point now, Clock::duration within);
-  // Removes build directories that are neither current nor in_use(now, keep_for). Returns the ids
-  // removed. Failures are logged, not thrown (serve may not own the build directory).
-  std::vector<std::string> prune(Clock::time_point now, Clock::duration keep_for);
+  // Removes the builds a node can no longer be booting from: those that are not current, once
+  // current.json has named another build for at least keep_for (so a build retired by a rebuild stays
+  // while nodes that started with it may still be fetching it, across a restart of serve too, which
+  // forgets its pins), and that no node was pinned to within keep_for. Returns the ids removed.
+  // Failures are logged, not thrown (serve may not own the build directory). files_now: the clock
+  // current.json's mtime is compared with.
+  std::vector<std::string> prune(Clock::time_point now, Clock::duration keep_for,
+                                 std::filesystem::file_time_type files_now = std::filesystem::file_time_type::clock::now());
   const std::filesystem::path& directory() const { return directory_; }
 
  private:

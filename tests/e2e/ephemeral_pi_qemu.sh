@@ -215,11 +215,11 @@ check 3 "marker" "ephemeral-check: marker absent"
 [ "$(value 3 node-password | cut -d' ' -f1)" = "$PASSWORD1" ] && [ "$(value 3 ssh-host-key | cut -d' ' -f1)" = "$HOSTKEY1" ] ||
   fail "boot 3: the identity changed with the rebuild"
 pass "boot 3: the node runs rebuild $BUILD2 with the same identity"
-# w1, the only node that booted build 1, has moved on to build 2: nothing refers to build 1 any more.
-[ ! -e "$BUILDS/$BUILD1" ] && [ -f "$BUILDS/$BUILD2/root.squashfs" ] ||
-  fail "builds after boot 3: $(ls "$BUILDS")"
-grep -q "ephemeral: removed build $BUILD1 " "$WORK/serve.log" || fail "serve did not say it removed build $BUILD1"
-pass "serve removed build $BUILD1 once no node booted it any more, and kept the current one"
+# Build 1 was retired by the rebuild a moment ago: a node that started booting it may still need it
+# (removal after a lease time is tested in integration: ephemeral builds).
+[ -f "$BUILDS/$BUILD1/root.squashfs" ] && [ -f "$BUILDS/$BUILD2/root.squashfs" ] || fail "builds after boot 3: $(ls "$BUILDS")"
+! grep -q "ephemeral: removed build" "$WORK/serve.log" || fail "serve removed a build retired a moment ago"
+pass "the retired build $BUILD1 is kept (a lease time after the rebuild), the current one serves"
 
 # ---- an unknown serial gets nothing ----
 ip -n "$PI" link set eth0 up

@@ -79,16 +79,31 @@ TEST_CASE("ephemeral builds: a boot keeps the build it started with; the next bo
   CHECK(builds.for_boot("w1", true, t0 + std::chrono::minutes(2))->manifest.id == "2222222222222222");
   CHECK(builds.for_boot("w3", false, t0)->manifest.id == "2222222222222222");
 
-  // The old build stays while a node was handed it within the keep time, and goes after.
+  // Retired builds stay for the keep time after current.json changed (a node may have started with
+  // them just before, and a restarted serve has no pins to tell), then go unless a node was pinned to
+  // one within the keep time.
   write_build(dir, "3333333333333333");
   make_current(dir, "3333333333333333");
-  CHECK(builds.prune(t0 + std::chrono::minutes(3), std::chrono::hours(1)) == std::vector<std::string>{"1111111111111111"});
+  auto retired_at = fs::last_write_time(dir / "current.json");
+  std::vector<std::string> none;
+  CHECK(builds.prune(t0 + std::chrono::minutes(3), std::chrono::hours(1), retired_at + std::chrono::minutes(59)) == none);
+  CHECK(fs::exists(dir / "1111111111111111"));
+  // An hour after the rebuild: build 1 goes; build 2 stays, w2 was pinned to it 3 minutes ago.
+  CHECK(builds.prune(t0 + std::chrono::minutes(3), std::chrono::hours(1), retired_at + std::chrono::hours(1)) ==
+        std::vector<std::string>{"1111111111111111"});
   CHECK(fs::exists(dir / "2222222222222222"));
-  CHECK(builds.prune(t0 + std::chrono::hours(2), std::chrono::hours(1)) == std::vector<std::string>{"2222222222222222"});
+  CHECK(builds.prune(t0 + std::chrono::hours(2), std::chrono::hours(1), retired_at + std::chrono::hours(2)) ==
+        std::vector<std::string>{"2222222222222222"});
+  CHECK(fs::exists(dir / "3333333333333333"));
+  // A new serve (no pins) after a rebuild keeps the retired build too.
+  write_build(dir, "4444444444444444");
+  make_current(dir, "4444444444444444");
+  EphemeralPiBuilds restarted(dir, std::chrono::minutes(10));
+  CHECK(restarted.prune(t0, std::chrono::hours(1), fs::last_write_time(dir / "current.json") + std::chrono::minutes(5)) == none);
   CHECK(fs::exists(dir / "3333333333333333"));
   CHECK(builds.find("2222222222222222") == nullptr);
   CHECK(builds.find("../pi-workers") == nullptr);
-  CHECK(builds.find("3333333333333333")->manifest.id == "3333333333333333");
+  CHECK(builds.find("4444444444444444")->manifest.id == "4444444444444444");
 }
 
 TEST_CASE("ephemeral builds: a missing or broken current.json is an error naming it", "[ephemeral]") {
