@@ -134,6 +134,36 @@ bool root_has_directory(const Ext4Filesystem& root, const std::string& path) {
   return type == Ext4FileType::directory || type == Ext4FileType::symlink;
 }
 
+// Where a firstrun.sh base's first-boot script lives on an ephemeral node, and the unit that runs it.
+const std::string first_boot_script = "/usr/local/lib/aggrik8s/first-boot.sh";
+const std::string first_boot_unit = "/etc/systemd/system/aggrik8s-first-boot.service";
+
+// On a disk image, firstrun.sh runs once through systemd.run= and the node reboots when it is done
+// (systemd.run_success_action=reboot). A fresh RAM root would do that on every boot, so an ephemeral
+// node runs the same script as an early oneshot unit at every boot instead, without the reboot: before
+// sysinit.target, so users, keys, the timezone and the NetworkManager connection are in place before
+// NetworkManager, sshd and the gettys start. Raspberry Pi OS's first-user wizard (userconfig.service)
+// is masked when the profile names users: it is already queued in the boot the script runs in, so the
+// script's `systemctl disable` comes too late for it.
+std::string first_boot_unit_text(const std::string& node) {
+  return "# Written by aggrik8s-image for ephemeral node " + node +
+         ": applies its first-boot settings at every boot\n"
+         "# (the disk image runs the same script once, through systemd.run=, and reboots).\n"
+         "[Unit]\n"
+         "Description=aggrik8s-image first-boot settings of an ephemeral node\n"
+         "DefaultDependencies=no\n"
+         "After=local-fs.target\n"
+         "Before=sysinit.target NetworkManager.service ssh.service getty@tty1.service userconfig.service "
+         "systemd-user-sessions.service\n"
+         "ConditionPathExists=" + first_boot_script + "\n\n"
+         "[Service]\n"
+         "Type=oneshot\n"
+         "RemainAfterExit=yes\n"
+         "ExecStart=/bin/bash " + first_boot_script + "\n\n"
+         "[Install]\n"
+         "WantedBy=sysinit.target\n";
+}
+
 bool has_first_boot_settings(const Rpi5Node& node) {
   const SystemSettings& s = node.system;
   return !s.users.empty() || s.timezone || s.locale || s.keyboard || s.ssh_password_authentication ||
@@ -198,11 +228,20 @@ LayerResult write_node_layer(const Profile& profile, const Rpi5Node& node, const
       result.cmdline_add = plan.cmdline_add;
       result.first_boot = to_string(format);
     } else if (has_first_boot_settings(node)) {
-      throw Error(profile.file.string() + ": node " + node.name + ": the ephemeral output cannot apply users, "
-                  "timezone, locale, keyboard or static network settings on a base image that takes them from "
-                  "firstrun.sh: firstrun.sh reboots the node when it is done, and an ephemeral node starts fresh, "
-                  "so it would run and reboot on every boot. Use a cloud-init base (Raspberry Pi OS Trixie), or "
-                  "write those files with an overlay");
+      std::map<std::string, Secret> password_hashes;
+      for (const auto& user : node.system.users) {
+        if (user.password_hash) password_hashes.emplace(user.name, load_secret(*user.password_hash));
+      }
+      FirstBootPlan plan = plan_first_boot(format, node, password_hashes, source.boot_mount);
+      fs.create_directories("/usr/local/lib/aggrik8s");
+      // 0700: it carries password hashes.
+      fs.write_file(first_boot_script, plan.boot_files.begin()->second, {0700, 0, 0, std::nullopt});
+      fs.create_directories("/etc/systemd/system/sysinit.target.wants");
+      fs.write_file(first_boot_unit, first_boot_unit_text(node.name), {0644, 0, 0, std::nullopt});
+      fs.create_symlink("/etc/systemd/system/sysinit.target.wants/aggrik8s-first-boot.service", first_boot_unit);
+      if (!node.system.users.empty()) fs.create_symlink("/etc/systemd/system/userconfig.service", "/dev/null");
+      result.changes.push_back(first_boot_script + " run at every boot by aggrik8s-first-boot.service (firstrun.sh)");
+      result.first_boot = "firstrun-unit";
     }
     fs.close();
   }

@@ -62,6 +62,7 @@ say "rke2-config mode $(stat -c '%a %u:%g' /etc/rancher/rke2/config.yaml) token-
 say "marker $([ -e /var/lib/acc-marker ] && echo present || echo absent)"
 say "build $(cat /etc/acc/build.txt)"
 say "root $(awk '$2 == "/" {print $1, $3}' /proc/mounts | tail -n 1)"
+say "first-boot-unit $(readlink /etc/systemd/system/sysinit.target.wants/aggrik8s-first-boot.service) script $(stat -c '%a %u:%g' /usr/local/lib/aggrik8s/first-boot.sh) userconfig $(readlink /etc/systemd/system/userconfig.service)"
 say "fstab-active $(grep -v '^#' /etc/fstab | awk 'NF {print $2}' | tr '\n' ' ')"
 date >/var/lib/acc-marker
 EOF
@@ -84,7 +85,9 @@ output: {root_free_space: 16MiB, bmap: false, disk_images: false, ephemeral: ${2
 overlays: [overlay]
 nodes:
   - name: w1
-    system: {hostname: worker-1}
+    system:
+      hostname: worker-1
+      users: [{name: ops, ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEphemeralE2eKey000000000000000000000000 ops@e2e"]}]
     boot: {kernel_page_size_kib: 4, cmdline: [fixture.poweroff]}
 YAML
 }
@@ -97,6 +100,19 @@ BUILD1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["build"
 ! grep -rqF "${TOKEN%%::*}" "$BUILDS/$BUILD1/root.squashfs" "$WORK/out/manifest.json" "$BUILDS/$BUILD1/ephemeral.json" ||
   fail "the token is in the shared root or a manifest"
 pass "build $BUILD1: root.squashfs without the token, node layer 0600"
+# The firstrun.sh base's first-boot settings (user ops): run at every boot by a oneshot unit, not by
+# systemd.run= (which reboots when done); the unit as systemd reads it.
+mkdir -p "$WORK/layer"
+tar -x -C "$WORK/layer" -f "$BUILDS/$BUILD1/nodes/w1/layer.tar"
+grep -q "^ExecStart=/bin/bash /usr/local/lib/aggrik8s/first-boot.sh$" "$WORK/layer/etc/systemd/system/aggrik8s-first-boot.service" ||
+  fail "no first-boot unit in the layer"
+grep -q "ops@e2e" "$WORK/layer/usr/local/lib/aggrik8s/first-boot.sh" || fail "the first-boot script lacks the user's key"
+! grep -q "systemd.run" "$BUILDS/$BUILD1/nodes/w1/cmdline.txt" || fail "the ephemeral cmdline still has systemd.run"
+if command -v systemd-analyze >/dev/null; then
+  systemd-analyze verify "$WORK/layer/etc/systemd/system/aggrik8s-first-boot.service" >"$WORK/verify.log" 2>&1 ||
+    { cat "$WORK/verify.log" >&2; fail "systemd-analyze verify refuses the first-boot unit"; }
+fi
+pass "first-boot settings of the firstrun.sh base: a oneshot unit runs the script at every boot (systemd-analyze verify accepts it), no systemd.run="
 
 # ---- the network: serve's namespace (bridge, tap0 for QEMU) and the bootloader's namespace ----
 qemu_lan "$SRV" 10.98.6.1/24
@@ -174,6 +190,7 @@ check 1 "build" "ephemeral-check: build build one"
 check 1 "root" "ephemeral-check: root overlay overlay"
 check 1 "password mode" "mode 600 0:0"
 check 1 "config" "ephemeral-check: rke2-config mode 600 0:0 token-lines 1"
+check 1 "first boot" "ephemeral-check: first-boot-unit /etc/systemd/system/aggrik8s-first-boot.service script 700 0:0 userconfig /dev/null"
 [ "$(value 1 fstab-active)" = "/proc " ] || fail "boot 1: fstab still mounts '$(value 1 fstab-active)'"
 PASSWORD1=$(value 1 node-password | cut -d' ' -f1)
 HOSTKEY1=$(value 1 ssh-host-key | cut -d' ' -f1)
@@ -232,6 +249,21 @@ ls "$WORK/unknown" 2>/dev/null | grep -q . && fail "an unknown serial got files:
 pass "an unknown serial gets no DHCP boot answer and no files"
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || fail "serve did not exit cleanly"
 SERVE_PID=
+
+# ---- a cloud-init base (Trixie): the NoCloud seed in the layer, ds=nocloud on the command line ----
+csha=$(sha256sum "$FIXTURES/cloudinit/raspios-lite-arm64.img.zst" | cut -d' ' -f1)
+sed -e "s|firstrun/raspios-lite-arm64.img.xz\", sha256: $sha|cloudinit/raspios-lite-arm64.img.zst\", sha256: $csha|" \
+  "$WORK/eph.yaml" >"$WORK/cloud.yaml"
+expect_status 0 "build the ephemeral output from a cloud-init base" -- \
+  "$CLI" build --cache-dir "$WORK/cache" --out "$WORK/out-cloud" "$WORK/cloud.yaml"
+CB=$WORK/out-cloud/ephemeral/eph-test/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["build"])' \
+  "$WORK/out-cloud/ephemeral/eph-test/current.json")
+tar --numeric-owner -tvf "$CB/nodes/w1/layer.tar" >"$WORK/cloud-layer.txt"
+grep -qE '^-rw------- 0/0 .* \./boot/firmware/user-data$' "$WORK/cloud-layer.txt" &&
+  grep -qE '^-rw-r--r-- 0/0 .* \./boot/firmware/meta-data$' "$WORK/cloud-layer.txt" &&
+  ! grep -q "first-boot" "$WORK/cloud-layer.txt" || { cat "$WORK/cloud-layer.txt" >&2; fail "cloud-init layer"; }
+grep -qE '(^| )ds=nocloud;i=aggrik8s-w1-[0-9a-f]+ ' "$CB/nodes/w1/cmdline.txt" || fail "cloud-init cmdline: $(cat "$CB/nodes/w1/cmdline.txt")"
+pass "cloud-init base: the NoCloud seed (user-data 0600, meta-data) is in the node's layer, ds=nocloud on its command line"
 
 # ---- bad input ----
 write_profile "$WORK/small.yaml" "{memory: 1GiB, runtime_reserve: 1020MiB}"
