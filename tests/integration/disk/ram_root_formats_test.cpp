@@ -516,8 +516,12 @@ TEST_CASE("write_squashfs applies exclusions and replacements", "[integration][d
   options.selection.replacements["/h1"] = {"replaced\n", 0644, 0, 0, {build_time, 0}};
   options.selection.replacements["/etc-fstab"] = {"proc /proc proc defaults 0 0\n", 0644, 0, 0, {build_time, 0}};
   options.selection.include = [](const aggrik8s::FilesystemTreeEntry& entry) { return entry.path != "/empty"; };
+  aggrik8s::SquashfsWriteProgress last_progress;
+  options.progress = [&](const aggrik8s::SquashfsWriteProgress& progress) { last_progress = progress; };
   auto output = dir / "edited.sqfs";
   auto result = aggrik8s::write_squashfs(fs, output, options);
+  CHECK(last_progress.files_done == result.regular_files);
+  CHECK(last_progress.file_data_bytes_done == result.file_data_bytes);
   auto listing = unsquashfs_listing(output);
   CHECK(!listing.contains("/a/b"));
   CHECK(!listing.contains("/a/b/h3"));
