@@ -8,8 +8,16 @@ DTB, the kernel config.txt names (kernel=, default kernel_2712.img) and, with au
 initramfs (initramfs8 / initramfs_2712) into DIR. Prints the OFFER,
 the ACK and the TFTP results as JSON. Runs inside a test network namespace (broadcast to
 255.255.255.255:67 from port 68 on eth0).
-usage: dhcp_pi5_client.py MAC SERIAL_HEX [TIMEOUT_S] [--tftp DIR]"""
-import json, os, socket, struct, subprocess, sys, time
+With --http-boot HOST:PORT/PATH --public-key PEM OUTDIR it boots as in mode 7 (HTTP boot) instead:
+puts the leased address on the interface and, from it (the socket is bound to it, so a server sees the
+node's address), GETs http://HOST:PORT/PATH/boot.sig, then boot.img, into OUTDIR, and checks them as
+the bootloader does: boot.sig's three lines (sha256 hex, "ts: N", "rsa2048: " + 512 hex digits), the
+sha256 of boot.img against the first, and the RSA-2048 PKCS#1 v1.5 SHA-256 signature against the
+public key (the one rpi-eeprom-config -p puts into the EEPROM). Prints sizes, times, rates and the
+verdict under "http"; exits 1 naming the reason when a download or the verification fails.
+usage: dhcp_pi5_client.py MAC SERIAL_HEX [TIMEOUT_S] [--tftp DIR]
+       dhcp_pi5_client.py MAC SERIAL_HEX [TIMEOUT_S] --http-boot HOST:PORT/PATH --public-key PEM OUTDIR"""
+import hashlib, http.client, json, os, re, socket, struct, subprocess, sys, time
 from dhcp_wire import dhcp_options
 
 args = [a for a in sys.argv[1:]]
@@ -18,6 +26,19 @@ if "--tftp" in args:
     at = args.index("--tftp")
     tftp_dir = args[at + 1]
     del args[at:at + 2]
+http_boot = public_key_file = http_out_dir = None
+if "--http-boot" in args:
+    at = args.index("--http-boot")
+    http_boot = args[at + 1]
+    del args[at:at + 2]
+    if "--public-key" not in args:
+        raise SystemExit("--http-boot needs --public-key PEM OUTDIR")
+    at = args.index("--public-key")
+    public_key_file = args[at + 1]
+    del args[at:at + 2]
+    if len(args) < 3:
+        raise SystemExit("--http-boot needs OUTDIR (after MAC SERIAL_HEX [TIMEOUT_S])")
+    http_out_dir = args.pop()
 mac = bytes.fromhex(args[0].replace(":", ""))
 serial = bytes.fromhex(args[1])
 timeout = float(args[2]) if len(args) > 2 else 5
@@ -118,10 +139,13 @@ def tftp_get(server, name, probe=False):
         expected += 1
     raise SystemExit("TFTP %s: too many packets" % name)
 
-if tftp_dir is not None:
-    os.makedirs(tftp_dir, exist_ok=True)
+def use_leased_address():
     subprocess.run(["ip", "addr", "add", "%s/%s" % (ack["yiaddr"], ack["netmask"]), "dev", "eth0"], check=True)
     time.sleep(0.2)
+
+if tftp_dir is not None:
+    os.makedirs(tftp_dir, exist_ok=True)
+    use_leased_address()
     server, prefix, files = ack["siaddr"], args[1] + "/", {}
 
     def fetch(name, probe=False):
@@ -159,4 +183,99 @@ if tftp_dir is not None:
             files["missing:" + initramfs] = str(e)
             initramfs = None
     result["tftp"] = {"kernel": kernel, "initramfs": initramfs, "files": files}
+
+# ---- HTTP boot (mode 7), as the bootloader does it after DHCP ----
+HTTP_TIMEOUT = 120  # per socket operation: generous, a busy test machine serves slowly
+
+def http_get(host, port, path, destination):
+    """GETs http://host:port/path from the leased address into destination (written under a temporary
+    name, renamed when complete). Returns (size, sha256 digest, seconds, HTTP status line)."""
+    started = time.time()
+    connection = http.client.HTTPConnection(host, port, timeout=HTTP_TIMEOUT, source_address=(ack["yiaddr"], 0))
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        if response.status != 200:
+            raise SystemExit("HTTP GET http://%s:%d%s: %d %s" % (host, port, path, response.status, response.reason))
+        digest, size, partial = hashlib.sha256(), 0, destination + ".part"
+        with open(partial, "wb") as out:
+            while True:
+                chunk = response.read(1 << 20)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        length = response.getheader("Content-Length")
+        if length is not None and int(length) != size:
+            raise SystemExit("HTTP GET http://%s:%d%s: %d bytes, Content-Length said %s" % (host, port, path, size, length))
+        os.rename(partial, destination)
+        return size, digest.digest(), time.time() - started
+    except (OSError, http.client.HTTPException) as e:
+        raise SystemExit("HTTP GET http://%s:%d%s: %s" % (host, port, path, e))
+    finally:
+        connection.close()
+
+def parse_boot_sig(text):
+    """boot.sig as rpi-eeprom-digest writes it -> (sha256 hex, ts, signature bytes); SystemExit naming
+    the line that is wrong."""
+    lines = text.splitlines()
+    if len(lines) != 3:
+        raise SystemExit("boot.sig: %d lines, expected 3 (sha256, ts:, rsa2048:)" % len(lines))
+    if not re.fullmatch(r"[0-9a-f]{64}", lines[0]):
+        raise SystemExit("boot.sig line 1: expected the sha256 of boot.img as 64 lower-case hex digits, got %r" % lines[0][:80])
+    ts = re.fullmatch(r"ts: ([0-9]+)", lines[1])
+    if not ts:
+        raise SystemExit("boot.sig line 2: expected 'ts: <unix seconds>', got %r" % lines[1][:80])
+    signature = re.fullmatch(r"rsa2048: ([0-9a-f]{512})", lines[2])
+    if not signature:
+        raise SystemExit("boot.sig line 3: expected 'rsa2048: ' and 512 hex digits, got %r" % lines[2][:80])
+    return lines[0], int(ts.group(1)), bytes.fromhex(signature.group(1))
+
+def verify_boot_img(sig_text, img_digest, public_key_pem):
+    """The bootloader's check: the sha256 in boot.sig is boot.img's, and the signature (over boot.img's
+    bytes, i.e. its sha256) verifies with the EEPROM's RSA-2048 public key. Returns the verdict dict."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+    sig_sha256, ts, signature = parse_boot_sig(sig_text)
+    verdict = {"ok": False, "sha256": img_digest.hex(), "ts": ts}
+    if sig_sha256 != img_digest.hex():
+        verdict["reason"] = "sha256 mismatch: boot.sig says %s, boot.img has %s" % (sig_sha256, img_digest.hex())
+        return verdict
+    key = serialization.load_pem_public_key(public_key_pem)
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size != 2048:
+        raise SystemExit("--public-key: not an RSA-2048 public key (the only kind the bootloader takes)")
+    try:
+        key.verify(signature, img_digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    except InvalidSignature:
+        verdict["reason"] = "bad signature: the rsa2048 line of boot.sig does not verify with the public key"
+        return verdict
+    verdict["ok"] = True
+    return verdict
+
+if http_boot is not None:
+    spec = re.fullmatch(r"([^:/]+):([0-9]+)/(.+)", http_boot)
+    if not spec:
+        raise SystemExit("--http-boot %r: expected HOST:PORT/PATH (the EEPROM's HTTP_HOST, HTTP_PORT, HTTP_PATH)" % http_boot)
+    host, port, path = spec.group(1), int(spec.group(2)), spec.group(3).strip("/")
+    public_key_pem = open(public_key_file, "rb").read()
+    os.makedirs(http_out_dir, exist_ok=True)
+    use_leased_address()
+    files = {}
+    for name in ("boot.sig", "boot.img"):  # the bootloader's order
+        size, digest, seconds = http_get(host, port, "/%s/%s" % (path, name), os.path.join(http_out_dir, name))
+        files[name] = {"bytes": size, "seconds": round(seconds, 3),
+                       "mib_per_s": round(size / (1 << 20) / seconds, 2) if seconds > 0 else None}
+        if name == "boot.img":
+            img_digest = digest
+    started = time.time()
+    verdict = verify_boot_img(open(os.path.join(http_out_dir, "boot.sig"), encoding="ascii", errors="replace").read(), img_digest, public_key_pem)
+    verdict["seconds"] = round(time.time() - started, 3)
+    result["http"] = {"url": "http://%s:%d/%s/" % (host, port, path), "source": ack["yiaddr"], "files": files,
+                      "verification": verdict}
+    if not verdict["ok"]:
+        print(json.dumps(result))
+        print("HTTP boot: boot.img refused: %s" % verdict["reason"], file=sys.stderr)
+        sys.exit(1)
 print(json.dumps(result))
