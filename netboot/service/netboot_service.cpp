@@ -275,6 +275,61 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     return tree;
   }
 
+  // Pi 5 HTTP boot (boot mode 7): the bootloader GETs <HTTP_PATH>/boot.sig, then <HTTP_PATH>/boot.img,
+  // with nothing in the request that names the machine. The node is the one whose address asks (its
+  // lease or pinned address), or the one whose serial is the last directory of the path (an EEPROM
+  // HTTP_PATH ending in the serial, for proxy-mode DHCP: eeprom-config --serial); either way the file
+  // goes only to the node's own address, as every file carrying its secrets (boot.img holds its
+  // firstrun.sh or cloud-init user-data). Files: the rpi_image profile's boot_img/boot_sig, or an
+  // ephemeral build's nodes/<node>/boot.img and boot.sig.
+  HttpReply http_boot_request(const ServingSnapshot& s, const std::vector<std::string>& segments, const std::string& client) {
+    const std::string& file = segments.back();
+    std::string route = "pi-http-boot";
+    const InventoryNode* node = nullptr;
+    if (segments.size() >= 2) {
+      if (auto serial = normalize_pi_serial(segments[segments.size() - 2])) {
+        NodeFacts facts;
+        facts.serial = serial;
+        node = s.inventory.match(facts);
+        if (node == nullptr) {
+          log::info("http: ", file, " for unknown serial ", *serial, " asked by ", client);
+          return text(404, "not found\n", route);
+        }
+      }
+    }
+    if (node == nullptr) {
+      if (auto name = address_book.node_at(client)) node = s.inventory.find(*name);
+    }
+    if (node == nullptr) {
+      log::info("http: ", file, " asked by ", client, ": no node has this address (lease or pinned)");
+      return text(404, "not found\n", route);
+    }
+    const BootProfile* profile = s.inventory.profile_of(*node);
+    std::optional<fs::path> path;
+    if (const auto* pi = profile == nullptr ? nullptr : std::get_if<RaspberryPiImageBoot>(&profile->target)) {
+      path = file == "boot.img" ? pi->boot_img : pi->boot_sig;
+    } else if (const auto* ephemeral = profile == nullptr ? nullptr : std::get_if<RaspberryPiEphemeralBoot>(&profile->target)) {
+      try {
+        auto build = builds_of(*ephemeral)->for_boot(node->name, file == "boot.sig", std::chrono::steady_clock::now());
+        path = build->directory / "nodes" / node->name / file;
+      } catch (const std::exception& e) {
+        log::error("http: ", file, " of node ", node->name, ": ", e.what());
+      }
+    }
+    if (!path) {
+      log::info("http: ", file, " of node ", node->name, " asked by ", client, ": its profile has no HTTP boot files");
+      HttpReply none = text(404, "not found\n", route);
+      none.node = node->name;
+      return none;
+    }
+    NodeSecretDecision decision = secret_access(s, *node, client);
+    if (!decision.allowed) return forbidden(*node, client, decision.why, file, route, "http-boot");
+    HttpReply reply = file_reply(*path, route);
+    reply.node = node->name;
+    reply.step = "http-boot";
+    return reply;
+  }
+
   // GET /ephemeral/<profile>/<build>/root.squashfs (anyone: the shared root holds no secrets) and
   // /ephemeral/<profile>/<build>/identity/<node> (only the node: its token, password and host key).
   HttpReply ephemeral_request(const ServingSnapshot& s, const std::vector<std::string>& segments, const std::string& client) {
@@ -783,6 +838,10 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
       return node_file(*s, segments[1], segments[2], client);
     }
     if (segments.size() >= 4 && segments[0] == "ephemeral") return ephemeral_request(*s, segments, client);
+    if (!segments.empty() && (segments.back() == "boot.img" || segments.back() == "boot.sig") &&
+        (segments.size() < 2 || segments[0] != "files")) {
+      return http_boot_request(*s, segments, client);
+    }
     if (segments.size() >= 2 && segments[0] == "files" && s->http_root) {
       std::string relative = target.path.substr(std::string("/files/").size());
       TftpOpenedFile file = s->http_root->open(relative);

@@ -149,6 +149,23 @@ class InventoryReader {
       check_file(*pi, "image", image);
       if (image) boot.image = *image;
       boot.boot_partition = static_cast<std::uint32_t>(pi->integer("boot_partition", 1, 128).value_or(1));
+      boot.boot_img = pi->path_value("boot_img");
+      check_file(*pi, "boot_img", boot.boot_img);
+      boot.boot_sig = pi->path_value("boot_sig");
+      if (boot.boot_img && !boot.boot_sig) {
+        fs::path sig = *boot.boot_img;
+        boot.boot_sig = sig.extension() == ".img" ? sig.replace_extension(".sig") : fs::path(sig.string() + ".sig");
+      }
+      if (boot.boot_sig && !pi->has("boot_sig")) {
+        std::error_code ec;
+        if (check_files_ && !fs::is_regular_file(*boot.boot_sig, ec)) {
+          pi->error_at("boot_img", "'" + pi->key_path("boot_img") + "': no signature beside it: " + boot.boot_sig->string() +
+                                       " (build writes both with output.http_boot; or give boot_sig)");
+        }
+      } else {
+        check_file(*pi, "boot_sig", boot.boot_sig);
+      }
+      if (boot.boot_sig && !boot.boot_img) pi->error_at("boot_sig", "'" + pi->key_path("boot_sig") + "' needs boot_img");
       pi->finish();
       profile.target = boot;
     }

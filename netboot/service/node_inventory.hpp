@@ -30,6 +30,10 @@ const char* to_string(BootMode mode);
 struct RaspberryPiImageBoot {
   std::filesystem::path image;      // a raw image written by the builder
   std::uint32_t boot_partition = 1; // its FAT boot partition, served as the node's TFTP tree
+  // Pi 5 HTTP boot (boot mode 7): the signed boot.img the build wrote for this node and its boot.sig
+  // (default: boot_img with .img replaced by .sig, as `build` names them: <node>.boot.img/.boot.sig).
+  std::optional<std::filesystem::path> boot_img;
+  std::optional<std::filesystem::path> boot_sig;
 };
 
 // The ephemeral output of an rpi5-rke2 build (`build` with output.ephemeral): the node netboots a

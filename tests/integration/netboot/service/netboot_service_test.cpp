@@ -212,6 +212,8 @@ struct Fixture {
   std::string kernel = random_bytes(3'000'000 + 5, 21);
   std::string initramfs = random_bytes(5'000'000 + 3, 22);
   std::string pi_kernel = random_bytes(1'500'000 + 1, 23);
+  std::string pi_boot_img = random_bytes(3'000'000, 29);
+  std::string pi_boot_sig = std::string(64, 'a') + "\nts: 1750000000\nrsa2048: " + std::string(512, 'b') + "\n";
   std::string big = random_bytes(48 * 1024 * 1024, 24);
   NetbootConfig config;
 
@@ -229,8 +231,12 @@ struct Fixture {
     for (const char* secret : {"cp1.yaml", "w1.yaml", "w1-user-data"}) fs::permissions(dir / secret, fs::perms(0600));
     fs::create_directories(dir / "pi");
     make_pi_image(dir / "pi", dir / "pi5.img", pi_kernel);
+    // What `build` writes beside a node's image for Pi 5 HTTP boot (the content does not matter here).
+    write_file(dir / "pi5.boot.img", pi_boot_img);
+    write_file(dir / "pi5.boot.sig", pi_boot_sig);
+    fs::permissions(dir / "pi5.boot.img", fs::perms(0600));
     write_file(dir / "nodes.yaml", R"(profiles:
-  pi: {rpi_image: {image: pi5.img}, mode: ephemeral}
+  pi: {rpi_image: {image: pi5.img, boot_img: pi5.boot.img}, mode: ephemeral}
   talos:
     talos: {kernel: assets/vmlinuz-amd64, initramfs: assets/initramfs-amd64.xz, args: console=ttyS0}
   maint:
@@ -781,4 +787,35 @@ nodes:
   config.state_dir = dir / "state2";
   boost::asio::io_context io;
   CHECK_THROWS_WITH(NetbootService(io, config), Catch::Contains((dir / "state2/talos-wipe.json").string() + ": 'format'"));
+}
+
+TEST_CASE("netboot: Pi 5 HTTP boot: boot.sig and boot.img go to the node's address, by address or by serial in the path",
+          "[netboot][http][access]") {
+  Fixture f;
+  RunningService server(f.config);
+  // pi1 is pinned to 127.0.0.2; the bootloader asks with no name: the address is the node.
+  auto from = [&](const char* address, const std::string& path) {
+    return curl(f.dir, std::string("--interface ") + address + " " + server.http() + path);
+  };
+  auto sig = from("127.0.0.2", "/net_install/boot.sig");
+  CHECK(sig.status == "200");
+  CHECK(sig.body == f.pi_boot_sig);
+  auto img = from("127.0.0.2", "/net_install/boot.img");
+  CHECK(img.status == "200");
+  CHECK(img.body == f.pi_boot_img);
+  CHECK(from("127.0.0.2", "/boot.img").body == f.pi_boot_img);  // HTTP_PATH empty
+  // A range, as a client resuming would ask.
+  auto part = curl(f.dir, "--interface 127.0.0.2 -r 100-199 " + server.http() + "/net_install/boot.img");
+  CHECK(part.status == "206");
+  CHECK(part.body == f.pi_boot_img.substr(100, 100));
+  // An HTTP_PATH ending in the serial (proxy-mode DHCP) names the node; still only its address gets it.
+  CHECK(from("127.0.0.2", "/pis/9ffefdef/boot.img").body == f.pi_boot_img);
+  CHECK(from("127.0.0.3", "/pis/9ffefdef/boot.img").status == "403");
+  CHECK(from("127.0.0.3", "/pis/12345678/boot.img").status == "404");  // unknown serial
+  // An address no node has: nothing (and no other node's file).
+  CHECK(from("127.0.0.3", "/net_install/boot.img").status == "404");
+  // cp1 (127.0.0.1) boots Talos: no HTTP boot files.
+  CHECK(from("127.0.0.1", "/net_install/boot.img").status == "404");
+  auto metrics = curl(f.dir, server.http() + "/metrics");
+  CHECK_THAT(metrics.body, Catch::Contains("aggrik8s_http_requests_total{route=\"pi-http-boot\",status=\"403\"} 1"));
 }
