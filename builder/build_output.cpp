@@ -12,6 +12,10 @@ namespace aggrik8s::builder {
 namespace fs = std::filesystem;
 
 void write_file_with_mode(const fs::path& path, const std::string& content, FileMode mode) {
+  write_file_with_mode(path, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(content.data()), content.size()), mode);
+}
+
+void write_file_with_mode(const fs::path& path, std::span<const std::uint8_t> content, FileMode mode) {
   FileDescriptor out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode.bits));
   if (!out) throw_system_error("cannot create " + path.string(), errno);
   // open() gives a new file mode & ~umask and leaves an existing file's mode as it was.

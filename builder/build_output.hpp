@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -57,6 +58,7 @@ struct FileMode {
 // Creates (or truncates) `path` with `mode` from the start, so a secret is never briefly readable by
 // others, and writes `content` to it.
 void write_file_with_mode(const std::filesystem::path& path, const std::string& content, FileMode mode);
+void write_file_with_mode(const std::filesystem::path& path, std::span<const std::uint8_t> content, FileMode mode);
 
 // Replaces `path` whole: `content` goes to <path>.partial, which is then renamed over `path`, so a
 // reader (or a crash) finds the old file or the new one, never half of one. On failure the .partial

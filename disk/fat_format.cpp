@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <map>
 #include <string_view>
 
 #include "core/endian.hpp"
@@ -248,6 +249,58 @@ std::vector<FatFormatWrite> empty_fat_structures(const FatLayout& layout, const 
     writes.push_back({offset, entries});
   }
   return writes;
+}
+
+std::optional<std::uint64_t> fat_bytes_needed(const std::vector<FatContentItem>& items, const FatLayout& layout) {
+  const std::uint64_t cluster = layout.cluster_size();
+  auto clusters_of = [&](std::uint64_t bytes) { return (bytes + cluster - 1) / cluster * cluster; };
+  // Directory entries per directory: one short entry, plus one long-name entry per 13 UTF-16 units
+  // (bytes of UTF-8 are at least as many), for every name.
+  std::map<std::string, std::uint64_t> slots_by_directory{{"", 0}};
+  std::uint64_t bytes = 0;
+  for (const FatContentItem& item : items) {
+    const std::size_t slash = item.path.rfind('/');
+    const std::string parent = slash == std::string::npos ? "" : item.path.substr(0, slash);
+    const std::size_t name_length = item.path.size() - (slash == std::string::npos ? 0 : slash + 1);
+    slots_by_directory[parent] += 1 + (name_length + 12) / 13;
+    if (item.is_directory) {
+      slots_by_directory.try_emplace(item.path, 0);
+    } else {
+      bytes += clusters_of(item.size);
+    }
+  }
+  for (const auto& [directory, slots] : slots_by_directory) {
+    if (directory.empty() && layout.type != FatType::fat32) {
+      // The label entry takes one of the fixed root directory's entries.
+      if (slots + 1 > layout.root_entries) return std::nullopt;
+      continue;
+    }
+    // "." and ".." (or the root's label) and room for the end marker.
+    bytes += clusters_of((slots + 3) * 32);
+  }
+  return bytes;
+}
+
+FatLayout plan_fat_layout_to_fit(const std::vector<FatContentItem>& items, std::uint64_t free_bytes, const FatFormatOptions& options) {
+  FatFormatOptions chosen = options;
+  std::uint64_t data = 0;
+  for (const FatContentItem& item : items) data += item.size;
+  // A first guess from the raw sizes, then grown until the layout of that size holds the items; the
+  // cluster size (and so the rounding) changes with the size, hence the loop.
+  std::uint64_t size = std::max<std::uint64_t>(4 * MiB, (data + free_bytes + MiB - 1) / MiB * MiB);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    if (chosen.type == FatType::fat32) size = std::max<std::uint64_t>(size, 40 * MiB);
+    const FatLayout layout = plan_fat_layout(size, chosen);
+    const std::optional<std::uint64_t> needed = fat_bytes_needed(items, layout);
+    if (!needed) {
+      chosen.type = FatType::fat32;  // too many names for FAT16's fixed root directory
+      continue;
+    }
+    if (layout.data_bytes() >= *needed + free_bytes) return layout;
+    const std::uint64_t missing = *needed + free_bytes - layout.data_bytes();
+    size += std::max<std::uint64_t>(MiB, (missing + MiB - 1) / MiB * MiB);
+  }
+  throw Error("no FAT layout found for " + std::to_string(items.size()) + " files of " + describe_size(data));
 }
 
 FatLayout format_fat(BlockDevice& device, const FatFormatOptions& options) {

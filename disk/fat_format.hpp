@@ -66,6 +66,22 @@ struct FatFormatWrite {
 // the first FAT entries of both FATs). Throws Error naming the label when it cannot be one.
 std::vector<FatFormatWrite> empty_fat_structures(const FatLayout& layout, const FatFormatOptions& options);
 
+// What is to go into a new filesystem, for sizing it before writing: names and sizes only.
+struct FatContentItem {
+  std::string path;  // '/'-separated from the root
+  bool is_directory = false;
+  std::uint64_t size = 0;
+};
+
+// The clusters (in bytes) `items` take on a filesystem of `layout`: files rounded up to whole
+// clusters, every directory (FAT32's root too) sized for its entries as if every name needed long-name
+// entries. nullopt when a FAT16 root directory has fewer entries than the root's names need.
+std::optional<std::uint64_t> fat_bytes_needed(const std::vector<FatContentItem>& items, const FatLayout& layout);
+
+// The smallest layout (in whole MiB) with room for `items` plus `free_bytes` to spare, chosen as
+// plan_fat_layout would for its size (FAT32 when the FAT16 root directory cannot hold the names).
+FatLayout plan_fat_layout_to_fit(const std::vector<FatContentItem>& items, std::uint64_t free_bytes, const FatFormatOptions& options);
+
 // Formats the whole device: zeroes the metadata area, then writes empty_fat_structures. The device's
 // size is the filesystem's. Returns the layout used.
 FatLayout format_fat(BlockDevice& device, const FatFormatOptions& options);

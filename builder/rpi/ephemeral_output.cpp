@@ -25,6 +25,7 @@
 #include "disk/block_device.hpp"
 #include "disk/ext4_filesystem.hpp"
 #include "disk/fat_filesystem.hpp"
+#include "disk/fat_tree.hpp"
 #include "disk/linux_kernel_image.hpp"
 #include "disk/partition_table.hpp"
 #include "disk/squashfs_writer.hpp"
@@ -68,19 +69,17 @@ void write_binary(const fs::path& path, std::span<const std::uint8_t> bytes, mod
 
 // Copies the boot partition's files (all but node_specific_boot_files) into `to`, returning name ->
 // sha256 for the manifest. Directories are walked (overlays/).
-void copy_boot_files(FatFilesystem& boot, const std::string& dir, const fs::path& to, nlohmann::json& digests) {
-  for (const FatDirectoryEntry& entry : boot.list_directory(dir)) {
-    if (entry.name == "." || entry.name == "..") continue;
-    std::string path = dir.empty() ? entry.name : dir + "/" + entry.name;
-    if (entry.is_directory) {
-      fs::create_directories(to / path);
-      copy_boot_files(boot, path, to, digests);
+void copy_boot_files(FatFilesystem& boot, const fs::path& to, nlohmann::json& digests) {
+  for (const FatTreeEntry& item : list_fat_tree(boot)) {
+    if (item.entry.is_directory) {
+      fs::create_directories(to / item.path);
       continue;
     }
-    if (dir.empty() && node_specific_boot_files.contains(lowercase(entry.name))) continue;
-    std::vector<std::uint8_t> content = boot.read_file(path);
-    write_binary(to / path, content, 0644);
-    digests[path] = Sha256::of(std::span<const std::uint8_t>(content)).hex();
+    const bool in_root = item.path.find('/') == std::string::npos;
+    if (in_root && node_specific_boot_files.contains(lowercase(item.path))) continue;
+    std::vector<std::uint8_t> content = boot.read_file(item.path);
+    write_binary(to / item.path, content, 0644);
+    digests[item.path] = Sha256::of(std::span<const std::uint8_t>(content)).hex();
   }
 }
 
@@ -287,7 +286,7 @@ BuiltEphemeral build_ephemeral_output(const Profile& profile, const std::vector<
   nlohmann::json manifest{{"format", 1}, {"profile", profile.name}, {"created", build_time}};
   log::info("ephemeral: boot files");
   nlohmann::json boot_digests = nlohmann::json::object();
-  copy_boot_files(boot, "", staging / "boot", boot_digests);
+  copy_boot_files(boot, staging / "boot", boot_digests);
 
   // One initramfs per kernel the nodes boot, with that kernel's modules.
   std::map<std::string, BuiltInitramfs> initramfs_by_kernel;
