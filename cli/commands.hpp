@@ -19,6 +19,7 @@ Command fetch_command();
 Command inspect_command();
 Command flash_command();
 Command eeprom_config_command();
+Command keygen_command();
 Command serve_command();
 Command upload_command();
 Command version_command();

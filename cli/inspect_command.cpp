@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "inspect/boot_ramdisk_inspector.hpp"
 #include "inspect/image_inspector.hpp"
 #include "cli/commands.hpp"
 #include "core/byte_size.hpp"
@@ -355,6 +356,65 @@ void print_text(const ImageInspection& r) {
   }
 }
 
+// ---- boot.img (Pi 5 HTTP boot ramdisk) ----
+
+nlohmann::json boot_ramdisk_json(const BootRamdiskInspection& r) {
+  nlohmann::json out;
+  out["image"] = {{"path", r.path.string()}, {"kind", "boot.img"}, {"size", r.image_bytes}, {"sha256", r.sha256}};
+  out["filesystem"] = {{"type", r.filesystem}, {"label", r.label}, {"free", r.free_bytes}};
+  out["files"] = nlohmann::json::array();
+  for (const auto& f : r.files) {
+    out["files"].push_back({{"path", f.path}, {"type", f.is_directory ? "directory" : "file"}, {"size", f.size}});
+  }
+  out["signature"] = nullptr;
+  if (r.signature) {
+    const auto& s = *r.signature;
+    out["signature"] = {{"boot_sig", s.boot_sig.string()},
+                        {"public_key", s.public_key.string()},
+                        {"public_key_sha256", s.public_key_sha256},
+                        {"signed_sha256", optional_json(s.signed_sha256)},
+                        {"ts", s.timestamp ? nlohmann::json(*s.timestamp) : nlohmann::json(nullptr)},
+                        {"verified", s.verified},
+                        {"reason", s.verified ? nlohmann::json(nullptr) : nlohmann::json(s.reason)}};
+  }
+  return out;
+}
+
+void print_boot_ramdisk(const BootRamdiskInspection& r) {
+  Section image("boot.img (Pi 5 HTTP boot ramdisk: a FAT image, no partition table)");
+  image.add("file", r.path.string());
+  image.add("size", format_byte_size(r.image_bytes) + " (" + std::to_string(r.image_bytes) + " bytes)");
+  image.add("sha256", r.sha256);
+  image.add("filesystem", r.filesystem + (r.label.empty() ? "" : ", label " + r.label) + ", " +
+                              format_byte_size(r.free_bytes) + " free");
+  image.print();
+
+  std::uint64_t total = 0;
+  std::size_t file_count = 0;
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& f : r.files) {
+    if (!f.is_directory) {
+      total += f.size;
+      ++file_count;
+    }
+    rows.push_back({f.is_directory ? "dir" : std::to_string(f.size), f.path + (f.is_directory ? "/" : "")});
+  }
+  std::printf("\nfiles (%zu, %s)\n", file_count, format_byte_size(total).c_str());
+  print_table(rows);
+
+  if (r.signature) {
+    const auto& s = *r.signature;
+    std::printf("\n");
+    Section signature("signature");
+    signature.add("boot.sig", s.boot_sig.string());
+    signature.add("public key", s.public_key.string() + " (sha256:" + s.public_key_sha256 + ")");
+    if (s.timestamp) signature.add("ts", std::to_string(*s.timestamp));
+    signature.add("result", s.verified ? "verified: the bootloader holding this key accepts this boot.img"
+                                       : "NOT VERIFIED: " + s.reason);
+    signature.print();
+  }
+}
+
 }  // namespace
 
 Command inspect_command() {
@@ -375,18 +435,47 @@ Command inspect_command() {
       "throwaway overlay, and reports each fact as agree/DISAGREE. It takes 30-40 s under software\n"
       "emulation; LIBGUESTFS_BACKEND defaults to direct.\n"
       "\n"
+      "A Pi 5 HTTP boot image (boot.img: a FAT filesystem with no partition table) is recognised\n"
+      "and its files are listed with their sizes. With --boot-sig FILE and --public-key PEM, the\n"
+      "check the bootloader makes is made too: boot.img's sha256 against boot.sig's first line, and\n"
+      "boot.sig's rsa2048 signature (RSA-2048, PKCS#1 v1.5, SHA-256) against the public key.\n"
+      "\n"
       "Exit status: 0 the image was read (warnings are printed, not fatal); 1 the image cannot be\n"
       "read, or --strict and there are warnings, or --deep found a disagreement or an unclean\n"
-      "filesystem, or libguestfs could not start; 2 usage error.",
+      "filesystem, or libguestfs could not start, or boot.sig does not verify (the reason is\n"
+      "printed); 2 usage error.",
       {{"json", '\0', "", "machine-readable output"},
        {"deep", '\0', "", "also check with libguestfs and fsck (slow: boots an appliance)"},
-       {"strict", '\0', "", "exit 1 when there are warnings"}},
+       {"strict", '\0', "", "exit 1 when there are warnings"},
+       {"boot-sig", '\0', "FILE", "boot.img only: verify this boot.sig (needs --public-key)"},
+       {"public-key", '\0', "PEM", "boot.img only: the RSA-2048 public key the Pi's EEPROM holds"}},
       1,
       1};
   return {spec, [](const ParsedArguments& args) {
+            const std::string& image = args.positional.front();
+            auto boot_sig = args.value("boot-sig");
+            auto public_key = args.value("public-key");
+            if (boot_sig.has_value() != public_key.has_value()) {
+              throw UsageError("--boot-sig and --public-key go together: a boot.sig is checked against a public key");
+            }
+            if (std::filesystem::is_regular_file(image) && is_boot_ramdisk_image(image)) {
+              std::optional<BootSignatureFiles> signature_files;
+              if (boot_sig) signature_files = BootSignatureFiles{*boot_sig, *public_key};
+              BootRamdiskInspection report = inspect_boot_ramdisk(image, signature_files);
+              if (args.flag("json")) {
+                std::printf("%s\n", boot_ramdisk_json(report).dump(2).c_str());
+              } else {
+                print_boot_ramdisk(report);
+              }
+              return report.signature && !report.signature->verified ? exit_failure : exit_success;
+            }
+            if (boot_sig) {
+              throw UsageError("--boot-sig applies to a boot.img (a FAT image with no partition table); " + image +
+                               " is not one");
+            }
             InspectOptions options;
             options.deep = args.flag("deep");
-            ImageInspection report = inspect_image(args.positional.front(), options);
+            ImageInspection report = inspect_image(image, options);
             if (args.flag("json")) {
               std::printf("%s\n", inspection_json(report).dump(2).c_str());
             } else {

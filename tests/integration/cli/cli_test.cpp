@@ -13,7 +13,8 @@ std::string cli() { return test::cli_path().string(); }
 }  // namespace
 
 TEST_CASE("every subcommand has --help; usage errors exit 2", "[cli]") {
-  for (const char* command : {"build", "validate", "fetch", "inspect", "flash", "eeprom-config", "serve", "upload", "version"}) {
+  for (const char* command :
+       {"build", "validate", "fetch", "inspect", "flash", "eeprom-config", "keygen", "serve", "upload", "version"}) {
     auto help = test::run(cli() + " " + command + " --help");
     INFO(command << ": " << help.output);
     CHECK(help.exit_code == 0);

@@ -82,7 +82,7 @@ TEST_CASE("boot.sig is byte-identical to rpi-eeprom-digest's and verifies with o
   CHECK(der.output.substr(0, 64) == public_key.fingerprint().hex());
 }
 
-TEST_CASE("keys from openssl: PKCS#1 accepted; 4096-bit and encrypted refused naming the file", "[pi_boot_signature][openssl]") {
+TEST_CASE("keys from openssl: PKCS#1 accepted, 4096-bit and encrypted refused naming the file", "[pi_boot_signature][openssl]") {
   test::TempDir dir;
   fs::path traditional = dir / "rsa.pem";
   require_run("openssl genrsa -traditional -out " + traditional.string() + " 2048 2>&1");
