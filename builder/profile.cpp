@@ -126,10 +126,26 @@ class ProfileReader {
         output.ephemeral = read_ephemeral(*ephemeral);
       }
     }
+    if (auto http_boot = reader->map("http_boot")) output.http_boot = read_http_boot(*http_boot);
     if (!output.disk_images && !output.ephemeral) {
       reader->error_at("disk_images", "'output.disk_images: false' leaves nothing to build: add 'output.ephemeral'");
     }
     reader->finish();
+  }
+
+  std::optional<HttpBootSettings> read_http_boot(ConfigMapReader& reader) {
+    auto key = read_secret_reference(reader, "key", true);
+    if (key && options_.check_secrets) check_secret(*key, diagnostics_);
+    HttpBootSettings h;
+    if (key) h.key = *key;
+    h.image_size = reader.byte_size("image_size");
+    // Below this no FAT16 exists; a boot partition never fits anyway.
+    if (h.image_size && *h.image_size < (4ull << 20)) {
+      reader.error_at("image_size", "'output.http_boot.image_size' must be at least 4MiB (leave it out to size boot.img to fit)");
+    }
+    reader.finish();
+    if (!key) return std::nullopt;
+    return h;
   }
 
   EphemeralSettings read_ephemeral(ConfigMapReader& reader) {
@@ -589,6 +605,10 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
     // `mode: ephemeral` for a talos profile (docs/netboot.md), not an output of the build.
     top.error_at("output", "'output.ephemeral' and 'output.disk_images' are for kind rpi5-rke2; for Talos nodes that come "
                            "back fresh on every boot use mode: ephemeral in serve's nodes file");
+  }
+  if (profile.output.http_boot) {
+    top.error_at("output", "'output.http_boot' is for kind rpi5-rke2 (the Raspberry Pi 5 bootloader's HTTP boot); Talos nodes "
+                           "netboot with talos.outputs: [netboot]");
   }
 
   if (auto proxmox = top.map("proxmox")) {

@@ -82,6 +82,12 @@ struct EphemeralSettings {
   std::optional<std::filesystem::path> busybox;  // a static arm64 busybox (binary or busybox-static .deb)
 };
 
+// Raspberry Pi 5 HTTP boot (docs/profiles.md, "HTTP boot"): a signed boot.img per node for `serve`.
+struct HttpBootSettings {
+  SecretReference key;                      // the RSA-2048 private key (PEM) boot.sig is signed with
+  std::optional<std::uint64_t> image_size;  // boot.img's size; default: sized to fit the boot files
+};
+
 struct OutputSettings {
   std::optional<std::uint64_t> image_size;  // grow the image to this; default: just enough
   std::uint64_t root_free_space = 512ull << 20;  // at least this much free in the root fs after preload
@@ -90,6 +96,7 @@ struct OutputSettings {
   bool grow_root = true;  // false: never grow the root partition/filesystem; the base must have room
   bool disk_images = true;  // rpi5-rke2: write <node>.img (false: only the ephemeral output)
   std::optional<EphemeralSettings> ephemeral;  // rpi5-rke2: also write the ephemeral (netboot, RAM) output
+  std::optional<HttpBootSettings> http_boot;  // rpi5-rke2: also write <node>.boot.img and .boot.sig
 };
 
 struct Rpi5Node {

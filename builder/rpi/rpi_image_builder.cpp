@@ -10,6 +10,7 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <future>
@@ -36,6 +37,7 @@
 #include "disk/partition_table.hpp"
 #include "disk/sparse_file.hpp"
 #include "builder/rpi/pi_boot_files.hpp"
+#include "builder/rpi/pi_boot_image.hpp"
 #include "builder/rpi/rke2_node_files.hpp"
 #include "builder/rpi/rke2_release.hpp"
 #include "builder/rpi/rootfs_overlay.hpp"
@@ -549,6 +551,8 @@ struct RpiNodeBuild {
   // the copy is mostly the disk taking the bytes (a memcpy out of the page cache besides), the hash
   // is SHA-256 on one core, so they overlap.
   std::future<bool> next_copy;
+  // output.http_boot's signing key, loaded before anything was written.
+  const RsaPrivateKey* http_boot_key = nullptr;
 
   fs::path image_partial(const Rpi5Node& node) const { return options.output_dir / (node.name + ".img.partial"); }
 };
@@ -632,6 +636,25 @@ void move_node_outputs_into_place(RpiNodeBuild& build, const fs::path& image_par
   built.image = BuiltFile{image, hashes.size, hashes.sha256};
 }
 
+// output.http_boot: <node>.boot.img from the node's customised boot partition, and its boot.sig.
+void write_node_http_boot(RpiNodeBuild& build, const Rpi5Node& node, const fs::path& image_partial, BuiltNode& built) {
+  log::info("node ", node.name, ": boot.img for HTTP boot");
+  FileBlockDevice device(image_partial, FileBlockDevice::Access::read_only);
+  PartitionTable table = read_partition_table(device);
+  SubrangeBlockDevice boot_partition = open_partition(device, table, build.prepared.layout.boot_index);
+  FatFilesystem boot(boot_partition);
+  PiBootImageSpec spec;
+  spec.node = node.name;
+  spec.image_size = build.profile.output.http_boot->image_size;
+  spec.timestamp = build.options.source_date_epoch.value_or(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  const fs::path& out = build.options.output_dir;
+  BuiltPiBoot files = write_pi_boot_files(pi_boot_image_bytes(boot, spec), *build.http_boot_key, spec.timestamp,
+                                          out / (node.name + ".boot.img"), out / (node.name + ".boot.sig"), build.partial);
+  built.boot_image = files.image;
+  built.boot_signature = files.signature;
+}
+
 nlohmann::json node_report(const RpiNodeBuild& build, const Rpi5Node& node, const NodeResult& node_result,
                            const BuiltNode& built) {
   const fs::path& out = build.options.output_dir;
@@ -644,6 +667,8 @@ nlohmann::json node_report(const RpiNodeBuild& build, const Rpi5Node& node, cons
   for (const auto& c : node_result.changes) report["changes"].push_back(c);
   if (built.bmap) report["bmap"] = built_file_json(*built.bmap, out);
   for (const auto& c : built.compressed) report["compressed"].push_back(built_file_json(c, out));
+  if (built.boot_image) report["boot_img"] = built_file_json(*built.boot_image, out);
+  if (built.boot_signature) report["boot_sig"] = built_file_json(*built.boot_signature, out);
   return report;
 }
 
@@ -668,6 +693,7 @@ BuiltNode build_node_image(RpiNodeBuild& build, const std::vector<const Rpi5Node
   BuiltNode built;
   built.name = node.name;
   built.first_boot_format = node_result.first_boot_format;
+  if (build.http_boot_key) write_node_http_boot(build, node, image_partial, built);
   ImageHashes hashes = hash_node_image(build, image_partial, node_result, copied_direct, last);
   write_bmap_and_compressed_copies(build, node, image_partial, hashes, built);
   move_node_outputs_into_place(build, image_partial, image, hashes, built);
@@ -685,6 +711,8 @@ BuildRecord write_rpi_build_record(const Profile& profile, const BuildOptions& o
     sums.push_back(n.image);
     if (n.bmap) sums.push_back(*n.bmap);
     sums.insert(sums.end(), n.compressed.begin(), n.compressed.end());
+    if (n.boot_image) sums.push_back(*n.boot_image);
+    if (n.boot_signature) sums.push_back(*n.boot_signature);
   }
   const Rke2Release& release = inputs.release;
   nlohmann::json input_list = nlohmann::json::array({input_json("base", inputs.base), input_json("rke2-checksums", release.checksums),
@@ -715,6 +743,12 @@ std::optional<std::int64_t> source_date_epoch_from_environment() {
 BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& options) {
   if (!profile.base) throw Error(profile.file.string() + ": nothing to build: the profile has no base image");
   std::vector<const Rpi5Node*> nodes = select_nodes(profile.rpi_nodes, options.only_nodes, profile.file);
+  // A missing or unusable signing key is found before an image is fetched or written.
+  std::optional<RsaPrivateKey> http_boot_key;
+  if (profile.output.http_boot) {
+    const SecretReference& key = profile.output.http_boot->key;
+    http_boot_key = load_rsa_private_key(load_secret(key), key.describe());
+  }
   // 1. inputs
   RpiInputs inputs = fetch_rpi_inputs(profile, *nodes.front(), options.fetch);
   fs::create_directories(options.output_dir);
@@ -732,7 +766,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
     ephemeral = build_ephemeral_output(profile, nodes, source, inputs.release, options, partial);
   }
   // 5-6. per node: its image, bmap and compressed copies
-  RpiNodeBuild build{profile, options, prepared, inputs.release, partial, {}, {}, {}};
+  RpiNodeBuild build{profile, options, prepared, inputs.release, partial, {}, {}, {}, http_boot_key ? &*http_boot_key : nullptr};
   BuildResult result;
   nlohmann::json node_reports = nlohmann::json::array();
   for (std::size_t index = 0; profile.output.disk_images && index < nodes.size(); ++index) {

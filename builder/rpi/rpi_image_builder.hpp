@@ -31,6 +31,8 @@ struct BuiltNode {
   std::optional<BuiltFile> bmap;
   std::vector<BuiltFile> compressed;
   std::string first_boot_format;
+  std::optional<BuiltFile> boot_image;      // output.http_boot: <node>.boot.img
+  std::optional<BuiltFile> boot_signature;  // and its <node>.boot.sig
 };
 
 struct BuildResult {

@@ -1,5 +1,7 @@
 #include "builder/profile.hpp"
 
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 
@@ -339,4 +341,30 @@ TEST_CASE("output.ephemeral: true takes the defaults, a map sets them, bad value
   Diagnostics d4;
   CHECK_FALSE(load_profile(dir / "none.yaml", d4));
   CHECK(has_error(d4, (dir / "none.yaml").string() + ":", "leaves nothing to build"));
+}
+
+TEST_CASE("output.http_boot: a key reference and an optional image size, for rpi5-rke2 only", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "boot.pem", "not read by the profile check beyond being present\n");
+  ::chmod((dir / "boot.pem").c_str(), 0600);
+  test::write_file(dir / "on.yaml", std::string(minimal_rpi) + "output:\n  http_boot: {key: {file: boot.pem}, image_size: 256MiB}\n");
+  Diagnostics d;
+  auto on = load_profile(dir / "on.yaml", d);
+  INFO(dump(d));
+  REQUIRE(on);
+  REQUIRE(on->output.http_boot);
+  CHECK(on->output.http_boot->key.name == (dir / "boot.pem").string());
+  CHECK(on->output.http_boot->image_size == (256ull << 20));
+
+  test::write_file(dir / "bad.yaml", std::string(minimal_rpi) + "output:\n  http_boot: {key: inline-pem, image_size: 1MiB}\n");
+  Diagnostics d2;
+  CHECK_FALSE(load_profile(dir / "bad.yaml", d2));
+  INFO(dump(d2));
+  CHECK(has_error(d2, (dir / "bad.yaml").string() + ":", "key"));
+  CHECK(has_error(d2, (dir / "bad.yaml").string() + ":", "at least 4MiB"));
+
+  test::write_file(dir / "nokey.yaml", std::string(minimal_rpi) + "output:\n  http_boot: {image_size: 64MiB}\n");
+  Diagnostics d3;
+  CHECK_FALSE(load_profile(dir / "nokey.yaml", d3));
+  CHECK(has_error(d3, (dir / "nokey.yaml").string() + ":", "key"));
 }
