@@ -12,7 +12,7 @@ namespace {
 std::string cli() { return test::cli_path().string(); }
 }  // namespace
 
-TEST_CASE("every subcommand has --help; usage errors exit 2", "[cli]") {
+TEST_CASE("every subcommand has --help, usage errors exit 2", "[cli]") {
   for (const char* command :
        {"build", "validate", "fetch", "inspect", "flash", "eeprom-config", "keygen", "serve", "upload", "version"}) {
     auto help = test::run(cli() + " " + command + " --help");

@@ -134,7 +134,7 @@ TEST_CASE("wrong bytes fail with both checksums named and leave nothing in the c
   CHECK(server.request_count("/img") == 1);  // wrong bytes are not a transient failure
 }
 
-TEST_CASE("404 fails at once; 503 is retried with backoff", "[fetch]") {
+TEST_CASE("404 fails at once, 503 is retried with backoff", "[fetch]") {
   set_progress_mode(ProgressMode::off);
   test::TempDir dir;
   LoopbackHttpServer server;
@@ -188,7 +188,7 @@ TEST_CASE("local paths and file URLs are verified in place", "[fetch]") {
   CHECK_THROWS_WITH(fetcher.fetch({"ftp://example/x", std::nullopt, {}}), Catch::Contains("unsupported URL scheme 'ftp'"));
 }
 
-TEST_CASE("several inputs download concurrently; every failure is reported together", "[fetch]") {
+TEST_CASE("several inputs download concurrently, every failure is reported together", "[fetch]") {
   set_progress_mode(ProgressMode::off);
   test::TempDir dir;
   LoopbackHttpServer server;

@@ -178,7 +178,7 @@ TEST_CASE("fat: short names are unique within a directory", "[fat]") {
   CHECK(names_in(fs, "/").count("Kernel8.img") == 1);  // the existing name is kept on replace
 }
 
-TEST_CASE("fat: replacing files frees and reuses clusters; FSInfo stays exact", "[fat]") {
+TEST_CASE("fat: replacing files frees and reuses clusters, FSInfo stays exact", "[fat]") {
   auto device = format({});
   FatFilesystem fs(device);
   const auto free_at_start = fs.free_bytes();

@@ -54,7 +54,7 @@ TEST_CASE("in-memory decompression: xz and zstd from their tools, plain input as
   CHECK_THROWS_WITH(decompress_in_memory(cut, 1 << 20, "cut.gz"), Contains("cut.gz: "));
 }
 
-TEST_CASE("kernel release: from the banner of a plain or gzip'd Image; format strings are not banners", "[kernel]") {
+TEST_CASE("kernel release: from the banner of a plain or gzip'd Image, format strings are not banners", "[kernel]") {
   std::string image = std::string(0x38, '\0') + "ARM\x64" + std::string(1000, '\0') + "Linux version %s (%s)\n" +
                       std::string(100, 'x') + "Linux version 6.6.51+rpt-rpi-2712 (serge@raspberrypi.com) (gcc) #1 SMP PREEMPT\n";
   CHECK(aggrik8s::builder::kernel_release(bytes_of(image)) == "6.6.51+rpt-rpi-2712");

@@ -116,7 +116,7 @@ TEST_CASE("flash: uses of a disk are found by device number, by source name, and
   CHECK(uses_of_disk(idle, mounts, {}).empty());
 }
 
-TEST_CASE("flash: refusals: mounted, system disk, holders, read-only; non-removable needs --force", "[flash]") {
+TEST_CASE("flash: refusals: mounted, system disk, holders, read-only, non-removable needs --force", "[flash]") {
   AttachedDisk stick = usb_stick();
   CHECK(assess_flash_target(stick, {}, {"sda"}).allowed(false));
 

@@ -49,7 +49,7 @@ TEST_CASE("flash plan: the test delay is a count of milliseconds or nothing", "[
   CHECK(parse_flash_test_delay("") == milliseconds(0));
 }
 
-TEST_CASE("flash plan: a disk needs the user's yes, a file does not; the question names the disk", "[flash]") {
+TEST_CASE("flash plan: a disk needs the user's yes, a file does not, the question names the disk", "[flash]") {
   CheckedFlashTarget file;
   file.path = "copy.img";
   file.kind = FlashTargetKind::regular_file;

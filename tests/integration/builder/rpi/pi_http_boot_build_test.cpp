@@ -169,19 +169,18 @@ TEST_CASE("build refuses a missing or wrong key and a too-small boot.img, leavin
   test::TempDir dir;
   const fs::path out = dir / "out";
 
-  write_profile(dir, "{key: {file: missing.pem}}");
-  auto missing = build(dir, out);
-  CHECK(missing.exit_code != 0);
-  CHECK_THAT(missing.output, Contains("missing.pem"));
-  CHECK(leftovers(out).empty());
-
+  // A bad key is refused before any work: the output directory stays empty.
+  auto expect_refused_at_start = [&](const std::string& http_boot, const std::vector<std::string>& reasons) {
+    write_profile(dir, http_boot);
+    auto r = build(dir, out);
+    INFO(r.output);
+    CHECK(r.exit_code != 0);
+    for (const auto& reason : reasons) CHECK_THAT(r.output, Contains(reason));
+    CHECK(leftovers(out).empty());
+  };
+  expect_refused_at_start("{key: {file: missing.pem}}", {"missing.pem"});
   make_key(dir / "big.pem", 4096);
-  write_profile(dir, "{key: {file: big.pem}}");
-  auto big = build(dir, out);
-  INFO(big.output);
-  CHECK(big.exit_code != 0);
-  CHECK_THAT(big.output, Contains("big.pem") && Contains("4096") && Contains("2048"));
-  CHECK(leftovers(out).empty());
+  expect_refused_at_start("{key: {file: big.pem}}", {"big.pem", "4096", "2048"});
 
   make_key(dir / "boot.pem", 2048);
   write_profile(dir, "{key: {file: boot.pem}, image_size: 8MiB}");

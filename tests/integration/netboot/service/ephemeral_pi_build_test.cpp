@@ -59,7 +59,7 @@ TEST_CASE("ephemeral builds: a manifest that names files outside the build or is
   CHECK_THROWS_WITH(parse_ephemeral_current("{\"build\": \"x/y\"}", "c.json"), Contains("c.json: 'build' must be lowercase hex"));
 }
 
-TEST_CASE("ephemeral builds: a boot keeps the build it started with; the next boot gets the rebuild", "[ephemeral]") {
+TEST_CASE("ephemeral builds: a boot keeps the build it started with, the next boot gets the rebuild", "[ephemeral]") {
   TempDir temp;
   fs::path dir = temp.path() / "ephemeral" / "pi-workers";
   write_build(dir, "1111111111111111");

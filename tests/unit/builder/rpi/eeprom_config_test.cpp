@@ -59,7 +59,7 @@ TEST_CASE("eeprom: every setting line is preceded by a comment", "[eeprom]") {
   CHECK(count_commented_settings(text) == 6);  // BOOT_UART, POWER_OFF_ON_HALT, BOOT_ORDER, PCIE_PROBE, TFTP_PREFIX, TFTP_IP
 }
 
-TEST_CASE("eeprom: PCIE_PROBE follows NVMe; TFTP settings need network boot and valid values", "[eeprom]") {
+TEST_CASE("eeprom: PCIE_PROBE follows NVMe, TFTP settings need network boot and valid values", "[eeprom]") {
   PiEepromSettings sd_only;
   sd_only.boot_order = parse_pi_boot_order("sd,usb");
   CHECK(format_pi_eeprom_config(sd_only).find("PCIE_PROBE") == std::string::npos);

@@ -120,7 +120,7 @@ TEST_CASE("initramfs kernel config: what unpacking it and udhcpc need, named wit
                                  "CONFIG_PACKET is not set (needs y or m): udhcpc sends DHCP through an AF_PACKET socket"});
 }
 
-TEST_CASE("busybox: a static arm64 ELF is accepted; dynamic, other machines and non-ELF say what they are", "[ephemeral-initramfs]") {
+TEST_CASE("busybox: a static arm64 ELF is accepted, dynamic, other machines and non-ELF say what they are", "[ephemeral-initramfs]") {
   CHECK_FALSE(static_arm64_executable_problem(elf(183, false)).has_value());
   CHECK(static_arm64_executable_problem(elf(183, true)).value() ==
         "a dynamically linked executable (PT_INTERP /lib/ld-linux-aarch64.so.1)");
@@ -130,7 +130,7 @@ TEST_CASE("busybox: a static arm64 ELF is accepted; dynamic, other machines and 
   CHECK(busybox_missing_applets(elf(183, false), {"udhcpc", "nslookup"}) == std::vector<std::string>{"nslookup"});
 }
 
-TEST_CASE("ephemeral initramfs: init, busybox, applets, decompressed modules in load order, console; reproducible",
+TEST_CASE("ephemeral initramfs: init, busybox, applets, decompressed modules in load order, console, reproducible",
           "[ephemeral-initramfs]") {
   Root root;
   make_root(root, elf(183, false), full_config);

@@ -65,7 +65,7 @@ TEST_CASE("module closure: dependencies first, each module once, in request orde
   CHECK_FALSE(closure.requested[3].required);
 }
 
-TEST_CASE("module closure: built-in modules need nothing loaded; absent optional ones are noted", "[modules]") {
+TEST_CASE("module closure: built-in modules need nothing loaded, absent optional ones are noted", "[modules]") {
   auto closure = resolve_kernel_modules(modules_dep, modules_builtin, {"af_packet", "loop", "loop"}, {"virtio_mmio", "unix"}, "k");
   CHECK(closure.load_order == std::vector<std::string>{"kernel/drivers/block/loop.ko"});
   REQUIRE(closure.requested.size() == 4);

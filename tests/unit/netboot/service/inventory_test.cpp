@@ -195,7 +195,7 @@ http: {base_url: "https://x", prot: 1}
   CHECK_THAT(errors, Catch::Contains("netboot.yaml:3:31: unknown key 'http.prot' (did you mean 'port'?)"));
 }
 
-TEST_CASE("netboot config: node_secrets.proof defaults to neighbour; last-asker must be written out", "[inventory][netboot]") {
+TEST_CASE("netboot config: node_secrets.proof defaults to neighbour, last-asker must be written out", "[inventory][netboot]") {
   auto read = [](const std::string& yaml, Diagnostics& diagnostics) {
     ConfigNode tree = load_yaml_string(yaml, "netboot.yaml", diagnostics);
     return parse_netboot_config(tree, diagnostics);
