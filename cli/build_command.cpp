@@ -29,6 +29,8 @@ Command build_command() {
                    "rpi5-rke2 profiles with output.ephemeral also write ephemeral/<profile>/<build>/ (root.squashfs,\n"
                    "initramfs, per-node layers; current.json names the newest) for `serve`'s rpi_ephemeral\n"
                    "profiles (docs/profiles.md, \"Ephemeral output\"); output.disk_images: false writes only that.\n"
+                   "rpi5-rke2 profiles with output.http_boot also write <node>.boot.img (0600) and <node>.boot.sig,\n"
+                   "signed with its key, for Pi 5 HTTP boot from `serve` (docs/profiles.md, \"HTTP boot\").\n"
                    "talos-iso profiles write <node>-config.iso, <node>.iso and netboot/<node>/ (docs/proxmox.md);\n"
                    "--upload then puts the ISOs on the profile's Proxmox storage, as `aggrik8s-image upload` does.",
                    options, 1, 1};
@@ -88,6 +90,11 @@ Command build_command() {
               for (const auto& c : node.compressed) {
                 std::printf("%s  %s  (%s)\n", c.sha256.hex().c_str(), c.path.c_str(), format_byte_size(c.size).c_str());
               }
+              if (node.boot_image) {
+                std::printf("%s  %s  (%s, HTTP boot)\n", node.boot_image->sha256.hex().c_str(), node.boot_image->path.c_str(),
+                            format_byte_size(node.boot_image->size).c_str());
+              }
+              if (node.boot_signature) std::printf("%s  %s\n", node.boot_signature->sha256.hex().c_str(), node.boot_signature->path.c_str());
             }
             if (result.ephemeral_build) {
               std::printf("ephemeral build %s: %s (current; serve profile: rpi_ephemeral: {build: %s})\n",
