@@ -127,6 +127,11 @@ class ProfileReader {
       }
     }
     if (auto http_boot = reader->map("http_boot")) output.http_boot = read_http_boot(*http_boot);
+    if (output.http_boot && output.ephemeral && !output.ephemeral->serve_url) {
+      reader->error_at("http_boot", "'output.http_boot' with 'output.ephemeral' needs 'output.ephemeral.serve_url' (where "
+                                    "`aggrik8s-image serve` answers, e.g. http://10.0.0.2:8080): an ephemeral node's boot.img "
+                                    "carries the URLs of its root");
+    }
     if (!output.disk_images && !output.ephemeral) {
       reader->error_at("disk_images", "'output.disk_images: false' leaves nothing to build: add 'output.ephemeral'");
     }
@@ -161,6 +166,22 @@ class ProfileReader {
     if (auto r = reader.byte_size("runtime_reserve")) e.runtime_reserve = *r;
     if (auto modules = reader.string_list("modules")) e.modules = *modules;
     e.busybox = reader.path_value("busybox");
+    if (auto url = reader.string("serve_url")) {
+      std::string base = *url;
+      while (base.ends_with("/")) base.pop_back();
+      if (!(base.starts_with("http://") || base.starts_with("https://")) || base.find_first_of(" \t\"'") != std::string::npos) {
+        reader.error_at("serve_url", "'output.ephemeral.serve_url' must be the http:// base URL of `aggrik8s-image serve` "
+                                     "(e.g. http://10.0.0.2:8080), got '" + *url + "'");
+      }
+      e.serve_url = base;
+    }
+    if (auto name = reader.string("serve_profile")) {
+      if (name->empty() || name->find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != std::string::npos) {
+        reader.error_at("serve_profile", "'output.ephemeral.serve_profile' must be a profile name of serve's nodes file "
+                                         "(letters, digits, '.', '_', '-'), got '" + *name + "'");
+      }
+      e.serve_profile = *name;
+    }
     reader.finish();
     return e;
   }

@@ -80,6 +80,10 @@ struct EphemeralSettings {
   std::uint64_t runtime_reserve = 1ull << 30;  // RAM the running system needs beyond root and images
   std::vector<std::string> modules;            // more kernel modules for the initramfs
   std::optional<std::filesystem::path> busybox;  // a static arm64 busybox (binary or busybox-static .deb)
+  // Where `serve` answers (http://10.0.0.2:8080) and the nodes-file profile that serves this build
+  // (default: the build profile's name): the URLs in the cmdline.txt of each node's HTTP boot.img.
+  std::optional<std::string> serve_url;
+  std::optional<std::string> serve_profile;
 };
 
 // Raspberry Pi 5 HTTP boot (docs/profiles.md, "HTTP boot"): a signed boot.img per node for `serve`.

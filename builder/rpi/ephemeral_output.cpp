@@ -15,6 +15,7 @@
 #include "builder/rpi/first_boot.hpp"
 #include "builder/rpi/node_root_files.hpp"
 #include "builder/rpi/pi_boot_files.hpp"
+#include "builder/rpi/pi_boot_image.hpp"
 #include "builder/rpi/rootfs_overlay.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
@@ -255,11 +256,62 @@ LayerResult write_node_layer(const Profile& profile, const Rpi5Node& node, const
   return result;
 }
 
+// output.http_boot: nodes/<node>/boot.img and boot.sig in the staging directory. The build's boot
+// files as they are under boot/ (the partition's minus node_specific_boot_files, plus our initramfs),
+// and the node's config.txt and cmdline.txt, which gets the URLs serve would add to a TFTP boot's:
+// the bootloader takes boot.img whole, so nothing can be added per request. Returns the manifest's
+// "http_boot" entry (node -> boot.img and boot.sig with size and sha256).
+nlohmann::json write_http_boot_images(const Profile& profile, const std::vector<const Rpi5Node*>& nodes, FatFilesystem& boot,
+                                      const std::map<std::string, BuiltInitramfs>& initramfs_by_kernel,
+                                      const std::string& config_txt, const fs::path& staging, const std::string& id,
+                                      const nlohmann::json& manifest,
+                                      const RsaPrivateKey& key, std::int64_t build_time, PartialOutputs& partial) {
+  EphemeralRootUrls urls;
+  urls.url_base = manifest["http_boot_url_base"].get<std::string>();
+  urls.build_id = id;
+  urls.root_file = manifest["root"]["file"].get<std::string>();
+  urls.root_sha256 = manifest["root"]["sha256"].get<std::string>();
+
+  // One spec for every node: the initramfs contents (tens of MiB) are read once and only config.txt
+  // and cmdline.txt change between nodes.
+  PiBootImageSpec spec;
+  spec.image_size = profile.output.http_boot->image_size;
+  spec.timestamp = build_time;
+  spec.omitted_root_files = node_specific_boot_files;
+  for (const auto& [kernel, initramfs] : initramfs_by_kernel) {
+    const std::string name = initramfs.path.filename().string();
+    std::string& content = spec.replaced_files[name];
+    content.resize(initramfs.bytes);
+    std::ifstream in(initramfs.path, std::ios::binary);
+    if (!in.read(content.data(), static_cast<std::streamsize>(content.size()))) throw Error("cannot read " + initramfs.path.string());
+    spec.omitted_root_files.erase(lowercase(name));
+  }
+  spec.omitted_root_files.erase("config.txt");
+  spec.omitted_root_files.erase("cmdline.txt");
+
+  nlohmann::json entries = nlohmann::json::object();
+  for (const Rpi5Node* node : nodes) {
+    log::info("ephemeral: node ", node->name, ": boot.img for HTTP boot");
+    const fs::path node_dir = staging / "nodes" / node->name;
+    const nlohmann::json& entry = manifest["nodes"][node->name];
+    spec.node = node->name;
+    spec.replaced_files["config.txt"] = apply_config_txt(config_txt, node->boot);  // as nodes/<node>/config.txt
+    spec.replaced_files["cmdline.txt"] = ephemeral_cmdline_with_urls(entry["cmdline"].get<std::string>(), urls, node->name);
+    BuiltPiBoot built = write_pi_boot_files(pi_boot_image_bytes(boot, spec), key, build_time, node_dir / "boot.img",
+                                            node_dir / "boot.sig", partial);
+    entries[node->name] = {{"boot_img", {{"file", "nodes/" + node->name + "/boot.img"}, {"size", built.image.size}, {"sha256", built.image.sha256.hex()}}},
+                           {"boot_sig", {{"file", "nodes/" + node->name + "/boot.sig"}, {"size", built.signature.size}, {"sha256", built.signature.sha256.hex()}}},
+                           {"url_base", urls.url_base}};
+  }
+  return entries;
+}
+
 }  // namespace
 
 BuiltEphemeral build_ephemeral_output(const Profile& profile, const std::vector<const Rpi5Node*>& nodes,
                                       const EphemeralSource& source, const Rke2Release& release,
-                                      const BuildOptions& options, PartialOutputs& partial) {
+                                      const BuildOptions& options, PartialOutputs& partial,
+                                      const RsaPrivateKey* http_boot_key) {
   const EphemeralSettings& settings = *profile.output.ephemeral;
   const auto started = std::chrono::steady_clock::now();
   auto seconds_since = [](std::chrono::steady_clock::time_point t) {
@@ -401,9 +453,18 @@ BuiltEphemeral build_ephemeral_output(const Profile& profile, const std::vector<
   }
   manifest["nodes"] = node_entries;
 
+  // boot.img holds the id, so its digests join the manifest after the id is taken; that there are
+  // boot.imgs and where their URLs point are part of it (a build kept because its id exists has them).
+  if (http_boot_key) {
+    manifest["http_boot_url_base"] = settings.serve_url.value_or("") + "/ephemeral/" + settings.serve_profile.value_or(profile.name);
+  }
   // The id: a digest of everything the build holds (each file by its sha256).
   std::string id = Sha256::of(manifest.dump()).hex().substr(0, 16);
   manifest["build"] = id;
+  if (http_boot_key) {
+    manifest["http_boot"] = write_http_boot_images(profile, nodes, boot, initramfs_by_kernel, config_txt, staging, id,
+                                                   manifest, *http_boot_key, build_time, partial);
+  }
   write_text_file_atomically(staging / "ephemeral.json", manifest.dump(2) + "\n", FileMode::exactly(0644));
 
   BuiltEphemeral built;
@@ -428,7 +489,14 @@ BuiltEphemeral build_ephemeral_output(const Profile& profile, const std::vector<
   for (const auto& [kernel, initramfs] : initramfs_by_kernel) {
     built.files.push_back(describe_file(built.directory / "boot" / initramfs.path.filename(), digests));
   }
-  for (const Rpi5Node* node : nodes) built.files.push_back(describe_file(built.directory / "nodes" / node->name / "layer.tar", digests));
+  for (const Rpi5Node* node : nodes) {
+    const fs::path node_dir = built.directory / "nodes" / node->name;
+    built.files.push_back(describe_file(node_dir / "layer.tar", digests));
+    if (http_boot_key) {
+      built.files.push_back(describe_file(node_dir / "boot.img", digests));
+      built.files.push_back(describe_file(node_dir / "boot.sig", digests));
+    }
+  }
   built.report = {{"build", id},
                   {"directory", fs::relative(built.directory, options.output_dir).string()},
                   {"root", manifest["root"]},

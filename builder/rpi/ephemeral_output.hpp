@@ -13,8 +13,11 @@
 //   <id>/nodes/<node>/       config.txt (the node's managed block), cmdline.txt (its kernel arguments
 //                            without the URLs serve adds), layer.tar (0600: hostname, RKE2 config.yaml
 //                            with the token, overlays, first-boot files): what the disk image writes
-//                            into the node's root, as a tar the initramfs unpacks over the RAM root
-// <id> is a digest of the manifest, which holds the sha256 of every file: a build never changes once
+//                            into the node's root, as a tar the initramfs unpacks over the RAM root;
+//                            with output.http_boot also boot.img (0600) + boot.sig: the build's boot
+//                            files, our initramfs, the node's config.txt and its cmdline.txt with
+//                            serve's URLs (output.ephemeral.serve_url) for Pi 5 HTTP boot
+// <id> is a digest of the manifest (without its "http_boot" entry: boot.img holds the id), which holds the sha256 of every file: a build never changes once
 // written, a rebuild with other inputs gets a new directory, and nodes in the middle of a boot finish
 // with the one they started (serve's URLs name it). Old builds are removed by serve once no node
 // booted them within a lease time.
@@ -30,6 +33,7 @@
 
 #include "builder/build_output.hpp"
 #include "builder/profile.hpp"
+#include "builder/rpi/pi_boot_signature.hpp"
 #include "builder/rpi/rke2_release.hpp"
 
 namespace aggrik8s::builder {
@@ -54,7 +58,8 @@ struct BuiltEphemeral {
 
 BuiltEphemeral build_ephemeral_output(const Profile& profile, const std::vector<const Rpi5Node*>& nodes,
                                       const EphemeralSource& source, const Rke2Release& release,
-                                      const BuildOptions& options, PartialOutputs& partial);
+                                      const BuildOptions& options, PartialOutputs& partial,
+                                      const RsaPrivateKey* http_boot_key = nullptr);
 
 // Points OUT/ephemeral/<profile>/current.json at the build: the build's last step, so serve never
 // sees a build whose other outputs failed.

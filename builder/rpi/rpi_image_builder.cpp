@@ -763,7 +763,8 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
     EphemeralSource source{prepared.path,          prepared.layout.root_offset, prepared.layout.root_size,
                            prepared.layout.boot_index, prepared.boot_mount,  prepared.network_manager,
                            prepared.rootfs_has_cloud_init};
-    ephemeral = build_ephemeral_output(profile, nodes, source, inputs.release, options, partial);
+    ephemeral = build_ephemeral_output(profile, nodes, source, inputs.release, options, partial,
+                                       http_boot_key ? &*http_boot_key : nullptr);
   }
   // 5-6. per node: its image, bmap and compressed copies
   RpiNodeBuild build{profile, options, prepared, inputs.release, partial, {}, {}, {}, http_boot_key ? &*http_boot_key : nullptr};

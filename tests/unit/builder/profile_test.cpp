@@ -368,3 +368,31 @@ TEST_CASE("output.http_boot: a key reference and an optional image size, for rpi
   CHECK_FALSE(load_profile(dir / "nokey.yaml", d3));
   CHECK(has_error(d3, (dir / "nokey.yaml").string() + ":", "key"));
 }
+
+TEST_CASE("output.ephemeral.serve_url and serve_profile: where boot.img's URLs point", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "boot.pem", "present\n");
+  ::chmod((dir / "boot.pem").c_str(), 0600);
+  test::write_file(dir / "ok.yaml", std::string(minimal_rpi) +
+                                        "output:\n  http_boot: {key: {file: boot.pem}}\n"
+                                        "  ephemeral: {serve_url: \"http://10.0.0.2:8080/\", serve_profile: pi-workers}\n");
+  Diagnostics d;
+  auto ok = load_profile(dir / "ok.yaml", d);
+  INFO(dump(d));
+  REQUIRE(ok);
+  CHECK(ok->output.ephemeral->serve_url == "http://10.0.0.2:8080");
+  CHECK(ok->output.ephemeral->serve_profile == "pi-workers");
+
+  test::write_file(dir / "nourl.yaml", std::string(minimal_rpi) + "output:\n  http_boot: {key: {file: boot.pem}}\n  ephemeral: true\n");
+  Diagnostics d2;
+  CHECK_FALSE(load_profile(dir / "nourl.yaml", d2));
+  CHECK(has_error(d2, (dir / "nourl.yaml").string() + ":", "needs 'output.ephemeral.serve_url'"));
+
+  test::write_file(dir / "bad.yaml", std::string(minimal_rpi) +
+                                         "output:\n  ephemeral: {serve_url: \"10.0.0.2:8080\", serve_profile: \"a/b\"}\n");
+  Diagnostics d3;
+  CHECK_FALSE(load_profile(dir / "bad.yaml", d3));
+  INFO(dump(d3));
+  CHECK(has_error(d3, (dir / "bad.yaml").string() + ":", "got '10.0.0.2:8080'"));
+  CHECK(has_error(d3, (dir / "bad.yaml").string() + ":", "got 'a/b'"));
+}
