@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <sstream>
 
 #include "tests/test_support.hpp"
@@ -21,9 +22,9 @@ namespace {
 std::string cli() { return test::cli_path().string(); }
 std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
 
-// Shared with the inspect tests' fixtures (same generators, same lock): made once per build tree.
+// The stand-in fixtures, made once per build tree (under a lock: ctest may run cases in parallel).
 fs::path fixtures() {
-  fs::path dir = fs::path(AGGRIK8S_TEST_BINARY_DIR) / "test-fixtures-inspect";
+  fs::path dir = fs::path(AGGRIK8S_TEST_BINARY_DIR) / "test-fixtures-http-boot";
   fs::create_directories(dir);
   const std::string make = (test::source_dir() / "tests/fixtures").string();
   const std::string d = dir.string();
@@ -44,7 +45,7 @@ std::string checked(const std::string& command) {
   return r.output;
 }
 
-void write_profile(const test::TempDir& dir, const std::string& http_boot) {
+void write_profile(const test::TempDir& dir, const std::string& http_boot, const std::string& more_output = "") {
   const fs::path f = fixtures();
   test::write_file(dir / "token", "K10httpboot-secret-token::server:c0ffee\n");
   fs::permissions(dir / "token", fs::perms::owner_read | fs::perms::owner_write);
@@ -53,7 +54,7 @@ void write_profile(const test::TempDir& dir, const std::string& http_boot) {
                        "}\nrke2:\n  version: v1.33.1+rke2r1\n  release_dir: " + (f / "rke2").string() +
                        "\n  images: [rke2-images-core]\n  role: server\n  token: {file: token}\n"
                        "system:\n  users: [{name: ops, ssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaHTTP test@x\"]}]\n"
-                       "output: {root_free_space: 16MiB, bmap: false, http_boot: " + http_boot + "}\n"
+                       "output: {root_free_space: 16MiB, bmap: false, http_boot: " + http_boot + more_output + "}\n"
                        "nodes:\n  - name: n1\n  - name: n2\n    rke2: {role: agent, server: \"https://10.0.0.1:9345\"}\n");
 }
 
@@ -192,4 +193,73 @@ TEST_CASE("build refuses a missing or wrong key and a too-small boot.img, leavin
   CHECK(std::none_of(left.begin(), left.end(), [](const std::string& name) {
     return name.find(".img") != std::string::npos || name.find(".sig") != std::string::npos || name.find("partial") != std::string::npos;
   }));
+}
+
+TEST_CASE("build writes a signed boot.img per ephemeral node with serve's URLs in its cmdline", "[http_boot][integration]") {
+  test::TempDir dir;
+  make_key(dir / "boot.pem", 2048);
+  checked("openssl pkey -in " + quoted(dir / "boot.pem") + " -pubout -out " + quoted(dir / "pub.pem"));
+  write_profile(dir, "{key: {file: boot.pem}}",
+                ", disk_images: false, ephemeral: {memory: 1GiB, runtime_reserve: 256MiB, "
+                "serve_url: \"http://10.0.0.2:8080\", serve_profile: pi-workers}");
+  const fs::path out = dir / "out";
+  auto r = build(dir, out);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const fs::path builds = out / "ephemeral" / "httpboot";
+  const std::string id = nlohmann::json::parse(test::read_file(builds / "current.json"))["build"].get<std::string>();
+  const fs::path build_dir = builds / id;
+  const auto manifest = nlohmann::json::parse(test::read_file(build_dir / "ephemeral.json"));
+  const std::string root_sha256 = manifest["root"]["sha256"].get<std::string>();
+
+  for (const std::string node : {"n1", "n2"}) {
+    INFO("node " << node);
+    const fs::path node_dir = build_dir / "nodes" / node;
+    const fs::path boot_img = node_dir / "boot.img";
+    struct stat st {};
+    REQUIRE(::stat(boot_img.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    auto fsck = test::run("fsck.fat -n " + quoted(boot_img));
+    INFO(fsck.output);
+    CHECK(fsck.exit_code == 0);
+
+    // The build's boot files (boot/: the partition's without the node-specific ones, our initramfs),
+    // then the node's config.txt and its cmdline.txt with the URLs serve would give it over TFTP.
+    std::vector<std::string> expected;
+    for (const auto& entry : fs::recursive_directory_iterator(build_dir / "boot")) {
+      if (entry.is_regular_file()) expected.push_back("::/" + fs::relative(entry.path(), build_dir / "boot").string());
+    }
+    expected.push_back("::/cmdline.txt");
+    expected.push_back("::/config.txt");
+    std::vector<std::string> in_image = fat_files(quoted(boot_img));
+    std::sort(expected.begin(), expected.end());
+    std::sort(in_image.begin(), in_image.end());
+    CHECK(in_image == expected);
+    for (const std::string& file : expected) {
+      INFO(file);
+      fs::remove(dir / "b");
+      checked("MTOOLS_SKIP_CHECK=1 mcopy -i " + quoted(boot_img) + " '" + file + "' " + quoted(dir / "b"));
+      const std::string name = file.substr(3);
+      if (name == "cmdline.txt") {
+        const std::string url = "http://10.0.0.2:8080/ephemeral/pi-workers/" + id;
+        CHECK(test::read_file(dir / "b") == manifest["nodes"][node]["cmdline"].get<std::string>() + " aggrik8s.root=" + url +
+                                                "/root.squashfs aggrik8s.root_sha256=" + root_sha256 +
+                                                " aggrik8s.identity=" + url + "/identity/" + node + "\n");
+      } else if (name == "config.txt") {
+        CHECK(test::read_file(dir / "b") == test::read_file(node_dir / "config.txt"));
+      } else {
+        CHECK(test::read_file(dir / "b") == test::read_file(build_dir / "boot" / name));
+      }
+    }
+
+    checked("sed -n 's/^rsa2048: //p' " + quoted(node_dir / "boot.sig") + " | xxd -r -p > " + quoted(dir / "sig.bin"));
+    CHECK_THAT(checked("openssl dgst -sha256 -verify " + quoted(dir / "pub.pem") + " -signature " + quoted(dir / "sig.bin") +
+                       " " + quoted(boot_img)),
+               Contains("Verified OK"));
+    CHECK(manifest["http_boot"][node]["boot_img"]["sha256"].get<std::string>() ==
+          checked("sha256sum " + quoted(boot_img)).substr(0, 64));
+  }
+  const std::string sums = test::read_file(out / "SHA256SUMS");
+  CHECK_THAT(sums, Contains("nodes/n1/boot.img") && Contains("nodes/n2/boot.sig"));
+  checked("cd " + quoted(out) + " && sha256sum -c --quiet SHA256SUMS");
 }
