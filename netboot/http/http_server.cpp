@@ -1,12 +1,15 @@
 #include "netboot/http/http_server.hpp"
 
 #include <sys/sendfile.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <algorithm>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wnull-dereference"  // see netboot/asio.hpp
@@ -17,12 +20,16 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/write.hpp>
 #pragma GCC diagnostic pop
 
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/log_escape.hpp"
 #include "netboot/http/http_request_target.hpp"
+#include "netboot/http/http_tls_context.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -36,6 +43,15 @@ namespace {
 // One sendfile() call moves at most this much, so a fast client cannot keep the io_context thread
 // away from everyone else for long.
 constexpr std::size_t sendfile_chunk = 4 * 1024 * 1024;
+// Through TLS the bytes must pass through this process (sendfile cannot encrypt): read this much with
+// pread(2), write it through the TLS stream, repeat. Big enough for full 16 KiB TLS records and few
+// system calls, small enough to hold one per connection.
+constexpr std::size_t tls_file_chunk = 256 * 1024;
+// How long a closing TLS connection waits for the client's close_notify after sending its own; clients
+// that simply drop the connection (most do) end it sooner.
+constexpr std::chrono::milliseconds tls_close_wait{2000};
+
+using TlsStream = asio::ssl::stream<tcp::socket>;
 
 std::string describe(const tcp::endpoint& endpoint) {
   std::ostringstream out;
@@ -45,7 +61,12 @@ std::string describe(const tcp::endpoint& endpoint) {
 
 }  // namespace
 
-class HttpConnection;
+// What the server needs of a connection of either kind (plain or TLS) to stop it.
+class HttpConnectionBase {
+ public:
+  virtual ~HttpConnectionBase() = default;
+  virtual void abort() = 0;
+};
 
 struct HttpServer::State {
   State(asio::io_context& io_context, HttpServerConfig server_config)
@@ -55,16 +76,24 @@ struct HttpServer::State {
   tcp::acceptor acceptor;
   tcp::endpoint listening_on;
   bool stopping = false;                  // io thread only
-  std::set<HttpConnection*> connections;  // io thread only
+  std::set<HttpConnectionBase*> connections;  // io thread only
   std::atomic<std::uint64_t> accepted{0}, active{0}, requests{0}, rejected{0}, bytes_sent{0};
 };
 
-class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
+// One connection, over a plain socket (tcp::socket) or TLS (TlsStream): the protocol code is the same,
+// only the handshake, the closing and how a file body is sent differ (`if constexpr (tls)`).
+template <typename Stream>
+class HttpConnection : public HttpConnectionBase, public std::enable_shared_from_this<HttpConnection<Stream>> {
+  static constexpr bool tls = std::is_same_v<Stream, TlsStream>;
+
  public:
-  HttpConnection(std::shared_ptr<HttpServer::State> state, tcp::socket socket)
-      : state_(std::move(state)), socket_(std::move(socket)), watchdog_(state_->io) {
+  HttpConnection(std::shared_ptr<HttpServer::State> state, tcp::socket socket, std::shared_ptr<HttpTlsContext> tls_context)
+      : state_(std::move(state)),
+        tls_context_(std::move(tls_context)),
+        stream_(open_stream(std::move(socket), tls_context_.get())),
+        watchdog_(state_->io) {
     boost::system::error_code ec;
-    auto peer = socket_.remote_endpoint(ec);
+    auto peer = tcp_socket().remote_endpoint(ec);
     if (!ec) peer_ = peer;
   }
 
@@ -73,6 +102,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     ++self->state_->active;
     try {
       co_await self->serve();
+      if constexpr (tls) co_await self->close_tls();
     } catch (const std::exception& e) {
       log::warning("http: ", describe(self->peer_), ": connection failed: ", log_escape(e.what()));
     }
@@ -80,19 +110,65 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     self->state_->connections.erase(self.get());
     self->watchdog_.cancel();
     boost::system::error_code ignored;
-    self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    self->socket_.close(ignored);
+    self->tcp_socket().shutdown(tcp::socket::shutdown_both, ignored);
+    self->tcp_socket().close(ignored);
   }
 
-  void abort() {
+  void abort() override {
     watchdog_.cancel();
     boost::system::error_code ignored;
-    socket_.cancel(ignored);
+    tcp_socket().cancel(ignored);
   }
 
  private:
+  static Stream open_stream(tcp::socket&& socket, HttpTlsContext* tls_context) {
+    if constexpr (tls) {
+      return Stream(std::move(socket), tls_context->native());
+    } else {
+      (void)tls_context;
+      return std::move(socket);
+    }
+  }
+
+  tcp::socket& tcp_socket() {
+    if constexpr (tls) {
+      return stream_.next_layer();
+    } else {
+      return stream_;
+    }
+  }
+
+  // The handshake gets the request timeout, like a header: a client that connects and says nothing
+  // holds a connection no longer over TLS than over plain HTTP.
+  asio::awaitable<bool> handshake() {
+    set_deadline(state_->config.request_timeout);
+    boost::system::error_code ec;
+    co_await stream_.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      // Most often a client that does not trust the certificate (curl without the CA): it aborts the
+      // handshake with an alert, which names the reason here.
+      ++state_->rejected;
+      log::info("http: ", describe(peer_), ": TLS handshake failed: ",
+                expired_ ? std::string("no handshake within the request timeout") : log_escape(ec.message()));
+      co_return false;
+    }
+    handshake_done_ = true;
+    co_return true;
+  }
+
+  // close_notify, so the client can tell the end of the connection from a cut one.
+  asio::awaitable<void> close_tls() {
+    if (!handshake_done_ || state_->stopping || expired_) co_return;
+    set_deadline(tls_close_wait);
+    boost::system::error_code ignored;
+    co_await stream_.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+
   asio::awaitable<void> serve() {
     const auto& config = state_->config;
+    if constexpr (tls) {
+      if (!co_await handshake()) co_return;
+    }
     boost::beast::flat_buffer buffer;
     bool first = true;
     while (!state_->stopping) {
@@ -104,7 +180,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       parser.header_limit(static_cast<std::uint32_t>(config.header_limit));
       parser.body_limit(0);
       boost::system::error_code ec;
-      co_await http::async_read(socket_, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      co_await http::async_read(stream_, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         co_await reject_read(ec, parser.got_some() || buffer.size() > 0);
         co_return;
@@ -154,7 +230,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       co_return;  // an idle keep-alive connection simply ends
     }
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-        ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) {
+        ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor ||
+        ec == asio::ssl::error::stream_truncated) {
       co_return;
     }
     ++state_->rejected;
@@ -205,14 +282,14 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       add_headers(response, reply);
       response.content_length(reply.body.size());
       response.keep_alive(keep_alive);
-      co_await http::async_write(socket_, response, asio::redirect_error(asio::use_awaitable, ec));
+      co_await http::async_write(stream_, response, asio::redirect_error(asio::use_awaitable, ec));
     } else {
       http::response<http::string_body> response{static_cast<http::status>(reply.status), 11};
       add_headers(response, reply);
       response.body() = std::move(reply.body);
       response.prepare_payload();
       response.keep_alive(keep_alive);
-      co_await http::async_write(socket_, response, asio::redirect_error(asio::use_awaitable, ec));
+      co_await http::async_write(stream_, response, asio::redirect_error(asio::use_awaitable, ec));
       if (!ec) exchange.bytes_sent = response.body().size();
     }
     if (ec) {
@@ -255,7 +332,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     exchange.bytes_expected = info.head() ? 0 : length;
     set_deadline(state_->config.idle_timeout);
     boost::system::error_code ec;
-    co_await http::async_write(socket_, response, asio::redirect_error(asio::use_awaitable, ec));
+    co_await http::async_write(stream_, response, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       exchange.detail = expired_ ? "client stopped reading" : ec.message();
       co_return false;
@@ -265,10 +342,53 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       co_return true;
     }
 
+    bool sent = tls ? co_await send_file_body_through_tls(reply, first, length, exchange)
+                    : co_await send_file_body_with_sendfile(reply, first, length, exchange);
+    if (!sent) co_return false;
+    exchange.completed = true;
+    co_return true;
+  }
+
+  asio::awaitable<bool> send_file_body_through_tls(const HttpReply& reply, std::uint64_t first, std::uint64_t length,
+                                                   HttpExchange& exchange) {
+    std::vector<char> chunk(static_cast<std::size_t>(std::min<std::uint64_t>(length, tls_file_chunk)));
+    auto offset = static_cast<off_t>(first);
+    std::uint64_t remaining = length;
+    while (remaining > 0) {
+      if (state_->stopping) {
+        exchange.detail = "server stopping";
+        co_return false;
+      }
+      std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, chunk.size()));
+      ssize_t got = ::pread(reply.file.get(), chunk.data(), want, offset);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        exchange.detail = got == 0 ? "file shorter than its announced length" : std::strerror(errno);
+        co_return false;
+      }
+      set_deadline(state_->config.idle_timeout);
+      boost::system::error_code ec;
+      co_await asio::async_write(stream_, asio::buffer(chunk.data(), static_cast<std::size_t>(got)),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        exchange.detail = expired_ ? "client stopped reading" : ec.message();
+        co_return false;
+      }
+      offset += got;
+      remaining -= static_cast<std::uint64_t>(got);
+      exchange.bytes_sent += static_cast<std::uint64_t>(got);
+    }
+    co_return true;
+  }
+
+  asio::awaitable<bool> send_file_body_with_sendfile(const HttpReply& reply, std::uint64_t first, std::uint64_t length,
+                                                     HttpExchange& exchange) {
     // sendfile(2): the kernel copies from the page cache to the socket, as nginx does; nothing of the
     // file passes through this process. The socket is non-blocking; a full send buffer is waited for
     // on the io_context, with the idle timeout restarted whenever bytes move.
-    socket_.non_blocking(true);
+    boost::system::error_code ec;
+    tcp::socket& socket = tcp_socket();
+    socket.non_blocking(true);
     auto offset = static_cast<off_t>(first);
     std::uint64_t remaining = length;
     while (remaining > 0) {
@@ -277,7 +397,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
         co_return false;
       }
       std::size_t chunk = remaining < sendfile_chunk ? static_cast<std::size_t>(remaining) : sendfile_chunk;
-      ssize_t sent = ::sendfile(socket_.native_handle(), reply.file.get(), &offset, chunk);
+      ssize_t sent = ::sendfile(socket.native_handle(), reply.file.get(), &offset, chunk);
       if (sent > 0) {
         remaining -= static_cast<std::uint64_t>(sent);
         exchange.bytes_sent += static_cast<std::uint64_t>(sent);
@@ -286,7 +406,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       }
       if (sent < 0 && errno == EINTR) continue;
       if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        co_await socket_.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
+        co_await socket.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
         if (ec) {
           exchange.detail = expired_ ? "client stopped reading" : ec.message();
           co_return false;
@@ -296,7 +416,6 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       exchange.detail = sent == 0 ? "file shorter than its announced length" : std::strerror(errno);
       co_return false;
     }
-    exchange.completed = true;
     co_return true;
   }
 
@@ -312,26 +431,29 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     if (watchdog_armed_) return;
     watchdog_armed_ = true;
     watchdog_.expires_at(deadline_);
-    watchdog_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    watchdog_.async_wait([self = this->shared_from_this()](const boost::system::error_code& ec) {
       self->watchdog_armed_ = false;
-      if (ec || self->state_->stopping || !self->socket_.is_open()) return;
+      if (ec || self->state_->stopping || !self->tcp_socket().is_open()) return;
       if (Clock::now() < self->deadline_) {
         self->arm_watchdog();
         return;
       }
       self->expired_ = true;
       boost::system::error_code ignored;
-      self->socket_.cancel(ignored);
+      self->tcp_socket().cancel(ignored);
     });
   }
 
   std::shared_ptr<HttpServer::State> state_;
-  tcp::socket socket_;
+  // Held so a reload that replaces the server's context does not free this connection's.
+  std::shared_ptr<HttpTlsContext> tls_context_;
+  Stream stream_;
   asio::steady_timer watchdog_;
   tcp::endpoint peer_;
   Clock::time_point deadline_{};
   bool watchdog_armed_ = false;
   bool expired_ = false;
+  bool handshake_done_ = false;
 };
 
 namespace {
@@ -358,8 +480,13 @@ asio::awaitable<void> accept_connections(std::shared_ptr<HttpServer::State> stat
       continue;
     }
     socket.set_option(tcp::no_delay(true), ec);
-    auto connection = std::make_shared<HttpConnection>(state, std::move(socket));
-    asio::co_spawn(state->io, HttpConnection::run(std::move(connection)), asio::detached);
+    if (state->config.tls) {
+      auto connection = std::make_shared<HttpConnection<TlsStream>>(state, std::move(socket), state->config.tls);
+      asio::co_spawn(state->io, HttpConnection<TlsStream>::run(std::move(connection)), asio::detached);
+    } else {
+      auto connection = std::make_shared<HttpConnection<tcp::socket>>(state, std::move(socket), nullptr);
+      asio::co_spawn(state->io, HttpConnection<tcp::socket>::run(std::move(connection)), asio::detached);
+    }
   }
 }
 
@@ -390,8 +517,12 @@ void HttpServer::stop() {
     state->stopping = true;
     boost::system::error_code ignored;
     state->acceptor.close(ignored);
-    for (HttpConnection* connection : state->connections) connection->abort();
+    for (HttpConnectionBase* connection : state->connections) connection->abort();
   });
+}
+
+void HttpServer::set_tls(std::shared_ptr<HttpTlsContext> tls) {
+  asio::post(state_->io, [state = state_, tls = std::move(tls)]() mutable { state->config.tls = std::move(tls); });
 }
 
 tcp::endpoint HttpServer::local_endpoint() const { return state_->listening_on; }

@@ -4,6 +4,10 @@
 // asks an HttpHandler what to answer; routing and access rules live with the handler (the netboot
 // service), so this file is the only one that includes Beast.
 //
+// With a TLS context the listener speaks HTTPS only (one server per port: run two for both): the same
+// routes, limits and timeouts, with file bodies read with pread(2) and written through TLS, since
+// sendfile(2) cannot encrypt.
+//
 // Bad input never stops the server: an oversized header gets 431, a malformed request 400, a client too
 // slow to send its header 408, one that stops reading or vanishes mid-body is dropped; each is reported
 // to the handler (rejected/finished) for the log and /metrics, and the connection alone is closed.
@@ -17,6 +21,7 @@
 
 #include "core/file_descriptor.hpp"
 #include "netboot/asio.hpp"
+#include "netboot/http/http_tls_context.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -73,6 +78,7 @@ struct HttpServerConfig {
   std::chrono::milliseconds idle_timeout{30'000};     // between requests, and for a send making no progress
   std::size_t max_connections = 512;
   std::shared_ptr<HttpHandler> handler;
+  std::shared_ptr<HttpTlsContext> tls;  // set: HTTPS on this listener; null: plain HTTP
 };
 
 struct HttpServerCounters {
@@ -93,6 +99,8 @@ class HttpServer {
 
   void start();
   void stop();  // closes the listener and every connection; run() then returns
+  // A renewed certificate (reload): connections accepted from now on use it, those open keep theirs.
+  void set_tls(std::shared_ptr<HttpTlsContext> tls);
   boost::asio::ip::tcp::endpoint local_endpoint() const;
   HttpServerCounters counters() const;
 

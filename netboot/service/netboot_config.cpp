@@ -4,6 +4,7 @@
 
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
+#include "core/secret.hpp"
 #include "netboot/dhcp/dhcp_packet.hpp"
 #include "netboot/dhcp/dhcp_subnet.hpp"
 
@@ -132,11 +133,31 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
     config.http_enabled = http->boolean("enabled").value_or(true);
     config.http_port = static_cast<std::uint16_t>(http->integer("port", 0, 65535).value_or(8080));
     config.http_root = http->path_value("root");
+    if (auto tls = http->map("tls")) {
+      config.http_tls_certificate = tls->path_value("certificate", true);
+      config.http_tls_key = read_secret_reference(*tls, "key", true);
+      tls->finish();
+      if (!config.http_tls_certificate || !config.http_tls_key) config.http_tls_certificate.reset();
+    }
+    if (http->has("tls_port")) {
+      config.http_tls_port = static_cast<std::uint16_t>(http->integer("tls_port", 0, 65535).value_or(443));
+      if (!http->has("tls")) {
+        http->error_at("tls_port", "'http.tls_port' needs 'http.tls' (certificate and key) to serve HTTPS with");
+      } else if (*config.http_tls_port != 0 && *config.http_tls_port == config.http_port) {
+        http->error_at("tls_port", "'http.tls_port' " + std::to_string(*config.http_tls_port) +
+                                       " is also 'http.port': leave tls_port out to serve only HTTPS on that port");
+      }
+    }
     config.http_base_url = http->string("base_url");
     if (config.http_base_url) {
-      if (!config.http_base_url->starts_with("http://")) {
-        http->error_at("base_url", "'http.base_url' must be an http:// URL (iPXE and the Pi bootloader do not "
-                                   "speak https without extra set-up), got '" + *config.http_base_url + "'");
+      // https:// only when this server speaks it on the port nodes are told about; the scripts' clients
+      // (iPXE) need TLS support built in then.
+      bool https_allowed = http->has("tls");
+      if (!config.http_base_url->starts_with("http://") &&
+          !(https_allowed && config.http_base_url->starts_with("https://"))) {
+        http->error_at("base_url", "'http.base_url' must be an http:// URL" +
+                                       std::string(https_allowed ? " or https:// URL" : " (https:// needs 'http.tls')") +
+                                       ", got '" + *config.http_base_url + "'");
       }
       while (config.http_base_url->ends_with("/")) config.http_base_url->pop_back();
     }

@@ -11,6 +11,7 @@
 
 #include "core/config_node.hpp"
 #include "core/diagnostics.hpp"
+#include "core/secret.hpp"
 #include "netboot/service/node_secret_access.hpp"
 
 namespace aggrik8s::netboot {
@@ -44,6 +45,13 @@ struct NetbootConfig {
   std::chrono::seconds http_request_timeout{10};  // to receive one request's header
   std::chrono::seconds http_idle_timeout{30};     // keep-alive wait, and a send making no progress
   std::size_t http_max_connections = 512;
+  // HTTPS (docs/netboot.md, "HTTPS"): `http.tls: {certificate: chain.pem, key: {file: server.key}}`.
+  // Without tls_port the listener on http.port speaks HTTPS only; with it, plain HTTP stays on
+  // http.port and HTTPS listens on tls_port (iPXE builds without TLS keep working beside the Pi 5).
+  std::optional<std::filesystem::path> http_tls_certificate;
+  std::optional<SecretReference> http_tls_key;
+  std::optional<std::uint16_t> http_tls_port;
+  bool http_tls() const { return http_tls_certificate.has_value(); }
 
   // DHCP (docs/netboot.md, "DHCP"). Addresses are kept as text here and checked on parse; the DHCP
   // server converts them.

@@ -17,6 +17,7 @@
 #include "core/secret.hpp"
 #include "netboot/service/boot_event_log.hpp"
 #include "netboot/service/dhcp_boot_decision.hpp"
+#include "netboot/service/http_tls_setup.hpp"
 #include "netboot/service/ephemeral_identity.hpp"
 #include "netboot/service/ephemeral_pi_build.hpp"
 #include "netboot/dhcp/dhcp_server.hpp"
@@ -84,7 +85,9 @@ struct ServingSnapshot {
 std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const std::string& bound_address,
                                                      std::uint16_t http_port, const ServingSnapshot* previous = nullptr) {
   auto snapshot = std::make_shared<ServingSnapshot>();
-  snapshot->base_url = config.http_base_url.value_or("http://" + bound_address + ":" + std::to_string(http_port));
+  // https:// when the http.port listener speaks only HTTPS (http.tls without http.tls_port).
+  std::string scheme = config.http_tls() && !config.http_tls_port ? "https://" : "http://";
+  snapshot->base_url = config.http_base_url.value_or(scheme + bound_address + ":" + std::to_string(http_port));
   if (config.inventory) {
     Diagnostics diagnostics;
     snapshot->inventory = read_node_inventory(*config.inventory, diagnostics);
@@ -949,7 +952,10 @@ std::shared_ptr<DhcpBootPolicy> as_boot_policy(const std::shared_ptr<NetbootServ
 struct NetbootService::Servers {
   std::unique_ptr<TftpServer> tftp;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<HttpServer> https;  // only with http.tls_port; otherwise `http` itself may speak TLS
   std::unique_ptr<DhcpServer> dhcp;
+  bool http_is_tls = false;  // `http` speaks only HTTPS (http.tls without tls_port), as started
+  HttpServer* tls_server() const { return https ? https.get() : http.get(); }
 };
 
 NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
@@ -967,6 +973,16 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
     http.idle_timeout = config.http_idle_timeout;
     http.max_connections = config.http_max_connections;
     http.handler = as_handler(core_);
+    auto tls = load_http_tls_context(config);
+    if (tls && config.http_tls_port) {
+      HttpServerConfig https = http;
+      https.listen.port(*config.http_tls_port);
+      https.tls = tls;
+      servers.https = std::make_unique<HttpServer>(io, https);
+    } else {
+      http.tls = tls;
+      servers.http_is_tls = tls != nullptr;
+    }
     servers.http = std::make_unique<HttpServer>(io, http);
     core_->http_port = servers.http->local_endpoint().port();
     core_->http = servers.http.get();
@@ -1058,7 +1074,14 @@ void NetbootService::start() {
     servers.http->start();
     std::ostringstream where;
     where << servers.http->local_endpoint();
-    log::info("http: listening on ", where.str(), " (nodes are told ", core_->current()->base_url, ")");
+    log::info("http: listening on ", where.str(), servers.http_is_tls ? " (HTTPS)" : "",
+              " (nodes are told ", core_->current()->base_url, ")");
+  }
+  if (servers.https) {
+    servers.https->start();
+    std::ostringstream where;
+    where << servers.https->local_endpoint();
+    log::info("http: listening on ", where.str(), " (HTTPS)");
   }
   if (servers.dhcp) {
     servers.dhcp->start();
@@ -1074,6 +1097,7 @@ void NetbootService::stop() {
   auto& servers = *servers_;
   if (servers.tftp) servers.tftp->stop();
   if (servers.http) servers.http->stop();
+  if (servers.https) servers.https->stop();
   if (servers.dhcp) servers.dhcp->stop();
 }
 
@@ -1089,7 +1113,8 @@ bool NetbootService::reload() {
       if (old->config.interface) config.interface = old->config.interface;
       if (config.tftp_port != old->config.tftp_port || config.http_port != old->config.http_port ||
           config.tftp_enabled != old->config.tftp_enabled || config.http_enabled != old->config.http_enabled ||
-          config.dhcp_mode != old->config.dhcp_mode || config.dhcp_port != old->config.dhcp_port) {
+          config.dhcp_mode != old->config.dhcp_mode || config.dhcp_port != old->config.dhcp_port ||
+          config.http_tls() != old->config.http_tls() || config.http_tls_port != old->config.http_tls_port) {
         log::warning("reload: listening ports and which servers run change only on restart");
       }
       const auto& was = old->config;
@@ -1107,12 +1132,15 @@ bool NetbootService::reload() {
     auto remap = load_tftp_remap(config);
     TftpServerLimits limits = tftp_limits(config);
     TftpRetransmitPolicy retransmit = tftp_retransmit_policy(config);
+    // A renewed certificate is picked up here; whether HTTPS runs at all changes only on restart.
+    auto tls = old->config.http_tls() && config.http_tls() && servers_->http ? load_http_tls_context(config) : nullptr;
     auto fresh = load_snapshot(std::move(config), core_->bound_address, core_->http_port, old.get());
     core_->events->reopen();
     std::size_t nodes = fresh->inventory.nodes.size();
     warn_about_secret_policy(fresh->config, fresh->inventory);
     core_->install(std::move(fresh));
     if (servers_->tftp) servers_->tftp->reconfigure(std::move(limits), retransmit, std::move(remap));
+    if (tls) servers_->tls_server()->set_tls(std::move(tls));
     core_->metrics.add("aggrik8s_reloads_total", {{"result", "ok"}});
     log::info("reload: configuration and inventory reloaded (", nodes, " nodes)");
     return true;
@@ -1133,6 +1161,13 @@ std::optional<asio::ip::tcp::endpoint> NetbootService::http_endpoint() const {
   auto& servers = *servers_;
   if (!servers.http) return std::nullopt;
   return servers.http->local_endpoint();
+}
+
+std::optional<asio::ip::tcp::endpoint> NetbootService::https_endpoint() const {
+  auto& servers = *servers_;
+  if (servers.https) return servers.https->local_endpoint();
+  if (servers.http && servers.http_is_tls) return servers.http->local_endpoint();
+  return std::nullopt;
 }
 
 NodeAddressBook& NetbootService::addresses() { return core_->address_book; }

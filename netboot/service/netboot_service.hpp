@@ -36,6 +36,8 @@ class NetbootService {
 
   std::optional<boost::asio::ip::udp::endpoint> tftp_endpoint() const;
   std::optional<boost::asio::ip::tcp::endpoint> http_endpoint() const;
+  // Where HTTPS is served: http_endpoint() itself when http.tls has no tls_port, else the tls_port listener.
+  std::optional<boost::asio::ip::tcp::endpoint> https_endpoint() const;
   // For the DHCP server: record_lease() pins a node to the address it was given.
   NodeAddressBook& addresses();
 

@@ -24,6 +24,7 @@
 #include "core/file_descriptor.hpp"
 #include "netboot/service/talos_wipe_state_file.hpp"
 #include "netboot/tftp/tftp_packet.hpp"
+#include "tests/netboot_running_service.hpp"
 #include "tests/test_support.hpp"
 
 using namespace aggrik8s::netboot;
@@ -32,6 +33,7 @@ namespace fs = std::filesystem;
 using aggrik8s::test::random_bytes;
 using aggrik8s::test::read_file;
 using aggrik8s::test::run;
+using RunningService = aggrik8s::test::RunningNetbootService;
 using aggrik8s::test::TempDir;
 using aggrik8s::test::write_file;
 
@@ -58,28 +60,6 @@ void make_pi_image(const fs::path& dir, const fs::path& image, const std::string
   INFO(made.output);
   REQUIRE(made.exit_code == 0);
 }
-
-class RunningService {
- public:
-  explicit RunningService(NetbootConfig config) {
-    service_ = std::make_unique<NetbootService>(io_, std::move(config));
-    service_->start();
-    thread_ = std::thread([this] { io_.run(); });
-  }
-  ~RunningService() {
-    service_->stop();
-    thread_.join();
-  }
-  std::string http() const { return "http://127.0.0.1:" + std::to_string(service_->http_endpoint()->port()); }
-  std::uint16_t http_port() const { return service_->http_endpoint()->port(); }
-  std::string tftp_host() const { return "127.0.0.1 " + std::to_string(service_->tftp_endpoint()->port()); }
-  NetbootService& service() { return *service_; }
-
- private:
-  boost::asio::io_context io_;
-  std::unique_ptr<NetbootService> service_;
-  std::thread thread_;
-};
 
 // curl, printing the status code; the body goes to `out`.
 struct CurlResult {
