@@ -27,7 +27,7 @@ TEST_CASE("log escape: line breaks, terminal escapes, quotes and backslashes are
   CHECK(log_escape("a\xe2\x80\xa8" "b") == "a\\u{2028}b");
 }
 
-TEST_CASE("log escape: bytes that are not well-formed UTF-8 are written as \\xNN", "[log_escape]") {
+TEST_CASE("log escape: bytes that are not well-formed UTF-8 are written as backslash-x and two hex digits", "[log_escape]") {
   CHECK(log_escape("\xff\xfe") == "\\xff\\xfe");
   CHECK(log_escape("caf\xe9") == "caf\\xe9");                  // Latin-1, not UTF-8
   CHECK(log_escape("\xc0\xaf") == "\\xc0\\xaf");               // overlong '/'

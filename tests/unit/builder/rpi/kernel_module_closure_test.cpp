@@ -35,7 +35,7 @@ const char* const modules_builtin = "kernel/net/packet/af_packet.ko\nkernel/net/
 
 }  // namespace
 
-TEST_CASE("module names: directory and .ko[.xz|.zst|.gz] dropped, '-' is '_'", "[modules]") {
+TEST_CASE("module names: directory and .ko (.xz, .zst, .gz) dropped, '-' is '_'", "[modules]") {
   CHECK(kernel_module_name("kernel/drivers/net/phy/bcm-phy-lib.ko") == "bcm_phy_lib");
   CHECK(kernel_module_name("kernel/fs/squashfs/squashfs.ko.xz") == "squashfs");
   CHECK(kernel_module_name("virtio-net") == "virtio_net");

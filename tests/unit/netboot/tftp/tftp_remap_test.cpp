@@ -24,7 +24,7 @@ std::string mapped(const TftpRemapRules& rules, std::string_view name, TftpRemap
 
 }  // namespace
 
-TEST_CASE("tftp remap: remap client addresses for \\i and \\x", "[tftp][remap]") {
+TEST_CASE("tftp remap: remap client addresses for the i and x escapes", "[tftp][remap]") {
   auto client = client_192_0_2_169();
   CHECK(client.address == "192.0.2.169");
   CHECK(client.address_hex == "C00002A9");
@@ -101,7 +101,7 @@ TEST_CASE("tftp remap: regexes are POSIX extended: leftmost-longest, literal bac
   CHECK(mapped(rules, "z\\y\\w") == "z/y/w");
 }
 
-TEST_CASE("tftp remap: escaped blanks and hashes, \\U and unmatched groups", "[tftp][remap]") {
+TEST_CASE("tftp remap: escaped blanks and hashes, the U escape and unmatched groups", "[tftp][remap]") {
   auto rules = TftpRemapRules::parse("r ^my\\ file\\#1$ \\Uup\\Eper\n"
                                      "r ^(x)?y$ [\\1]\n",
                                      "escape.map");
