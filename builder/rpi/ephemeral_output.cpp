@@ -18,6 +18,7 @@
 #include "builder/rpi/pi_boot_image.hpp"
 #include "builder/rpi/rootfs_overlay.hpp"
 #include "core/byte_size.hpp"
+#include "core/ephemeral_boot_arguments.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
@@ -266,7 +267,7 @@ nlohmann::json write_http_boot_images(const Profile& profile, const std::vector<
                                       const std::string& config_txt, const fs::path& staging, const std::string& id,
                                       const nlohmann::json& manifest,
                                       const RsaPrivateKey& key, std::int64_t build_time, PartialOutputs& partial) {
-  EphemeralRootUrls urls;
+  EphemeralRootLocation urls;
   urls.url_base = manifest["http_boot_url_base"].get<std::string>();
   urls.build_id = id;
   urls.root_file = manifest["root"]["file"].get<std::string>();
@@ -296,7 +297,7 @@ nlohmann::json write_http_boot_images(const Profile& profile, const std::vector<
     const nlohmann::json& entry = manifest["nodes"][node->name];
     spec.node = node->name;
     spec.replaced_files["config.txt"] = apply_config_txt(config_txt, node->boot);  // as nodes/<node>/config.txt
-    spec.replaced_files["cmdline.txt"] = ephemeral_cmdline_with_urls(entry["cmdline"].get<std::string>(), urls, node->name);
+    spec.replaced_files["cmdline.txt"] = ephemeral_boot_cmdline(entry["cmdline"].get<std::string>(), urls, node->name);
     BuiltPiBoot built = write_pi_boot_files(pi_boot_image_bytes(boot, spec), key, build_time, node_dir / "boot.img",
                                             node_dir / "boot.sig", partial);
     entries[node->name] = {{"boot_img", {{"file", "nodes/" + node->name + "/boot.img"}, {"size", built.image.size}, {"sha256", built.image.sha256.hex()}}},

@@ -113,14 +113,4 @@ std::string EphemeralMemoryBudget::describe() const {
          format_byte_size(needed()) + " of " + format_byte_size(memory);
 }
 
-std::string ephemeral_cmdline_with_urls(std::string_view node_cmdline, const EphemeralRootUrls& urls, const std::string& node) {
-  const std::string base = urls.url_base + "/" + urls.build_id;
-  std::string line(node_cmdline);
-  while (!line.empty() && line.back() == ' ') line.pop_back();
-  if (!line.empty()) line += ' ';
-  line += "aggrik8s.root=" + base + "/" + urls.root_file + " aggrik8s.root_sha256=" + urls.root_sha256 +
-          " aggrik8s.identity=" + base + "/identity/" + node + "\n";
-  return line;
-}
-
 }  // namespace aggrik8s::builder

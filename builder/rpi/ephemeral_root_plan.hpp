@@ -30,17 +30,7 @@ const std::vector<std::string>& ephemeral_cmdline_removed_keys();
 // The image's cmdline.txt without those, with `add` added (add_cmdline_arguments' rules).
 std::string ephemeral_cmdline(std::string_view cmdline, const std::vector<std::string>& add);
 
-// Where an ephemeral node finds its root and identity: what serve's URLs name.
-struct EphemeralRootUrls {
-  std::string url_base;  // "<serve base URL>/ephemeral/<nodes-file profile>"
-  std::string build_id;
-  std::string root_file;  // "root.squashfs", relative to the build directory
-  std::string root_sha256;
-};
-// The cmdline.txt of a node booting from its HTTP boot.img, which serve cannot rewrite per request:
-// `node_cmdline` (the manifest's, without newline) plus aggrik8s.root/root_sha256/identity, byte for
-// byte as serve's ephemeral_node_cmdline (netboot/service/ephemeral_pi_build.hpp) writes it for TFTP.
-std::string ephemeral_cmdline_with_urls(std::string_view node_cmdline, const EphemeralRootUrls& urls, const std::string& node);
+// The cmdline.txt baked into an ephemeral node's HTTP boot.img: core/ephemeral_boot_arguments.hpp.
 
 // /etc/hosts with the 127.0.1.1 line naming `hostname` (replaced where there is one, else appended),
 // as Debian's installer and Raspberry Pi OS's hostname tools write it.

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/ephemeral_boot_arguments.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 
@@ -103,14 +104,7 @@ std::string parse_ephemeral_current(std::string_view json, const std::string& wh
 }
 
 std::string ephemeral_node_cmdline(const EphemeralBuildManifest& build, const std::string& node, const std::string& url_base) {
-  const EphemeralNodeEntry& entry = build.nodes.at(node);
-  std::string base = url_base + "/" + build.id;
-  std::string line = entry.cmdline;
-  while (!line.empty() && line.back() == ' ') line.pop_back();
-  if (!line.empty()) line += ' ';
-  line += "aggrik8s.root=" + base + "/" + build.root_file + " aggrik8s.root_sha256=" + build.root_sha256 +
-          " aggrik8s.identity=" + base + "/identity/" + node + "\n";
-  return line;
+  return ephemeral_boot_cmdline(build.nodes.at(node).cmdline, {url_base, build.id, build.root_file, build.root_sha256}, node);
 }
 
 EphemeralPiBuilds::EphemeralPiBuilds(fs::path directory, Clock::duration boot_window)
