@@ -215,11 +215,7 @@ LayerResult write_node_layer(const Profile& profile, const Rpi5Node& node, const
     FirstBootFormat format = detect_first_boot_format(nocloud_files, source.rootfs_has_cloud_init);
     if (format == FirstBootFormat::cloud_init) {
       // cloud-init runs at every boot of a fresh root and finds the same seed each time: the same node.
-      std::map<std::string, Secret> password_hashes;
-      for (const auto& user : node.system.users) {
-        if (user.password_hash) password_hashes.emplace(user.name, load_secret(*user.password_hash));
-      }
-      FirstBootPlan plan = plan_first_boot(format, node, password_hashes, source.boot_mount);
+      FirstBootPlan plan = plan_first_boot(format, node, load_user_password_hashes(node), source.boot_mount);
       fs.create_directories(source.boot_mount);
       for (const auto& [name, content] : plan.boot_files) {
         std::uint16_t mode = name == "meta-data" ? 0644 : 0600;
@@ -229,11 +225,7 @@ LayerResult write_node_layer(const Profile& profile, const Rpi5Node& node, const
       result.cmdline_add = plan.cmdline_add;
       result.first_boot = to_string(format);
     } else if (has_first_boot_settings(node)) {
-      std::map<std::string, Secret> password_hashes;
-      for (const auto& user : node.system.users) {
-        if (user.password_hash) password_hashes.emplace(user.name, load_secret(*user.password_hash));
-      }
-      FirstBootPlan plan = plan_first_boot(format, node, password_hashes, source.boot_mount);
+      FirstBootPlan plan = plan_first_boot(format, node, load_user_password_hashes(node), source.boot_mount);
       fs.create_directories("/usr/local/lib/aggrik8s");
       // 0700: it carries password hashes.
       fs.write_file(first_boot_script, plan.boot_files.begin()->second, {0700, 0, 0, std::nullopt});

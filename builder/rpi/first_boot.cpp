@@ -195,6 +195,14 @@ std::string boot_mount_point_from_fstab(const std::string& fstab) {
   return "/boot/firmware";
 }
 
+std::map<std::string, Secret> load_user_password_hashes(const Rpi5Node& node) {
+  std::map<std::string, Secret> hashes;
+  for (const auto& user : node.system.users) {
+    if (user.password_hash) hashes.emplace(user.name, load_secret(*user.password_hash));
+  }
+  return hashes;
+}
+
 FirstBootPlan plan_first_boot(FirstBootFormat format, const Rpi5Node& node,
                               const std::map<std::string, Secret>& password_hashes, const std::string& boot_mount) {
   FirstBootPlan plan;

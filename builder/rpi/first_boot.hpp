@@ -30,6 +30,9 @@ struct FirstBootPlan {
   std::string instance_id;                         // cloud-init only
 };
 
+// The users' password hashes (secrets named by the profile), read now: what plan_first_boot takes.
+std::map<std::string, Secret> load_user_password_hashes(const Rpi5Node& node);
+
 // `boot_mount` is where the running system mounts the boot partition (/boot/firmware on Bookworm,
 // read from the image's /etc/fstab): firstrun.sh is started by that path.
 FirstBootPlan plan_first_boot(FirstBootFormat format, const Rpi5Node& node,

@@ -439,10 +439,7 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
                           const Rke2Release& release, const fs::path& image, std::optional<std::int64_t> fixed_time) {
   NodeResult result;
   const ImageLayout& layout = prepared.layout;
-  std::map<std::string, Secret> password_hashes;
-  for (const auto& user : node.system.users) {
-    if (user.password_hash) password_hashes.emplace(user.name, load_secret(*user.password_hash));
-  }
+  std::map<std::string, Secret> password_hashes = load_user_password_hashes(node);
 
   // Both filesystems are edited through this one device, which records every byte range written.
   FileBlockDevice device(image, FileBlockDevice::Access::read_write);
