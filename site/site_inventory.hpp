@@ -153,3 +153,20 @@ std::optional<builder::Profile> load_site_profile(const SiteInventory& site, con
 std::filesystem::path profile_output_directory(const SiteInventory& site, const builder::Profile& profile);
 
 }  // namespace aggrik8s::site
+
+namespace aggrik8s::site {
+
+// A site with every profile it uses loaded (with the site's machines as their nodes): what `build`,
+// `serve --site`, `export` and `status` work from.
+struct LoadedSite {
+  SiteInventory site;
+  std::map<std::filesystem::path, builder::Profile> profiles;  // by Machine::profile
+  const builder::Profile& profile_of(const Machine& machine) const { return profiles.at(machine.profile); }
+};
+
+// read_site_inventory + check_site + load_site_profile for every profile; nullopt when any error was
+// reported (all of them are in `diagnostics`).
+std::optional<LoadedSite> load_site(const std::filesystem::path& file, Diagnostics& diagnostics,
+                                    const builder::ProfileCheckOptions& options = {});
+
+}  // namespace aggrik8s::site
