@@ -201,7 +201,7 @@ TEST_CASE("ansible inventory: group_rke2_config holds what a group shares, never
   }
 }
 
-TEST_CASE("ansible inventory: without token_lookup the token is a vault variable; site vars come last and win") {
+TEST_CASE("ansible inventory: without token_lookup the token is a vault variable, and site vars come last and win") {
   LoadedSite loaded = lab_site();
   loaded.site.ansible.token_lookup.reset();
   loaded.site.ansible.extra_vars = {{"rke2_kubernetes_api_server_host", "k8s.lab.example"}, {"ansible_python_interpreter", "/usr/bin/python3"}};
@@ -213,7 +213,7 @@ TEST_CASE("ansible inventory: without token_lookup the token is a vault variable
   CHECK(keys(vars).back() == "ansible_python_interpreter");
 }
 
-TEST_CASE("ansible inventory: the header names the ephemeral nodes; same site, same bytes") {
+TEST_CASE("ansible inventory: the header names the ephemeral nodes, and the same site gives the same bytes") {
   const std::string text = ansible_inventory_yaml(lab_site());
   CHECK(text == ansible_inventory_yaml(lab_site()));
   CHECK(text.starts_with("# rancherfederal/rke2-ansible (v2) inventory of site lab"));
