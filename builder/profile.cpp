@@ -785,11 +785,27 @@ std::vector<std::string> Profile::node_names() const {
   return out;
 }
 
+ConfigNode load_profile_tree(const fs::path& path, Diagnostics& diagnostics) {
+  LoadedTree loaded;
+  std::vector<fs::path> stack;
+  if (!load_with_extends(path, diagnostics, stack, loaded)) return {};
+  return loaded.tree;
+}
+
 std::optional<Profile> load_profile(const fs::path& path, Diagnostics& diagnostics, const ProfileCheckOptions& options) {
+  return load_profile_with_nodes(path, nullptr, diagnostics, options);
+}
+
+std::optional<Profile> load_profile_with_nodes(const fs::path& path, const NodesFromProfileTree& nodes_for,
+                                               Diagnostics& diagnostics, const ProfileCheckOptions& options) {
   std::size_t errors_before = diagnostics.error_count();
   LoadedTree loaded;
   std::vector<fs::path> stack;
   if (!load_with_extends(path, diagnostics, stack, loaded)) return std::nullopt;
+  if (nodes_for) {
+    ConfigNode nodes = nodes_for(loaded.tree);
+    loaded.tree.set("nodes", std::move(nodes));
+  }
 
   Profile profile;
   profile.file = path;

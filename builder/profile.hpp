@@ -5,6 +5,7 @@
 //   2. for each node, overlay the node's own settings on the profile,
 //   3. read the merged trees into the typed structs below, collecting every error with its file:line:col.
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -182,5 +183,17 @@ struct ProfileCheckOptions {
 // Reads and checks a profile. Returns nullopt when there were errors; every error is in `diagnostics`.
 std::optional<Profile> load_profile(const std::filesystem::path& path, Diagnostics& diagnostics,
                                     const ProfileCheckOptions& options = {});
+
+// The same with the profile's `nodes:` replaced by what `nodes_for` returns, given the profile's merged
+// tree (extends applied): how a site inventory builds its machines with a profile (site/). The nodes'
+// own locations (in the site file) are where their errors point.
+// A profile's merged tree (its `extends:` applied), unchecked: for callers that need a setting before
+// the nodes it will be read with exist (a site checks kinds and outputs against its machines first).
+// A null node when the files cannot be read (the diagnostics say why).
+ConfigNode load_profile_tree(const std::filesystem::path& path, Diagnostics& diagnostics);
+
+using NodesFromProfileTree = std::function<ConfigNode(const ConfigNode& profile_tree)>;
+std::optional<Profile> load_profile_with_nodes(const std::filesystem::path& path, const NodesFromProfileTree& nodes_for,
+                                               Diagnostics& diagnostics, const ProfileCheckOptions& options = {});
 
 }  // namespace aggrik8s::builder

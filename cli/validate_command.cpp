@@ -4,6 +4,7 @@
 #include "builder/talos/talos_build_checks.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
+#include "site/site_inventory.hpp"
 
 namespace aggrik8s::cli {
 
@@ -21,12 +22,45 @@ nlohmann::json diagnostics_json(const Diagnostics& diagnostics) {
   return out;
 }
 
+// A site inventory as a whole, then each profile with the site's machines as its nodes and what build
+// checks before any work for its talos-iso profiles.
+bool validate_site(const std::string& path, bool json, nlohmann::json& report) {
+  Diagnostics diagnostics;
+  auto loaded = site::load_site(path, diagnostics);
+  if (loaded) {
+    for (const auto& [file, profile] : loaded->profiles) {
+      if (profile.kind == builder::ProfileKind::talos_iso) builder::check_talos_profile(profile, diagnostics);
+    }
+    if (diagnostics.has_errors()) loaded.reset();
+  }
+  if (!json) print_diagnostics(diagnostics);
+  if (json) {
+    nlohmann::json entry{{"file", path}, {"kind", "site"}, {"valid", loaded.has_value()},
+                         {"diagnostics", diagnostics_json(diagnostics)}};
+    if (loaded) {
+      entry["name"] = loaded->site.name;
+      nlohmann::json machines = nlohmann::json::array();
+      for (const auto& m : loaded->site.machines) machines.push_back(m.name);
+      entry["machines"] = machines;
+    }
+    report.push_back(entry);
+  } else if (loaded) {
+    std::size_t machines = loaded->site.machines.size();
+    std::printf("%s: ok (site %s, %zu machine%s, %zu profile%s)\n", path.c_str(), loaded->site.name.c_str(), machines,
+                machines == 1 ? "" : "s", loaded->profiles.size(), loaded->profiles.size() == 1 ? "" : "s");
+  } else {
+    std::fprintf(stderr, "%s: invalid (%zu error%s)\n", path.c_str(), diagnostics.error_count(),
+                 diagnostics.error_count() == 1 ? "" : "s");
+  }
+  return loaded.has_value();
+}
+
 }  // namespace
 
 Command validate_command() {
   CommandSpec spec{"validate",
-                   "PROFILE...",
-                   "Check profiles without building anything",
+                   "PROFILE|SITE...",
+                   "Check profiles and site inventories without building anything",
                    "Reports every problem in every profile as FILE:LINE:COLUMN: MESSAGE: unknown keys, wrong\n"
                    "types, missing fields, malformed checksums and addresses, secret files that cannot be read.\n"
                    "For talos-iso profiles also what build checks before any work: each machine config's\n"
@@ -34,7 +68,12 @@ Command validate_command() {
                    "and every kernel command line against what the kernel keeps (its cmdline_size, 2047 bytes\n"
                    "for Talos' kernels) with the boot loader's own bytes (GRUB's BOOT_IMAGE=..., iPXE's image\n"
                    "name). The ISO outputs' lines are read from talos.iso when it is a local file; for a download\n"
-                   "validate checks Talos' default arguments plus the node's (a lower bound) and build the rest.",
+                   "validate checks Talos' default arguments plus the node's (a lower bound) and build the rest.\n"
+                   "A site inventory (kind: site, docs/site.md) is checked as a whole: duplicate names, MACs,\n"
+                   "serials, UUIDs and addresses; addresses outside every network or inside a DHCP pool; agents\n"
+                   "with no server, workers with no control plane, an even control plane (a warning); a profile\n"
+                   "whose kind does not fit the machine's platform or role, or lacks the output its boot needs;\n"
+                   "then every profile with the site's machines as its nodes.",
                    {{"json", '\0', "", "machine-readable output"}},
                    1,
                    1000};
@@ -43,6 +82,10 @@ Command validate_command() {
             nlohmann::json report = nlohmann::json::array();
             int failed = 0;
             for (const auto& path : args.positional) {
+              if (site::is_site_file(path)) {
+                if (!validate_site(path, json, report)) ++failed;
+                continue;
+              }
               Diagnostics diagnostics;
               auto profile = load_profile_reporting(path, diagnostics, false);
               // What build checks before any work, by the same code: configs, patches, command lines.

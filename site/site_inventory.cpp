@@ -1,6 +1,15 @@
 #include "site/site_inventory.hpp"
 
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <set>
+
+#include "core/config_reader.hpp"
+#include "core/identifiers.hpp"
+
 namespace aggrik8s::site {
+namespace fs = std::filesystem;
 
 const char* to_string(Platform platform) {
   switch (platform) {
@@ -30,5 +39,771 @@ const char* to_string(Role role) {
 }
 
 bool is_control_plane(Role role) { return role == Role::server || role == Role::controlplane; }
+
+namespace {
+
+// Address bytes in network order (4 or 16), or nullopt.
+std::optional<std::vector<std::uint8_t>> parse_address(std::string_view text) {
+  std::string s(text);
+  std::uint8_t buffer[16];
+  if (inet_pton(AF_INET, s.c_str(), buffer) == 1) return std::vector<std::uint8_t>(buffer, buffer + 4);
+  if (inet_pton(AF_INET6, s.c_str(), buffer) == 1) return std::vector<std::uint8_t>(buffer, buffer + 16);
+  return std::nullopt;
+}
+
+std::string format_address(const std::vector<std::uint8_t>& bytes) {
+  char text[INET6_ADDRSTRLEN] = {};
+  inet_ntop(bytes.size() == 4 ? AF_INET : AF_INET6, bytes.data(), text, sizeof text);
+  return text;
+}
+
+// "10.0.10.11/24" -> address bytes and prefix; nullopt unless both parts are valid for the family.
+std::optional<std::pair<std::vector<std::uint8_t>, int>> parse_cidr(std::string_view text) {
+  auto slash = text.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  auto address = parse_address(text.substr(0, slash));
+  std::string_view digits = text.substr(slash + 1);
+  if (!address || digits.empty() || digits.size() > 3 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  int prefix = std::stoi(std::string(digits));
+  if (prefix > static_cast<int>(address->size() * 8)) return std::nullopt;
+  return std::make_pair(*address, prefix);
+}
+
+bool compare_less_equal(const std::vector<std::uint8_t>& a, const std::vector<std::uint8_t>& b) {
+  return !std::lexicographical_compare(b.begin(), b.end(), a.begin(), a.end());
+}
+
+bool is_hex(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  });
+}
+
+std::string lowercase(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+// ---- building the profile's nodes: ConfigNode values located in the site file ----
+
+ConfigNode scalar_at(std::string text, const SourceLocation& where, bool quoted = true) {
+  ConfigNode node;
+  node.kind = ConfigNode::Kind::scalar;
+  node.scalar = std::move(text);
+  node.quoted = quoted;
+  node.location = where;
+  return node;
+}
+
+ConfigNode map_at(const SourceLocation& where) {
+  ConfigNode node;
+  node.kind = ConfigNode::Kind::map;
+  node.location = where;
+  return node;
+}
+
+ConfigNode sequence_at(const SourceLocation& where) {
+  ConfigNode node;
+  node.kind = ConfigNode::Kind::sequence;
+  node.location = where;
+  return node;
+}
+
+ConfigNode string_sequence(const std::vector<std::string>& values, const SourceLocation& where) {
+  ConfigNode node = sequence_at(where);
+  for (const auto& v : values) node.items.push_back(scalar_at(v, where));
+  return node;
+}
+
+const ConfigNode* find_path(const ConfigNode& tree, std::initializer_list<std::string_view> keys) {
+  const ConfigNode* node = &tree;
+  for (auto key : keys) {
+    if (!node->is_map()) return nullptr;
+    node = node->find(key);
+    if (node == nullptr) return nullptr;
+  }
+  return node;
+}
+
+// The strings of a list in the profile (rke2.config.node-label), or a lone string, or none.
+std::vector<std::string> profile_strings(const ConfigNode& tree, std::initializer_list<std::string_view> keys) {
+  std::vector<std::string> out;
+  const ConfigNode* node = find_path(tree, keys);
+  if (node == nullptr) return out;
+  if (node->is_scalar()) out.push_back(node->scalar);
+  for (const auto& item : node->items) {
+    if (item.is_scalar()) out.push_back(item.scalar);
+  }
+  return out;
+}
+
+SourceLocation field_location(const Machine& machine, const std::string& field) {
+  auto it = machine.field_locations.find(field);
+  return it != machine.field_locations.end() ? it->second : machine.where;
+}
+
+std::string host_address(const Machine& machine) { return machine.address.substr(0, machine.address.find('/')); }
+
+const SiteNetwork* network_of(const SiteInventory& site, const Machine& machine) {
+  for (const auto& n : site.networks) {
+    if (n.name == machine.network) return &n;
+  }
+  return nullptr;
+}
+
+// The RKE2 supervisor URL agents and joining servers use when their profile names none: the first server
+// machine of the site (which starts the cluster).
+std::optional<std::string> first_server_url(const SiteInventory& site) {
+  for (const auto& m : site.machines) {
+    if (m.role == Role::server) {
+      std::string host = host_address(m);
+      if (host.find(':') != std::string::npos) host = "[" + host + "]";
+      return "https://" + host + ":9345";
+    }
+  }
+  return std::nullopt;
+}
+
+const Machine* first_server(const SiteInventory& site) {
+  for (const auto& m : site.machines) {
+    if (m.role == Role::server) return &m;
+  }
+  return nullptr;
+}
+
+ConfigNode rpi_node(const SiteInventory& site, const Machine& machine, const ConfigNode& profile_tree) {
+  const SourceLocation& where = machine.where;
+  ConfigNode node = map_at(where);
+  node.set("name", scalar_at(machine.name, field_location(machine, "name")));
+
+  ConfigNode network = map_at(field_location(machine, "address"));
+  network.set("mode", scalar_at("static", field_location(machine, "address")));
+  network.set("address", scalar_at(machine.address, field_location(machine, "address")));
+  if (const SiteNetwork* n = network_of(site, machine)) {
+    if (n->gateway) network.set("gateway", scalar_at(*n->gateway, n->where));
+    if (!n->dns.empty()) network.set("dns", string_sequence(n->dns, n->where));
+  }
+  node.set("network", std::move(network));
+
+  ConfigNode rke2 = map_at(field_location(machine, "role"));
+  rke2.set("role", scalar_at(to_string(machine.role), field_location(machine, "role")));
+  // Who the node joins: the profile's rke2.server when it names one, else the site's first server;
+  // the first server itself starts the cluster.
+  bool profile_names_server = find_path(profile_tree, {"rke2", "server"}) != nullptr;
+  if (!profile_names_server && first_server(site) != &machine) {
+    if (auto url = first_server_url(site)) rke2.set("server", scalar_at(*url, field_location(machine, "role")));
+  }
+  // Labels and taints add to the profile's (rke2.config node-label / node-taint); merging would replace.
+  ConfigNode config = map_at(field_location(machine, "role"));
+  if (!machine.labels.empty()) {
+    std::vector<std::string> labels = profile_strings(profile_tree, {"rke2", "config", "node-label"});
+    for (const auto& [k, v] : machine.labels) labels.push_back(k + "=" + v);
+    config.set("node-label", string_sequence(labels, field_location(machine, "labels")));
+  }
+  if (!machine.taints.empty()) {
+    std::vector<std::string> taints = profile_strings(profile_tree, {"rke2", "config", "node-taint"});
+    for (const auto& t : machine.taints) taints.push_back(t);
+    config.set("node-taint", string_sequence(taints, field_location(machine, "taints")));
+  }
+  if (!config.entries.empty()) rke2.set("config", std::move(config));
+  node.set("rke2", std::move(rke2));
+  return node;
+}
+
+ConfigNode talos_node(const SiteInventory& site, const Machine& machine) {
+  const SourceLocation& where = machine.where;
+  ConfigNode node = map_at(where);
+  node.set("name", scalar_at(machine.name, field_location(machine, "name")));
+  if (machine.mac) node.set("mac", scalar_at(*machine.mac, field_location(machine, "mac")));
+  if (machine.uuid) node.set("uuid", scalar_at(*machine.uuid, field_location(machine, "uuid")));
+  node.set("addresses", string_sequence({machine.address}, field_location(machine, "address")));
+  if (const SiteNetwork* n = network_of(site, machine); n != nullptr && n->gateway) {
+    node.set("gateway", scalar_at(*n->gateway, n->where));
+  }
+  if (machine.vm) node.set("install_disk", scalar_at(machine.vm->install_disk, field_location(machine, "vm")));
+  if (!machine.labels.empty() || !machine.taints.empty()) {
+    // Talos's machine.nodeLabels / machine.nodeTaints (a map of key -> "value:Effect").
+    ConfigNode machine_section = map_at(where);
+    if (!machine.labels.empty()) {
+      ConfigNode labels = map_at(field_location(machine, "labels"));
+      for (const auto& [k, v] : machine.labels) labels.set(k, scalar_at(v, field_location(machine, "labels")));
+      machine_section.set("nodeLabels", std::move(labels));
+    }
+    if (!machine.taints.empty()) {
+      ConfigNode taints = map_at(field_location(machine, "taints"));
+      for (const auto& t : machine.taints) {
+        // key=value:Effect -> key: value:Effect; key:Effect -> key: :Effect (Talos's form for no value)
+        auto eq = t.find('=');
+        auto colon = t.rfind(':');
+        std::string key = t.substr(0, eq != std::string::npos ? eq : colon);
+        std::string value = eq != std::string::npos ? t.substr(eq + 1) : t.substr(colon);
+        taints.set(key, scalar_at(value, field_location(machine, "taints")));
+      }
+      machine_section.set("nodeTaints", std::move(taints));
+    }
+    ConfigNode content = map_at(where);
+    content.set("machine", std::move(machine_section));
+    ConfigNode patch = map_at(where);
+    patch.set("merge", std::move(content));
+    ConfigNode patches = sequence_at(where);
+    patches.items.push_back(std::move(patch));
+    node.set("patches", std::move(patches));
+  }
+  return node;
+}
+
+// ---- reading ----
+
+void read_networks(ConfigMapReader& top, SiteInventory& site, Diagnostics& diagnostics) {
+  auto networks = top.map("networks", true);
+  if (!networks) return;
+  const ConfigNode* tree = top.node("networks");
+  for (const auto& entry : tree->entries) {
+    networks->ignore(entry.key);
+    std::string path = "networks." + entry.key;
+    ConfigMapReader reader(entry.value, diagnostics, path);
+    if (!reader.valid()) {
+      diagnostics.error(entry.value.location, "'" + path + "' must be a map with 'subnet'");
+      continue;
+    }
+    SiteNetwork network;
+    network.name = entry.key;
+    network.where = entry.key_location;
+    if (auto subnet = reader.string("subnet", true)) {
+      auto parsed = parse_cidr(*subnet);
+      if (!parsed) {
+        reader.error_at("subnet", "'" + path + ".subnet' must be a network in CIDR form such as 10.0.10.0/24 or "
+                                  "fd00:10::/64, got '" + *subnet + "'");
+      } else {
+        network.subnet.bytes = parsed->first;
+        network.subnet.prefix_length = parsed->second;
+        // Host bits are cleared so membership is a prefix comparison.
+        for (std::size_t bit = static_cast<std::size_t>(parsed->second); bit < network.subnet.bytes.size() * 8; ++bit) {
+          network.subnet.bytes[bit / 8] &= static_cast<std::uint8_t>(~(0x80u >> (bit % 8)));
+        }
+        network.subnet.text = format_address(network.subnet.bytes) + "/" + std::to_string(parsed->second);
+      }
+    }
+    network.gateway = reader.string("gateway");
+    if (network.gateway) {
+      auto gateway = parse_address(*network.gateway);
+      if (!gateway) {
+        reader.error_at("gateway", "'" + path + ".gateway' must be an IPv4 or IPv6 address, got '" + *network.gateway + "'");
+      } else if (!network.subnet.bytes.empty() && !network.subnet.contains(*gateway)) {
+        reader.error_at("gateway", "'" + path + ".gateway' " + *network.gateway + " is outside the subnet " +
+                                       network.subnet.text);
+      }
+    }
+    network.dns = reader.string_list("dns").value_or(std::vector<std::string>{});
+    for (const auto& d : network.dns) {
+      if (!parse_address(d)) reader.error_at("dns", "'" + path + ".dns' entries must be addresses, got '" + d + "'");
+    }
+    if (auto pool = reader.string("dhcp_pool")) {
+      auto dash = pool->find('-');
+      std::optional<std::vector<std::uint8_t>> first, last;
+      if (dash != std::string::npos) {
+        first = parse_address(pool->substr(0, dash));
+        last = parse_address(pool->substr(dash + 1));
+      }
+      if (!first || !last || first->size() != last->size() || !compare_less_equal(*first, *last)) {
+        reader.error_at("dhcp_pool", "'" + path + ".dhcp_pool' must be a range FIRST-LAST such as 10.0.10.100-10.0.10.199, "
+                                     "got '" + *pool + "'");
+      } else if (!network.subnet.bytes.empty() && (!network.subnet.contains(*first) || !network.subnet.contains(*last))) {
+        reader.error_at("dhcp_pool", "'" + path + ".dhcp_pool' " + *pool + " is not inside the subnet " + network.subnet.text);
+      } else {
+        network.dhcp_pool = IpRange{*pool, *first, *last};
+      }
+    }
+    reader.finish();
+    site.networks.push_back(std::move(network));
+  }
+  networks->finish();
+}
+
+void read_machine(const ConfigNode& item, const std::string& path, SiteInventory& site, Diagnostics& diagnostics) {
+  ConfigMapReader reader(item, diagnostics, path);
+  if (!reader.valid()) {
+    diagnostics.error(item.location, "'" + path + "' must be a map with at least 'name', 'platform', 'address', 'role', "
+                                     "'profile'");
+    return;
+  }
+  Machine m;
+  m.where = item.location;
+  for (const auto& entry : item.entries) m.field_locations[entry.key] = entry.value.location;
+  m.name = reader.string("name", true).value_or("");
+  if (!m.name.empty() && !is_dns_label(m.name)) {
+    reader.error_at("name", "'" + path + ".name' must be a lowercase DNS label (a-z, 0-9, '-'): it is the host name and "
+                            "the Kubernetes node name, got '" + m.name + "'");
+  }
+  std::string where_name = m.name.empty() ? path : "machine '" + m.name + "'";
+  if (auto platform = reader.one_of("platform", {"rpi5", "proxmox-vm"}, true)) {
+    m.platform = *platform == "rpi5" ? Platform::rpi5 : Platform::proxmox_vm;
+  }
+  if (auto serial = reader.string("serial")) {
+    if ((serial->size() != 8 && serial->size() != 16) || !is_hex(*serial)) {
+      reader.error_at("serial", "'" + path + ".serial' must be the Pi's serial number, 8 or 16 hex digits (as in "
+                                "/proc/cpuinfo or the bootloader's TFTP directory), got '" + *serial + "'");
+    } else {
+      m.serial = lowercase(*serial);
+    }
+  }
+  if (auto mac = reader.string("mac")) {
+    m.mac = normalize_mac(*mac);
+    if (!m.mac) reader.error_at("mac", "'" + path + ".mac' must be a MAC address like bc:24:11:00:20:11, got '" + *mac + "'");
+  }
+  if (auto uuid = reader.string("uuid")) {
+    m.uuid = normalize_uuid(*uuid);
+    if (!m.uuid) reader.error_at("uuid", "'" + path + ".uuid' must be an SMBIOS UUID (8-4-4-4-12 hex), got '" + *uuid + "'");
+  }
+  if (auto address = reader.string("address", true)) {
+    auto parsed = parse_cidr(*address);
+    if (!parsed) {
+      reader.error_at("address", "'" + path + ".address' must be the machine's address with its prefix length, such as "
+                                 "10.0.10.11/24 or fd00:10::11/64, got '" + *address + "'");
+    } else {
+      m.address = *address;
+      m.address_bytes = parsed->first;
+    }
+  }
+  auto role = reader.one_of("role", {"server", "agent", "controlplane", "worker"}, true);
+  if (role) {
+    m.role = *role == "server" ? Role::server : *role == "agent" ? Role::agent
+           : *role == "controlplane" ? Role::controlplane : Role::worker;
+  }
+  if (auto profile = reader.path_value("profile", true)) m.profile = fs::absolute(*profile).lexically_normal();
+  if (auto boot = reader.one_of("boot", {"disk", "netboot", "ephemeral"})) {
+    m.boot = *boot == "disk" ? BootMethod::disk : *boot == "netboot" ? BootMethod::netboot : BootMethod::ephemeral;
+  }
+  if (const ConfigNode* labels = reader.node("labels")) {
+    if (!labels->is_map()) {
+      diagnostics.error(labels->location, "'" + path + ".labels' must be a map of label: value");
+    } else {
+      for (const auto& entry : labels->entries) {
+        if (!entry.value.is_scalar()) {
+          diagnostics.error(entry.value.location, "'" + path + ".labels." + entry.key + "' must be a string");
+        } else {
+          m.labels[entry.key] = entry.value.scalar;
+        }
+      }
+    }
+  }
+  if (auto taints = reader.string_list("taints")) {
+    for (const auto& t : *taints) {
+      // key=value:Effect or key:Effect, Effect one of Kubernetes's three.
+      auto colon = t.rfind(':');
+      std::string effect = colon == std::string::npos ? "" : t.substr(colon + 1);
+      if (colon == std::string::npos || colon == 0 || t[0] == '=' ||
+          (effect != "NoSchedule" && effect != "PreferNoSchedule" && effect != "NoExecute")) {
+        reader.error_at("taints", "'" + path + ".taints' entries must be key=value:Effect or key:Effect with Effect "
+                                  "NoSchedule, PreferNoSchedule or NoExecute, got '" + t + "'");
+      } else {
+        m.taints.push_back(t);
+      }
+    }
+  }
+  if (auto vm = reader.map("vm")) {
+    VmSizing sizing;
+    if (site.proxmox) sizing.disk_storage = site.proxmox->disk_storage;
+    sizing.proxmox_node = vm->string("node", true).value_or("");
+    if (auto id = vm->integer("vmid", 100, 999999999)) sizing.vmid = static_cast<std::uint32_t>(*id);
+    if (auto cores = vm->integer("cores", 1, 512)) sizing.cores = static_cast<std::uint32_t>(*cores);
+    if (auto memory = vm->byte_size("memory")) sizing.memory = *memory;
+    if (auto disk = vm->byte_size("disk")) sizing.disk = *disk;
+    if (auto bridge = vm->string("bridge")) sizing.bridge = *bridge;
+    if (auto vlan = vm->integer("vlan", 1, 4094)) sizing.vlan = static_cast<std::uint32_t>(*vlan);
+    if (auto storage = vm->string("storage")) sizing.disk_storage = *storage;
+    if (auto disk = vm->string("install_disk")) {
+      if (!disk->starts_with("/dev/")) {
+        vm->error_at("install_disk", "'" + path + ".vm.install_disk' must be a device path such as /dev/sda");
+      }
+      sizing.install_disk = *disk;
+    }
+    if (sizing.memory < (1ull << 30)) {
+      vm->error_at("memory", "'" + path + ".vm.memory' must be at least 1GiB (Talos needs 2GiB for a control plane)");
+    }
+    if (sizing.disk < (1ull << 30) || sizing.disk % (1ull << 30) != 0) {
+      vm->error_at("disk", "'" + path + ".vm.disk' must be a whole number of GiB, at least 1GiB (Proxmox sizes disks in GiB)");
+    }
+    vm->finish();
+    m.vm = sizing;
+  }
+
+  // What each platform needs, and what it cannot have.
+  if (m.platform == Platform::rpi5) {
+    if (m.uuid) reader.error_at("uuid", "'" + path + ".uuid': a Raspberry Pi has no SMBIOS UUID; it is known by 'serial'");
+    if (m.vm) reader.error_at("vm", "'" + path + ".vm' is for proxmox-vm machines, not rpi5");
+    if (!m.serial && m.boot != BootMethod::disk) {
+      reader.error(where_name + " boots from the network (boot: " + to_string(m.boot) +
+                   ") and needs 'serial': serve recognises a Pi 5 by its serial number");
+    }
+  } else if (role) {
+    if (m.serial) reader.error_at("serial", "'" + path + ".serial' is for rpi5 machines; a VM is known by 'mac' and 'uuid'");
+    if (!m.mac) reader.error(where_name + " is a proxmox-vm and needs 'mac' (its network device's MAC, which serve matches)");
+    if (!m.vm) reader.error(where_name + " is a proxmox-vm and needs 'vm' (node, cores, memory, disk, bridge)");
+  }
+  reader.finish();
+  site.machines.push_back(std::move(m));
+}
+
+}  // namespace
+
+bool IpNetwork::contains(const std::vector<std::uint8_t>& address) const {
+  if (address.size() != bytes.size()) return false;
+  for (int bit = 0; bit < prefix_length; ++bit) {
+    std::uint8_t mask = static_cast<std::uint8_t>(0x80u >> (bit % 8));
+    if ((address[static_cast<std::size_t>(bit / 8)] & mask) != (bytes[static_cast<std::size_t>(bit / 8)] & mask)) return false;
+  }
+  return true;
+}
+
+bool IpRange::contains(const std::vector<std::uint8_t>& address) const {
+  return address.size() == first.size() && compare_less_equal(first, address) && compare_less_equal(address, last);
+}
+
+const Machine* SiteInventory::find(std::string_view wanted) const {
+  for (const auto& m : machines) {
+    if (m.name == wanted) return &m;
+  }
+  return nullptr;
+}
+
+std::vector<fs::path> SiteInventory::profile_files() const {
+  std::vector<fs::path> out;
+  for (const auto& m : machines) {
+    if (!m.profile.empty() && std::find(out.begin(), out.end(), m.profile) == out.end()) out.push_back(m.profile);
+  }
+  return out;
+}
+
+std::vector<const Machine*> SiteInventory::machines_of(const fs::path& profile) const {
+  std::vector<const Machine*> out;
+  for (const auto& m : machines) {
+    if (m.profile == profile) out.push_back(&m);
+  }
+  return out;
+}
+
+SiteInventory parse_site_inventory(const ConfigNode& tree, Diagnostics& diagnostics) {
+  SiteInventory site;
+  site.file = tree.location.file;
+  if (!tree.is_map()) {
+    diagnostics.error(tree.location, std::string("a site inventory must be a map with 'kind: site', got ") + tree.kind_name());
+    return site;
+  }
+  ConfigMapReader top(tree, diagnostics, "");
+  top.one_of("kind", {"site"}, true);
+  site.name = top.string("name", true).value_or("");
+  if (!site.name.empty() && !is_dns_label(site.name)) {
+    top.error_at("name", "'name' must be a lowercase DNS label (it names the output directory), got '" + site.name + "'");
+  }
+  site.description = top.string("description").value_or("");
+  // Beside the site file by default, so build, serve and status find the outputs wherever they run.
+  site.output = top.path_value("output").value_or(tree.base_directory() / "out" / site.name);
+  if (auto proxmox = top.map("proxmox")) {
+    ProxmoxCluster cluster;
+    cluster.where = proxmox->location();
+    cluster.nodes = proxmox->string_list("nodes", true).value_or(std::vector<std::string>{});
+    if (auto storage = proxmox->string("iso_storage")) cluster.iso_storage = *storage;
+    if (auto storage = proxmox->string("disk_storage")) cluster.disk_storage = *storage;
+    proxmox->finish();
+    site.proxmox = cluster;
+  }
+  if (auto serve = top.map("serve")) {
+    site.serve.url = serve->string("url");
+    if (site.serve.url && !site.serve.url->starts_with("http://") && !site.serve.url->starts_with("https://")) {
+      serve->error_at("url", "'serve.url' must be an http:// or https:// URL, got '" + *site.serve.url + "'");
+    }
+    site.serve.boot_log = serve->path_value("boot_log");
+    serve->finish();
+  }
+  if (auto ansible = top.map("ansible")) {
+    site.ansible.token_lookup = ansible->string("token_lookup");
+    if (const ConfigNode* vars = ansible->node("vars")) {
+      if (!vars->is_map()) {
+        diagnostics.error(vars->location, "'ansible.vars' must be a map of variable: value");
+      } else {
+        for (const auto& entry : vars->entries) {
+          if (!entry.value.is_scalar()) diagnostics.error(entry.value.location, "'ansible.vars." + entry.key + "' must be a string");
+          else site.ansible.extra_vars[entry.key] = entry.value.scalar;
+        }
+      }
+    }
+    ansible->finish();
+  }
+  read_networks(top, site, diagnostics);
+  top.list("machines", [&](const ConfigNode& item, const std::string& path) { read_machine(item, path, site, diagnostics); },
+           true);
+  if (const ConfigNode* machines = tree.find("machines"); machines && machines->is_sequence() && machines->items.empty()) {
+    diagnostics.error(machines->location, "'machines' is empty: a site has at least one machine");
+  }
+  top.finish();
+
+  // Which network each address belongs to (the most specific one when subnets nest).
+  for (auto& m : site.machines) {
+    if (m.address_bytes.empty()) continue;
+    const SiteNetwork* best = nullptr;
+    for (const auto& n : site.networks) {
+      if (!n.subnet.bytes.empty() && n.subnet.contains(m.address_bytes) &&
+          (best == nullptr || n.subnet.prefix_length > best->subnet.prefix_length)) {
+        best = &n;
+      }
+    }
+    if (best != nullptr) m.network = best->name;
+  }
+  return site;
+}
+
+SiteInventory read_site_inventory(const fs::path& file, Diagnostics& diagnostics) {
+  ConfigNode tree = load_yaml_file(file, diagnostics);
+  if (tree.is_null()) {
+    if (!diagnostics.has_errors()) diagnostics.error({file.string(), 1, 1}, "the site inventory is empty");
+    SiteInventory empty;
+    empty.file = file;
+    return empty;
+  }
+  SiteInventory site = parse_site_inventory(tree, diagnostics);
+  site.file = file;
+  return site;
+}
+
+bool is_site_file(const fs::path& file) {
+  Diagnostics ignored;
+  ConfigNode tree = load_yaml_file(file, ignored);
+  const ConfigNode* kind = tree.is_map() ? tree.find("kind") : nullptr;
+  return kind != nullptr && kind->is_scalar() && kind->scalar == "site";
+}
+
+namespace {
+
+// The first machine that used a value, for "also used by" messages.
+template <typename Key>
+void check_unique(const SiteInventory& site, Diagnostics& diagnostics, const char* field, const char* what,
+                  const std::function<std::optional<Key>(const Machine&)>& key_of,
+                  const std::function<std::string(const Key&)>& show) {
+  std::map<Key, const Machine*> seen;
+  for (const auto& m : site.machines) {
+    auto key = key_of(m);
+    if (!key) continue;
+    auto [it, inserted] = seen.emplace(*key, &m);
+    if (!inserted && std::string_view(field) == "name") {
+      diagnostics.error(field_location(m, field), "machine name '" + m.name + "' is listed twice (first at " +
+                                                      field_location(*it->second, field).str() + ")");
+    } else if (!inserted) {
+      diagnostics.error(field_location(m, field), "machine '" + m.name + "': " + what + " " + show(*key) +
+                                                      " is already used by machine '" + it->second->name + "' (" +
+                                                      field_location(*it->second, field).str() + ")");
+    }
+  }
+}
+
+}  // namespace
+
+void check_site(const SiteInventory& site, Diagnostics& diagnostics, const builder::ProfileCheckOptions& options) {
+  auto same = [](const std::string& s) { return s; };
+  check_unique<std::string>(site, diagnostics, "name", "name", [](const Machine& m) -> std::optional<std::string> {
+    return m.name.empty() ? std::nullopt : std::optional(m.name);
+  }, same);
+  check_unique<std::string>(site, diagnostics, "mac", "MAC", [](const Machine& m) { return m.mac; }, same);
+  // A Pi's TFTP directory is the low 8 digits: two serials that share them are the same to serve.
+  check_unique<std::string>(site, diagnostics, "serial", "serial", [](const Machine& m) -> std::optional<std::string> {
+    if (!m.serial) return std::nullopt;
+    return m.serial->substr(m.serial->size() - 8);
+  }, [](const std::string& s) { return s + " (its low 8 hex digits)"; });
+  check_unique<std::string>(site, diagnostics, "uuid", "SMBIOS UUID", [](const Machine& m) { return m.uuid; }, same);
+  check_unique<std::vector<std::uint8_t>>(site, diagnostics, "address", "address", [](const Machine& m) {
+    return m.address_bytes.empty() ? std::nullopt : std::optional(m.address_bytes);
+  }, [](const std::vector<std::uint8_t>& a) { return format_address(a); });
+
+  for (const auto& m : site.machines) {
+    if (m.address_bytes.empty()) continue;
+    if (m.network.empty()) {
+      std::string subnets;
+      for (const auto& n : site.networks) subnets += (subnets.empty() ? "" : ", ") + n.subnet.text;
+      diagnostics.error(field_location(m, "address"), "address " + m.address + " of machine '" + m.name +
+                                                          "' is outside every network of the site (" +
+                                                          (subnets.empty() ? "none defined" : subnets) + ")");
+      continue;
+    }
+    const SiteNetwork* n = network_of(site, m);
+    if (n->dhcp_pool && n->dhcp_pool->contains(m.address_bytes)) {
+      diagnostics.error(field_location(m, "address"), "address " + host_address(m) + " of machine '" + m.name +
+                                                          "' is inside the DHCP pool " + n->dhcp_pool->text + " of network '" +
+                                                          n->name + "': the DHCP server could hand it to another machine");
+    }
+    if (m.address_bytes == n->subnet.bytes) {
+      diagnostics.error(field_location(m, "address"), "address " + host_address(m) + " of machine '" + m.name +
+                                                          "' is the network address of " + n->subnet.text);
+    }
+  }
+
+  if (site.proxmox == std::nullopt) {
+    for (const auto& m : site.machines) {
+      if (m.platform == Platform::proxmox_vm) {
+        diagnostics.error(field_location(m, "platform"), "machine '" + m.name + "' is a proxmox-vm but the site has no "
+                                                             "'proxmox' section (its nodes)");
+        break;
+      }
+    }
+  } else {
+    for (const auto& m : site.machines) {
+      if (m.vm && !m.vm->proxmox_node.empty() &&
+          std::find(site.proxmox->nodes.begin(), site.proxmox->nodes.end(), m.vm->proxmox_node) == site.proxmox->nodes.end()) {
+        std::string nodes;
+        for (const auto& n : site.proxmox->nodes) nodes += (nodes.empty() ? "" : ", ") + n;
+        diagnostics.error(field_location(m, "vm"), "machine '" + m.name + "' is placed on Proxmox node '" +
+                                                       m.vm->proxmox_node + "', which is not one of proxmox.nodes (" + nodes + ")");
+      }
+    }
+  }
+
+  // Profile kind against platform and role, boot method against the profile's outputs: read from the
+  // profiles' trees, since a profile cannot be read as a whole with nodes that do not fit it.
+  std::map<fs::path, ConfigNode> trees;
+  for (const auto& file : site.profile_files()) {
+    Diagnostics ignored;  // the profile's own problems are reported when it is loaded with the site's nodes
+    if (fs::exists(file)) trees[file] = builder::load_profile_tree(file, ignored);
+  }
+  auto scalar_of = [](const ConfigNode& tree, std::initializer_list<std::string_view> keys) -> std::string {
+    const ConfigNode* node = find_path(tree, keys);
+    return node != nullptr && node->is_scalar() ? node->scalar : std::string();
+  };
+  for (const auto& m : site.machines) {
+    if (m.profile.empty()) continue;
+    const SourceLocation at = field_location(m, "profile");
+    if (!fs::exists(m.profile)) {
+      diagnostics.error(at, "profile " + m.profile.string() + " of machine '" + m.name + "' does not exist");
+      continue;
+    }
+    const ConfigNode& tree = trees[m.profile];
+    std::string kind = scalar_of(tree, {"kind"});
+    if (kind != "rpi5-rke2" && kind != "talos-iso") continue;  // the profile's own error comes when it is loaded
+    bool pi_profile = kind == "rpi5-rke2";
+    std::string file_name = m.profile.filename().string();
+    if ((m.platform == Platform::rpi5) != pi_profile) {
+      diagnostics.error(at, "machine '" + m.name + "' is a " + to_string(m.platform) + " but its profile " + file_name +
+                                " is kind " + kind + " (" +
+                                (m.platform == Platform::rpi5 ? "a Raspberry Pi 5 needs an rpi5-rke2 profile"
+                                                              : "a Proxmox VM needs a talos-iso profile") + ")");
+      continue;
+    }
+    bool rke2_role = m.role == Role::server || m.role == Role::agent;
+    if (rke2_role != pi_profile) {
+      diagnostics.error(field_location(m, "role"), "machine '" + m.name + "' has role " + to_string(m.role) + ", but its " +
+                                                       kind + " profile takes " +
+                                                       (pi_profile ? "server or agent (RKE2)" : "controlplane or worker (Talos)"));
+      continue;
+    }
+    if (pi_profile) {
+      const ConfigNode* ephemeral = find_path(tree, {"output", "ephemeral"});
+      bool has_ephemeral = ephemeral != nullptr && !ephemeral->is_null() &&
+                           !(ephemeral->is_scalar() && parse_yaml_bool(*ephemeral) == std::optional<bool>(false));
+      const ConfigNode* disk_images = find_path(tree, {"output", "disk_images"});
+      bool has_disk_images = disk_images == nullptr || parse_yaml_bool(*disk_images) != std::optional<bool>(false);
+      if (m.boot == BootMethod::ephemeral && !has_ephemeral) {
+        diagnostics.error(field_location(m, "boot"), "machine '" + m.name + "' boots ephemeral, but its profile " +
+                                                         file_name + " has no output.ephemeral");
+      }
+      if (m.boot != BootMethod::ephemeral && !has_disk_images) {
+        diagnostics.error(field_location(m, "boot"), "machine '" + m.name + "' boots from its disk image (boot: " +
+                                                         to_string(m.boot) + "), but its profile " + file_name +
+                                                         " has output.disk_images: false");
+      }
+    } else {
+      std::vector<std::string> outputs = profile_strings(tree, {"talos", "outputs"});
+      auto has = [&](const char* o) { return std::find(outputs.begin(), outputs.end(), o) != outputs.end(); };
+      if (m.boot != BootMethod::disk && !has("netboot")) {
+        diagnostics.error(field_location(m, "boot"), "machine '" + m.name + "' boots from serve (boot: " + to_string(m.boot) +
+                                                         "), but its profile " + file_name +
+                                                         " does not list 'netboot' in talos.outputs");
+      }
+      if (m.boot == BootMethod::disk && !has("iso") && !has("config-iso")) {
+        diagnostics.error(field_location(m, "boot"), "machine '" + m.name + "' boots from an ISO (boot: disk), but its profile " +
+                                                         file_name + " lists neither 'iso' nor 'config-iso' in talos.outputs");
+      }
+    }
+  }
+
+  // Every agent needs a server to join, every worker a control plane; an etcd quorum wants odd sizes.
+  std::size_t servers = 0, controlplanes = 0;
+  const Machine* first_server_machine = nullptr;
+  const Machine* first_controlplane = nullptr;
+  for (const auto& m : site.machines) {
+    if (m.role == Role::server && servers++ == 0) first_server_machine = &m;
+    if (m.role == Role::controlplane && controlplanes++ == 0) first_controlplane = &m;
+  }
+  for (const auto& m : site.machines) {
+    if (m.role == Role::agent && servers == 0) {
+      if (!trees.contains(m.profile) || !scalar_of(trees[m.profile], {"rke2", "server"}).empty()) continue;
+      {
+        diagnostics.error(field_location(m, "role"), "agent '" + m.name + "' has no server to join: no machine of the site "
+                                                         "has role server and its profile sets no rke2.server");
+      }
+    }
+    if (m.role == Role::worker && controlplanes == 0) {
+      diagnostics.error(field_location(m, "role"), "worker '" + m.name + "' has no control plane: no machine of the site "
+                                                       "has role controlplane");
+    }
+  }
+  auto warn_even = [&](std::size_t count, const Machine* first, const char* what) {
+    if (count > 0 && count % 2 == 0) {
+      diagnostics.warning(field_location(*first, "role"),
+                          std::string("the ") + what + " has " + std::to_string(count) +
+                              " members, an even number: etcd keeps quorum through as many failures with " +
+                              std::to_string(count - 1) + " (use an odd number)");
+    }
+  };
+  warn_even(servers, first_server_machine, "RKE2 control plane (role server)");
+  warn_even(controlplanes, first_controlplane, "Talos control plane (role controlplane)");
+  (void)options;
+}
+
+std::optional<builder::Profile> load_site_profile(const SiteInventory& site, const fs::path& profile_file,
+                                                  Diagnostics& diagnostics, const builder::ProfileCheckOptions& options) {
+  std::vector<const Machine*> machines = site.machines_of(profile_file);
+  return builder::load_profile_with_nodes(
+      profile_file,
+      [&](const ConfigNode& profile_tree) {
+        ConfigNode nodes = sequence_at(machines.empty() ? SourceLocation{site.file.string(), 0, 0} : machines.front()->where);
+        const ConfigNode* kind = profile_tree.find("kind");
+        bool talos = kind != nullptr && kind->is_scalar() && kind->scalar == "talos-iso";
+        for (const Machine* m : machines) {
+          nodes.items.push_back(talos ? talos_node(site, *m) : rpi_node(site, *m, profile_tree));
+        }
+        return nodes;
+      },
+      diagnostics, options);
+}
+
+fs::path profile_output_directory(const SiteInventory& site, const builder::Profile& profile) {
+  return site.output / profile.name;
+}
+
+std::optional<LoadedSite> load_site(const fs::path& file, Diagnostics& diagnostics,
+                                    const builder::ProfileCheckOptions& options) {
+  std::size_t errors_before = diagnostics.error_count();
+  LoadedSite loaded;
+  loaded.site = read_site_inventory(file, diagnostics);
+  if (diagnostics.error_count() > errors_before) return std::nullopt;
+  check_site(loaded.site, diagnostics, options);
+  if (diagnostics.error_count() > errors_before) return std::nullopt;
+  std::set<std::string> profile_names;
+  for (const auto& profile_file : loaded.site.profile_files()) {
+    auto profile = load_site_profile(loaded.site, profile_file, diagnostics, options);
+    if (!profile) continue;
+    // Two profiles of one name would write into one output directory.
+    if (!profile_names.insert(profile->name).second) {
+      diagnostics.error(field_location(*loaded.site.machines_of(profile_file).front(), "profile"),
+                        "profile " + profile_file.string() + " is named '" + profile->name +
+                            "' like another profile of the site: both would build into " +
+                            (loaded.site.output / profile->name).string());
+    }
+    loaded.profiles.emplace(profile_file, std::move(*profile));
+  }
+  if (diagnostics.error_count() > errors_before) return std::nullopt;
+  return loaded;
+}
 
 }  // namespace aggrik8s::site

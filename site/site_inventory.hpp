@@ -69,6 +69,7 @@ struct VmSizing {
   std::string bridge = "vmbr0";
   std::optional<std::uint32_t> vlan;
   std::string disk_storage = "local-lvm";  // datastore for the VM's disk (site default: proxmox.disk_storage)
+  std::string install_disk = "/dev/sda";   // the disk Talos installs to, as the guest sees it (scsi0 -> /dev/sda)
 };
 
 struct Machine {

@@ -1,0 +1,443 @@
+#include "site/site_inventory.hpp"
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "tests/test_support.hpp"
+
+using namespace aggrik8s;
+using namespace aggrik8s::site;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string dump(const Diagnostics& d) {
+  std::string out;
+  for (const auto& x : d.all()) out += x.str() + "\n";
+  return out;
+}
+
+// The exact diagnostic lines of one severity, as the user sees them ("file:line:col: message").
+std::vector<std::string> lines_of(const Diagnostics& d, Diagnostic::Severity severity) {
+  std::vector<std::string> out;
+  for (const auto& x : d.all()) {
+    if (x.severity == severity) out.push_back(x.str());
+  }
+  return out;
+}
+
+const char* pi_server_profile = R"(kind: rpi5-rke2
+name: pi-servers
+base:
+  url: https://example.invalid/raspios.img.xz
+  sha256: 62d025b9bc7ca0e1facfec74ae56ac13978b6745c58177f081d39fbb8041ed45
+rke2:
+  version: v1.33.1+rke2r1
+  role: server
+  config:
+    node-taint: ["CriticalAddonsOnly=true:NoExecute"]
+nodes:
+  - name: ignored-by-a-site
+)";
+
+const char* pi_agent_profile = R"(kind: rpi5-rke2
+name: pi-agents
+base:
+  url: https://example.invalid/raspios.img.xz
+  sha256: 62d025b9bc7ca0e1facfec74ae56ac13978b6745c58177f081d39fbb8041ed45
+rke2:
+  version: v1.33.1+rke2r1
+  role: agent
+  token: {file: token}
+  config:
+    node-label: ["site=lab"]
+)";
+
+const char* talos_profile = R"(kind: talos-iso
+name: talos-cp
+talos:
+  version: v1.12.0
+  iso:
+    url: https://example.invalid/metal-amd64.iso
+    sha256: 62d025b9bc7ca0e1facfec74ae56ac13978b6745c58177f081d39fbb8041ed45
+  config: {file: cp.yaml}
+  outputs: [config-iso, netboot]
+  netboot_url: http://10.0.20.2:8080
+)";
+
+// A valid site: line numbers below are counted in this text (line 1 is "kind: site").
+const char* good_site = R"(kind: site
+name: lab
+networks:
+  pi:
+    subnet: 10.0.10.0/24
+    gateway: 10.0.10.1
+    dns: [10.0.10.1]
+    dhcp_pool: 10.0.10.100-10.0.10.199
+  pve:
+    subnet: 10.0.20.0/24
+    gateway: 10.0.20.1
+proxmox:
+  nodes: [pve1, pve2]
+machines:
+  - name: cp1
+    platform: rpi5
+    serial: 10000000a1b2c311
+    address: 10.0.10.11/24
+    role: server
+    profile: servers.yaml
+    labels: {zone: a}
+  - name: w1
+    platform: rpi5
+    serial: a1b2c321
+    mac: d8-3A-DD-10-00-21
+    address: 10.0.10.21/24
+    role: agent
+    profile: agents.yaml
+    boot: netboot
+    taints: ["gpu=true:NoSchedule"]
+  - name: tcp1
+    platform: proxmox-vm
+    mac: "bc:24:11:00:20:11"
+    uuid: 7C1E2F0A-3B4D-4E5F-8A9B-0C1D2E3F4A51
+    address: 10.0.20.11/24
+    role: controlplane
+    profile: talos.yaml
+    boot: netboot
+    vm: {node: pve2, vmid: 211, cores: 4, memory: 8GiB, disk: 32GiB, vlan: 20}
+    labels: {rack: b}
+    taints: ["dedicated=infra:NoSchedule"]
+)";
+
+struct SiteDir {
+  test::TempDir dir;
+  SiteDir() {
+    test::write_file(dir / "servers.yaml", pi_server_profile);
+    test::write_file(dir / "agents.yaml", pi_agent_profile);
+    test::write_file(dir / "talos.yaml", talos_profile);
+  }
+  fs::path write(const std::string& text) const {
+    test::write_file(dir / "site.yaml", text);
+    return dir / "site.yaml";
+  }
+  // The site text with `from` replaced by `to` (once), for one-mistake variants of good_site.
+  fs::path write_with(const std::string& from, const std::string& to) const {
+    std::string text = good_site;
+    auto at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    text.replace(at, from.size(), to);
+    return write(text);
+  }
+  std::string prefix(int line, int column) const {
+    return (dir / "site.yaml").string() + ":" + std::to_string(line) + ":" + std::to_string(column) + ": ";
+  }
+};
+
+builder::ProfileCheckOptions no_secrets() {
+  builder::ProfileCheckOptions options;
+  options.check_secrets = false;
+  return options;
+}
+
+// Validation of a site with one mistake: the errors it reports (every one located).
+std::vector<std::string> errors_for(const SiteDir&, const fs::path& file) {
+  Diagnostics d;
+  auto loaded = load_site(file, d, no_secrets());
+  CHECK_FALSE(loaded);
+  return lines_of(d, Diagnostic::Severity::error);
+}
+
+}  // namespace
+
+TEST_CASE("a site reads every machine with its identifiers normalised", "[site]") {
+  SiteDir s;
+  Diagnostics d;
+  auto loaded = load_site(s.write(good_site), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  const SiteInventory& site = loaded->site;
+  CHECK(site.name == "lab");
+  CHECK(site.output == s.dir.path() / "out" / "lab");
+  REQUIRE(site.machines.size() == 3);
+  const Machine& w1 = site.machines[1];
+  CHECK(w1.mac == "d8:3a:dd:10:00:21");
+  CHECK(w1.serial == "a1b2c321");
+  CHECK(w1.network == "pi");
+  CHECK(w1.boot == BootMethod::netboot);
+  const Machine& tcp1 = site.machines[2];
+  CHECK(tcp1.uuid == "7c1e2f0a-3b4d-4e5f-8a9b-0c1d2e3f4a51");
+  REQUIRE(tcp1.vm);
+  CHECK(tcp1.vm->proxmox_node == "pve2");
+  CHECK(tcp1.vm->memory == (8ull << 30));
+  CHECK(tcp1.vm->vlan == 20u);
+  CHECK(tcp1.vm->disk_storage == "local-lvm");
+  CHECK(loaded->profiles.size() == 3);
+  CHECK(site.profile_files().front() == s.dir.path() / "servers.yaml");
+}
+
+TEST_CASE("a site's machines become its profiles' nodes", "[site]") {
+  SiteDir s;
+  Diagnostics d;
+  auto loaded = load_site(s.write(good_site), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+
+  // The profile's own nodes: list is replaced; the machine's address, network and role are the node's.
+  const builder::Profile& servers = loaded->profiles.at(s.dir.path() / "servers.yaml");
+  REQUIRE(servers.rpi_nodes.size() == 1);
+  const builder::Rpi5Node& cp1 = servers.rpi_nodes.front();
+  CHECK(cp1.name == "cp1");
+  CHECK(cp1.system.hostname == "cp1");
+  CHECK(cp1.network.mode == builder::NetworkSettings::Mode::static_address);
+  CHECK(cp1.network.address == "10.0.10.11/24");
+  CHECK(cp1.network.gateway == "10.0.10.1");
+  CHECK(cp1.network.dns == std::vector<std::string>{"10.0.10.1"});
+  CHECK(cp1.rke2.role == "server");
+  CHECK_FALSE(cp1.rke2.server);  // the first server starts the cluster
+  // Labels add to the profile's rke2.config; its taints stay.
+  REQUIRE(cp1.rke2.config.find("node-label") != nullptr);
+  CHECK(cp1.rke2.config.find("node-label")->items.at(0).scalar == "zone=a");
+  REQUIRE(cp1.rke2.config.find("node-taint") != nullptr);
+  CHECK(cp1.rke2.config.find("node-taint")->items.at(0).scalar == "CriticalAddonsOnly=true:NoExecute");
+
+  const builder::Rpi5Node& w1 = loaded->profiles.at(s.dir.path() / "agents.yaml").rpi_nodes.at(0);
+  CHECK(w1.rke2.role == "agent");
+  CHECK(w1.rke2.server == "https://10.0.10.11:9345");  // the site's first server, since the profile names none
+  const ConfigNode* labels = w1.rke2.config.find("node-label");
+  REQUIRE(labels != nullptr);
+  REQUIRE(labels->items.size() == 1);
+  CHECK(labels->items[0].scalar == "site=lab");  // the profile's, untouched (the machine has none)
+  const ConfigNode* taints = w1.rke2.config.find("node-taint");
+  REQUIRE(taints != nullptr);
+  CHECK(taints->items.at(0).scalar == "gpu=true:NoSchedule");
+
+  const builder::TalosNode& tcp1 = loaded->profiles.at(s.dir.path() / "talos.yaml").talos_nodes.at(0);
+  CHECK(tcp1.name == "tcp1");
+  CHECK(tcp1.mac == "bc:24:11:00:20:11");
+  CHECK(tcp1.uuid == "7c1e2f0a-3b4d-4e5f-8a9b-0c1d2e3f4a51");
+  CHECK(tcp1.addresses == std::vector<std::string>{"10.0.20.11/24"});
+  CHECK(tcp1.gateways == std::vector<std::string>{"10.0.20.1"});
+  CHECK(tcp1.install_disk == "/dev/sda");
+  REQUIRE(tcp1.patches.size() == 1);
+  const ConfigNode* machine = tcp1.patches[0].content.find("machine");
+  REQUIRE(machine != nullptr);
+  CHECK(machine->find("nodeLabels")->find("rack")->scalar == "b");
+  CHECK(machine->find("nodeTaints")->find("dedicated")->scalar == "infra:NoSchedule");
+}
+
+TEST_CASE("site validation: duplicate identifiers name both machines with line and column", "[site]") {
+  SiteDir s;
+  SECTION("MAC, in another spelling") {
+    auto errors = errors_for(s, s.write_with("    mac: \"bc:24:11:00:20:11\"", "    mac: \"D8:3A:DD:10:00:21\""));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(33, 10) + "machine 'tcp1': MAC d8:3a:dd:10:00:21 is already used by machine 'w1' (" +
+                           (s.dir / "site.yaml").string() + ":25:10)");
+  }
+  SECTION("Pi serial: the low 8 digits are what the Pi asks with") {
+    auto errors = errors_for(s, s.write_with("serial: a1b2c321", "serial: 10000000A1B2C311"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(24, 13) + "machine 'w1': serial a1b2c311 (its low 8 hex digits) is already used by machine 'cp1' (" +
+                           (s.dir / "site.yaml").string() + ":17:13)");
+  }
+  SECTION("SMBIOS UUID") {
+    std::string text = good_site;
+    text += R"(  - name: tcp2
+    platform: proxmox-vm
+    mac: "bc:24:11:00:20:12"
+    uuid: 7c1e2f0a-3b4d-4e5f-8a9b-0c1d2e3f4a51
+    address: 10.0.20.12/24
+    role: controlplane
+    profile: talos.yaml
+    boot: netboot
+    vm: {node: pve1}
+)";
+    auto errors = errors_for(s, s.write(text));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(45, 11) + "machine 'tcp2': SMBIOS UUID 7c1e2f0a-3b4d-4e5f-8a9b-0c1d2e3f4a51 is already used by "
+                                          "machine 'tcp1' (" + (s.dir / "site.yaml").string() + ":34:11)");
+  }
+  SECTION("address, whatever the prefix length") {
+    auto errors = errors_for(s, s.write_with("address: 10.0.10.21/24", "address: 10.0.10.11/25"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(26, 14) + "machine 'w1': address 10.0.10.11 is already used by machine 'cp1' (" +
+                           (s.dir / "site.yaml").string() + ":18:14)");
+  }
+  SECTION("name") {
+    auto errors = errors_for(s, s.write_with("name: w1", "name: cp1"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(22, 11) + "machine name 'cp1' is listed twice (first at " + (s.dir / "site.yaml").string() +
+                           ":15:11)");
+  }
+}
+
+TEST_CASE("site validation: addresses outside every network or inside a DHCP pool", "[site]") {
+  SiteDir s;
+  SECTION("outside") {
+    auto errors = errors_for(s, s.write_with("address: 10.0.10.21/24", "address: 10.0.30.21/24"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(26, 14) + "address 10.0.30.21/24 of machine 'w1' is outside every network of the site "
+                                          "(10.0.10.0/24, 10.0.20.0/24)");
+  }
+  SECTION("inside the dynamic pool") {
+    auto errors = errors_for(s, s.write_with("address: 10.0.10.21/24", "address: 10.0.10.150/24"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(26, 14) + "address 10.0.10.150 of machine 'w1' is inside the DHCP pool "
+                                          "10.0.10.100-10.0.10.199 of network 'pi': the DHCP server could hand it to "
+                                          "another machine");
+  }
+  SECTION("IPv6 networks and addresses work the same way") {
+    std::string text = good_site;
+    auto at = text.find("    subnet: 10.0.20.0/24\n    gateway: 10.0.20.1\n");
+    text.replace(at, std::string("    subnet: 10.0.20.0/24\n    gateway: 10.0.20.1\n").size(),
+                 "    subnet: fd00:20::/64\n    gateway: fd00:20::1\n");
+    text.replace(text.find("address: 10.0.20.11/24"), std::string("address: 10.0.20.11/24").size(),
+                 "address: fd00:20::11/64");
+    Diagnostics d;
+    auto loaded = load_site(s.write(text), d, no_secrets());
+    INFO(dump(d));
+    REQUIRE(loaded);
+    CHECK(loaded->site.machines[2].network == "pve");
+    const builder::TalosNode& tcp1 = loaded->profiles.at(s.dir.path() / "talos.yaml").talos_nodes.at(0);
+    CHECK(tcp1.addresses == std::vector<std::string>{"fd00:20::11/64"});
+    CHECK(tcp1.gateways == std::vector<std::string>{"fd00:20::1"});
+  }
+}
+
+TEST_CASE("site validation: agents need a server, workers a control plane", "[site]") {
+  SiteDir s;
+  SECTION("no server machine and no rke2.server in the agents' profile") {
+    auto errors = errors_for(s, s.write_with("    role: server\n", "    role: agent\n    # no server\n"));
+    for (const auto& e : errors) UNSCOPED_INFO(e);
+    // cp1 (now an agent of the servers profile) is refused for its role, and both agents have no server.
+    CHECK(std::find(errors.begin(), errors.end(),
+                    s.prefix(28, 11) + "agent 'w1' has no server to join: no machine of the site has role server and its "
+                                       "profile sets no rke2.server") != errors.end());
+  }
+  SECTION("a worker without any controlplane machine") {
+    auto errors = errors_for(s, s.write_with("    role: controlplane\n", "    role: worker\n"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(36, 11) + "worker 'tcp1' has no control plane: no machine of the site has role controlplane");
+  }
+}
+
+TEST_CASE("site validation: an even control plane is a warning, not an error", "[site]") {
+  SiteDir s;
+  std::string text = good_site;
+  text += R"(  - name: cp2
+    platform: rpi5
+    address: 10.0.10.12/24
+    role: server
+    profile: servers.yaml
+)";
+  Diagnostics d;
+  auto loaded = load_site(s.write(text), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  auto warnings = lines_of(d, Diagnostic::Severity::warning);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0] == s.prefix(19, 11) + "warning: the RKE2 control plane (role server) has 2 members, an even number: etcd keeps "
+                                          "quorum through as many failures with 1 (use an odd number)");
+  // The second server joins the first.
+  CHECK(loaded->profiles.at(s.dir.path() / "servers.yaml").rpi_nodes.at(1).rke2.server == "https://10.0.10.11:9345");
+}
+
+TEST_CASE("site validation: Pi serials, profile kinds, roles and boot outputs", "[site]") {
+  SiteDir s;
+  SECTION("a serial that is not 8 or 16 hex digits") {
+    auto errors = errors_for(s, s.write_with("serial: a1b2c321", "serial: a1b2c32"));
+    REQUIRE(errors.size() >= 1);
+    CHECK(errors[0] == s.prefix(24, 13) + "'machines[1].serial' must be the Pi's serial number, 8 or 16 hex digits (as in "
+                                          "/proc/cpuinfo or the bootloader's TFTP directory), got 'a1b2c32'");
+  }
+  SECTION("a non-hex serial") {
+    auto errors = errors_for(s, s.write_with("serial: a1b2c321", "serial: a1b2c32g"));
+    REQUIRE(errors.size() >= 1);
+    CHECK(errors[0].starts_with(s.prefix(24, 13) + "'machines[1].serial' must be the Pi's serial number"));
+  }
+  SECTION("a Pi built with a Talos profile") {
+    auto errors = errors_for(s, s.write_with("profile: agents.yaml", "profile: talos.yaml"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(28, 14) + "machine 'w1' is a rpi5 but its profile talos.yaml is kind talos-iso (a Raspberry "
+                                          "Pi 5 needs an rpi5-rke2 profile)");
+  }
+  SECTION("a VM built with a Pi profile") {
+    auto errors = errors_for(s, s.write_with("profile: talos.yaml", "profile: agents.yaml"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(37, 14) + "machine 'tcp1' is a proxmox-vm but its profile agents.yaml is kind rpi5-rke2 (a "
+                                          "Proxmox VM needs a talos-iso profile)");
+  }
+  SECTION("a Talos role on an RKE2 profile") {
+    auto errors = errors_for(s, s.write_with("    role: agent\n", "    role: worker\n"));
+    CHECK(std::find(errors.begin(), errors.end(),
+                    s.prefix(27, 11) + "machine 'w1' has role worker, but its rpi5-rke2 profile takes server or agent "
+                                       "(RKE2)") != errors.end());
+  }
+  SECTION("ephemeral boot from a profile without the ephemeral output") {
+    auto errors = errors_for(s, s.write_with("    boot: netboot\n    taints", "    boot: ephemeral\n    taints"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(29, 11) + "machine 'w1' boots ephemeral, but its profile agents.yaml has no output.ephemeral");
+  }
+  SECTION("a netbooted Pi without a serial") {
+    auto errors = errors_for(s, s.write_with("    serial: a1b2c321\n", ""));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(22, 5) + "machine 'w1' boots from the network (boot: netboot) and needs 'serial': serve "
+                                         "recognises a Pi 5 by its serial number");
+  }
+  SECTION("a missing profile file") {
+    auto errors = errors_for(s, s.write_with("profile: agents.yaml", "profile: agent.yaml"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(28, 14) + "profile " + (s.dir / "agent.yaml").string() + " of machine 'w1' does not exist");
+  }
+  SECTION("a VM on a Proxmox node the site does not have") {
+    auto errors = errors_for(s, s.write_with("node: pve2", "node: pve3"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(39, 9) + "machine 'tcp1' is placed on Proxmox node 'pve3', which is not one of proxmox.nodes "
+                                         "(pve1, pve2)");
+  }
+  SECTION("an unknown key gets a hint") {
+    auto errors = errors_for(s, s.write_with("    boot: netboot\n    taints", "    bot: netboot\n    taints"));
+    REQUIRE(errors.size() >= 1);
+    CHECK(errors[0].starts_with(s.prefix(29, 5)));
+    CHECK(errors[0].find("did you mean 'boot'") != std::string::npos);
+  }
+}
+
+TEST_CASE("errors in values a site gives its profiles point at the site", "[site]") {
+  SiteDir s;
+  // The site accepts IPv6, the Pi profile's network settings take IPv4 only: the profile's reader
+  // refuses the address the site gave it, and the error points at the site's line, not the profile.
+  std::string text = good_site;
+  text.replace(text.find("  pve:\n"), std::string("  pve:\n").size(), "  pi6:\n    subnet: fd00:10::/64\n  pve:\n");
+  text.replace(text.find("address: 10.0.10.21/24"), std::string("address: 10.0.10.21/24").size(),
+               "address: fd00:10::21/64");
+  auto errors = errors_for(s, s.write(text));
+  for (const auto& e : errors) UNSCOPED_INFO(e);
+  REQUIRE(errors.size() == 2);  // and "a static network needs 'address' and 'gateway'", at the same place
+  CHECK(errors[1] == s.prefix(28, 14) + "a static network needs 'address' and 'gateway'");
+  CHECK(errors[0] == s.prefix(28, 14) + "'network.address' must be an IPv4 address with prefix, e.g. 10.0.0.11/24, got "
+                                        "'fd00:10::21/64'");
+}
+
+TEST_CASE("the example site validates with its 12 machines", "[site]") {
+  Diagnostics d;
+  auto loaded = load_site(test::source_dir() / "profiles" / "site-lab.yaml", d);
+  INFO(dump(d));
+  REQUIRE(loaded);
+  CHECK(lines_of(d, Diagnostic::Severity::error).empty());
+  CHECK(loaded->site.machines.size() == 12);
+  std::size_t servers = 0, agents = 0, ephemeral = 0, controlplanes = 0, workers = 0;
+  for (const auto& m : loaded->site.machines) {
+    servers += m.role == Role::server;
+    agents += m.role == Role::agent;
+    ephemeral += m.boot == BootMethod::ephemeral;
+    controlplanes += m.role == Role::controlplane;
+    workers += m.role == Role::worker;
+  }
+  CHECK(servers == 3);
+  CHECK(agents == 4);
+  CHECK(ephemeral == 2);
+  CHECK(controlplanes == 3);
+  CHECK(workers == 2);
+  CHECK(is_site_file(test::source_dir() / "profiles" / "site-lab.yaml"));
+  CHECK_FALSE(is_site_file(test::source_dir() / "profiles" / "rpi5-rke2-server.yaml"));
+}
