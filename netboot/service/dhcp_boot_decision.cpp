@@ -119,7 +119,7 @@ DhcpBootAnswer decide_dhcp_boot(const DhcpPacket& request, const NodeInventory& 
       break;
     case DhcpClientKind::uefi_http: {
       const std::string& binary =
-          request.client_architectures().front() == 19 ? settings.uefi_arm64_file : settings.uefi_x64_file;
+          request.client_architectures().front() == 19 ? settings.uefi_arm64_file : settings.uefi_http_x64_file;
       tftp_file(settings.http_base_url + "/files/" + binary);
       answer.vendor_class = "HTTPClient";  // edk2 ignores an HTTP boot offer without it
       break;

@@ -18,6 +18,11 @@ struct DhcpBootSettings {
   std::string http_base_url;      // "http://10.0.0.1:8080", no trailing slash
   std::string bios_file = "undionly.kpxe";
   std::string uefi_x64_file = "ipxe.efi";
+  // What an x64 UEFI HTTP boot client gets under <http_base_url>/files/. snponly.efi drives the NIC
+  // through the firmware's own network driver (SNP), which HTTP boot has just used; ipxe.efi brings
+  // its own drivers and must first take the NIC from the firmware's network stack (docs/netboot.md,
+  // "UEFI HTTP boot: snponly.efi"). The service falls back to ipxe.efi when http.root lacks it.
+  std::string uefi_http_x64_file = "snponly.efi";
   std::string uefi_arm64_file = "ipxe-arm64.efi";   // arm64 iPXE build, not in Debian's ipxe package
   std::string uboot_arm32_file = "ipxe-arm32.efi";  // U-Boot boots EFI binaries with bootefi
   std::string uboot_arm64_file = "ipxe-arm64.efi";

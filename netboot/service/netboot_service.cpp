@@ -80,6 +80,7 @@ struct ServingSnapshot {
   std::map<std::string, std::shared_ptr<const FatImageFileSource>> pi_images;  // by profile name
   std::string base_url;
   std::shared_ptr<TalosWipeStateStore> talos_wipe;  // when a Talos profile is rebuild-on-reboot
+  std::string uefi_http_x64_file = DhcpBootSettings{}.uefi_http_x64_file;  // under /files/
 };
 
 std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const std::string& bound_address,
@@ -104,6 +105,13 @@ std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const
   }
   if (config.tftp_root) snapshot->tftp_root = std::make_shared<TftpDirectorySource>(*config.tftp_root);
   if (config.http_root) snapshot->http_root.emplace(*config.http_root);
+  // UEFI HTTP boot gets snponly.efi when http.root serves it; ipxe.efi, as before, when it does not
+  // (it works, slower: DhcpBootSettings::uefi_http_x64_file says why).
+  if (snapshot->http_root && snapshot->http_root->open(snapshot->uefi_http_x64_file).status != TftpOpenStatus::opened) {
+    log::info("http.root ", snapshot->http_root->path().string(), " has no ", snapshot->uefi_http_x64_file,
+              ": UEFI HTTP boot clients get ", DhcpBootSettings{}.uefi_x64_file, " (docs/netboot.md, \"UEFI HTTP boot\")");
+    snapshot->uefi_http_x64_file = DhcpBootSettings{}.uefi_x64_file;
+  }
   for (const auto& [name, profile] : snapshot->inventory.profiles) {
     if (const auto* pi = std::get_if<RaspberryPiImageBoot>(&profile.target)) {
       snapshot->pi_images[name] = std::make_shared<FatImageFileSource>(pi->image, pi->boot_partition);
@@ -408,6 +416,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     std::string tftp_address = bound_address == "0.0.0.0" ? dhcp_address : bound_address;
     settings.tftp_server = parse_ipv4(tftp_address).value_or(0);
     settings.http_base_url = s->base_url;
+    settings.uefi_http_x64_file = s->uefi_http_x64_file;
     settings.proxy = dhcp_proxy;
     return decide_dhcp_boot(request, s->inventory, settings);
   }

@@ -18,6 +18,9 @@ trap 'qemu_lan_cleanup "$SRV"' EXIT
 qemu_lan "$SRV" 10.98.4.1/24
 pass "namespace $SRV: br0 10.98.4.1/24 with tap0"
 mkdir -p "$WORK/tftp" "$WORK/http-files"
+# What UEFI HTTP boot clients are offered: snponly.efi when http.root has it (docs/netboot.md).
+[ -f /usr/lib/ipxe/ipxe.efi ] && cp /usr/lib/ipxe/ipxe.efi "$WORK/http-files/ipxe.efi"
+[ -f /usr/lib/ipxe/snponly.efi ] && cp /usr/lib/ipxe/snponly.efi "$WORK/http-files/snponly.efi"
 marker_boot_assets "$WORK/assets"
 MAC=52:54:00:98:04:02
 cat >"$WORK/nodes.yaml" <<YAML
@@ -56,15 +59,18 @@ if [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] && [ -f /usr/lib/ipxe/ipxe.efi ]; then
   pass "ovmf: EDK2 PXE -> ipxe.efi over TFTP -> iPXE -> HTTP script"
 
   # UEFI HTTP boot: with OVMF's PXE switched off (fw_cfg), its HTTP boot client asks instead
-  # (vendor class HTTPClient:Arch:00016) and must get an http:// URI with option 60 HTTPClient.
-  cp /usr/lib/ipxe/ipxe.efi "$WORK/http-files/ipxe.efi"
+  # (vendor class HTTPClient:Arch:00016) and must get an http:// URI with option 60 HTTPClient: the
+  # URI of snponly.efi, which http.root holds beside ipxe.efi (netboot_debian_ipxe_root.sh boots the
+  # fallback: an http.root with ipxe.efi only).
+  HTTP_BOOT_FILE=ipxe.efi
+  [ -f "$WORK/http-files/snponly.efi" ] && HTTP_BOOT_FILE=snponly.efi
   boot_marker_vm_ovmf ovmf-http \
     -fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=no -fw_cfg name=opt/org.tianocore/IPv6Support,string=no
-  grep -qE "dhcp: DISCOVER from $MAC -> OFFER 10.98.4.1[0-9]{2} boot=uefi-http file=http://10.98.4.1:8080/files/ipxe.efi" "$WORK/serve.log" ||
-    fail "ovmf-http: the HTTP boot client was not offered the http:// URI: $(grep dhcp: "$WORK/serve.log")"
-  grep -qE "http: client=10.98.4.1[0-9]{2} GET /files/ipxe.efi status=200" "$WORK/serve.log" ||
-    fail "ovmf-http: ipxe.efi was not fetched over HTTP: $(grep http: "$WORK/serve.log")"
-  pass "ovmf-http: EDK2 HTTP boot -> http://.../files/ipxe.efi -> iPXE -> HTTP script"
+  grep -qE "dhcp: DISCOVER from $MAC -> OFFER 10.98.4.1[0-9]{2} boot=uefi-http file=http://10.98.4.1:8080/files/$HTTP_BOOT_FILE" "$WORK/serve.log" ||
+    fail "ovmf-http: the HTTP boot client was not offered the http:// URI of $HTTP_BOOT_FILE: $(grep dhcp: "$WORK/serve.log")"
+  grep -qE "http: client=10.98.4.1[0-9]{2} GET /files/$HTTP_BOOT_FILE status=200" "$WORK/serve.log" ||
+    fail "ovmf-http: $HTTP_BOOT_FILE was not fetched over HTTP: $(grep http: "$WORK/serve.log")"
+  pass "ovmf-http: EDK2 HTTP boot -> http://.../files/$HTTP_BOOT_FILE -> iPXE -> HTTP script"
 else
   echo "note: OVMF or /usr/lib/ipxe/ipxe.efi missing: UEFI boot not tested"
 fi

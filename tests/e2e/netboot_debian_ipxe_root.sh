@@ -105,6 +105,9 @@ boot_marker_vm_ovmf ovmf-http \
 grep -qE "http: client=10.98.9.1[0-9]{2} GET /files/ipxe.efi status=200" "$WORK/serve.log" ||
   fail "ovmf-http: ipxe.efi was not fetched over HTTP: $(grep http: "$WORK/serve.log")"
 pass "ovmf-http: EDK2 HTTP boot -> /files/ipxe.efi (a link to /usr/lib/ipxe/ipxe.efi) -> iPXE -> HTTP script"
+grep -q "has no snponly.efi: UEFI HTTP boot clients get ipxe.efi" "$WORK/serve.log" ||
+  fail "serve did not say that HTTP-boot clients get ipxe.efi for want of snponly.efi"
+pass "serve names the fallback: http.root has no snponly.efi, HTTP-boot clients get ipxe.efi"
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || fail "serve did not exit cleanly"
 SERVE_PID=
 echo "$CHECKS checks passed"

@@ -77,7 +77,9 @@ TEST_CASE("dhcp boot decision: table of client kinds", "[dhcp]") {
       {"iPXE by user class", ipxe, DhcpClientKind::ipxe, "http://10.98.0.1:8080/boot.ipxe", std::nullopt},
       {"iPXE by option 175", ipxe175, DhcpClientKind::ipxe, "http://10.98.0.1:8080/boot.ipxe", std::nullopt},
       {"x64 UEFI HTTP", client("52:54:00:00:00:01", 16, "HTTPClient:Arch:00016:UNDI:003000"), DhcpClientKind::uefi_http,
-       "http://10.98.0.1:8080/files/ipxe.efi", "HTTPClient"},
+       "http://10.98.0.1:8080/files/snponly.efi", "HTTPClient"},
+      {"x86 UEFI HTTP", client("52:54:00:00:00:01", 15, "HTTPClient:Arch:00015:UNDI:003000"), DhcpClientKind::uefi_http,
+       "http://10.98.0.1:8080/files/snponly.efi", "HTTPClient"},
       {"arm64 UEFI HTTP", client("52:54:00:00:00:01", 19, "HTTPClient:Arch:00019:UNDI:003000"),
        DhcpClientKind::uefi_http, "http://10.98.0.1:8080/files/ipxe-arm64.efi", "HTTPClient"},
       {"U-Boot arm64", client("52:54:00:00:00:01", 22, "PXEClient:Arch:00022:UNDI:003000"), DhcpClientKind::uboot,
@@ -95,6 +97,22 @@ TEST_CASE("dhcp boot decision: table of client kinds", "[dhcp]") {
     CHECK(answer.vendor_class == row.vendor_class);
     CHECK(answer.siaddr == *parse_ipv4("10.98.0.1"));
   }
+}
+
+TEST_CASE("dhcp boot decision: the UEFI HTTP boot file is its own setting, apart from UEFI PXE's", "[dhcp]") {
+  // http.root without snponly.efi: the service hands HTTP-boot clients ipxe.efi; PXE clients keep
+  // theirs whatever the HTTP one is.
+  auto known = inventory("default");
+  DhcpBootSettings fallback = settings();
+  fallback.uefi_http_x64_file = "ipxe.efi";
+  auto http = decide_dhcp_boot(client("52:54:00:00:00:01", 16, "HTTPClient:Arch:00016:UNDI:003000"), known, fallback);
+  CHECK(http.file == "http://10.98.0.1:8080/files/ipxe.efi");
+  DhcpBootSettings other = settings();
+  other.uefi_x64_file = "custom-ipxe.efi";
+  auto pxe = decide_dhcp_boot(client("52:54:00:00:00:01", 7, "PXEClient:Arch:00007:UNDI:003016"), known, other);
+  CHECK(pxe.file == "custom-ipxe.efi");
+  http = decide_dhcp_boot(client("52:54:00:00:00:01", 16, "HTTPClient:Arch:00016:UNDI:003000"), known, other);
+  CHECK(http.file == "http://10.98.0.1:8080/files/snponly.efi");
 }
 
 TEST_CASE("dhcp boot decision: a BIOS client gets sub-option 6 = 8 only from a proxy", "[dhcp]") {
