@@ -11,6 +11,8 @@
 #include "netboot/asio.hpp"
 #include "netboot/service/netboot_config.hpp"
 #include "netboot/service/netboot_service.hpp"
+#include "site/nodes_file.hpp"
+#include "site/site_inventory.hpp"
 
 namespace aggrik8s::cli {
 namespace {
@@ -31,8 +33,12 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
   netboot::NetbootConfig config;
   // Without a file or a tree there is nothing to serve; binding 0.0.0.0:69 and :8080 anyway would
   // only surprise (and block) whoever typed the bare command.
-  if (!args.flag("config") && !args.flag("nodes") && !args.flag("tftp-root") && !args.flag("http-root")) {
-    throw UsageError("nothing to serve: give --config FILE, or --nodes, --tftp-root or --http-root");
+  if (!args.flag("config") && !args.flag("nodes") && !args.flag("site") && !args.flag("tftp-root") &&
+      !args.flag("http-root")) {
+    throw UsageError("nothing to serve: give --config FILE, or --site, --nodes, --tftp-root or --http-root");
+  }
+  if (args.flag("nodes") && args.flag("site")) {
+    throw UsageError("--nodes and --site are two sources of the nodes: give one (a site derives its nodes file)");
   }
   if (auto file = args.value("config")) {
     Diagnostics diagnostics;
@@ -48,7 +54,24 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
   if (auto interface = args.value("interface")) config.interface = *interface;
   if (auto root = args.value("tftp-root")) config.tftp_root = *root;
   if (auto root = args.value("http-root")) config.http_root = *root;
-  if (auto inventory = args.value("nodes")) config.inventory = *inventory;
+  if (auto inventory = args.value("nodes")) {
+    config.inventory = *inventory;
+    config.site.reset();
+  }
+  if (auto site_file = args.value("site")) {
+    config.site = *site_file;
+    config.inventory.reset();
+    // Flags alone: where nodes reach serve and its boot log default to the site's serve: section
+    // (with --config, netboot.yaml says, since a reload re-reads only the file).
+    if (!args.flag("config")) {
+      Diagnostics diagnostics;
+      site::SiteInventory inventory = site::read_site_inventory(*site_file, diagnostics);
+      print_diagnostics(diagnostics);
+      diagnostics.throw_if_errors("site " + *site_file);
+      if (!config.http_base_url && inventory.serve.url) config.http_base_url = *inventory.serve.url;
+      if (!config.boot_log && inventory.serve.boot_log) config.boot_log = *inventory.serve.boot_log;
+    }
+  }
   if (auto log = args.value("boot-log")) config.boot_log = *log;
   if (auto state = args.value("state-dir")) config.state_dir = *state;
   if (auto url = args.value("base-url")) config.http_base_url = *url;
@@ -62,6 +85,20 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
   return config;
 }
 
+// The nodes file a site derives (site/nodes_file.hpp), at start and at every reload, so that an edited
+// site or a rebuild takes effect on SIGHUP. Profiles' own secrets (password hashes, tokens) are the
+// build's business: serve needs only the paths of what was built.
+ConfigNode site_nodes_file(const std::filesystem::path& file, Diagnostics& diagnostics) {
+  auto loaded = site::load_site(file, diagnostics, builder::ProfileCheckOptions{false, false});
+  if (!loaded) return {};
+  try {
+    return site::derive_nodes_file(*loaded);
+  } catch (const Error& e) {
+    diagnostics.error({file.string(), 0, 0}, e.what());
+    return {};
+  }
+}
+
 }  // namespace
 
 Command serve_command() {
@@ -71,13 +108,17 @@ Command serve_command() {
       "Run the TFTP + HTTP netboot server",
       "Serves Raspberry Pi images (their boot partition as the node's TFTP tree, read from the image\n"
       "file), Talos and kernel+initramfs netboot assets, per-node iPXE scripts and per-node configs,\n"
-      "as the nodes file says (docs/netboot.md). Without --config, the flags alone are a quick start:\n"
+      "as the nodes file says (docs/netboot.md), or the one a site derives (--site, docs/site.md: its\n"
+      "machines with boot netboot/ephemeral boot what `build SITE` wrote, boot: disk ones their own disk).\n"
+      "Without --config, the flags alone are a quick start:\n"
       "  aggrik8s-image serve --address 10.0.0.1 --tftp-root /usr/lib/ipxe --http-root out/\n"
-      "SIGHUP reloads the configuration and the nodes file; SIGTERM stops.",
+      "  aggrik8s-image serve --interface eth1 --site site.yaml\n"
+      "SIGHUP reloads the configuration and the nodes file (or the site); SIGTERM stops.",
       {{"config", 'c', "FILE", "netboot configuration (docs/netboot.md)"},
        {"address", '\0', "ADDR", "IPv4 address to listen on (default 0.0.0.0)"},
        {"interface", 'i', "IFACE", "listen on this interface's IPv4 address"},
        {"nodes", 'n', "FILE", "the nodes file (inventory)"},
+       {"site", '\0', "FILE", "a site inventory (docs/site.md): serve the nodes file it derives"},
        {"tftp-root", '\0', "DIR", "shared TFTP tree (iPXE binaries, ...)"},
        {"tftp-port", '\0', "PORT", "TFTP port (default 69; 0 picks a free one)"},
        {"http-root", '\0', "DIR", "static files served under /files/"},
@@ -96,7 +137,7 @@ Command serve_command() {
                            "which nodes cannot reach; set --base-url, --address or --interface");
             }
             boost::asio::io_context io;
-            netboot::NetbootService service(io, std::move(config));
+            netboot::NetbootService service(io, std::move(config), &site_nodes_file);
             boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
             std::function<void(const boost::system::error_code&, int)> on_signal;
             on_signal = [&](const boost::system::error_code& ec, int signal) {

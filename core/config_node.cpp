@@ -180,6 +180,29 @@ ConfigNode* ConfigNode::find(std::string_view key) {
   return nullptr;
 }
 
+ConfigNode scalar_node(std::string text, const SourceLocation& where, bool quoted) {
+  ConfigNode node;
+  node.kind = ConfigNode::Kind::scalar;
+  node.scalar = std::move(text);
+  node.quoted = quoted;
+  node.location = where;
+  return node;
+}
+
+ConfigNode map_node(const SourceLocation& where) {
+  ConfigNode node;
+  node.kind = ConfigNode::Kind::map;
+  node.location = where;
+  return node;
+}
+
+ConfigNode sequence_node(const SourceLocation& where) {
+  ConfigNode node;
+  node.kind = ConfigNode::Kind::sequence;
+  node.location = where;
+  return node;
+}
+
 void ConfigNode::set(const std::string& key, ConfigNode value) {
   if (ConfigNode* existing = find(key)) {
     *existing = std::move(value);

@@ -47,6 +47,13 @@ struct ConfigNode::Entry {
 ConfigNode load_yaml_file(const std::filesystem::path& path, Diagnostics& diagnostics);
 ConfigNode load_yaml_string(const std::string& text, const std::string& name, Diagnostics& diagnostics);
 
+// Nodes for trees made by code rather than read (derived files: a site's nodes file, an inventory),
+// located where their value comes from so that a reader's message names that place. A quoted scalar
+// stays a string when the tree is written out and read back (a serial of digits, an address).
+ConfigNode scalar_node(std::string text, const SourceLocation& where = {}, bool quoted = true);
+ConfigNode map_node(const SourceLocation& where = {});
+ConfigNode sequence_node(const SourceLocation& where = {});
+
 // Overlays `top` on `base`: maps merge key by key (recursively); any other value in `top` replaces the
 // one in `base`. This is what `extends:` and per-node overrides mean.
 ConfigNode merge_config(const ConfigNode& base, const ConfigNode& top);

@@ -238,6 +238,10 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
     secrets->finish();
   }
   config.inventory = top.path_value("inventory");
+  config.site = top.path_value("site");
+  if (config.inventory && config.site) {
+    top.error_at("site", "'site' and 'inventory' are two sources of the nodes: give one (a site derives its nodes file)");
+  }
   config.boot_log = top.path_value("boot_log");
   config.state_dir = top.path_value("state_dir");
   top.finish();

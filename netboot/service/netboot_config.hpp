@@ -89,6 +89,7 @@ struct NetbootConfig {
   std::filesystem::path neighbour_table = "/proc/net/arp";
 
   std::optional<std::filesystem::path> inventory;  // nodes file
+  std::optional<std::filesystem::path> site;       // or a site inventory, whose derived nodes file is served
   std::optional<std::filesystem::path> boot_log;   // JSON lines; none when unset
   // What serve keeps across restarts besides leases: rebuild-on-reboot Talos wipe cycles
   // (talos-wipe.json), ephemeral Pi identities (identity/). Default: state_directory() below.

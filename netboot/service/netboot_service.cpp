@@ -83,15 +83,28 @@ struct ServingSnapshot {
   std::string uefi_http_x64_file = DhcpBootSettings{}.uefi_http_x64_file;  // under /files/
 };
 
+// The nodes of config.inventory, or of config.site through `site_nodes` (the nodes file it derives).
+NodeInventory read_configured_inventory(const NetbootConfig& config, const SiteNodesFileLoader& site_nodes,
+                                        Diagnostics& diagnostics) {
+  if (!config.site) return read_node_inventory(*config.inventory, diagnostics);
+  if (!site_nodes) throw Error("site " + config.site->string() + ": this program cannot read site inventories");
+  ConfigNode tree = site_nodes(*config.site, diagnostics);
+  if (diagnostics.has_errors()) return {};
+  NodeInventory inventory = parse_node_inventory(tree, diagnostics);
+  inventory.file = *config.site;
+  return inventory;
+}
+
 std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const std::string& bound_address,
-                                                     std::uint16_t http_port, const ServingSnapshot* previous = nullptr) {
+                                                     std::uint16_t http_port, const SiteNodesFileLoader& site_nodes,
+                                                     const ServingSnapshot* previous = nullptr) {
   auto snapshot = std::make_shared<ServingSnapshot>();
   // https:// when the http.port listener speaks only HTTPS (http.tls without http.tls_port).
   std::string scheme = config.http_tls() && !config.http_tls_port ? "https://" : "http://";
   snapshot->base_url = config.http_base_url.value_or(scheme + bound_address + ":" + std::to_string(http_port));
-  if (config.inventory) {
+  if (config.inventory || config.site) {
     Diagnostics diagnostics;
-    snapshot->inventory = read_node_inventory(*config.inventory, diagnostics);
+    snapshot->inventory = read_configured_inventory(config, site_nodes, diagnostics);
     // A kernel line longer than the kernel keeps loses its last arguments (talos.config=...) at boot,
     // silently: refused here, with the URLs this snapshot will write into the scripts.
     if (!diagnostics.has_errors() && config.http_enabled) {
@@ -101,7 +114,7 @@ std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const
     for (const auto& d : diagnostics.all()) {
       if (d.severity == Diagnostic::Severity::warning) log::warning(d.str());
     }
-    diagnostics.throw_if_errors("nodes file " + config.inventory->string());
+    diagnostics.throw_if_errors(config.site ? "site " + config.site->string() : "nodes file " + config.inventory->string());
   }
   if (config.tftp_root) snapshot->tftp_root = std::make_shared<TftpDirectorySource>(*config.tftp_root);
   if (config.http_root) snapshot->http_root.emplace(*config.http_root);
@@ -202,6 +215,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
   asio::io_context& io;
   std::string bound_address;
   std::uint16_t http_port = 0;
+  SiteNodesFileLoader site_nodes;  // reads config.site: at start and on every reload
   std::mutex snapshot_mutex;
   std::shared_ptr<const ServingSnapshot> snapshot;
   NodeAddressBook address_book;
@@ -403,8 +417,9 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
   static std::map<std::string, std::uint32_t> dhcp_reservations(const ServingSnapshot& s) {
     std::map<std::string, std::uint32_t> out;
     for (const auto& node : s.inventory.nodes) {
-      if (!node.address || !node.match.mac) continue;
-      if (auto address = parse_ipv4(*node.address)) out[*node.match.mac] = *address;
+      const auto& mac = node.match.mac ? node.match.mac : node.reservation_mac;
+      if (!node.address || !mac) continue;
+      if (auto address = parse_ipv4(*node.address)) out[*mac] = *address;
     }
     return out;
   }
@@ -508,6 +523,13 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     if (const auto* ephemeral = lookup.profile != nullptr ? std::get_if<RaspberryPiEphemeralBoot>(&lookup.profile->target) : nullptr) {
       if (lookup.node != nullptr) address_book.record_seen(lookup.node->name, client);
       return ephemeral_pi_tree(*s, lookup, *ephemeral);
+    }
+    if (lookup.by_prefix && lookup.node != nullptr && lookup.profile != nullptr &&
+        std::holds_alternative<LocalDiskBoot>(lookup.profile->target)) {
+      // A Pi asking its serial (or MAC) directory: "File not found" sends it on to its next boot mode.
+      address_book.record_seen(lookup.node->name, client);
+      tree.refusal = "node boots from its local disk (mode: local)";
+      return tree;
     }
     const auto* pi = lookup.profile != nullptr ? std::get_if<RaspberryPiImageBoot>(&lookup.profile->target) : nullptr;
     if (pi != nullptr) {
@@ -967,7 +989,7 @@ struct NetbootService::Servers {
   HttpServer* tls_server() const { return https ? https.get() : http.get(); }
 };
 
-NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
+NetbootService::NetbootService(asio::io_context& io, NetbootConfig config, SiteNodesFileLoader site_nodes) {
   std::string address = resolve_listen_address(config);
   core_ = std::make_shared<Core>(io, address);
   core_->events = std::make_unique<BootEventLog>(config.boot_log);
@@ -1002,7 +1024,8 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config) {
   tftp.limits = tftp_limits(config);
   tftp.retransmit = tftp_retransmit_policy(config);
   tftp.remap = load_tftp_remap(config);
-  core_->install(load_snapshot(std::move(config), address, core_->http_port));
+  core_->site_nodes = std::move(site_nodes);
+  core_->install(load_snapshot(std::move(config), address, core_->http_port, core_->site_nodes));
   warn_about_secret_policy(core_->current()->config, core_->current()->inventory);
   if (tftp_enabled) {
     std::weak_ptr<Core> weak = core_;
@@ -1143,7 +1166,7 @@ bool NetbootService::reload() {
     TftpRetransmitPolicy retransmit = tftp_retransmit_policy(config);
     // A renewed certificate is picked up here; whether HTTPS runs at all changes only on restart.
     auto tls = old->config.http_tls() && config.http_tls() && servers_->http ? load_http_tls_context(config) : nullptr;
-    auto fresh = load_snapshot(std::move(config), core_->bound_address, core_->http_port, old.get());
+    auto fresh = load_snapshot(std::move(config), core_->bound_address, core_->http_port, core_->site_nodes, old.get());
     core_->events->reopen();
     std::size_t nodes = fresh->inventory.nodes.size();
     warn_about_secret_policy(fresh->config, fresh->inventory);

@@ -4,10 +4,13 @@
 // the metrics. reload() swaps configuration and inventory atomically for new requests; transfers in
 // flight keep the files they opened.
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "core/config_node.hpp"
+#include "core/diagnostics.hpp"
 #include "netboot/asio.hpp"
 #include "netboot/service/netboot_config.hpp"
 #include "netboot/service/node_address_book.hpp"
@@ -18,11 +21,16 @@ namespace aggrik8s::netboot {
 // Throws aggrik8s::Error naming the interface when it has none.
 std::string resolve_listen_address(const NetbootConfig& config);
 
+// The nodes-file tree of a site inventory file (netboot.yaml `site:`, `serve --site`), problems in
+// `diagnostics`. netboot does not read sites (it sits below the site library): the command passes
+// site::derive_nodes_file behind this, and serve calls it at start and on every reload.
+using SiteNodesFileLoader = std::function<ConfigNode(const std::filesystem::path& site_file, Diagnostics& diagnostics)>;
+
 class NetbootService {
  public:
   // Loads the inventory and binds both servers; throws aggrik8s::Error (with every diagnostic) when the
-  // configuration or inventory is invalid or an address cannot be bound.
-  NetbootService(boost::asio::io_context& io, NetbootConfig config);
+  // configuration or inventory is invalid or an address cannot be bound. `site_nodes` reads config.site.
+  NetbootService(boost::asio::io_context& io, NetbootConfig config, SiteNodesFileLoader site_nodes = {});
   ~NetbootService();
   NetbootService(const NetbootService&) = delete;
   NetbootService& operator=(const NetbootService&) = delete;

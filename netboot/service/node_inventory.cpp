@@ -221,8 +221,11 @@ class InventoryReader {
       kernel_map->finish();
       profile.target = boot;
     }
-    if (kinds != 1) {
-      reader.error("profile '" + name + "' must have exactly one of 'rpi_image', 'rpi_ephemeral', 'talos' and 'kernel'");
+    if (kinds == 0 && profile.mode == BootMode::local_disk) {
+      profile.target = LocalDiskBoot{};
+    } else if (kinds != 1) {
+      reader.error("profile '" + name + "' must have exactly one of 'rpi_image', 'rpi_ephemeral', 'talos' and 'kernel'" +
+                   (kinds == 0 ? " (or none, with mode: local)" : ""));
     }
     // Asset names are URL path segments: two files with one base name would shadow each other.
     std::set<std::string> names;
@@ -274,6 +277,13 @@ class InventoryReader {
     out.address = reader.string("address");
     if (out.address && !is_ipv4_address(*out.address)) {
       reader.error_at("address", "'" + reader.key_path("address") + "' must be an IPv4 address, got '" + *out.address + "'");
+    }
+    out.reservation_mac = read_identifier(reader, "reservation_mac", &normalize_mac, "a MAC address like d8:3a:dd:12:34:56");
+    if (out.reservation_mac && !out.address) {
+      reader.error_at("reservation_mac", "'" + reader.key_path("reservation_mac") + "' needs 'address' (the address it reserves)");
+    }
+    if (out.reservation_mac && out.match.mac) {
+      reader.error_at("reservation_mac", "'" + reader.key_path("reservation_mac") + "': match.mac is the reservation's MAC already");
     }
     out.talos_config = read_secret_reference(reader, "talos_config");
     out.user_data = read_secret_reference(reader, "user_data");

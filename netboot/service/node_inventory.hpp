@@ -60,7 +60,11 @@ struct KernelBoot {
   std::string arguments;
 };
 
-using BootTarget = std::variant<RaspberryPiImageBoot, TalosBoot, KernelBoot, RaspberryPiEphemeralBoot>;
+// A mode: local profile without anything to boot: the node always boots its own disk, and serve still
+// knows it (its DHCP reservation, its boot events). What a site's `boot: disk` machines get.
+struct LocalDiskBoot {};
+
+using BootTarget = std::variant<RaspberryPiImageBoot, TalosBoot, KernelBoot, RaspberryPiEphemeralBoot, LocalDiskBoot>;
 
 struct BootProfile {
   std::string name;
@@ -93,6 +97,9 @@ struct InventoryNode {
   NodeSelector match;
   std::string profile;
   std::optional<std::string> address;  // pinned client address: only this address gets the node's files
+  // The MAC of the node's full-mode DHCP reservation (to `address`) when match has none: a Pi is matched
+  // by its serial alone, since its TFTP and HTTP boot requests carry nothing else.
+  std::optional<std::string> reservation_mac;
   std::optional<SecretReference> talos_config;
   std::optional<SecretReference> user_data;
   std::optional<SecretReference> rke2_config;

@@ -217,3 +217,54 @@ TEST_CASE("netboot config: node_secrets.proof defaults to neighbour, last-asker 
   CHECK_THAT(errors, Catch::Contains("last-asker"));
   CHECK_THAT(errors, Catch::Contains("unknown key 'node_secrets.prof'"));
 }
+
+TEST_CASE("inventory: a mode: local profile needs nothing to boot; reservation_mac reserves a serial-matched Pi's address", "[inventory]") {
+  Diagnostics diagnostics;
+  NodeInventory inventory = parse(R"(profiles:
+  own-disk: {mode: local}
+nodes:
+  - {name: pi1, match: {serial: 10000000a1b2c3d4}, profile: own-disk, address: 10.0.10.11, reservation_mac: "D8-3A-DD-10-00-11"}
+)",
+                                  diagnostics);
+  INFO(all_errors(diagnostics));
+  REQUIRE(diagnostics.all().empty());
+  CHECK(inventory.profiles.at("own-disk").mode == BootMode::local_disk);
+  CHECK(std::holds_alternative<LocalDiskBoot>(inventory.profiles.at("own-disk").target));
+  CHECK(inventory.profiles.at("own-disk").assets().empty());
+  CHECK(inventory.find("pi1")->reservation_mac == "d8:3a:dd:10:00:11");
+  CHECK_FALSE(inventory.find("pi1")->match.mac);  // not a selector: the Pi's TFTP requests name only its serial
+
+  Diagnostics bad;
+  parse(R"(profiles:
+  nothing: {mode: install}
+  own-disk: {mode: local}
+nodes:
+  - {name: a, match: {serial: 0000beef}, profile: own-disk, reservation_mac: "d8:3a:dd:10:00:12"}
+  - {name: b, match: {mac: "d8:3a:dd:10:00:13"}, profile: own-disk, address: 10.0.0.2, reservation_mac: "d8:3a:dd:10:00:13"}
+  - {name: c, match: {serial: 0000beee}, profile: own-disk, address: 10.0.0.3, reservation_mac: "d8:3a:dd"}
+)",
+        bad);
+  std::string errors = all_errors(bad);
+  INFO(errors);
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:2:12: profile 'nothing' must have exactly one of 'rpi_image', "
+                                     "'rpi_ephemeral', 'talos' and 'kernel' (or none, with mode: local)"));
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:5:78: 'nodes[0].reservation_mac' needs 'address'"));
+  CHECK_THAT(errors, Catch::Contains("'nodes[1].reservation_mac': match.mac is the reservation's MAC already"));
+  CHECK_THAT(errors, Catch::Contains("'nodes[2].reservation_mac' must be a MAC address"));
+}
+
+TEST_CASE("netboot config: site is the other source of the nodes, not both", "[inventory][netboot]") {
+  Diagnostics diagnostics;
+  ConfigNode tree = load_yaml_string("site: sites/lab.yaml\n", "/etc/aggrik8s/netboot.yaml", diagnostics);
+  NetbootConfig config = parse_netboot_config(tree, diagnostics);
+  REQUIRE_FALSE(diagnostics.has_errors());
+  CHECK(config.site == "/etc/aggrik8s/sites/lab.yaml");
+  CHECK_FALSE(config.inventory);
+
+  Diagnostics bad;
+  ConfigNode both = load_yaml_string("inventory: nodes.yaml\nsite: lab.yaml\n", "netboot.yaml", bad);
+  parse_netboot_config(both, bad);
+  std::string errors = all_errors(bad);
+  INFO(errors);
+  CHECK_THAT(errors, Catch::Contains("netboot.yaml:2:7: 'site' and 'inventory' are two sources of the nodes: give one"));
+}
