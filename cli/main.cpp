@@ -15,7 +15,8 @@ using namespace aggrik8s::cli;
 const std::vector<Command>& commands() {
   static const std::vector<Command> all{build_command(),   validate_command(),      fetch_command(), upload_command(),
                                         inspect_command(), flash_command(),         eeprom_config_command(),
-                                        keygen_command(),  serve_command(),         version_command()};
+                                        keygen_command(),  serve_command(),         status_command(),
+                                        version_command()};
   return all;
 }
 

@@ -103,22 +103,40 @@ boot_pi_image() {
   rm -rf "$dir"
 }
 
-# Builds one Raspberry Pi 5 image with `aggrik8s-image build` from the cached fixtures (local paths,
-# nothing downloaded): build_fixture_pi_image OUTDIR NODE [BOOT_YAML_MAP]; the image is OUTDIR/NODE.img.
-build_fixture_pi_image() {
-  local out=$1 node=$2 boot=${3:-"{storage: sd}"}
+# $WORK/pi-profile.yaml: a Pi 5 RKE2 server profile ("fixture-pi") on the cached fixtures (local paths,
+# nothing downloaded): write_fixture_pi_profile NODE [BOOT_YAML_MAP].
+write_fixture_pi_profile() {
   make_fixtures
   cat >"$WORK/pi-profile.yaml" <<YAML
 kind: rpi5-rke2
 name: fixture-pi
 base: {path: $FIXTURES/firstrun/raspios-lite-arm64.img}
 rke2: {version: v1.33.1+rke2r1, release_dir: $FIXTURES/rke2, images: [rke2-images-core], role: server}
-boot: $boot
-nodes: [{name: $node}]
+boot: ${2:-"{storage: sd}"}
+nodes: [{name: $1}]
 YAML
+}
+
+# Builds one Raspberry Pi 5 image with `aggrik8s-image build` from that profile:
+# build_fixture_pi_image OUTDIR NODE [BOOT_YAML_MAP]; the image is OUTDIR/NODE.img.
+build_fixture_pi_image() {
+  local out=$1 node=$2
+  write_fixture_pi_profile "$node" "${3:-"{storage: sd}"}"
   SOURCE_DATE_EPOCH=1767225600 "$CLI" build -q --cache-dir "$WORK/cache" --out "$out" "$WORK/pi-profile.yaml" \
     >"$WORK/pi-build.log" 2>&1 || { cat "$WORK/pi-build.log" >&2; fail "aggrik8s-image build of the fixture Pi image"; }
   [ -f "$out/$node.img" ] || fail "aggrik8s-image build made no $out/$node.img"
+}
+
+# start_serve ARGS...: `aggrik8s-image serve ARGS...` in the background (stderr to $WORK/serve.log);
+# returns once it listens, with SERVE_PID, HTTP (ADDRESS:PORT) and TFTP_PORT set. The caller's EXIT
+# trap must kill $SERVE_PID.
+start_serve() {
+  "$CLI" serve "$@" 2>"$WORK/serve.log" &
+  SERVE_PID=$!
+  for _ in $(seq 300); do grep -q "http: listening on" "$WORK/serve.log" && break; sleep 0.1; done
+  HTTP=$(sed -n 's/.*http: listening on \([0-9.:]*\).*/\1/p' "$WORK/serve.log")
+  TFTP_PORT=$(sed -n 's/.*tftp: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$WORK/serve.log")
+  [ -n "$HTTP" ] && [ -n "$TFTP_PORT" ] || { cat "$WORK/serve.log" >&2; fail "serve did not start"; }
 }
 
 # ---- QEMU network boots (dhcp_qemu_*.sh), TCG only ----
