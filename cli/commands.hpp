@@ -23,6 +23,7 @@ Command keygen_command();
 Command serve_command();
 Command upload_command();
 Command version_command();
+Command export_command();
 Command status_command();
 
 

@@ -16,7 +16,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> all{build_command(),   validate_command(),      fetch_command(), upload_command(),
                                         inspect_command(), flash_command(),         eeprom_config_command(),
                                         keygen_command(),  serve_command(),         status_command(),
-                                        version_command()};
+                                        export_command(),  version_command()};
   return all;
 }
 

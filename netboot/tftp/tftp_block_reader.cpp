@@ -1,11 +1,9 @@
 #include "netboot/tftp/tftp_block_reader.hpp"
 
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <vector>
 
 #include "core/error.hpp"
@@ -27,44 +25,50 @@ std::size_t pread_full(int fd, std::uint8_t* out, std::size_t size, std::uint64_
   return done;
 }
 
+// Reads ahead: one pread fills a buffer of many blocks, and blocks (and retransmissions of them) are
+// copied out of it. A lockstep transfer otherwise costs one read system call per block, a third of the
+// server's system calls (strace -c, 20 concurrent clients); with 1468-byte blocks this is one per 89.
 class OctetBlockReader final : public TftpBlockReader {
  public:
-  OctetBlockReader(int fd, std::uint16_t blksize) : fd_(fd), blksize_(blksize) {}
+  OctetBlockReader(int fd, std::uint16_t blksize, std::size_t read_ahead)
+      : fd_(fd), blksize_(blksize), capacity_(std::max<std::size_t>(read_ahead, blksize)) {}
+
   std::size_t read_block(std::uint64_t block, std::span<std::uint8_t> out) override {
-    return pread_full(fd_, out.data(), out.size(), (block - 1) * blksize_);
+    std::span<const std::uint8_t> payload = cached((block - 1) * blksize_, out.size());
+    std::copy(payload.begin(), payload.end(), out.begin());
+    return payload.size();
   }
 
   std::size_t read_blocks(std::uint64_t first, std::size_t blksize, std::span<std::uint8_t> out, std::size_t stride,
                           std::span<std::size_t> sizes) override {
-    std::size_t count = std::min(sizes.size(), static_cast<std::size_t>(IOV_MAX));
-    if (count == 0) return 0;
-    if (blksize != blksize_ || (count - 1) * stride + blksize_ > out.size()) {
+    if (!sizes.empty() && (blksize != blksize_ || (sizes.size() - 1) * stride + blksize_ > out.size())) {
       throw Error("TFTP window read does not fit its buffer");
     }
-    iovecs_.resize(count);
-    for (std::size_t i = 0; i < count; ++i) iovecs_[i] = iovec{out.data() + i * stride, blksize_};
-    std::uint64_t offset = (first - 1) * blksize_;
-    ssize_t n;
-    do {
-      n = ::preadv(fd_, iovecs_.data(), static_cast<int>(count), static_cast<off_t>(offset));
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) throw_system_error("TFTP read at offset " + std::to_string(offset), errno);
-    // Whole blocks that arrived; a short count from a regular file means its end (or, rarely, an
-    // interrupted read), so the block it stops in is read again on its own, which tells the two apart.
-    auto got = static_cast<std::size_t>(n);
-    std::size_t full = std::min(count, got / blksize_);
-    for (std::size_t i = 0; i < full; ++i) sizes[i] = blksize_;
-    if (full == count) return count;
-    sizes[full] = read_block(first + full, out.subspan(full * stride, blksize_));
-    if (sizes[full] < blksize_ || full + 1 == count) return full + 1;
-    return full + 1 + read_blocks(first + full + 1, blksize, out.subspan((full + 1) * stride), stride,
-                                  sizes.subspan(full + 1));
+    return TftpBlockReader::read_blocks(first, blksize, out, stride, sizes);
   }
 
  private:
+  // Up to `size` bytes of the file from `offset`, fewer only at its end; refills the buffer from `offset`
+  // when they are not all in it.
+  std::span<const std::uint8_t> cached(std::uint64_t offset, std::size_t size) {
+    bool starts_inside = offset >= buffer_offset_ && offset - buffer_offset_ <= buffer_length_;
+    if (!starts_inside || (offset + size > buffer_offset_ + buffer_length_ && !buffer_reaches_end_)) {
+      buffer_.resize(capacity_);
+      buffer_offset_ = offset;
+      buffer_length_ = pread_full(fd_, buffer_.data(), capacity_, offset);
+      buffer_reaches_end_ = buffer_length_ < capacity_;
+    }
+    std::size_t start = static_cast<std::size_t>(offset - buffer_offset_);
+    return std::span<const std::uint8_t>(buffer_).subspan(start, std::min(size, buffer_length_ - start));
+  }
+
   int fd_;
   std::uint16_t blksize_;
-  std::vector<iovec> iovecs_;
+  std::size_t capacity_;
+  std::vector<std::uint8_t> buffer_;  // allocated at the first read
+  std::uint64_t buffer_offset_ = 0;
+  std::size_t buffer_length_ = 0;
+  bool buffer_reaches_end_ = false;  // the file ended inside the buffer (when it was read)
 };
 
 // netascii (RFC 764 via RFC 1350): LF goes out as CR LF and a bare CR as CR NUL. Output blocks no longer
@@ -137,9 +141,10 @@ std::size_t TftpBlockReader::read_blocks(std::uint64_t first, std::size_t blksiz
   return sizes.size();
 }
 
-std::unique_ptr<TftpBlockReader> TftpBlockReader::create(int fd, TftpMode mode, std::uint16_t blksize) {
+std::unique_ptr<TftpBlockReader> TftpBlockReader::create(int fd, TftpMode mode, std::uint16_t blksize,
+                                                        std::size_t read_ahead) {
   if (mode == TftpMode::netascii) return std::make_unique<NetasciiBlockReader>(fd, blksize);
-  return std::make_unique<OctetBlockReader>(fd, blksize);
+  return std::make_unique<OctetBlockReader>(fd, blksize, read_ahead);
 }
 
 }  // namespace aggrik8s::netboot

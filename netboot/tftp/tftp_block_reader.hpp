@@ -1,6 +1,7 @@
 #pragma once
-// Reads the payload of DATA block N straight from the file with pread(), so a 100 MB initramfs is never
-// held in memory and a retransmission of any unacknowledged block costs one read.
+// Reads the payload of DATA block N from the file with pread(), so a 100 MB initramfs is never held in
+// memory and a retransmission of any unacknowledged block costs at most one read. Octet files are read
+// ahead `read_ahead` bytes at a time (one system call per many blocks); netascii block by block.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -21,8 +22,7 @@ class TftpBlockReader {
 
   // Fills up to sizes.size() consecutive blocks from `first`: block first+i's payload goes to
   // out[i * stride, i * stride + blksize) and its size to sizes[i]. Stops after the last (short) block;
-  // returns how many blocks were filled. The default reads block by block; octet files do it with one
-  // preadv, which matters when a window of 16 blocks is sent per ACK.
+  // returns how many blocks were filled.
   virtual std::size_t read_blocks(std::uint64_t first, std::size_t blksize, std::span<std::uint8_t> out,
                                   std::size_t stride, std::span<std::size_t> sizes);
 
@@ -30,7 +30,9 @@ class TftpBlockReader {
   virtual void forget_before(std::uint64_t block) { (void)block; }
 
   // `fd` is borrowed: the transfer that owns the file outlives the reader.
-  static std::unique_ptr<TftpBlockReader> create(int fd, TftpMode mode, std::uint16_t blksize);
+  static constexpr std::size_t default_read_ahead = 128 * 1024;
+  static std::unique_ptr<TftpBlockReader> create(int fd, TftpMode mode, std::uint16_t blksize,
+                                                 std::size_t read_ahead = default_read_ahead);
 };
 
 }  // namespace aggrik8s::netboot

@@ -5,9 +5,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <sstream>
-
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -71,50 +71,74 @@ struct TftpServer::State {
     if (!config.root.empty()) root = std::make_shared<TftpDirectorySource>(config.root);
   }
 
-  asio::io_context& io;
-  TftpServerConfig config;
+  asio::io_context& io;  // the listener, request checks and observer calls
+  TftpServerConfig config;  // io thread only
   std::shared_ptr<const TftpFileSource> root;  // null: no shared tree
   udp::socket listener;
   udp::endpoint listening_on;  // kept: the socket's own answer is gone once stop() closed it
-  bool stopping = false;                // io thread only
-  std::set<TftpTransfer*> transfers;    // io thread only
+  std::unique_ptr<TftpTransferThreads> threads;  // null: transfers run on `io` too
+  std::atomic<bool> stopping{false};
+
+  std::mutex transfers_mutex;  // transfers start on the io thread and end on theirs
+  std::set<TftpTransfer*> transfers;
 
   std::atomic<std::uint64_t> requests{0}, completed{0}, probes{0}, failed{0}, malformed{0}, bytes_sent{0},
       active{0}, retransmissions{0};
 };
 
-// One read transfer from its own socket. Owned by shared_ptr so the watchdog timer's handler can keep it
-// alive; the coroutine holds a reference too.
+// One read transfer from its own socket. The request is checked and the file opened on the server's io
+// thread (prepare); the blocks are then sent from the transfer's own io_context (run), a transfer
+// thread's or the server's. Owned by shared_ptr so the watchdog timer's handler can keep it alive; the
+// coroutine holds a reference too.
 class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
  public:
   TftpTransfer(std::shared_ptr<TftpServer::State> state, udp::endpoint client, TftpRequest request)
       : state_(std::move(state)),
-        socket_(state_->io),
-        watchdog_(state_->io),
+        thread_(state_->threads ? std::optional(state_->threads->acquire_least_busy()) : std::nullopt),
+        io_(thread_ ? state_->threads->io(*thread_) : state_->io),
+        socket_(io_),
+        watchdog_(io_),
+        server_work_(state_->io.get_executor()),
         client_(std::move(client)),
         request_(std::move(request)),
         started_(Clock::now()),
-        policy_(state_->config.retransmit) {}
+        policy_(state_->config.retransmit) {
+    ++state_->active;
+    std::lock_guard lock(state_->transfers_mutex);
+    state_->transfers.insert(this);
+  }
+
+  ~TftpTransfer() {
+    if (thread_) state_->threads->release(*thread_);
+  }
+
+  // On the server's io thread: remap, confinement-checked open, option negotiation. False when the
+  // request was refused (and answered) here.
+  bool prepare() {
+    try {
+      if (open_file()) return true;
+    } catch (const std::exception& e) {
+      send_error(TftpErrorCode::not_defined, "Server error");
+      fail(e.what());
+    }
+    finish();
+    return false;
+  }
 
   static asio::awaitable<void> run(std::shared_ptr<TftpTransfer> self) {
-    self->state_->transfers.insert(self.get());
-    ++self->state_->active;
     try {
-      co_await self->serve();
+      co_await self->send_file();
     } catch (const std::exception& e) {
-      // A read error or a socket that could not be opened: tell the client rather than let it time out.
+      // A read error or a send that failed for good: tell the client rather than let it time out.
       self->send_error(TftpErrorCode::not_defined, "Server error");
       self->fail(e.what());
     }
-    self->report(TftpTransferOutcome::failed, "server stopped");  // no-op if the outcome is already known
-    --self->state_->active;
-    self->state_->transfers.erase(self.get());
-    self->watchdog_.cancel();
-    boost::system::error_code ignored;
-    self->socket_.close(ignored);
+    self->finish();
   }
 
-  // From stop(): wakes the coroutine with operation_aborted wherever it waits.
+  asio::io_context& io() { return io_; }
+
+  // From stop(), on the transfer's own thread: wakes the coroutine with operation_aborted wherever it waits.
   void abort() {
     watchdog_.cancel();
     boost::system::error_code ignored;
@@ -124,7 +148,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
  private:
   enum class Wait { packet, timeout, stopped };
 
-  asio::awaitable<void> serve() {
+  bool open_file() {
     const auto& config = state_->config;
     socket_.open(client_.protocol());
     socket_.bind(udp::endpoint(state_->listening_on.address(), 0));
@@ -132,7 +156,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
 
     if (request_.is_write) {
       refuse(TftpErrorCode::access_violation, "Writes are not supported", "write request refused");
-      co_return;
+      return false;
     }
 
     std::string filename = request_.filename;
@@ -141,7 +165,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
       if (mapped.denied) {
         refuse(TftpErrorCode::access_violation, mapped.denial_reason,
                         "refused by remap rules: " + mapped.denial_reason);
-        co_return;
+        return false;
       }
       if (mapped.filename != filename) log::debug("tftp: remapped ", log_escape(filename), " to ", log_escape(mapped.filename));
       filename = std::move(mapped.filename);
@@ -150,11 +174,11 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     // Refused names ("..", NUL) are refused before anyone picks a tree, so no tree can be probed with them.
     if (TftpRelativePath checked = normalize_tftp_request_path(filename); !checked.ok()) {
       refuse(TftpErrorCode::access_violation, "Access violation", "request " + checked.refusal);
-      co_return;
+      return false;
     }
     std::optional<TftpClientTree> tree;
     if (config.client_tree) tree = config.client_tree(client_.address(), filename);
-    TftpOpenedFile file;
+    TftpOpenedFile& file = file_;
     if (tree && !tree->refusal.empty()) {
       file.reason = tree->refusal;
     } else if (tree && tree->source) {
@@ -168,11 +192,11 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     }
     if (file.status == TftpOpenStatus::not_found) {
       refuse(TftpErrorCode::file_not_found, "File not found", file.reason);
-      co_return;
+      return false;
     }
     if (file.status != TftpOpenStatus::opened) {
       refuse(TftpErrorCode::access_violation, "Access violation", file.reason);
-      co_return;
+      return false;
     }
     path_ = file.path;
 
@@ -180,24 +204,31 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     limits.ipv6 = client_.address().is_v6() && !client_.address().to_v6().is_v4_mapped();
     std::optional<std::uint64_t> known_size;
     if (request_.mode == TftpMode::octet) known_size = file.size;
-    TftpNegotiatedOptions options = negotiate_tftp_options(request_.options, limits, known_size);
-    for (const auto& ignored : options.ignored) log::debug("tftp: ", describe(client_), ": option ", log_escape(ignored));
-    std::optional<std::chrono::seconds> client_timeout;
-    if (options.timeout_seconds) client_timeout = std::chrono::seconds(*options.timeout_seconds);
-    client_timeout_ = client_timeout;
+    options_ = negotiate_tftp_options(request_.options, limits, known_size);
+    for (const auto& ignored : options_.ignored) log::debug("tftp: ", describe(client_), ": option ", log_escape(ignored));
+    if (options_.timeout_seconds) client_timeout_ = std::chrono::seconds(*options_.timeout_seconds);
+    reader_ = TftpBlockReader::create(file.fd.get(), request_.mode, options_.blksize);
 
     log::debug("tftp: ", describe(client_), " reads ", log_escape(file.path.string()), " (", file.size, " bytes, blksize ",
-               options.blksize, ", windowsize ", options.windowsize, ", ", tftp_mode_name(request_.mode), ")");
+               options_.blksize, ", windowsize ", options_.windowsize, ", ", tftp_mode_name(request_.mode), ")");
     if (config.observer) {
       config.observer->transfer_started(
-          TftpTransferStarted{client_, request_.filename, file.path, file.size, options.blksize, options.windowsize});
+          TftpTransferStarted{client_, request_.filename, file.path, file.size, options_.blksize, options_.windowsize});
     }
+    return true;
+  }
 
-    if (options.needs_option_ack()) {
-      std::vector<std::uint8_t> oack = encode_tftp_packet(TftpOptionAck{options.acknowledged});
-      if (!co_await send_until_acknowledged(oack)) co_return;
+  // The end of every transfer, on the thread it ended on.
+  void finish() {
+    report(TftpTransferOutcome::failed, "server stopped");  // no-op if the outcome is already known
+    --state_->active;
+    {
+      std::lock_guard lock(state_->transfers_mutex);
+      state_->transfers.erase(this);
     }
-    co_await send_file(*TftpBlockReader::create(file.fd.get(), request_.mode, options.blksize), options);
+    watchdog_.cancel();
+    boost::system::error_code ignored;
+    socket_.close(ignored);
   }
 
   // The OACK is block 0: resent on timeout until ACK 0 arrives.
@@ -224,7 +255,13 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     }
   }
 
-  asio::awaitable<void> send_file(TftpBlockReader& reader, const TftpNegotiatedOptions& options) {
+  asio::awaitable<void> send_file() {
+    if (options_.needs_option_ack()) {
+      std::vector<std::uint8_t> oack = encode_tftp_packet(TftpOptionAck{options_.acknowledged});
+      if (!co_await send_until_acknowledged(oack)) co_return;
+    }
+    TftpBlockReader& reader = *reader_;
+    const TftpNegotiatedOptions& options = options_;
     schedule_.emplace(policy_, client_timeout_);
     TftpSendWindow window(options.windowsize);
     // A window goes out in batches of back-to-back DATA datagrams (header + payload each), read with one
@@ -435,22 +472,33 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
       case TftpTransferOutcome::failed: ++state.failed; break;
     }
     if (outcome != TftpTransferOutcome::failed) state.bytes_sent += bytes_sent_;
-    if (!state.config.observer) return;
+    // Observers (boot log, metrics, the node inventory) live on the server's io thread. The work guard
+    // goes along, so that io_context's run() returns only once every transfer has been reported.
     TftpTransferEnded event{client_, request_.filename, path_, outcome, bytes_sent_, Clock::now() - started_, detail};
-    if (outcome == TftpTransferOutcome::failed) {
-      state.config.observer->transfer_failed(event);
-    } else {
-      state.config.observer->transfer_finished(event);
-    }
+    asio::post(state.io, [state = state_, event = std::move(event), work = std::move(server_work_)]() {
+      const auto& observer = state->config.observer;
+      if (!observer) return;
+      if (event.outcome == TftpTransferOutcome::failed) {
+        observer->transfer_failed(event);
+      } else {
+        observer->transfer_finished(event);
+      }
+    });
   }
 
   std::shared_ptr<TftpServer::State> state_;
+  std::optional<std::size_t> thread_;  // index in state_->threads, if the transfer runs on one
+  asio::io_context& io_;
   udp::socket socket_;
   asio::steady_timer watchdog_;
+  asio::executor_work_guard<asio::io_context::executor_type> server_work_;
   udp::endpoint client_;
   TftpRequest request_;
   Clock::time_point started_;
   std::filesystem::path path_;
+  TftpOpenedFile file_;
+  TftpNegotiatedOptions options_;
+  std::unique_ptr<TftpBlockReader> reader_;  // reads file_
   TftpRetransmitPolicy policy_;  // taken when the request arrives: a reload changes only later transfers
   std::optional<std::chrono::seconds> client_timeout_;  // the RFC 2349 timeout option, if granted
   std::optional<TftpRetransmitSchedule> schedule_;
@@ -466,6 +514,15 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
   bool reported_ = false;
   std::uint64_t bytes_sent_ = 0;
 };
+
+// Wakes every transfer on its own thread; each then ends as "server stopped". Any thread.
+void abort_transfers(TftpServer::State& state) {
+  state.stopping = true;
+  std::lock_guard lock(state.transfers_mutex);
+  for (TftpTransfer* transfer : state.transfers) {
+    asio::post(transfer->io(), [transfer = transfer->shared_from_this()] { transfer->abort(); });
+  }
+}
 
 namespace {
 
@@ -502,7 +559,9 @@ asio::awaitable<void> listen(std::shared_ptr<TftpServer::State> state) {
     }
     ++state->requests;
     auto transfer = std::make_shared<TftpTransfer>(state, from, std::move(*request));
-    asio::co_spawn(state->io, TftpTransfer::run(std::move(transfer)), asio::detached);
+    if (!transfer->prepare()) continue;
+    asio::io_context& transfer_io = transfer->io();
+    asio::co_spawn(transfer_io, TftpTransfer::run(std::move(transfer)), asio::detached);
   }
 }
 
@@ -517,17 +576,26 @@ TftpServer::TftpServer(asio::io_context& io, TftpServerConfig config)
   state_->listening_on = state_->listener.local_endpoint();
 }
 
-TftpServer::~TftpServer() { stop(); }
+TftpServer::~TftpServer() {
+  stop();
+  // The server's io_context may no longer run (stop() acts through it): wake the transfers directly,
+  // then wait for the transfer threads to finish them.
+  abort_transfers(*state_);
+  if (state_->threads) state_->threads->join();
+}
 
-void TftpServer::start() { asio::co_spawn(state_->io, listen(state_), asio::detached); }
+void TftpServer::start() {
+  if (state_->config.transfer_threads > 0 && !state_->threads) {
+    state_->threads = std::make_unique<TftpTransferThreads>(state_->config.transfer_threads);
+  }
+  asio::co_spawn(state_->io, listen(state_), asio::detached);
+}
 
 void TftpServer::stop() {
   asio::post(state_->io, [state = state_]() {
-    if (state->stopping) return;
-    state->stopping = true;
     boost::system::error_code ignored;
     state->listener.close(ignored);
-    for (TftpTransfer* transfer : state->transfers) transfer->abort();
+    abort_transfers(*state);
   });
 }
 

@@ -3,9 +3,11 @@
 // socket (its TID, RFC 1350), run as a C++20 coroutine on the caller's io_context. Read-only: write
 // requests are refused with ERROR 2.
 //
-// Threading: everything runs on the io_context's thread(s); run the io_context on one thread. stop() and
-// counters() may be called from any thread. Observer callbacks run on the io_context thread and must
-// not block.
+// Threading: requests are read, remapped, checked and their files opened on the io_context's thread; run
+// that io_context on one thread. Once its file is open, a transfer sends it from one of the server's own
+// transfer threads (TftpServerConfig::transfer_threads; 0 keeps every transfer on the io_context).
+// stop() and counters() may be called from any thread. Observer callbacks and the client_tree and
+// client_directories functions run on the io_context thread and must not block.
 #include "netboot/asio.hpp"
 #include <chrono>
 #include <cstdint>
@@ -20,6 +22,7 @@
 #include "netboot/tftp/tftp_packet.hpp"
 #include "netboot/tftp/tftp_remap.hpp"
 #include "netboot/tftp/tftp_retransmit_schedule.hpp"
+#include "netboot/tftp/tftp_transfer_threads.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -92,6 +95,9 @@ struct TftpServerConfig {
   std::function<std::optional<TftpClientTree>(const boost::asio::ip::address& client, const std::string& filename)>
       client_tree;
   std::shared_ptr<TftpServerObserver> observer;
+  // Threads that send the blocks of open transfers (started by start(), joined by the destructor); 0 sends
+  // them from the io_context's own thread. Fixed for the server's life: reconfigure() does not change it.
+  unsigned transfer_threads = TftpTransferThreads::default_count();
 };
 
 class TftpServer {

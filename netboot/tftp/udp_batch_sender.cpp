@@ -82,6 +82,19 @@ std::size_t UdpBatchSender::send_segmented(int fd, const sockaddr* to, socklen_t
 std::size_t UdpBatchSender::send_each(int fd, const sockaddr* to, socklen_t to_length,
                                       std::span<const std::uint8_t> datagrams, std::size_t segment, int& error) {
   std::size_t count = std::min(max_segments, (datagrams.size() + segment - 1) / segment);
+  if (count == 1) {
+    // A lockstep block: sendto is the shorter path through the kernel (no message vector to copy in,
+    // no reschedule point between messages).
+    ssize_t sent;
+    do {
+      sent = ::sendto(fd, datagrams.data(), datagrams.size(), 0, to, to_length);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) {
+      error = errno;
+      if (would_block(error)) return 0;
+    }
+    return datagrams.size();  // sent, or lost as on a lossy network
+  }
   messages_.assign(count, mmsghdr{});
   iovecs_.resize(count);
   for (std::size_t i = 0; i < count; ++i) {

@@ -1,5 +1,5 @@
 // tftp_serve ROOT [ADDRESS [PORT]] [--remap FILE] [--max-blksize N] [--mtu N] [--max-windowsize N]
-//            [--timeout-ms N] [--debug]
+//            [--timeout-ms N] [--transfer-threads N] [--debug]
 // Serves ROOT over TFTP until SIGINT/SIGTERM, printing the bound port on stdout first so a script can
 // start it on port 0. For benchmarks and interop checks; the product's entry point is `aggrik8s-image serve`.
 #include "netboot/asio.hpp"
@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--timeout-ms") {
       config.retransmit.first = std::chrono::milliseconds(std::stoul(value()));
       config.retransmit.longest = std::max(config.retransmit.longest, config.retransmit.first);
+    } else if (arg == "--transfer-threads") {
+      config.transfer_threads = static_cast<unsigned>(std::stoul(value()));
     } else if (arg == "--debug") {
       aggrik8s::log::set_level(aggrik8s::log::Level::debug);
     } else {
@@ -45,7 +47,7 @@ int main(int argc, char** argv) {
   }
   if (positional.empty() || positional.size() > 3) {
     std::cerr << "usage: tftp_serve ROOT [ADDRESS [PORT]] [--remap FILE] [--max-blksize N] [--mtu N]"
-                 " [--max-windowsize N] [--timeout-ms N] [--debug]\n";
+                 " [--max-windowsize N] [--timeout-ms N] [--transfer-threads N] [--debug]\n";
     return 2;
   }
   try {

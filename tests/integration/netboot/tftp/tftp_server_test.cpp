@@ -34,6 +34,7 @@ class RecordingObserver : public TftpServerObserver {
   void transfer_started(const TftpTransferStarted& event) override {
     std::lock_guard lock(mutex_);
     started_.push_back(event);
+    threads_.push_back(std::this_thread::get_id());
   }
   void transfer_finished(const TftpTransferEnded& event) override { record(event); }
   void transfer_failed(const TftpTransferEnded& event) override { record(event); }
@@ -48,15 +49,22 @@ class RecordingObserver : public TftpServerObserver {
     std::lock_guard lock(mutex_);
     return started_;
   }
+  // The thread each callback ran on.
+  std::vector<std::thread::id> threads() {
+    std::lock_guard lock(mutex_);
+    return threads_;
+  }
 
  private:
   void record(const TftpTransferEnded& event) {
     std::lock_guard lock(mutex_);
     ended_.push_back(event);
+    threads_.push_back(std::this_thread::get_id());
     changed_.notify_all();
   }
   std::mutex mutex_;
   std::condition_variable changed_;
+  std::vector<std::thread::id> threads_;
   std::vector<TftpTransferStarted> started_;
   std::vector<TftpTransferEnded> ended_;
 };
@@ -83,6 +91,7 @@ class RunningServer {
     thread_.join();
   }
   std::uint16_t port() const { return server_->local_endpoint().port(); }
+  std::thread::id io_thread() const { return thread_.get_id(); }
   std::string port_text() const { return std::to_string(port()); }
   TftpServerCounters counters() const { return server_->counters(); }
   void stop() { server_->stop(); }
@@ -473,19 +482,67 @@ TEST_CASE("tftp server: many transfers run concurrently", "[tftp][server]") {
   CHECK(server.counters().completed == 16);
 }
 
+TEST_CASE("tftp server: blocks go out from the transfer threads, requests and observers stay on the io thread", "[tftp][server]") {
+  // 0 keeps every transfer on the io_context (the path before transfer threads); 1 and 3 move them off it.
+  for (unsigned threads : {0u, 1u, 3u}) {
+    INFO("transfer_threads " << threads);
+    TempDir dir;
+    std::string content = random_bytes(1'500'000 + 5, 12);
+    aggrik8s::test::write_file(dir / "root/f", content);
+    auto tree_threads = std::make_shared<std::vector<std::thread::id>>();
+    auto tree_mutex = std::make_shared<std::mutex>();
+    RunningServer server(dir / "root", 1000ms, 5, [&](TftpServerConfig& config) {
+      config.transfer_threads = threads;
+      config.client_tree = [tree_threads, tree_mutex](const boost::asio::ip::address&, const std::string&) {
+        std::lock_guard lock(*tree_mutex);
+        tree_threads->push_back(std::this_thread::get_id());
+        return std::optional<TftpClientTree>();
+      };
+    });
+    std::string script;
+    for (int i = 0; i < 6; ++i) {
+      script += "curl -sS tftp://127.0.0.1:" + server.port_text() + "/f --tftp-blksize 1468 -o " +
+                (dir / ("c" + std::to_string(i))).string() + " & ";
+      script += "tftp -m binary 127.0.0.1 " + server.port_text() + " -c get f " +
+                (dir / ("h" + std::to_string(i))).string() + " & ";
+    }
+    script += "curl -sS tftp://127.0.0.1:" + server.port_text() + "/missing -o /dev/null & ";
+    auto result = run(bounded("bash -c \"" + script + " wait\""));
+    INFO(result.output);
+    for (int i = 0; i < 6; ++i) {
+      CHECK(aggrik8s::test::read_file(dir / ("c" + std::to_string(i))) == content);
+      CHECK(aggrik8s::test::read_file(dir / ("h" + std::to_string(i))) == content);
+    }
+    auto events = server.observer->wait_for_ended(13);
+    CHECK(events.size() == 13);
+    CHECK(server.counters().completed == 12);
+    CHECK(server.counters().failed == 1);
+    auto observed = server.observer->threads();
+    CHECK(observed.size() == 12 + 13);
+    for (auto id : observed) CHECK(id == server.io_thread());
+    std::lock_guard lock(*tree_mutex);
+    CHECK(tree_threads->size() == 13);
+    for (auto id : *tree_threads) CHECK(id == server.io_thread());
+  }
+}
+
 TEST_CASE("tftp server: stop() ends transfers in flight and lets the io_context finish", "[tftp][server]") {
-  TempDir dir;
-  aggrik8s::test::write_file(dir / "root/file", random_bytes(100'000, 11));
-  RunningServer server(dir / "root", 10'000ms);
-  RawClient client;
-  client.send(server.port(), read_request("file"));
-  REQUIRE(client.receive());  // DATA 1, then the client goes quiet
-  CHECK(server.counters().active == 1);
-  server.stop();
-  CHECK(server.joins_within(2000ms));
-  auto events = server.observer->wait_for_ended(1);
-  REQUIRE(events.size() == 1);
-  CHECK(events[0].detail == "server stopped");
+  for (unsigned threads : {0u, 2u}) {
+    INFO("transfer_threads " << threads);
+    TempDir dir;
+    aggrik8s::test::write_file(dir / "root/file", random_bytes(100'000, 11));
+    RunningServer server(dir / "root", 10'000ms, 5, [&](TftpServerConfig& config) { config.transfer_threads = threads; });
+    RawClient client;
+    client.send(server.port(), read_request("file"));
+    REQUIRE(client.receive());  // DATA 1, then the client goes quiet
+    CHECK(server.counters().active == 1);
+    server.stop();
+    CHECK(server.joins_within(2000ms));
+    auto events = server.observer->wait_for_ended(1);
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].detail == "server stopped");
+    CHECK(server.counters().active == 0);
+  }
 }
 
 TEST_CASE("tftp server: remap rules and per-client directories apply before the root", "[tftp][server]") {

@@ -64,3 +64,49 @@ TEST_CASE("tftp block reader: netascii pairs split across blocks survive retrans
   CHECK(sent == netascii(text));
   CHECK_THROWS(reader->read_block(1, block));  // forgotten: acknowledged blocks are never re-read
 }
+
+TEST_CASE("tftp block reader: octet read-ahead gives the same bytes in any order and at any buffer edge", "[tftp]") {
+  aggrik8s::test::TempDir dir;
+  // Buffer sizes that split blocks, hold a few whole ones, end on the file's end or on a block edge; files
+  // ending mid-block, on a block edge (an empty last block) and on the buffer's edge.
+  for (std::size_t file_size : {0u, 5u, 64u, 67u, 96u, 100u}) {
+    std::string content = aggrik8s::test::random_bytes(file_size, static_cast<unsigned>(file_size));
+    aggrik8s::test::write_file(dir / "f", content);
+    aggrik8s::FileDescriptor fd(::open((dir / "f").c_str(), O_RDONLY | O_CLOEXEC));
+    for (std::size_t read_ahead : {1u, 8u, 20u, 32u, 4096u}) {
+      INFO("file " << file_size << " bytes, read-ahead " << read_ahead);
+      constexpr std::uint16_t blksize = 8;
+      auto reader = TftpBlockReader::create(fd.get(), TftpMode::octet, blksize, read_ahead);
+      std::uint64_t last = file_size / blksize + 1;
+      auto expected = [&](std::uint64_t block) {
+        std::size_t offset = (block - 1) * blksize;
+        return content.substr(std::min(offset, content.size()), blksize);
+      };
+      auto read = [&](std::uint64_t block) {
+        std::vector<std::uint8_t> out(blksize);
+        std::size_t size = reader->read_block(block, out);
+        return std::string(out.begin(), out.begin() + static_cast<long>(size));
+      };
+      // In order, each block then its predecessor again (a retransmission behind the buffer), then a
+      // jump back to the start and forward to the end.
+      for (std::uint64_t block = 1; block <= last; ++block) {
+        CHECK(read(block) == expected(block));
+        if (block > 1) CHECK(read(block - 1) == expected(block - 1));
+      }
+      CHECK(read(1) == expected(1));
+      CHECK(read(last) == expected(last));
+      // Windows of three blocks laid out with a 4-byte header gap, as the server's batches are.
+      for (std::uint64_t first = 1; first <= last; first += 3) {
+        constexpr std::size_t stride = blksize + 4;
+        std::vector<std::uint8_t> batch(stride * 3);
+        std::vector<std::size_t> sizes(3);
+        std::size_t filled = reader->read_blocks(first, blksize, batch, stride, sizes);
+        CHECK(filled == std::min<std::uint64_t>(3, last - first + 1));
+        for (std::size_t i = 0; i < filled; ++i) {
+          CHECK(std::string(batch.begin() + static_cast<long>(i * stride),
+                            batch.begin() + static_cast<long>(i * stride + sizes[i])) == expected(first + i));
+        }
+      }
+    }
+  }
+}

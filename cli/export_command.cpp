@@ -1,0 +1,61 @@
+// `export`: what the site inventory derives for the tools downstream, as files they read unchanged.
+#include <cstdio>
+
+#include "builder/build_output.hpp"
+#include "cli/commands.hpp"
+#include "cli/profile_command_support.hpp"
+#include "site/ansible_inventory.hpp"
+#include "site/nodes_file.hpp"
+#include "site/site_inventory.hpp"
+#include "site/terraform_export.hpp"
+
+namespace aggrik8s::cli {
+
+Command export_command() {
+  CommandSpec spec{"export",
+                   "ansible|terraform|nodes SITE",
+                   "Derive the Ansible inventory, the Proxmox Terraform or serve's nodes file from a site",
+                   "SITE is a site inventory (kind: site, docs/site.md); it is validated first, as `validate` does.\n"
+                   "  ansible    a YAML inventory in rancherfederal/rke2-ansible's shape: rke2_cluster with\n"
+                   "             rke2_servers / rke2_agents, per host ansible_host, node_ip, node_name,\n"
+                   "             node_labels, node_taints; the RKE2 version and the token as a reference\n"
+                   "             (ansible.token_lookup), never its value\n"
+                   "  terraform  .tf.json for the bpg/proxmox provider: one proxmox_virtual_environment_vm per\n"
+                   "             proxmox-vm machine (MAC, SMBIOS UUID, sizing, boot order, ISO); the API\n"
+                   "             endpoint and token are variables (proxmox_endpoint, proxmox_api_token)\n"
+                   "  nodes      the nodes file `serve --site` derives (docs/netboot.md), as YAML\n"
+                   "Written to stdout, or with -o to FILE (replaced whole: written as FILE.partial, then renamed).",
+                   {{"output", 'o', "FILE", "write to FILE instead of stdout"}},
+                   2,
+                   2};
+  return {spec, [](const ParsedArguments& args) {
+            const std::string& what = args.positional[0];
+            const std::string& file = args.positional[1];
+            if (what != "ansible" && what != "terraform" && what != "nodes") {
+              throw UsageError("export what? 'ansible', 'terraform' or 'nodes', got '" + what + "'");
+            }
+            Diagnostics diagnostics;
+            // Secrets are referenced by what is exported, never read: their files need not exist here.
+            builder::ProfileCheckOptions options;
+            options.check_secrets = false;
+            auto loaded = site::load_site(file, diagnostics, options);
+            print_diagnostics(diagnostics);
+            if (!loaded) return exit_failure;
+            std::string text;
+            if (what == "ansible") {
+              text = site::ansible_inventory_yaml(*loaded);
+            } else if (what == "terraform") {
+              text = site::terraform_json(*loaded);
+            } else {
+              text = to_yaml(site::derive_nodes_file(*loaded));
+            }
+            if (auto out = args.value("output")) {
+              builder::write_text_file_atomically(*out, text, builder::FileMode::less_umask(0644));
+            } else {
+              std::fputs(text.c_str(), stdout);
+            }
+            return exit_success;
+          }};
+}
+
+}  // namespace aggrik8s::cli
