@@ -211,7 +211,7 @@ TEST_CASE("status: the log keeps each machine's newest success and newest event,
   CHECK(history.machines.count("cp1") == 0);
 }
 
-TEST_CASE("status: a malformed line is a warning with file:line and skipped; a torn last line is skipped silently") {
+TEST_CASE("status: a malformed line is a warning with file:line and skipped, a torn last line is skipped silently") {
   LoadedSite loaded = lab_site();
   std::string good = event_line("cp1", "10.0.10.11", "tftp", "a1b2c3d4/config.txt", "ok", 5s);
   std::string torn = event_line("cp1", "10.0.10.11", "tftp", "a1b2c3d4/kernel_2712.img", "ok", 6s);
