@@ -162,7 +162,15 @@ void DhcpLeasePool::forget(const std::string& client) {
 }
 
 std::string format_dhcp_lease_line(const DhcpLease& lease) {
-  return lease.client + " " + ipv4_to_string(lease.address) + " " + std::to_string(lease.expires) + "\n";
+  std::string line;
+  line.reserve(lease.client.size() + 40);  // address (15), expiry (up to 20), separators: one allocation
+  line += lease.client;
+  line += ' ';
+  line += ipv4_to_string(lease.address);
+  line += ' ';
+  line += std::to_string(lease.expires);
+  line += '\n';
+  return line;
 }
 
 std::string format_dhcp_leases(const std::map<std::string, DhcpLease>& leases) {

@@ -128,6 +128,7 @@ DhcpPacket parse_dhcp_packet(std::span<const std::uint8_t> bytes) {
     auto hex = std::to_chars(text, text + sizeof text, cookie, 16);
     throw DhcpParseError("DHCP magic cookie at byte 236 is 0x" + std::string(text, hex.ptr) + ", expected 0x63825363", 236);
   }
+  packet.options.reserve(16);  // a PXE ROM sends about ten: no regrowth per option
   std::uint8_t overload = parse_options(bytes, dhcp_min_packet_size, bytes.size(), "options", true, packet.options);
   // RFC 2131 4.1: the options field first, then `file`, then `sname`.
   if ((overload & 1) != 0) {
@@ -144,7 +145,9 @@ DhcpPacket parse_dhcp_packet(std::span<const std::uint8_t> bytes) {
 }
 
 std::vector<std::uint8_t> encode_dhcp_packet(const DhcpPacket& packet) {
-  std::vector<std::uint8_t> out(dhcp_min_packet_size, 0);
+  std::vector<std::uint8_t> out;
+  out.reserve(576);  // RFC 2131's minimum datagram size: a usual reply fits in one allocation
+  out.resize(dhcp_min_packet_size, 0);
   out[0] = packet.op;
   out[1] = packet.htype;
   out[2] = packet.hlen;
@@ -358,8 +361,15 @@ std::vector<std::uint8_t> raspberry_pi_boot_option() {
 }
 
 std::string ipv4_to_string(std::uint32_t address) {
-  return std::to_string(address >> 24) + "." + std::to_string((address >> 16) & 255) + "." +
-         std::to_string((address >> 8) & 255) + "." + std::to_string(address & 255);
+  // Formatted in place: at most 15 characters, which fit std::string's inline buffer, so no allocation
+  // (every lease line of the journal holds one).
+  char text[16];
+  char* at = text;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    if (shift != 24) *at++ = '.';
+    at = std::to_chars(at, text + sizeof text, (address >> shift) & 255).ptr;
+  }
+  return std::string(text, at);
 }
 
 std::optional<std::uint32_t> parse_ipv4(std::string_view text) {

@@ -11,6 +11,7 @@
 #include <deque>
 #include <fstream>
 #include <sstream>
+#include <unordered_map>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -205,8 +206,7 @@ struct DhcpServer::State {
     if (type == DhcpMessageType::offer) ++counters.offers;
     if (type == DhcpMessageType::ack) ++counters.acks;
     if (type == DhcpMessageType::nak) ++counters.naks;
-    outbox[pending.proxy_port ? 1 : 0].push_back(
-        {encode_dhcp_packet(*plan.reply), destination(pending, *plan.reply), pending.request.hardware_address()});
+    outbox[pending.proxy_port ? 1 : 0].push_back({encode_dhcp_packet(*plan.reply), destination(pending, *plan.reply)});
   }
 
   // Replies go out in one sendmmsg per up to 64 (each with its own destination): one system call per
@@ -214,8 +214,16 @@ struct DhcpServer::State {
   struct Outgoing {
     std::vector<std::uint8_t> bytes;
     udp::endpoint to;
-    std::string mac;  // for the log line if it cannot be sent
   };
+  // The client's MAC for a log line, read back from the encoded reply's chaddr only when a send fails
+  // (not kept per reply: a string per reply was one more allocation on every exchange).
+  static std::string client_of(const Outgoing& out) {
+    try {
+      return parse_dhcp_packet(out.bytes).hardware_address();
+    } catch (const DhcpParseError&) {
+      return "?";
+    }
+  }
   std::array<std::vector<Outgoing>, 2> outbox;  // [0]: port 67, [1]: the proxy port
   void send_outbox() {
     for (std::size_t which = 0; which < outbox.size(); ++which) {
@@ -240,7 +248,7 @@ struct DhcpServer::State {
         if (sent <= 0) {  // the first one failed: say so, skip it, go on with the rest
           int err = fd < 0 ? EBADF : errno;
           if (err == EINTR) continue;
-          log::warning("dhcp: reply to ", queue[done].mac, " not sent: ", std::strerror(err));
+          log::warning("dhcp: reply to ", client_of(queue[done]), " not sent: ", std::strerror(err));
           sent = 1;
         }
         done += static_cast<std::size_t>(sent);
@@ -260,7 +268,8 @@ struct DhcpServer::State {
     return {asio::ip::address_v4::broadcast(), config.client_port};
   }
 
-  std::map<std::string, std::pair<std::int64_t, unsigned>> recent;  // client key -> (second, requests in it)
+  // client key -> (second, requests in it); looked up for every datagram, never iterated: hashed.
+  std::unordered_map<std::string, std::pair<std::int64_t, unsigned>> recent;
   std::int64_t last_no_client_id_log = 0, last_truncated_log = 0;  // see first_this_second()
 };
 

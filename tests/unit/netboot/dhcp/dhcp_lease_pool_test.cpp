@@ -201,3 +201,10 @@ TEST_CASE("dhcp lease pool: a torn last record (no newline) is left out, old MAC
   REQUIRE(old.size() == 1);
   CHECK(old[0].client == "52:54:00:98:00:01");
 }
+
+TEST_CASE("dhcp lease pool: a lease line is CLIENT ADDRESS EXPIRES and a newline, byte for byte", "[dhcp]") {
+  CHECK(format_dhcp_lease_line({"52:54:00:01:02:03", ip("10.98.0.10"), 1764892800}) ==
+        "52:54:00:01:02:03 10.98.0.10 1764892800\n");
+  CHECK(format_dhcp_lease_line({"id:0161626364", ip("255.255.255.254"), 0}) == "id:0161626364 255.255.255.254 0\n");
+  CHECK(format_dhcp_lease_line({"x", 0, -1}) == "x 0.0.0.0 -1\n");  // a tombstone; negative never written, still exact
+}

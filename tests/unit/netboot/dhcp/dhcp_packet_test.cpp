@@ -152,6 +152,12 @@ TEST_CASE("dhcp packet: IPv4 text", "[dhcp]") {
   CHECK_FALSE(parse_ipv4("1.2.3.256"));
   CHECK_FALSE(parse_ipv4("1.2.3.4x"));
   CHECK_FALSE(parse_ipv4("0001.2.3.4"));
+  // Formatted without allocating (to_chars into a buffer): the edges of every octet's width.
+  CHECK(ipv4_to_string(0) == "0.0.0.0");
+  CHECK(ipv4_to_string(0xffffffffu) == "255.255.255.255");
+  CHECK(ipv4_to_string(0x0a620309u) == "10.98.3.9");
+  CHECK(ipv4_to_string(0x6401ff0au) == "100.1.255.10");
+  for (std::uint32_t address : {0u, 1u, 0x0a620309u, 0xc0a80001u, 0xfffffffeu}) CHECK(parse_ipv4(ipv4_to_string(address)) == address);
 }
 
 TEST_CASE("dhcp packet: the client key is option 61 when sent, else htype + chaddr, else none", "[dhcp]") {
