@@ -61,55 +61,6 @@ struct ExportedExample {
   }
 };
 
-// rke2-ansible v2's play reduced to what it reads before it touches a node: every variable it takes
-// from the inventory, and the config it writes (cluster, group and host levels merged exactly as its
-// roles/rke2/tasks/config.yml does). The token is checked without ever being printed (no_log).
-constexpr const char* check_playbook = R"(---
-- name: What rke2-ansible reads from the exported inventory
-  hosts: rke2_cluster
-  gather_facts: false
-  tasks:
-    - name: Node facts
-      ansible.builtin.debug:
-        msg: "node {{ inventory_hostname }} node_name={{ node_name }} node_ip={{ node_ip }} ansible_host={{ ansible_host }}"
-    - name: The variables rke2-ansible reads are there
-      ansible.builtin.assert:
-        quiet: true
-        that:
-          - rke2_install_version is string and rke2_install_version is match('^v[0-9]+[.][0-9]+[.][0-9]+[+]rke2r[0-9]+$')
-          - rke2_install_tarball_url == ""
-          - rke2_install_local_tarball_path == ""
-          - rke2_images_urls == []
-          - rke2_images_local_tarball_path == []
-          - rke2_kubernetes_api_server_host | length > 0
-          - cluster_rke2_config is mapping
-          - host_rke2_config is mapping
-          - node_labels is sequence and node_labels is not string
-          - node_taints is sequence and node_taints is not string
-          - inventory_hostname in groups['rke2_servers'] or inventory_hostname in groups['rke2_agents']
-    - name: The token reference resolves (never printed)
-      no_log: true
-      ansible.builtin.assert:
-        quiet: true
-        that:
-          - rke2_token | length > 0
-          - cluster_rke2_config.token == rke2_token
-    - name: The config rke2-ansible writes (roles/rke2/tasks/config.yml)
-      ansible.builtin.set_fact:
-        merged_rke2_config: "{{ (cluster_rke2_config | default({}) | ansible.builtin.combine((group_rke2_config | default({})), list_merge='prepend_rp')) | ansible.builtin.combine((host_rke2_config | default({})), list_merge='prepend_rp') }}"
-      no_log: true
-    - name: It names, addresses, labels and taints the node as the site does
-      ansible.builtin.assert:
-        quiet: true
-        that:
-          - merged_rke2_config['node-name'] == node_name
-          - merged_rke2_config['node-ip'] == node_ip
-          - merged_rke2_config['node-label'] | default([]) == node_labels
-          - merged_rke2_config['node-taint'] | default([]) == node_taints
-    - name: Summary
-      ansible.builtin.debug:
-        msg: "config {{ inventory_hostname }} keys={{ merged_rke2_config.keys() | reject('equalto', 'token') | sort | join(',') }}"
-)";
 
 }  // namespace
 
@@ -178,7 +129,8 @@ TEST_CASE("ansible inventory: ansible-inventory --list shows the example site's 
 TEST_CASE("ansible inventory: a local playbook finds every variable rke2-ansible reads, and fails without one") {
   ExportedExample example;
   const auto& [dir, loaded, inventory] = example;
-  test::write_file(dir / "check.yml", check_playbook);
+  // What rke2-ansible reads, and the config it writes from it (tests/fixtures/rke2-ansible-check.yml).
+  fs::copy_file(test::source_dir() / "tests/fixtures/rke2-ansible-check.yml", dir / "check.yml");
 
   const std::string playbook = ansible_environment(dir) + "ansible-playbook -c local -i ";
   auto ran = test::run(playbook + (dir / "hosts.yml").string() + " " + (dir / "check.yml").string() + " 2>&1");
