@@ -218,7 +218,7 @@ TEST_CASE("netboot config: node_secrets.proof defaults to neighbour, last-asker 
   CHECK_THAT(errors, Catch::Contains("unknown key 'node_secrets.prof'"));
 }
 
-TEST_CASE("inventory: a mode: local profile needs nothing to boot; reservation_mac reserves a serial-matched Pi's address", "[inventory]") {
+TEST_CASE("inventory: a mode: local profile needs nothing to boot, and reservation_mac reserves a serial-matched Pi's address", "[inventory]") {
   Diagnostics diagnostics;
   NodeInventory inventory = parse(R"(profiles:
   own-disk: {mode: local}
