@@ -57,6 +57,6 @@ std::size_t TftpTransferThreads::acquire_least_busy() {
   return best;
 }
 
-unsigned TftpTransferThreads::default_count() { return std::clamp(std::thread::hardware_concurrency(), 1u, 4u); }
+unsigned TftpTransferThreads::default_count() { return std::clamp(2 * std::thread::hardware_concurrency(), 2u, 8u); }
 
 }  // namespace aggrik8s::netboot

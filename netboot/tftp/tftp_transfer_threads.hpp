@@ -34,7 +34,10 @@ class TftpTransferThreads {
   boost::asio::io_context& io(std::size_t thread) { return workers_[thread]->io; }
   std::size_t size() const { return workers_.size(); }
 
-  // Threads by default: one per core, at most 4 (beyond that the clients, not the server, are the limit).
+  // Threads by default: two per core, 2 to 8. On a machine shared with other work the scheduler gives
+  // the server a share per runnable thread: 20 lockstep clients on 2 busy cores took 8.5 s with 4
+  // threads, 9-10.5 s with 2 and 10-11.5 s with 1 (tftpd-hpa, a process per transfer: 11-13 s); 8 were
+  // level with 4. An idle thread costs a sleeping epoll_wait.
   static unsigned default_count();
 
  private:
