@@ -15,8 +15,8 @@
 //     filling the page cache (which on a 16 GiB card would evict everything else and make the
 //     final flush take as long as the whole write). The image's first MiB (MBR or protective
 //     MBR + GPT header, the boot sector) is held in memory, not written.
-//  3. Verify, overlapped with step 2: after every 32 MiB written, a hand-over stage flushes (the
-//     writers go on meanwhile) and passes what was written before the flush to one of two verifier threads,
+//  3. Verify, overlapped with step 2: after every 32 MiB written, a hand-over stage (with no O_DIRECT:
+//     after a flush) passes what was written to one of two verifier threads,
 //     which reads it back while writing goes on, bypassing the page cache (O_DIRECT, or
 //     POSIX_FADV_DONTNEED after fdatasync), and compares it with the digests the writers took.
 //     A read served from the page cache would only prove that memory holds what we wrote; the
@@ -58,8 +58,8 @@ struct FlashOptions {
   // costliest work per byte (~1.7 GB/s per core here, where the writes run at ~1 GB/s); with two,
   // it no longer holds up the writers on two cores.
   unsigned check_threads = 2;
-  // Verification works in batches: the writers' output is flushed every this many bytes and read
-  // back while writing goes on (see step 3 above), by this many requests in flight at once (each
+  // Verification works in batches: the writers' output is handed to the read-back every this many
+  // bytes (flushed first only without O_DIRECT) and read back while writing goes on (see step 3 above), by this many requests in flight at once (each
   // reads whole batches). Smaller batches shorten what is left to read after the last write; two
   // readers keep the read-back from falling behind while the writers and checkers share the cores
   // (on this VM's loop device, 1 GiB: 1.10-1.20 s against 1.13-1.43 s with one reader and 128 MiB).
