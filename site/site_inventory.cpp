@@ -89,32 +89,9 @@ std::string lowercase(std::string text) {
 
 // ---- building the profile's nodes: ConfigNode values located in the site file ----
 
-ConfigNode scalar_at(std::string text, const SourceLocation& where, bool quoted = true) {
-  ConfigNode node;
-  node.kind = ConfigNode::Kind::scalar;
-  node.scalar = std::move(text);
-  node.quoted = quoted;
-  node.location = where;
-  return node;
-}
-
-ConfigNode map_at(const SourceLocation& where) {
-  ConfigNode node;
-  node.kind = ConfigNode::Kind::map;
-  node.location = where;
-  return node;
-}
-
-ConfigNode sequence_at(const SourceLocation& where) {
-  ConfigNode node;
-  node.kind = ConfigNode::Kind::sequence;
-  node.location = where;
-  return node;
-}
-
 ConfigNode string_sequence(const std::vector<std::string>& values, const SourceLocation& where) {
-  ConfigNode node = sequence_at(where);
-  for (const auto& v : values) node.items.push_back(scalar_at(v, where));
+  ConfigNode node = sequence_node(where);
+  for (const auto& v : values) node.items.push_back(scalar_node(v, where));
   return node;
 }
 
@@ -176,28 +153,28 @@ const Machine* first_server(const SiteInventory& site) {
 
 ConfigNode rpi_node(const SiteInventory& site, const Machine& machine, const ConfigNode& profile_tree) {
   const SourceLocation& where = machine.where;
-  ConfigNode node = map_at(where);
-  node.set("name", scalar_at(machine.name, field_location(machine, "name")));
+  ConfigNode node = map_node(where);
+  node.set("name", scalar_node(machine.name, field_location(machine, "name")));
 
-  ConfigNode network = map_at(field_location(machine, "address"));
-  network.set("mode", scalar_at("static", field_location(machine, "address")));
-  network.set("address", scalar_at(machine.address, field_location(machine, "address")));
+  ConfigNode network = map_node(field_location(machine, "address"));
+  network.set("mode", scalar_node("static", field_location(machine, "address")));
+  network.set("address", scalar_node(machine.address, field_location(machine, "address")));
   if (const SiteNetwork* n = network_of(site, machine)) {
-    if (n->gateway) network.set("gateway", scalar_at(*n->gateway, n->where));
+    if (n->gateway) network.set("gateway", scalar_node(*n->gateway, n->where));
     if (!n->dns.empty()) network.set("dns", string_sequence(n->dns, n->where));
   }
   node.set("network", std::move(network));
 
-  ConfigNode rke2 = map_at(field_location(machine, "role"));
-  rke2.set("role", scalar_at(to_string(machine.role), field_location(machine, "role")));
+  ConfigNode rke2 = map_node(field_location(machine, "role"));
+  rke2.set("role", scalar_node(to_string(machine.role), field_location(machine, "role")));
   // Who the node joins: the profile's rke2.server when it names one, else the site's first server;
   // the first server itself starts the cluster.
   bool profile_names_server = find_path(profile_tree, {"rke2", "server"}) != nullptr;
   if (!profile_names_server && first_server(site) != &machine) {
-    if (auto url = first_server_url(site)) rke2.set("server", scalar_at(*url, field_location(machine, "role")));
+    if (auto url = first_server_url(site)) rke2.set("server", scalar_node(*url, field_location(machine, "role")));
   }
   // Labels and taints add to the profile's (rke2.config node-label / node-taint); merging would replace.
-  ConfigNode config = map_at(field_location(machine, "role"));
+  ConfigNode config = map_node(field_location(machine, "role"));
   if (!machine.labels.empty()) {
     std::vector<std::string> labels = profile_strings(profile_tree, {"rke2", "config", "node-label"});
     for (const auto& [k, v] : machine.labels) labels.push_back(k + "=" + v);
@@ -215,40 +192,40 @@ ConfigNode rpi_node(const SiteInventory& site, const Machine& machine, const Con
 
 ConfigNode talos_node(const SiteInventory& site, const Machine& machine) {
   const SourceLocation& where = machine.where;
-  ConfigNode node = map_at(where);
-  node.set("name", scalar_at(machine.name, field_location(machine, "name")));
-  if (machine.mac) node.set("mac", scalar_at(*machine.mac, field_location(machine, "mac")));
-  if (machine.uuid) node.set("uuid", scalar_at(*machine.uuid, field_location(machine, "uuid")));
+  ConfigNode node = map_node(where);
+  node.set("name", scalar_node(machine.name, field_location(machine, "name")));
+  if (machine.mac) node.set("mac", scalar_node(*machine.mac, field_location(machine, "mac")));
+  if (machine.uuid) node.set("uuid", scalar_node(*machine.uuid, field_location(machine, "uuid")));
   node.set("addresses", string_sequence({machine.address}, field_location(machine, "address")));
   if (const SiteNetwork* n = network_of(site, machine); n != nullptr && n->gateway) {
-    node.set("gateway", scalar_at(*n->gateway, n->where));
+    node.set("gateway", scalar_node(*n->gateway, n->where));
   }
-  if (machine.vm) node.set("install_disk", scalar_at(machine.vm->install_disk, field_location(machine, "vm")));
+  if (machine.vm) node.set("install_disk", scalar_node(machine.vm->install_disk, field_location(machine, "vm")));
   if (!machine.labels.empty() || !machine.taints.empty()) {
     // Talos's machine.nodeLabels / machine.nodeTaints (a map of key -> "value:Effect").
-    ConfigNode machine_section = map_at(where);
+    ConfigNode machine_section = map_node(where);
     if (!machine.labels.empty()) {
-      ConfigNode labels = map_at(field_location(machine, "labels"));
-      for (const auto& [k, v] : machine.labels) labels.set(k, scalar_at(v, field_location(machine, "labels")));
+      ConfigNode labels = map_node(field_location(machine, "labels"));
+      for (const auto& [k, v] : machine.labels) labels.set(k, scalar_node(v, field_location(machine, "labels")));
       machine_section.set("nodeLabels", std::move(labels));
     }
     if (!machine.taints.empty()) {
-      ConfigNode taints = map_at(field_location(machine, "taints"));
+      ConfigNode taints = map_node(field_location(machine, "taints"));
       for (const auto& t : machine.taints) {
         // key=value:Effect -> key: value:Effect; key:Effect -> key: :Effect (Talos's form for no value)
         auto eq = t.find('=');
         auto colon = t.rfind(':');
         std::string key = t.substr(0, eq != std::string::npos ? eq : colon);
         std::string value = eq != std::string::npos ? t.substr(eq + 1) : t.substr(colon);
-        taints.set(key, scalar_at(value, field_location(machine, "taints")));
+        taints.set(key, scalar_node(value, field_location(machine, "taints")));
       }
       machine_section.set("nodeTaints", std::move(taints));
     }
-    ConfigNode content = map_at(where);
+    ConfigNode content = map_node(where);
     content.set("machine", std::move(machine_section));
-    ConfigNode patch = map_at(where);
+    ConfigNode patch = map_node(where);
     patch.set("merge", std::move(content));
-    ConfigNode patches = sequence_at(where);
+    ConfigNode patches = sequence_node(where);
     patches.items.push_back(std::move(patch));
     node.set("patches", std::move(patches));
   }
@@ -766,7 +743,7 @@ std::optional<builder::Profile> load_site_profile(const SiteInventory& site, con
   return builder::load_profile_with_nodes(
       profile_file,
       [&](const ConfigNode& profile_tree) {
-        ConfigNode nodes = sequence_at(machines.empty() ? SourceLocation{site.file.string(), 0, 0} : machines.front()->where);
+        ConfigNode nodes = sequence_node(machines.empty() ? SourceLocation{site.file.string(), 0, 0} : machines.front()->where);
         const ConfigNode* kind = profile_tree.find("kind");
         bool talos = kind != nullptr && kind->is_scalar() && kind->scalar == "talos-iso";
         for (const Machine* m : machines) {
