@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "builder/build_manifest.hpp"
@@ -9,6 +10,7 @@
 #include "builder/talos/talos_build_checks.hpp"
 #include "builder/talos/talos_boot_files.hpp"
 #include "builder/talos/talos_iso_image.hpp"
+#include "builder/talos/iso_variant.hpp"
 #include "builder/talos/talos_extension_image.hpp"
 #include "builder/talos/talos_kernel_args.hpp"
 #include "builder/talos/talos_machine_config.hpp"
@@ -256,6 +258,19 @@ SharedBootIsoPlan plan_command_lines(const Profile& profile, const TalosInputs& 
   return shared;
 }
 
+// The first node's ISO, once written, as the template the other nodes' ISOs are variants of
+// (builder/talos/iso_variant.hpp): remastering each node from scratch with libisoburn wrote the whole
+// image through libburn's writer each time; a variant is one copy of it with the node's files patched in
+// (docs/benchmarks.md, Talos section).
+struct NodeIsoTemplate {
+  fs::path path;
+  std::vector<std::uint8_t> bytes;             // its content, read once for every variant's hash
+  std::vector<IsoFilePlacement> placements;    // the files that differ between nodes
+  std::optional<IsoEfiPartition> partition;    // where the edited EFI partition sits in it
+  std::vector<std::uint8_t> input_partition;   // the input ISO's EFI partition: each node's starting point
+  std::vector<std::uint8_t> partition_work;    // reused from node to node
+};
+
 // Step 4's writers: where outputs go, the scratch space beside them, and the outputs started so far
 // (removed unless the build completes).
 struct TalosOutputWriter {
@@ -273,6 +288,16 @@ struct TalosOutputWriter {
     partial.track(target);
     return describe_file(target, digests);
   }
+  // For a file whose SHA-256 was taken while it was written.
+  BuiltFile finish(const fs::path& target, const Sha256Digest& digest) {
+    fs::rename(target.string() + ".partial", target);
+    partial.track(target);
+    return BuiltFile{target, fs::file_size(target), digest};
+  }
+
+  bool derive_node_isos = false;  // more than one node gets an ISO: the first is the others' template
+  bool node_iso_template_tried = false;
+  std::optional<NodeIsoTemplate> node_iso_template{};
 };
 
 // talos-metal-iso.iso: the input ISO with the shared arguments and talos.config=metal-iso, for nodes
@@ -342,13 +367,71 @@ BuiltFile write_node_config_iso(TalosOutputWriter& writer, const NodePlan& plan)
   return writer.finish(target);
 }
 
-// <node>.iso: the input ISO remastered with the node's config and kernel arguments. Returns its
-// manifest entry.
+std::span<const std::uint8_t> bytes_of(const std::string& text) {
+  return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
+}
+
+// After the first node's ISO: it becomes the template when the files that differ between nodes can be
+// found in it (they always can in what remaster_iso writes; otherwise every node is remastered).
+std::optional<NodeIsoTemplate> make_node_iso_template(const fs::path& iso, const std::vector<IsoFileToAdd>& varying,
+                                                      const TalosIsoUkis& ukis) {
+  NodeIsoTemplate t;
+  t.path = iso;
+  t.bytes.resize(fs::file_size(iso));
+  std::ifstream in(iso, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(t.bytes.data()), static_cast<std::streamsize>(t.bytes.size()))) {
+    throw Error("cannot read back " + iso.string());
+  }
+  std::vector<std::string> paths;
+  for (const auto& file : varying) paths.push_back(file.path_in_image.substr(file.path_in_image.find_first_not_of('/')));
+  try {
+    t.placements = locate_iso_files(t.bytes, paths);
+    if (ukis.ukis_in_partition()) {
+      t.partition = find_iso_efi_partition(iso);
+      if (!t.partition || t.partition->size != ukis.partition()->size) throw Error("its EFI partition is not the input's size");
+      t.input_partition = ukis.read_partition();
+    }
+  } catch (const Error& e) {
+    log::info("each node's ISO is remastered from scratch: ", iso.string(), " cannot serve as their template (", e.what(), ")");
+    return std::nullopt;
+  }
+  return t;
+}
+
+// <node>.iso as a variant of the template: the node's files, their directory records and the EFI
+// partition patched into a copy. nullopt when a file would need another number of blocks (the caller
+// then remasters this node from scratch).
+std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const TalosIsoUkis& ukis, const UkiEdit& uki_edit,
+                                                std::vector<IsoFileReplacement> files, const fs::path& target,
+                                                std::optional<TalosIsoUkis::Applied>& uefi) {
+  NodeIsoTemplate& t = *writer.node_iso_template;
+  std::vector<std::uint8_t>& partition = t.partition_work;
+  partition.assign(t.input_partition.begin(), t.input_partition.end());
+  TalosIsoUkis::EditedInMemory edited;
+  if (!ukis.empty()) edited = ukis.edit(uki_edit, writer.uki_timestamp, partition);
+  for (const auto& [path, index] : edited.in_tree) files.push_back({path, edited.images[index].image});
+  std::vector<IsoRegionReplacement> regions;
+  if (t.partition) regions.push_back({t.partition->offset, partition});
+  auto patches = plan_iso_variant(t.bytes.size(), t.placements, files, regions);
+  if (!patches) {
+    log::debug(target.filename().string(), ": a file needs another number of blocks than in ", t.path.filename().string(),
+               ": remastered from scratch");
+    return std::nullopt;
+  }
+  if (!ukis.empty()) uefi = edited.applied;
+  log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files (",
+             patches->size(), " patches)");
+  Sha256Digest digest = write_iso_variant(t.path, t.bytes, *patches, writer.start(target), 0600);
+  return writer.finish(target, digest);
+}
+
+// <node>.iso: the input ISO remastered with the node's config and kernel arguments (the first node's
+// with libisoburn, the others as variants of it where they fit). Returns its manifest entry.
 nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources& sources, const NodePlan& plan,
                               const fs::path& node_work, const fs::path& config_file, TalosBuiltNode& built) {
   const TalosNode& node = *plan.node;
   const TalosIsoUkis& ukis = sources.iso.ukis;
-  log::info("node ", node.name, ": remastering the ISO");
+  log::info("node ", node.name, ": writing the ISO");
   std::vector<std::string> add = with_metal_iso_arg(node.kernel_args);
   GrubConfigEdit edit{add, {}};
   std::vector<IsoFileToAdd> files{{config_file, "/config.yaml", 0400}};
@@ -365,19 +448,33 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
     files.push_back({segment, talos_extension_initrd_iso_path, 0400});
     edit.append_initrds.push_back(talos_extension_initrd_iso_path);
   }
+  std::string grub_cfg = edit_grub_config(sources.iso.grub_cfg, edit).text;
   fs::path cfg = node_work / "grub.cfg";
-  write_file_with_mode(cfg, edit_grub_config(sources.iso.grub_cfg, edit).text, public_mode);
+  write_file_with_mode(cfg, grub_cfg, public_mode);
   files.push_back({cfg, "/boot/grub/grub.cfg", 0444});
   fs::path target = writer.out / (node.name + ".iso");
-  IsoRemaster request{sources.inputs.iso->path, writer.start(target), files, std::string("metal-iso"),
-                      writer.source_date_epoch, 0600};
+  // The UKI's initramfs gets the same extension archive GRUB loads as a second initrd.
+  UkiEdit uki_edit{add, embedded_segment};
   std::optional<TalosIsoUkis::Applied> uefi;
-  if (!ukis.empty()) {
-    // The UKI's initramfs gets the same extension archive GRUB loads as a second initrd.
-    uefi = ukis.apply({add, embedded_segment}, node_work, writer.uki_timestamp, request);
+  std::optional<BuiltFile> written;
+  if (writer.node_iso_template) {
+    std::vector<IsoFileReplacement> contents{{"config.yaml", bytes_of(plan.config_yaml)}, {"boot/grub/grub.cfg", bytes_of(grub_cfg)}};
+    if (sources.embed_config) contents.push_back({std::string(talos_extension_initrd_iso_path).substr(1), bytes_of(embedded_segment)});
+    written = write_node_iso_variant(writer, ukis, uki_edit, std::move(contents), target, uefi);
   }
-  remaster_iso(request);
-  BuiltFile f = writer.finish(target);
+  if (!written) {
+    log::debug(target.filename().string(), ": remastering the input ISO");
+    IsoRemaster request{sources.inputs.iso->path, writer.start(target), files, std::string("metal-iso"),
+                        writer.source_date_epoch, 0600};
+    if (!ukis.empty()) uefi = ukis.apply(uki_edit, node_work, writer.uki_timestamp, request);
+    remaster_iso(request);
+    written = writer.finish(target);
+    if (writer.derive_node_isos && !writer.node_iso_template_tried) {
+      writer.node_iso_template_tried = true;
+      writer.node_iso_template = make_node_iso_template(target, request.files, ukis);
+    }
+  }
+  BuiltFile f = *written;
   built.files.push_back(f);
   built.config_method = sources.embed_config ? "embedded+metal-iso" : "metal-iso";
   nlohmann::json report = built_file_json(f, writer.out);
@@ -507,6 +604,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   std::vector<TalosExtensionLayer> iso_extensions;
   if (wants(profile, "iso") && embed_config) iso_extensions = read_iso_extensions(*inputs.iso);
   TalosNodeSources sources{inputs, iso, embed_config, iso_extensions, netboot};
+  writer.derive_node_isos = wants(profile, "iso") && plans.size() > 1;
   nlohmann::json node_reports = nlohmann::json::array();
   for (const auto& plan : plans) {
     nlohmann::json report;

@@ -121,43 +121,79 @@ std::vector<TalosIsoUkis::CommandLine> TalosIsoUkis::command_lines_and_limits_wi
   return out;
 }
 
-TalosIsoUkis::Applied TalosIsoUkis::apply(const UkiEdit& edit, const fs::path& work_dir, std::int64_t timestamp,
-                                          IsoRemaster& request) const {
-  Applied applied;
-  // The tree and the partition normally hold the same UKI: edit each distinct one once.
-  std::vector<std::pair<const std::vector<std::uint8_t>*, EditedUki>> done;
-  auto edited = [&](const Uki& uki) -> const EditedUki& {
-    for (const auto& [input, result] : done) {
-      if (*input == uki.bytes) return result;
-    }
-    done.emplace_back(&uki.bytes, edit_uki(uki.bytes, edit));
-    applied.signature_removed = applied.signature_removed || done.back().second.signature_removed;
-    if (applied.command_lines.empty()) applied.command_lines = done.back().second.command_lines;
-    return done.back().second;
-  };
-  for (std::size_t i = 0; i < in_tree_.size(); ++i) {
-    fs::path file = work_dir / ("uki-" + std::to_string(i) + ".efi");
-    write_bytes(file, edited(in_tree_[i]).image);
-    request.files.push_back({file, "/" + in_tree_[i].path, 0444});
+std::vector<std::uint8_t> TalosIsoUkis::read_partition() const {
+  if (in_partition_.empty()) return {};
+  FileDescriptor in(::open(iso_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) throw_system_error("cannot open " + iso_.string(), errno);
+  std::vector<std::uint8_t> bytes(partition_->size);
+  pread_exactly(in.get(), partition_->offset, bytes.data(), bytes.size(), iso_.string());
+  return bytes;
+}
+
+TalosIsoUkis::EditedInMemory TalosIsoUkis::edit(const UkiEdit& edit, std::int64_t timestamp,
+                                                std::vector<std::uint8_t>& partition) const {
+  EditedInMemory result;
+  if (command_line_edit_args_ != edit.add_args) {
+    command_line_edits_.clear();
+    command_line_edit_args_ = edit.add_args;
   }
+  auto command_line_edit = [&](const Uki& uki) -> const EditedUki& {
+    for (const auto& [input, done] : command_line_edits_) {
+      if (input == &uki.bytes) return done;
+    }
+    command_line_edits_.emplace_back(&uki.bytes, edit_uki(uki.bytes, {edit.add_args, {}}));
+    return command_line_edits_.back().second;
+  };
+  // The tree and the partition normally hold the same UKI: edit each distinct one once.
+  std::vector<const std::vector<std::uint8_t>*> inputs;
+  auto edited = [&](const Uki& uki) -> std::size_t {
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      if (*inputs[i] == uki.bytes) return i;
+    }
+    inputs.push_back(&uki.bytes);
+    // edit_uki(bytes, edit), in two steps (uki_image.hpp): the shared command-line edit, then the append.
+    const EditedUki& base = command_line_edit(uki);
+    EditedUki full{edit.append_to_initrd.empty() ? base.image : append_to_uki_initrd(base.image, edit.append_to_initrd),
+                   base.command_lines, base.signature_removed};
+    result.images.push_back(std::move(full));
+    result.applied.signature_removed = result.applied.signature_removed || result.images.back().signature_removed;
+    if (result.applied.command_lines.empty()) result.applied.command_lines = result.images.back().command_lines;
+    return result.images.size() - 1;
+  };
+  for (const auto& uki : in_tree_) result.in_tree.emplace_back(uki.path, edited(uki));
   if (!in_partition_.empty()) {
-    fs::path image = work_dir / "efiboot.img";
-    extract_iso_efi_partition(iso_, *partition_, image);
-    FileBlockDevice device(image, FileBlockDevice::Access::read_write);
+    if (partition.size() != partition_->size) throw Error("the EFI partition to edit is not the input's (size differs)");
+    MemoryBlockDevice device(std::move(partition), iso_.string() + " EFI partition " + std::to_string(partition_->number));
     FatFilesystem fat(device);
     fat.set_timestamp(timestamp);
     for (const auto& uki : in_partition_) {
       try {
-        fat.write_file(uki.path, std::span<const std::uint8_t>(edited(uki).image));
+        fat.write_file(uki.path, std::span<const std::uint8_t>(result.images[edited(uki)].image));
       } catch (const Error& e) {
         throw Error("cannot write the edited /" + uki.path + " into the ISO's EFI partition: " + e.what());
       }
     }
-    device.flush();
+    partition = std::move(device.bytes());
+  }
+  return result;
+}
+
+TalosIsoUkis::Applied TalosIsoUkis::apply(const UkiEdit& edit, const fs::path& work_dir, std::int64_t timestamp,
+                                          IsoRemaster& request) const {
+  std::vector<std::uint8_t> partition = read_partition();
+  EditedInMemory edited = this->edit(edit, timestamp, partition);
+  for (std::size_t i = 0; i < edited.in_tree.size(); ++i) {
+    fs::path file = work_dir / ("uki-" + std::to_string(i) + ".efi");
+    write_bytes(file, edited.images[edited.in_tree[i].second].image);
+    request.files.push_back({file, "/" + edited.in_tree[i].first, 0444});
+  }
+  if (!in_partition_.empty()) {
+    fs::path image = work_dir / "efiboot.img";
+    write_bytes(image, partition);
     request.efi_partition = partition_;
     request.efi_partition_image = image;
   }
-  return applied;
+  return edited.applied;
 }
 
 }  // namespace aggrik8s::builder

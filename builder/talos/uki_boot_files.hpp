@@ -37,6 +37,19 @@ class TalosIsoUkis {
     std::vector<std::string> command_lines;  // of the first UKI, for the manifest
     bool signature_removed = false;
   };
+  struct EditedInMemory {
+    std::vector<EditedUki> images;                            // each distinct edited UKI once
+    std::vector<std::pair<std::string, std::size_t>> in_tree;  // "EFI/Linux/x.efi" -> index in images
+    Applied applied;
+  };
+  // The input's EFI partition as bytes, when UKIs sit in it (empty otherwise): what edit() writes into.
+  std::vector<std::uint8_t> read_partition() const;
+  const std::optional<IsoEfiPartition>& partition() const { return partition_; }
+  bool ukis_in_partition() const { return !in_partition_.empty(); }
+  // Edits every UKI in memory; when UKIs sit in the EFI partition, `partition` must hold the input's
+  // partition (read_partition()) and gets the edited UKIs written into it by our FAT writer, its files
+  // stamped `timestamp`.
+  EditedInMemory edit(const UkiEdit& edit, std::int64_t timestamp, std::vector<std::uint8_t>& partition) const;
   // Edits every UKI, writes the results under `work_dir` and adds them to `request` (files in the tree,
   // and the EFI partition as a new FAT image with the edited UKIs, stamped `timestamp`).
   Applied apply(const UkiEdit& edit, const std::filesystem::path& work_dir, std::int64_t timestamp,
@@ -54,6 +67,11 @@ class TalosIsoUkis {
   std::optional<IsoEfiPartition> partition_;
   std::vector<Uki> in_partition_;
   bool any_signed_ = false;
+  // The last command-line edit, per distinct input UKI: nodes with the same arguments (the usual
+  // case) then only append their own archive to the .initrd. One set kept, so nodes with arguments of
+  // their own do not pile up a 50 MiB UKI each.
+  mutable std::vector<std::string> command_line_edit_args_;
+  mutable std::vector<std::pair<const std::vector<std::uint8_t>*, EditedUki>> command_line_edits_;
 };
 
 }  // namespace aggrik8s::builder

@@ -64,19 +64,26 @@ EditedUki edit_uki(std::span<const std::uint8_t> uki, const UkiEdit& edit) {
     result.image = replace_pe_section(result.image, index, bytes);
     result.command_lines.push_back(line);
   }
-  if (!edit.append_to_initrd.empty()) {
-    std::vector<std::size_t> initrds = sections_named(layout, ".initrd");
-    if (initrds.size() != 1) {
-      throw Error("UKI: expected one .initrd section to append to, found " + std::to_string(initrds.size()));
-    }
-    std::vector<std::uint8_t> initrd = pe_section_contents(result.image, parse_pe(result.image).sections[initrds.front()]);
-    // The kernel unpacks concatenated initramfs archives and skips zero padding between them; newc
-    // archives start 4-byte aligned.
-    initrd.resize((initrd.size() + 3) / 4 * 4, 0);
-    initrd.insert(initrd.end(), edit.append_to_initrd.begin(), edit.append_to_initrd.end());
-    result.image = replace_pe_section(result.image, initrds.front(), initrd);
-  }
+  if (!edit.append_to_initrd.empty()) result.image = append_to_uki_initrd(result.image, edit.append_to_initrd);
   return result;
+}
+
+std::vector<std::uint8_t> append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view append) {
+  PeLayout layout = parse_pe(uki);
+  std::vector<std::size_t> initrds = sections_named(layout, ".initrd");
+  if (initrds.size() != 1) {
+    throw Error("UKI: expected one .initrd section to append to, found " + std::to_string(initrds.size()));
+  }
+  const PeSection& section = layout.sections[initrds.front()];
+  // The kernel unpacks concatenated initramfs archives and skips zero padding between them; newc
+  // archives start 4-byte aligned. Built in one buffer of its final size (no regrowth).
+  std::size_t aligned = (std::size_t{section.virtual_size} + 3) / 4 * 4;
+  std::vector<std::uint8_t> initrd(aligned + append.size(), 0);
+  std::size_t raw = std::min(section.virtual_size, section.raw_size);
+  if (std::size_t{section.raw_offset} + raw > uki.size()) throw Error("UKI: .initrd raw data runs past the end of the file");
+  std::copy_n(uki.begin() + section.raw_offset, raw, initrd.begin());
+  std::copy(append.begin(), append.end(), initrd.begin() + static_cast<std::ptrdiff_t>(aligned));
+  return replace_pe_section(uki, initrds.front(), initrd);
 }
 
 }  // namespace aggrik8s::builder

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace aggrik8s::builder {
@@ -34,5 +35,10 @@ struct EditedUki {
 // Throws Error naming the UKI's problem (not a PE file, no .cmdline, no .initrd to append to, a
 // section that cannot grow).
 EditedUki edit_uki(std::span<const std::uint8_t> uki, const UkiEdit& edit);
+
+// The last step of edit_uki on its own: `append` concatenated (4-byte aligned) to the one .initrd.
+// edit_uki(u, {args, a}) == append_to_uki_initrd(edit_uki(u, {args, ""}).image, a), so nodes with the
+// same arguments share the command-line edit and only append their own archive.
+std::vector<std::uint8_t> append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view append);
 
 }  // namespace aggrik8s::builder

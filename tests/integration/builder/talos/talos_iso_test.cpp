@@ -512,3 +512,38 @@ TEST_CASE("talos: a signed UKI is written unsigned with a warning, and the manif
   auto manifest = nlohmann::json::parse(test::read_file(dir / "out" / "manifest.json"));
   CHECK(manifest["nodes"][0]["outputs"]["iso"]["uefi"]["secure_boot_signature"] == "removed");
 }
+
+TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte their own builds", "[talos][cli][variant]") {
+  fs::path input = talos_fixture() / "metal-amd64.iso";
+  test::TempDir dir;
+  test::write_file(dir / "worker.yaml", worker_config);
+  fs::permissions(dir / "worker.yaml", fs::perms(0600));
+  // w2 differs from w1 only in its config (a variant); w3's own long argument makes grub.cfg need
+  // another block, so it is remastered from scratch.
+  test::write_file(dir / "p.yaml", "kind: talos-iso\nname: v\ntalos:\n  iso: {path: " + input.string() +
+                                       "}\n  config: {file: worker.yaml}\n  outputs: [iso]\n  kernel_args: [console=ttyS0]\n"
+                                       "nodes:\n  - name: w1\n    hostname: w1\n  - name: w2\n    hostname: w2-longer-name\n"
+                                       "  - name: w3\n    kernel_args: [variant.test=" + std::string(1200, 'x') + "]\n");
+  auto build = [&](const std::string& out, const std::string& nodes) {
+    auto r = test::run("SOURCE_DATE_EPOCH=1767225600 " + cli() + " build -v " + nodes + " --out '" + (dir / out).string() + "' '" +
+                       (dir / "p.yaml").string() + "' 2>&1");
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    return r.output;
+  };
+  std::string all = build("all", "");
+  CHECK(all.find("w2.iso: a copy of w1.iso with this node's files") != std::string::npos);
+  CHECK(all.find("w3.iso: remastering the input ISO") != std::string::npos);
+  for (const std::string node : {"w1", "w2", "w3"}) {
+    // Built alone, a node is the first and only one: remastered from scratch.
+    build("alone-" + node, "--node " + node);
+    INFO(node);
+    fs::path variant = dir / "all" / (node + ".iso");
+    CHECK(test::read_file(variant) == test::read_file(dir / ("alone-" + node) / (node + ".iso")));
+    CHECK((fs::status(variant).permissions() & fs::perms::all) == fs::perms(0600));
+  }
+  auto sums = test::run("cd '" + (dir / "all").string() + "' && sha256sum -c SHA256SUMS");
+  INFO(sums.output);
+  CHECK(sums.exit_code == 0);
+  CHECK(read_iso_text_file(dir / "all" / "w2.iso", "config.yaml").find("w2-longer-name") != std::string::npos);
+}

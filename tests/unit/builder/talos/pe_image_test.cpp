@@ -299,3 +299,30 @@ TEST_CASE("uki: an archive appended to .initrd starts 4-byte aligned after the o
                              {{}, "x"}),
                     Catch::Contains("expected one .initrd section to append to, found 0"));
 }
+
+TEST_CASE("pe: the checksum summed eight bytes at a time equals the word-by-word definition", "[talos][pe]") {
+  // The definition: 16-bit little-endian words added with end-around carry after each, the CheckSum
+  // field counted as zero, then the file size added.
+  auto reference = [](const Bytes& image) {
+    std::size_t field = optional_offset + 64;  // CheckSum
+    std::uint64_t sum = 0;
+    for (std::size_t i = 0; i < image.size(); i += 2) {
+      std::uint32_t word = image[i] | (i + 1 < image.size() ? static_cast<std::uint32_t>(image[i + 1]) << 8 : 0u);
+      if (i >= field && i < field + 4) word = 0;
+      sum += word;
+      sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    return static_cast<std::uint32_t>((sum & 0xffff) + image.size());
+  };
+  // Sizes around the 8-byte steps and the lane flush (131072 bytes), odd sizes, all-0xff data (every
+  // word at its maximum).
+  for (std::size_t extra : {0u, 1u, 2u, 7u, 131071u, 131072u, 131073u, 400001u}) {
+    for (std::uint8_t fill : {std::uint8_t{3}, std::uint8_t{0xff}}) {
+      Bytes uki = make_uki("talos.platform=metal", fill == 0xff ? Bytes(extra, 0xff) : filler(extra, fill));
+      uki.resize(uki.size() + extra % 3, fill);
+      INFO(extra << " " << int(fill));
+      CHECK(pe_checksum(uki) == reference(uki));
+    }
+  }
+}

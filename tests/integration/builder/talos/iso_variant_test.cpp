@@ -1,0 +1,93 @@
+// ISO variants (builder/talos/iso_variant.hpp) against libisofs itself: a variant of one config ISO
+// with another config must be byte for byte the ISO libisofs writes for that config from scratch
+// (ISO 9660 + Rock Ridge + Joliet records patched), or be refused when the layout would change.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <sys/stat.h>
+
+#include "builder/talos/iso_variant.hpp"
+#include "builder/talos/talos_iso_image.hpp"
+#include "core/error.hpp"
+#include "core/sha256.hpp"
+#include "tests/test_support.hpp"
+
+using namespace aggrik8s;
+using namespace aggrik8s::builder;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::uint8_t> bytes_of_file(const fs::path& path) {
+  std::string s = test::read_file(path);
+  return {s.begin(), s.end()};
+}
+
+std::span<const std::uint8_t> bytes_of(const std::string& s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+std::string config_of_size(std::size_t size, char fill) {
+  std::string yaml = "version: v1alpha1\n# ";
+  yaml.resize(size - 1, fill);
+  return yaml + "\n";
+}
+
+}  // namespace
+
+TEST_CASE("iso variant: a config ISO patched with another config is libisofs' own ISO for it", "[talos][iso][variant]") {
+  test::TempDir dir;
+  const ConfigIsoOptions options{"metal-iso", 1767225600};
+  // 3000 and 2500 bytes: both two blocks, so libisofs lays both images out alike.
+  std::string first = config_of_size(3000, 'a');
+  std::string second = config_of_size(2500, 'b');
+  write_config_iso(dir / "first.iso", first, options);
+  write_config_iso(dir / "second.iso", second, options);
+  std::vector<std::uint8_t> template_bytes = bytes_of_file(dir / "first.iso");
+  REQUIRE(template_bytes.size() == fs::file_size(dir / "second.iso"));
+
+  std::vector<IsoFilePlacement> placements = locate_iso_files(template_bytes, {"config.yaml"});
+  REQUIRE(placements.size() == 1);
+  CHECK(placements[0].size == first.size());
+  CHECK(placements[0].data_offset % 2048 == 0);
+  // The ISO 9660 record and the Joliet record.
+  CHECK(placements[0].record_offsets.size() == 2);
+
+  auto patches = plan_iso_variant(template_bytes.size(), placements, {{"config.yaml", bytes_of(second)}}, {});
+  REQUIRE(patches);
+  Sha256Digest digest = write_iso_variant(dir / "first.iso", template_bytes, *patches, dir / "variant.iso", 0600);
+  CHECK(test::read_file(dir / "variant.iso") == test::read_file(dir / "second.iso"));
+  CHECK(digest == Sha256::of_file(dir / "second.iso"));
+  struct stat st {};
+  REQUIRE(::stat((dir / "variant.iso").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+
+  // Read back by the tools: xorriso lists the file with its new size, libarchive reads the new text.
+  auto listing = test::run("xorriso -indev '" + (dir / "variant.iso").string() + "' -find / -type f -exec lsdl 2>/dev/null");
+  INFO(listing.output);
+  CHECK(listing.output.find(" 2500 ") != std::string::npos);
+  CHECK(read_iso_text_file(dir / "variant.iso", "config.yaml") == second);
+}
+
+TEST_CASE("iso variant: a file needing another block count is refused, bad requests are errors", "[talos][iso][variant]") {
+  test::TempDir dir;
+  write_config_iso(dir / "t.iso", config_of_size(3000, 'a'), {"metal-iso", 1767225600});
+  std::vector<std::uint8_t> image = bytes_of_file(dir / "t.iso");
+  std::vector<IsoFilePlacement> placements = locate_iso_files(image, {"config.yaml"});  // the Rock Ridge name
+  REQUIRE(placements.size() == 1);
+
+  std::string three_blocks = config_of_size(5000, 'c');
+  std::string one_block = config_of_size(100, 'c');
+  CHECK_FALSE(plan_iso_variant(image.size(), placements, {{"config.yaml", bytes_of(three_blocks)}}, {}));
+  CHECK_FALSE(plan_iso_variant(image.size(), placements, {{"config.yaml", bytes_of(one_block)}}, {}));
+  CHECK_FALSE(plan_iso_variant(image.size(), placements, {{"config.yaml", {}}}, {}));
+
+  CHECK_THROWS_WITH(locate_iso_files(image, {"boot/grub/grub.cfg"}), Catch::Contains("no /boot/grub/grub.cfg"));
+  CHECK_THROWS_WITH(plan_iso_variant(image.size(), placements, {{"other.yaml", bytes_of(one_block)}}, {}),
+                    Catch::Contains("/other.yaml was not located"));
+  std::vector<std::uint8_t> region(4096, 1);
+  CHECK_THROWS_WITH(plan_iso_variant(image.size(), placements, {}, {{image.size() - 2048, region}}),
+                    Catch::Contains("runs past the image's end"));
+  CHECK_THROWS_WITH(plan_iso_variant(image.size(), placements, {}, {{0, region}, {2048, region}}), Catch::Contains("overlap"));
+  std::vector<std::uint8_t> not_iso(64 * 1024, 0);
+  CHECK_THROWS_WITH(locate_iso_files(not_iso, {"config.yaml"}), Catch::Contains("no primary volume descriptor"));
+}
