@@ -65,7 +65,7 @@ struct FlashOptions {
   // (on this VM's loop device, 1 GiB: 1.10-1.20 s against 1.13-1.43 s with one reader and 128 MiB).
   std::uint64_t verify_batch_bytes = 32 << 20;
   unsigned verify_requests = 2;
-  // Test-only: called after a batch was flushed and before it is read back, once for every stretch
+  // Test-only: called when a batch is handed to the read-back and before it is read, once for every stretch
   // of the target written in it, so a test can change a byte there as a failing card would. (Not the
   // batch's overall span: writers and checkers finish out of order, so a batch may have gaps that
   // are written later.)
