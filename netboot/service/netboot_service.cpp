@@ -746,8 +746,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
   }
 
   HttpReply node_file(const ServingSnapshot& s, const std::string& id, const std::string& which, const std::string& client) {
-    NodeFacts facts = facts_from(id);
-    const InventoryNode* node = s.inventory.match(facts);
+    const InventoryNode* node = s.inventory.named_by(facts_from(id));
     std::string route = which == "talos" ? "talos-config" : which == "rke2" ? "rke2-config" : "cloud-init";
     if (node == nullptr) {
       log::info("http: ", route, " for \"", log_escape(id), "\" asked by ", client, ": no such node");

@@ -62,6 +62,18 @@ const InventoryNode* NodeInventory::match(const NodeFacts& facts) const {
   return best;
 }
 
+const InventoryNode* NodeInventory::named_by(const NodeFacts& id) const {
+  const InventoryNode* found = nullptr;
+  for (const auto& node : nodes) {
+    bool named = (id.mac && node.match.mac == id.mac) || (id.uuid && node.match.uuid == id.uuid) ||
+                 (id.serial && node.match.serial == id.serial);
+    if (!named) continue;
+    if (found != nullptr) return nullptr;
+    found = &node;
+  }
+  return found;
+}
+
 const InventoryNode* NodeInventory::find(std::string_view name) const {
   for (const auto& node : nodes) {
     if (node.name == name) return &node;

@@ -123,6 +123,11 @@ struct NodeInventory {
   // The most specific node whose selectors all match; the first in the file on a tie.
   const InventoryNode* match(const NodeFacts& facts) const;
   const InventoryNode* find(std::string_view name) const;
+  // The node a per-node URL names (/talos/<id>/, /cloud-init/<id>/, /rke2/<id>/): `id` carries one
+  // identifier, which must be one of the node's selectors — a node matched by MAC and UUID is named by
+  // either. Null when no node or more than one has it (two nodes sharing a MAC, told apart by UUID,
+  // cannot be named by the MAC alone).
+  const InventoryNode* named_by(const NodeFacts& id) const;
   const BootProfile* profile_of(const InventoryNode& node) const;
   // The profile an unknown node gets, or null when unknown nodes are ignored.
   const BootProfile* unknown_node_profile() const;

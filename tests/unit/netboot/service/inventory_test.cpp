@@ -95,6 +95,37 @@ TEST_CASE("inventory: matching takes the most specific node, then the first in t
   CHECK(inventory.match(NodeFacts{"aa:bb:cc:dd:ee:ff", std::nullopt, std::nullopt}) == nullptr);
 }
 
+namespace {
+NodeFacts mac_id(std::string mac) { NodeFacts f; f.mac = std::move(mac); return f; }
+NodeFacts uuid_id(std::string uuid) { NodeFacts f; f.uuid = std::move(uuid); return f; }
+NodeFacts serial_id(std::string serial) { NodeFacts f; f.serial = std::move(serial); return f; }
+}  // namespace
+
+TEST_CASE("inventory: a per-node URL names a node by any one of its selectors", "[inventory]") {
+  Diagnostics diagnostics;
+  NodeInventory inventory = parse(R"(profiles:
+  talos: {talos: {kernel: vmlinuz, initramfs: initramfs.xz}}
+nodes:
+  - {name: cp1, match: {mac: "52:54:00:00:00:01", uuid: 4c4c4544-0000-1000-8000-000000000001}, profile: talos}
+  - {name: pi1, match: {serial: 9ffefdef}, profile: talos}
+  - {name: a, match: {mac: "52:54:00:00:00:02", uuid: 4c4c4544-0000-1000-8000-00000000000a}, profile: talos}
+  - {name: b, match: {mac: "52:54:00:00:00:02", uuid: 4c4c4544-0000-1000-8000-00000000000b}, profile: talos}
+)", diagnostics);
+  INFO(all_errors(diagnostics));
+  REQUIRE_FALSE(diagnostics.has_errors());
+  // match() needs every selector (a boot request carries them all); a URL carries one.
+  CHECK(inventory.match(mac_id("52:54:00:00:00:01")) == nullptr);
+  REQUIRE(inventory.named_by(mac_id("52:54:00:00:00:01")) != nullptr);
+  CHECK(inventory.named_by(mac_id("52:54:00:00:00:01"))->name == "cp1");
+  CHECK(inventory.named_by(uuid_id("4c4c4544-0000-1000-8000-000000000001"))->name == "cp1");
+  CHECK(inventory.named_by(serial_id("9ffefdef"))->name == "pi1");
+  CHECK(inventory.named_by(mac_id("52:54:00:00:00:99")) == nullptr);
+  // A MAC two nodes share names neither; each is named by its UUID.
+  CHECK(inventory.named_by(mac_id("52:54:00:00:00:02")) == nullptr);
+  CHECK(inventory.named_by(uuid_id("4c4c4544-0000-1000-8000-00000000000b"))->name == "b");
+  CHECK(inventory.named_by(NodeFacts{}) == nullptr);
+}
+
 TEST_CASE("inventory: identifiers are normalised", "[inventory]") {
   CHECK(normalize_pi_serial("9FFEFDEF") == "9ffefdef");
   CHECK(normalize_pi_serial("100000009ffefdef") == "9ffefdef");
