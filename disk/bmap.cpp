@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "disk/image_patch.hpp"
 #include "disk/zero_detection.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
@@ -38,7 +39,8 @@ constexpr std::size_t checksum_hex_length = 64;
 // image was written after it was copied.
 class ImageReader {
  public:
-  ImageReader(int fd, const std::string& name, const ImageBase* base) : fd_(fd), name_(name), base_(base) {
+  ImageReader(int fd, const std::string& name, const ImageBase* base, const ImagePatch* patch = nullptr)
+      : fd_(fd), name_(name), base_(base), patch_(patch) {
     if (base_ == nullptr) return;
     written_ = merge_extents(base_->written);
     base_name_ = base_->path.string();
@@ -48,6 +50,10 @@ class ImageReader {
   }
 
   void read(std::uint64_t offset, std::uint8_t* buffer, std::size_t length) const {
+    if (patch_ != nullptr) {
+      pread_exactly(fd_, offset, buffer, length, name_);
+      return patch_->apply(offset, std::span<std::uint8_t>(buffer, length));
+    }
     if (base_ == nullptr) return pread_exactly(fd_, offset, buffer, length, name_);
     const auto& written = written_;
     const std::uint64_t end = offset + length;
@@ -77,6 +83,7 @@ class ImageReader {
   int fd_;
   const std::string& name_;
   const ImageBase* base_;
+  const ImagePatch* patch_;
   std::vector<DataExtent> written_;  // base_->written, sorted and merged
   std::string base_name_;
   FileDescriptor base_fd_;
@@ -466,26 +473,84 @@ Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options)
   return bmap;
 }
 
+namespace {
+
+// `spans` with the blocks a patch writes added: a patch may write into a hole of the file under it.
+std::vector<ByteSpan> add_patch_spans(const std::vector<ByteSpan>& spans, const ImagePatch& patch, std::uint64_t image_size,
+                                      std::uint64_t block_size) {
+  std::vector<ByteSpan> all = spans;
+  for (const auto& extent : patch.extents()) {
+    if (extent.offset >= image_size) continue;
+    all.push_back(ByteSpan{extent.offset / block_size * block_size,
+                           std::min(image_size, (extent.offset + extent.length + block_size - 1) / block_size * block_size)});
+  }
+  std::sort(all.begin(), all.end(), [](const ByteSpan& a, const ByteSpan& b) { return a.begin < b.begin; });
+  std::vector<ByteSpan> merged;
+  for (const auto& span : all) {
+    if (!merged.empty() && span.begin <= merged.back().end) {
+      merged.back().end = std::max(merged.back().end, span.end);
+    } else {
+      merged.push_back(span);
+    }
+  }
+  return merged;
+}
+
+// The image file `image`, opened for hashing: its size and data spans (with a patch's blocks added).
+struct OpenedImage {
+  std::string name;
+  FileDescriptor fd;
+  std::uint64_t size = 0;
+  std::vector<ByteSpan> spans;
+};
+OpenedImage open_image_for_hashing(const std::filesystem::path& image, std::uint64_t block_size, const ImagePatch* patch) {
+  OpenedImage opened;
+  opened.name = image.string();
+  opened.fd = FileDescriptor(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!opened.fd) throw_system_error("cannot open image " + opened.name, errno);
+  struct stat info {};
+  if (::fstat(opened.fd.get(), &info) != 0) throw_system_error("cannot stat image " + opened.name, errno);
+  if (!S_ISREG(info.st_mode)) throw Error(opened.name + ": only a regular file can be hashed as an image");
+  opened.size = static_cast<std::uint64_t>(info.st_size);
+  ::posix_fadvise(opened.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  opened.spans = data_spans(opened.fd.get(), opened.size, block_size, opened.name);
+  if (patch != nullptr) opened.spans = add_patch_spans(opened.spans, *patch, opened.size, block_size);
+  return opened;
+}
+
+ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reader, bool with_bmap, const BmapOptions& options,
+                              const std::string& label);
+
+}  // namespace
+
 ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options,
                        const ImageBase* base) {
-  const std::string name = image.string();
-  FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_system_error("cannot open image " + name, errno);
-  const ImageReader reader(fd.get(), name, base);
-  struct stat info {};
-  if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
-  if (!S_ISREG(info.st_mode)) throw Error(name + ": only a regular file can be hashed as an image");
-  ImageHashes result;
-  result.size = static_cast<std::uint64_t>(info.st_size);
-  if (with_bmap && result.size == 0) throw Error("cannot make a bmap of the empty image " + name);
-  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  const OpenedImage opened = open_image_for_hashing(image, Bmap{}.block_size, nullptr);
+  const ImageReader reader(opened.fd.get(), opened.name, base);
+  return hash_opened_image(opened, reader, with_bmap, options, image.filename().string());
+}
 
+ImageHashes hash_patched_image(const std::filesystem::path& base, const ImagePatch& patch, const std::string& image_name,
+                               bool with_bmap, const BmapOptions& options) {
+  const OpenedImage opened = open_image_for_hashing(base, Bmap{}.block_size, &patch);
+  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &patch);
+  return hash_opened_image(opened, reader, with_bmap, options, image_name);
+}
+
+namespace {
+
+ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reader, bool with_bmap, const BmapOptions& options,
+                              const std::string& label) {
+  const std::string& name = image.name;
+  ImageHashes result;
+  result.size = image.size;
+  if (with_bmap && result.size == 0) throw Error("cannot make a bmap of the empty image " + name);
   Bmap layout;
   layout.image_size = result.size;
-  const std::vector<ByteSpan> spans = data_spans(fd.get(), result.size, layout.block_size, name);
+  const std::vector<ByteSpan>& spans = image.spans;
   std::uint64_t data_bytes = 0;
   for (const auto& span : spans) data_bytes += span.end - span.begin;
-  ProgressTask progress((with_bmap ? "bmap + sha256 " : "sha256 ") + image.filename().string(), data_bytes);
+  ProgressTask progress((with_bmap ? "bmap + sha256 " : "sha256 ") + label, data_bytes);
   BlockRangeHasher ranges(layout.block_size, options);
   WholeImageHasher whole;
 
@@ -568,18 +633,38 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
   return result;
 }
 
+}  // namespace
+
+namespace {
+
+Bmap update_opened_bmap(const OpenedImage& image, const ImageReader& reader, const Bmap& base,
+                        const std::vector<DataExtent>& changed, const BmapOptions& options);
+
+}  // namespace
+
 Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std::vector<DataExtent>& changed,
                  const BmapOptions& options, const ImageBase* source) {
-  const std::string name = image.string();
+  const OpenedImage opened = open_image_for_hashing(image, base.block_size, nullptr);
+  const ImageReader reader(opened.fd.get(), opened.name, source);
+  return update_opened_bmap(opened, reader, base, changed, options);
+}
+
+Bmap update_patched_bmap(const std::filesystem::path& base_image, const Bmap& base, const ImagePatch& patch,
+                         const BmapOptions& options) {
+  const OpenedImage opened = open_image_for_hashing(base_image, base.block_size, &patch);
+  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &patch);
+  return update_opened_bmap(opened, reader, base, patch.extents(), options);
+}
+
+namespace {
+
+Bmap update_opened_bmap(const OpenedImage& image, const ImageReader& reader, const Bmap& base,
+                        const std::vector<DataExtent>& changed, const BmapOptions& options) {
+  const std::string& name = image.name;
   if (options.range_split_blocks == 0 || !options.skip_zero_blocks) {
     throw Error(name + ": a bmap can only be updated when its ranges are split into chunks and zero blocks are skipped");
   }
-  FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_system_error("cannot open image " + name, errno);
-  const ImageReader reader(fd.get(), name, source);
-  struct stat info {};
-  if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
-  const auto size = static_cast<std::uint64_t>(info.st_size);
+  const std::uint64_t size = image.size;
   if (size != base.image_size) {
     throw Error(name + ": is " + std::to_string(size) + " bytes, but the bmap it is derived from describes " +
                 std::to_string(base.image_size));
@@ -610,7 +695,7 @@ Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std
   }
 
   // The touched chunks, read again where the image has data (an edit may have filled a hole).
-  const std::vector<ByteSpan> spans = data_spans(fd.get(), size, block_size, name);
+  const std::vector<ByteSpan>& spans = image.spans;
   BlockRangeHasher hasher(block_size, options);
   std::vector<std::uint8_t> buffer(static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, 4 * read_chunk_size)));
   for (std::uint64_t chunk : dirty) {
@@ -633,6 +718,8 @@ Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std
             [](const BmapRange& a, const BmapRange& b) { return a.first_block < b.first_block; });
   return result;
 }
+
+}  // namespace
 
 std::string format_bmap(const Bmap& bmap) {
   // Built the way bmaptool's BmapCreate builds it: the text is first written with blanks where the

@@ -21,6 +21,8 @@
 
 namespace aggrik8s {
 
+class ImagePatch;  // disk/image_patch.hpp
+
 // Blocks first..last, inclusive (as the XML writes them).
 struct BmapRange {
   std::uint64_t first_block = 0;
@@ -82,6 +84,12 @@ struct ImageBase {
 ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options = {},
                        const ImageBase* base = nullptr);
 
+// The hashes of the image `patch` makes of the file `base` (base's bytes with the patch's written over
+// them), equal to hash_image of such a file, without writing it: how a build hashes a node's image
+// from the prepared image's cached pages and the node's edits. `image_name` is for progress lines.
+ImageHashes hash_patched_image(const std::filesystem::path& base, const ImagePatch& patch, const std::string& image_name,
+                               bool with_bmap, const BmapOptions& options = {});
+
 // The bmap of `image`, given `base`: the bmap (made with `options`) of an image of the same size whose
 // bytes were the same as image's everywhere outside `changed`. Only the chunks of
 // options.range_split_blocks blocks that `changed` touches are read and hashed again; the other
@@ -92,6 +100,11 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
 // Error naming the image when the sizes or options do not fit.
 Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std::vector<DataExtent>& changed,
                  const BmapOptions& options, const ImageBase* source = nullptr);
+
+// update_bmap for the image `patch` makes of `base_image`, whose bmap is `base`: only the chunks the
+// patch writes are hashed again, from base_image's bytes with the patch over them.
+Bmap update_patched_bmap(const std::filesystem::path& base_image, const Bmap& base, const ImagePatch& patch,
+                         const BmapOptions& options);
 
 // The file bmaptool 3.x writes for the same ranges, byte for byte: its comments, its whitespace, and
 // BmapFileChecksum = sha256 of the text with that field set to 64 '0' characters.

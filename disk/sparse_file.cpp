@@ -122,6 +122,21 @@ void copy_sparse_range(const SparseRangeCopy& copy) {
   if (copy.punch_holes) punch_hole(copy.destination, to_destination(position), end - position, copy.destination_name);
 }
 
+bool clone_file(const std::filesystem::path& from, const std::filesystem::path& to, mode_t permissions) {
+  FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) throw_system_error("cannot open " + from.string(), errno);
+  FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, permissions));
+  if (!out) throw_system_error("cannot create " + to.string(), errno);
+  // O_CREAT's mode applies only to a new file: a file replaced here gets `permissions` too (a node
+  // image carries secrets once patched).
+  if (::fchmod(out.get(), permissions) != 0) throw_system_error("cannot set the mode of " + to.string(), errno);
+  if (::ioctl(out.get(), FICLONE, in.get()) == 0) return true;
+  // EOPNOTSUPP: no shared extents here (ext4, tmpfs); EXDEV: another filesystem; EINVAL/ENOTTY: the
+  // filesystem or kernel does not know the ioctl.
+  if (errno == EOPNOTSUPP || errno == EXDEV || errno == EINVAL || errno == ENOTTY || errno == ENOSYS) return false;
+  throw_system_error("cannot reflink " + from.string() + " to " + to.string(), errno);
+}
+
 void copy_sparse_file(const std::filesystem::path& from, const std::filesystem::path& to, mode_t permissions) {
   FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) throw_system_error("cannot open " + from.string(), errno);

@@ -44,6 +44,12 @@ struct SparseRangeCopy {
 };
 void copy_sparse_range(const SparseRangeCopy& copy);
 
+// Makes `to` (replaced if it exists, created with `permissions`) a reflink of `from` (FICLONE): the
+// two files share every extent until one is written, so the copy costs no data and no disk space.
+// Returns false where the filesystem cannot share extents (ext4, tmpfs; or `to` on another
+// filesystem), leaving `to` empty; throws Error naming both files for any other failure.
+bool clone_file(const std::filesystem::path& from, const std::filesystem::path& to, mode_t permissions);
+
 // Copies the file `from` to a new file `to` (replaced if it exists, created with `permissions`) with
 // its holes: a reflink where the filesystem can share extents (btrfs, XFS) costs nothing, otherwise
 // the data extents are copied, with a progress line.

@@ -8,17 +8,21 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "disk/aligned_buffer.hpp"
 #include "disk/block_device.hpp"
@@ -28,6 +32,7 @@
 #include "disk/ext4_filesystem.hpp"
 #include "disk/fat_filesystem.hpp"
 #include "disk/filesystem_probe.hpp"
+#include "disk/image_patch.hpp"
 #include "builder/rpi/ephemeral_output.hpp"
 #include "builder/rpi/first_boot.hpp"
 #include "builder/rpi/node_root_files.hpp"
@@ -431,18 +436,19 @@ std::string read_fat_text(FatFilesystem& boot, const std::string& path) {
 struct NodeResult {
   std::vector<std::string> changes;
   std::string first_boot_format;
-  // Byte ranges of the image the node's edits wrote: everything else is the prepared image's.
-  std::vector<DataExtent> written;
+  // What the node's edits wrote over the prepared image: everything else is the prepared image's.
+  ImagePatch patch;
 };
 
+// The node's edits, made on `device`: the prepared image seen through the node's patch (the edits stay
+// in memory until its image is written; see build_node_images).
 NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const PreparedImage& prepared,
-                          const Rke2Release& release, const fs::path& image, std::optional<std::int64_t> fixed_time) {
+                          const Rke2Release& release, BlockDevice& device, std::optional<std::int64_t> fixed_time) {
   NodeResult result;
   const ImageLayout& layout = prepared.layout;
+  const fs::path image = device.name();
   std::map<std::string, Secret> password_hashes = load_user_password_hashes(node);
 
-  // Both filesystems are edited through this one device, which records every byte range written.
-  FileBlockDevice device(image, FileBlockDevice::Access::read_write);
   {
     Ext4Filesystem rootfs = Ext4Filesystem::open(device, layout.root_offset, layout.root_size, Ext4Access::read_write,
                                                  fixed_time);
@@ -498,10 +504,7 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
     for (const auto& p : problems) text += "\n  " + p;
     throw Error(image.string() + ": first-boot settings would not be applied:" + text);
   }
-  // Not flushed here: build_rpi5_images starts the image's writeback now and waits for it just
-  // before the rename, so the disk writes overlap the hashing.
   result.first_boot_format = to_string(format);
-  result.written = device.written_extents();
   return result;
 }
 
@@ -523,14 +526,28 @@ RpiInputs fetch_rpi_inputs(const Profile& profile, const Rpi5Node& first_node, c
   return {std::move(base), std::move(release), fetcher.options().cache_dir};
 }
 
-// Node images are copied with O_DIRECT (see copy_image_direct), with --no-sync too: their bytes
-// must reach the disk sooner or later, and going there directly was the faster way here either way.
-// 0600: the image carries the node's join token (and maybe password hashes) inside it. Returns
-// whether the copy went direct.
-bool copy_prepared_image(const fs::path& prepared, const fs::path& to) {
-  if (copy_image_direct(prepared, to, 0600)) return true;
+// How a node image became a copy of the prepared image.
+enum class NodeImageCopy { reflink, direct, buffered };
+
+// A reflink where the filesystem shares extents (XFS, btrfs): nothing is copied and the node image
+// costs the disk only what its patch writes. Elsewhere (ext4, tmpfs) a copy written with O_DIRECT (see
+// copy_image_direct), with --no-sync too: its bytes must reach the disk sooner or later, and going
+// there directly was the faster way here either way; an ordinary sparse copy where O_DIRECT is
+// refused. 0600: the image carries the node's join token (and maybe password hashes) once patched.
+NodeImageCopy copy_prepared_image(const fs::path& prepared, const fs::path& to) {
+  if (clone_file(prepared, to, 0600)) return NodeImageCopy::reflink;
+  if (copy_image_direct(prepared, to, 0600)) return NodeImageCopy::direct;
   copy_sparse_file(prepared, to, 0600);
-  return false;
+  return NodeImageCopy::buffered;
+}
+
+const char* describe(NodeImageCopy copy) {
+  switch (copy) {
+    case NodeImageCopy::reflink: return "reflink";
+    case NodeImageCopy::direct: return "O_DIRECT copy";
+    case NodeImageCopy::buffered: return "copy";
+  }
+  return "copy";
 }
 
 // What steps 5 and 6 share across nodes.
@@ -541,56 +558,11 @@ struct RpiNodeBuild {
   const Rke2Release& release;
   PartialOutputs& partial;
   DigestsByInode digests;
-  // The bmap of the prepared image before any node's edits, once the first node has been hashed:
-  // every later node's bmap is that one with only the chunks its edits wrote hashed again.
-  std::optional<Bmap> prepared_bmap;
-  // The next node's copy of the prepared image, made on another thread while this node is hashed:
-  // the copy is mostly the disk taking the bytes (a memcpy out of the page cache besides), the hash
-  // is SHA-256 on one core, so they overlap.
-  std::future<bool> next_copy;
   // output.http_boot's signing key, loaded before anything was written.
   const RsaPrivateKey* http_boot_key = nullptr;
 
   fs::path image_partial(const Rpi5Node& node) const { return options.output_dir / (node.name + ".img.partial"); }
 };
-
-// The node's image at `image_partial`: the prepared image copied (or already copied while the previous
-// node was hashed), or, for the last node, the prepared image itself. Returns whether it was copied
-// with O_DIRECT (its bytes then have to be read from the prepared image, see ImageBase).
-bool place_node_image(RpiNodeBuild& build, const fs::path& image_partial, bool last) {
-  if (last) {
-    // Nobody needs the prepared image after the last node: it becomes that node's image, which saves
-    // a full copy (the work directory is in the output directory, so this is a rename).
-    fs::permissions(build.prepared.path, fs::perms::owner_read | fs::perms::owner_write);
-    fs::rename(build.prepared.path, image_partial);
-    return false;
-  }
-  if (build.next_copy.valid()) return build.next_copy.get();
-  return copy_prepared_image(build.prepared.path, image_partial);
-}
-
-// The image's size, sha256 and (output.bmap) bmap. The image is final from here on (compressing only
-// reads it). The first node's sha256 for SHA256SUMS is taken in the same read as its whole bmap;
-// later nodes read the image once for the sha256 while their changed chunks are hashed beside it.
-ImageHashes hash_node_image(RpiNodeBuild& build, const fs::path& image_partial, const NodeResult& node_result,
-                            bool copied_direct, bool last) {
-  ImageBase copied_from{build.prepared.path, node_result.written};
-  const ImageBase* read_from = copied_direct ? &copied_from : nullptr;
-  ImageHashes hashes;
-  if (!build.profile.output.bmap) {
-    hashes = hash_image(image_partial, false, {}, read_from);
-  } else if (!build.prepared_bmap) {
-    hashes = hash_image(image_partial, true, node_bmap_options, read_from);
-    if (!last) build.prepared_bmap = update_bmap(build.prepared.path, *hashes.bmap, node_result.written, node_bmap_options);
-  } else {
-    auto bmap = std::async(std::launch::async, [&] {
-      return update_bmap(image_partial, *build.prepared_bmap, node_result.written, node_bmap_options, read_from);
-    });
-    hashes = hash_image(image_partial, false, {}, read_from);
-    hashes.bmap = bmap.get();
-  }
-  return hashes;
-}
 
 // <node>.img.bmap and the compressed copies, under their .partial names (sizes and digests are taken
 // once they are renamed).
@@ -669,33 +641,128 @@ nlohmann::json node_report(const RpiNodeBuild& build, const Rpi5Node& node, cons
   return report;
 }
 
-// Steps 5 and 6 for nodes[index]; `report` gets its manifest entry.
-BuiltNode build_node_image(RpiNodeBuild& build, const std::vector<const Rpi5Node*>& nodes, std::size_t index,
-                           nlohmann::json& report) {
-  const Rpi5Node& node = *nodes[index];
-  const bool last = index + 1 == nodes.size();
-  log::info("node ", node.name, ": customising");
-  fs::path image = build.options.output_dir / (node.name + ".img");
-  fs::path image_partial = build.partial.track(build.image_partial(node));
-  bool copied_direct = place_node_image(build, image_partial, last);
-  NodeResult node_result =
-      customise_node(build.profile, node, build.prepared, build.release, image_partial, build.options.source_date_epoch);
-  if (build.options.sync_images) start_writeback(image_partial);
-  if (index + 2 < nodes.size()) {
-    // Not for the last node, whose image is the prepared one itself.
-    fs::path next = build.partial.track(build.image_partial(*nodes[index + 1]));
-    build.next_copy = std::async(std::launch::async, copy_prepared_image, build.prepared.path, next);
+// Runs every task, on as many threads as there are cores (at most one per task), and rethrows the
+// first exception once all have stopped.
+void run_on_all_cores(const std::vector<std::function<void()>>& tasks) {
+  const std::size_t threads = std::min<std::size_t>(tasks.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto work = [&] {
+    for (std::size_t i = next++; i < tasks.size() && !failed; i = next++) {
+      try {
+        tasks[i]();
+      } catch (...) {
+        std::lock_guard lock(error_mutex);
+        if (!first_error) first_error = std::current_exception();
+        failed = true;
+      }
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (std::size_t i = 1; i < threads; ++i) helpers.emplace_back(work);
+  work();
+  for (auto& helper : helpers) helper.join();
+  if (first_error) std::rethrow_exception(first_error);
+}
+
+// The hashes of every node's image, taken from the prepared image and each node's patch (see
+// ImagePatch): the prepared image's bmap once, then per node its whole-image sha256 and its bmap
+// with only the chunks its patch writes hashed again. The prepared image must not change meanwhile.
+std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::vector<const Rpi5Node*>& nodes,
+                                          const std::vector<NodeResult>& results) {
+  const fs::path& prepared = build.prepared.path;
+  const bool with_bmap = build.profile.output.bmap;
+  std::vector<ImageHashes> hashes(nodes.size());
+  std::optional<Bmap> prepared_bmap;
+  std::vector<std::function<void()>> tasks;
+  // A sha256 is sequential, so each image's is one task and the tasks share the cores; a lone task
+  // (one node, no bmap) keeps hash_image's reader and hasher threads.
+  const std::size_t task_count = nodes.size() + (with_bmap ? 1 : 0);
+  const BmapOptions whole_image{.skip_zero_blocks = true, .range_split_blocks = 0,
+                                .threads = task_count > 1 ? 1u : 0u};
+  if (with_bmap) {
+    tasks.emplace_back([&] {
+      BmapOptions one_thread = node_bmap_options;
+      one_thread.threads = 1;
+      prepared_bmap = create_bmap(prepared, one_thread);
+    });
+  }
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    tasks.emplace_back([&, i] {
+      hashes[i] = hash_patched_image(prepared, results[i].patch, nodes[i]->name + ".img", false, whole_image);
+    });
+  }
+  run_on_all_cores(tasks);
+  if (with_bmap) {
+    tasks.clear();
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      tasks.emplace_back([&, i] { hashes[i].bmap = update_patched_bmap(prepared, *prepared_bmap, results[i].patch, node_bmap_options); });
+    }
+    run_on_all_cores(tasks);
+  }
+  return hashes;
+}
+
+// Steps 5 and 6 for every node: each node's edits are made first, in memory, against the prepared
+// image (a few hundred KiB each). Then, while the node images are hashed from the prepared image's
+// cached pages plus their patches on all cores, the images themselves are made: every node but the
+// last gets a reflink or copy of the prepared image with its patch written over it; the last node's
+// image is the prepared image itself, renamed and patched once nothing reads it any more. Nothing is
+// read back from a node image, and no node's hash waits for another node's copy.
+std::vector<BuiltNode> build_node_images(RpiNodeBuild& build, const std::vector<const Rpi5Node*>& nodes,
+                                         nlohmann::json& node_reports) {
+  const PreparedImage& prepared = build.prepared;
+  const fs::path& out = build.options.output_dir;
+  // The prepared image's data goes to the disk while the nodes are customised and hashed (it is the
+  // last node's image, and what the other nodes' reflinks share).
+  if (build.options.sync_images) start_writeback(prepared.path);
+  std::vector<NodeResult> results;
+  for (const Rpi5Node* node : nodes) {
+    log::info("node ", node->name, ": customising");
+    PatchedFileBlockDevice device(prepared.path, build.image_partial(*node).string());
+    results.push_back(customise_node(build.profile, *node, prepared, build.release, device, build.options.source_date_epoch));
+    results.back().patch = device.take_patch();
   }
 
-  BuiltNode built;
-  built.name = node.name;
-  built.first_boot_format = node_result.first_boot_format;
-  if (build.http_boot_key) write_node_http_boot(build, node, image_partial, built);
-  ImageHashes hashes = hash_node_image(build, image_partial, node_result, copied_direct, last);
-  write_bmap_and_compressed_copies(build, node, image_partial, hashes, built);
-  move_node_outputs_into_place(build, image_partial, image, hashes, built);
-  report = node_report(build, node, node_result, built);
-  return built;
+  std::vector<fs::path> partials;
+  for (const Rpi5Node* node : nodes) partials.push_back(build.partial.track(build.image_partial(*node)));
+  std::future<std::vector<ImageHashes>> hashing =
+      std::async(std::launch::async, [&] { return hash_node_images(build, nodes, results); });
+  try {
+    for (std::size_t i = 0; i + 1 < nodes.size(); ++i) {
+      NodeImageCopy copy = copy_prepared_image(prepared.path, partials[i]);
+      log::info("node ", nodes[i]->name, ": image made by ", describe(copy), " of the prepared image");
+      write_image_patch(results[i].patch, partials[i]);
+      if (build.options.sync_images) start_writeback(partials[i]);
+    }
+  } catch (...) {
+    // The hashing reads the prepared image: it finishes before anything is cleaned up.
+    hashing.wait();
+    throw;
+  }
+  std::vector<ImageHashes> hashes = hashing.get();
+  // Nobody reads the prepared image any more: it becomes the last node's image, which saves a full
+  // copy (the work directory is in the output directory, so this is a rename).
+  fs::permissions(prepared.path, fs::perms::owner_read | fs::perms::owner_write);
+  fs::rename(prepared.path, partials.back());
+  write_image_patch(results.back().patch, partials.back());
+  if (build.options.sync_images) start_writeback(partials.back());
+
+  std::vector<BuiltNode> built_nodes;
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    const Rpi5Node& node = *nodes[i];
+    BuiltNode built;
+    built.name = node.name;
+    built.first_boot_format = results[i].first_boot_format;
+    if (build.http_boot_key) write_node_http_boot(build, node, partials[i], built);
+    write_bmap_and_compressed_copies(build, node, partials[i], hashes[i], built);
+    move_node_outputs_into_place(build, partials[i], out / (node.name + ".img"), hashes[i], built);
+    node_reports.push_back(node_report(build, node, results[i], built));
+    built_nodes.push_back(std::move(built));
+  }
+  return built_nodes;
 }
 
 // SHA256SUMS and manifest.json. A Pi build's are as open as the umask lets them be.
@@ -764,14 +831,10 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
                                        http_boot_key ? &*http_boot_key : nullptr);
   }
   // 5-6. per node: its image, bmap and compressed copies
-  RpiNodeBuild build{profile, options, prepared, inputs.release, partial, {}, {}, {}, http_boot_key ? &*http_boot_key : nullptr};
+  RpiNodeBuild build{profile, options, prepared, inputs.release, partial, {}, http_boot_key ? &*http_boot_key : nullptr};
   BuildResult result;
   nlohmann::json node_reports = nlohmann::json::array();
-  for (std::size_t index = 0; profile.output.disk_images && index < nodes.size(); ++index) {
-    nlohmann::json report;
-    result.nodes.push_back(build_node_image(build, nodes, index, report));
-    node_reports.push_back(std::move(report));
-  }
+  if (profile.output.disk_images) result.nodes = build_node_images(build, nodes, node_reports);
   // SHA256SUMS and manifest.json
   BuildRecord record = write_rpi_build_record(profile, options, inputs, result, node_reports, ephemeral);
   result.checksums = record.checksums;

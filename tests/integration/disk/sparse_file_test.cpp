@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -139,4 +140,41 @@ TEST_CASE("sparse file: without punching, the source's holes are skipped and the
   CHECK(same_bytes(source, 1 * MiB, destination, 1 * MiB, 2 * MiB));
   CHECK(same_bytes(source, 9 * MiB, destination, 9 * MiB, 4096));
   CHECK(test::read_file(destination).substr(0, 4) == "x\nx\n");
+}
+
+// Where cp --reflink=always can share extents (XFS, btrfs), clone_file must too; where it cannot
+// (ext4, tmpfs), clone_file says so and leaves an empty file for the copy that follows. Run on the
+// build tree's filesystem, and also in AGGRIK8S_REFLINK_TEST_DIR when set (e.g. a loop-mounted XFS:
+// mkfs.xfs needs no root, mounting it does, so the suite cannot make one itself).
+TEST_CASE("sparse file: clone_file makes a reflink where the filesystem shares extents, and says so where not") {
+  std::vector<fs::path> places;
+  test::TempDir dir;
+  places.push_back(dir.path());
+  const char* reflink_dir = std::getenv("AGGRIK8S_REFLINK_TEST_DIR");
+  if (reflink_dir != nullptr && *reflink_dir != '\0') places.push_back(fs::path(reflink_dir) / ("clone-test-" + std::to_string(::getpid())));
+  const fs::path made = make_sparse_file(dir);
+  for (const auto& place : places) {
+    INFO(place.string());
+    fs::create_directories(place);
+    auto source = place / "original.img";
+    fs::copy_file(made, source, fs::copy_options::overwrite_existing);
+    bool cp_can = test::run("cp --reflink=always " + q(source) + " " + q(place / "cp.img") + " 2>/dev/null").exit_code == 0;
+    auto clone = place / "clone.img";
+    test::write_file(clone, "old content");
+    bool cloned = clone_file(source, clone, 0600);
+    CHECK(cloned == cp_can);
+    CHECK((fs::status(clone).permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+    if (cloned) {
+      CHECK(fs::file_size(clone) == fs::file_size(source));
+      CHECK(same_bytes(source, 0, clone, 0, fs::file_size(source)));
+      // Writing the clone leaves the source as it was.
+      require_run("printf 'node' | dd of=" + q(clone) + " bs=1 seek=1048576 conv=notrunc status=none");
+      CHECK_FALSE(same_bytes(source, 0, clone, 0, fs::file_size(source)));
+      CHECK(same_bytes(source, 4, clone, 4, 1048572));
+    } else {
+      CHECK(fs::file_size(clone) == 0);
+    }
+    CHECK_THROWS_WITH(clone_file(place / "missing.img", clone, 0600), Catch::Contains("missing.img"));
+    if (place != dir.path()) fs::remove_all(place);
+  }
 }

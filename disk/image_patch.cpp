@@ -1,0 +1,83 @@
+#include "disk/image_patch.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <iterator>
+
+namespace aggrik8s {
+
+void ImagePatch::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
+  if (data.empty()) return;
+  const std::uint64_t end = offset + data.size();
+  // Runs that overlap or touch [offset, end) become one run with the new bytes over them. Their union
+  // with the new range is contiguous, so the new run has no gap that is not the new data.
+  auto first = runs_.upper_bound(offset);
+  if (first != runs_.begin()) {
+    auto before = std::prev(first);
+    if (before->first + before->second.size() >= offset) first = before;
+  }
+  auto last = first;
+  std::uint64_t begin = offset;
+  std::uint64_t new_end = end;
+  while (last != runs_.end() && last->first <= end) {
+    begin = std::min(begin, last->first);
+    new_end = std::max(new_end, last->first + last->second.size());
+    ++last;
+  }
+  if (first == last) {
+    runs_.emplace(offset, std::vector<std::uint8_t>(data.begin(), data.end()));
+    return;
+  }
+  if (std::next(first) == last && first->first <= offset && new_end == first->first + first->second.size()) {
+    // Inside one run (libext2fs rewriting a bitmap or inode table block): overwrite in place.
+    std::memcpy(first->second.data() + (offset - first->first), data.data(), data.size());
+    return;
+  }
+  std::vector<std::uint8_t> joined(static_cast<std::size_t>(new_end - begin));
+  for (auto run = first; run != last; ++run) {
+    std::memcpy(joined.data() + (run->first - begin), run->second.data(), run->second.size());
+  }
+  std::memcpy(joined.data() + (offset - begin), data.data(), data.size());
+  runs_.erase(first, last);
+  runs_.emplace(begin, std::move(joined));
+}
+
+void ImagePatch::apply(std::uint64_t offset, std::span<std::uint8_t> buffer) const {
+  const std::uint64_t end = offset + buffer.size();
+  auto run = runs_.upper_bound(offset);
+  if (run != runs_.begin()) --run;
+  for (; run != runs_.end() && run->first < end; ++run) {
+    const std::uint64_t from = std::max(offset, run->first);
+    const std::uint64_t to = std::min(end, run->first + run->second.size());
+    if (from >= to) continue;
+    std::memcpy(buffer.data() + (from - offset), run->second.data() + (from - run->first), static_cast<std::size_t>(to - from));
+  }
+}
+
+std::vector<DataExtent> ImagePatch::extents() const {
+  std::vector<DataExtent> extents;
+  extents.reserve(runs_.size());
+  for (const auto& [offset, bytes] : runs_) extents.push_back(DataExtent{offset, bytes.size()});
+  return merge_extents(std::move(extents));
+}
+
+PatchedFileBlockDevice::PatchedFileBlockDevice(const std::filesystem::path& base, std::string name)
+    : base_(base, FileBlockDevice::Access::read_only), name_(std::move(name)) {}
+
+void PatchedFileBlockDevice::read_at(std::uint64_t offset, std::span<std::uint8_t> buffer) {
+  check_range("read", offset, buffer.size());
+  base_.read_at(offset, buffer);
+  patch_.apply(offset, buffer);
+}
+
+void PatchedFileBlockDevice::write_at(std::uint64_t offset, std::span<const std::uint8_t> data) {
+  check_range("write", offset, data.size());
+  patch_.write(offset, data);
+}
+
+void write_image_patch(const ImagePatch& patch, const std::filesystem::path& image) {
+  FileBlockDevice device(image, FileBlockDevice::Access::read_write);
+  for (const auto& [offset, bytes] : patch.runs()) device.write_at(offset, bytes);
+}
+
+}  // namespace aggrik8s
