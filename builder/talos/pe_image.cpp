@@ -251,6 +251,13 @@ std::vector<std::uint8_t> remove_pe_signature(std::span<const std::uint8_t> imag
 
 std::vector<std::uint8_t> replace_pe_section(std::span<const std::uint8_t> input, std::size_t index,
                                              std::span<const std::uint8_t> contents) {
+  std::vector<std::uint8_t> out;
+  replace_pe_section(input, index, contents, out);
+  return out;
+}
+
+void replace_pe_section(std::span<const std::uint8_t> input, std::size_t index, std::span<const std::uint8_t> contents,
+                        std::vector<std::uint8_t>& out) {
   // A copy without the signature only when there is one: the input of an unsigned image is used as it is.
   std::vector<std::uint8_t> unsigned_image;
   std::span<const std::uint8_t> image = input;
@@ -324,7 +331,7 @@ std::vector<std::uint8_t> replace_pe_section(std::span<const std::uint8_t> input
   }
 
   // File: everything after the target's raw data moves by file_delta.
-  std::vector<std::uint8_t> out;
+  out.clear();  // keeps the capacity
   out.reserve(static_cast<std::size_t>(static_cast<std::int64_t>(image.size()) + file_delta));
   std::size_t cut = target.raw_size != 0 ? target.raw_offset : static_cast<std::size_t>(align_up(image.size(), layout.file_alignment));
   if (target.raw_size == 0) {
@@ -382,7 +389,6 @@ std::vector<std::uint8_t> replace_pe_section(std::span<const std::uint8_t> input
   }
   write_checksum(out, layout);
   parse_pe(out);  // the result must itself be well-formed
-  return out;
 }
 
 }  // namespace aggrik8s::builder

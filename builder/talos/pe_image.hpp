@@ -70,5 +70,10 @@ std::vector<std::uint8_t> remove_pe_signature(std::span<const std::uint8_t> imag
 // SizeOfCode/SizeOfInitializedData and the checksum are recomputed.
 std::vector<std::uint8_t> replace_pe_section(std::span<const std::uint8_t> image, std::size_t index,
                                              std::span<const std::uint8_t> contents);
+// The same bytes, written into `out` (its old content dropped, its buffer reused): for callers that
+// edit one large image per output, where a fresh buffer each time costs a page fault per 4 KiB
+// (docs/benchmarks.md, Talos section). `out` must not be `image`'s storage.
+void replace_pe_section(std::span<const std::uint8_t> image, std::size_t index, std::span<const std::uint8_t> contents,
+                        std::vector<std::uint8_t>& out);
 
 }  // namespace aggrik8s::builder

@@ -422,6 +422,8 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
   log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files (",
              patches->size(), " patches)");
   Sha256Digest digest = write_iso_variant(t.path, t.bytes, *patches, writer.start(target), 0600);
+  patches.reset();  // they point into the edited UKIs
+  ukis.recycle(std::move(edited));
   return writer.finish(target, digest);
 }
 

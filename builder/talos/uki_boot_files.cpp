@@ -153,8 +153,16 @@ TalosIsoUkis::EditedInMemory TalosIsoUkis::edit(const UkiEdit& edit, std::int64_
     inputs.push_back(&uki.bytes);
     // edit_uki(bytes, edit), in two steps (uki_image.hpp): the shared command-line edit, then the append.
     const EditedUki& base = command_line_edit(uki);
-    EditedUki full{edit.append_to_initrd.empty() ? base.image : append_to_uki_initrd(base.image, edit.append_to_initrd),
-                   base.command_lines, base.signature_removed};
+    EditedUki full{{}, base.command_lines, base.signature_removed};
+    if (!spare_images_.empty()) {
+      full.image = std::move(spare_images_.back());
+      spare_images_.pop_back();
+    }
+    if (edit.append_to_initrd.empty()) {
+      full.image.assign(base.image.begin(), base.image.end());
+    } else {
+      append_to_uki_initrd(base.image, edit.append_to_initrd, full.image, initrd_scratch_);
+    }
     result.images.push_back(std::move(full));
     result.applied.signature_removed = result.applied.signature_removed || result.images.back().signature_removed;
     if (result.applied.command_lines.empty()) result.applied.command_lines = result.images.back().command_lines;
@@ -176,6 +184,14 @@ TalosIsoUkis::EditedInMemory TalosIsoUkis::edit(const UkiEdit& edit, std::int64_
     partition = std::move(device.bytes());
   }
   return result;
+}
+
+void TalosIsoUkis::recycle(EditedInMemory&& done) const {
+  // As many as one edit uses (one per distinct UKI), so nothing piles up.
+  std::size_t keep = in_tree_.size() + in_partition_.size();
+  for (auto& image : done.images) {
+    if (spare_images_.size() < keep) spare_images_.push_back(std::move(image.image));
+  }
 }
 
 TalosIsoUkis::Applied TalosIsoUkis::apply(const UkiEdit& edit, const fs::path& work_dir, std::int64_t timestamp,

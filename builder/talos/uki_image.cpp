@@ -69,6 +69,14 @@ EditedUki edit_uki(std::span<const std::uint8_t> uki, const UkiEdit& edit) {
 }
 
 std::vector<std::uint8_t> append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view append) {
+  std::vector<std::uint8_t> out;
+  std::vector<std::uint8_t> initrd;
+  append_to_uki_initrd(uki, append, out, initrd);
+  return out;
+}
+
+void append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view append, std::vector<std::uint8_t>& out,
+                          std::vector<std::uint8_t>& initrd) {
   PeLayout layout = parse_pe(uki);
   std::vector<std::size_t> initrds = sections_named(layout, ".initrd");
   if (initrds.size() != 1) {
@@ -78,12 +86,12 @@ std::vector<std::uint8_t> append_to_uki_initrd(std::span<const std::uint8_t> uki
   // The kernel unpacks concatenated initramfs archives and skips zero padding between them; newc
   // archives start 4-byte aligned. Built in one buffer of its final size (no regrowth).
   std::size_t aligned = (std::size_t{section.virtual_size} + 3) / 4 * 4;
-  std::vector<std::uint8_t> initrd(aligned + append.size(), 0);
   std::size_t raw = std::min(section.virtual_size, section.raw_size);
   if (std::size_t{section.raw_offset} + raw > uki.size()) throw Error("UKI: .initrd raw data runs past the end of the file");
+  initrd.assign(aligned + append.size(), 0);  // every byte set: the scratch's old content never shows through
   std::copy_n(uki.begin() + section.raw_offset, raw, initrd.begin());
   std::copy(append.begin(), append.end(), initrd.begin() + static_cast<std::ptrdiff_t>(aligned));
-  return replace_pe_section(uki, initrds.front(), initrd);
+  replace_pe_section(uki, initrds.front(), initrd, out);
 }
 
 }  // namespace aggrik8s::builder

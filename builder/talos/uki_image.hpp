@@ -41,4 +41,11 @@ EditedUki edit_uki(std::span<const std::uint8_t> uki, const UkiEdit& edit);
 // same arguments share the command-line edit and only append their own archive.
 std::vector<std::uint8_t> append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view append);
 
+// The same bytes, written into `out`, with `initrd` as scratch for the new section: both buffers keep
+// their capacity from one call to the next, so a build that appends each node's archive to a 47 MiB
+// UKI does not fault in two fresh buffers per node (docs/benchmarks.md, Talos section). Neither may be
+// `uki`'s storage.
+void append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view append, std::vector<std::uint8_t>& out,
+                          std::vector<std::uint8_t>& initrd);
+
 }  // namespace aggrik8s::builder

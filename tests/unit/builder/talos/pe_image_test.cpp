@@ -300,6 +300,24 @@ TEST_CASE("uki: an archive appended to .initrd starts 4-byte aligned after the o
                     Catch::Contains("expected one .initrd section to append to, found 0"));
 }
 
+TEST_CASE("uki: appending into reused buffers gives the bytes of a fresh append", "[pe][uki]") {
+  // Buffers left larger and holding other bytes, as the previous node's edit leaves them.
+  Bytes out(200000, 0xee);
+  Bytes initrd(150000, 0xdd);
+  for (const auto& [initrd_size, archive] : {std::pair<std::size_t, std::string>{1001, "070701first"}, {1000, "070701second-longer"},
+                                             {5000, "070701"}, {1001, "070701first"}}) {
+    Bytes uki = make_uki("a b", filler(initrd_size, 3));
+    append_to_uki_initrd(uki, archive, out, initrd);
+    CHECK(out == append_to_uki_initrd(uki, archive));
+    CHECK(out == edit_uki(uki, {{}, archive}).image);
+  }
+  // The section replacement alone, into a buffer holding a larger image.
+  Bytes uki = make_uki("a", filler(3000, 4));
+  Bytes reused(100000, 0xcc);
+  replace_pe_section(uki, 2, filler(10, 5), reused);
+  CHECK(reused == replace_pe_section(uki, 2, filler(10, 5)));
+}
+
 TEST_CASE("pe: the checksum summed eight bytes at a time equals the word-by-word definition", "[talos][pe]") {
   // The definition: 16-bit little-endian words added with end-around carry after each, the CheckSum
   // field counted as zero, then the file size added.
