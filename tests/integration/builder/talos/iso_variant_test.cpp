@@ -91,3 +91,29 @@ TEST_CASE("iso variant: a file needing another block count is refused, bad reque
   std::vector<std::uint8_t> not_iso(64 * 1024, 0);
   CHECK_THROWS_WITH(locate_iso_files(not_iso, {"config.yaml"}), Catch::Contains("no primary volume descriptor"));
 }
+
+TEST_CASE("iso variant: a large patch mostly equal to the template is written as the same bytes", "[talos][iso][variant]") {
+  // write_iso_variant copies the runs of a patch that equal the template and writes only the rest:
+  // runs that change, start or end mid-run, and a patch starting off any block boundary.
+  test::TempDir dir;
+  std::string template_text(300 * 1024, '\0');
+  for (std::size_t i = 0; i < template_text.size(); ++i) template_text[i] = static_cast<char>((i * 131 + i / 7) & 0xff);
+  test::write_file(dir / "template.bin", template_text);
+  std::vector<std::uint8_t> template_bytes(template_text.begin(), template_text.end());
+  const std::uint64_t offset = 1000;
+  std::vector<std::uint8_t> content(template_bytes.begin() + offset, template_bytes.begin() + offset + 250'000);
+  content[0] ^= 1;                                                     // in the first, partial run
+  content[70'000] ^= 0xff;                                             // one byte in a middle run
+  for (std::size_t i = 200'000; i < 200'010; ++i) content[i] = 0;      // a few bytes later on
+  content.back() ^= 2;                                                 // the last, partial run
+  std::vector<IsoBytePatch> patches;
+  patches.push_back({offset, content, {}});
+  patches.push_back({290 * 1024, {}, std::vector<std::uint8_t>(100, 0x5a)});  // a small one after it
+  Sha256Digest digest = write_iso_variant(dir / "template.bin", template_bytes, patches, dir / "out.bin", 0600);
+
+  std::string expected = template_text;
+  std::copy(content.begin(), content.end(), expected.begin() + offset);
+  std::fill_n(expected.begin() + 290 * 1024, 100, '\x5a');
+  CHECK(test::read_file(dir / "out.bin") == expected);
+  CHECK(digest == Sha256::of_file(dir / "out.bin"));
+}
