@@ -351,7 +351,7 @@ Sha256Digest write_iso_variant(const fs::path& template_path, std::span<const st
   };
   // A large patch (a node's UKI, its EFI partition) is mostly the template's bytes: the UKI differs in
   // its headers, checksum and appended archive, the FAT image in those and its allocation. Runs equal to
-  // the template are copied like the unpatched ranges; writing them from memory cost ~5x more per byte
+  // the template are copied like the unpatched ranges; writing them from memory cost ~6x more per byte
   // (docs/benchmarks.md, Talos section). The output's bytes are the same either way.
   constexpr std::uint64_t compared_run = 64 << 10;
   auto write_patch = [&](std::uint64_t offset, std::span<const std::uint8_t> bytes) {
