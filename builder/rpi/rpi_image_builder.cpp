@@ -675,13 +675,16 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
   const fs::path& prepared = build.prepared.path;
   const bool with_bmap = build.profile.output.bmap;
   std::vector<ImageHashes> hashes(nodes.size());
+  if (nodes.size() == 1) {
+    // One image: its bmap and sha256 from one read, the bmap on the reading thread and the sha256 on
+    // a second (hash_image's way), instead of reading the prepared image once for each.
+    hashes[0] = hash_patched_image(prepared, results[0].patch, nodes[0]->name + ".img", with_bmap, node_bmap_options);
+    return hashes;
+  }
   std::optional<Bmap> prepared_bmap;
   std::vector<std::function<void()>> tasks;
-  // A sha256 is sequential, so each image's is one task and the tasks share the cores; a lone task
-  // (one node, no bmap) keeps hash_image's reader and hasher threads.
-  const std::size_t task_count = nodes.size() + (with_bmap ? 1 : 0);
-  const BmapOptions whole_image{.skip_zero_blocks = true, .range_split_blocks = 0,
-                                .threads = task_count > 1 ? 1u : 0u};
+  // A sha256 is sequential, so each image's is one task, on one thread, and the tasks share the cores.
+  const BmapOptions whole_image{.skip_zero_blocks = true, .range_split_blocks = 0, .threads = 1};
   if (with_bmap) {
     tasks.emplace_back([&] {
       BmapOptions one_thread = node_bmap_options;
