@@ -131,24 +131,19 @@ const SiteNetwork* network_of(const SiteInventory& site, const Machine& machine)
   return nullptr;
 }
 
-// The RKE2 supervisor URL agents and joining servers use when their profile names none: the first server
-// machine of the site (which starts the cluster).
-std::optional<std::string> first_server_url(const SiteInventory& site) {
-  for (const auto& m : site.machines) {
-    if (m.role == Role::server) {
-      std::string host = host_address(m);
-      if (host.find(':') != std::string::npos) host = "[" + host + "]";
-      return "https://" + host + ":9345";
-    }
-  }
-  return std::nullopt;
-}
-
+// The site's first server machine: it starts the RKE2 cluster the others join.
 const Machine* first_server(const SiteInventory& site) {
   for (const auto& m : site.machines) {
     if (m.role == Role::server) return &m;
   }
   return nullptr;
+}
+
+// The RKE2 supervisor URL of a server, what agents and joining servers name when their profile does not.
+std::string supervisor_url(const Machine& server) {
+  std::string host = host_address(server);
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return "https://" + host + ":9345";
 }
 
 ConfigNode rpi_node(const SiteInventory& site, const Machine& machine, const ConfigNode& profile_tree) {
@@ -170,8 +165,9 @@ ConfigNode rpi_node(const SiteInventory& site, const Machine& machine, const Con
   // Who the node joins: the profile's rke2.server when it names one, else the site's first server;
   // the first server itself starts the cluster.
   bool profile_names_server = find_path(profile_tree, {"rke2", "server"}) != nullptr;
-  if (!profile_names_server && first_server(site) != &machine) {
-    if (auto url = first_server_url(site)) rke2.set("server", scalar_node(*url, field_location(machine, "role")));
+  const Machine* first = first_server(site);
+  if (!profile_names_server && first != nullptr && first != &machine) {
+    rke2.set("server", scalar_node(supervisor_url(*first), field_location(machine, "role")));
   }
   // Labels and taints add to the profile's (rke2.config node-label / node-taint); merging would replace.
   ConfigNode config = map_node(field_location(machine, "role"));
@@ -578,7 +574,7 @@ void check_unique(const SiteInventory& site, Diagnostics& diagnostics, const cha
 
 }  // namespace
 
-void check_site(const SiteInventory& site, Diagnostics& diagnostics, const builder::ProfileCheckOptions& options) {
+void check_site(const SiteInventory& site, Diagnostics& diagnostics) {
   auto same = [](const std::string& s) { return s; };
   check_unique<std::string>(site, diagnostics, "name", "name", [](const Machine& m) -> std::optional<std::string> {
     return m.name.empty() ? std::nullopt : std::optional(m.name);
@@ -713,8 +709,7 @@ void check_site(const SiteInventory& site, Diagnostics& diagnostics, const build
   }
   for (const auto& m : site.machines) {
     if (m.role == Role::agent && servers == 0) {
-      if (!trees.contains(m.profile) || !scalar_of(trees[m.profile], {"rke2", "server"}).empty()) continue;
-      {
+      if (trees.contains(m.profile) && scalar_of(trees[m.profile], {"rke2", "server"}).empty()) {
         diagnostics.error(field_location(m, "role"), "agent '" + m.name + "' has no server to join: no machine of the site "
                                                          "has role server and its profile sets no rke2.server");
       }
@@ -734,7 +729,6 @@ void check_site(const SiteInventory& site, Diagnostics& diagnostics, const build
   };
   warn_even(servers, first_server_machine, "RKE2 control plane (role server)");
   warn_even(controlplanes, first_controlplane, "Talos control plane (role controlplane)");
-  (void)options;
 }
 
 std::optional<builder::Profile> load_site_profile(const SiteInventory& site, const fs::path& profile_file,
@@ -764,7 +758,7 @@ std::optional<LoadedSite> load_site(const fs::path& file, Diagnostics& diagnosti
   LoadedSite loaded;
   loaded.site = read_site_inventory(file, diagnostics);
   if (diagnostics.error_count() > errors_before) return std::nullopt;
-  check_site(loaded.site, diagnostics, options);
+  check_site(loaded.site, diagnostics);
   if (diagnostics.error_count() > errors_before) return std::nullopt;
   std::set<std::string> profile_names;
   for (const auto& profile_file : loaded.site.profile_files()) {

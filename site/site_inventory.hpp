@@ -136,12 +136,11 @@ SiteInventory read_site_inventory(const std::filesystem::path& file, Diagnostics
 // `serve` can take either a profile or a site.
 bool is_site_file(const std::filesystem::path& file);
 
-// The site as a whole, profiles included: duplicate names/MACs/serials/UUIDs/addresses, addresses
-// outside their subnet or inside its DHCP pool, agents with no server, an even control plane (a
-// warning), a profile whose kind does not fit the platform or role, and every profile loaded with the
-// site's machines as its nodes (so its own checks run on them).
-void check_site(const SiteInventory& site, Diagnostics& diagnostics,
-                const builder::ProfileCheckOptions& options = {});
+// The site as a whole: duplicate names/MACs/serials/UUIDs/addresses, addresses outside their subnet or
+// inside its DHCP pool, agents with no server, workers with no control plane, an even control plane (a
+// warning), a profile whose kind, role or outputs do not fit the machine (read from the profiles' trees;
+// load_site then reads every profile with the site's machines as its nodes, so its own checks run).
+void check_site(const SiteInventory& site, Diagnostics& diagnostics);
 
 // Loads `profile_file` with the site's machines that use it as its nodes (replacing the profile's own
 // `nodes:`): name, address, gateway/DNS of the machine's network, role, labels and taints, MAC/UUID
