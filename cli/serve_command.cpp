@@ -62,7 +62,7 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
     config.site = *site_file;
     config.inventory.reset();
     // Flags alone: where nodes reach serve and its boot log default to the site's serve: section
-    // (with --config, netboot.yaml says, since a reload re-reads only the file).
+    // (with --config, netboot.yaml says).
     if (!args.flag("config")) {
       Diagnostics diagnostics;
       site::SiteInventory inventory = site::read_site_inventory(*site_file, diagnostics);
@@ -137,7 +137,9 @@ Command serve_command() {
                            "which nodes cannot reach; set --base-url, --address or --interface");
             }
             boost::asio::io_context io;
-            netboot::NetbootService service(io, std::move(config), &site_nodes_file);
+            // A reload makes its configuration as this start did, flags over the file: re-reading only
+            // the file would drop --nodes, --site, --boot-log... given on the command line.
+            netboot::NetbootService service(io, std::move(config), &site_nodes_file, [&args] { return config_from(args); });
             boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
             std::function<void(const boost::system::error_code&, int)> on_signal;
             on_signal = [&](const boost::system::error_code& ec, int signal) {

@@ -988,7 +988,9 @@ struct NetbootService::Servers {
   HttpServer* tls_server() const { return https ? https.get() : http.get(); }
 };
 
-NetbootService::NetbootService(asio::io_context& io, NetbootConfig config, SiteNodesFileLoader site_nodes) {
+NetbootService::NetbootService(asio::io_context& io, NetbootConfig config, SiteNodesFileLoader site_nodes,
+                               NetbootConfigLoader reload_config)
+    : reload_config_(std::move(reload_config)) {
   std::string address = resolve_listen_address(config);
   core_ = std::make_shared<Core>(io, address);
   core_->events = std::make_unique<BootEventLog>(config.boot_log);
@@ -1136,10 +1138,14 @@ bool NetbootService::reload() {
   auto old = core_->current();
   try {
     NetbootConfig config = old->config;
-    if (!old->config.file.empty()) {
-      Diagnostics diagnostics;
-      config = read_netboot_config(old->config.file, diagnostics);
-      diagnostics.throw_if_errors("netboot configuration " + old->config.file.string());
+    if (reload_config_ || !old->config.file.empty()) {
+      if (reload_config_) {
+        config = reload_config_();
+      } else {
+        Diagnostics diagnostics;
+        config = read_netboot_config(old->config.file, diagnostics);
+        diagnostics.throw_if_errors("netboot configuration " + old->config.file.string());
+      }
       config.address = old->config.address;
       if (old->config.interface) config.interface = old->config.interface;
       if (config.tftp_port != old->config.tftp_port || config.http_port != old->config.http_port ||

@@ -26,20 +26,28 @@ std::string resolve_listen_address(const NetbootConfig& config);
 // site::derive_nodes_file behind this, and serve calls it at start and on every reload.
 using SiteNodesFileLoader = std::function<ConfigNode(const std::filesystem::path& site_file, Diagnostics& diagnostics)>;
 
+// The configuration a reload applies, made the way the one at start was: serve re-reads its file and
+// applies the command line's flags over it again, so `--config F --nodes N` still serves N after a
+// SIGHUP. Throws aggrik8s::Error (or UsageError) when the file is now invalid.
+using NetbootConfigLoader = std::function<NetbootConfig()>;
+
 class NetbootService {
  public:
   // Loads the inventory and binds both servers; throws aggrik8s::Error (with every diagnostic) when the
   // configuration or inventory is invalid or an address cannot be bound. `site_nodes` reads config.site.
-  NetbootService(boost::asio::io_context& io, NetbootConfig config, SiteNodesFileLoader site_nodes = {});
+  // `reload_config` makes the configuration reload() applies; without it, reload() re-reads config.file
+  // (if there is one) and nothing else.
+  NetbootService(boost::asio::io_context& io, NetbootConfig config, SiteNodesFileLoader site_nodes = {},
+                 NetbootConfigLoader reload_config = {});
   ~NetbootService();
   NetbootService(const NetbootService&) = delete;
   NetbootService& operator=(const NetbootService&) = delete;
 
   void start();
   void stop();
-  // Re-reads the config file (if there is one) and the inventory. On any error the running set-up is
-  // kept and false is returned; the errors are logged. Listening addresses, ports and the TFTP remap
-  // file are bound at start and need a restart to change.
+  // Re-reads the configuration (reload_config, else the config file if there is one), the inventory and
+  // the TFTP remap file. On any error the running set-up is kept and false is returned; the errors are
+  // logged. Listening addresses, ports and the DHCP pools are bound at start and need a restart to change.
   bool reload();
 
   std::optional<boost::asio::ip::udp::endpoint> tftp_endpoint() const;
@@ -55,6 +63,7 @@ class NetbootService {
  private:
   std::shared_ptr<Core> core_;       // shared with the servers' coroutines, which may outlive a stop()
   std::unique_ptr<Servers> servers_;
+  NetbootConfigLoader reload_config_;
 };
 
 }  // namespace aggrik8s::netboot

@@ -102,6 +102,36 @@ pass "a broken remap file is refused on reload and the previous rules stay"
 grep -q '"step":"ipxe-script"' "$WORK/boot.jsonl" || fail "no boot events logged"
 pass "boot events are logged as JSON lines"
 
+# Flags given next to --config are applied again on reload: the nodes file and boot log named on the
+# command line (not in netboot.yaml) are still used after a SIGHUP.
+cat >"$WORK/flags.yaml" <<YAML
+listen: {address: 127.0.0.1}
+tftp: {port: 0, root: tftp}
+http: {port: 0, root: assets}
+YAML
+cat >"$WORK/flag-nodes.yaml" <<'YAML'
+profiles:
+  live:
+    kernel: {kernel: assets/vmlinuz, initrd: [assets/initrd.img]}
+nodes:
+  - {name: f1, match: {mac: "52:54:00:00:00:11"}, profile: live}
+YAML
+"$CLI" serve --config "$WORK/flags.yaml" --nodes "$WORK/flag-nodes.yaml" --boot-log "$WORK/flag-boot.jsonl" \
+  2>"$WORK/flags-serve.log" &
+FLAGS_PID=$!
+trap 'kill "$SERVE_PID" "$FLAGS_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "http: listening on" "$WORK/flags-serve.log" && break; sleep 0.1; done
+FLAGS_HTTP=$(sed -n 's/.*http: listening on \([0-9.:]*\).*/\1/p' "$WORK/flags-serve.log")
+[ -n "$FLAGS_HTTP" ] || { cat "$WORK/flags-serve.log" >&2; fail "serve --config --nodes did not start"; }
+kill -HUP "$FLAGS_PID"
+for _ in $(seq 50); do grep -q "reload: configuration and inventory reloaded" "$WORK/flags-serve.log" && break; sleep 0.1; done
+grep -q "reloaded (1 nodes)" "$WORK/flags-serve.log" || { cat "$WORK/flags-serve.log" >&2; fail "SIGHUP dropped --nodes"; }
+expect_status 0 "f1 (from --nodes) is served after a SIGHUP" -- curl -sSf "http://$FLAGS_HTTP/ipxe?mac=52-54-00-00-00-11&platform=efi"
+for _ in $(seq 50); do grep -q '"node":"f1"' "$WORK/flag-boot.jsonl" 2>/dev/null && break; sleep 0.1; done
+grep -q '"node":"f1"' "$WORK/flag-boot.jsonl" || { cat "$WORK/flags-serve.log" >&2; fail "SIGHUP dropped --boot-log"; }
+pass "SIGHUP keeps --nodes and --boot-log given next to --config"
+kill -TERM "$FLAGS_PID"; wait "$FLAGS_PID" || true
+
 kill -TERM "$SERVE_PID"
 for _ in $(seq 50); do kill -0 "$SERVE_PID" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$SERVE_PID" 2>/dev/null && fail "serve did not exit within 5 s of SIGTERM"
