@@ -1,10 +1,16 @@
 #include "netboot/tftp/tftp_remap.hpp"
 
+#include <regex.h>
+
+#include <algorithm>
+#include <array>
 #include <cctype>
 #include <fstream>
-#include <regex>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include "core/error.hpp"
 
@@ -18,32 +24,122 @@ constexpr int max_rule_steps = 1024;
 // (`rg a aaaa...`) grow it to megabytes, and each later regex search is slower than the last: one
 // request could keep the server busy for minutes. A client's name arrives in one request packet
 // (tftp-hpa reads 516 bytes), so twice that leaves room for any real rewrite while keeping the
-// worst case (each search costs name length times the regex's size, 1024 times) to milliseconds.
+// cost of each search (see max_match_work) small.
 constexpr std::size_t max_rewritten_length = 1024;
-// POSIX's RE_DUP_MAX minimum. std::regex expands a bounded repetition into that many copies of its
-// operand, and libstdc++ overflows an int while reading a count of many digits (UBSan, found by the
-// tftp_remap fuzz target), so counts are checked before std::regex sees them.
+// glibc accepts counts up to its RE_DUP_MAX (32767), but tftp-hpa on other C libraries stops at
+// POSIX's minimum RE_DUP_MAX, 255, and no file name needs more: a map file that works here works
+// there. The real cost bound is max_regex_positions below.
 constexpr unsigned long max_repetition_count = 255;
+// glibc's regcomp copies the operand of a bounded repetition once per count (a{3} becomes aaa, a+
+// becomes aa*), so nested counts multiply: ((a{255}){255}){255} would be 16 million copies, gigabytes
+// and minutes in regcomp. Measured with glibc 2.36: 65 025 positions take 110 ms and 16 MB to compile,
+// and a search of a 1 KiB name with sub-matches costs 40 ms at 255 positions, 170 ms at 1020. 256
+// allows the longest single count and is far above any real rule (a Pi serial rule has about 20).
+constexpr std::size_t max_regex_positions = 256;
+// regexec is not linear: a search that fails restarts at every position of the name (about 3 ns per
+// length squared), and recovering sub-matches costs 40-150 ns per length times positions. Each search
+// is charged (length + 1) * (16 * positions + length + 1); a request whose searches add up to more
+// than this is given up as tftp-hpa gives up an endless loop. Twenty rules of 30 positions against a
+// 512-byte name cost 10 M; the costliest search the bounds allow, 256 positions over 1 KiB, costs
+// 5 M. Measured worst cases (`rg (a|aa){1,60}$ \0`, `rg a{1,255}$ \0` on 128 to 1000 a's) give up
+// within 0.1 s of one core (glibc 2.36, unsanitised, load 7).
+constexpr std::size_t max_match_work = std::size_t{16} << 20;
 
-// Checks the interval expression starting at in[open] == '{' ("{m}", "{m,}", "{m,n}"): every count
-// must be at most max_repetition_count. Anything else is left to std::regex to accept or refuse.
-void check_interval(std::string_view in, std::size_t open) {
-  std::size_t i = open + 1;
-  while (i < in.size() && in[i] != '}') {
-    if (in[i] < '0' || in[i] > '9') {
-      if (in[i] != ',') return;
-      ++i;
-      continue;
+// A compiled regex_t, freed once. Move-only: regex_t holds pointers to glibc's compiled automaton.
+// regexec may run on one regex_t from several threads at once (glibc locks its DFA cache), so
+// transfer threads share one TftpRemapRules.
+class PosixRegex {
+ public:
+  // Throws std::invalid_argument with regerror()'s text.
+  PosixRegex(const std::string& pattern, int cflags) {
+    int status = regcomp(&regex_, pattern.c_str(), cflags);
+    if (status != 0) {
+      std::array<char, 256> message{};
+      regerror(status, &regex_, message.data(), message.size());
+      throw std::invalid_argument(message.data());
     }
+    compiled_ = true;
+  }
+  PosixRegex(PosixRegex&& other) noexcept : regex_(other.regex_), compiled_(other.compiled_) { other.compiled_ = false; }
+  PosixRegex& operator=(PosixRegex&& other) noexcept {
+    if (this != &other) {
+      release();
+      regex_ = other.regex_;
+      compiled_ = std::exchange(other.compiled_, false);
+    }
+    return *this;
+  }
+  PosixRegex(const PosixRegex&) = delete;
+  PosixRegex& operator=(const PosixRegex&) = delete;
+  ~PosixRegex() { release(); }
+
+  // Searches all of `text` (embedded NULs included, via REG_STARTEND) and fills the first `groups`
+  // entries of `match` and sets the others to -1 (not taking part). Fewer groups is cheaper: glibc
+  // recovers sub-matches (groups > 1) in a second pass over the name.
+  bool search(std::string_view text, std::array<regmatch_t, 10>& match, std::size_t groups) const {
+    match[0].rm_so = 0;
+    match[0].rm_eo = static_cast<regoff_t>(text.size());
+    bool found = regexec(&regex_, text.data(), groups, match.data(), REG_STARTEND) == 0;
+    std::fill(match.begin() + static_cast<std::ptrdiff_t>(groups), match.end(), regmatch_t{-1, -1});
+    return found;
+  }
+
+ private:
+  void release() {
+    if (compiled_) regfree(&regex_);
+    compiled_ = false;
+  }
+  regex_t regex_{};
+  bool compiled_ = false;
+};
+
+// Reads the interval expression starting at in[open] == '{' ("{m}", "{m,}", "{m,n}", glibc's "{,n}")
+// and returns how many copies of its operand glibc compiles, with `close` set to its '}'. nullopt for
+// anything else: regcomp then accepts or refuses it itself.
+std::optional<std::size_t> interval_copies(std::string_view in, std::size_t open, std::size_t& close) {
+  std::size_t i = open + 1;
+  auto read_count = [&]() -> std::optional<unsigned long> {
     std::size_t start = i;
     while (i < in.size() && in[i] >= '0' && in[i] <= '9') ++i;
+    if (i == start) return std::nullopt;
     std::string_view digits = in.substr(start, i - start);
     while (digits.size() > 1 && digits.front() == '0') digits.remove_prefix(1);
     if (digits.size() > 3 || std::stoul(std::string(digits)) > max_repetition_count) {
       throw std::invalid_argument("repetition count " + std::string(in.substr(start, i - start)) + " is larger than " +
                                   std::to_string(max_repetition_count));
     }
+    return std::stoul(std::string(digits));
+  };
+  std::optional<unsigned long> low = read_count();
+  std::optional<unsigned long> high = low;
+  bool open_ended = false;
+  if (i < in.size() && in[i] == ',') {
+    ++i;
+    high = read_count();
+    open_ended = !high;
   }
+  if (i >= in.size() || in[i] != '}' || (!low && !high)) return std::nullopt;
+  close = i;
+  if (open_ended) return *low + 1;  // m copies, then one under a star
+  return std::max(low.value_or(0), *high);
+}
+
+// Index of the ']' closing the bracket expression opened at in[open], or in.size() if none: a ']'
+// first is literal, and [:..:], [=..=], [. .] may contain ']'. A backslash is literal inside.
+std::size_t bracket_expression_end(std::string_view in, std::size_t open) {
+  std::size_t j = open + 1;
+  if (j < in.size() && in[j] == '^') ++j;
+  if (j < in.size() && in[j] == ']') ++j;
+  while (j < in.size() && in[j] != ']') {
+    if (in[j] == '[' && j + 1 < in.size() && (in[j + 1] == ':' || in[j + 1] == '=' || in[j + 1] == '.')) {
+      std::size_t close = in.find(std::string{in[j + 1], ']'}, j + 2);
+      if (close == std::string_view::npos) return in.size();
+      j = close + 2;
+    } else {
+      ++j;
+    }
+  }
+  return std::min(j, in.size());
 }
 
 enum RuleFlag : unsigned {
@@ -74,77 +170,104 @@ std::string read_escaped_token(std::string_view line, std::size_t& position) {
   return token;
 }
 
-bool is_ere_special(char c) {
-  return std::string_view(".[]\\()*+?{}|^$").find(c) != std::string_view::npos;
-}
-
 }  // namespace
 
-std::string translate_tftp_remap_regex(std::string_view in) {
-  std::string out;
+std::size_t check_tftp_remap_regex(std::string_view in) {
+  // One entry per open group: positions so far, and the positions of the last piece (what a
+  // following repetition operator copies).
+  struct Group {
+    std::size_t positions = 0;
+    std::size_t last_piece = 0;
+  };
+  std::vector<Group> groups(1);
+  auto add_piece = [&](std::size_t positions) {
+    groups.back().positions += positions;
+    groups.back().last_piece = positions;
+  };
+  auto repeat_last_piece = [&](std::size_t copies) {
+    Group& group = groups.back();
+    if (group.last_piece != 0 && copies > max_regex_positions / group.last_piece) group.positions = max_regex_positions + 1;
+    else group.positions = group.positions - group.last_piece + group.last_piece * copies;
+    group.last_piece *= std::min(copies, max_regex_positions + 1);
+  };
   std::size_t i = 0;
   while (i < in.size()) {
     char c = in[i];
     if (c == '[') {
-      // Bracket expressions are copied verbatim: inside them a backslash is literal in POSIX and in
-      // std::regex::extended alike. Only their end has to be found: ']' first is literal, and [:..:],
-      // [=..=], [. .] may contain ']'.
-      std::size_t j = i + 1;
-      if (j < in.size() && in[j] == '^') ++j;
-      if (j < in.size() && in[j] == ']') ++j;
-      while (j < in.size() && in[j] != ']') {
-        if (in[j] == '[' && j + 1 < in.size() && (in[j + 1] == ':' || in[j + 1] == '=' || in[j + 1] == '.')) {
-          char kind = in[j + 1];
-          std::size_t close = in.find(std::string{kind, ']'}, j + 2);
-          if (close == std::string_view::npos) throw std::invalid_argument("unterminated [" + std::string(1, kind));
-          j = close + 2;
-        } else {
-          ++j;
-        }
+      i = bracket_expression_end(in, i) + 1;  // unterminated: regcomp says so
+      add_piece(1);
+    } else if (c == '\\') {
+      if (i + 1 < in.size() && in[i + 1] >= '1' && in[i + 1] <= '9') {
+        // glibc accepts back-references in an ERE, but matching them backtracks: exponential in the
+        // name's length, and tftp-hpa's rules have no use for them.
+        throw std::invalid_argument(std::string("\\") + in[i + 1] + " (a back reference inside the regex) is not supported");
       }
-      if (j >= in.size()) throw std::invalid_argument("unterminated bracket expression");
-      out.append(in.substr(i, j + 1 - i));
-      i = j + 1;
-      continue;
-    }
-    if (c != '\\') {
-      if (c == '{') check_interval(in, i);
-      out += c;
+      i += 2;  // a trailing backslash: regcomp says so
+      add_piece(1);
+    } else if (c == '(') {
+      groups.emplace_back();
       ++i;
-      continue;
-    }
-    if (i + 1 >= in.size()) throw std::invalid_argument("trailing backslash");
-    char escaped = in[i + 1];
-    i += 2;
-    if (is_ere_special(escaped)) {
-      out += '\\';
-      out += escaped;
-    } else if (escaped == 'w') {
-      out += "[[:alnum:]_]";
-    } else if (escaped == 'W') {
-      out += "[^[:alnum:]_]";
-    } else if (escaped == 's') {
-      out += "[[:space:]]";
-    } else if (escaped == 'S') {
-      out += "[^[:space:]]";
-    } else if (std::string_view("bB<>`'").find(escaped) != std::string_view::npos) {
-      throw std::invalid_argument(std::string("\\") + escaped + " (a GNU word/buffer anchor) is not supported");
-    } else if (escaped >= '1' && escaped <= '9') {
-      throw std::invalid_argument(std::string("\\") + escaped + " (a back reference inside the regex) is not supported");
+    } else if (c == ')' && groups.size() > 1) {
+      std::size_t positions = groups.back().positions + 1;
+      groups.pop_back();
+      add_piece(positions);
+      ++i;
+    } else if (c == '|') {
+      groups.back().last_piece = 0;
+      ++i;
+    } else if (c == '+') {
+      repeat_last_piece(2);  // a+ is compiled as aa*
+      ++i;
+    } else if (c == '{') {
+      std::size_t close = i;
+      std::optional<std::size_t> copies = interval_copies(in, i, close);
+      if (copies) {
+        repeat_last_piece(*copies);
+        i = close + 1;
+      } else {
+        add_piece(1);
+        ++i;
+      }
     } else {
-      // glibc reads an escaped ordinary character as that character: "\ " and "\#" come from the map
-      // file's own escaping. std::regex would reject the escape, so it is dropped.
-      out += escaped;
+      // '*' and '?' compile to one copy; the anchors ^ and $ match no character and cost nothing.
+      if (c != '*' && c != '?' && c != '^' && c != '$') add_piece(1);
+      ++i;
+    }
+    if (groups.back().positions > max_regex_positions) {
+      throw std::invalid_argument("the regex expands to more than " + std::to_string(max_regex_positions) +
+                                  " positions (bounded repetitions are compiled as copies)");
     }
   }
-  return out;
+  // Unclosed groups: regcomp refuses them, but count them so the bound holds either way.
+  std::size_t positions = 0;
+  for (const Group& group : groups) positions += group.positions;
+  return std::max<std::size_t>(positions, 1);
 }
+
+namespace {
+
+// How many regmatch_t entries a rule's searches must fill. tftp-hpa always asks for 10 (0 for ~
+// rules); asking only for what the replacement uses gives the same result, and glibc skips its
+// sub-match pass when at most the whole match is wanted.
+std::size_t groups_used(unsigned flags, std::string_view replacement) {
+  if ((flags & inverse) || !(flags & (rewrite | abort_on_match))) return 0;
+  std::size_t groups = (flags & rewrite) ? 1 : 0;  // a rewrite keeps what is around the match
+  for (std::size_t i = 0; i + 1 < replacement.size(); ++i) {
+    if (replacement[i] != '\\') continue;
+    char escape = replacement[++i];
+    if (escape >= '0' && escape <= '9') groups = std::max<std::size_t>(groups, static_cast<std::size_t>(escape - '0') + 1);
+  }
+  return groups;
+}
+
+}  // namespace
 
 struct TftpRemapRules::Rule {
   unsigned flags = 0;
-  std::regex regex;
+  PosixRegex regex;
+  std::size_t positions = 1;  // from check_tftp_remap_regex, charged per search
+  std::size_t groups = 0;     // regmatch_t entries a search fills: 0 when only "matched?" counts
   std::string replacement;
-  std::size_t line = 0;
 };
 
 TftpRemapRules::TftpRemapRules() = default;
@@ -188,41 +311,37 @@ TftpRemapRules TftpRemapRules::parse(std::string_view text, const std::string& s
     std::string operation = read_escaped_token(line, position);
     if (operation.empty()) continue;  // blank or comment-only line
 
-    Rule rule;
-    rule.line = line_number;
-    // libstdc++'s default matcher backtracks, and POSIX leftmost-longest makes it try every way to
-    // match: `(a|b)******` against a few hundred characters of a client's file name ran for minutes.
-    // __polynomial selects its Thompson (breadth-first) matcher: name length times regex size; it
-    // refuses back-references (\1 in the regex), which tftp-hpa's rules do not use.
-    auto syntax = std::regex::extended | std::regex_constants::__polynomial;
+    unsigned flags = 0;
+    int cflags = REG_EXTENDED;  // tftp-hpa's parseline(): REG_EXTENDED, | REG_ICASE for i
     for (char flag : operation) {
       switch (flag) {
-        case 'r': rule.flags |= rewrite; break;
-        case 'g': rule.flags |= global; break;
-        case 'i': syntax |= std::regex::icase; break;
-        case 'e': rule.flags |= exit_on_match; break;
-        case 's': rule.flags |= restart_on_match; break;
-        case 'a': rule.flags |= abort_on_match; break;
-        case '~': rule.flags |= inverse; break;
-        case '4': rule.flags |= ipv4_only; break;
-        case '6': rule.flags |= ipv6_only; break;
-        case 'G': rule.flags |= get_only; break;
-        case 'P': rule.flags |= put_only; break;
+        case 'r': flags |= rewrite; break;
+        case 'g': flags |= global; break;
+        case 'i': cflags |= REG_ICASE; break;
+        case 'e': flags |= exit_on_match; break;
+        case 's': flags |= restart_on_match; break;
+        case 'a': flags |= abort_on_match; break;
+        case '~': flags |= inverse; break;
+        case '4': flags |= ipv4_only; break;
+        case '6': flags |= ipv6_only; break;
+        case 'G': flags |= get_only; break;
+        case 'P': flags |= put_only; break;
         default: throw fail("invalid operation flag \"" + std::string(1, flag) + "\" in \"" + operation + "\"");
       }
     }
-    if ((rule.flags & rewrite) && (rule.flags & inverse)) throw fail("flags r and ~ cannot be combined");
-    if (!(rule.flags & rewrite)) rule.flags &= ~static_cast<unsigned>(global);
+    if ((flags & rewrite) && (flags & inverse)) throw fail("flags r and ~ cannot be combined");
+    if (!(flags & rewrite)) flags &= ~static_cast<unsigned>(global);
 
     std::string pattern = read_escaped_token(line, position);
     if (pattern.empty()) throw fail("regex missing after \"" + operation + "\"");
+    std::string replacement = read_escaped_token(line, position);
     try {
-      rule.regex = std::regex(translate_tftp_remap_regex(pattern), syntax);
-    } catch (const std::exception& e) {
+      std::size_t positions = check_tftp_remap_regex(pattern);
+      rules.rules_.push_back(Rule{flags, PosixRegex(pattern, cflags), positions,
+                                  groups_used(flags, replacement), std::move(replacement)});
+    } catch (const std::invalid_argument& e) {
       throw fail("bad regex \"" + pattern + "\": " + e.what());
     }
-    rule.replacement = read_escaped_token(line, position);
-    rules.rules_.push_back(std::move(rule));
   }
   return rules;
 }
@@ -248,8 +367,12 @@ void append_converted(std::string& out, std::string_view text, CaseConversion co
   }
 }
 
-// The replacement pattern with its escapes resolved, as tftp-hpa's genmatchstring() does.
-std::string expand_replacement(std::string_view pattern, const std::smatch& match, const TftpRemapClient& client) {
+using RegexMatch = std::array<regmatch_t, 10>;
+
+// The replacement pattern with its escapes resolved, as tftp-hpa's genmatchstring() does; `match`
+// holds offsets into `subject`, -1 for a group that did not take part.
+std::string expand_replacement(std::string_view pattern, std::string_view subject, const RegexMatch& match,
+                               const TftpRemapClient& client) {
   std::string out;
   CaseConversion conversion = CaseConversion::none;
   for (std::size_t i = 0; i < pattern.size(); ++i) {
@@ -260,8 +383,11 @@ std::string expand_replacement(std::string_view pattern, const std::smatch& matc
     }
     char escape = pattern[++i];
     if (escape >= '0' && escape <= '9') {
-      auto group = static_cast<std::size_t>(escape - '0');
-      if (group < match.size() && match[group].matched) append_converted(out, match[group].str(), conversion);
+      const regmatch_t& group = match[static_cast<std::size_t>(escape - '0')];
+      if (group.rm_so >= 0) {
+        append_converted(out, subject.substr(static_cast<std::size_t>(group.rm_so),
+                                             static_cast<std::size_t>(group.rm_eo - group.rm_so)), conversion);
+      }
     } else if (escape == 'i') {
       append_converted(out, client.address, conversion);
     } else if (escape == 'x') {
@@ -287,6 +413,16 @@ TftpRemapResult TftpRemapRules::apply(std::string_view filename, const TftpRemap
   unsigned not_applicable = client.is_write ? get_only : put_only;
   not_applicable |= client.ipv6 ? ipv4_only : ipv6_only;
   int steps_left = max_rule_steps;
+  std::size_t work_left = max_match_work;
+  RegexMatch match;
+  // One regexec, charged against the work budget (see max_match_work); nullopt when it is spent.
+  auto search = [&](const Rule& rule) -> std::optional<bool> {
+    std::size_t length = current.size() + 1;
+    std::size_t cost = length * (16 * rule.positions + length);
+    if (cost > work_left) return std::nullopt;
+    work_left -= cost;
+    return rule.regex.search(current, match, rule.groups);
+  };
   auto give_up = [&result]() {
     result.denied = true;
     result.denial_reason = "Remap table failure";
@@ -302,9 +438,9 @@ TftpRemapResult TftpRemapRules::apply(std::string_view filename, const TftpRemap
       continue;
     }
     if (steps_left-- <= 0) return give_up();
-    std::smatch match;
-    bool found = std::regex_search(current, match, rule.regex);
-    bool applies = (rule.flags & inverse) ? !found : found;
+    std::optional<bool> found = search(rule);
+    if (!found) return give_up();
+    bool applies = (rule.flags & inverse) ? !*found : *found;
     if (!applies) {
       index = next;
       continue;
@@ -312,17 +448,22 @@ TftpRemapResult TftpRemapRules::apply(std::string_view filename, const TftpRemap
     if (rule.flags & abort_on_match) {
       result.denied = true;
       result.denial_reason = rule.replacement.empty() ? "Access violation"
-                                                      : expand_replacement(rule.replacement, match, client);
+                                                      : expand_replacement(rule.replacement, current, match, client);
       return result;
     }
     if (rule.flags & rewrite) {
       while (true) {
-        std::string rewritten = match.prefix().str() + expand_replacement(rule.replacement, match, client) +
-                                match.suffix().str();
+        auto match_start = static_cast<std::size_t>(match[0].rm_so);
+        auto match_end = static_cast<std::size_t>(match[0].rm_eo);
+        std::string rewritten = current.substr(0, match_start) +
+                                expand_replacement(rule.replacement, current, match, client) + current.substr(match_end);
         if (rewritten.size() > max_rewritten_length) return give_up();
         current = std::move(rewritten);
-        if (!(rule.flags & global) || !std::regex_search(current, match, rule.regex)) break;
+        if (!(rule.flags & global)) break;
         if (steps_left-- <= 0) return give_up();
+        found = search(rule);
+        if (!found) return give_up();
+        if (!*found) break;
       }
     }
     if (rule.flags & exit_on_match) break;

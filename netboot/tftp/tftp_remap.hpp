@@ -5,10 +5,14 @@
 // Each line: OPERATION REGEX [REPLACEMENT]; '#' starts a comment; a backslash escapes whitespace and '#'.
 // Operation letters (tftp-hpa 5.2): r replace, g repeat until no match, i case-insensitive, e end if
 // matched, s restart from the first rule if matched, a refuse the request if matched, G/P GET/PUT only,
-// 4/6 IPv4/IPv6 only, ~ act when the regex does not match. Regexes are POSIX extended, as tftp-hpa's
-// regcomp(REG_EXTENDED) reads them (leftmost-longest), matched in polynomial time (no backtracking);
-// back-references inside a regex (glibc's \1) are refused. Replacement escapes: \0..\9, \i client IP, \x client
-// IP in hex, \U \L \E case conversion, \\ and any other escaped character stand for themselves.
+// 4/6 IPv4/IPv6 only, ~ act when the regex does not match. Regexes go to glibc's regcomp(REG_EXTENDED
+// [| REG_ICASE]) as written, and names are matched with regexec, exactly as tftp-hpa's remap.c does
+// (POSIX leftmost-longest, GNU escapes such as \w, \s, \b, \< and an escaped ordinary character).
+// Refused, although glibc accepts them: back-references inside a regex (\1: regexec backtracks on them),
+// repetition counts over 255 and regexes that expand to more than 256 positions; a request whose
+// searches would cost more than a fixed budget is refused like tftp-hpa's endless loops (see tftp_remap.cpp).
+// Replacement escapes: \0..\9, \i client IP, \x client IP in hex, \U \L \E case conversion, \\ and any
+// other escaped character stand for themselves.
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -52,9 +56,10 @@ class TftpRemapRules {
   std::vector<Rule> rules_;
 };
 
-// tftp-hpa's regexes are POSIX EREs with glibc's extensions; std::regex::extended rejects escapes of
-// ordinary characters, so they are translated first. Exposed for tests. Throws std::invalid_argument
-// for constructs std::regex cannot express (\b, \<, \>, a trailing backslash).
-std::string translate_tftp_remap_regex(std::string_view posix_extended);
+// The checks made on a remap regex before regcomp sees it: no back-reference (\1..\9 outside a bracket
+// expression), no repetition count over 255, at most 256 positions once glibc has expanded the bounded
+// repetitions (a{3} is compiled as aaa). Returns that number of positions, which apply() charges per
+// search. Throws std::invalid_argument saying which rule was broken. Exposed for tests.
+std::size_t check_tftp_remap_regex(std::string_view posix_extended);
 
 }  // namespace aggrik8s::netboot

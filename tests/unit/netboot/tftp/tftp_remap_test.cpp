@@ -4,7 +4,9 @@
 
 #include "core/error.hpp"
 
+#include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace aggrik8s::netboot;
@@ -140,9 +142,10 @@ TEST_CASE("tftp remap: nested repetition runs in time linear in the name", "[tft
   CHECK(mapped(rules, name) == name + "-done");
 }
 
-TEST_CASE("tftp remap: repetition counts are bounded before std::regex sees them", "[tftp][remap]") {
+TEST_CASE("tftp remap: repetition counts are bounded before regcomp sees them", "[tftp][remap]") {
   // Found by the tftp_remap fuzz target: a count of 72 digits overflowed an int inside libstdc++'s
-  // regex compiler (UBSan). Counts up to POSIX's RE_DUP_MAX minimum (255) still work.
+  // regex compiler (UBSan), which read rules before glibc's regcomp did. Counts up to POSIX's
+  // RE_DUP_MAX minimum (255) still work; glibc alone would take 32767.
   CHECK(mapped(TftpRemapRules::parse("r ^a{2,255}$ ok\n", "ok.map"), "aaa") == "ok");
   CHECK(mapped(TftpRemapRules::parse("r ^a{0003}$ ok\n", "zeros.map"), "aaa") == "ok");
   for (const std::string& pattern : std::vector<std::string>{"a{256}", "a{1,256}", "a{" + std::string(72, '8') + "}"}) {
@@ -161,14 +164,56 @@ TEST_CASE("tftp remap: remap file errors name the file and line", "[tftp][remap]
   CHECK_THROWS_WITH(TftpRemapRules::parse("r\n", "bad.map"), "bad.map:1: regex missing after \"r\"");
   CHECK_THROWS_WITH(TftpRemapRules::parse("r~ a b\n", "bad.map"), "bad.map:1: flags r and ~ cannot be combined");
   CHECK_THROWS_WITH(TftpRemapRules::parse("\n\nr (a b\n", "bad.map"), Catch::StartsWith("bad.map:3: bad regex \"(a\""));
-  CHECK_THROWS_WITH(TftpRemapRules::parse("r \\bword x\n", "bad.map"), Catch::Contains("not supported"));
+  CHECK_THROWS_WITH(TftpRemapRules::parse("r ^(a)\\1 x\n", "bad.map"),
+                    "bad.map:1: bad regex \"^(a)\\1\": \\1 (a back reference inside the regex) is not supported");
+  // glibc's own message for what regcomp refuses.
+  CHECK_THROWS_WITH(TftpRemapRules::parse("r [abc x\n", "bad.map"), Catch::Contains("Unmatched ["));
+  CHECK_THROWS_WITH(TftpRemapRules::parse("r abc\\\n", "bad.map"), Catch::Contains("Trailing backslash"));
 }
 
-TEST_CASE("tftp remap: GNU class escapes are translated for std::regex", "[tftp][remap]") {
-  CHECK(translate_tftp_remap_regex("\\w+\\s") == "[[:alnum:]_]+[[:space:]]");
-  CHECK(translate_tftp_remap_regex("a\\ b\\#") == "a b#");
-  CHECK(translate_tftp_remap_regex("[]\\a]\\.") == "[]\\a]\\.");
-  CHECK(translate_tftp_remap_regex("[[:digit:]]x") == "[[:digit:]]x");
-  CHECK_THROWS_AS(translate_tftp_remap_regex("[abc"), std::invalid_argument);
-  CHECK_THROWS_AS(translate_tftp_remap_regex("abc\\"), std::invalid_argument);
+TEST_CASE("tftp remap: regexes reach glibc's regcomp as tftp-hpa passes them", "[tftp][remap]") {
+  // GNU escapes, word anchors and glibc's {,n} (libstdc++'s std::regex refused the last two).
+  auto rules = TftpRemapRules::parse("re my\\ file\\#1 escaped\n"
+                                     "r ^\\w+\\s \n"
+                                     "rg \\<old\\> new\n"
+                                     "re ^x{,3}$ at-most-three\n"
+                                     "re []a]+ B\n"
+                                     "re [[:digit:]]+ N\n"
+                                     "rie ^[a-f]+$ hex\n",
+                                     "glibc.map");
+  // Request name, then what tftp-hpa 5.2 (the same regcomp/regexec calls) maps it to.
+  const std::vector<std::pair<std::string, std::string>> expected_names = {
+      {"word_1 old bold old", "new bold new"}, {"xxx", "at-most-three"}, {"xxxx", "xxxx"},
+      {"z]a]z", "zBz"},                        {"pxe42.cfg", "pxeN.cfg"},
+      {"ABCDEF", "hex"},  // i: REG_ICASE applies to bracket ranges too
+      {"my file#1", "escaped"},
+  };
+  for (const auto& [name, expected] : expected_names) CHECK(mapped(rules, name) == expected);
+}
+
+TEST_CASE("tftp remap: a back-reference or an expanded regex over 256 positions is refused", "[tftp][remap]") {
+  CHECK(check_tftp_remap_regex("^[0-9a-f]{8}/(.*)$") < 20);
+  CHECK(check_tftp_remap_regex("a{2,255}") == 255);
+  CHECK(check_tftp_remap_regex("(ab){4}") == 12);  // (ab) is a group of two plus its parentheses
+  CHECK(check_tftp_remap_regex("[\\1]x\\\\1") == 4);  // a backslash is literal in brackets; \\ then 1
+  CHECK_THROWS_AS(check_tftp_remap_regex("(a)\\1"), std::invalid_argument);
+  // glibc copies the operand of a bounded repetition per count, so nested counts multiply: these
+  // took seconds and hundreds of MB in regcomp before they were refused.
+  for (std::string pattern : {"a{255}{255}", "(a{255}){5}", "a{200}b{57}", "((a{20}|b){12})", "(((((((((a+)+)+)+)+)+)+)+)+)+"}) {
+    CHECK_THROWS_WITH(check_tftp_remap_regex(pattern), Catch::Contains("more than 256 positions"));
+  }
+  CHECK_THROWS_WITH(TftpRemapRules::parse("\nr ((a{255}){255}){255} x\n", "big.map"),
+                    Catch::StartsWith("big.map:2: bad regex") && Catch::Contains("256 positions"));
+}
+
+TEST_CASE("tftp remap: a request whose searches cost too much is given up", "[tftp][remap]") {
+  // (a|aa){1,60}$ against a long name costs glibc tens of milliseconds per search (sub-matches over
+  // 241 positions); 1024 steps of it would keep the server busy for a minute. The work budget ends it.
+  auto rules = TftpRemapRules::parse("rg (a|aa){1,60}$ \\0\n", "costly.map");
+  auto started = std::chrono::steady_clock::now();
+  TftpRemapResult result = rules.apply(std::string(1000, 'a'), client_192_0_2_169());
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  CHECK(result.denied);
+  CHECK(result.denial_reason == "Remap table failure");
+  CHECK(seconds < 5);  // about 0.1 s unsanitised; generous for a busy machine and sanitizers
 }
