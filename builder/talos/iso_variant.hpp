@@ -62,11 +62,16 @@ std::optional<std::vector<IsoBytePatch>> plan_iso_variant(std::uint64_t template
                                                           const std::vector<IsoFileReplacement>& files,
                                                           const std::vector<IsoRegionReplacement>& regions);
 
+// Pure: the SHA-256 of `template_bytes` with `patches` (sorted, not overlapping) applied, taken from
+// memory, so a variant is never read back to be hashed.
+Sha256Digest hash_iso_variant(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches);
+
 // Writes `output` (created with `mode` before the first byte, replacing any file of that name): the
 // template's bytes with `patches` applied. The unpatched ranges are copied file to file with
 // copy_file_range (a reflink on XFS/btrfs, an in-kernel copy elsewhere), the patches written from
-// memory. `template_bytes` is the template's content, already read: the SHA-256 of the output is
-// taken from it and the patches as they are written, so the output is not read back. Returns it.
+// memory. `template_bytes` is the template's content, already in memory (read or mapped). Returns the
+// output's SHA-256 (hash_iso_variant), taken on a second thread while this one writes: hashing 128 MiB
+// costs about as much CPU as copying it, and the two need not wait for each other.
 Sha256Digest write_iso_variant(const std::filesystem::path& template_path, std::span<const std::uint8_t> template_bytes,
                                const std::vector<IsoBytePatch>& patches, const std::filesystem::path& output, mode_t mode);
 

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <optional>
 
+#include "builder/talos/huge_page_buffer.hpp"
 #include "core/endian.hpp"
 #include "core/error.hpp"
 
@@ -231,7 +232,9 @@ std::uint32_t pe_checksum(std::span<const std::uint8_t> image) {
 
 std::vector<std::uint8_t> remove_pe_signature(std::span<const std::uint8_t> image) {
   PeLayout layout = parse_pe(image);
-  std::vector<std::uint8_t> out(image.begin(), image.end());
+  std::vector<std::uint8_t> out;
+  reserve_on_huge_pages(out, image.size());
+  out.assign(image.begin(), image.end());
   if (!layout.signed_image()) return out;
   const auto& cert = layout.directories[certificate_directory];
   std::uint64_t data_end = layout.size_of_headers;
@@ -332,7 +335,7 @@ void replace_pe_section(std::span<const std::uint8_t> input, std::size_t index, 
 
   // File: everything after the target's raw data moves by file_delta.
   out.clear();  // keeps the capacity
-  out.reserve(static_cast<std::size_t>(static_cast<std::int64_t>(image.size()) + file_delta));
+  reserve_on_huge_pages(out, static_cast<std::size_t>(static_cast<std::int64_t>(image.size()) + file_delta));
   std::size_t cut = target.raw_size != 0 ? target.raw_offset : static_cast<std::size_t>(align_up(image.size(), layout.file_alignment));
   if (target.raw_size == 0) {
     // A section without file data (never the case for a UKI's) gets it at the end of the file.

@@ -10,7 +10,9 @@
 #include "builder/talos/talos_build_checks.hpp"
 #include "builder/talos/talos_boot_files.hpp"
 #include "builder/talos/talos_iso_image.hpp"
+#include "builder/talos/huge_page_buffer.hpp"
 #include "builder/talos/iso_variant.hpp"
+#include "builder/talos/read_only_file_mapping.hpp"
 #include "builder/talos/talos_extension_image.hpp"
 #include "builder/talos/talos_kernel_args.hpp"
 #include "builder/talos/talos_machine_config.hpp"
@@ -264,7 +266,7 @@ SharedBootIsoPlan plan_command_lines(const Profile& profile, const TalosInputs& 
 // (docs/benchmarks.md, Talos section).
 struct NodeIsoTemplate {
   fs::path path;
-  std::vector<std::uint8_t> bytes;             // its content, read once for every variant's hash
+  ReadOnlyFileMapping bytes;                   // its content, mapped once for every variant's hash
   std::vector<IsoFilePlacement> placements;    // the files that differ between nodes
   std::optional<IsoEfiPartition> partition;    // where the edited EFI partition sits in it
   std::vector<std::uint8_t> input_partition;   // the input ISO's EFI partition: each node's starting point
@@ -377,15 +379,11 @@ std::optional<NodeIsoTemplate> make_node_iso_template(const fs::path& iso, const
                                                       const TalosIsoUkis& ukis) {
   NodeIsoTemplate t;
   t.path = iso;
-  t.bytes.resize(fs::file_size(iso));
-  std::ifstream in(iso, std::ios::binary);
-  if (!in.read(reinterpret_cast<char*>(t.bytes.data()), static_cast<std::streamsize>(t.bytes.size()))) {
-    throw Error("cannot read back " + iso.string());
-  }
+  t.bytes = ReadOnlyFileMapping(iso);
   std::vector<std::string> paths;
   for (const auto& file : varying) paths.push_back(file.path_in_image.substr(file.path_in_image.find_first_not_of('/')));
   try {
-    t.placements = locate_iso_files(t.bytes, paths);
+    t.placements = locate_iso_files(t.bytes.bytes(), paths);
     if (ukis.ukis_in_partition()) {
       t.partition = find_iso_efi_partition(iso);
       if (!t.partition || t.partition->size != ukis.partition()->size) throw Error("its EFI partition is not the input's size");
@@ -406,6 +404,7 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
                                                 std::optional<TalosIsoUkis::Applied>& uefi) {
   NodeIsoTemplate& t = *writer.node_iso_template;
   std::vector<std::uint8_t>& partition = t.partition_work;
+  reserve_on_huge_pages(partition, t.input_partition.size());
   partition.assign(t.input_partition.begin(), t.input_partition.end());
   TalosIsoUkis::EditedInMemory edited;
   if (!ukis.empty()) edited = ukis.edit(uki_edit, writer.uki_timestamp, partition);
@@ -421,7 +420,7 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
   if (!ukis.empty()) uefi = edited.applied;
   log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files (",
              patches->size(), " patches)");
-  Sha256Digest digest = write_iso_variant(t.path, t.bytes, *patches, writer.start(target), 0600);
+  Sha256Digest digest = write_iso_variant(t.path, t.bytes.bytes(), *patches, writer.start(target), 0600);
   patches.reset();  // they point into the edited UKIs
   ukis.recycle(std::move(edited));
   return writer.finish(target, digest);

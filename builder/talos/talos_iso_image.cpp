@@ -166,19 +166,43 @@ void extract_iso_files(const fs::path& iso, const std::vector<std::pair<std::str
   }
 }
 
-std::string read_iso_text_file(const fs::path& iso, const std::string& path_in_image) {
+namespace {
+
+// The file's data into `out`, sized once from its entry (a ~50 MiB UKI grew a string by doubling).
+template <typename Bytes>
+Bytes read_iso_entry(const fs::path& iso, const std::string& path_in_image) {
   ArchiveReadHandle reader(iso);
   archive_entry* entry = nullptr;
   while (archive_read_next_header(reader.handle, &entry) == ARCHIVE_OK) {
     if (path_in_image != entry_path(entry)) continue;
-    std::string text;
-    char buffer[8192];
-    la_ssize_t n = 0;
-    while ((n = archive_read_data(reader.handle, buffer, sizeof buffer)) > 0) text.append(buffer, static_cast<std::size_t>(n));
-    if (n < 0) throw Error(iso.string() + ": cannot read /" + path_in_image + ": " + reader.error());
-    return text;
+    Bytes out;
+    if (archive_entry_size_is_set(entry) && archive_entry_size(entry) > 0) out.reserve(static_cast<std::size_t>(archive_entry_size(entry)));
+    const void* block = nullptr;
+    std::size_t size = 0;
+    la_int64_t offset = 0;
+    int r = ARCHIVE_OK;
+    while ((r = archive_read_data_block(reader.handle, &block, &size, &offset)) == ARCHIVE_OK) {
+      if (offset < 0 || static_cast<std::uint64_t>(offset) < out.size()) {
+        throw Error(iso.string() + ": cannot read /" + path_in_image + ": its data blocks go backwards");
+      }
+      out.resize(static_cast<std::size_t>(offset));  // a hole reads as zeros
+      const auto* bytes = static_cast<const typename Bytes::value_type*>(block);
+      out.insert(out.end(), bytes, bytes + size);
+    }
+    if (r != ARCHIVE_EOF) throw Error(iso.string() + ": cannot read /" + path_in_image + ": " + reader.error());
+    return out;
   }
   throw Error(iso.string() + " has no /" + path_in_image + ": this does not look like a Talos ISO");
+}
+
+}  // namespace
+
+std::string read_iso_text_file(const fs::path& iso, const std::string& path_in_image) {
+  return read_iso_entry<std::string>(iso, path_in_image);
+}
+
+std::vector<std::uint8_t> read_iso_file(const fs::path& iso, const std::string& path_in_image) {
+  return read_iso_entry<std::vector<std::uint8_t>>(iso, path_in_image);
 }
 
 void write_config_iso(const fs::path& output, const std::string& config_yaml, const ConfigIsoOptions& options) {

@@ -32,6 +32,8 @@ std::vector<std::string> list_iso_files(const std::filesystem::path& iso);
 void extract_iso_files(const std::filesystem::path& iso,
                        const std::vector<std::pair<std::string, std::filesystem::path>>& wanted);
 std::string read_iso_text_file(const std::filesystem::path& iso, const std::string& path_in_image);
+// The same as bytes.
+std::vector<std::uint8_t> read_iso_file(const std::filesystem::path& iso, const std::string& path_in_image);
 
 struct ConfigIsoOptions {
   std::string volume_id = "metal-iso";

@@ -9,7 +9,10 @@
 
 #include "disk/block_device.hpp"
 #include "disk/fat_filesystem.hpp"
+#include "builder/talos/huge_page_buffer.hpp"
+#include "builder/talos/iso_variant.hpp"
 #include "builder/talos/pe_image.hpp"
+#include "builder/talos/read_only_file_mapping.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/positional_io.hpp"
@@ -66,10 +69,31 @@ TalosIsoUkis TalosIsoUkis::read(const fs::path& iso, const std::vector<std::stri
     }
     to.push_back(std::move(uki));
   };
+  std::vector<std::string> tree_paths;
   for (const auto& file : iso_files) {
-    if (!is_uki_path(file)) continue;
-    std::string text = read_iso_text_file(iso, file);
-    add(ukis.in_tree_, file, std::vector<std::uint8_t>(text.begin(), text.end()), "");
+    if (is_uki_path(file)) tree_paths.push_back(file);
+  }
+  if (!tree_paths.empty()) {
+    // Read from the mapped image where its directory records say the files are: streaming a ~50 MiB
+    // UKI through libarchive into a growing string cost more than the rest of the build's start
+    // (docs/benchmarks.md, Talos section). libarchive stays the fallback for an image our ISO 9660
+    // reader does not take (a multi-extent file, say).
+    std::vector<std::vector<std::uint8_t>> contents;
+    try {
+      ReadOnlyFileMapping image(iso);
+      for (const auto& placement : locate_iso_files(image.bytes(), tree_paths)) {
+        if (placement.data_offset > image.size() || placement.size > image.size() - placement.data_offset) {
+          throw Error("/" + placement.path + " lies past the end of the image");
+        }
+        auto bytes = image.bytes().subspan(placement.data_offset, placement.size);
+        reserve_on_huge_pages(contents.emplace_back(), bytes.size());
+        contents.back().assign(bytes.begin(), bytes.end());
+      }
+    } catch (const Error&) {
+      contents.clear();
+      for (const auto& path : tree_paths) contents.push_back(read_iso_file(iso, path));
+    }
+    for (std::size_t i = 0; i < tree_paths.size(); ++i) add(ukis.in_tree_, tree_paths[i], std::move(contents[i]), "");
   }
   ukis.partition_ = find_iso_efi_partition(iso);
   if (ukis.partition_) {
@@ -125,7 +149,9 @@ std::vector<std::uint8_t> TalosIsoUkis::read_partition() const {
   if (in_partition_.empty()) return {};
   FileDescriptor in(::open(iso_.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) throw_system_error("cannot open " + iso_.string(), errno);
-  std::vector<std::uint8_t> bytes(partition_->size);
+  std::vector<std::uint8_t> bytes;
+  reserve_on_huge_pages(bytes, partition_->size);
+  bytes.resize(partition_->size);
   pread_exactly(in.get(), partition_->offset, bytes.data(), bytes.size(), iso_.string());
   return bytes;
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "builder/talos/huge_page_buffer.hpp"
 #include "builder/talos/pe_image.hpp"
 #include "builder/talos/talos_kernel_args.hpp"
 #include "core/error.hpp"
@@ -88,6 +89,7 @@ void append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view ap
   std::size_t aligned = (std::size_t{section.virtual_size} + 3) / 4 * 4;
   std::size_t raw = std::min(section.virtual_size, section.raw_size);
   if (std::size_t{section.raw_offset} + raw > uki.size()) throw Error("UKI: .initrd raw data runs past the end of the file");
+  reserve_on_huge_pages(initrd, aligned + append.size());
   initrd.assign(aligned + append.size(), 0);  // every byte set: the scratch's old content never shows through
   std::copy_n(uki.begin() + section.raw_offset, raw, initrd.begin());
   std::copy(append.begin(), append.end(), initrd.begin() + static_cast<std::ptrdiff_t>(aligned));

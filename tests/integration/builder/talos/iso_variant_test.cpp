@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "builder/talos/iso_variant.hpp"
+#include "builder/talos/read_only_file_mapping.hpp"
 #include "builder/talos/talos_iso_image.hpp"
 #include "core/error.hpp"
 #include "core/sha256.hpp"
@@ -116,4 +117,28 @@ TEST_CASE("iso variant: a large patch mostly equal to the template is written as
   std::fill_n(expected.begin() + 290 * 1024, 100, '\x5a');
   CHECK(test::read_file(dir / "out.bin") == expected);
   CHECK(digest == Sha256::of_file(dir / "out.bin"));
+  // The digest is taken from memory on a second thread: the same as hashing the written file, and as
+  // hash_iso_variant alone.
+  CHECK(hash_iso_variant(template_bytes, patches) == digest);
+  CHECK(hash_iso_variant(template_bytes, {}) == Sha256::of(std::span<const std::uint8_t>(template_bytes)));
+  // Mapped rather than read, the template gives the same output.
+  ReadOnlyFileMapping mapped(dir / "template.bin");
+  REQUIRE(mapped.size() == template_bytes.size());
+  CHECK(std::equal(mapped.bytes().begin(), mapped.bytes().end(), template_bytes.begin()));
+  CHECK(write_iso_variant(dir / "template.bin", mapped.bytes(), patches, dir / "out2.bin", 0600) == digest);
+  CHECK(test::read_file(dir / "out2.bin") == expected);
+}
+
+TEST_CASE("iso variant: patches out of order are refused by the hash, a mapping names its file", "[talos][iso][variant]") {
+  std::vector<std::uint8_t> image(4096, 7);
+  std::vector<IsoBytePatch> patches;
+  patches.push_back({2000, {}, std::vector<std::uint8_t>(10, 1)});
+  patches.push_back({1000, {}, std::vector<std::uint8_t>(10, 2)});
+  CHECK_THROWS_WITH(hash_iso_variant(image, patches), Catch::Contains("out of order"));
+  patches = {{4090, {}, std::vector<std::uint8_t>(10, 1)}};
+  CHECK_THROWS_WITH(hash_iso_variant(image, patches), Catch::Contains("past the image"));
+  test::TempDir dir;
+  CHECK_THROWS_WITH(ReadOnlyFileMapping(dir / "missing.iso"), Catch::Contains("missing.iso"));
+  test::write_file(dir / "empty.iso", "");
+  CHECK(ReadOnlyFileMapping(dir / "empty.iso").bytes().empty());
 }

@@ -156,6 +156,10 @@ TEST_CASE("talos: files come out of the stand-in ISO through libarchive", "[talo
                     Catch::Contains("has no /boot/nothere") && Catch::Contains("not look like a Talos ISO"));
   auto files = list_iso_files(fixture / "metal-amd64.iso");
   CHECK(std::find(files.begin(), files.end(), "boot/grub/grub.cfg") != files.end());
+  // Read whole as bytes (the libarchive fallback of TalosIsoUkis::read), a file of several MiB.
+  std::vector<std::uint8_t> kernel = read_iso_file(fixture / "metal-amd64.iso", "boot/vmlinuz");
+  CHECK(Sha256::of(std::span<const std::uint8_t>(kernel)) == Sha256::of_file(fixture / "vmlinuz-amd64"));
+  CHECK_THROWS_WITH(read_iso_file(fixture / "metal-amd64.iso", "boot/nothere"), Catch::Contains("has no /boot/nothere"));
   IsoVolumeInfo info = read_iso_volume_info(fixture / "metal-amd64.iso");
   CHECK(info.volume_id == "TALOS_V1_12_0");
   CHECK(info.modification_date == "2025051500000000");
