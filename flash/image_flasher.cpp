@@ -375,6 +375,7 @@ class FlashPipeline {
         write_requests_(std::max(1u, options.write_requests)),
         verify_requests_(std::max(1u, options.verify_requests)),
         verify_batch_bytes_(std::max<std::uint64_t>(options.verify_batch_bytes, 1)),
+        flush_ahead_bytes_(std::max<std::uint64_t>(options.flush_ahead_bytes, 1)),
         buffer_count_(std::max(write_requests_ + 2, options.buffer_count)),
         held_(allocate_aligned(flash_first_block_size)),
         free_(buffer_count_),
@@ -425,6 +426,7 @@ class FlashPipeline {
         filled_.abort();
         written_.abort();
         verify_queue_.abort();
+        stop_flushing_ahead();
       };
       auto start_stage = [&](auto body) {
         return std::thread([&failure, &abort_all, body] {
@@ -451,11 +453,15 @@ class FlashPipeline {
       std::vector<std::thread> writers;
       for (unsigned i = 0; i < write_requests_; ++i) writers.push_back(start_stage([this] { write_buffers(); }));
       std::thread hand_over = start_stage([this, &progress] { hand_over_batches(progress); });
+      std::thread flusher;
+      if (target_.has_direct_io()) flusher = start_stage([this] { flush_ahead(); });
       auto join = [&] {
         for (auto& checker : checkers) checker.join();
         for (auto& writer : writers) writer.join();
         hand_over.join();
         write_finished_ = Clock::now();
+        stop_flushing_ahead();
+        if (flusher.joinable()) flusher.join();
         for (auto& verifier : verifiers) verifier.join();
       };
       try {
@@ -484,6 +490,7 @@ class FlashPipeline {
     }
     target_.flush();
     result.write_seconds = std::chrono::duration<double>(write_finished_ - started).count();
+    result.flushes_ahead = flushes_ahead_;
     // What verification added: the read-back of the last batch, after the writers were done.
     result.verify_seconds = seconds_since(write_finished_);
 
@@ -762,6 +769,7 @@ class FlashPipeline {
     while (auto written = written_.pop()) {
       progress_done = std::max(progress_done, written->progress_mark);
       progress.set_done(progress_done);
+      note_unflushed(written->bytes);
       batch_bytes += written->bytes;
       batch.insert(batch.end(), written->records.begin(), written->records.end());
       if (options_.verify && batch_bytes >= verify_batch_bytes_ && !hand_over()) return;
@@ -769,6 +777,37 @@ class FlashPipeline {
     if (written_.aborted()) return;
     if (options_.verify && !hand_over()) return;
     verify_queue_.close();
+  }
+
+  // With O_DIRECT, a drive with a volatile write cache (NVMe, USB SSDs, a virtual disk, a loop device
+  // over a file: its filesystem's journal and the disk under that) holds what was written until a
+  // flush makes it write it out, and the flush before the commit then waits for all of it at once:
+  // 0.2-0.25 s after 377 MiB to this VM's loop device, a quarter of the flash (dd conv=fsync pays the
+  // same at its end). This thread asks for a flush every flush_ahead_bytes written while the writers
+  // go on, so the device writes out in the background; the final flush then took 0.4-10 ms. It adds
+  // flushes, never removes one: the flush before the commit still makes every byte durable before
+  // the first MiB is written. (A card behind a USB reader caches little: its flush returns at once.)
+  void flush_ahead() {
+    std::unique_lock lock(flush_ahead_mutex_);
+    for (;;) {
+      flush_ahead_wanted_.wait(lock, [&] { return flush_ahead_stopped_ || unflushed_bytes_ >= flush_ahead_bytes_; });
+      if (flush_ahead_stopped_) return;
+      unflushed_bytes_ = 0;
+      lock.unlock();
+      target_.flush();
+      ++flushes_ahead_;
+      lock.lock();
+    }
+  }
+  void note_unflushed(std::uint64_t bytes) {
+    std::lock_guard lock(flush_ahead_mutex_);
+    unflushed_bytes_ += bytes;
+    if (unflushed_bytes_ >= flush_ahead_bytes_) flush_ahead_wanted_.notify_one();
+  }
+  void stop_flushing_ahead() {
+    std::lock_guard lock(flush_ahead_mutex_);
+    flush_ahead_stopped_ = true;
+    flush_ahead_wanted_.notify_one();
   }
 
   // Step 3: reads back each batch with O_DIRECT and compares it with the hashes taken while writing.
@@ -852,6 +891,12 @@ class FlashPipeline {
   unsigned write_requests_;
   unsigned verify_requests_;
   std::uint64_t verify_batch_bytes_;
+  std::uint64_t flush_ahead_bytes_;
+  std::mutex flush_ahead_mutex_;
+  std::condition_variable flush_ahead_wanted_;
+  std::uint64_t unflushed_bytes_ = 0;
+  bool flush_ahead_stopped_ = false;
+  unsigned flushes_ahead_ = 0;  // only the flush-ahead thread counts, read after it was joined
   unsigned buffer_count_;
   AlignedBuffer held_;
   std::vector<AlignedBuffer> buffers_;
