@@ -251,7 +251,7 @@ namespace {
 // sub-match pass when at most the whole match is wanted.
 std::size_t groups_used(unsigned flags, std::string_view replacement) {
   if ((flags & inverse) || !(flags & (rewrite | abort_on_match))) return 0;
-  std::size_t groups = (flags & rewrite) ? 1 : 0;  // a rewrite keeps what is around the match
+  std::size_t groups = 1;  // what is around the match is kept, also in an a rule's message
   for (std::size_t i = 0; i + 1 < replacement.size(); ++i) {
     if (replacement[i] != '\\') continue;
     char escape = replacement[++i];
@@ -405,6 +405,17 @@ std::string expand_replacement(std::string_view pattern, std::string_view subjec
   return out;
 }
 
+// `subject` with its match (match[0]) replaced by the expanded pattern, as genmatchstring() builds it.
+std::string replace_match(std::string_view pattern, std::string_view subject, const RegexMatch& match,
+                          const TftpRemapClient& client) {
+  auto match_start = static_cast<std::size_t>(match[0].rm_so);
+  auto match_end = static_cast<std::size_t>(match[0].rm_eo);
+  std::string out(subject.substr(0, match_start));
+  out += expand_replacement(pattern, subject, match, client);
+  out += subject.substr(match_end);
+  return out;
+}
+
 }  // namespace
 
 TftpRemapResult TftpRemapRules::apply(std::string_view filename, const TftpRemapClient& client) const {
@@ -446,17 +457,18 @@ TftpRemapResult TftpRemapRules::apply(std::string_view filename, const TftpRemap
       continue;
     }
     if (rule.flags & abort_on_match) {
+      // tftp-hpa's message is the name with the match replaced, like a rewrite ("a secret Forbidden"
+      // refuses "top/secret.txt" with "top/Forbidden.txt"). A ~ rule has no match: tftp-hpa 5.2
+      // would copy from offset -1 there, so only the expanded message is used.
       result.denied = true;
-      result.denial_reason = rule.replacement.empty() ? "Access violation"
-                                                      : expand_replacement(rule.replacement, current, match, client);
+      if (rule.replacement.empty()) result.denial_reason = "Access denied";  // in.tftpd's words
+      else if (rule.flags & inverse) result.denial_reason = expand_replacement(rule.replacement, current, match, client);
+      else result.denial_reason = replace_match(rule.replacement, current, match, client);
       return result;
     }
     if (rule.flags & rewrite) {
       while (true) {
-        auto match_start = static_cast<std::size_t>(match[0].rm_so);
-        auto match_end = static_cast<std::size_t>(match[0].rm_eo);
-        std::string rewritten = current.substr(0, match_start) +
-                                expand_replacement(rule.replacement, current, match, client) + current.substr(match_end);
+        std::string rewritten = replace_match(rule.replacement, current, match, client);
         if (rewritten.size() > max_rewritten_length) return give_up();
         current = std::move(rewritten);
         if (!(rule.flags & global)) break;

@@ -4,7 +4,8 @@
 //
 // Each line: OPERATION REGEX [REPLACEMENT]; '#' starts a comment; a backslash escapes whitespace and '#'.
 // Operation letters (tftp-hpa 5.2): r replace, g repeat until no match, i case-insensitive, e end if
-// matched, s restart from the first rule if matched, a refuse the request if matched, G/P GET/PUT only,
+// matched, s restart from the first rule if matched, a refuse the request if matched (its REPLACEMENT,
+// if any, gives the error message: the name with the match replaced, as tftp-hpa), G/P GET/PUT only,
 // 4/6 IPv4/IPv6 only, ~ act when the regex does not match. Regexes go to glibc's regcomp(REG_EXTENDED
 // [| REG_ICASE]) as written, and names are matched with regexec, exactly as tftp-hpa's remap.c does
 // (POSIX leftmost-longest, GNU escapes such as \w, \s, \b, \< and an escaped ordinary character).

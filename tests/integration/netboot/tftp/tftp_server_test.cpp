@@ -570,7 +570,8 @@ TEST_CASE("tftp server: remap rules and per-client directories apply before the 
   RawClient client;
   auto denied = expect_error(client, server.port(), read_request("private/key"));
   CHECK(denied.code == TftpErrorCode::access_violation);
-  CHECK(denied.message == "No private files");
+  // tftp-hpa's message: the name with the match replaced (e2e tftp_remap_vs_tftp_hpa compares them).
+  CHECK(denied.message == "No private fileskey");
 }
 
 TEST_CASE("tftp server: a remap rule that produces '..' cannot lead out of the root", "[tftp][server]") {
