@@ -5,9 +5,9 @@
 #include <cstring>
 #include <optional>
 
-#include "builder/talos/huge_page_buffer.hpp"
 #include "core/endian.hpp"
 #include "core/error.hpp"
+#include "core/huge_pages.hpp"
 
 namespace aggrik8s::builder {
 

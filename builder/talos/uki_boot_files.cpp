@@ -7,15 +7,15 @@
 #include <algorithm>
 #include <cerrno>
 
-#include "disk/block_device.hpp"
-#include "disk/fat_filesystem.hpp"
-#include "builder/talos/huge_page_buffer.hpp"
 #include "builder/talos/iso_variant.hpp"
 #include "builder/talos/pe_image.hpp"
 #include "builder/talos/read_only_file_mapping.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/huge_pages.hpp"
 #include "core/positional_io.hpp"
+#include "disk/block_device.hpp"
+#include "disk/fat_filesystem.hpp"
 
 namespace aggrik8s::builder {
 namespace fs = std::filesystem;

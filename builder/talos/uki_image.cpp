@@ -2,10 +2,10 @@
 
 #include <algorithm>
 
-#include "builder/talos/huge_page_buffer.hpp"
 #include "builder/talos/pe_image.hpp"
 #include "builder/talos/talos_kernel_args.hpp"
 #include "core/error.hpp"
+#include "core/huge_pages.hpp"
 
 namespace aggrik8s::builder {
 
