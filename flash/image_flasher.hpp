@@ -48,8 +48,9 @@ struct FlashOptions {
   // Written only where the bmap maps blocks (bmap given) or where the image holds non-zero 4 KiB
   // blocks (no bmap): old data stays in the rest, exactly as bmaptool leaves it.
   // 4 MiB requests are large for every device (the kernel splits them to the device's own limit);
-  // the buffers' memory is what costs: each first touch of a page faults it in (see
-  // disk/aligned_buffer.hpp), so 8 x 4 MiB instead of 10 x 8 MiB took ~0.05-0.1 s off a flash here.
+  // the buffers' memory is what costs: a page's first touch is slow on a VM (see
+  // disk/aligned_buffer.hpp), so 8 x 4 MiB (32 MiB to touch) rather than 10 x 8 MiB. Buffers of 2,
+  // 4 and 8 MiB gave the same times within noise on this VM's loop device (5 rounds each).
   std::size_t buffer_size = 4 << 20;
   // Buffers between reader and writers (raised to write_requests + 2 if lower, so the reader is
   // never starved while every writer holds one).
