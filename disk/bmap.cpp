@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "disk/aligned_buffer.hpp"
 #include "disk/image_patch.hpp"
 #include "disk/zero_detection.hpp"
 #include "core/error.hpp"
@@ -167,7 +168,7 @@ class RangeScanner {
         name_(name),
         progress_(progress),
         progress_mutex_(progress_mutex),
-        buffer_(read_chunk_size) {}
+        buffer_(allocate_aligned(read_chunk_size, false)) {}
 
   std::vector<BmapRange> scan(std::uint64_t first_block, std::uint64_t last_block) {
     BlockRangeHasher ranges(layout_.block_size, options_);
@@ -175,9 +176,9 @@ class RangeScanner {
     const std::uint64_t start = first_block * block_size;
     const std::uint64_t end = std::min(layout_.image_size, (last_block + 1) * block_size);
     for (std::uint64_t offset = start; offset < end;) {
-      std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer_.size(), end - offset));
-      pread_exactly(fd_, offset, buffer_.data(), length, name_);
-      ranges.add(offset, buffer_.data(), length);
+      std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(read_chunk_size, end - offset));
+      pread_exactly(fd_, offset, buffer_.get(), length, name_);
+      ranges.add(offset, buffer_.get(), length);
       offset += length;
       std::lock_guard lock(progress_mutex_);
       progress_.add(length);
@@ -192,7 +193,7 @@ class RangeScanner {
   const std::string& name_;
   ProgressTask& progress_;
   std::mutex& progress_mutex_;
-  std::vector<std::uint8_t> buffer_;
+  AlignedBuffer buffer_;  // on huge pages, not zeroed: every byte hashed is read into it first
 };
 
 // The data of an image in whole blocks: extents rounded out to block boundaries (clipped to the
@@ -219,8 +220,12 @@ std::vector<ByteSpan> data_spans(int fd, std::uint64_t image_size, std::uint64_t
 struct ImageChunk {
   std::uint64_t offset = 0;
   std::size_t length = 0;
-  std::vector<std::uint8_t> data;
+  AlignedBuffer data;  // image_chunk_bytes
 };
+// The slots' buffers are on huge pages and not zeroed (every byte hashed is read into them first):
+// zeroing 8 x 4 MiB in 4 KiB pages was 8,192 first-touch faults per hashed image, two thirds of a
+// 1-node Pi build's page faults (10-30 us each on the development VMs; docs/benchmarks.md).
+constexpr std::size_t image_chunk_bytes = 4 * read_chunk_size;
 
 // Hashes the whole image in file order from the chunks the reader hands over, feeding zeros for
 // the holes between them.
@@ -228,7 +233,7 @@ class WholeImageHasher {
  public:
   void add(const ImageChunk& chunk) {
     add_zeros(chunk.offset - position_);
-    hash_.update(std::span<const std::uint8_t>(chunk.data.data(), chunk.length));
+    hash_.update(std::span<const std::uint8_t>(chunk.data.get(), chunk.length));
     position_ = chunk.offset + chunk.length;
   }
   Sha256Digest finish(std::uint64_t image_size) {
@@ -560,7 +565,7 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
   const bool two_threads =
       (options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency())) > 1;
   std::vector<ImageChunk> slots(two_threads ? 8 : 1);
-  for (auto& slot : slots) slot.data.resize(4 * read_chunk_size);
+  for (auto& slot : slots) slot.data = allocate_aligned(image_chunk_bytes, false);
   std::mutex mutex;
   std::condition_variable changed;
   std::uint64_t produced = 0;  // chunks ready for the whole-image hasher
@@ -602,8 +607,8 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
           changed.wait(lock, [&] { return index < consumed + slots.size(); });
         }
         chunk.offset = offset;
-        chunk.length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.data.size(), span.end - offset));
-        reader.read(offset, chunk.data.data(), chunk.length);
+        chunk.length = static_cast<std::size_t>(std::min<std::uint64_t>(image_chunk_bytes, span.end - offset));
+        reader.read(offset, chunk.data.get(), chunk.length);
         if (two_threads) {
           {
             std::lock_guard lock(mutex);
@@ -613,7 +618,7 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
         } else {
           whole.add(chunk);
         }
-        if (with_bmap) ranges.add(chunk.offset, chunk.data.data(), chunk.length);
+        if (with_bmap) ranges.add(chunk.offset, chunk.data.get(), chunk.length);
         offset += chunk.length;
         progress.add(chunk.length);
       }
@@ -697,16 +702,17 @@ Bmap update_opened_bmap(const OpenedImage& image, const ImageReader& reader, con
   // The touched chunks, read again where the image has data (an edit may have filled a hole).
   const std::vector<ByteSpan>& spans = image.spans;
   BlockRangeHasher hasher(block_size, options);
-  std::vector<std::uint8_t> buffer(static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, 4 * read_chunk_size)));
+  const auto buffer_bytes = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, image_chunk_bytes));
+  const AlignedBuffer buffer = allocate_aligned(buffer_bytes, false);  // read into before it is hashed
   for (std::uint64_t chunk : dirty) {
     const std::uint64_t begin = chunk * chunk_bytes;
     const std::uint64_t end = std::min(size, begin + chunk_bytes);
     auto span = std::lower_bound(spans.begin(), spans.end(), begin, [](const ByteSpan& s, std::uint64_t at) { return s.end <= at; });
     for (; span != spans.end() && span->begin < end; ++span) {
       for (std::uint64_t offset = std::max(span->begin, begin); offset < std::min(span->end, end);) {
-        auto length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), std::min(span->end, end) - offset));
-        reader.read(offset, buffer.data(), length);
-        hasher.add(offset, buffer.data(), length);
+        auto length = static_cast<std::size_t>(std::min<std::uint64_t>(buffer_bytes, std::min(span->end, end) - offset));
+        reader.read(offset, buffer.get(), length);
+        hasher.add(offset, buffer.get(), length);
         offset += length;
       }
       hasher.close_range();

@@ -36,6 +36,7 @@ extern "C" {
 #include "disk/zero_detection.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/huge_pages.hpp"
 #include "core/log.hpp"
 #include "core/read_ahead.hpp"
 #include "core/subprocess.hpp"
@@ -847,19 +848,26 @@ struct Ext4Filesystem::State {
     // The next chunk is read on another thread while this one is checked and written: reading a
     // host file and writing the image are each a copy through the page cache, and they then run on
     // two cores. (Sources of one chunk, the usual small file, are read inline.)
-    std::array<std::vector<std::byte>, 2> buffers;
-    buffers[0].resize(copy_chunk_bytes);
-    if (chunks.size() > 1) buffers[1].resize(copy_chunk_bytes);
+    // The buffers are as large as the largest chunk (a small file's are small, from malloc's heap),
+    // not zeroed (read_chunk fills every byte of a chunk), and from a MiB up on huge pages: a fresh
+    // zeroed 4 MiB buffer per file was 1,024 first-touch faults of 10-30 us each on the development
+    // VMs, for every file a Pi build writes (docs/benchmarks.md, Pi build section).
+    std::size_t buffer_bytes = 0;
+    for (const Chunk& chunk : chunks) buffer_bytes = std::max(buffer_bytes, chunk.length);
+    using ChunkBuffer = std::unique_ptr<std::byte, decltype(&std::free)>;
+    auto allocate_buffer = [buffer_bytes] {
+      return ChunkBuffer(static_cast<std::byte*>(allocate_on_huge_pages(buffer_bytes, alignof(std::max_align_t))), &std::free);
+    };
+    std::array<ChunkBuffer, 2> buffers{allocate_buffer(), chunks.size() > 1 ? allocate_buffer() : ChunkBuffer(nullptr, &std::free)};
     auto read_chunk = [&source, &chunks, &buffers](std::size_t index) {
       const Chunk& chunk = chunks[index];
-      std::vector<std::byte>& buffer = buffers[index % 2];
-      std::size_t got = source.read(chunk.position, std::span(buffer.data(), chunk.length));
-      std::fill(buffer.begin() + static_cast<std::ptrdiff_t>(got), buffer.begin() + static_cast<std::ptrdiff_t>(chunk.length),
-                std::byte{0});
+      std::byte* buffer = buffers[index % 2].get();
+      std::size_t got = source.read(chunk.position, std::span(buffer, chunk.length));
+      std::fill(buffer + got, buffer + chunk.length, std::byte{0});
     };
     for_each_read_ahead(chunks.size(), read_chunk, [&](std::size_t index) {
       const Chunk& chunk = chunks[index];
-      const std::byte* data = buffers[index % 2].data();
+      const std::byte* data = buffers[index % 2].get();
       // All-zero blocks are left as holes: reads return zeros for them, and the image stays sparse.
       const std::size_t blocks = chunk.length / bs;
       std::size_t b = 0;

@@ -13,6 +13,7 @@
 #include "core/file_descriptor.hpp"
 #include "core/positional_io.hpp"
 #include "core/progress.hpp"
+#include "disk/aligned_buffer.hpp"
 
 namespace aggrik8s {
 
@@ -54,10 +55,11 @@ class DataCopier {
   }
 
   ssize_t copy_through_buffer(std::uint64_t from, std::size_t length) {
-    buffer_.resize(buffered_copy_bytes);
-    ssize_t n = ::pread(copy_.source, buffer_.data(), std::min(buffer_.size(), length), static_cast<off_t>(from));
+    // On huge pages and not zeroed (only bytes read into it are written), made on the first use.
+    if (!buffer_) buffer_ = allocate_aligned(buffered_copy_bytes, false);
+    ssize_t n = ::pread(copy_.source, buffer_.get(), std::min(buffered_copy_bytes, length), static_cast<off_t>(from));
     if (n > 0) {
-      pwrite_all(copy_.destination, destination_offset(from), buffer_.data(), static_cast<std::size_t>(n),
+      pwrite_all(copy_.destination, destination_offset(from), buffer_.get(), static_cast<std::size_t>(n),
                  copy_.destination_name);
     }
     return n;
@@ -65,7 +67,7 @@ class DataCopier {
 
   const SparseRangeCopy& copy_;
   bool kernel_copy_ = true;
-  std::vector<char> buffer_;
+  AlignedBuffer buffer_;
 };
 
 // Makes [offset, offset + length) of fd read as zeros without allocating it where the filesystem can.
