@@ -224,6 +224,25 @@ TEST_CASE("ext4: host files are streamed, holes and zero blocks stay sparse", "[
   require_clean(image);
 }
 
+TEST_CASE("ext4: a file of several copy chunks reads back byte for byte, and so do the small files written after it", "[ext4]") {
+  // write_content reads chunks of up to 4 MiB into two buffers in turn, sized to the largest chunk and
+  // not zeroed (on huge pages from a MiB up): every chunk, the short last one included, must be
+  // exactly the source's bytes, and a small file written next must not see the large one's.
+  TempDir dir;
+  auto image = make_image(dir);
+  std::string large = random_bytes((std::size_t{9} << 20) + 1234, 11);
+  std::string small = random_bytes(777, 12);
+  {
+    auto fs = open_rw(image);
+    fs.write_file("/large", large, {});
+    fs.write_file("/small", small, {});
+    CHECK(fs.read_file("/large") == large);
+    CHECK(fs.read_file("/small") == small);
+    CHECK(fs.status("/small").size == small.size());
+  }
+  require_clean(image);
+}
+
 TEST_CASE("ext4: writing more than the free space fails clearly and leaves the filesystem consistent", "[ext4]") {
   TempDir dir;
   auto image = make_image(dir);
