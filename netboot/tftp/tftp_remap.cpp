@@ -174,63 +174,98 @@ std::string read_escaped_token(std::string_view line, std::size_t& position) {
 
 std::size_t check_tftp_remap_regex(std::string_view in) {
   // One entry per open group: positions so far, and the positions of the last piece (what a
-  // following repetition operator copies).
+  // following repetition operator copies). Also whether the pieces can match the empty string:
+  // repeating such a piece is refused (see the throw below).
   struct Group {
     std::size_t positions = 0;
     std::size_t last_piece = 0;
+    bool has_piece = false;            // a piece a repetition operator would apply to
+    bool last_nullable = false;        // the last piece can match the empty string
+    bool before_last_nullable = true;  // every piece of this alternative before the last can
+    bool an_alternative_nullable = false;
+    bool alternative_nullable() const { return before_last_nullable && (!has_piece || last_nullable); }
   };
   std::vector<Group> groups(1);
-  auto add_piece = [&](std::size_t positions) {
-    groups.back().positions += positions;
-    groups.back().last_piece = positions;
-  };
-  auto repeat_last_piece = [&](std::size_t copies) {
+  auto add_piece = [&](std::size_t positions, bool nullable) {
     Group& group = groups.back();
+    group.before_last_nullable = group.alternative_nullable();
+    group.positions += positions;
+    group.last_piece = positions;
+    group.has_piece = true;
+    group.last_nullable = nullable;
+  };
+  // A repetition operator at in[at] whose result can match the empty string when `zero_allowed`.
+  auto repeat_last_piece = [&](std::size_t copies, bool zero_allowed, std::size_t at) {
+    Group& group = groups.back();
+    if (group.has_piece && group.last_nullable) {
+      // (a*)*, a**, (a?){3}, (x|)+: glibc's regcomp computes epsilon closures through such nests in
+      // time exponential in their number after an anchor (^(a*)*(a*)*... with 15 pieces: 70 ms, 20:
+      // seconds; ^[0-9a-f]*****...{4}, found by the tftp_remap fuzz target: minutes). POSIX leaves
+      // adjacent repetition operators undefined, and the nest matches what its inner piece matches.
+      throw std::invalid_argument("the repetition at offset " + std::to_string(at) +
+                                  " repeats something that can match the empty string (as (a*)* or a**)");
+    }
     if (group.last_piece != 0 && copies > max_regex_positions / group.last_piece) group.positions = max_regex_positions + 1;
     else group.positions = group.positions - group.last_piece + group.last_piece * copies;
     group.last_piece *= std::min(copies, max_regex_positions + 1);
+    group.last_nullable = group.last_nullable || zero_allowed;
   };
   std::size_t i = 0;
   while (i < in.size()) {
     char c = in[i];
     if (c == '[') {
       i = bracket_expression_end(in, i) + 1;  // unterminated: regcomp says so
-      add_piece(1);
+      add_piece(1, false);
     } else if (c == '\\') {
       if (i + 1 < in.size() && in[i + 1] >= '1' && in[i + 1] <= '9') {
         // glibc accepts back-references in an ERE, but matching them backtracks: exponential in the
         // name's length, and tftp-hpa's rules have no use for them.
         throw std::invalid_argument(std::string("\\") + in[i + 1] + " (a back reference inside the regex) is not supported");
       }
+      // \b, \<, \>, \` and \' (GNU) match no character; the rest are one character.
+      bool zero_width = i + 1 < in.size() && std::string_view("b<>`'B").find(in[i + 1]) != std::string_view::npos;
       i += 2;  // a trailing backslash: regcomp says so
-      add_piece(1);
+      add_piece(1, zero_width);
     } else if (c == '(') {
       groups.emplace_back();
       ++i;
     } else if (c == ')' && groups.size() > 1) {
       std::size_t positions = groups.back().positions + 1;
+      bool nullable = groups.back().an_alternative_nullable || groups.back().alternative_nullable();
       groups.pop_back();
-      add_piece(positions);
+      add_piece(positions, nullable);
       ++i;
     } else if (c == '|') {
-      groups.back().last_piece = 0;
+      Group& group = groups.back();
+      group.an_alternative_nullable = group.an_alternative_nullable || group.alternative_nullable();
+      group.last_piece = 0;
+      group.has_piece = false;
+      group.last_nullable = false;
+      group.before_last_nullable = true;
       ++i;
     } else if (c == '+') {
-      repeat_last_piece(2);  // a+ is compiled as aa*
+      repeat_last_piece(2, false, i);  // a+ is compiled as aa*
+      ++i;
+    } else if (c == '*' || c == '?') {
+      repeat_last_piece(1, true, i);  // one copy
       ++i;
     } else if (c == '{') {
       std::size_t close = i;
       std::optional<std::size_t> copies = interval_copies(in, i, close);
       if (copies) {
-        repeat_last_piece(*copies);
+        // {0,n} and {,n} (GNU) allow no copy at all.
+        std::size_t first = i + 1;
+        while (first < close && in[first] == '0') ++first;
+        repeat_last_piece(*copies, first >= close || in[first] < '1' || in[first] > '9', i);
         i = close + 1;
       } else {
-        add_piece(1);
+        add_piece(1, false);
         ++i;
       }
     } else {
-      // '*' and '?' compile to one copy; the anchors ^ and $ match no character and cost nothing.
-      if (c != '*' && c != '?' && c != '^' && c != '$') add_piece(1);
+      // The anchors ^ and $ match no character and cost nothing (a repetition right after one is
+      // regcomp's REG_BADRPT, so they need not be pieces a repetition applies to).
+      if (c != '^' && c != '$') add_piece(1, false);
       ++i;
     }
     if (groups.back().positions > max_regex_positions) {

@@ -58,8 +58,9 @@ class TftpRemapRules {
 };
 
 // The checks made on a remap regex before regcomp sees it: no back-reference (\1..\9 outside a bracket
-// expression), no repetition count over 255, at most 256 positions once glibc has expanded the bounded
-// repetitions (a{3} is compiled as aaa). Returns that number of positions, which apply() charges per
+// expression), no repetition count over 255, no repetition of something that can match the empty
+// string ((a*)*, a**: glibc's regcomp takes exponential time on nests of them), at most 256 positions
+// once glibc has expanded the bounded repetitions (a{3} is compiled as aaa). Returns that number of positions, which apply() charges per
 // search. Throws std::invalid_argument saying which rule was broken. Exposed for tests.
 std::size_t check_tftp_remap_regex(std::string_view posix_extended);
 
