@@ -32,11 +32,11 @@ extern "C" {
 #include <string_view>
 #include <utility>
 
+#include "disk/aligned_buffer.hpp"
 #include "disk/sparse_file.hpp"
 #include "disk/zero_detection.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
-#include "core/huge_pages.hpp"
 #include "core/log.hpp"
 #include "core/read_ahead.hpp"
 #include "core/subprocess.hpp"
@@ -854,20 +854,17 @@ struct Ext4Filesystem::State {
     // VMs, for every file a Pi build writes (docs/benchmarks.md, Pi build section).
     std::size_t buffer_bytes = 0;
     for (const Chunk& chunk : chunks) buffer_bytes = std::max(buffer_bytes, chunk.length);
-    using ChunkBuffer = std::unique_ptr<std::byte, decltype(&std::free)>;
-    auto allocate_buffer = [buffer_bytes] {
-      return ChunkBuffer(static_cast<std::byte*>(allocate_on_huge_pages(buffer_bytes, alignof(std::max_align_t))), &std::free);
-    };
-    std::array<ChunkBuffer, 2> buffers{allocate_buffer(), chunks.size() > 1 ? allocate_buffer() : ChunkBuffer(nullptr, &std::free)};
+    std::array<AlignedBuffer, 2> buffers{allocate_aligned(buffer_bytes, false),
+                                         chunks.size() > 1 ? allocate_aligned(buffer_bytes, false) : AlignedBuffer()};
     auto read_chunk = [&source, &chunks, &buffers](std::size_t index) {
       const Chunk& chunk = chunks[index];
-      std::byte* buffer = buffers[index % 2].get();
+      auto* buffer = reinterpret_cast<std::byte*>(buffers[index % 2].get());
       std::size_t got = source.read(chunk.position, std::span(buffer, chunk.length));
       std::fill(buffer + got, buffer + chunk.length, std::byte{0});
     };
     for_each_read_ahead(chunks.size(), read_chunk, [&](std::size_t index) {
       const Chunk& chunk = chunks[index];
-      const std::byte* data = buffers[index % 2].get();
+      const auto* data = reinterpret_cast<const std::byte*>(buffers[index % 2].get());
       // All-zero blocks are left as holes: reads return zeros for them, and the image stays sparse.
       const std::size_t blocks = chunk.length / bs;
       std::size_t b = 0;
