@@ -350,7 +350,12 @@ Sha256Digest write_iso_variant(const fs::path& template_path, std::span<const st
   // busy machine it simply takes its turn. Joined on every path out (the future's destructor waits).
   std::future<Sha256Digest> digest =
       std::async(std::launch::async, [&template_bytes, &patches] { return hash_iso_variant(template_bytes, patches); });
+  copy_iso_variant(template_path, template_bytes, patches, output, mode);
+  return digest.get();
+}
 
+void copy_iso_variant(const fs::path& template_path, std::span<const std::uint8_t> template_bytes,
+                      const std::vector<IsoBytePatch>& patches, const fs::path& output, mode_t mode) {
   FileDescriptor from(::open(template_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!from) throw_system_error("cannot open " + template_path.string(), errno);
   std::error_code ignored;
@@ -396,7 +401,6 @@ Sha256Digest write_iso_variant(const fs::path& template_path, std::span<const st
     position = patch.offset + bytes.size();
   }
   copy_range(from.get(), to.get(), template_bytes, position, template_bytes.size() - position, output, kernel_copy);
-  return digest.get();
 }
 
 }  // namespace aggrik8s::builder

@@ -74,5 +74,9 @@ Sha256Digest hash_iso_variant(std::span<const std::uint8_t> template_bytes, cons
 // costs about as much CPU as copying it, and the two need not wait for each other.
 Sha256Digest write_iso_variant(const std::filesystem::path& template_path, std::span<const std::uint8_t> template_bytes,
                                const std::vector<IsoBytePatch>& patches, const std::filesystem::path& output, mode_t mode);
+// write_iso_variant without the hash, for a caller that takes it elsewhere (hash_iso_variant on a
+// thread that may outlast this call: the Talos build overlaps it with the next node's edits).
+void copy_iso_variant(const std::filesystem::path& template_path, std::span<const std::uint8_t> template_bytes,
+                      const std::vector<IsoBytePatch>& patches, const std::filesystem::path& output, mode_t mode);
 
 }  // namespace aggrik8s::builder
