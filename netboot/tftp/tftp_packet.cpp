@@ -224,7 +224,10 @@ std::vector<std::uint8_t> encode_tftp_packet(const TftpPacket& packet) {
         } else if constexpr (std::is_same_v<T, TftpErrorPacket>) {
           append_u16(out, static_cast<std::uint16_t>(TftpOpcode::error));
           append_u16(out, static_cast<std::uint16_t>(p.code));
-          append_string(out, p.message);
+          // Cut to what a 516-byte packet holds: clients that read into a buffer of one default data
+          // packet (RFC 1350's 512 bytes + header; PXE ROMs, U-Boot) would otherwise get a message
+          // without its NUL. An `a` remap rule's message is the rewritten name, up to 1 KiB.
+          append_string(out, std::string_view(p.message).substr(0, tftp_max_error_message));
         } else {
           static_assert(std::is_same_v<T, TftpOptionAck>);
           append_u16(out, static_cast<std::uint16_t>(TftpOpcode::option_ack));

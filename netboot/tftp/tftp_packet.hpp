@@ -65,6 +65,10 @@ struct TftpAck {
   bool operator==(const TftpAck&) const = default;
 };
 
+// The longest ERROR message encode_tftp_packet sends (longer ones are cut): with the 4-byte header and
+// the NUL, an ERROR packet is never larger than a default 512-byte DATA packet.
+inline constexpr std::size_t tftp_max_error_message = 511;
+
 struct TftpErrorPacket {
   TftpErrorCode code = TftpErrorCode::not_defined;  // any 16-bit value is kept, even outside the RFC list
   std::string message;

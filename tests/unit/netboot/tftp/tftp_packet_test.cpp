@@ -59,6 +59,21 @@ TEST_CASE("tftp packet: DATA, ACK, ERROR and OACK round-trip", "[tftp]") {
   CHECK(parse_tftp_packet(encode_tftp_packet(oack)) == oack);
 }
 
+TEST_CASE("tftp packet: an ERROR message is cut so the packet fits a 516-byte client buffer", "[tftp]") {
+  // A remap `a` rule's message is the rewritten name, which may be ~1 KiB long.
+  std::string long_message(1000, 'x');
+  long_message.replace(0, 5, "deny:");
+  auto wire = encode_tftp_packet(TftpErrorPacket{TftpErrorCode::access_violation, long_message});
+  CHECK(wire.size() == 516);
+  CHECK(wire.back() == 0);
+  auto parsed = std::get<TftpErrorPacket>(parse_tftp_packet(wire));
+  CHECK(parsed.code == TftpErrorCode::access_violation);
+  CHECK(parsed.message == long_message.substr(0, tftp_max_error_message));
+  // One that fits is sent whole.
+  std::string fits(tftp_max_error_message, 'y');
+  CHECK(std::get<TftpErrorPacket>(parse_tftp_packet(encode_tftp_packet(TftpErrorPacket{TftpErrorCode::not_defined, fits}))).message == fits);
+}
+
 TEST_CASE("tftp packet: an ERROR without its final NUL is accepted, since the message ends with the datagram", "[tftp]") {
   auto error = std::get<TftpErrorPacket>(parse("\0\5\0\0Early terminate"sv));
   CHECK(error.code == TftpErrorCode::not_defined);
