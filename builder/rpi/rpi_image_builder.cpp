@@ -767,16 +767,11 @@ std::vector<BuiltNode> build_node_images(RpiNodeBuild& build, const std::vector<
   // last node's image, and what the other nodes' reflinks share). An fdatasync, not only a writeback:
   // on a disk with a write cache (a VM's virtual disk over the host's page cache) the cache flush is
   // what takes the time, and this one overlaps the hashing; the final fdatasync of each image then
-  // waits only for its node's patch. Its errors are left to that final fdatasync, which reports them.
+  // waits only for its node's patch. Its error is rethrown below: the kernel reports a writeback error
+  // to one fdatasync only, so the final one would not see it again.
   std::future<void> early_flush;
   if (build.options.sync_images) {
-    early_flush = std::async(std::launch::async, [path = prepared.path] {
-      try {
-        wait_until_on_disk(path);
-      } catch (const std::exception& e) {
-        log::debug("early flush of ", path.string(), ": ", e.what());
-      }
-    });
+    early_flush = std::async(std::launch::async, [path = prepared.path] { wait_until_on_disk(path); });
   }
   std::vector<NodeResult> results;
   for (const Rpi5Node* node : nodes) {
@@ -809,6 +804,7 @@ std::vector<BuiltNode> build_node_images(RpiNodeBuild& build, const std::vector<
   fs::rename(prepared.path, partials.back());
   write_image_patch(results.back().patch, partials.back());
   if (build.options.sync_images) start_writeback(partials.back());
+  if (early_flush.valid()) early_flush.get();
 
   std::vector<BuiltNode> built_nodes;
   for (std::size_t i = 0; i < nodes.size(); ++i) {
