@@ -608,7 +608,11 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
         talos->error_at("outputs", "'talos.outputs' entries must be config-iso, iso or netboot, got '" + o + "'");
       }
     }
-    if ((t.outputs.size() > 1 || t.outputs.front() != "config-iso") && !t.iso && !(t.kernel && t.initramfs)) {
+    if (t.outputs.empty()) {
+      // An empty list would build nothing; leaving the key out means the default, config-iso.
+      talos->error_at("outputs", "'talos.outputs' is empty: list at least one of config-iso, iso, netboot "
+                                 "(or leave it out for config-iso)");
+    } else if ((t.outputs.size() > 1 || t.outputs.front() != "config-iso") && !t.iso && !(t.kernel && t.initramfs)) {
       talos->error("these outputs need a Talos ISO or kernel + initramfs");
     }
     t.netboot_url = talos->string("netboot_url");

@@ -301,6 +301,21 @@ nodes:
   CHECK(n.patches[0].kind == TalosPatch::Kind::json6902);
   CHECK(n.patches[1].kind == TalosPatch::Kind::merge);
   CHECK(profile->talos.outputs == std::vector<std::string>{"config-iso"});
+
+  // `outputs: []` once crashed the reader (front() of an empty list; found by the profile_yaml fuzz
+  // target): it is an error at the key.
+  test::write_file(dir / "t3.yaml", R"(kind: talos-iso
+talos:
+  config: {file: cp.yaml}
+  outputs: []
+nodes:
+  - name: cp1
+    mac: 52-54-00-AA-BB-01
+)");
+  Diagnostics d3;
+  CHECK_FALSE(load_profile(dir / "t3.yaml", d3));
+  INFO(dump(d3));
+  CHECK(has_error(d3, (dir / "t3.yaml").string() + ":4:12:", "'talos.outputs' is empty"));
 }
 
 TEST_CASE("output.ephemeral: true takes the defaults, a map sets them, bad values point at the line", "[profile]") {
