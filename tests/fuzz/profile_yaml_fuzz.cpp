@@ -3,10 +3,7 @@
 // reading and validation of every section). Whatever the bytes, load_profile returns a profile or
 // nullopt with diagnostics: a yaml-cpp exception, a crash or an abort is a bug. Secret and overlay
 // checks are off: they look at the host, not at the input.
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -14,27 +11,12 @@
 #include "builder/profile.hpp"
 #include "core/config_node.hpp"
 #include "core/diagnostics.hpp"
+#include "tests/fuzz/fuzz_scratch_directory.hpp"
 
 using namespace aggrik8s;
 
-namespace {
-
-// One scratch directory per fuzzing process; `extends:` with a relative path resolves inside it.
-const std::filesystem::path& scratch_directory() {
-  static const std::filesystem::path directory = [] {
-    std::string pattern = (std::filesystem::temp_directory_path() / "aggrik8s-profile-fuzz-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    std::filesystem::path made(pattern);
-    std::atexit([] { std::filesystem::remove_all(scratch_directory()); });
-    return made;
-  }();
-  return directory;
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  const std::filesystem::path file = scratch_directory() / "profile.yaml";
+  const std::filesystem::path file = fuzz::scratch_directory() / "profile.yaml";
   {
     std::ofstream out(file, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));

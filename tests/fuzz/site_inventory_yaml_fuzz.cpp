@@ -4,34 +4,21 @@
 // diagnostics: a yaml-cpp exception, a crash or an abort is a bug. The file name puts it in an empty
 // scratch directory, so relative profile paths name nothing; check_site is skipped when a machine's
 // profile is absolute or climbs out (it would read that file from the host).
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 
 #include "core/config_node.hpp"
 #include "core/diagnostics.hpp"
 #include "site/site_inventory.hpp"
+#include "tests/fuzz/fuzz_scratch_directory.hpp"
 
 using namespace aggrik8s;
 
 namespace {
 
-const std::filesystem::path& scratch_directory() {
-  static const std::filesystem::path directory = [] {
-    std::string pattern = (std::filesystem::temp_directory_path() / "aggrik8s-site-fuzz-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    std::filesystem::path made(pattern);
-    std::atexit([] { std::filesystem::remove_all(scratch_directory()); });
-    return made;
-  }();
-  return directory;
-}
-
 bool inside_scratch(const std::filesystem::path& profile) {
-  std::filesystem::path relative = profile.lexically_normal().lexically_relative(scratch_directory());
+  std::filesystem::path relative = profile.lexically_normal().lexically_relative(fuzz::scratch_directory());
   return !relative.empty() && *relative.begin() != "..";
 }
 
@@ -40,7 +27,7 @@ bool inside_scratch(const std::filesystem::path& profile) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
   Diagnostics diagnostics;
-  ConfigNode tree = load_yaml_string(text, (scratch_directory() / "site.yaml").string(), diagnostics);
+  ConfigNode tree = load_yaml_string(text, (fuzz::scratch_directory() / "site.yaml").string(), diagnostics);
   if (diagnostics.has_errors()) return 0;
   site::SiteInventory inventory = site::parse_site_inventory(tree, diagnostics);
   if (diagnostics.has_errors()) return 0;
