@@ -7,6 +7,7 @@
 #include "builder/proxmox_identifiers.hpp"
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
+#include "core/path_check.hpp"
 
 namespace aggrik8s::builder {
 namespace fs = std::filesystem;
@@ -37,8 +38,17 @@ struct LoadedTree {
   std::vector<fs::path> files;  // outermost base first, the profile itself last
 };
 
-bool load_with_extends(const fs::path& path, Diagnostics& diagnostics, std::vector<fs::path>& stack, LoadedTree& out) {
-  fs::path canonical = fs::weakly_canonical(path);
+// `referenced_at`: the `extends:` entry that named `path` (none for the profile itself).
+bool load_with_extends(const fs::path& path, Diagnostics& diagnostics, std::vector<fs::path>& stack, LoadedTree& out,
+                       const SourceLocation* referenced_at = nullptr) {
+  std::error_code ec;
+  fs::path canonical = fs::weakly_canonical(path, ec);
+  if (ec) {
+    diagnostics.error(referenced_at != nullptr ? *referenced_at : SourceLocation{path.string(), 0, 0},
+                      (referenced_at != nullptr ? "'extends': " : "") + path.string() + " " +
+                          path_check_failure(ec, "cannot be resolved"));
+    return false;
+  }
   if (std::find(stack.begin(), stack.end(), canonical) != stack.end()) {
     std::string cycle;
     for (const auto& p : stack) cycle += p.string() + " -> ";
@@ -55,7 +65,7 @@ bool load_with_extends(const fs::path& path, Diagnostics& diagnostics, std::vect
     diagnostics.error(tree.location, std::string("a profile must be a map of settings, got ") + tree.kind_name());
     return false;
   }
-  std::vector<fs::path> bases;
+  std::vector<std::pair<fs::path, SourceLocation>> bases;
   if (const ConfigNode* extends = tree.find("extends")) {
     auto add = [&](const ConfigNode& item) {
       if (!item.is_scalar() || item.scalar.empty()) {
@@ -63,7 +73,7 @@ bool load_with_extends(const fs::path& path, Diagnostics& diagnostics, std::vect
         return;
       }
       fs::path base(item.scalar);
-      bases.push_back(base.is_relative() ? item.base_directory() / base : base);
+      bases.emplace_back(base.is_relative() ? item.base_directory() / base : base, item.location);
     };
     if (extends->is_sequence()) {
       for (const auto& item : extends->items) add(item);
@@ -75,9 +85,9 @@ bool load_with_extends(const fs::path& path, Diagnostics& diagnostics, std::vect
   stack.push_back(canonical);
   ConfigNode merged;
   bool ok = true;
-  for (const auto& base : bases) {
+  for (const auto& [base, location] : bases) {
     LoadedTree loaded;
-    if (!load_with_extends(base, diagnostics, stack, loaded)) {
+    if (!load_with_extends(base, diagnostics, stack, loaded, &location)) {
       ok = false;
       continue;
     }
@@ -381,8 +391,9 @@ class ProfileReader {
       fs::path dir(item.scalar);
       if (dir.is_relative()) dir = item.base_directory() / dir;
       dir = dir.lexically_normal();
-      if (options_.check_paths && !fs::is_directory(dir)) {
-        diagnostics_.error(item.location, "overlay directory " + dir.string() + " does not exist");
+      std::error_code ec;
+      if (options_.check_paths && !fs::is_directory(dir, ec)) {
+        diagnostics_.error(item.location, "overlay directory " + dir.string() + " " + path_check_failure(ec, "does not exist"));
       }
       overlays.push_back(dir);
     });

@@ -7,6 +7,7 @@
 
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
+#include "core/path_check.hpp"
 
 namespace aggrik8s::site {
 namespace fs = std::filesystem;
@@ -637,7 +638,8 @@ void check_site(const SiteInventory& site, Diagnostics& diagnostics) {
   std::map<fs::path, ConfigNode> trees;
   for (const auto& file : site.profile_files()) {
     Diagnostics ignored;  // the profile's own problems are reported when it is loaded with the site's nodes
-    if (fs::exists(file)) trees[file] = builder::load_profile_tree(file, ignored);
+    std::error_code ec;
+    if (fs::exists(file, ec)) trees[file] = builder::load_profile_tree(file, ignored);
   }
   auto scalar_of = [](const ConfigNode& tree, std::initializer_list<std::string_view> keys) -> std::string {
     const ConfigNode* node = find_path(tree, keys);
@@ -646,8 +648,10 @@ void check_site(const SiteInventory& site, Diagnostics& diagnostics) {
   for (const auto& m : site.machines) {
     if (m.profile.empty()) continue;
     const SourceLocation at = field_location(m, "profile");
-    if (!fs::exists(m.profile)) {
-      diagnostics.error(at, "profile " + m.profile.string() + " of machine '" + m.name + "' does not exist");
+    std::error_code ec;
+    if (!fs::exists(m.profile, ec)) {
+      diagnostics.error(at, "profile " + m.profile.string() + " of machine '" + m.name + "' " +
+                                path_check_failure(ec, "does not exist"));
       continue;
     }
     const ConfigNode& tree = trees[m.profile];

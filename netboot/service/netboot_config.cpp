@@ -4,6 +4,7 @@
 
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
+#include "core/path_check.hpp"
 #include "core/secret.hpp"
 #include "netboot/dhcp/dhcp_packet.hpp"
 #include "netboot/dhcp/dhcp_subnet.hpp"
@@ -124,8 +125,9 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
                                                        ") must be at least 'tftp.retransmit_timeout_ms' (" +
                                                        std::to_string(config.tftp_retransmit_timeout.count()) + ")");
     }
-    if (config.tftp_root && !fs::is_directory(*config.tftp_root)) {
-      tftp->error_at("root", "'tftp.root': " + config.tftp_root->string() + " is not a directory");
+    std::error_code ec;
+    if (config.tftp_root && !fs::is_directory(*config.tftp_root, ec)) {
+      tftp->error_at("root", "'tftp.root': " + config.tftp_root->string() + " " + path_check_failure(ec, "is not a directory"));
     }
     tftp->finish();
   }
@@ -161,8 +163,9 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
       }
       while (config.http_base_url->ends_with("/")) config.http_base_url->pop_back();
     }
-    if (config.http_root && !fs::is_directory(*config.http_root)) {
-      http->error_at("root", "'http.root': " + config.http_root->string() + " is not a directory");
+    std::error_code ec;
+    if (config.http_root && !fs::is_directory(*config.http_root, ec)) {
+      http->error_at("root", "'http.root': " + config.http_root->string() + " " + path_check_failure(ec, "is not a directory"));
     }
     config.http_header_limit = static_cast<std::size_t>(http->integer("header_limit", 1024, 65536).value_or(8192));
     config.http_request_timeout = std::chrono::seconds(http->integer("request_timeout_s", 1, 600).value_or(10));

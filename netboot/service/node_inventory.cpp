@@ -223,7 +223,8 @@ class InventoryReader {
           fs::path initrd((*names)[i]);
           if (initrd.is_relative()) initrd = list->base_directory() / initrd;
           boot.initrds.push_back(initrd.lexically_normal());
-          if (check_files_ && !fs::is_regular_file(boot.initrds.back())) {
+          std::error_code ec;
+          if (check_files_ && !fs::is_regular_file(boot.initrds.back(), ec)) {
             kernel_map->error_at("initrd", "'" + kernel_map->key_path("initrd") + "': " +
                                                boot.initrds.back().string() + " is not a readable file");
           }

@@ -195,6 +195,27 @@ TEST_CASE("extends cycles are reported", "[profile]") {
   CHECK(has_error(d, "", "'extends' forms a cycle"));
 }
 
+TEST_CASE("a path the filesystem cannot check is a diagnostic at its key, not an exception", "[profile]") {
+  // A name component over NAME_MAX (255 bytes): std::filesystem's throwing calls escaped the reader
+  // (found by the profile_yaml fuzz target, regressions/profile_yaml/extends-name-too-long.yaml).
+  test::TempDir dir;
+  const std::string long_name(300, 'a');
+  test::write_file(dir / "p.yaml", "kind: rpi5-rke2\nextends: " + long_name + ".yaml\n");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "p.yaml", d));
+  INFO(dump(d));
+  CHECK(has_error(d, (dir / "p.yaml").string() + ":2:10:", "'extends': "));
+  CHECK(has_error(d, (dir / "p.yaml").string() + ":2:10:", "cannot be checked: File name too long"));
+
+  test::write_file(dir / "o.yaml", std::string(minimal_rpi) + "nodes:\n  - name: n1\n    overlays: [" + long_name + "]\n");
+  Diagnostics d2;
+  ProfileCheckOptions options;
+  options.check_secrets = false;
+  CHECK_FALSE(load_profile(dir / "o.yaml", d2, options));
+  INFO(dump(d2));
+  CHECK(has_error(d2, (dir / "o.yaml").string(), "cannot be checked: File name too long"));
+}
+
 TEST_CASE("per-node settings are checked: names, unknown keys, shared inputs", "[profile]") {
   test::TempDir dir;
   test::write_file(dir / "p.yaml", std::string(minimal_rpi) + R"(nodes:

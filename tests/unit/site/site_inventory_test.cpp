@@ -388,6 +388,13 @@ TEST_CASE("site validation: Pi serials, profile kinds, roles and boot outputs", 
     REQUIRE(errors.size() == 1);
     CHECK(errors[0] == s.prefix(28, 14) + "profile " + (s.dir / "agent.yaml").string() + " of machine 'w1' does not exist");
   }
+  SECTION("a profile name the filesystem refuses (a component over NAME_MAX): an error, not an exception") {
+    const std::string long_name(300, 'a');
+    auto errors = errors_for(s, s.write_with("profile: agents.yaml", "profile: " + long_name + ".yaml"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(28, 14) + "profile " + (s.dir / (long_name + ".yaml")).string() +
+                           " of machine 'w1' cannot be checked: File name too long");
+  }
   SECTION("a VM on a Proxmox node the site does not have") {
     auto errors = errors_for(s, s.write_with("node: pve2", "node: pve3"));
     REQUIRE(errors.size() == 1);

@@ -224,6 +224,17 @@ http: {base_url: "https://x", prot: 1}
   CHECK_THAT(errors, Catch::Contains("netboot.yaml:2:14: 'tftp.port' is 70000, must be between 0 and 65535"));
   CHECK_THAT(errors, Catch::Contains("netboot.yaml:3:18: 'http.base_url' must be an http:// URL"));
   CHECK_THAT(errors, Catch::Contains("netboot.yaml:3:31: unknown key 'http.prot' (did you mean 'port'?)"));
+
+  // A root whose name the filesystem refuses (a component over NAME_MAX) is an error at the key, not
+  // a filesystem_error out of the reader.
+  Diagnostics refused;
+  const std::string long_name = "/" + std::string(300, 'r');
+  ConfigNode roots = load_yaml_string("tftp: {root: " + long_name + "}\nhttp: {root: " + long_name + "}\n", "netboot.yaml", refused);
+  parse_netboot_config(roots, refused);
+  std::string refusals = all_errors(refused);
+  INFO(refusals);
+  CHECK_THAT(refusals, Catch::Contains("netboot.yaml:1:14: 'tftp.root': " + long_name + " cannot be checked: File name too long"));
+  CHECK_THAT(refusals, Catch::Contains("netboot.yaml:2:14: 'http.root': " + long_name + " cannot be checked: File name too long"));
 }
 
 TEST_CASE("netboot config: node_secrets.proof defaults to neighbour, last-asker must be written out", "[inventory][netboot]") {
