@@ -223,11 +223,7 @@ class InventoryReader {
           fs::path initrd((*names)[i]);
           if (initrd.is_relative()) initrd = list->base_directory() / initrd;
           boot.initrds.push_back(initrd.lexically_normal());
-          std::error_code ec;
-          if (check_files_ && !fs::is_regular_file(boot.initrds.back(), ec)) {
-            kernel_map->error_at("initrd", "'" + kernel_map->key_path("initrd") + "': " +
-                                               boot.initrds.back().string() + " is not a readable file");
-          }
+          check_file(*kernel_map, "initrd", boot.initrds.back());
         }
       }
       boot.arguments = kernel_map->string("args").value_or("");
