@@ -25,8 +25,9 @@ void advise_huge_pages(void* memory, std::size_t size);
 void* allocate_on_huge_pages(std::size_t size, std::size_t small_alignment);
 
 // Reserves room for `size` bytes in `buffer` and, from 8 MiB up, advises the kernel to back the fresh
-// storage with huge pages before its pages are first touched. Call it where a large buffer is about to
-// be filled. A buffer that already has the room keeps its storage and bytes.
+// storage (whole huge pages) with huge pages before its pages are first touched, its bytes included.
+// Call it where a large buffer is about to be filled. The bytes are kept; a buffer that already has
+// the room keeps its storage too.
 void reserve_on_huge_pages(std::vector<std::uint8_t>& buffer, std::size_t size);
 
 }  // namespace aggrik8s

@@ -89,10 +89,14 @@ void append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view ap
   std::size_t aligned = (std::size_t{section.virtual_size} + 3) / 4 * 4;
   std::size_t raw = std::min(section.virtual_size, section.raw_size);
   if (std::size_t{section.raw_offset} + raw > uki.size()) throw Error("UKI: .initrd raw data runs past the end of the file");
+  // Every byte written once (no zero fill first), and every byte set: the scratch's old content never
+  // shows through.
+  initrd.clear();
   reserve_on_huge_pages(initrd, aligned + append.size());
-  initrd.assign(aligned + append.size(), 0);  // every byte set: the scratch's old content never shows through
-  std::copy_n(uki.begin() + section.raw_offset, raw, initrd.begin());
-  std::copy(append.begin(), append.end(), initrd.begin() + static_cast<std::ptrdiff_t>(aligned));
+  std::span<const std::uint8_t> contents = uki.subspan(section.raw_offset, raw);
+  initrd.insert(initrd.end(), contents.begin(), contents.end());
+  initrd.resize(aligned, 0);
+  initrd.insert(initrd.end(), append.begin(), append.end());
   replace_pe_section(uki, initrds.front(), initrd, out);
 }
 

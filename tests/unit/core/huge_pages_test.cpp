@@ -28,6 +28,27 @@ TEST_CASE("huge pages: a reserved buffer holds what is put in it, small or large
   CHECK(reused[12345] == 0xab);
 }
 
+TEST_CASE("huge pages: a large buffer that grows keeps its bytes, and gets whole huge pages so a few more bytes fit without moving again", "[core][huge pages]") {
+  // The Talos build's .initrd scratch: refilled for every node with a slightly different size.
+  std::vector<std::uint8_t> buffer((std::size_t{9} << 20) + 5);
+  for (std::size_t i = 0; i < buffer.size(); ++i) buffer[i] = static_cast<std::uint8_t>(i * 13 + 1);
+  const std::size_t old_size = buffer.size();
+  reserve_on_huge_pages(buffer, (std::size_t{12} << 20) + 1);
+  CHECK(buffer.capacity() == std::size_t{14} << 20);
+  REQUIRE(buffer.size() == old_size);
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < buffer.size(); ++i) wrong += buffer[i] != static_cast<std::uint8_t>(i * 13 + 1);
+  CHECK(wrong == 0);
+  const std::uint8_t* storage = buffer.data();
+  reserve_on_huge_pages(buffer, (std::size_t{12} << 20) + 4096);
+  CHECK(buffer.data() == storage);
+  // Below 8 MiB a buffer grows as std::vector::reserve grows it, bytes kept as well.
+  std::vector<std::uint8_t> small(1000, 0x42);
+  reserve_on_huge_pages(small, 5000);
+  CHECK(small.capacity() >= 5000);
+  CHECK(std::count(small.begin(), small.end(), 0x42) == 1000);
+}
+
 TEST_CASE("huge pages: allocations from half a huge page up start on one and are usable to the end, smaller ones keep their alignment", "[core][huge pages]") {
   for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{4095}, std::size_t{65537}, std::size_t{1} << 20,
                            (std::size_t{8} << 20) + 8192}) {

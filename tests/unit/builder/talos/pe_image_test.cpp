@@ -311,6 +311,15 @@ TEST_CASE("uki: appending into reused buffers gives the bytes of a fresh append"
     CHECK(out == append_to_uki_initrd(uki, archive));
     CHECK(out == edit_uki(uki, {{}, archive}).image);
   }
+  // Initrds from 8 MiB up take the scratch's huge-page path; each node's archive may be a few bytes
+  // longer than the last, so the scratch grows while it holds the previous node's section.
+  for (const auto& [initrd_size, archive] : {std::pair<std::size_t, std::string>{(std::size_t{9} << 20) + 1, "070701a"},
+                                             {(std::size_t{9} << 20) + 3, "070701bbbbbbbbbbbbb"},
+                                             {(std::size_t{11} << 20) + 7, "070701c"}}) {
+    Bytes uki = make_uki("a b", filler(initrd_size, 6));
+    append_to_uki_initrd(uki, archive, out, initrd);
+    CHECK(out == append_to_uki_initrd(uki, archive));
+  }
   // The section replacement alone, into a buffer holding a larger image.
   Bytes uki = make_uki("a", filler(3000, 4));
   Bytes reused(100000, 0xcc);
