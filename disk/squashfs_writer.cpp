@@ -114,9 +114,10 @@ struct SquashfsNode {
 
 class SquashfsImageWriter {
  public:
-  SquashfsImageWriter(const std::filesystem::path& partial, const SquashfsWriteOptions& options,
+  // `file` is where the image goes; `name` names it in messages.
+  SquashfsImageWriter(std::string name, sqfs_file_t* file, const SquashfsWriteOptions& options,
                       std::uint32_t superblock_time)
-      : name_(partial.string()), options_(options) {
+      : name_(std::move(name)), options_(options), file_(file) {
     int compressor_id = sqfs_compressor_id_from_name(options.compressor.c_str());
     if (compressor_id < 0 ||
         std::find(squashfs_compressor_names().begin(), squashfs_compressor_names().end(), options.compressor) ==
@@ -128,12 +129,10 @@ class SquashfsImageWriter {
       throw Error("squashfs block size " + std::to_string(block_size) +
                   " is not a power of two from 4096 to 1048576 bytes");
     }
-    file_.reset(sqfs_open_file(name_.c_str(), SQFS_FILE_OPEN_OVERWRITE));
-    if (!file_) throw_system_error("cannot create " + name_, errno);
-
     sqfs_compressor_config_t config{};
     check(sqfs_compressor_config_init(&config, static_cast<SQFS_COMPRESSOR>(compressor_id), block_size, 0),
           "set up the " + options.compressor + " compressor");
+    if (options.level) config.level = *options.level;
     sqfs_compressor_t* compressor = nullptr;
     check(sqfs_compressor_create(&config, &compressor), "create the " + options.compressor + " compressor");
     compressor_.reset(compressor);
@@ -449,9 +448,50 @@ class SquashfsImageWriter {
   SqfsObject<sqfs_block_processor_t> processor_;
 };
 
-std::uint32_t superblock_time(const Ext4Filesystem& root, const SquashfsWriteOptions& options) {
-  std::int64_t seconds = options.fixed_time ? *options.fixed_time : root.status("/").mtime.seconds;
+std::uint32_t superblock_time(std::int64_t root_mtime, const SquashfsWriteOptions& options) {
+  std::int64_t seconds = options.fixed_time ? *options.fixed_time : root_mtime;
   return static_cast<std::uint32_t>(std::clamp<std::int64_t>(seconds, 0, 0xffffffffLL));
+}
+
+// A sqfs_file_t over a string the caller owns, for images built in memory. libsquashfs hands back
+// &file, the first member, so the callbacks cast it back to the whole.
+struct MemoryFile {
+  sqfs_file_t file{};
+  std::string* bytes = nullptr;
+};
+
+MemoryFile& memory_file_of(const void* file) { return *reinterpret_cast<MemoryFile*>(const_cast<void*>(file)); }
+
+sqfs_file_t* open_memory_file(std::string& bytes) {
+  auto* memory = new MemoryFile;
+  memory->bytes = &bytes;
+  memory->file.base.destroy = [](sqfs_object_t* object) { delete &memory_file_of(object); };
+  memory->file.read_at = [](sqfs_file_t* file, sqfs_u64 offset, void* buffer, size_t size) -> int {
+    const std::string& b = *memory_file_of(file).bytes;
+    if (offset > b.size() || size > b.size() - offset) return SQFS_ERROR_OUT_OF_BOUNDS;
+    std::memcpy(buffer, b.data() + offset, size);
+    return 0;
+  };
+  memory->file.write_at = [](sqfs_file_t* file, sqfs_u64 offset, const void* buffer, size_t size) -> int {
+    std::string& b = *memory_file_of(file).bytes;
+    try {
+      if (offset + size > b.size()) b.resize(static_cast<std::size_t>(offset + size));
+    } catch (const std::bad_alloc&) {
+      return SQFS_ERROR_ALLOC;
+    }
+    std::memcpy(b.data() + offset, buffer, size);
+    return 0;
+  };
+  memory->file.get_size = [](const sqfs_file_t* file) -> sqfs_u64 { return memory_file_of(file).bytes->size(); };
+  memory->file.truncate = [](sqfs_file_t* file, sqfs_u64 size) -> int {
+    try {
+      memory_file_of(file).bytes->resize(static_cast<std::size_t>(size));
+    } catch (const std::bad_alloc&) {
+      return SQFS_ERROR_ALLOC;
+    }
+    return 0;
+  };
+  return &memory->file;
 }
 
 }  // namespace
@@ -461,7 +501,9 @@ SquashfsWriteResult write_squashfs(const Ext4Filesystem& root, const std::filesy
   PartialOutputFile partial(output);
   SquashfsWriteResult result;
   {
-    SquashfsImageWriter writer(partial.path(), options, superblock_time(root, options));
+    sqfs_file_t* file = sqfs_open_file(partial.path().c_str(), SQFS_FILE_OPEN_OVERWRITE);
+    if (file == nullptr) throw_system_error("cannot create " + partial.path().string(), errno);
+    SquashfsImageWriter writer(partial.path().string(), file, options, superblock_time(root.status("/").mtime.seconds, options));
     walk_ext4_tree(root, options.selection, [&](const FilesystemTreeEntry& entry) { writer.add(entry); });
     result = writer.finish();
   }
@@ -469,6 +511,18 @@ SquashfsWriteResult write_squashfs(const Ext4Filesystem& root, const std::filesy
   result.sha256 = Sha256::of_file(partial.path()).hex();
   partial.commit();
   return result;
+}
+
+std::string squashfs_image(const std::vector<FilesystemTreeEntry>& entries, const SquashfsWriteOptions& options) {
+  if (entries.empty() || entries.front().path != "/") throw Error("a squashfs image in memory: the entries must start with \"/\"");
+  std::string bytes;
+  {
+    SquashfsImageWriter writer("a squashfs image in memory", open_memory_file(bytes), options,
+                               superblock_time(entries.front().mtime.seconds, options));
+    for (const auto& entry : entries) writer.add(entry);
+    writer.finish();
+  }
+  return bytes;
 }
 
 }  // namespace aggrik8s

@@ -19,6 +19,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "disk/ext4_filesystem.hpp"
 #include "disk/filesystem_tree.hpp"
@@ -34,6 +35,8 @@ struct SquashfsWriteOptions {
   // "zstd", "xz", "gzip" or "lz4", each at libsquashfs's default level (zstd 15, xz 6, gzip 9): the
   // kernel's squashfs module decompresses all four.
   std::string compressor = "zstd";
+  // Its level, where that compressor has levels (zstd 1-22, xz 1-9, gzip 1-9); unset: the default above.
+  std::optional<std::uint32_t> level{};
   // A power of two from 4 KiB to 1 MiB.
   std::uint32_t block_size = 128 * 1024;
   // The superblock's modification time (SOURCE_DATE_EPOCH); inode mtimes come from ext4.
@@ -66,6 +69,12 @@ struct SquashfsWriteResult {
 // either name. Errors name the ext4 path and what failed.
 SquashfsWriteResult write_squashfs(const Ext4Filesystem& root, const std::filesystem::path& output,
                                    const SquashfsWriteOptions& options = {});
+
+// The same kind of image, of entries the caller gives (a Talos system extension's few small files),
+// built in memory and returned: no file, no sync, no mksquashfs process. `entries` come in tree-walk
+// order: "/" first, each directory before what it holds; regular files' data from read_data. The
+// superblock's time is options.fixed_time, or the root's mtime. Errors name the entry's path.
+std::string squashfs_image(const std::vector<FilesystemTreeEntry>& entries, const SquashfsWriteOptions& options = {});
 
 // The compressor names write_squashfs accepts, for --help texts and profile validation.
 const std::vector<std::string>& squashfs_compressor_names();

@@ -2,14 +2,15 @@
 // Talos' `embedded-config` system extension, packed the way Talos' imager packs it for Talos >= 1.12
 // (pkg/imager/embed.go, pkg/imager/extensions, internal/app/init):
 //   - the extension's rootfs holds usr/local/etc/talos/config.yaml (0400, root-owned), made into a
-//     squashfs image `<n>.sqsh` by mksquashfs (-all-root, zstd level 18, as Talos >= 1.8);
+//     squashfs image `<n>.sqsh` (all root-owned, zstd level 18, as Talos >= 1.8 makes it with
+//     mksquashfs; here libsquashfs writes it in memory);
 //   - /extensions.yaml lists the layers (image + metadata: name embedded-config, version = the
 //     config's sha256, author Imager);
 //   - both go into a newc archive, zstd-compressed, appended to the initramfs. Talos' init reads
 //     /extensions.yaml, mounts each layer's squashfs and overlays them onto its root filesystem, where
 //     the config then is at /usr/local/etc/talos/config.yaml.
-// What is not reproduced: the SELinux label Talos' imager sets on config.yaml (security.selinux, which
-// needs mksquashfs >= 4.6 pseudo xattrs; Debian 12 has 4.5.1). See docs/proxmox.md.
+// What is not reproduced: the SELinux label Talos' imager sets on config.yaml (security.selinux). See
+// docs/proxmox.md.
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -53,13 +54,11 @@ struct EmbeddedConfigExtension {
   std::string initramfs_segment;  // zstd(newc{<image>, extensions.yaml}), to append to an initramfs
 };
 
-// Builds the squashfs with mksquashfs in `work_dir` (timestamps `epoch`, so the bytes are
-// reproducible) and the archive around it. `existing_layers` (initramfs_extension_layers of the ISO's
-// initramfs) stay listed first, as Talos' imager lists the embedded config after the user's
-// extensions; an existing `embedded-config` layer is replaced. Throws Error naming mksquashfs'
-// complaint.
-EmbeddedConfigExtension build_embedded_config_extension(const std::string& config_yaml,
-                                                        const std::filesystem::path& work_dir, std::int64_t epoch,
+// Builds the squashfs in memory with libsquashfs (disk/squashfs_writer.hpp; every time `epoch`, so the
+// bytes are reproducible) and the archive around it. `existing_layers` (initramfs_extension_layers of
+// the ISO's initramfs) stay listed first, as Talos' imager lists the embedded config after the user's
+// extensions; an existing `embedded-config` layer is replaced.
+EmbeddedConfigExtension build_embedded_config_extension(const std::string& config_yaml, std::int64_t epoch,
                                                         const std::vector<TalosExtensionLayer>& existing_layers = {});
 
 }  // namespace aggrik8s::builder

@@ -429,32 +429,29 @@ void report_iso_extensions(const std::vector<TalosExtensionLayer>& layers) {
   }
 }
 
-// Each node's embedded-config archive (a mksquashfs process and a zstd pass, ~0.05 s a node here),
-// built in node order on a thread of its own from the start of step 4, so that the first node's
-// remaster and every node's copy are not kept waiting for it (docs/benchmarks.md, Talos section).
+// Each node's embedded-config archive (a squashfs and a zstd pass at level 18, a few ms a node), built
+// in node order on a thread of its own from the start of step 4, so that the first node's remaster
+// and every node's copy are not kept waiting for it (docs/benchmarks.md, Talos section).
 // The archives depend only on the node's config, so the bytes are those built in line.
 class EmbeddedConfigArchivesAhead {
  public:
-  EmbeddedConfigArchivesAhead(const std::vector<NodePlan>& plans, const fs::path& work, std::int64_t epoch,
+  EmbeddedConfigArchivesAhead(const std::vector<NodePlan>& plans, std::int64_t epoch,
                               const std::vector<TalosExtensionLayer>& iso_extensions) {
     for (const auto& plan : plans) {
       promises_.emplace_back();
       archives_.emplace(plan.node->name, promises_.back().get_future());
     }
-    worker_ = std::thread([this, &plans, work, epoch, &iso_extensions] {
+    worker_ = std::thread([this, &plans, epoch, &iso_extensions] {
       for (std::size_t i = 0; i < plans.size() && !stop_; ++i) {
         try {
-          fs::path node_work = work / plans[i].node->name;
-          fs::create_directories(node_work);
-          promises_[i].set_value(build_embedded_config_extension(plans[i].config_yaml, node_work, epoch, iso_extensions));
+          promises_[i].set_value(build_embedded_config_extension(plans[i].config_yaml, epoch, iso_extensions));
         } catch (...) {
           promises_[i].set_exception(std::current_exception());
         }
       }
     });
   }
-  // Stops after the archive under way (a build that failed elsewhere); joined before the work
-  // directory it writes in is removed.
+  // Stops after the archive under way (a build that failed elsewhere).
   ~EmbeddedConfigArchivesAhead() {
     stop_ = true;
     worker_.join();
@@ -765,7 +762,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   }
   std::optional<EmbeddedConfigArchivesAhead> embedded_config_archives;
   if (wants(profile, "iso") && embed_config) {
-    embedded_config_archives.emplace(plans, work.path(), options.source_date_epoch.value_or(0), iso_extensions);
+    embedded_config_archives.emplace(plans, options.source_date_epoch.value_or(0), iso_extensions);
   }
   TalosNodeSources sources{inputs, iso, embed_config, iso_extensions, netboot,
                            embedded_config_archives ? &*embedded_config_archives : nullptr};

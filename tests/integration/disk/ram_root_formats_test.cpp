@@ -538,6 +538,59 @@ TEST_CASE("write_squashfs applies exclusions and replacements", "[integration][d
   CHECK(!fs.exists("/etc-fstab"));
 }
 
+TEST_CASE("squashfs_image builds a few given files in memory: owners, modes, times, data, level (unsquashfs, rdsquashfs)", "[integration][disk]") {
+  // The shape of a Talos embedded-config extension: nested directories and one 0400 file.
+  TempDir dir;
+  const std::int64_t when = 1767225600;
+  auto entry = [&](std::string path, Ext4FileType type, std::uint16_t permissions) {
+    aggrik8s::FilesystemTreeEntry e;
+    e.path = std::move(path);
+    e.type = type;
+    e.permissions = permissions;
+    e.mtime.seconds = when;
+    return e;
+  };
+  const std::string content = random_bytes(200000, 11);  // two blocks and a fragment
+  std::vector<aggrik8s::FilesystemTreeEntry> tree{entry("/", Ext4FileType::directory, 0755),
+                                                  entry("/usr", Ext4FileType::directory, 0755),
+                                                  entry("/usr/local", Ext4FileType::directory, 0750)};
+  auto file = entry("/usr/local/config.yaml", Ext4FileType::regular, 0400);
+  file.uid = 7;
+  file.gid = 9;
+  file.size = content.size();
+  file.read_data = [&content](const aggrik8s::Ext4FileDataConsumer& consume) {
+    consume(0, std::as_bytes(std::span(content.data(), 1000)));
+    consume(1000, std::as_bytes(std::span(content.data() + 1000, content.size() - 1000)));
+  };
+  tree.push_back(file);
+  aggrik8s::SquashfsWriteOptions options;
+  options.fixed_time = when;
+  options.level = 18;
+  options.threads = 1;
+  const std::string bytes = aggrik8s::squashfs_image(tree, options);
+  REQUIRE(bytes.size() % 4096 == 0);
+  CHECK(aggrik8s::squashfs_image(tree, options) == bytes);
+  auto image = dir / "in-memory.sqfs";
+  aggrik8s::test::write_file(image, bytes);
+  auto listing = unsquashfs_listing(image);
+  CHECK(listing["/"].starts_with("drwxr-xr-x 0/0 "));
+  CHECK(listing["/usr/local"].starts_with("drwxr-x--- 0/0 "));
+  CHECK(listing["/usr/local/config.yaml"] == "-r-------- 7/9 200000");
+  CHECK(rdsquashfs(image, "-c /usr/local/config.yaml") == content);
+  auto stat = must_run("TZ=UTC unsquashfs -s " + quoted(image)).output;  // its times are local
+  CHECK(stat.find("Compression zstd") != std::string::npos);
+  CHECK(stat.find("compression-level 18") != std::string::npos);
+  CHECK(stat.find("Creation or last append time Thu Jan  1 00:00:00 2026") != std::string::npos);
+  // The default level is not written into the image.
+  options.level.reset();
+  aggrik8s::test::write_file(dir / "default.sqfs", aggrik8s::squashfs_image(tree, options));
+  CHECK(must_run("unsquashfs -s " + quoted(dir / "default.sqfs")).output.find("compression-level") == std::string::npos);
+
+  CHECK_THROWS_WITH(aggrik8s::squashfs_image({tree.begin() + 1, tree.end()}, options), Catch::Contains("must start with \"/\""));
+  options.level = 99;
+  CHECK_THROWS_WITH(aggrik8s::squashfs_image(tree, options), Catch::Contains("zstd compressor"));
+}
+
 TEST_CASE("write_squashfs leaves no file behind when it fails", "[integration][disk]") {
   TempDir dir;
   auto image = make_root_image(dir, true);
