@@ -6,6 +6,7 @@
 
 #include "core/endian.hpp"
 #include "core/error.hpp"
+#include "core/huge_pages.hpp"
 
 namespace aggrik8s {
 
@@ -912,7 +913,11 @@ std::vector<std::uint8_t> FatFilesystem::read_file(std::string_view path) {
     throw Error(where(path) + ": corrupt: file size is " + std::to_string(entry->size) + " bytes but its " +
                 std::to_string(chain.size()) + " clusters hold only " + std::to_string(capacity));
   }
-  std::vector<std::uint8_t> content(entry->size);
+  // A UKI in an EFI partition is ~40 MiB: on huge pages its first touch is ~20 faults, not ~10 000
+  // (0.1 s on the development VMs; docs/benchmarks.md, Talos).
+  std::vector<std::uint8_t> content;
+  reserve_on_huge_pages(content, entry->size);
+  content.resize(entry->size);
   std::size_t position = 0;
   for (std::size_t i = 0; i < chain.size() && position < content.size();) {
     std::size_t run = 1;
