@@ -339,6 +339,18 @@ void settle_iso_digest(TalosOutputWriter& writer, const TalosIsoUkis& ukis) {
   ukis.recycle(std::move(job->edited));
 }
 
+// Starts hashing `job`'s ISO (the template's mapped bytes with the job's patches; none for the template
+// itself) on a thread of its own, once the hash before it is settled: one hash in flight at a time, so
+// the two partition buffers and the UKI buffers in use stay bounded. The previous node's hash ran
+// beside this node's edit.
+void start_iso_digest(TalosOutputWriter& writer, const TalosIsoUkis& ukis, std::unique_ptr<IsoDigestInFlight> job) {
+  settle_iso_digest(writer, ukis);
+  std::span<const std::uint8_t> template_bytes = writer.node_iso_template->bytes.bytes();
+  const IsoDigestInFlight* in_flight = job.get();
+  job->digest = std::async(std::launch::async, [template_bytes, in_flight] { return hash_iso_variant(template_bytes, in_flight->patches); });
+  writer.digest_in_flight = std::move(job);
+}
+
 // The SHA-256s settle_iso_digest kept, put where write_node_iso left a placeholder: the nodes' built
 // files (SHA256SUMS) and their manifest entries.
 void fill_late_digests(TalosOutputWriter& writer, std::vector<TalosBuiltNode>& nodes, nlohmann::json& reports) {
@@ -552,15 +564,10 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
   log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files (",
              patches->size(), " patches)");
   job->patches = std::move(*patches);
-  // The previous node's hash ran beside this node's edit; one hash in flight at a time, so the two
-  // partition buffers and the UKI buffers in use stay bounded.
-  settle_iso_digest(writer, ukis);
-  std::span<const std::uint8_t> template_bytes = t.bytes.bytes();
   const IsoDigestInFlight* in_flight = job.get();
-  job->digest = std::async(std::launch::async, [template_bytes, in_flight] { return hash_iso_variant(template_bytes, in_flight->patches); });
+  start_iso_digest(writer, ukis, std::move(job));
   t.partition_work_in_flight = set;
-  writer.digest_in_flight = std::move(job);
-  copy_iso_variant(t.path, template_bytes, in_flight->patches, writer.start(target), 0600);
+  copy_iso_variant(t.path, t.bytes.bytes(), in_flight->patches, writer.start(target), 0600);
   return writer.finish(target, Sha256Digest{});
 }
 
@@ -613,9 +620,7 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
         // are, while the next node is edited, instead of reading the ISO back here (~0.1 s a build).
         auto job = std::make_unique<IsoDigestInFlight>();
         job->target = target;
-        std::span<const std::uint8_t> template_bytes = writer.node_iso_template->bytes.bytes();
-        job->digest = std::async(std::launch::async, [template_bytes] { return hash_iso_variant(template_bytes, {}); });
-        writer.digest_in_flight = std::move(job);
+        start_iso_digest(writer, ukis, std::move(job));
       } else {
         written = describe_file(target, writer.digests);
       }
