@@ -114,10 +114,10 @@ struct SquashfsNode {
 
 class SquashfsImageWriter {
  public:
-  // `file` is where the image goes; `name` names it in messages.
-  SquashfsImageWriter(std::string name, sqfs_file_t* file, const SquashfsWriteOptions& options,
+  // `file` is where the image goes (the writer owns it from here); `name` names it in messages.
+  SquashfsImageWriter(std::string name, SqfsObject<sqfs_file_t> file, const SquashfsWriteOptions& options,
                       std::uint32_t superblock_time)
-      : name_(std::move(name)), options_(options), file_(file) {
+      : name_(std::move(name)), options_(options), file_(std::move(file)) {
     int compressor_id = sqfs_compressor_id_from_name(options.compressor.c_str());
     if (compressor_id < 0 ||
         std::find(squashfs_compressor_names().begin(), squashfs_compressor_names().end(), options.compressor) ==
@@ -462,7 +462,7 @@ struct MemoryFile {
 
 MemoryFile& memory_file_of(const void* file) { return *reinterpret_cast<MemoryFile*>(const_cast<void*>(file)); }
 
-sqfs_file_t* open_memory_file(std::string& bytes) {
+SqfsObject<sqfs_file_t> open_memory_file(std::string& bytes) {
   auto* memory = new MemoryFile;
   memory->bytes = &bytes;
   memory->file.base.destroy = [](sqfs_object_t* object) { delete &memory_file_of(object); };
@@ -491,7 +491,7 @@ sqfs_file_t* open_memory_file(std::string& bytes) {
     }
     return 0;
   };
-  return &memory->file;
+  return SqfsObject<sqfs_file_t>(&memory->file);
 }
 
 }  // namespace
@@ -501,9 +501,10 @@ SquashfsWriteResult write_squashfs(const Ext4Filesystem& root, const std::filesy
   PartialOutputFile partial(output);
   SquashfsWriteResult result;
   {
-    sqfs_file_t* file = sqfs_open_file(partial.path().c_str(), SQFS_FILE_OPEN_OVERWRITE);
-    if (file == nullptr) throw_system_error("cannot create " + partial.path().string(), errno);
-    SquashfsImageWriter writer(partial.path().string(), file, options, superblock_time(root.status("/").mtime.seconds, options));
+    SqfsObject<sqfs_file_t> file(sqfs_open_file(partial.path().c_str(), SQFS_FILE_OPEN_OVERWRITE));
+    if (!file) throw_system_error("cannot create " + partial.path().string(), errno);
+    SquashfsImageWriter writer(partial.path().string(), std::move(file), options,
+                               superblock_time(root.status("/").mtime.seconds, options));
     walk_ext4_tree(root, options.selection, [&](const FilesystemTreeEntry& entry) { writer.add(entry); });
     result = writer.finish();
   }
