@@ -47,6 +47,9 @@ bool wants(const Profile& profile, const std::string& output) {
 // (grub.cfg, boot.ipxe, SHA256SUMS, manifest.json) are exactly 0644.
 constexpr FileMode config_mode = FileMode::exactly(0600);
 constexpr FileMode public_mode = FileMode::exactly(0644);
+// Node ISOs hashed at once (start_iso_digest): two keep both cores of a small machine busy while the
+// main thread edits and copies; more would only add buffers (a UKI and an EFI partition each).
+constexpr std::size_t max_iso_digests_in_flight = 2;
 
 // Netboot nodes share the kernel and initramfs bytes: a hard link costs nothing; a copy where links
 // are impossible.
@@ -277,22 +280,22 @@ struct NodeIsoTemplate {
   std::vector<IsoFilePlacement> placements;    // the files that differ between nodes
   std::optional<IsoEfiPartition> partition;    // where the edited EFI partition sits in it
   std::vector<std::uint8_t> input_partition;   // the input ISO's EFI partition: each node's starting point
-  // Two buffers for the nodes' edited partitions, used in turn: the previous node's may still be being
-  // hashed while the next one is edited (IsoDigestInFlight).
-  std::array<std::vector<std::uint8_t>, 2> partition_work;
-  std::optional<std::size_t> partition_work_in_flight;  // which of them the hash in flight reads
+  // Buffers for the nodes' edited partitions: one for each hash in flight (IsoDigestInFlight) and one
+  // for the node being edited.
+  std::array<std::vector<std::uint8_t>, max_iso_digests_in_flight + 1> partition_work;
 };
 
 // A node ISO that is written and renamed but whose SHA-256 is still being taken, on a thread of its
-// own from the template's mapped bytes and the node's patches, while the next node's UKIs and EFI
-// partition are edited: per node the hash (~95 ms for 127 MiB) took longer than the copy, and the
-// edit waited for both. It owns what the patches point into (the grub.cfg and archive copies, the
-// edited UKIs; the partition is the template's partition_work[partition_work_in_flight]).
+// own from the template's mapped bytes and the node's patches, while the next nodes' UKIs and EFI
+// partitions are edited and their ISOs copied: per node the hash (~80 ms for 127 MiB on one core) takes
+// longer than the edit and the copy. It owns what the patches point into (the grub.cfg and archive
+// copies, the edited UKIs; the partition is the template's partition_work[partition_work_index]).
 struct IsoDigestInFlight {
   fs::path target;
   std::string grub_cfg;
   std::string embedded_segment;
   TalosIsoUkis::EditedInMemory edited;
+  std::optional<std::size_t> partition_work_index;
   std::vector<IsoBytePatch> patches;
   std::future<Sha256Digest> digest;  // last: destroyed (and so waited for) before what it reads
 };
@@ -324,31 +327,46 @@ struct TalosOutputWriter {
   bool derive_node_isos = false;  // more than one node gets an ISO: the first is the others' template
   bool node_iso_template_tried = false;
   std::optional<NodeIsoTemplate> node_iso_template{};
-  // After node_iso_template, whose mapping its hash reads: destroyed (waited for) first.
-  std::unique_ptr<IsoDigestInFlight> digest_in_flight{};
+  // After node_iso_template, whose mapping their hashes read: destroyed (waited for) first. Oldest first.
+  std::deque<std::unique_ptr<IsoDigestInFlight>> digests_in_flight{};
   std::map<fs::path, Sha256Digest> late_digests{};  // node ISOs' SHA-256s, for their BuiltFiles and reports
 };
 
-// Waits for the node ISO whose SHA-256 is being taken, if any, and keeps the digest for the manifest;
-// its UKI buffers go back to `ukis` for the next edit.
-void settle_iso_digest(TalosOutputWriter& writer, const TalosIsoUkis& ukis) {
-  if (!writer.digest_in_flight) return;
-  std::unique_ptr<IsoDigestInFlight> job = std::move(writer.digest_in_flight);
-  writer.node_iso_template->partition_work_in_flight.reset();
+// Waits for the oldest node ISO whose SHA-256 is being taken, if any, and keeps the digest for the
+// manifest; its UKI buffers go back to `ukis` for the next edit.
+void settle_oldest_iso_digest(TalosOutputWriter& writer, const TalosIsoUkis& ukis) {
+  if (writer.digests_in_flight.empty()) return;
+  std::unique_ptr<IsoDigestInFlight> job = std::move(writer.digests_in_flight.front());
+  writer.digests_in_flight.pop_front();
   writer.late_digests[job->target] = job->digest.get();
   ukis.recycle(std::move(job->edited));
 }
 
+void settle_iso_digests(TalosOutputWriter& writer, const TalosIsoUkis& ukis) {
+  while (!writer.digests_in_flight.empty()) settle_oldest_iso_digest(writer, ukis);
+}
+
+// A partition_work buffer no hash in flight reads, for the next node's edit.
+std::size_t free_partition_work(const TalosOutputWriter& writer) {
+  for (std::size_t i = 0; i < writer.node_iso_template->partition_work.size(); ++i) {
+    bool in_use = std::any_of(writer.digests_in_flight.begin(), writer.digests_in_flight.end(),
+                              [i](const auto& job) { return job->partition_work_index == i; });
+    if (!in_use) return i;
+  }
+  throw Error("internal: every EFI partition buffer is in use");
+}
+
 // Starts hashing `job`'s ISO (the template's mapped bytes with the job's patches; none for the template
-// itself) on a thread of its own, once the hash before it is settled: one hash in flight at a time, so
-// the two partition buffers and the UKI buffers in use stay bounded. The previous node's hash ran
-// beside this node's edit.
+// itself) on a thread of its own. Up to max_iso_digests_in_flight run at once, the oldest settled first:
+// one core hashing could not keep up with the other copying and editing (the hash of a 127 MiB ISO
+// takes longer than the rest of a node's work), and the bound keeps the partition and UKI buffers in
+// use bounded.
 void start_iso_digest(TalosOutputWriter& writer, const TalosIsoUkis& ukis, std::unique_ptr<IsoDigestInFlight> job) {
-  settle_iso_digest(writer, ukis);
+  while (writer.digests_in_flight.size() >= max_iso_digests_in_flight) settle_oldest_iso_digest(writer, ukis);
   std::span<const std::uint8_t> template_bytes = writer.node_iso_template->bytes.bytes();
   const IsoDigestInFlight* in_flight = job.get();
   job->digest = std::async(std::launch::async, [template_bytes, in_flight] { return hash_iso_variant(template_bytes, in_flight->patches); });
-  writer.digest_in_flight = std::move(job);
+  writer.digests_in_flight.push_back(std::move(job));
 }
 
 // The SHA-256s settle_iso_digest kept, put where write_node_iso left a placeholder: the nodes' built
@@ -545,7 +563,7 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
   job->embedded_segment = uki_edit.append_to_initrd;
   std::vector<IsoFileReplacement> files{{"config.yaml", bytes_of(config_yaml)}, {"boot/grub/grub.cfg", bytes_of(job->grub_cfg)}};
   if (embedded) files.push_back({std::string(talos_extension_initrd_iso_path).substr(1), bytes_of(job->embedded_segment)});
-  std::size_t set = t.partition_work_in_flight == std::size_t{0} ? 1 : 0;
+  std::size_t set = free_partition_work(writer);
   std::vector<std::uint8_t>& partition = t.partition_work[set];
   reserve_on_huge_pages(partition, t.input_partition.size());
   partition.assign(t.input_partition.begin(), t.input_partition.end());
@@ -564,9 +582,9 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
   log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files (",
              patches->size(), " patches)");
   job->patches = std::move(*patches);
+  if (t.partition) job->partition_work_index = set;
   const IsoDigestInFlight* in_flight = job.get();
   start_iso_digest(writer, ukis, std::move(job));
-  t.partition_work_in_flight = set;
   copy_iso_variant(t.path, t.bytes.bytes(), in_flight->patches, writer.start(target), 0600);
   return writer.finish(target, Sha256Digest{});
 }
@@ -778,7 +796,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     result.nodes.push_back(write_node_outputs(profile, writer, sources, plan, report));
     node_reports.push_back(std::move(report));
   }
-  settle_iso_digest(writer, iso.ukis);
+  settle_iso_digests(writer, iso.ukis);
   fill_late_digests(writer, result.nodes, node_reports);
 
   // 5. SHA256SUMS and manifest.json

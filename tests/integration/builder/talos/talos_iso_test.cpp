@@ -523,11 +523,13 @@ TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte
   test::write_file(dir / "worker.yaml", worker_config);
   fs::permissions(dir / "worker.yaml", fs::perms(0600));
   // w2 differs from w1 only in its config (a variant); w3's own long argument makes grub.cfg need
-  // another block, so it is remastered from scratch.
+  // another block, so it is remastered from scratch. w4-w6 are variants again: with two hashes in
+  // flight, their edits reuse every EFI partition and UKI buffer a settled hash gave back.
   test::write_file(dir / "p.yaml", "kind: talos-iso\nname: v\ntalos:\n  iso: {path: " + input.string() +
                                        "}\n  config: {file: worker.yaml}\n  outputs: [iso]\n  kernel_args: [console=ttyS0]\n"
                                        "nodes:\n  - name: w1\n    hostname: w1\n  - name: w2\n    hostname: w2-longer-name\n"
-                                       "  - name: w3\n    kernel_args: [variant.test=" + std::string(1200, 'x') + "]\n");
+                                       "  - name: w3\n    kernel_args: [variant.test=" + std::string(1200, 'x') + "]\n"
+                                       "  - name: w4\n  - name: w5\n    hostname: w5-a-much-longer-host-name\n  - name: w6\n");
   auto build = [&](const std::string& out, const std::string& nodes) {
     auto r = test::run("SOURCE_DATE_EPOCH=1767225600 " + cli() + " build -v " + nodes + " --out '" + (dir / out).string() + "' '" +
                        (dir / "p.yaml").string() + "' 2>&1");
@@ -538,13 +540,21 @@ TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte
   std::string all = build("all", "");
   CHECK(all.find("w2.iso: a copy of w1.iso with this node's files") != std::string::npos);
   CHECK(all.find("w3.iso: remastering the input ISO") != std::string::npos);
-  for (const std::string node : {"w1", "w2", "w3"}) {
+  for (const std::string node : {"w4", "w5", "w6"}) {
+    CHECK(all.find(node + ".iso: a copy of w1.iso with this node's files") != std::string::npos);
+  }
+  auto manifest = nlohmann::json::parse(test::read_file(dir / "all" / "manifest.json"));
+  for (const std::string node : {"w1", "w2", "w3", "w4", "w5", "w6"}) {
     // Built alone, a node is the first and only one: remastered from scratch.
     build("alone-" + node, "--node " + node);
     INFO(node);
     fs::path variant = dir / "all" / (node + ".iso");
     CHECK(test::read_file(variant) == test::read_file(dir / ("alone-" + node) / (node + ".iso")));
     CHECK((fs::status(variant).permissions() & fs::perms::all) == fs::perms(0600));
+    // The manifest's digest, taken on a hash thread, is the file's.
+    std::size_t index = static_cast<std::size_t>(node[1] - '1');
+    CHECK(manifest["nodes"][index]["outputs"]["iso"]["sha256"] ==
+          test::run("sha256sum '" + variant.string() + "' | cut -c1-64").output.substr(0, 64));
   }
   auto sums = test::run("cd '" + (dir / "all").string() + "' && sha256sum -c SHA256SUMS");
   INFO(sums.output);
