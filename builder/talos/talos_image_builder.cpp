@@ -369,8 +369,8 @@ void start_iso_digest(TalosOutputWriter& writer, const TalosIsoUkis& ukis, std::
   writer.digests_in_flight.push_back(std::move(job));
 }
 
-// The SHA-256s settle_iso_digest kept, put where write_node_iso left a placeholder: the nodes' built
-// files (SHA256SUMS) and their manifest entries.
+// The SHA-256s settle_oldest_iso_digest kept, put where write_node_iso left a placeholder: the nodes'
+// built files (SHA256SUMS) and their manifest entries.
 void fill_late_digests(TalosOutputWriter& writer, std::vector<TalosBuiltNode>& nodes, nlohmann::json& reports) {
   std::size_t filled = 0;
   for (std::size_t i = 0; i < nodes.size(); ++i) {
