@@ -82,15 +82,21 @@ ArtifactFetcher::ArtifactFetcher(FetchOptions options) : options_(std::move(opti
   if (options_.max_parallel < 1) options_.max_parallel = 1;
 }
 
+std::optional<fs::path> local_artifact_path(const ArtifactSource& source) {
+  if (!is_supported_location(source.location, nullptr)) return std::nullopt;
+  if (auto path = file_url_to_path(source.location)) return path;
+  if (source.location.starts_with("file://") || source.is_download()) return std::nullopt;
+  return fs::path(source.location);
+}
+
 FetchedArtifact ArtifactFetcher::fetch(const ArtifactSource& source) {
   std::string why;
   if (!is_supported_location(source.location, &why)) throw Error(describe(source) + ": " + why);
-  if (auto path = file_url_to_path(source.location)) return fetch_local(source, *path);
+  if (auto path = local_artifact_path(source)) return fetch_local(source, *path);
   if (source.location.starts_with("file://")) {
     throw Error(describe(source) + ": a file URL must be absolute (file:///path)");
   }
-  if (source.is_download()) return fetch_download(source);
-  return fetch_local(source, source.location);
+  return fetch_download(source);
 }
 
 FetchedArtifact ArtifactFetcher::fetch_local(const ArtifactSource& source, const fs::path& path) {

@@ -66,6 +66,11 @@ class ArtifactFetcher {
   FetchOptions options_;
 };
 
+// The file fetch() would read a local source from (a path, or an absolute file:// URL), without
+// touching it; nullopt for a download or a location fetch() refuses. Lets a caller start reading a
+// local input while fetch() takes its SHA-256 (nothing may be written from it before fetch() returns).
+std::optional<std::filesystem::path> local_artifact_path(const ArtifactSource& source);
+
 // "file:///a%20b" -> "/a b"; nullopt when not a file URL.
 std::optional<std::filesystem::path> file_url_to_path(const std::string& url);
 

@@ -264,6 +264,13 @@ std::vector<IsoFilePlacement> locate_iso_files(std::span<const std::uint8_t> ima
   return placements;
 }
 
+std::span<const std::uint8_t> iso_file_bytes(std::span<const std::uint8_t> image, const IsoFilePlacement& placement) {
+  if (placement.data_offset > image.size() || placement.size > image.size() - placement.data_offset) {
+    throw Error("ISO image: /" + placement.path + " lies past the end of the image");
+  }
+  return image.subspan(placement.data_offset, placement.size);
+}
+
 std::optional<std::vector<IsoBytePatch>> plan_iso_variant(std::uint64_t template_size,
                                                           const std::vector<IsoFilePlacement>& placements,
                                                           const std::vector<IsoFileReplacement>& files,

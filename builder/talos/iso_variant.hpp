@@ -36,6 +36,10 @@ struct IsoFilePlacement {
 // its size.
 std::vector<IsoFilePlacement> locate_iso_files(std::span<const std::uint8_t> image, const std::vector<std::string>& paths);
 
+// The bytes of `placement` in `image` (as locate_iso_files found it there). Throws Error when the
+// directory records put them past the end of the image.
+std::span<const std::uint8_t> iso_file_bytes(std::span<const std::uint8_t> image, const IsoFilePlacement& placement);
+
 // One piece of a variant: bytes written at `offset` instead of the template's.
 struct IsoBytePatch {
   std::uint64_t offset = 0;

@@ -12,7 +12,7 @@
 
 namespace aggrik8s::builder {
 
-ReadOnlyFileMapping::ReadOnlyFileMapping(const std::filesystem::path& path) {
+ReadOnlyFileMapping::ReadOnlyFileMapping(const std::filesystem::path& path, Populate populate) {
   FileDescriptor file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!file) throw_system_error("cannot open " + path.string(), errno);
   struct stat st {};
@@ -20,7 +20,8 @@ ReadOnlyFileMapping::ReadOnlyFileMapping(const std::filesystem::path& path) {
   if (st.st_size == 0) return;
   auto size = static_cast<std::size_t>(st.st_size);
   // MAP_POPULATE: the pages are in the cache already; map them all in one call instead of one fault each.
-  void* mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, file.get(), 0);
+  int flags = MAP_PRIVATE | (populate == Populate::all ? MAP_POPULATE : 0);
+  void* mapped = ::mmap(nullptr, size, PROT_READ, flags, file.get(), 0);
   if (mapped == MAP_FAILED) throw_system_error("cannot map " + path.string(), errno);
   data_ = static_cast<const std::uint8_t*>(mapped);
   size_ = size;

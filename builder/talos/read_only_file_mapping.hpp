@@ -11,9 +11,12 @@ namespace aggrik8s::builder {
 
 class ReadOnlyFileMapping {
  public:
+  // all: every page mapped up front (MAP_POPULATE), for bytes that are all read (hashed, compared);
+  // on_demand: pages mapped as they are touched, for a few reads in a large file.
+  enum class Populate { all, on_demand };
   ReadOnlyFileMapping() = default;
   // Throws Error naming the file when it cannot be opened or mapped. An empty file maps to no bytes.
-  explicit ReadOnlyFileMapping(const std::filesystem::path& path);
+  explicit ReadOnlyFileMapping(const std::filesystem::path& path, Populate populate = Populate::all);
   ~ReadOnlyFileMapping();
   ReadOnlyFileMapping(const ReadOnlyFileMapping&) = delete;
   ReadOnlyFileMapping& operator=(const ReadOnlyFileMapping&) = delete;

@@ -434,22 +434,19 @@ NetbootBootFiles prepare_netboot_boot_files(const TalosOutputWriter& writer, con
 // to find /extensions.yaml is the costly part, so the build starts this on a thread of its own while
 // it reads the rest of the ISO (docs/benchmarks.md, Talos section). Logs nothing: see
 // report_iso_extensions.
-std::vector<TalosExtensionLayer> read_iso_extensions(const FetchedArtifact& iso) {
-  std::string location = iso.source.location + ":/boot/initramfs.xz";
+std::vector<TalosExtensionLayer> read_iso_extensions(const fs::path& iso, const std::string& iso_location) {
+  std::string location = iso_location + ":/boot/initramfs.xz";
   std::optional<ReadOnlyFileMapping> image;
   std::string_view initramfs;
   try {
-    image.emplace(iso.path);
-    IsoFilePlacement placement = locate_iso_files(image->bytes(), {"boot/initramfs.xz"}).front();
-    if (placement.data_offset > image->size() || placement.size > image->size() - placement.data_offset) {
-      throw Error("/boot/initramfs.xz lies past the end of the image");
-    }
-    initramfs = {reinterpret_cast<const char*>(image->bytes().data() + placement.data_offset), placement.size};
+    image.emplace(iso);
+    auto bytes = iso_file_bytes(image->bytes(), locate_iso_files(image->bytes(), {"boot/initramfs.xz"}).front());
+    initramfs = {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
   } catch (const Error&) {
     image.reset();
   }
   if (image) return initramfs_extension_layers(initramfs, location);
-  return initramfs_extension_layers(read_iso_text_file(iso.path, "boot/initramfs.xz"), location);
+  return initramfs_extension_layers(read_iso_text_file(iso, "boot/initramfs.xz"), location);
 }
 
 void report_iso_extensions(const std::vector<TalosExtensionLayer>& layers) {
@@ -750,13 +747,23 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   std::vector<const TalosNode*> nodes = select_nodes(profile.talos_nodes, options.only_nodes, profile.file);
   // 1. configs
   std::vector<NodePlan> plans = plan_node_configs(profile, nodes);
-  // 2. inputs
-  TalosInputs inputs = fetch_talos_inputs(profile, options.fetch);
+  // 2. inputs. The ISO's extension list is needed for Talos >= 1.12 (embedded config), which the ISO's
+  // volume id may be what tells. A local ISO's list is read while fetch takes the ISO's SHA-256: each
+  // costs ~0.1-0.2 s of a core, and both come before the first node (docs/benchmarks.md, Talos
+  // section). Only read: nothing is written before fetch has checked a pinned checksum.
   std::optional<TalosVersion> profile_version = talos_version_from_profile(profile);
-  // Needed for Talos >= 1.12 (embedded config), which the ISO's volume id may be what tells.
+  bool need_iso_extensions = wants(profile, "iso") && (!profile_version || profile_version->at_least(1, 12));
   std::future<std::vector<TalosExtensionLayer>> iso_extensions_read;
-  if (wants(profile, "iso") && inputs.iso && (!profile_version || profile_version->at_least(1, 12))) {
-    iso_extensions_read = std::async(std::launch::async, [&inputs] { return read_iso_extensions(*inputs.iso); });
+  if (need_iso_extensions && profile.talos.iso) {
+    if (auto path = local_artifact_path(*profile.talos.iso)) {
+      iso_extensions_read = std::async(std::launch::async, [path = *path, location = profile.talos.iso->location] {
+        return read_iso_extensions(path, location);
+      });
+    }
+  }
+  TalosInputs inputs = fetch_talos_inputs(profile, options.fetch);
+  if (need_iso_extensions && inputs.iso && !iso_extensions_read.valid()) {
+    iso_extensions_read = std::async(std::launch::async, [&inputs] { return read_iso_extensions(inputs.iso->path, inputs.iso->source.location); });
   }
   TalosIsoContents iso;
   if (inputs.iso) iso = read_talos_iso(profile, *inputs.iso);
@@ -780,7 +787,8 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   bool embed_config = version.version.at_least(1, 12);
   std::vector<TalosExtensionLayer> iso_extensions;
   if (wants(profile, "iso") && embed_config) {
-    iso_extensions = iso_extensions_read.valid() ? iso_extensions_read.get() : read_iso_extensions(*inputs.iso);
+    iso_extensions = iso_extensions_read.valid() ? iso_extensions_read.get()
+                                                 : read_iso_extensions(inputs.iso->path, inputs.iso->source.location);
     report_iso_extensions(iso_extensions);
   }
   std::optional<EmbeddedConfigArchivesAhead> embedded_config_archives;

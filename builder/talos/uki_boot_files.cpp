@@ -82,10 +82,7 @@ TalosIsoUkis TalosIsoUkis::read(const fs::path& iso, const std::vector<std::stri
     try {
       ReadOnlyFileMapping image(iso);
       for (const auto& placement : locate_iso_files(image.bytes(), tree_paths)) {
-        if (placement.data_offset > image.size() || placement.size > image.size() - placement.data_offset) {
-          throw Error("/" + placement.path + " lies past the end of the image");
-        }
-        auto bytes = image.bytes().subspan(placement.data_offset, placement.size);
+        auto bytes = iso_file_bytes(image.bytes(), placement);
         reserve_on_huge_pages(contents.emplace_back(), bytes.size());
         contents.back().assign(bytes.begin(), bytes.end());
       }
@@ -106,6 +103,19 @@ TalosIsoUkis TalosIsoUkis::read(const fs::path& iso, const std::vector<std::stri
         std::string path = "EFI/Linux/" + entry.name;
         if (entry.is_directory || !is_uki_path(path)) continue;
         add(ukis.in_partition_, path, fat.read_file(path), "EFI partition " + std::to_string(ukis.partition_->number) + ":");
+      }
+    }
+  }
+  std::vector<Uki*> all;
+  for (auto* set : {&ukis.in_tree_, &ukis.in_partition_}) {
+    for (auto& uki : *set) all.push_back(&uki);
+  }
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    all[i]->first_same = i;
+    for (std::size_t j = 0; j < i; ++j) {
+      if (all[j]->bytes == all[i]->bytes) {
+        all[i]->first_same = j;
+        break;
       }
     }
   }
@@ -171,12 +181,10 @@ TalosIsoUkis::EditedInMemory TalosIsoUkis::edit(const UkiEdit& edit, std::int64_
     return command_line_edits_.back().second;
   };
   // The tree and the partition normally hold the same UKI: edit each distinct one once.
-  std::vector<const std::vector<std::uint8_t>*> inputs;
+  std::vector<std::optional<std::size_t>> image_of(in_tree_.size() + in_partition_.size());
   auto edited = [&](const Uki& uki) -> std::size_t {
-    for (std::size_t i = 0; i < inputs.size(); ++i) {
-      if (*inputs[i] == uki.bytes) return i;
-    }
-    inputs.push_back(&uki.bytes);
+    std::optional<std::size_t>& image = image_of.at(uki.first_same);
+    if (image) return *image;
     // edit_uki(bytes, edit), in two steps (uki_image.hpp): the shared command-line edit, then the append.
     const EditedUki& base = command_line_edit(uki);
     EditedUki full{{}, base.command_lines, base.signature_removed};
@@ -192,7 +200,8 @@ TalosIsoUkis::EditedInMemory TalosIsoUkis::edit(const UkiEdit& edit, std::int64_
     result.images.push_back(std::move(full));
     result.applied.signature_removed = result.applied.signature_removed || result.images.back().signature_removed;
     if (result.applied.command_lines.empty()) result.applied.command_lines = result.images.back().command_lines;
-    return result.images.size() - 1;
+    image = result.images.size() - 1;
+    return *image;
   };
   for (const auto& uki : in_tree_) result.in_tree.emplace_back(uki.path, edited(uki));
   if (!in_partition_.empty()) {

@@ -186,6 +186,13 @@ TEST_CASE("local paths and file URLs are verified in place", "[fetch]") {
                     Catch::Contains("sha256 mismatch"));
   CHECK_THROWS_WITH(fetcher.fetch({(dir / "absent.img").string(), std::nullopt, {}}), Catch::Contains("No such file"));
   CHECK_THROWS_WITH(fetcher.fetch({"ftp://example/x", std::nullopt, {}}), Catch::Contains("unsupported URL scheme 'ftp'"));
+
+  // The file fetch() reads, named before it runs (a build starts reading a local ISO meanwhile).
+  CHECK(local_artifact_path({(dir / "my image.img").string(), std::nullopt, {}}) == dir / "my image.img");
+  CHECK(local_artifact_path({url, std::nullopt, {}}) == dir / "my image.img");
+  CHECK_FALSE(local_artifact_path({"https://example/x.iso", std::nullopt, {}}));
+  CHECK_FALSE(local_artifact_path({"ftp://example/x", std::nullopt, {}}));
+  CHECK_FALSE(local_artifact_path({"file://relative/x.iso", std::nullopt, {}}));
 }
 
 TEST_CASE("several inputs download concurrently, every failure is reported together", "[fetch]") {
