@@ -755,7 +755,9 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   bool need_iso_extensions = wants(profile, "iso") && (!profile_version || profile_version->at_least(1, 12));
   std::future<std::vector<TalosExtensionLayer>> iso_extensions_read;
   if (need_iso_extensions && profile.talos.iso) {
-    if (auto path = local_artifact_path(*profile.talos.iso)) {
+    // A regular file only: opening a FIFO would block this thread, and fetch refuses anything else.
+    std::error_code ec;
+    if (auto path = local_artifact_path(*profile.talos.iso); path && fs::is_regular_file(*path, ec)) {
       iso_extensions_read = std::async(std::launch::async, [path = *path, location = profile.talos.iso->location] {
         return read_iso_extensions(path, location);
       });

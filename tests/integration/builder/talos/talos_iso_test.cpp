@@ -3,6 +3,8 @@
 // (tests/fixtures/make-talos-iso, a dual-boot ISO), the edited UKI read back with objcopy/objdump from
 // the ISO tree and with mtools from the EFI partition, the embedded-config extension unpacked with
 // zstd/cpio/unsquashfs, and `build` refusing bad input without leaving output behind.
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
@@ -220,6 +222,12 @@ TEST_CASE("talos: build refuses bad Talos input with a clear error and writes no
               "kind: talos-iso\nname: c\ntalos:\n  iso: {path: " + (fixture / "metal-amd64.iso").string() +
                   ", sha256: " + std::string(64, '0') + "}\n  config: {file: worker.yaml}\n  outputs: [iso]\nnodes:\n  - name: w1\n",
               "sha256");
+  // A FIFO as the ISO: refused as fetch refuses it, not read (and blocked on) before fetch looks at it.
+  REQUIRE(::mkfifo((dir / "iso.fifo").c_str(), 0600) == 0);
+  build_fails("fifo",
+              "kind: talos-iso\nname: f\ntalos:\n  iso: {path: " + (dir / "iso.fifo").string() +
+                  "}\n  config: {file: worker.yaml}\n  outputs: [iso]\nnodes:\n  - name: w1\n",
+              "not a regular file");
   build_fails("patch", profile("", "  - name: w1\n    patches:\n      - json6902: [{op: remove, path: /machine/kubelet}]\n"),
               "patch.yaml:10:20: node w1: ");
   build_fails("patch", profile("", "  - name: w1\n    patches:\n      - json6902: [{op: remove, path: /machine/kubelet}]\n"),
