@@ -117,8 +117,9 @@ Command flash_command() {
       "SOURCE DEVICE",
       "Write an image to an SD card or NVMe drive and verify it",
       "SOURCE: an image (.img), compressed (.img.zst, .img.xz, .img.gz, .img.bz2, .zip), or an http(s):// or\n"
-      "file:// URL (downloaded through the fetch cache; pin it with --sha256). DEVICE: a whole disk\n"
-      "(/dev/sdX, /dev/mmcblkN, /dev/nvmeXnY, /dev/loopN) or a regular file (made a sparse copy of the image).\n"
+      "file:// URL (downloaded through the fetch cache; pin it with --sha256); a file, not a pipe.\n"
+      "DEVICE: a whole disk (/dev/sdX, /dev/mmcblkN, /dev/nvmeXnY, /dev/loopN) or a regular file (made a\n"
+      "sparse copy of the image).\n"
       "Only the blocks that hold data are written (from the bmap when there is one). The first MiB\n"
       "(partition table, boot sector) is written last, after everything else was flushed and verified,\n"
       "so an interrupted flash never leaves a card that boots half an image. Mounted disks and the\n"

@@ -31,11 +31,20 @@ constexpr std::size_t discard_chunk_size = 1 << 20;
 class ImageInputFile {
  public:
   explicit ImageInputFile(const std::filesystem::path& path) : path_(path), name_(path.string()) {
-    fd_ = FileDescriptor(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    // O_NONBLOCK: opening a FIFO nobody writes to would otherwise wait forever before the check below.
+    fd_ = FileDescriptor(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (!fd_) throw input_system_error("cannot open", path_, errno);
     struct stat info {};
     if (::fstat(fd_.get(), &info) != 0) throw input_system_error("cannot stat", path_, errno);
     if (S_ISDIR(info.st_mode)) throw ImageInputError("", path_, " is a directory, not an image");
+    // The format is read from the first bytes by offset, a raw image's size and sparse ranges from the
+    // file: a pipe has none of them ("Illegal seek" said nothing useful).
+    if (S_ISFIFO(info.st_mode) || S_ISSOCK(info.st_mode)) {
+      throw ImageInputError("", path_, std::string(" is a ") + (S_ISFIFO(info.st_mode) ? "pipe" : "socket") +
+                                           ", not an image file: images are read by offset; give the file itself, or its http(s):// URL");
+    }
+    int flags = ::fcntl(fd_.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd_.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) throw input_system_error("cannot set up", path_, errno);
     size_ = static_cast<std::uint64_t>(info.st_size);
     ::posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   }

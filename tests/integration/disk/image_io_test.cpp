@@ -224,3 +224,16 @@ TEST_CASE("image_io: the error's type says whether the input or the output is at
   CHECK_FALSE(fs::exists(output));
   CHECK_THROWS_AS(ImageDecompressor().decompress(dir / "good.img.zst", dir / "no-such-dir" / "out.img"), ImageOutputError);
 }
+
+TEST_CASE("image_io: a pipe as the image is refused at once, with nobody writing to it") {
+  test::TempDir dir;
+  // A FIFO nobody writes to: opening it to read would wait forever.
+  REQUIRE(::mkfifo((dir / "image.img").c_str(), 0600) == 0);
+  try {
+    open_image_stream(dir / "image.img");
+    FAIL("no error");
+  } catch (const ImageInputError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("image.img is a pipe, not an image file: images are read by offset"));
+  }
+  CHECK_THROWS_WITH(detect_image_input_format(dir / "image.img"), Catch::Contains("is a pipe"));
+}
