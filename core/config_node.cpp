@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -135,6 +136,25 @@ class DocumentCounter : public YAML::EventHandler {
   void OnMapEnd() override {}
 };
 
+// The first line (1-based, up to `last_line`) indented with a tab: YAML allows only spaces there, and
+// yaml-cpp's own words for it ("illegal map value", "end of map not found") do not say so.
+std::optional<int> first_tab_indented_line(const std::string& text, int last_line) {
+  int line = 1;
+  bool in_indent = true;
+  for (char c : text) {
+    if (line > last_line) break;
+    if (c == '\n') {
+      ++line;
+      in_indent = true;
+    } else if (in_indent && c == '\t') {
+      return line;
+    } else if (c != ' ') {
+      in_indent = false;
+    }
+  }
+  return std::nullopt;
+}
+
 ConfigNode parse(const std::string& text, const std::string& name, Diagnostics& diagnostics) {
   try {
     // yaml-cpp 0.7's LoadAll never returns on some malformed input (found by the profile_yaml fuzz
@@ -159,7 +179,11 @@ ConfigNode parse(const std::string& text, const std::string& name, Diagnostics& 
     ConvertBudget budget;
     return convert(YAML::Load(text), name, diagnostics, budget, 0);
   } catch (const YAML::Exception& e) {
-    diagnostics.error(location_of(e.mark, name), "YAML syntax error: " + e.msg);
+    std::string hint;
+    if (auto tab = first_tab_indented_line(text, e.mark.line + 1)) {
+      hint = " (line " + std::to_string(*tab) + " is indented with a tab; YAML indents with spaces only)";
+    }
+    diagnostics.error(location_of(e.mark, name), "YAML syntax error: " + e.msg + hint);
     return ConfigNode{};
   }
 }

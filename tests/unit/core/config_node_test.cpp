@@ -82,3 +82,16 @@ TEST_CASE("config: input on which yaml-cpp's LoadAll never returns is a syntax e
   CHECK(diagnostics.has_errors());
   CHECK_THAT(all_errors(diagnostics), Catch::Contains("endless.yaml:") && Catch::Contains("YAML syntax error"));
 }
+
+TEST_CASE("config: a tab in the indentation is named in the syntax error", "[config]") {
+  Diagnostics diagnostics;
+  (void)load_yaml_string("kind: talos-iso\nname: x\ntalos:\n\tiso: {path: a.iso}\n", "tab.yaml", diagnostics);
+  REQUIRE(diagnostics.has_errors());
+  CHECK_THAT(all_errors(diagnostics), Catch::Contains("tab.yaml:4:") && Catch::Contains("YAML syntax error") &&
+                                          Catch::Contains("(line 4 is indented with a tab; YAML indents with spaces only)"));
+  // A syntax error with no tab in sight gets no such hint.
+  Diagnostics other;
+  (void)load_yaml_string("a: [1, 2\n", "bracket.yaml", other);
+  REQUIRE(other.has_errors());
+  CHECK_THAT(all_errors(other), !Catch::Contains("tab"));
+}
