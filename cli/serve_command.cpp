@@ -7,6 +7,7 @@
 
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "core/identifiers.hpp"
 #include "core/log.hpp"
 #include "netboot/asio.hpp"
 #include "netboot/service/netboot_config.hpp"
@@ -48,6 +49,8 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
   }
   // Flags override the file, so `--config x.yaml --http-port 0` works for a quick test.
   if (auto address = args.value("address")) {
+    // As listen.address in netboot.yaml: "::1" was taken here and made boot scripts name http://::1:PORT.
+    if (!is_ipv4_address(*address)) throw UsageError("--address must be an IPv4 address, got '" + *address + "'");
     config.address = *address;
     config.interface.reset();
   }
@@ -74,7 +77,17 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
   }
   if (auto log = args.value("boot-log")) config.boot_log = *log;
   if (auto state = args.value("state-dir")) config.state_dir = *state;
-  if (auto url = args.value("base-url")) config.http_base_url = *url;
+  if (auto url = args.value("base-url")) {
+    // As http.base_url in netboot.yaml (netboot_config.cpp): boot scripts put it in front of every path.
+    bool https_allowed = config.http_tls();
+    if (!url->starts_with("http://") && !(https_allowed && url->starts_with("https://"))) {
+      throw UsageError("--base-url must be an http:// URL" +
+                       std::string(https_allowed ? " or https:// URL" : " (https:// needs http.tls in --config)") + ", got '" +
+                       *url + "'");
+    }
+    config.http_base_url = *url;
+    while (config.http_base_url->ends_with("/")) config.http_base_url->pop_back();
+  }
   config.tftp_port = port_value(args, "tftp-port", config.tftp_port);
   config.http_port = port_value(args, "http-port", config.http_port);
   if (args.flag("no-tftp")) config.tftp_enabled = false;

@@ -38,6 +38,16 @@ TEST_CASE("commands refuse to start without what they need, with a usage error",
   auto flash = test::run(cli() + " flash only-a-source.img");
   INFO(flash.output);
   CHECK(flash.exit_code == 2);
+  // The flags are checked as netboot.yaml's listen.address and http.base_url are, before anything
+  // listens: '::1' made boot scripts name http://::1:PORT, a URL without a scheme named no URL at all.
+  auto v6 = test::run(cli() + " serve --address ::1 --tftp-root /usr/lib/ipxe");
+  INFO(v6.output);
+  CHECK(v6.exit_code == 2);
+  CHECK_THAT(v6.output, Catch::Contains("--address must be an IPv4 address, got '::1'"));
+  auto url = test::run(cli() + " serve --address 127.0.0.1 --tftp-root /usr/lib/ipxe --base-url 10.0.0.1:8080");
+  INFO(url.output);
+  CHECK(url.exit_code == 2);
+  CHECK_THAT(url.output, Catch::Contains("--base-url must be an http:// URL (https:// needs http.tls in --config), got '10.0.0.1:8080'"));
 }
 
 TEST_CASE("validate accepts every example profile", "[cli]") {
