@@ -8,6 +8,7 @@
 
 #include "inspect/boot_ramdisk_inspector.hpp"
 #include "inspect/image_inspector.hpp"
+#include "inspect/talos_iso_inspector.hpp"
 #include "cli/commands.hpp"
 #include "core/byte_size.hpp"
 
@@ -206,6 +207,16 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+void print_warnings(const std::vector<std::string>& warnings) {
+  std::printf("\n");
+  if (warnings.empty()) {
+    std::printf("warnings: none\n");
+  } else {
+    std::printf("warnings (%zu)\n", warnings.size());
+    for (const auto& w : warnings) std::printf("  - %s\n", w.c_str());
+  }
+}
+
 void print_text(const ImageInspection& r) {
   Section image("image");
   image.add("file", r.path.string());
@@ -347,13 +358,7 @@ void print_text(const ImageInspection& r) {
     }
   }
 
-  std::printf("\n");
-  if (r.warnings.empty()) {
-    std::printf("warnings: none\n");
-  } else {
-    std::printf("warnings (%zu)\n", r.warnings.size());
-    for (const auto& w : r.warnings) std::printf("  - %s\n", w.c_str());
-  }
+  print_warnings(r.warnings);
 }
 
 // ---- boot.img (Pi 5 HTTP boot ramdisk) ----
@@ -415,6 +420,50 @@ void print_boot_ramdisk(const BootRamdiskInspection& r) {
   }
 }
 
+// ---- Talos ISO ----
+
+nlohmann::json talos_iso_json(const TalosIsoInspection& r) {
+  nlohmann::json out;
+  out["image"] = {{"path", r.path.string()}, {"kind", r.config_only ? "talos-config-iso" : "talos-iso"}, {"size", r.image_bytes}};
+  out["talos"] = {{"volume_id", r.volume_id}, {"version", optional_json(r.talos_version)}};
+  out["boot_entries"] = nlohmann::json::array();
+  for (const auto& e : r.entries) {
+    out["boot_entries"].push_back({{"where", e.where},
+                                   {"command_line", e.command_line},
+                                   {"bytes", e.command_line.size()},
+                                   {"kernel", e.kernel},
+                                   {"kernel_keeps", e.kernel_limit}});
+  }
+  auto size_or_null = [](const std::optional<std::uint64_t>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+  out["config"] = {{"config_yaml_bytes", size_or_null(r.config_yaml_bytes)},
+                   {"embedded_config_bytes", size_or_null(r.embedded_config_bytes)}};
+  out["warnings"] = r.warnings;
+  return out;
+}
+
+void print_talos_iso(const TalosIsoInspection& r) {
+  Section image(r.config_only ? "Talos config ISO (the metal-iso volume a node boots beside talos-metal-iso.iso)" : "Talos ISO");
+  image.add("file", r.path.string());
+  image.add("size", format_byte_size(r.image_bytes));
+  image.add("volume", r.volume_id);
+  if (!r.config_only) image.add("version", r.talos_version.value_or("unknown (the volume id names none)"));
+  // Sizes only: the config carries the cluster's PKI.
+  image.add("config.yaml", r.config_yaml_bytes ? std::to_string(*r.config_yaml_bytes) + " bytes (read by talos.config=metal-iso)"
+                                               : "absent");
+  if (!r.config_only) {
+    image.add("embedded config", r.embedded_config_bytes
+                                     ? std::to_string(*r.embedded_config_bytes) + " bytes (boot/embedded-config.cpio.zst, an initrd)"
+                                     : "absent");
+  }
+  image.print();
+  if (!r.config_only) std::printf("\nboot entries (%zu)\n", r.entries.size());
+  for (const auto& e : r.entries) {
+    std::printf("  %s: %zu bytes, the kernel (%s) keeps %u\n    %s\n", e.where.c_str(), e.command_line.size(),
+                e.kernel.c_str(), e.kernel_limit, one_line(e.command_line).c_str());
+  }
+  print_warnings(r.warnings);
+}
+
 }  // namespace
 
 Command inspect_command() {
@@ -434,6 +483,12 @@ Command inspect_command() {
       "in one QEMU appliance, image attached read-only), then fscks both filesystems on the appliance's\n"
       "throwaway overlay, and reports each fact as agree/DISAGREE. It takes 30-40 s under software\n"
       "emulation; LIBGUESTFS_BACKEND defaults to direct.\n"
+      "\n"
+      "A Talos ISO (an ISO 9660 volume with /boot/vmlinuz and /boot/grub/grub.cfg: Talos' own or a node's\n"
+      "from `build`) is recognised: its version (volume id), every boot entry's kernel command line (GRUB\n"
+      "menu entries, UKIs in the tree and the EFI partition) against the limit of the kernel it starts,\n"
+      "and the sizes of /config.yaml and the embedded-config archive (never their contents); a config\n"
+      "ISO (volume metal-iso) with the size of its config.yaml.\n"
       "\n"
       "A Pi 5 HTTP boot image (boot.img: a FAT filesystem with no partition table) is recognised\n"
       "and its files are listed with their sizes. With --boot-sig FILE and --public-key PEM, the\n"
@@ -472,6 +527,16 @@ Command inspect_command() {
             if (boot_sig) {
               throw UsageError("--boot-sig applies to a boot.img (a FAT image with no partition table); " + image +
                                " is not one");
+            }
+            if (is_talos_iso_image(image)) {
+              if (args.flag("deep")) throw UsageError("--deep checks a Pi disk image's filesystems; " + image + " is a Talos ISO");
+              TalosIsoInspection report = inspect_talos_iso(image);
+              if (args.flag("json")) {
+                std::printf("%s\n", talos_iso_json(report).dump(2).c_str());
+              } else {
+                print_talos_iso(report);
+              }
+              return args.flag("strict") && !report.warnings.empty() ? exit_failure : exit_success;
             }
             InspectOptions options;
             options.deep = args.flag("deep");

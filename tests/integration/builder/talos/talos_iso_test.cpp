@@ -433,6 +433,70 @@ TEST_CASE("talos: a dual-boot ISO's UKI gets the node's arguments in the tree an
   CHECK(r.output.find("SECRET-WORKER-TOKEN") == std::string::npos);
 }
 
+TEST_CASE("talos: inspect reads a Talos ISO as one: version, every boot entry's command line, the config's size only",
+          "[talos][cli][inspect]") {
+  fs::path fixture = talos_fixture();
+  test::TempDir dir;
+  test::write_file(dir / "worker.yaml", worker_config);
+  fs::permissions(dir / "worker.yaml", fs::perms(0600));
+  test::write_file(dir / "p.yaml", "kind: talos-iso\nname: i\ntalos:\n  iso: {path: " + (fixture / "metal-amd64.iso").string() +
+                                       "}\n  config: {file: worker.yaml}\n  outputs: [iso, config-iso]\nnodes:\n"
+                                       "  - name: w1\n    kernel_args: [console=ttyS0, inspect.test=w1]\n  - name: w2\n");
+  auto r = test::run("SOURCE_DATE_EPOCH=1767225600 " + cli() + " build --out '" + (dir / "out").string() + "' '" +
+                     (dir / "p.yaml").string() + "'");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+
+  // The input ISO: Talos' four boot entries (two GRUB entries, the UKI in the tree and in the EFI
+  // partition), no config, and none of the Pi image's checks (no FAT boot partition, no ext4 root).
+  auto input = test::run(cli() + " inspect --strict '" + (fixture / "metal-amd64.iso").string() + "'");
+  INFO(input.output);
+  CHECK(input.exit_code == 0);
+  CHECK_THAT(input.output, Catch::Contains("Talos ISO") && Catch::Contains("version          v1.12.0") &&
+                               Catch::Contains("boot entries (4)") && Catch::Contains("GRUB menu entry 2: ") &&
+                               Catch::Contains("EFI partition 2:/EFI/Linux/Talos-v1.12.0.efi: ") &&
+                               Catch::Contains("config.yaml      absent") && Catch::Contains("warnings: none"));
+  CHECK_THAT(input.output, !Catch::Contains("ext4") && !Catch::Contains("cmdline.txt"));
+
+  // A node's ISO: its arguments in every entry, the config's size (the machine config, never shown).
+  auto node = test::run(cli() + " inspect --json '" + (dir / "out" / "w1.iso").string() + "'");
+  INFO(node.output);
+  REQUIRE(node.exit_code == 0);
+  CHECK(node.output.find("SECRET-WORKER-TOKEN") == std::string::npos);
+  auto report = nlohmann::json::parse(node.output);
+  CHECK(report["image"]["kind"] == "talos-iso");
+  CHECK(report["talos"]["version"] == "v1.12.0 (from /EFI/Linux/Talos-v1.12.0.efi)");
+  REQUIRE(report["boot_entries"].size() == 4);
+  for (const auto& entry : report["boot_entries"]) {
+    std::string line = entry["command_line"];
+    CHECK_THAT(line, Catch::EndsWith(" console=ttyS0 inspect.test=w1 talos.config=metal-iso"));
+    CHECK(entry["bytes"] == line.size());
+    CHECK(entry["kernel_keeps"] == 2047);
+  }
+  CHECK(report["config"]["config_yaml_bytes"] == read_iso_text_file(dir / "out" / "w1.iso", "config.yaml").size());
+  CHECK(report["config"]["embedded_config_bytes"].is_number());
+  CHECK(report["warnings"].empty());
+
+  // The shared boot ISO asks for a config ISO beside it: said as a warning (--strict fails on it).
+  auto shared = test::run(cli() + " inspect --strict '" + (dir / "out" / "talos-metal-iso.iso").string() + "'");
+  INFO(shared.output);
+  CHECK(shared.exit_code == 1);
+  CHECK_THAT(shared.output, Catch::Contains("has talos.config=metal-iso but this ISO has no /config.yaml: the node needs a "
+                                            "config ISO (volume label metal-iso) attached beside it"));
+  CHECK(test::run(cli() + " inspect --deep '" + (dir / "out" / "w1.iso").string() + "'").exit_code == 2);
+
+  // The config ISO beside it: the metal-iso volume, its config.yaml's size.
+  auto config = test::run(cli() + " inspect --json '" + (dir / "out" / "w2-config.iso").string() + "'");
+  INFO(config.output);
+  REQUIRE(config.exit_code == 0);
+  CHECK(config.output.find("SECRET-WORKER-TOKEN") == std::string::npos);
+  auto config_report = nlohmann::json::parse(config.output);
+  CHECK(config_report["image"]["kind"] == "talos-config-iso");
+  CHECK(config_report["talos"]["volume_id"] == "metal-iso");
+  CHECK(config_report["boot_entries"].empty());
+  CHECK(config_report["config"]["config_yaml_bytes"] == read_iso_text_file(dir / "out" / "w2-config.iso", "config.yaml").size());
+}
+
 TEST_CASE("talos: extensions already in the ISO's initramfs stay listed next to the embedded config", "[talos][cli][extensions]") {
   fs::path fixture = talos_fixture();
   test::TempDir dir;
