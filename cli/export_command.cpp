@@ -24,8 +24,9 @@ Command export_command() {
                    "             proxmox-vm machine (MAC, SMBIOS UUID, sizing, boot order, ISO); the API\n"
                    "             endpoint and token are variables (proxmox_endpoint, proxmox_api_token)\n"
                    "  nodes      the nodes file `serve --site` derives (docs/netboot.md), as YAML\n"
-                   "Written to stdout, or with -o to FILE (replaced whole: written as FILE.partial, then renamed).",
-                   {{"output", 'o', "FILE", "write to FILE instead of stdout"}},
+                   "Written to stdout (also with -o -), or with -o to FILE (replaced whole: written as FILE.partial,\n"
+                   "then renamed).",
+                   {{"output", 'o', "FILE", "write to FILE instead of stdout ('-': stdout)"}},
                    2,
                    2};
   return {spec, [](const ParsedArguments& args) {
@@ -49,7 +50,8 @@ Command export_command() {
             } else {
               text = to_yaml(site::derive_nodes_file(*loaded));
             }
-            if (auto out = args.value("output")) {
+            // "-o -" is stdout, as for most tools (it wrote a file named "-").
+            if (auto out = args.value("output"); out && *out != "-") {
               builder::write_text_file_atomically(*out, text, builder::FileMode::less_umask(0644));
             } else {
               std::fputs(text.c_str(), stdout);

@@ -28,7 +28,11 @@ pass "nothing but hosts.yml written"
 "$CLI" export ansible "$SITE/site-lab.yaml" >"$WORK/stdout.yml"
 cmp -s "$WORK/hosts.yml" "$WORK/stdout.yml" || fail "stdout and -o differ"
 pass "stdout equals -o FILE, byte for byte"
-rm "$WORK/stdout.yml"
+(cd "$WORK" && "$CLI" export ansible "$SITE/site-lab.yaml" -o - >"$WORK/dash.yml")
+cmp -s "$WORK/hosts.yml" "$WORK/dash.yml" || fail "-o - did not write stdout"
+[ -e "$WORK/-" ] && fail "-o - wrote a file named '-'"
+pass "-o - is stdout"
+rm "$WORK/stdout.yml" "$WORK/dash.yml"
 grep -qF -- "$TOKEN" "$WORK/hosts.yml" && fail "the token's value is in the inventory"
 pass "the token's value is not in the inventory"
 
