@@ -72,10 +72,10 @@ TalosIsoInspection inspect_talos_iso(const fs::path& image) {
   if (report.config_only) return report;
 
   // Every boot entry with the kernel it starts, checked as `build` checks what it writes.
-  std::string grub_cfg = read_iso_text_file(image, "boot/grub/grub.cfg");
-  KernelFile grub_kernel = read_talos_iso_kernel(image, "/boot/vmlinuz");
   std::vector<std::string> all_lines;
   try {
+    std::string grub_cfg = read_iso_text_file(image, "boot/grub/grub.cfg");
+    KernelFile grub_kernel = read_talos_iso_kernel(image, "/boot/vmlinuz");
     EditedGrubConfig grub = edit_grub_config(grub_cfg, {});
     for (std::size_t i = 0; i < grub.command_lines.size(); ++i) {
       std::string where = "GRUB menu entry " + std::to_string(i + 1);
@@ -88,7 +88,7 @@ TalosIsoInspection inspect_talos_iso(const fs::path& image) {
       all_lines.push_back(grub.command_lines[i]);
     }
   } catch (const Error& e) {
-    report.warnings.push_back(std::string("/boot/grub/grub.cfg: ") + e.what());
+    report.warnings.push_back(std::string("GRUB (/boot/grub/grub.cfg, /boot/vmlinuz): ") + e.what());
   }
   try {
     TalosIsoUkis ukis = TalosIsoUkis::read(image, files);

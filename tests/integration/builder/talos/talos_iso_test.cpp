@@ -495,6 +495,19 @@ TEST_CASE("talos: inspect reads a Talos ISO as one: version, every boot entry's 
   CHECK(config_report["talos"]["volume_id"] == "metal-iso");
   CHECK(config_report["boot_entries"].empty());
   CHECK(config_report["config"]["config_yaml_bytes"] == read_iso_text_file(dir / "out" / "w2-config.iso", "config.yaml").size());
+
+  // An ISO with Talos' file names but neither a kernel nor a GRUB entry inspect can read: reported,
+  // each problem a warning, not a failure.
+  fs::create_directories(dir / "odd" / "boot" / "grub");
+  test::write_file(dir / "odd" / "boot" / "vmlinuz", "not a kernel");
+  test::write_file(dir / "odd" / "boot" / "grub" / "grub.cfg", "menuentry x {\n}\n");
+  REQUIRE(test::run("xorriso -as mkisofs -quiet -R -o '" + (dir / "odd.iso").string() + "' '" + (dir / "odd").string() + "'")
+              .exit_code == 0);
+  auto odd = test::run(cli() + " inspect '" + (dir / "odd.iso").string() + "'");
+  INFO(odd.output);
+  CHECK(odd.exit_code == 0);
+  CHECK_THAT(odd.output, Catch::Contains("boot entries (0)") && Catch::Contains("warnings (1)") &&
+                             Catch::Contains("GRUB (/boot/grub/grub.cfg, /boot/vmlinuz): "));
 }
 
 TEST_CASE("talos: extensions already in the ISO's initramfs stay listed next to the embedded config", "[talos][cli][extensions]") {
