@@ -75,6 +75,20 @@ timed() {  # timed NAME COMMAND...: runs it, records the seconds taken in $WORK/
   "$@" >"$WORK/$name.log" 2>&1 || true
   echo $((SECONDS - start)) >"$WORK/$name.s"
 }
+# atftp 0.8 aborts on any second OACK ("tftp: unexpected OACK", tftp_file.c, non-multicast). The server
+# resends the OACK only after 6 s without ACK 0 (netboot/tftp/tftp_retransmit_schedule.hpp), after
+# atftp's own 5 s resend of ACK 0; with 10% loss both of atftp's ACK 0s are lost in ~1 run of 100, and
+# no server can then finish that transfer (tftpd-hpa resends its OACK too). Such a run is retried once,
+# and says so; any other failure is not.
+timed_atftp() {  # timed_atftp NAME COMMAND...
+  local name=$1
+  timed "$@"
+  if grep -q "unexpected OACK" "$WORK/$name.log"; then
+    echo "note: $name: atftp aborted on a resent OACK (both of its ACK 0s lost): retried once" >&2
+    rm -f "$WORK/$name.got"
+    timed "$@"
+  fi
+}
 intact() {  # intact NAME FILE DESCRIPTION
   cmp -s "$WORK/$1.got" "$WORK/root/$2" || { tail -n 20 "$WORK/$1.log" >&2; fail "$3: file differs or is missing"; }
   pass "$3: intact in $(cat "$WORK/$1.s") s"
@@ -86,11 +100,11 @@ intact hpa pxe.bin "tftp-hpa (512-byte lockstep, 150 kB) over 10% loss"
 # atftp 0.8 answers a resent window it already holds with one extra ACK and ignores further copies
 # until its own timer fires; the server's back-off is what lets that timer fire (see
 # netboot/tftp/tftp_retransmit_schedule.hpp). With a 1 s client timer the stalls cost about 2 s each.
-timed atftp in_client atftp --tftp-timeout 1 --option "blksize 1468" --option "windowsize 8" \
+timed_atftp atftp in_client atftp --tftp-timeout 1 --option "blksize 1468" --option "windowsize 8" \
   -g -r kernel.img -l "$WORK/atftp.got" 10.99.0.1
 intact atftp kernel.img "atftp (blksize 1468, windowsize 8, 1 s timer, 1.2 MB) over 10% loss"
 # The same client with its default 5 s timer: a stall costs the back-off up to a gap over 5 s.
-timed atftp5 in_client atftp --option "blksize 1468" --option "windowsize 16" \
+timed_atftp atftp5 in_client atftp --option "blksize 1468" --option "windowsize 16" \
   -g -r dtb.bin -l "$WORK/atftp5.got" 10.99.0.1
 intact atftp5 dtb.bin "atftp (blksize 1468, windowsize 16, default 5 s timer, 500 kB) over 10% loss"
 
