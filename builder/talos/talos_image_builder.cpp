@@ -765,7 +765,11 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   }
   TalosInputs inputs = fetch_talos_inputs(profile, options.fetch);
   if (need_iso_extensions && inputs.iso && !iso_extensions_read.valid()) {
-    iso_extensions_read = std::async(std::launch::async, [&inputs] { return read_iso_extensions(inputs.iso->path, inputs.iso->source.location); });
+    // By value: the future is declared before `inputs`, so on an exception it is waited for after
+    // `inputs` is gone.
+    iso_extensions_read = std::async(std::launch::async, [path = inputs.iso->path, location = inputs.iso->source.location] {
+      return read_iso_extensions(path, location);
+    });
   }
   TalosIsoContents iso;
   if (inputs.iso) iso = read_talos_iso(profile, *inputs.iso);
