@@ -78,9 +78,9 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
   if (auto log = args.value("boot-log")) config.boot_log = *log;
   if (auto state = args.value("state-dir")) config.state_dir = *state;
   if (auto url = args.value("base-url")) {
-    // As http.base_url in netboot.yaml (netboot_config.cpp): boot scripts put it in front of every path.
+    // As http.base_url in netboot.yaml: boot scripts put it in front of every path.
     bool https_allowed = config.http_tls();
-    if (!url->starts_with("http://") && !(https_allowed && url->starts_with("https://"))) {
+    if (!netboot::is_usable_http_base_url(*url, https_allowed)) {
       throw UsageError("--base-url must be an http:// URL" +
                        std::string(https_allowed ? " or https:// URL" : " (https:// needs http.tls in --config)") + ", got '" +
                        *url + "'");

@@ -93,9 +93,7 @@ TalosIsoInspection inspect_talos_iso(const fs::path& image) {
   try {
     TalosIsoUkis ukis = TalosIsoUkis::read(image, files);
     for (const auto& line : ukis.command_lines_and_limits_with({})) {
-      // command_lines_and_limits_with names the kernel "<iso>:/EFI/..." or "<iso> EFI partition N:/EFI/...".
-      std::string where = line.location.substr(std::min(line.location.size(), image.string().size()));
-      while (!where.empty() && (where.front() == ':' || where.front() == ' ')) where.erase(where.begin());
+      const std::string& where = line.uki;
       report.entries.push_back({where, line.text, static_cast<std::uint32_t>(line.limit.max_bytes), "the UKI's .linux"});
       if (auto problem = check_kernel_command_line(where + " (UKI .cmdline)", split_kernel_args(line.text), uki_loader(),
                                                    line.limit, where + " (.linux)", "the kernel would not see them")) {

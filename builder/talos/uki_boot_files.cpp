@@ -148,7 +148,7 @@ std::vector<TalosIsoUkis::CommandLine> TalosIsoUkis::command_lines_and_limits_wi
     for (const auto& u : *set) {
       // The kernel's place for messages: "<iso>:/EFI/Linux/x.efi", "<iso> EFI partition 2:/EFI/Linux/x.efi".
       std::string kernel = iso_.string() + (set == &in_tree_ ? ":" : " ") + where[index];
-      for (const auto& line : u.command_lines) out.push_back({kernel, uki_command_line_with(line, add_args), u.limit});
+      for (const auto& line : u.command_lines) out.push_back({kernel, where[index], uki_command_line_with(line, add_args), u.limit});
       ++index;
     }
   }

@@ -27,7 +27,8 @@ class TalosIsoUkis {
   // Every .cmdline of every UKI as `add_args` would make it (for length checks before any work).
   std::vector<std::string> command_lines_with(const std::vector<std::string>& add_args) const;
   struct CommandLine {
-    std::string location;          // the ISO and the UKI in it, as locations() names it
+    std::string location;          // the ISO and the UKI in it: "<iso>:/EFI/Linux/x.efi", "<iso> EFI partition 2:/..."
+    std::string uki;               // the UKI alone, as locations() names it: "/EFI/Linux/x.efi", "EFI partition 2:/..."
     std::string text;
     KernelCommandLineLimit limit;  // of the kernel in the UKI's .linux section
   };

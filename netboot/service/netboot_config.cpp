@@ -152,11 +152,8 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
     }
     config.http_base_url = http->string("base_url");
     if (config.http_base_url) {
-      // https:// only when this server speaks it on the port nodes are told about; the scripts' clients
-      // (iPXE) need TLS support built in then.
       bool https_allowed = http->has("tls");
-      if (!config.http_base_url->starts_with("http://") &&
-          !(https_allowed && config.http_base_url->starts_with("https://"))) {
+      if (!is_usable_http_base_url(*config.http_base_url, https_allowed)) {
         http->error_at("base_url", "'http.base_url' must be an http:// URL" +
                                        std::string(https_allowed ? " or https:// URL" : " (https:// needs 'http.tls')") +
                                        ", got '" + *config.http_base_url + "'");
@@ -270,6 +267,10 @@ NetbootConfig read_netboot_config(const fs::path& file, Diagnostics& diagnostics
   NetbootConfig config = parse_netboot_config(tree, diagnostics);
   config.file = file;
   return config;
+}
+
+bool is_usable_http_base_url(std::string_view url, bool https_allowed) {
+  return url.starts_with("http://") || (https_allowed && url.starts_with("https://"));
 }
 
 }  // namespace aggrik8s::netboot

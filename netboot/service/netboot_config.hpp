@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/config_node.hpp"
@@ -102,6 +103,10 @@ struct NetbootConfig {
 std::optional<std::filesystem::path> state_directory(const NetbootConfig& config);
 
 NetbootConfig read_netboot_config(const std::filesystem::path& file, Diagnostics& diagnostics);
+
+// What http.base_url (and serve --base-url) may be: an http:// URL, or https:// when this server speaks
+// HTTPS on the port nodes are told about (http.tls; the scripts' clients, iPXE, need TLS built in then).
+bool is_usable_http_base_url(std::string_view url, bool https_allowed);
 NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnostics);
 
 }  // namespace aggrik8s::netboot
