@@ -127,7 +127,8 @@ std::string help_text(const CommandSpec& spec) {
   }
   out += "\nCommon options:\n";
   describe(common_options());
-  out += "\nExit status: 0 success, 1 failure, 2 usage error.\n";
+  // A command that explains its own exit statuses (inspect, keygen, status) says it once.
+  if (spec.description.find("Exit status:") == std::string::npos) out += "\nExit status: 0 success, 1 failure, 2 usage error.\n";
   return out;
 }
 

@@ -6,13 +6,13 @@
 #include <cstdio>
 
 #include "cli/commands.hpp"
+#include "cli/netboot_command_support.hpp"
 #include "core/error.hpp"
 #include "core/identifiers.hpp"
 #include "core/log.hpp"
 #include "netboot/asio.hpp"
 #include "netboot/service/netboot_config.hpp"
 #include "netboot/service/netboot_service.hpp"
-#include "site/nodes_file.hpp"
 #include "site/site_inventory.hpp"
 
 namespace aggrik8s::cli {
@@ -98,20 +98,6 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
   return config;
 }
 
-// The nodes file a site derives (site/nodes_file.hpp), at start and at every reload, so that an edited
-// site or a rebuild takes effect on SIGHUP. Profiles' own secrets (password hashes, tokens) are the
-// build's business: serve needs only the paths of what was built.
-ConfigNode site_nodes_file(const std::filesystem::path& file, Diagnostics& diagnostics) {
-  auto loaded = site::load_site(file, diagnostics, builder::ProfileCheckOptions{false, false});
-  if (!loaded) return {};
-  try {
-    return site::derive_nodes_file(*loaded);
-  } catch (const Error& e) {
-    diagnostics.error({file.string(), 0, 0}, e.what());
-    return {};
-  }
-}
-
 }  // namespace
 
 Command serve_command() {
@@ -126,7 +112,11 @@ Command serve_command() {
       "Without --config, the flags alone are a quick start:\n"
       "  aggrik8s-image serve --address 10.0.0.1 --tftp-root /usr/lib/ipxe --http-root out/\n"
       "  aggrik8s-image serve --interface eth1 --site site.yaml\n"
-      "SIGHUP reloads the configuration and the nodes file (or the site); SIGTERM stops.",
+      "SIGHUP reloads the configuration and the nodes file (or the site); SIGTERM stops.\n"
+      "--check loads everything a start loads (nodes file or site, Pi images, kernel command lines\n"
+      "with the URLs boot scripts will carry, TLS key, remap rules), prints 'ok' or every problem, and\n"
+      "exits 0 or 1 without binding a port or writing a file, like kea-dhcp4 -t or dnsmasq --test.\n"
+      "`validate netboot.yaml` (or a nodes file) does the same.",
       {{"config", 'c', "FILE", "netboot configuration (docs/netboot.md)"},
        {"address", '\0', "ADDR", "IPv4 address to listen on (default 0.0.0.0)"},
        {"interface", 'i', "IFACE", "listen on this interface's IPv4 address"},
@@ -140,7 +130,8 @@ Command serve_command() {
        {"boot-log", '\0', "FILE", "append boot events to FILE as JSON lines"},
        {"state-dir", '\0', "DIR", "what serve keeps across restarts (netboot.yaml state_dir)"},
        {"no-tftp", '\0', "", "do not serve TFTP"},
-       {"no-http", '\0', "", "do not serve HTTP"}},
+       {"no-http", '\0', "", "do not serve HTTP"},
+       {"check", '\0', "", "load the configuration and nodes as a start would, report, and exit without serving"}},
       0,
       0};
   return {spec, [](const ParsedArguments& args) {
@@ -148,6 +139,14 @@ Command serve_command() {
             if (config.address == "0.0.0.0" && !config.interface && !config.http_base_url && config.http_enabled) {
               log::warning("listening on 0.0.0.0 without http.base_url: boot scripts will name http://0.0.0.0, "
                            "which nodes cannot reach; set --base-url, --address or --interface");
+            }
+            if (args.flag("check")) {
+              std::string source = !config.file.empty() ? config.file.string()
+                                   : config.site      ? config.site->string()
+                                   : config.inventory ? config.inventory->string()
+                                                      : std::string("serve");
+              print_netboot_check(source, config);
+              return exit_success;
             }
             boost::asio::io_context io;
             // A reload makes its configuration as this start did, flags over the file: re-reading only

@@ -2,7 +2,9 @@
 #include <nlohmann/json.hpp>
 
 #include "builder/talos/talos_build_checks.hpp"
+#include "core/error.hpp"
 #include "cli/commands.hpp"
+#include "cli/netboot_command_support.hpp"
 #include "cli/profile_command_support.hpp"
 #include "site/site_inventory.hpp"
 
@@ -55,12 +57,45 @@ bool validate_site(const std::string& path, bool json, nlohmann::json& report) {
   return loaded.has_value();
 }
 
+// serve's netboot configuration or nodes file, checked as `serve --check` checks it.
+bool validate_serve_file(const std::string& path, ServeFileKind kind, bool json, nlohmann::json& report) {
+  Diagnostics diagnostics;
+  netboot::NetbootConfig config;
+  if (kind == ServeFileKind::netboot_config) {
+    config = netboot::read_netboot_config(path, diagnostics);
+  } else {
+    config.inventory = path;
+  }
+  bool valid = !diagnostics.has_errors();
+  if (!json) print_diagnostics(diagnostics);
+  nlohmann::json entry{{"file", path}, {"kind", kind == ServeFileKind::netboot_config ? "netboot-config" : "nodes-file"}};
+  nlohmann::json problems = diagnostics_json(diagnostics);
+  if (valid) {
+    try {
+      if (json) {
+        netboot::check_netboot_configuration(config, &site_nodes_file);
+      } else {
+        print_netboot_check(path, config);
+      }
+    } catch (const Error& e) {
+      valid = false;
+      if (!json) std::fprintf(stderr, "%s\n", e.what());
+      problems.push_back({{"file", path}, {"line", 0}, {"column", 0}, {"severity", "error"}, {"message", e.what()}});
+    }
+  }
+  if (!valid && !json) std::fprintf(stderr, "%s: invalid\n", path.c_str());
+  entry["valid"] = valid;
+  entry["diagnostics"] = problems;
+  report.push_back(entry);
+  return valid;
+}
+
 }  // namespace
 
 Command validate_command() {
   CommandSpec spec{"validate",
-                   "PROFILE|SITE...",
-                   "Check profiles and site inventories without building anything",
+                   "PROFILE|SITE|NETBOOT-CONFIG|NODES-FILE...",
+                   "Check profiles, site inventories and serve's files without building or serving anything",
                    "Reports every problem in every profile as FILE:LINE:COLUMN: MESSAGE: unknown keys, wrong\n"
                    "types, missing fields, malformed checksums and addresses, secret files that cannot be read.\n"
                    "For talos-iso profiles also what build checks before any work: each machine config's\n"
@@ -73,7 +108,9 @@ Command validate_command() {
                    "serials, UUIDs and addresses; addresses outside every network or inside a DHCP pool; agents\n"
                    "with no server, workers with no control plane, an even control plane (a warning); a profile\n"
                    "whose kind does not fit the machine's platform or role, or lacks the output its boot needs;\n"
-                   "then every profile with the site's machines as its nodes.",
+                   "then every profile with the site's machines as its nodes.\n"
+                   "serve's netboot configuration (netboot.yaml) and nodes files are checked as `serve --check`\n"
+                   "checks them: loaded as a start would load them, nothing bound or written.",
                    {{"json", '\0', "", "machine-readable output"}},
                    1,
                    1000};
@@ -84,6 +121,10 @@ Command validate_command() {
             for (const auto& path : args.positional) {
               if (site::is_site_file(path)) {
                 if (!validate_site(path, json, report)) ++failed;
+                continue;
+              }
+              if (auto kind = serve_file_kind(path); kind != ServeFileKind::none) {
+                if (!validate_serve_file(path, kind, json, report)) ++failed;
                 continue;
               }
               Diagnostics diagnostics;

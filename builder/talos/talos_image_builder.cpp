@@ -82,7 +82,8 @@ std::vector<NodePlan> plan_node_configs(const Profile& profile, const std::vecto
     plans.push_back(std::move(plan));
   }
   for (const auto& d : diagnostics.all()) {
-    if (d.severity == Diagnostic::Severity::warning) log::warning(d.str());
+    // d.str() would say "warning: " a second time after the logger's own.
+    if (d.severity == Diagnostic::Severity::warning) log::warning(d.where.str(), ": ", d.message);
   }
   diagnostics.throw_if_errors(profile.file.string() + ": machine configs");
   return plans;

@@ -17,7 +17,7 @@ std::shared_ptr<HttpTlsContext> load_http_tls_context(const NetbootConfig& confi
   Diagnostics diagnostics;
   check_secret(key, diagnostics);
   for (const auto& d : diagnostics.all()) {
-    if (d.severity == Diagnostic::Severity::warning) log::warning("http.tls.key: ", d.str());
+    if (d.severity == Diagnostic::Severity::warning) log::warning("http.tls.key: ", d.where.str(), ": ", d.message);
   }
   diagnostics.throw_if_errors("http.tls.key");
   std::ifstream in(certificate, std::ios::binary);

@@ -112,7 +112,8 @@ std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const
                               diagnostics);
     }
     for (const auto& d : diagnostics.all()) {
-      if (d.severity == Diagnostic::Severity::warning) log::warning(d.str());
+      // d.str() would say "warning: " a second time after the logger's own.
+      if (d.severity == Diagnostic::Severity::warning) log::warning(d.where.str(), ": ", d.message);
     }
     diagnostics.throw_if_errors(config.site ? "site " + config.site->string() : "nodes file " + config.inventory->string());
   }
@@ -978,6 +979,45 @@ std::shared_ptr<TftpServerObserver> as_observer(const std::shared_ptr<NetbootSer
 std::shared_ptr<HttpHandler> as_handler(const std::shared_ptr<NetbootService::Core>& core) { return core; }
 std::shared_ptr<DhcpBootPolicy> as_boot_policy(const std::shared_ptr<NetbootService::Core>& core) { return core; }
 }  // namespace
+
+NetbootCheck check_netboot_configuration(NetbootConfig config, const SiteNodesFileLoader& site_nodes) {
+  NetbootCheck check;
+  // The address boot scripts name: the configured one where this machine has it. Elsewhere (a check
+  // run before deployment), or for 0.0.0.0, the longest IPv4 address stands in (and port 65535 for
+  // port 0), so kernel command lines that fit here fit with the real one.
+  std::string address;
+  try {
+    address = resolve_listen_address(config);
+  } catch (const Error& e) {
+    check.warnings.push_back(std::string(e.what()) + " on this machine: serve would not start here");
+  }
+  if (address.empty() || address == "0.0.0.0") {
+    address = "255.255.255.255";
+    check.base_url_stand_in = !config.http_base_url;
+  }
+  if (config.dhcp_mode != "off") {
+    NetbootConfig for_interface;
+    for_interface.interface = config.dhcp_interface;
+    try {
+      resolve_listen_address(for_interface);
+    } catch (const Error& e) {
+      check.warnings.push_back(std::string("dhcp: ") + e.what() + " on this machine: serve would not start here");
+    }
+  }
+  if (config.http_enabled) load_http_tls_context(config);
+  load_tftp_remap(config);
+  std::uint16_t http_port = config.http_port;
+  if (http_port == 0) {  // picked at start
+    http_port = 65535;
+    check.base_url_stand_in = !config.http_base_url;
+  }
+  auto snapshot = load_snapshot(std::move(config), address, http_port, site_nodes);
+  warn_about_secret_policy(snapshot->config, snapshot->inventory);
+  check.base_url = snapshot->base_url;
+  check.nodes = snapshot->inventory.nodes.size();
+  check.profiles = snapshot->inventory.profiles.size();
+  return check;
+}
 
 struct NetbootService::Servers {
   std::unique_ptr<TftpServer> tftp;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/config_node.hpp"
 #include "core/diagnostics.hpp"
@@ -30,6 +31,22 @@ using SiteNodesFileLoader = std::function<ConfigNode(const std::filesystem::path
 // applies the command line's flags over it again, so `--config F --nodes N` still serves N after a
 // SIGHUP. Throws aggrik8s::Error (or UsageError) when the file is now invalid.
 using NetbootConfigLoader = std::function<NetbootConfig()>;
+
+// What `serve --check` and `validate` report for a netboot configuration: it was loaded as serve loads
+// it at start (the nodes file or site, every kernel command line with the base URL boot scripts will
+// carry, the TLS key and certificate, the remap rules, Pi images, the state directory) without binding
+// or writing anything.
+struct NetbootCheck {
+  std::size_t nodes = 0;
+  std::size_t profiles = 0;
+  std::string base_url;             // as boot scripts would carry it
+  bool base_url_stand_in = false;   // address or port known only at start: the longest stand in
+  std::vector<std::string> warnings;  // e.g. listen.interface missing on this machine
+};
+
+// Throws aggrik8s::Error with every problem serve would refuse to start with. Warnings about the
+// inventory and the secret policy go to the log as they do at start.
+NetbootCheck check_netboot_configuration(NetbootConfig config, const SiteNodesFileLoader& site_nodes = {});
 
 class NetbootService {
  public:

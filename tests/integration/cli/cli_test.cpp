@@ -14,11 +14,16 @@ std::string cli() { return test::cli_path().string(); }
 
 TEST_CASE("every subcommand has --help, usage errors exit 2", "[cli]") {
   for (const char* command :
-       {"build", "validate", "fetch", "inspect", "flash", "eeprom-config", "keygen", "serve", "upload", "version"}) {
+       {"build", "validate", "fetch", "upload", "inspect", "flash", "eeprom-config", "keygen", "serve", "status", "export",
+        "version"}) {
     auto help = test::run(cli() + " " + command + " --help");
     INFO(command << ": " << help.output);
     CHECK(help.exit_code == 0);
     CHECK(help.output.find(std::string("Usage: aggrik8s-image ") + command) != std::string::npos);
+    // One exit-status paragraph: the command's own where it has one (inspect, keygen, status).
+    auto first = help.output.find("Exit status:");
+    CHECK(first != std::string::npos);
+    CHECK(help.output.find("Exit status:", first + 1) == std::string::npos);
   }
   CHECK(test::run(cli()).exit_code == 2);
   CHECK(test::run(cli() + " frobnicate").exit_code == 2);
@@ -82,6 +87,49 @@ TEST_CASE("validate rejects a broken profile with file:line:col, and --json repo
   CHECK(diagnostics[0]["line"] == 2);
   CHECK(diagnostics[0]["column"] == 46);
   CHECK(diagnostics[0]["severity"] == "error");
+}
+
+TEST_CASE("validate and serve --check check serve's netboot.yaml and nodes file without serving", "[cli][netboot]") {
+  test::TempDir dir;
+  test::write_file(dir / "assets/vmlinuz", "not a kernel: checked against 2047 bytes");
+  test::write_file(dir / "assets/initrd.img", "initrd");
+  test::write_file(dir / "nodes.yaml", "profiles:\n  live:\n    kernel: {kernel: assets/vmlinuz, initrd: [assets/initrd.img]}\n"
+                                       "    mode: ephemeral\nnodes:\n  - {name: n1, match: {mac: \"52:54:00:00:00:01\"}, "
+                                       "profile: live}\n");
+  test::write_file(dir / "netboot.yaml", "listen: {address: 127.0.0.1}\ntftp: {root: assets}\nhttp: {port: 8080}\n"
+                                         "inventory: nodes.yaml\nboot_log: boot.jsonl\n");
+  std::string config = (dir / "netboot.yaml").string(), nodes = (dir / "nodes.yaml").string();
+
+  auto r = test::run(cli() + " validate " + config + " " + nodes);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains(config + ": ok (1 node, 1 profile; boot scripts name http://127.0.0.1:8080)"));
+  CHECK_THAT(r.output, Catch::Contains(nodes + ": ok (1 node, 1 profile; command lines checked with "
+                                               "http://255.255.255.255:8080, the longest URL"));
+  auto check = test::run(cli() + " serve --config " + config + " --check");
+  INFO(check.output);
+  CHECK(check.exit_code == 0);
+  CHECK_THAT(check.output, Catch::Contains(config + ": ok (1 node, 1 profile; boot scripts name http://127.0.0.1:8080)"));
+  CHECK_FALSE(fs::exists(dir / "boot.jsonl"));  // nothing written
+  // The kernel that is no kernel is a warning, said once per line ("warning: FILE:L:C: ...").
+  CHECK_THAT(check.output, Catch::Contains("warning: " + nodes + ":3:5: profiles.live: "));
+
+  // A missing kernel is named with its file, line and column, by both.
+  fs::remove(dir / "assets/vmlinuz");
+  for (const auto& command : {" validate " + config, " serve --config " + config + " --check"}) {
+    auto bad = test::run(cli() + command);
+    INFO(bad.output);
+    CHECK(bad.exit_code == 1);
+    CHECK_THAT(bad.output, Catch::Contains(nodes + ":3:22: 'profiles.live.kernel.kernel': " + (dir / "assets/vmlinuz").string() +
+                                           " is not a readable file"));
+  }
+  auto json = test::run(cli() + " validate --json " + nodes + " 2>/dev/null");
+  CHECK(json.exit_code == 1);
+  auto report = nlohmann::json::parse(json.output);
+  CHECK(report["valid"] == false);
+  CHECK(report["profiles"][0]["kind"] == "nodes-file");
+  CHECK_THAT(report["profiles"][0]["diagnostics"][0]["message"].get<std::string>(),
+             Catch::Contains("'profiles.live.kernel.kernel'"));
 }
 
 TEST_CASE("version prints text and JSON", "[cli]") {

@@ -673,6 +673,82 @@ TEST_CASE("netboot: a node whose iPXE kernel line is exactly the kernel's cmdlin
                                                                 ": 1 error(s)\n  " + refusal));
 }
 
+TEST_CASE("netboot: the start-up check loads what a start loads, binds nothing, and checks lines with the longest "
+          "address when it does not know the real one",
+          "[netboot][ipxe][kernel][check]") {
+  TempDir dir;
+  write_file(dir / "assets/vmlinuz-amd64", bzimage_head(2047));
+  write_file(dir / "assets/initramfs-amd64.xz", "initramfs");
+  // Talos' arguments and `args_bytes` of padding.
+  auto write_nodes = [&](std::size_t args_bytes) {
+    write_file(dir / "nodes.yaml", "profiles:\n  talos:\n    talos: {kernel: assets/vmlinuz-amd64, initramfs: "
+                                   "assets/initramfs-amd64.xz, args: pad=" + std::string(args_bytes, 'p') +
+                                       "}\nnodes:\n  - {name: cp1, match: {mac: \"52:54:00:12:34:56\"}, profile: talos, "
+                                       "address: 127.0.0.1, talos_config: {file: cp1.yaml}}\n");
+  };
+  write_file(dir / "cp1.yaml", "version: v1alpha1\nmachine: {type: controlplane}\n");
+  fs::permissions(dir / "cp1.yaml", fs::perms(0600));
+
+  // The ports the check is given are taken: a check that bound anything would fail.
+  aggrik8s::FileDescriptor tcp(::socket(AF_INET, SOCK_STREAM, 0));
+  aggrik8s::FileDescriptor udp(::socket(AF_INET, SOCK_DGRAM, 0));
+  sockaddr_in any{};
+  any.sin_family = AF_INET;
+  any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(tcp.get(), reinterpret_cast<sockaddr*>(&any), sizeof any) == 0);
+  REQUIRE(::listen(tcp.get(), 1) == 0);
+  REQUIRE(::bind(udp.get(), reinterpret_cast<sockaddr*>(&any), sizeof any) == 0);
+  auto port_of = [](int fd) {
+    sockaddr_in bound{};
+    socklen_t size = sizeof bound;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &size) == 0);
+    return ntohs(bound.sin_port);
+  };
+  NetbootConfig config;
+  config.address = "127.0.0.1";
+  config.tftp_port = port_of(udp.get());
+  config.http_port = port_of(tcp.get());
+  config.inventory = dir / "nodes.yaml";
+  config.boot_log = dir / "boot.jsonl";  // a start would create it
+  std::string base_url = "http://127.0.0.1:" + std::to_string(config.http_port);
+  // The longest line that fits with this base URL: the line is 2047 bytes.
+  std::string fixed = "vmlinuz-amd64 initrd=initramfs-amd64.xz talos.platform=metal slab_nomerge pti=on pad= talos.config=" +
+                      base_url + "/talos/52-54-00-12-34-56/config.yaml";
+  write_nodes(2047 - fixed.size());
+  NetbootCheck check = check_netboot_configuration(config);
+  CHECK(check.nodes == 1);
+  CHECK(check.profiles == 1);
+  CHECK(check.base_url == base_url);
+  CHECK_FALSE(check.base_url_stand_in);
+  CHECK(check.warnings.empty());
+  CHECK_FALSE(fs::exists(dir / "boot.jsonl"));
+
+  write_nodes(2048 - fixed.size());
+  CHECK_THROWS_WITH(check_netboot_configuration(config),
+                    Catch::Contains("is 2,048 bytes with iPXE (UEFI)'s prefix 'vmlinuz-amd64 '") &&
+                        Catch::Contains("keeps at most 2,047"));
+
+  // Listening on 0.0.0.0, or on an interface this machine lacks, nodes are told an address the check
+  // cannot know: the longest IPv4 one stands in, so the line that just fitted 127.0.0.1 is 6 bytes too long.
+  write_nodes(2047 - fixed.size());
+  config.address = "0.0.0.0";
+  CHECK_THROWS_WITH(check_netboot_configuration(config), Catch::Contains("is 2,053 bytes"));
+  write_nodes(2047 - fixed.size() - 6);
+  check = check_netboot_configuration(config);
+  CHECK(check.base_url_stand_in);
+  CHECK(check.base_url == "http://255.255.255.255:" + std::to_string(config.http_port));
+  config.interface = "no-such-if0";
+  check = check_netboot_configuration(config);
+  CHECK(check.base_url_stand_in);
+  REQUIRE(check.warnings.size() == 1);
+  CHECK_THAT(check.warnings[0], Catch::Contains("interface no-such-if0 has no IPv4 address"));
+  // A base URL of its own is what the scripts carry, wherever serve listens.
+  config.http_base_url = base_url;
+  check = check_netboot_configuration(config);
+  CHECK_FALSE(check.base_url_stand_in);
+  CHECK(check.base_url == base_url);
+}
+
 TEST_CASE("netboot: a rebuild-on-reboot Talos node gets a wipe boot, then the normal boot, across a restart",
           "[netboot][http][talos-wipe]") {
   TempDir dir;

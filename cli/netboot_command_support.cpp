@@ -1,0 +1,50 @@
+#include "cli/netboot_command_support.hpp"
+
+#include <cstdio>
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "site/nodes_file.hpp"
+#include "site/site_inventory.hpp"
+
+namespace aggrik8s::cli {
+
+ConfigNode site_nodes_file(const std::filesystem::path& file, Diagnostics& diagnostics) {
+  auto loaded = site::load_site(file, diagnostics, builder::ProfileCheckOptions{false, false});
+  if (!loaded) return {};
+  try {
+    return site::derive_nodes_file(*loaded);
+  } catch (const Error& e) {
+    diagnostics.error({file.string(), 0, 0}, e.what());
+    return {};
+  }
+}
+
+ServeFileKind serve_file_kind(const std::filesystem::path& file) {
+  Diagnostics ignored;
+  ConfigNode tree = load_yaml_file(file, ignored);
+  // A profile that `extends:` another may have its kind there.
+  if (!tree.is_map() || tree.find("kind") != nullptr || tree.find("extends") != nullptr) return ServeFileKind::none;
+  for (const char* key : {"listen", "tftp", "http", "dhcp", "inventory", "site", "node_secrets"}) {
+    if (tree.find(key) != nullptr) return ServeFileKind::netboot_config;
+  }
+  // Only nodes files have a top-level profiles: map (a site names a profile per machine).
+  if (tree.find("profiles") != nullptr) return ServeFileKind::nodes_file;
+  return ServeFileKind::none;
+}
+
+void print_netboot_check(const std::string& source, const netboot::NetbootConfig& config) {
+  netboot::NetbootCheck check = netboot::check_netboot_configuration(config, &site_nodes_file);
+  for (const auto& warning : check.warnings) log::warning(warning);
+  std::string what;
+  if (config.inventory || config.site) {
+    what = std::to_string(check.nodes) + " node" + (check.nodes == 1 ? "" : "s") + ", " + std::to_string(check.profiles) +
+           " profile" + (check.profiles == 1 ? "" : "s") + "; ";
+  }
+  std::string url = check.base_url_stand_in ? "command lines checked with " + check.base_url +
+                                                   ", the longest URL serve's address and port can make"
+                                             : "boot scripts name " + check.base_url;
+  std::printf("%s: ok (%s%s)\n", source.c_str(), what.c_str(), url.c_str());
+}
+
+}  // namespace aggrik8s::cli
