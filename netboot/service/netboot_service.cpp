@@ -974,6 +974,14 @@ std::shared_ptr<const TftpRemapRules> load_tftp_remap(const NetbootConfig& confi
   return std::make_shared<const TftpRemapRules>(TftpRemapRules::load(*config.tftp_remap));
 }
 
+// The DHCP server's address: dhcp.interface's first IPv4 address (dhcp.interface is required with DHCP
+// on, so resolve_listen_address never falls back to listen.address here).
+std::string resolve_dhcp_address(const NetbootConfig& config) {
+  NetbootConfig for_interface;
+  for_interface.interface = config.dhcp_interface;
+  return resolve_listen_address(for_interface);
+}
+
 // The servers hold the core through these; the core does not hold the servers, so nothing cycles.
 std::shared_ptr<TftpServerObserver> as_observer(const std::shared_ptr<NetbootService::Core>& core) { return core; }
 std::shared_ptr<HttpHandler> as_handler(const std::shared_ptr<NetbootService::Core>& core) { return core; }
@@ -996,10 +1004,8 @@ NetbootCheck check_netboot_configuration(NetbootConfig config, const SiteNodesFi
     check.base_url_stand_in = !config.http_base_url;
   }
   if (config.dhcp_mode != "off") {
-    NetbootConfig for_interface;
-    for_interface.interface = config.dhcp_interface;
     try {
-      resolve_listen_address(for_interface);
+      resolve_dhcp_address(config);
     } catch (const Error& e) {
       check.warnings.push_back(std::string("dhcp: ") + e.what() + " on this machine: serve would not start here");
     }
@@ -1082,9 +1088,7 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config, SiteN
   auto s = core_->current();
   const NetbootConfig& c = s->config;
   if (c.dhcp_mode != "off") {
-    NetbootConfig for_interface;
-    for_interface.interface = c.dhcp_interface;
-    core_->dhcp_address = resolve_listen_address(for_interface);
+    core_->dhcp_address = resolve_dhcp_address(c);
     DhcpServerConfig dhcp;
     dhcp.mode = c.dhcp_mode == "full" ? DhcpMode::full : DhcpMode::proxy;
     dhcp.interface = c.dhcp_interface;

@@ -123,6 +123,17 @@ TEST_CASE("validate and serve --check check serve's netboot.yaml and nodes file 
     CHECK_THAT(bad.output, Catch::Contains(nodes + ":3:22: 'profiles.live.kernel.kernel': " + (dir / "assets/vmlinuz").string() +
                                            " is not a readable file"));
   }
+  // --json carries what the text form warns of: here an interface this machine does not have.
+  test::write_file(dir / "elsewhere.yaml", "listen: {interface: no-such-if0}\nhttp: {base_url: 'http://10.0.0.1:8080'}\n"
+                                           "tftp: {root: assets}\n");
+  auto elsewhere = test::run(cli() + " validate --json " + (dir / "elsewhere.yaml").string() + " 2>/dev/null");
+  INFO(elsewhere.output);
+  CHECK(elsewhere.exit_code == 0);
+  auto warned = nlohmann::json::parse(elsewhere.output)["profiles"][0]["diagnostics"];
+  REQUIRE(warned.size() == 1);
+  CHECK(warned[0]["severity"] == "warning");
+  CHECK_THAT(warned[0]["message"].get<std::string>(), Catch::Contains("interface no-such-if0 has no IPv4 address"));
+
   auto json = test::run(cli() + " validate --json " + nodes + " 2>/dev/null");
   CHECK(json.exit_code == 1);
   auto report = nlohmann::json::parse(json.output);
