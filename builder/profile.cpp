@@ -1,6 +1,7 @@
 #include "builder/profile.hpp"
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <set>
 
@@ -29,6 +30,42 @@ std::string url_encode_plus(std::string_view version) {
     }
   }
   return out;
+}
+
+// `key` as one scalar or a list of them: a dual-stack node's addresses or gateways ("10.0.0.1" or
+// [10.0.0.1, "fd00::1"]). `what` completes "must be ..." for any other shape.
+std::vector<std::string> scalar_or_list(ConfigMapReader& reader, std::string_view key, const std::string& what) {
+  std::vector<std::string> out;
+  const ConfigNode* value = reader.node(key);
+  if (value == nullptr || value->is_null()) return out;
+  if (value->is_scalar()) {
+    out.push_back(value->scalar);
+  } else if (value->is_sequence()) {
+    for (const auto& entry : value->items) {
+      if (entry.is_scalar()) out.push_back(entry.scalar);
+      else reader.diagnostics().error(entry.location, "'" + reader.key_path(key) + "' entries must each be " + what);
+    }
+  } else {
+    reader.error_at(key, "'" + reader.key_path(key) + "' must be " + what + " or a list of them");
+  }
+  return out;
+}
+
+// Default routes: at most one gateway per address family (a node has one default route per family),
+// each an address without prefix. Returns how many gateways each family has (index 4 and 6).
+std::array<int, 7> check_gateways(ConfigMapReader& reader, std::string_view key, const std::vector<std::string>& gateways) {
+  std::array<int, 7> by_family{};
+  for (const auto& g : gateways) {
+    int family = ip_address_family(g);
+    if (family == 0) {
+      reader.error_at(key, "'" + reader.key_path(key) + "' must be an IPv4 or IPv6 address without prefix, e.g. 10.0.20.1 or "
+                                                        "fd00:55::1, got '" + g + "'");
+    } else if (++by_family[static_cast<std::size_t>(family)] == 2) {
+      reader.error_at(key, "'" + reader.key_path(key) + "' has two IPv" + std::to_string(family) +
+                               " gateways; a node has one default route per address family");
+    }
+  }
+  return by_family;
 }
 
 // ---- step 1: files and `extends:` ----
@@ -332,23 +369,37 @@ class ProfileReader {
     auto mode = reader->one_of("mode", {"dhcp", "static"});
     if (mode == "static") network.mode = NetworkSettings::Mode::static_address;
     if (auto interface = reader->string("interface")) network.interface = *interface;
-    network.address = reader->string("address");
-    network.gateway = reader->string("gateway");
+    // One address or a list: a dual-stack node has an IPv4 and an IPv6 address, one gateway each.
+    network.addresses = scalar_or_list(*reader, "address", "a CIDR address");
+    network.gateways = scalar_or_list(*reader, "gateway", "an address");
     network.dns = reader->string_list("dns").value_or(std::vector<std::string>{});
-    if (network.address && !is_ipv4_cidr(*network.address)) {
-      reader->error_at("address", "'" + reader->key_path("address") + "' must be an IPv4 address with prefix, e.g. 10.0.0.11/24, got '" +
-                                      *network.address + "'");
+    std::array<int, 7> addresses_by_family{};
+    for (const auto& a : network.addresses) {
+      int family = ip_cidr_family(a);
+      if (family == 0) {
+        reader->error_at("address", "'" + reader->key_path("address") + "' must be a CIDR address like 10.0.0.11/24 or "
+                                    "fd00:10::11/64 (prefix 0-32 for IPv4, 0-128 for IPv6), got '" + a + "'");
+      } else {
+        ++addresses_by_family[static_cast<std::size_t>(family)];
+      }
     }
-    if (network.gateway && !is_ipv4_address(*network.gateway)) {
-      reader->error_at("gateway", "'" + reader->key_path("gateway") + "' must be an IPv4 address, got '" + *network.gateway + "'");
+    std::array<int, 7> gateways_by_family = check_gateways(*reader, "gateway", network.gateways);
+    for (int family : {4, 6}) {
+      auto f = static_cast<std::size_t>(family);
+      if (gateways_by_family[f] > 0 && addresses_by_family[f] == 0 && !network.addresses.empty()) {
+        reader->error_at("gateway", "'" + reader->key_path("gateway") + "' has an IPv" + std::to_string(family) +
+                                    " gateway but 'address' has no IPv" + std::to_string(family) + " address to reach it from");
+      }
     }
     for (const auto& dns : network.dns) {
-      if (!is_ipv4_address(dns)) reader->error_at("dns", "'" + reader->key_path("dns") + "' entries must be IPv4 addresses, got '" + dns + "'");
+      if (ip_address_family(dns) == 0) {
+        reader->error_at("dns", "'" + reader->key_path("dns") + "' entries must be IPv4 or IPv6 addresses, got '" + dns + "'");
+      }
     }
-    if (network.mode == NetworkSettings::Mode::static_address && (!network.address || !network.gateway)) {
+    if (network.mode == NetworkSettings::Mode::static_address && (network.addresses.empty() || network.gateways.empty())) {
       reader->error("a static network needs 'address' and 'gateway'");
     }
-    if (network.mode == NetworkSettings::Mode::dhcp && network.address) {
+    if (network.mode == NetworkSettings::Mode::dhcp && !network.addresses.empty()) {
       reader->error_at("address", "'" + reader->key_path("address") + "' is only used with mode: static");
     }
     reader->finish();
@@ -733,28 +784,8 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
       }
     }
     // One address or a list (a dual-stack node: one IPv4 and one IPv6 gateway, one default route each).
-    if (const ConfigNode* gateway = node_reader.node("gateway")) {
-      if (gateway->is_scalar()) node.gateways.push_back(gateway->scalar);
-      else if (gateway->kind == ConfigNode::Kind::sequence) {
-        for (const auto& entry : gateway->items) {
-          if (entry.is_scalar()) node.gateways.push_back(entry.scalar);
-          else diagnostics.error(entry.location, "'" + path + ".gateway' entries must be addresses");
-        }
-      } else {
-        node_reader.error_at("gateway", "'" + path + ".gateway' must be an address or a list of up to two (IPv4 and IPv6)");
-      }
-    }
-    int gateways_by_family[7] = {};
-    for (const auto& g : node.gateways) {
-      int family = ip_address_family(g);
-      if (family == 0) {
-        node_reader.error_at("gateway", "'" + path + ".gateway' must be an IPv4 or IPv6 address without prefix, e.g. 10.0.20.1 or "
-                                        "fd00:55::1, got '" + g + "'");
-      } else if (++gateways_by_family[family] == 2) {
-        node_reader.error_at("gateway", "'" + path + ".gateway' has two IPv" + std::to_string(family) +
-                                        " gateways; a node has one default route per address family");
-      }
-    }
+    node.gateways = scalar_or_list(node_reader, "gateway", "an address");
+    check_gateways(node_reader, "gateway", node.gateways);
     node.install_disk = node_reader.string("install_disk");
     if (node.install_disk && !node.install_disk->starts_with("/dev/")) {
       node_reader.error_at("install_disk", "'" + path + ".install_disk' must be a device path such as /dev/sda");

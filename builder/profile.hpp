@@ -55,9 +55,9 @@ struct NetworkSettings {
   enum class Mode { dhcp, static_address };
   Mode mode = Mode::dhcp;
   std::string interface = "eth0";
-  std::optional<std::string> address;  // CIDR, e.g. 10.0.0.11/24
-  std::optional<std::string> gateway;
-  std::vector<std::string> dns;
+  std::vector<std::string> addresses;  // static: CIDR, IPv4 and/or IPv6 ("10.0.0.11/24", "fd00:10::11/64")
+  std::vector<std::string> gateways;   // static: default routes, at most one IPv4 and one IPv6
+  std::vector<std::string> dns;        // IPv4 and/or IPv6
 };
 
 struct PiBootSettings {

@@ -5,12 +5,51 @@
 #include <sstream>
 
 #include "builder/rpi/pi_boot_files.hpp"
+#include "core/identifiers.hpp"
 #include "core/sha256.hpp"
 
 namespace aggrik8s::builder {
 namespace {
 
 constexpr const char* firstrun_name = "firstrun.sh";
+
+// A static interface as a NetworkManager keyfile (Raspberry Pi OS since Bookworm): each family with
+// addresses is `manual`, its gateway on the first of them and its DNS servers in its own section
+// (NetworkManager takes only that family's servers there). A family without addresses keeps the
+// stock behaviour: IPv6 `auto` (router advertisements), IPv4 `disabled` (no DHCP next to a static
+// IPv6 address the user chose).
+std::string network_manager_keyfile(const NetworkSettings& n) {
+  std::ostringstream out;
+  out << "[connection]\nid=aggrik8s-" << n.interface << "\ntype=ethernet\ninterface-name=" << n.interface
+      << "\nautoconnect-priority=100\n";
+  for (int family : {4, 6}) {
+    out << "\n[ipv" << family << "]\n";
+    std::vector<std::string> addresses;
+    for (const auto& a : n.addresses) {
+      if (ip_cidr_family(a) == family) addresses.push_back(a);
+    }
+    if (addresses.empty()) {
+      out << "method=" << (family == 4 ? "disabled" : "auto") << "\n";
+      continue;
+    }
+    out << "method=manual\n";
+    for (std::size_t i = 0; i < addresses.size(); ++i) {
+      out << "address" << i + 1 << "=" << addresses[i];
+      if (i == 0) {
+        for (const auto& g : n.gateways) {
+          if (ip_address_family(g) == family) out << "," << g;
+        }
+      }
+      out << "\n";
+    }
+    std::string dns;
+    for (const auto& d : n.dns) {
+      if (ip_address_family(d) == family) dns += d + ";";
+    }
+    if (!dns.empty()) out << "dns=" << dns << "\n";
+  }
+  return out.str();
+}
 
 std::string firstrun_script(const Rpi5Node& node, const std::map<std::string, Secret>& password_hashes,
                             const std::string& boot_mount) {
@@ -74,13 +113,9 @@ std::string firstrun_script(const Rpi5Node& node, const std::map<std::string, Se
   }
   const NetworkSettings& n = node.network;
   if (n.mode == NetworkSettings::Mode::static_address) {
-    std::string dns;
-    for (const auto& d : n.dns) dns += d + ";";
     out << "install -m 600 /dev/null /etc/NetworkManager/system-connections/aggrik8s-" << n.interface << ".nmconnection\n"
         << "cat >/etc/NetworkManager/system-connections/aggrik8s-" << n.interface << ".nmconnection <<'AGGRIK8S_NET'\n"
-        << "[connection]\nid=aggrik8s-" << n.interface << "\ntype=ethernet\ninterface-name=" << n.interface
-        << "\nautoconnect-priority=100\n\n[ipv4]\nmethod=manual\naddress1=" << *n.address << "," << *n.gateway << "\n"
-        << (dns.empty() ? "" : "dns=" + dns + "\n") << "\n[ipv6]\nmethod=auto\nAGGRIK8S_NET\n\n";
+        << network_manager_keyfile(n) << "AGGRIK8S_NET\n\n";
   }
   out << "rm -f " << shell_quote(boot_mount + "/" + firstrun_name) << "\n"
       << "sed -i 's| systemd.run[^ ]*||g; s| systemd.unit=kernel-command-line.target||g' "
@@ -148,9 +183,15 @@ std::string cloud_init_network_config(const NetworkSettings& n) {
     out << YAML::Key << "dhcp4" << YAML::Value << true;
   } else {
     out << YAML::Key << "dhcp4" << YAML::Value << false;
-    out << YAML::Key << "addresses" << YAML::Value << YAML::Flow << std::vector<std::string>{*n.address};
-    out << YAML::Key << "routes" << YAML::Value << YAML::BeginSeq << YAML::BeginMap << YAML::Key << "to"
-        << YAML::Value << "default" << YAML::Key << "via" << YAML::Value << *n.gateway << YAML::EndMap << YAML::EndSeq;
+    out << YAML::Key << "addresses" << YAML::Value << YAML::Flow << n.addresses;
+    out << YAML::Key << "routes" << YAML::Value << YAML::BeginSeq;
+    for (const auto& gateway : n.gateways) {
+      // "::/0" rather than "default" for IPv6: cloud-init releases differ in which family they give
+      // "default", and the route must match its gateway's.
+      out << YAML::BeginMap << YAML::Key << "to" << YAML::Value << (ip_address_family(gateway) == 6 ? "::/0" : "default")
+          << YAML::Key << "via" << YAML::Value << gateway << YAML::EndMap;
+    }
+    out << YAML::EndSeq;
     if (!n.dns.empty()) {
       out << YAML::Key << "nameservers" << YAML::Value << YAML::BeginMap << YAML::Key << "addresses" << YAML::Value
           << YAML::Flow << n.dns << YAML::EndMap;

@@ -105,12 +105,62 @@ colour: blue
   CHECK(has_error(d, f + ":10:5:", "'rke2.config.token' is a secret"));
   CHECK(has_error(d, f + ":11:3:", "unknown key 'rke2.imagez' (did you mean 'images'?)"));
   CHECK(has_error(d, f + ":15:28:", "must be a list of strings"));
-  CHECK(has_error(d, f + ":18:12:", "must be an IPv4 address with prefix"));
+  CHECK(has_error(d, f + ":18:12:", "must be a CIDR address like 10.0.0.11/24 or fd00:10::11/64"));
   CHECK(has_error(d, f + ":17:3:", "a static network needs 'address' and 'gateway'"));
   CHECK(has_error(d, f + ":20:13:", "'boot.pcie_gen' is 7, must be between 1 and 3"));
   CHECK(has_error(d, f + ":21:25:", "must be 4 or 16"));
   CHECK(has_error(d, f + ":23:15:", "'output.image_size' must be a size"));
   CHECK(has_error(d, f + ":24:1:", "unknown key 'colour'"));
+}
+
+TEST_CASE("a static Pi network: IPv4, IPv6 or both, one gateway per family", "[profile]") {
+  test::TempDir dir;
+  auto load = [&](const std::string& network, Diagnostics& d) {
+    test::write_file(dir / "p.yaml", std::string(minimal_rpi) + "network:\n  mode: static\n" + network);
+    return load_profile(dir / "p.yaml", d);
+  };
+  std::string f = (dir / "p.yaml").string();
+  SECTION("IPv6 only") {
+    Diagnostics d;
+    auto profile = load("  address: fd00:10::11/64\n  gateway: fd00:10::1\n  dns: [\"fd00:10::53\"]\n", d);
+    INFO(dump(d));
+    REQUIRE(profile);
+    const NetworkSettings& n = profile->rpi_nodes.front().network;
+    CHECK(n.addresses == std::vector<std::string>{"fd00:10::11/64"});
+    CHECK(n.gateways == std::vector<std::string>{"fd00:10::1"});
+    CHECK(n.dns == std::vector<std::string>{"fd00:10::53"});
+  }
+  SECTION("dual stack, as lists") {
+    Diagnostics d;
+    auto profile = load("  address: [10.0.10.11/24, \"fd00:10::11/64\"]\n  gateway: [10.0.10.1, \"fd00:10::1\"]\n"
+                        "  dns: [10.0.10.53, \"fd00:10::53\"]\n", d);
+    INFO(dump(d));
+    REQUIRE(profile);
+    const NetworkSettings& n = profile->rpi_nodes.front().network;
+    CHECK(n.addresses == std::vector<std::string>{"10.0.10.11/24", "fd00:10::11/64"});
+    CHECK(n.gateways == std::vector<std::string>{"10.0.10.1", "fd00:10::1"});
+  }
+  SECTION("two gateways of one family, a gateway no address reaches, a prefix on a gateway, bad DNS") {
+    Diagnostics d;
+    // Line 9 is "network:"; the keys below start on line 11.
+    CHECK_FALSE(load("  address: 10.0.10.11/24\n  gateway: [10.0.10.1, 10.0.10.2, \"fd00:10::1\", 10.0.10.3/24]\n"
+                     "  dns: [dns.example]\n", d));
+    INFO(dump(d));
+    CHECK(has_error(d, f + ":12:12:", "'network.gateway' has two IPv4 gateways; a node has one default route per address family"));
+    CHECK(has_error(d, f + ":12:12:", "'network.gateway' has an IPv6 gateway but 'address' has no IPv6 address to reach it from"));
+    CHECK(has_error(d, f + ":12:12:", "'network.gateway' must be an IPv4 or IPv6 address without prefix, e.g. 10.0.20.1 or "
+                                      "fd00:55::1, got '10.0.10.3/24'"));
+    CHECK(has_error(d, f + ":13:8:", "'network.dns' entries must be IPv4 or IPv6 addresses, got 'dns.example'"));
+  }
+  SECTION("an address that is not CIDR, and a map where an address belongs") {
+    Diagnostics d;
+    CHECK_FALSE(load("  address: [\"fd00:10::11\", {a: b}]\n  gateway: {via: 10.0.10.1}\n", d));
+    INFO(dump(d));
+    CHECK(has_error(d, f + ":11:12:", "'network.address' must be a CIDR address like 10.0.0.11/24 or fd00:10::11/64 "
+                                      "(prefix 0-32 for IPv4, 0-128 for IPv6), got 'fd00:10::11'"));
+    CHECK(has_error(d, f + ":11:28:", "'network.address' entries must each be a CIDR address"));
+    CHECK(has_error(d, f + ":12:12:", "'network.gateway' must be an address or a list of them"));
+  }
 }
 
 TEST_CASE("YAML syntax errors and duplicate keys point at the line", "[profile]") {

@@ -189,8 +189,8 @@ TEST_CASE("a site's machines become its profiles' nodes", "[site]") {
   CHECK(cp1.name == "cp1");
   CHECK(cp1.system.hostname == "cp1");
   CHECK(cp1.network.mode == builder::NetworkSettings::Mode::static_address);
-  CHECK(cp1.network.address == "10.0.10.11/24");
-  CHECK(cp1.network.gateway == "10.0.10.1");
+  CHECK(cp1.network.addresses == std::vector<std::string>{"10.0.10.11/24"});
+  CHECK(cp1.network.gateways == std::vector<std::string>{"10.0.10.1"});
   CHECK(cp1.network.dns == std::vector<std::string>{"10.0.10.1"});
   CHECK(cp1.rke2.role == "server");
   CHECK_FALSE(cp1.rke2.server);  // the first server starts the cluster
@@ -411,18 +411,35 @@ TEST_CASE("site validation: Pi serials, profile kinds, roles and boot outputs", 
 
 TEST_CASE("errors in values a site gives its profiles point at the site", "[site]") {
   SiteDir s;
-  // The site accepts IPv6, the Pi profile's network settings take IPv4 only: the profile's reader
-  // refuses the address the site gave it, and the error points at the site's line, not the profile.
+  // A Pi on an IPv6 network the site gives no gateway: the site is fine with that, the Pi profile's
+  // static network needs one, and the error points at the site's line, not the profile.
   std::string text = good_site;
   text.replace(text.find("  pve:\n"), std::string("  pve:\n").size(), "  pi6:\n    subnet: fd00:10::/64\n  pve:\n");
   text.replace(text.find("address: 10.0.10.21/24"), std::string("address: 10.0.10.21/24").size(),
                "address: fd00:10::21/64");
   auto errors = errors_for(s, s.write(text));
   for (const auto& e : errors) UNSCOPED_INFO(e);
-  REQUIRE(errors.size() == 2);  // and "a static network needs 'address' and 'gateway'", at the same place
-  CHECK(errors[1] == s.prefix(28, 14) + "a static network needs 'address' and 'gateway'");
-  CHECK(errors[0] == s.prefix(28, 14) + "'network.address' must be an IPv4 address with prefix, e.g. 10.0.0.11/24, got "
-                                        "'fd00:10::21/64'");
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0] == s.prefix(28, 14) + "a static network needs 'address' and 'gateway'");
+}
+
+TEST_CASE("a Pi on an IPv6 network gets its static IPv6 address, gateway and DNS from the site", "[site]") {
+  SiteDir s;
+  std::string text = good_site;
+  text.replace(text.find("  pve:\n"), std::string("  pve:\n").size(),
+               "  pi6:\n    subnet: fd00:10::/64\n    gateway: fd00:10::1\n    dns: [\"fd00:10::53\"]\n  pve:\n");
+  text.replace(text.find("address: 10.0.10.21/24"), std::string("address: 10.0.10.21/24").size(),
+               "address: fd00:10::21/64");
+  Diagnostics d;
+  auto loaded = load_site(s.write(text), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  const builder::Rpi5Node& w1 = loaded->profiles.at(s.dir.path() / "agents.yaml").rpi_nodes.at(0);
+  CHECK(w1.name == "w1");
+  CHECK(w1.network.mode == builder::NetworkSettings::Mode::static_address);
+  CHECK(w1.network.addresses == std::vector<std::string>{"fd00:10::21/64"});
+  CHECK(w1.network.gateways == std::vector<std::string>{"fd00:10::1"});
+  CHECK(w1.network.dns == std::vector<std::string>{"fd00:10::53"});
 }
 
 TEST_CASE("the example site validates with its 12 machines", "[site]") {

@@ -122,8 +122,8 @@ TEST_CASE("first boot: format detection and the firstrun.sh plan", "[first-boot]
 TEST_CASE("first boot: cloud-init NoCloud plan with a settings-derived instance id", "[first-boot]") {
   Rpi5Node node = sample_node();
   node.network.mode = NetworkSettings::Mode::static_address;
-  node.network.address = "10.0.0.11/24";
-  node.network.gateway = "10.0.0.1";
+  node.network.addresses = {"10.0.0.11/24"};
+  node.network.gateways = {"10.0.0.1"};
   node.network.dns = {"10.0.0.1"};
   FirstBootPlan plan = plan_first_boot(FirstBootFormat::cloud_init, node, {}, "/boot/firmware");
   YAML::Node user_data = YAML::Load(plan.boot_files.at("user-data"));
@@ -143,4 +143,63 @@ TEST_CASE("first boot: cloud-init NoCloud plan with a settings-derived instance 
   auto tampered = plan.boot_files;
   tampered["meta-data"] = "instance-id: other\n";
   CHECK_FALSE(verify_first_boot(plan, tampered, cmdline).empty());
+}
+
+namespace {
+// The NetworkManager keyfile firstrun.sh writes for the node, cut out of its here-document.
+std::string keyfile_in(const std::string& script) {
+  const std::string start = ".nmconnection <<'AGGRIK8S_NET'\n";
+  std::size_t from = script.find(start);
+  if (from == std::string::npos) return {};
+  from += start.size();
+  return script.substr(from, script.find("AGGRIK8S_NET\n", from) - from);
+}
+}  // namespace
+
+TEST_CASE("first boot: static IPv4, IPv6 and dual-stack networks in NetworkManager's keyfile and cloud-init", "[first-boot]") {
+  Rpi5Node node = sample_node();
+  node.network.mode = NetworkSettings::Mode::static_address;
+  auto plan_for = [&](FirstBootFormat format) { return plan_first_boot(format, node, {}, "/boot/firmware"); };
+
+  SECTION("IPv4 only: IPv6 keeps router advertisements") {
+    node.network.addresses = {"10.0.0.11/24"};
+    node.network.gateways = {"10.0.0.1"};
+    node.network.dns = {"10.0.0.53", "10.0.0.54"};
+    CHECK(keyfile_in(plan_for(FirstBootFormat::firstrun_script).boot_files.at("firstrun.sh")) ==
+          "[connection]\nid=aggrik8s-eth0\ntype=ethernet\ninterface-name=eth0\nautoconnect-priority=100\n\n"
+          "[ipv4]\nmethod=manual\naddress1=10.0.0.11/24,10.0.0.1\ndns=10.0.0.53;10.0.0.54;\n\n"
+          "[ipv6]\nmethod=auto\n");
+  }
+  SECTION("IPv6 only: no DHCPv4 beside the chosen address") {
+    node.network.addresses = {"fd00:10::11/64"};
+    node.network.gateways = {"fd00:10::1"};
+    node.network.dns = {"fd00:10::53"};
+    CHECK(keyfile_in(plan_for(FirstBootFormat::firstrun_script).boot_files.at("firstrun.sh")) ==
+          "[connection]\nid=aggrik8s-eth0\ntype=ethernet\ninterface-name=eth0\nautoconnect-priority=100\n\n"
+          "[ipv4]\nmethod=disabled\n\n"
+          "[ipv6]\nmethod=manual\naddress1=fd00:10::11/64,fd00:10::1\ndns=fd00:10::53;\n");
+    YAML::Node net = YAML::Load(plan_for(FirstBootFormat::cloud_init).boot_files.at("network-config"))["network"]["ethernets"]["eth0"];
+    CHECK(net["dhcp4"].as<bool>() == false);
+    CHECK(net["addresses"][0].as<std::string>() == "fd00:10::11/64");
+    REQUIRE(net["routes"].size() == 1);
+    CHECK(net["routes"][0]["to"].as<std::string>() == "::/0");
+    CHECK(net["routes"][0]["via"].as<std::string>() == "fd00:10::1");
+    CHECK(net["nameservers"]["addresses"][0].as<std::string>() == "fd00:10::53");
+  }
+  SECTION("dual stack: each family its addresses, gateway and DNS servers") {
+    node.network.addresses = {"fd00:10::11/64", "10.0.0.11/24", "10.0.1.11/24"};
+    node.network.gateways = {"10.0.0.1", "fd00:10::1"};
+    node.network.dns = {"fd00:10::53", "10.0.0.53"};
+    CHECK(keyfile_in(plan_for(FirstBootFormat::firstrun_script).boot_files.at("firstrun.sh")) ==
+          "[connection]\nid=aggrik8s-eth0\ntype=ethernet\ninterface-name=eth0\nautoconnect-priority=100\n\n"
+          "[ipv4]\nmethod=manual\naddress1=10.0.0.11/24,10.0.0.1\naddress2=10.0.1.11/24\ndns=10.0.0.53;\n\n"
+          "[ipv6]\nmethod=manual\naddress1=fd00:10::11/64,fd00:10::1\ndns=fd00:10::53;\n");
+    YAML::Node net = YAML::Load(plan_for(FirstBootFormat::cloud_init).boot_files.at("network-config"))["network"]["ethernets"]["eth0"];
+    REQUIRE(net["addresses"].size() == 3);
+    REQUIRE(net["routes"].size() == 2);
+    CHECK(net["routes"][0]["to"].as<std::string>() == "default");
+    CHECK(net["routes"][0]["via"].as<std::string>() == "10.0.0.1");
+    CHECK(net["routes"][1]["to"].as<std::string>() == "::/0");
+    CHECK(net["routes"][1]["via"].as<std::string>() == "fd00:10::1");
+  }
 }
