@@ -59,7 +59,6 @@ bool DhcpLeasePool::available(std::uint32_t address, const DhcpClientId& client,
                                                       owner->second != client.key && offers_.at(owner->second).second > now) {
     return false;
   }
-  if (auto declined = declined_.find(address); declined != declined_.end() && declined->second > now) return false;
   return true;
 }
 
@@ -77,7 +76,9 @@ std::optional<std::uint32_t> DhcpLeasePool::offer(const DhcpClientId& client, st
   };
   if (auto reserved = reservations_.find(client.mac); reserved != reservations_.end()) {
     if (available(reserved->second, client, now)) return hold(reserved->second);
-    return std::nullopt;
+    // The reserved address is another client's until its lease ends (granted before the reservation
+    // was made) or quarantined: meanwhile the node gets an address as any client would (as Kea does),
+    // and prepare() moves it to its reservation at the first REQUEST after that.
   }
   // A repeated DISCOVER (the client lost our OFFER) gets the same address.
   if (auto held = offers_.find(key); held != offers_.end() && held->second.second > now &&
@@ -113,9 +114,11 @@ std::optional<std::uint32_t> DhcpLeasePool::offer(const DhcpClientId& client, st
 
 std::optional<DhcpLease> DhcpLeasePool::prepare(const DhcpClientId& client, std::uint32_t address, std::int64_t now) const {
   auto reserved = reservations_.find(client.mac);
-  if (reserved != reservations_.end()) {
-    if (reserved->second != address) return std::nullopt;
-  } else if (!in_range(address)) {
+  if (reserved != reservations_.end() && reserved->second != address) {
+    // Another address only while the reserved one cannot be had; once it can, a NAK sends the client
+    // back to DISCOVER, which offers it the reservation.
+    if (available(reserved->second, client, now) || !in_range(address)) return std::nullopt;
+  } else if (reserved == reservations_.end() && !in_range(address)) {
     return std::nullopt;
   }
   if (!available(address, client, now)) return std::nullopt;
@@ -147,19 +150,39 @@ std::optional<DhcpLease> DhcpLeasePool::release(const std::string& client, std::
   return lease->second;
 }
 
-bool DhcpLeasePool::decline(const std::string& client, std::uint32_t address, std::int64_t now) {
-  if (address != 0) declined_[address] = now + range_.lease_time;
+std::optional<DhcpLease> DhcpLeasePool::decline(const std::string& client, std::uint32_t address, std::int64_t now) {
   drop_offer(client);
-  auto lease = leases_.find(client);
-  if (lease == leases_.end() || lease->second.address != address) return false;
-  drop_lease(lease);
-  return true;
+  if (!usable(address)) return std::nullopt;
+  if (!in_range(address) && !reserved_by_address_.contains(address)) return std::nullopt;
+  if (auto owner = leased_by_address_.find(address); owner != leased_by_address_.end() && owner->second != client &&
+                                                     leases_.at(owner->second).expires > now &&
+                                                     !is_dhcp_quarantine(leases_.at(owner->second))) {
+    return std::nullopt;
+  }
+  // commit() ends the client's lease on the address (another client's expired one too) and takes it.
+  DhcpLease quarantine{dhcp_quarantine_key(address), address, now + range_.lease_time};
+  commit(quarantine);
+  return quarantine;
+}
+
+std::optional<std::uint32_t> DhcpLeasePool::reserved_address(const std::string& mac) const {
+  auto reserved = reservations_.find(mac);
+  if (reserved == reservations_.end()) return std::nullopt;
+  return reserved->second;
+}
+
+bool DhcpLeasePool::knows(const DhcpClientId& client) const {
+  return leases_.contains(client.key) || offers_.contains(client.key) || reservations_.contains(client.mac);
 }
 
 void DhcpLeasePool::forget(const std::string& client) {
   drop_offer(client);
   if (auto lease = leases_.find(client); lease != leases_.end()) drop_lease(lease);
 }
+
+std::string dhcp_quarantine_key(std::uint32_t address) { return "declined:" + ipv4_to_string(address); }
+
+bool is_dhcp_quarantine(const DhcpLease& lease) { return lease.client.starts_with("declined:"); }
 
 std::string format_dhcp_lease_line(const DhcpLease& lease) {
   std::string line;

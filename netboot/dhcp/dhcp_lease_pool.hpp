@@ -51,12 +51,14 @@ class DhcpLeasePool {
   // Leases read back from the lease file at start.
   void load(const std::vector<DhcpLease>& leases);
 
-  // For a DISCOVER: the reservation; else the client's current or previous (expired or released)
+  // For a DISCOVER: the reservation (while another client's lease holds it: an address as for any
+  // client); else the client's current or previous (expired or released)
   // binding if still free (RFC 2131 4.3.1); else the requested address if free and in range; else the
   // next free address nobody ever held, then an expired one. Holds the address for offer_hold seconds
   // so two DISCOVERs at once never get the same one.
   std::optional<std::uint32_t> offer(const DhcpClientId& client, std::optional<std::uint32_t> requested, std::int64_t now);
-  // For a REQUEST of `address`: the lease to persist and then commit(), or nullopt for a NAK.
+  // For a REQUEST of `address`: the lease to persist and then commit(), or nullopt for a NAK. A client
+  // with a reservation gets only that address, or another while the reserved one cannot be had.
   std::optional<DhcpLease> prepare(const DhcpClientId& client, std::uint32_t address, std::int64_t now) const;
   // Records a lease (the server: as soon as it is planned, before it is durable; load: read back).
   // A lease with address 0 (a journal tombstone) removes the client's lease.
@@ -65,9 +67,17 @@ class DhcpLeasePool {
   // others only after every never-used one, and the client gets it back if it is still free. Returns
   // the expired lease (the line to journal) when the client held that address, else nullopt.
   std::optional<DhcpLease> release(const std::string& client, std::uint32_t address, std::int64_t now);
-  // The client found the address in use (ARP): keep it out of the pool for a lease time. Returns true
-  // when that was the client's lease and it was dropped (the journal must record that).
-  bool decline(const std::string& client, std::uint32_t address, std::int64_t now);
+  // The client found the address in use (ARP): it is kept out of the pool for a lease time (RFC 2131
+  // 4.3.3), as a lease held by the pseudo-client dhcp_quarantine_key(address), so the quarantine is
+  // journalled like any lease and survives a restart; the client's own lease on it ends. Returns that
+  // lease (the line to journal), or nullopt when nothing was quarantined: no address, one this pool
+  // does not hand out, or one another client holds an unexpired lease on (a DECLINE naming someone
+  // else's address must not take it from them).
+  std::optional<DhcpLease> decline(const std::string& client, std::uint32_t address, std::int64_t now);
+  // For an INIT-REBOOT REQUEST (RFC 2131 4.3.2: "no record of this client" means silence): whether the
+  // client holds or held a lease here, was made an offer, or has a reservation.
+  bool knows(const DhcpClientId& client) const;
+  std::optional<std::uint32_t> reserved_address(const std::string& mac) const;
   // Drops the client's lease and offer outright (it moved to another subnet's pool).
   void forget(const std::string& client);
   // Whether the address may be leased at all: not 0, not the server's, not the subnet's network or
@@ -94,14 +104,17 @@ class DhcpLeasePool {
   std::unordered_map<std::uint32_t, std::string> leased_by_address_;
   std::unordered_map<std::string, std::pair<std::uint32_t, std::int64_t>> offers_;  // by client key: address, hold until
   std::unordered_map<std::uint32_t, std::string> offered_by_address_;
-  std::unordered_map<std::uint32_t, std::int64_t> declined_;     // address -> quarantined until
   std::uint32_t cursor_ = 0;  // where the search for a free address resumes
 };
 
+// The lease key of a declined address's quarantine: "declined:10.0.0.12".
+std::string dhcp_quarantine_key(std::uint32_t address);
+bool is_dhcp_quarantine(const DhcpLease& lease);
+
 // Lease file: a journal of "CLIENT ADDRESS EXPIRES" lines, '#' comments; CLIENT is the lease key (a
 // MAC in files from before option 61 was honoured, which therefore load unchanged). The last line for
-// a client wins and address 0.0.0.0 removes its lease (decline); a release is a line that expires at
-// once. Appending one line per grant keeps the fdatasync before each ACK cheap; the file is compacted
+// a client wins and address 0.0.0.0 removes its lease; a release is a line that expires at once, a
+// decline a line for the address's quarantine key. Appending one line per grant keeps the fdatasync before each ACK cheap; the file is compacted
 // (rewritten from format_dhcp_leases) at start and when it grows. parse_dhcp_leases returns the final
 // lease of each client in the order of the lines that set them (commit them in that order). A last
 // line without its newline is a record torn by a crash in mid-write: it was never complete on disk,

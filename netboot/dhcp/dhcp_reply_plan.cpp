@@ -79,7 +79,12 @@ DhcpAddressChoice choose_address(const DhcpReplySettings& settings, const DhcpSu
       }
       choice.reply = DhcpMessageType::offer;
       choice.address = *address;
-      if (describe) choice.outcome = " -> OFFER " + ipv4_to_string(*address);
+      if (describe) {
+        choice.outcome = " -> OFFER " + ipv4_to_string(*address);
+        if (auto reserved = pool.reserved_address(client.mac); reserved && *reserved != *address) {
+          choice.outcome += " (its reserved " + ipv4_to_string(*reserved) + " is another client's until that lease ends)";
+        }
+      }
       return choice;
     }
     case DhcpMessageType::request: {
@@ -91,6 +96,15 @@ DhcpAddressChoice choose_address(const DhcpReplySettings& settings, const DhcpSu
       }
       // SELECTING / INIT-REBOOT carry option 50; RENEWING / REBINDING carry ciaddr.
       choice.address = request.requested_address().value_or(request.ciaddr);
+      // INIT-REBOOT (option 50, no server identifier, no ciaddr) on the right network from a client we
+      // have no record of: RFC 2131 4.3.2 says MUST remain silent, so another server that does know it
+      // can answer (a NAK from us would send it back to INIT).
+      if (!request.server_identifier() && request.ciaddr == 0 && request.requested_address() &&
+          subnet.contains(choice.address) && !pool.knows(client)) {
+        if (describe) choice.outcome = " for " + ipv4_to_string(choice.address) + " (INIT-REBOOT): no record of this client, not answered";
+        choice.dropped = DhcpDropReason::not_for_us;
+        return choice;
+      }
       choice.to_commit = choice.address != 0 ? pool.prepare(client, choice.address, now) : std::nullopt;
       choice.reply = choice.to_commit ? DhcpMessageType::ack : DhcpMessageType::nak;
       if (describe) {
@@ -105,10 +119,12 @@ DhcpAddressChoice choose_address(const DhcpReplySettings& settings, const DhcpSu
       return choice;
     case DhcpMessageType::decline: {
       std::uint32_t address = request.requested_address().value_or(0);
-      // Only a dropped lease is journalled: a tombstone for an address the client did not hold would
-      // remove the lease it does hold from the file (and after a restart give its address away).
-      if (pool.decline(client.key, address, now)) choice.to_record = DhcpLease{client.key, 0, 0};
-      if (describe) choice.outcome = " declined " + ipv4_to_string(address) + " (quarantined)";
+      choice.to_record = pool.decline(client.key, address, now);
+      if (describe) {
+        choice.outcome = " declined " + ipv4_to_string(address) +
+                         (choice.to_record ? " (quarantined for " + std::to_string(choice.to_record->expires - now) + " s)"
+                                           : " (ignored: not an address of this pool, or another client's lease)");
+      }
       return choice;
     }
     case DhcpMessageType::inform:

@@ -97,7 +97,9 @@ struct DhcpServer::State {
   void count_active_leases(std::int64_t now) {
     std::uint64_t active = 0;
     for (const auto& pool : pools) {
-      for (const auto& [mac, lease] : pool.leases()) active += lease.expires > now ? 1 : 0;
+      for (const auto& [mac, lease] : pool.leases()) {
+        if (lease.expires > now && !is_dhcp_quarantine(lease)) ++active;  // a quarantine is no client's
+      }
     }
     counters.leases_active = active;
   }

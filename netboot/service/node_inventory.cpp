@@ -337,6 +337,13 @@ class InventoryReader {
                            "'" + path + ".profile' names profile '" + node->profile + "', which is not defined");
       }
       for (const auto& other : inventory.nodes) {
+        // One address pinned to two nodes: full-mode DHCP can reserve it for one MAC only, and the
+        // address is how serve tells them apart (their secrets go to the node bound to it).
+        if (node->address && other.address == node->address) {
+          diagnostics_.error(item.find("address")->location, "'" + path + ".address' " + *node->address +
+                                                                 " is already pinned to node '" + other.name + "' (" +
+                                                                 other.where.str() + "): each node needs its own address");
+        }
         if (other.match.specificity() > 0 && other.match.mac == node->match.mac &&
             other.match.uuid == node->match.uuid && other.match.serial == node->match.serial) {
           diagnostics_.error(node->where, "node '" + node->name + "' has the same selectors as node '" + other.name +

@@ -8,7 +8,8 @@
 # relay (tests/tools/dhcp_relay_client.py) for 10.98.6.0/24, which has its own pool, and for a subnet
 # with none. Checks leases, renewals, option 43/siaddr for the Pi, record_lease() (status page), the
 # DHCP counters in /metrics, and that leases survive a kill -9 of the server without being handed out
-# twice. Needs root; skipped otherwise. Every wait is bounded; the namespaces are removed on exit.
+# twice, and that a DECLINE (udhcpc -a against a squatter) keeps the address out of use across a
+# restart. Needs root; skipped otherwise. Every wait is bounded; the namespaces are removed on exit.
 source "$(dirname "$0")/lib.bash"
 
 if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! command -v udhcpc >/dev/null || ! command -v dhclient >/dev/null; then
@@ -265,6 +266,40 @@ FRESH=$(grep -oE 'lease of [0-9.]+' "$WORK/fresh.log" | awk '{print $3}' | tail 
 [ -n "$FRESH" ] || fail "fresh client: $(cat "$WORK/fresh.log")"
 if grep -q " $FRESH " "$WORK/leases.before"; then fail "address $FRESH handed out twice"; fi
 pass "a new client got $FRESH, not an address already leased"
+
+# --- DECLINE: udhcpc -a finds the acknowledged address answering ARP (a host squatting on it) ---
+ip -n "${NS[2]}" addr flush dev eth0
+ip -n "${NS[2]}" addr add 10.98.0.105/24 dev eth0
+DEC=a8s-dhcp-c4-$ID
+NS+=("$DEC")  # removed by cleanup like the others
+ip netns add "$DEC"
+ip link add "a8s-s3-$ID" netns "$SRV" type veth peer name eth0 netns "$DEC"
+ip -n "$SRV" link set "a8s-s3-$ID" master br0 up
+ip -n "$DEC" link set eth0 address 52:54:00:98:00:0d
+ip -n "$DEC" link set lo up
+ip -n "$DEC" link set eth0 up
+ip netns exec "$DEC" timeout 40 udhcpc -i eth0 -n -q -t 8 -T 1 -A 1 -a -r 10.98.0.105 -s /bin/true \
+  >"$WORK/decline.log" 2>&1 || { cat "$WORK/decline.log" "$WORK/serve.log" >&2; fail "the declining client got no lease"; }
+grep -q 'declining' "$WORK/decline.log" || fail "udhcpc did not decline 10.98.0.105: $(cat "$WORK/decline.log")"
+DECLINER=$(grep -oE 'lease of [0-9.]+' "$WORK/decline.log" | awk '{print $3}' | tail -1)
+[ -n "$DECLINER" ] && [ "$DECLINER" != 10.98.0.105 ] || fail "after its DECLINE udhcpc bound '$DECLINER': $(cat "$WORK/decline.log")"
+grep -q "DECLINE from 52:54:00:98:00:0d declined 10.98.0.105 (quarantined for 120 s)" "$WORK/serve.log" ||
+  { grep dhcp: "$WORK/serve.log" >&2; fail "the server did not log the quarantine"; }
+grep -q "^declined:10.98.0.105 10.98.0.105 " "$WORK/leases" || fail "quarantine not in the lease file: $(cat "$WORK/leases")"
+pass "udhcpc -a declined 10.98.0.105 (a squatter answered ARP), the server quarantined it on disk and gave $DECLINER"
+# The quarantine outlives a restart (the start-up compaction rewrites the file): with the squatter gone,
+# a new client asking for 10.98.0.105 still gets another address (RFC 2131 4.3.3).
+kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || fail "serve did not exit cleanly"
+SERVE_PID=
+ip -n "${NS[2]}" addr flush dev eth0
+start_serve
+grep -q "^declined:10.98.0.105 10.98.0.105 " "$WORK/leases" || fail "the quarantine was lost at restart: $(cat "$WORK/leases")"
+ip -n "$DEC" link set eth0 address 52:54:00:98:00:0e
+ip netns exec "$DEC" timeout 20 udhcpc -i eth0 -n -q -t 5 -T 1 -r 10.98.0.105 -s /bin/true >"$WORK/after-decline.log" 2>&1 ||
+  { cat "$WORK/after-decline.log" "$WORK/serve.log" >&2; fail "a client after the restart got no lease"; }
+AFTER=$(grep -oE 'lease of [0-9.]+' "$WORK/after-decline.log" | awk '{print $3}' | tail -1)
+[ -n "$AFTER" ] && [ "$AFTER" != 10.98.0.105 ] || fail "the quarantined address was handed out after a restart: '$AFTER'"
+pass "after a restart 10.98.0.105 is still quarantined: a client asking for it got $AFTER"
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || fail "serve did not exit cleanly"
 SERVE_PID=
 # A relayed subnet overlapping the interface's own is refused at start, naming both.

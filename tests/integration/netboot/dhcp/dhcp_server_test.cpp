@@ -111,6 +111,7 @@ TEST_CASE("dhcp server: DISCOVER/OFFER/REQUEST/ACK over loopback, lease on disk,
     // Another client asking for the same address is refused.
     auto other = dhcp_request(3, 2, 102);
     other.set_address(dhcp_option::requested_address, granted);
+    other.set_address(dhcp_option::server_identifier, *parse_ipv4("127.0.0.1"));
     client.send(encode_dhcp_packet(other));
     auto nak = client.receive();
     REQUIRE(nak);
@@ -224,6 +225,7 @@ TEST_CASE("dhcp server: OFFERs and NAKs go out while the journal syncs, the ACK 
   // ... and a third asking for that address is refused at once: taken in memory before it is durable.
   auto grab = dhcp_request(3, 3, 30);
   grab.set_address(dhcp_option::requested_address, first);
+  grab.set_address(dhcp_option::server_identifier, server_id);
   client.send(encode_dhcp_packet(grab));
   auto nak = client.receive();
   REQUIRE(nak);

@@ -65,8 +65,8 @@ TEST_CASE("dhcp lease pool: reservations, requested addresses, release and decli
   pool.commit(*pool.prepare("x", ip("10.98.0.12"), 0));
   CHECK(pool.release("x", ip("10.98.0.12"), 0));
   CHECK_FALSE(pool.release("x", ip("10.98.0.12"), 0));  // already released: nothing more to record
-  CHECK_FALSE(pool.decline("y", ip("10.98.0.10"), 0));  // y held no lease: nothing to record
-  CHECK(pool.offer("y", std::nullopt, 1) == ip("10.98.0.11"));
+  CHECK(pool.decline("y", ip("10.98.0.10"), 0) == DhcpLease{"declined:10.98.0.10", ip("10.98.0.10"), 600});
+  CHECK(pool.offer("y", std::nullopt, 1) == ip("10.98.0.11"));  // .10 is quarantined
   CHECK(pool.offer("z", ip("10.98.0.1"), 1) == ip("10.98.0.12"));  // the server's own address is never given
 }
 
@@ -133,11 +133,71 @@ TEST_CASE("dhcp lease pool: a released client gets its address back while it is 
 TEST_CASE("dhcp lease pool: a decline of an address the client does not hold keeps its lease", "[dhcp]") {
   auto pool = small_pool();
   pool.commit({"x", ip("10.98.0.10"), 600});
-  CHECK_FALSE(pool.decline("x", ip("10.98.0.11"), 0));
+  CHECK(pool.decline("x", ip("10.98.0.11"), 0) == DhcpLease{"declined:10.98.0.11", ip("10.98.0.11"), 600});
   CHECK(pool.leases().at("x").address == ip("10.98.0.10"));
   CHECK(pool.offer("y", std::nullopt, 1) == ip("10.98.0.12"));  // .11 quarantined, .10 x's
   CHECK(pool.decline("x", ip("10.98.0.10"), 1));
   CHECK(pool.leases().count("x") == 0);
+  // Another client's unexpired lease is not taken by a DECLINE naming its address.
+  pool.commit({"z", ip("10.98.0.12"), 600});
+  CHECK_FALSE(pool.decline("x", ip("10.98.0.12"), 2));
+  CHECK(pool.leases().at("z").address == ip("10.98.0.12"));
+  // Nor is an address the pool does not hand out quarantined.
+  CHECK_FALSE(pool.decline("x", ip("10.98.0.99"), 2));
+  CHECK_FALSE(pool.decline("x", 0, 2));
+}
+
+TEST_CASE("dhcp lease pool: a declined address stays quarantined across a restart, then returns", "[dhcp]") {
+  // RFC 2131 4.3.3: the server MUST mark a declined address not available. The quarantine is a
+  // journal line like a lease, so a restart (which reads the journal back and compacts it) keeps it.
+  auto pool = small_pool();
+  std::string journal = format_dhcp_lease_line(*pool.prepare("x", *pool.offer("x", std::nullopt, 0), 0));
+  REQUIRE(pool.leases().empty());  // prepared, not committed: commit as the server does
+  pool.commit(*parse_dhcp_leases(journal, "leases").begin());
+  auto quarantine = pool.decline("x", ip("10.98.0.10"), 100);
+  REQUIRE(quarantine);
+  CHECK(*quarantine == DhcpLease{"declined:10.98.0.10", ip("10.98.0.10"), 700});
+  CHECK(pool.leases().count("x") == 0);  // x's lease on it ended
+  journal += format_dhcp_lease_line(*quarantine);
+
+  auto restarted = small_pool();
+  restarted.load(parse_dhcp_leases(journal, "leases"));
+  CHECK(restarted.leases().count("x") == 0);
+  // The start-up compaction writes the quarantine back.
+  auto compacted = small_pool();
+  compacted.load(parse_dhcp_leases(format_dhcp_leases(restarted.leases()), "leases"));
+  for (auto* p : {&restarted, &compacted}) {
+    for (const char* client : {"x", "y", "z"}) {
+      auto offered = p->offer(client, ip("10.98.0.10"), 200);
+      CHECK(offered != ip("10.98.0.10"));
+    }
+    CHECK_FALSE(p->offer("w", std::nullopt, 200));  // .11 and .12 are held by offers, .10 quarantined
+    CHECK_FALSE(p->prepare("w", ip("10.98.0.10"), 200));
+  }
+  // After a lease time the address is handed out again, after the never-used ones.
+  CHECK(compacted.prepare("w", ip("10.98.0.10"), 701));
+}
+
+TEST_CASE("dhcp lease pool: a node whose reserved address another client holds gets a pool address meanwhile", "[dhcp]") {
+  auto pool = small_pool();
+  pool.commit({"holder", ip("10.98.0.10"), 600});  // leased before the reservation was made
+  pool.set_reservations({{"node", ip("10.98.0.10")}});
+  auto offered = pool.offer("node", std::nullopt, 100);
+  REQUIRE(offered);
+  CHECK(*offered == ip("10.98.0.11"));
+  auto lease = pool.prepare("node", *offered, 100);
+  REQUIRE(lease);
+  pool.commit(*lease);
+  // The holder cannot renew a reserved address; the node keeps its pool address while the holder's
+  // lease lasts ...
+  CHECK_FALSE(pool.prepare("holder", ip("10.98.0.10"), 200));
+  CHECK(pool.prepare("node", ip("10.98.0.11"), 300));
+  // ... and once the reserved address is free, a NAK sends the node back to DISCOVER, which offers it.
+  CHECK_FALSE(pool.prepare("node", ip("10.98.0.11"), 601));
+  CHECK(pool.offer("node", std::nullopt, 601) == ip("10.98.0.10"));
+  CHECK(pool.prepare("node", ip("10.98.0.10"), 601));
+  // Never an address outside the pool but its reservation.
+  CHECK_FALSE(pool.prepare("node", ip("10.98.0.99"), 100));
 }
 
 TEST_CASE("dhcp lease pool: the subnet's network and broadcast addresses are never leased", "[dhcp]") {

@@ -165,7 +165,7 @@ TEST_CASE("dhcp reply plan: REQUEST gets an ACK and a lease to commit, or a broa
   CHECK(plan.to_commit->expires == 1900);
 
   // Another client asking for the same address is refused, broadcast, with a reason and no boot fields.
-  plan = plan_dhcp_reply(settings, &pools, request_for(2, ip("10.98.9.10"), 0), false, 1002);
+  plan = plan_dhcp_reply(settings, &pools, request_for(2, ip("10.98.9.10"), ip("10.98.9.1")), false, 1002);
   REQUIRE(plan.reply);
   CHECK(plan.reply->message_type() == DhcpMessageType::nak);
   CHECK(plan.reply->broadcast_flag());
@@ -224,7 +224,7 @@ TEST_CASE("dhcp reply plan: INFORM gets network options and the boot answer but 
 TEST_CASE("dhcp reply plan: RELEASE and DECLINE are recorded, never answered", "[dhcp]") {
   auto settings = full_settings();
   auto pools = pools_for(settings);
-  auto ack = plan_dhcp_reply(settings, &pools, request_for(1, ip("10.98.9.10"), 0), false, 0);
+  auto ack = plan_dhcp_reply(settings, &pools, request_for(1, ip("10.98.9.10"), ip("10.98.9.1")), false, 0);
   REQUIRE(ack.to_commit);
   pools[0].commit(*ack.to_commit);
 
@@ -236,7 +236,7 @@ TEST_CASE("dhcp reply plan: RELEASE and DECLINE are recorded, never answered", "
   REQUIRE(plan.to_record);
   CHECK(*plan.to_record == DhcpLease{"52:54:00:98:09:01", ip("10.98.9.10"), 100});  // expired now
 
-  ack = plan_dhcp_reply(settings, &pools, request_for(2, ip("10.98.9.11"), 0), false, 0);
+  ack = plan_dhcp_reply(settings, &pools, request_for(2, ip("10.98.9.11"), ip("10.98.9.1")), false, 0);
   REQUIRE(ack.to_commit);
   pools[0].commit(*ack.to_commit);
   auto decline = dhcp_request(4, 2, 6);
@@ -244,10 +244,46 @@ TEST_CASE("dhcp reply plan: RELEASE and DECLINE are recorded, never answered", "
   plan = plan_dhcp_reply(settings, &pools, decline, false, 100);
   CHECK_FALSE(plan.reply);
   REQUIRE(plan.to_record);
-  CHECK(*plan.to_record == DhcpLease{"52:54:00:98:09:02", 0, 0});  // the journal's tombstone
-  // A decline of an address the client does not hold removes nothing.
-  plan = plan_dhcp_reply(settings, &pools, decline, false, 101);
+  // The journal's line: the address quarantined for a lease time (the client's lease on it ends).
+  CHECK(*plan.to_record == DhcpLease{"declined:10.98.9.11", ip("10.98.9.11"), 700});
+  CHECK(pools[0].leases().count("52:54:00:98:09:02") == 0);
+  // A decline of another client's leased address takes nothing from it.
+  auto other = dhcp_request(4, 3, 7);
+  other.set_address(dhcp_option::requested_address, ip("10.98.9.10"));
+  pools[0].commit({"52:54:00:98:09:01", ip("10.98.9.10"), 900});
+  plan = plan_dhcp_reply(settings, &pools, other, false, 101);
+  CHECK_FALSE(plan.reply);
   CHECK_FALSE(plan.to_record);
+  CHECK(pools[0].leases().at("52:54:00:98:09:01").address == ip("10.98.9.10"));
+}
+
+TEST_CASE("dhcp reply plan: INIT-REBOOT from a client with no record is not answered (RFC 2131 4.3.2)", "[dhcp]") {
+  auto settings = full_settings();
+  auto pools = pools_for(settings);
+  // No server identifier, no ciaddr, option 50: INIT-REBOOT.
+  auto plan = plan_dhcp_reply(settings, &pools, request_for(1, ip("10.98.9.10"), 0), false, 0);
+  CHECK_FALSE(plan.reply);
+  CHECK_FALSE(plan.to_commit);
+  CHECK(plan.dropped == DhcpDropReason::not_for_us);
+  // On the wrong network it is told so (SHOULD NAK), known or not.
+  plan = plan_dhcp_reply(settings, &pools, request_for(1, ip("10.97.0.10"), 0), false, 0);
+  REQUIRE(plan.reply);
+  CHECK(plan.reply->message_type() == DhcpMessageType::nak);
+  // A client with a lease here (also an expired one) is answered: ACK for its address, NAK otherwise.
+  pools[0].commit({"52:54:00:98:09:01", ip("10.98.9.10"), 50});
+  plan = plan_dhcp_reply(settings, &pools, request_for(1, ip("10.98.9.10"), 0), false, 100);
+  REQUIRE(plan.reply);
+  CHECK(plan.reply->message_type() == DhcpMessageType::ack);
+  pools[0].commit(*plan.to_commit);
+  pools[0].commit({"52:54:00:98:09:02", ip("10.98.9.11"), 50});
+  plan = plan_dhcp_reply(settings, &pools, request_for(2, ip("10.98.9.10"), 0), false, 100);
+  REQUIRE(plan.reply);
+  CHECK(plan.reply->message_type() == DhcpMessageType::nak);
+  // So is a node with a reservation, which has no lease yet.
+  pools[0].set_reservations({{"52:54:00:98:09:03", ip("10.98.9.30")}});
+  plan = plan_dhcp_reply(settings, &pools, request_for(3, ip("10.98.9.30"), 0), false, 100);
+  REQUIRE(plan.reply);
+  CHECK(plan.reply->message_type() == DhcpMessageType::ack);
 }
 
 TEST_CASE("dhcp reply plan: an exhausted pool and a packet that is no request get no reply", "[dhcp]") {
@@ -287,7 +323,7 @@ TEST_CASE("dhcp reply plan: option 61 tells clients apart, and follows one clien
   auto settings = full_settings();
   auto pools = pools_for(settings);
   auto with_id = [](std::uint8_t mac_last, std::vector<std::uint8_t> id) {
-    auto packet = request_for(mac_last, ip("10.98.9.10"), 0);
+    auto packet = request_for(mac_last, ip("10.98.9.10"), ip("10.98.9.1"));
     packet.set(dhcp_option::client_identifier, std::move(id));
     return packet;
   };
@@ -426,9 +462,9 @@ TEST_CASE("dhcp reply plan: the log line names the request, the outcome and the 
   discover.giaddr = ip("10.98.9.254");
   CHECK(plan_dhcp_reply(settings, &pools, discover, false, 0).log ==
         "DISCOVER from 52:54:00:98:09:01 via relay 10.98.9.254 -> OFFER 10.98.9.10 boot=bios file=undionly.kpxe");
-  CHECK(plan_dhcp_reply(settings, &pools, request_for(1, ip("10.98.9.10"), 0), false, 0).log ==
+  CHECK(plan_dhcp_reply(settings, &pools, request_for(1, ip("10.98.9.10"), ip("10.98.9.1")), false, 0).log ==
         "REQUEST from 52:54:00:98:09:01 -> ACK 10.98.9.10 boot=bios file=undionly.kpxe");
-  CHECK(plan_dhcp_reply(settings, &pools, request_for(2, ip("10.98.9.99"), 0), false, 0).log ==
+  CHECK(plan_dhcp_reply(settings, &pools, request_for(2, ip("10.98.9.99"), ip("10.98.9.1")), false, 0).log ==
         "REQUEST from 52:54:00:98:09:02 for 10.98.9.99 -> NAK");
   CHECK(plan_dhcp_reply(settings, &pools, request_for(2, ip("10.98.9.11"), ip("10.98.9.2")), false, 0).log ==
         "REQUEST from 52:54:00:98:09:02 chose server 10.98.9.2, not us");

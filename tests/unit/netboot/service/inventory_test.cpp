@@ -182,12 +182,17 @@ nodes:
   - {name: a, match: {mac: "52:54:00:00:00:01"}, profile: p}
   - {name: a, match: {mac: "52:54:00:00:00:02"}, profile: p}
   - {name: c, match: {mac: "52-54-00-00-00-01"}, profile: p}
+  - {name: d, match: {mac: "52:54:00:00:00:04"}, profile: p, address: 10.0.0.60}
+  - {name: e, match: {uuid: 7c1e2f0a-3b4d-4e5f-8a9b-0c1d2e3f4a51}, profile: p, address: 10.0.0.60}
 )",
         diagnostics);
   std::string errors = all_errors(diagnostics);
   INFO(errors);
   CHECK_THAT(errors, Catch::Contains("node 'a' is already defined at nodes.yaml:4:5"));
   CHECK_THAT(errors, Catch::Contains("node 'c' has the same selectors as node 'a'"));
+  // One address pinned to two nodes: DHCP could reserve it for one of them only.
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:8:89: 'nodes[4].address' 10.0.0.60 is already pinned to node 'd' "
+                                     "(nodes.yaml:7:5): each node needs its own address"));
 }
 
 TEST_CASE("netboot config: defaults, values and diagnostics", "[inventory][netboot]") {
