@@ -28,8 +28,15 @@ ServeFileKind serve_file_kind(const std::filesystem::path& file) {
   for (const char* key : {"listen", "tftp", "http", "dhcp", "inventory", "site", "node_secrets"}) {
     if (tree.find(key) != nullptr) return ServeFileKind::netboot_config;
   }
-  // Only nodes files have a top-level profiles: map (a site names a profile per machine).
-  if (tree.find("profiles") != nullptr) return ServeFileKind::nodes_file;
+  // Only nodes files have a top-level profiles: map (a site names a profile per machine), an
+  // unknown_nodes: policy, or nodes that are matched (a profile's nodes: entries have no match:). Such a
+  // file that lacks profiles: is then told so, not that it lacks a profile's kind.
+  if (tree.find("profiles") != nullptr || tree.find("unknown_nodes") != nullptr) return ServeFileKind::nodes_file;
+  if (const ConfigNode* nodes = tree.find("nodes"); nodes != nullptr && nodes->is_sequence()) {
+    for (const auto& node : nodes->items) {
+      if (node.is_map() && node.find("match") != nullptr) return ServeFileKind::nodes_file;
+    }
+  }
   return ServeFileKind::none;
 }
 

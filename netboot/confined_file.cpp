@@ -151,6 +151,8 @@ ConfinedFile open_confined_file(const std::filesystem::path& root, std::string_v
     pending.push_back(std::move(component));
   }
   if (pending.empty()) return refused("name '" + std::string(relative) + "' names the directory itself");
+  // "name/" is a directory or nothing (POSIX: ENOTDIR for a file), never the file "name".
+  const bool names_a_directory = relative.back() == '/';
 
   const std::vector<std::string> root_components = split_components(root_text);
   FileDescriptor directory(::open(root_text.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -245,6 +247,7 @@ ConfinedFile open_confined_file(const std::filesystem::path& root, std::string_v
 
   const std::string where = last.empty() ? join(here) : child(here, last);
   if (last.empty() || !entry) return refused(where + " is a directory, not a regular file");
+  if (names_a_directory && !S_ISDIR(info.st_mode)) return failed_lookup(where + "/", ENOTDIR);
   if (!S_ISREG(info.st_mode)) return refused(where + " is not a regular file");
   if (outside && !public_path) {
     return refused(where + " lies outside the served directory " + root_text +

@@ -1,5 +1,7 @@
 #include "netboot/http/http_request_target.hpp"
 
+#include <cstdio>
+
 #include <charconv>
 
 namespace aggrik8s::netboot {
@@ -97,14 +99,78 @@ std::vector<std::string> HttpRequestTarget::segments() const {
   return out;
 }
 
+std::string_view http_origin_form(std::string_view target) {
+  auto scheme_is = [&](std::string_view scheme) {
+    if (target.size() < scheme.size()) return false;
+    for (std::size_t i = 0; i < scheme.size(); ++i) {
+      char c = target[i];
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+      if (c != scheme[i]) return false;
+    }
+    return true;
+  };
+  std::size_t authority = 0;
+  if (scheme_is("http://")) authority = 7;
+  else if (scheme_is("https://")) authority = 8;
+  else return target;
+  std::size_t path = target.find_first_of("/?#", authority);
+  if (path == std::string_view::npos) return "/";  // "http://host": the root (RFC 9112 3.2.2)
+  if (target[path] != '/') return {};  // "http://host?q": refused rather than guessed
+  return target.substr(path);
+}
+
+std::string format_http_date(std::int64_t unix_seconds) {
+  // IMF-fixdate (RFC 9110 5.6.7), written by hand: strftime's %a and %b follow the locale.
+  static constexpr const char* days[] = {"Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"};  // 1970-01-01 was a Thursday
+  static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  std::int64_t day_number = unix_seconds >= 0 ? unix_seconds / 86400 : (unix_seconds - 86399) / 86400;
+  std::int64_t second_of_day = unix_seconds - day_number * 86400;
+  // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+  std::int64_t z = day_number + 719468;
+  std::int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  std::int64_t doe = z - era * 146097;
+  std::int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  std::int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  std::int64_t mp = (5 * doy + 2) / 153;
+  std::int64_t day = doy - (153 * mp + 2) / 5 + 1;
+  std::int64_t month = mp < 10 ? mp + 3 : mp - 9;
+  std::int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  char text[40];
+  std::snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                days[static_cast<std::size_t>(((day_number % 7) + 7) % 7)], static_cast<int>(day),
+                months[static_cast<std::size_t>(month - 1)], static_cast<int>(year), static_cast<int>(second_of_day / 3600),
+                static_cast<int>(second_of_day / 60 % 60), static_cast<int>(second_of_day % 60));
+  return text;
+}
+
+bool http_if_range_allows_range(std::string_view if_range, std::string_view etag, std::string_view last_modified) {
+  // RFC 9110 13.1.5: an entity-tag matches by strong comparison (a weak one, "W/...", never does); a
+  // date matches only when it is exactly the representation's Last-Modified.
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
+  if_range = trim(if_range);
+  if (if_range.empty()) return false;
+  if (if_range.front() == '"') return !etag.empty() && if_range == etag;
+  if (if_range.starts_with("W/")) return false;
+  return !last_modified.empty() && if_range == last_modified;
+}
+
 HttpRequestTarget parse_http_request_target(std::string_view target) {
   HttpRequestTarget result;
   if (target.size() > http_max_target_length) {
     result.refusal = "target longer than " + std::to_string(http_max_target_length) + " bytes";
     return result;
   }
+  // RFC 9112 3.2.2: a server MUST accept the absolute-form ("http://host/path", what a client talking
+  // to a proxy sends); the authority is not ours to check (a node may name us by any address), only
+  // the path and query are used. The authority-form (CONNECT) and "*" (OPTIONS) never reach here.
+  target = http_origin_form(target);
   if (target.empty() || target.front() != '/') {
-    result.refusal = "target is not an absolute path";  // absolute-form and authority-form are not served
+    result.refusal = "target is not an absolute path";
     return result;
   }
   std::string_view raw_path = target;

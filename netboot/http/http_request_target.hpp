@@ -29,7 +29,19 @@ struct HttpRequestTarget {
   std::vector<std::string> segments() const;
 };
 
+// Accepts the origin-form ("/path?query") and the absolute-form ("http://host:port/path?query", RFC
+// 9112 3.2.2), whose authority is not checked.
 HttpRequestTarget parse_http_request_target(std::string_view target);
+// The origin-form part of an absolute-form target ("http://h/a?b" -> "/a?b", "http://h" -> "/");
+// any other target unchanged.
+std::string_view http_origin_form(std::string_view target);
+
+// IMF-fixdate, as in Date and Last-Modified: "Sun, 06 Dec 2026 04:05:06 GMT".
+std::string format_http_date(std::int64_t unix_seconds);
+// RFC 9110 13.1.5: whether a Range may be honoured given the request's If-Range value, the
+// representation's strong ETag and its Last-Modified ("" when it has none: then only an exact match
+// of the other could allow it). When false the Range is ignored and the whole file sent with 200.
+bool http_if_range_allows_range(std::string_view if_range, std::string_view etag, std::string_view last_modified);
 
 // "%41" -> "A". nullopt on a malformed escape.
 std::optional<std::string> percent_decode(std::string_view text);

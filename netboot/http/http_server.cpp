@@ -1,11 +1,14 @@
 #include "netboot/http/http_server.hpp"
 
 #include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <algorithm>
 #include <set>
 #include <sstream>
@@ -191,10 +194,22 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
       info.method = std::string(request.method_string());
       info.target = std::string(request.target());
       if (auto range = request.find(http::field::range); range != request.end()) info.range = std::string(range->value());
+      if (auto if_range = request.find(http::field::if_range); if_range != request.end()) {
+        info.if_range = std::string(if_range->value());
+      }
       if (auto agent = request.find(http::field::user_agent); agent != request.end()) {
         info.user_agent = std::string(agent->value());
       }
       bool keep_alive = request.keep_alive();
+      // RFC 9112 3.2: an HTTP/1.1 request without exactly one Host field MUST get 400.
+      if (request.version() >= 11 && request.count(http::field::host) != 1) {
+        std::string why = request.count(http::field::host) == 0 ? "HTTP/1.1 request without a Host header"
+                                                                  : "request with more than one Host header";
+        co_await send_simple(400, "bad request: " + why + "\n", false, {});
+        state_->config.handler->rejected(info.client, 400, why);
+        ++state_->rejected;
+        co_return;
+      }
       if (request.method() != http::verb::get && request.method() != http::verb::head) {
         std::vector<std::pair<std::string, std::string>> allow{{"Allow", "GET, HEAD"}};
         co_await send_simple(405, std::string("method not allowed\n"), false, std::move(allow));
@@ -267,6 +282,7 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
   template <typename Response>
   void add_headers(Response& response, const HttpReply& reply) {
     response.set(http::field::server, "aggrik8s-image");
+    response.set(http::field::date, format_http_date(::time(nullptr)));  // RFC 9110 6.6.1: a server with a clock MUST
     response.set(http::field::content_type, reply.content_type);
     for (const auto& [name, value] : reply.headers) response.set(name, value);
   }
@@ -301,11 +317,27 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
   }
 
   asio::awaitable<bool> send_file(const HttpRequestInfo& info, HttpReply& reply, HttpExchange& exchange) {
-    HttpRangeRequest range = parse_http_range(info.range, reply.file_size);
     http::response<http::empty_body> response;
     response.version(11);
     add_headers(response, reply);
     response.set(http::field::accept_ranges, "bytes");
+    // Validators, so a client resuming a download (Range with If-Range) never splices two versions of
+    // a file that was rebuilt in between: a strong ETag from the inode, size and modification time (a
+    // rebuilt image is a new inode: outputs are renamed into place), and Last-Modified.
+    std::string etag, last_modified;
+    if (struct stat info_stat {}; ::fstat(reply.file.get(), &info_stat) == 0) {
+      char tag[80];
+      std::snprintf(tag, sizeof tag, "\"%llx-%llx-%llx.%lx\"", static_cast<unsigned long long>(info_stat.st_ino),
+                    static_cast<unsigned long long>(reply.file_size), static_cast<unsigned long long>(info_stat.st_mtim.tv_sec),
+                    static_cast<unsigned long>(info_stat.st_mtim.tv_nsec));
+      etag = tag;
+      last_modified = format_http_date(info_stat.st_mtim.tv_sec);
+      response.set(http::field::etag, etag);
+      response.set(http::field::last_modified, last_modified);
+    }
+    // RFC 9110 13.1.5: a Range whose If-Range does not match is ignored (the whole file, 200).
+    bool range_allowed = info.if_range.empty() || http_if_range_allows_range(info.if_range, etag, last_modified);
+    HttpRangeRequest range = parse_http_range(range_allowed ? std::string_view(info.range) : std::string_view(), reply.file_size);
     std::uint64_t first = 0;
     std::uint64_t length = reply.file_size;
     switch (range.kind) {
@@ -475,7 +507,20 @@ asio::awaitable<void> accept_connections(std::shared_ptr<HttpServer::State> stat
       boost::system::error_code ignored;
       auto peer = socket.remote_endpoint(ignored);
       ++state->rejected;
-      state->config.handler->rejected(peer.address(), 503, "too many connections");
+      if (state->config.tls) {
+        // A reply would need a TLS handshake first, which is the work being refused.
+        state->config.handler->rejected(peer.address(), 503, "too many connections: closed before the TLS handshake, no reply");
+      } else {
+        // One short reply, written without waiting: a client that does not read it loses it, nothing more.
+        static constexpr std::string_view busy =
+            "HTTP/1.1 503 Service Unavailable\r\nServer: aggrik8s-image\r\nRetry-After: 1\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\nConnection: close\r\n\r\n"
+            "too many connections\n";
+        socket.non_blocking(true, ignored);
+        socket.write_some(asio::buffer(busy.data(), busy.size()), ignored);
+        socket.shutdown(tcp::socket::shutdown_send, ignored);
+        state->config.handler->rejected(peer.address(), 503, "too many connections");
+      }
       socket.close(ignored);
       continue;
     }

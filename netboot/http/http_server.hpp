@@ -30,6 +30,7 @@ struct HttpRequestInfo {
   std::string method;  // "GET" or "HEAD" (others are answered 405 before the handler is asked)
   std::string target;  // as received
   std::string range;   // the Range header, "" when absent
+  std::string if_range;  // the If-Range header, "" when absent
   std::string user_agent;
   bool head() const { return method == "HEAD"; }
 };

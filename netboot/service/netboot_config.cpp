@@ -111,6 +111,21 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
     config.tftp_root = tftp->path_value("root");
     config.tftp_remap = tftp->path_value("remap");
     config.tftp_max_blksize = static_cast<std::uint16_t>(tftp->integer("max_blksize", 512, 65464).value_or(1468));
+    config.tftp_path_mtu = static_cast<std::uint32_t>(tftp->integer("path_mtu", 0, 65535).value_or(1500));
+    if (config.tftp_path_mtu != 0 && config.tftp_path_mtu < 576) {
+      tftp->error_at("path_mtu", "'tftp.path_mtu' is " + std::to_string(config.tftp_path_mtu) +
+                                     ": must be 0 (no clamp) or at least 576, the IPv4 minimum");
+    }
+    // Blocks are clamped to one IPv4 packet on path_mtu (IP 20 + UDP 8 + TFTP 4 bytes of headers):
+    // a larger max_blksize alone changes nothing, so say so rather than let it look applied.
+    if (const ConfigNode* max = tftp->node("max_blksize"); max != nullptr && config.tftp_path_mtu >= 576 &&
+                                                           config.tftp_max_blksize > config.tftp_path_mtu - 32) {
+      tftp->diagnostics().warning(max->location, "'tftp.max_blksize' " + std::to_string(config.tftp_max_blksize) +
+                                                     " is more than one packet holds on 'tftp.path_mtu' " +
+                                                     std::to_string(config.tftp_path_mtu) + ": blocks stay at " +
+                                                     std::to_string(config.tftp_path_mtu - 32) +
+                                                     " (set path_mtu to the network's MTU, e.g. 9000 for jumbo frames, or 0)");
+    }
     config.tftp_max_windowsize = static_cast<std::uint16_t>(tftp->integer("max_windowsize", 1, 64).value_or(16));
     config.tftp_retransmit_timeout =
         std::chrono::milliseconds(tftp->integer("retransmit_timeout_ms", 100, 10000).value_or(1000));

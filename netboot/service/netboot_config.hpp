@@ -27,6 +27,7 @@ struct NetbootConfig {
   std::optional<std::filesystem::path> tftp_root;   // shared tree: iPXE binaries, pxelinux, ...
   std::optional<std::filesystem::path> tftp_remap;  // tftp-hpa remap file
   std::uint16_t tftp_max_blksize = 1468;
+  std::uint32_t tftp_path_mtu = 1500;  // blocks are clamped to fit one IP packet of this size; 0: no clamp
   std::uint16_t tftp_max_windowsize = 16;
   // Retransmission: the first timeout, the back-off's ceiling and the timeouts in a row before a transfer
   // is dropped. Clients such as atftp resend their ACK only on their own timer (5 s), so the back-off

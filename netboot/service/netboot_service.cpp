@@ -945,6 +945,7 @@ namespace {
 TftpServerLimits tftp_limits(const NetbootConfig& config) {
   TftpServerLimits limits;
   limits.max_blksize = config.tftp_max_blksize;
+  limits.path_mtu = config.tftp_path_mtu;
   limits.max_windowsize = config.tftp_max_windowsize;
   return limits;
 }

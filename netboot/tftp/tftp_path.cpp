@@ -51,6 +51,9 @@ TftpRelativePath normalize_tftp_request_path(std::string_view requested) {
     result.refusal = "names the root directory itself";
     return result;
   }
+  // "boot.img/" names a directory (POSIX: ENOTDIR for a file): the slash is kept for the lookup, which
+  // then finds no such file, as tftp-hpa and nginx answer.
+  if (requested.back() == '/') normalized += '/';
   result.path = std::move(normalized);
   return result;
 }

@@ -141,6 +141,16 @@ TEST_CASE("validate and serve --check check serve's netboot.yaml and nodes file 
   CHECK(report["profiles"][0]["kind"] == "nodes-file");
   CHECK_THAT(report["profiles"][0]["diagnostics"][0]["message"].get<std::string>(),
              Catch::Contains("'profiles.live.kernel.kernel'"));
+
+  // A nodes file that lacks profiles: is told so, as serve --check tells it, not that it lacks a kind.
+  test::write_file(dir / "matched.yaml", "nodes:\n  - {name: a, match: {mac: '52:54:00:00:00:01'}, profile: p}\n");
+  test::write_file(dir / "policy.yaml", "unknown_nodes: ignore\n");
+  for (const char* name : {"matched.yaml", "policy.yaml"}) {
+    auto lacking = test::run(cli() + " validate " + (dir / name).string());
+    INFO(lacking.output);
+    CHECK(lacking.exit_code == 1);
+    CHECK_THAT(lacking.output, Catch::Contains((dir / name).string() + ":1:1: missing required key 'profiles'"));
+  }
 }
 
 TEST_CASE("version prints text and JSON", "[cli]") {

@@ -52,6 +52,10 @@ TEST_CASE("confined file: names are taken strictly relative, never repaired", "[
   CHECK(open_confined_file(root, "a").status == ConfinedFileStatus::refused);  // a directory
   CHECK(open_confined_file(root, "a/missing").status == ConfinedFileStatus::not_found);
   CHECK(open_confined_file(root, "a/file/x").status == ConfinedFileStatus::not_found);
+  // "file/" asks for a directory: not the file (POSIX ENOTDIR), as tftp-hpa and nginx answer.
+  CHECK(open_confined_file(root, "a/file/").status == ConfinedFileStatus::not_found);
+  CHECK(open_confined_file(root, "a/file//").status == ConfinedFileStatus::not_found);
+  CHECK(open_confined_file(root, "a/").status == ConfinedFileStatus::refused);  // a directory
   CHECK(open_confined_file("relative/root", "a/file").status == ConfinedFileStatus::refused);
 }
 

@@ -274,6 +274,50 @@ TEST_CASE("netboot: HTTP static files with GET, HEAD and ranges, byte for byte",
   CHECK(beyond.status == "416");
   CHECK_THAT(beyond.headers, Catch::Contains("Content-Range: bytes */" + std::to_string(f.big.size())));
 
+  // Validators and If-Range (RFC 9110 13.1.5): a download resumed with the ETag or Last-Modified it began
+  // with gets the rest; with any other (the file was rebuilt in between) the whole file, 200.
+  auto header_value = [](const std::string& headers, const std::string& name) {
+    auto at = headers.find(name + ": ");
+    REQUIRE(at != std::string::npos);
+    at += name.size() + 2;
+    return headers.substr(at, headers.find("\r\n", at) - at);
+  };
+  std::string etag = header_value(head.headers, "ETag");
+  std::string last_modified = header_value(head.headers, "Last-Modified");
+  CHECK(etag.size() > 2);
+  CHECK(etag.front() == '"');
+  CHECK_THAT(head.headers, Catch::Contains("Date: "));  // RFC 9110 6.6.1
+  auto resumed = curl(f.dir, "-r 100-199 -H 'If-Range: " + etag + "' " + server.http() + "/files/big.bin");
+  CHECK(resumed.status == "206");
+  CHECK(resumed.body == f.big.substr(100, 100));
+  auto by_date = curl(f.dir, "-r 100-199 -H 'If-Range: " + last_modified + "' " + server.http() + "/files/big.bin");
+  CHECK(by_date.status == "206");
+  for (const std::string& stale : std::vector<std::string>{"\"nope\"", "Mon, 01 Jan 1990 00:00:00 GMT", "W/" + etag}) {
+    INFO(stale);
+    auto whole = curl(f.dir, "-r 100-199 -H 'If-Range: " + stale + "' " + server.http() + "/files/big.bin");
+    CHECK(whole.status == "200");
+    CHECK(whole.body.size() == f.big.size());
+  }
+  // The absolute-form (RFC 9112 3.2.2), HTTP/1.1 without Host (3.2), and a file named as a directory.
+  {
+    RawHttpClient client(server.http_port());
+    client.send("GET http://10.0.0.1:8080/files/small.txt HTTP/1.1\r\nHost: 10.0.0.1:8080\r\nConnection: close\r\n\r\n");
+    std::string reply = client.receive_all();
+    CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 200"));
+    CHECK_THAT(reply, Catch::EndsWith("\r\n\r\nhello\n"));
+  }
+  {
+    RawHttpClient client(server.http_port());
+    client.send("GET /files/small.txt HTTP/1.1\r\nConnection: close\r\n\r\n");
+    CHECK_THAT(client.receive_all(), Catch::StartsWith("HTTP/1.1 400"));
+  }
+  {
+    RawHttpClient client(server.http_port());
+    client.send("GET /files/small.txt HTTP/1.0\r\n\r\n");  // HTTP/1.0 has no Host requirement
+    CHECK_THAT(client.receive_all(), Catch::StartsWith("HTTP/1.1 200"));
+  }
+  CHECK(curl(f.dir, server.http() + "/files/small.txt/").status == "404");
+
   // Several files over one keep-alive connection, then the service's own pages.
   auto both = run(bounded("curl -sS -o /dev/null -o /dev/null -w '%{http_code} %{num_connects}\\n' " + server.http() +
                           "/files/small.txt " + server.http() + "/files/small.txt"));
@@ -575,6 +619,22 @@ TEST_CASE("netboot: oversized, malformed, slow and vanishing clients do not stop
     CHECK_THAT(metrics, Catch::Contains("aggrik8s_errors_total{kind=\"http_408\"} 1"));
   }
   CHECK(curl(f.dir, server.http() + "/files/big.bin").body == f.big);
+}
+
+TEST_CASE("netboot: a client over http.max_connections gets a 503 reply, not a bare close", "[netboot][http]") {
+  Fixture f;
+  f.config.http_max_connections = 2;
+  RunningService server(f.config);
+  RawHttpClient first(server.http_port());
+  RawHttpClient second(server.http_port());
+  // Both are accepted and held by the server once it has read from them (a request in progress).
+  first.send("GET /files/small.txt HTTP/1.1\r\nHost: x\r\n");
+  second.send("GET /files/small.txt HTTP/1.1\r\nHost: x\r\n");
+  std::this_thread::sleep_for(200ms);
+  auto third = curl(f.dir, "-H 'Connection: close' " + server.http() + "/healthz");
+  CHECK(third.status == "503");
+  CHECK_THAT(third.headers, Catch::Contains("Retry-After: 1"));
+  CHECK(third.body == "too many connections\n");
 }
 
 namespace {

@@ -275,6 +275,8 @@ TEST_CASE("tftp server: traversal, absolute paths, symlink escapes and writes ar
   // An absolute name is read inside the root, so /etc/passwd is simply not there.
   CHECK(expect_error(client, server.port(), read_request("/etc/passwd")).code == TftpErrorCode::file_not_found);
   CHECK(expect_error(client, server.port(), read_request("missing.bin")).code == TftpErrorCode::file_not_found);
+  // A file named as a directory is not the file (POSIX ENOTDIR; tftp-hpa answers "File not found").
+  CHECK(expect_error(client, server.port(), read_request("ok.txt/")).code == TftpErrorCode::file_not_found);
   TftpRequest write{true, "ok.txt", TftpMode::octet, {}};
   CHECK(expect_error(client, server.port(), write).code == TftpErrorCode::access_violation);
   auto malformed = encode_tftp_packet(read_request("x"));
@@ -288,8 +290,8 @@ TEST_CASE("tftp server: traversal, absolute paths, symlink escapes and writes ar
                          (dir / "got").string()));
   CHECK_THAT(hpa.output, Catch::Contains("Error code 2"));
   CHECK_FALSE((fs::exists(dir / "got") && aggrik8s::test::read_file(dir / "got") == "do not serve"));
-  CHECK(server.observer->wait_for_ended(7).size() == 7);
-  CHECK(server.counters().failed == 7);
+  CHECK(server.observer->wait_for_ended(8).size() == 8);
+  CHECK(server.counters().failed == 8);
   CHECK(server.counters().malformed == 1);
 }
 

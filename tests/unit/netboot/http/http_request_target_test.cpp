@@ -26,12 +26,40 @@ TEST_CASE("http target: paths are decoded and normalised", "[http]") {
 TEST_CASE("http target: traversal in every spelling is refused", "[http]") {
   for (const char* target : {"/files/../etc/passwd", "/files/%2e%2e/etc/passwd", "/files/%2E%2e/x", "/files/.%2e/x",
                              "/..", "/files/a%2f..%2fb", "/files/a%2Fb", "/files/a%5c..%5cb", "/files/%00",
-                             "/files/%zz", "/files/%2", "files/x", "http://evil/x", "", "/a b", "/a\x01",
+                             "/files/%zz", "/files/%2", "files/x", "http://evil/../x", "HTTP://h/%2e%2e/x", "http://h?q", "", "/a b", "/a\x01",
                              "/x#frag", "/ipxe?mac=%g0"}) {
     INFO(target);
     CHECK_FALSE(parse_http_request_target(target).ok());
   }
   CHECK_FALSE(parse_http_request_target("/" + std::string(http_max_target_length, 'a')).ok());
+}
+
+TEST_CASE("http target: the absolute-form is accepted, its authority ignored (RFC 9112 3.2.2)", "[http]") {
+  auto target = parse_http_request_target("http://10.0.0.1:8080/files/a%20b?mac=52-54-00-12-34-56");
+  REQUIRE(target.ok());
+  CHECK(target.path == "/files/a b");
+  CHECK(target.query_value("mac") == "52-54-00-12-34-56");
+  CHECK(parse_http_request_target("HTTPS://boot.lan/ipxe").path == "/ipxe");
+  CHECK(parse_http_request_target("http://boot.lan").path == "/");
+  CHECK(http_origin_form("/x?y") == "/x?y");
+  CHECK(http_origin_form("ftp://h/x") == "ftp://h/x");
+}
+
+TEST_CASE("http dates and If-Range (RFC 9110 5.6.7, 13.1.5)", "[http]") {
+  CHECK(format_http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
+  CHECK(format_http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT");  // RFC 9110's example
+  CHECK(format_http_date(951782400) == "Tue, 29 Feb 2000 00:00:00 GMT");
+  CHECK(format_http_date(1796529906) == "Sun, 06 Dec 2026 04:05:06 GMT");
+  CHECK(format_http_date(253402300799) == "Fri, 31 Dec 9999 23:59:59 GMT");
+  const std::string etag = "\"1a-64-5f.0\"", date = "Sun, 06 Dec 2026 04:05:06 GMT";
+  CHECK(http_if_range_allows_range(etag, etag, date));
+  CHECK(http_if_range_allows_range(" " + etag + " ", etag, date));
+  CHECK(http_if_range_allows_range(date, etag, date));
+  CHECK_FALSE(http_if_range_allows_range("\"nope\"", etag, date));
+  CHECK_FALSE(http_if_range_allows_range("W/" + etag, etag, date));  // weak tags never match
+  CHECK_FALSE(http_if_range_allows_range("Mon, 01 Jan 1990 00:00:00 GMT", etag, date));
+  CHECK_FALSE(http_if_range_allows_range(etag, "", ""));  // no validators: nothing matches
+  CHECK_FALSE(http_if_range_allows_range("", etag, date));
 }
 
 TEST_CASE("http target: percent encoding for URLs written into scripts", "[http]") {

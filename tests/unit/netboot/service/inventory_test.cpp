@@ -195,6 +195,38 @@ nodes:
                                      "(nodes.yaml:7:5): each node needs its own address"));
 }
 
+TEST_CASE("netboot config: tftp.path_mtu, and a max_blksize one packet cannot hold is a warning", "[inventory][netboot]") {
+  auto read = [](const std::string& tftp, Diagnostics& diagnostics) {
+    ConfigNode tree = load_yaml_string("tftp: " + tftp + "\n", "/etc/aggrik8s/netboot.yaml", diagnostics);
+    return parse_netboot_config(tree, diagnostics);
+  };
+  auto warnings = [](const Diagnostics& diagnostics) {
+    std::string out;
+    for (const auto& d : diagnostics.all()) {
+      if (d.severity == Diagnostic::Severity::warning) out += d.str() + "\n";
+    }
+    return out;
+  };
+  Diagnostics plain;
+  CHECK(read("{max_blksize: 1468}", plain).tftp_path_mtu == 1500);
+  CHECK(warnings(plain).empty());
+  Diagnostics large;
+  read("{max_blksize: 65464}", large);
+  CHECK_FALSE(large.has_errors());
+  CHECK(warnings(large) == "/etc/aggrik8s/netboot.yaml:1:21: warning: 'tftp.max_blksize' 65464 is more than one packet "
+                           "holds on 'tftp.path_mtu' 1500: blocks stay at 1468 (set path_mtu to the network's MTU, e.g. "
+                           "9000 for jumbo frames, or 0)\n");
+  Diagnostics jumbo;
+  CHECK(read("{max_blksize: 8968, path_mtu: 9000}", jumbo).tftp_path_mtu == 9000);
+  CHECK(warnings(jumbo).empty());
+  Diagnostics unclamped;
+  CHECK(read("{max_blksize: 65464, path_mtu: 0}", unclamped).tftp_path_mtu == 0);
+  CHECK(warnings(unclamped).empty());
+  Diagnostics tiny;
+  read("{path_mtu: 100}", tiny);
+  CHECK_THAT(all_errors(tiny), Catch::Contains("'tftp.path_mtu' is 100: must be 0 (no clamp) or at least 576"));
+}
+
 TEST_CASE("netboot config: defaults, values and diagnostics", "[inventory][netboot]") {
   Diagnostics diagnostics;
   ConfigNode tree = load_yaml_string(R"(listen: {address: 10.0.0.1}

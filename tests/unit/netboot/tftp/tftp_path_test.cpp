@@ -15,6 +15,7 @@ TEST_CASE("tftp path: request names are normalized inside the root", "[tftp][pat
   CHECK(normalize_tftp_request_path("/pxelinux.0").path == "pxelinux.0");
   CHECK(normalize_tftp_request_path("pxelinux.cfg//default").path == "pxelinux.cfg/default");
   CHECK(normalize_tftp_request_path("./a/./b").path == "a/b");
+  CHECK(normalize_tftp_request_path("a/boot.img/").path == "a/boot.img/");  // a directory: no file matches
   CHECK(normalize_tftp_request_path("../etc/passwd").refusal == "contains a '..' component");
   CHECK(normalize_tftp_request_path("a/../../b").refusal == "contains a '..' component");
   CHECK(normalize_tftp_request_path("a/..").refusal == "contains a '..' component");
