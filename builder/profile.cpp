@@ -349,9 +349,9 @@ class ProfileReader {
       if (user.password_hash && options_.check_secrets) check_secret(*user.password_hash, diagnostics_);
       user.ssh_authorized_keys = user_reader.string_list("ssh_authorized_keys").value_or(std::vector<std::string>{});
       for (const auto& key : user.ssh_authorized_keys) {
-        if (!(key.starts_with("ssh-") || key.starts_with("ecdsa-") || key.starts_with("sk-"))) {
+        if (!is_ssh_public_key_line(key)) {
           user_reader.error_at("ssh_authorized_keys", "'" + path + ".ssh_authorized_keys' entries must be public keys "
-                                                      "(ssh-ed25519 AAAA..., ssh-rsa ..., ecdsa-...)");
+                                                      "on one line (ssh-ed25519 AAAA..., ssh-rsa ..., ecdsa-...)");
         }
       }
       if (auto sudo = user_reader.boolean("sudo")) user.sudo = *sudo;

@@ -72,11 +72,17 @@ builder::BootPartitionCustomization customization_from(const ParsedArguments& ar
     std::istringstream lines(read_text(path, "SSH public key file"));
     std::string line;
     std::size_t before = customization.ssh_keys.size();
-    while (std::getline(lines, line)) {
+    for (std::size_t number = 1; std::getline(lines, line); ++number) {
       while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
       if (line.empty() || line.starts_with("#")) continue;
       if (line.find("PRIVATE KEY") != std::string::npos) {
         throw UsageError(path + " is a private key; --ssh-key takes the public key (the .pub file)");
+      }
+      // Each line goes into authorized_keys and, for a firstrun.sh image, into a here-document of a
+      // script run as root at first boot: only key lines, nothing that could end the document.
+      if (!is_ssh_public_key_line(line)) {
+        throw UsageError(path + ":" + std::to_string(number) + ": not an SSH public key line (TYPE BASE64 [comment], "
+                         "TYPE ssh-*, ecdsa-* or sk-*)");
       }
       customization.ssh_keys.push_back(line);
     }

@@ -1,5 +1,7 @@
 #include "core/config_node.hpp"
 
+#include <algorithm>
+
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
@@ -91,6 +93,7 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
     case YAML::NodeType::Map: {
       out.kind = ConfigNode::Kind::map;
       std::set<std::string> seen;
+      std::vector<ConfigNode> merges;
       for (const auto& pair : node) {
         SourceLocation key_location = location_of(pair.first.Mark(), file);
         if (!pair.first.IsScalar()) {
@@ -98,6 +101,21 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
           continue;
         }
         std::string key = pair.first.Scalar();
+        if (key == "<<" && pair.first.Tag() == "?") {
+          // A YAML merge key (`<<: *defaults`, or a list of aliases): its maps' entries join this map
+          // where it has no key of that name, the earlier map first, as PyYAML and Ansible read it.
+          ConfigNode merged = convert(pair.second, file, diagnostics, budget, depth + 1);
+          std::vector<ConfigNode> sources;
+          if (merged.is_map()) sources.push_back(std::move(merged));
+          else if (merged.is_sequence() && std::all_of(merged.items.begin(), merged.items.end(),
+                                                       [](const ConfigNode& n) { return n.is_map(); })) {
+            sources = std::move(merged.items);
+          } else {
+            diagnostics.error(key_location, "'<<' (a YAML merge key) takes a map or a list of maps, such as *defaults");
+          }
+          for (auto& source : sources) merges.push_back(std::move(source));
+          continue;
+        }
         if (budget.exhausted) break;
         if (!budget.take_bytes(2 * key.size() + file.size())) {
           report_too_large(budget, key_location, diagnostics);
@@ -109,6 +127,11 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
           continue;
         }
         out.entries.push_back({key, key_location, convert(pair.second, file, diagnostics, budget, depth + 1)});
+      }
+      for (auto& source : merges) {
+        for (auto& entry : source.entries) {
+          if (seen.insert(entry.key).second) out.entries.push_back(std::move(entry));
+        }
       }
       break;
     }
@@ -175,7 +198,7 @@ ConfigNode parse(const std::string& text, const std::string& name, Diagnostics& 
     if (documents > 1) {
       diagnostics.error({name, 0, 0}, "expected one YAML document, found " + std::to_string(documents));
     }
-    if (documents == 0) return ConfigNode{ConfigNode::Kind::null, {}, false, {}, {}, {name, 1, 1}};
+    if (documents == 0) return ConfigNode{ConfigNode::Kind::null, {}, false, {}, {}, {name, 1, 1}, {}};
     ConvertBudget budget;
     return convert(YAML::Load(text), name, diagnostics, budget, 0);
   } catch (const YAML::Exception& e) {
@@ -291,12 +314,25 @@ ConfigNode merge_config(const ConfigNode& base, const ConfigNode& top) {
 
 namespace aggrik8s {
 namespace {
+bool reads_as_non_string(const std::string& key) {
+  if (key.empty()) return true;
+  char first = key.front();
+  if ((first >= '0' && first <= '9') || first == '+' || first == '-' || first == '.' || first == '~') return true;
+  std::string lower;
+  for (char c : key) lower.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c));
+  for (const char* word : {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}) {
+    if (lower == word) return true;
+  }
+  return false;
+}
+
 void emit(YAML::Emitter& out, const ConfigNode& node) {
   switch (node.kind) {
     case ConfigNode::Kind::null:
       out << YAML::Null;
       break;
     case ConfigNode::Kind::scalar:
+      if (!node.tag.empty()) out << YAML::LocalTag(node.tag.substr(node.tag.front() == '!' ? 1 : 0));
       if (node.quoted) {
         out << YAML::DoubleQuoted << node.scalar;
       } else {
@@ -311,7 +347,13 @@ void emit(YAML::Emitter& out, const ConfigNode& node) {
     case ConfigNode::Kind::map:
       out << YAML::BeginMap;
       for (const auto& entry : node.entries) {
-        out << YAML::Key << entry.key << YAML::Value;
+        // A key that YAML 1.1 would read as a number, boolean or null ("123", "0x1f", "no") is quoted,
+        // so a host or node named so comes back a string (Ansible's loader is YAML 1.1).
+        if (reads_as_non_string(entry.key)) {
+          out << YAML::Key << YAML::DoubleQuoted << entry.key << YAML::Value;
+        } else {
+          out << YAML::Key << entry.key << YAML::Value;
+        }
         emit(out, entry.value);
       }
       out << YAML::EndMap;

@@ -21,6 +21,7 @@ class ConfigNode {
   std::vector<ConfigNode> items;   // for Kind::sequence
   std::vector<Entry> entries;      // for Kind::map, in document order
   SourceLocation location;
+  std::string tag;        // written before a scalar by to_yaml ("!unsafe": Ansible must not template it)
 
   bool is_null() const { return kind == Kind::null; }
   bool is_scalar() const { return kind == Kind::scalar; }

@@ -100,4 +100,21 @@ std::optional<std::string> normalize_uuid(std::string_view text) {
   return out;
 }
 
+bool is_ssh_public_key_line(std::string_view line) {
+  for (char c : line) {
+    if (c == '\n' || c == '\r' || c == '\0') return false;
+  }
+  if (!(line.starts_with("ssh-") || line.starts_with("ecdsa-") || line.starts_with("sk-"))) return false;
+  std::size_t space = line.find(' ');
+  if (space == std::string_view::npos) return false;
+  std::string_view blob = line.substr(space + 1);
+  blob = blob.substr(0, blob.find(' '));
+  if (blob.empty()) return false;
+  for (char c : blob) {
+    bool base64 = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/' || c == '=';
+    if (!base64) return false;
+  }
+  return true;
+}
+
 }  // namespace aggrik8s

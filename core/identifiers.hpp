@@ -16,6 +16,9 @@ bool is_ipv4_cidr(std::string_view text);
 int ip_address_family(std::string_view text);
 // 4 or 6 when `text` is such an address with a prefix length ("/24": 0..32, "/64": 0..128), else 0.
 int ip_cidr_family(std::string_view text);
+// One authorized_keys line as users paste it: "TYPE BASE64 [comment]", TYPE ssh-*, ecdsa-* or sk-*, on
+// one line (no CR, LF or NUL: the line is written into first-boot scripts and files verbatim).
+bool is_ssh_public_key_line(std::string_view line);
 // "aa:bb:cc:dd:ee:ff" (also '-' separated, any case) -> lowercase colon form.
 std::optional<std::string> normalize_mac(std::string_view text);
 // 8-4-4-4-12 hex -> lowercase.

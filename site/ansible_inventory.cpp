@@ -41,6 +41,21 @@ ConfigNode text_list(const std::vector<std::string>& values) {
   return node;
 }
 
+// Values from the site and its profiles are data for Ansible, never templates: Ansible renders Jinja in
+// any inventory string when a play uses it, so a label or an rke2.config value holding "{{ lookup('pipe',
+// ...) }}" would run on the control host. Such strings are tagged !unsafe (Ansible's marker for text it
+// must not template); the rest stay plain. The site's own ansible: values (token_lookup, vars) are
+// written for Ansible and are left as templates.
+void mark_ansible_unsafe(ConfigNode& node) {
+  if (node.is_scalar()) {
+    for (const char* start : {"{{", "{%", "{#"}) {
+      if (node.scalar.find(start) != std::string::npos) node.tag = "!unsafe";
+    }
+  }
+  for (auto& item : node.items) mark_ansible_unsafe(item);
+  for (auto& entry : node.entries) mark_ansible_unsafe(entry.value);
+}
+
 struct Rke2Host {
   const Machine* machine = nullptr;
   const builder::Profile* profile = nullptr;
@@ -250,6 +265,7 @@ ConfigNode host_vars(const Rke2Host& host, const std::vector<std::string>& group
     }
   }
   vars.set("host_rke2_config", std::move(config));
+  mark_ansible_unsafe(vars);
   return vars;
 }
 
@@ -259,6 +275,7 @@ ConfigNode group(const std::vector<Rke2Host>& members) {
   if (!common.empty()) {
     ConfigNode group_config = empty_map();
     for (const auto& key : common) group_config.set(key, *members.front().node->rke2.config.find(key));
+    mark_ansible_unsafe(group_config);
     ConfigNode vars = empty_map();
     vars.set("group_rke2_config", std::move(group_config));
     node.set("vars", std::move(vars));
@@ -353,6 +370,7 @@ std::string ansible_inventory_yaml(const LoadedSite& loaded) {
   all_vars.set("rke2_images_urls", no_archives);
   all_vars.set("rke2_images_local_tarball_path", no_archives);
   if (!servers.empty()) all_vars.set(api_server_host_var, text(api_server_host(hosts, servers.front())));
+  mark_ansible_unsafe(all_vars);  // so far from the profiles (the version, a server URL's host)
   const bool token_from_site = loaded.site.ansible.token_lookup.has_value();
   all_vars.set("rke2_token", text(loaded.site.ansible.token_lookup.value_or("{{ vault_rke2_token }}")));
   // The first server starts with this token (rke2-ansible writes cluster_rke2_config before it reads the

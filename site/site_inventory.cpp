@@ -165,7 +165,9 @@ ConfigNode rpi_node(const SiteInventory& site, const Machine& machine, const Con
   rke2.set("role", scalar_node(to_string(machine.role), field_location(machine, "role")));
   // Who the node joins: the profile's rke2.server when it names one, else the site's first server;
   // the first server itself starts the cluster.
-  bool profile_names_server = find_path(profile_tree, {"rke2", "server"}) != nullptr;
+  // `server: null` (an extending profile removing its base's) names none either.
+  const ConfigNode* named_server = find_path(profile_tree, {"rke2", "server"});
+  bool profile_names_server = named_server != nullptr && !named_server->is_null();
   const Machine* first = first_server(site);
   if (!profile_names_server && first != nullptr && first != &machine) {
     rke2.set("server", scalar_node(supervisor_url(*first), field_location(machine, "role")));
@@ -269,6 +271,9 @@ void read_networks(ConfigMapReader& top, SiteInventory& site, Diagnostics& diagn
       } else if (!network.subnet.bytes.empty() && !network.subnet.contains(*gateway)) {
         reader.error_at("gateway", "'" + path + ".gateway' " + *network.gateway + " is outside the subnet " +
                                        network.subnet.text);
+      } else if (*gateway == network.subnet.bytes && gateway->size() == 4 && network.subnet.prefix_length < 31) {
+        reader.error_at("gateway", "'" + path + ".gateway' " + *network.gateway + " is the network address of " +
+                                       network.subnet.text + ", not a host");
       }
     }
     network.dns = reader.string_list("dns").value_or(std::vector<std::string>{});
@@ -340,6 +345,7 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
     } else {
       m.address = *address;
       m.address_bytes = parsed->first;
+      m.prefix_length = parsed->second;
     }
   }
   auto role = reader.one_of("role", {"server", "agent", "controlplane", "worker"}, true);
@@ -610,6 +616,46 @@ void check_site(const SiteInventory& site, Diagnostics& diagnostics) {
     if (m.address_bytes == n->subnet.bytes) {
       diagnostics.error(field_location(m, "address"), "address " + host_address(m) + " of machine '" + m.name +
                                                           "' is the network address of " + n->subnet.text);
+    }
+    // An IPv4 subnet's all-ones host part is its broadcast address (none on a /31 or /32, RFC 3021).
+    if (m.address_bytes.size() == 4 && n->subnet.prefix_length < 31) {
+      bool broadcast = true;
+      for (std::size_t bit = static_cast<std::size_t>(n->subnet.prefix_length); bit < 32; ++bit) {
+        if ((m.address_bytes[bit / 8] & (0x80u >> (bit % 8))) == 0) broadcast = false;
+      }
+      if (broadcast) {
+        diagnostics.error(field_location(m, "address"), "address " + host_address(m) + " of machine '" + m.name +
+                                                            "' is the broadcast address of " + n->subnet.text);
+      }
+    }
+    if (n->gateway && parse_address(*n->gateway) == m.address_bytes) {
+      diagnostics.error(field_location(m, "address"), "address " + host_address(m) + " of machine '" + m.name +
+                                                          "' is the gateway of network '" + n->name +
+                                                          "': a machine cannot route through itself");
+    }
+    // The node is configured with the machine's prefix: another than its network's would give it a
+    // wrong on-link route (every address of a /16 taken for a neighbour on a /24 network).
+    if (m.prefix_length != n->subnet.prefix_length) {
+      diagnostics.error(field_location(m, "address"), "address " + m.address + " of machine '" + m.name + "' has prefix /" +
+                                                          std::to_string(m.prefix_length) + ", its network '" + n->name +
+                                                          "' is " + n->subnet.text + ": write " + host_address(m) + "/" +
+                                                          std::to_string(n->subnet.prefix_length));
+    }
+  }
+  check_unique<std::uint32_t>(site, diagnostics, "vm", "VM id", [](const Machine& m) -> std::optional<std::uint32_t> {
+    return m.vm ? m.vm->vmid : std::nullopt;
+  }, [](const std::uint32_t& id) { return std::to_string(id); });
+  // Overlapping subnets make a machine's network (its gateway, DNS, DHCP pool) depend on which is listed
+  // first.
+  for (std::size_t i = 0; i < site.networks.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      const SiteNetwork& a = site.networks[j];
+      const SiteNetwork& b = site.networks[i];
+      if (a.subnet.bytes.empty() || b.subnet.bytes.empty() || a.subnet.bytes.size() != b.subnet.bytes.size()) continue;
+      if (a.subnet.contains(b.subnet.bytes) || b.subnet.contains(a.subnet.bytes)) {
+        diagnostics.error(b.where, "network '" + b.name + "' (" + b.subnet.text + ") overlaps network '" + a.name + "' (" +
+                                       a.subnet.text + ", " + a.where.str() + "): each address must belong to one network");
+      }
     }
   }
 

@@ -80,6 +80,7 @@ struct Machine {
   std::optional<std::string> uuid;    // SMBIOS UUID, lowercase
   std::string address;         // CIDR as written ("10.0.10.11/24" or "fd00:10::11/64")
   std::vector<std::uint8_t> address_bytes;  // the host address
+  int prefix_length = 0;                     // of `address`
   std::string network;         // the SiteNetwork it lies in
   Role role = Role::agent;
   std::filesystem::path profile;  // build profile file (absolute, or relative to the site file's directory resolved)

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "builder/rpi/first_boot.hpp"
+#include "core/identifiers.hpp"
 #include "disk/partition_table.hpp"
 #include "builder/rpi/pi_boot_files.hpp"
 #include "core/error.hpp"
@@ -58,6 +59,11 @@ std::string set_firstrun_hostname(const std::string& script, const std::string& 
 std::string add_firstrun_ssh_keys(const std::string& script, const std::vector<std::string>& keys) {
   std::vector<std::string> lines = split_lines(script);
   std::vector<std::string> out;
+  for (const auto& key : keys) {
+    // Checked where the keys are read too; here because a line that is not a key could end the
+    // here-document and run as root at first boot.
+    if (!is_ssh_public_key_line(key)) throw Error("not an SSH public key line: '" + key.substr(0, 40) + "'");
+  }
   bool in_keys = false;
   int blocks = 0;
   for (const auto& line : lines) {

@@ -206,7 +206,7 @@ std::vector<std::string> parse_json_pointer(std::string_view pointer) {
 
 ConfigNode apply_merge_patch(const ConfigNode& target, const ConfigNode& patch) {
   if (!patch.is_map()) return patch;
-  ConfigNode out = target.is_map() ? target : ConfigNode{ConfigNode::Kind::map, {}, false, {}, {}, patch.location};
+  ConfigNode out = target.is_map() ? target : ConfigNode{ConfigNode::Kind::map, {}, false, {}, {}, patch.location, {}};
   for (const auto& entry : patch.entries) {
     if (entry.value.is_null()) {
       out.erase(entry.key);
@@ -216,7 +216,7 @@ ConfigNode apply_merge_patch(const ConfigNode& target, const ConfigNode& patch) 
       *existing = apply_merge_patch(*existing, entry.value);
     } else {
       out.entries.push_back({entry.key, entry.key_location,
-                             apply_merge_patch(ConfigNode{ConfigNode::Kind::null, {}, false, {}, {}, entry.value.location},
+                             apply_merge_patch(ConfigNode{ConfigNode::Kind::null, {}, false, {}, {}, entry.value.location, {}},
                                                entry.value)});
     }
   }

@@ -9,13 +9,13 @@ namespace aggrik8s::builder {
 namespace {
 
 ConfigNode scalar(std::string text, const SourceLocation& where = {}) {
-  return ConfigNode{ConfigNode::Kind::scalar, std::move(text), true, {}, {}, where};
+  return ConfigNode{ConfigNode::Kind::scalar, std::move(text), true, {}, {}, where, {}};
 }
 ConfigNode plain_scalar(std::string text) {
-  return ConfigNode{ConfigNode::Kind::scalar, std::move(text), false, {}, {}, {}};
+  return ConfigNode{ConfigNode::Kind::scalar, std::move(text), false, {}, {}, {}, {}};
 }
-ConfigNode empty_map() { return ConfigNode{ConfigNode::Kind::map, {}, false, {}, {}, {}}; }
-ConfigNode empty_list() { return ConfigNode{ConfigNode::Kind::sequence, {}, false, {}, {}, {}}; }
+ConfigNode empty_map() { return ConfigNode{ConfigNode::Kind::map, {}, false, {}, {}, {}, {}}; }
+ConfigNode empty_list() { return ConfigNode{ConfigNode::Kind::sequence, {}, false, {}, {}, {}, {}}; }
 
 // A document separator: "---" at the start of a line, alone or followed by blanks or a comment.
 bool is_document_marker(std::string_view line) {

@@ -163,6 +163,19 @@ TEST_CASE("a static Pi network: IPv4, IPv6 or both, one gateway per family", "[p
   }
 }
 
+TEST_CASE("an SSH key entry must be one key line: a newline could end firstrun.sh's here-document", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "p.yaml", std::string(minimal_rpi) +
+                                       "system:\n  users:\n    - name: ops\n      ssh_authorized_keys:\n"
+                                       "        - \"ssh-ed25519 AAAAC3Nz c\\nAGGRIK8S_KEYS\\ntouch /root/pwned\\n\"\n"
+                                       "        - \"not a key\"\n");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "p.yaml", d));
+  INFO(dump(d));
+  std::string f = (dir / "p.yaml").string();
+  CHECK(has_error(d, f + ":13:9:", "'system.users[0].ssh_authorized_keys' entries must be public keys on one line"));
+}
+
 TEST_CASE("YAML syntax errors and duplicate keys point at the line", "[profile]") {
   test::TempDir dir;
   test::write_file(dir / "syntax.yaml", "kind: rpi5-rke2\nbase: {url: x\nrke2: [\n");

@@ -38,6 +38,10 @@ TEST_CASE("flash customization: firstrun.sh hostname and keys", "[flash]") {
   CHECK(keyed.find("ssh-ed25519 AAAAold ops@laptop\nssh-ed25519 AAAAnew admin@desk\nAGGRIK8S_KEYS\n") != std::string::npos);
   // Adding the same key again changes nothing.
   CHECK(add_firstrun_ssh_keys(keyed, {"ssh-ed25519 AAAAnew admin@desk"}) == keyed);
+  // A "key" that would end the here-document and run the rest as root at first boot is refused.
+  CHECK_THROWS_WITH(add_firstrun_ssh_keys(keyed, {"ssh-ed25519 AAAAx c\nAGGRIK8S_KEYS\ntouch /root/pwned"}),
+                    Catch::Contains("not an SSH public key line"));
+  CHECK_THROWS_WITH(add_firstrun_ssh_keys(keyed, {"AGGRIK8S_KEYS"}), Catch::Contains("not an SSH public key line"));
 
   CHECK_THROWS_WITH(set_firstrun_hostname("#!/bin/bash\necho hi\n", "x"), Catch::Contains("NEW_HOSTNAME"));
   Rpi5Node keyless = node_with_user();

@@ -213,6 +213,19 @@ TEST_CASE("ansible inventory: without token_lookup the token is a vault variable
   CHECK(keys(vars).back() == "ansible_python_interpreter");
 }
 
+TEST_CASE("ansible inventory: Jinja in site or profile values is written !unsafe, the site's ansible values stay templates") {
+  LoadedSite loaded = lab_site();
+  loaded.site.machines[1].labels = {{"note", "{{ lookup('pipe', 'touch /tmp/pwned') }}"}};  // cp1
+  const std::string text = ansible_inventory_yaml(loaded);
+  CHECK(text.find("- !unsafe \"note={{ lookup('pipe', 'touch /tmp/pwned') }}\"") != std::string::npos);
+  // Ansible's own template values are left for it to render.
+  CHECK(text.find("rke2_token: \"{{ lookup('file', 'secrets/rke2-token') }}\"") != std::string::npos);
+  CHECK(text.find("token: \"{{ rke2_token }}\"") != std::string::npos);
+  // Still one YAML document of strings for a reader that knows no Ansible tags.
+  YAML::Node hosts = YAML::Load(text)["rke2_cluster"]["children"]["rke2_servers"]["hosts"];
+  CHECK(hosts["cp1"]["node_labels"][1].as<std::string>() == "note={{ lookup('pipe', 'touch /tmp/pwned') }}");
+}
+
 TEST_CASE("ansible inventory: the header names the ephemeral nodes, and the same site gives the same bytes") {
   const std::string text = ansible_inventory_yaml(lab_site());
   CHECK(text == ansible_inventory_yaml(lab_site()));

@@ -258,9 +258,11 @@ TEST_CASE("site validation: duplicate identifiers name both machines with line a
   }
   SECTION("address, whatever the prefix length") {
     auto errors = errors_for(s, s.write_with("address: 10.0.10.21/24", "address: 10.0.10.11/25"));
-    REQUIRE(errors.size() == 1);
+    REQUIRE(errors.size() == 2);  // and the prefix that is not its network's
     CHECK(errors[0] == s.prefix(26, 14) + "machine 'w1': address 10.0.10.11 is already used by machine 'cp1' (" +
                            (s.dir / "site.yaml").string() + ":18:14)");
+    CHECK(errors[1] == s.prefix(26, 14) + "address 10.0.10.11/25 of machine 'w1' has prefix /25, its network 'pi' is "
+                                          "10.0.10.0/24: write 10.0.10.11/24");
   }
   SECTION("name") {
     auto errors = errors_for(s, s.write_with("name: w1", "name: cp1"));
@@ -268,6 +270,61 @@ TEST_CASE("site validation: duplicate identifiers name both machines with line a
     CHECK(errors[0] == s.prefix(22, 11) + "machine name 'cp1' is listed twice (first at " + (s.dir / "site.yaml").string() +
                            ":15:11)");
   }
+}
+
+TEST_CASE("site validation: an address that is its network's gateway or broadcast, overlapping networks, one VM id twice",
+          "[site]") {
+  SiteDir s;
+  SECTION("the gateway") {
+    auto errors = errors_for(s, s.write_with("address: 10.0.20.11/24", "address: 10.0.20.1/24"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(35, 14) + "address 10.0.20.1 of machine 'tcp1' is the gateway of network 'pve': a machine "
+                                          "cannot route through itself");
+  }
+  SECTION("the broadcast address") {
+    auto errors = errors_for(s, s.write_with("address: 10.0.20.11/24", "address: 10.0.20.255/24"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(35, 14) + "address 10.0.20.255 of machine 'tcp1' is the broadcast address of 10.0.20.0/24");
+  }
+  SECTION("a gateway that is the network address") {
+    auto errors = errors_for(s, s.write_with("    gateway: 10.0.20.1\n", "    gateway: 10.0.20.0\n"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(11, 14) + "'networks.pve.gateway' 10.0.20.0 is the network address of 10.0.20.0/24, not a host");
+  }
+  SECTION("overlapping networks") {
+    auto errors = errors_for(s, s.write_with("    subnet: 10.0.20.0/24\n", "    subnet: 10.0.0.0/16\n"));
+    std::string all;
+    for (const auto& e : errors) all += e + "\n";
+    CHECK_THAT(all, Catch::Contains("network 'pve' (10.0.0.0/16) overlaps network 'pi' (10.0.10.0/24, "));
+  }
+  SECTION("one VM id for two VMs") {
+    std::string text = good_site;
+    text.replace(text.find("vm: {node: pve2, vmid: 211"), std::string("vm: {node: pve2, vmid: 211").size(),
+                 "vm: {node: pve2, vmid: 300");
+    text += R"(  - name: tcp2
+    platform: proxmox-vm
+    mac: "bc:24:11:00:20:12"
+    address: 10.0.20.12/24
+    role: controlplane
+    profile: talos.yaml
+    boot: netboot
+    vm: {node: pve1, vmid: 300}
+)";
+    auto errors = errors_for(s, s.write(text));
+    REQUIRE(errors.size() == 1);
+    CHECK_THAT(errors[0], Catch::Contains("machine 'tcp2': VM id 300 is already used by machine 'tcp1'"));
+  }
+}
+
+TEST_CASE("an agent profile that removes its base's rke2.server with null still joins the site's first server", "[site]") {
+  SiteDir s;
+  test::write_file(s.dir / "agents-base.yaml", std::string(pi_agent_profile) + "  server: https://old.example:9345\n");
+  test::write_file(s.dir / "agents.yaml", "extends: agents-base.yaml\nrke2: {server: null}\n");
+  Diagnostics d;
+  auto loaded = load_site(s.write(good_site), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  CHECK(loaded->profiles.at(s.dir.path() / "agents.yaml").rpi_nodes.at(0).rke2.server == "https://10.0.10.11:9345");
 }
 
 TEST_CASE("site validation: addresses outside every network or inside a DHCP pool", "[site]") {
