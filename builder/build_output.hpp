@@ -21,6 +21,7 @@
 
 #include "core/artifact_fetcher.hpp"
 #include "core/error.hpp"
+#include "core/interrupt_cleanup.hpp"
 #include "core/sha256.hpp"
 
 namespace aggrik8s::builder {
@@ -109,20 +110,28 @@ class PartialOutputs {
   PartialOutputs(const PartialOutputs&) = delete;
   PartialOutputs& operator=(const PartialOutputs&) = delete;
   ~PartialOutputs() {
+    for (auto registration : registrations_) InterruptCleanup::forget(registration);
     if (committed_) return;
     for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
       std::error_code ec;
       std::filesystem::remove_all(*it, ec);
     }
   }
+  // Also removed if the process is interrupted first (core/interrupt_cleanup.hpp).
   std::filesystem::path track(const std::filesystem::path& path) {
     paths_.push_back(path);
+    registrations_.push_back(InterruptCleanup::remove_on_interrupt(path));
     return path;
   }
-  void commit() { committed_ = true; }
+  void commit() {
+    committed_ = true;
+    for (auto registration : registrations_) InterruptCleanup::forget(registration);
+    registrations_.clear();
+  }
 
  private:
   std::vector<std::filesystem::path> paths_;
+  std::vector<std::uint64_t> registrations_;
   bool committed_ = false;
 };
 
@@ -132,6 +141,7 @@ class WorkDirectory {
   WorkDirectory(const std::filesystem::path& output_dir, const std::string& prefix) {
     path_ = output_dir / ("." + prefix + "-" + std::to_string(::getpid()));
     std::filesystem::remove_all(path_);
+    registration_ = InterruptCleanup::remove_on_interrupt(path_);
     std::filesystem::create_directories(path_);
     std::filesystem::permissions(path_, std::filesystem::perms::owner_all);
   }
@@ -140,11 +150,13 @@ class WorkDirectory {
   ~WorkDirectory() {
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
+    InterruptCleanup::forget(registration_);
   }
   const std::filesystem::path& path() const { return path_; }
 
  private:
   std::filesystem::path path_;
+  std::uint64_t registration_ = 0;
 };
 
 }  // namespace aggrik8s::builder

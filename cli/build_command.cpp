@@ -9,6 +9,7 @@
 #include "cli/profile_command_support.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
+#include "core/interrupt_cleanup.hpp"
 #include "site/site_inventory.hpp"
 
 namespace aggrik8s::cli {
@@ -156,6 +157,7 @@ Command build_command() {
                    "--node then names machines of the site.",
                    options, 1, 1};
   return {spec, [](const ParsedArguments& args) {
+            InterruptCleanup::install();  // Ctrl-C leaves no unfinished outputs behind
             const std::string& file = args.positional.front();
             if (site::is_site_file(file)) return build_site(file, args);
             Diagnostics diagnostics;

@@ -10,6 +10,7 @@
 #include "inspect/image_inspector.hpp"
 #include "inspect/talos_iso_inspector.hpp"
 #include "cli/commands.hpp"
+#include "core/interrupt_cleanup.hpp"
 #include "core/byte_size.hpp"
 
 namespace aggrik8s::cli {
@@ -507,6 +508,7 @@ Command inspect_command() {
       1,
       1};
   return {spec, [](const ParsedArguments& args) {
+            InterruptCleanup::install();  // Ctrl-C leaves no unfinished outputs behind
             const std::string& image = args.positional.front();
             auto boot_sig = args.value("boot-sig");
             auto public_key = args.value("public-key");

@@ -15,6 +15,7 @@
 
 #include "disk/bmap.hpp"
 #include "core/error.hpp"
+#include "core/interrupt_cleanup.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/positional_io.hpp"
 #include "core/log.hpp"
@@ -208,6 +209,7 @@ ImageCompressor::ImageCompressor(ImageCompressionOptions options) : options_(opt
 CompressedImage ImageCompressor::compress(const std::filesystem::path& image, const std::filesystem::path& output) const {
   SparseImageReader reader(image);
   const std::filesystem::path partial = output.string() + ".partial";
+  RemovedOnInterrupt unfinished(partial);
   unsigned threads = options_.threads != 0 ? options_.threads : std::max(1u, std::thread::hardware_concurrency());
   CompressedImage result;
   result.image_size = reader.size();

@@ -20,6 +20,7 @@
 #include "disk/image_decoder_errors.hpp"
 #include "disk/zero_detection.hpp"
 #include "core/error.hpp"
+#include "core/interrupt_cleanup.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/progress.hpp"
 
@@ -223,6 +224,7 @@ DecompressedImage ImageDecompressor::decompress(const std::filesystem::path& inp
   DecompressedImage result;
   result.format = source->format();
   const std::filesystem::path partial = output.string() + ".partial";
+  RemovedOnInterrupt unfinished(partial);
   FileDescriptor out(::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!out) throw output_system_error("cannot create", partial, errno);
   try {

@@ -133,8 +133,11 @@ class FlashTarget {
       if (::ioctl(buffered_.get(), BLKGETSIZE64, &bytes) != 0) throw_system_error("cannot get the size of " + name_, errno);
       size_ = bytes;
     } else {
-      buffered_ = FileDescriptor(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+      // 0600, also for a file that was there: the image may carry a join token or password hashes
+      // (the build writes such images 0600), and its copy must not be readable where it was not.
+      buffered_ = FileDescriptor(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
       if (!buffered_) throw Error(describe_target_io_error(name_, "open", 0, errno, true));
+      if (::fchmod(buffered_.get(), 0600) != 0) throw_system_error("cannot make " + name_ + " private (chmod 600)", errno);
       // A copy of the image, like bmaptool's: old contents go, and unwritten ranges read as zeros.
       if (::ftruncate(buffered_.get(), 0) != 0) throw_system_error("cannot truncate " + name_, errno);
     }

@@ -36,6 +36,7 @@
 #include "builder/rpi/pi_boot_files.hpp"
 #include "core/endian.hpp"
 #include "core/error.hpp"
+#include "core/interrupt_cleanup.hpp"
 #include "core/log.hpp"
 #include "core/sha256.hpp"
 
@@ -657,20 +658,31 @@ void collect_warnings(ImageInspection& report) {
 
 // ---- compressed input: decompressed to a scratch file that is removed however inspection ends ----
 
+// The scratch image lives in a directory of its own, mode 0700 (mkdtemp): the decompressed image may
+// hold a join token or password hashes, and /tmp is shared. An interrupt removes it too
+// (core/interrupt_cleanup.hpp).
 class ScratchImage {
  public:
-  explicit ScratchImage(fs::path path) : path_(std::move(path)) {}
+  ScratchImage(const fs::path& parent, const std::string& name) {
+    std::string pattern = (parent / "aggrik8s-inspect-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw_system_error("cannot create a scratch directory in " + parent.string(), errno);
+    directory_ = pattern;
+    path_ = directory_ / name;
+    registration_ = InterruptCleanup::remove_on_interrupt(directory_);
+  }
   ~ScratchImage() {
     std::error_code ec;
-    fs::remove(path_, ec);
-    fs::remove(fs::path(path_.string() + ".partial"), ec);
+    fs::remove_all(directory_, ec);
+    InterruptCleanup::forget(registration_);
   }
   ScratchImage(const ScratchImage&) = delete;
   ScratchImage& operator=(const ScratchImage&) = delete;
   const fs::path& path() const { return path_; }
 
  private:
+  fs::path directory_;
   fs::path path_;
+  std::uint64_t registration_ = 0;
 };
 
 // ---- the deep check: libguestfs ----
@@ -1127,7 +1139,7 @@ ImageInspection inspect_image(const fs::path& image, const InspectOptions& optio
   fs::path raw = image;
   if (format != ImageInputFormat::raw) {
     fs::path dir = options.scratch_dir.value_or(fs::temp_directory_path());
-    scratch.emplace(dir / ("aggrik8s-inspect-" + std::to_string(::getpid()) + "-" + image.filename().string() + ".img"));
+    scratch.emplace(dir, image.filename().string() + ".img");
     log::info("decompressing ", image.filename().string(), " (", report.input_format, ") to ", scratch->path().string());
     ImageDecompressor().decompress(image, scratch->path());
     raw = scratch->path();

@@ -1,0 +1,86 @@
+#include "core/interrupt_cleanup.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace aggrik8s {
+namespace {
+
+std::mutex registered_mutex;
+std::map<std::uint64_t, std::filesystem::path>& registered() {
+  static std::map<std::uint64_t, std::filesystem::path> paths;
+  return paths;
+}
+std::uint64_t next_registration = 1;
+int signal_pipe[2] = {-1, -1};
+
+extern "C" void write_signal_number(int signal) {
+  int saved = errno;
+  unsigned char number = static_cast<unsigned char>(signal);
+  [[maybe_unused]] ssize_t written = ::write(signal_pipe[1], &number, 1);
+  errno = saved;
+}
+
+const char* signal_name(int signal) {
+  switch (signal) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+  }
+  return "a signal";
+}
+
+void remove_registered_and_exit() {
+  unsigned char signal = 0;
+  while (::read(signal_pipe[0], &signal, 1) != 1) {
+    if (errno != EINTR) return;  // the pipe broke: interrupts are simply not cleaned up after
+  }
+  std::size_t removed = 0;
+  {
+    std::lock_guard lock(registered_mutex);
+    for (const auto& [registration, path] : registered()) {
+      std::error_code ec;
+      if (std::filesystem::remove_all(path, ec) > 0) ++removed;
+    }
+  }
+  std::fprintf(stderr, "\ninterrupted by %s: removed %zu unfinished output%s\n", signal_name(signal), removed,
+               removed == 1 ? "" : "s");
+  std::_Exit(128 + signal);
+}
+
+}  // namespace
+
+void InterruptCleanup::install() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (::pipe2(signal_pipe, O_CLOEXEC) != 0) return;  // interrupts then end the process as before
+    std::thread(remove_registered_and_exit).detach();
+    struct sigaction action {};
+    action.sa_handler = write_signal_number;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    for (int signal : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(signal, &action, nullptr);
+  });
+}
+
+std::uint64_t InterruptCleanup::remove_on_interrupt(std::filesystem::path path) {
+  std::lock_guard lock(registered_mutex);
+  std::uint64_t registration = next_registration++;
+  registered().emplace(registration, std::move(path));
+  return registration;
+}
+
+void InterruptCleanup::forget(std::uint64_t registration) {
+  std::lock_guard lock(registered_mutex);
+  registered().erase(registration);
+}
+
+}  // namespace aggrik8s

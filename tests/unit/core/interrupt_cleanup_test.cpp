@@ -1,0 +1,46 @@
+// An interrupted command removes what it registered and exits as a shell reports a signal's death;
+// what it forgot (renamed into place, or removed itself) stays. Run in a forked child, which installs
+// the handler: the test process keeps its own signal dispositions.
+#include "core/interrupt_cleanup.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <thread>
+
+#include "tests/test_support.hpp"
+
+using namespace aggrik8s;
+namespace fs = std::filesystem;
+
+TEST_CASE("interrupt cleanup: SIGINT and SIGTERM remove registered files and trees, exit 128 + signal", "[interrupt]") {
+  for (int signal : {SIGINT, SIGTERM}) {
+    test::TempDir dir;
+    test::write_file(dir / "image.img.partial", "half an image");
+    test::write_file(dir / ".work-1/secret", "token");
+    test::write_file(dir / "done.img", "a finished image");
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      InterruptCleanup::install();
+      InterruptCleanup::remove_on_interrupt(dir / "image.img.partial");
+      InterruptCleanup::remove_on_interrupt(dir / ".work-1");
+      auto done = InterruptCleanup::remove_on_interrupt(dir / "done.img");
+      InterruptCleanup::forget(done);  // renamed into place: no longer the interrupt's to remove
+      ::raise(signal);
+      std::this_thread::sleep_for(std::chrono::seconds(30));  // the cleanup thread ends the process
+      ::_exit(99);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    INFO("signal " << signal);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 128 + signal);
+    CHECK_FALSE(fs::exists(dir / "image.img.partial"));
+    CHECK_FALSE(fs::exists(dir / ".work-1"));
+    CHECK(fs::exists(dir / "done.img"));
+  }
+}
