@@ -118,6 +118,64 @@ std::vector<std::string> profile_strings(const ConfigNode& tree, std::initialize
   return out;
 }
 
+namespace {
+
+bool is_alphanumeric(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+
+// Kubernetes' label name and value syntax (apimachinery validation: IsQualifiedName, IsValidLabelValue):
+// 1-63 (a value: 0-63) of letters, digits, '-', '_', '.', beginning and ending with a letter or digit.
+bool is_label_name(std::string_view name, bool empty_allowed) {
+  if (name.empty()) return empty_allowed;
+  if (name.size() > 63 || !is_alphanumeric(name.front()) || !is_alphanumeric(name.back())) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) { return is_alphanumeric(c) || c == '-' || c == '_' || c == '.'; });
+}
+
+// A lowercase DNS subdomain (RFC 1123): the prefix of a label key, at most 253 characters.
+bool is_dns_subdomain(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    std::size_t dot = name.find('.', start);
+    if (dot == std::string_view::npos) dot = name.size();
+    if (!is_dns_label(name.substr(start, dot - start))) return false;
+    start = dot + 1;
+  }
+  return true;
+}
+
+// Why `key` cannot be a node label or taint key, or "" when it can: [prefix/]name, and in the
+// kubernetes.io and k8s.io namespaces only what the kubelet lets a node set on itself (it refuses to
+// start with any other: --node-labels, KubeletLabels and KubeletLabelNamespaces).
+std::string label_key_problem(std::string_view key) {
+  std::size_t slash = key.find('/');
+  std::string_view prefix = slash == std::string_view::npos ? std::string_view() : key.substr(0, slash);
+  std::string_view name = slash == std::string_view::npos ? key : key.substr(slash + 1);
+  if (slash != std::string_view::npos && !is_dns_subdomain(prefix)) {
+    return "its prefix '" + std::string(prefix) + "' is not a lowercase DNS subdomain (at most 253 characters)";
+  }
+  if (!is_label_name(name, false)) {
+    return "its name must be 1-63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit";
+  }
+  auto in_namespace = [&](std::string_view ns) { return prefix == ns || prefix.ends_with("." + std::string(ns)); };
+  if (in_namespace("kubernetes.io") || in_namespace("k8s.io")) {
+    static const char* const allowed[] = {
+        "kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch", "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch", "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+        "topology.kubernetes.io/zone", "topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region"};
+    bool known = std::any_of(std::begin(allowed), std::end(allowed), [&](const char* a) { return key == a; });
+    bool kubelet_namespace = in_namespace("kubelet.kubernetes.io") || in_namespace("node.kubernetes.io");
+    if (!known && !kubelet_namespace) {
+      return "the kubelet sets no label of its own in the kubernetes.io and k8s.io namespaces but the well-known "
+             "ones (kubernetes.io/arch, topology.kubernetes.io/zone, ...) and those under node.kubernetes.io/ or "
+             "kubelet.kubernetes.io/, and refuses to start with another";
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 SourceLocation field_location(const Machine& machine, const std::string& field) {
   auto it = machine.field_locations.find(field);
   return it != machine.field_locations.end() ? it->second : machine.where;
@@ -362,8 +420,14 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
       diagnostics.error(labels->location, "'" + path + ".labels' must be a map of label: value");
     } else {
       for (const auto& entry : labels->entries) {
-        if (!entry.value.is_scalar()) {
+        if (std::string problem = label_key_problem(entry.key); !problem.empty()) {
+          diagnostics.error(entry.key_location, "'" + path + ".labels' key '" + entry.key + "' is not a node label key: " + problem);
+        } else if (!entry.value.is_scalar()) {
           diagnostics.error(entry.value.location, "'" + path + ".labels." + entry.key + "' must be a string");
+        } else if (!is_label_name(entry.value.scalar, true)) {
+          diagnostics.error(entry.value.location, "'" + path + ".labels." + entry.key + "' is '" + entry.value.scalar +
+                                                      "': a label value is 0-63 letters, digits, '-', '_' or '.', beginning "
+                                                      "and ending with a letter or digit");
         } else {
           m.labels[entry.key] = entry.value.scalar;
         }
@@ -379,6 +443,17 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
           (effect != "NoSchedule" && effect != "PreferNoSchedule" && effect != "NoExecute")) {
         reader.error_at("taints", "'" + path + ".taints' entries must be key=value:Effect or key:Effect with Effect "
                                   "NoSchedule, PreferNoSchedule or NoExecute, got '" + t + "'");
+        continue;
+      }
+      std::string key_value = t.substr(0, colon);
+      std::size_t equals = key_value.find('=');
+      std::string key = key_value.substr(0, equals);
+      std::string value = equals == std::string::npos ? "" : key_value.substr(equals + 1);
+      if (std::string problem = label_key_problem(key); !problem.empty()) {
+        reader.error_at("taints", "'" + path + ".taints' entry '" + t + "': '" + key + "' is not a taint key: " + problem);
+      } else if (!is_label_name(value, true)) {
+        reader.error_at("taints", "'" + path + ".taints' entry '" + t + "': the value '" + value +
+                                  "' must be 0-63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit");
       } else {
         m.taints.push_back(t);
       }

@@ -327,6 +327,37 @@ TEST_CASE("an agent profile that removes its base's rke2.server with null still 
   CHECK(loaded->profiles.at(s.dir.path() / "agents.yaml").rpi_nodes.at(0).rke2.server == "https://10.0.10.11:9345");
 }
 
+TEST_CASE("site validation: labels and taints follow Kubernetes' syntax and the kubelet's namespaces", "[site]") {
+  SiteDir s;
+  auto site_with = [&](const std::string& labels, const std::string& taints) {
+    std::string text = good_site;
+    text.replace(text.find("    labels: {zone: a}\n"), std::string("    labels: {zone: a}\n").size(),
+                 "    labels: " + labels + "\n    taints: " + taints + "\n");
+    return s.write(text);
+  };
+  auto errors_with = [&](const std::string& labels, const std::string& taints) {
+    return errors_for(s, site_with(labels, taints));
+  };
+  Diagnostics d;
+  CHECK(load_site(site_with("{zone: a, example.com/rack: b-1, node.kubernetes.io/pool: edge, topology.kubernetes.io/zone: x, "
+                            "empty: ''}", "[\"gpu=true:NoSchedule\", \"example.com/dedicated:NoExecute\"]"),
+                  d, no_secrets()));
+  CHECK(lines_of(d, Diagnostic::Severity::error).empty());
+  auto bad = errors_with("{\"bad key!\": x, \"a/b/c\": v, note: \"has space\", kubernetes.io/role: master, \"UPPER.example/x\": y}",
+                         "[\"bad key!=x:NoSchedule\", \"k=x y:NoSchedule\"]");
+  std::string all;
+  for (const auto& e : bad) all += e + "\n";
+  INFO(all);
+  CHECK(bad.size() == 7);
+  CHECK_THAT(all, Catch::Contains("'machines[0].labels' key 'bad key!' is not a node label key: its name must be 1-63"));
+  CHECK_THAT(all, Catch::Contains("key 'a/b/c' is not a node label key: its name must be"));
+  CHECK_THAT(all, Catch::Contains("'machines[0].labels.note' is 'has space': a label value is 0-63"));
+  CHECK_THAT(all, Catch::Contains("key 'kubernetes.io/role' is not a node label key: the kubelet sets no label"));
+  CHECK_THAT(all, Catch::Contains("its prefix 'UPPER.example' is not a lowercase DNS subdomain"));
+  CHECK_THAT(all, Catch::Contains("'machines[0].taints' entry 'bad key!=x:NoSchedule': 'bad key!' is not a taint key"));
+  CHECK_THAT(all, Catch::Contains("'machines[0].taints' entry 'k=x y:NoSchedule': the value 'x y' must be 0-63"));
+}
+
 TEST_CASE("site validation: addresses outside every network or inside a DHCP pool", "[site]") {
   SiteDir s;
   SECTION("outside") {
