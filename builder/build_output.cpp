@@ -51,6 +51,14 @@ Sha256Digest DigestsByInode::of(const fs::path& path, dev_t device, ino_t inode,
   return digest;
 }
 
+void create_output_directories(const fs::path& directory) {
+  fs::path current;
+  for (const auto& part : directory) {
+    current /= part;
+    if (::mkdir(current.c_str(), 0755) != 0 && errno != EEXIST) throw_system_error("cannot create " + current.string(), errno);
+  }
+}
+
 BuiltFile describe_file(const fs::path& path, DigestsByInode& digests) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw_system_error("cannot stat " + path.string(), errno);

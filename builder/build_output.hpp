@@ -81,6 +81,11 @@ class DigestsByInode {
   std::map<std::pair<dev_t, ino_t>, Seen> seen_;
 };
 
+// mkdir -p with mode 0755 (less under a stricter umask): create_directories' 0777 under umask 000 would
+// make the directories that hold node configs and images world-writable, so anyone could swap a
+// node's config.yaml. Existing directories are left as they are.
+void create_output_directories(const std::filesystem::path& directory);
+
 // Size and SHA-256 of an output file, as it is on disk now.
 BuiltFile describe_file(const std::filesystem::path& path, DigestsByInode& digests);
 

@@ -314,11 +314,11 @@ BuiltEphemeral build_ephemeral_output(const Profile& profile, const std::vector<
   const std::int64_t build_time = fixed_time.value_or(
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   fs::path profile_dir = options.output_dir / "ephemeral" / profile.name;
-  fs::create_directories(profile_dir);
+  create_output_directories(profile_dir);
   fs::path staging = partial.track(profile_dir / (".partial-" + std::to_string(::getpid())));
   fs::remove_all(staging);
-  fs::create_directories(staging / "boot");
-  fs::create_directories(staging / "nodes");
+  create_output_directories(staging / "boot");
+  create_output_directories(staging / "nodes");
   fs::permissions(staging, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                fs::perms::others_read | fs::perms::others_exec);
 
@@ -420,7 +420,7 @@ BuiltEphemeral build_ephemeral_output(const Profile& profile, const std::vector<
   for (const Rpi5Node* node : nodes) {
     log::info("ephemeral: node ", node->name);
     fs::path node_dir = staging / "nodes" / node->name;
-    fs::create_directories(node_dir);
+    create_output_directories(node_dir);
     fs::path scratch = staging / (".layer-" + node->name + ".ext4");
     LayerResult layer = write_node_layer(profile, *node, source, root, boot, release, fixed_time, scratch, node_dir / "layer.tar");
     fs::remove(scratch);

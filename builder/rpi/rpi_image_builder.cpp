@@ -871,7 +871,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
   }
   // 1. inputs
   RpiInputs inputs = fetch_rpi_inputs(profile, *nodes.front(), options.fetch);
-  fs::create_directories(options.output_dir);
+  create_output_directories(options.output_dir);
   WorkDirectory work(options.output_dir, "work");
   PartialOutputs partial;
   // 2-4. the image every node starts from

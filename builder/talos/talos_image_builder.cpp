@@ -425,7 +425,7 @@ NetbootBootFiles prepare_netboot_boot_files(const TalosOutputWriter& writer, con
   } else {
     extract_iso_files(inputs.iso->path, {{"boot/vmlinuz", files.kernel}, {"boot/initramfs.xz", files.initramfs}});
   }
-  fs::create_directories(writer.out / "netboot");
+  create_output_directories(writer.out / "netboot");
   return files;
 }
 
@@ -673,7 +673,7 @@ nlohmann::json write_netboot_directory(TalosOutputWriter& writer, const NetbootB
   fs::path dir = writer.out / "netboot" / node.name;
   fs::path dir_partial = writer.start(dir);
   fs::remove_all(dir_partial);
-  fs::create_directories(dir_partial);
+  create_output_directories(dir_partial);
   link_or_copy(boot_files.kernel, dir_partial / "vmlinuz");
   link_or_copy(boot_files.initramfs, dir_partial / "initramfs.xz");
   write_file_with_mode(dir_partial / "config.yaml", plan.config_yaml, config_mode);
@@ -780,7 +780,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   SharedBootIsoPlan shared = plan_command_lines(profile, inputs, iso, version.version, plans);
 
   // 4. outputs
-  fs::create_directories(options.output_dir);
+  create_output_directories(options.output_dir);
   WorkDirectory work(options.output_dir, "work-talos");
   PartialOutputs partial;
   DigestsByInode digests;

@@ -198,3 +198,17 @@ TEST_CASE("build output: SHA256SUMS lists files relative to the output directory
   CHECK(mode_of(record.checksums) == 0644);
   CHECK(mode_of(record.manifest) == 0644);
 }
+
+TEST_CASE("output directories are 0755 under any umask, never world-writable", "[build-output]") {
+  aggrik8s::test::TempDir dir;
+  mode_t previous = ::umask(0);
+  create_output_directories(dir / "out/netboot/n1");
+  ::umask(previous);
+  for (const char* sub : {"out", "out/netboot", "out/netboot/n1"}) {
+    struct stat st {};
+    REQUIRE(::stat((dir / sub).c_str(), &st) == 0);
+    INFO(sub);
+    CHECK((st.st_mode & 07777) == 0755);
+  }
+  create_output_directories(dir / "out/netboot/n1");  // existing: fine
+}
