@@ -1,5 +1,9 @@
 #include "builder/build_manifest.hpp"
 
+#include <algorithm>
+#include <fstream>
+#include <map>
+
 namespace aggrik8s::builder {
 namespace fs = std::filesystem;
 
@@ -27,6 +31,70 @@ std::string sha256sums_text(const std::vector<BuiltFile>& files, const fs::path&
   std::string sums;
   for (const auto& file : files) sums += file.sha256.hex() + "  " + fs::relative(file.path, output_dir).string() + "\n";
   return sums;
+}
+
+namespace {
+
+// Every {"file", "size"} object in `entry`, at any depth: the files a node's entry names.
+void collect_files(const nlohmann::json& entry, std::vector<std::pair<std::string, std::uint64_t>>& out) {
+  if (entry.is_object()) {
+    if (auto file = entry.find("file"); file != entry.end() && file->is_string()) {
+      auto size = entry.find("size");
+      out.emplace_back(file->get<std::string>(), size != entry.end() && size->is_number_unsigned() ? size->get<std::uint64_t>()
+                                                                                                     : UINT64_MAX);
+    }
+    for (const auto& item : entry) collect_files(item, out);
+  } else if (entry.is_array()) {
+    for (const auto& item : entry) collect_files(item, out);
+  }
+}
+
+}  // namespace
+
+void keep_unbuilt_nodes(const fs::path& output_dir, const std::vector<std::string>& node_names, nlohmann::json& manifest,
+                        std::vector<BuiltFile>& files) {
+  std::ifstream old_manifest_file(output_dir / "manifest.json");
+  std::ifstream old_sums_file(output_dir / "SHA256SUMS");
+  if (!old_manifest_file || !old_sums_file) return;
+  nlohmann::json old = nlohmann::json::parse(old_manifest_file, nullptr, false);
+  if (old.is_discarded() || !old.contains("nodes") || !old["nodes"].is_array() ||
+      old.value("/profile/name"_json_pointer, std::string()) != manifest.value("/profile/name"_json_pointer, std::string())) {
+    return;
+  }
+  std::map<std::string, Sha256Digest> old_sums;
+  std::string line;
+  while (std::getline(old_sums_file, line)) {
+    if (line.size() < 67 || line.compare(64, 2, "  ") != 0) continue;
+    if (auto digest = Sha256Digest::parse(line.substr(0, 64))) old_sums.emplace(line.substr(66), *digest);
+  }
+  std::map<std::string, nlohmann::json> built, kept;
+  for (const auto& entry : manifest["nodes"]) built.emplace(entry.value("name", std::string()), entry);
+  for (const auto& entry : old["nodes"]) {
+    std::string name = entry.value("name", std::string());
+    if (built.contains(name) || std::find(node_names.begin(), node_names.end(), name) == node_names.end()) continue;
+    std::vector<std::pair<std::string, std::uint64_t>> named;
+    collect_files(entry, named);
+    std::vector<BuiltFile> node_files;
+    bool intact = !named.empty();
+    for (const auto& [file, size] : named) {
+      std::error_code ec;
+      auto digest = old_sums.find(file);
+      if (digest == old_sums.end() || fs::file_size(output_dir / file, ec) != size || ec) {
+        intact = false;
+        break;
+      }
+      node_files.push_back({output_dir / file, size, digest->second});
+    }
+    if (!intact) continue;
+    files.insert(files.end(), node_files.begin(), node_files.end());
+    kept.emplace(name, entry);
+  }
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const auto& name : node_names) {
+    if (auto b = built.find(name); b != built.end()) nodes.push_back(b->second);
+    else if (auto k = kept.find(name); k != kept.end()) nodes.push_back(k->second);
+  }
+  manifest["nodes"] = nodes;
 }
 
 BuildRecord write_build_record(const fs::path& output_dir, const std::vector<BuiltFile>& files,

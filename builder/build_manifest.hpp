@@ -29,6 +29,14 @@ nlohmann::json manifest_base(const Profile& profile, std::optional<std::int64_t>
 // SHA256SUMS: one "<sha256>  <path relative to output_dir>" line per file, in the order given.
 std::string sha256sums_text(const std::vector<BuiltFile>& files, const std::filesystem::path& output_dir);
 
+// A `build --node` of some nodes keeps the record of the profile's others: their entries of the
+// previous manifest.json (same profile name) and their lines of SHA256SUMS, when every file an entry
+// names is still there at the size it recorded. Without this the other nodes' outputs, still on disk,
+// would drop out of SHA256SUMS and manifest.json, and `status` and `upload` would no longer know them.
+// `manifest["nodes"]` ends up in `node_names` order (the profile's); `files` gets the kept files.
+void keep_unbuilt_nodes(const std::filesystem::path& output_dir, const std::vector<std::string>& node_names,
+                        nlohmann::json& manifest, std::vector<BuiltFile>& files);
+
 struct BuildRecord {
   std::filesystem::path checksums;  // <output_dir>/SHA256SUMS
   std::filesystem::path manifest;   // <output_dir>/manifest.json

@@ -142,9 +142,10 @@ Command build_command() {
   CommandSpec spec{"build", "PROFILE|SITE", "Build the images a profile (or a whole site) describes",
                    "Outputs per node: <node>.img (sparse), <node>.img.bmap, the compressed copies the profile asks\n"
                    "for, then SHA256SUMS and manifest.json. Files are written as *.partial and renamed when\n"
-                   "complete (Pi images after an fdatasync, unless --no-sync); a failed build removes what it\n"
-                   "wrote. With SOURCE_DATE_EPOCH set, every timestamp written is pinned and the same inputs\n"
-                   "give byte-identical images.\n"
+                   "complete (Pi images after an fdatasync, unless --no-sync); a failed or interrupted (Ctrl-C)\n"
+                   "build removes what it wrote. With --node, SHA256SUMS and manifest.json keep the other nodes'\n"
+                   "entries while their files are intact. With SOURCE_DATE_EPOCH set, every timestamp written is\n"
+                   "pinned and the same inputs give byte-identical images.\n"
                    "rpi5-rke2 profiles with output.ephemeral also write ephemeral/<profile>/<build>/ (root.squashfs,\n"
                    "initramfs, per-node layers; current.json names the newest) for `serve`'s rpi_ephemeral\n"
                    "profiles (docs/profiles.md, \"Ephemeral output\"); output.disk_images: false writes only that.\n"

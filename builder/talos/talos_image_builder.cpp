@@ -739,6 +739,11 @@ BuildRecord write_talos_build_record(const Profile& profile, const BuildOptions&
     manifest["shared_boot_iso"] = built_file_json(*result.shared_boot_iso, out);
     manifest["shared_boot_iso"]["kernel_args_added"] = join_kernel_args(append_kernel_args(shared.shared_args, {metal_iso_arg}));
   }
+  if (!options.only_nodes.empty()) {
+    std::vector<std::string> names;
+    for (const auto& node : profile.talos_nodes) names.push_back(node.name);
+    keep_unbuilt_nodes(out, names, manifest, sums);
+  }
   return write_build_record(out, sums, manifest, public_mode);
 }
 

@@ -212,3 +212,35 @@ TEST_CASE("output directories are 0755 under any umask, never world-writable", "
   }
   create_output_directories(dir / "out/netboot/n1");  // existing: fine
 }
+
+TEST_CASE("build --node keeps the other nodes' records while their files are intact", "[build-output]") {
+  aggrik8s::test::TempDir dir;
+  aggrik8s::test::write_file(dir / "a.iso", "aaaa");
+  aggrik8s::test::write_file(dir / "b.iso", "bbbbbb");
+  aggrik8s::test::write_file(dir / "c.iso", "cc");
+  auto entry = [](const std::string& name, const std::string& file, std::uint64_t size) {
+    return nlohmann::json{{"name", name}, {"outputs", {{"iso", {{"file", file}, {"size", size}, {"sha256", "x"}}}}}};
+  };
+  nlohmann::json old{{"profile", {{"name", "workers"}}},
+                     {"nodes", {entry("a", "a.iso", 4), entry("b", "b.iso", 6), entry("c", "c.iso", 99)}}};
+  aggrik8s::test::write_file(dir / "manifest.json", old.dump());
+  aggrik8s::test::write_file(dir / "SHA256SUMS", Sha256::of(std::string("aaaa")).hex() + "  a.iso\n" +
+                                                     Sha256::of(std::string("bbbbbb")).hex() + "  b.iso\n" +
+                                                     Sha256::of(std::string("cc")).hex() + "  c.iso\n");
+  // Node b rebuilt alone; a is intact, c's file no longer has the size its entry records.
+  nlohmann::json manifest{{"profile", {{"name", "workers"}}}, {"nodes", {entry("b", "b.iso", 6)}}};
+  std::vector<BuiltFile> files{{dir / "b.iso", 6, Sha256::of(std::string("bbbbbb"))}};
+  keep_unbuilt_nodes(dir.path(), {"a", "b", "c"}, manifest, files);
+  REQUIRE(manifest["nodes"].size() == 2);
+  CHECK(manifest["nodes"][0]["name"] == "a");  // profile order
+  CHECK(manifest["nodes"][1]["name"] == "b");
+  REQUIRE(files.size() == 2);
+  CHECK(files[1].path == dir / "a.iso");
+  CHECK(files[1].sha256 == Sha256::of(std::string("aaaa")));
+  // Another profile's manifest in the directory is not this one's record.
+  nlohmann::json other{{"profile", {{"name", "servers"}}}, {"nodes", {entry("b", "b.iso", 6)}}};
+  std::vector<BuiltFile> none;
+  keep_unbuilt_nodes(dir.path(), {"a", "b"}, other, none);
+  CHECK(other["nodes"].size() == 1);
+  CHECK(none.empty());
+}
