@@ -213,6 +213,73 @@ ConfigNode talos_node_identity_patch(const TalosNode& node) {
   return patch;
 }
 
+namespace {
+
+// The map at `key` of `parent`, made (or replacing what is not a map) when needed.
+ConfigNode& map_at(ConfigNode& parent, const std::string& key) {
+  ConfigNode* child = parent.find(key);
+  if (child == nullptr || !child->is_map()) {
+    parent.set(key, empty_map());
+    child = parent.find(key);
+  }
+  return *child;
+}
+
+bool is_default_route(const ConfigNode& route) {
+  const ConfigNode* network = route.is_map() ? route.find("network") : nullptr;
+  return network == nullptr || (network->is_scalar() && (network->scalar == "0.0.0.0/0" || network->scalar == "::/0" ||
+                                                          network->scalar.empty()));
+}
+
+// The node's interface (from talos_node_identity_patch) goes into the entry the config or its patches
+// already have for that NIC, rather than replacing machine.network.interfaces: a patch's vip (the
+// control plane's shared address), mtu, bond or second NIC stays. The entry is the one whose
+// deviceSelector is the node's (hardwareAddr = its MAC, or physical: true without one), else the only
+// entry there is; with neither, the node's is added. Its addresses and dhcp are the node's, its
+// default routes the node's gateways (other routes stay).
+void merge_node_interface(ConfigNode& document, const ConfigNode& ours, const std::optional<std::string>& mac) {
+  ConfigNode& network = map_at(map_at(document, "machine"), "network");
+  ConfigNode* interfaces = network.find("interfaces");
+  if (interfaces == nullptr || !interfaces->is_sequence()) {
+    network.set("interfaces", empty_list());
+    interfaces = network.find("interfaces");
+  }
+  ConfigNode* target = nullptr;
+  for (auto& entry : interfaces->items) {
+    const ConfigNode* selector = entry.is_map() ? entry.find("deviceSelector") : nullptr;
+    if (selector == nullptr || !selector->is_map()) continue;
+    const ConfigNode* hardware = selector->find("hardwareAddr");
+    const ConfigNode* physical = selector->find("physical");
+    bool same = mac ? hardware != nullptr && hardware->is_scalar() && normalize_mac(hardware->scalar) == *mac
+                    : hardware == nullptr && physical != nullptr && physical->is_scalar() && physical->scalar == "true";
+    if (same) target = &entry;
+  }
+  if (target == nullptr && interfaces->items.size() == 1 && interfaces->items.front().is_map()) {
+    target = &interfaces->items.front();
+  }
+  if (target == nullptr) {
+    interfaces->items.push_back(ours);
+    return;
+  }
+  for (const auto& entry : ours.entries) {
+    if (entry.key == "deviceSelector") continue;
+    if (entry.key != "routes") {
+      target->set(entry.key, entry.value);
+      continue;
+    }
+    ConfigNode routes = empty_list();
+    if (const ConfigNode* existing = target->find("routes"); existing != nullptr && existing->is_sequence()) {
+      for (const auto& route : existing->items) {
+        if (!is_default_route(route)) routes.items.push_back(route);
+      }
+    }
+    for (const auto& route : entry.value.items) routes.items.push_back(route);
+    target->set("routes", std::move(routes));
+  }
+}
+
+}  // namespace
+
 std::optional<TalosMachineConfig> talos_config_for_node(const TalosMachineConfig& base, const TalosNode& node,
                                                         Diagnostics& diagnostics) {
   TalosMachineConfig config = base;
@@ -237,7 +304,13 @@ std::optional<TalosMachineConfig> talos_config_for_node(const TalosMachineConfig
                           "': a config of the other type comes from `talosctl gen config` (set the node's 'config')");
     return std::nullopt;
   }
-  config.documents.front() = apply_merge_patch(config.documents.front(), talos_node_identity_patch(node));
+  ConfigNode identity = talos_node_identity_patch(node);
+  ConfigNode& identity_network = map_at(map_at(identity, "machine"), "network");
+  if (const ConfigNode* interfaces = identity_network.find("interfaces"); interfaces != nullptr && !interfaces->items.empty()) {
+    merge_node_interface(config.documents.front(), interfaces->items.front(), node.mac);
+    identity_network.erase("interfaces");
+  }
+  config.documents.front() = apply_merge_patch(config.documents.front(), identity);
   Diagnostics checks;
   validate_talos_machine_config(config, node.name, true, checks);
   diagnostics.append(checks);

@@ -288,6 +288,59 @@ TEST_CASE("talos: node addresses are IPv4 or IPv6 CIDR, checked as inet_pton rea
   CHECK(ip_address_family("cp1") == 0);
 }
 
+TEST_CASE("talos: the node's addresses join the interface a patch configures, keeping its vip and mtu", "[talos][config]") {
+  Diagnostics d;
+  TalosMachineConfig base = parse(controlplane_config, d);
+  TalosNode node = node_named("cp1");
+  node.mac = "bc:24:11:00:20:11";
+  node.addresses = {"10.0.20.11/24"};
+  node.gateways = {"10.0.20.1"};
+  node.install_disk = "/dev/sda";
+  SECTION("the only interface, whatever its selector") {
+    node.patches.push_back({TalosPatch::Kind::merge,
+                            yaml("machine: {network: {interfaces: [{deviceSelector: {physical: true}, mtu: 9000, "
+                                 "vip: {ip: 10.0.20.10}, routes: [{network: 10.9.0.0/16, gateway: 10.0.20.254}, "
+                                 "{network: 0.0.0.0/0, gateway: 10.0.20.99}]}]}}"),
+                            {}});
+    auto config = talos_config_for_node(base, node, d);
+    INFO(all(d));
+    REQUIRE(config);
+    const ConfigNode& interfaces = at(config->documents.front(), {"machine", "network", "interfaces"});
+    REQUIRE(interfaces.items.size() == 1);
+    const ConfigNode& nic = interfaces.items[0];
+    CHECK(at(nic, {"mtu"}).scalar == "9000");
+    CHECK(at(nic, {"vip", "ip"}).scalar == "10.0.20.10");
+    CHECK(at(nic, {"addresses"}).items[0].scalar == "10.0.20.11/24");
+    CHECK(at(nic, {"dhcp"}).scalar == "false");
+    const ConfigNode& routes = at(nic, {"routes"});
+    REQUIRE(routes.items.size() == 2);  // the patch's own route kept, its default route replaced by the node's
+    CHECK(routes.items[0].find("network")->scalar == "10.9.0.0/16");
+    CHECK(routes.items[1].find("gateway")->scalar == "10.0.20.1");
+  }
+  SECTION("the entry for its MAC among several; the others stay") {
+    node.patches.push_back({TalosPatch::Kind::merge,
+                            yaml("machine: {network: {interfaces: [{deviceSelector: {hardwareAddr: 'BC:24:11:00:20:99'}, "
+                                 "addresses: [10.1.0.5/24]}, {deviceSelector: {hardwareAddr: 'BC:24:11:00:20:11'}, "
+                                 "vip: {ip: 10.0.20.10}}]}}"),
+                            {}});
+    auto config = talos_config_for_node(base, node, d);
+    INFO(all(d));
+    REQUIRE(config);
+    const ConfigNode& interfaces = at(config->documents.front(), {"machine", "network", "interfaces"});
+    REQUIRE(interfaces.items.size() == 2);
+    CHECK(at(interfaces.items[0], {"addresses"}).items[0].scalar == "10.1.0.5/24");
+    CHECK(at(interfaces.items[1], {"vip", "ip"}).scalar == "10.0.20.10");
+    CHECK(at(interfaces.items[1], {"addresses"}).items[0].scalar == "10.0.20.11/24");
+  }
+  SECTION("no interface yet: the node's is added") {
+    auto config = talos_config_for_node(base, node, d);
+    REQUIRE(config);
+    const ConfigNode& interfaces = at(config->documents.front(), {"machine", "network", "interfaces"});
+    REQUIRE(interfaces.items.size() == 1);
+    CHECK(at(interfaces.items[0], {"deviceSelector", "hardwareAddr"}).scalar == "bc:24:11:00:20:11");
+  }
+}
+
 TEST_CASE("talos: an IPv6 or dual-stack node gets its addresses and a default route per family",
           "[talos][config][ipv6]") {
   TalosNode node = node_named("cp1");
