@@ -31,6 +31,49 @@ std::string grub_word(const std::string& arg) {
   return out + "'";
 }
 
+// The words of a grub.cfg command as GRUB's parser reads them: blanks separate; inside '...' every
+// character is literal; inside "..." and outside quotes a backslash escapes the next character; the
+// quotes themselves are not part of the word. So `linux /boot/vmlinuz 'ip=[fd00::12]::...'` gives the
+// kernel ip=[fd00::12]::..., and that is what is measured against its command-line limit, not the
+// line as written (grub_word above adds the quotes back when the line is written).
+std::vector<std::string> split_grub_words(std::string_view line) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  char quote = 0;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (quote == '\'') {
+      if (c == '\'') quote = 0;
+      else word += c;
+      continue;
+    }
+    if (c == '\\' && i + 1 < line.size()) {
+      word += line[++i];
+      in_word = true;
+      continue;
+    }
+    if (quote == '"') {
+      if (c == '"') quote = 0;
+      else word += c;
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      quote = c;
+      in_word = true;
+    } else if (c == ' ' || c == '\t') {
+      if (in_word) words.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+    } else {
+      word += c;
+      in_word = true;
+    }
+  }
+  if (in_word) words.push_back(std::move(word));
+  return words;
+}
+
 std::string hex8(std::uint64_t value) {
   char buffer[9];
   std::snprintf(buffer, sizeof buffer, "%08llX", static_cast<unsigned long long>(value & 0xffffffffu));
@@ -75,7 +118,7 @@ EditedGrubConfig edit_grub_config(const std::string& grub_cfg, const GrubConfigE
     std::string body = trim_left(line);
     std::string indent = line.substr(0, line.size() - body.size());
     if (body.starts_with("linux ") || body.starts_with("linuxefi ")) {
-      std::vector<std::string> words = split_kernel_args(body);
+      std::vector<std::string> words = split_grub_words(body);
       if (words.size() >= 2 && words[1] == "/boot/vmlinuz") saw_kernel = true;
       std::string command = words.front();
       std::string kernel = words.size() > 1 ? words[1] : "";

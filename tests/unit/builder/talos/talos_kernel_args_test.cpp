@@ -151,6 +151,16 @@ TEST_CASE("talos: grub.cfg edits touch every linux and initrd line of a Talos co
         "talos.platform=metal console=tty0 selinux=1 console=ttyS0 talos.config=metal-iso x=${uuid}");
   CHECK(edited.text.find("set timeout=3\n") != std::string::npos);
   CHECK_THROWS_AS(edit_grub_config("menuentry x {\n linux /vmlinuz-6.1\n}\n", edit), Error);
+
+  // Reading back what was written (inspect, or a remaster of our own ISO): GRUB's quotes are not part
+  // of the command line the kernel gets, and are not doubled on the way out.
+  EditedGrubConfig again = edit_grub_config(edited.text, {});
+  CHECK(again.command_lines[0] == edited.command_lines[0]);
+  CHECK(again.text == edited.text);
+  EditedGrubConfig quoted = edit_grub_config("linux /boot/vmlinuz 'ip=[fd00:55::12]::[fd00:55::1]:64:n-2:eth0:none' "
+                                             "\"a b\" c\\ d 'it'\\''s'\n", {});
+  REQUIRE(quoted.command_lines.size() == 1);
+  CHECK(quoted.command_lines[0] == "ip=[fd00:55::12]::[fd00:55::1]:64:n-2:eth0:none a b c d it's");
 }
 
 TEST_CASE("talos: iPXE scripts load files relative to themselves and fill in Talos' URL variables", "[talos][ipxe]") {
