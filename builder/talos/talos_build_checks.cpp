@@ -9,6 +9,7 @@
 #include "builder/talos/iso_variant.hpp"
 #include "builder/talos/read_only_file_mapping.hpp"
 #include "builder/talos/talos_iso_image.hpp"
+#include "core/artifact_fetcher.hpp"
 #include "core/error.hpp"
 #include "core/secret.hpp"
 #include "disk/linux_kernel_image.hpp"
@@ -132,9 +133,12 @@ std::vector<std::string> talos_shared_kernel_args(const std::vector<const TalosN
 
 namespace {
 
+// A `path:` input, or a file:// URL (read in place as build reads it): what validate can look into.
 std::optional<std::filesystem::path> local_file(const std::optional<ArtifactSource>& source) {
-  if (!source || source->is_download()) return std::nullopt;
-  std::filesystem::path path = source->location;
+  if (!source) return std::nullopt;
+  std::optional<std::filesystem::path> local = local_artifact_path(*source);
+  if (!local) return std::nullopt;
+  std::filesystem::path path = *local;
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;  // the profile reader reports it
   return path;
@@ -215,12 +219,14 @@ void check_talos_profile(const Profile& profile, Diagnostics& diagnostics) {
     SourceLocation where{node->name + "/kernel_args", 0, 0};
     if (iso) {
       check_talos_iso_command_lines(iso->grub_cfg, iso->kernel, iso->ukis, add, subject, where, diagnostics);
-    } else if (version) {
-      // The ISO is a download: Talos' imager writes at least its default arguments, so a line over the
-      // limit with them alone is over with the real ISO too.
-      std::vector<std::string> estimate = append_kernel_args(talos_default_kernel_args(*version), add);
-      if (auto problem = check_kernel_command_line(subject + " (at least: Talos' default arguments for " + version->str() + ")",
-                                                   estimate, grub_loader("/boot/vmlinuz"),
+    } else {
+      // The ISO is a download: Talos' imager writes at least its default arguments (known for a
+      // `talos.version`; without one, only what the build adds is counted), so a line over the limit
+      // with those alone is over with the real ISO too.
+      std::vector<std::string> estimate = version ? append_kernel_args(talos_default_kernel_args(*version), add) : add;
+      std::string counted = version ? " (at least: Talos' default arguments for " + version->str() + ")"
+                                    : " (at least: the arguments the build adds; set talos.version to count Talos' own)";
+      if (auto problem = check_kernel_command_line(subject + counted, estimate, grub_loader("/boot/vmlinuz"),
                                                    assumed_talos_kernel("").limit, "the ISO")) {
         diagnostics.error(where, *problem);
       }

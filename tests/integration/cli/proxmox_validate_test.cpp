@@ -85,4 +85,14 @@ TEST_CASE("validate: talos-iso profiles get the build's config, patch and comman
   CHECK_THAT(iso_long.output, Catch::Contains("cp1/kernel_args: iso: kernel command line for node cp1 (at least: Talos' default "
                                               "arguments for v1.12.0) is "));
   CHECK_THAT(iso_long.output, Catch::Contains("with GRUB's prefix 'BOOT_IMAGE=/boot/vmlinuz '"));
+  // Without talos.version, what the build adds is the lower bound: a 3,000-byte argument is still refused.
+  std::string unversioned = iso_head;
+  unversioned.replace(unversioned.find("  version: v1.12.0\n"), std::string("  version: v1.12.0\n").size(), "");
+  test::write_file(dir / "long-unversioned.yaml", unversioned + "nodes:\n  - name: cp1\n    install_disk: /dev/sda\n"
+                                                  "    kernel_args: [x=" + std::string(3000, 'a') + "]\n");
+  auto unversioned_long = test::run(cli() + " validate " + (dir / "long-unversioned.yaml").string());
+  INFO(unversioned_long.output);
+  CHECK(unversioned_long.exit_code == 1);
+  CHECK_THAT(unversioned_long.output, Catch::Contains("cp1/kernel_args: iso: kernel command line for node cp1 (at least: the "
+                                                      "arguments the build adds; set talos.version to count Talos' own) is "));
 }
