@@ -865,6 +865,32 @@ std::optional<std::int64_t> source_date_epoch_from_environment() {
   return seconds;
 }
 
+namespace {
+
+// A node's outputs that an earlier build of it wrote and this one did not (the profile no longer asks
+// for xz, or for HTTP boot): left there they would sit beside the new image, outside SHA256SUMS and
+// the manifest, with the old image's token inside, and `flash` would pair an old .img.zst with the
+// new .bmap. Only names this builder writes for the nodes it just built are considered.
+void remove_stale_node_outputs(const fs::path& out, const std::vector<BuiltNode>& nodes) {
+  for (const auto& node : nodes) {
+    std::set<fs::path> written{node.image.path};
+    if (node.bmap) written.insert(node.bmap->path);
+    for (const auto& c : node.compressed) written.insert(c.path);
+    if (node.boot_image) written.insert(node.boot_image->path);
+    if (node.boot_signature) written.insert(node.boot_signature->path);
+    for (const char* suffix : {".img.bmap", ".img.xz", ".img.zst", ".img.gz", ".boot.img", ".boot.sig"}) {
+      fs::path candidate = out / (node.name + suffix);
+      std::error_code ec;
+      if (written.contains(candidate) || !fs::is_regular_file(fs::symlink_status(candidate, ec))) continue;
+      if (fs::remove(candidate, ec)) {
+        log::info("removed ", candidate.string(), ": an earlier build's output that this build does not write");
+      }
+    }
+  }
+}
+
+}  // namespace
+
 BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& options) {
   if (!profile.base) throw Error(profile.file.string() + ": nothing to build: the profile has no base image");
   std::vector<const Rpi5Node*> nodes = select_nodes(profile.rpi_nodes, options.only_nodes, profile.file);
@@ -906,6 +932,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
     result.ephemeral_directory = ephemeral->directory;
   }
   partial.commit();
+  remove_stale_node_outputs(options.output_dir, result.nodes);
   return result;
 }
 

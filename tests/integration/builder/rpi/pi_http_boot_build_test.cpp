@@ -164,6 +164,19 @@ TEST_CASE("build writes a signed boot.img per node holding its boot partition", 
     INFO(name);
     CHECK(test::run("cmp " + quoted(out / name) + " " + quoted(dir / "out2" / name)).exit_code == 0);
   }
+
+  // Built again into the same directory without HTTP boot: the earlier boot.img files (the node's
+  // first-boot secrets inside) do not stay behind outside SHA256SUMS.
+  write_profile(dir, "null");
+  auto without = build(dir, out);
+  INFO(without.output);
+  REQUIRE(without.exit_code == 0);
+  for (const std::string name : {"n1.boot.img", "n1.boot.sig", "n2.boot.img", "n2.boot.sig"}) {
+    INFO(name);
+    CHECK_FALSE(fs::exists(out / name));
+  }
+  CHECK(fs::exists(out / "n1.img"));
+  checked("cd " + quoted(out) + " && sha256sum -c --quiet SHA256SUMS");
 }
 
 TEST_CASE("build refuses a missing or wrong key and a too-small boot.img, leaving nothing", "[http_boot][integration]") {
