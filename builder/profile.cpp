@@ -92,6 +92,16 @@ bool load_with_extends(const fs::path& path, Diagnostics& diagnostics, std::vect
     diagnostics.error({path.string(), 0, 0}, "'extends' forms a cycle: " + cycle + canonical.string());
     return false;
   }
+  if (referenced_at != nullptr) {
+    // A base that cannot be read is reported at the `extends:` entry that names it.
+    std::error_code exists_error;
+    if (!fs::is_regular_file(canonical, exists_error)) {
+      diagnostics.error(*referenced_at, "'extends': " + path.string() + " " +
+                                            (fs::exists(canonical, exists_error) ? std::string("is not a regular file")
+                                                                                 : path_check_failure(exists_error, "does not exist")));
+      return false;
+    }
+  }
   ConfigNode tree = load_yaml_file(path, diagnostics);
   if (tree.is_null()) {
     if (diagnostics.has_errors()) return false;
@@ -317,7 +327,7 @@ class ProfileReader {
     if (!reader) return system;
     if (auto hostname = reader->string("hostname")) {
       if (!is_dns_label(*hostname)) {
-        reader->error_at("hostname", "'" + reader->key_path("hostname") + "' must be a lowercase DNS label (a-z, 0-9, '-'), got '" +
+        reader->error_at("hostname", "'" + reader->key_path("hostname") + "' must be a lowercase DNS label (1-63 of a-z, 0-9, '-', not starting or ending with '-'), got '" +
                                          *hostname + "'");
       }
       system.hostname = *hostname;
@@ -567,7 +577,7 @@ void read_rpi5(const ConfigNode& tree, Profile& profile, Diagnostics& diagnostic
         const ConfigNode* name = node.find("name");
         if (name == nullptr || !name->is_scalar() || !is_dns_label(name->scalar)) {
           diagnostics.error(name ? name->location : node.location,
-                            "'" + path + ".name' must be a lowercase DNS label (a-z, 0-9, '-'): it names the image "
+                            "'" + path + ".name' must be a lowercase DNS label (1-63 of a-z, 0-9, '-', not starting or ending with '-'): it names the image "
                             "and is the default hostname");
           continue;
         }
@@ -757,7 +767,7 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
     TalosNode node;
     node.name = node_reader.string("name", true).value_or("");
     if (!node.name.empty() && !is_dns_label(node.name)) {
-      node_reader.error_at("name", "'" + path + ".name' must be a lowercase DNS label, got '" + node.name + "'");
+      node_reader.error_at("name", "'" + path + ".name' must be a lowercase DNS label (1-63 of a-z, 0-9, '-', not starting or ending with '-'), got '" + node.name + "'");
     }
     if (!node.name.empty() && !names.insert(node.name).second) {
       node_reader.error_at("name", "node '" + node.name + "' is listed twice");
@@ -772,9 +782,11 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
       if (!node.uuid) node_reader.error_at("uuid", "'" + path + ".uuid' must be an SMBIOS UUID (8-4-4-4-12 hex), got '" + *uuid + "'");
       else if (!uuids.insert(*node.uuid).second) node_reader.error_at("uuid", "UUID " + *node.uuid + " is used by two nodes");
     }
-    node.hostname = node_reader.string("hostname").value_or(node.name);
-    if (!is_dns_label(node.hostname)) {
-      node_reader.error_at("hostname", "'" + path + ".hostname' must be a lowercase DNS label, got '" + node.hostname + "'");
+    std::optional<std::string> hostname = node_reader.string("hostname");
+    node.hostname = hostname.value_or(node.name);
+    // Without its own hostname the node's is its name, whose error is already reported.
+    if (hostname && !is_dns_label(node.hostname)) {
+      node_reader.error_at("hostname", "'" + path + ".hostname' must be a lowercase DNS label (1-63 of a-z, 0-9, '-', not starting or ending with '-'), got '" + node.hostname + "'");
     }
     node.addresses = node_reader.string_list("addresses").value_or(std::vector<std::string>{});
     for (const auto& a : node.addresses) {
@@ -862,7 +874,7 @@ std::optional<Profile> load_profile_with_nodes(const fs::path& path, const Nodes
     auto kind = top.one_of("kind", {"rpi5-rke2", "talos-iso"}, true);
     profile.name = top.string("name").value_or(path.stem().string());
     if (!is_dns_label(profile.name)) {
-      top.error_at("name", "'name' must be a lowercase DNS label (it names the output), got '" + profile.name + "'");
+      top.error_at("name", "'name' must be a lowercase DNS label (1-63 of a-z, 0-9, '-'; it names the output), got '" + profile.name + "'");
     }
     profile.description = top.string("description").value_or("");
     // The kind-specific reader below reports unknown keys.

@@ -95,6 +95,20 @@ builder::BootPartitionCustomization customization_from(const ParsedArguments& ar
     }
     std::string destination = spec.substr(colon + 1);
     while (destination.starts_with("/")) destination.erase(0, 1);
+    // Checked before anything is written: a destination the boot partition cannot hold would
+    // otherwise fail only once the image is on the card.
+    bool named = !destination.empty() && !destination.ends_with("/");
+    for (std::size_t start = 0; named && start <= destination.size();) {
+      std::size_t slash = destination.find('/', start);
+      if (slash == std::string::npos) slash = destination.size();
+      std::string_view part(destination.data() + start, slash - start);
+      if (part.empty() || part == "." || part == "..") named = false;
+      start = slash + 1;
+    }
+    if (!named) {
+      throw UsageError("--file " + spec + ": DEST must name a file on the boot partition, such as /config/extra.txt "
+                       "(no '.' or '..' parts, not a directory)");
+    }
     customization.files.emplace_back(destination, read_text(spec.substr(0, colon), "file"));
   }
   return customization;

@@ -6,6 +6,8 @@
 #include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -281,7 +283,8 @@ std::filesystem::path ConfigNode::base_directory() const {
 ConfigNode load_yaml_file(const std::filesystem::path& path, Diagnostics& diagnostics) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    diagnostics.error({path.string(), 0, 0}, "cannot read file");
+    int error = errno;  // what open(2) said: missing, a directory, permission denied
+    diagnostics.error({path.string(), 0, 0}, std::string("cannot read file: ") + std::strerror(error != 0 ? error : EIO));
     return ConfigNode{};
   }
   std::ostringstream text;

@@ -372,7 +372,7 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
   for (const auto& entry : item.entries) m.field_locations[entry.key] = entry.value.location;
   m.name = reader.string("name", true).value_or("");
   if (!m.name.empty() && !is_dns_label(m.name)) {
-    reader.error_at("name", "'" + path + ".name' must be a lowercase DNS label (a-z, 0-9, '-'): it is the host name and "
+    reader.error_at("name", "'" + path + ".name' must be a lowercase DNS label (1-63 of a-z, 0-9, '-', not starting or ending with '-'): it is the host name and "
                             "the Kubernetes node name, got '" + m.name + "'");
   }
   std::string where_name = m.name.empty() ? path : "machine '" + m.name + "'";
@@ -552,7 +552,7 @@ SiteInventory parse_site_inventory(const ConfigNode& tree, Diagnostics& diagnost
   top.one_of("kind", {"site"}, true);
   site.name = top.string("name", true).value_or("");
   if (!site.name.empty() && !is_dns_label(site.name)) {
-    top.error_at("name", "'name' must be a lowercase DNS label (it names the output directory), got '" + site.name + "'");
+    top.error_at("name", "'name' must be a lowercase DNS label (1-63 of a-z, 0-9, '-'; it names the output directory), got '" + site.name + "'");
   }
   site.description = top.string("description").value_or("");
   // Beside the site file by default, so build, serve and status find the outputs wherever they run.

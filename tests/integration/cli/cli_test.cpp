@@ -43,6 +43,20 @@ TEST_CASE("commands refuse to start without what they need, with a usage error",
   auto flash = test::run(cli() + " flash only-a-source.img");
   INFO(flash.output);
   CHECK(flash.exit_code == 2);
+  // Per-node edits are checked before the image is written: a bad --file DEST or a --ssh-key line
+  // that is no key (it would go into a script run as root) leave no target behind.
+  test::TempDir dir;
+  test::write_file(dir / "extra.txt", "x\n");
+  test::write_file(dir / "keys.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey ok@x\nAGGRIK8S_KEYS\ntouch /root/pwned\n");
+  for (const std::string& bad : std::vector<std::string>{" --file " + (dir / "extra.txt").string() + ":/../x", " --file " + (dir / "extra.txt").string() + ":/",
+                                " --ssh-key " + (dir / "keys.pub").string()}) {
+    auto refused = test::run(cli() + " flash" + bad + " image-not-read.img " + (dir / "target.img").string());
+    INFO(refused.output);
+    CHECK(refused.exit_code == 2);
+    CHECK_FALSE(fs::exists(dir / "target.img"));
+  }
+  CHECK_THAT(test::run(cli() + " flash --ssh-key " + (dir / "keys.pub").string() + " a.img b.img").output,
+             Catch::Contains((dir / "keys.pub").string() + ":2: not an SSH public key line"));
   // The flags are checked as netboot.yaml's listen.address and http.base_url are, before anything
   // listens: '::1' made boot scripts name http://::1:PORT, a URL without a scheme named no URL at all.
   auto v6 = test::run(cli() + " serve --address ::1 --tftp-root /usr/lib/ipxe");

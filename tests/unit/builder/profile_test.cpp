@@ -192,7 +192,15 @@ TEST_CASE("YAML syntax errors and duplicate keys point at the line", "[profile]"
 
   Diagnostics d3;
   CHECK_FALSE(load_profile(dir / "absent.yaml", d3));
-  CHECK(has_error(d3, (dir / "absent.yaml").string(), "cannot read file"));
+  CHECK(has_error(d3, (dir / "absent.yaml").string(), "cannot read file: No such file or directory"));
+
+  // A missing base is reported at the extends: entry that names it.
+  test::write_file(dir / "child.yaml", "extends: nothere.yaml\n");
+  Diagnostics d4;
+  CHECK_FALSE(load_profile(dir / "child.yaml", d4));
+  INFO(dump(d4));
+  CHECK(has_error(d4, (dir / "child.yaml").string() + ":1:10:", "'extends': "));
+  CHECK(has_error(d4, (dir / "child.yaml").string() + ":1:10:", "nothere.yaml does not exist"));
 }
 
 TEST_CASE("extends merges maps, and errors point into the file that holds the value", "[profile]") {
