@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <set>
 
+#include "builder/proxmox_identifiers.hpp"
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
 #include "core/path_check.hpp"
@@ -389,7 +390,13 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
   }
   if (auto mac = reader.string("mac")) {
     m.mac = normalize_mac(*mac);
-    if (!m.mac) reader.error_at("mac", "'" + path + ".mac' must be a MAC address like bc:24:11:00:20:11, got '" + *mac + "'");
+    if (!m.mac) {
+      reader.error_at("mac", "'" + path + ".mac' must be a MAC address like bc:24:11:00:20:11, got '" + *mac + "'");
+    } else if (std::stoi(m.mac->substr(0, 2), nullptr, 16) & 1) {
+      // The group bit: a multicast address, which no network card has (Proxmox refuses it for a NIC).
+      reader.error_at("mac", "'" + path + ".mac' " + *m.mac + " is a multicast address (the lowest bit of its first byte "
+                                          "is set); a network card's MAC is unicast, like bc:24:11:00:20:11");
+    }
   }
   if (auto uuid = reader.string("uuid")) {
     m.uuid = normalize_uuid(*uuid);
@@ -467,9 +474,27 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
     if (auto cores = vm->integer("cores", 1, 512)) sizing.cores = static_cast<std::uint32_t>(*cores);
     if (auto memory = vm->byte_size("memory")) sizing.memory = *memory;
     if (auto disk = vm->byte_size("disk")) sizing.disk = *disk;
-    if (auto bridge = vm->string("bridge")) sizing.bridge = *bridge;
+    if (auto bridge = vm->string("bridge")) {
+      sizing.bridge = *bridge;
+      // A Linux interface name, as Proxmox takes a bridge: 1-15 of letters, digits, '-', '_', '.'.
+      bool name = !bridge->empty() && bridge->size() <= 15 && *bridge != "." && *bridge != ".." &&
+                  std::all_of(bridge->begin(), bridge->end(), [](char c) {
+                    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                           c == '_' || c == '.';
+                  });
+      if (!name) {
+        vm->error_at("bridge", "'" + path + ".vm.bridge' must be a bridge's interface name such as vmbr0 (1-15 letters, "
+                               "digits, '-', '_', '.'), got '" + *bridge + "'");
+      }
+    }
     if (auto vlan = vm->integer("vlan", 1, 4094)) sizing.vlan = static_cast<std::uint32_t>(*vlan);
-    if (auto storage = vm->string("storage")) sizing.disk_storage = *storage;
+    if (auto storage = vm->string("storage")) {
+      sizing.disk_storage = *storage;
+      if (!builder::is_proxmox_storage_id(*storage)) {
+        vm->error_at("storage", "'" + path + ".vm.storage' must be a Proxmox storage ID such as local-lvm (a letter, then "
+                                "letters, digits, '-', '_', '.'), got '" + *storage + "'");
+      }
+    }
     if (auto disk = vm->string("install_disk")) {
       if (!disk->starts_with("/dev/")) {
         vm->error_at("install_disk", "'" + path + ".vm.install_disk' must be a device path such as /dev/sda");
@@ -561,8 +586,15 @@ SiteInventory parse_site_inventory(const ConfigNode& tree, Diagnostics& diagnost
     ProxmoxCluster cluster;
     cluster.where = proxmox->location();
     cluster.nodes = proxmox->string_list("nodes", true).value_or(std::vector<std::string>{});
-    if (auto storage = proxmox->string("iso_storage")) cluster.iso_storage = *storage;
-    if (auto storage = proxmox->string("disk_storage")) cluster.disk_storage = *storage;
+    for (const char* key : {"iso_storage", "disk_storage"}) {
+      auto storage = proxmox->string(key);
+      if (!storage) continue;
+      (std::string_view(key) == "iso_storage" ? cluster.iso_storage : cluster.disk_storage) = *storage;
+      if (!builder::is_proxmox_storage_id(*storage)) {
+        proxmox->error_at(key, "'proxmox." + std::string(key) + "' must be a Proxmox storage ID such as local (a letter, "
+                               "then letters, digits, '-', '_', '.'), got '" + *storage + "'");
+      }
+    }
     proxmox->finish();
     site.proxmox = cluster;
   }

@@ -297,6 +297,21 @@ TEST_CASE("site validation: an address that is its network's gateway or broadcas
     for (const auto& e : errors) all += e + "\n";
     CHECK_THAT(all, Catch::Contains("network 'pve' (10.0.0.0/16) overlaps network 'pi' (10.0.10.0/24, "));
   }
+  SECTION("a multicast MAC, a bridge or storage Proxmox would refuse") {
+    std::string text = good_site;
+    text.replace(text.find("mac: \"bc:24:11:00:20:11\""), std::string("mac: \"bc:24:11:00:20:11\"").size(),
+                 "mac: \"01:24:11:00:20:11\"");
+    text.replace(text.find("vm: {node: pve2, vmid: 211"), std::string("vm: {node: pve2, vmid: 211").size(),
+                 "vm: {node: pve2, bridge: 'my bridge', storage: 'a b', vmid: 211");
+    auto errors = errors_for(s, s.write(text));
+    std::string all;
+    for (const auto& e : errors) all += e + "\n";
+    INFO(all);
+    REQUIRE(errors.size() == 3);
+    CHECK_THAT(all, Catch::Contains("'machines[2].mac' 01:24:11:00:20:11 is a multicast address"));
+    CHECK_THAT(all, Catch::Contains("'machines[2].vm.bridge' must be a bridge's interface name such as vmbr0"));
+    CHECK_THAT(all, Catch::Contains("'machines[2].vm.storage' must be a Proxmox storage ID such as local-lvm"));
+  }
   SECTION("one VM id for two VMs") {
     std::string text = good_site;
     text.replace(text.find("vm: {node: pve2, vmid: 211"), std::string("vm: {node: pve2, vmid: 211").size(),
