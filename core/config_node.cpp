@@ -146,18 +146,33 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
 class DocumentCounter : public YAML::EventHandler {
  public:
   YAML::Mark last;
-  void OnDocumentStart(const YAML::Mark& mark) override { last = mark; }
+  // Where each document with content begins: an empty one (a trailing '---') holds nothing to read.
+  std::vector<YAML::Mark> content_starts;
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    last = mark;
+    has_content_ = false;
+  }
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { last = mark; }
-  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { last = mark; }
-  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string&) override { last = mark; }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { content(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string&) override { content(mark); }
   void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
-    last = mark;
+    content(mark);
   }
   void OnSequenceEnd() override {}
   void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
-    last = mark;
+    content(mark);
   }
+
+ private:
+  void content(const YAML::Mark& mark) {
+    last = mark;
+    if (!has_content_) content_starts.push_back(mark);
+    has_content_ = true;
+  }
+  bool has_content_ = false;
+
+ public:
   void OnMapEnd() override {}
 };
 
@@ -197,8 +212,10 @@ ConfigNode parse(const std::string& text, const std::string& name, Diagnostics& 
                             " documents (the parser makes no progress here)");
       return ConfigNode{};
     }
-    if (documents > 1) {
-      diagnostics.error({name, 0, 0}, "expected one YAML document, found " + std::to_string(documents));
+    if (counter.content_starts.size() > 1) {
+      diagnostics.error(location_of(counter.content_starts[1], name),
+                        "expected one YAML document, found " + std::to_string(counter.content_starts.size()) +
+                            ": another begins here, after a '---' line");
     }
     if (documents == 0) return ConfigNode{ConfigNode::Kind::null, {}, false, {}, {}, {name, 1, 1}, {}};
     ConvertBudget budget;
