@@ -1,8 +1,10 @@
 #include "builder/build_output.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "core/file_descriptor.hpp"
@@ -49,6 +51,21 @@ Sha256Digest DigestsByInode::of(const fs::path& path, dev_t device, ino_t inode,
   Sha256Digest digest = Sha256::of_file(path);
   seen_[key] = {mtime, digest};
   return digest;
+}
+
+void remove_abandoned_work_directories(const fs::path& output_dir, const std::string& prefix) {
+  std::error_code ec;
+  const std::string start = "." + prefix + "-";
+  for (fs::directory_iterator it(output_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (!name.starts_with(start) || name.size() == start.size()) continue;
+    std::string digits = name.substr(start.size());
+    if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) || digits.size() > 9) continue;
+    auto pid = static_cast<pid_t>(std::stol(digits));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+    std::error_code removed;
+    fs::remove_all(it->path(), removed);
+  }
 }
 
 void create_output_directories(const fs::path& directory) {

@@ -140,10 +140,15 @@ class PartialOutputs {
   bool committed_ = false;
 };
 
+// The .<prefix>-<pid> directories of builds that are gone (killed with SIGKILL, or a crash: an
+// interrupt removes its own), with whatever secrets they held: removed before a new build starts.
+void remove_abandoned_work_directories(const std::filesystem::path& output_dir, const std::string& prefix);
+
 // <output_dir>/.<prefix>-<pid>, mode 0700 (it may hold secrets on their way into an image).
 class WorkDirectory {
  public:
   WorkDirectory(const std::filesystem::path& output_dir, const std::string& prefix) {
+    remove_abandoned_work_directories(output_dir, prefix);
     path_ = output_dir / ("." + prefix + "-" + std::to_string(::getpid()));
     std::filesystem::remove_all(path_);
     registration_ = InterruptCleanup::remove_on_interrupt(path_);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -243,4 +244,23 @@ TEST_CASE("build --node keeps the other nodes' records while their files are int
   keep_unbuilt_nodes(dir.path(), {"a", "b"}, other, none);
   CHECK(other["nodes"].size() == 1);
   CHECK(none.empty());
+}
+
+TEST_CASE("a work directory left by a build that is gone is removed when the next one starts", "[build-output]") {
+  aggrik8s::test::TempDir dir;
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);  // its pid is free now
+  aggrik8s::test::write_file(dir / (".work-" + std::to_string(child)) / "token", "secret");
+  aggrik8s::test::write_file(dir / (".work-" + std::to_string(::getppid())) / "x", "a live process's");
+  aggrik8s::test::write_file(dir / ".work-notapid" / "x", "not ours");
+  {
+    WorkDirectory work(dir.path(), "work");
+    CHECK(fs::exists(work.path()));
+  }
+  CHECK_FALSE(fs::exists(dir / (".work-" + std::to_string(child))));
+  CHECK(fs::exists(dir / (".work-" + std::to_string(::getppid()))));
+  CHECK(fs::exists(dir / ".work-notapid"));
 }
