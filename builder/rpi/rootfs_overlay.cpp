@@ -225,33 +225,40 @@ std::vector<std::string> install_overlays(Ext4Filesystem& rootfs, const std::vec
     require_outside_boot_mount(entries, dir, boot_mount);
     for (const auto& entry : entries) {
       Ext4FileAttributes attributes{entry.permissions, 0, 0, time};
-      switch (entry.kind) {
-        case OverlayEntry::Kind::directory:
-          rootfs.create_directories(entry.target, attributes);
-          if (!entry.has_children) written.push_back(entry.target + "/ (empty directory)");
-          break;
-        case OverlayEntry::Kind::regular_file:
-          if (entry.templated) {
-            std::vector<std::string> unknown;
-            std::string content = render_overlay_template(read_whole_file(entry.source), values, &unknown);
-            for (const auto& name : unknown) {
-              log::warning("overlay template ", entry.source.string(), ": {{", name,
-                           "}} is not a known variable and is left as it is (known: ", known, ")");
+      // What the image already holds can refuse an entry (a directory where the image has a file):
+      // the error names the overlay's entry, not only the image being written.
+      try {
+        switch (entry.kind) {
+          case OverlayEntry::Kind::directory:
+            rootfs.create_directories(entry.target, attributes);
+            if (!entry.has_children) written.push_back(entry.target + "/ (empty directory)");
+            break;
+          case OverlayEntry::Kind::regular_file:
+            if (entry.templated) {
+              std::vector<std::string> unknown;
+              std::string content = render_overlay_template(read_whole_file(entry.source), values, &unknown);
+              for (const auto& name : unknown) {
+                log::warning("overlay template ", entry.source.string(), ": {{", name,
+                             "}} is not a known variable and is left as it is (known: ", known, ")");
+              }
+              rootfs.write_file(entry.target, content, attributes);
+            } else {
+              rootfs.copy_file_from_host(entry.source, entry.target, attributes);
             }
-            rootfs.write_file(entry.target, content, attributes);
-          } else {
-            rootfs.copy_file_from_host(entry.source, entry.target, attributes);
-          }
-          written.push_back(entry.target);
-          break;
-        case OverlayEntry::Kind::symlink:
-          rootfs.create_symlink(entry.target, entry.link, {0777, 0, 0, time});
-          written.push_back(entry.target + " -> " + entry.link);
-          break;
-        case OverlayEntry::Kind::hard_link:
-          rootfs.create_hard_link(entry.target, entry.link);
-          written.push_back(entry.target + " (hard link to " + entry.link + ")");
-          break;
+            written.push_back(entry.target);
+            break;
+          case OverlayEntry::Kind::symlink:
+            rootfs.create_symlink(entry.target, entry.link, {0777, 0, 0, time});
+            written.push_back(entry.target + " -> " + entry.link);
+            break;
+          case OverlayEntry::Kind::hard_link:
+            rootfs.create_hard_link(entry.target, entry.link);
+            written.push_back(entry.target + " (hard link to " + entry.link + ")");
+            break;
+        }
+      } catch (const Error& e) {
+        throw Error("overlay " + dir.string() + ": " + entry.source.string() + " cannot be written to " + entry.target +
+                    " in the image: " + e.what());
       }
     }
   }

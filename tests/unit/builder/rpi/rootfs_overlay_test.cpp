@@ -284,3 +284,20 @@ TEST_CASE("an overlay reaching under the boot mount is refused before anything i
   }
   require_clean(image);
 }
+
+TEST_CASE("an overlay directory where the image has a file is refused naming the overlay entry", "[overlay][ext4]") {
+  TempDir dir;
+  auto image = make_root_image(dir);
+  fs::path ov = dir / "ov";
+  fs::create_directories(ov / "etc/hosts.d");
+  write_file(ov / "etc/hosts.d/x", "x");
+  {
+    auto rootfs = open_root(image);
+    rootfs.write_file("/etc/hosts.d", "a file in the base image", {0644, 0, 0, std::nullopt});
+    CHECK_THROWS_WITH(install_overlays(rootfs, {ov}, values, fixed_time, "/boot/firmware"),
+                      Contains("overlay " + ov.string() + ": " + (ov / "etc/hosts.d").string() +
+                               " cannot be written to /etc/hosts.d in the image: ") &&
+                          Contains("exists and is not a directory"));
+    rootfs.close();
+  }
+}
