@@ -536,6 +536,17 @@ class FlashPipeline {
     }
   }
 
+  // A compressed image of unknown size, found too large while it is read: what is known is how far
+  // its data reaches, not its full size.
+  void check_data_fits(std::uint64_t end) const {
+    auto capacity = target_.capacity();
+    if (capacity && end > *capacity) {
+      throw Error("the image does not fit in " + target_.name() + ": it has data up to byte " + std::to_string(end) + " (" +
+                  format_byte_size(end) + ") and " + target_.name() + " holds " + std::to_string(*capacity) + " bytes (" +
+                  format_byte_size(*capacity) + "); the image is at least that large");
+    }
+  }
+
   // Step 1: from here on, the target does not look like it holds any image.
   void invalidate_target(std::optional<std::uint64_t> image_size) {
     if (!target_.is_block_device()) {
@@ -695,7 +706,7 @@ class FlashPipeline {
         offset = held_end;
       }
       if (offset >= end) return;
-      check_fits(end, "the image is");
+      check_data_fits(end);
       pieces.push_back({offset, from, to - from});
       bytes_written_ += to - from;
     };
