@@ -515,13 +515,16 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
   if (m.platform == Platform::rpi5) {
     if (m.uuid) reader.error_at("uuid", "'" + path + ".uuid': a Raspberry Pi has no SMBIOS UUID; it is known by 'serial'");
     if (m.vm) reader.error_at("vm", "'" + path + ".vm' is for proxmox-vm machines, not rpi5");
-    if (!m.serial && m.boot != BootMethod::disk) {
+    if (!m.serial && !reader.has("serial") && m.boot != BootMethod::disk) {
       reader.error(where_name + " boots from the network (boot: " + to_string(m.boot) +
                    ") and needs 'serial': serve recognises a Pi 5 by its serial number");
     }
   } else if (role) {
     if (m.serial) reader.error_at("serial", "'" + path + ".serial' is for rpi5 machines; a VM is known by 'mac' and 'uuid'");
-    if (!m.mac) reader.error(where_name + " is a proxmox-vm and needs 'mac' (its network device's MAC, which serve matches)");
+    // A malformed mac: was already reported at its value.
+    if (!m.mac && !reader.has("mac")) {
+      reader.error(where_name + " is a proxmox-vm and needs 'mac' (its network device's MAC, which serve matches)");
+    }
     if (!m.vm) reader.error(where_name + " is a proxmox-vm and needs 'vm' (node, cores, memory, disk, bridge)");
   }
   reader.finish();
