@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -7,6 +8,8 @@
 #include "cli/netboot_command_support.hpp"
 #include "cli/profile_command_support.hpp"
 #include "site/site_inventory.hpp"
+#include "site/ansible_inventory.hpp"
+#include "site/terraform_export.hpp"
 
 namespace aggrik8s::cli {
 
@@ -33,6 +36,24 @@ bool validate_site(const std::string& path, bool json, nlohmann::json& report) {
     for (const auto& [file, profile] : loaded->profiles) {
       if (profile.kind == builder::ProfileKind::talos_iso) builder::check_talos_profile(profile, diagnostics);
     }
+    // What the exports would refuse (a VM on another Proxmox node than its ISO's storage, RKE2
+    // profiles that disagree on the version), said now as warnings: the site builds, but its Day-2
+    // hand-off would fail later.
+    auto export_would = [&](const char* what, bool applies, auto&& derive) {
+      if (!applies) return;
+      try {
+        (void)derive(*loaded);
+      } catch (const Error& e) {
+        diagnostics.warning({path, 0, 0}, std::string("export ") + what + " would refuse this site: " + e.what());
+      }
+    };
+    bool has_vms = std::any_of(loaded->site.machines.begin(), loaded->site.machines.end(),
+                               [](const site::Machine& m) { return m.platform == site::Platform::proxmox_vm; });
+    bool has_rke2 = std::any_of(loaded->site.machines.begin(), loaded->site.machines.end(), [](const site::Machine& m) {
+      return m.platform == site::Platform::rpi5 && (m.role == site::Role::server || m.role == site::Role::agent);
+    });
+    export_would("terraform", has_vms, [](const site::LoadedSite& l) { return site::terraform_json(l); });
+    export_would("ansible", has_rke2, [](const site::LoadedSite& l) { return site::ansible_inventory_yaml(l); });
     if (diagnostics.has_errors()) loaded.reset();
   }
   if (!json) print_diagnostics(diagnostics);

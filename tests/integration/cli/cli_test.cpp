@@ -69,6 +69,24 @@ TEST_CASE("commands refuse to start without what they need, with a usage error",
   CHECK_THAT(url.output, Catch::Contains("--base-url must be an http:// URL (https:// needs http.tls in --config), got '10.0.0.1:8080'"));
 }
 
+TEST_CASE("validate of a site warns of what its exports would refuse", "[cli][site]") {
+  test::TempDir dir;
+  fs::copy(test::source_dir() / "profiles", dir / "profiles", fs::copy_options::recursive);
+  fs::copy(test::source_dir() / "overlays", dir / "overlays", fs::copy_options::recursive);
+  std::string site = test::read_file(dir / "profiles/site-lab.yaml");
+  // tw2 moved to pve2 while its ISO goes to pve1's local storage: it builds, the VM could not boot it.
+  std::string tw2 = "vm: {node: pve1, vmid: 222";
+  REQUIRE(site.find(tw2) != std::string::npos);
+  site.replace(site.find(tw2), tw2.size(), "vm: {node: pve2, vmid: 222");
+  test::write_file(dir / "profiles/site-moved.yaml", site);
+  auto r = test::run(cli() + " validate " + (dir / "profiles/site-moved.yaml").string());
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("warning: export terraform would refuse this site: ") &&
+                           Catch::Contains("machine tw2 (proxmox-vm): runs on Proxmox node pve2, but upload puts tw2.iso "
+                                           "on node pve1's storage 'local'"));
+}
+
 TEST_CASE("validate accepts every example profile", "[cli]") {
   for (const auto& entry : fs::directory_iterator(test::source_dir() / "profiles")) {
     if (entry.path().extension() != ".yaml") continue;
