@@ -886,6 +886,16 @@ void remove_stale_node_outputs(const fs::path& out, const std::vector<BuiltNode>
         log::info("removed ", candidate.string(), ": an earlier build's output that this build does not write");
       }
     }
+    // Unfinished files of this node from a build that was killed (SIGKILL, a crash: an interrupt
+    // removes its own): "<node>.img.partial", "<node>.img.xz.partial.partial", ...
+    std::error_code ec;
+    for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec)) {
+      std::string file = it->path().filename().string();
+      if (!file.starts_with(node.name + ".img") && !file.starts_with(node.name + ".boot.")) continue;
+      if (!file.ends_with(".partial") || !it->is_regular_file()) continue;
+      std::error_code removed;
+      if (fs::remove(it->path(), removed)) log::info("removed ", it->path().string(), ": left unfinished by an earlier build");
+    }
   }
 }
 

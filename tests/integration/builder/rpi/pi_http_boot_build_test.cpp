@@ -168,6 +168,7 @@ TEST_CASE("build writes a signed boot.img per node holding its boot partition", 
   // Built again into the same directory without HTTP boot: the earlier boot.img files (the node's
   // first-boot secrets inside) do not stay behind outside SHA256SUMS.
   write_profile(dir, "null");
+  test::write_file(out / "n2.img.xz.partial.partial", "left by a build that was killed");
   auto without = build(dir, out);
   INFO(without.output);
   REQUIRE(without.exit_code == 0);
@@ -176,6 +177,7 @@ TEST_CASE("build writes a signed boot.img per node holding its boot partition", 
     CHECK_FALSE(fs::exists(out / name));
   }
   CHECK(fs::exists(out / "n1.img"));
+  CHECK_FALSE(fs::exists(out / "n2.img.xz.partial.partial"));
   checked("cd " + quoted(out) + " && sha256sum -c --quiet SHA256SUMS");
 }
 
