@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "builder/proxmox_identifiers.hpp"
@@ -630,6 +631,18 @@ SiteInventory parse_site_inventory(const ConfigNode& tree, Diagnostics& diagnost
     diagnostics.error(machines->location, "'machines' is empty: a site has at least one machine");
   }
   top.finish();
+
+  // One profile file named two ways (through a symlink, or a hard link) is one profile: its machines
+  // share the spelling met first, so it is loaded and built once, into one output directory.
+  std::map<fs::path, fs::path> spelling_of;
+  for (auto& m : site.machines) {
+    if (m.profile.empty()) continue;
+    std::error_code ec;
+    fs::path real = fs::weakly_canonical(m.profile, ec);
+    if (ec) continue;  // reported when the profile is checked
+    auto [it, inserted] = spelling_of.emplace(real, m.profile);
+    if (!inserted) m.profile = it->second;
+  }
 
   // Which network each address belongs to (the most specific one when subnets nest).
   for (auto& m : site.machines) {

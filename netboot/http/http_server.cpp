@@ -219,7 +219,19 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
       }
       ++state_->requests;
       auto started = Clock::now();
-      HttpReply reply = state_->config.handler->handle(info);
+      HttpReply reply;
+      try {
+        reply = state_->config.handler->handle(info);
+      } catch (const std::exception& e) {
+        // A handler's failure is this request's, answered and counted like any other error; the
+        // connection and the server go on.
+        log::warning("http: ", describe(peer_), ": ", info.method, " ", log_escape(info.target), ": internal error: ",
+                     log_escape(e.what()));
+        reply = HttpReply{};
+        reply.status = 500;
+        reply.body = "internal server error\n";
+        reply.route = "error";
+      }
       HttpExchange exchange;
       exchange.request = info;
       exchange.route = reply.route;

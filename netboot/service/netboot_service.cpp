@@ -613,9 +613,18 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
 
   HttpReply file_reply(const fs::path& path, std::string route) {
     // The same confinement as TFTP (netboot/confined_file.hpp: links out only to public files,
-    // regular files only), for the declared asset's own directory.
-    TftpRoot directory(path.parent_path());
-    TftpOpenedFile file = directory.open(path.filename().string());
+    // regular files only), for the declared asset's own directory. Absolute first: an asset beside a
+    // nodes file given as "nodes.yaml" has no parent directory in its name.
+    std::error_code ec;
+    fs::path absolute = fs::absolute(path, ec);
+    TftpOpenedFile file;
+    try {
+      TftpRoot directory(ec ? path.parent_path() : absolute.parent_path());
+      file = directory.open(path.filename().string());
+    } catch (const Error& e) {
+      file.status = TftpOpenStatus::not_found;
+      file.reason = e.what();
+    }
     if (file.status != TftpOpenStatus::opened) {
       log::warning("http: declared asset ", path.string(), " cannot be served: ", log_escape(file.reason));
       return text(404, "not found\n", std::move(route));
@@ -807,6 +816,11 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
       return text(400, "bad request\n", "invalid");
     }
     auto segments = target.segments();
+    // Every route names a file ("/" aside); "config.yaml/" would be a directory of that name, which
+    // there is not (/files/ answers the same through its lookup).
+    if (target.path.size() > 1 && target.path.back() == '/' && !target.path.starts_with("/files/")) {
+      return text(404, "not found\n", "invalid");
+    }
     if (target.path == "/healthz") return text(200, "ok\n", "healthz");
     if (target.path == "/metrics") {
       if (tftp != nullptr) {

@@ -373,6 +373,29 @@ TEST_CASE("site validation: labels and taints follow Kubernetes' syntax and the 
   CHECK_THAT(all, Catch::Contains("'machines[0].taints' entry 'k=x y:NoSchedule': the value 'x y' must be 0-63"));
 }
 
+TEST_CASE("one profile named through a symlink and by its own name is one profile", "[site]") {
+  SiteDir s;
+  fs::create_symlink(s.dir / "agents.yaml", s.dir / "agents-link.yaml");
+  std::string text = good_site;
+  text.replace(text.find("profile: agents.yaml"), std::string("profile: agents.yaml").size(), "profile: agents-link.yaml");
+  text += R"(  - name: w2
+    platform: rpi5
+    serial: a1b2c322
+    address: 10.0.10.22/24
+    role: agent
+    profile: agents.yaml
+    boot: disk
+)";
+  Diagnostics d;
+  auto loaded = load_site(s.write(text), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  REQUIRE(loaded->profiles.size() == 3);  // servers, agents (both spellings), talos
+  const builder::Profile& agents = loaded->profiles.at(s.dir.path() / "agents-link.yaml");
+  REQUIRE(agents.rpi_nodes.size() == 2);
+  CHECK(agents.rpi_nodes[1].name == "w2");
+}
+
 TEST_CASE("site validation: addresses outside every network or inside a DHCP pool", "[site]") {
   SiteDir s;
   SECTION("outside") {

@@ -331,6 +331,31 @@ TEST_CASE("netboot: HTTP static files with GET, HEAD and ranges, byte for byte",
   CHECK_THAT(status.headers, Catch::Contains("text/html"));
 }
 
+TEST_CASE("netboot: assets beside a nodes file named by a relative path are served", "[netboot][http]") {
+  // `serve --nodes nodes.yaml` with `kernel: vmlinuz` next to it: the asset's name has no directory.
+  TempDir dir;
+  write_file(dir / "vmlinuz", "kernel bytes");
+  write_file(dir / "initrd.img", "initrd bytes");
+  write_file(dir / "nodes.yaml", "profiles:\n  flat: {kernel: {kernel: vmlinuz, initrd: [initrd.img], args: x}}\n"
+                                 "nodes: []\nunknown_nodes: {action: default, profile: flat}\n");
+  fs::path before = fs::current_path();
+  fs::current_path(dir.path());
+  NetbootConfig config;
+  config.address = "127.0.0.1";
+  config.tftp_port = 0;
+  config.http_port = 0;
+  config.inventory = "nodes.yaml";
+  {
+    RunningService server(config);
+    auto kernel = curl(dir, server.http() + "/assets/flat/vmlinuz");
+    CHECK(kernel.status == "200");
+    CHECK(kernel.body == "kernel bytes");
+    CHECK(curl(dir, server.http() + "/assets/flat/initrd.img").body == "initrd bytes");
+    CHECK(curl(dir, server.http() + "/assets/flat/vmlinuz/").status == "404");  // a name ending in '/' is no file
+  }
+  fs::current_path(before);
+}
+
 TEST_CASE("netboot: traversal, symlinks out of the root and malformed targets are refused", "[netboot][http]") {
   Fixture f;
   RunningService server(f.config);
