@@ -12,7 +12,7 @@ nlohmann::json built_file_json(const BuiltFile& file, const fs::path& output_dir
 }
 
 nlohmann::json input_json(const std::string& role, const FetchedArtifact& artifact) {
-  return {{"role", role}, {"source", artifact.source.location}, {"sha256", artifact.sha256.hex()}, {"size", artifact.size}};
+  return {{"role", role}, {"source", artifact.source.shown()}, {"sha256", artifact.sha256.hex()}, {"size", artifact.size}};
 }
 
 nlohmann::json manifest_base(const Profile& profile, std::optional<std::int64_t> source_date_epoch) {

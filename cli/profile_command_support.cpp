@@ -34,8 +34,9 @@ void print_diagnostics(const Diagnostics& diagnostics) {
   for (const auto& d : diagnostics.all()) terminal::print_line(stderr, d.str());
 }
 
-std::optional<builder::Profile> load_profile_reporting(const std::string& path, Diagnostics& diagnostics, bool print) {
-  auto profile = builder::load_profile(path, diagnostics);
+std::optional<builder::Profile> load_profile_reporting(const std::string& path, Diagnostics& diagnostics, bool print,
+                                                       const builder::ProfileCheckOptions& options) {
+  auto profile = builder::load_profile(path, diagnostics, options);
   if (print) print_diagnostics(diagnostics);
   return profile;
 }

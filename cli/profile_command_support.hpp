@@ -17,7 +17,7 @@ aggrik8s::FetchOptions fetch_options_from(const ParsedArguments& args);
 
 // Loads one profile, printing its diagnostics unless `quiet_diagnostics`.
 std::optional<builder::Profile> load_profile_reporting(const std::string& path, Diagnostics& diagnostics,
-                                                       bool print = true);
+                                                       bool print = true, const builder::ProfileCheckOptions& options = {});
 
 // `upload` and `build --upload`: the ISOs of the build in `out_dir` to the profile's Proxmox storage
 // (cli/upload_command.cpp). Prints one line per file on stdout, or only logs them when `quiet_stdout`.

@@ -55,7 +55,10 @@ Command upload_command() {
       1};
   return {spec, [](const ParsedArguments& args) {
             Diagnostics diagnostics;
-            auto profile = load_profile_reporting(args.positional.front(), diagnostics);
+            // A dry run sends nothing, so it needs no secret: not even the token's file must exist yet.
+            builder::ProfileCheckOptions checks;
+            checks.check_secrets = !args.flag("dry-run");
+            auto profile = load_profile_reporting(args.positional.front(), diagnostics, true, checks);
             if (!profile) return exit_failure;
             std::vector<std::string> nodes;
             if (auto it = args.values.find("node"); it != args.values.end()) nodes = it->second;

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -26,7 +27,33 @@ namespace {
 
 std::string describe(const ArtifactSource& source) {
   std::string where = source.where.file.empty() ? "" : " (declared at " + source.where.str() + ")";
-  return source.location + where;
+  return source.shown() + where;
+}
+
+// "<file>.checked": "SIZE MTIME_NS INODE" of a cache file when its sha256 was last verified.
+fs::path cache_stamp_path(const fs::path& file) { return fs::path(file.string() + ".checked"); }
+
+std::string cache_stamp_text(const fs::path& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return {};
+  return std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) +
+         " " + std::to_string(st.st_ino) + "\n";
+}
+
+bool cache_stamp_matches(const fs::path& file) {
+  std::ifstream in(cache_stamp_path(file));
+  std::string recorded;
+  if (!std::getline(in, recorded)) return false;
+  std::string now = cache_stamp_text(file);
+  return !now.empty() && recorded + "\n" == now;
+}
+
+void write_cache_stamp(const fs::path& file) {
+  // Best effort: without a stamp the next use hashes the file again, which is only slower.
+  std::string text = cache_stamp_text(file);
+  if (text.empty()) return;
+  std::ofstream out(cache_stamp_path(file), std::ios::trunc);
+  out << text;
 }
 
 void sync_directory(const fs::path& dir) {
@@ -127,15 +154,30 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
   auto cached = [&]() -> std::optional<FetchedArtifact> {
     std::error_code ec;
     if (!fs::is_regular_file(final_path, ec)) return std::nullopt;
-    // Files in sha256/ were verified before they were renamed there; the name is the proof.
-    Sha256Digest digest = source.sha256 ? *source.sha256 : Sha256::of_file(final_path);
+    if (!source.sha256) {
+      return FetchedArtifact{source, final_path, Sha256::of_file(final_path), fs::file_size(final_path), false};
+    }
+    // Files in sha256/ were verified before they were renamed there, and a stamp beside each records
+    // the size, modification time and inode it had then. A file that no longer matches its stamp (cut
+    // short, edited, copied in by hand) is hashed again before it is trusted, and removed if it is not
+    // the pinned bytes any more: a damaged cache is repaired by the next download, never used.
+    if (cache_stamp_matches(final_path)) return FetchedArtifact{source, final_path, *source.sha256, fs::file_size(final_path), false};
+    Sha256Digest digest = Sha256::of_file(final_path);
+    if (digest != *source.sha256) {
+      log::warning("cached ", final_path.string(), " for ", describe(source), " is not the pinned bytes any more (sha256 ",
+                   digest.hex(), "): removed");
+      fs::remove(final_path, ec);
+      fs::remove(cache_stamp_path(final_path), ec);
+      return std::nullopt;
+    }
+    write_cache_stamp(final_path);
     return FetchedArtifact{source, final_path, digest, fs::file_size(final_path), false};
   };
   // Pinned files are immutable: a cache hit needs no network. Unpinned ones are fetched anew unless
   // offline, since the URL may now serve other bytes.
   if (source.sha256 || options_.offline) {
     if (auto hit = cached()) {
-      log::debug("cache hit for ", source.location, ": ", hit->path.string());
+      log::debug("cache hit for ", source.shown(), ": ", hit->path.string());
       return *hit;
     }
   }
@@ -171,7 +213,7 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
   std::string last_error;
   for (int attempt = 1; attempt <= options_.max_attempts; ++attempt) {
     bool had_partial = file_size(fd.get()) > 0;
-    if (had_partial) log::info("resuming ", source.location, " at byte ", file_size(fd.get()));
+    if (had_partial) log::info("resuming ", source.shown(), " at byte ", file_size(fd.get()));
     HttpDownloadResult result = http_download(source.location, fd.get(), limits, &progress);
     if (result.outcome == HttpDownloadResult::Outcome::complete) {
       if (::fsync(fd.get()) != 0) throw_system_error("cannot sync " + partial_path.string(), errno);
@@ -180,7 +222,7 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
         if (::ftruncate(fd.get(), 0) != 0) throw_system_error("cannot truncate " + partial_path.string(), errno);
         if (had_partial && !restarted_after_mismatch) {
           // The bytes kept from an earlier run may be the wrong part; one clean download decides.
-          log::warning(source.location, ": sha256 mismatch after resuming; downloading again from the start");
+          log::warning(source.shown(), ": sha256 mismatch after resuming; downloading again from the start");
           restarted_after_mismatch = true;
           continue;
         }
@@ -192,6 +234,7 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
       if (::rename(partial_path.c_str(), final_path.c_str()) != 0) {
         throw_system_error("cannot move the download into " + final_path.string(), errno);
       }
+      if (source.sha256) write_cache_stamp(final_path);
       sync_directory(final_path.parent_path());
       progress.finish();
       return FetchedArtifact{source, final_path, digest, size, true};
@@ -260,6 +303,16 @@ std::vector<FetchedArtifact> ArtifactFetcher::fetch_all(const std::vector<Artifa
     out.push_back(std::move(a));
   }
   return out;
+}
+
+void record_cache_file(const fs::path& file) { write_cache_stamp(file); }
+
+bool cache_file_unchanged(const fs::path& file) { return cache_stamp_matches(file); }
+
+void forget_cache_file(const fs::path& file) {
+  std::error_code ec;
+  fs::remove(file, ec);
+  fs::remove(cache_stamp_path(file), ec);
 }
 
 }  // namespace aggrik8s

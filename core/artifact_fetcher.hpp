@@ -71,6 +71,13 @@ class ArtifactFetcher {
 // local input while fetch() takes its SHA-256 (nothing may be written from it before fetch() returns).
 std::optional<std::filesystem::path> local_artifact_path(const ArtifactSource& source);
 
+// A cache file's stamp ("<file>.checked": its size, modification time and inode when it was last
+// known good). record_cache_file() writes it; cache_file_unchanged() says whether the file still
+// matches it, so a file cut short or edited since is not trusted without checking it again.
+void record_cache_file(const std::filesystem::path& file);
+bool cache_file_unchanged(const std::filesystem::path& file);
+void forget_cache_file(const std::filesystem::path& file);  // removes the file and its stamp
+
 // "file:///a%20b" -> "/a b"; nullopt when not a file URL.
 std::optional<std::filesystem::path> file_url_to_path(const std::string& url);
 

@@ -61,4 +61,21 @@ std::optional<ArtifactSource> read_artifact_source(ConfigMapReader& parent, std:
   return result;
 }
 
+std::string redact_url_credentials(std::string_view url) {
+  std::size_t scheme = url.find("://");
+  if (scheme == std::string_view::npos) return std::string(url);
+  std::size_t authority = scheme + 3;
+  std::size_t end = url.find_first_of("/?#", authority);
+  std::string_view host_part = url.substr(authority, end == std::string_view::npos ? std::string_view::npos : end - authority);
+  std::size_t at = host_part.rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  std::string_view userinfo = host_part.substr(0, at);
+  // "user:password" keeps the user; a lone userinfo is as often a token ("https://TOKEN@host/") as a name.
+  std::size_t colon = userinfo.find(':');
+  std::string shown_user = colon == std::string_view::npos ? "***" : std::string(userinfo.substr(0, colon)) + ":***";
+  return std::string(url.substr(0, authority)) + shown_user + std::string(url.substr(authority + at));
+}
+
+std::string ArtifactSource::shown() const { return redact_url_credentials(location); }
+
 }  // namespace aggrik8s

@@ -1,5 +1,7 @@
 #include "core/http_download.hpp"
 
+#include "core/artifact_source.hpp"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -132,7 +134,7 @@ HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownl
 
   if (state.write_errno != 0) {
     result.outcome = HttpDownloadResult::Outcome::permanent_failure;
-    result.message = "cannot write the download of " + url + ": " + std::strerror(state.write_errno);
+    result.message = "cannot write the download of " + redact_url_credentials(url) + ": " + std::strerror(state.write_errno);
     return result;
   }
   if (code == CURLE_RANGE_ERROR || status == 416) {
@@ -143,13 +145,13 @@ HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownl
   if (state.rejected_status || (code == CURLE_OK && status >= 400)) {
     result.outcome = is_transient_status(status) ? HttpDownloadResult::Outcome::transient_failure
                                                  : HttpDownloadResult::Outcome::permanent_failure;
-    result.message = "HTTP " + std::to_string(status) + " from " + url;
+    result.message = "HTTP " + std::to_string(status) + " from " + redact_url_credentials(url);
     return result;
   }
   if (code != CURLE_OK) {
     result.outcome = is_transient_curl_error(code) ? HttpDownloadResult::Outcome::transient_failure
                                                    : HttpDownloadResult::Outcome::permanent_failure;
-    result.message = url + ": " + (error_buffer[0] != '\0' ? std::string(error_buffer) : curl_easy_strerror(code));
+    result.message = redact_url_credentials(url) + ": " + (error_buffer[0] != '\0' ? std::string(error_buffer) : curl_easy_strerror(code));
     return result;
   }
   result.outcome = HttpDownloadResult::Outcome::complete;

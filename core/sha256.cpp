@@ -71,7 +71,11 @@ Sha256Digest Sha256::of_file(const std::filesystem::path& path) {
 }
 
 std::optional<Sha256Digest> Sha256Digest::parse(std::string_view text) {
-  if (text.starts_with("sha256:")) text.remove_prefix(7);
+  if (text.size() >= 7) {
+    std::string prefix(text.substr(0, 7));
+    for (auto& c : prefix) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    if (prefix == "sha256:") text.remove_prefix(7);  // "sha256:" or "SHA256:", as tools print it
+  }
   if (text.size() != 64) return std::nullopt;
   std::array<std::uint8_t, 32> bytes{};
   auto nibble = [](char c) -> int {

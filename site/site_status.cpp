@@ -283,6 +283,11 @@ SiteBootHistory read_boot_history(const SiteInventory& site, const std::vector<f
                                   Diagnostics& diagnostics) {
   SiteBootHistory history;
   for (const fs::path& file : log_files) {
+    std::error_code ec;
+    if (fs::is_directory(file, ec)) {  // an ifstream opens a directory and reads nothing from it
+      diagnostics.error({file.string(), 0, 0}, "cannot read the boot event log: it is a directory");
+      continue;
+    }
     std::ifstream in(file, std::ios::binary);
     if (!in) {
       diagnostics.error({file.string(), 0, 0}, "cannot open the boot event log: " + std::string(std::strerror(errno)));
@@ -521,7 +526,7 @@ std::string last_boot_cell(const MachineStatus& row, bool have_log) {
   if (history.events == 0) return "never seen";
   if (!history.last_ok) return "no step succeeded (" + std::to_string(history.events) + " events)";
   const BootEventRecord& boot = *history.last_ok;
-  std::string what = boot.step;
+  std::string what = log_escape(boot.step, 32);
   if (!boot.file.empty()) what += " " + log_escape(boot.file, 48);
   return event_time(boot) + " " + what;
 }
@@ -541,7 +546,7 @@ std::string last_seen_cell(const MachineStatus& row, bool have_log, StatusClock:
   if (!row.history.last) return "never seen";
   const BootEventRecord& last = *row.history.last;
   std::string cell = event_time(last) + " (" + age_text(last.time, now) + ")";
-  if (last.result != "ok") cell += " " + last.step + " " + log_escape(last.result, 32);
+  if (last.result != "ok") cell += " " + log_escape(last.step, 32) + " " + log_escape(last.result, 32);
   return cell;
 }
 

@@ -330,6 +330,14 @@ struct PreparedImage {
 void decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, const fs::path& output) {
   if (detect_image_input_format(base.path) != ImageInputFormat::raw) {
     fs::path cached = cache_dir / "images" / (base.sha256.hex() + ".img");
+    // A decompressed image changed since it was written (cut short, edited) is decoded again.
+    if (fs::exists(cached) && !cache_file_unchanged(cached)) {
+      if (fs::exists(cached.string() + ".checked")) {
+        log::warning("the decompressed ", base.source.file_name(), " in the cache (", cached.string(),
+                     ") changed since it was written: decompressing again");
+      }  // else: from a version that kept no stamp; decoded again once to record one
+      forget_cache_file(cached);
+    }
     if (!fs::exists(cached)) {
       log::info("decompressing ", base.source.file_name(), " into the cache");
       std::error_code ec;
@@ -337,6 +345,7 @@ void decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, con
       try {
         if (ec) throw ImageOutputError("cannot create ", cached.parent_path(), ": " + ec.message());
         ImageDecompressor().decompress(base.path, cached);
+        record_cache_file(cached);
       } catch (const ImageOutputError& e) {
         // A corrupt input (ImageInputError) fails the build as it is; a cache that cannot be written
         // (full, read-only) only means decompressing straight to the work image.
@@ -362,9 +371,9 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     decompress_base(base, cache_dir, prepared.path);
   } catch (const ImageInputError& e) {
     // The decoder names the cached download (sha256/<hex>); say which input that is instead.
-    throw Error("base image " + base.source.location + ": " + e.message_naming_file_as("it"));
+    throw Error("base image " + base.source.shown() + ": " + e.message_naming_file_as("it"));
   } catch (const std::exception& e) {
-    throw Error("base image " + base.source.location + ": " + e.what());
+    throw Error("base image " + base.source.shown() + ": " + e.what());
   }
   std::optional<WritebackPump> writeback;
   if (sync_images) writeback.emplace(prepared.path);
@@ -378,7 +387,7 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     } catch (const std::exception& e) {
       std::string text = e.what();
       if (text.starts_with(prepared.path.string())) text.replace(0, prepared.path.string().size(), "the decompressed image");
-      throw Error("base image " + base.source.location + ": " + text + " (expected an MBR or GPT disk image)");
+      throw Error("base image " + base.source.shown() + ": " + text + " (expected an MBR or GPT disk image)");
     }
     prepared.layout = find_layout(prepared.path, *table, base.source.file_name());
     image_size = device.size();

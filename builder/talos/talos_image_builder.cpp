@@ -145,7 +145,7 @@ TalosIsoContents read_talos_iso(const Profile& profile, const FetchedArtifact& i
   std::vector<std::string> files = list_iso_files(iso.path);
   for (const char* required : {"boot/vmlinuz", "boot/initramfs.xz", "boot/grub/grub.cfg"}) {
     if (std::find(files.begin(), files.end(), required) == files.end()) {
-      throw Error(iso.source.location + ": no /" + required + " in the ISO: this is not a Talos ISO (" +
+      throw Error(iso.source.shown() + ": no /" + required + " in the ISO: this is not a Talos ISO (" +
                   profile.talos.iso->where.str() + ")");
     }
   }
@@ -226,9 +226,9 @@ SharedBootIsoPlan plan_command_lines(const Profile& profile, const TalosInputs& 
                                      const TalosVersion& version, std::vector<NodePlan>& plans) {
   const TalosSettings& talos = profile.talos;
   std::optional<KernelFile> iso_kernel;
-  if (inputs.iso) iso_kernel = read_talos_iso_kernel(inputs.iso->path, inputs.iso->source.location + ":/boot/vmlinuz");
+  if (inputs.iso) iso_kernel = read_talos_iso_kernel(inputs.iso->path, inputs.iso->source.shown() + ":/boot/vmlinuz");
   std::optional<KernelFile> netboot_kernel_limit = iso_kernel;
-  if (inputs.kernel) netboot_kernel_limit = read_kernel_file(inputs.kernel->path, inputs.kernel->source.location);
+  if (inputs.kernel) netboot_kernel_limit = read_kernel_file(inputs.kernel->path, inputs.kernel->source.shown());
   Diagnostics cmdline_problems;
   std::string netboot_base = talos.netboot_url ? without_trailing_slash(*talos.netboot_url) : "";
   for (auto& plan : plans) {
@@ -773,7 +773,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   if (need_iso_extensions && inputs.iso && !iso_extensions_read.valid()) {
     // By value: the future is declared before `inputs`, so on an exception it is waited for after
     // `inputs` is gone.
-    iso_extensions_read = std::async(std::launch::async, [path = inputs.iso->path, location = inputs.iso->source.location] {
+    iso_extensions_read = std::async(std::launch::async, [path = inputs.iso->path, location = inputs.iso->source.shown()] {
       return read_iso_extensions(path, location);
     });
   }
@@ -800,7 +800,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   std::vector<TalosExtensionLayer> iso_extensions;
   if (wants(profile, "iso") && embed_config) {
     iso_extensions = iso_extensions_read.valid() ? iso_extensions_read.get()
-                                                 : read_iso_extensions(inputs.iso->path, inputs.iso->source.location);
+                                                 : read_iso_extensions(inputs.iso->path, inputs.iso->source.shown());
     report_iso_extensions(iso_extensions);
   }
   std::optional<EmbeddedConfigArchivesAhead> embedded_config_archives;

@@ -57,7 +57,9 @@ expect_output "site.yaml: ok \(site lab, 12 machines, 5 profiles\)" "validate: 1
 
 # ---- build ----
 export SOURCE_DATE_EPOCH=1767225600
-expect_status 0 "build the whole site" -- "$CLI" build --cache-dir "$WORK/cache" --no-sync site.yaml
+# fetch SITE downloads every profile's inputs: the build then needs no network (--offline).
+expect_status 0 "fetch the whole site's inputs" -- "$CLI" fetch --cache-dir "$WORK/cache" site.yaml
+expect_status 0 "build the whole site" -- "$CLI" build --cache-dir "$WORK/cache" --offline --no-sync site.yaml
 OUT=$WORK/out/lab
 for f in lab-servers/cp1.img lab-servers/cp2.img lab-servers/cp3.img lab-agents/worker1.img lab-agents/worker2.img \
          lab-ephemeral/ephemeral/lab-ephemeral/current.json pve-controlplane/tcp1-config.iso \

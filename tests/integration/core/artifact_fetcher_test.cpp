@@ -115,6 +115,54 @@ TEST_CASE("a partial download left by an earlier run is resumed, and restarted w
   }
 }
 
+TEST_CASE("a cached file cut short or changed is checked again, removed and downloaded anew", "[fetch]") {
+  set_progress_mode(ProgressMode::off);
+  test::TempDir dir;
+  LoopbackHttpServer server;
+  std::string content = random_bytes(500'000, 8);
+  server.serve("/base.img", {content});
+  ArtifactFetcher fetcher(quick_options(dir / "cache"));
+  FetchedArtifact first = fetcher.fetch(pinned(server.url("/base.img"), content));
+  REQUIRE(first.downloaded);
+  fs::resize_file(first.path, 100'000);  // a disk that filled up, a hand edit
+  FetchedArtifact again = fetcher.fetch(pinned(server.url("/base.img"), content));
+  CHECK(again.downloaded);
+  CHECK(test::read_file(again.path) == content);
+  CHECK(server.request_count("/base.img") == 2);
+  // Offline, the damaged file is not served under the pinned hash either.
+  fs::resize_file(again.path, 100'000);
+  FetchOptions options = quick_options(dir / "cache");
+  options.offline = true;
+  CHECK_THROWS_WITH(ArtifactFetcher(options).fetch(pinned(server.url("/base.img"), content)),
+                    Catch::Contains("not in the cache"));
+  // A cache from before the stamps: hashed once, then trusted by its stamp.
+  FetchedArtifact repaired = fetcher.fetch(pinned(server.url("/base.img"), content));
+  fs::remove(repaired.path.string() + ".checked");
+  CHECK_FALSE(fetcher.fetch(pinned(server.url("/base.img"), content)).downloaded);
+  CHECK(fs::exists(repaired.path.string() + ".checked"));
+}
+
+TEST_CASE("a URL's password is never in a message", "[fetch]") {
+  set_progress_mode(ProgressMode::off);
+  test::TempDir dir;
+  LoopbackHttpServer server;
+  std::string url = server.url("/missing.img");
+  url.replace(url.find("://") + 3, 0, "alice:s3cretPW@");
+  ArtifactSource source = pinned(url, "x");
+  CHECK(source.shown().find("s3cretPW") == std::string::npos);
+  CHECK(source.shown().find("alice:***@") != std::string::npos);
+  try {
+    ArtifactFetcher(quick_options(dir / "cache")).fetch(source);
+    FAIL("a 404 must fail");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("s3cretPW") == std::string::npos);
+    CHECK(std::string(e.what()).find("alice:***@") != std::string::npos);
+  }
+  CHECK(redact_url_credentials("https://h/x@y") == "https://h/x@y");
+  CHECK(redact_url_credentials("https://tok@h/x") == "https://***@h/x");  // a token as the user
+  CHECK(redact_url_credentials("/local/a:b@c") == "/local/a:b@c");
+}
+
 TEST_CASE("wrong bytes fail with both checksums named and leave nothing in the cache", "[fetch]") {
   set_progress_mode(ProgressMode::off);
   test::TempDir dir;

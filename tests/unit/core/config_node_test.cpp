@@ -130,7 +130,7 @@ TEST_CASE("config: a tab in the indentation is named in the syntax error", "[con
   CHECK_THAT(all_errors(other), !Catch::Contains("tab"));
 }
 
-TEST_CASE("config: a second document is an error at its start; an empty one after '---' is not") {
+TEST_CASE("config: a second document is an error at its start, an empty one after --- is not") {
   Diagnostics two;
   (void)load_yaml_string("a: 1\n---\nb: 2\n", "two.yaml", two);
   CHECK_THAT(all_errors(two), Catch::Contains("two.yaml:3:1: expected one YAML document, found 2: another begins here"));

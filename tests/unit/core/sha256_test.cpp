@@ -22,6 +22,7 @@ TEST_CASE("sha256 digest parsing accepts exactly 64 hex characters", "[sha256]")
   REQUIRE(d);
   CHECK(d->hex() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   CHECK(Sha256Digest::parse("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+  CHECK(Sha256Digest::parse("SHA256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
   CHECK_FALSE(Sha256Digest::parse("ba7816bf"));
   CHECK_FALSE(Sha256Digest::parse("za7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
   CHECK_FALSE(Sha256Digest::parse(""));

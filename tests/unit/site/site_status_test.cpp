@@ -4,11 +4,11 @@
 #include "site/site_status.hpp"
 
 #include <catch2/catch.hpp>
-
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "netboot/service/boot_event_log.hpp"
+#include "tests/test_support.hpp"
 
 using namespace aggrik8s;
 using namespace aggrik8s::site;
@@ -411,4 +411,19 @@ TEST_CASE("status: a client's control bytes in a logged file name do not reach t
   std::string table = status_table(machine_statuses(loaded, {}, history), history, t0);
   CHECK(table.find('\x1b') == std::string::npos);
   CHECK_THAT(table, Catch::Contains("a1b2c3d4/\\x1b[2Jx"));
+}
+
+TEST_CASE("status: control bytes in a logged step do not reach the terminal, and a directory is no boot log") {
+  LoadedSite loaded = lab_site();
+  Diagnostics diagnostics;
+  SiteBootHistory history =
+      history_of(loaded.site, event_line("cp1", "10.0.10.11", "\x1b]0;owned\x07", "a1b2c3d4/x", "failed") + "\n", diagnostics);
+  std::string table = status_table(machine_statuses(loaded, {}, history), history, t0);
+  CHECK(table.find('\x1b') == std::string::npos);
+  CHECK(table.find('\x07') == std::string::npos);
+  aggrik8s::test::TempDir dir;
+  Diagnostics directory;
+  read_boot_history(loaded.site, {dir.path()}, directory);
+  CHECK(directory.has_errors());
+  CHECK_THAT(directory.all().front().str(), Catch::Contains("cannot read the boot event log: it is a directory"));
 }
