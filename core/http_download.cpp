@@ -124,7 +124,11 @@ HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownl
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, limits.stall_timeout_seconds);
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, nullptr);  // bytes as stored; a gzip'd transfer would change the hash
-  if (state.offset > 0) curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(state.offset));
+  // The Range header itself rather than CURLOPT_RESUME_FROM: with the latter libcurl gives up on a
+  // server that answers 200 (it ignores ranges) after that whole body has come, and the retry fetches
+  // it again; here on_body starts the file over with that body instead, so one request suffices.
+  const std::string range = std::to_string(state.offset) + "-";
+  if (state.offset > 0) curl_easy_setopt(c, CURLOPT_RANGE, range.c_str());
 
   CURLcode code = curl_easy_perform(c);
   long status = 0;

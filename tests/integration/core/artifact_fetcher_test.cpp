@@ -105,6 +105,7 @@ TEST_CASE("a partial download left by an earlier run is resumed, and restarted w
     server.serve("/f", response);
     ArtifactFetcher fetcher(quick_options(dir / "cache"));
     CHECK(test::read_file(fetcher.fetch(pinned(server.url("/f"), content)).path) == content);
+    CHECK(server.request_count("/f") == 1);  // the whole body it sent is the file: no second download
   }
   SECTION("stale partial bytes from other content: one clean restart") {
     test::write_file(dir / "cache" / "partial" / (hex + ".part"), std::string(400'000, 'z'));
