@@ -1,5 +1,7 @@
 // `aggrik8s-image eeprom-config`: the Raspberry Pi 5 bootloader settings for rpi-eeprom-config.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <vector>
@@ -15,7 +17,7 @@ namespace {
 
 std::vector<std::uint8_t> read_small_file(const std::string& path, const std::string& option) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(option + " " + path + ": cannot open the file");
+  if (!in) throw Error(option + " " + path + ": cannot open the file: " + std::strerror(errno != 0 ? errno : EIO));
   std::vector<std::uint8_t> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   if (in.bad()) throw Error(option + " " + path + ": read error");
   return bytes;
