@@ -12,6 +12,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -115,7 +116,6 @@ class PartialOutputs {
   PartialOutputs(const PartialOutputs&) = delete;
   PartialOutputs& operator=(const PartialOutputs&) = delete;
   ~PartialOutputs() {
-    for (auto registration : registrations_) InterruptCleanup::forget(registration);
     if (committed_) return;
     for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
       std::error_code ec;
@@ -125,18 +125,17 @@ class PartialOutputs {
   // Also removed if the process is interrupted first (core/interrupt_cleanup.hpp).
   std::filesystem::path track(const std::filesystem::path& path) {
     paths_.push_back(path);
-    registrations_.push_back(InterruptCleanup::remove_on_interrupt(path));
+    on_interrupt_.push_back(std::make_unique<RemovedOnInterrupt>(path));
     return path;
   }
   void commit() {
     committed_ = true;
-    for (auto registration : registrations_) InterruptCleanup::forget(registration);
-    registrations_.clear();
+    on_interrupt_.clear();
   }
 
  private:
   std::vector<std::filesystem::path> paths_;
-  std::vector<std::uint64_t> registrations_;
+  std::vector<std::unique_ptr<RemovedOnInterrupt>> on_interrupt_;  // not movable: one allocation each
   bool committed_ = false;
 };
 
@@ -151,7 +150,7 @@ class WorkDirectory {
     remove_abandoned_work_directories(output_dir, prefix);
     path_ = output_dir / ("." + prefix + "-" + std::to_string(::getpid()));
     std::filesystem::remove_all(path_);
-    registration_ = InterruptCleanup::remove_on_interrupt(path_);
+    on_interrupt_.emplace(path_);
     std::filesystem::create_directories(path_);
     std::filesystem::permissions(path_, std::filesystem::perms::owner_all);
   }
@@ -160,13 +159,12 @@ class WorkDirectory {
   ~WorkDirectory() {
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
-    InterruptCleanup::forget(registration_);
   }
   const std::filesystem::path& path() const { return path_; }
 
  private:
   std::filesystem::path path_;
-  std::uint64_t registration_ = 0;
+  std::optional<RemovedOnInterrupt> on_interrupt_;
 };
 
 }  // namespace aggrik8s::builder

@@ -30,7 +30,7 @@ std::string describe(const ArtifactSource& source) {
   return source.shown() + where;
 }
 
-// "<file>.checked": "SIZE MTIME_NS INODE" of a cache file when its sha256 was last verified.
+// "<file>.checked": "SIZE MTIME_NS INODE" of a cache file when it was last known good.
 fs::path cache_stamp_path(const fs::path& file) { return fs::path(file.string() + ".checked"); }
 
 std::string cache_stamp_text(const fs::path& file) {
@@ -38,22 +38,6 @@ std::string cache_stamp_text(const fs::path& file) {
   if (::stat(file.c_str(), &st) != 0) return {};
   return std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) +
          " " + std::to_string(st.st_ino) + "\n";
-}
-
-bool cache_stamp_matches(const fs::path& file) {
-  std::ifstream in(cache_stamp_path(file));
-  std::string recorded;
-  if (!std::getline(in, recorded)) return false;
-  std::string now = cache_stamp_text(file);
-  return !now.empty() && recorded + "\n" == now;
-}
-
-void write_cache_stamp(const fs::path& file) {
-  // Best effort: without a stamp the next use hashes the file again, which is only slower.
-  std::string text = cache_stamp_text(file);
-  if (text.empty()) return;
-  std::ofstream out(cache_stamp_path(file), std::ios::trunc);
-  out << text;
 }
 
 void sync_directory(const fs::path& dir) {
@@ -161,16 +145,15 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
     // the size, modification time and inode it had then. A file that no longer matches its stamp (cut
     // short, edited, copied in by hand) is hashed again before it is trusted, and removed if it is not
     // the pinned bytes any more: a damaged cache is repaired by the next download, never used.
-    if (cache_stamp_matches(final_path)) return FetchedArtifact{source, final_path, *source.sha256, fs::file_size(final_path), false};
+    if (cache_file_unchanged(final_path)) return FetchedArtifact{source, final_path, *source.sha256, fs::file_size(final_path), false};
     Sha256Digest digest = Sha256::of_file(final_path);
     if (digest != *source.sha256) {
       log::warning("cached ", final_path.string(), " for ", describe(source), " is not the pinned bytes any more (sha256 ",
                    digest.hex(), "): removed");
-      fs::remove(final_path, ec);
-      fs::remove(cache_stamp_path(final_path), ec);
+      forget_cache_file(final_path);
       return std::nullopt;
     }
-    write_cache_stamp(final_path);
+    record_cache_file(final_path);
     return FetchedArtifact{source, final_path, digest, fs::file_size(final_path), false};
   };
   // Pinned files are immutable: a cache hit needs no network. Unpinned ones are fetched anew unless
@@ -234,7 +217,7 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
       if (::rename(partial_path.c_str(), final_path.c_str()) != 0) {
         throw_system_error("cannot move the download into " + final_path.string(), errno);
       }
-      if (source.sha256) write_cache_stamp(final_path);
+      if (source.sha256) record_cache_file(final_path);
       sync_directory(final_path.parent_path());
       progress.finish();
       return FetchedArtifact{source, final_path, digest, size, true};
@@ -305,9 +288,21 @@ std::vector<FetchedArtifact> ArtifactFetcher::fetch_all(const std::vector<Artifa
   return out;
 }
 
-void record_cache_file(const fs::path& file) { write_cache_stamp(file); }
+void record_cache_file(const fs::path& file) {
+  // Best effort: without a stamp the next use checks the file again, which is only slower.
+  std::string text = cache_stamp_text(file);
+  if (text.empty()) return;
+  std::ofstream out(cache_stamp_path(file), std::ios::trunc);
+  out << text;
+}
 
-bool cache_file_unchanged(const fs::path& file) { return cache_stamp_matches(file); }
+bool cache_file_unchanged(const fs::path& file) {
+  std::ifstream in(cache_stamp_path(file));
+  std::string recorded;
+  if (!std::getline(in, recorded)) return false;
+  std::string now = cache_stamp_text(file);
+  return !now.empty() && recorded + "\n" == now;
+}
 
 void forget_cache_file(const fs::path& file) {
   std::error_code ec;

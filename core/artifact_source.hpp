@@ -26,10 +26,9 @@ enum class ChecksumPolicy { required, optional };
 // the policy says so (inputs must be pinned; a mirror serving other bytes is caught).
 std::optional<ArtifactSource> read_artifact_source(ConfigMapReader& parent, std::string_view key, bool required,
                                                    ChecksumPolicy policy);
-// "https://user:pass@host/x" -> "https://user:***@host/x", "https://TOKEN@host/x" -> "https://***@host/x":
-// what may be printed or recorded of a URL
-// (a download's credentials are secrets: never in a log, an error or manifest.json). Anything else
-// is returned as it is.
+// What may be printed or recorded of a URL: "https://user:pass@host/x" -> "https://user:***@host/x",
+// "https://TOKEN@host/x" -> "https://***@host/x" (a download's credentials are secrets: never in a
+// log, an error or manifest.json). Anything else is returned as it is.
 std::string redact_url_credentials(std::string_view url);
 // Classifies a location; nullopt with a message for unsupported schemes.
 bool is_supported_location(const std::string& location, std::string* why);

@@ -1,11 +1,10 @@
 #include "core/config_node.hpp"
 
-#include <algorithm>
-
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -107,15 +106,14 @@ ConfigNode convert(const YAML::Node& node, const std::string& file, Diagnostics&
           // A YAML merge key (`<<: *defaults`, or a list of aliases): its maps' entries join this map
           // where it has no key of that name, the earlier map first, as PyYAML and Ansible read it.
           ConfigNode merged = convert(pair.second, file, diagnostics, budget, depth + 1);
-          std::vector<ConfigNode> sources;
-          if (merged.is_map()) sources.push_back(std::move(merged));
-          else if (merged.is_sequence() && std::all_of(merged.items.begin(), merged.items.end(),
-                                                       [](const ConfigNode& n) { return n.is_map(); })) {
-            sources = std::move(merged.items);
+          if (merged.is_map()) {
+            merges.push_back(std::move(merged));
+          } else if (merged.is_sequence() && std::all_of(merged.items.begin(), merged.items.end(),
+                                                         [](const ConfigNode& n) { return n.is_map(); })) {
+            for (auto& item : merged.items) merges.push_back(std::move(item));
           } else {
             diagnostics.error(key_location, "'<<' (a YAML merge key) takes a map or a list of maps, such as *defaults");
           }
-          for (auto& source : sources) merges.push_back(std::move(source));
           continue;
         }
         if (budget.exhausted) break;

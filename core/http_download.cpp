@@ -1,13 +1,12 @@
 #include "core/http_download.hpp"
 
-#include "core/artifact_source.hpp"
-
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "core/artifact_source.hpp"
 #include "core/curl_handle.hpp"
 #include "core/progress.hpp"
 

@@ -668,12 +668,11 @@ class ScratchImage {
     if (::mkdtemp(pattern.data()) == nullptr) throw_system_error("cannot create a scratch directory in " + parent.string(), errno);
     directory_ = pattern;
     path_ = directory_ / name;
-    registration_ = InterruptCleanup::remove_on_interrupt(directory_);
+    on_interrupt_.emplace(directory_);
   }
   ~ScratchImage() {
     std::error_code ec;
     fs::remove_all(directory_, ec);
-    InterruptCleanup::forget(registration_);
   }
   ScratchImage(const ScratchImage&) = delete;
   ScratchImage& operator=(const ScratchImage&) = delete;
@@ -682,7 +681,7 @@ class ScratchImage {
  private:
   fs::path directory_;
   fs::path path_;
-  std::uint64_t registration_ = 0;
+  std::optional<RemovedOnInterrupt> on_interrupt_;
 };
 
 // ---- the deep check: libguestfs ----

@@ -479,10 +479,8 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
       sizing.bridge = *bridge;
       // A Linux interface name, as Proxmox takes a bridge: 1-15 of letters, digits, '-', '_', '.'.
       bool name = !bridge->empty() && bridge->size() <= 15 && *bridge != "." && *bridge != ".." &&
-                  std::all_of(bridge->begin(), bridge->end(), [](char c) {
-                    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                           c == '_' || c == '.';
-                  });
+                  std::all_of(bridge->begin(), bridge->end(),
+                              [](char c) { return is_alphanumeric(c) || c == '-' || c == '_' || c == '.'; });
       if (!name) {
         vm->error_at("bridge", "'" + path + ".vm.bridge' must be a bridge's interface name such as vmbr0 (1-15 letters, "
                                "digits, '-', '_', '.'), got '" + *bridge + "'");
@@ -632,7 +630,7 @@ SiteInventory parse_site_inventory(const ConfigNode& tree, Diagnostics& diagnost
   }
   top.finish();
 
-  // One profile file named two ways (through a symlink, or a hard link) is one profile: its machines
+  // One profile file named two ways (through a symlink) is one profile: its machines
   // share the spelling met first, so it is loaded and built once, into one output directory.
   std::map<fs::path, fs::path> spelling_of;
   for (auto& m : site.machines) {

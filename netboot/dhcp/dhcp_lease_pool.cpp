@@ -154,10 +154,9 @@ std::optional<DhcpLease> DhcpLeasePool::decline(const std::string& client, std::
   drop_offer(client);
   if (!usable(address)) return std::nullopt;
   if (!in_range(address) && !reserved_by_address_.contains(address)) return std::nullopt;
-  if (auto owner = leased_by_address_.find(address); owner != leased_by_address_.end() && owner->second != client &&
-                                                     leases_.at(owner->second).expires > now &&
-                                                     !is_dhcp_quarantine(leases_.at(owner->second))) {
-    return std::nullopt;
+  if (auto owner = leased_by_address_.find(address); owner != leased_by_address_.end() && owner->second != client) {
+    const DhcpLease& held = leases_.at(owner->second);
+    if (held.expires > now && !is_dhcp_quarantine(held)) return std::nullopt;
   }
   // commit() ends the client's lease on the address (another client's expired one too) and takes it.
   DhcpLease quarantine{dhcp_quarantine_key(address), address, now + range_.lease_time};

@@ -114,7 +114,8 @@ bool is_dhcp_quarantine(const DhcpLease& lease);
 // Lease file: a journal of "CLIENT ADDRESS EXPIRES" lines, '#' comments; CLIENT is the lease key (a
 // MAC in files from before option 61 was honoured, which therefore load unchanged). The last line for
 // a client wins and address 0.0.0.0 removes its lease; a release is a line that expires at once, a
-// decline a line for the address's quarantine key. Appending one line per grant keeps the fdatasync before each ACK cheap; the file is compacted
+// decline a line for the address's quarantine key. Appending one line per grant keeps the fdatasync
+// before each ACK cheap; the file is compacted
 // (rewritten from format_dhcp_leases) at start and when it grows. parse_dhcp_leases returns the final
 // lease of each client in the order of the lines that set them (commit them in that order). A last
 // line without its newline is a record torn by a crash in mid-write: it was never complete on disk,

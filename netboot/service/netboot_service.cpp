@@ -615,13 +615,11 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     // The same confinement as TFTP (netboot/confined_file.hpp: links out only to public files,
     // regular files only), for the declared asset's own directory. Absolute first: an asset beside a
     // nodes file given as "nodes.yaml" has no parent directory in its name.
-    std::error_code ec;
-    fs::path absolute = fs::absolute(path, ec);
     TftpOpenedFile file;
     try {
-      TftpRoot directory(ec ? path.parent_path() : absolute.parent_path());
+      TftpRoot directory(fs::absolute(path).parent_path());
       file = directory.open(path.filename().string());
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       file.status = TftpOpenStatus::not_found;
       file.reason = e.what();
     }
