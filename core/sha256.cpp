@@ -32,6 +32,12 @@ void Sha256::update(std::span<const std::uint8_t> data) {
 }
 void Sha256::update(std::string_view data) { EVP_DigestUpdate(state_->ctx, data.data(), data.size()); }
 
+Sha256 Sha256::copy() const {
+  Sha256 twin;
+  if (EVP_MD_CTX_copy_ex(twin.state_->ctx, state_->ctx) != 1) throw Error("sha256: OpenSSL could not copy a digest context");
+  return twin;
+}
+
 Sha256Digest Sha256::finish() {
   std::array<std::uint8_t, 32> out{};
   unsigned int length = 0;

@@ -40,6 +40,9 @@ class Sha256 {
   void update(std::span<const std::uint8_t> data);
   void update(std::string_view data);
   Sha256Digest finish();
+  // A second hash in this one's state: what was hashed so far is shared, each goes on alone (a
+  // message's common prefix hashed once for many messages that differ only after it).
+  Sha256 copy() const;
 
   static Sha256Digest of(std::string_view data);
   static Sha256Digest of(std::span<const std::uint8_t> data);

@@ -53,6 +53,15 @@ class FatFilesystem {
   std::optional<FatDirectoryEntry> stat(std::string_view path);
   bool exists(std::string_view path) { return stat(path).has_value(); }
   std::vector<std::uint8_t> read_file(std::string_view path);
+  // Where a file's bytes lie on the device, in file order: runs of contiguous clusters, the last cut
+  // at the file's size (an empty file has none). For callers that patch a few bytes of a file in a
+  // copy of the device instead of rewriting the whole file (the Talos build's per-node ISOs).
+  struct Extent {
+    std::uint64_t file_offset = 0;
+    std::uint64_t device_offset = 0;
+    std::uint64_t length = 0;
+  };
+  std::vector<Extent> file_extents(std::string_view path);
   std::string read_text_file(std::string_view path);
   // Entries other than "." and ".." and the volume label, in directory order.
   std::vector<FatDirectoryEntry> list_directory(std::string_view path);

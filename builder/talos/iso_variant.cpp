@@ -335,20 +335,72 @@ void copy_range(int from, int to, std::span<const std::uint8_t> from_bytes, std:
 
 }  // namespace
 
-Sha256Digest hash_iso_variant(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches) {
-  Sha256 sha;
+namespace {
+
+void check_patch_order(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches) {
   std::uint64_t position = 0;
   for (const auto& patch : patches) {
-    std::span<const std::uint8_t> bytes = patch.bytes();
-    if (patch.offset < position || patch.offset + bytes.size() > template_bytes.size()) {
+    std::size_t size = patch.bytes().size();
+    if (patch.offset < position || patch.offset + size > template_bytes.size()) {
       throw Error("ISO variant: patch at byte " + std::to_string(patch.offset) + " is out of order or past the image");
     }
-    sha.update(template_bytes.subspan(position, patch.offset - position));
-    sha.update(bytes);
-    position = patch.offset + bytes.size();
+    position = patch.offset + size;
+  }
+}
+
+// Hashes the variant's bytes from `position` on into `sha` (which holds the state after `position`
+// bytes); the patches are checked to be in order.
+Sha256Digest hash_variant_from(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches,
+                               Sha256 sha, std::uint64_t position) {
+  for (const auto& patch : patches) {
+    std::span<const std::uint8_t> bytes = patch.bytes();
+    std::uint64_t end = patch.offset + bytes.size();
+    if (end <= position) continue;  // wholly before the start: the template's bytes there are the variant's
+    if (patch.offset > position) sha.update(template_bytes.subspan(position, patch.offset - position));
+    sha.update(bytes.subspan(position > patch.offset ? position - patch.offset : 0));
+    position = end;
   }
   sha.update(template_bytes.subspan(position));
   return sha.finish();
+}
+
+}  // namespace
+
+Sha256Digest hash_iso_variant(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches) {
+  check_patch_order(template_bytes, patches);
+  return hash_variant_from(template_bytes, patches, Sha256(), 0);
+}
+
+Sha256Digest hash_iso_template(std::span<const std::uint8_t> template_bytes, IsoHashCheckpoints& checkpoints, std::size_t interval) {
+  if (interval == 0 || interval % 64 != 0) throw Error("internal: ISO hash checkpoints must be a multiple of 64 bytes apart");
+  checkpoints.clear();
+  Sha256 sha;
+  for (std::uint64_t offset = 0; offset < template_bytes.size(); offset += interval) {
+    checkpoints.push_back({offset, sha.copy()});
+    sha.update(template_bytes.subspan(offset, std::min<std::uint64_t>(interval, template_bytes.size() - offset)));
+  }
+  return sha.finish();
+}
+
+std::uint64_t first_patched_difference(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches) {
+  check_patch_order(template_bytes, patches);
+  for (const auto& patch : patches) {
+    std::span<const std::uint8_t> bytes = patch.bytes();
+    auto differs = std::mismatch(bytes.begin(), bytes.end(), template_bytes.begin() + static_cast<std::ptrdiff_t>(patch.offset));
+    if (differs.first != bytes.end()) return patch.offset + static_cast<std::uint64_t>(differs.first - bytes.begin());
+  }
+  return template_bytes.size();
+}
+
+Sha256Digest hash_iso_variant(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches,
+                              const IsoHashCheckpoints& checkpoints) {
+  std::uint64_t differs = first_patched_difference(template_bytes, patches);
+  // The last checkpoint at or before the first difference; checkpoints are in offset order.
+  auto after = std::upper_bound(checkpoints.begin(), checkpoints.end(), differs,
+                                [](std::uint64_t offset, const IsoHashCheckpoint& c) { return offset < c.offset; });
+  if (after == checkpoints.begin()) return hash_variant_from(template_bytes, patches, Sha256(), 0);
+  const IsoHashCheckpoint& start = *std::prev(after);
+  return hash_variant_from(template_bytes, patches, start.state.copy(), start.offset);
 }
 
 Sha256Digest write_iso_variant(const fs::path& template_path, std::span<const std::uint8_t> template_bytes,

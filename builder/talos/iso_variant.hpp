@@ -70,6 +70,31 @@ std::optional<std::vector<IsoBytePatch>> plan_iso_variant(std::uint64_t template
 // memory, so a variant is never read back to be hashed.
 Sha256Digest hash_iso_variant(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches);
 
+// The template's SHA-256 state every `interval` bytes, kept while the template itself is hashed. A
+// variant is the template's bytes up to its first patched byte that differs, so its hash can go on from
+// the last checkpoint at or before that byte instead of starting at byte 0: the nodes' ISOs share
+// everything but a few files and the EFI partition, and hashing every node's whole ISO was the largest
+// cost of a many-node build (docs/benchmarks.md, Talos section).
+struct IsoHashCheckpoint {
+  std::uint64_t offset = 0;
+  Sha256 state;  // after `offset` bytes of the template
+};
+using IsoHashCheckpoints = std::vector<IsoHashCheckpoint>;
+
+// Pure: the template's SHA-256; `checkpoints` gets the state at 0, interval, 2 * interval, ...
+// (`interval` a multiple of 64 bytes, SHA-256's block, so a checkpoint holds no partial block).
+Sha256Digest hash_iso_template(std::span<const std::uint8_t> template_bytes, IsoHashCheckpoints& checkpoints,
+                               std::size_t interval = std::size_t{1} << 20);
+
+// Pure: the offset of the first byte at which the template with `patches` applied differs from the
+// template (the template's size when no patched byte differs).
+std::uint64_t first_patched_difference(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches);
+
+// Pure: hash_iso_variant(template_bytes, patches), hashed from the last of `checkpoints` (taken by
+// hash_iso_template over the same bytes) at or before first_patched_difference.
+Sha256Digest hash_iso_variant(std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches,
+                              const IsoHashCheckpoints& checkpoints);
+
 // Writes `output` (created with `mode` before the first byte, replacing any file of that name): the
 // template's bytes with `patches` applied. The unpatched ranges are copied file to file with
 // copy_file_range (a reflink on XFS/btrfs, an in-kernel copy elsewhere), the patches written from

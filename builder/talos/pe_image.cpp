@@ -230,6 +230,25 @@ std::uint32_t pe_checksum(std::span<const std::uint8_t> image) {
   return static_cast<std::uint32_t>(sum + image.size());
 }
 
+void balance_pe_checksum(std::vector<std::uint8_t>& image, std::size_t word_offset) {
+  PeLayout layout = parse_pe(image);
+  std::size_t field = layout.optional_offset + opt_checksum;
+  if (word_offset % 2 != 0 || word_offset + 2 > image.size() || (word_offset < field + 4 && word_offset + 2 > field)) {
+    throw Error("PE: cannot balance the checksum at byte " + std::to_string(word_offset) + ": not an even word of the file outside CheckSum");
+  }
+  if (image[word_offset] != 0 || image[word_offset + 1] != 0) {
+    throw Error("PE: cannot balance the checksum at byte " + std::to_string(word_offset) + ": the word there is not zero");
+  }
+  // CheckSum = fold(sum of words) + size, so the folded sum is CheckSum - size; adding w to it (one's
+  // complement) gives 0xffff when w = 0xffff - folded.
+  auto folded = static_cast<std::uint32_t>(get32(image, field) - image.size());
+  if (folded > 0xffff) throw Error("PE: cannot balance the checksum: CheckSum does not hold the image's checksum");
+  std::uint32_t word = 0xffff - folded;
+  image[word_offset] = static_cast<std::uint8_t>(word & 0xff);
+  image[word_offset + 1] = static_cast<std::uint8_t>(word >> 8);
+  put32(image, field, static_cast<std::uint32_t>(0xffff + image.size()));
+}
+
 std::vector<std::uint8_t> remove_pe_signature(std::span<const std::uint8_t> image) {
   PeLayout layout = parse_pe(image);
   std::vector<std::uint8_t> out;

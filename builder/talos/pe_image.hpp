@@ -58,6 +58,14 @@ std::vector<std::uint8_t> pe_section_contents(std::span<const std::uint8_t> imag
 // The value of the optional header's CheckSum field for `image` (the field itself counts as zero).
 std::uint32_t pe_checksum(std::span<const std::uint8_t> image);
 
+// Sets the 16-bit word at `word_offset` so that the image's sum of words folds to 0xffff, and CheckSum
+// to that plus the file size: every image of one size balanced this way has the same CheckSum whatever
+// else differs, so per-node UKIs differ only where their content does (docs/benchmarks.md, Talos
+// section). The word must lie where the loader reads nothing (raw data past a section's VirtualSize),
+// be zero, and CheckSum must hold pe_checksum(image) (as replace_pe_section leaves it). Throws Error
+// otherwise (an odd offset, outside the file, not zero).
+void balance_pe_checksum(std::vector<std::uint8_t>& image, std::size_t word_offset);
+
 // The image without its certificate table (data directory 4 zeroed, its bytes cut from the end of the
 // file) and with the checksum recomputed. Unchanged when there is no signature.
 std::vector<std::uint8_t> remove_pe_signature(std::span<const std::uint8_t> image);

@@ -28,6 +28,8 @@
 #include "core/huge_pages.hpp"
 #include "core/log.hpp"
 #include "core/secret.hpp"
+#include "disk/block_device.hpp"
+#include "disk/fat_filesystem.hpp"
 #include "disk/linux_kernel_image.hpp"
 
 namespace aggrik8s::builder {
@@ -271,6 +273,28 @@ SharedBootIsoPlan plan_command_lines(const Profile& profile, const TalosInputs& 
   return shared;
 }
 
+// One UKI copy in the template ISO (the tree's, the EFI partition's), for nodes written by rewriting
+// only its archive slot (uki_image.hpp: uki_append_slot): where the slot's bytes and its balancing word
+// lie in the ISO, and the template's bytes there. The tree's UKI is one extent of the ISO; the
+// partition's may be several runs of FAT clusters.
+struct TemplateUkiSlot {
+  UkiAppendSlot slot;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> region_ranges;  // ISO offset and length, in slot order
+  std::uint64_t balance_offset = 0;                                    // in the ISO
+  std::vector<std::uint8_t> region;                                    // the template's bytes there
+  std::array<std::uint8_t, 2> balance{};
+};
+
+// Every UKI copy's slot, for nodes whose UKIs take the template's command-line arguments and whose
+// archives end in the same 4 KiB: their ISOs are the template with the slots, the balancing words and
+// their small files patched in. No UKI is rebuilt and no FAT rewritten (~45 MiB copied four times a
+// node before; docs/benchmarks.md, Talos section).
+struct TemplateUkiSlots {
+  std::vector<std::string> add_args;
+  TalosIsoUkis::Applied applied;  // the template's: the same arguments give the same command lines
+  std::vector<TemplateUkiSlot> ukis;  // in TalosIsoUkis::append_slots order
+};
+
 // The first node's ISO, once written, as the template the other nodes' ISOs are variants of
 // (builder/talos/iso_variant.hpp): remastering each node from scratch with libisoburn wrote the whole
 // image through libburn's writer each time; a variant is one copy of it with the node's files patched in
@@ -284,17 +308,24 @@ struct NodeIsoTemplate {
   // Buffers for the nodes' edited partitions: one for each hash in flight (IsoDigestInFlight) and one
   // for the node being edited.
   std::array<std::vector<std::uint8_t>, max_iso_digests_in_flight + 1> partition_work;
+  // Taken by the template's own hash (start_iso_digest); the variants' hashes wait for them and go on
+  // from the last one before their first differing byte.
+  IsoHashCheckpoints checkpoints{};
+  std::shared_future<void> checkpoints_taken{};
+  std::optional<TemplateUkiSlots> uki_slots{};  // nullopt: each node's UKIs are edited whole
 };
 
 // A node ISO that is written and renamed but whose SHA-256 is still being taken, on a thread of its
 // own from the template's mapped bytes and the node's patches, while the next nodes' UKIs and EFI
 // partitions are edited and their ISOs copied: per node the hash (~80 ms for 127 MiB on one core) takes
-// longer than the edit and the copy. It owns what the patches point into (the grub.cfg and archive
-// copies, the edited UKIs; the partition is the template's partition_work[partition_work_index]).
+// longer than the edit and the copy. It owns what the patches point into (the config, grub.cfg and
+// archive copies, the edited UKIs; the partition is the template's partition_work[partition_work_index]).
 struct IsoDigestInFlight {
   fs::path target;
+  std::string config_yaml;
   std::string grub_cfg;
   std::string embedded_segment;
+  std::vector<UkiSlotBytes> uki_slot_bytes;  // the slot path's UKI bytes (TemplateUkiSlots)
   TalosIsoUkis::EditedInMemory edited;
   std::optional<std::size_t> partition_work_index;
   std::vector<IsoBytePatch> patches;
@@ -364,9 +395,31 @@ std::size_t free_partition_work(const TalosOutputWriter& writer) {
 // use bounded.
 void start_iso_digest(TalosOutputWriter& writer, const TalosIsoUkis& ukis, std::unique_ptr<IsoDigestInFlight> job) {
   while (writer.digests_in_flight.size() >= max_iso_digests_in_flight) settle_oldest_iso_digest(writer, ukis);
-  std::span<const std::uint8_t> template_bytes = writer.node_iso_template->bytes.bytes();
-  const IsoDigestInFlight* in_flight = job.get();
-  job->digest = std::async(std::launch::async, [template_bytes, in_flight] { return hash_iso_variant(template_bytes, in_flight->patches); });
+  NodeIsoTemplate& t = *writer.node_iso_template;
+  std::span<const std::uint8_t> template_bytes = t.bytes.bytes();
+  IsoHashCheckpoints* checkpoints = &t.checkpoints;
+  if (!t.checkpoints_taken.valid()) {
+    // The first job is the template's own hash: it keeps the checkpoints the variants' hashes start from.
+    auto taken = std::make_shared<std::promise<void>>();
+    t.checkpoints_taken = taken->get_future().share();
+    job->digest = std::async(std::launch::async, [template_bytes, checkpoints, taken] {
+      try {
+        Sha256Digest digest = hash_iso_template(template_bytes, *checkpoints);
+        taken->set_value();
+        return digest;
+      } catch (...) {
+        taken->set_exception(std::current_exception());
+        throw;
+      }
+    });
+  } else {
+    const IsoDigestInFlight* in_flight = job.get();
+    std::shared_future<void> taken = t.checkpoints_taken;
+    job->digest = std::async(std::launch::async, [template_bytes, checkpoints, taken, in_flight] {
+      taken.get();
+      return hash_iso_variant(template_bytes, in_flight->patches, *checkpoints);
+    });
+  }
   writer.digests_in_flight.push_back(std::move(job));
 }
 
@@ -546,6 +599,99 @@ std::optional<NodeIsoTemplate> make_node_iso_template(const fs::path& iso, const
   return t;
 }
 
+// Where the template's UKI copies hold their archive slots, or nullopt (and why, at debug level) when
+// a node's UKIs must be edited whole: no archive appended, a UKI that cannot be balanced, a copy not
+// found where expected. The template's bytes in each slot must be the first node's archive and zeros,
+// which checks the offsets found.
+std::optional<TemplateUkiSlots> find_template_uki_slots(const NodeIsoTemplate& t, const TalosIsoUkis& ukis,
+                                                        const UkiEdit& edit, const TalosIsoUkis::Applied& applied) {
+  if (ukis.empty() || edit.append_to_initrd.empty()) return std::nullopt;
+  auto refuse = [&](const std::string& why) -> std::optional<TemplateUkiSlots> {
+    log::debug(t.path.filename().string(), ": each node's UKIs are edited whole: ", why);
+    return std::nullopt;
+  };
+  std::span<const std::uint8_t> image = t.bytes.bytes();
+  // The template's partition read in place (FAT and directories only), not copied: a fresh 49 MiB
+  // buffer costs ~0.3 s of page faults on the development VMs.
+  std::optional<FileBlockDevice> file;
+  std::optional<SubrangeBlockDevice> device;
+  std::optional<FatFilesystem> fat;
+  TemplateUkiSlots out{edit.add_args, applied, {}};
+  for (const auto& at : ukis.append_slots(edit.add_args, edit.append_to_initrd.size())) {
+    if (!at.slot) return refuse("/" + at.path + " has no room to balance its checksum");
+    TemplateUkiSlot u{*at.slot, {}, 0, {}, {}};
+    // File offsets in the UKI -> ISO offsets, through the file's extents.
+    std::vector<FatFilesystem::Extent> extents;
+    if (!at.in_partition) {
+      auto placement = std::find_if(t.placements.begin(), t.placements.end(), [&](const auto& p) { return p.path == at.path; });
+      if (placement == t.placements.end() || placement->size != u.slot.image_size) return refuse("/" + at.path + " is not where expected");
+      extents.push_back({0, placement->data_offset, placement->size});
+    } else {
+      if (!t.partition) return refuse("no EFI partition");
+      if (!fat) {
+        file.emplace(t.path, FileBlockDevice::Access::read_only);
+        device.emplace(*file, t.partition->offset, t.partition->size, t.path.string() + " EFI partition");
+        fat.emplace(*device);
+      }
+      extents = fat->file_extents(at.path);
+      std::uint64_t size = extents.empty() ? 0 : extents.back().file_offset + extents.back().length;
+      if (size != u.slot.image_size) return refuse("EFI partition:/" + at.path + " is not the edited UKI's size");
+      for (auto& e : extents) e.device_offset += t.partition->offset;
+    }
+    auto map = [&](std::uint64_t from, std::uint64_t length) {
+      std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+      for (const auto& e : extents) {
+        std::uint64_t begin = std::max(from, e.file_offset);
+        std::uint64_t end = std::min(from + length, e.file_offset + e.length);
+        if (begin < end) ranges.emplace_back(e.device_offset + (begin - e.file_offset), end - begin);
+      }
+      return ranges;
+    };
+    u.region_ranges = map(u.slot.archive_offset, u.slot.length);
+    auto balance = map(u.slot.balance_offset, 2);
+    if (balance.size() != 1 || balance.front().second != 2) return refuse("/" + at.path + "'s checksum word spans two clusters");
+    u.balance_offset = balance.front().first;
+    for (const auto& [offset, length] : u.region_ranges) {
+      std::span<const std::uint8_t> part = image.subspan(offset, length);
+      u.region.insert(u.region.end(), part.begin(), part.end());
+    }
+    u.balance = {image[u.balance_offset], image[u.balance_offset + 1]};
+    std::vector<std::uint8_t> expected(edit.append_to_initrd.begin(), edit.append_to_initrd.end());
+    expected.resize(u.slot.length, 0);
+    if (u.region != expected) return refuse("/" + at.path + "'s archive is not where expected");
+    out.ukis.push_back(std::move(u));
+  }
+  return out;
+}
+
+// The node's UKI patches through the template's slots, or nullopt when its UKIs need editing whole
+// (other command-line arguments, an archive that ends in another 4 KiB). `job` keeps the bytes.
+std::optional<std::vector<IsoRegionReplacement>> uki_slot_patches(const TemplateUkiSlots& slots, const TalosIsoUkis& ukis,
+                                                                  const UkiEdit& edit, IsoDigestInFlight& job) {
+  if (edit.add_args != slots.add_args || edit.append_to_initrd.empty()) return std::nullopt;
+  auto at = ukis.append_slots(edit.add_args, edit.append_to_initrd.size());
+  if (at.size() != slots.ukis.size()) return std::nullopt;
+  for (std::size_t i = 0; i < at.size(); ++i) {
+    if (at[i].slot != slots.ukis[i].slot) return std::nullopt;
+  }
+  job.uki_slot_bytes.clear();
+  for (const auto& u : slots.ukis) {
+    job.uki_slot_bytes.push_back(uki_slot_bytes(u.slot, u.region, u.balance, edit.append_to_initrd));
+  }
+  // Spans into job.uki_slot_bytes, complete now (no reallocation after this point).
+  std::vector<IsoRegionReplacement> regions;
+  for (std::size_t i = 0; i < slots.ukis.size(); ++i) {
+    const auto& bytes = job.uki_slot_bytes[i];
+    std::size_t taken = 0;
+    for (const auto& [offset, length] : slots.ukis[i].region_ranges) {
+      regions.push_back({offset, std::span<const std::uint8_t>(bytes.region).subspan(taken, length)});
+      taken += length;
+    }
+    regions.push_back({slots.ukis[i].balance_offset, std::span<const std::uint8_t>(bytes.balance)});
+  }
+  return regions;
+}
+
 // <node>.iso as a variant of the template: the node's files, their directory records and the EFI
 // partition patched into a copy. nullopt when a file would need another number of blocks (the caller
 // then remasters this node from scratch). The returned file's SHA-256 is a placeholder: the hash runs
@@ -557,10 +703,26 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
   NodeIsoTemplate& t = *writer.node_iso_template;
   auto job = std::make_unique<IsoDigestInFlight>();
   job->target = target;
+  job->config_yaml = config_yaml;
   job->grub_cfg = grub_cfg;
   job->embedded_segment = uki_edit.append_to_initrd;
-  std::vector<IsoFileReplacement> files{{"config.yaml", bytes_of(config_yaml)}, {"boot/grub/grub.cfg", bytes_of(job->grub_cfg)}};
+  std::vector<IsoFileReplacement> files{{"config.yaml", bytes_of(job->config_yaml)}, {"boot/grub/grub.cfg", bytes_of(job->grub_cfg)}};
   if (embedded) files.push_back({std::string(talos_extension_initrd_iso_path).substr(1), bytes_of(job->embedded_segment)});
+  if (t.uki_slots) {
+    if (auto regions = uki_slot_patches(*t.uki_slots, ukis, uki_edit, *job)) {
+      auto patches = plan_iso_variant(t.bytes.size(), t.placements, files, *regions);
+      if (patches) {
+        uefi = t.uki_slots->applied;
+        log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files and UKI archives (",
+                   patches->size(), " patches)");
+        job->patches = std::move(*patches);
+        const IsoDigestInFlight* in_flight = job.get();
+        start_iso_digest(writer, ukis, std::move(job));
+        copy_iso_variant(t.path, t.bytes.bytes(), in_flight->patches, writer.start(target), 0600);
+        return writer.finish(target, Sha256Digest{});
+      }
+    }
+  }
   std::size_t set = free_partition_work(writer);
   std::vector<std::uint8_t>& partition = t.partition_work[set];
   reserve_on_huge_pages(partition, t.input_partition.size());
@@ -587,39 +749,57 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
   return writer.finish(target, Sha256Digest{});
 }
 
+// A node's config.yaml, grub.cfg and embedded-config archive in its ISO, padded with `fill` (newlines
+// for the text files, which YAML and GRUB skip; zeros for the archive, which the kernel skips between
+// initramfs archives) to whole 2048-byte blocks, and laid out after every other file. Their sizes, in
+// the directory records near the start of the image, are then the same for nodes whose files take as
+// many blocks, and two nodes' ISOs first differ at the UKI's appended archive, ~60% into the image:
+// each node's SHA-256 starts from the template's state there (hash_iso_variant with checkpoints).
+constexpr std::int32_t node_file_weight = -2;  // after the UKIs (-1, uki_boot_files.cpp) and the input's files (0)
+
+std::string in_whole_iso_blocks(std::string bytes, char fill) {
+  constexpr std::size_t block = 2048;
+  bytes.resize((bytes.size() + block - 1) / block * block, fill);
+  return bytes;
+}
+
 // <node>.iso: the input ISO remastered with the node's config and kernel arguments (the first node's
 // with libisoburn, the others as variants of it where they fit). Returns its manifest entry.
 nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources& sources, const NodePlan& plan,
-                              const fs::path& node_work, const fs::path& config_file, TalosBuiltNode& built) {
+                              const fs::path& node_work, TalosBuiltNode& built) {
   const TalosNode& node = *plan.node;
   const TalosIsoUkis& ukis = sources.iso.ukis;
   log::info("node ", node.name, ": writing the ISO");
   std::vector<std::string> add = with_metal_iso_arg(node.kernel_args);
   GrubConfigEdit edit{add, {}};
-  std::vector<IsoFileToAdd> files{{config_file, "/config.yaml", 0400}};
+  // The node's own files fill whole blocks and come last in the ISO (in_whole_iso_blocks, node_file_weight).
+  std::string config_yaml = in_whole_iso_blocks(plan.config_yaml, '\n');
+  fs::path iso_config = node_work / "iso-config.yaml";
+  write_file_with_mode(iso_config, config_yaml, config_mode);
+  std::vector<IsoFileToAdd> files{{iso_config, "/config.yaml", 0400, node_file_weight}};
   std::string embedded_segment;
   std::optional<TalosExtensionLayer> extension_layer;
   if (sources.embed_config) {
     // The `embedded-config` system extension, as Talos' imager adds it to the initramfs.
     EmbeddedConfigExtension extension = sources.embedded_config_archives->take(node);
-    embedded_segment = std::move(extension.initramfs_segment);
+    embedded_segment = in_whole_iso_blocks(std::move(extension.initramfs_segment), '\0');
     extension_layer = extension.layer;
     fs::path segment = node_work / "embedded-config.cpio.zst";
     write_file_with_mode(segment, embedded_segment, config_mode);
-    files.push_back({segment, talos_extension_initrd_iso_path, 0400});
+    files.push_back({segment, talos_extension_initrd_iso_path, 0400, node_file_weight});
     edit.append_initrds.push_back(talos_extension_initrd_iso_path);
   }
-  std::string grub_cfg = edit_grub_config(sources.iso.grub_cfg, edit).text;
+  std::string grub_cfg = in_whole_iso_blocks(edit_grub_config(sources.iso.grub_cfg, edit).text, '\n');
   fs::path cfg = node_work / "grub.cfg";
   write_file_with_mode(cfg, grub_cfg, public_mode);
-  files.push_back({cfg, "/boot/grub/grub.cfg", 0444});
+  files.push_back({cfg, "/boot/grub/grub.cfg", 0444, node_file_weight});
   fs::path target = writer.out / (node.name + ".iso");
   // The UKI's initramfs gets the same extension archive GRUB loads as a second initrd.
   UkiEdit uki_edit{add, embedded_segment};
   std::optional<TalosIsoUkis::Applied> uefi;
   std::optional<BuiltFile> written;
   if (writer.node_iso_template) {
-    written = write_node_iso_variant(writer, ukis, uki_edit, plan.config_yaml, grub_cfg, sources.embed_config, target, uefi);
+    written = write_node_iso_variant(writer, ukis, uki_edit, config_yaml, grub_cfg, sources.embed_config, target, uefi);
   }
   if (!written) {
     log::debug(target.filename().string(), ": remastering the input ISO");
@@ -631,6 +811,9 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
       writer.node_iso_template_tried = true;
       written = writer.finish(target, Sha256Digest{});  // the digest follows
       writer.node_iso_template = make_node_iso_template(target, request.files, ukis);
+      if (writer.node_iso_template && uefi) {
+        writer.node_iso_template->uki_slots = find_template_uki_slots(*writer.node_iso_template, ukis, uki_edit, *uefi);
+      }
       if (writer.node_iso_template) {
         // The template's SHA-256 is its ISO's: taken from its mapping on a thread, as the variants'
         // are, while the next node is edited, instead of reading the ISO back here (~0.1 s a build).
@@ -705,15 +888,13 @@ TalosBuiltNode write_node_outputs(const Profile& profile, TalosOutputWriter& wri
   if (node.uuid) report["uuid"] = *node.uuid;
   fs::path node_work = writer.work.path() / node.name;
   fs::create_directories(node_work);
-  fs::path config_file = node_work / "config.yaml";
-  write_file_with_mode(config_file, plan.config_yaml, config_mode);
 
   if (wants(profile, "config-iso")) {
     BuiltFile f = write_node_config_iso(writer, plan);
     built.files.push_back(f);
     report["outputs"]["config-iso"] = built_file_json(f, writer.out);
   }
-  if (wants(profile, "iso")) report["outputs"]["iso"] = write_node_iso(writer, sources, plan, node_work, config_file, built);
+  if (wants(profile, "iso")) report["outputs"]["iso"] = write_node_iso(writer, sources, plan, node_work, built);
   if (wants(profile, "netboot")) report["outputs"]["netboot"] = write_netboot_directory(writer, sources.netboot, plan, built);
   return built;
 }

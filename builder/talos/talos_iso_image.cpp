@@ -403,6 +403,9 @@ void remaster_iso(const IsoRemaster& request) {
     std::snprintf(mode, sizeof mode, "%04o", file.mode);
     args.insert(args.end(), {"-map", file.source.string(), file.path_in_image, "-chmod", mode, file.path_in_image, "--",
                              "-chown", "0", file.path_in_image, "--", "-chgrp", "0", file.path_in_image, "--"});
+    if (file.sort_weight != 0) {
+      args.insert(args.end(), {"-find", file.path_in_image, "-exec", "sort_weight", std::to_string(file.sort_weight), "--"});
+    }
   }
   if (request.efi_partition) {
     // After replay, which appended the input's partition: the same slot and type, the edited image.

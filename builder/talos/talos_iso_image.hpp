@@ -47,6 +47,10 @@ struct IsoFileToAdd {
   std::filesystem::path source;  // a file on disk
   std::string path_in_image;     // "/config.yaml"
   std::uint32_t mode = 0444;
+  // libisofs lays out files with higher weights first (xorriso's `-exec sort_weight`): the input's
+  // files have 1 and more (their old order), added ones 0. Per-node files get negative weights so that
+  // what differs between nodes comes last, in an order of the caller's choosing.
+  std::int32_t sort_weight = 0;
 };
 
 // The EFI system partition appended to a hybrid ISO (Talos' efiboot.img, grub-mkrescue's efi.img): the

@@ -166,27 +166,41 @@ std::vector<std::uint8_t> TalosIsoUkis::read_partition() const {
   return bytes;
 }
 
+const EditedUki& TalosIsoUkis::command_line_edit(const Uki& uki, const std::vector<std::string>& add_args) const {
+  if (command_line_edit_args_ != add_args) {
+    command_line_edits_.clear();
+    command_line_edit_args_ = add_args;
+  }
+  for (const auto& [input, done] : command_line_edits_) {
+    if (input == &uki.bytes) return done;
+  }
+  command_line_edits_.emplace_back(&uki.bytes, edit_uki(uki.bytes, {add_args, {}}));
+  return command_line_edits_.back().second;
+}
+
+std::vector<TalosIsoUkis::AppendSlotAt> TalosIsoUkis::append_slots(const std::vector<std::string>& add_args,
+                                                                   std::size_t append_size) const {
+  std::vector<AppendSlotAt> out;
+  for (const auto* set : {&in_tree_, &in_partition_}) {
+    for (const auto& uki : *set) {
+      // The cache is keyed by the input UKI's bytes: the partition's copy of a tree UKI is its own entry.
+      const Uki& same = uki.first_same < in_tree_.size() ? in_tree_[uki.first_same] : in_partition_.at(uki.first_same - in_tree_.size());
+      out.push_back({uki.path, set == &in_partition_, uki_append_slot(command_line_edit(same, add_args).image, append_size)});
+    }
+  }
+  return out;
+}
+
 TalosIsoUkis::EditedInMemory TalosIsoUkis::edit(const UkiEdit& edit, std::int64_t timestamp,
                                                 std::vector<std::uint8_t>& partition) const {
   EditedInMemory result;
-  if (command_line_edit_args_ != edit.add_args) {
-    command_line_edits_.clear();
-    command_line_edit_args_ = edit.add_args;
-  }
-  auto command_line_edit = [&](const Uki& uki) -> const EditedUki& {
-    for (const auto& [input, done] : command_line_edits_) {
-      if (input == &uki.bytes) return done;
-    }
-    command_line_edits_.emplace_back(&uki.bytes, edit_uki(uki.bytes, {edit.add_args, {}}));
-    return command_line_edits_.back().second;
-  };
   // The tree and the partition normally hold the same UKI: edit each distinct one once.
   std::vector<std::optional<std::size_t>> image_of(in_tree_.size() + in_partition_.size());
   auto edited = [&](const Uki& uki) -> std::size_t {
     std::optional<std::size_t>& image = image_of.at(uki.first_same);
     if (image) return *image;
     // edit_uki(bytes, edit), in two steps (uki_image.hpp): the shared command-line edit, then the append.
-    const EditedUki& base = command_line_edit(uki);
+    const EditedUki& base = command_line_edit(uki, edit.add_args);
     EditedUki full{{}, base.command_lines, base.signature_removed};
     if (!spare_images_.empty()) {
       full.image = std::move(spare_images_.back());
@@ -236,7 +250,9 @@ TalosIsoUkis::Applied TalosIsoUkis::apply(const UkiEdit& edit, const fs::path& w
   for (std::size_t i = 0; i < edited.in_tree.size(); ++i) {
     fs::path file = work_dir / ("uki-" + std::to_string(i) + ".efi");
     write_bytes(file, edited.images[edited.in_tree[i].second].image);
-    request.files.push_back({file, "/" + edited.in_tree[i].first, 0444});
+    // After the input's files, before a node's small files (write_node_iso): its appended archive is
+    // the first byte that differs between nodes' ISOs.
+    request.files.push_back({file, "/" + edited.in_tree[i].first, 0444, -1});
   }
   if (!in_partition_.empty()) {
     fs::path image = work_dir / "efiboot.img";

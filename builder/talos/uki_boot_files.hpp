@@ -51,6 +51,16 @@ class TalosIsoUkis {
   // partition (read_partition()) and gets the edited UKIs written into it by our FAT writer, its files
   // stamped `timestamp`.
   EditedInMemory edit(const UkiEdit& edit, std::int64_t timestamp, std::vector<std::uint8_t>& partition) const;
+  // Where an archive of `append_size` bytes lands in each UKI edited with `add_args` (uki_append_slot
+  // of its command-line edit), tree UKIs first, then the partition's, in locations() order: a node
+  // whose archive has every UKI's slot of the first node's ISO is written as that ISO with the slots
+  // rewritten (uki_slot_bytes), not by editing whole UKIs and the FAT (talos_image_builder.cpp).
+  struct AppendSlotAt {
+    std::string path;  // without leading '/'
+    bool in_partition = false;
+    std::optional<UkiAppendSlot> slot;
+  };
+  std::vector<AppendSlotAt> append_slots(const std::vector<std::string>& add_args, std::size_t append_size) const;
   // Hands back the buffers of an edit whose images are no longer needed: the next edit() writes into
   // them instead of faulting in a fresh 50 MiB per UKI (docs/benchmarks.md, Talos section).
   void recycle(EditedInMemory&& done) const;
@@ -70,6 +80,9 @@ class TalosIsoUkis {
     // once. Found once in read(), not per node (comparing two ~40 MiB UKIs costs ~4 ms).
     std::size_t first_same = 0;
   };
+  // The UKI with its command lines edited (cached: see command_line_edits_).
+  const EditedUki& command_line_edit(const Uki& uki, const std::vector<std::string>& add_args) const;
+
   std::filesystem::path iso_;
   std::vector<Uki> in_tree_;
   std::optional<IsoEfiPartition> partition_;

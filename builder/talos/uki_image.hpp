@@ -6,7 +6,9 @@
 // profiles such as "reset"); an edit applies to each, as a GRUB edit applies to every menu entry.
 // Any edit voids the Authenticode signature Secure Boot checks: it is removed, not left broken, and
 // EditedUki says so (docs/proxmox.md explains what that means for Secure Boot).
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,5 +49,31 @@ std::vector<std::uint8_t> append_to_uki_initrd(std::span<const std::uint8_t> uki
 // `uki`'s storage.
 void append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view append, std::vector<std::uint8_t>& out,
                           std::vector<std::uint8_t>& initrd);
+
+// Where append_to_uki_initrd(base, a) puts an archive `a` of `append_size` bytes: the .initrd section
+// is zero-padded so that every archive ending in the same 4 KiB gives a UKI of the same layout, and
+// such UKIs differ only in [archive_offset, archive_offset + length) (the archive, then zeros) and in
+// the checksum-balancing word at balance_offset (their CheckSum fields are equal). nullopt when the
+// UKI cannot be balanced (a FileAlignment under 8, an odd raw offset).
+struct UkiAppendSlot {
+  std::size_t archive_offset = 0;  // file offsets in the edited UKI
+  std::size_t length = 0;
+  std::size_t balance_offset = 0;
+  std::size_t image_size = 0;      // of the edited UKI
+  friend bool operator==(const UkiAppendSlot&, const UkiAppendSlot&) = default;
+};
+std::optional<UkiAppendSlot> uki_append_slot(std::span<const std::uint8_t> base, std::size_t append_size);
+
+// The bytes of another archive's UKI in `slot`, from those of a UKI already edited with the same slot
+// (`edited_region`: its [archive_offset, +length); `edited_balance`: its 2 bytes at balance_offset):
+// `region` gets `append` and zeros, `balance` the word that keeps the CheckSum. The checksum is a sum
+// of words, so the new word follows from the old one and the two regions' sums, without reading the
+// rest of the UKI. Equal to append_to_uki_initrd(base, append) at those offsets (and so everywhere).
+struct UkiSlotBytes {
+  std::vector<std::uint8_t> region;
+  std::array<std::uint8_t, 2> balance{};
+};
+UkiSlotBytes uki_slot_bytes(const UkiAppendSlot& slot, std::span<const std::uint8_t> edited_region,
+                            std::span<const std::uint8_t, 2> edited_balance, std::string_view append);
 
 }  // namespace aggrik8s::builder

@@ -195,6 +195,47 @@ grep_log 'talos-standin: config: *hostname: "\?cp1' "$WORK/ovmf-cp1.log" "OVMF c
 grep_log 'talos-standin: done' "$WORK/ovmf-cp1.log" "OVMF cp1.iso"
 pass "OVMF: cp1.iso boots through systemd-boot and its edited UKI with cp1's arguments and embedded-config extension"
 
+# A node written as the first node's ISO with its own files and UKI archive slots patched in (the
+# variant path with no UKI rebuilt): boots under both firmwares with its own config, found in its
+# zero-padded embedded-config archive (GRUB's initrd file and the UKI's .initrd alike).
+cat >"$WORK/variants.yaml" <<YAML
+kind: talos-iso
+name: e2e-variants
+talos:
+  iso: {path: $TALOS_FIXTURE/metal-amd64.iso}
+  config: {file: controlplane.yaml}
+  outputs: [iso]
+  kernel_args: [console=ttyS0, e2e.variant=1]
+nodes:
+  - name: v1
+    addresses: [10.0.20.31/24]
+  - name: v2
+    hostname: v2-variant-host
+    addresses: [10.0.20.32/24]
+YAML
+expect_status 0 "build two node ISOs that share their arguments" -- \
+  "$CLI" build -v --cache-dir "$WORK/cache" --out "$WORK/out-variants" "$WORK/variants.yaml"
+expect_output "v2.iso: a copy of v1.iso with this node's files and UKI archives" "v2.iso is v1.iso with v2's files and UKI archive slots"
+(cd "$WORK/out-variants" && sha256sum -c --quiet SHA256SUMS) || fail "the variants' SHA256SUMS"
+V2_SHA=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["nodes"][1]["config_sha256"])' "$WORK/out-variants/manifest.json")
+timeout 120 qemu-system-x86_64 -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/bios-v2.log" -no-reboot \
+  -cdrom "$WORK/out-variants/v2.iso" -boot d </dev/null >"$WORK/bios-v2.qemu" 2>&1 || true
+grep_log 'talos-standin: cmdline: BOOT_IMAGE=/boot/vmlinuz .* console=ttyS0 e2e.variant=1 talos.config=metal-iso' "$WORK/bios-v2.log" "SeaBIOS v2.iso (GRUB)"
+grep_log "talos-standin: config-source: embedded-config extension $V2_SHA /usr/local/etc/talos/config.yaml mode 400" "$WORK/bios-v2.log" "SeaBIOS v2.iso"
+grep_log 'talos-standin: config: *hostname: "\?v2-variant-host' "$WORK/bios-v2.log" "SeaBIOS v2.iso"
+grep_log 'talos-standin: done' "$WORK/bios-v2.log" "SeaBIOS v2.iso"
+pass "SeaBIOS: v2.iso (a variant of v1.iso) boots through GRUB with its own embedded config"
+ovmf_firmware ovmf-v2
+timeout 120 qemu-system-x86_64 "${OVMF_ARGS[@]}" -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/ovmf-v2.log" -no-reboot \
+  -drive "if=none,id=cd0,media=cdrom,readonly=on,file=$WORK/out-variants/v2.iso" -device ide-cd,drive=cd0,bus=ide.0,bootindex=1 \
+  </dev/null >"$WORK/ovmf-v2.qemu" 2>&1 || true
+grep_log 'talos-standin: cmdline: talos.platform=metal .* console=ttyS0 e2e.variant=1 talos.config=metal-iso' "$WORK/ovmf-v2.log" "OVMF v2.iso"
+grep -a 'talos-standin: cmdline:' "$WORK/ovmf-v2.log" | grep -q BOOT_IMAGE && fail "OVMF v2.iso booted through GRUB, not the UKI"
+grep_log "talos-standin: config-source: embedded-config extension $V2_SHA /usr/local/etc/talos/config.yaml mode 400" "$WORK/ovmf-v2.log" "OVMF v2.iso"
+grep_log 'talos-standin: config: *hostname: "\?v2-variant-host' "$WORK/ovmf-v2.log" "OVMF v2.iso"
+grep_log 'talos-standin: done' "$WORK/ovmf-v2.log" "OVMF v2.iso"
+pass "OVMF: v2.iso boots through systemd-boot and its UKI, the archive slot and checksum word patched in"
+
 ovmf_firmware ovmf
 timeout 120 qemu-system-x86_64 "${OVMF_ARGS[@]}" -m 512 -smp 1 -display none -monitor none -serial "file:$WORK/ovmf.log" -no-reboot \
   -drive "if=none,id=cd0,media=cdrom,readonly=on,file=$OUT/talos-metal-iso.iso" -device ide-cd,drive=cd0,bus=ide.0,bootindex=1 \

@@ -35,3 +35,13 @@ TEST_CASE("sha256 of a file matches sha256sum", "[sha256]") {
   CHECK(Sha256::of_file(dir / "f") == Sha256::of(content));
   CHECK_THROWS_AS(Sha256::of_file(dir / "missing"), aggrik8s::Error);
 }
+
+TEST_CASE("sha256 copy goes on from the same state, independently", "[sha256]") {
+  Sha256 prefix;
+  prefix.update("ab");
+  Sha256 twin = prefix.copy();
+  twin.update("c");
+  prefix.update("d");
+  CHECK(twin.finish() == Sha256::of("abc"));
+  CHECK(prefix.finish() == Sha256::of("abd"));
+}

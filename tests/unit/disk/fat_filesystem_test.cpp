@@ -390,3 +390,33 @@ TEST_CASE("fat: corrupt volumes are rejected with what is wrong", "[fat]") {
     CHECK_THROWS_WITH(fs.read_file("huge.bin"), Contains("file size is 4294967295 bytes but its 2 clusters hold only 1024"));
   }
 }
+
+TEST_CASE("fat: a file's extents say where each of its bytes lies on the device, fragmented or not", "[fat]") {
+  auto device = format({});
+  FatFilesystem fs(device);
+  const std::uint64_t cluster = fs.cluster_size();
+  fs.write_file("a.bin", pseudo_random_bytes(20 * cluster, 4));
+  fs.write_file("b.bin", pseudo_random_bytes(3000, 5));
+  fs.remove("a.bin");
+  // All but a.bin's clusters and two more filled, so c.bin takes the last two clusters of the volume,
+  // then wraps round to those a.bin freed: two runs, the second before the first on the device.
+  fs.write_file("filler.bin", pseudo_random_bytes(static_cast<std::size_t>(fs.free_bytes() - 22 * cluster), 7));
+  auto c = pseudo_random_bytes(static_cast<std::size_t>(21 * cluster + 1), 6);
+  fs.write_file("c.bin", c);
+  auto extents = fs.file_extents("c.bin");
+  REQUIRE(extents.size() == 2);
+  CHECK(extents[1].device_offset < extents[0].device_offset);
+  std::uint64_t position = 0;
+  for (const auto& e : extents) {
+    CHECK(e.file_offset == position);
+    std::vector<std::uint8_t> on_device(device.bytes().begin() + static_cast<std::ptrdiff_t>(e.device_offset),
+                                        device.bytes().begin() + static_cast<std::ptrdiff_t>(e.device_offset + e.length));
+    CHECK(on_device == std::vector<std::uint8_t>(c.begin() + static_cast<std::ptrdiff_t>(e.file_offset),
+                                                 c.begin() + static_cast<std::ptrdiff_t>(e.file_offset + e.length)));
+    position += e.length;
+  }
+  CHECK(position == c.size());
+  fs.write_file("empty", std::string_view());
+  CHECK(fs.file_extents("empty").empty());
+  CHECK_THROWS_WITH(fs.file_extents("none"), Contains("boot.fat: /none: no such file"));
+}

@@ -5,6 +5,7 @@
 // zstd/cpio/unsquashfs, and `build` refusing bad input without leaving output behind.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "builder/talos/iso_variant.hpp"
 #include "builder/talos/pe_image.hpp"
 #include "builder/talos/talos_extension_image.hpp"
 #include "builder/talos/talos_iso_image.hpp"
@@ -392,7 +394,13 @@ TEST_CASE("talos: a dual-boot ISO's UKI gets the node's arguments in the tree an
   std::string original = test::read_file(fixture / "initramfs-amd64.xz");
   REQUIRE(initrd.starts_with(original));
   std::string grub_segment = read_iso_text_file(iso, "boot/embedded-config.cpio.zst");
-  CHECK(initrd.substr((original.size() + 3) / 4 * 4) == grub_segment);
+  // GRUB's file is the archive zero-padded to whole ISO blocks; the UKI's section is padded further,
+  // to 4 bytes short of whole 4 KiB (the kernel skips zeros between archives).
+  CHECK(grub_segment.size() % 2048 == 0);
+  std::string appended = initrd.substr((original.size() + 3) / 4 * 4);
+  CHECK(appended.substr(0, grub_segment.size()) == grub_segment);
+  CHECK(appended.find_first_not_of('\0', grub_segment.size()) == std::string::npos);
+  CHECK((initrd.size() + 4) % 4096 == 0);
   test::write_file(dir / "segment.zst", grub_segment);
   fs::create_directories(dir / "unpacked");
   auto unpack = test::run("cd '" + (dir / "unpacked").string() + "' && zstd -dc ../segment.zst | cpio -id --quiet && ls -l && cat extensions.yaml && "
@@ -607,14 +615,17 @@ TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte
   test::TempDir dir;
   test::write_file(dir / "worker.yaml", worker_config);
   fs::permissions(dir / "worker.yaml", fs::perms(0600));
-  // w2 differs from w1 only in its config (a variant); w3's own long argument makes grub.cfg need
-  // another block, so it is remastered from scratch. w4-w6 are variants again: with two hashes in
-  // flight, their edits reuse every EFI partition and UKI buffer a settled hash gave back.
+  // w2 differs from w1 only in its config (a variant: the template with its files and the archive
+  // slots of its UKIs patched in); w3's own long argument makes grub.cfg need another block, so it is
+  // remastered from scratch. w4-w6 are variants again. w7's own short argument changes its UKIs'
+  // command lines: a variant whose UKIs and EFI partition are edited whole.
+  // With two hashes in flight, the edits reuse every EFI partition and UKI buffer a settled hash gave back.
   test::write_file(dir / "p.yaml", "kind: talos-iso\nname: v\ntalos:\n  iso: {path: " + input.string() +
                                        "}\n  config: {file: worker.yaml}\n  outputs: [iso]\n  kernel_args: [console=ttyS0]\n"
                                        "nodes:\n  - name: w1\n    hostname: w1\n  - name: w2\n    hostname: w2-longer-name\n"
                                        "  - name: w3\n    kernel_args: [variant.test=" + std::string(1200, 'x') + "]\n"
-                                       "  - name: w4\n  - name: w5\n    hostname: w5-a-much-longer-host-name\n  - name: w6\n");
+                                       "  - name: w4\n  - name: w5\n    hostname: w5-a-much-longer-host-name\n  - name: w6\n"
+                                       "  - name: w7\n    kernel_args: [variant.own=1]\n");
   auto build = [&](const std::string& out, const std::string& nodes) {
     auto r = test::run("SOURCE_DATE_EPOCH=1767225600 " + cli() + " build -v " + nodes + " --out '" + (dir / out).string() + "' '" +
                        (dir / "p.yaml").string() + "' 2>&1");
@@ -623,13 +634,13 @@ TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte
     return r.output;
   };
   std::string all = build("all", "");
-  CHECK(all.find("w2.iso: a copy of w1.iso with this node's files") != std::string::npos);
   CHECK(all.find("w3.iso: remastering the input ISO") != std::string::npos);
-  for (const std::string node : {"w4", "w5", "w6"}) {
-    CHECK(all.find(node + ".iso: a copy of w1.iso with this node's files") != std::string::npos);
+  for (const std::string node : {"w2", "w4", "w5", "w6"}) {
+    CHECK(all.find(node + ".iso: a copy of w1.iso with this node's files and UKI archives") != std::string::npos);
   }
+  CHECK(all.find("w7.iso: a copy of w1.iso with this node's files (") != std::string::npos);
   auto manifest = nlohmann::json::parse(test::read_file(dir / "all" / "manifest.json"));
-  for (const std::string node : {"w1", "w2", "w3", "w4", "w5", "w6"}) {
+  for (const std::string node : {"w1", "w2", "w3", "w4", "w5", "w6", "w7"}) {
     // Built alone, a node is the first and only one: remastered from scratch.
     build("alone-" + node, "--node " + node);
     INFO(node);
@@ -644,5 +655,22 @@ TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte
   auto sums = test::run("cd '" + (dir / "all").string() + "' && sha256sum -c SHA256SUMS");
   INFO(sums.output);
   CHECK(sums.exit_code == 0);
-  CHECK(read_iso_text_file(dir / "all" / "w2.iso", "config.yaml").find("w2-longer-name") != std::string::npos);
+  std::string w2_config = read_iso_text_file(dir / "all" / "w2.iso", "config.yaml");
+  CHECK(w2_config.find("w2-longer-name") != std::string::npos);
+  // The node's files fill whole blocks (the config with newlines) and come after the input's files, so
+  // two nodes' ISOs first differ inside the UKI, at its appended archive: every byte before it is
+  // hashed once for all nodes.
+  CHECK(w2_config.size() % 2048 == 0);
+  CHECK(w2_config.find_last_not_of('\n') < w2_config.size() - 1);
+  std::string w1_iso = test::read_file(dir / "all" / "w1.iso");
+  std::string w2_iso = test::read_file(dir / "all" / "w2.iso");
+  REQUIRE(w1_iso.size() == w2_iso.size());
+  auto first_difference = static_cast<std::uint64_t>(std::mismatch(w1_iso.begin(), w1_iso.end(), w2_iso.begin()).first - w1_iso.begin());
+  std::span<const std::uint8_t> w1_bytes(reinterpret_cast<const std::uint8_t*>(w1_iso.data()), w1_iso.size());
+  auto placements = locate_iso_files(w1_bytes, {"EFI/Linux/Talos-v1.12.0.efi", "config.yaml", "boot/grub/grub.cfg", "boot/initramfs.xz"});
+  CHECK(first_difference > placements[0].data_offset + placements[0].size / 2);
+  CHECK(first_difference < placements[0].data_offset + placements[0].size);
+  CHECK(placements[1].data_offset > placements[0].data_offset);  // the small files after the UKI
+  CHECK(placements[2].data_offset > placements[0].data_offset);
+  CHECK(placements[3].data_offset < placements[0].data_offset);  // the input's files before it
 }

@@ -291,10 +291,13 @@ TEST_CASE("uki: an archive appended to .initrd starts 4-byte aligned after the o
   Bytes uki = make_uki("a", filler(1001, 3));
   EditedUki edited = edit_uki(uki, {{}, "070701cpio"});
   Bytes initrd = section(edited.image, ".initrd");
-  REQUIRE(initrd.size() == 1004 + 10);
+  // Zero-padded to 4 bytes short of a whole 4 KiB (the kernel skips zeros between archives).
+  REQUIRE(initrd.size() == 4096 - 4);
   CHECK(Bytes(initrd.begin(), initrd.begin() + 1001) == filler(1001, 3));
   CHECK(Bytes(initrd.begin() + 1001, initrd.begin() + 1004) == Bytes(3, 0));
-  CHECK(std::string(initrd.begin() + 1004, initrd.end()) == "070701cpio");
+  CHECK(std::string(initrd.begin() + 1004, initrd.begin() + 1014) == "070701cpio");
+  CHECK(Bytes(initrd.begin() + 1014, initrd.end()) == Bytes(4096 - 4 - 1014, 0));
+  CHECK(pe_checksum(edited.image) == parse_pe(edited.image).checksum);
   CHECK_THROWS_WITH(edit_uki(make_pe({{".text", 0x1000, filler(16, 1), pe_section_code}, {".cmdline", 0x2000, bytes("a")}}),
                              {{}, "x"}),
                     Catch::Contains("expected one .initrd section to append to, found 0"));
@@ -351,5 +354,88 @@ TEST_CASE("pe: the checksum summed eight bytes at a time equals the word-by-word
       INFO(extra << " " << int(fill));
       CHECK(pe_checksum(uki) == reference(uki));
     }
+  }
+}
+
+TEST_CASE("uki: archives ending in the same 4 KiB give UKIs of one size and one checksum, differing only in the archive",
+          "[pe][uki]") {
+  Bytes uki = make_uki("talos.platform=metal", filler(5001, 3));
+  std::string first = "070701" + std::string(1500, 'a');
+  std::string second = "070701" + std::string(1530, 'b');  // longer, and other bytes
+  Bytes a = append_to_uki_initrd(uki, first);
+  Bytes b = append_to_uki_initrd(uki, second);
+  REQUIRE(a.size() == b.size());
+  PeLayout la = parse_pe(a);
+  CHECK(la.checksum == pe_checksum(a));
+  CHECK(parse_pe(b).checksum == pe_checksum(b));
+  CHECK(la.checksum == parse_pe(b).checksum);
+  CHECK(la.checksum == 0xffff + a.size());
+  // Every byte before the archive is the same: headers, every section before it, the original initrd.
+  const PeSection& initrd = find(la, ".initrd");
+  std::size_t archive = initrd.raw_offset + (5001 + 3) / 4 * 4;
+  auto differs = std::mismatch(a.begin(), a.end(), b.begin());
+  CHECK(static_cast<std::size_t>(differs.first - a.begin()) == archive + 6);
+  // The loaded section is the original, the archive and zeros; the balancing word lies past it.
+  Bytes loaded = section(a, ".initrd");
+  CHECK(loaded.size() == initrd.virtual_size);
+  CHECK(std::string(loaded.begin() + static_cast<std::ptrdiff_t>(archive - initrd.raw_offset),
+                    loaded.begin() + static_cast<std::ptrdiff_t>(archive - initrd.raw_offset + first.size())) == first);
+  CHECK(std::all_of(loaded.begin() + static_cast<std::ptrdiff_t>(archive - initrd.raw_offset + first.size()), loaded.end(),
+                    [](std::uint8_t x) { return x == 0; }));
+  CHECK(initrd.raw_size == initrd.virtual_size + 4);
+  // Another 4 KiB of archive: another size.
+  CHECK(append_to_uki_initrd(uki, "070701" + std::string(5000, 'c')).size() == a.size() + 4096);
+}
+
+TEST_CASE("pe: balancing the checksum needs a zero even word outside CheckSum and a valid CheckSum", "[talos][pe]") {
+  Bytes uki = make_uki("a", filler(3000, 3));
+  uki.resize(uki.size() + 4, 0);  // room past the last section, as a balanced UKI has past VirtualSize
+  std::size_t word = uki.size() - 2;
+  // make_uki's CheckSum is not necessarily valid: set it as replace_pe_section leaves it.
+  Bytes valid = uki;
+  for (int i = 0; i < 4; ++i) valid[optional_offset + 64 + static_cast<std::size_t>(i)] = 0;
+  std::uint32_t sum = pe_checksum(valid);
+  for (int i = 0; i < 4; ++i) valid[optional_offset + 64 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(sum >> (8 * i));
+  Bytes balanced = valid;
+  balance_pe_checksum(balanced, word);
+  CHECK(parse_pe(balanced).checksum == pe_checksum(balanced));
+  CHECK(parse_pe(balanced).checksum == 0xffff + balanced.size());
+  CHECK_THROWS_WITH(balance_pe_checksum(valid, word - 1), Catch::Contains("not an even word"));
+  CHECK_THROWS_WITH(balance_pe_checksum(valid, optional_offset + 64), Catch::Contains("not an even word"));
+  CHECK_THROWS_WITH(balance_pe_checksum(balanced, word), Catch::Contains("the word there is not zero"));
+}
+
+TEST_CASE("uki: another archive's UKI is the edited one with its slot and balancing word rewritten", "[pe][uki]") {
+  for (std::size_t initrd_size : {std::size_t{5001}, std::size_t{8192}, std::size_t{4093}}) {
+    Bytes base = make_uki("talos.platform=metal", filler(initrd_size, 3));
+    std::string first = "070701" + std::string(1500, 'a');
+    auto slot = uki_append_slot(base, first.size());
+    REQUIRE(slot);
+    Bytes edited = append_to_uki_initrd(base, first);
+    CHECK(edited.size() == slot->image_size);
+    CHECK(std::string(edited.begin() + static_cast<std::ptrdiff_t>(slot->archive_offset),
+                      edited.begin() + static_cast<std::ptrdiff_t>(slot->archive_offset + first.size())) == first);
+    // Archives of other lengths and bytes in the same 4 KiB, each worked out from the previous one.
+    Bytes previous = edited;
+    for (const std::string& next : {"070701" + std::string(1530, 'b'), std::string("070701"), "070701" + std::string(1000, '\xff'),
+                                    "070701" + std::string(slot->length - 6, '\x01')}) {
+      INFO(initrd_size << " " << next.size());
+      REQUIRE(uki_append_slot(base, next.size()) == slot);
+      std::span<const std::uint8_t> region(previous.data() + slot->archive_offset, slot->length);
+      std::span<const std::uint8_t, 2> balance(previous.data() + slot->balance_offset, 2);
+      UkiSlotBytes bytes = uki_slot_bytes(*slot, region, balance, next);
+      Bytes patched = previous;
+      std::copy(bytes.region.begin(), bytes.region.end(), patched.begin() + static_cast<std::ptrdiff_t>(slot->archive_offset));
+      std::copy(bytes.balance.begin(), bytes.balance.end(), patched.begin() + static_cast<std::ptrdiff_t>(slot->balance_offset));
+      CHECK(patched == append_to_uki_initrd(base, next));
+      CHECK(parse_pe(patched).checksum == pe_checksum(patched));
+      previous = patched;
+    }
+    // One byte more than the slot holds: another layout.
+    CHECK(uki_append_slot(base, slot->length + 1) != slot);
+    CHECK_THROWS_WITH(uki_slot_bytes(*slot, std::span<const std::uint8_t>(edited.data() + slot->archive_offset, slot->length),
+                                     std::span<const std::uint8_t, 2>(edited.data() + slot->balance_offset, 2),
+                                     std::string(slot->length + 1, 'x')),
+                      Catch::Contains("does not fit the slot"));
   }
 }
