@@ -373,6 +373,7 @@ TEST_CASE("fat: corrupt volumes are rejected with what is wrong", "[fat]") {
     aggrik8s::store_le32(device.bytes(), slot + 28, 5000);
     FatFilesystem fs(device);
     CHECK_THROWS_WITH(fs.read_file("short.bin"), Contains("file size is 5000 bytes but its 2 clusters hold only 1024"));
+    CHECK_THROWS_WITH(fs.file_extents("short.bin"), Contains("file size is 5000 bytes but its 2 clusters hold only 1024"));
   }
   SECTION("a size of 4 GiB is checked before memory is reserved for it") {
     // Found by the fat_filesystem fuzz target (tests/fuzz/regressions/fat_filesystem/): read_file
