@@ -110,13 +110,24 @@ FetchedArtifact ArtifactFetcher::fetch(const ArtifactSource& source) {
   return fetch_download(source);
 }
 
-FetchedArtifact ArtifactFetcher::fetch_local(const ArtifactSource& source, const fs::path& path) {
+std::uint64_t ArtifactFetcher::checked_local_size(const ArtifactSource& source, const fs::path& path) {
   std::error_code ec;
   auto status = fs::status(path, ec);
   if (ec || !fs::is_regular_file(status)) {
     throw Error(describe(source) + ": " + (ec ? ec.message() : fs::exists(status) ? "not a regular file" : "no such file"));
   }
-  std::uint64_t size = fs::file_size(path);
+  return fs::file_size(path);
+}
+
+std::optional<FetchedArtifact> ArtifactFetcher::local_without_digest(const ArtifactSource& source) {
+  if (source.sha256) return std::nullopt;
+  auto path = local_artifact_path(source);
+  if (!path) return std::nullopt;
+  return FetchedArtifact{source, *path, {}, checked_local_size(source, *path), false};
+}
+
+FetchedArtifact ArtifactFetcher::fetch_local(const ArtifactSource& source, const fs::path& path) {
+  std::uint64_t size = checked_local_size(source, path);
   ProgressTask progress("checksum " + path.filename().string(), size);
   Sha256Digest digest = Sha256::of_file(path);
   progress.set_done(size);

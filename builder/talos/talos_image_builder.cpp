@@ -101,6 +101,9 @@ struct TalosInputs {
   std::optional<FetchedArtifact> iso;
   std::optional<FetchedArtifact> kernel;
   std::optional<FetchedArtifact> initramfs;
+  // A local ISO with no pinned sha256 is hashed only for the manifest: on a thread, while the nodes
+  // are written (iso->sha256 is set from it before the manifest). Waited for on every path out.
+  std::future<Sha256Digest> iso_digest{};
 };
 
 // Step 2: the inputs the wanted outputs need, fetched together (cache, checksums).
@@ -117,7 +120,8 @@ TalosInputs fetch_talos_inputs(const Profile& profile, const FetchOptions& fetch
   ArtifactFetcher fetcher(fetch);
   TalosInputs inputs;
   std::vector<ArtifactSource> sources;
-  if (need_iso) sources.push_back(*talos.iso);
+  std::optional<FetchedArtifact> local_iso = need_iso ? fetcher.local_without_digest(*talos.iso) : std::nullopt;
+  if (need_iso && !local_iso) sources.push_back(*talos.iso);
   bool separate_netboot_files = wants(profile, "netboot") && talos.kernel && talos.initramfs;
   if (separate_netboot_files) {
     sources.push_back(*talos.kernel);
@@ -125,7 +129,12 @@ TalosInputs fetch_talos_inputs(const Profile& profile, const FetchOptions& fetch
   }
   std::vector<FetchedArtifact> fetched = fetcher.fetch_all(sources);
   std::size_t i = 0;
-  if (need_iso) inputs.iso = fetched[i++];
+  if (local_iso) {
+    inputs.iso = std::move(local_iso);
+    inputs.iso_digest = std::async(std::launch::async, [path = inputs.iso->path] { return Sha256::of_file(path); });
+  } else if (need_iso) {
+    inputs.iso = fetched[i++];
+  }
   if (separate_netboot_files) {
     inputs.kernel = fetched[i++];
     inputs.initramfs = fetched[i++];
@@ -935,9 +944,10 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   // 1. configs
   std::vector<NodePlan> plans = plan_node_configs(profile, nodes);
   // 2. inputs. The ISO's extension list is needed for Talos >= 1.12 (embedded config), which the ISO's
-  // volume id may be what tells. A local ISO's list is read while fetch takes the ISO's SHA-256: each
-  // costs ~0.1-0.2 s of a core, and both come before the first node (docs/benchmarks.md, Talos
-  // section). Only read: nothing is written before fetch has checked a pinned checksum.
+  // volume id may be what tells. A local ISO's list is read while fetch takes a pinned ISO's SHA-256
+  // (an unpinned one is hashed beside the nodes: TalosInputs::iso_digest): each costs ~0.1-0.2 s of a
+  // core (docs/benchmarks.md, Talos section). Only read: nothing is written before fetch has checked
+  // a pinned checksum.
   std::optional<TalosVersion> profile_version = talos_version_from_profile(profile);
   bool need_iso_extensions = wants(profile, "iso") && (!profile_version || profile_version->at_least(1, 12));
   std::future<std::vector<TalosExtensionLayer>> iso_extensions_read;
@@ -999,6 +1009,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   }
   settle_iso_digests(writer, iso.ukis);
   fill_late_digests(writer, result.nodes, node_reports);
+  if (inputs.iso_digest.valid()) inputs.iso->sha256 = inputs.iso_digest.get();
 
   // 5. SHA256SUMS and manifest.json
   BuildRecord record = write_talos_build_record(profile, options, inputs, version, shared, result, node_reports);

@@ -652,6 +652,10 @@ TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte
     CHECK(manifest["nodes"][index]["outputs"]["iso"]["sha256"] ==
           test::run("sha256sum '" + variant.string() + "' | cut -c1-64").output.substr(0, 64));
   }
+  // The input ISO (a local path, no sha256 pinned: hashed beside the nodes) is listed with its digest.
+  REQUIRE(manifest["inputs"].size() == 1);
+  CHECK(manifest["inputs"][0]["role"] == "talos-iso");
+  CHECK(manifest["inputs"][0]["sha256"] == test::run("sha256sum '" + input.string() + "' | cut -c1-64").output.substr(0, 64));
   auto sums = test::run("cd '" + (dir / "all").string() + "' && sha256sum -c SHA256SUMS");
   INFO(sums.output);
   CHECK(sums.exit_code == 0);
