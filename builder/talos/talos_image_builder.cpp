@@ -989,6 +989,11 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   if (wants(profile, "netboot")) netboot = prepare_netboot_boot_files(writer, inputs);
   bool embed_config = version.version.at_least(1, 12);
   std::vector<TalosExtensionLayer> iso_extensions;
+  if (wants(profile, "iso") && !plans.empty()) {
+    // The first node's UKI edit starts with the command lines, which do not need the extension list
+    // below: done while it is still being read (~30 ms of ~70 ms waited for it; docs/benchmarks.md).
+    iso.ukis.prepare_command_line_edits(with_metal_iso_arg(plans.front().node->kernel_args));
+  }
   if (wants(profile, "iso") && embed_config) {
     iso_extensions = iso_extensions_read.valid() ? iso_extensions_read.get()
                                                  : read_iso_extensions(inputs.iso->path, inputs.iso->source.shown());

@@ -166,6 +166,11 @@ std::vector<std::uint8_t> TalosIsoUkis::read_partition() const {
   return bytes;
 }
 
+const TalosIsoUkis::Uki& TalosIsoUkis::first_of_same(const Uki& uki) const {
+  // The cache is keyed by the input UKI's bytes: a partition's copy of a tree UKI is edited as the tree's.
+  return uki.first_same < in_tree_.size() ? in_tree_[uki.first_same] : in_partition_.at(uki.first_same - in_tree_.size());
+}
+
 const EditedUki& TalosIsoUkis::command_line_edit(const Uki& uki, const std::vector<std::string>& add_args) const {
   if (command_line_edit_args_ != add_args) {
     command_line_edits_.clear();
@@ -178,14 +183,21 @@ const EditedUki& TalosIsoUkis::command_line_edit(const Uki& uki, const std::vect
   return command_line_edits_.back().second;
 }
 
+void TalosIsoUkis::prepare_command_line_edits(const std::vector<std::string>& add_args) const {
+  for (const auto* set : {&in_tree_, &in_partition_}) {
+    for (const auto& uki : *set) {
+      if (&uki == &first_of_same(uki)) command_line_edit(uki, add_args);
+    }
+  }
+}
+
 std::vector<TalosIsoUkis::AppendSlotAt> TalosIsoUkis::append_slots(const std::vector<std::string>& add_args,
                                                                    std::size_t append_size) const {
   std::vector<AppendSlotAt> out;
   for (const auto* set : {&in_tree_, &in_partition_}) {
     for (const auto& uki : *set) {
       // The cache is keyed by the input UKI's bytes: the partition's copy of a tree UKI is its own entry.
-      const Uki& same = uki.first_same < in_tree_.size() ? in_tree_[uki.first_same] : in_partition_.at(uki.first_same - in_tree_.size());
-      out.push_back({uki.path, set == &in_partition_, uki_append_slot(command_line_edit(same, add_args).image, append_size)});
+      out.push_back({uki.path, set == &in_partition_, uki_append_slot(command_line_edit(first_of_same(uki), add_args).image, append_size)});
     }
   }
   return out;

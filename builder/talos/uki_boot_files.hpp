@@ -55,6 +55,9 @@ class TalosIsoUkis {
   // of its command-line edit), tree UKIs first, then the partition's, in locations() order: a node
   // whose archive has every UKI's slot of the first node's ISO is written as that ISO with the slots
   // rewritten (uki_slot_bytes), not by editing whole UKIs and the FAT (talos_image_builder.cpp).
+  // Does the command-line edit for `add_args` now (it is kept for every later edit with them): the
+  // build does the first node's while the ISO's extension list is still being read.
+  void prepare_command_line_edits(const std::vector<std::string>& add_args) const;
   struct AppendSlotAt {
     std::string path;  // without leading '/'
     bool in_partition = false;
@@ -82,6 +85,8 @@ class TalosIsoUkis {
   };
   // The UKI with its command lines edited (cached: see command_line_edits_).
   const EditedUki& command_line_edit(const Uki& uki, const std::vector<std::string>& add_args) const;
+  // The first UKI with `uki`'s bytes (tree ones first), the one edit() and the cache work on.
+  const Uki& first_of_same(const Uki& uki) const;
 
   std::filesystem::path iso_;
   std::vector<Uki> in_tree_;
