@@ -783,9 +783,6 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
   GrubConfigEdit edit{add, {}};
   // The node's own files fill whole blocks and come last in the ISO (in_whole_iso_blocks, node_file_weight).
   std::string config_yaml = in_whole_iso_blocks(plan.config_yaml, '\n');
-  fs::path iso_config = node_work / "iso-config.yaml";
-  write_file_with_mode(iso_config, config_yaml, config_mode);
-  std::vector<IsoFileToAdd> files{{iso_config, "/config.yaml", 0400, node_file_weight}};
   std::string embedded_segment;
   std::optional<TalosExtensionLayer> extension_layer;
   if (sources.embed_config) {
@@ -793,15 +790,9 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
     EmbeddedConfigExtension extension = sources.embedded_config_archives->take(node);
     embedded_segment = in_whole_iso_blocks(std::move(extension.initramfs_segment), '\0');
     extension_layer = extension.layer;
-    fs::path segment = node_work / "embedded-config.cpio.zst";
-    write_file_with_mode(segment, embedded_segment, config_mode);
-    files.push_back({segment, talos_extension_initrd_iso_path, 0400, node_file_weight});
     edit.append_initrds.push_back(talos_extension_initrd_iso_path);
   }
   std::string grub_cfg = in_whole_iso_blocks(edit_grub_config(sources.iso.grub_cfg, edit).text, '\n');
-  fs::path cfg = node_work / "grub.cfg";
-  write_file_with_mode(cfg, grub_cfg, public_mode);
-  files.push_back({cfg, "/boot/grub/grub.cfg", 0444, node_file_weight});
   fs::path target = writer.out / (node.name + ".iso");
   // The UKI's initramfs gets the same extension archive GRUB loads as a second initrd.
   UkiEdit uki_edit{add, embedded_segment};
@@ -811,11 +802,23 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
     written = write_node_iso_variant(writer, ukis, uki_edit, config_yaml, grub_cfg, sources.embed_config, target, uefi);
   }
   if (!written) {
+    // The files libisoburn maps in, written only for a remaster (a variant patches them in from memory).
     log::debug(target.filename().string(), ": remastering the input ISO");
+    fs::create_directories(node_work);
+    std::vector<IsoFileToAdd> files{{node_work / "iso-config.yaml", "/config.yaml", 0400, node_file_weight}};
+    write_file_with_mode(files.back().source, config_yaml, config_mode);
+    if (sources.embed_config) {
+      files.push_back({node_work / "embedded-config.cpio.zst", talos_extension_initrd_iso_path, 0400, node_file_weight});
+      write_file_with_mode(files.back().source, embedded_segment, config_mode);
+    }
+    files.push_back({node_work / "grub.cfg", "/boot/grub/grub.cfg", 0444, node_file_weight});
+    write_file_with_mode(files.back().source, grub_cfg, public_mode);
     IsoRemaster request{sources.inputs.iso->path, writer.start(target), files, std::string("metal-iso"),
                         writer.source_date_epoch, 0600};
     if (!ukis.empty()) uefi = ukis.apply(uki_edit, node_work, writer.uki_timestamp, request);
     remaster_iso(request);
+    // ~100 MiB of edited UKI and EFI partition there: gone now rather than at the build's end.
+    fs::remove_all(node_work);
     if (writer.derive_node_isos && !writer.node_iso_template_tried) {
       writer.node_iso_template_tried = true;
       written = writer.finish(target, Sha256Digest{});  // the digest follows
@@ -895,8 +898,7 @@ TalosBuiltNode write_node_outputs(const Profile& profile, TalosOutputWriter& wri
             {"outputs", nlohmann::json::object()}};
   if (node.mac) report["mac"] = *node.mac;
   if (node.uuid) report["uuid"] = *node.uuid;
-  fs::path node_work = writer.work.path() / node.name;
-  fs::create_directories(node_work);
+  fs::path node_work = writer.work.path() / node.name;  // made when a remaster needs it
 
   if (wants(profile, "config-iso")) {
     BuiltFile f = write_node_config_iso(writer, plan);
