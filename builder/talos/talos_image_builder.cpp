@@ -300,6 +300,7 @@ struct TemplateUkiSlot {
 // node before; docs/benchmarks.md, Talos section).
 struct TemplateUkiSlots {
   std::vector<std::string> add_args;
+  bool appended = false;  // an archive in every UKI (Talos >= 1.12); without one, equal arguments give equal UKIs
   TalosIsoUkis::Applied applied;  // the template's: the same arguments give the same command lines
   std::vector<TemplateUkiSlot> ukis;  // in TalosIsoUkis::append_slots order
 };
@@ -609,12 +610,14 @@ std::optional<NodeIsoTemplate> make_node_iso_template(const fs::path& iso, const
 }
 
 // Where the template's UKI copies hold their archive slots, or nullopt (and why, at debug level) when
-// a node's UKIs must be edited whole: no archive appended, a UKI that cannot be balanced, a copy not
-// found where expected. The template's bytes in each slot must be the first node's archive and zeros,
+// a node's UKIs must be edited whole: a UKI that cannot be balanced, a copy not found where expected.
+// Without an archive (Talos < 1.12) there are no slots: a node with the same arguments has the
+// template's UKIs. The template's bytes in each slot must be the first node's archive and zeros,
 // which checks the offsets found.
 std::optional<TemplateUkiSlots> find_template_uki_slots(const NodeIsoTemplate& t, const TalosIsoUkis& ukis,
                                                         const UkiEdit& edit, const TalosIsoUkis::Applied& applied) {
-  if (ukis.empty() || edit.append_to_initrd.empty()) return std::nullopt;
+  if (ukis.empty()) return std::nullopt;
+  if (edit.append_to_initrd.empty()) return TemplateUkiSlots{edit.add_args, false, applied, {}};
   auto refuse = [&](const std::string& why) -> std::optional<TemplateUkiSlots> {
     log::debug(t.path.filename().string(), ": each node's UKIs are edited whole: ", why);
     return std::nullopt;
@@ -625,7 +628,7 @@ std::optional<TemplateUkiSlots> find_template_uki_slots(const NodeIsoTemplate& t
   std::optional<FileBlockDevice> file;
   std::optional<SubrangeBlockDevice> device;
   std::optional<FatFilesystem> fat;
-  TemplateUkiSlots out{edit.add_args, applied, {}};
+  TemplateUkiSlots out{edit.add_args, true, applied, {}};
   for (const auto& at : ukis.append_slots(edit.add_args, edit.append_to_initrd.size())) {
     if (!at.slot) return refuse("/" + at.path + " has no room to balance its checksum");
     TemplateUkiSlot u{*at.slot, {}, 0, {}, {}};
@@ -677,7 +680,8 @@ std::optional<TemplateUkiSlots> find_template_uki_slots(const NodeIsoTemplate& t
 // (other command-line arguments, an archive that ends in another 4 KiB). `job` keeps the bytes.
 std::optional<std::vector<IsoRegionReplacement>> uki_slot_patches(const TemplateUkiSlots& slots, const TalosIsoUkis& ukis,
                                                                   const UkiEdit& edit, IsoDigestInFlight& job) {
-  if (edit.add_args != slots.add_args || edit.append_to_initrd.empty()) return std::nullopt;
+  if (edit.add_args != slots.add_args || edit.append_to_initrd.empty() == slots.appended) return std::nullopt;
+  if (!slots.appended) return std::vector<IsoRegionReplacement>{};  // the template's UKIs, byte for byte
   auto at = ukis.append_slots(edit.add_args, edit.append_to_initrd.size());
   if (at.size() != slots.ukis.size()) return std::nullopt;
   for (std::size_t i = 0; i < at.size(); ++i) {
@@ -722,8 +726,8 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
       auto patches = plan_iso_variant(t.bytes.size(), t.placements, files, *regions);
       if (patches) {
         uefi = t.uki_slots->applied;
-        log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files and UKI archives (",
-                   patches->size(), " patches)");
+        log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files",
+                   t.uki_slots->appended ? " and UKI archives (" : ", the first node's UKIs (", patches->size(), " patches)");
         job->patches = std::move(*patches);
         const IsoDigestInFlight* in_flight = job.get();
         start_iso_digest(writer, ukis, std::move(job));
@@ -824,7 +828,11 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
       written = writer.finish(target, Sha256Digest{});  // the digest follows
       writer.node_iso_template = make_node_iso_template(target, request.files, ukis);
       if (writer.node_iso_template && uefi) {
-        writer.node_iso_template->uki_slots = find_template_uki_slots(*writer.node_iso_template, ukis, uki_edit, *uefi);
+        try {
+          writer.node_iso_template->uki_slots = find_template_uki_slots(*writer.node_iso_template, ukis, uki_edit, *uefi);
+        } catch (const Error& e) {  // e.g. the FAT of its EFI partition not as our writer left it: the slower path
+          log::debug(target.filename().string(), ": each node's UKIs are edited whole: ", e.what());
+        }
       }
       if (writer.node_iso_template) {
         // The template's SHA-256 is its ISO's: taken from its mapping on a thread, as the variants'

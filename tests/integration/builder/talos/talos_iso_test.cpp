@@ -659,6 +659,24 @@ TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte
   auto sums = test::run("cd '" + (dir / "all").string() + "' && sha256sum -c SHA256SUMS");
   INFO(sums.output);
   CHECK(sums.exit_code == 0);
+  // Talos 1.11 (no embedded config, so no archive in the UKIs): a node with the first node's arguments
+  // keeps its UKIs as they are, one with its own has them edited whole; both are their own builds.
+  std::string profile_text = test::read_file(dir / "p.yaml");
+  test::write_file(dir / "p.yaml", "kind: talos-iso\nname: v\ntalos:\n  version: v1.11.0\n  iso: {path: " + input.string() +
+                                       "}\n  config: {file: worker.yaml}\n  outputs: [iso]\n  kernel_args: [console=ttyS0]\n"
+                                       "nodes:\n  - name: w1\n  - name: w2\n    hostname: w2-longer-name\n"
+                                       "  - name: w3\n    kernel_args: [variant.own=1]\n");
+  std::string v111 = build("v111", "");
+  CHECK(v111.find("w2.iso: a copy of w1.iso with this node's files, the first node's UKIs (") != std::string::npos);
+  CHECK(v111.find("w3.iso: a copy of w1.iso with this node's files (") != std::string::npos);
+  for (const std::string node : {"w2", "w3"}) {
+    build("v111-" + node, "--node " + node);
+    INFO("v1.11 " << node);
+    CHECK(test::read_file(dir / "v111" / (node + ".iso")) == test::read_file(dir / ("v111-" + node) / (node + ".iso")));
+  }
+  CHECK(test::run("cd '" + (dir / "v111").string() + "' && sha256sum -c SHA256SUMS").exit_code == 0);
+  test::write_file(dir / "p.yaml", profile_text);
+
   std::string w2_config = read_iso_text_file(dir / "all" / "w2.iso", "config.yaml");
   CHECK(w2_config.find("w2-longer-name") != std::string::npos);
   // The node's files fill whole blocks (the config with newlines) and come after the input's files, so
