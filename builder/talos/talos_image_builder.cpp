@@ -763,8 +763,9 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
 }
 
 // A node's config.yaml, grub.cfg and embedded-config archive in its ISO, padded with `fill` (newlines
-// for the text files, which YAML and GRUB skip; zeros for the archive, which the kernel skips between
-// initramfs archives) to whole 2048-byte blocks, and laid out after every other file. Their sizes, in
+// for the text files, which YAML and GRUB skip: the config is to_yaml's, which writes no `|+` block
+// scalar that could take them in; zeros for the archive, which the kernel skips between initramfs
+// archives) to whole 2048-byte blocks, and laid out after every other file. Their sizes, in
 // the directory records near the start of the image, are then the same for nodes whose files take as
 // many blocks, and two nodes' ISOs first differ at the UKI's appended archive, ~60% into the image:
 // each node's SHA-256 starts from the template's state there (hash_iso_variant with checkpoints).

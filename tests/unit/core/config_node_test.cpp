@@ -139,3 +139,17 @@ TEST_CASE("config: a second document is an error at its start, an empty one afte
   CHECK_FALSE(trailing.has_errors());
   CHECK(tree.find("a") != nullptr);
 }
+
+TEST_CASE("config: written YAML may be followed by blank lines without changing a value, block scalars included") {
+  // The Talos build pads a node ISO's config.yaml with newlines to whole 2048-byte blocks: a literal
+  // block scalar kept whole (`|+`) as the last value would take those newlines in, so to_yaml must
+  // never write one.
+  Diagnostics diagnostics;
+  ConfigNode read = load_yaml_string("a: 1\nfiles:\n  - content: |+\n      line one\n      line two\n\n", "t.yaml", diagnostics);
+  REQUIRE_FALSE(diagnostics.has_errors());
+  std::string written = to_yaml(read);
+  ConfigNode again = load_yaml_string(written + std::string(2000, '\n'), "padded.yaml", diagnostics);
+  REQUIRE_FALSE(diagnostics.has_errors());
+  CHECK(to_yaml(again) == written);
+  CHECK(again.entries.at(1).value.items.at(0).entries.at(0).value.scalar == "line one\nline two\n\n");
+}
