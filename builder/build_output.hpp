@@ -128,6 +128,12 @@ class PartialOutputs {
     on_interrupt_.push_back(std::make_unique<RemovedOnInterrupt>(path));
     return path;
   }
+  // Renames `from` (tracked) to `to`, tracking `to` first: an interrupt's cleanup, which may run at any
+  // moment on its own thread, then finds the file under one of the two names it knows.
+  void publish(const std::filesystem::path& from, const std::filesystem::path& to) {
+    track(to);
+    std::filesystem::rename(from, to);
+  }
   void commit() {
     committed_ = true;
     on_interrupt_.clear();

@@ -44,12 +44,14 @@ void remove_registered_and_exit() {
     if (errno != EINTR) return;  // the pipe broke: interrupts are simply not cleaned up after
   }
   std::size_t removed = 0;
-  {
-    std::lock_guard lock(registered_mutex);
-    for (const auto& [registration, path] : registered()) {
-      std::error_code ec;
-      if (std::filesystem::remove_all(path, ec) > 0) ++removed;
-    }
+  // Held until the process ends: a path registered from now on would be one this loop never saw, and
+  // the thread registering it waits here instead of creating it. Registrations come in order, so an
+  // output renamed into place (PartialOutputs::publish: its final name registered first, then the
+  // rename) is found under one of its names.
+  registered_mutex.lock();
+  for (const auto& [registration, path] : registered()) {
+    std::error_code ec;
+    if (std::filesystem::remove_all(path, ec) > 0) ++removed;
   }
   std::fprintf(stderr, "\ninterrupted by %s: removed %zu unfinished output%s\n", signal_name(signal), removed,
                removed == 1 ? "" : "s");

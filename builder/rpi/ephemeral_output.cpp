@@ -470,8 +470,7 @@ BuiltEphemeral build_ephemeral_output(const Profile& profile, const std::vector<
     fs::remove_all(staging);
   } else {
     fs::remove_all(built.directory);
-    fs::rename(staging, built.directory);
-    partial.track(built.directory);
+    partial.publish(staging, built.directory);
   }
   char timing[160];
   std::snprintf(timing, sizeof timing, "ephemeral: build %s written in %.2f s (root.squashfs %s in %.2f s)", id.c_str(),

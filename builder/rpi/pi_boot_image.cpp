@@ -109,8 +109,8 @@ BuiltPiBoot write_pi_boot_files(const std::vector<std::uint8_t>& image, const Rs
   write_file_with_mode(image_partial, image, FileMode::exactly(0600));
   write_file_with_mode(signature_partial, signature, FileMode::less_umask(0644));
   // boot.img first: a reader that finds boot.sig finds the boot.img it signs.
-  fs::rename(image_partial, partial.track(image_path));
-  fs::rename(signature_partial, partial.track(signature_path));
+  partial.publish(image_partial, image_path);
+  partial.publish(signature_partial, signature_path);
   BuiltPiBoot built;
   built.image = BuiltFile{image_path, image.size(), Sha256::of(std::span<const std::uint8_t>(image))};
   built.signature = BuiltFile{signature_path, signature.size(), Sha256::of(signature)};

@@ -644,18 +644,15 @@ void write_bmap_and_compressed_copies(RpiNodeBuild& build, const Rpi5Node& node,
 void move_node_outputs_into_place(RpiNodeBuild& build, const fs::path& image_partial, const fs::path& image,
                                   const ImageHashes& hashes, BuiltNode& built) {
   if (built.bmap) {
-    fs::rename(built.bmap->path.string() + ".partial", built.bmap->path);
-    build.partial.track(built.bmap->path);
+    build.partial.publish(built.bmap->path.string() + ".partial", built.bmap->path);
     *built.bmap = describe_file(built.bmap->path, build.digests);
   }
   for (auto& c : built.compressed) {
-    fs::rename(c.path.string() + ".partial", c.path);
-    build.partial.track(c.path);
+    build.partial.publish(c.path.string() + ".partial", c.path);
     c = describe_file(c.path, build.digests);
   }
   if (build.options.sync_images) wait_until_on_disk(image_partial);
-  fs::rename(image_partial, image);
-  build.partial.track(image);
+  build.partial.publish(image_partial, image);
   built.image = BuiltFile{image, hashes.size, hashes.sha256};
 }
 

@@ -355,14 +355,12 @@ struct TalosOutputWriter {
   // <target>.partial, to be written and then renamed by finish().
   fs::path start(const fs::path& target) { return partial.track(fs::path(target.string() + ".partial")); }
   BuiltFile finish(const fs::path& target) {
-    fs::rename(target.string() + ".partial", target);
-    partial.track(target);
+    partial.publish(target.string() + ".partial", target);
     return describe_file(target, digests);
   }
   // For a file whose SHA-256 was taken while it was written.
   BuiltFile finish(const fs::path& target, const Sha256Digest& digest) {
-    fs::rename(target.string() + ".partial", target);
-    partial.track(target);
+    partial.publish(target.string() + ".partial", target);
     return BuiltFile{target, fs::file_size(target), digest};
   }
 
@@ -809,7 +807,9 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
   if (!written) {
     // The files libisoburn maps in, written only for a remaster (a variant patches them in from memory).
     log::debug(target.filename().string(), ": remastering the input ISO");
-    fs::create_directories(node_work);
+    // Not create_directories: after an interrupt's cleanup removed the work directory, this must not
+    // make it again in the moment before the process ends.
+    fs::create_directory(node_work);
     std::vector<IsoFileToAdd> files{{node_work / "iso-config.yaml", "/config.yaml", 0400, node_file_weight}};
     write_file_with_mode(files.back().source, config_yaml, config_mode);
     if (sources.embed_config) {
@@ -883,8 +883,7 @@ nlohmann::json write_netboot_directory(TalosOutputWriter& writer, const NetbootB
   write_file_with_mode(dir_partial / "config.yaml", plan.config_yaml, config_mode);
   write_file_with_mode(dir_partial / "boot.ipxe", ipxe_script({node.name, plan.netboot_command_line}), public_mode);
   fs::remove_all(dir);
-  fs::rename(dir_partial, dir);
-  writer.partial.track(dir);
+  writer.partial.publish(dir_partial, dir);
   nlohmann::json files = nlohmann::json::array();
   for (const char* name : {"vmlinuz", "initramfs.xz", "config.yaml", "boot.ipxe"}) {
     BuiltFile f = describe_file(dir / name, writer.digests);

@@ -415,6 +415,11 @@ void remaster_iso(const IsoRemaster& request) {
   args.insert(args.end(), {"-commit", "-end"});
 
   std::lock_guard lock(xorriso_mutex);
+  // No signal handlers of libburn's: by default Xorriso_startup_libraries installs them for good, so
+  // a Ctrl-C after the first remaster ended in libburn's exit(1), past the build's own cleanup
+  // (core/interrupt_cleanup.hpp), and left the outputs and the work directory behind. An image file is
+  // not an optical drive that a sudden end could leave stuck.
+  Xorriso__preset_signal_behavior(0, 0);
   XorrisO* xorriso = nullptr;
   std::string progname = "aggrik8s-image";
   if (Xorriso_new(&xorriso, progname.data(), 0) <= 0) throw Error("libisoburn: cannot create a xorriso object");

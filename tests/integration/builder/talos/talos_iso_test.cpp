@@ -696,3 +696,26 @@ TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte
   CHECK(placements[2].data_offset > placements[0].data_offset);
   CHECK(placements[3].data_offset < placements[0].data_offset);  // the input's files before it
 }
+
+TEST_CASE("talos: Ctrl-C after the first node's remaster removes every output and the work directory", "[talos][cli][interrupt]") {
+  // libburn installs signal handlers at its start-up unless told not to; they outlived the remaster
+  // and ended the build with exit 1, leaving ISOs, a .partial and .work-talos-* behind.
+  fs::path input = talos_fixture() / "metal-amd64.iso";
+  test::TempDir dir;
+  test::write_file(dir / "worker.yaml", worker_config);
+  fs::permissions(dir / "worker.yaml", fs::perms(0600));
+  std::string profile = "kind: talos-iso\nname: i\ntalos:\n  iso: {path: " + input.string() +
+                        "}\n  config: {file: worker.yaml}\n  outputs: [iso]\nnodes:\n";
+  for (int i = 1; i <= 40; ++i) profile += "  - name: n" + std::to_string(i) + "\n";
+  test::write_file(dir / "p.yaml", profile);
+  // The signal goes when node 3 starts: node 1 has been remastered (libburn has run), node 2 copied.
+  auto r = test::run("cd '" + dir.path().string() + "' || exit 1; (" + cli() +
+                     " build -v --out out p.yaml >log 2>&1 & echo $! >pid; wait $!; echo $? >rc) & "
+                     "for i in $(seq 1 6000); do grep -q 'node n3: writing the ISO' log 2>/dev/null && break; sleep 0.01; done; "
+                     "kill -INT $(cat pid); wait; echo rc=$(cat rc); ls -A out; tail -n 2 log");
+  INFO(r.output);
+  CHECK(r.output.find("rc=130") != std::string::npos);
+  CHECK(r.output.find("interrupted by SIGINT") != std::string::npos);
+  CHECK(r.output.find(".iso") == std::string::npos);
+  CHECK(r.output.find(".work-talos") == std::string::npos);
+}
