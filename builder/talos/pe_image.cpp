@@ -202,28 +202,32 @@ std::vector<std::uint8_t> pe_section_contents(std::span<const std::uint8_t> imag
   return out;
 }
 
-std::uint32_t pe_checksum(std::span<const std::uint8_t> image) {
-  PeLayout layout = parse_pe(image);
-  std::size_t field = layout.optional_offset + opt_checksum;
-  // The 16-bit one's complement sum of the little-endian words, the CheckSum field counted as zero.
-  // Summed wide and folded once at the end, which gives the same value as folding after every word
-  // (a non-zero sum never folds to zero) without a dependency between iterations: a 47 MiB UKI is
-  // summed once per node's ISO.
+std::uint64_t pe_word_sum(std::span<const std::uint8_t> bytes) {
+  // Summed wide and folded by the caller, which gives the same value as folding after every word (a
+  // non-zero sum never folds to zero) without a dependency between iterations: a 47 MiB UKI is summed
+  // once per node's ISO. Eight bytes (four words) at a time: two 32-bit lanes of word pairs, emptied
+  // into `sum` before they can overflow (each step adds at most 2 * 0xffff to a lane).
   std::uint64_t sum = 0;
-  // Eight bytes (four words) at a time: two 32-bit lanes of word pairs, emptied into `sum` before they
-  // can overflow (each step adds at most 2 * 0xffff to a lane).
   std::size_t i = 0;
-  while (i + 8 <= image.size()) {
+  while (i + 8 <= bytes.size()) {
     std::uint64_t lanes = 0;
-    std::size_t end = std::min(image.size() & ~std::size_t{7}, i + 8 * 16384);
+    std::size_t end = std::min(bytes.size() & ~std::size_t{7}, i + 8 * 16384);
     for (; i < end; i += 8) {
-      std::uint64_t x = load_le64(image.data() + i);
+      std::uint64_t x = load_le64(bytes.data() + i);
       lanes += (x & 0x0000ffff0000ffffULL) + ((x >> 16) & 0x0000ffff0000ffffULL);
     }
     sum += (lanes & 0xffffffffULL) + (lanes >> 32);
   }
-  for (; i + 1 < image.size(); i += 2) sum += static_cast<std::uint32_t>(image[i] | (image[i + 1] << 8));
-  if (i < image.size()) sum += image[i];
+  for (; i + 1 < bytes.size(); i += 2) sum += static_cast<std::uint32_t>(bytes[i] | (bytes[i + 1] << 8));
+  if (i < bytes.size()) sum += bytes[i];
+  return sum;
+}
+
+std::uint32_t pe_checksum(std::span<const std::uint8_t> image) {
+  PeLayout layout = parse_pe(image);
+  std::size_t field = layout.optional_offset + opt_checksum;
+  // The 16-bit one's complement sum of the little-endian words, the CheckSum field counted as zero.
+  std::uint64_t sum = pe_word_sum(image);
   std::size_t even = image.size() & ~std::size_t{1};
   for (std::size_t f = field; f < field + 4 && f < even; f += 2) sum -= static_cast<std::uint32_t>(image[f] | (image[f + 1] << 8));
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);

@@ -57,6 +57,9 @@ std::vector<std::uint8_t> pe_section_contents(std::span<const std::uint8_t> imag
 
 // The value of the optional header's CheckSum field for `image` (the field itself counts as zero).
 std::uint32_t pe_checksum(std::span<const std::uint8_t> image);
+// The plain sum of `bytes` as little-endian 16-bit words (an odd last byte counts alone), not folded:
+// what the PE checksum folds, for bytes starting at an even file offset.
+std::uint64_t pe_word_sum(std::span<const std::uint8_t> bytes);
 
 // Sets the 16-bit word at `word_offset` so that the image's sum of words folds to 0xffff, and CheckSum
 // to that plus the file size: every image of one size balanced this way has the same CheckSum whatever

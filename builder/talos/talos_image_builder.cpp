@@ -719,41 +719,38 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
   job->embedded_segment = uki_edit.append_to_initrd;
   std::vector<IsoFileReplacement> files{{"config.yaml", bytes_of(job->config_yaml)}, {"boot/grub/grub.cfg", bytes_of(job->grub_cfg)}};
   if (embedded) files.push_back({std::string(talos_extension_initrd_iso_path).substr(1), bytes_of(job->embedded_segment)});
-  if (t.uki_slots) {
-    if (auto regions = uki_slot_patches(*t.uki_slots, ukis, uki_edit, *job)) {
-      auto patches = plan_iso_variant(t.bytes.size(), t.placements, files, *regions);
-      if (patches) {
-        uefi = t.uki_slots->applied;
-        log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files",
-                   t.uki_slots->appended ? " and UKI archives (" : ", the first node's UKIs (", patches->size(), " patches)");
-        job->patches = std::move(*patches);
-        const IsoDigestInFlight* in_flight = job.get();
-        start_iso_digest(writer, ukis, std::move(job));
-        copy_iso_variant(t.path, t.bytes.bytes(), in_flight->patches, writer.start(target), 0600);
-        return writer.finish(target, Sha256Digest{});
-      }
-    }
+  // The node's UKIs: their archive slots patched in where the template's slots fit them, else edited
+  // whole with its EFI partition. The small files' block counts are checked either way.
+  std::optional<std::vector<IsoRegionReplacement>> slot_regions;
+  if (t.uki_slots) slot_regions = uki_slot_patches(*t.uki_slots, ukis, uki_edit, *job);
+  std::optional<std::vector<IsoBytePatch>> patches;
+  std::string what = " with this node's files (";
+  if (slot_regions) {
+    patches = plan_iso_variant(t.bytes.size(), t.placements, files, *slot_regions);
+    uefi = t.uki_slots->applied;
+    what = t.uki_slots->appended ? " with this node's files and UKI archives (" : " with this node's files, the first node's UKIs (";
+  } else {
+    std::size_t set = free_partition_work(writer);
+    std::vector<std::uint8_t>& partition = t.partition_work[set];
+    reserve_on_huge_pages(partition, t.input_partition.size());
+    partition.assign(t.input_partition.begin(), t.input_partition.end());
+    if (!ukis.empty()) job->edited = ukis.edit(uki_edit, writer.uki_timestamp, partition);
+    for (const auto& [path, index] : job->edited.in_tree) files.push_back({path, job->edited.images[index].image});
+    std::vector<IsoRegionReplacement> regions;
+    if (t.partition) regions.push_back({t.partition->offset, partition});
+    patches = plan_iso_variant(t.bytes.size(), t.placements, files, regions);
+    if (!ukis.empty()) uefi = job->edited.applied;
+    if (t.partition) job->partition_work_index = set;
   }
-  std::size_t set = free_partition_work(writer);
-  std::vector<std::uint8_t>& partition = t.partition_work[set];
-  reserve_on_huge_pages(partition, t.input_partition.size());
-  partition.assign(t.input_partition.begin(), t.input_partition.end());
-  if (!ukis.empty()) job->edited = ukis.edit(uki_edit, writer.uki_timestamp, partition);
-  for (const auto& [path, index] : job->edited.in_tree) files.push_back({path, job->edited.images[index].image});
-  std::vector<IsoRegionReplacement> regions;
-  if (t.partition) regions.push_back({t.partition->offset, partition});
-  auto patches = plan_iso_variant(t.bytes.size(), t.placements, files, regions);
   if (!patches) {
     log::debug(target.filename().string(), ": a file needs another number of blocks than in ", t.path.filename().string(),
                ": remastered from scratch");
     ukis.recycle(std::move(job->edited));
+    uefi.reset();  // the remaster sets it
     return std::nullopt;
   }
-  if (!ukis.empty()) uefi = job->edited.applied;
-  log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), " with this node's files (",
-             patches->size(), " patches)");
+  log::debug(target.filename().string(), ": a copy of ", t.path.filename().string(), what, patches->size(), " patches)");
   job->patches = std::move(*patches);
-  if (t.partition) job->partition_work_index = set;
   const IsoDigestInFlight* in_flight = job.get();
   start_iso_digest(writer, ukis, std::move(job));
   copy_iso_variant(t.path, t.bytes.bytes(), in_flight->patches, writer.start(target), 0600);

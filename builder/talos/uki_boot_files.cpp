@@ -196,7 +196,6 @@ std::vector<TalosIsoUkis::AppendSlotAt> TalosIsoUkis::append_slots(const std::ve
   std::vector<AppendSlotAt> out;
   for (const auto* set : {&in_tree_, &in_partition_}) {
     for (const auto& uki : *set) {
-      // The cache is keyed by the input UKI's bytes: the partition's copy of a tree UKI is its own entry.
       out.push_back({uki.path, set == &in_partition_, uki_append_slot(command_line_edit(first_of_same(uki), add_args).image, append_size)});
     }
   }

@@ -116,13 +116,6 @@ bool can_balance(const PeSection& section, const InitrdAppendSizes& sizes) {
   return sizes.raw >= sizes.padded + 4 && section.raw_offset % 2 == 0;
 }
 
-std::uint64_t word_sum(std::span<const std::uint8_t> bytes) {
-  std::uint64_t sum = 0;
-  for (std::size_t i = 0; i + 1 < bytes.size(); i += 2) sum += static_cast<std::uint32_t>(bytes[i] | (bytes[i + 1] << 8));
-  if (bytes.size() % 2 != 0) sum += bytes.back();
-  return sum;
-}
-
 }  // namespace
 
 void append_to_uki_initrd(std::span<const std::uint8_t> uki, std::string_view append, std::vector<std::uint8_t>& out,
@@ -173,7 +166,7 @@ UkiSlotBytes uki_slot_bytes(const UkiAppendSlot& slot, std::span<const std::uint
   // what the region loses, minus what it gains, modulo 0xffff, in [0, 0xfffe] as balancing writes it.
   constexpr std::uint64_t m = 0xffff;
   std::uint64_t old_word = edited_balance[0] | (std::uint64_t{edited_balance[1]} << 8);
-  std::uint64_t word = (old_word % m + word_sum(edited_region) % m + m - word_sum(out.region) % m) % m;
+  std::uint64_t word = (old_word % m + pe_word_sum(edited_region) % m + m - pe_word_sum(out.region) % m) % m;
   out.balance = {static_cast<std::uint8_t>(word & 0xff), static_cast<std::uint8_t>(word >> 8)};
   return out;
 }
