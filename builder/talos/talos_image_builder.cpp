@@ -14,6 +14,7 @@
 
 #include "builder/build_manifest.hpp"
 #include "builder/build_output.hpp"
+#include "builder/talos/iso_template_cache.hpp"
 #include "builder/talos/iso_variant.hpp"
 #include "builder/talos/read_only_file_mapping.hpp"
 #include "builder/talos/talos_boot_files.hpp"
@@ -39,6 +40,7 @@ namespace {
 
 constexpr const char* shared_boot_iso_name = "talos-metal-iso.iso";
 constexpr const char* metal_iso_arg = "talos.config=metal-iso";
+constexpr const char* node_iso_volume_id = "metal-iso";
 
 bool wants(const Profile& profile, const std::string& output) {
   const auto& o = profile.talos.outputs;
@@ -102,8 +104,9 @@ struct TalosInputs {
   std::optional<FetchedArtifact> kernel;
   std::optional<FetchedArtifact> initramfs;
   // A local ISO with no pinned sha256 is hashed only for the manifest: on a thread, while the nodes
-  // are written (iso->sha256 is set from it before the manifest). Waited for on every path out.
-  std::future<Sha256Digest> iso_digest{};
+  // are written (iso->sha256 is set from it before the manifest), and by the first node ISO when it
+  // looks for a cached template. Waited for on every path out.
+  std::shared_future<Sha256Digest> iso_digest{};
 };
 
 // Step 2: the inputs the wanted outputs need, fetched together (cache, checksums).
@@ -131,7 +134,7 @@ TalosInputs fetch_talos_inputs(const Profile& profile, const FetchOptions& fetch
   std::size_t i = 0;
   if (local_iso) {
     inputs.iso = std::move(local_iso);
-    inputs.iso_digest = std::async(std::launch::async, [path = inputs.iso->path] { return Sha256::of_file(path); });
+    inputs.iso_digest = std::async(std::launch::async, [path = inputs.iso->path] { return Sha256::of_file(path); }).share();
   } else if (need_iso) {
     inputs.iso = fetched[i++];
   }
@@ -323,6 +326,11 @@ struct NodeIsoTemplate {
   IsoHashCheckpoints checkpoints{};
   std::shared_future<void> checkpoints_taken{};
   std::optional<TemplateUkiSlots> uki_slots{};  // nullopt: each node's UKIs are edited whole
+  // A template from the cache (iso_template_cache.hpp): the SHA-256 recorded when it was stored, and
+  // its own hash (the one that takes the checkpoints), compared before the build commits. Last: waited
+  // for before the mapping and the checkpoints it uses go.
+  std::optional<Sha256Digest> recorded_digest{};
+  std::future<Sha256Digest> own_digest{};
 };
 
 // A node ISO that is written and renamed but whose SHA-256 is still being taken, on a thread of its
@@ -366,6 +374,12 @@ struct TalosOutputWriter {
 
   bool derive_node_isos = false;  // more than one node gets an ISO: the first is the others' template
   bool node_iso_template_tried = false;
+  // Templates kept between builds (iso_template_cache.hpp): only for builds with a fixed time.
+  std::optional<IsoTemplateCache> template_cache{};
+  bool template_looked_up = false;
+  std::optional<std::string> template_key{};  // this build's, once its first node ISO is planned
+  IsoTemplateKeyParts template_key_parts{};
+  bool template_from_cache = false;
   std::optional<NodeIsoTemplate> node_iso_template{};
   // After node_iso_template, whose mapping their hashes read: destroyed (waited for) first. Oldest first.
   std::deque<std::unique_ptr<IsoDigestInFlight>> digests_in_flight{};
@@ -396,6 +410,24 @@ std::size_t free_partition_work(const TalosOutputWriter& writer) {
   throw Error("internal: every EFI partition buffer is in use");
 }
 
+// The template's own SHA-256 (hash_iso_template), on a thread: it takes the checkpoints every variant's
+// hash goes on from, and t.checkpoints_taken is ready once it has. `t` must be where it stays (the
+// writer's): the checkpoints are filled in place.
+std::future<Sha256Digest> start_template_hash(NodeIsoTemplate& t) {
+  auto taken = std::make_shared<std::promise<void>>();
+  t.checkpoints_taken = taken->get_future().share();
+  return std::async(std::launch::async, [bytes = t.bytes.bytes(), checkpoints = &t.checkpoints, taken] {
+    try {
+      Sha256Digest digest = hash_iso_template(bytes, *checkpoints);
+      taken->set_value();
+      return digest;
+    } catch (...) {
+      taken->set_exception(std::current_exception());
+      throw;
+    }
+  });
+}
+
 // Starts hashing `job`'s ISO (the template's mapped bytes with the job's patches; none for the template
 // itself) on a thread of its own. Up to max_iso_digests_in_flight run at once, the oldest settled first:
 // one core hashing could not keep up with the other copying and editing (the hash of a 127 MiB ISO
@@ -408,18 +440,7 @@ void start_iso_digest(TalosOutputWriter& writer, const TalosIsoUkis& ukis, std::
   IsoHashCheckpoints* checkpoints = &t.checkpoints;
   if (!t.checkpoints_taken.valid()) {
     // The first job is the template's own hash: it keeps the checkpoints the variants' hashes start from.
-    auto taken = std::make_shared<std::promise<void>>();
-    t.checkpoints_taken = taken->get_future().share();
-    job->digest = std::async(std::launch::async, [template_bytes, checkpoints, taken] {
-      try {
-        Sha256Digest digest = hash_iso_template(template_bytes, *checkpoints);
-        taken->set_value();
-        return digest;
-      } catch (...) {
-        taken->set_exception(std::current_exception());
-        throw;
-      }
-    });
+    job->digest = start_template_hash(t);
   } else {
     const IsoDigestInFlight* in_flight = job.get();
     std::shared_future<void> taken = t.checkpoints_taken;
@@ -584,15 +605,16 @@ std::span<const std::uint8_t> bytes_of(const std::string& text) {
   return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
 }
 
-// After the first node's ISO: it becomes the template when the files that differ between nodes can be
-// found in it (they always can in what remaster_iso writes; otherwise every node is remastered).
-std::optional<NodeIsoTemplate> make_node_iso_template(const fs::path& iso, const std::vector<IsoFileToAdd>& varying,
+std::string without_leading_slash(const std::string& path) { return path.substr(path.find_first_not_of('/')); }
+
+// After the first node's ISO (or a cached template): it becomes the template when the files that differ
+// between nodes (`paths`, without the leading '/') can be found in it (they always can in what
+// remaster_iso writes; otherwise every node is remastered).
+std::optional<NodeIsoTemplate> make_node_iso_template(const fs::path& iso, const std::vector<std::string>& paths,
                                                       const TalosIsoUkis& ukis) {
   NodeIsoTemplate t;
   t.path = iso;
   t.bytes = ReadOnlyFileMapping(iso);
-  std::vector<std::string> paths;
-  for (const auto& file : varying) paths.push_back(file.path_in_image.substr(file.path_in_image.find_first_not_of('/')));
   try {
     t.placements = locate_iso_files(t.bytes.bytes(), paths);
     if (ukis.ukis_in_partition()) {
@@ -610,10 +632,11 @@ std::optional<NodeIsoTemplate> make_node_iso_template(const fs::path& iso, const
 // Where the template's UKI copies hold their archive slots, or nullopt (and why, at debug level) when
 // a node's UKIs must be edited whole: a UKI that cannot be balanced, a copy not found where expected.
 // Without an archive (Talos < 1.12) there are no slots: a node with the same arguments has the
-// template's UKIs. The template's bytes in each slot must be the first node's archive and zeros,
-// which checks the offsets found.
+// template's UKIs. The template's bytes in each slot must be the first node's archive and zeros (only
+// zeros in a cached template: `slots_emptied`), which checks the offsets found.
 std::optional<TemplateUkiSlots> find_template_uki_slots(const NodeIsoTemplate& t, const TalosIsoUkis& ukis,
-                                                        const UkiEdit& edit, const TalosIsoUkis::Applied& applied) {
+                                                        const UkiEdit& edit, const TalosIsoUkis::Applied& applied,
+                                                        bool slots_emptied = false) {
   if (ukis.empty()) return std::nullopt;
   if (edit.append_to_initrd.empty()) return TemplateUkiSlots{edit.add_args, false, applied, {}};
   auto refuse = [&](const std::string& why) -> std::optional<TemplateUkiSlots> {
@@ -666,7 +689,8 @@ std::optional<TemplateUkiSlots> find_template_uki_slots(const NodeIsoTemplate& t
       u.region.insert(u.region.end(), part.begin(), part.end());
     }
     u.balance = {image[u.balance_offset], image[u.balance_offset + 1]};
-    std::vector<std::uint8_t> expected(edit.append_to_initrd.begin(), edit.append_to_initrd.end());
+    std::vector<std::uint8_t> expected;
+    if (!slots_emptied) expected.assign(edit.append_to_initrd.begin(), edit.append_to_initrd.end());
     expected.resize(u.slot.length, 0);
     if (u.region != expected) return refuse("/" + at.path + "'s archive is not where expected");
     out.ukis.push_back(std::move(u));
@@ -772,8 +796,140 @@ std::string in_whole_iso_blocks(std::string bytes, char fill) {
   return bytes;
 }
 
+// A node's own files in its ISO (laid out last: node_file_weight), as write_node_iso pads them: what a
+// remaster maps in (from work files of these names and modes) and what a cached template's key names.
+struct NodeIsoFile {
+  std::string path_in_image;
+  std::uint32_t mode = 0;
+  std::string work_name;
+  FileMode work_mode;
+  const std::string* content = nullptr;
+};
+
+std::vector<NodeIsoFile> node_iso_files(const std::string& config_yaml, const std::string* embedded_segment,
+                                        const std::string& grub_cfg) {
+  std::vector<NodeIsoFile> files{{"/config.yaml", 0400, "iso-config.yaml", config_mode, &config_yaml}};
+  if (embedded_segment) {
+    files.push_back({talos_extension_initrd_iso_path, 0400, "embedded-config.cpio.zst", config_mode, embedded_segment});
+  }
+  files.push_back({"/boot/grub/grub.cfg", 0444, "grub.cfg", public_mode, &grub_cfg});
+  return files;
+}
+
+// The node's files and the ISO's tree UKIs: what differs between nodes' ISOs, as the template's
+// placements are found for.
+std::vector<std::string> varying_iso_paths(const std::vector<NodeIsoFile>& files, const TalosIsoUkis& ukis) {
+  std::vector<std::string> paths;
+  for (const auto& f : files) paths.push_back(without_leading_slash(f.path_in_image));
+  for (const auto& p : ukis.tree_paths()) paths.push_back(p);
+  return paths;
+}
+
+// For a build's first node ISO, with a fixed time: this build's template key, and the template kept
+// under it by an earlier build, which then serves as this build's template (every node, the first too,
+// a variant of it: no remaster). Anything amiss with a cached template only means remastering.
+void look_up_cached_node_iso_template(TalosOutputWriter& writer, const TalosNodeSources& sources, const UkiEdit& uki_edit,
+                                      const std::vector<NodeIsoFile>& files) {
+  const TalosIsoUkis& ukis = sources.iso.ukis;
+  IsoTemplateKeyParts& parts = writer.template_key_parts;
+  // An unpinned local ISO's digest is being taken on a thread since the fetch: waited for here.
+  parts.input_iso = sources.inputs.iso_digest.valid() ? sources.inputs.iso_digest.get() : sources.inputs.iso->sha256;
+  parts.source_date_epoch = *writer.source_date_epoch;
+  parts.volume_id = node_iso_volume_id;
+  if (!ukis.empty()) parts.uki_args = uki_edit.add_args;
+  for (const auto& f : files) parts.node_files.push_back({f.path_in_image, f.mode, node_file_weight, f.content->size()});
+  writer.template_key = iso_template_key(parts);
+  if (!writer.template_key) {
+    log::debug("no node ISO template is cached: this program has no build ID");
+    return;
+  }
+  std::optional<CachedIsoTemplate> cached = writer.template_cache->find(*writer.template_key);
+  if (!cached) return;
+  auto refuse = [&](const std::string& why) {
+    log::debug(cached->path.string(), ": not used as the node ISO template (", why, "): removed");
+    writer.template_cache->forget(*writer.template_key);
+  };
+  std::optional<NodeIsoTemplate> t;
+  try {
+    t = make_node_iso_template(cached->path, varying_iso_paths(files, ukis), ukis);
+    if (t && !ukis.empty()) {
+      t->uki_slots = find_template_uki_slots(*t, ukis, uki_edit, ukis.applied_with(uki_edit.add_args), true);
+      // Without its slots, the template's UKIs would have to be replaced whole in every node.
+      if (!t->uki_slots) t.reset();
+    }
+  } catch (const Error& e) {
+    refuse(e.what());
+    return;
+  }
+  if (!t) return refuse("its files or UKI archive slots are not where this build puts them");
+  t->recorded_digest = cached->sha256;
+  writer.node_iso_template = std::move(t);
+  writer.node_iso_template_tried = true;
+  writer.template_from_cache = true;
+  // Its hash starts now: every node's, the first's too, goes on from its checkpoints.
+  writer.node_iso_template->own_digest = start_template_hash(*writer.node_iso_template);
+  log::debug("node ISOs: variants of the template in the cache (", cached->path.string(), ")");
+}
+
+// The patches that turn the template (the first node's ISO) into what the cache keeps: the node's
+// files and each UKI copy's archive slot zeroed, the slot's checksum word set for an empty slot. nullopt
+// when the UKIs hold an archive whose slots were not found (it could not be removed).
+std::optional<std::vector<IsoBytePatch>> template_scrub_patches(const NodeIsoTemplate& t, const std::vector<std::string>& node_paths,
+                                                                bool archive_in_ukis) {
+  if (archive_in_ukis && (!t.uki_slots || !t.uki_slots->appended)) return std::nullopt;
+  std::vector<IsoBytePatch> patches;
+  for (const auto& placement : t.placements) {
+    if (std::find(node_paths.begin(), node_paths.end(), placement.path) == node_paths.end()) continue;
+    patches.push_back({placement.data_offset, {}, std::vector<std::uint8_t>(placement.size, 0)});
+  }
+  if (archive_in_ukis) {
+    for (const auto& u : t.uki_slots->ukis) {
+      UkiSlotBytes empty = uki_slot_bytes(u.slot, u.region, u.balance, "");
+      for (const auto& [offset, length] : u.region_ranges) patches.push_back({offset, {}, std::vector<std::uint8_t>(length, 0)});
+      patches.push_back({u.balance_offset, {}, std::vector<std::uint8_t>(empty.balance.begin(), empty.balance.end())});
+    }
+  }
+  std::sort(patches.begin(), patches.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
+  return patches;
+}
+
+// After the nodes (every ISO hash settled): a template this build remastered goes into the cache,
+// scrubbed; a template that came from the cache is checked against the SHA-256 recorded for it, and a
+// mismatch fails the build before it commits (its outputs are removed).
+void settle_node_iso_template(TalosOutputWriter& writer, bool archive_in_ukis) {
+  if (!writer.node_iso_template || !writer.template_key) return;
+  NodeIsoTemplate& t = *writer.node_iso_template;
+  if (writer.template_from_cache) {
+    Sha256Digest digest = t.own_digest.get();
+    if (digest != *t.recorded_digest) {
+      writer.template_cache->forget(*writer.template_key);
+      throw Error("the node ISO template in the cache (" + t.path.string() + ") does not have the SHA-256 recorded when it "
+                  "was stored (" + digest.hex() + " instead of " + t.recorded_digest->hex() +
+                  "): it was removed, and this build's outputs with it; run the build again");
+    }
+    return;
+  }
+  std::vector<std::string> node_paths;
+  for (const auto& f : writer.template_key_parts.node_files) node_paths.push_back(without_leading_slash(f.path_in_image));
+  std::optional<std::vector<IsoBytePatch>> scrub = template_scrub_patches(t, node_paths, archive_in_ukis);
+  if (!scrub) {
+    log::debug(t.path.filename().string(), ": not kept as a template (its UKIs' archive slots were not found)");
+    return;
+  }
+  try {
+    Sha256Digest digest = hash_iso_variant(t.bytes.bytes(), *scrub, t.checkpoints);
+    writer.template_cache->store(*writer.template_key, writer.template_key_parts, digest, [&](const fs::path& file) {
+      copy_iso_variant(t.path, t.bytes.bytes(), *scrub, file, 0644);
+    });
+    log::debug(t.path.filename().string(), ": kept in the cache as the node ISO template for later builds");
+  } catch (const Error& e) {
+    log::warning(e.what());
+  }
+}
+
 // <node>.iso: the input ISO remastered with the node's config and kernel arguments (the first node's
-// with libisoburn, the others as variants of it where they fit). Returns its manifest entry.
+// with libisoburn, unless a template is cached; the others as variants of it where they fit). Returns
+// its manifest entry.
 nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources& sources, const NodePlan& plan,
                               const fs::path& node_work, TalosBuiltNode& built) {
   const TalosNode& node = *plan.node;
@@ -793,9 +949,14 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
     edit.append_initrds.push_back(talos_extension_initrd_iso_path);
   }
   std::string grub_cfg = in_whole_iso_blocks(edit_grub_config(sources.iso.grub_cfg, edit).text, '\n');
+  std::vector<NodeIsoFile> node_files = node_iso_files(config_yaml, sources.embed_config ? &embedded_segment : nullptr, grub_cfg);
   fs::path target = writer.out / (node.name + ".iso");
   // The UKI's initramfs gets the same extension archive GRUB loads as a second initrd.
   UkiEdit uki_edit{add, embedded_segment};
+  if (writer.template_cache && !writer.template_looked_up) {
+    writer.template_looked_up = true;
+    look_up_cached_node_iso_template(writer, sources, uki_edit, node_files);
+  }
   std::optional<TalosIsoUkis::Applied> uefi;
   std::optional<BuiltFile> written;
   if (writer.node_iso_template) {
@@ -807,24 +968,24 @@ nlohmann::json write_node_iso(TalosOutputWriter& writer, const TalosNodeSources&
     // Not create_directories: after an interrupt's cleanup removed the work directory, this must not
     // make it again in the moment before the process ends.
     fs::create_directory(node_work);
-    std::vector<IsoFileToAdd> files{{node_work / "iso-config.yaml", "/config.yaml", 0400, node_file_weight}};
-    write_file_with_mode(files.back().source, config_yaml, config_mode);
-    if (sources.embed_config) {
-      files.push_back({node_work / "embedded-config.cpio.zst", talos_extension_initrd_iso_path, 0400, node_file_weight});
-      write_file_with_mode(files.back().source, embedded_segment, config_mode);
+    std::vector<IsoFileToAdd> files;
+    for (const auto& f : node_files) {
+      files.push_back({node_work / f.work_name, f.path_in_image, f.mode, node_file_weight});
+      write_file_with_mode(files.back().source, *f.content, f.work_mode);
     }
-    files.push_back({node_work / "grub.cfg", "/boot/grub/grub.cfg", 0444, node_file_weight});
-    write_file_with_mode(files.back().source, grub_cfg, public_mode);
-    IsoRemaster request{sources.inputs.iso->path, writer.start(target), files, std::string("metal-iso"),
+    IsoRemaster request{sources.inputs.iso->path, writer.start(target), files, std::string(node_iso_volume_id),
                         writer.source_date_epoch, 0600};
     if (!ukis.empty()) uefi = ukis.apply(uki_edit, node_work, writer.uki_timestamp, request);
     remaster_iso(request);
     // ~100 MiB of edited UKI and EFI partition there: gone now rather than at the build's end.
     fs::remove_all(node_work);
-    if (writer.derive_node_isos && !writer.node_iso_template_tried) {
+    // The first remastered ISO is the template of the others, and of later builds' (the cache).
+    if ((writer.derive_node_isos || writer.template_key) && !writer.node_iso_template_tried) {
       writer.node_iso_template_tried = true;
       written = writer.finish(target, Sha256Digest{});  // the digest follows
-      writer.node_iso_template = make_node_iso_template(target, request.files, ukis);
+      std::vector<std::string> paths;
+      for (const auto& file : request.files) paths.push_back(without_leading_slash(file.path_in_image));
+      writer.node_iso_template = make_node_iso_template(target, paths, ukis);
       if (writer.node_iso_template && uefi) {
         try {
           writer.node_iso_template->uki_slots = find_template_uki_slots(*writer.node_iso_template, ukis, uki_edit, *uefi);
@@ -1013,6 +1174,9 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   TalosNodeSources sources{inputs, iso, embed_config, iso_extensions, netboot,
                            embedded_config_archives ? &*embedded_config_archives : nullptr};
   writer.derive_node_isos = wants(profile, "iso") && plans.size() > 1;
+  if (wants(profile, "iso") && options.source_date_epoch) {
+    writer.template_cache.emplace(options.fetch.cache_dir.empty() ? default_cache_dir() : options.fetch.cache_dir);
+  }
   nlohmann::json node_reports = nlohmann::json::array();
   for (const auto& plan : plans) {
     nlohmann::json report;
@@ -1020,6 +1184,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     node_reports.push_back(std::move(report));
   }
   settle_iso_digests(writer, iso.ukis);
+  settle_node_iso_template(writer, embed_config && !iso.ukis.empty());
   fill_late_digests(writer, result.nodes, node_reports);
   if (inputs.iso_digest.valid()) inputs.iso->sha256 = inputs.iso_digest.get();
 

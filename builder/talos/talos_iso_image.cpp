@@ -456,4 +456,10 @@ void remaster_iso(const IsoRemaster& request) {
   }
 }
 
+std::string iso_writer_version() {
+  int major = 0, minor = 0, micro = 0;
+  Xorriso__version(&major, &minor, &micro);
+  return "libisoburn " + std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(micro);
+}
+
 }  // namespace aggrik8s::builder

@@ -80,5 +80,8 @@ struct IsoRemaster {
 };
 // Writes a modified copy of a bootable ISO. Throws Error with xorriso's messages on failure.
 void remaster_iso(const IsoRemaster& request);
+// The library remaster_iso lays images out with, as "libisoburn 1.5.4": part of what an ISO derived from
+// a remaster (a cached template, builder/talos/iso_template_cache.hpp) depends on.
+std::string iso_writer_version();
 
 }  // namespace aggrik8s::builder

@@ -246,6 +246,26 @@ TalosIsoUkis::EditedInMemory TalosIsoUkis::edit(const UkiEdit& edit, std::int64_
   return result;
 }
 
+TalosIsoUkis::Applied TalosIsoUkis::applied_with(const std::vector<std::string>& add_args) const {
+  // As edit() gathers it: the first UKI's command lines, a signature removed from any of them (the
+  // appended archive changes neither).
+  Applied applied;
+  for (const auto* set : {&in_tree_, &in_partition_}) {
+    for (const auto& uki : *set) {
+      const EditedUki& edited = command_line_edit(first_of_same(uki), add_args);
+      applied.signature_removed = applied.signature_removed || edited.signature_removed;
+      if (applied.command_lines.empty()) applied.command_lines = edited.command_lines;
+    }
+  }
+  return applied;
+}
+
+std::vector<std::string> TalosIsoUkis::tree_paths() const {
+  std::vector<std::string> paths;
+  for (const auto& uki : in_tree_) paths.push_back(uki.path);
+  return paths;
+}
+
 void TalosIsoUkis::recycle(EditedInMemory&& done) const {
   // As many as one edit uses (one per distinct UKI), so nothing piles up.
   std::size_t keep = in_tree_.size() + in_partition_.size();

@@ -43,6 +43,11 @@ class TalosIsoUkis {
     std::vector<std::pair<std::string, std::size_t>> in_tree;  // "EFI/Linux/x.efi" -> index in images
     Applied applied;
   };
+  // What edit() with `add_args` reports, without editing: for a node ISO written from a template whose
+  // UKIs were edited with them (a cached template, builder/talos/iso_template_cache.hpp).
+  Applied applied_with(const std::vector<std::string>& add_args) const;
+  // The UKIs in the ISO's own tree, as paths in it without the leading '/' ("EFI/Linux/x.efi").
+  std::vector<std::string> tree_paths() const;
   // The input's EFI partition as bytes, when UKIs sit in it (empty otherwise): what edit() writes into.
   std::vector<std::uint8_t> read_partition() const;
   const std::optional<IsoEfiPartition>& partition() const { return partition_; }

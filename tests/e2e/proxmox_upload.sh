@@ -209,7 +209,7 @@ make_talos_fixture
 sed -e "s|  kernel: {path: vmlinuz}|  iso: {path: $TALOS_FIXTURE/metal-amd64.iso}|" -e '/initramfs: {path/d' \
   -e 's/outputs: \[config-iso\]/outputs: [config-iso, iso]/' -e 's/^name: e2e-pve/name: e2e-pve-iso/' \
   "$WORK/with-ca.yaml" >"$WORK/iso.yaml"
-run 0 "build --upload --node cp1 with the iso output" -- "$CLI" build --upload --node cp1 --out "$WORK/out-iso" "$WORK/iso.yaml"
+run 0 "build --upload --node cp1 with the iso output" -- "$CLI" build --upload --node cp1 --cache-dir "$WORK/cache" --out "$WORK/out-iso" "$WORK/iso.yaml"
 for f in talos-metal-iso.iso cp1.iso; do
   expect_output "^uploaded  local:iso/$f$" "$f uploaded"
   cmp "$WORK/out-iso/$f" "$STUB_DIR/iso/$f" || fail "the server's copy of $f differs"

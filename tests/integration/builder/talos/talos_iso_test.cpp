@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -114,6 +115,15 @@ cluster:
   controlPlane: {endpoint: "https://10.0.20.10:6443"}
   clusterName: lab
 )";
+
+// worker.yaml (0600) and p.yaml: the stand-in ISO's `iso` output with console=ttyS0, for `nodes`.
+void write_iso_profile(const test::TempDir& dir, const fs::path& input, const std::string& nodes) {
+  test::write_file(dir / "worker.yaml", worker_config);
+  fs::permissions(dir / "worker.yaml", fs::perms(0600));
+  test::write_file(dir / "p.yaml", "kind: talos-iso\nname: v\ntalos:\n  iso: {path: " + input.string() +
+                                       "}\n  config: {file: worker.yaml}\n  outputs: [iso]\n  kernel_args: [console=ttyS0]\n"
+                                       "nodes:\n" + nodes);
+}
 
 }  // namespace
 
@@ -613,24 +623,25 @@ TEST_CASE("talos: a signed UKI is written unsigned with a warning, and the manif
 TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte their own builds", "[talos][cli][variant]") {
   fs::path input = talos_fixture() / "metal-amd64.iso";
   test::TempDir dir;
-  test::write_file(dir / "worker.yaml", worker_config);
-  fs::permissions(dir / "worker.yaml", fs::perms(0600));
   // w2 differs from w1 only in its config (a variant: the template with its files and the archive
   // slots of its UKIs patched in); w3's own long argument makes grub.cfg need another block, so it is
   // remastered from scratch. w4-w6 are variants again. w7's own short argument changes its UKIs'
   // command lines: a variant whose UKIs and EFI partition are edited whole.
   // With two hashes in flight, the edits reuse every EFI partition and UKI buffer a settled hash gave back.
-  test::write_file(dir / "p.yaml", "kind: talos-iso\nname: v\ntalos:\n  iso: {path: " + input.string() +
-                                       "}\n  config: {file: worker.yaml}\n  outputs: [iso]\n  kernel_args: [console=ttyS0]\n"
-                                       "nodes:\n  - name: w1\n    hostname: w1\n  - name: w2\n    hostname: w2-longer-name\n"
-                                       "  - name: w3\n    kernel_args: [variant.test=" + std::string(1200, 'x') + "]\n"
-                                       "  - name: w4\n  - name: w5\n    hostname: w5-a-much-longer-host-name\n  - name: w6\n"
-                                       "  - name: w7\n    kernel_args: [variant.own=1]\n");
+  write_iso_profile(dir, input,
+                    "  - name: w1\n    hostname: w1\n  - name: w2\n    hostname: w2-longer-name\n"
+                    "  - name: w3\n    kernel_args: [variant.test=" + std::string(1200, 'x') + "]\n"
+                    "  - name: w4\n  - name: w5\n    hostname: w5-a-much-longer-host-name\n  - name: w6\n"
+                    "  - name: w7\n    kernel_args: [variant.own=1]\n");
+  // Each build with a cache of its own, so every first node is remastered (no template kept by an
+  // earlier build: see the template cache's test below).
   auto build = [&](const std::string& out, const std::string& nodes) {
-    auto r = test::run("SOURCE_DATE_EPOCH=1767225600 " + cli() + " build -v " + nodes + " --out '" + (dir / out).string() + "' '" +
-                       (dir / "p.yaml").string() + "' 2>&1");
+    fs::path cache = dir / ("cache-" + out);
+    auto r = test::run("SOURCE_DATE_EPOCH=1767225600 " + cli() + " build -v " + nodes + " --cache-dir '" + cache.string() +
+                       "' --out '" + (dir / out).string() + "' '" + (dir / "p.yaml").string() + "' 2>&1");
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
+    fs::remove_all(cache);
     return r.output;
   };
   std::string all = build("all", "");
@@ -695,6 +706,115 @@ TEST_CASE("talos: nodes' ISOs written as variants of the first are byte for byte
   CHECK(placements[1].data_offset > placements[0].data_offset);  // the small files after the UKI
   CHECK(placements[2].data_offset > placements[0].data_offset);
   CHECK(placements[3].data_offset < placements[0].data_offset);  // the input's files before it
+}
+
+TEST_CASE("talos: a template kept in the cache makes the next build's first node a variant, byte for byte, without secrets",
+          "[talos][cli][variant][template-cache]") {
+  fs::path input = talos_fixture() / "metal-amd64.iso";
+  test::TempDir dir;
+  write_iso_profile(dir, input, "  - name: w1\n  - name: w2\n    hostname: w2-host\n  - name: w3\n");
+  fs::path cache = dir / "cache";
+  fs::path templates = cache / "talos-templates";
+  auto build = [&](const std::string& out, const std::string& extra = "", const std::string& env = "SOURCE_DATE_EPOCH=1767225600") {
+    return test::run(env + " " + cli() + " build -v " + extra + " --cache-dir '" + cache.string() + "' --out '" +
+                     (dir / out).string() + "' '" + (dir / "p.yaml").string() + "' 2>&1");
+  };
+  auto the_template = [&]() {
+    std::vector<fs::path> isos;
+    for (const auto& e : fs::directory_iterator(templates)) {
+      if (e.path().extension() == ".iso") isos.push_back(e.path());
+    }
+    REQUIRE(isos.size() == 1);
+    return isos.front();
+  };
+
+  // First build: w1 remastered, then kept (scrubbed) as the template.
+  auto first = build("first");
+  INFO(first.output);
+  REQUIRE(first.exit_code == 0);
+  CHECK(first.output.find("w1.iso: remastering the input ISO") != std::string::npos);
+  CHECK(first.output.find("w1.iso: kept in the cache as the node ISO template") != std::string::npos);
+  fs::path kept = the_template();
+  CHECK(fs::exists(kept.string() + ".checked"));
+  auto record = nlohmann::json::parse(test::read_file(fs::path(kept).replace_extension(".json")));
+  CHECK(record["sha256"] == test::run("sha256sum '" + kept.string() + "' | cut -c1-64").output.substr(0, 64));
+  CHECK(record["source_date_epoch"] == 1767225600);
+  CHECK(record["input_iso_sha256"] == test::run("sha256sum '" + input.string() + "' | cut -c1-64").output.substr(0, 64));
+
+  // The template is w1.iso with w1's own bytes zeroed: no token, no embedded-config archive (zstd), its
+  // config.yaml, grub.cfg and archive file all zeros; everything else w1.iso's.
+  std::string w1 = test::read_file(dir / "first" / "w1.iso");
+  std::string t = test::read_file(kept);
+  REQUIRE(t.size() == w1.size());
+  CHECK(w1.find("SECRET-WORKER-TOKEN") != std::string::npos);
+  CHECK(t.find("SECRET-WORKER-TOKEN") == std::string::npos);
+  const std::string zstd_magic("\x28\xb5\x2f\xfd", 4);
+  CHECK(w1.find(zstd_magic) != std::string::npos);
+  CHECK(t.find(zstd_magic) == std::string::npos);
+  std::span<const std::uint8_t> t_bytes(reinterpret_cast<const std::uint8_t*>(t.data()), t.size());
+  for (const auto& p : locate_iso_files(t_bytes, {"config.yaml", "boot/grub/grub.cfg", "boot/embedded-config.cpio.zst"})) {
+    INFO(p.path);
+    auto bytes = iso_file_bytes(t_bytes, p);
+    CHECK(std::all_of(bytes.begin(), bytes.end(), [](std::uint8_t b) { return b == 0; }));
+  }
+  std::size_t differing = 0;
+  for (std::size_t i = 0; i < t.size(); ++i) differing += t[i] != w1[i];
+  CHECK(differing > 0);
+  CHECK(differing < 64 * 1024);
+
+  // Second build: every node, w1 too, a variant of the cached template; the same bytes as the first's.
+  auto second = build("second");
+  INFO(second.output);
+  REQUIRE(second.exit_code == 0);
+  CHECK(second.output.find("remastering") == std::string::npos);
+  CHECK(second.output.find("w1.iso: a copy of " + kept.filename().string() + " with this node's files and UKI archives") !=
+        std::string::npos);
+  for (const std::string node : {"w1", "w2", "w3"}) {
+    INFO(node);
+    CHECK(test::read_file(dir / "second" / (node + ".iso")) == test::read_file(dir / "first" / (node + ".iso")));
+  }
+  CHECK(test::read_file(dir / "second" / "SHA256SUMS") == test::read_file(dir / "first" / "SHA256SUMS"));
+  CHECK(test::run("cd '" + (dir / "second").string() + "' && sha256sum -c SHA256SUMS").exit_code == 0);
+  // One node alone (a --node rebuild) from the template too.
+  auto alone = build("alone", "--node w2");
+  REQUIRE(alone.exit_code == 0);
+  CHECK(alone.output.find("remastering") == std::string::npos);
+  CHECK(test::read_file(dir / "alone" / "w2.iso") == test::read_file(dir / "first" / "w2.iso"));
+
+  // A template whose bytes changed with its stamp unchanged (bit rot): the build fails before it
+  // commits, naming the template, and leaves no ISO; the template is removed.
+  auto stamped = fs::last_write_time(kept);
+  {
+    std::fstream f(kept, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1000000);
+    f.put(static_cast<char>(t[1000000] ^ 1));
+  }
+  fs::last_write_time(kept, stamped);
+  auto rotten = build("rotten");
+  INFO(rotten.output);
+  CHECK(rotten.exit_code == 1);
+  CHECK(rotten.output.find("the node ISO template in the cache (" + kept.string() + ") does not have the SHA-256 recorded") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "rotten" / "w1.iso"));
+  CHECK_FALSE(fs::exists(dir / "rotten" / "SHA256SUMS"));
+  CHECK_FALSE(fs::exists(kept));
+  // The next build remasters and keeps a good template again; one edited visibly (its stamp no
+  // longer matching) is removed and remastered around without an error.
+  auto again = build("again");
+  REQUIRE(again.exit_code == 0);
+  CHECK(again.output.find("w1.iso: remastering the input ISO") != std::string::npos);
+  CHECK(test::read_file(the_template()) == t);
+  test::write_file(the_template(), "not an ISO");
+  auto edited = build("edited");
+  REQUIRE(edited.exit_code == 0);
+  CHECK(edited.output.find("w1.iso: remastering the input ISO") != std::string::npos);
+  CHECK(test::read_file(dir / "edited" / "w3.iso") == test::read_file(dir / "first" / "w3.iso"));
+
+  // Without a fixed time every build is stamped with its own: no template is looked up or kept.
+  fs::remove_all(cache);
+  auto unfixed = build("unfixed", "", "env -u SOURCE_DATE_EPOCH");
+  REQUIRE(unfixed.exit_code == 0);
+  CHECK_FALSE(fs::exists(templates));
 }
 
 TEST_CASE("talos: Ctrl-C after the first node's remaster removes every output and the work directory", "[talos][cli][interrupt]") {
