@@ -100,8 +100,20 @@ void keep_unbuilt_nodes(const fs::path& output_dir, const std::vector<std::strin
 BuildRecord write_build_record(const fs::path& output_dir, const std::vector<BuiltFile>& files,
                                const nlohmann::json& manifest, FileMode mode) {
   BuildRecord record{output_dir / "SHA256SUMS", output_dir / "manifest.json"};
-  write_text_file_atomically(record.checksums, sha256sums_text(files, output_dir), mode);
-  write_text_file_atomically(record.manifest, manifest.dump(2) + "\n", mode);
+  // Both written before either is renamed: a write that fails (a full disk) leaves the old pair.
+  fs::path checksums_partial = record.checksums.string() + ".partial";
+  fs::path manifest_partial = record.manifest.string() + ".partial";
+  try {
+    write_file_with_mode(checksums_partial, sha256sums_text(files, output_dir), mode);
+    write_file_with_mode(manifest_partial, manifest.dump(2) + "\n", mode);
+    fs::rename(checksums_partial, record.checksums);
+    fs::rename(manifest_partial, record.manifest);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(checksums_partial, ignored);
+    fs::remove(manifest_partial, ignored);
+    throw;
+  }
   return record;
 }
 

@@ -42,7 +42,10 @@ struct BuildRecord {
   std::filesystem::path manifest;   // <output_dir>/manifest.json
 };
 
-// Writes SHA256SUMS, then manifest.json, each replaced whole (write_text_file_atomically).
+// Writes SHA256SUMS and manifest.json (each as <name>.partial), then renames both into place; on
+// failure both .partial files are removed and the previous pair is left as it was. Builds call it
+// inside InterruptCleanup::hold_off with their PartialOutputs::commit, so that an interrupt leaves
+// either the new record with every output it lists, or neither.
 BuildRecord write_build_record(const std::filesystem::path& output_dir, const std::vector<BuiltFile>& files,
                                const nlohmann::json& manifest, FileMode mode);
 

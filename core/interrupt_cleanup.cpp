@@ -14,7 +14,8 @@
 namespace aggrik8s {
 namespace {
 
-std::mutex registered_mutex;
+// Recursive: hold_off() keeps it while its step registers and forgets paths.
+std::recursive_mutex registered_mutex;
 std::map<std::uint64_t, std::filesystem::path>& registered() {
   static std::map<std::uint64_t, std::filesystem::path> paths;
   return paths;
@@ -78,6 +79,11 @@ std::uint64_t InterruptCleanup::remove_on_interrupt(std::filesystem::path path) 
   std::uint64_t registration = next_registration++;
   registered().emplace(registration, std::move(path));
   return registration;
+}
+
+void InterruptCleanup::hold_off(const std::function<void()>& step) {
+  std::lock_guard lock(registered_mutex);
+  step();
 }
 
 void InterruptCleanup::forget(std::uint64_t registration) {

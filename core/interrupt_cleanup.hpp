@@ -11,6 +11,7 @@
 // signals themselves (serve) do not install it.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 
 namespace aggrik8s {
 
@@ -22,6 +23,11 @@ class InterruptCleanup {
   // returned registration. Registering without install() is allowed and does nothing on interrupt.
   static std::uint64_t remove_on_interrupt(std::filesystem::path path);
   static void forget(std::uint64_t registration);
+  // Runs `step` with an interrupt's cleanup held off until it returns: a signal that comes meanwhile is
+  // acted on after it, on what is still registered then. For the step that renames a build's record
+  // into place and forgets its outputs, so an interrupt leaves the whole build or none of it (not a new
+  // SHA256SUMS beside removed images). `step` may register and forget; keep it short.
+  static void hold_off(const std::function<void()>& step);
 };
 
 // remove_on_interrupt() for as long as it lives.

@@ -49,6 +49,7 @@
 #include "builder/rpi/rootfs_overlay.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
+#include "core/interrupt_cleanup.hpp"
 #include "core/positional_io.hpp"
 #include "core/read_ahead.hpp"
 #include "core/file_descriptor.hpp"
@@ -938,16 +939,19 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
   BuildResult result;
   nlohmann::json node_reports = nlohmann::json::array();
   if (profile.output.disk_images) result.nodes = build_node_images(build, nodes, node_reports);
-  // SHA256SUMS and manifest.json
-  BuildRecord record = write_rpi_build_record(profile, options, inputs, result, node_reports, ephemeral);
-  result.checksums = record.checksums;
-  result.manifest = record.manifest;
-  if (ephemeral) {
-    publish_ephemeral_build(profile, options, *ephemeral);
-    result.ephemeral_build = ephemeral->id;
-    result.ephemeral_directory = ephemeral->directory;
-  }
-  partial.commit();
+  // SHA256SUMS and manifest.json, the ephemeral build published and the outputs kept: all or nothing if
+  // interrupted.
+  InterruptCleanup::hold_off([&] {
+    BuildRecord record = write_rpi_build_record(profile, options, inputs, result, node_reports, ephemeral);
+    result.checksums = record.checksums;
+    result.manifest = record.manifest;
+    if (ephemeral) {
+      publish_ephemeral_build(profile, options, *ephemeral);
+      result.ephemeral_build = ephemeral->id;
+      result.ephemeral_directory = ephemeral->directory;
+    }
+    partial.commit();
+  });
   remove_stale_node_outputs(options.output_dir, result.nodes);
   return result;
 }

@@ -27,6 +27,7 @@
 #include "core/artifact_fetcher.hpp"
 #include "core/error.hpp"
 #include "core/huge_pages.hpp"
+#include "core/interrupt_cleanup.hpp"
 #include "core/log.hpp"
 #include "core/secret.hpp"
 #include "disk/block_device.hpp"
@@ -1188,11 +1189,13 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   fill_late_digests(writer, result.nodes, node_reports);
   if (inputs.iso_digest.valid()) inputs.iso->sha256 = inputs.iso_digest.get();
 
-  // 5. SHA256SUMS and manifest.json
-  BuildRecord record = write_talos_build_record(profile, options, inputs, version, shared, result, node_reports);
-  result.checksums = record.checksums;
-  result.manifest = record.manifest;
-  partial.commit();
+  // 5. SHA256SUMS and manifest.json, and the outputs kept: all or nothing if interrupted.
+  InterruptCleanup::hold_off([&] {
+    BuildRecord record = write_talos_build_record(profile, options, inputs, version, shared, result, node_reports);
+    result.checksums = record.checksums;
+    result.manifest = record.manifest;
+    partial.commit();
+  });
   return result;
 }
 

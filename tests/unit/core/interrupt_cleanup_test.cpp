@@ -44,3 +44,37 @@ TEST_CASE("interrupt cleanup: SIGINT and SIGTERM remove registered files and tre
     CHECK(fs::exists(dir / "done.img"));
   }
 }
+
+TEST_CASE("interrupt cleanup: a signal during hold_off is acted on after its step, on what is still registered", "[interrupt]") {
+  for (bool step_commits : {true, false}) {
+    test::TempDir dir;
+    test::write_file(dir / "node.img", "a finished image");
+    test::write_file(dir / "SHA256SUMS", "its record");
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      InterruptCleanup::install();
+      auto image = InterruptCleanup::remove_on_interrupt(dir / "node.img");
+      InterruptCleanup::hold_off([&] {
+        ::raise(SIGINT);
+        // Time for the cleanup thread to see the signal: it must wait for this step.
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        if (!fs::exists(dir / "node.img")) ::_exit(98);
+        InterruptCleanup::remove_on_interrupt(dir / "SHA256SUMS");  // registering inside the step works
+        if (step_commits) {
+          InterruptCleanup::forget(image);
+          test::write_file(dir / "committed", "");
+        }
+      });
+      std::this_thread::sleep_for(std::chrono::seconds(30));  // the cleanup thread ends the process
+      ::_exit(99);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    INFO("step commits: " << step_commits);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    CHECK(fs::exists(dir / "node.img") == step_commits);
+    CHECK_FALSE(fs::exists(dir / "SHA256SUMS"));  // registered inside the step and never forgotten
+  }
+}
