@@ -533,6 +533,47 @@ std::vector<TalosExtensionLayer> read_iso_extensions(const fs::path& iso, const 
   return initramfs_extension_layers(read_iso_text_file(iso, "boot/initramfs.xz"), location);
 }
 
+// read_iso_extensions, remembered in the cache by the ISO's SHA-256 (talos-extensions/<sha256>.json):
+// the list depends on the ISO's bytes alone, and decompressing its initramfs (~0.12-0.19 s of a core
+// for a 127 MiB ISO) was the longest step before a build's first node (docs/benchmarks.md, Talos
+// section). `iso_digest` is waited for on this thread; a list read is written only once `checked` is
+// ready (a pinned digest is the ISO's only once fetch has checked it: a broken promise, fetch failing,
+// writes nothing). A cache that cannot be written costs only the next build's read.
+std::vector<TalosExtensionLayer> read_iso_extensions_cached(const fs::path& cache_dir, std::shared_future<Sha256Digest> iso_digest,
+                                                            std::shared_future<void> checked, const fs::path& iso,
+                                                            const std::string& iso_location) {
+  constexpr int format = 1;
+  fs::path record = cache_dir / "talos-extensions" / (iso_digest.get().hex() + ".json");
+  if (std::ifstream in{record}) {
+    nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.value("format", 0) == format && j.contains("layers") && j["layers"].is_array()) {
+      std::vector<TalosExtensionLayer> layers;
+      for (const auto& l : j["layers"]) {
+        if (!l.is_object()) break;
+        layers.push_back({l.value("image", ""), l.value("name", ""), l.value("version", ""), l.value("author", ""),
+                          l.value("description", ""), l.value("talos_version", "")});
+      }
+      if (layers.size() == j["layers"].size()) return layers;
+    }
+  }
+  std::vector<TalosExtensionLayer> layers = read_iso_extensions(iso, iso_location);
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& l : layers) {
+    list.push_back({{"image", l.image}, {"name", l.name}, {"version", l.version}, {"author", l.author},
+                    {"description", l.description}, {"talos_version", l.talos_version}});
+  }
+  try {
+    checked.get();
+    create_output_directories(record.parent_path());
+    write_text_file_atomically(record, nlohmann::json{{"format", format}, {"layers", list}}.dump(2) + "\n", public_mode);
+  } catch (const std::future_error&) {
+    // fetch refused the ISO: the build fails there
+  } catch (const std::exception& e) {
+    log::debug("the ISO's extension list is not kept in the cache: ", e.what());
+  }
+  return layers;
+}
+
 void report_iso_extensions(const std::vector<TalosExtensionLayer>& layers) {
   for (const auto& layer : layers) {
     log::info("the ISO's initramfs has system extension ", layer.name, " ", layer.version,
@@ -1113,28 +1154,44 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   // 1. configs
   std::vector<NodePlan> plans = plan_node_configs(profile, nodes);
   // 2. inputs. The ISO's extension list is needed for Talos >= 1.12 (embedded config), which the ISO's
-  // volume id may be what tells. A local ISO's list is read while fetch takes a pinned ISO's SHA-256
-  // (an unpinned one is hashed beside the nodes: TalosInputs::iso_digest): each costs ~0.1-0.2 s of a
-  // core (docs/benchmarks.md, Talos section). Only read: nothing is written before fetch has checked
-  // a pinned checksum.
+  // volume id may be what tells. It is kept in the cache by the ISO's SHA-256
+  // (read_iso_extensions_cached); a local ISO's is looked up (and on a miss read) while fetch takes a
+  // pinned ISO's SHA-256, an unpinned one's once its digest is taken (TalosInputs::iso_digest, on a
+  // thread beside the nodes): each costs ~0.1-0.2 s of a core (docs/benchmarks.md, Talos section).
+  // Only read: nothing is written before fetch has checked a pinned checksum (the list's record is
+  // written by the digest fetch checks).
   std::optional<TalosVersion> profile_version = talos_version_from_profile(profile);
   bool need_iso_extensions = wants(profile, "iso") && (!profile_version || profile_version->at_least(1, 12));
+  fs::path cache_dir = options.fetch.cache_dir.empty() ? default_cache_dir() : options.fetch.cache_dir;
   std::future<std::vector<TalosExtensionLayer>> iso_extensions_read;
-  if (need_iso_extensions && profile.talos.iso) {
+  // Ready once fetch has returned (after the future above: on an exception it goes first, as a broken
+  // promise).
+  std::promise<void> fetched;
+  std::shared_future<void> fetch_checked = fetched.get_future().share();
+  auto digest_now = [](const Sha256Digest& d) {
+    std::promise<Sha256Digest> known;
+    known.set_value(d);
+    return known.get_future().share();
+  };
+  if (need_iso_extensions && profile.talos.iso && profile.talos.iso->sha256) {
     // A regular file only: opening a FIFO would block this thread, and fetch refuses anything else.
     std::error_code ec;
     if (auto path = local_artifact_path(*profile.talos.iso); path && fs::is_regular_file(*path, ec)) {
-      iso_extensions_read = std::async(std::launch::async, [path = *path, location = profile.talos.iso->location] {
-        return read_iso_extensions(path, location);
+      iso_extensions_read = std::async(std::launch::async, [cache_dir, digest = digest_now(*profile.talos.iso->sha256), fetch_checked,
+                                                            path = *path, location = profile.talos.iso->location] {
+        return read_iso_extensions_cached(cache_dir, digest, fetch_checked, path, location);
       });
     }
   }
   TalosInputs inputs = fetch_talos_inputs(profile, options.fetch);
+  fetched.set_value();
   if (need_iso_extensions && inputs.iso && !iso_extensions_read.valid()) {
     // By value: the future is declared before `inputs`, so on an exception it is waited for after
     // `inputs` is gone.
-    iso_extensions_read = std::async(std::launch::async, [path = inputs.iso->path, location = inputs.iso->source.shown()] {
-      return read_iso_extensions(path, location);
+    std::shared_future<Sha256Digest> digest = inputs.iso_digest.valid() ? inputs.iso_digest : digest_now(inputs.iso->sha256);
+    iso_extensions_read = std::async(std::launch::async, [cache_dir, digest, fetch_checked, path = inputs.iso->path,
+                                                          location = inputs.iso->source.shown()] {
+      return read_iso_extensions_cached(cache_dir, digest, fetch_checked, path, location);
     });
   }
   TalosIsoContents iso;
@@ -1176,7 +1233,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
                            embedded_config_archives ? &*embedded_config_archives : nullptr};
   writer.derive_node_isos = wants(profile, "iso") && plans.size() > 1;
   if (wants(profile, "iso") && options.source_date_epoch) {
-    writer.template_cache.emplace(options.fetch.cache_dir.empty() ? default_cache_dir() : options.fetch.cache_dir);
+    writer.template_cache.emplace(cache_dir);
   }
   nlohmann::json node_reports = nlohmann::json::array();
   for (const auto& plan : plans) {

@@ -582,6 +582,32 @@ TEST_CASE("talos: extensions already in the ISO's initramfs stay listed next to 
   CHECK(listed[1].image == "1.sqsh");
   CHECK(fs::exists(dir / "unpacked" / "1.sqsh"));
   CHECK_FALSE(fs::exists(dir / "unpacked" / "0.sqsh"));  // the ISO's own 0.sqsh is not overwritten
+
+  // The list is kept in the cache by the ISO's SHA-256; a later build takes it from there, and writes
+  // the same ISO.
+  std::string factory_sha = test::run("sha256sum '" + (dir / "factory.iso").string() + "' | cut -c1-64").output.substr(0, 64);
+  fs::path record = dir / "cache" / "talos-extensions" / (factory_sha + ".json");
+  for (const std::string out : {"cached1", "cached2"}) {
+    auto built = test::run("SOURCE_DATE_EPOCH=1767225600 " + cli() + " build --cache-dir '" + (dir / "cache").string() + "' --out '" +
+                           (dir / out).string() + "' '" + (dir / "p.yaml").string() + "'");
+    INFO(built.output);
+    REQUIRE(built.exit_code == 0);
+    CHECK(built.output.find("system extension qemu-guest-agent 10.0.2: kept") != std::string::npos);
+    REQUIRE(fs::exists(record));
+  }
+  auto kept = nlohmann::json::parse(test::read_file(record));
+  CHECK(kept["layers"][0]["name"] == "qemu-guest-agent");
+  CHECK(kept["layers"][0]["talos_version"] == ">= v1.0.0");
+  CHECK(test::read_file(dir / "cached1" / "w1.iso") == test::read_file(dir / "cached2" / "w1.iso"));
+  // A pinned sha256 the ISO does not have: the build fails at fetch, and nothing is recorded under it.
+  std::string wrong(64, 'a');
+  test::write_file(dir / "pinned.yaml", "kind: talos-iso\nname: x\ntalos:\n  iso: {path: factory.iso, sha256: " + wrong +
+                                            "}\n  config: {file: worker.yaml}\n  outputs: [iso]\nnodes:\n  - name: w1\n");
+  auto refused = test::run(cli() + " build --cache-dir '" + (dir / "cache").string() + "' --out '" + (dir / "pinned").string() +
+                           "' '" + (dir / "pinned.yaml").string() + "' 2>&1");
+  INFO(refused.output);
+  CHECK(refused.exit_code != 0);
+  CHECK_FALSE(fs::exists(dir / "cache" / "talos-extensions" / (wrong + ".json")));
 }
 
 TEST_CASE("talos: a signed UKI is written unsigned with a warning, and the manifest says so", "[talos][cli][uki]") {
