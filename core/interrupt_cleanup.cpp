@@ -39,6 +39,29 @@ const char* signal_name(int signal) {
   return "a signal";
 }
 
+// Removes `path` (a file or a tree) that the interrupted command's other threads may still be writing
+// into until the process ends: a tree is first renamed aside, so a file created under its old name
+// meanwhile fails instead of landing in a directory remove_all has already listed (which left a
+// build's work directory behind, holding a new file, when Ctrl-C came while a node's work files were
+// being written).
+bool remove_while_written(const std::filesystem::path& path) {
+  std::error_code ec;
+  std::filesystem::path aside = path;
+  aside += ".interrupted-" + std::to_string(::getpid());
+  std::filesystem::path target = path;
+  if (std::filesystem::is_directory(std::filesystem::symlink_status(path, ec))) {
+    std::filesystem::rename(path, aside, ec);
+    if (!ec) target = aside;
+  }
+  std::uintmax_t removed = 0;
+  for (int attempt = 0; attempt < 3; ++attempt) {  // a file opened before the rename may still appear
+    std::uintmax_t n = std::filesystem::remove_all(target, ec);
+    if (n != static_cast<std::uintmax_t>(-1)) removed += n;
+    if (!std::filesystem::exists(std::filesystem::symlink_status(target, ec))) break;
+  }
+  return removed > 0;
+}
+
 void remove_registered_and_exit() {
   unsigned char signal = 0;
   while (::read(signal_pipe[0], &signal, 1) != 1) {
@@ -51,8 +74,7 @@ void remove_registered_and_exit() {
   // rename) is found under one of its names.
   registered_mutex.lock();
   for (const auto& [registration, path] : registered()) {
-    std::error_code ec;
-    if (std::filesystem::remove_all(path, ec) > 0) ++removed;
+    if (remove_while_written(path)) ++removed;
   }
   std::fprintf(stderr, "\ninterrupted by %s: removed %zu unfinished output%s\n", signal_name(signal), removed,
                removed == 1 ? "" : "s");

@@ -4,6 +4,7 @@
 #include "core/interrupt_cleanup.hpp"
 
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,5 +77,40 @@ TEST_CASE("interrupt cleanup: a signal during hold_off is acted on after its ste
     CHECK(WEXITSTATUS(status) == 130);
     CHECK(fs::exists(dir / "node.img") == step_commits);
     CHECK_FALSE(fs::exists(dir / "SHA256SUMS"));  // registered inside the step and never forgotten
+  }
+}
+
+TEST_CASE("interrupt cleanup: a registered tree another thread keeps writing into is removed whole", "[interrupt]") {
+  // The build's main thread goes on writing a node's work files while the cleanup runs: a file created
+  // after remove_all listed the directory kept the directory (and that file) behind.
+  for (int round = 0; round < 5; ++round) {
+    test::TempDir dir;
+    fs::create_directories(dir / ".work-1" / "n1");
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      InterruptCleanup::install();
+      InterruptCleanup::remove_on_interrupt(dir / ".work-1");
+      std::thread writer([&] {
+        // By path, and never making directories (as the builds write their work files).
+        for (unsigned i = 0;; ++i) {
+          std::string file = (dir / ".work-1" / "n1" / ("part-" + std::to_string(i % 64))).string();
+          int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+          if (fd >= 0) ::close(fd);
+        }
+      });
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      ::raise(SIGINT);
+      std::this_thread::sleep_for(std::chrono::seconds(30));  // the cleanup thread ends the process
+      ::_exit(99);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    std::vector<std::string> left;
+    for (const auto& e : fs::directory_iterator(dir.path())) left.push_back(e.path().filename().string());
+    INFO("round " << round);
+    CHECK(left.empty());
   }
 }
