@@ -14,8 +14,8 @@
 //
 // <cache>/talos-templates/<key>.iso and <key>.json (the template's SHA-256 and what the key was made
 // of), with the .iso's stamp (core/artifact_fetcher.hpp: record_cache_file). A template whose stamp
-// no longer matches is removed; one whose bytes do not hash to the recorded SHA-256 fails the build
-// before it commits (the caller checks), and is removed too. The newest few are kept.
+// no longer matches is removed; one whose bytes do not hash to the recorded SHA-256 is removed too,
+// and the build, which checks that before it commits, runs again without it. The newest few are kept.
 #include <cstdint>
 #include <filesystem>
 #include <functional>

@@ -381,6 +381,9 @@ struct TalosOutputWriter {
   std::optional<std::string> template_key{};  // this build's, once its first node ISO is planned
   IsoTemplateKeyParts template_key_parts{};
   bool template_from_cache = false;
+  // False on the build run again after a cached template failed its check: it remasters, and keeps a
+  // new template.
+  bool cached_template_allowed = true;
   std::optional<NodeIsoTemplate> node_iso_template{};
   // After node_iso_template, whose mapping their hashes read: destroyed (waited for) first. Oldest first.
   std::deque<std::unique_ptr<IsoDigestInFlight>> digests_in_flight{};
@@ -885,6 +888,7 @@ void look_up_cached_node_iso_template(TalosOutputWriter& writer, const TalosNode
     log::debug("no node ISO template is cached: this program has no build ID");
     return;
   }
+  if (!writer.cached_template_allowed) return;
   std::optional<CachedIsoTemplate> cached = writer.template_cache->find(*writer.template_key);
   if (!cached) return;
   auto refuse = [&](const std::string& why) {
@@ -935,9 +939,17 @@ std::optional<std::vector<IsoBytePatch>> template_scrub_patches(const NodeIsoTem
   return patches;
 }
 
+// A cached template whose bytes are not those recorded for it (bit rot, or an edit that kept its
+// stamp): found only once every node was written from it, so the build is run again without it.
+class CachedTemplateMismatch : public Error {
+ public:
+  using Error::Error;
+};
+
 // After the nodes (every ISO hash settled): a template this build remastered goes into the cache,
 // scrubbed; a template that came from the cache is checked against the SHA-256 recorded for it, and a
-// mismatch fails the build before it commits (its outputs are removed).
+// mismatch removes it and throws CachedTemplateMismatch before the build commits (its outputs are
+// removed).
 void settle_node_iso_template(TalosOutputWriter& writer, bool archive_in_ukis) {
   if (!writer.node_iso_template || !writer.template_key) return;
   NodeIsoTemplate& t = *writer.node_iso_template;
@@ -945,9 +957,9 @@ void settle_node_iso_template(TalosOutputWriter& writer, bool archive_in_ukis) {
     Sha256Digest digest = t.own_digest.get();
     if (digest != *t.recorded_digest) {
       writer.template_cache->forget(*writer.template_key);
-      throw Error("the node ISO template in the cache (" + t.path.string() + ") does not have the SHA-256 recorded when it "
-                  "was stored (" + digest.hex() + " instead of " + t.recorded_digest->hex() +
-                  "): it was removed, and this build's outputs with it; run the build again");
+      throw CachedTemplateMismatch("the node ISO template in the cache (" + t.path.string() +
+                                   ") does not have the SHA-256 recorded when it was stored (" + digest.hex() +
+                                   " instead of " + t.recorded_digest->hex() + "): it was removed");
     }
     return;
   }
@@ -1147,9 +1159,7 @@ BuildRecord write_talos_build_record(const Profile& profile, const BuildOptions&
   return write_build_record(out, sums, manifest, public_mode);
 }
 
-}  // namespace
-
-TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions& options) {
+TalosBuildResult build_talos_outputs_once(const Profile& profile, const BuildOptions& options, bool cached_template_allowed) {
   std::vector<const TalosNode*> nodes = select_nodes(profile.talos_nodes, options.only_nodes, profile.file);
   // 1. configs
   std::vector<NodePlan> plans = plan_node_configs(profile, nodes);
@@ -1234,6 +1244,7 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
   writer.derive_node_isos = wants(profile, "iso") && plans.size() > 1;
   if (wants(profile, "iso") && options.source_date_epoch) {
     writer.template_cache.emplace(cache_dir);
+    writer.cached_template_allowed = cached_template_allowed;
   }
   nlohmann::json node_reports = nlohmann::json::array();
   for (const auto& plan : plans) {
@@ -1254,6 +1265,19 @@ TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions&
     partial.commit();
   });
   return result;
+}
+
+}  // namespace
+
+// A cache is only ever a shortcut: a cached template that fails its check costs this build a second
+// run (the first run's outputs are already gone), not an error.
+TalosBuildResult build_talos_outputs(const Profile& profile, const BuildOptions& options) {
+  try {
+    return build_talos_outputs_once(profile, options, true);
+  } catch (const CachedTemplateMismatch& e) {
+    log::warning(e.what(), "; building the ISOs again without it");
+  }
+  return build_talos_outputs_once(profile, options, false);
 }
 
 }  // namespace aggrik8s::builder
