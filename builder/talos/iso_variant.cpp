@@ -417,6 +417,11 @@ void copy_iso_variant(const fs::path& template_path, std::span<const std::uint8_
                       const std::vector<IsoBytePatch>& patches, const fs::path& output, mode_t mode) {
   FileDescriptor from(::open(template_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!from) throw_system_error("cannot open " + template_path.string(), errno);
+  copy_iso_variant(from.get(), template_bytes, patches, output, mode);
+}
+
+void copy_iso_variant(int template_fd, std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches,
+                      const fs::path& output, mode_t mode) {
   std::error_code ignored;
   fs::remove(output, ignored);
   // Created with its final mode: the output holds a machine config.
@@ -435,7 +440,7 @@ void copy_iso_variant(const fs::path& template_path, std::span<const std::uint8_
     auto flush = [&](std::uint64_t upto, bool same) {
       if (upto == written) return;
       if (same) {
-        copy_range(from.get(), to.get(), template_bytes, offset + written, upto - written, output, kernel_copy);
+        copy_range(template_fd, to.get(), template_bytes, offset + written, upto - written, output, kernel_copy);
       } else {
         pwrite_all(to.get(), offset + written, bytes.data() + written, upto - written, output.string());
       }
@@ -454,12 +459,12 @@ void copy_iso_variant(const fs::path& template_path, std::span<const std::uint8_
   };
   std::uint64_t position = 0;
   for (const auto& patch : patches) {
-    copy_range(from.get(), to.get(), template_bytes, position, patch.offset - position, output, kernel_copy);
+    copy_range(template_fd, to.get(), template_bytes, position, patch.offset - position, output, kernel_copy);
     std::span<const std::uint8_t> bytes = patch.bytes();
     write_patch(patch.offset, bytes);
     position = patch.offset + bytes.size();
   }
-  copy_range(from.get(), to.get(), template_bytes, position, template_bytes.size() - position, output, kernel_copy);
+  copy_range(template_fd, to.get(), template_bytes, position, template_bytes.size() - position, output, kernel_copy);
 }
 
 }  // namespace aggrik8s::builder

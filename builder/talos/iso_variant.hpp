@@ -107,5 +107,9 @@ Sha256Digest write_iso_variant(const std::filesystem::path& template_path, std::
 // thread that may outlast this call: the Talos build overlaps it with the next node's edits).
 void copy_iso_variant(const std::filesystem::path& template_path, std::span<const std::uint8_t> template_bytes,
                       const std::vector<IsoBytePatch>& patches, const std::filesystem::path& output, mode_t mode);
+// The same from a template already open (`template_fd`, the file `template_bytes` were read or mapped
+// from): the copy reads that file whatever its path names meanwhile.
+void copy_iso_variant(int template_fd, std::span<const std::uint8_t> template_bytes, const std::vector<IsoBytePatch>& patches,
+                      const std::filesystem::path& output, mode_t mode);
 
 }  // namespace aggrik8s::builder

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <span>
 
+#include "core/file_descriptor.hpp"
+
 namespace aggrik8s::builder {
 
 class ReadOnlyFileMapping {
@@ -25,9 +27,13 @@ class ReadOnlyFileMapping {
 
   std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
   std::size_t size() const { return size_; }
+  // The file the bytes were mapped from, kept open: copies of them (copy_file_range) read this inode
+  // even if the path is removed or replaced meanwhile, as a cache's file may be by another build.
+  int fd() const { return file_.get(); }
 
  private:
   void unmap();
+  FileDescriptor file_;
   const std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
 };

@@ -822,7 +822,7 @@ std::optional<BuiltFile> write_node_iso_variant(TalosOutputWriter& writer, const
   job->patches = std::move(*patches);
   const IsoDigestInFlight* in_flight = job.get();
   start_iso_digest(writer, ukis, std::move(job));
-  copy_iso_variant(t.path, t.bytes.bytes(), in_flight->patches, writer.start(target), 0600);
+  copy_iso_variant(t.bytes.fd(), t.bytes.bytes(), in_flight->patches, writer.start(target), 0600);
   return writer.finish(target, Sha256Digest{});
 }
 
@@ -973,7 +973,7 @@ void settle_node_iso_template(TalosOutputWriter& writer, bool archive_in_ukis) {
   try {
     Sha256Digest digest = hash_iso_variant(t.bytes.bytes(), *scrub, t.checkpoints);
     writer.template_cache->store(*writer.template_key, writer.template_key_parts, digest, [&](const fs::path& file) {
-      copy_iso_variant(t.path, t.bytes.bytes(), *scrub, file, 0644);
+      copy_iso_variant(t.bytes.fd(), t.bytes.bytes(), *scrub, file, 0644);
     });
     log::debug(t.path.filename().string(), ": kept in the cache as the node ISO template for later builds");
   } catch (const Error& e) {

@@ -127,6 +127,15 @@ TEST_CASE("iso variant: a large patch mostly equal to the template is written as
   CHECK(std::equal(mapped.bytes().begin(), mapped.bytes().end(), template_bytes.begin()));
   CHECK(write_iso_variant(dir / "template.bin", mapped.bytes(), patches, dir / "out2.bin", 0600) == digest);
   CHECK(test::read_file(dir / "out2.bin") == expected);
+  // Copied from the mapping's own file: the bytes it was mapped from, even once its path is removed
+  // and another file put there (a cache's template pruned or replaced by another build).
+  fs::remove(dir / "template.bin");
+  test::write_file(dir / "template.bin", std::string(template_text.size(), 'x'));
+  copy_iso_variant(mapped.fd(), mapped.bytes(), patches, dir / "out3.bin", 0600);
+  CHECK(test::read_file(dir / "out3.bin") == expected);
+  fs::remove(dir / "template.bin");
+  copy_iso_variant(mapped.fd(), mapped.bytes(), {}, dir / "out4.bin", 0600);
+  CHECK(test::read_file(dir / "out4.bin") == template_text);
 }
 
 TEST_CASE("iso variant: patches out of order are refused by the hash, a mapping names its file", "[talos][iso][variant]") {
