@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "tests/test_support.hpp"
@@ -17,29 +18,42 @@
 using namespace aggrik8s;
 namespace fs = std::filesystem;
 
+namespace {
+
+// Runs `child` in a forked process that installs the handler and, after `child`, waits for the
+// cleanup thread to end it on the signal `child` raised; returns the exit code it ended with.
+int exit_code_of_interrupted_child(const std::function<void()>& child) {
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    InterruptCleanup::install();
+    child();
+    std::this_thread::sleep_for(std::chrono::seconds(30));  // the cleanup thread ends the process
+    ::_exit(99);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
 TEST_CASE("interrupt cleanup: SIGINT and SIGTERM remove registered files and trees, exit 128 + signal", "[interrupt]") {
   for (int signal : {SIGINT, SIGTERM}) {
     test::TempDir dir;
     test::write_file(dir / "image.img.partial", "half an image");
     test::write_file(dir / ".work-1/secret", "token");
     test::write_file(dir / "done.img", "a finished image");
-    pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-      InterruptCleanup::install();
+    int exit_code = exit_code_of_interrupted_child([&] {
       InterruptCleanup::remove_on_interrupt(dir / "image.img.partial");
       InterruptCleanup::remove_on_interrupt(dir / ".work-1");
       auto done = InterruptCleanup::remove_on_interrupt(dir / "done.img");
       InterruptCleanup::forget(done);  // renamed into place: no longer the interrupt's to remove
       ::raise(signal);
-      std::this_thread::sleep_for(std::chrono::seconds(30));  // the cleanup thread ends the process
-      ::_exit(99);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
+    });
     INFO("signal " << signal);
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 128 + signal);
+    CHECK(exit_code == 128 + signal);
     CHECK_FALSE(fs::exists(dir / "image.img.partial"));
     CHECK_FALSE(fs::exists(dir / ".work-1"));
     CHECK(fs::exists(dir / "done.img"));
@@ -51,10 +65,7 @@ TEST_CASE("interrupt cleanup: a signal during hold_off is acted on after its ste
     test::TempDir dir;
     test::write_file(dir / "node.img", "a finished image");
     test::write_file(dir / "SHA256SUMS", "its record");
-    pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-      InterruptCleanup::install();
+    int exit_code = exit_code_of_interrupted_child([&] {
       auto image = InterruptCleanup::remove_on_interrupt(dir / "node.img");
       InterruptCleanup::hold_off([&] {
         ::raise(SIGINT);
@@ -67,14 +78,9 @@ TEST_CASE("interrupt cleanup: a signal during hold_off is acted on after its ste
           test::write_file(dir / "committed", "");
         }
       });
-      std::this_thread::sleep_for(std::chrono::seconds(30));  // the cleanup thread ends the process
-      ::_exit(99);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
+    });
     INFO("step commits: " << step_commits);
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 130);
+    CHECK(exit_code == 130);
     CHECK(fs::exists(dir / "node.img") == step_commits);
     CHECK_FALSE(fs::exists(dir / "SHA256SUMS"));  // registered inside the step and never forgotten
   }
@@ -86,10 +92,7 @@ TEST_CASE("interrupt cleanup: a registered tree another thread keeps writing int
   for (int round = 0; round < 5; ++round) {
     test::TempDir dir;
     fs::create_directories(dir / ".work-1" / "n1");
-    pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-      InterruptCleanup::install();
+    int exit_code = exit_code_of_interrupted_child([&] {
       InterruptCleanup::remove_on_interrupt(dir / ".work-1");
       std::thread writer([&] {
         // By path, and never making directories (as the builds write their work files).
@@ -99,15 +102,11 @@ TEST_CASE("interrupt cleanup: a registered tree another thread keeps writing int
           if (fd >= 0) ::close(fd);
         }
       });
+      writer.detach();  // writes until the cleanup thread ends the process
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       ::raise(SIGINT);
-      std::this_thread::sleep_for(std::chrono::seconds(30));  // the cleanup thread ends the process
-      ::_exit(99);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 130);
+    });
+    CHECK(exit_code == 130);
     std::vector<std::string> left;
     for (const auto& e : fs::directory_iterator(dir.path())) left.push_back(e.path().filename().string());
     INFO("round " << round);
