@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "disk/aligned_buffer.hpp"
+#include "disk/copied_ranges.hpp"
 #include "disk/image_patch.hpp"
 #include "disk/zero_detection.hpp"
 #include "core/error.hpp"
@@ -40,8 +41,9 @@ constexpr std::size_t checksum_hex_length = 64;
 // image was written after it was copied.
 class ImageReader {
  public:
-  ImageReader(int fd, const std::string& name, const ImageBase* base, const ImagePatch* patch = nullptr)
-      : fd_(fd), name_(name), base_(base), patch_(patch) {
+  ImageReader(int fd, const std::string& name, const ImageBase* base, const ImagePatch* patch = nullptr,
+              const CopiedFiles* copied = nullptr)
+      : fd_(fd), name_(name), base_(base), patch_(patch), copied_(fd, name, copied) {
     if (base_ == nullptr) return;
     written_ = merge_extents(base_->written);
     base_name_ = base_->path.string();
@@ -52,7 +54,7 @@ class ImageReader {
 
   void read(std::uint64_t offset, std::uint8_t* buffer, std::size_t length) const {
     if (patch_ != nullptr) {
-      pread_exactly(fd_, offset, buffer, length, name_);
+      copied_.read(offset, std::span<std::uint8_t>(buffer, length));
       return patch_->apply(offset, std::span<std::uint8_t>(buffer, length));
     }
     if (base_ == nullptr) return pread_exactly(fd_, offset, buffer, length, name_);
@@ -85,6 +87,7 @@ class ImageReader {
   const std::string& name_;
   const ImageBase* base_;
   const ImagePatch* patch_;
+  CopiedRangeReader copied_;
   std::vector<DataExtent> written_;  // base_->written, sorted and merged
   std::string base_name_;
   FileDescriptor base_fd_;
@@ -480,11 +483,11 @@ Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options)
 
 namespace {
 
-// `spans` with the blocks a patch writes added: a patch may write into a hole of the file under it.
-std::vector<ByteSpan> add_patch_spans(const std::vector<ByteSpan>& spans, const ImagePatch& patch, std::uint64_t image_size,
-                                      std::uint64_t block_size) {
+// `spans` with the blocks of `extents` added: a patch may write into a hole of the file under it.
+std::vector<ByteSpan> add_spans(const std::vector<ByteSpan>& spans, const std::vector<DataExtent>& extents,
+                                std::uint64_t image_size, std::uint64_t block_size) {
   std::vector<ByteSpan> all = spans;
-  for (const auto& extent : patch.extents()) {
+  for (const auto& extent : extents) {
     if (extent.offset >= image_size) continue;
     all.push_back(ByteSpan{extent.offset / block_size * block_size,
                            std::min(image_size, (extent.offset + extent.length + block_size - 1) / block_size * block_size)});
@@ -508,7 +511,8 @@ struct OpenedImage {
   std::uint64_t size = 0;
   std::vector<ByteSpan> spans;
 };
-OpenedImage open_image_for_hashing(const std::filesystem::path& image, std::uint64_t block_size, const ImagePatch* patch) {
+OpenedImage open_image_for_hashing(const std::filesystem::path& image, std::uint64_t block_size, const ImagePatch* patch,
+                                   const CopiedFiles* copied = nullptr) {
   OpenedImage opened;
   opened.name = image.string();
   opened.fd = FileDescriptor(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
@@ -519,12 +523,18 @@ OpenedImage open_image_for_hashing(const std::filesystem::path& image, std::uint
   opened.size = static_cast<std::uint64_t>(info.st_size);
   ::posix_fadvise(opened.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   opened.spans = data_spans(opened.fd.get(), opened.size, block_size, opened.name);
-  if (patch != nullptr) opened.spans = add_patch_spans(opened.spans, *patch, opened.size, block_size);
+  if (patch != nullptr) opened.spans = add_spans(opened.spans, patch->extents(), opened.size, block_size);
+  // Copied ranges are data even where the image file does not have them yet (the write is in flight).
+  if (copied != nullptr) {
+    std::vector<DataExtent> extents;
+    for (const auto& range : copied->ranges) extents.push_back({range.image_offset, range.length});
+    opened.spans = add_spans(opened.spans, extents, opened.size, block_size);
+  }
   return opened;
 }
 
 ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reader, bool with_bmap, const BmapOptions& options,
-                              const std::string& label);
+                              const std::string& label, bool with_sha256 = true);
 
 }  // namespace
 
@@ -536,16 +546,23 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
 }
 
 ImageHashes hash_patched_image(const std::filesystem::path& base, const ImagePatch& patch, const std::string& image_name,
-                               bool with_bmap, const BmapOptions& options) {
-  const OpenedImage opened = open_image_for_hashing(base, Bmap{}.block_size, &patch);
-  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &patch);
+                               bool with_bmap, const BmapOptions& options, const CopiedFiles* copied) {
+  const OpenedImage opened = open_image_for_hashing(base, Bmap{}.block_size, &patch, copied);
+  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &patch, copied);
   return hash_opened_image(opened, reader, with_bmap, options, image_name);
+}
+
+Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options, const CopiedFiles& copied) {
+  const ImagePatch nothing;
+  const OpenedImage opened = open_image_for_hashing(image, Bmap{}.block_size, &nothing, &copied);
+  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &nothing, &copied);
+  return *hash_opened_image(opened, reader, true, options, image.filename().string(), false).bmap;
 }
 
 namespace {
 
 ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reader, bool with_bmap, const BmapOptions& options,
-                              const std::string& label) {
+                              const std::string& label, bool with_sha256) {
   const std::string& name = image.name;
   ImageHashes result;
   result.size = image.size;
@@ -555,7 +572,7 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
   const std::vector<ByteSpan>& spans = image.spans;
   std::uint64_t data_bytes = 0;
   for (const auto& span : spans) data_bytes += span.end - span.begin;
-  ProgressTask progress((with_bmap ? "bmap + sha256 " : "sha256 ") + label, data_bytes);
+  ProgressTask progress(std::string(with_bmap ? (with_sha256 ? "bmap + sha256 " : "bmap ") : "sha256 ") + label, data_bytes);
   BlockRangeHasher ranges(layout.block_size, options);
   WholeImageHasher whole;
 
@@ -563,7 +580,7 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
   // chunk i - slots.size(); it never waits for itself, because it finishes a chunk's range hashing
   // before it reads the next one.
   const bool two_threads =
-      (options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency())) > 1;
+      with_sha256 && (options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency())) > 1;
   std::vector<ImageChunk> slots(two_threads ? 8 : 1);
   for (auto& slot : slots) slot.data = allocate_aligned(image_chunk_bytes, false);
   std::mutex mutex;
@@ -615,7 +632,7 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
             produced = index + 1;
           }
           changed.notify_all();
-        } else {
+        } else if (with_sha256) {
           whole.add(chunk);
         }
         if (with_bmap) ranges.add(chunk.offset, chunk.data.get(), chunk.length);
@@ -630,7 +647,7 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
   }
   stop_hasher();
   progress.finish();
-  result.sha256 = whole.finish(result.size);
+  if (with_sha256) result.sha256 = whole.finish(result.size);
   if (with_bmap) {
     layout.ranges = ranges.take();
     result.bmap = std::move(layout);
@@ -655,9 +672,9 @@ Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std
 }
 
 Bmap update_patched_bmap(const std::filesystem::path& base_image, const Bmap& base, const ImagePatch& patch,
-                         const BmapOptions& options) {
-  const OpenedImage opened = open_image_for_hashing(base_image, base.block_size, &patch);
-  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &patch);
+                         const BmapOptions& options, const CopiedFiles* copied) {
+  const OpenedImage opened = open_image_for_hashing(base_image, base.block_size, &patch, copied);
+  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &patch, copied);
   return update_opened_bmap(opened, reader, base, patch.extents(), options);
 }
 

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "disk/copied_ranges.hpp"
 #include "disk/data_extent.hpp"
 #include "disk/sparse_file.hpp"  // list_data_extents: what the filesystem reports as data
 #include "core/sha256.hpp"
@@ -60,6 +61,9 @@ struct BmapOptions {
 // Reads the image's data extents once: zero checks and range hashes happen in the same pass.
 // Throws Error naming the image on read failure or for an empty image (bmaptool refuses those too).
 Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options = {});
+// The bmap of `image` with `copied`'s ranges read from the file they were copied from (see
+// CopiedFiles): equal to create_bmap(image, options) once the copy is on the disk.
+Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options, const CopiedFiles& copied);
 
 // What a build records about each image it writes: its sha256 (for SHA256SUMS and the manifest) and,
 // when asked, its bmap. Both come from one read of the image's data extents: one thread reads each
@@ -87,8 +91,9 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
 // The hashes of the image `patch` makes of the file `base` (base's bytes with the patch's written over
 // them), equal to hash_image of such a file, without writing it: how a build hashes a node's image
 // from the prepared image's cached pages and the node's edits. `image_name` is for progress lines.
+// With `copied`, base's bytes in its ranges are read from the file they are a copy of.
 ImageHashes hash_patched_image(const std::filesystem::path& base, const ImagePatch& patch, const std::string& image_name,
-                               bool with_bmap, const BmapOptions& options = {});
+                               bool with_bmap, const BmapOptions& options = {}, const CopiedFiles* copied = nullptr);
 
 // The bmap of `image`, given `base`: the bmap (made with `options`) of an image of the same size whose
 // bytes were the same as image's everywhere outside `changed`. Only the chunks of
@@ -104,7 +109,7 @@ Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std
 // update_bmap for the image `patch` makes of `base_image`, whose bmap is `base`: only the chunks the
 // patch writes are hashed again, from base_image's bytes with the patch over them.
 Bmap update_patched_bmap(const std::filesystem::path& base_image, const Bmap& base, const ImagePatch& patch,
-                         const BmapOptions& options);
+                         const BmapOptions& options, const CopiedFiles* copied = nullptr);
 
 // The file bmaptool 3.x writes for the same ranges, byte for byte: its comments, its whitespace, and
 // BmapFileChecksum = sha256 of the text with that field set to 64 '0' characters.

@@ -762,7 +762,9 @@ struct Ext4Filesystem::State {
     release_entry(parent, name, *existing, path);
   }
 
-  void write_regular_file(const std::string& path, const ByteSource& source, const Ext4FileAttributes& attributes) {
+  // With `placed`, data blocks are allocated but not written: where they are is appended to it.
+  void write_regular_file(const std::string& path, const ByteSource& source, const Ext4FileAttributes& attributes,
+                          std::vector<Ext4PlacedRun>* placed = nullptr) {
     const std::string action = "write";
     require_writable(action, path);
     const auto [parent, name] = parent_of(path, action);
@@ -816,7 +818,7 @@ struct Ext4Filesystem::State {
     try {
       inode = read_inode(ino, path);
       check(ext2fs_inode_size_set(fs, small(inode), static_cast<ext2_off64_t>(source.size())), "set the size of", path);
-      write_content(ino, inode, source, ranges, path);
+      write_content(ino, inode, source, ranges, path, placed);
       write_inode(ino, inode, path);
     } catch (...) {
       try {
@@ -829,7 +831,8 @@ struct Ext4Filesystem::State {
   }
 
   void write_content(ext2_ino_t ino, ext2_inode_large& inode, const ByteSource& source,
-                     const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, const std::string& path) {
+                     const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, const std::string& path,
+                     std::vector<Ext4PlacedRun>* placed) {
     const std::uint64_t bs = block_size();
     const std::uint64_t size = source.size();
     const std::uint64_t size_rounded = (size + bs - 1) / bs * bs;
@@ -872,7 +875,10 @@ struct Ext4Filesystem::State {
         while (b < blocks && is_all_zero(std::span<const std::byte>(data + b * bs, bs))) ++b;
         std::size_t run_start = b;
         while (b < blocks && !is_all_zero(std::span<const std::byte>(data + b * bs, bs))) ++b;
-        if (b > run_start) write_blocks(ino, inode, chunk.position / bs + run_start, b - run_start, data + run_start * bs, path);
+        if (b > run_start) {
+          write_blocks(ino, inode, chunk.position / bs + run_start, b - run_start, placed ? nullptr : data + run_start * bs,
+                       path, placed);
+        }
       }
     });
   }
@@ -881,8 +887,9 @@ struct Ext4Filesystem::State {
   // contiguous free ranges and extends the previous extent when it can) and writes their content
   // straight to the physical blocks, one large write per extent. ext2fs_file_write would go through
   // a one-block buffer and an extent lookup per block, which for a 1 GiB archive is 262144 of each.
+  // data == nullptr: the blocks are only allocated, and where they are is appended to `placed`.
   void write_blocks(ext2_ino_t ino, ext2_inode_large& inode, blk64_t first, std::size_t count, const std::byte* data,
-                    const std::string& path) {
+                    const std::string& path, std::vector<Ext4PlacedRun>* placed = nullptr) {
     check(ext2fs_fallocate(fs, EXT2_FALLOCATE_FORCE_INIT | EXT2_FALLOCATE_INIT_BEYOND_EOF, ino, small(inode), ~0ULL, first,
                            count),
           "allocate blocks for", path);
@@ -900,9 +907,25 @@ struct Ext4Filesystem::State {
         fail("write", path, "block " + std::to_string(logical) + " was not mapped after allocation");
       }
       auto run = static_cast<std::size_t>(std::min<blk64_t>(remaining, extent.e_lblk + extent.e_len - logical));
-      check(io_channel_write_blk64(fs->io, extent.e_pblk + (logical - extent.e_lblk), static_cast<int>(run), data),
-            "write data blocks of", path);
-      data += run * block_size();
+      const blk64_t physical = extent.e_pblk + (logical - extent.e_lblk);
+      if (data == nullptr) {
+        const std::uint64_t bs = block_size();
+        if (!placed->empty() && placed->back().device_offset + placed->back().length == physical * bs &&
+            placed->back().file_offset + placed->back().length == logical * bs) {
+          placed->back().length += run * bs;
+        } else {
+          placed->push_back({physical * bs, logical * bs, run * bs});
+        }
+        // Counted as written, as copy_file_from_host's blocks are: the superblock's lifetime writes
+        // (s_kbytes_written) come out the same either way.
+        io_stats stats = nullptr;
+        if (fs->io->manager->get_stats != nullptr && fs->io->manager->get_stats(fs->io, &stats) == 0 && stats != nullptr) {
+          stats->bytes_written += run * bs;
+        }
+      } else {
+        check(io_channel_write_blk64(fs->io, physical, static_cast<int>(run), data), "write data blocks of", path);
+        data += run * block_size();
+      }
       logical += run;
       remaining -= run;
     }
@@ -1263,6 +1286,15 @@ void Ext4Filesystem::copy_file_from_host(const std::filesystem::path& host_file,
                                          const Ext4FileAttributes& attributes) {
   HostFileByteSource source(host_file);
   state_->write_regular_file(path, source, attributes);
+}
+
+std::vector<Ext4PlacedRun> Ext4Filesystem::place_file_from_host(const std::filesystem::path& host_file,
+                                                                const std::string& path,
+                                                                const Ext4FileAttributes& attributes) {
+  HostFileByteSource source(host_file);
+  std::vector<Ext4PlacedRun> placed;
+  state_->write_regular_file(path, source, attributes, &placed);
+  return placed;
 }
 
 void Ext4Filesystem::create_symlink(const std::string& path, const std::string& target,

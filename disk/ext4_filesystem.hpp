@@ -118,6 +118,15 @@ struct Ext4SpaceUsage {
 
 enum class Ext4Access { read_only, read_write };
 
+// Where place_file_from_host put a file's data: `length` bytes at `device_offset` of the filesystem's
+// device are to hold the host file's bytes from `file_offset` (whole blocks: past the host file's end,
+// the last block's bytes are zeros).
+struct Ext4PlacedRun {
+  std::uint64_t device_offset = 0;
+  std::uint64_t file_offset = 0;
+  std::uint64_t length = 0;
+};
+
 class Ext4Filesystem {
  public:
   // Opens the filesystem stored at byte_offset in image (a disk image file, or a plain filesystem
@@ -164,6 +173,11 @@ class Ext4Filesystem {
   // Streams host_file in large chunks; holes in the host file (SEEK_HOLE) stay holes.
   void copy_file_from_host(const std::filesystem::path& host_file, const std::string& path,
                            const Ext4FileAttributes& attributes);
+  // copy_file_from_host without the copy: the file is created with its blocks allocated (all-zero
+  // blocks left as holes, as there) and returned, but its data is not written. The caller writes it
+  // (a build: with O_DIRECT, past the page cache); until then the file reads as what its blocks held.
+  std::vector<Ext4PlacedRun> place_file_from_host(const std::filesystem::path& host_file, const std::string& path,
+                                                  const Ext4FileAttributes& attributes);
 
   // Creates a symlink (replacing a non-directory at path). Targets shorter than 60 bytes are stored
   // in the inode ("fast"), longer ones in a data block; at most block size - 1 bytes.

@@ -1,8 +1,13 @@
 #include "disk/image_patch.hpp"
 
+#include <fcntl.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <iterator>
+
+#include "core/error.hpp"
 
 namespace aggrik8s {
 
@@ -61,12 +66,22 @@ std::vector<DataExtent> ImagePatch::extents() const {
   return merge_extents(std::move(extents));
 }
 
-PatchedFileBlockDevice::PatchedFileBlockDevice(const std::filesystem::path& base, std::string name)
-    : base_(base, FileBlockDevice::Access::read_only), name_(std::move(name)) {}
+PatchedFileBlockDevice::PatchedFileBlockDevice(const std::filesystem::path& base, std::string name,
+                                               const CopiedFiles* copied)
+    : base_(base, FileBlockDevice::Access::read_only), name_(std::move(name)) {
+  if (copied == nullptr || copied->ranges.empty()) return;
+  copied_fd_ = FileDescriptor(::open(base.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!copied_fd_) throw_system_error("cannot open " + base.string(), errno);
+  copied_ = std::make_unique<CopiedRangeReader>(copied_fd_.get(), base.string(), copied);
+}
 
 void PatchedFileBlockDevice::read_at(std::uint64_t offset, std::span<std::uint8_t> buffer) {
   check_range("read", offset, buffer.size());
-  base_.read_at(offset, buffer);
+  if (copied_) {
+    copied_->read(offset, buffer);
+  } else {
+    base_.read_at(offset, buffer);
+  }
   patch_.apply(offset, buffer);
 }
 

@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "disk/block_device.hpp"
+#include "disk/copied_ranges.hpp"
 #include "disk/data_extent.hpp"
 
 namespace aggrik8s {
@@ -36,8 +38,9 @@ class ImagePatch {
 // into the patch and never reach the file (opened read-only).
 class PatchedFileBlockDevice final : public BlockDevice {
  public:
-  // `name` is what errors call the device (the node image the patch is for).
-  PatchedFileBlockDevice(const std::filesystem::path& base, std::string name);
+  // `name` is what errors call the device (the node image the patch is for). With `copied`, base's
+  // bytes in its ranges are read from the files they are a copy of (see CopiedFiles).
+  PatchedFileBlockDevice(const std::filesystem::path& base, std::string name, const CopiedFiles* copied = nullptr);
 
   std::uint64_t size() const override { return base_.size(); }
   void read_at(std::uint64_t offset, std::span<std::uint8_t> buffer) override;
@@ -51,6 +54,8 @@ class PatchedFileBlockDevice final : public BlockDevice {
   FileBlockDevice base_;
   std::string name_;
   ImagePatch patch_;
+  FileDescriptor copied_fd_;
+  std::unique_ptr<CopiedRangeReader> copied_;
 };
 
 // Writes the patch into `image` (a copy of the file the patch was made against) through a

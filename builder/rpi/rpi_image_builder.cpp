@@ -37,6 +37,7 @@
 #include "builder/rpi/ephemeral_output.hpp"
 #include "builder/rpi/first_boot.hpp"
 #include "builder/rpi/node_root_files.hpp"
+#include "disk/copied_ranges.hpp"
 #include "disk/image_compressor.hpp"
 #include "disk/image_decoder_errors.hpp"
 #include "disk/image_decompressor.hpp"
@@ -78,7 +79,7 @@ std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value 
 // Returns false where O_DIRECT is refused (tmpfs before Linux 6.6; the file may already have been
 // created, empty) or the size is not a whole number of 4 KiB blocks; the caller then copies through
 // the page cache over it.
-bool copy_image_direct(const fs::path& from, const fs::path& to, mode_t permissions) {
+bool copy_image_direct(const fs::path& from, const fs::path& to, mode_t permissions, const CopiedFiles& copied) {
   constexpr std::size_t alignment = io_alignment;
   constexpr std::size_t chunk_bytes = 8 * MiB;
   FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
@@ -108,8 +109,10 @@ bool copy_image_direct(const fs::path& from, const fs::path& to, mode_t permissi
       chunks.push_back({at, static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, end - at))});
     }
   }
+  // The preloaded archives' bytes were written into `from` past the page cache: read from the archives.
+  const CopiedRangeReader reader(in.get(), from.string(), &copied);
   auto read_chunk = [&](std::size_t index) {
-    pread_exactly(in.get(), chunks[index].offset, buffers[index % 2].get(), chunks[index].length, from.string());
+    reader.read(chunks[index].offset, std::span(buffers[index % 2].get(), chunks[index].length));
   };
   ProgressTask progress("copy " + to.filename().string(), size);
   // The next chunk is read from the page cache while this one is being written to the disk.
@@ -321,6 +324,15 @@ struct PreparedImage {
   bool network_manager = false;
   bool rootfs_has_cloud_init = false;
   std::string boot_mount = "/boot/firmware";
+  // The image archives' bytes in the image (see prepare_shared_image): until `preload` is waited for,
+  // they are read from the archives.
+  CopiedFiles copied;
+  std::unique_ptr<CopiedRangeWriter> preload;
+
+  // The image file complete: what reads it other than through `copied` waits for this.
+  void wait_for_preload() const {
+    if (preload) preload->wait();
+  }
 };
 
 // The base image, decompressed, at `output`. A compressed base is decompressed into the cache
@@ -470,15 +482,26 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   prepared.changes.push_back("RKE2 " + release.version + " bundle unpacked under /usr/local");
   const std::string images_dir = "/var/lib/rancher/rke2/agent/images";
   rootfs.create_directories(images_dir);
+  // The archives' blocks are allocated here, and their bytes written by a thread of their own with
+  // O_DIRECT while the nodes are customised and hashed: written through the page cache, 512 MiB of
+  // archives took 0.6 s of this thread on a quiet 2-core VM, most of it the kernel finding new pages
+  // for bytes that were already cached once (as the archive files), then written back anyway.
   for (const auto& image : release.images) {
     std::string target = images_dir + "/" + image.source.file_name();
     ProgressTask progress("preload " + image.source.file_name(), image.size);
-    rootfs.copy_file_from_host(image.path, target, {0644, 0, 0, std::nullopt});
+    const std::size_t file = prepared.copied.paths.size();
+    prepared.copied.paths.push_back(image.path);
+    for (const Ext4PlacedRun& run : rootfs.place_file_from_host(image.path, target, {0644, 0, 0, std::nullopt})) {
+      prepared.copied.ranges.push_back({layout.root_offset + run.device_offset, run.length, file, run.file_offset});
+    }
     progress.set_done(image.size);
     progress.finish();
     prepared.changes.push_back("image archive " + target);
   }
   rootfs.close();
+  if (!prepared.copied.ranges.empty()) {
+    prepared.preload = std::make_unique<CopiedRangeWriter>(prepared.path, prepared.copied, sync_images);
+  }
   return prepared;
 }
 
@@ -589,9 +612,9 @@ enum class NodeImageCopy { reflink, direct, buffered };
 // copy_image_direct), with --no-sync too: its bytes must reach the disk sooner or later, and going
 // there directly was the faster way here either way; an ordinary sparse copy where O_DIRECT is
 // refused. 0600: the image carries the node's join token (and maybe password hashes) once patched.
-NodeImageCopy copy_prepared_image(const fs::path& prepared, const fs::path& to) {
+NodeImageCopy copy_prepared_image(const fs::path& prepared, const fs::path& to, const CopiedFiles& copied) {
   if (clone_file(prepared, to, 0600)) return NodeImageCopy::reflink;
-  if (copy_image_direct(prepared, to, 0600)) return NodeImageCopy::direct;
+  if (copy_image_direct(prepared, to, 0600, copied)) return NodeImageCopy::direct;
   copy_sparse_file(prepared, to, 0600);
   return NodeImageCopy::buffered;
 }
@@ -730,7 +753,8 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
   if (nodes.size() == 1) {
     // One image: its bmap and sha256 from one read, the bmap on the reading thread and the sha256 on
     // a second (hash_image's way), instead of reading the prepared image once for each.
-    hashes[0] = hash_patched_image(prepared, results[0].patch, nodes[0]->name + ".img", with_bmap, node_bmap_options);
+    hashes[0] = hash_patched_image(prepared, results[0].patch, nodes[0]->name + ".img", with_bmap, node_bmap_options,
+                                   &build.prepared.copied);
     return hashes;
   }
   std::optional<Bmap> prepared_bmap;
@@ -741,19 +765,22 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
     tasks.emplace_back([&] {
       BmapOptions one_thread = node_bmap_options;
       one_thread.threads = 1;
-      prepared_bmap = create_bmap(prepared, one_thread);
+      prepared_bmap = create_bmap(prepared, one_thread, build.prepared.copied);
     });
   }
   for (std::size_t i = 0; i < nodes.size(); ++i) {
     tasks.emplace_back([&, i] {
-      hashes[i] = hash_patched_image(prepared, results[i].patch, nodes[i]->name + ".img", false, whole_image);
+      hashes[i] = hash_patched_image(prepared, results[i].patch, nodes[i]->name + ".img", false, whole_image,
+                                     &build.prepared.copied);
     });
   }
   run_on_all_cores(tasks);
   if (with_bmap) {
     tasks.clear();
     for (std::size_t i = 0; i < nodes.size(); ++i) {
-      tasks.emplace_back([&, i] { hashes[i].bmap = update_patched_bmap(prepared, *prepared_bmap, results[i].patch, node_bmap_options); });
+      tasks.emplace_back([&, i] {
+        hashes[i].bmap = update_patched_bmap(prepared, *prepared_bmap, results[i].patch, node_bmap_options, &build.prepared.copied);
+      });
     }
     run_on_all_cores(tasks);
   }
@@ -783,7 +810,7 @@ std::vector<BuiltNode> build_node_images(RpiNodeBuild& build, const std::vector<
   std::vector<NodeResult> results;
   for (const Rpi5Node* node : nodes) {
     log::info("node ", node->name, ": customising");
-    PatchedFileBlockDevice device(prepared.path, build.image_partial(*node).string());
+    PatchedFileBlockDevice device(prepared.path, build.image_partial(*node).string(), &prepared.copied);
     results.push_back(customise_node(build.profile, *node, prepared, build.release, device, build.options.source_date_epoch));
     results.back().patch = device.take_patch();
   }
@@ -793,8 +820,11 @@ std::vector<BuiltNode> build_node_images(RpiNodeBuild& build, const std::vector<
   std::future<std::vector<ImageHashes>> hashing =
       std::async(std::launch::async, [&] { return hash_node_images(build, nodes, results); });
   try {
+    // A reflink, the rename below and the patches written over the archives' blocks (a node's overlay
+    // may replace an archive) need the image complete; the hashing meanwhile reads the archives.
+    prepared.wait_for_preload();
     for (std::size_t i = 0; i + 1 < nodes.size(); ++i) {
-      NodeImageCopy copy = copy_prepared_image(prepared.path, partials[i]);
+      NodeImageCopy copy = copy_prepared_image(prepared.path, partials[i], prepared.copied);
       log::info("node ", nodes[i]->name, ": image made by ", describe(copy), " of the prepared image");
       write_image_patch(results[i].patch, partials[i]);
       if (build.options.sync_images) start_writeback(partials[i]);
@@ -928,6 +958,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
   // The ephemeral output reads the prepared image, which the last node's image then becomes.
   std::optional<BuiltEphemeral> ephemeral;
   if (profile.output.ephemeral) {
+    prepared.wait_for_preload();  // it reads the archives' files from the prepared image
     EphemeralSource source{prepared.path,          prepared.layout.root_offset, prepared.layout.root_size,
                            prepared.layout.boot_index, prepared.boot_mount,  prepared.network_manager,
                            prepared.rootfs_has_cloud_init};

@@ -1,0 +1,169 @@
+#include "disk/copied_ranges.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "disk/aligned_buffer.hpp"
+#include "core/error.hpp"
+#include "core/positional_io.hpp"
+
+namespace aggrik8s {
+
+CopiedRangeReader::CopiedRangeReader(int image_fd, std::string image_name, const CopiedFiles* copied)
+    : image_fd_(image_fd), image_name_(std::move(image_name)) {
+  if (copied == nullptr || copied->ranges.empty()) return;
+  ranges_ = copied->ranges;
+  std::sort(ranges_.begin(), ranges_.end(),
+            [](const CopiedRange& a, const CopiedRange& b) { return a.image_offset < b.image_offset; });
+  for (const auto& path : copied->paths) {
+    file_names_.push_back(path.string());
+    file_fds_.emplace_back(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!file_fds_.back()) throw_system_error("cannot open " + path.string() + " (copied into " + image_name_ + ")", errno);
+  }
+  for (const auto& range : ranges_) {
+    if (range.file >= file_fds_.size()) {
+      throw Error(image_name_ + ": a copied range names file " + std::to_string(range.file) + " of " +
+                  std::to_string(file_fds_.size()));
+    }
+  }
+}
+
+void CopiedRangeReader::read(std::uint64_t offset, std::span<std::uint8_t> buffer) const {
+  const std::uint64_t end = offset + buffer.size();
+  auto range = std::lower_bound(ranges_.begin(), ranges_.end(), offset, [](const CopiedRange& r, std::uint64_t at) {
+    return r.image_offset + r.length <= at;
+  });
+  for (std::uint64_t at = offset; at < end;) {
+    std::uint8_t* out = buffer.data() + (at - offset);
+    if (range == ranges_.end() || range->image_offset >= end) {
+      pread_exactly(image_fd_, at, out, static_cast<std::size_t>(end - at), image_name_);
+      return;
+    }
+    if (range->image_offset > at) {
+      pread_exactly(image_fd_, at, out, static_cast<std::size_t>(range->image_offset - at), image_name_);
+      at = range->image_offset;
+      continue;
+    }
+    const std::uint64_t to = std::min(end, range->image_offset + range->length);
+    auto n = static_cast<std::size_t>(to - at);
+    const std::uint64_t from = range->file_offset + (at - range->image_offset);
+    // Short only at the copied file's end: the rest of its last block is zeros in the image.
+    std::size_t done = 0;
+    while (done < n) {
+      ssize_t got = ::pread(file_fds_[range->file].get(), out + done, n - done, static_cast<off_t>(from + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) throw_system_error("cannot read " + file_names_[range->file], errno);
+      if (got == 0) break;
+      done += static_cast<std::size_t>(got);
+    }
+    std::memset(out + done, 0, n - done);
+    at = to;
+    ++range;
+  }
+}
+
+std::vector<DataExtent> CopiedRangeReader::copied_extents() const {
+  std::vector<DataExtent> extents;
+  for (const auto& r : ranges_) extents.push_back({r.image_offset, r.length});
+  return merge_extents(std::move(extents));
+}
+
+CopiedRangeWriter::CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, bool flush)
+    : image_name_(image.string()), copied_(std::move(copied)), flush_(flush) {
+  bool aligned = true;
+  for (const auto& r : copied_.ranges) {
+    aligned = aligned && r.image_offset % io_alignment == 0 && r.length % io_alignment == 0;
+  }
+  if (aligned) {
+    image_fd_ = FileDescriptor(::open(image.c_str(), O_WRONLY | O_CLOEXEC | O_DIRECT));
+    direct_ = static_cast<bool>(image_fd_);
+    // EINVAL: no O_DIRECT on this filesystem (tmpfs before Linux 6.6); anything else fails below too.
+    if (!image_fd_ && errno != EINVAL) throw_system_error("cannot open " + image_name_, errno);
+  }
+  if (!image_fd_) {
+    image_fd_ = FileDescriptor(::open(image.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!image_fd_) throw_system_error("cannot open " + image_name_, errno);
+  }
+  // Opened here, so that a missing file is reported by the constructor.
+  CopiedRangeReader check(-1, image_name_, &copied_);
+  thread_ = std::thread([this] {
+    try {
+      run();
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  });
+}
+
+CopiedRangeWriter::~CopiedRangeWriter() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void CopiedRangeWriter::wait() {
+  if (thread_.joinable()) thread_.join();
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+}
+
+void CopiedRangeWriter::run() {
+  // Each file mapped: a chunk wholly inside its file is written straight from the file's cached pages
+  // (no copy into a buffer, which took the hashing's CPU); only a chunk running past the file's end
+  // (its last block, zeros after it) goes through a buffer.
+  struct Mapping {
+    void* address = MAP_FAILED;
+    std::uint64_t size = 0;
+  };
+  std::vector<Mapping> mappings;
+  auto unmap = [&] {
+    for (auto& m : mappings) {
+      if (m.address != MAP_FAILED) ::munmap(m.address, m.size);
+    }
+  };
+  try {
+    for (std::size_t i = 0; i < copied_.paths.size(); ++i) {
+      FileDescriptor fd(::open(copied_.paths[i].c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd) throw_system_error("cannot open " + copied_.paths[i].string(), errno);
+      struct stat st {};
+      if (::fstat(fd.get(), &st) != 0) throw_system_error("cannot stat " + copied_.paths[i].string(), errno);
+      Mapping m;
+      m.size = static_cast<std::uint64_t>(st.st_size);
+      if (m.size > 0) {
+        m.address = ::mmap(nullptr, m.size, PROT_READ, MAP_SHARED, fd.get(), 0);
+        if (m.address == MAP_FAILED) throw_system_error("cannot map " + copied_.paths[i].string(), errno);
+      }
+      mappings.push_back(m);
+    }
+    constexpr std::size_t chunk_bytes = 8 << 20;
+    const CopiedRangeReader reader(-1, image_name_, &copied_);
+    AlignedBuffer bounce;
+    for (const auto& r : copied_.ranges) {
+      const Mapping& m = mappings[r.file];
+      for (std::uint64_t at = 0; at < r.length; at += chunk_bytes) {
+        const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, r.length - at));
+        const std::uint64_t from = r.file_offset + at;
+        const void* data = nullptr;
+        if (from + length <= m.size && (!direct_ || from % io_alignment == 0)) {
+          data = static_cast<const std::uint8_t*>(m.address) + from;
+        } else {
+          if (!bounce) bounce = allocate_aligned(chunk_bytes, false);  // read() fills every byte
+          reader.read(r.image_offset + at, std::span(bounce.get(), length));
+          data = bounce.get();
+        }
+        pwrite_all(image_fd_.get(), r.image_offset + at, data, length, image_name_);
+      }
+    }
+    if (flush_ && ::fdatasync(image_fd_.get()) != 0) throw_system_error("cannot flush " + image_name_ + " to disk", errno);
+  } catch (...) {
+    unmap();
+    throw;
+  }
+  unmap();
+}
+
+}  // namespace aggrik8s

@@ -1,0 +1,81 @@
+#pragma once
+// Ranges of an image file whose bytes are a copy of other files' (the image archives a Pi build
+// preloads), written there past the page cache (O_DIRECT). Whoever reads the image meanwhile (its
+// hashes, a copy of it for another node) reads those ranges from the files instead: their pages are
+// cached, the image's are not, and the write may still be in flight.
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "disk/data_extent.hpp"
+#include "core/file_descriptor.hpp"
+
+namespace aggrik8s {
+
+// `length` bytes of the image at `image_offset` are file number `file`'s bytes at `file_offset`; where
+// the file ends first (its last, partial block), they are zeros.
+struct CopiedRange {
+  std::uint64_t image_offset = 0;
+  std::uint64_t length = 0;
+  std::size_t file = 0;
+  std::uint64_t file_offset = 0;
+};
+
+struct CopiedFiles {
+  std::vector<std::filesystem::path> paths;
+  std::vector<CopiedRange> ranges;  // disjoint
+};
+
+// Reads an image's bytes, taking the copied ranges from the copied file and the rest from `image_fd`.
+class CopiedRangeReader {
+ public:
+  // `copied` may be null: everything is then read from the image.
+  CopiedRangeReader(int image_fd, std::string image_name, const CopiedFiles* copied);
+  void read(std::uint64_t offset, std::span<std::uint8_t> buffer) const;
+  // The copied ranges as image extents (data, whether or not the image file has them yet).
+  std::vector<DataExtent> copied_extents() const;
+
+ private:
+  int image_fd_;
+  std::string image_name_;
+  std::vector<CopiedRange> ranges_;  // sorted
+  std::vector<std::string> file_names_;
+  std::vector<FileDescriptor> file_fds_;
+};
+
+// Writes copied ranges into the image on a thread of its own, with O_DIRECT where the image's
+// filesystem allows it and every range is in whole 4 KiB blocks (otherwise through the page cache):
+// the bytes go from the files' cached pages to the disk without becoming a second set of page-cache
+// pages (new pages cost this project's VMs 0.4-1.0 s of system time per 512 MiB; docs/benchmarks.md),
+// and the build goes on meanwhile. Readers of the image use CopiedRangeReader until wait() returns.
+class CopiedRangeWriter {
+ public:
+  // Starts writing `copied.ranges` of `image`, which must exist; with `flush`, the image is then
+  // fdatasync'ed on the same thread (its final fdatasync has nothing left to wait for).
+  CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, bool flush = false);
+  CopiedRangeWriter(const CopiedRangeWriter&) = delete;
+  CopiedRangeWriter& operator=(const CopiedRangeWriter&) = delete;
+  // Waits for the thread; an error it met is dropped (wait() is where errors are reported).
+  ~CopiedRangeWriter();
+  // Waits until every range is written (not flushed: the image's fdatasync does that); rethrows the
+  // thread's error, naming the image or the file.
+  void wait();
+  bool direct() const { return direct_; }
+
+ private:
+  void run();
+
+  std::string image_name_;
+  CopiedFiles copied_;
+  FileDescriptor image_fd_;
+  bool direct_ = false;
+  bool flush_ = false;
+  std::thread thread_;
+  std::exception_ptr error_;
+};
+
+}  // namespace aggrik8s

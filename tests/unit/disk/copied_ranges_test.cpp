@@ -1,0 +1,138 @@
+#include "disk/copied_ranges.hpp"
+
+#include <fcntl.h>
+
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "core/file_descriptor.hpp"
+#include "core/sha256.hpp"
+#include "disk/bmap.hpp"
+#include "disk/ext4_filesystem.hpp"
+#include "disk/image_patch.hpp"
+#include "tests/test_support.hpp"
+
+using namespace aggrik8s;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_range(const CopiedRangeReader& reader, std::uint64_t offset, std::size_t length) {
+  std::string bytes(length, '?');
+  reader.read(offset, {reinterpret_cast<std::uint8_t*>(bytes.data()), bytes.size()});
+  return bytes;
+}
+
+}  // namespace
+
+TEST_CASE("copied ranges: read from the copied files (zeros past their end), the rest from the image") {
+  test::TempDir dir;
+  test::write_file(dir / "image.img", std::string(64, 'i'));
+  test::write_file(dir / "a", "AAAAAAAA");
+  test::write_file(dir / "b", "0123");
+  CopiedFiles copied{{dir / "a", dir / "b"}, {{40, 8, 1, 2}, {10, 6, 0, 1}}};  // unsorted on purpose
+  FileDescriptor fd(::open((dir / "image.img").c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(fd);
+  const CopiedRangeReader reader(fd.get(), "image.img", &copied);
+  CHECK(read_range(reader, 0, 20) == "iiiiiiiiiiAAAAAAiiii");
+  // File b from byte 2 holds "23": the rest of the range reads as zeros, as the image's last block does.
+  CHECK(read_range(reader, 38, 12) == std::string("ii23") + std::string(6, '\0') + "ii");
+  CHECK(read_range(reader, 12, 2) == "AA");
+  CHECK(reader.copied_extents() == std::vector<DataExtent>{{10, 6}, {40, 8}});
+  const CopiedRangeReader nothing(fd.get(), "image.img", nullptr);
+  CHECK(read_range(nothing, 8, 4) == "iiii");
+
+  CopiedFiles missing{{dir / "gone"}, {{0, 4, 0, 0}}};
+  CHECK_THROWS_WITH(CopiedRangeReader(fd.get(), "image.img", &missing), Catch::Contains("gone") && Catch::Contains("image.img"));
+  CHECK_THROWS_WITH(CopiedRangeWriter(dir / "image.img", missing), Catch::Contains("gone"));
+}
+
+TEST_CASE("copied ranges: ranges not in whole 4 KiB blocks are written through the page cache") {
+  test::TempDir dir;
+  test::write_file(dir / "image.img", std::string(10000, 'i'));
+  test::write_file(dir / "src", "hello");
+  CopiedRangeWriter writer(dir / "image.img", CopiedFiles{{dir / "src"}, {{100, 7, 0, 0}}});
+  CHECK_FALSE(writer.direct());
+  writer.wait();
+  std::string image = test::read_file(dir / "image.img");
+  CHECK(image.substr(98, 11) == std::string("iihello") + std::string(2, '\0') + "ii");
+  CHECK(image.size() == 10000);
+}
+
+// How a Pi build preloads its image archives: the file placed in the filesystem, its bytes written by
+// a CopiedRangeWriter, and the image hashed through the copied ranges before the write is done.
+TEST_CASE("copied ranges: a placed ext4 file written by CopiedRangeWriter gives copy_file_from_host's image, and hashes alike before it is written", "[ext4]") {
+  // mke2fs gives 1 KiB blocks to a small filesystem (runs not in whole 4 KiB blocks: written through the
+  // page cache) and 4 KiB blocks from 512 MiB up (as a Pi image's root has: O_DIRECT where allowed).
+  const std::uint64_t length = GENERATE(std::uint64_t{32} << 20, std::uint64_t{600} << 20);
+  INFO("filesystem of " << (length >> 20) << " MiB");
+  test::TempDir dir;
+  constexpr std::uint64_t offset = 1 << 20;
+  const fs::path copied_image = dir / "copied.img";
+  { std::ofstream create(copied_image); }
+  fs::resize_file(copied_image, offset + length + (1 << 20));
+  create_ext4_filesystem(copied_image, offset, length, {});
+  const fs::path placed_image = dir / "placed.img";
+  fs::copy_file(copied_image, placed_image);
+  // A sparse host file with a block of zeros in its data and a short last block.
+  const fs::path host = dir / "archive.tar.zst";
+  {
+    std::ofstream out(host, std::ios::binary);
+    out << test::random_bytes(3 << 20, 5) << std::string(8192, '\0') << test::random_bytes(10000, 6);
+    out.seekp(9 << 20);
+    out << test::random_bytes(5000, 7);
+  }
+  const std::int64_t epoch = 1700000000;
+  const std::string target = "/var/lib/rancher/rke2/agent/images/archive.tar.zst";
+  {
+    auto fs = Ext4Filesystem::open(copied_image, offset, length, Ext4Access::read_write, epoch);
+    fs.create_directories("/var/lib/rancher/rke2/agent/images");
+    fs.copy_file_from_host(host, target, {0644, 0, 0, {}});
+    fs.close();
+  }
+  CopiedFiles copied{{host}, {}};
+  {
+    auto fs = Ext4Filesystem::open(placed_image, offset, length, Ext4Access::read_write, epoch);
+    fs.create_directories("/var/lib/rancher/rke2/agent/images");
+    for (const auto& run : fs.place_file_from_host(host, target, {0644, 0, 0, {}})) {
+      CHECK(run.length > 0);
+      copied.ranges.push_back({offset + run.device_offset, run.length, 0, run.file_offset});
+    }
+    fs.close();
+  }
+  // The zero block and the hole are left unplaced (holes in the file), so the data is in two runs at least.
+  CHECK(copied.ranges.size() >= 2);
+  const Sha256Digest expected = Sha256::of_file(copied_image);
+  CHECK(Sha256::of_file(placed_image) != expected);  // the data is not there yet
+
+  BmapOptions chunked;
+  chunked.range_split_blocks = 256;
+  ImageHashes through = hash_patched_image(placed_image, ImagePatch{}, "placed.img", true, chunked, &copied);
+  CHECK(through.sha256 == expected);
+  CHECK(*through.bmap == create_bmap(copied_image, chunked));
+  CHECK(create_bmap(placed_image, chunked, copied) == create_bmap(copied_image, chunked));
+  {
+    // A node's edits are made through a patched device that reads the same way.
+    PatchedFileBlockDevice device(placed_image, "node.img", &copied);
+    auto fs = Ext4Filesystem::open(device, offset, length, Ext4Access::read_only);
+    CHECK(fs.read_file(target) == test::read_file(host));
+  }
+
+  bool whole_blocks = true;
+  for (const auto& r : copied.ranges) whole_blocks = whole_blocks && r.image_offset % 4096 == 0 && r.length % 4096 == 0;
+  CHECK(whole_blocks == (length > (512 << 20)));
+  CopiedRangeWriter writer(placed_image, copied, true);
+  INFO("O_DIRECT: " << writer.direct());
+  if (!whole_blocks) CHECK_FALSE(writer.direct());
+  writer.wait();
+  CHECK(Sha256::of_file(placed_image) == expected);
+  auto check = check_ext4_filesystem(placed_image, offset);
+  INFO(check.report);
+  CHECK(check.clean);
+  auto fs = Ext4Filesystem::open(placed_image, offset, length, Ext4Access::read_only);
+  CHECK(fs.read_file(target) == test::read_file(host));
+}
