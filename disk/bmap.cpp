@@ -205,9 +205,9 @@ struct ByteSpan {
   std::uint64_t begin;
   std::uint64_t end;
 };
-std::vector<ByteSpan> data_spans(int fd, std::uint64_t image_size, std::uint64_t block_size, const std::string& name) {
+std::vector<ByteSpan> data_spans(const std::vector<DataExtent>& extents, std::uint64_t image_size, std::uint64_t block_size) {
   std::vector<ByteSpan> spans;
-  for (const auto& extent : list_data_extents(fd, image_size, name)) {
+  for (const auto& extent : extents) {
     ByteSpan span{extent.offset / block_size * block_size,
                   std::min(image_size, (extent.offset + extent.length + block_size - 1) / block_size * block_size)};
     if (!spans.empty() && span.begin <= spans.back().end) {
@@ -522,7 +522,9 @@ OpenedImage open_image_for_hashing(const std::filesystem::path& image, std::uint
   if (!S_ISREG(info.st_mode)) throw Error(opened.name + ": only a regular file can be hashed as an image");
   opened.size = static_cast<std::uint64_t>(info.st_size);
   ::posix_fadvise(opened.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-  opened.spans = data_spans(opened.fd.get(), opened.size, block_size, opened.name);
+  opened.spans = data_spans(copied != nullptr && copied->image_extents ? *copied->image_extents
+                                                                        : list_data_extents(opened.fd.get(), opened.size, opened.name),
+                            opened.size, block_size);
   if (patch != nullptr) opened.spans = add_spans(opened.spans, patch->extents(), opened.size, block_size);
   // Copied ranges are data even where the image file does not have them yet (the write is in flight).
   if (copied != nullptr) {

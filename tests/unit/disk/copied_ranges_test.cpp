@@ -34,7 +34,7 @@ TEST_CASE("copied ranges: read from the copied files (zeros past their end), the
   test::write_file(dir / "image.img", std::string(64, 'i'));
   test::write_file(dir / "a", "AAAAAAAA");
   test::write_file(dir / "b", "0123");
-  CopiedFiles copied{{dir / "a", dir / "b"}, {{40, 8, 1, 2}, {10, 6, 0, 1}}};  // unsorted on purpose
+  CopiedFiles copied{{dir / "a", dir / "b"}, {{40, 8, 1, 2}, {10, 6, 0, 1}}, {}};  // unsorted on purpose
   FileDescriptor fd(::open((dir / "image.img").c_str(), O_RDONLY | O_CLOEXEC));
   REQUIRE(fd);
   const CopiedRangeReader reader(fd.get(), "image.img", &copied);
@@ -46,7 +46,7 @@ TEST_CASE("copied ranges: read from the copied files (zeros past their end), the
   const CopiedRangeReader nothing(fd.get(), "image.img", nullptr);
   CHECK(read_range(nothing, 8, 4) == "iiii");
 
-  CopiedFiles missing{{dir / "gone"}, {{0, 4, 0, 0}}};
+  CopiedFiles missing{{dir / "gone"}, {{0, 4, 0, 0}}, {}};
   CHECK_THROWS_WITH(CopiedRangeReader(fd.get(), "image.img", &missing), Catch::Contains("gone") && Catch::Contains("image.img"));
   CHECK_THROWS_WITH(CopiedRangeWriter(dir / "image.img", missing), Catch::Contains("gone"));
 }
@@ -55,7 +55,7 @@ TEST_CASE("copied ranges: ranges not in whole 4 KiB blocks are written through t
   test::TempDir dir;
   test::write_file(dir / "image.img", std::string(10000, 'i'));
   test::write_file(dir / "src", "hello");
-  CopiedRangeWriter writer(dir / "image.img", CopiedFiles{{dir / "src"}, {{100, 7, 0, 0}}});
+  CopiedRangeWriter writer(dir / "image.img", CopiedFiles{{dir / "src"}, {{100, 7, 0, 0}}, {}});
   CHECK_FALSE(writer.direct());
   writer.wait();
   std::string image = test::read_file(dir / "image.img");
@@ -94,7 +94,7 @@ TEST_CASE("copied ranges: a placed ext4 file written by CopiedRangeWriter gives 
     fs.copy_file_from_host(host, target, {0644, 0, 0, {}});
     fs.close();
   }
-  CopiedFiles copied{{host}, {}};
+  CopiedFiles copied{{host}, {}, {}};
   {
     auto fs = Ext4Filesystem::open(placed_image, offset, length, Ext4Access::read_write, epoch);
     fs.create_directories("/var/lib/rancher/rke2/agent/images");
@@ -114,6 +114,15 @@ TEST_CASE("copied ranges: a placed ext4 file written by CopiedRangeWriter gives 
   ImageHashes through = hash_patched_image(placed_image, ImagePatch{}, "placed.img", true, chunked, &copied);
   CHECK(through.sha256 == expected);
   CHECK(*through.bmap == create_bmap(copied_image, chunked));
+  CHECK(create_bmap(placed_image, chunked, copied) == create_bmap(copied_image, chunked));
+  // The same with the image's own extents listed up front (as a build does before the writes start,
+  // when listing them meanwhile would wait for the writes).
+  {
+    FileDescriptor fd(::open(placed_image.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd);
+    copied.image_extents = list_data_extents(fd.get(), fs::file_size(placed_image), placed_image.string());
+  }
+  CHECK(hash_patched_image(placed_image, ImagePatch{}, "placed.img", true, chunked, &copied).sha256 == expected);
   CHECK(create_bmap(placed_image, chunked, copied) == create_bmap(copied_image, chunked));
   {
     // A node's edits are made through a patched device that reads the same way.
