@@ -75,9 +75,9 @@ std::vector<DataExtent> CopiedRangeReader::copied_extents() const {
   return merge_extents(std::move(extents));
 }
 
-CopiedRangeWriter::CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, bool flush)
-    : image_name_(image.string()), copied_(std::move(copied)), flush_(flush) {
-  bool aligned = true;
+CopiedRangeWriter::CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, Mode mode)
+    : image_name_(image.string()), copied_(std::move(copied)), flush_(mode == Mode::durable) {
+  bool aligned = mode == Mode::durable;
   for (const auto& r : copied_.ranges) {
     aligned = aligned && r.image_offset % io_alignment == 0 && r.length % io_alignment == 0;
   }

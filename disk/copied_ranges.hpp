@@ -54,15 +54,20 @@ class CopiedRangeReader {
 };
 
 // Writes copied ranges into the image on a thread of its own, with O_DIRECT where the image's
-// filesystem allows it and every range is in whole 4 KiB blocks (otherwise through the page cache):
+// filesystem allows it and every range is in whole 4 KiB blocks (otherwise, or in Mode::cached,
+// through the page cache):
 // the bytes go from the files' cached pages to the disk without becoming a second set of page-cache
 // pages (new pages cost this project's VMs 0.4-1.0 s of system time per 512 MiB; docs/benchmarks.md),
 // and the build goes on meanwhile. Readers of the image use CopiedRangeReader until wait() returns.
 class CopiedRangeWriter {
  public:
-  // Starts writing `copied.ranges` of `image`, which must exist; with `flush`, the image is then
-  // fdatasync'ed on the same thread (its final fdatasync has nothing left to wait for).
-  CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, bool flush = false);
+  // How a writer ends: `durable`, its writes go past the page cache where they can (O_DIRECT) and the
+  // image is then fdatasync'ed on the same thread (its final fdatasync has nothing left to wait for);
+  // otherwise through the page cache, as a build with --no-sync leaves its images (on a 100 MB/s
+  // disk, waiting for 512 MiB of O_DIRECT writes made such a 1-node build 3.5 s instead of 1.6 s).
+  enum class Mode { durable, cached };
+  // Starts writing `copied.ranges` of `image`, which must exist.
+  CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, Mode mode);
   CopiedRangeWriter(const CopiedRangeWriter&) = delete;
   CopiedRangeWriter& operator=(const CopiedRangeWriter&) = delete;
   // Waits for the thread; an error it met is dropped (wait() is where errors are reported).

@@ -487,10 +487,10 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   prepared.changes.push_back("RKE2 " + release.version + " bundle unpacked under /usr/local");
   const std::string images_dir = "/var/lib/rancher/rke2/agent/images";
   rootfs.create_directories(images_dir);
-  // The archives' blocks are allocated here, and their bytes written by a thread of their own with
-  // O_DIRECT while the nodes are customised and hashed: written through the page cache, 512 MiB of
-  // archives took 0.6 s of this thread on a quiet 2-core VM, most of it the kernel finding new pages
-  // for bytes that were already cached once (as the archive files), then written back anyway.
+  // The archives' blocks are allocated here, and their bytes written by a thread of their own (with
+  // O_DIRECT unless --no-sync) while the nodes are customised and hashed: written here through the
+  // page cache, 512 MiB of archives took 0.6 s of this thread on a quiet 2-core VM, most of it the
+  // kernel finding new pages for bytes that were already cached once (as the archive files).
   for (const auto& image : release.images) {
     std::string target = images_dir + "/" + image.source.file_name();
     ProgressTask progress("preload " + image.source.file_name(), image.size);
@@ -508,7 +508,8 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     FileDescriptor fd(::open(prepared.path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_system_error("cannot open " + prepared.path.string(), errno);
     prepared.copied.image_extents = list_data_extents(fd.get(), new_image_size, prepared.path.string());
-    prepared.preload = std::make_unique<CopiedRangeWriter>(prepared.path, prepared.copied, sync_images);
+    prepared.preload = std::make_unique<CopiedRangeWriter>(
+        prepared.path, prepared.copied, sync_images ? CopiedRangeWriter::Mode::durable : CopiedRangeWriter::Mode::cached);
   }
   return prepared;
 }
