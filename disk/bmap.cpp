@@ -38,7 +38,8 @@ constexpr std::size_t read_chunk_size = 1 << 20;
 constexpr std::size_t checksum_hex_length = 64;
 
 // Reads an image's bytes from the image, or (with an ImageBase) from the base file except where the
-// image was written after it was copied.
+// image was written after it was copied; with a patch, the image's bytes (its copied ranges read
+// from the files they are a copy of) with the patch over them.
 class ImageReader {
  public:
   ImageReader(int fd, const std::string& name, const ImageBase* base, const ImagePatch* patch = nullptr,
