@@ -8,17 +8,24 @@
 
 namespace aggrik8s {
 
-void pread_exactly(int fd, std::uint64_t offset, void* buffer, std::size_t length, const std::string& name) {
+std::size_t pread_up_to(int fd, std::uint64_t offset, void* buffer, std::size_t length, const std::string& name) {
   auto* bytes = static_cast<char*>(buffer);
-  for (std::size_t done = 0; done < length;) {
+  std::size_t done = 0;
+  while (done < length) {
     ssize_t n = ::pread(fd, bytes + done, length - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_system_error(name + ": read at offset " + std::to_string(offset + done) + " failed", errno);
-    if (n == 0) {
-      throw Error(name + ": unexpected end of file at offset " + std::to_string(offset + done) +
-                  " (did it shrink while it was being read?)");
-    }
+    if (n == 0) break;
     done += static_cast<std::size_t>(n);
+  }
+  return done;
+}
+
+void pread_exactly(int fd, std::uint64_t offset, void* buffer, std::size_t length, const std::string& name) {
+  std::size_t done = pread_up_to(fd, offset, buffer, length, name);
+  if (done < length) {
+    throw Error(name + ": unexpected end of file at offset " + std::to_string(offset + done) +
+                " (did it shrink while it was being read?)");
   }
 }
 

@@ -12,6 +12,10 @@ namespace aggrik8s {
 // with the offset, or "unexpected end of file at offset N" when the file ends first.
 void pread_exactly(int fd, std::uint64_t offset, void* buffer, std::size_t length, const std::string& name);
 
+// The same, but a file that ends first is not an error: returns how many bytes were read (fewer than
+// length only at the end of the file).
+std::size_t pread_up_to(int fd, std::uint64_t offset, void* buffer, std::size_t length, const std::string& name);
+
 // Writes length bytes at offset of fd, or throws Error naming `name` and the offset.
 void pwrite_all(int fd, std::uint64_t offset, const void* data, std::size_t length, const std::string& name);
 

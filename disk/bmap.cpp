@@ -528,11 +528,7 @@ OpenedImage open_image_for_hashing(const std::filesystem::path& image, std::uint
                             opened.size, block_size);
   if (patch != nullptr) opened.spans = add_spans(opened.spans, patch->extents(), opened.size, block_size);
   // Copied ranges are data even where the image file does not have them yet (the write is in flight).
-  if (copied != nullptr) {
-    std::vector<DataExtent> extents;
-    for (const auto& range : copied->ranges) extents.push_back({range.image_offset, range.length});
-    opened.spans = add_spans(opened.spans, extents, opened.size, block_size);
-  }
+  if (copied != nullptr) opened.spans = add_spans(opened.spans, copied->extents(), opened.size, block_size);
   return opened;
 }
 

@@ -55,28 +55,25 @@ void CopiedRangeReader::read(std::uint64_t offset, std::span<std::uint8_t> buffe
     auto n = static_cast<std::size_t>(to - at);
     const std::uint64_t from = range->file_offset + (at - range->image_offset);
     // Short only at the copied file's end: the rest of its last block is zeros in the image.
-    std::size_t done = 0;
-    while (done < n) {
-      ssize_t got = ::pread(file_fds_[range->file].get(), out + done, n - done, static_cast<off_t>(from + done));
-      if (got < 0 && errno == EINTR) continue;
-      if (got < 0) throw_system_error("cannot read " + file_names_[range->file], errno);
-      if (got == 0) break;
-      done += static_cast<std::size_t>(got);
-    }
+    const std::size_t done = pread_up_to(file_fds_[range->file].get(), from, out, n, file_names_[range->file]);
     std::memset(out + done, 0, n - done);
     at = to;
     ++range;
   }
 }
 
-std::vector<DataExtent> CopiedRangeReader::copied_extents() const {
+std::vector<DataExtent> CopiedFiles::extents() const {
   std::vector<DataExtent> extents;
-  for (const auto& r : ranges_) extents.push_back({r.image_offset, r.length});
+  for (const auto& r : ranges) extents.push_back({r.image_offset, r.length});
   return merge_extents(std::move(extents));
 }
 
 CopiedRangeWriter::CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, Mode mode)
-    : image_name_(image.string()), copied_(std::move(copied)), flush_(mode == Mode::durable) {
+    : image_name_(image.string()),
+      copied_(std::move(copied)),
+      // Opens the files here, so that a missing one is reported by the constructor.
+      reader_(-1, image_name_, &copied_),
+      flush_(mode == Mode::durable) {
   bool aligned = mode == Mode::durable;
   for (const auto& r : copied_.ranges) {
     aligned = aligned && r.image_offset % io_alignment == 0 && r.length % io_alignment == 0;
@@ -91,8 +88,6 @@ CopiedRangeWriter::CopiedRangeWriter(const std::filesystem::path& image, CopiedF
     image_fd_ = FileDescriptor(::open(image.c_str(), O_WRONLY | O_CLOEXEC));
     if (!image_fd_) throw_system_error("cannot open " + image_name_, errno);
   }
-  // Opened here, so that a missing file is reported by the constructor.
-  CopiedRangeReader check(-1, image_name_, &copied_);
   thread_ = std::thread([this] {
     try {
       run();
@@ -140,7 +135,6 @@ void CopiedRangeWriter::run() {
       mappings.push_back(m);
     }
     constexpr std::size_t chunk_bytes = 8 << 20;
-    const CopiedRangeReader reader(-1, image_name_, &copied_);
     AlignedBuffer bounce;
     for (const auto& r : copied_.ranges) {
       const Mapping& m = mappings[r.file];
@@ -152,7 +146,7 @@ void CopiedRangeWriter::run() {
           data = static_cast<const std::uint8_t*>(m.address) + from;
         } else {
           if (!bounce) bounce = allocate_aligned(chunk_bytes, false);  // read() fills every byte
-          reader.read(r.image_offset + at, std::span(bounce.get(), length));
+          reader_.read(r.image_offset + at, std::span(bounce.get(), length));
           data = bounce.get();
         }
         pwrite_all(image_fd_.get(), r.image_offset + at, data, length, image_name_);

@@ -34,6 +34,9 @@ struct CopiedFiles {
   // blocks, and SEEK_DATA waits for it (0.5 s of a 1-node Pi build's hashing, 61 lseek calls).
   // Not set: list them from the image.
   std::optional<std::vector<DataExtent>> image_extents;
+
+  // The ranges as image extents, sorted and merged (data, whether or not the image has them yet).
+  std::vector<DataExtent> extents() const;
 };
 
 // Reads an image's bytes, taking the copied ranges from the copied file and the rest from `image_fd`.
@@ -42,8 +45,6 @@ class CopiedRangeReader {
   // `copied` may be null: everything is then read from the image.
   CopiedRangeReader(int image_fd, std::string image_name, const CopiedFiles* copied);
   void read(std::uint64_t offset, std::span<std::uint8_t> buffer) const;
-  // The copied ranges as image extents (data, whether or not the image file has them yet).
-  std::vector<DataExtent> copied_extents() const;
 
  private:
   int image_fd_;
@@ -82,6 +83,7 @@ class CopiedRangeWriter {
 
   std::string image_name_;
   CopiedFiles copied_;
+  CopiedRangeReader reader_;  // copied_'s files, for chunks running past a file's end
   FileDescriptor image_fd_;
   bool direct_ = false;
   bool flush_ = false;

@@ -36,6 +36,7 @@ extern "C" {
 #include "disk/sparse_file.hpp"
 #include "disk/zero_detection.hpp"
 #include "core/error.hpp"
+#include "core/positional_io.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
 #include "core/read_ahead.hpp"
@@ -291,17 +292,7 @@ class HostFileByteSource final : public ByteSource {
     return ranges;
   }
   std::size_t read(std::uint64_t offset, std::span<std::byte> out) const override {
-    std::size_t done = 0;
-    while (done < out.size()) {
-      ssize_t n = ::pread(fd_.get(), out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw_system_error("cannot read " + path_.string(), errno);
-      }
-      if (n == 0) break;
-      done += static_cast<std::size_t>(n);
-    }
-    return done;
+    return pread_up_to(fd_.get(), offset, out.data(), out.size(), path_.string());
   }
 
  private:

@@ -42,7 +42,7 @@ TEST_CASE("copied ranges: read from the copied files (zeros past their end), the
   // File b from byte 2 holds "23": the rest of the range reads as zeros, as the image's last block does.
   CHECK(read_range(reader, 38, 12) == std::string("ii23") + std::string(6, '\0') + "ii");
   CHECK(read_range(reader, 12, 2) == "AA");
-  CHECK(reader.copied_extents() == std::vector<DataExtent>{{10, 6}, {40, 8}});
+  CHECK(copied.extents() == std::vector<DataExtent>{{10, 6}, {40, 8}});
   const CopiedRangeReader nothing(fd.get(), "image.img", nullptr);
   CHECK(read_range(nothing, 8, 4) == "iiii");
 
