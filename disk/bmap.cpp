@@ -532,8 +532,10 @@ OpenedImage open_image_for_hashing(const std::filesystem::path& image, std::uint
   return opened;
 }
 
+// `patched`: the extents a patch writes over the image (sorted), whose chunks `known` must not answer.
 ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reader, bool with_bmap, const BmapOptions& options,
-                              const std::string& label, bool with_sha256 = true);
+                              const std::string& label, bool with_sha256 = true, KnownChunkRanges* known = nullptr,
+                              const std::vector<DataExtent>& patched = {});
 
 }  // namespace
 
@@ -545,110 +547,196 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
 }
 
 ImageHashes hash_patched_image(const std::filesystem::path& base, const ImagePatch& patch, const std::string& image_name,
-                               bool with_bmap, const BmapOptions& options, const CopiedFiles* copied) {
+                               bool with_bmap, const BmapOptions& options, const CopiedFiles* copied, KnownChunkRanges* known) {
   const OpenedImage opened = open_image_for_hashing(base, Bmap{}.block_size, &patch, copied);
   const ImageReader reader(opened.fd.get(), opened.name, nullptr, &patch, copied);
-  return hash_opened_image(opened, reader, with_bmap, options, image_name);
+  return hash_opened_image(opened, reader, with_bmap, options, image_name, true, known, patch.extents());
 }
 
-Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options, const CopiedFiles& copied) {
+Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options, const CopiedFiles& copied,
+                 KnownChunkRanges* known) {
   const ImagePatch nothing;
   const OpenedImage opened = open_image_for_hashing(image, Bmap{}.block_size, &nothing, &copied);
   const ImageReader reader(opened.fd.get(), opened.name, nullptr, &nothing, &copied);
-  return *hash_opened_image(opened, reader, true, options, image.filename().string(), false).bmap;
+  return *hash_opened_image(opened, reader, true, options, image.filename().string(), false, known).bmap;
 }
 
 namespace {
 
+// The image's data cut into the chunks the hashing reads: each ends at a multiple of
+// image_chunk_bytes or at its span's end, so a bmap range whose split size divides image_chunk_bytes
+// never continues from one chunk into the next and the chunks' ranges can be hashed in any order.
+struct PlannedChunk {
+  std::uint64_t offset;
+  std::size_t length;
+  bool ends_span;
+};
+std::vector<PlannedChunk> plan_chunks(const std::vector<ByteSpan>& spans) {
+  std::vector<PlannedChunk> chunks;
+  for (const auto& span : spans) {
+    for (std::uint64_t offset = span.begin; offset < span.end;) {
+      const std::uint64_t end = std::min<std::uint64_t>(span.end, (offset / image_chunk_bytes + 1) * image_chunk_bytes);
+      chunks.push_back({offset, static_cast<std::size_t>(end - offset), end == span.end});
+      offset = end;
+    }
+  }
+  return chunks;
+}
+
 ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reader, bool with_bmap, const BmapOptions& options,
-                              const std::string& label, bool with_sha256) {
+                              const std::string& label, bool with_sha256, KnownChunkRanges* known,
+                              const std::vector<DataExtent>& patched) {
   const std::string& name = image.name;
   ImageHashes result;
   result.size = image.size;
   if (with_bmap && result.size == 0) throw Error("cannot make a bmap of the empty image " + name);
   Bmap layout;
   layout.image_size = result.size;
-  const std::vector<ByteSpan>& spans = image.spans;
+  const std::vector<PlannedChunk> chunks = plan_chunks(image.spans);
   std::uint64_t data_bytes = 0;
-  for (const auto& span : spans) data_bytes += span.end - span.begin;
+  for (const auto& chunk : chunks) data_bytes += chunk.length;
   ProgressTask progress(std::string(with_bmap ? (with_sha256 ? "bmap + sha256 " : "bmap ") : "sha256 ") + label, data_bytes);
-  BlockRangeHasher ranges(layout.block_size, options);
   WholeImageHasher whole;
 
-  // The reader fills slot i % slots.size() with chunk i once the whole-image hasher is done with
-  // chunk i - slots.size(); it never waits for itself, because it finishes a chunk's range hashing
-  // before it reads the next one.
   const bool two_threads =
       with_sha256 && (options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency())) > 1;
   std::vector<ImageChunk> slots(two_threads ? 8 : 1);
   for (auto& slot : slots) slot.data = allocate_aligned(image_chunk_bytes, false);
-  std::mutex mutex;
-  std::condition_variable changed;
-  std::uint64_t produced = 0;  // chunks ready for the whole-image hasher
-  std::uint64_t consumed = 0;  // chunks it is done with
-  bool finished = false;       // no more chunks (the reader is done or failed)
-  std::thread hasher;
-  if (two_threads) {
-    hasher = std::thread([&] {
-      for (std::uint64_t next = 0;; ++next) {
-        {
-          std::unique_lock lock(mutex);
-          changed.wait(lock, [&] { return produced > next || finished; });
-          if (produced <= next) return;
+
+  // A chunk's bmap ranges are its "range job". When the split size divides the chunk size the jobs
+  // are independent (see plan_chunks): each chunk gets a hasher of its own, and `known` may answer
+  // for it; otherwise one hasher sees the chunks in order.
+  const std::uint64_t split_bytes = options.range_split_blocks * layout.block_size;
+  const bool independent_jobs = split_bytes != 0 && image_chunk_bytes % split_bytes == 0;
+  BlockRangeHasher in_order(layout.block_size, options);
+  std::vector<std::vector<BmapRange>> chunk_ranges(independent_jobs ? chunks.size() : 0);
+  if (known != nullptr && (!independent_jobs || !options.skip_zero_blocks || known->block_size() != layout.block_size ||
+                           known->range_split_blocks() != options.range_split_blocks)) {
+    known = nullptr;
+  }
+  auto patch_touches = [&](const PlannedChunk& chunk) {
+    auto extent = std::lower_bound(patched.begin(), patched.end(), chunk.offset,
+                                   [](const DataExtent& e, std::uint64_t at) { return e.offset + e.length <= at; });
+    return extent != patched.end() && extent->offset < chunk.offset + chunk.length;
+  };
+  auto hash_ranges = [&](std::size_t index) {
+    if (!with_bmap) return;
+    const PlannedChunk& chunk = chunks[index];
+    const std::uint8_t* data = slots[index % slots.size()].data.get();
+    if (independent_jobs) {
+      const bool ask = known != nullptr && !patch_touches(chunk);
+      if (ask) {
+        if (auto ranges = known->find(chunk.offset, chunk.length)) {
+          chunk_ranges[index] = std::move(*ranges);
+          return;
         }
-        whole.add(slots[next % slots.size()]);
-        {
-          std::lock_guard lock(mutex);
-          consumed = next + 1;
+      }
+      BlockRangeHasher ranges(layout.block_size, options);
+      ranges.add(chunk.offset, data, chunk.length);
+      chunk_ranges[index] = ranges.take();
+      if (ask) known->hashed(chunk.offset, chunk.length, chunk_ranges[index]);
+    } else {
+      in_order.add(chunk.offset, data, chunk.length);
+      if (chunk.ends_span) in_order.close_range();
+    }
+  };
+  auto read_chunk = [&](std::size_t index) {
+    ImageChunk& slot = slots[index % slots.size()];
+    slot.offset = chunks[index].offset;
+    slot.length = chunks[index].length;
+    reader.read(slot.offset, slot.data.get(), slot.length);
+  };
+
+  if (!two_threads) {
+    for (std::size_t index = 0; index < chunks.size(); ++index) {
+      read_chunk(index);
+      if (with_sha256) whole.add(slots[0]);
+      hash_ranges(index);
+      progress.add(chunks[index].length);
+    }
+    if (with_sha256) result.sha256 = whole.finish(result.size);
+  } else {
+    // The whole-image sha256 is one sequential chain, on the hasher thread: each chunk as soon as it
+    // is read, then the zeros after the image's last data (often a few hundred MiB of free space).
+    // The reading thread reads whenever a slot is free and does the chunks' range jobs, oldest
+    // first, when none is. A slot is reused once its chunk is through the sha256 and its range job
+    // is done. (Letting the hasher take range jobs while it waited for a chunk was tried: no faster,
+    // docs/benchmarks.md.)
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::size_t read = 0;        // chunks read
+    std::size_t whole_done = 0;  // chunks through the sha256
+    std::size_t jobs_done = 0;   // range jobs done (by the reading thread, in order)
+    bool tail_done = false;      // the sha256 is finished
+    bool abandoned = false;      // the reader failed
+    const std::size_t n = chunks.size();
+
+    std::thread hasher([&] {
+      std::unique_lock lock(mutex);
+      for (;;) {
+        if (abandoned) return;
+        if (whole_done < read) {
+          const std::size_t index = whole_done;
+          lock.unlock();
+          whole.add(slots[index % slots.size()]);
+          lock.lock();
+          whole_done = index + 1;
+          changed.notify_all();
+        } else if (whole_done == n && !tail_done) {
+          lock.unlock();
+          result.sha256 = whole.finish(result.size);
+          lock.lock();
+          tail_done = true;
+        } else if (tail_done) {
+          return;
+        } else {
+          changed.wait(lock);
         }
-        changed.notify_all();
       }
     });
-  }
-  auto stop_hasher = [&] {
-    {
-      std::lock_guard lock(mutex);
-      finished = true;
-    }
-    changed.notify_all();
-    if (hasher.joinable()) hasher.join();
-  };
-  try {
-    std::uint64_t index = 0;
-    for (const auto& span : spans) {
-      for (std::uint64_t offset = span.begin; offset < span.end; ++index) {
-        ImageChunk& chunk = slots[index % slots.size()];
-        if (two_threads) {
-          std::unique_lock lock(mutex);
-          changed.wait(lock, [&] { return index < consumed + slots.size(); });
-        }
-        chunk.offset = offset;
-        chunk.length = static_cast<std::size_t>(std::min<std::uint64_t>(image_chunk_bytes, span.end - offset));
-        reader.read(offset, chunk.data.get(), chunk.length);
-        if (two_threads) {
-          {
-            std::lock_guard lock(mutex);
-            produced = index + 1;
-          }
+    try {
+      std::unique_lock lock(mutex);
+      // Does the oldest range job, the lock released meanwhile (only this thread uses jobs_done).
+      auto do_one_job = [&] {
+        lock.unlock();
+        hash_ranges(jobs_done);
+        lock.lock();
+        ++jobs_done;
+      };
+      for (std::size_t index = 0; index < n;) {
+        const std::size_t previous = index >= slots.size() ? index - slots.size() : n;
+        if (previous == n || (whole_done > previous && jobs_done > previous)) {
+          lock.unlock();
+          read_chunk(index);
+          progress.add(chunks[index].length);
+          lock.lock();
+          read = ++index;
           changed.notify_all();
-        } else if (with_sha256) {
-          whole.add(chunk);
+        } else if (jobs_done < read) {
+          do_one_job();
+        } else {
+          changed.wait(lock);
         }
-        if (with_bmap) ranges.add(chunk.offset, chunk.data.get(), chunk.length);
-        offset += chunk.length;
-        progress.add(chunk.length);
       }
-      ranges.close_range();
+      while (jobs_done < n) do_one_job();
+    } catch (...) {
+      {
+        std::lock_guard lock(mutex);
+        abandoned = true;
+      }
+      changed.notify_all();
+      hasher.join();
+      throw;
     }
-  } catch (...) {
-    stop_hasher();
-    throw;
+    hasher.join();
   }
-  stop_hasher();
   progress.finish();
-  if (with_sha256) result.sha256 = whole.finish(result.size);
   if (with_bmap) {
-    layout.ranges = ranges.take();
+    if (independent_jobs) {
+      for (auto& ranges : chunk_ranges) layout.ranges.insert(layout.ranges.end(), ranges.begin(), ranges.end());
+    } else {
+      layout.ranges = in_order.take();
+    }
     result.bmap = std::move(layout);
   }
   return result;

@@ -58,12 +58,31 @@ struct BmapOptions {
   unsigned threads = 0;
 };
 
+// Bmap ranges of some chunks of an image known without hashing them: chunks that are verbatim copies of
+// files whose ranges were hashed before (a Pi build's image archives; disk/chunk_range_store.hpp).
+// The hashing asks for each chunk it reads and reports the ones it had to hash. A chunk's ranges
+// depend only on its bytes when zero blocks are skipped and ranges are split at multiples of a
+// size that divides the chunk size; the hashing uses this only then, and only for chunks no patch
+// touches. Called from either hashing thread.
+class KnownChunkRanges {
+ public:
+  virtual ~KnownChunkRanges() = default;
+  // The ranges (image block numbers) of the chunk [offset, offset + length), if known.
+  virtual std::optional<std::vector<BmapRange>> find(std::uint64_t offset, std::uint64_t length) = 0;
+  virtual void hashed(std::uint64_t offset, std::uint64_t length, const std::vector<BmapRange>& ranges) = 0;
+  // What the ranges were made with: the hashing ignores a source made for other options.
+  virtual std::uint64_t block_size() const = 0;
+  virtual std::uint64_t range_split_blocks() const = 0;
+};
+
 // Reads the image's data extents once: zero checks and range hashes happen in the same pass.
 // Throws Error naming the image on read failure or for an empty image (bmaptool refuses those too).
 Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options = {});
 // The bmap of `image` with `copied`'s ranges read from the file they were copied from (see
-// CopiedFiles): equal to create_bmap(image, options) once the copy is on the disk.
-Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options, const CopiedFiles& copied);
+// CopiedFiles): equal to create_bmap(image, options) once the copy is on the disk. `known`: as for
+// hash_patched_image.
+Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options, const CopiedFiles& copied,
+                 KnownChunkRanges* known = nullptr);
 
 // What a build records about each image it writes: its sha256 (for SHA256SUMS and the manifest) and,
 // when asked, its bmap. Both come from one read of the image's data extents: one thread reads each
@@ -91,9 +110,11 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
 // The hashes of the image `patch` makes of the file `base` (base's bytes with the patch's written over
 // them), equal to hash_image of such a file, without writing it: how a build hashes a node's image
 // from the prepared image's cached pages and the node's edits. `image_name` is for progress lines.
-// With `copied`, base's bytes in its ranges are read from the file they are a copy of.
+// With `copied`, base's bytes in its ranges are read from the file they are a copy of; with `known`,
+// the bmap ranges of chunks it knows are taken from it (see KnownChunkRanges).
 ImageHashes hash_patched_image(const std::filesystem::path& base, const ImagePatch& patch, const std::string& image_name,
-                               bool with_bmap, const BmapOptions& options = {}, const CopiedFiles* copied = nullptr);
+                               bool with_bmap, const BmapOptions& options = {}, const CopiedFiles* copied = nullptr,
+                               KnownChunkRanges* known = nullptr);
 
 // The bmap of `image`, given `base`: the bmap (made with `options`) of an image of the same size whose
 // bytes were the same as image's everywhere outside `changed`. Only the chunks of

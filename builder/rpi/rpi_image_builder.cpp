@@ -37,6 +37,7 @@
 #include "builder/rpi/ephemeral_output.hpp"
 #include "builder/rpi/first_boot.hpp"
 #include "builder/rpi/node_root_files.hpp"
+#include "disk/chunk_range_store.hpp"
 #include "disk/copied_ranges.hpp"
 #include "disk/image_compressor.hpp"
 #include "disk/image_decoder_errors.hpp"
@@ -333,6 +334,9 @@ struct PreparedImage {
   // they are read from the archives.
   CopiedFiles copied;
   std::unique_ptr<CopiedRangeWriter> preload;
+  // The bmap ranges of the chunks of the image that are archive bytes, kept in the cache by the
+  // archives' SHA-256 (see disk/chunk_range_store.hpp); set when there are archives.
+  std::unique_ptr<CopiedChunkRanges> archive_ranges;
 
   // The image file complete: what reads it other than through `copied` waits for this.
   void wait_for_preload() const {
@@ -508,6 +512,10 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     FileDescriptor fd(::open(prepared.path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_system_error("cannot open " + prepared.path.string(), errno);
     prepared.copied.image_extents = list_data_extents(fd.get(), new_image_size, prepared.path.string());
+    std::vector<std::string> keys;
+    for (const auto& image : release.images) keys.push_back(image.sha256.hex());
+    prepared.archive_ranges = std::make_unique<CopiedChunkRanges>(
+        cache_dir / "bmap-chunks", prepared.copied, std::move(keys), Bmap{}.block_size, node_bmap_options.range_split_blocks);
     prepared.preload = std::make_unique<CopiedRangeWriter>(
         prepared.path, prepared.copied, sync_images ? CopiedRangeWriter::Mode::durable : CopiedRangeWriter::Mode::cached);
   }
@@ -751,6 +759,12 @@ void run_on_all_cores(const std::vector<std::function<void()>>& tasks) {
   if (first_error) std::rethrow_exception(first_error);
 }
 
+void keep_archive_ranges(const PreparedImage& prepared) {
+  if (!prepared.archive_ranges) return;
+  log::debug("bmap ranges of ", prepared.archive_ranges->found_bytes() >> 20, " MiB of image archives taken from the cache");
+  prepared.archive_ranges->save();
+}
+
 // The hashes of every node's image, taken from the prepared image and each node's patch (see
 // ImagePatch): the prepared image's bmap once, then per node its whole-image sha256 and its bmap
 // with only the chunks its patch writes hashed again. The prepared image must not change meanwhile.
@@ -763,7 +777,8 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
     // One image: its bmap and sha256 from one read, the bmap on the reading thread and the sha256 on
     // a second (hash_image's way), instead of reading the prepared image once for each.
     hashes[0] = hash_patched_image(prepared, results[0].patch, nodes[0]->name + ".img", with_bmap, node_bmap_options,
-                                   &build.prepared.copied);
+                                   &build.prepared.copied, build.prepared.archive_ranges.get());
+    keep_archive_ranges(build.prepared);
     return hashes;
   }
   std::optional<Bmap> prepared_bmap;
@@ -774,7 +789,7 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
     tasks.emplace_back([&] {
       BmapOptions one_thread = node_bmap_options;
       one_thread.threads = 1;
-      prepared_bmap = create_bmap(prepared, one_thread, build.prepared.copied);
+      prepared_bmap = create_bmap(prepared, one_thread, build.prepared.copied, build.prepared.archive_ranges.get());
     });
   }
   for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -784,6 +799,7 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
     });
   }
   run_on_all_cores(tasks);
+  keep_archive_ranges(build.prepared);
   if (with_bmap) {
     tasks.clear();
     for (std::size_t i = 0; i < nodes.size(); ++i) {

@@ -1,0 +1,143 @@
+#include "disk/chunk_range_store.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "core/sha256.hpp"
+#include "disk/bmap.hpp"
+#include "disk/image_patch.hpp"
+#include "tests/test_support.hpp"
+
+using namespace aggrik8s;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t block = 4096;
+constexpr std::uint64_t split = 1024;  // a Pi build's: 4 MiB, the hashing's chunk size
+const BmapOptions options{.skip_zero_blocks = true, .range_split_blocks = split, .threads = 0};
+
+// An archive-like file: random bytes with a run of zero blocks inside (so a chunk has two ranges).
+std::string archive_bytes(std::size_t size) {
+  std::string bytes(size, '\0');
+  std::mt19937_64 random(7);
+  for (auto& byte : bytes) byte = static_cast<char>(random());
+  std::fill_n(bytes.begin() + (5 << 20), 3 * block, '\0');
+  return bytes;
+}
+
+}  // namespace
+
+TEST_CASE("chunk range store: its text round-trips, and torn, edited or foreign stores are ignored") {
+  ChunkRangeEntries entries;
+  const Sha256Digest a = Sha256::of(std::string("a"));
+  const Sha256Digest b = Sha256::of(std::string("b"));
+  entries.chunks[{0, 4 << 20}] = {BmapRange{0, 10, a}, BmapRange{14, 1023, b}};
+  entries.chunks[{8192, 1000}] = {BmapRange{0, 0, b}};
+  entries.chunks[{1 << 22, 4 << 20}] = {};  // all zero blocks: no ranges, still known
+  const std::string text = format_chunk_ranges(entries, block, split);
+  const auto parsed = parse_chunk_ranges(text, block, split, "store");
+  REQUIRE(parsed);
+  CHECK(parsed->chunks == entries.chunks);
+
+  CHECK_FALSE(parse_chunk_ranges(text, 512, split, "store"));          // made for another block size
+  CHECK_FALSE(parse_chunk_ranges(text, block, 256, "store"));          // or split
+  CHECK_FALSE(parse_chunk_ranges(text.substr(0, text.size() / 2), block, split, "store"));  // torn
+  CHECK_FALSE(parse_chunk_ranges(text.substr(0, text.size() - 1), block, split, "store"));  // end line cut
+  std::string edited = text;
+  edited[edited.find(" 10 ") + 1] = '9';
+  CHECK_FALSE(parse_chunk_ranges(edited, block, split, "store"));
+  CHECK_FALSE(parse_chunk_ranges("", block, split, "store"));
+}
+
+// What a Pi build does with its archives: the image's bmap, with the archive chunks' ranges taken
+// from the store the previous build left, equals the bmap hashed from every byte.
+TEST_CASE("chunk range store: copied chunks' ranges come from the store and give the same bmap and sha256") {
+  test::TempDir dir;
+  const std::string archive = archive_bytes((9 << 20) + 1234);  // ends in a partial block: zeros after it
+  test::write_file(dir / "archive", archive);
+  const std::string key = Sha256::of(archive).hex();
+  // The image: 1 MiB of other data, then the archive in two runs (as a fragmented file is placed):
+  // its first 6 MiB at 6 MiB, the rest at 12 MiB (that run 5 MiB long: zeros after the file's end),
+  // then zeros to 24 MiB.
+  std::string image(24 << 20, '\0');
+  std::fill_n(image.begin() + (1 << 20), 1 << 20, 'x');
+  const std::uint64_t first_run = 6 << 20;
+  image.replace(6 << 20, first_run, archive.substr(0, first_run));
+  image.replace(12 << 20, archive.size() - first_run, archive.substr(first_run));
+  test::write_file(dir / "image.img", image);
+  CopiedFiles copied{{dir / "archive"}, {{6 << 20, first_run, 0, 0}, {12 << 20, (5 << 20), 0, first_run}}, {}};
+
+  const Bmap expected = create_bmap(dir / "image.img", options);
+  const ImageHashes expected_hashes = hash_image(dir / "image.img", true, options);
+  const fs::path store = dir / "cache";
+  {
+    CopiedChunkRanges cold(store, copied, {key}, block, split);
+    CHECK(create_bmap(dir / "image.img", options, copied, &cold) == expected);
+    CHECK(cold.found_bytes() == 0);
+    cold.save();
+  }
+  REQUIRE(fs::exists(store / (key + ".b4096.s1024")));
+
+  CopiedChunkRanges warm(store, copied, {key}, block, split);
+  const ImagePatch nothing;
+  const ImageHashes hashes = hash_patched_image(dir / "image.img", nothing, "image.img", true, options, &copied, &warm);
+  CHECK(hashes.bmap == expected);
+  CHECK(hashes.sha256 == expected_hashes.sha256);
+  // The chunks wholly inside one run: [8, 12) MiB and [12, 16) MiB; the others are hashed.
+  CHECK(warm.found_bytes() == (8u << 20));
+
+  // A chunk a patch writes into is hashed from its patched bytes, never answered from the store.
+  test::write_file(dir / "patched.img", image);
+  ImagePatch patch;
+  patch.write(13 << 20, std::vector<std::uint8_t>(100, 0xAB));
+  {
+    auto bytes = test::read_file(dir / "patched.img");
+    std::fill_n(bytes.begin() + (13 << 20), 100, static_cast<char>(0xAB));
+    test::write_file(dir / "patched.img", bytes);
+  }
+  CopiedChunkRanges again(store, copied, {key}, block, split);
+  const ImageHashes patched = hash_patched_image(dir / "image.img", patch, "image.img", true, options, &copied, &again);
+  CHECK(patched.bmap == create_bmap(dir / "patched.img", options));
+  CHECK(again.found_bytes() == (4u << 20));
+
+  // Another key (another archive's content), or none, finds nothing.
+  CopiedChunkRanges other(store, copied, {Sha256::of(std::string("other")).hex()}, block, split);
+  CHECK(create_bmap(dir / "image.img", options, copied, &other) == expected);
+  CHECK(other.found_bytes() == 0);
+  CopiedChunkRanges unknown(store, copied, {""}, block, split);
+  CHECK(create_bmap(dir / "image.img", options, copied, &unknown) == expected);
+  CHECK(unknown.found_bytes() == 0);
+  // A store for another split size is not asked.
+  CopiedChunkRanges wrong_split(store, copied, {key}, block, 256);
+  CHECK(create_bmap(dir / "image.img", options, copied, &wrong_split) == expected);
+  CHECK(wrong_split.found_bytes() == 0);
+}
+
+TEST_CASE("chunk range store: a damaged store is ignored and written again") {
+  test::TempDir dir;
+  const std::string archive = archive_bytes(8 << 20);
+  test::write_file(dir / "archive", archive);
+  const std::string key = Sha256::of(archive).hex();
+  test::write_file(dir / "image.img", archive);
+  CopiedFiles copied{{dir / "archive"}, {{0, 8 << 20, 0, 0}}, {}};
+  const Bmap expected = create_bmap(dir / "image.img", options);
+  const fs::path store = dir / "cache";
+  fs::create_directories(store);
+  test::write_file(store / (key + ".b4096.s1024"), "aggrik8s-image chunk ranges 1 block_size=4096 split_blocks=1024\nchunk 0 4194304 1\n0 1023 ");
+  {
+    CopiedChunkRanges damaged(store, copied, {key}, block, split);
+    CHECK(create_bmap(dir / "image.img", options, copied, &damaged) == expected);
+    CHECK(damaged.found_bytes() == 0);
+    damaged.save();
+  }
+  CopiedChunkRanges repaired(store, copied, {key}, block, split);
+  CHECK(create_bmap(dir / "image.img", options, copied, &repaired) == expected);
+  CHECK(repaired.found_bytes() == (8u << 20));
+  // Nothing but the store is left in the directory (no temporary files).
+  CHECK(std::distance(fs::directory_iterator(store), fs::directory_iterator()) == 1);
+}
