@@ -1,6 +1,7 @@
 #include "disk/sparse_file.hpp"
 
 #include <fcntl.h>
+#include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -137,6 +138,79 @@ bool clone_file(const std::filesystem::path& from, const std::filesystem::path& 
   // filesystem or kernel does not know the ioctl.
   if (errno == EOPNOTSUPP || errno == EXDEV || errno == EINVAL || errno == ENOTTY || errno == ENOSYS) return false;
   throw_system_error("cannot reflink " + from.string() + " to " + to.string(), errno);
+}
+
+namespace {
+
+struct PhysicalExtent {
+  std::uint64_t logical;
+  std::uint64_t physical;
+  std::uint64_t length;
+};
+
+// The file's extents that are plainly on the disk (not delayed, unwritten, inline, encoded or of
+// unknown location); nullopt where the filesystem has no FIEMAP.
+std::optional<std::vector<PhysicalExtent>> physical_extents(const std::filesystem::path& path, bool sync) {
+  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open " + path.string(), errno);
+  constexpr std::uint32_t batch = 256;
+  constexpr std::uint32_t unusable = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_ENCODED |
+                                     FIEMAP_EXTENT_DATA_ENCRYPTED | FIEMAP_EXTENT_NOT_ALIGNED |
+                                     FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_UNWRITTEN;
+  std::vector<std::uint64_t> buffer((sizeof(fiemap) + batch * sizeof(fiemap_extent)) / sizeof(std::uint64_t) + 1);
+  std::vector<PhysicalExtent> extents;
+  for (std::uint64_t start = 0;;) {
+    std::fill(buffer.begin(), buffer.end(), 0);
+    auto* map = reinterpret_cast<fiemap*>(buffer.data());
+    map->fm_start = start;
+    map->fm_length = FIEMAP_MAX_OFFSET - start;
+    map->fm_flags = sync ? FIEMAP_FLAG_SYNC : 0;
+    map->fm_extent_count = batch;
+    if (::ioctl(fd.get(), FS_IOC_FIEMAP, map) != 0) {
+      if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EINVAL) return std::nullopt;
+      throw_system_error("cannot list the extents of " + path.string(), errno);
+    }
+    sync = false;  // the first call wrote the whole file's dirty pages
+    if (map->fm_mapped_extents == 0) break;
+    bool last = false;
+    for (std::uint32_t i = 0; i < map->fm_mapped_extents; ++i) {
+      const fiemap_extent& extent = map->fm_extents[i];
+      if ((extent.fe_flags & unusable) == 0 && extent.fe_length != 0) {
+        extents.push_back({extent.fe_logical, extent.fe_physical, extent.fe_length});
+      }
+      last = last || (extent.fe_flags & FIEMAP_EXTENT_LAST) != 0;
+      start = extent.fe_logical + extent.fe_length;
+    }
+    if (last) break;
+  }
+  return extents;
+}
+
+}  // namespace
+
+std::vector<DataExtent> same_blocks(const std::filesystem::path& file, const std::filesystem::path& other) {
+  const auto mine = physical_extents(file, true);
+  if (!mine || mine->empty()) return {};
+  const auto theirs = physical_extents(other, false);
+  if (!theirs) return {};
+  // Both lists are in logical order: walk them together and keep the overlaps where a byte's
+  // physical address is the same in both files.
+  std::vector<DataExtent> same;
+  auto a = mine->begin();
+  auto b = theirs->begin();
+  while (a != mine->end() && b != theirs->end()) {
+    const std::uint64_t begin = std::max(a->logical, b->logical);
+    const std::uint64_t end = std::min(a->logical + a->length, b->logical + b->length);
+    if (begin < end && a->physical + (begin - a->logical) == b->physical + (begin - b->logical)) {
+      same.push_back({begin, end - begin});
+    }
+    if (a->logical + a->length <= b->logical + b->length) {
+      ++a;
+    } else {
+      ++b;
+    }
+  }
+  return merge_extents(std::move(same));
 }
 
 void copy_sparse_file(const std::filesystem::path& from, const std::filesystem::path& to, mode_t permissions) {

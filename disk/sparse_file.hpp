@@ -50,6 +50,15 @@ void copy_sparse_range(const SparseRangeCopy& copy);
 // filesystem), leaving `to` empty; throws Error naming both files for any other failure.
 bool clone_file(const std::filesystem::path& from, const std::filesystem::path& to, mode_t permissions);
 
+// The byte ranges at which `file` and `other` are the same physical blocks at the same offsets (what
+// clone_file shared and neither has written over since), where their bytes are therefore equal: a
+// reader can take them from whichever file's pages are cached. A build reads its reflinked prepared
+// image's unchanged blocks from the cached base it was cloned from instead of from the disk. `file`'s
+// dirty pages are written out first (FIEMAP_FLAG_SYNC): until then a block written after the clone
+// still shows the shared extent. Only what both files report as plain, written extents counts.
+// Empty where the filesystem cannot say (no FIEMAP); throws Error naming the file otherwise.
+std::vector<DataExtent> same_blocks(const std::filesystem::path& file, const std::filesystem::path& other);
+
 // Copies the file `from` to a new file `to` (replaced if it exists, created with `permissions`) with
 // its holes: a reflink where the filesystem can share extents (btrfs, XFS) costs nothing, otherwise
 // the data extents are copied, with a progress line.

@@ -349,7 +349,8 @@ struct PreparedImage {
 // from there, so later builds from the same base skip the decoding: on this project's 2-core VMs
 // decoding Raspberry Pi OS Lite's 1.15 GiB .xz took 4-6 s of both cores, copying the result 1-2 s (a
 // reflink where the filesystem has them). A cache that cannot be written costs only that saving.
-void decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, const fs::path& output) {
+// Returns the cached file when `output` is a reflink of it (see same_blocks).
+std::optional<fs::path> decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, const fs::path& output) {
   if (detect_image_input_format(base.path) != ImageInputFormat::raw) {
     fs::path cached = cache_dir / "images" / (base.sha256.hex() + ".img");
     // A decompressed image changed since it was written (cut short, edited) is decoded again.
@@ -373,15 +374,17 @@ void decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, con
         // (full, read-only) only means decompressing straight to the work image.
         log::warning("cannot keep the decompressed base in the cache (", e.what(), ")");
         ImageDecompressor().decompress(base.path, output);
-        return;
+        return std::nullopt;
       }
     }
     log::info("copying the decompressed ", base.source.file_name(), " from the cache");
+    if (clone_file(cached, output, 0600)) return cached;
     copy_sparse_file(cached, output, 0600);
-    return;
+    return std::nullopt;
   }
   log::info("copying ", base.source.file_name());
   ImageDecompressor().decompress(base.path, output);
+  return std::nullopt;
 }
 
 PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact& base, const Rke2Release& release,
@@ -389,8 +392,9 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
                                    bool sync_images) {
   PreparedImage prepared;
   prepared.path = work / "prepared.img";
+  std::optional<fs::path> cloned_from;
   try {
-    decompress_base(base, cache_dir, prepared.path);
+    cloned_from = decompress_base(base, cache_dir, prepared.path);
   } catch (const ImageInputError& e) {
     // The decoder names the cached download (sha256/<hex>); say which input that is instead.
     throw Error("base image " + base.source.shown() + ": " + e.message_naming_file_as("it"));
@@ -508,16 +512,53 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     prepared.changes.push_back("image archive " + target);
   }
   rootfs.close();
+  std::vector<std::string> keys;
+  for (const auto& image : release.images) keys.push_back(image.sha256.hex());
+  // A reflink of the cached base shares its unchanged blocks with it, but not its cached pages: read
+  // through the image, they came from the disk (the 1-node build's hashing at 573 MiB/s on XFS,
+  // against the page cache's 2-4 GiB/s; docs/benchmarks.md). Those blocks are read from the base
+  // instead, as copied ranges no writer writes (they are already there). The archives' ranges are
+  // not among them even where the base had allocated zeros: they are about to be written.
+  std::vector<DataExtent> unchanged;
+  if (cloned_from) {
+    const std::vector<DataExtent> archives = prepared.copied.extents();
+    std::uint64_t base_size = fs::file_size(*cloned_from);
+    for (const DataExtent& same : same_blocks(prepared.path, *cloned_from)) {
+      std::uint64_t at = same.offset;
+      const std::uint64_t end = std::min(base_size, same.offset + same.length);
+      auto archive = std::lower_bound(archives.begin(), archives.end(), at,
+                                      [](const DataExtent& e, std::uint64_t x) { return e.offset + e.length <= x; });
+      for (; at < end; ++archive) {
+        const std::uint64_t stop = archive == archives.end() ? end : std::min(end, archive->offset);
+        if (stop > at) unchanged.push_back({at, stop - at});
+        if (archive == archives.end()) break;
+        at = std::max(at, archive->offset + archive->length);
+      }
+    }
+    std::uint64_t bytes = 0;
+    for (const auto& extent : unchanged) bytes += extent.length;
+    log::debug("reflinked from the cache: ", bytes >> 20, " MiB of the prepared image read from ", cloned_from->string());
+  }
   if (!prepared.copied.ranges.empty()) {
     FileDescriptor fd(::open(prepared.path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_system_error("cannot open " + prepared.path.string(), errno);
     prepared.copied.image_extents = list_data_extents(fd.get(), new_image_size, prepared.path.string());
-    std::vector<std::string> keys;
-    for (const auto& image : release.images) keys.push_back(image.sha256.hex());
-    prepared.archive_ranges = std::make_unique<CopiedChunkRanges>(
-        cache_dir / "bmap-chunks", prepared.copied, std::move(keys), Bmap{}.block_size, node_bmap_options.range_split_blocks);
     prepared.preload = std::make_unique<CopiedRangeWriter>(
         prepared.path, prepared.copied, sync_images ? CopiedRangeWriter::Mode::durable : CopiedRangeWriter::Mode::cached);
+  }
+  if (!unchanged.empty()) {
+    // Added after the writer took its copy of the ranges to write.
+    const std::size_t file = prepared.copied.paths.size();
+    prepared.copied.paths.push_back(*cloned_from);
+    for (const auto& extent : unchanged) prepared.copied.ranges.push_back({extent.offset, extent.length, file, extent.offset});
+    // The decompressed base's content is a function of the compressed file's: its bmap ranges are
+    // kept under a key derived from that file's SHA-256 (not the SHA-256 itself, which names the
+    // compressed bytes' ranges were that file ever an archive).
+    keys.push_back(Sha256::of("decompressed " + base.sha256.hex()).hex());
+  }
+  if (!prepared.copied.ranges.empty()) {
+    prepared.archive_ranges = std::make_unique<CopiedChunkRanges>(
+        cache_dir / "bmap-chunks", prepared.copied, std::move(keys), Bmap{}.block_size, node_bmap_options.range_split_blocks);
   }
   return prepared;
 }
@@ -761,7 +802,7 @@ void run_on_all_cores(const std::vector<std::function<void()>>& tasks) {
 
 void keep_archive_ranges(const PreparedImage& prepared) {
   if (!prepared.archive_ranges) return;
-  log::debug("bmap ranges of ", prepared.archive_ranges->found_bytes() >> 20, " MiB of image archives taken from the cache");
+  log::debug("bmap ranges of ", prepared.archive_ranges->found_bytes() >> 20, " MiB of copied chunks (image archives, reflinked base) taken from the cache");
   prepared.archive_ranges->save();
 }
 

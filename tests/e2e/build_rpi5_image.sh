@@ -157,6 +157,31 @@ expect_status 0 "a second build (from the cache, offline, --no-sync)" -- \
 for f in n1.img n2.img n3.img n1.img.bmap n3.img.bmap n1.img.zst; do cmp -s "$OUT/$f" "$WORK/out2/$f" || fail "$f differs between two builds"; done
 (cd "$WORK/out2" && sha256sum -c --quiet SHA256SUMS) || fail "the --no-sync build's SHA256SUMS do not match its outputs"
 pass "same inputs + SOURCE_DATE_EPOCH: byte-identical outputs, with and without --no-sync"
+# On a filesystem with reflinks (XFS, loop-mounted where we are root) the prepared image is a reflink
+# of the cached base, whose unchanged blocks the build then reads from the base: the same images.
+if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
+  mkdir -p "$WORK/xfs"
+  truncate -s 1G "$WORK/xfs.raw"
+  mkfs.xfs -q "$WORK/xfs.raw"
+  if mount -o loop "$WORK/xfs.raw" "$WORK/xfs" 2>"$WORK/xfs-mount.log"; then
+    trap '[ -n "$HTTP_PID" ] && kill "$HTTP_PID" 2>/dev/null; umount "$WORK/xfs" 2>/dev/null || true' EXIT
+    cp -r "$WORK/cache" "$WORK/xfs/cache"
+    rm -rf "$WORK/xfs/cache/bmap-chunks"
+    for round in 1 2; do
+      expect_status 0 "a build on XFS (round $round)" -- \
+        "$CLI" build --offline -v --cache-dir "$WORK/xfs/cache" --out "$WORK/xfs/out$round" "$WORK/profile.yaml"
+      expect_output "MiB of the prepared image read from .*/xfs/cache/images/" "round $round: the base's shared blocks are read from the cached base"
+      for f in n1.img n2.img n3.img n1.img.bmap n2.img.bmap n3.img.bmap; do
+        cmp -s "$OUT/$f" "$WORK/xfs/out$round/$f" || fail "round $round: $f differs from the ext4 build's"
+      done
+    done
+    ls "$WORK/xfs/cache/bmap-chunks" | grep -q . || fail "no bmap ranges kept on XFS"
+    pass "on XFS (reflinks; bmap ranges cold, then from the cache): the same images and bmaps as on ext4"
+    umount "$WORK/xfs"
+  else
+    echo "skipping the XFS build: $(cat "$WORK/xfs-mount.log")"
+  fi
+fi
 
 # The first build kept the decompressed base in the cache (the second copied it from there); it is the
 # base's raw image, sparse.
