@@ -647,89 +647,66 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
     reader.read(slot.offset, slot.data.get(), slot.length);
   };
 
-  if (!two_threads) {
+  // The reader fills slot i % slots.size() with chunk i once the whole-image hasher is done with
+  // chunk i - slots.size(); it never waits for itself, because it finishes a chunk's range job
+  // before it reads the next one. (Letting the hasher take range jobs while it waited for a chunk
+  // was tried: no faster, docs/benchmarks.md.)
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::size_t produced = 0;  // chunks ready for the whole-image hasher
+  std::size_t consumed = 0;  // chunks it is done with
+  bool finished = false;     // no more chunks (the reader is done or failed)
+  std::thread hasher;
+  if (two_threads) {
+    hasher = std::thread([&] {
+      for (std::size_t next = 0;; ++next) {
+        {
+          std::unique_lock lock(mutex);
+          changed.wait(lock, [&] { return produced > next || finished; });
+          if (produced <= next) return;
+        }
+        whole.add(slots[next % slots.size()]);
+        {
+          std::lock_guard lock(mutex);
+          consumed = next + 1;
+        }
+        changed.notify_all();
+      }
+    });
+  }
+  auto stop_hasher = [&] {
+    {
+      std::lock_guard lock(mutex);
+      finished = true;
+    }
+    changed.notify_all();
+    if (hasher.joinable()) hasher.join();
+  };
+  try {
     for (std::size_t index = 0; index < chunks.size(); ++index) {
+      if (two_threads) {
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] { return index < consumed + slots.size(); });
+      }
       read_chunk(index);
-      if (with_sha256) whole.add(slots[0]);
+      if (two_threads) {
+        {
+          std::lock_guard lock(mutex);
+          produced = index + 1;
+        }
+        changed.notify_all();
+      } else if (with_sha256) {
+        whole.add(slots[0]);
+      }
       hash_ranges(index);
       progress.add(chunks[index].length);
     }
-    if (with_sha256) result.sha256 = whole.finish(result.size);
-  } else {
-    // The whole-image sha256 is one sequential chain, on the hasher thread: each chunk as soon as it
-    // is read, then the zeros after the image's last data (often a few hundred MiB of free space).
-    // The reading thread reads whenever a slot is free and does the chunks' range jobs, oldest
-    // first, when none is. A slot is reused once its chunk is through the sha256 and its range job
-    // is done. (Letting the hasher take range jobs while it waited for a chunk was tried: no faster,
-    // docs/benchmarks.md.)
-    std::mutex mutex;
-    std::condition_variable changed;
-    std::size_t read = 0;        // chunks read
-    std::size_t whole_done = 0;  // chunks through the sha256
-    std::size_t jobs_done = 0;   // range jobs done (by the reading thread, in order)
-    bool tail_done = false;      // the sha256 is finished
-    bool abandoned = false;      // the reader failed
-    const std::size_t n = chunks.size();
-
-    std::thread hasher([&] {
-      std::unique_lock lock(mutex);
-      for (;;) {
-        if (abandoned) return;
-        if (whole_done < read) {
-          const std::size_t index = whole_done;
-          lock.unlock();
-          whole.add(slots[index % slots.size()]);
-          lock.lock();
-          whole_done = index + 1;
-          changed.notify_all();
-        } else if (whole_done == n && !tail_done) {
-          lock.unlock();
-          result.sha256 = whole.finish(result.size);
-          lock.lock();
-          tail_done = true;
-        } else if (tail_done) {
-          return;
-        } else {
-          changed.wait(lock);
-        }
-      }
-    });
-    try {
-      std::unique_lock lock(mutex);
-      // Does the oldest range job, the lock released meanwhile (only this thread uses jobs_done).
-      auto do_one_job = [&] {
-        lock.unlock();
-        hash_ranges(jobs_done);
-        lock.lock();
-        ++jobs_done;
-      };
-      for (std::size_t index = 0; index < n;) {
-        const std::size_t previous = index >= slots.size() ? index - slots.size() : n;
-        if (previous == n || (whole_done > previous && jobs_done > previous)) {
-          lock.unlock();
-          read_chunk(index);
-          progress.add(chunks[index].length);
-          lock.lock();
-          read = ++index;
-          changed.notify_all();
-        } else if (jobs_done < read) {
-          do_one_job();
-        } else {
-          changed.wait(lock);
-        }
-      }
-      while (jobs_done < n) do_one_job();
-    } catch (...) {
-      {
-        std::lock_guard lock(mutex);
-        abandoned = true;
-      }
-      changed.notify_all();
-      hasher.join();
-      throw;
-    }
-    hasher.join();
+  } catch (...) {
+    stop_hasher();
+    throw;
   }
+  stop_hasher();
+  if (with_sha256) result.sha256 = whole.finish(result.size);
   progress.finish();
   if (with_bmap) {
     if (independent_jobs) {
