@@ -29,4 +29,22 @@ inline std::vector<DataExtent> merge_extents(std::vector<DataExtent> extents) {
   return merged;
 }
 
+// The bytes of `extents` outside `removed`, sorted and merged (either list in any order).
+inline std::vector<DataExtent> subtract_extents(const std::vector<DataExtent>& extents, const std::vector<DataExtent>& removed) {
+  const std::vector<DataExtent> cut = merge_extents(removed);
+  std::vector<DataExtent> left;
+  for (const DataExtent& extent : merge_extents(extents)) {
+    std::uint64_t at = extent.offset;
+    const std::uint64_t end = extent.offset + extent.length;
+    auto next = std::lower_bound(cut.begin(), cut.end(), at,
+                                 [](const DataExtent& e, std::uint64_t x) { return e.offset + e.length <= x; });
+    for (; next != cut.end() && next->offset < end; ++next) {
+      if (next->offset > at) left.push_back({at, next->offset - at});
+      at = std::max(at, next->offset + next->length);
+    }
+    if (at < end) left.push_back({at, end - at});
+  }
+  return left;
+}
+
 }  // namespace aggrik8s

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <future>
 #include <map>
 #include <memory>
@@ -334,9 +335,10 @@ struct PreparedImage {
   // they are read from the archives.
   CopiedFiles copied;
   std::unique_ptr<CopiedRangeWriter> preload;
-  // The bmap ranges of the chunks of the image that are archive bytes, kept in the cache by the
-  // archives' SHA-256 (see disk/chunk_range_store.hpp); set when there are archives.
-  std::unique_ptr<CopiedChunkRanges> archive_ranges;
+  // The bmap ranges of the image's chunks that are copies (of the archives, of a reflinked base),
+  // kept in the cache by their content's SHA-256 (see disk/chunk_range_store.hpp); set when there
+  // are copied ranges.
+  std::unique_ptr<CopiedChunkRanges> copied_chunk_ranges;
 
   // The image file complete: what reads it other than through `copied` waits for this.
   void wait_for_preload() const {
@@ -521,20 +523,11 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   // not among them even where the base had allocated zeros: they are about to be written.
   std::vector<DataExtent> unchanged;
   if (cloned_from) {
-    const std::vector<DataExtent> archives = prepared.copied.extents();
-    std::uint64_t base_size = fs::file_size(*cloned_from);
-    for (const DataExtent& same : same_blocks(prepared.path, *cloned_from)) {
-      std::uint64_t at = same.offset;
-      const std::uint64_t end = std::min(base_size, same.offset + same.length);
-      auto archive = std::lower_bound(archives.begin(), archives.end(), at,
-                                      [](const DataExtent& e, std::uint64_t x) { return e.offset + e.length <= x; });
-      for (; at < end; ++archive) {
-        const std::uint64_t stop = archive == archives.end() ? end : std::min(end, archive->offset);
-        if (stop > at) unchanged.push_back({at, stop - at});
-        if (archive == archives.end()) break;
-        at = std::max(at, archive->offset + archive->length);
-      }
-    }
+    std::vector<DataExtent> not_from_base = prepared.copied.extents();
+    // Past the base's end its reads are zeros, whatever a shared last block holds there.
+    const std::uint64_t base_size = fs::file_size(*cloned_from);
+    not_from_base.push_back({base_size, std::numeric_limits<std::uint64_t>::max() - base_size});
+    unchanged = subtract_extents(same_blocks(prepared.path, *cloned_from), not_from_base);
     std::uint64_t bytes = 0;
     for (const auto& extent : unchanged) bytes += extent.length;
     log::debug("reflinked from the cache: ", bytes >> 20, " MiB of the prepared image read from ", cloned_from->string());
@@ -557,7 +550,7 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     keys.push_back(Sha256::of("decompressed " + base.sha256.hex()).hex());
   }
   if (!prepared.copied.ranges.empty()) {
-    prepared.archive_ranges = std::make_unique<CopiedChunkRanges>(
+    prepared.copied_chunk_ranges = std::make_unique<CopiedChunkRanges>(
         cache_dir / "bmap-chunks", prepared.copied, std::move(keys), Bmap{}.block_size, node_bmap_options.range_split_blocks);
   }
   return prepared;
@@ -802,10 +795,10 @@ void run_tasks(const std::vector<std::function<void()>>& tasks, std::size_t max_
   if (first_error) std::rethrow_exception(first_error);
 }
 
-void keep_archive_ranges(const PreparedImage& prepared) {
-  if (!prepared.archive_ranges) return;
-  log::debug("bmap ranges of ", prepared.archive_ranges->found_bytes() >> 20, " MiB of copied chunks (image archives, reflinked base) taken from the cache");
-  prepared.archive_ranges->save();
+void keep_copied_chunk_ranges(const PreparedImage& prepared) {
+  if (!prepared.copied_chunk_ranges) return;
+  log::debug("bmap ranges of ", prepared.copied_chunk_ranges->found_bytes() >> 20, " MiB of copied chunks (image archives, reflinked base) taken from the cache");
+  prepared.copied_chunk_ranges->save();
 }
 
 // The hashes of every node's image, taken from the prepared image and each node's patch (see
@@ -820,8 +813,8 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
     // One image: its bmap and sha256 from one read, the bmap on the reading thread and the sha256 on
     // a second (hash_image's way), instead of reading the prepared image once for each.
     hashes[0] = hash_patched_image(prepared, results[0].patch, nodes[0]->name + ".img", with_bmap, node_bmap_options,
-                                   &build.prepared.copied, build.prepared.archive_ranges.get());
-    keep_archive_ranges(build.prepared);
+                                   &build.prepared.copied, build.prepared.copied_chunk_ranges.get());
+    keep_copied_chunk_ranges(build.prepared);
     return hashes;
   }
   std::optional<Bmap> prepared_bmap;
@@ -832,7 +825,7 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
     tasks.emplace_back([&] {
       BmapOptions one_thread = node_bmap_options;
       one_thread.threads = 1;
-      prepared_bmap = create_bmap(prepared, one_thread, build.prepared.copied, build.prepared.archive_ranges.get());
+      prepared_bmap = create_bmap(prepared, one_thread, build.prepared.copied, build.prepared.copied_chunk_ranges.get());
     });
   }
   for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -846,7 +839,7 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
   // N / P (1.5), the kernel sharing the cores among them. Capped where the rounds saved no longer
   // matter; each chain holds a 4 MiB buffer.
   run_tasks(tasks, std::max<std::size_t>(core_count(), std::min<std::size_t>(tasks.size(), 16)));
-  keep_archive_ranges(build.prepared);
+  keep_copied_chunk_ranges(build.prepared);
   if (with_bmap) {
     tasks.clear();
     for (std::size_t i = 0; i < nodes.size(); ++i) {
