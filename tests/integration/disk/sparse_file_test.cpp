@@ -93,6 +93,13 @@ TEST_CASE("sparse file: a copied file has the same bytes and its holes") {
   copy_sparse_file(source, replaced, 0600);
   CHECK(fs::file_size(replaced) == fs::file_size(source));
   CHECK(same_bytes(source, 0, replaced, 0, fs::file_size(source)));
+
+  // An empty file (what clone_file leaves where it cannot clone) is written into, not truncated.
+  auto empty = dir / "empty.img";
+  test::write_file(empty, "");
+  copy_sparse_file(source, empty, 0600);
+  CHECK(fs::file_size(empty) == fs::file_size(source));
+  CHECK(same_bytes(source, 0, empty, 0, fs::file_size(source)));
 }
 
 TEST_CASE("sparse file: a range copied with holes punched equals the source range, the rest is untouched") {
