@@ -626,7 +626,7 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
     if (independent_jobs) {
       const bool ask = known != nullptr && !patch_touches(chunk);
       if (ask) {
-        if (auto ranges = known->find(chunk.offset, chunk.length)) {
+        if (auto ranges = known->find(chunk.offset, std::span(data, chunk.length))) {
           chunk_ranges[index] = std::move(*ranges);
           return;
         }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -59,7 +60,7 @@ struct BmapOptions {
 };
 
 // Bmap ranges of some chunks of an image known without hashing them: chunks that are verbatim copies of
-// files whose ranges were hashed before (a Pi build's image archives; disk/chunk_range_store.hpp).
+// files whose ranges were hashed before (a Pi build's image archives and base; disk/chunk_range_store.hpp).
 // The hashing asks for each chunk it reads and reports the ones it had to hash. A chunk's ranges
 // depend only on its bytes when zero blocks are skipped and ranges are split at multiples of a
 // size that divides the chunk size; the hashing uses this only then, and only for chunks no patch
@@ -67,8 +68,9 @@ struct BmapOptions {
 class KnownChunkRanges {
  public:
   virtual ~KnownChunkRanges() = default;
-  // The ranges (image block numbers) of the chunk [offset, offset + length), if known.
-  virtual std::optional<std::vector<BmapRange>> find(std::uint64_t offset, std::uint64_t length) = 0;
+  // The ranges (image block numbers) of the chunk [offset, offset + length), if known. `bytes`: the
+  // chunk's bytes as they are hashed, for a source that must compare them with a file's first.
+  virtual std::optional<std::vector<BmapRange>> find(std::uint64_t offset, std::span<const std::uint8_t> bytes) = 0;
   virtual void hashed(std::uint64_t offset, std::uint64_t length, const std::vector<BmapRange>& ranges) = 0;
   // What the ranges were made with: the hashing ignores a source made for other options.
   virtual std::uint64_t block_size() const = 0;

@@ -1,9 +1,13 @@
 #include "disk/chunk_range_store.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string_view>
@@ -11,6 +15,7 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/positional_io.hpp"
 #include "core/sha256.hpp"
 
 namespace aggrik8s {
@@ -148,13 +153,62 @@ std::optional<CopiedChunkRanges::Location> CopiedChunkRanges::locate(std::uint64
   return Location{range->file, file_offset};
 }
 
-std::optional<std::vector<BmapRange>> CopiedChunkRanges::find(std::uint64_t offset, std::uint64_t length) {
-  const auto where = locate(offset, length);
-  if (!where) return std::nullopt;
+void CopiedChunkRanges::compare_with(const std::filesystem::path& file, const std::string& content_sha256) {
+  auto reference = std::make_unique<Reference>();
+  reference->file = entries_.size();
+  reference->name = file.string();
+  reference->fd = FileDescriptor(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!reference->fd) throw_system_error("cannot open " + file.string(), errno);
+  struct stat st {};
+  if (::fstat(reference->fd.get(), &st) != 0) throw_system_error("cannot stat " + file.string(), errno);
+  reference->size = static_cast<std::uint64_t>(st.st_size);
+  reference->buffer.resize(256 << 10);
+  std::lock_guard lock(mutex_);
+  keys_.push_back(Sha256Digest::parse(content_sha256) ? content_sha256 : std::string());
+  entries_.emplace_back();
+  changed_.push_back(false);
+  const std::size_t index = reference->file;
+  reference_ = std::move(reference);
+  if (keys_[index].empty()) return;
+  std::ifstream in(store_path(index), std::ios::binary);
+  if (!in) return;
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (auto entries = parse_chunk_ranges(text.str(), block_size_, split_blocks_, store_path(index).string())) {
+    entries_[index] = std::move(*entries);
+  }
+}
+
+bool CopiedChunkRanges::same_as_reference(std::uint64_t offset, std::span<const std::uint8_t> bytes) {
+  Reference& reference = *reference_;
+  std::lock_guard lock(reference.mutex);
+  for (std::size_t done = 0; done < bytes.size();) {
+    const std::size_t piece = std::min(reference.buffer.size(), bytes.size() - done);
+    if (pread_up_to(reference.fd.get(), offset + done, reference.buffer.data(), piece, reference.name) != piece) return false;
+    if (std::memcmp(reference.buffer.data(), bytes.data() + done, piece) != 0) return false;
+    done += piece;
+  }
+  return true;
+}
+
+std::optional<std::vector<BmapRange>> CopiedChunkRanges::find(std::uint64_t offset, std::span<const std::uint8_t> bytes) {
+  const std::uint64_t length = bytes.size();
+  std::optional<Location> where = locate(offset, length);
+  if (!where) {
+    // Ranges are counted from the chunk's start: it must start on a block of the file too.
+    if (!reference_ || keys_[reference_->file].empty() || offset % block_size_ != 0 || offset + length > reference_->size ||
+        !same_as_reference(offset, bytes)) {
+      return std::nullopt;
+    }
+    where = Location{reference_->file, offset};
+  }
   std::lock_guard lock(mutex_);
   const auto& chunks = entries_[where->file].chunks;
   auto entry = chunks.find({where->file_offset, length});
-  if (entry == chunks.end()) return std::nullopt;
+  if (entry == chunks.end()) {
+    if (reference_ && where->file == reference_->file) same_as_reference_.insert({offset, length});
+    return std::nullopt;
+  }
   std::vector<BmapRange> ranges = entry->second;
   const std::uint64_t first_block = offset / block_size_;
   for (auto& range : ranges) {
@@ -166,8 +220,12 @@ std::optional<std::vector<BmapRange>> CopiedChunkRanges::find(std::uint64_t offs
 }
 
 void CopiedChunkRanges::hashed(std::uint64_t offset, std::uint64_t length, const std::vector<BmapRange>& ranges) {
-  const auto where = locate(offset, length);
-  if (!where) return;
+  std::optional<Location> where = locate(offset, length);
+  if (!where) {
+    std::lock_guard lock(mutex_);
+    if (same_as_reference_.erase({offset, length}) == 0) return;
+    where = Location{reference_->file, offset};
+  }
   std::vector<BmapRange> relative = ranges;
   const std::uint64_t first_block = offset / block_size_;
   for (auto& range : relative) {

@@ -14,12 +14,16 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "core/file_descriptor.hpp"
 #include "disk/bmap.hpp"
 #include "disk/copied_ranges.hpp"
 
@@ -42,7 +46,16 @@ class CopiedChunkRanges final : public KnownChunkRanges {
   CopiedChunkRanges(std::filesystem::path dir, const CopiedFiles& copied, std::vector<std::string> content_sha256,
                     std::uint64_t block_size, std::uint64_t split_blocks);
 
-  std::optional<std::vector<BmapRange>> find(std::uint64_t offset, std::uint64_t length) override;
+  // Chunks outside the copied ranges whose bytes may still be `file`'s at the same offsets: an image
+  // copied from it and then edited where nobody lists (e2fsck and resize2fs among others), as a
+  // build's prepared image is from its base where the filesystem cannot reflink. Such a chunk's
+  // bytes are compared with the file's before its ranges are taken from, or kept in, the store
+  // named by `content_sha256` (the hex SHA-256 of the file's bytes, or a key derived from one).
+  // Comparing 4 MiB costs a tenth of hashing it into ranges. Throws Error naming the file if it
+  // cannot be opened.
+  void compare_with(const std::filesystem::path& file, const std::string& content_sha256);
+
+  std::optional<std::vector<BmapRange>> find(std::uint64_t offset, std::span<const std::uint8_t> bytes) override;
   void hashed(std::uint64_t offset, std::uint64_t length, const std::vector<BmapRange>& ranges) override;
   std::uint64_t block_size() const override { return block_size_; }
   std::uint64_t range_split_blocks() const override { return split_blocks_; }
@@ -59,6 +72,7 @@ class CopiedChunkRanges final : public KnownChunkRanges {
   };
   // Where the chunk's bytes come from when one copied range holds all of them.
   std::optional<Location> locate(std::uint64_t offset, std::uint64_t length) const;
+  bool same_as_reference(std::uint64_t offset, std::span<const std::uint8_t> bytes);
   std::filesystem::path store_path(std::size_t file) const;
 
   std::filesystem::path dir_;
@@ -70,6 +84,19 @@ class CopiedChunkRanges final : public KnownChunkRanges {
   std::vector<ChunkRangeEntries> entries_;  // per file
   std::vector<bool> changed_;
   std::uint64_t found_bytes_ = 0;
+
+  // compare_with's file: its index in entries_ and keys_, and what its chunks are compared through.
+  struct Reference {
+    std::size_t file;
+    std::string name;
+    FileDescriptor fd;
+    std::uint64_t size;
+    std::vector<std::uint8_t> buffer;  // read in pieces: a mismatch stops early, and the piece stays in cache
+    std::mutex mutex;                  // for the buffer
+  };
+  std::unique_ptr<Reference> reference_;
+  // Chunks found equal to the reference's bytes that the store did not have: hashed() keeps them.
+  std::set<std::pair<std::uint64_t, std::uint64_t>> same_as_reference_;
 };
 
 }  // namespace aggrik8s

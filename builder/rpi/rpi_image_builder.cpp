@@ -351,8 +351,16 @@ struct PreparedImage {
 // from there, so later builds from the same base skip the decoding: on this project's 2-core VMs
 // decoding Raspberry Pi OS Lite's 1.15 GiB .xz took 4-6 s of both cores, copying the result 1-2 s (a
 // reflink where the filesystem has them). A cache that cannot be written costs only that saving.
-// Returns the cached file when `output` is a reflink of it (see same_blocks).
-std::optional<fs::path> decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, const fs::path& output) {
+// Where `output`'s bytes came from: the cached file they are a copy of (the decompressed base, or the
+// download itself for an uncompressed one) and the key its bmap ranges are kept under (see
+// prepare_shared_image); whether `output` is a reflink of it (see same_blocks).
+struct BaseCopy {
+  fs::path source;
+  std::string key;
+  bool reflink = false;
+};
+
+std::optional<BaseCopy> decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, const fs::path& output) {
   if (detect_image_input_format(base.path) != ImageInputFormat::raw) {
     fs::path cached = cache_dir / "images" / (base.sha256.hex() + ".img");
     // A decompressed image changed since it was written (cut short, edited) is decoded again.
@@ -380,13 +388,17 @@ std::optional<fs::path> decompress_base(const FetchedArtifact& base, const fs::p
       }
     }
     log::info("copying the decompressed ", base.source.file_name(), " from the cache");
-    if (clone_file(cached, output, 0600)) return cached;
-    copy_sparse_file(cached, output, 0600);
-    return std::nullopt;
+    // The decompressed base's content is a function of the compressed file's: its bmap ranges are
+    // kept under a key derived from that file's SHA-256 (not the SHA-256 itself, which names the
+    // compressed bytes' ranges were that file ever an archive).
+    BaseCopy copy{cached, Sha256::of("decompressed " + base.sha256.hex()).hex()};
+    copy.reflink = clone_file(cached, output, 0600);
+    if (!copy.reflink) copy_sparse_file(cached, output, 0600);
+    return copy;
   }
   log::info("copying ", base.source.file_name());
   ImageDecompressor().decompress(base.path, output);
-  return std::nullopt;
+  return BaseCopy{base.path, base.sha256.hex()};
 }
 
 PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact& base, const Rke2Release& release,
@@ -394,9 +406,9 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
                                    bool sync_images) {
   PreparedImage prepared;
   prepared.path = work / "prepared.img";
-  std::optional<fs::path> cloned_from;
+  std::optional<BaseCopy> base_copy;
   try {
-    cloned_from = decompress_base(base, cache_dir, prepared.path);
+    base_copy = decompress_base(base, cache_dir, prepared.path);
   } catch (const ImageInputError& e) {
     // The decoder names the cached download (sha256/<hex>); say which input that is instead.
     throw Error("base image " + base.source.shown() + ": " + e.message_naming_file_as("it"));
@@ -522,15 +534,15 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   // instead, as copied ranges no writer writes (they are already there). The archives' ranges are
   // not among them even where the base had allocated zeros: they are about to be written.
   std::vector<DataExtent> unchanged;
-  if (cloned_from) {
+  if (base_copy && base_copy->reflink) {
     std::vector<DataExtent> not_from_base = prepared.copied.extents();
     // Past the base's end its reads are zeros, whatever a shared last block holds there.
-    const std::uint64_t base_size = fs::file_size(*cloned_from);
+    const std::uint64_t base_size = fs::file_size(base_copy->source);
     not_from_base.push_back({base_size, std::numeric_limits<std::uint64_t>::max() - base_size});
-    unchanged = subtract_extents(same_blocks(prepared.path, *cloned_from), not_from_base);
+    unchanged = subtract_extents(same_blocks(prepared.path, base_copy->source), not_from_base);
     std::uint64_t bytes = 0;
     for (const auto& extent : unchanged) bytes += extent.length;
-    log::debug("reflinked from the cache: ", bytes >> 20, " MiB of the prepared image read from ", cloned_from->string());
+    log::debug("reflinked from the cache: ", bytes >> 20, " MiB of the prepared image read from ", base_copy->source.string());
   }
   if (!prepared.copied.ranges.empty()) {
     FileDescriptor fd(::open(prepared.path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -542,16 +554,18 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   if (!unchanged.empty()) {
     // Added after the writer took its copy of the ranges to write.
     const std::size_t file = prepared.copied.paths.size();
-    prepared.copied.paths.push_back(*cloned_from);
+    prepared.copied.paths.push_back(base_copy->source);
     for (const auto& extent : unchanged) prepared.copied.ranges.push_back({extent.offset, extent.length, file, extent.offset});
-    // The decompressed base's content is a function of the compressed file's: its bmap ranges are
-    // kept under a key derived from that file's SHA-256 (not the SHA-256 itself, which names the
-    // compressed bytes' ranges were that file ever an archive).
-    keys.push_back(Sha256::of("decompressed " + base.sha256.hex()).hex());
+    keys.push_back(base_copy->key);
   }
-  if (!prepared.copied.ranges.empty()) {
+  if (!prepared.copied.ranges.empty() || base_copy) {
     prepared.copied_chunk_ranges = std::make_unique<CopiedChunkRanges>(
         cache_dir / "bmap-chunks", prepared.copied, std::move(keys), Bmap{}.block_size, node_bmap_options.range_split_blocks);
+    // A plain copy (ext4): which of its chunks e2fsck, resize2fs and the preload left as they were is
+    // not known, so each is compared with the base before the base's ranges are used for it. On the
+    // benchmark's ext4 that is ~800 MiB whose range hashing shared the cores with the image's SHA-256
+    // (docs/benchmarks.md).
+    if (base_copy && !base_copy->reflink) prepared.copied_chunk_ranges->compare_with(base_copy->source, base_copy->key);
   }
   return prepared;
 }

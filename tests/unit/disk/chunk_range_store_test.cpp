@@ -141,3 +141,58 @@ TEST_CASE("chunk range store: a damaged store is ignored and written again") {
   // Nothing but the store is left in the directory (no temporary files).
   CHECK(std::distance(fs::directory_iterator(store), fs::directory_iterator()) == 1);
 }
+
+// What a Pi build does with its base where the filesystem cannot reflink: the prepared image is a
+// plain copy of the base, then edited by tools that do not say where (e2fsck, resize2fs). Its chunks
+// that still hold the base's bytes get their ranges from the store kept under the base's key; an
+// edited chunk is hashed, even when the edit leaves the chunk's ranges looking alike (only its bytes
+// differ), and never stored under the base's key.
+TEST_CASE("chunk range store: chunks equal to a compared file's bytes come from its store, edited ones are hashed") {
+  test::TempDir dir;
+  const std::string base = archive_bytes((12 << 20) + 8192);  // three whole chunks and a short one
+  test::write_file(dir / "base.img", base);
+  const std::string key = Sha256::of("decompressed " + Sha256::of(base).hex()).hex();
+  // The image: the base grown to 20 MiB (zeros after it), one byte edited in the chunk at 4 MiB,
+  // and the base's last 8 KiB followed by new data in its short last chunk.
+  std::string image = base;
+  image.resize(20 << 20, '\0');
+  image[(4 << 20) + 4096 * 7 + 3] ^= 0x5A;
+  std::fill_n(image.begin() + (12 << 20) + 8192, 4096, 'n');
+  test::write_file(dir / "image.img", image);
+  const CopiedFiles none;
+
+  const Bmap expected = create_bmap(dir / "image.img", options);
+  const fs::path store = dir / "cache";
+  {
+    CopiedChunkRanges cold(store, none, {}, block, split);
+    cold.compare_with(dir / "base.img", key);
+    CHECK(create_bmap(dir / "image.img", options, none, &cold) == expected);
+    CHECK(cold.found_bytes() == 0);
+    cold.save();
+  }
+  REQUIRE(fs::exists(store / (key + ".b4096.s1024")));
+  CopiedChunkRanges warm(store, none, {}, block, split);
+  warm.compare_with(dir / "base.img", key);
+  const ImageHashes hashes = hash_patched_image(dir / "image.img", ImagePatch{}, "image.img", true, options, &none, &warm);
+  CHECK(hashes.bmap == expected);
+  CHECK(hashes.sha256 == hash_image(dir / "image.img", true, options).sha256);
+  // [0, 4) and [8, 12) MiB; not the edited chunk, not the one past the base's end.
+  CHECK(warm.found_bytes() == (8u << 20));
+
+  // The store knows the base's chunk at 4 MiB now only if an image held it unedited: the cold
+  // build's edited chunk was not kept under the base's key. An image equal to the base gets every
+  // chunk the cold build saw unedited from the store, and hashes the one it did not.
+  test::write_file(dir / "same.img", base);
+  CopiedChunkRanges same(store, none, {}, block, split);
+  same.compare_with(dir / "base.img", key);
+  CHECK(create_bmap(dir / "same.img", options, none, &same) == create_bmap(dir / "same.img", options));
+  CHECK(same.found_bytes() == (8u << 20));
+
+  // Without a key (a base whose content is not known by a digest), nothing is compared or stored.
+  CopiedChunkRanges unnamed(store, none, {}, block, split);
+  unnamed.compare_with(dir / "base.img", "");
+  CHECK(create_bmap(dir / "image.img", options, none, &unnamed) == expected);
+  CHECK(unnamed.found_bytes() == 0);
+  CHECK_THROWS_WITH(CopiedChunkRanges(store, none, {}, block, split).compare_with(dir / "missing.img", key),
+                    Catch::Contains("missing.img"));
+}
