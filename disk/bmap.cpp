@@ -29,6 +29,7 @@
 #include "core/file_descriptor.hpp"
 #include "core/positional_io.hpp"
 #include "core/progress.hpp"
+#include "core/sha256_pair.hpp"
 
 namespace aggrik8s {
 
@@ -720,6 +721,62 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
 }
 
 }  // namespace
+
+std::array<ImageHashes, 2> hash_patched_image_pair(const std::filesystem::path& base, const ImagePatch& first,
+                                                   const ImagePatch& second, const std::string& label,
+                                                   const CopiedFiles* copied) {
+  const ImagePatch nothing;
+  OpenedImage opened = open_image_for_hashing(base, Bmap{}.block_size, &first, copied);
+  opened.spans = add_spans(opened.spans, second.extents(), opened.size, Bmap{}.block_size);
+  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &nothing, copied);
+  const std::vector<PlannedChunk> chunks = plan_chunks(opened.spans);
+  std::uint64_t data_bytes = 0;
+  for (const auto& chunk : chunks) data_bytes += chunk.length;
+  ProgressTask progress("sha256 " + label, data_bytes);
+  const std::array<AlignedBuffer, 2> buffers{allocate_aligned(image_chunk_bytes, false), allocate_aligned(image_chunk_bytes, false)};
+  static const std::vector<std::uint8_t> zeros(read_chunk_size);
+  Sha256Pair pair;
+  std::uint64_t position = 0;
+  auto add_zeros = [&](std::uint64_t count) {
+    for (std::size_t n = 0; count > 0; count -= n) {
+      n = static_cast<std::size_t>(std::min<std::uint64_t>(count, zeros.size()));
+      pair.update(std::span(zeros.data(), n), std::span(zeros.data(), n));
+    }
+  };
+  const std::vector<DataExtent> first_extents = first.extents();
+  const std::vector<DataExtent> second_extents = second.extents();
+  auto touches = [](const std::vector<DataExtent>& extents, const PlannedChunk& chunk) {
+    auto extent = std::lower_bound(extents.begin(), extents.end(), chunk.offset,
+                                   [](const DataExtent& e, std::uint64_t at) { return e.offset + e.length <= at; });
+    return extent != extents.end() && extent->offset < chunk.offset + chunk.length;
+  };
+  for (const auto& chunk : chunks) {
+    // Base's bytes once; where a patch writes into the chunk, each image gets its own copy with its
+    // patch over it (most chunks are neither's, and both lanes hash the same buffer).
+    const std::span<std::uint8_t> a(buffers[0].get(), chunk.length);
+    std::span<std::uint8_t> b = a;
+    reader.read(chunk.offset, a.data(), chunk.length);
+    if (touches(first_extents, chunk) || touches(second_extents, chunk)) {
+      b = std::span<std::uint8_t>(buffers[1].get(), chunk.length);
+      std::memcpy(b.data(), a.data(), chunk.length);
+      first.apply(chunk.offset, a);
+      second.apply(chunk.offset, b);
+    }
+    add_zeros(chunk.offset - position);
+    pair.update(a, b);
+    position = chunk.offset + chunk.length;
+    progress.add(chunk.length);
+  }
+  add_zeros(opened.size - position);
+  const std::array<Sha256Digest, 2> digests = pair.finish();
+  progress.finish();
+  std::array<ImageHashes, 2> hashes;
+  for (std::size_t i = 0; i < 2; ++i) {
+    hashes[i].size = opened.size;
+    hashes[i].sha256 = digests[i];
+  }
+  return hashes;
+}
 
 namespace {
 

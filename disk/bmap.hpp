@@ -8,6 +8,7 @@
 // hole, and every block we leave out is zero in the image. A flash therefore produces the same bytes
 // a hole would have produced, and less is written (ext4 zeroes whole inode tables and journals, a
 // decompressed base image is full of allocated zeros). BmapOptions::skip_zero_blocks turns this off.
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -117,6 +118,13 @@ ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const
 ImageHashes hash_patched_image(const std::filesystem::path& base, const ImagePatch& patch, const std::string& image_name,
                                bool with_bmap, const BmapOptions& options = {}, const CopiedFiles* copied = nullptr,
                                KnownChunkRanges* known = nullptr);
+
+// The sizes and sha256s (no bmaps) of the two images `first` and `second` make of `base`, equal to
+// hash_patched_image's, hashed together on the calling thread (core/sha256_pair.hpp): base's bytes
+// are read once for both. How a build with more node images than cores hashes two of them on one.
+std::array<ImageHashes, 2> hash_patched_image_pair(const std::filesystem::path& base, const ImagePatch& first,
+                                                   const ImagePatch& second, const std::string& label,
+                                                   const CopiedFiles* copied = nullptr);
 
 // The bmap of `image`, given `base`: the bmap (made with `options`) of an image of the same size whose
 // bytes were the same as image's everywhere outside `changed`. Only the chunks of

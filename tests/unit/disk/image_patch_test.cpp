@@ -144,3 +144,35 @@ TEST_CASE("image patch: hashes of a patched image equal those of the file writte
   CHECK(list_data_extents(fd.get(), 8 << 20, (8 << 20) + 4096, node.string()).empty());
   CHECK(Sha256::of_file(node) == hash_patched_image(prepared, patch, "node.img", false).sha256);
 }
+
+// Two node images hashed together (Sha256Pair on one thread) give each one's own sha256 and size:
+// patches that write into data, into holes, into the same chunk and into chunks only one of them
+// touches; and a pair where one image is the prepared image itself.
+TEST_CASE("image patch: two patched images hashed as a pair give each one's sha256") {
+  test::TempDir dir;
+  const fs::path prepared = make_base_image(dir);
+  ImagePatch first;
+  first.write(4096 + 7, bytes("first"));
+  first.write((4 << 20) + 8192, bytes(std::string(5000, 'f')));
+  first.write((12 << 20) + 100, bytes("tail"));
+  ImagePatch second;
+  second.write(4096 + 9, bytes("second"));
+  second.write(8 << 20, bytes(std::string(70000, 's')));
+  auto written = [&](const ImagePatch& patch, const std::string& name) {
+    const fs::path image = dir / name;
+    copy_sparse_file(prepared, image, 0600);
+    write_image_patch(patch, image);
+    return image;
+  };
+  const fs::path first_image = written(first, "first.img");
+  const fs::path second_image = written(second, "second.img");
+  const auto both = hash_patched_image_pair(prepared, first, second, "first.img + second.img");
+  CHECK(both[0].sha256 == Sha256::of_file(first_image));
+  CHECK(both[1].sha256 == Sha256::of_file(second_image));
+  CHECK(both[0].size == fs::file_size(first_image));
+  CHECK(both[1].size == fs::file_size(second_image));
+  CHECK_FALSE(both[0].bmap);
+  const auto with_unpatched = hash_patched_image_pair(prepared, ImagePatch{}, second, "prepared.img + second.img");
+  CHECK(with_unpatched[0].sha256 == Sha256::of_file(prepared));
+  CHECK(with_unpatched[1].sha256 == both[1].sha256);
+}

@@ -1,0 +1,209 @@
+#include "core/sha256_pair.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define AGGRIK8S_SHA_EXTENSIONS 1
+#endif
+
+namespace aggrik8s {
+
+namespace {
+
+constexpr std::array<std::uint32_t, 8> initial_state = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+
+#if AGGRIK8S_SHA_EXTENSIONS
+alignas(16) constexpr std::uint32_t round_constants[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define AGGRIK8S_SHA_TARGET __attribute__((target("sha,sse4.1,ssse3")))
+
+// One chain in the registers the SHA instructions work on: the state as ABEF and CDGH, and the
+// last four groups of four message words.
+struct Lane {
+  __m128i abef, cdgh, w0, w1, w2, w3;
+};
+
+AGGRIK8S_SHA_TARGET inline void load_state(Lane& lane, const std::uint32_t* state) {
+  const __m128i dcba = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);
+  const __m128i efgh = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4)), 0x1B);
+  lane.abef = _mm_alignr_epi8(dcba, efgh, 8);
+  lane.cdgh = _mm_blend_epi16(efgh, dcba, 0xF0);
+}
+
+AGGRIK8S_SHA_TARGET inline void store_state(const Lane& lane, std::uint32_t* state) {
+  const __m128i feba = _mm_shuffle_epi32(lane.abef, 0x1B);
+  const __m128i dchg = _mm_shuffle_epi32(lane.cdgh, 0xB1);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state), _mm_blend_epi16(feba, dchg, 0xF0));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), _mm_alignr_epi8(dchg, feba, 8));
+}
+
+// Four rounds with message words `w` (group `group` of 16).
+AGGRIK8S_SHA_TARGET inline void four_rounds(Lane& lane, __m128i w, int group) {
+  const __m128i wk = _mm_add_epi32(w, _mm_load_si128(reinterpret_cast<const __m128i*>(&round_constants[4 * group])));
+  lane.cdgh = _mm_sha256rnds2_epu32(lane.cdgh, lane.abef, wk);
+  lane.abef = _mm_sha256rnds2_epu32(lane.abef, lane.cdgh, _mm_shuffle_epi32(wk, 0x0E));
+}
+
+// The next group of message words from the four before it (oldest first).
+AGGRIK8S_SHA_TARGET inline __m128i schedule(__m128i w4, __m128i w3, __m128i w2, __m128i w1) {
+  return _mm_sha256msg2_epu32(_mm_add_epi32(_mm_sha256msg1_epu32(w4, w3), _mm_alignr_epi8(w1, w2, 4)), w1);
+}
+
+AGGRIK8S_SHA_TARGET inline __m128i load_words(const std::uint8_t* bytes) {
+  const __m128i big_endian = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  return _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)), big_endian);
+}
+
+// `blocks` 64-byte blocks of each message into its state, the two chains' instructions side by side.
+AGGRIK8S_SHA_TARGET void compress_interleaved(std::uint32_t* first_state, std::uint32_t* second_state,
+                                              const std::uint8_t* first, const std::uint8_t* second, std::size_t blocks) {
+  Lane a;
+  Lane b;
+  load_state(a, first_state);
+  load_state(b, second_state);
+  for (std::size_t block = 0; block < blocks; ++block, first += 64, second += 64) {
+    const __m128i a_abef = a.abef, a_cdgh = a.cdgh, b_abef = b.abef, b_cdgh = b.cdgh;
+    a.w0 = load_words(first);
+    b.w0 = load_words(second);
+    four_rounds(a, a.w0, 0);
+    four_rounds(b, b.w0, 0);
+    a.w1 = load_words(first + 16);
+    b.w1 = load_words(second + 16);
+    four_rounds(a, a.w1, 1);
+    four_rounds(b, b.w1, 1);
+    a.w2 = load_words(first + 32);
+    b.w2 = load_words(second + 32);
+    four_rounds(a, a.w2, 2);
+    four_rounds(b, b.w2, 2);
+    a.w3 = load_words(first + 48);
+    b.w3 = load_words(second + 48);
+    four_rounds(a, a.w3, 3);
+    four_rounds(b, b.w3, 3);
+    for (int group = 4; group < 16; group += 4) {
+      a.w0 = schedule(a.w0, a.w1, a.w2, a.w3);
+      b.w0 = schedule(b.w0, b.w1, b.w2, b.w3);
+      four_rounds(a, a.w0, group);
+      four_rounds(b, b.w0, group);
+      a.w1 = schedule(a.w1, a.w2, a.w3, a.w0);
+      b.w1 = schedule(b.w1, b.w2, b.w3, b.w0);
+      four_rounds(a, a.w1, group + 1);
+      four_rounds(b, b.w1, group + 1);
+      a.w2 = schedule(a.w2, a.w3, a.w0, a.w1);
+      b.w2 = schedule(b.w2, b.w3, b.w0, b.w1);
+      four_rounds(a, a.w2, group + 2);
+      four_rounds(b, b.w2, group + 2);
+      a.w3 = schedule(a.w3, a.w0, a.w1, a.w2);
+      b.w3 = schedule(b.w3, b.w0, b.w1, b.w2);
+      four_rounds(a, a.w3, group + 3);
+      four_rounds(b, b.w3, group + 3);
+    }
+    a.abef = _mm_add_epi32(a.abef, a_abef);
+    a.cdgh = _mm_add_epi32(a.cdgh, a_cdgh);
+    b.abef = _mm_add_epi32(b.abef, b_abef);
+    b.cdgh = _mm_add_epi32(b.cdgh, b_cdgh);
+  }
+  store_state(a, first_state);
+  store_state(b, second_state);
+}
+
+bool cpu_has_sha_extensions() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
+  const bool ssse3 = (ecx & bit_SSSE3) != 0;
+  const bool sse41 = (ecx & bit_SSE4_1) != 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return ssse3 && sse41 && (ebx & bit_SHA) != 0;
+}
+#endif
+
+}  // namespace
+
+bool Sha256Pair::accelerated() {
+#if AGGRIK8S_SHA_EXTENSIONS
+  static const bool has = cpu_has_sha_extensions();
+  return has;
+#else
+  return false;
+#endif
+}
+
+Sha256Pair::Sha256Pair(Implementation implementation)
+    : interleaved_(implementation == Implementation::automatic && accelerated()) {
+  state_[0] = initial_state;
+  state_[1] = initial_state;
+}
+
+void Sha256Pair::compress([[maybe_unused]] const std::uint8_t* first, [[maybe_unused]] const std::uint8_t* second,
+                          [[maybe_unused]] std::size_t blocks) {
+#if AGGRIK8S_SHA_EXTENSIONS
+  compress_interleaved(state_[0].data(), state_[1].data(), first, second, blocks);
+#endif
+}
+
+void Sha256Pair::update(std::span<const std::uint8_t> first, std::span<const std::uint8_t> second) {
+  if (first.size() != second.size()) throw std::invalid_argument("Sha256Pair::update: the two messages must grow alike");
+  if (!interleaved_) {
+    portable_[0].update(first);
+    portable_[1].update(second);
+    return;
+  }
+  length_ += first.size();
+  std::size_t at = 0;
+  if (pending_bytes_ != 0) {
+    const std::size_t n = std::min(first.size(), 64 - pending_bytes_);
+    std::memcpy(pending_[0].data() + pending_bytes_, first.data(), n);
+    std::memcpy(pending_[1].data() + pending_bytes_, second.data(), n);
+    pending_bytes_ += n;
+    at = n;
+    if (pending_bytes_ < 64) return;
+    compress(pending_[0].data(), pending_[1].data(), 1);
+    pending_bytes_ = 0;
+  }
+  const std::size_t blocks = (first.size() - at) / 64;
+  compress(first.data() + at, second.data() + at, blocks);
+  at += blocks * 64;
+  pending_bytes_ = first.size() - at;
+  std::memcpy(pending_[0].data(), first.data() + at, pending_bytes_);
+  std::memcpy(pending_[1].data(), second.data() + at, pending_bytes_);
+}
+
+std::array<Sha256Digest, 2> Sha256Pair::finish() {
+  if (!interleaved_) return {portable_[0].finish(), portable_[1].finish()};
+  // FIPS 180-4 padding, the same for both (same length): 0x80, zeros to 56 mod 64, the length in bits.
+  std::array<std::uint8_t, 128> padding{};
+  padding[0] = 0x80;
+  const std::size_t zeros_to = pending_bytes_ < 56 ? 56 : 120;
+  const std::uint64_t bits = length_ * 8;
+  const std::size_t pad_length = zeros_to - pending_bytes_ + 8;
+  for (std::size_t i = 0; i < 8; ++i) padding[pad_length - 1 - i] = static_cast<std::uint8_t>(bits >> (8 * i));
+  const std::uint64_t length = length_;
+  update(std::span(padding.data(), pad_length), std::span(padding.data(), pad_length));
+  length_ = length;
+  std::array<Sha256Digest, 2> digests;
+  for (std::size_t lane = 0; lane < 2; ++lane) {
+    std::array<std::uint8_t, 32> bytes{};
+    for (std::size_t word = 0; word < 8; ++word) {
+      for (std::size_t i = 0; i < 4; ++i) bytes[4 * word + i] = static_cast<std::uint8_t>(state_[lane][word] >> (24 - 8 * i));
+    }
+    digests[lane] = Sha256Digest(bytes);
+  }
+  state_[0] = state_[1] = initial_state;
+  pending_bytes_ = 0;
+  length_ = 0;
+  return digests;
+}
+
+}  // namespace aggrik8s
