@@ -301,6 +301,59 @@ class HostFileByteSource final : public ByteSource {
   std::uint64_t size_ = 0;
 };
 
+// Calls run(first block, count, their bytes) for every run of non-zero blocks of `source` within
+// `ranges` (its data extents), in order; all-zero blocks are left out, as holes. A run never crosses
+// a chunk of copy_chunk_bytes counted from its range's start (placing a file replays these calls,
+// so they must come out the same however the blocks were found).
+template <class Run>
+void for_each_nonzero_run(const ByteSource& source, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges,
+                          std::uint64_t bs, Run&& run) {
+  const std::uint64_t size = source.size();
+  const std::uint64_t size_rounded = (size + bs - 1) / bs * bs;
+  struct Chunk {
+    std::uint64_t position;
+    std::size_t length;
+  };
+  std::vector<Chunk> chunks;
+  for (const auto& [range_begin, range_end] : ranges) {
+    std::uint64_t position = range_begin / bs * bs;
+    std::uint64_t end = std::min(size_rounded, (range_end + bs - 1) / bs * bs);
+    for (; position < end; position += copy_chunk_bytes) {
+      chunks.push_back({position, static_cast<std::size_t>(std::min<std::uint64_t>(copy_chunk_bytes, end - position))});
+    }
+  }
+  // The next chunk is read on another thread while this one is checked and written: reading a
+  // host file and writing the image are each a copy through the page cache, and they then run on
+  // two cores. (Sources of one chunk, the usual small file, are read inline.)
+  // The buffers are as large as the largest chunk (a small file's are small, from malloc's heap),
+  // not zeroed (read_chunk fills every byte of a chunk), and from a MiB up on huge pages: a fresh
+  // zeroed 4 MiB buffer per file was 1,024 first-touch faults of 10-30 us each on the development
+  // VMs, for every file a Pi build writes (docs/benchmarks.md, Pi build section).
+  std::size_t buffer_bytes = 0;
+  for (const Chunk& chunk : chunks) buffer_bytes = std::max(buffer_bytes, chunk.length);
+  std::array<AlignedBuffer, 2> buffers{allocate_aligned(buffer_bytes, false),
+                                       chunks.size() > 1 ? allocate_aligned(buffer_bytes, false) : AlignedBuffer()};
+  auto read_chunk = [&source, &chunks, &buffers](std::size_t index) {
+    const Chunk& chunk = chunks[index];
+    auto* buffer = reinterpret_cast<std::byte*>(buffers[index % 2].get());
+    std::size_t got = source.read(chunk.position, std::span(buffer, chunk.length));
+    std::fill(buffer + got, buffer + chunk.length, std::byte{0});
+  };
+  for_each_read_ahead(chunks.size(), read_chunk, [&](std::size_t index) {
+    const Chunk& chunk = chunks[index];
+    const auto* data = reinterpret_cast<const std::byte*>(buffers[index % 2].get());
+    // All-zero blocks are left as holes: reads return zeros for them, and the image stays sparse.
+    const std::size_t blocks = chunk.length / bs;
+    std::size_t b = 0;
+    while (b < blocks) {
+      while (b < blocks && is_all_zero(std::span<const std::byte>(data + b * bs, bs))) ++b;
+      std::size_t run_start = b;
+      while (b < blocks && !is_all_zero(std::span<const std::byte>(data + b * bs, bs))) ++b;
+      if (b > run_start) run(chunk.position / bs + run_start, b - run_start, data + run_start * bs);
+    }
+  });
+}
+
 io_manager block_device_io_manager();
 
 // ---- the io manager: libext2fs reads and writes through a BlockDevice, never fsyncs ----
@@ -755,7 +808,8 @@ struct Ext4Filesystem::State {
 
   // With `placed`, data blocks are allocated but not written: where they are is appended to it.
   void write_regular_file(const std::string& path, const ByteSource& source, const Ext4FileAttributes& attributes,
-                          std::vector<Ext4PlacedRun>* placed = nullptr) {
+                          std::vector<Ext4PlacedRun>* placed = nullptr,
+                          const std::vector<std::pair<std::uint64_t, std::uint64_t>>* runs = nullptr) {
     const std::string action = "write";
     require_writable(action, path);
     const auto [parent, name] = parent_of(path, action);
@@ -809,7 +863,7 @@ struct Ext4Filesystem::State {
     try {
       inode = read_inode(ino, path);
       check(ext2fs_inode_size_set(fs, small(inode), static_cast<ext2_off64_t>(source.size())), "set the size of", path);
-      write_content(ino, inode, source, ranges, path, placed);
+      write_content(ino, inode, source, ranges, path, placed, runs);
       write_inode(ino, inode, path);
     } catch (...) {
       try {
@@ -821,56 +875,16 @@ struct Ext4Filesystem::State {
     }
   }
 
+  // `runs`: the source's non-zero blocks as scan_host_file found them (then nothing is read here).
   void write_content(ext2_ino_t ino, ext2_inode_large& inode, const ByteSource& source,
                      const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, const std::string& path,
-                     std::vector<Ext4PlacedRun>* placed) {
-    const std::uint64_t bs = block_size();
-    const std::uint64_t size = source.size();
-    const std::uint64_t size_rounded = (size + bs - 1) / bs * bs;
-    struct Chunk {
-      std::uint64_t position;
-      std::size_t length;
-    };
-    std::vector<Chunk> chunks;
-    for (const auto& [range_begin, range_end] : ranges) {
-      std::uint64_t position = range_begin / bs * bs;
-      std::uint64_t end = std::min(size_rounded, (range_end + bs - 1) / bs * bs);
-      for (; position < end; position += copy_chunk_bytes) {
-        chunks.push_back({position, static_cast<std::size_t>(std::min<std::uint64_t>(copy_chunk_bytes, end - position))});
-      }
+                     std::vector<Ext4PlacedRun>* placed, const std::vector<std::pair<std::uint64_t, std::uint64_t>>* runs) {
+    if (runs != nullptr) {
+      for (const auto& [first, count] : *runs) write_blocks(ino, inode, first, count, nullptr, path, placed);
+      return;
     }
-    // The next chunk is read on another thread while this one is checked and written: reading a
-    // host file and writing the image are each a copy through the page cache, and they then run on
-    // two cores. (Sources of one chunk, the usual small file, are read inline.)
-    // The buffers are as large as the largest chunk (a small file's are small, from malloc's heap),
-    // not zeroed (read_chunk fills every byte of a chunk), and from a MiB up on huge pages: a fresh
-    // zeroed 4 MiB buffer per file was 1,024 first-touch faults of 10-30 us each on the development
-    // VMs, for every file a Pi build writes (docs/benchmarks.md, Pi build section).
-    std::size_t buffer_bytes = 0;
-    for (const Chunk& chunk : chunks) buffer_bytes = std::max(buffer_bytes, chunk.length);
-    std::array<AlignedBuffer, 2> buffers{allocate_aligned(buffer_bytes, false),
-                                         chunks.size() > 1 ? allocate_aligned(buffer_bytes, false) : AlignedBuffer()};
-    auto read_chunk = [&source, &chunks, &buffers](std::size_t index) {
-      const Chunk& chunk = chunks[index];
-      auto* buffer = reinterpret_cast<std::byte*>(buffers[index % 2].get());
-      std::size_t got = source.read(chunk.position, std::span(buffer, chunk.length));
-      std::fill(buffer + got, buffer + chunk.length, std::byte{0});
-    };
-    for_each_read_ahead(chunks.size(), read_chunk, [&](std::size_t index) {
-      const Chunk& chunk = chunks[index];
-      const auto* data = reinterpret_cast<const std::byte*>(buffers[index % 2].get());
-      // All-zero blocks are left as holes: reads return zeros for them, and the image stays sparse.
-      const std::size_t blocks = chunk.length / bs;
-      std::size_t b = 0;
-      while (b < blocks) {
-        while (b < blocks && is_all_zero(std::span<const std::byte>(data + b * bs, bs))) ++b;
-        std::size_t run_start = b;
-        while (b < blocks && !is_all_zero(std::span<const std::byte>(data + b * bs, bs))) ++b;
-        if (b > run_start) {
-          write_blocks(ino, inode, chunk.position / bs + run_start, b - run_start, placed ? nullptr : data + run_start * bs,
-                       path, placed);
-        }
-      }
+    for_each_nonzero_run(source, ranges, block_size(), [&](std::uint64_t first, std::size_t count, const std::byte* data) {
+      write_blocks(ino, inode, first, count, placed ? nullptr : data, path, placed);
     });
   }
 
@@ -1285,6 +1299,40 @@ std::vector<Ext4PlacedRun> Ext4Filesystem::place_file_from_host(const std::files
   HostFileByteSource source(host_file);
   std::vector<Ext4PlacedRun> placed;
   state_->write_regular_file(path, source, attributes, &placed);
+  return placed;
+}
+
+Ext4HostFileScan scan_host_file(const std::filesystem::path& host_file, std::uint64_t block_size) {
+  if (block_size == 0 || copy_chunk_bytes % block_size != 0) throw Error("scan_host_file: unusable block size " + std::to_string(block_size));
+  HostFileByteSource source(host_file);
+  Ext4HostFileScan scan;
+  scan.path = host_file;
+  scan.size = source.size();
+  scan.block_size = block_size;
+  scan.data_ranges = source.data_ranges();
+  for_each_nonzero_run(source, scan.data_ranges, block_size,
+                       [&](std::uint64_t first, std::size_t count, const std::byte*) { scan.runs.emplace_back(first, count); });
+  return scan;
+}
+
+std::vector<Ext4PlacedRun> Ext4Filesystem::place_file_from_host(const Ext4HostFileScan& scan, const std::string& path,
+                                                                const Ext4FileAttributes& attributes) {
+  if (scan.block_size != state_->block_size()) return place_file_from_host(scan.path, path, attributes);
+  // The scan's size and extents stand for the file (its bytes are not read again).
+  class Scanned final : public ByteSource {
+   public:
+    explicit Scanned(const Ext4HostFileScan& scan) : scan_(scan) {}
+    std::uint64_t size() const override { return scan_.size; }
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> data_ranges() const override { return scan_.data_ranges; }
+    std::size_t read(std::uint64_t, std::span<std::byte>) const override {
+      throw Error("internal error: a scanned file is placed from its scan, not read");
+    }
+
+   private:
+    const Ext4HostFileScan& scan_;
+  };
+  std::vector<Ext4PlacedRun> placed;
+  state_->write_regular_file(path, Scanned(scan), attributes, &placed, &scan.runs);
   return placed;
 }
 

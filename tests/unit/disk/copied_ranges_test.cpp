@@ -148,3 +148,57 @@ TEST_CASE("copied ranges: a placed ext4 file written by CopiedRangeWriter gives 
   auto fs = Ext4Filesystem::open(placed_image, offset, length, Ext4Access::read_only);
   CHECK(fs.read_file(target) == test::read_file(host));
 }
+
+// How a Pi build places its archives: scanned for non-zero blocks beforehand (while the base is
+// copied in), then placed from the scan without reading them. The blocks, their order and the
+// filesystem come out byte for byte as placing from the file; a scan made with another block size
+// is not used (the file is read again).
+TEST_CASE("copied ranges: a file placed from its scan gets the blocks placing it from the file gets", "[ext4]") {
+  const std::uint64_t length = GENERATE(std::uint64_t{32} << 20, std::uint64_t{600} << 20);
+  INFO("filesystem of " << (length >> 20) << " MiB");
+  test::TempDir dir;
+  constexpr std::uint64_t offset = 1 << 20;
+  const fs::path from_file = dir / "from-file.img";
+  { std::ofstream create(from_file); }
+  fs::resize_file(from_file, offset + length + (1 << 20));
+  create_ext4_filesystem(from_file, offset, length, {});
+  const fs::path from_scan = dir / "from-scan.img";
+  const fs::path from_other_scan = dir / "from-other-scan.img";
+  fs::copy_file(from_file, from_scan);
+  fs::copy_file(from_file, from_other_scan);
+  // Zero blocks inside the data, a hole, runs longer than a 4 MiB chunk, a short last block.
+  const fs::path host = dir / "archive.tar.zst";
+  {
+    std::ofstream out(host, std::ios::binary);
+    out << test::random_bytes(5 << 20, 1) << std::string(3 * 4096, '\0') << test::random_bytes(70000, 2);
+    out.seekp(12 << 20);
+    out << test::random_bytes(9 << 20, 3) << std::string(4096, '\0') << test::random_bytes(123, 4);
+  }
+  const std::string target = "/var/lib/rancher/rke2/agent/images/archive.tar.zst";
+  auto place = [&](const fs::path& image, const auto& what) {
+    auto filesystem = Ext4Filesystem::open(image, offset, length, Ext4Access::read_write, 1700000000);
+    filesystem.create_directories("/var/lib/rancher/rke2/agent/images");
+    std::vector<Ext4PlacedRun> placed = filesystem.place_file_from_host(what, target, {0644, 0, 0, {}});
+    filesystem.close();
+    return placed;
+  };
+  const std::uint64_t block_size = length < (512u << 20) ? 1024 : 4096;
+  // The scan below is made with the filesystem's own block size, so it is the one placing uses.
+  CHECK(Ext4Filesystem::open(from_file, offset, length, Ext4Access::read_only).space_usage().block_size == block_size);
+  const Ext4HostFileScan scan = scan_host_file(host, block_size);
+  CHECK(scan.size == fs::file_size(host));
+  CHECK(scan.runs.size() >= 4);  // the zero blocks split the data, and so do the 4 MiB chunks
+  const auto expected = place(from_file, host);
+  const auto placed = place(from_scan, scan);
+  REQUIRE(placed.size() == expected.size());
+  for (std::size_t i = 0; i < placed.size(); ++i) {
+    CHECK(placed[i].device_offset == expected[i].device_offset);
+    CHECK(placed[i].file_offset == expected[i].file_offset);
+    CHECK(placed[i].length == expected[i].length);
+  }
+  CHECK(Sha256::of_file(from_scan) == Sha256::of_file(from_file));
+  const auto other = place(from_other_scan, scan_host_file(host, block_size == 4096 ? 1024 : 4096));
+  CHECK(other.size() == expected.size());
+  CHECK(Sha256::of_file(from_other_scan) == Sha256::of_file(from_file));
+  CHECK_THROWS_WITH(scan_host_file(dir / "missing.tar.zst", 4096), Catch::Contains("missing.tar.zst"));
+}
