@@ -27,6 +27,17 @@ std::string read_range(const CopiedRangeReader& reader, std::uint64_t offset, st
   return bytes;
 }
 
+// An image with an empty ext4 filesystem of `length` bytes 1 MiB into it (and 1 MiB after it).
+// mke2fs gives 1 KiB blocks to a small filesystem and 4 KiB blocks from 512 MiB up (as a Pi image's
+// root has).
+constexpr std::uint64_t filesystem_offset = 1 << 20;
+fs::path make_ext4_image(const fs::path& image, std::uint64_t length) {
+  { std::ofstream create(image); }
+  fs::resize_file(image, filesystem_offset + length + (1 << 20));
+  create_ext4_filesystem(image, filesystem_offset, length, {});
+  return image;
+}
+
 }  // namespace
 
 TEST_CASE("copied ranges: read from the copied files (zeros past their end), the rest from the image") {
@@ -67,16 +78,13 @@ TEST_CASE("copied ranges: ranges not in whole 4 KiB blocks are written through t
 // How a Pi build preloads its image archives: the file placed in the filesystem, its bytes written by
 // a CopiedRangeWriter, and the image hashed through the copied ranges before the write is done.
 TEST_CASE("copied ranges: a placed ext4 file written by CopiedRangeWriter gives copy_file_from_host's image, and hashes alike before it is written", "[ext4]") {
-  // mke2fs gives 1 KiB blocks to a small filesystem (runs not in whole 4 KiB blocks: written through the
-  // page cache) and 4 KiB blocks from 512 MiB up (as a Pi image's root has: O_DIRECT where allowed).
+  // 1 KiB blocks: runs not in whole 4 KiB blocks, written through the page cache; 4 KiB: O_DIRECT
+  // where allowed.
   const std::uint64_t length = GENERATE(std::uint64_t{32} << 20, std::uint64_t{600} << 20);
   INFO("filesystem of " << (length >> 20) << " MiB");
   test::TempDir dir;
-  constexpr std::uint64_t offset = 1 << 20;
-  const fs::path copied_image = dir / "copied.img";
-  { std::ofstream create(copied_image); }
-  fs::resize_file(copied_image, offset + length + (1 << 20));
-  create_ext4_filesystem(copied_image, offset, length, {});
+  constexpr std::uint64_t offset = filesystem_offset;
+  const fs::path copied_image = make_ext4_image(dir / "copied.img", length);
   const fs::path placed_image = dir / "placed.img";
   fs::copy_file(copied_image, placed_image);
   // A sparse host file with a block of zeros in its data and a short last block.
@@ -157,11 +165,8 @@ TEST_CASE("copied ranges: a file placed from its scan gets the blocks placing it
   const std::uint64_t length = GENERATE(std::uint64_t{32} << 20, std::uint64_t{600} << 20);
   INFO("filesystem of " << (length >> 20) << " MiB");
   test::TempDir dir;
-  constexpr std::uint64_t offset = 1 << 20;
-  const fs::path from_file = dir / "from-file.img";
-  { std::ofstream create(from_file); }
-  fs::resize_file(from_file, offset + length + (1 << 20));
-  create_ext4_filesystem(from_file, offset, length, {});
+  constexpr std::uint64_t offset = filesystem_offset;
+  const fs::path from_file = make_ext4_image(dir / "from-file.img", length);
   const fs::path from_scan = dir / "from-scan.img";
   const fs::path from_other_scan = dir / "from-other-scan.img";
   fs::copy_file(from_file, from_scan);
