@@ -189,9 +189,7 @@ std::array<Sha256Digest, 2> Sha256Pair::finish() {
   const std::uint64_t bits = length_ * 8;
   const std::size_t pad_length = zeros_to - pending_bytes_ + 8;
   for (std::size_t i = 0; i < 8; ++i) padding[pad_length - 1 - i] = static_cast<std::uint8_t>(bits >> (8 * i));
-  const std::uint64_t length = length_;
   update(std::span(padding.data(), pad_length), std::span(padding.data(), pad_length));
-  length_ = length;
   std::array<Sha256Digest, 2> digests;
   for (std::size_t lane = 0; lane < 2; ++lane) {
     std::array<std::uint8_t, 32> bytes{};

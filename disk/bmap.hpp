@@ -65,7 +65,8 @@ struct BmapOptions {
 // The hashing asks for each chunk it reads and reports the ones it had to hash. A chunk's ranges
 // depend only on its bytes when zero blocks are skipped and ranges are split at multiples of a
 // size that divides the chunk size; the hashing uses this only then, and only for chunks no patch
-// touches. Called from either hashing thread.
+// touches. Called from either hashing thread, for one image at a time: hashed() reports a chunk that
+// the last find() for the same offset and length did not know.
 class KnownChunkRanges {
  public:
   virtual ~KnownChunkRanges() = default;

@@ -154,6 +154,7 @@ std::optional<CopiedChunkRanges::Location> CopiedChunkRanges::locate(std::uint64
 }
 
 void CopiedChunkRanges::compare_with(const std::filesystem::path& file, const std::string& content_sha256) {
+  if (reference_) throw Error("cannot compare chunks with " + file.string() + ": they are compared with " + reference_->name);
   auto reference = std::make_unique<Reference>();
   reference->file = entries_.size();
   reference->name = file.string();

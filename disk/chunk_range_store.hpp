@@ -1,14 +1,16 @@
 #pragma once
 // Bmap range checksums of the chunks of an image that are verbatim copies of files known by their
-// SHA-256 (a Pi build's image archives, copied into the image as CopiedFiles), kept in the download
-// cache so that the next build from the same archives does not hash those bytes into bmap ranges
+// SHA-256 (a Pi build's image archives, copied into the image as CopiedFiles, and its base: shared
+// with a reflinked base, or found equal to the cached base by comparing bytes), kept in the download
+// cache so that the next build from the same files does not hash those bytes into bmap ranges
 // again: 512 MiB of archives are 0.3 s of one core's SHA-256 on this project's VMs, on the path of a
 // build whose two cores are both hashing (docs/benchmarks.md). The image's whole-file SHA-256 still
 // reads and hashes every byte; only the per-range digests come from here.
 //
 // A chunk's ranges depend only on its bytes (see KnownChunkRanges), so an entry is keyed by the
-// file's SHA-256, the chunk's offset and length in the file, the block size and the split size. A
-// store is one text file per archive (`<dir>/<sha256>.b<block size>.s<split blocks>`), written
+// file's SHA-256 (or a key derived from one, for a decompressed base), the chunk's offset and length
+// in the file, the block size and the split size. A store is one text file per such file
+// (`<dir>/<key>.b<block size>.s<split blocks>`), written
 // under a temporary name and renamed, ending with the SHA-256 of its own text: a torn or edited
 // store is ignored (and written again), never believed.
 #include <cstdint>
@@ -51,8 +53,8 @@ class CopiedChunkRanges final : public KnownChunkRanges {
   // build's prepared image is from its base where the filesystem cannot reflink. Such a chunk's
   // bytes are compared with the file's before its ranges are taken from, or kept in, the store
   // named by `content_sha256` (the hex SHA-256 of the file's bytes, or a key derived from one).
-  // Comparing 4 MiB costs a tenth of hashing it into ranges. Throws Error naming the file if it
-  // cannot be opened.
+  // Comparing 4 MiB costs a tenth of hashing it into ranges. Called once, before the hashing starts;
+  // throws Error naming the file if it cannot be opened (or if a file is already being compared).
   void compare_with(const std::filesystem::path& file, const std::string& content_sha256);
 
   std::optional<std::vector<BmapRange>> find(std::uint64_t offset, std::span<const std::uint8_t> bytes) override;
@@ -96,6 +98,8 @@ class CopiedChunkRanges final : public KnownChunkRanges {
   };
   std::unique_ptr<Reference> reference_;
   // Chunks found equal to the reference's bytes that the store did not have: hashed() keeps them.
+  // By offset and length only, which is why one of these serves the hashing of one image at a time
+  // (KnownChunkRanges).
   std::set<std::pair<std::uint64_t, std::uint64_t>> same_as_reference_;
 };
 

@@ -29,7 +29,9 @@ extern "C" {
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include "disk/aligned_buffer.hpp"
@@ -880,6 +882,7 @@ struct Ext4Filesystem::State {
                      const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, const std::string& path,
                      std::vector<Ext4PlacedRun>* placed, const std::vector<std::pair<std::uint64_t, std::uint64_t>>* runs) {
     if (runs != nullptr) {
+      if (placed == nullptr) fail("write", path, "internal error: a scan only places a file, it cannot write one");
       for (const auto& [first, count] : *runs) write_blocks(ino, inode, first, count, nullptr, path, placed);
       return;
     }
@@ -1302,12 +1305,27 @@ std::vector<Ext4PlacedRun> Ext4Filesystem::place_file_from_host(const std::files
   return placed;
 }
 
+namespace {
+
+// A file's device, inode and modification time (ns), or nullopt where it cannot be stat'ed.
+std::optional<std::tuple<std::uint64_t, std::uint64_t, std::int64_t>> host_file_identity(const std::filesystem::path& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return std::nullopt;
+  return std::tuple(static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+                    static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec);
+}
+
+}  // namespace
+
 Ext4HostFileScan scan_host_file(const std::filesystem::path& host_file, std::uint64_t block_size) {
-  if (block_size == 0 || copy_chunk_bytes % block_size != 0) throw Error("scan_host_file: unusable block size " + std::to_string(block_size));
+  if (block_size == 0 || copy_chunk_bytes % block_size != 0) {
+    throw Error("cannot scan " + host_file.string() + " in blocks of " + std::to_string(block_size) + " bytes");
+  }
   HostFileByteSource source(host_file);
   Ext4HostFileScan scan;
   scan.path = host_file;
   scan.size = source.size();
+  if (auto identity = host_file_identity(host_file)) std::tie(scan.device, scan.inode, scan.modified_ns) = *identity;
   scan.block_size = block_size;
   scan.data_ranges = source.data_ranges();
   for_each_nonzero_run(source, scan.data_ranges, block_size,
@@ -1317,7 +1335,11 @@ Ext4HostFileScan scan_host_file(const std::filesystem::path& host_file, std::uin
 
 std::vector<Ext4PlacedRun> Ext4Filesystem::place_file_from_host(const Ext4HostFileScan& scan, const std::string& path,
                                                                 const Ext4FileAttributes& attributes) {
-  if (scan.block_size != state_->block_size()) return place_file_from_host(scan.path, path, attributes);
+  const auto identity = host_file_identity(scan.path);
+  if (scan.block_size != state_->block_size() || !identity || *identity != std::tuple(scan.device, scan.inode, scan.modified_ns) ||
+      std::filesystem::file_size(scan.path) != scan.size) {
+    return place_file_from_host(scan.path, path, attributes);
+  }
   // The scan's size and extents stand for the file (its bytes are not read again).
   class Scanned final : public ByteSource {
    public:
@@ -1325,7 +1347,7 @@ std::vector<Ext4PlacedRun> Ext4Filesystem::place_file_from_host(const Ext4HostFi
     std::uint64_t size() const override { return scan_.size; }
     std::vector<std::pair<std::uint64_t, std::uint64_t>> data_ranges() const override { return scan_.data_ranges; }
     std::size_t read(std::uint64_t, std::span<std::byte>) const override {
-      throw Error("internal error: a scanned file is placed from its scan, not read");
+      throw Error("internal error: " + scan_.path.string() + " is placed from its scan, not read");
     }
 
    private:

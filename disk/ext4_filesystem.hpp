@@ -137,6 +137,10 @@ struct Ext4HostFileScan {
   std::uint64_t block_size = 0;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> data_ranges;  // byte ranges (SEEK_DATA)
   std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;         // non-zero blocks: first, count
+  // Which file, as it was when scanned: placing from a file that changed since reads it again.
+  std::uint64_t device = 0;
+  std::uint64_t inode = 0;
+  std::int64_t modified_ns = 0;
 };
 // Throws Error naming the file if it cannot be read.
 Ext4HostFileScan scan_host_file(const std::filesystem::path& host_file, std::uint64_t block_size);
@@ -192,8 +196,10 @@ class Ext4Filesystem {
   // (a build: with O_DIRECT, past the page cache); until then the file reads as what its blocks held.
   std::vector<Ext4PlacedRun> place_file_from_host(const std::filesystem::path& host_file, const std::string& path,
                                                   const Ext4FileAttributes& attributes);
-  // The same from a scan of the file (made with this filesystem's block size; another is read again):
-  // the same blocks, allocated in the same order. The file must not have changed since the scan.
+  // The same from a scan of the file (made with this filesystem's block size): the same blocks,
+  // allocated in the same order. A scan made with another block size, or of a file that has since
+  // been replaced or written (another inode, size or modification time), is not used: the file is
+  // read again.
   std::vector<Ext4PlacedRun> place_file_from_host(const Ext4HostFileScan& scan, const std::string& path,
                                                   const Ext4FileAttributes& attributes);
 

@@ -351,7 +351,8 @@ struct PreparedImage {
 // (images/<sha256 of the compressed file>.img, sparse, renamed into place when complete) and copied
 // from there, so later builds from the same base skip the decoding: on this project's 2-core VMs
 // decoding Raspberry Pi OS Lite's 1.15 GiB .xz took 4-6 s of both cores, copying the result 1-2 s (a
-// reflink where the filesystem has them). A cache that cannot be written costs only that saving.
+// reflink where the filesystem has them). A cache that cannot be written costs only that saving
+// (nullopt then: `output` is nobody's copy).
 // Where `output`'s bytes came from: the cached file they are a copy of (the decompressed base, or the
 // download itself for an uncompressed one) and the key its bmap ranges are kept under (see
 // prepare_shared_image); whether `output` is a reflink of it (see same_blocks).
@@ -822,7 +823,7 @@ void run_tasks(const std::vector<std::function<void()>>& tasks, std::size_t max_
 
 void keep_copied_chunk_ranges(const PreparedImage& prepared) {
   if (!prepared.copied_chunk_ranges) return;
-  log::debug("bmap ranges of ", prepared.copied_chunk_ranges->found_bytes() >> 20, " MiB of copied chunks (image archives, reflinked base) taken from the cache");
+  log::debug("bmap ranges of ", prepared.copied_chunk_ranges->found_bytes() >> 20, " MiB of copied chunks (image archives, base) taken from the cache");
   prepared.copied_chunk_ranges->save();
 }
 
@@ -854,8 +855,9 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
     });
   }
   // Where the chains outnumber the cores, some are hashed two to a thread (core/sha256_pair.hpp: two
-  // interleaved chains take 1.3x one chain's time instead of 2x), as many pairs as it takes to leave
-  // no more threads than cores: 3 nodes on 2 cores are a pair and one alone.
+  // interleaved chains take 1.3x one chain's time instead of 2x): N chains on P cores make N - P
+  // pairs, at most N / 2, so that there are as few chain tasks as cores where pairs can get there.
+  // 3 nodes on 2 cores are a pair and one alone (beside the prepared image's bmap, mostly known).
   const std::size_t pairs = Sha256Pair::accelerated() && nodes.size() > core_count()
                                 ? std::min(nodes.size() / 2, nodes.size() - core_count())
                                 : 0;
@@ -876,7 +878,7 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
   // Every image's sha256 is one sequential chain (or pair), all of about the same length: on P cores
   // a pool of P threads takes ceil(N / P) chains' time for N of them, all N at once N / P, the kernel
   // sharing the cores among them. Capped where the rounds saved no longer matter; each chain holds a
-  // 4 MiB buffer.
+  // 4 MiB buffer (a pair two).
   run_tasks(tasks, std::max<std::size_t>(core_count(), std::min<std::size_t>(tasks.size(), 16)));
   keep_copied_chunk_ranges(build.prepared);
   if (with_bmap) {

@@ -94,7 +94,8 @@ TEST_CASE("sparse file: a copied file has the same bytes and its holes") {
   CHECK(fs::file_size(replaced) == fs::file_size(source));
   CHECK(same_bytes(source, 0, replaced, 0, fs::file_size(source)));
 
-  // An empty file (what clone_file leaves where it cannot clone) is written into, not truncated.
+  // An empty file (what clone_file leaves where it cannot clone, and what is no longer truncated
+  // again) gets the source's bytes.
   auto empty = dir / "empty.img";
   test::write_file(empty, "");
   copy_sparse_file(source, empty, 0600);

@@ -153,31 +153,40 @@ TEST_CASE("chunk range store: chunks equal to a compared file's bytes come from 
   test::write_file(dir / "base.img", base);
   const std::string key = Sha256::of("decompressed " + Sha256::of(base).hex()).hex();
   // The image: the base grown to 20 MiB (zeros after it), one byte edited in the chunk at 4 MiB,
-  // and the base's last 8 KiB followed by new data in its short last chunk.
+  // the base's last 8 KiB followed by new data in its short last chunk, and an archive copied into
+  // its last 4 MiB (as a build's are: the compared file comes after the copied ones).
   std::string image = base;
   image.resize(20 << 20, '\0');
   image[(4 << 20) + 4096 * 7 + 3] ^= 0x5A;
   std::fill_n(image.begin() + (12 << 20) + 8192, 4096, 'n');
+  std::string archive = test::random_bytes(4 << 20, 11);
+  std::fill_n(archive.begin() + (1 << 20), 2 * block, '\0');
+  test::write_file(dir / "archive", archive);
+  image.replace(16 << 20, archive.size(), archive);
   test::write_file(dir / "image.img", image);
   const CopiedFiles none;
+  const CopiedFiles copied{{dir / "archive"}, {{16 << 20, 4 << 20, 0, 0}}, {}};
+  const std::string archive_key = Sha256::of(archive).hex();
 
   const Bmap expected = create_bmap(dir / "image.img", options);
   const fs::path store = dir / "cache";
   {
-    CopiedChunkRanges cold(store, none, {}, block, split);
+    CopiedChunkRanges cold(store, copied, {archive_key}, block, split);
     cold.compare_with(dir / "base.img", key);
-    CHECK(create_bmap(dir / "image.img", options, none, &cold) == expected);
+    CHECK(create_bmap(dir / "image.img", options, copied, &cold) == expected);
     CHECK(cold.found_bytes() == 0);
     cold.save();
   }
   REQUIRE(fs::exists(store / (key + ".b4096.s1024")));
-  CopiedChunkRanges warm(store, none, {}, block, split);
+  REQUIRE(fs::exists(store / (archive_key + ".b4096.s1024")));
+  CopiedChunkRanges warm(store, copied, {archive_key}, block, split);
   warm.compare_with(dir / "base.img", key);
-  const ImageHashes hashes = hash_patched_image(dir / "image.img", ImagePatch{}, "image.img", true, options, &none, &warm);
+  const ImageHashes hashes = hash_patched_image(dir / "image.img", ImagePatch{}, "image.img", true, options, &copied, &warm);
   CHECK(hashes.bmap == expected);
   CHECK(hashes.sha256 == hash_image(dir / "image.img", true, options).sha256);
-  // [0, 4) and [8, 12) MiB; not the edited chunk, not the one past the base's end.
-  CHECK(warm.found_bytes() == (8u << 20));
+  // [0, 4) and [8, 12) MiB from the base's store, [16, 20) from the archive's; not the edited chunk,
+  // not the one past the base's end.
+  CHECK(warm.found_bytes() == (12u << 20));
 
   // The store knows the base's chunk at 4 MiB now only if an image held it unedited: the cold
   // build's edited chunk was not kept under the base's key. An image equal to the base gets every
@@ -189,10 +198,15 @@ TEST_CASE("chunk range store: chunks equal to a compared file's bytes come from 
   CHECK(same.found_bytes() == (8u << 20));
 
   // Without a key (a base whose content is not known by a digest), nothing is compared or stored.
+  const auto stores = std::distance(fs::directory_iterator(store), fs::directory_iterator());
   CopiedChunkRanges unnamed(store, none, {}, block, split);
   unnamed.compare_with(dir / "base.img", "");
   CHECK(create_bmap(dir / "image.img", options, none, &unnamed) == expected);
   CHECK(unnamed.found_bytes() == 0);
+  unnamed.save();
+  CHECK(std::distance(fs::directory_iterator(store), fs::directory_iterator()) == stores);
+  // One file is compared at a time.
+  CHECK_THROWS_WITH(warm.compare_with(dir / "same.img", key), Catch::Contains("base.img"));
   CHECK_THROWS_WITH(CopiedChunkRanges(store, none, {}, block, split).compare_with(dir / "missing.img", key),
                     Catch::Contains("missing.img"));
 }

@@ -206,4 +206,46 @@ TEST_CASE("copied ranges: a file placed from its scan gets the blocks placing it
   CHECK(other.size() == expected.size());
   CHECK(Sha256::of_file(from_other_scan) == Sha256::of_file(from_file));
   CHECK_THROWS_WITH(scan_host_file(dir / "missing.tar.zst", 4096), Catch::Contains("missing.tar.zst"));
+
+  // An empty file and one that is all hole: no runs, no blocks, the same filesystem either way.
+  test::write_file(dir / "empty", "");
+  {
+    std::ofstream hole(dir / "hole");
+  }
+  fs::resize_file(dir / "hole", 3 << 20);
+  for (const char* name : {"empty", "hole"}) {
+    const Ext4HostFileScan nothing = scan_host_file(dir / name, block_size);
+    CHECK(nothing.runs.empty());
+    const std::string where = std::string("/var/lib/rancher/rke2/agent/images/") + name;
+    auto into = [&](const fs::path& image, const auto& what) {
+      auto filesystem = Ext4Filesystem::open(image, offset, length, Ext4Access::read_write, 1700000000);
+      auto placed_runs = filesystem.place_file_from_host(what, where, {0644, 0, 0, {}});
+      filesystem.close();
+      return placed_runs;
+    };
+    CHECK(into(from_scan, nothing).empty());
+    CHECK(into(from_file, dir / name).empty());
+    CHECK(Sha256::of_file(from_scan) == Sha256::of_file(from_file));
+  }
+
+  // A file written after its scan is read again: its blocks are the ones it has now.
+  const fs::path small = dir / "small.tar.zst";
+  test::write_file(small, test::random_bytes(100000, 10));
+  const Ext4HostFileScan stale = scan_host_file(small, block_size);
+  {
+    std::ofstream grow(small, std::ios::binary | std::ios::app);
+    grow << test::random_bytes(50000, 8);
+  }
+  const std::string grown = "/var/lib/rancher/rke2/agent/images/grown.tar.zst";
+  auto place_grown = [&](const fs::path& image, const auto& what) {
+    auto filesystem = Ext4Filesystem::open(image, offset, length, Ext4Access::read_write, 1700000000);
+    auto placed_runs = filesystem.place_file_from_host(what, grown, {0644, 0, 0, {}});
+    filesystem.close();
+    return placed_runs;
+  };
+  const auto now = place_grown(from_file, small);
+  const auto from_stale = place_grown(from_scan, stale);
+  REQUIRE(from_stale.size() == now.size());
+  CHECK(from_stale.back().file_offset + from_stale.back().length == now.back().file_offset + now.back().length);
+  CHECK(Sha256::of_file(from_scan) == Sha256::of_file(from_file));
 }

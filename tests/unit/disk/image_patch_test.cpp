@@ -175,4 +175,14 @@ TEST_CASE("image patch: two patched images hashed as a pair give each one's sha2
   const auto with_unpatched = hash_patched_image_pair(prepared, ImagePatch{}, second, "prepared.img + second.img");
   CHECK(with_unpatched[0].sha256 == Sha256::of_file(prepared));
   CHECK(with_unpatched[1].sha256 == both[1].sha256);
+
+  // As a build hashes them: with ranges whose bytes are read from the file they are a copy of (an
+  // archive not yet written into the prepared image), one of them under a patch.
+  const std::string archive = test::random_bytes(3 << 20, 9);
+  test::write_file(dir / "archive", archive);
+  const CopiedFiles copied{{dir / "archive"}, {{2 << 20, 3 << 20, 0, 0}}, {}};
+  const auto through_copies = hash_patched_image_pair(prepared, first, second, "first.img + second.img", &copied);
+  CHECK(through_copies[0].sha256 == hash_patched_image(prepared, first, "first.img", false, {}, &copied).sha256);
+  CHECK(through_copies[1].sha256 == hash_patched_image(prepared, second, "second.img", false, {}, &copied).sha256);
+  CHECK(through_copies[0].sha256 != both[0].sha256);
 }
