@@ -572,6 +572,13 @@ struct PlannedChunk {
   std::size_t length;
   bool ends_span;
 };
+// Whether any of `extents` (sorted, disjoint) overlaps the chunk.
+bool touches(const std::vector<DataExtent>& extents, const PlannedChunk& chunk) {
+  auto extent = std::lower_bound(extents.begin(), extents.end(), chunk.offset,
+                                 [](const DataExtent& e, std::uint64_t at) { return e.offset + e.length <= at; });
+  return extent != extents.end() && extent->offset < chunk.offset + chunk.length;
+}
+
 std::vector<PlannedChunk> plan_chunks(const std::vector<ByteSpan>& spans) {
   std::vector<PlannedChunk> chunks;
   for (const auto& span : spans) {
@@ -615,17 +622,12 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
                            known->range_split_blocks() != options.range_split_blocks)) {
     known = nullptr;
   }
-  auto patch_touches = [&](const PlannedChunk& chunk) {
-    auto extent = std::lower_bound(patched.begin(), patched.end(), chunk.offset,
-                                   [](const DataExtent& e, std::uint64_t at) { return e.offset + e.length <= at; });
-    return extent != patched.end() && extent->offset < chunk.offset + chunk.length;
-  };
   auto hash_ranges = [&](std::size_t index) {
     if (!with_bmap) return;
     const PlannedChunk& chunk = chunks[index];
     const std::uint8_t* data = slots[index % slots.size()].data.get();
     if (independent_jobs) {
-      const bool ask = known != nullptr && !patch_touches(chunk);
+      const bool ask = known != nullptr && !touches(patched, chunk);
       if (ask) {
         if (auto ranges = known->find(chunk.offset, std::span(data, chunk.length))) {
           chunk_ranges[index] = std::move(*ranges);
@@ -745,11 +747,6 @@ std::array<ImageHashes, 2> hash_patched_image_pair(const std::filesystem::path& 
   };
   const std::vector<DataExtent> first_extents = first.extents();
   const std::vector<DataExtent> second_extents = second.extents();
-  auto touches = [](const std::vector<DataExtent>& extents, const PlannedChunk& chunk) {
-    auto extent = std::lower_bound(extents.begin(), extents.end(), chunk.offset,
-                                   [](const DataExtent& e, std::uint64_t at) { return e.offset + e.length <= at; });
-    return extent != extents.end() && extent->offset < chunk.offset + chunk.length;
-  };
   for (const auto& chunk : chunks) {
     // Base's bytes once; where a patch writes into the chunk, each image gets its own copy with its
     // patch over it (most chunks are neither's, and both lanes hash the same buffer).
