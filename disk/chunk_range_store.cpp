@@ -125,14 +125,18 @@ CopiedChunkRanges::CopiedChunkRanges(std::filesystem::path dir, const CopiedFile
   for (std::size_t file = 0; file < keys_.size(); ++file) {
     // Only a real digest names a store: the key becomes a file name.
     if (!keys_[file].empty() && !Sha256Digest::parse(keys_[file])) keys_[file].clear();
-    if (keys_[file].empty()) continue;
-    std::ifstream in(store_path(file), std::ios::binary);
-    if (!in) continue;
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (auto entries = parse_chunk_ranges(text.str(), block_size_, split_blocks_, store_path(file).string())) {
-      entries_[file] = std::move(*entries);
-    }
+    load_store(file);
+  }
+}
+
+void CopiedChunkRanges::load_store(std::size_t file) {
+  if (keys_[file].empty()) return;
+  std::ifstream in(store_path(file), std::ios::binary);
+  if (!in) return;
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (auto entries = parse_chunk_ranges(text.str(), block_size_, split_blocks_, store_path(file).string())) {
+    entries_[file] = std::move(*entries);
   }
 }
 
@@ -170,14 +174,7 @@ void CopiedChunkRanges::compare_with(const std::filesystem::path& file, const st
   changed_.push_back(false);
   const std::size_t index = reference->file;
   reference_ = std::move(reference);
-  if (keys_[index].empty()) return;
-  std::ifstream in(store_path(index), std::ios::binary);
-  if (!in) return;
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (auto entries = parse_chunk_ranges(text.str(), block_size_, split_blocks_, store_path(index).string())) {
-    entries_[index] = std::move(*entries);
-  }
+  load_store(index);
 }
 
 bool CopiedChunkRanges::same_as_reference(std::uint64_t offset, std::span<const std::uint8_t> bytes) {

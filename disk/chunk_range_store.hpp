@@ -76,6 +76,8 @@ class CopiedChunkRanges final : public KnownChunkRanges {
   std::optional<Location> locate(std::uint64_t offset, std::uint64_t length) const;
   bool same_as_reference(std::uint64_t offset, std::span<const std::uint8_t> bytes);
   std::filesystem::path store_path(std::size_t file) const;
+  // Reads file's store, if it has a key and the store is intact.
+  void load_store(std::size_t file);
 
   std::filesystem::path dir_;
   std::vector<CopiedRange> ranges_;  // sorted

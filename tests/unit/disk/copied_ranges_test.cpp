@@ -180,10 +180,11 @@ TEST_CASE("copied ranges: a file placed from its scan gets the blocks placing it
     out << test::random_bytes(9 << 20, 3) << std::string(4096, '\0') << test::random_bytes(123, 4);
   }
   const std::string target = "/var/lib/rancher/rke2/agent/images/archive.tar.zst";
-  auto place = [&](const fs::path& image, const auto& what) {
+  // `what`: the host file, or a scan of it.
+  auto place = [&](const fs::path& image, const auto& what, const std::string& where) {
     auto filesystem = Ext4Filesystem::open(image, offset, length, Ext4Access::read_write, 1700000000);
     filesystem.create_directories("/var/lib/rancher/rke2/agent/images");
-    std::vector<Ext4PlacedRun> placed = filesystem.place_file_from_host(what, target, {0644, 0, 0, {}});
+    std::vector<Ext4PlacedRun> placed = filesystem.place_file_from_host(what, where, {0644, 0, 0, {}});
     filesystem.close();
     return placed;
   };
@@ -193,8 +194,8 @@ TEST_CASE("copied ranges: a file placed from its scan gets the blocks placing it
   const Ext4HostFileScan scan = scan_host_file(host, block_size);
   CHECK(scan.size == fs::file_size(host));
   CHECK(scan.runs.size() >= 4);  // the zero blocks split the data, and so do the 4 MiB chunks
-  const auto expected = place(from_file, host);
-  const auto placed = place(from_scan, scan);
+  const auto expected = place(from_file, host, target);
+  const auto placed = place(from_scan, scan, target);
   REQUIRE(placed.size() == expected.size());
   for (std::size_t i = 0; i < placed.size(); ++i) {
     CHECK(placed[i].device_offset == expected[i].device_offset);
@@ -202,7 +203,7 @@ TEST_CASE("copied ranges: a file placed from its scan gets the blocks placing it
     CHECK(placed[i].length == expected[i].length);
   }
   CHECK(Sha256::of_file(from_scan) == Sha256::of_file(from_file));
-  const auto other = place(from_other_scan, scan_host_file(host, block_size == 4096 ? 1024 : 4096));
+  const auto other = place(from_other_scan, scan_host_file(host, block_size == 4096 ? 1024 : 4096), target);
   CHECK(other.size() == expected.size());
   CHECK(Sha256::of_file(from_other_scan) == Sha256::of_file(from_file));
   CHECK_THROWS_WITH(scan_host_file(dir / "missing.tar.zst", 4096), Catch::Contains("missing.tar.zst"));
@@ -217,14 +218,8 @@ TEST_CASE("copied ranges: a file placed from its scan gets the blocks placing it
     const Ext4HostFileScan nothing = scan_host_file(dir / name, block_size);
     CHECK(nothing.runs.empty());
     const std::string where = std::string("/var/lib/rancher/rke2/agent/images/") + name;
-    auto into = [&](const fs::path& image, const auto& what) {
-      auto filesystem = Ext4Filesystem::open(image, offset, length, Ext4Access::read_write, 1700000000);
-      auto placed_runs = filesystem.place_file_from_host(what, where, {0644, 0, 0, {}});
-      filesystem.close();
-      return placed_runs;
-    };
-    CHECK(into(from_scan, nothing).empty());
-    CHECK(into(from_file, dir / name).empty());
+    CHECK(place(from_scan, nothing, where).empty());
+    CHECK(place(from_file, dir / name, where).empty());
     CHECK(Sha256::of_file(from_scan) == Sha256::of_file(from_file));
   }
 
@@ -237,14 +232,8 @@ TEST_CASE("copied ranges: a file placed from its scan gets the blocks placing it
     grow << test::random_bytes(50000, 8);
   }
   const std::string grown = "/var/lib/rancher/rke2/agent/images/grown.tar.zst";
-  auto place_grown = [&](const fs::path& image, const auto& what) {
-    auto filesystem = Ext4Filesystem::open(image, offset, length, Ext4Access::read_write, 1700000000);
-    auto placed_runs = filesystem.place_file_from_host(what, grown, {0644, 0, 0, {}});
-    filesystem.close();
-    return placed_runs;
-  };
-  const auto now = place_grown(from_file, small);
-  const auto from_stale = place_grown(from_scan, stale);
+  const auto now = place(from_file, small, grown);
+  const auto from_stale = place(from_scan, stale, grown);
   REQUIRE(from_stale.size() == now.size());
   CHECK(from_stale.back().file_offset + from_stale.back().length == now.back().file_offset + now.back().length);
   CHECK(Sha256::of_file(from_scan) == Sha256::of_file(from_file));
