@@ -147,6 +147,8 @@ Command build_command() {
                    "entries while their files are intact. With SOURCE_DATE_EPOCH set, every timestamp written is\n"
                    "pinned and the same inputs give byte-identical images; a talos-iso build then also keeps its\n"
                    "first node ISO, scrubbed of the node's config, in the cache (talos-templates/) for the next.\n"
+                   "rpi5-rke2 builds keep their base grown to hold the preload in the cache (rpi-bases/), so a\n"
+                   "later build with the same base and sizes copies it instead of running e2fsck and resize2fs.\n"
                    "rpi5-rke2 profiles with output.ephemeral also write ephemeral/<profile>/<build>/ (root.squashfs,\n"
                    "initramfs, per-node layers; current.json names the newest) for `serve`'s rpi_ephemeral\n"
                    "profiles (docs/profiles.md, \"Ephemeral output\"); output.disk_images: false writes only that.\n"

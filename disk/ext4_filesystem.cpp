@@ -1172,9 +1172,7 @@ Ext4Filesystem Ext4Filesystem::open(BlockDevice& device, std::uint64_t byte_offs
                 " (" + describe_errcode(rc) + "); is this the right partition?");
   }
   if (rc == EXT2_ET_UNSUPP_FEATURE || rc == EXT2_ET_RO_UNSUPP_FEATURE) {
-    const char* version = nullptr;
-    ext2fs_get_library_version(&version, nullptr);
-    throw Error(state->where() + " uses filesystem features that libext2fs " + (version ? version : "") +
+    throw Error(state->where() + " uses filesystem features that libext2fs " + libext2fs_version() +
                 " does not support (" + describe_errcode(rc) + ")");
   }
   if (rc != 0) throw Error("cannot open the " + state->where() + ": " + state->describe(rc));
@@ -1763,6 +1761,12 @@ void grow_ext4_filesystem(const std::filesystem::path& image, std::uint64_t byte
   }
   log::info("grew the ext4 filesystem at offset ", byte_offset, " of ", image.string(), " from ",
             old_blocks * block_size, " to ", grown * block_size, " bytes");
+}
+
+std::string libext2fs_version() {
+  const char* version = nullptr;
+  ext2fs_get_library_version(&version, nullptr);
+  return version != nullptr ? version : "";
 }
 
 Ext4CheckResult check_ext4_filesystem(const std::filesystem::path& image, std::uint64_t byte_offset) {

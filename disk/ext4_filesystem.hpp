@@ -283,6 +283,10 @@ class Ext4Filesystem {
 void grow_ext4_filesystem(const std::filesystem::path& image, std::uint64_t byte_offset,
                           std::uint64_t new_byte_length, std::optional<std::int64_t> fixed_time = std::nullopt);
 
+// The version of libext2fs this program runs with ("1.47.0"); e2fsck and resize2fs come with it
+// (e2fsprogs), so it also names what grow_ext4_filesystem writes.
+std::string libext2fs_version();
+
 struct Ext4CheckResult {
   bool clean = false;
   int exit_code = -1;

@@ -30,6 +30,7 @@
 #include "disk/block_device.hpp"
 #include "builder/build_manifest.hpp"
 #include "builder/build_output.hpp"
+#include "builder/template_store.hpp"
 #include "disk/bmap.hpp"
 #include "disk/ext4_filesystem.hpp"
 #include "disk/fat_filesystem.hpp"
@@ -57,6 +58,7 @@
 #include "core/read_ahead.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
+#include "core/program_build_id.hpp"
 #include "core/progress.hpp"
 #include "core/sha256_pair.hpp"
 
@@ -347,60 +349,133 @@ struct PreparedImage {
   }
 };
 
-// The base image, decompressed, at `output`. A compressed base is decompressed into the cache
-// (images/<sha256 of the compressed file>.img, sparse, renamed into place when complete) and copied
-// from there, so later builds from the same base skip the decoding: on this project's 2-core VMs
-// decoding Raspberry Pi OS Lite's 1.15 GiB .xz took 4-6 s of both cores, copying the result 1-2 s (a
-// reflink where the filesystem has them). A cache that cannot be written costs only that saving
-// (nullopt then: `output` is nobody's copy).
-// Where `output`'s bytes came from: the cached file they are a copy of (the decompressed base, or the
-// download itself for an uncompressed one) and the key its bmap ranges are kept under (see
-// prepare_shared_image); whether `output` is a reflink of it (see same_blocks).
+// The base image's bytes as a file in the cache: a compressed base is decompressed into the cache
+// (images/<sha256 of the compressed file>.img, sparse, renamed into place when complete) so later
+// builds from the same base skip the decoding: on this project's 2-core VMs decoding Raspberry Pi OS
+// Lite's 1.15 GiB .xz took 4-6 s of both cores, copying the result 1-2 s (a reflink where the
+// filesystem has them). An uncompressed base is the download itself. `key`: what the file's bmap
+// ranges are kept under (see prepare_shared_image); the decompressed base's content is a function
+// of the compressed file's, so its key is derived from that file's SHA-256 (not the SHA-256 itself,
+// which names the compressed bytes' ranges were that file ever an archive).
+struct CachedBase {
+  fs::path path;
+  std::string key;
+};
+
+// A cache that cannot be written costs only that saving: the base is then decompressed straight to
+// `output`, and nullopt says so.
+std::optional<CachedBase> cached_base(const FetchedArtifact& base, const fs::path& cache_dir, const fs::path& output) {
+  if (detect_image_input_format(base.path) == ImageInputFormat::raw) return CachedBase{base.path, base.sha256.hex()};
+  fs::path cached = cache_dir / "images" / (base.sha256.hex() + ".img");
+  // A decompressed image changed since it was written (cut short, edited) is decoded again.
+  if (fs::exists(cached) && !cache_file_unchanged(cached)) {
+    if (fs::exists(cached.string() + ".checked")) {
+      log::warning("the decompressed ", base.source.file_name(), " in the cache (", cached.string(),
+                   ") changed since it was written: decompressing again");
+    }  // else: from a version that kept no stamp; decoded again once to record one
+    forget_cache_file(cached);
+  }
+  if (!fs::exists(cached)) {
+    log::info("decompressing ", base.source.file_name(), " into the cache");
+    std::error_code ec;
+    fs::create_directories(cached.parent_path(), ec);
+    try {
+      if (ec) throw ImageOutputError("cannot create ", cached.parent_path(), ": " + ec.message());
+      ImageDecompressor().decompress(base.path, cached);
+      record_cache_file(cached);
+    } catch (const ImageOutputError& e) {
+      // A corrupt input (ImageInputError) fails the build as it is; a cache that cannot be written
+      // (full, read-only) only means decompressing straight to the work image.
+      log::warning("cannot keep the decompressed base in the cache (", e.what(), ")");
+      ImageDecompressor().decompress(base.path, output);
+      return std::nullopt;
+    }
+  }
+  return CachedBase{cached, Sha256::of("decompressed " + base.sha256.hex()).hex()};
+}
+
+// Where the work image's bytes came from: the cached file they are a copy of and the key its bmap
+// ranges are kept under; whether the work image is a reflink of it (see same_blocks).
 struct BaseCopy {
   fs::path source;
   std::string key;
   bool reflink = false;
 };
 
-std::optional<BaseCopy> decompress_base(const FetchedArtifact& base, const fs::path& cache_dir, const fs::path& output) {
-  if (detect_image_input_format(base.path) != ImageInputFormat::raw) {
-    fs::path cached = cache_dir / "images" / (base.sha256.hex() + ".img");
-    // A decompressed image changed since it was written (cut short, edited) is decoded again.
-    if (fs::exists(cached) && !cache_file_unchanged(cached)) {
-      if (fs::exists(cached.string() + ".checked")) {
-        log::warning("the decompressed ", base.source.file_name(), " in the cache (", cached.string(),
-                     ") changed since it was written: decompressing again");
-      }  // else: from a version that kept no stamp; decoded again once to record one
-      forget_cache_file(cached);
-    }
-    if (!fs::exists(cached)) {
-      log::info("decompressing ", base.source.file_name(), " into the cache");
-      std::error_code ec;
-      fs::create_directories(cached.parent_path(), ec);
-      try {
-        if (ec) throw ImageOutputError("cannot create ", cached.parent_path(), ": " + ec.message());
-        ImageDecompressor().decompress(base.path, cached);
-        record_cache_file(cached);
-      } catch (const ImageOutputError& e) {
-        // A corrupt input (ImageInputError) fails the build as it is; a cache that cannot be written
-        // (full, read-only) only means decompressing straight to the work image.
-        log::warning("cannot keep the decompressed base in the cache (", e.what(), ")");
-        ImageDecompressor().decompress(base.path, output);
-        return std::nullopt;
-      }
-    }
-    log::info("copying the decompressed ", base.source.file_name(), " from the cache");
-    // The decompressed base's content is a function of the compressed file's: its bmap ranges are
-    // kept under a key derived from that file's SHA-256 (not the SHA-256 itself, which names the
-    // compressed bytes' ranges were that file ever an archive).
-    BaseCopy copy{cached, Sha256::of("decompressed " + base.sha256.hex()).hex()};
-    copy.reflink = clone_file(cached, output, 0600);
-    if (!copy.reflink) copy_sparse_file(cached, output, 0600);
-    return copy;
+BaseCopy copy_cached_base(const CachedBase& cached, const fs::path& output) {
+  BaseCopy copy{cached.path, cached.key};
+  copy.reflink = clone_file(cached.path, output, 0600);
+  if (!copy.reflink) copy_sparse_file(cached.path, output, 0600);
+  return copy;
+}
+
+// How the base grows to hold the preload: the disk to `image_size`, and with `grow_root` the root
+// partition and its filesystem to the end of the disk.
+struct BaseGrowth {
+  std::uint64_t image_size = 0;
+  bool grow_root = true;
+};
+
+// Grows the base image at `image` as `growth` says; returns the root partition's new size.
+std::uint64_t grow_base_image(const fs::path& image, const ImageLayout& layout, const BaseGrowth& growth,
+                              std::optional<std::int64_t> fixed_time) {
+  FileBlockDevice device(image, FileBlockDevice::Access::read_write);
+  PartitionTable table = read_partition_table(device);
+  device.resize(growth.image_size);
+  table.set_disk_size(growth.image_size);
+  // output.grow_root: false keeps the root partition as it is (only output.image_size grows the disk).
+  if (growth.grow_root) table.grow_partition_to_fill(layout.root_index);
+  // No flush: whoever needs the image on disk flushes it (a build does, before its rename).
+  write_partition_table(device, table);
+  const std::uint64_t root_size = table.partition(layout.root_index).byte_size();
+  if (root_size != layout.root_size) {
+    log::info("growing the root filesystem to ", format_byte_size(root_size));
+    grow_ext4_filesystem(image, layout.root_offset, root_size, fixed_time);
   }
-  log::info("copying ", base.source.file_name());
-  ImageDecompressor().decompress(base.path, output);
-  return BaseCopy{base.path, base.sha256.hex()};
+  return root_size;
+}
+
+// The grown base as a file in the cache, made from `cached` the first time (rpi-bases/<key>.img,
+// TemplateStore): on a later build from the same base with the same sizes the work image is a copy of
+// it, and e2fsck and resize2fs do not run (0.03-0.05 s with the benchmark's stand-in base, whose root
+// holds few files; e2fsck's share grows with the inodes it checks). It also lets the work image's
+// copy of the base wait (see prepare_shared_image), which a base grown in the work image cannot. Its key holds what decides its bytes: the base, the sizes, the
+// fixed time (none: the current time of the build that made it, as a fresh grow would stamp its own),
+// libext2fs's version (e2fsck and resize2fs come with it) and this program's build ID. nullopt where
+// the program has no build ID or the cache cannot hold it; the caller grows its own copy then.
+std::optional<CachedBase> grown_cached_base(const fs::path& cache_dir, const CachedBase& cached, const ImageLayout& layout,
+                                            const BaseGrowth& growth, std::optional<std::int64_t> fixed_time) {
+  std::optional<std::string> build_id = program_build_id();
+  if (!build_id) return std::nullopt;
+  nlohmann::json parts{{"base", cached.key},
+                       {"image_size", growth.image_size},
+                       {"grow_root", growth.grow_root},
+                       {"source_date_epoch", fixed_time ? nlohmann::json(*fixed_time) : nlohmann::json()},
+                       {"libext2fs", libext2fs_version()},
+                       {"program_build_id", *build_id}};
+  const std::string key = Sha256::of("grown base " + parts.dump()).hex();
+  // Each about as large as the base's data (less where reflinks share it): two cover a base used
+  // with two sizes at once, and its successor while the previous is still in use.
+  const TemplateStore store(cache_dir / "rpi-bases", ".img", 2, 1, "the grown base image");
+  if (auto found = store.find(key)) return CachedBase{found->path, key};
+  bool grow_failed = false;
+  try {
+    fs::path path = store.store(key, parts, [&](const fs::path& temporary) {
+      copy_cached_base(cached, temporary);
+      try {
+        grow_base_image(temporary, layout, growth, fixed_time);
+      } catch (...) {
+        grow_failed = true;
+        throw;
+      }
+    });
+    return CachedBase{path, key};
+  } catch (const std::exception& e) {
+    // A base that cannot be grown (e2fsck finds damage it cannot repair unattended) fails where the
+    // caller grows its own copy, with an error that names that copy, not a removed cache file.
+    if (!grow_failed) log::warning(e.what());
+    return std::nullopt;
+  }
 }
 
 PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact& base, const Rke2Release& release,
@@ -416,30 +491,33 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     for (const auto& image : release.images) scans.push_back(scan_host_file(image.path, block_rounding));
     return scans;
   });
-  std::optional<BaseCopy> base_copy;
-  try {
-    base_copy = decompress_base(base, cache_dir, prepared.path);
-  } catch (const ImageInputError& e) {
-    // The decoder names the cached download (sha256/<hex>); say which input that is instead.
-    throw Error("base image " + base.source.shown() + ": " + e.message_naming_file_as("it"));
-  } catch (const std::exception& e) {
-    throw Error("base image " + base.source.shown() + ": " + e.what());
-  }
-  std::optional<WritebackPump> writeback;
-  if (sync_images) writeback.emplace(prepared.path);
+  // Base errors name the input, not the cached download (sha256/<hex>) or decompressed file.
+  auto with_base_named = [&base](const auto& step) {
+    try {
+      return step();
+    } catch (const ImageInputError& e) {
+      throw Error("base image " + base.source.shown() + ": " + e.message_naming_file_as("it"));
+    } catch (const std::exception& e) {
+      throw Error("base image " + base.source.shown() + ": " + e.what());
+    }
+  };
+  // The base in the cache, which the sizes are read from before the work image is made (a copy of it,
+  // or of the grown base in the cache); nullopt: the base was decompressed into the work image.
+  const std::optional<CachedBase> cached = with_base_named([&] { return cached_base(base, cache_dir, prepared.path); });
+  const fs::path start = cached ? cached->path : prepared.path;
 
   std::uint64_t image_size = 0;
   {
-    FileBlockDevice device(prepared.path, FileBlockDevice::Access::read_write);
+    FileBlockDevice device(start, FileBlockDevice::Access::read_only);
     std::optional<PartitionTable> table;
     try {
       table = read_partition_table(device);
     } catch (const std::exception& e) {
       std::string text = e.what();
-      if (text.starts_with(prepared.path.string())) text.replace(0, prepared.path.string().size(), "the decompressed image");
+      if (text.starts_with(start.string())) text.replace(0, start.string().size(), "the decompressed image");
       throw Error("base image " + base.source.shown() + ": " + text + " (expected an MBR or GPT disk image)");
     }
-    prepared.layout = find_layout(prepared.path, *table, base.source.file_name());
+    prepared.layout = find_layout(start, *table, base.source.file_name());
     image_size = device.size();
   }
   ImageLayout& layout = prepared.layout;
@@ -452,8 +530,7 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   std::uint64_t needed_free = preload + overlays + profile.output.root_free_space + 16 * MiB;
   std::uint64_t free_now = 0;
   {
-    Ext4Filesystem rootfs = Ext4Filesystem::open(prepared.path, layout.root_offset, layout.root_size,
-                                                 Ext4Access::read_only);
+    Ext4Filesystem rootfs = Ext4Filesystem::open(start, layout.root_offset, layout.root_size, Ext4Access::read_only);
     Ext4SpaceUsage usage = rootfs.space_usage();
     std::uint64_t reserved = usage.reserved_blocks * usage.block_size;
     free_now = usage.free_bytes() > reserved ? usage.free_bytes() - reserved : 0;
@@ -491,29 +568,65 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     }
     new_image_size = round_up(*profile.output.image_size, MiB);
   }
-  if (new_image_size != image_size || new_root_size != layout.root_size) {
-    FileBlockDevice device(prepared.path, FileBlockDevice::Access::read_write);
-    PartitionTable table = read_partition_table(device);
-    device.resize(new_image_size);
-    table.set_disk_size(new_image_size);
-    // output.grow_root: false keeps the root partition as it is (only output.image_size grows the disk).
-    if (profile.output.grow_root) table.grow_partition_to_fill(layout.root_index);
-    // No flush: this is the work image; the node images are flushed when they are complete.
-    write_partition_table(device, table);
-    new_root_size = table.partition(layout.root_index).byte_size();
+  const bool grow = new_image_size != image_size || new_root_size != layout.root_size;
+  const BaseGrowth growth{new_image_size, profile.output.grow_root};
+  std::optional<BaseCopy> base_copy;
+  std::optional<std::uint64_t> grown_root_size;
+  // Set when the work image is still empty: the base it is to be a copy of (see below).
+  std::optional<CachedBase> deferred_base;
+  if (cached) {
+    std::optional<CachedBase> grown = grow ? grown_cached_base(cache_dir, *cached, layout, growth, fixed_time) : std::nullopt;
+    if (grown) {
+      log::info("copying the grown ", base.source.file_name(), " from the cache");
+    } else if (cached->path != base.path) {
+      log::info("copying the decompressed ", base.source.file_name(), " from the cache");
+    } else {
+      log::info("copying ", base.source.file_name());
+    }
+    const CachedBase& from = grown ? *grown : *cached;
+    base_copy = with_base_named([&] {
+      BaseCopy copy{from.path, from.key};
+      copy.reflink = clone_file(from.path, prepared.path, 0600);
+      // Where there are no reflinks, a base that needs no growing here is not copied in before the
+      // preload goes in (below): 0.2 s less before the image's hashing can start.
+      if (!copy.reflink && (grown || !grow)) {
+        deferred_base = from;
+      } else if (!copy.reflink) {
+        copy_sparse_file(from.path, prepared.path, 0600);
+      }
+      return copy;
+    });
+    if (grown) {
+      FileBlockDevice device(from.path, FileBlockDevice::Access::read_only);
+      grown_root_size = read_partition_table(device).partition(layout.root_index).byte_size();
+    }
+  }
+  std::optional<WritebackPump> writeback;
+  if (sync_images) writeback.emplace(prepared.path);
+  if (grow) {
+    if (!grown_root_size) grown_root_size = grow_base_image(prepared.path, layout, growth, fixed_time);
+    new_root_size = *grown_root_size;
     prepared.changes.push_back("image grown from " + format_byte_size(image_size) + " to " +
                                format_byte_size(new_image_size));
     if (new_root_size != layout.root_size) {
       prepared.changes.push_back("root partition " + std::to_string(layout.root_index) + " grown from " +
                                  format_byte_size(layout.root_size) + " to " + format_byte_size(new_root_size));
-      log::info("growing the root filesystem to ", format_byte_size(new_root_size));
-      grow_ext4_filesystem(prepared.path, layout.root_offset, new_root_size, fixed_time);
       layout.root_size = new_root_size;
     }
   }
 
-  Ext4Filesystem rootfs = Ext4Filesystem::open(prepared.path, layout.root_offset, layout.root_size,
-                                               Ext4Access::read_write, fixed_time);
+  // The preload's writes into the root filesystem: into the work image, or with the base not copied
+  // in yet, kept in memory over the base's bytes and written out after (see below).
+  std::optional<PatchedFileBlockDevice> preload_writes;
+  if (deferred_base) {
+    if (::truncate(prepared.path.c_str(), static_cast<off_t>(new_image_size)) != 0) {
+      throw_system_error("cannot size " + prepared.path.string(), errno);
+    }
+    preload_writes.emplace(deferred_base->path, prepared.path.string());
+  }
+  Ext4Filesystem rootfs =
+      preload_writes ? Ext4Filesystem::open(*preload_writes, layout.root_offset, layout.root_size, Ext4Access::read_write, fixed_time)
+                     : Ext4Filesystem::open(prepared.path, layout.root_offset, layout.root_size, Ext4Access::read_write, fixed_time);
   log::info("installing RKE2 ", release.version, " under /usr/local");
   install_tarball(rootfs, release.bundle.path, "/usr/local", fixed_time);
   prepared.changes.push_back("RKE2 " + release.version + " bundle unpacked under /usr/local");
@@ -540,6 +653,40 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   rootfs.close();
   std::vector<std::string> keys;
   for (const auto& image : release.images) keys.push_back(image.sha256.hex());
+  if (deferred_base) {
+    // The blocks the preload wrote (metadata, the bundle's files) go into the empty work image now, in
+    // whole 4 KiB blocks with the base's bytes around the writes; the base's other data is a copied
+    // range like the archives': the writer below copies it in (past the page cache unless --no-sync)
+    // while the nodes are customised and hashed, which read it from the base meanwhile.
+    std::vector<DataExtent> written;
+    for (const DataExtent& extent : preload_writes->patch().extents()) {
+      const std::uint64_t begin = extent.offset / block_rounding * block_rounding;
+      written.push_back({begin, std::min(new_image_size, round_up(extent.offset + extent.length, block_rounding)) - begin});
+    }
+    written = merge_extents(std::move(written));
+    ImagePatch blocks;
+    std::vector<std::uint8_t> buffer;
+    for (const DataExtent& extent : written) {
+      buffer.resize(extent.length);
+      preload_writes->read_at(extent.offset, buffer);
+      blocks.write(extent.offset, buffer);
+    }
+    write_image_patch(blocks, prepared.path);
+    std::vector<DataExtent> not_from_base = prepared.copied.extents();
+    not_from_base.insert(not_from_base.end(), written.begin(), written.end());
+    std::vector<DataExtent> base_data;
+    {
+      FileDescriptor fd(::open(deferred_base->path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd) throw_system_error("cannot open " + deferred_base->path.string(), errno);
+      base_data = list_data_extents(fd.get(), new_image_size, deferred_base->path.string());
+    }
+    const std::size_t file = prepared.copied.paths.size();
+    prepared.copied.paths.push_back(deferred_base->path);
+    for (const auto& extent : subtract_extents(base_data, not_from_base)) {
+      prepared.copied.ranges.push_back({extent.offset, extent.length, file, extent.offset});
+    }
+    keys.push_back(deferred_base->key);
+  }
   // A reflink of the cached base shares its unchanged blocks with it, but not its cached pages: read
   // through the image, they came from the disk (the 1-node build's hashing at 573 MiB/s on XFS,
   // against the page cache's 2-4 GiB/s; docs/benchmarks.md). Those blocks are read from the base
@@ -577,7 +724,9 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     // not known, so each is compared with the base before the base's ranges are used for it. On the
     // benchmark's ext4 that is ~800 MiB whose range hashing shared the cores with the image's SHA-256
     // (docs/benchmarks.md).
-    if (base_copy && !base_copy->reflink) prepared.copied_chunk_ranges->compare_with(base_copy->source, base_copy->key);
+    if (base_copy && !base_copy->reflink && !deferred_base) {
+      prepared.copied_chunk_ranges->compare_with(base_copy->source, base_copy->key);
+    }
   }
   return prepared;
 }

@@ -1,18 +1,9 @@
 #include "builder/talos/iso_template_cache.hpp"
 
-#include <unistd.h>
-
-#include <algorithm>
-#include <chrono>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
+#include <utility>
 
-#include "builder/build_output.hpp"
 #include "builder/talos/talos_iso_image.hpp"
-#include "core/artifact_fetcher.hpp"
-#include "core/error.hpp"
-#include "core/interrupt_cleanup.hpp"
 #include "core/program_build_id.hpp"
 
 namespace aggrik8s::builder {
@@ -38,14 +29,6 @@ nlohmann::json key_json(const IsoTemplateKeyParts& parts) {
           {"node_files", files}};
 }
 
-std::optional<Sha256Digest> recorded_sha256(const fs::path& sidecar) {
-  std::ifstream in(sidecar);
-  if (!in) return std::nullopt;
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("format", 0) != template_format) return std::nullopt;
-  return Sha256Digest::parse(j.value("sha256", ""));
-}
-
 }  // namespace
 
 std::optional<std::string> iso_template_key(const IsoTemplateKeyParts& parts) {
@@ -58,69 +41,29 @@ std::optional<std::string> iso_template_key(const IsoTemplateKeyParts& parts) {
   return Sha256::of(key.dump()).hex();
 }
 
-IsoTemplateCache::IsoTemplateCache(fs::path cache_dir) : dir_(std::move(cache_dir) / "talos-templates") {}
+IsoTemplateCache::IsoTemplateCache(fs::path cache_dir)
+    : store_(std::move(cache_dir) / "talos-templates", ".iso", kept_templates, template_format, "the node ISO template") {}
 
 std::optional<CachedIsoTemplate> IsoTemplateCache::find(const std::string& key) const {
-  fs::path iso = dir_ / (key + ".iso");
-  std::error_code ec;
-  if (!fs::is_regular_file(iso, ec)) return std::nullopt;
-  std::optional<Sha256Digest> sha256 = recorded_sha256(dir_ / (key + ".json"));
-  if (!sha256 || !cache_file_unchanged(iso)) {
+  std::optional<TemplateStore::Found> found = store_.find(key);
+  if (!found) return std::nullopt;
+  const nlohmann::json& recorded = found->record["sha256"];
+  std::optional<Sha256Digest> sha256 = recorded.is_string() ? Sha256Digest::parse(recorded.get<std::string>()) : std::nullopt;
+  if (!sha256) {
     forget(key);
     return std::nullopt;
   }
-  return CachedIsoTemplate{iso, *sha256};
+  return CachedIsoTemplate{found->path, *sha256};
 }
 
-void IsoTemplateCache::forget(const std::string& key) const {
-  forget_cache_file(dir_ / (key + ".iso"));
-  std::error_code ec;
-  fs::remove(dir_ / (key + ".json"), ec);
-}
+void IsoTemplateCache::forget(const std::string& key) const { store_.forget(key); }
 
 void IsoTemplateCache::store(const std::string& key, const IsoTemplateKeyParts& parts, const Sha256Digest& sha256,
                              const std::function<void(const fs::path&)>& write) const {
-  fs::path iso = dir_ / (key + ".iso");
-  fs::path sidecar = dir_ / (key + ".json");
-  // A name of this process's own: two builds storing the same template at once each rename a whole file.
-  fs::path temporary = dir_ / (key + ".iso." + std::to_string(::getpid()) + ".partial");
-  RemovedOnInterrupt cleanup(temporary);
-  std::error_code ec;
-  try {
-    fs::create_directories(dir_, ec);
-    if (ec) throw Error("cannot create " + dir_.string() + ": " + ec.message());
-    write(temporary);
-    nlohmann::json record = key_json(parts);
-    record["format"] = template_format;
-    record["sha256"] = sha256.hex();
-    record["size"] = fs::file_size(temporary);
-    record["iso_writer"] = iso_writer_version();
-    // The .json first: a .iso is only ever found with the record of its own bytes beside it (find()
-    // removes a .iso whose stamp or record is missing or from another format).
-    write_text_file_atomically(sidecar, record.dump(2) + "\n", FileMode::exactly(0644));
-    fs::rename(temporary, iso);
-    record_cache_file(iso);
-  } catch (const std::exception& e) {
-    fs::remove(temporary, ec);
-    throw Error(std::string("cannot keep the node ISO template in the cache: ") + e.what());
-  }
-  // The newest few, by when they were stored; and what a process killed while storing left behind.
-  std::vector<std::pair<fs::file_time_type, std::string>> stored;
-  auto now = fs::file_time_type::clock::now();
-  for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
-    fs::file_time_type written = it->last_write_time(ec);
-    if (ec) break;
-    std::string name = it->path().filename().string();
-    if (it->path().extension() == ".iso") {
-      stored.emplace_back(written, it->path().stem().string());
-    } else if (name.ends_with(".partial") && now - written > std::chrono::hours(1)) {
-      fs::remove(it->path(), ec);
-    }
-  }
-  std::sort(stored.begin(), stored.end(), std::greater<>());
-  for (std::size_t i = kept_templates; i < stored.size(); ++i) {
-    if (stored[i].second != key) forget(stored[i].second);
-  }
+  nlohmann::json record = key_json(parts);
+  record["sha256"] = sha256.hex();
+  record["iso_writer"] = iso_writer_version();
+  store_.store(key, std::move(record), write);
 }
 
 }  // namespace aggrik8s::builder

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "builder/template_store.hpp"
 #include "core/sha256.hpp"
 
 namespace aggrik8s::builder {
@@ -61,10 +62,10 @@ class IsoTemplateCache {
              const std::function<void(const std::filesystem::path&)>& write) const;
   // Removes a template found to be corrupt.
   void forget(const std::string& key) const;
-  std::filesystem::path directory() const { return dir_; }
+  std::filesystem::path directory() const { return store_.directory(); }
 
  private:
-  std::filesystem::path dir_;
+  TemplateStore store_;
 };
 
 }  // namespace aggrik8s::builder

@@ -157,6 +157,34 @@ expect_status 0 "a second build (from the cache, offline, --no-sync)" -- \
 for f in n1.img n2.img n3.img n1.img.bmap n3.img.bmap n1.img.zst; do cmp -s "$OUT/$f" "$WORK/out2/$f" || fail "$f differs between two builds"; done
 (cd "$WORK/out2" && sha256sum -c --quiet SHA256SUMS) || fail "the --no-sync build's SHA256SUMS do not match its outputs"
 pass "same inputs + SOURCE_DATE_EPOCH: byte-identical outputs, with and without --no-sync"
+# The first build kept the grown base (partition table, e2fsck, resize2fs) in the cache; the second
+# copied it instead of growing its own copy, and its images are the ones above.
+expect_output "copying the grown raspios-lite-arm64.img.xz from the cache" "the second build starts from the grown base"
+grep -q "growing the root filesystem" "$WORK/last.out" && fail "the second build grew the root filesystem again"
+GROWN=$(find "$WORK/cache/rpi-bases" -name '*.img')
+[ "$(echo "$GROWN" | wc -l)" = 1 ] && [ -f "${GROWN%.img}.json" ] && [ -f "$GROWN.checked" ] ||
+  fail "expected one grown base with its record and stamp in rpi-bases/: $(ls "$WORK/cache/rpi-bases")"
+python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['source_date_epoch']==1767225600 and r['grow_root'] and r['size']>0, r" \
+  "${GROWN%.img}.json" || fail "the grown base's record"
+e2fsck -fn "$GROWN?offset=$(( $(partition_field "$GROWN" 1 start) * 512 ))" >"$WORK/e2fsck.log" 2>&1 ||
+  { cat "$WORK/e2fsck.log"; fail "the grown base's root filesystem"; }
+pass "the grown base is kept (rpi-bases/<key>.img, its record and stamp; e2fsck -fn accepts it)"
+# Edited since it was kept (its stamp no longer matches): grown again, the same image.
+printf 'x' | dd of="$GROWN" bs=1 seek=4096 conv=notrunc status=none
+expect_status 0 "a build after the grown base was edited" -- \
+  "$CLI" build --offline --no-sync --node n2 --cache-dir "$WORK/cache" --out "$WORK/out-regrown" "$WORK/profile.yaml"
+expect_output "growing the root filesystem" "it grows the base again"
+cmp -s "$OUT/n2.img" "$WORK/out-regrown/n2.img" || fail "the image differs after the grown base was made again"
+pass "an edited grown base is made again, with the same image"
+# A cache that cannot keep it (rpi-bases/ is a file): a warning, and the build grows its own copy.
+cp -r "$WORK/cache" "$WORK/cache-nogrown"
+rm -rf "$WORK/cache-nogrown/rpi-bases"
+touch "$WORK/cache-nogrown/rpi-bases"
+expect_status 0 "a build whose cache cannot keep the grown base" -- \
+  "$CLI" build --offline --no-sync --node n2 --cache-dir "$WORK/cache-nogrown" --out "$WORK/out-nogrown" "$WORK/profile.yaml"
+expect_output "cannot keep the grown base image in the cache" "it says so"
+cmp -s "$OUT/n2.img" "$WORK/out-nogrown/n2.img" || fail "the image differs when the base was grown in the work image"
+pass "without the grown base in the cache the image is the same"
 # On a filesystem with reflinks (XFS, loop-mounted where we are root) the prepared image is a reflink
 # of the cached base, whose unchanged blocks the build then reads from the base: the same images.
 if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
@@ -170,7 +198,7 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
     for round in 1 2; do
       expect_status 0 "a build on XFS (round $round)" -- \
         "$CLI" build --offline -v --cache-dir "$WORK/xfs/cache" --out "$WORK/xfs/out$round" "$WORK/profile.yaml"
-      expect_output "MiB of the prepared image read from .*/xfs/cache/images/" "round $round: the base's shared blocks are read from the cached base"
+      expect_output "MiB of the prepared image read from .*/xfs/cache/rpi-bases/" "round $round: the base's shared blocks are read from the grown base in the cache"
       for f in n1.img n2.img n3.img n1.img.bmap n2.img.bmap n3.img.bmap; do
         cmp -s "$OUT/$f" "$WORK/xfs/out$round/$f" || fail "round $round: $f differs from the ext4 build's"
       done
