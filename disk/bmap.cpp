@@ -685,8 +685,27 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
     changed.notify_all();
     if (hasher.joinable()) hasher.join();
   };
+  // A bmap alone needs no bytes that `known` does not look at: such chunks are not read at all (a
+  // multi-node build's bmap of its prepared image, whose chunks are almost all copies of files whose
+  // ranges are kept; 0.2 s of reading on the cores that hash the node images).
+  auto known_without_reading = [&](std::size_t index) {
+    const PlannedChunk& chunk = chunks[index];
+    if (with_sha256 || !with_bmap || !independent_jobs || known == nullptr || touches(patched, chunk) ||
+        known->needs_bytes(chunk.offset, chunk.length)) {
+      return false;
+    }
+    // find() takes the chunk's length from the span and does not read it.
+    auto ranges = known->find(chunk.offset, std::span<const std::uint8_t>(slots[0].data.get(), chunk.length));
+    if (!ranges) return false;
+    chunk_ranges[index] = std::move(*ranges);
+    return true;
+  };
   try {
     for (std::size_t index = 0; index < chunks.size(); ++index) {
+      if (known_without_reading(index)) {
+        progress.add(chunks[index].length);
+        continue;
+      }
       if (two_threads) {
         std::unique_lock lock(mutex);
         changed.wait(lock, [&] { return index < consumed + slots.size(); });

@@ -73,6 +73,9 @@ class KnownChunkRanges {
   // The ranges (image block numbers) of the chunk [offset, offset + length), if known. `bytes`: the
   // chunk's bytes as they are hashed, for a source that must compare them with a file's first.
   virtual std::optional<std::vector<BmapRange>> find(std::uint64_t offset, std::span<const std::uint8_t> bytes) = 0;
+  // Whether find() for the chunk looks at its bytes: where it does not, a hashing that needs the
+  // bytes for nothing else (a bmap without the image's sha256) asks before it reads them.
+  virtual bool needs_bytes(std::uint64_t /*offset*/, std::uint64_t /*length*/) const { return true; }
   virtual void hashed(std::uint64_t offset, std::uint64_t length, const std::vector<BmapRange>& ranges) = 0;
   // What the ranges were made with: the hashing ignores a source made for other options.
   virtual std::uint64_t block_size() const = 0;

@@ -59,6 +59,9 @@ class CopiedChunkRanges final : public KnownChunkRanges {
 
   std::optional<std::vector<BmapRange>> find(std::uint64_t offset, std::span<const std::uint8_t> bytes) override;
   void hashed(std::uint64_t offset, std::uint64_t length, const std::vector<BmapRange>& ranges) override;
+  // Only a compared chunk's bytes are looked at: a chunk inside one copied range is named by where it
+  // was copied from.
+  bool needs_bytes(std::uint64_t offset, std::uint64_t length) const override { return !locate(offset, length); }
   std::uint64_t block_size() const override { return block_size_; }
   std::uint64_t range_split_blocks() const override { return split_blocks_; }
 
