@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "core/error.hpp"
+#include "core/huge_pages.hpp"
 
 namespace aggrik8s {
 
@@ -30,12 +31,31 @@ void ImagePatch::write(std::uint64_t offset, std::span<const std::uint8_t> data)
     ++last;
   }
   if (first == last) {
-    runs_.emplace(offset, std::vector<std::uint8_t>(data.begin(), data.end()));
+    std::vector<std::uint8_t> bytes;
+    reserve_on_huge_pages(bytes, data.size());
+    bytes.assign(data.begin(), data.end());
+    runs_.emplace(offset, std::move(bytes));
     return;
   }
   if (std::next(first) == last && first->first <= offset && new_end == first->first + first->second.size()) {
     // Inside one run (libext2fs rewriting a bitmap or inode table block): overwrite in place.
     std::memcpy(first->second.data() + (offset - first->first), data.data(), data.size());
+    return;
+  }
+  if (first->first == begin) {
+    // The first run grows into the joined one (libext2fs writing a file's data block after block
+    // appends to one run): its bytes stay where they are and its capacity grows geometrically, on
+    // huge pages once large (core/huge_pages.hpp: fresh 4 KiB pages fault in at 10-30 us on the
+    // project's VMs), so N appends copy O(N) bytes instead of a new run of all of them each time.
+    std::vector<std::uint8_t>& joined = first->second;
+    const auto joined_size = static_cast<std::size_t>(new_end - begin);
+    if (joined.capacity() < joined_size) reserve_on_huge_pages(joined, std::max(joined_size, 2 * joined.capacity()));
+    joined.resize(joined_size);
+    for (auto run = std::next(first); run != last; ++run) {
+      std::memcpy(joined.data() + (run->first - begin), run->second.data(), run->second.size());
+    }
+    std::memcpy(joined.data() + (offset - begin), data.data(), data.size());
+    runs_.erase(std::next(first), last);
     return;
   }
   std::vector<std::uint8_t> joined(static_cast<std::size_t>(new_end - begin));

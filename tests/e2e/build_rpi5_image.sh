@@ -169,6 +169,10 @@ python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['source_da
 e2fsck -fn "$GROWN?offset=$(( $(partition_field "$GROWN" 1 start) * 512 ))" >"$WORK/e2fsck.log" 2>&1 ||
   { cat "$WORK/e2fsck.log"; fail "the grown base's root filesystem"; }
 pass "the grown base is kept (rpi-bases/<key>.img, its record and stamp; e2fsck -fn accepts it)"
+BUNDLE_SHA=$(sha256sum "$FIXTURES/rke2/rke2.linux-arm64.tar.gz" | cut -d' ' -f1)
+gzip -dc "$FIXTURES/rke2/rke2.linux-arm64.tar.gz" | cmp -s - "$WORK/cache/rke2-bundles/$BUNDLE_SHA.tar" &&
+  [ -f "$WORK/cache/rke2-bundles/$BUNDLE_SHA.tar.checked" ] || fail "the RKE2 bundle is not kept decompressed in the cache"
+pass "the RKE2 bundle is kept decompressed (rke2-bundles/<sha256>.tar, equal to gzip -dc, stamped)"
 # Edited since it was kept (its stamp no longer matches): grown again, the same image.
 printf 'x' | dd of="$GROWN" bs=1 seek=4096 conv=notrunc status=none
 expect_status 0 "a build after the grown base was edited" -- \
