@@ -221,6 +221,27 @@ std::uint64_t unpacked_size(const fs::path& tarball) {
   return total;
 }
 
+// `input` decompressed into the cache file `cached` (ImageDecompressor writes `<cached>.partial` and
+// renames it when complete), with its stamp (record_cache_file); one already there is used, unless
+// it changed since it was written (cut short, edited): decoded again. Throws ImageInputError for an
+// input that does not decode, ImageOutputError when the cache cannot hold the file.
+void decompress_into_cache(const FetchedArtifact& input, const fs::path& cached) {
+  if (fs::exists(cached) && !cache_file_unchanged(cached)) {
+    if (fs::exists(cached.string() + ".checked")) {
+      log::warning("the decompressed ", input.source.file_name(), " in the cache (", cached.string(),
+                   ") changed since it was written: decompressing again");
+    }  // else: from a version that kept no stamp; decoded again once to record one
+    forget_cache_file(cached);
+  }
+  if (fs::exists(cached)) return;
+  log::info("decompressing ", input.source.file_name(), " into the cache");
+  std::error_code ec;
+  fs::create_directories(cached.parent_path(), ec);
+  if (ec) throw ImageOutputError("cannot create ", cached.parent_path(), ": " + ec.message());
+  ImageDecompressor().decompress(input.path, cached);
+  record_cache_file(cached);
+}
+
 // The RKE2 bundle as a plain tar in the cache (rke2-bundles/<sha256 of the .tar.gz>.tar, with its
 // stamp), decompressed there by the first build that needs it: a build sizes the bundle and then
 // unpacks it, both before the image's hashing can start, and a release's ~35 MiB .tar.gz takes
@@ -228,24 +249,13 @@ std::uint64_t unpacked_size(const fs::path& tarball) {
 // plain tar almost nothing to read. A cache that cannot hold it costs only that: the .tar.gz then.
 fs::path cached_bundle_tar(const FetchedArtifact& bundle, const fs::path& cache_dir) {
   const fs::path tar = cache_dir / "rke2-bundles" / (bundle.sha256.hex() + ".tar");
-  if (fs::exists(tar) && cache_file_unchanged(tar)) return tar;
-  forget_cache_file(tar);
-  const fs::path partial = tar.string() + "." + std::to_string(::getpid()) + ".partial";
-  RemovedOnInterrupt cleanup(partial);
   try {
-    std::error_code ec;
-    fs::create_directories(tar.parent_path(), ec);
-    if (ec) throw Error("cannot create " + tar.parent_path().string() + ": " + ec.message());
-    ImageDecompressor().decompress(bundle.path, partial);
-    fs::rename(partial, tar);
-    record_cache_file(tar);
+    decompress_into_cache(bundle, tar);
     return tar;
   } catch (const ImageInputError& e) {
     // A damaged bundle fails the build. The decoder names the cached download (sha256/<hex>).
     throw Error("RKE2 bundle " + bundle.source.shown() + ": " + e.message_naming_file_as("it"));
-  } catch (const std::exception& e) {
-    std::error_code ec;
-    fs::remove(partial, ec);
+  } catch (const ImageOutputError& e) {
     log::warning("cannot keep the RKE2 bundle decompressed in the cache (", e.what(), ")");
     return bundle.path;
   }
@@ -403,29 +413,14 @@ struct CachedBase {
 std::optional<CachedBase> cached_base(const FetchedArtifact& base, const fs::path& cache_dir, const fs::path& output) {
   if (detect_image_input_format(base.path) == ImageInputFormat::raw) return CachedBase{base.path, base.sha256.hex()};
   fs::path cached = cache_dir / "images" / (base.sha256.hex() + ".img");
-  // A decompressed image changed since it was written (cut short, edited) is decoded again.
-  if (fs::exists(cached) && !cache_file_unchanged(cached)) {
-    if (fs::exists(cached.string() + ".checked")) {
-      log::warning("the decompressed ", base.source.file_name(), " in the cache (", cached.string(),
-                   ") changed since it was written: decompressing again");
-    }  // else: from a version that kept no stamp; decoded again once to record one
-    forget_cache_file(cached);
-  }
-  if (!fs::exists(cached)) {
-    log::info("decompressing ", base.source.file_name(), " into the cache");
-    std::error_code ec;
-    fs::create_directories(cached.parent_path(), ec);
-    try {
-      if (ec) throw ImageOutputError("cannot create ", cached.parent_path(), ": " + ec.message());
-      ImageDecompressor().decompress(base.path, cached);
-      record_cache_file(cached);
-    } catch (const ImageOutputError& e) {
-      // A corrupt input (ImageInputError) fails the build as it is; a cache that cannot be written
-      // (full, read-only) only means decompressing straight to the work image.
-      log::warning("cannot keep the decompressed base in the cache (", e.what(), ")");
-      ImageDecompressor().decompress(base.path, output);
-      return std::nullopt;
-    }
+  try {
+    decompress_into_cache(base, cached);
+  } catch (const ImageOutputError& e) {
+    // A corrupt input (ImageInputError) fails the build as it is; a cache that cannot be written
+    // (full, read-only) only means decompressing straight to the work image.
+    log::warning("cannot keep the decompressed base in the cache (", e.what(), ")");
+    ImageDecompressor().decompress(base.path, output);
+    return std::nullopt;
   }
   return CachedBase{cached, Sha256::of("decompressed " + base.sha256.hex()).hex()};
 }
@@ -436,12 +431,15 @@ struct BaseCopy {
   fs::path source;
   std::string key;
   bool reflink = false;
+  bool deferred = false;  // not copied yet: `output` is empty (see prepare_shared_image)
 };
 
-BaseCopy copy_cached_base(const CachedBase& cached, const fs::path& output) {
+// With `may_defer`, a copy that cannot be a reflink is left for the caller to make later.
+BaseCopy copy_cached_base(const CachedBase& cached, const fs::path& output, bool may_defer = false) {
   BaseCopy copy{cached.path, cached.key};
   copy.reflink = clone_file(cached.path, output, 0600);
-  if (!copy.reflink) copy_sparse_file(cached.path, output, 0600);
+  copy.deferred = !copy.reflink && may_defer;
+  if (!copy.reflink && !copy.deferred) copy_sparse_file(cached.path, output, 0600);
   return copy;
 }
 
@@ -621,18 +619,10 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
       log::info("copying ", base.source.file_name());
     }
     const CachedBase& from = grown ? *grown : *cached;
-    base_copy = with_base_named([&] {
-      BaseCopy copy{from.path, from.key};
-      copy.reflink = clone_file(from.path, prepared.path, 0600);
-      // Where there are no reflinks, a base that needs no growing here is not copied in before the
-      // preload goes in (below): 0.2 s less before the image's hashing can start.
-      if (!copy.reflink && (grown || !grow)) {
-        deferred_base = from;
-      } else if (!copy.reflink) {
-        copy_sparse_file(from.path, prepared.path, 0600);
-      }
-      return copy;
-    });
+    // Where there are no reflinks, a base that needs no growing here is not copied in before the
+    // preload goes in (below): 0.2 s less before the image's hashing can start.
+    base_copy = with_base_named([&] { return copy_cached_base(from, prepared.path, grown || !grow); });
+    if (base_copy->deferred) deferred_base = from;
     if (grown) {
       FileBlockDevice device(from.path, FileBlockDevice::Access::read_only);
       grown_root_size = read_partition_table(device).partition(layout.root_index).byte_size();
