@@ -150,6 +150,8 @@ std::optional<CopiedChunkRanges::Location> CopiedChunkRanges::locate(std::uint64
   if (range == ranges_.begin()) return std::nullopt;
   --range;
   if (offset + length > range->image_offset + range->length) return std::nullopt;
+  // A chunk holding a range's zeroed tail is not the file's bytes at that location.
+  if (offset + length > range->image_offset + range->data_bytes()) return std::nullopt;
   if (keys_[range->file].empty()) return std::nullopt;
   // Ranges are counted in blocks from the chunk's start, so the chunk must start on a block of the file.
   const std::uint64_t file_offset = range->file_offset + (offset - range->image_offset);

@@ -53,9 +53,12 @@ void CopiedRangeReader::read(std::uint64_t offset, std::span<std::uint8_t> buffe
     }
     const std::uint64_t to = std::min(end, range->image_offset + range->length);
     auto n = static_cast<std::size_t>(to - at);
-    const std::uint64_t from = range->file_offset + (at - range->image_offset);
-    // Short only at the copied file's end: the rest of its last block is zeros in the image.
-    const std::size_t done = pread_up_to(file_fds_[range->file].get(), from, out, n, file_names_[range->file]);
+    const std::uint64_t within = at - range->image_offset;
+    const std::uint64_t from = range->file_offset + within;
+    // Short at the copied file's end or the range's data_length: the rest of its last block is zeros.
+    const std::size_t wanted =
+        static_cast<std::size_t>(std::min<std::uint64_t>(n, range->data_bytes() > within ? range->data_bytes() - within : 0));
+    const std::size_t done = wanted == 0 ? 0 : pread_up_to(file_fds_[range->file].get(), from, out, wanted, file_names_[range->file]);
     std::memset(out + done, 0, n - done);
     at = to;
     ++range;
@@ -108,8 +111,9 @@ void CopiedRangeWriter::wait() {
 
 void CopiedRangeWriter::run() {
   // Each file mapped: a chunk wholly inside its file is written straight from the file's cached pages
-  // (no copy into a buffer, which took the hashing's CPU); only a chunk running past the file's end
-  // (its last block, zeros after it) goes through a buffer.
+  // (no copy into a buffer, which took the hashing's CPU); only a chunk running past the file's end or
+  // the range's data (its last block, zeros after it), or one the O_DIRECT write cannot take from the
+  // mapping (a tar member's bytes, at 512-byte offsets), goes through a buffer.
   struct Mapping {
     void* address = MAP_FAILED;
     std::uint64_t size = 0;
@@ -142,7 +146,7 @@ void CopiedRangeWriter::run() {
         const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, r.length - at));
         const std::uint64_t from = r.file_offset + at;
         const void* data = nullptr;
-        if (from + length <= m.size && (!direct_ || from % io_alignment == 0)) {
+        if (at + length <= r.data_bytes() && from + length <= m.size && (!direct_ || from % io_alignment == 0)) {
           data = static_cast<const std::uint8_t*>(m.address) + from;
         } else {
           if (!bounce) bounce = allocate_aligned(chunk_bytes, false);  // read() fills every byte

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <limits>
+#include <algorithm>
 #include <optional>
 #include <span>
 #include <string>
@@ -17,13 +19,19 @@
 
 namespace aggrik8s {
 
-// `length` bytes of the image at `image_offset` are file number `file`'s bytes at `file_offset`; where
-// the file ends first (its last, partial block), they are zeros.
+// `length` bytes of the image at `image_offset` are file number `file`'s bytes at `file_offset`; past
+// `data_length` of them, or where the file ends first (its last, partial block), they are zeros. A
+// data_length shorter than the range is a file placed from the middle of another (a member of an
+// uncompressed tar) whose last block ends before the next member's bytes.
 struct CopiedRange {
   std::uint64_t image_offset = 0;
   std::uint64_t length = 0;
   std::size_t file = 0;
   std::uint64_t file_offset = 0;
+  std::uint64_t data_length = std::numeric_limits<std::uint64_t>::max();
+
+  // The range's bytes that are the file's (the rest are zeros), up to the file's end.
+  std::uint64_t data_bytes() const { return std::min(length, data_length); }
 };
 
 struct CopiedFiles {

@@ -275,18 +275,32 @@ class MemoryByteSource final : public ByteSource {
   std::span<const std::byte> bytes_;
 };
 
+// A host file's bytes, or a window of them: `length` bytes from `offset` (a member of an uncompressed
+// tar). A window reports itself as one data range, as MemoryByteSource does, so that placing a file
+// from it allocates exactly what writing the same bytes from memory would (holes in the host file
+// under the window just read as zeros).
 class HostFileByteSource final : public ByteSource {
  public:
-  explicit HostFileByteSource(const std::filesystem::path& path) : path_(path) {
+  explicit HostFileByteSource(const std::filesystem::path& path, std::uint64_t offset = 0,
+                              std::optional<std::uint64_t> length = std::nullopt)
+      : path_(path), offset_(offset) {
     fd_ = FileDescriptor(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd_) throw_system_error("cannot open " + path.string(), errno);
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) throw_system_error("cannot stat " + path.string(), errno);
     if (!S_ISREG(st.st_mode)) throw Error(path.string() + " is not a regular file");
-    size_ = static_cast<std::uint64_t>(st.st_size);
+    file_size_ = static_cast<std::uint64_t>(st.st_size);
+    window_ = length.has_value();
+    if (window_ && (offset > file_size_ || *length > file_size_ - offset)) {
+      throw Error(path.string() + ": bytes " + std::to_string(offset) + "-" + std::to_string(offset + *length) +
+                  " lie past its end (" + std::to_string(file_size_) + " bytes)");
+    }
+    size_ = length.value_or(file_size_);
   }
   std::uint64_t size() const override { return size_; }
+  std::uint64_t file_size() const { return file_size_; }
   std::vector<std::pair<std::uint64_t, std::uint64_t>> data_ranges() const override {
+    if (window_) return size_ == 0 ? std::vector<std::pair<std::uint64_t, std::uint64_t>>{} : std::vector{std::pair{std::uint64_t{0}, size_}};
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
     for (const DataExtent& extent : list_data_extents(fd_.get(), size_, path_.string())) {
       ranges.emplace_back(extent.offset, extent.offset + extent.length);
@@ -294,13 +308,18 @@ class HostFileByteSource final : public ByteSource {
     return ranges;
   }
   std::size_t read(std::uint64_t offset, std::span<std::byte> out) const override {
-    return pread_up_to(fd_.get(), offset, out.data(), out.size(), path_.string());
+    if (offset >= size_) return 0;
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size_ - offset));
+    return pread_up_to(fd_.get(), offset_ + offset, out.data(), n, path_.string());
   }
 
  private:
   std::filesystem::path path_;
   FileDescriptor fd_;
+  std::uint64_t offset_ = 0;
   std::uint64_t size_ = 0;
+  std::uint64_t file_size_ = 0;
+  bool window_ = false;
 };
 
 // Calls run(first block, count, their bytes) for every run of non-zero blocks of `source` within
@@ -1315,14 +1334,17 @@ std::optional<std::tuple<std::uint64_t, std::uint64_t, std::int64_t>> host_file_
 
 }  // namespace
 
-Ext4HostFileScan scan_host_file(const std::filesystem::path& host_file, std::uint64_t block_size) {
+Ext4HostFileScan scan_host_file(const std::filesystem::path& host_file, std::uint64_t block_size, std::uint64_t offset,
+                                 std::optional<std::uint64_t> length) {
   if (block_size == 0 || copy_chunk_bytes % block_size != 0) {
     throw Error("cannot scan " + host_file.string() + " in blocks of " + std::to_string(block_size) + " bytes");
   }
-  HostFileByteSource source(host_file);
+  HostFileByteSource source(host_file, offset, length);
   Ext4HostFileScan scan;
   scan.path = host_file;
+  scan.offset = offset;
   scan.size = source.size();
+  scan.file_size = source.file_size();
   if (auto identity = host_file_identity(host_file)) std::tie(scan.device, scan.inode, scan.modified_ns) = *identity;
   scan.block_size = block_size;
   scan.data_ranges = source.data_ranges();
@@ -1335,8 +1357,12 @@ std::vector<Ext4PlacedRun> Ext4Filesystem::place_file_from_host(const Ext4HostFi
                                                                 const Ext4FileAttributes& attributes) {
   const auto identity = host_file_identity(scan.path);
   if (scan.block_size != state_->block_size() || !identity || *identity != std::tuple(scan.device, scan.inode, scan.modified_ns) ||
-      std::filesystem::file_size(scan.path) != scan.size) {
-    return place_file_from_host(scan.path, path, attributes);
+      std::filesystem::file_size(scan.path) != scan.file_size) {
+    const bool window = scan.offset != 0 || scan.size != scan.file_size;
+    HostFileByteSource source(scan.path, scan.offset, window ? std::optional(scan.size) : std::nullopt);
+    std::vector<Ext4PlacedRun> placed;
+    state_->write_regular_file(path, source, attributes, &placed);
+    return placed;
   }
   // The scan's size and extents stand for the file (its bytes are not read again).
   class Scanned final : public ByteSource {

@@ -121,7 +121,8 @@ enum class Ext4Access { read_only, read_write };
 
 // Where place_file_from_host put a file's data: `length` bytes at `device_offset` of the filesystem's
 // device are to hold the host file's bytes from `file_offset` (whole blocks: past the host file's end,
-// the last block's bytes are zeros).
+// the last block's bytes are zeros). For a scan of a window of a host file, `file_offset` counts from
+// the window's start and the bytes past the window's end are the zeros.
 struct Ext4PlacedRun {
   std::uint64_t device_offset = 0;
   std::uint64_t file_offset = 0;
@@ -133,7 +134,11 @@ struct Ext4PlacedRun {
 // VMs) and needs no filesystem, so a build scans its archives while it copies its base image in.
 struct Ext4HostFileScan {
   std::filesystem::path path;
+  // The bytes scanned: `size` bytes from `offset` (the whole file, or a window such as an uncompressed
+  // tar's member, whose file is then placed as if those bytes were all of it).
+  std::uint64_t offset = 0;
   std::uint64_t size = 0;
+  std::uint64_t file_size = 0;  // the host file's, when scanned
   std::uint64_t block_size = 0;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> data_ranges;  // byte ranges (SEEK_DATA)
   std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;         // non-zero blocks: first, count
@@ -142,8 +147,11 @@ struct Ext4HostFileScan {
   std::uint64_t inode = 0;
   std::int64_t modified_ns = 0;
 };
-// Throws Error naming the file if it cannot be read.
-Ext4HostFileScan scan_host_file(const std::filesystem::path& host_file, std::uint64_t block_size);
+// Throws Error naming the file if it cannot be read (or the window lies past its end). A window is
+// scanned as one data range (holes under it are found by reading zeros), so that placing it gives
+// the blocks write_file gives the same bytes.
+Ext4HostFileScan scan_host_file(const std::filesystem::path& host_file, std::uint64_t block_size, std::uint64_t offset = 0,
+                                std::optional<std::uint64_t> length = std::nullopt);
 
 class Ext4Filesystem {
  public:

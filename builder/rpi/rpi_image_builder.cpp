@@ -1,7 +1,5 @@
 #include "builder/rpi/rpi_image_builder.hpp"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,12 +46,12 @@
 #include "disk/sparse_file.hpp"
 #include "builder/rpi/pi_boot_files.hpp"
 #include "builder/rpi/pi_boot_image.hpp"
+#include "builder/rpi/rke2_bundle.hpp"
 #include "builder/rpi/rke2_node_files.hpp"
 #include "builder/rpi/rke2_release.hpp"
 #include "builder/rpi/rootfs_overlay.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
-#include "core/huge_pages.hpp"
 #include "core/interrupt_cleanup.hpp"
 #include "core/positional_io.hpp"
 #include "core/read_ahead.hpp"
@@ -193,34 +191,6 @@ void wait_until_on_disk(const fs::path& path) {
   if (::fdatasync(fd.get()) != 0) throw_system_error("cannot flush " + path.string() + " to disk", errno);
 }
 
-// ---- the RKE2 bundle: rke2.linux-arm64.tar.gz unpacked under /usr/local, as install.sh does ----
-
-struct ArchiveReader {
-  archive* handle = archive_read_new();
-  ~ArchiveReader() { archive_read_free(handle); }
-};
-
-// Bytes the bundle takes once unpacked (each file rounded to the filesystem block).
-std::uint64_t unpacked_size(const fs::path& tarball) {
-  ArchiveReader reader;
-  archive_read_support_filter_all(reader.handle);
-  archive_read_support_format_all(reader.handle);
-  if (archive_read_open_filename(reader.handle, tarball.c_str(), 1 << 20) != ARCHIVE_OK) {
-    throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
-  }
-  std::uint64_t total = 0;
-  archive_entry* entry = nullptr;
-  while (true) {
-    int r = archive_read_next_header(reader.handle, &entry);
-    if (r == ARCHIVE_EOF) break;
-    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
-    total += round_up(static_cast<std::uint64_t>(std::max<la_int64_t>(0, archive_entry_size(entry))), block_rounding) +
-             block_rounding;
-    archive_read_data_skip(reader.handle);
-  }
-  return total;
-}
-
 // `input` decompressed into the cache file `cached` (ImageDecompressor writes `<cached>.partial` and
 // renames it when complete), with its stamp (record_cache_file); one already there is used, unless
 // it changed since it was written (cut short, edited): decoded again. Throws ImageInputError for an
@@ -258,69 +228,6 @@ fs::path cached_bundle_tar(const FetchedArtifact& bundle, const fs::path& cache_
   } catch (const ImageOutputError& e) {
     log::warning("cannot keep the RKE2 bundle decompressed in the cache (", e.what(), ")");
     return bundle.path;
-  }
-}
-
-std::string tar_entry_path(const std::string& prefix, std::string name) {
-  while (name.starts_with("./")) name.erase(0, 2);
-  while (!name.empty() && name.back() == '/') name.pop_back();
-  if (name.empty()) return prefix;
-  if (name.starts_with("/") || name == ".." || name.starts_with("../") || name.find("/../") != std::string::npos) {
-    throw Error("refusing archive entry '" + name + "': it would land outside " + prefix);
-  }
-  return prefix + "/" + name;
-}
-
-void install_tarball(Ext4Filesystem& rootfs, const fs::path& tarball, const std::string& prefix,
-                     std::optional<std::int64_t> fixed_time) {
-  ArchiveReader reader;
-  archive_read_support_filter_all(reader.handle);
-  archive_read_support_format_all(reader.handle);
-  if (archive_read_open_filename(reader.handle, tarball.c_str(), 1 << 20) != ARCHIVE_OK) {
-    throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
-  }
-  archive_entry* entry = nullptr;
-  std::vector<std::uint8_t> content;  // a regular file's bytes, reused
-  while (true) {
-    int r = archive_read_next_header(reader.handle, &entry);
-    if (r == ARCHIVE_EOF) break;
-    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
-    std::string path = tar_entry_path(prefix, archive_entry_pathname(entry));
-    Ext4FileAttributes attributes;
-    attributes.permissions = static_cast<std::uint16_t>(archive_entry_perm(entry) & 07777);
-    // install.sh unpacks as root: owner root whatever the archive says.
-    attributes.uid = 0;
-    attributes.gid = 0;
-    attributes.mtime = Ext4Timestamp{fixed_time.value_or(archive_entry_mtime(entry)), 0};
-    auto parent = fs::path(path).parent_path().string();
-    rootfs.create_directories(parent, {0755, 0, 0, attributes.mtime});
-    switch (archive_entry_filetype(entry)) {
-      case AE_IFDIR:
-        rootfs.create_directories(path, attributes);
-        break;
-      case AE_IFLNK:
-        rootfs.create_symlink(path, archive_entry_symlink(entry), {0777, 0, 0, attributes.mtime});
-        break;
-      case AE_IFREG: {
-        // Room for the whole file at once, on huge pages: RKE2's binary is ~80 MiB, and grown as it is
-        // read, this buffer cost 0.5-1 s of page faults on the project's VMs (core/huge_pages.hpp).
-        content.clear();
-        reserve_on_huge_pages(content, static_cast<std::size_t>(std::max<la_int64_t>(0, archive_entry_size(entry))));
-        const void* block = nullptr;
-        size_t size = 0;
-        la_int64_t offset = 0;
-        while ((r = archive_read_data_block(reader.handle, &block, &size, &offset)) == ARCHIVE_OK) {
-          if (static_cast<std::size_t>(offset) > content.size()) content.resize(static_cast<std::size_t>(offset));
-          const auto* bytes = static_cast<const std::uint8_t*>(block);
-          content.insert(content.end(), bytes, bytes + size);
-        }
-        if (r != ARCHIVE_EOF) throw Error(tarball.string() + ": " + archive_error_string(reader.handle));
-        rootfs.write_file(path, std::as_bytes(std::span(content)), attributes);
-        break;
-      }
-      default:
-        log::warning(tarball.string(), ": skipping ", archive_entry_pathname(entry), " (not a file, directory or symlink)");
-    }
   }
 }
 
@@ -525,6 +432,10 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     for (const auto& image : release.images) scans.push_back(scan_host_file(image.path, block_rounding));
     return scans;
   });
+  // So is the bundle's layout (rke2_bundle.hpp), read from its tar in the cache.
+  std::future<Rke2Bundle> bundle_read = std::async(std::launch::async, [&release, &cache_dir] {
+    return read_rke2_bundle(cached_bundle_tar(release.bundle, cache_dir), "/usr/local", block_rounding);
+  });
   // Base errors name the input, not the cached download (sha256/<hex>) or decompressed file.
   auto with_base_named = [&base](const auto& step) {
     try {
@@ -557,8 +468,8 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
   ImageLayout& layout = prepared.layout;
 
   // How much the root filesystem must hold beyond what it has.
-  const fs::path bundle = cached_bundle_tar(release.bundle, cache_dir);
-  std::uint64_t preload = unpacked_size(bundle);
+  const Rke2Bundle bundle = bundle_read.get();
+  std::uint64_t preload = bundle.unpacked_bytes;
   for (const auto& image : release.images) preload += round_up(image.size, block_rounding);
   std::uint64_t overlays = 0;
   for (const auto& node : profile.rpi_nodes) overlays = std::max(overlays, overlay_space_needed(node.overlays));
@@ -655,7 +566,17 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
       preload_writes ? Ext4Filesystem::open(*preload_writes, layout.root_offset, layout.root_size, Ext4Access::read_write, fixed_time)
                      : Ext4Filesystem::open(prepared.path, layout.root_offset, layout.root_size, Ext4Access::read_write, fixed_time);
   log::info("installing RKE2 ", release.version, " under /usr/local");
-  install_tarball(rootfs, bundle, "/usr/local", fixed_time);
+  std::vector<std::string> keys;
+  {
+    // The tar's bytes are the decompressed .tar.gz's: its key is derived from that file's SHA-256 as
+    // the decompressed base's is (cached_base).
+    const std::size_t file = prepared.copied.paths.size();
+    if (install_rke2_bundle(rootfs, bundle, fixed_time, layout.root_offset, file, prepared.copied.ranges)) {
+      prepared.copied.paths.push_back(bundle.tarball);
+      keys.push_back(bundle.tarball == release.bundle.path ? release.bundle.sha256.hex()
+                                                           : Sha256::of("decompressed " + release.bundle.sha256.hex()).hex());
+    }
+  }
   prepared.changes.push_back("RKE2 " + release.version + " bundle unpacked under /usr/local");
   const std::string images_dir = "/var/lib/rancher/rke2/agent/images";
   rootfs.create_directories(images_dir);
@@ -670,6 +591,7 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     ProgressTask progress("preload " + image.source.file_name(), image.size);
     const std::size_t file = prepared.copied.paths.size();
     prepared.copied.paths.push_back(image.path);
+    keys.push_back(image.sha256.hex());
     for (const Ext4PlacedRun& run : rootfs.place_file_from_host(scans[i], target, {0644, 0, 0, std::nullopt})) {
       prepared.copied.ranges.push_back({layout.root_offset + run.device_offset, run.length, file, run.file_offset});
     }
@@ -678,8 +600,6 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
     prepared.changes.push_back("image archive " + target);
   }
   rootfs.close();
-  std::vector<std::string> keys;
-  for (const auto& image : release.images) keys.push_back(image.sha256.hex());
   if (deferred_base) {
     // The blocks the preload wrote (metadata, the bundle's files) go into the empty work image now, in
     // whole 4 KiB blocks with the base's bytes around the writes; the base's other data is a copied

@@ -142,6 +142,45 @@ TEST_CASE("chunk range store: copied chunks' ranges come from the store and give
   CHECK(read_all <= read_some + (8u << 20));
 }
 
+// A range that ends its file's bytes early (a tar member's last block: zeros, not the next member)
+// is not the file's bytes at that location in the chunk holding the zeros: a store entry made for
+// those bytes (another build, the whole file) must not answer for it.
+TEST_CASE("chunk range store: a chunk holding a range's zeroed tail is hashed, not taken from the store") {
+  test::TempDir dir;
+  const std::string archive = archive_bytes(16 << 20);
+  test::write_file(dir / "archive", archive);
+  const std::string key = Sha256::of(archive).hex();
+  const fs::path store = dir / "cache";
+  // The whole file copied at 4 MiB: every chunk's ranges go into the store.
+  {
+    std::string image(24 << 20, '\0');
+    image.replace(4 << 20, 16 << 20, archive);
+    test::write_file(dir / "whole.img", image);
+    CopiedFiles whole{{dir / "archive"}, {{4 << 20, 16 << 20, 0, 0}}, {}};
+    CopiedChunkRanges cold(store, whole, {key}, block, split);
+    CHECK(create_bmap(dir / "whole.img", options, whole, &cold) == create_bmap(dir / "whole.img", options));
+    cold.save();
+  }
+  // Now 8 MiB of it at 4 MiB, of which only the first 6 MiB are the file's: [8, 12) MiB is zeros
+  // after 10 MiB.
+  std::string image(24 << 20, '\0');
+  image.replace(4 << 20, 6 << 20, archive.substr(0, 6 << 20));
+  test::write_file(dir / "tail.img", image);
+  CopiedRange range{4 << 20, 8 << 20, 0, 0};
+  range.data_length = 6 << 20;
+  CopiedFiles tail{{dir / "archive"}, {range}, {}};
+  CopiedChunkRanges warm(store, tail, {key}, block, split);
+  const ImageHashes expected = hash_image(dir / "tail.img", true, options);
+  const ImagePatch nothing;
+  // Read through the range (the image's own bytes there could still be anything).
+  image.replace(4 << 20, 8 << 20, std::string(8 << 20, 'u'));
+  test::write_file(dir / "unwritten.img", image);
+  const ImageHashes hashes = hash_patched_image(dir / "unwritten.img", nothing, "unwritten.img", true, options, &tail, &warm);
+  CHECK(hashes.sha256 == expected.sha256);
+  CHECK(hashes.bmap == expected.bmap);
+  CHECK(warm.found_bytes() == (4u << 20));  // [4, 8) MiB only
+}
+
 TEST_CASE("chunk range store: a damaged store is ignored and written again") {
   test::TempDir dir;
   const std::string archive = archive_bytes(8 << 20);

@@ -62,6 +62,34 @@ TEST_CASE("copied ranges: read from the copied files (zeros past their end), the
   CHECK_THROWS_WITH(CopiedRangeWriter(dir / "image.img", missing, CopiedRangeWriter::Mode::cached), Catch::Contains("gone"));
 }
 
+// A file placed from the middle of another (a tar member): its range ends its bytes at data_length,
+// and the rest of its last block is zeros, not the next member's bytes, for the reader and for the
+// writer (both its O_DIRECT and page-cache paths: a member's bytes sit at 512-byte offsets).
+TEST_CASE("copied ranges: bytes past a range's data_length are zeros, read and written") {
+  const auto mode = GENERATE(CopiedRangeWriter::Mode::durable, CopiedRangeWriter::Mode::cached);
+  test::TempDir dir;
+  const std::string tar = test::random_bytes(3 * 4096, 9);
+  test::write_file(dir / "bundle.tar", tar);
+  test::write_file(dir / "image.img", std::string(4 * 4096, 'i'));
+  // 5000 bytes of the member at 512 in the tar, placed in two blocks at 4096 of the image.
+  CopiedRange member{4096, 8192, 0, 512};
+  member.data_length = 5000;
+  CopiedFiles copied{{dir / "bundle.tar"}, {member}, {}};
+  const std::string expected = std::string(4096, 'i') + tar.substr(512, 5000) + std::string(8192 - 5000, '\0') +
+                               std::string(4096, 'i');
+  {
+    FileDescriptor fd(::open((dir / "image.img").c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd);
+    const CopiedRangeReader reader(fd.get(), "image.img", &copied);
+    CHECK(read_range(reader, 0, 4 * 4096) == expected);
+    CHECK(read_range(reader, 4096 + 4990, 20) == tar.substr(512 + 4990, 10) + std::string(10, '\0'));
+    CHECK(read_range(reader, 4096 + 6000, 100) == std::string(100, '\0'));
+  }
+  CopiedRangeWriter writer(dir / "image.img", copied, mode);
+  writer.wait();
+  CHECK(test::read_file(dir / "image.img") == expected);
+}
+
 TEST_CASE("copied ranges: ranges not in whole 4 KiB blocks are written through the page cache") {
   test::TempDir dir;
   test::write_file(dir / "image.img", std::string(10000, 'i'));
