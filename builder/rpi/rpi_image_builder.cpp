@@ -295,6 +295,8 @@ struct PreparedImage {
   // kept in the cache by their content's SHA-256 (see disk/chunk_range_store.hpp); set when there
   // are copied ranges.
   std::unique_ptr<CopiedChunkRanges> copied_chunk_ranges;
+  // The grown base in the cache this image was made from, which `copied` may read until the end.
+  TemplateStore::Lease base_in_use;
 
   // The image file complete: what reads it other than through `copied` waits for this.
   void wait_for_preload() const {
@@ -313,6 +315,7 @@ struct PreparedImage {
 struct CachedBase {
   fs::path path;
   std::string key;
+  TemplateStore::Lease in_use{};  // a grown base (rpi-bases/): held while the build reads it
 };
 
 // A cache that cannot be written costs only that saving: the base is then decompressed straight to
@@ -398,10 +401,10 @@ std::optional<CachedBase> grown_cached_base(const fs::path& cache_dir, const Cac
   // Each about as large as the base's data (less where reflinks share it): two cover a base used
   // with two sizes at once, and its successor while the previous is still in use.
   const TemplateStore store(cache_dir / "rpi-bases", ".img", 2, 1, "the grown base image");
-  if (auto found = store.find(key)) return CachedBase{found->path, key};
+  if (auto found = store.find(key)) return CachedBase{found->path, key, found->in_use};
   bool grow_failed = false;
   try {
-    fs::path path = store.store(key, parts, [&](const fs::path& temporary) {
+    TemplateStore::Found stored = store.store(key, parts, [&](const fs::path& temporary) {
       copy_cached_base(cached, temporary);
       try {
         grow_base_image(temporary, layout, growth, fixed_time);
@@ -410,7 +413,7 @@ std::optional<CachedBase> grown_cached_base(const fs::path& cache_dir, const Cac
         throw;
       }
     });
-    return CachedBase{path, key};
+    return CachedBase{stored.path, key, stored.in_use};
   } catch (const std::exception& e) {
     // A base that cannot be grown (e2fsck finds damage it cannot repair unattended) fails where the
     // caller grows its own copy, with an error that names that copy, not a removed cache file.
@@ -530,6 +533,7 @@ PreparedImage prepare_shared_image(const Profile& profile, const FetchedArtifact
       log::info("copying ", base.source.file_name());
     }
     const CachedBase& from = grown ? *grown : *cached;
+    prepared.base_in_use = from.in_use;
     // Where there are no reflinks, a base that needs no growing here is not copied in before the
     // preload goes in (below): 0.2 s less before the image's hashing can start.
     base_copy = with_base_named([&] { return copy_cached_base(from, prepared.path, grown || !grow); });

@@ -53,7 +53,7 @@ std::optional<CachedIsoTemplate> IsoTemplateCache::find(const std::string& key) 
     forget(key);
     return std::nullopt;
   }
-  return CachedIsoTemplate{found->path, *sha256};
+  return CachedIsoTemplate{found->path, *sha256, found->in_use};
 }
 
 void IsoTemplateCache::forget(const std::string& key) const { store_.forget(key); }

@@ -48,6 +48,7 @@ std::optional<std::string> iso_template_key(const IsoTemplateKeyParts& parts);
 struct CachedIsoTemplate {
   std::filesystem::path path;
   Sha256Digest sha256;  // recorded when it was stored
+  TemplateStore::Lease in_use;  // held while the build reads it (template_store.hpp)
 };
 
 class IsoTemplateCache {

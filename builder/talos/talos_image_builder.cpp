@@ -314,6 +314,9 @@ struct TemplateUkiSlots {
 // image through libburn's writer each time; a variant is one copy of it with the node's files patched in
 // (docs/benchmarks.md, Talos section).
 struct NodeIsoTemplate {
+  // A template from the cache: held while the build reads it, so another build's pruning leaves it
+  // (builder/template_store.hpp). First, so it goes last.
+  TemplateStore::Lease in_use{};
   fs::path path;
   ReadOnlyFileMapping bytes;                   // its content, mapped once for every variant's hash
   std::vector<IsoFilePlacement> placements;    // the files that differ between nodes
@@ -893,6 +896,7 @@ void look_up_cached_node_iso_template(TalosOutputWriter& writer, const TalosNode
   if (!cached) return;
   auto refuse = [&](const std::string& why) {
     log::debug(cached->path.string(), ": not used as the node ISO template (", why, "): removed");
+    cached->in_use.reset();  // this build's lease would keep it
     writer.template_cache->forget(*writer.template_key);
   };
   std::optional<NodeIsoTemplate> t;
@@ -909,6 +913,7 @@ void look_up_cached_node_iso_template(TalosOutputWriter& writer, const TalosNode
   }
   if (!t) return refuse("its files or UKI archive slots are not where this build puts them");
   t->recorded_digest = cached->sha256;
+  t->in_use = cached->in_use;
   writer.node_iso_template = std::move(t);
   writer.node_iso_template_tried = true;
   writer.template_from_cache = true;
