@@ -131,8 +131,10 @@ TEST_CASE("template store: a file another build is using is not pruned", "[templ
   const fs::path held = dir / "bases" / "k3.img";
   const fs::path ready = dir / "ready";
   const fs::path release = dir / "release";
-  const std::string holder = "flock -s " + held.string() + " sh -c 'touch " + ready.string() + "; while [ ! -e " +
-                             release.string() + " ]; do sleep 0.05; done' >/dev/null 2>&1 &";
+  // It ends when told, when the test's directory is gone (a failed REQUIRE), or after 30 s: never left behind.
+  const std::string holder = "flock -s " + held.string() + " sh -c 'touch " + ready.string() +
+                             "; for i in $(seq 600); do if [ -e " + release.string() + " ] || [ ! -d " +
+                             dir.path().string() + " ]; then break; fi; sleep 0.05; done' >/dev/null 2>&1 &";
   REQUIRE(test::run(holder).exit_code == 0);
   for (int i = 0; i < 200 && !fs::exists(ready); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   REQUIRE(fs::exists(ready));
@@ -140,6 +142,10 @@ TEST_CASE("template store: a file another build is using is not pruned", "[templ
   store_one(6);
   test::write_file(release, "");
   CHECK(fs::exists(held));
+  // The holder gone (its lock released) before the directory is removed.
+  for (int i = 0; i < 200 && test::run("flock -n " + held.string() + " true").exit_code != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   CHECK_FALSE(fs::exists(dir / "bases" / "k4.img"));
   CHECK(fs::exists(dir / "bases" / "k6.img"));
 }
