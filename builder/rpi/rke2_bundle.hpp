@@ -35,7 +35,7 @@ struct Rke2BundleMember {
   std::uint64_t size = 0;
   // A regular file's bytes: its window of the tar, scanned; otherwise `content`.
   std::optional<Ext4HostFileScan> window;
-  std::string content;
+  std::vector<std::uint8_t> content;
 };
 
 struct Rke2Bundle {

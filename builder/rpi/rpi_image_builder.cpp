@@ -281,6 +281,9 @@ ImageLayout find_layout(const fs::path& image, const PartitionTable& table, cons
 }
 
 struct PreparedImage {
+  // The grown base in the cache this image was made from, which `copied` may read until the end.
+  // First, so it is released last.
+  TemplateStore::Lease base_in_use;
   fs::path path;
   ImageLayout layout;
   std::vector<std::string> changes;  // for the manifest
@@ -295,8 +298,6 @@ struct PreparedImage {
   // kept in the cache by their content's SHA-256 (see disk/chunk_range_store.hpp); set when there
   // are copied ranges.
   std::unique_ptr<CopiedChunkRanges> copied_chunk_ranges;
-  // The grown base in the cache this image was made from, which `copied` may read until the end.
-  TemplateStore::Lease base_in_use;
 
   // The image file complete: what reads it other than through `copied` waits for this.
   void wait_for_preload() const {
