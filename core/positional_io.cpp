@@ -3,22 +3,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "core/error.hpp"
 
 namespace aggrik8s {
 
 std::size_t pread_up_to(int fd, std::uint64_t offset, void* buffer, std::size_t length, const std::string& name) {
-  auto* bytes = static_cast<char*>(buffer);
-  std::size_t done = 0;
-  while (done < length) {
-    ssize_t n = ::pread(fd, bytes + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_system_error(name + ": read at offset " + std::to_string(offset + done) + " failed", errno);
-    if (n == 0) break;
-    done += static_cast<std::size_t>(n);
-  }
-  return done;
+  return pread_loop(fd, offset, buffer, length, [&](int err, std::uint64_t at) {
+    return Error(name + ": read at offset " + std::to_string(at) + " failed: " + std::strerror(err));
+  });
 }
 
 void pread_exactly(int fd, std::uint64_t offset, void* buffer, std::size_t length, const std::string& name) {
@@ -30,14 +24,12 @@ void pread_exactly(int fd, std::uint64_t offset, void* buffer, std::size_t lengt
 }
 
 void pwrite_all(int fd, std::uint64_t offset, const void* data, std::size_t length, const std::string& name) {
-  const auto* bytes = static_cast<const char*>(data);
-  for (std::size_t done = 0; done < length;) {
-    ssize_t n = ::pwrite(fd, bytes + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    // A zero-byte write of a non-empty buffer would loop forever; report it as the device does.
-    if (n <= 0) throw_system_error(name + ": write at offset " + std::to_string(offset + done) + " failed", n < 0 ? errno : EIO);
-    done += static_cast<std::size_t>(n);
-  }
+  auto failed = [&](int err, std::uint64_t at) {
+    return Error(name + ": write at offset " + std::to_string(at) + " failed: " + std::strerror(err));
+  };
+  const std::size_t done = pwrite_loop(fd, offset, data, length, failed);
+  // A zero-byte write of a non-empty buffer would loop forever; report it as the device does.
+  if (done < length) throw failed(EIO, offset + done);
 }
 
 void write_all(int fd, const void* data, std::size_t length, const std::string& name) {

@@ -16,6 +16,7 @@
 
 #include "disk/image_decoder_errors.hpp"
 #include "core/error.hpp"
+#include "core/positional_io.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
 
@@ -67,15 +68,9 @@ class ImageInputFile {
   }
   // Fills `buffer` from `offset` unless the file ends first; returns the bytes read.
   std::size_t read_at(std::span<std::uint8_t> buffer, std::uint64_t offset) const {
-    std::size_t done = 0;
-    while (done < buffer.size()) {
-      ssize_t n = ::pread(fd_.get(), buffer.data() + done, buffer.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw input_system_error("cannot read", path_, errno, " at offset " + std::to_string(offset + done));
-      if (n == 0) break;
-      done += static_cast<std::size_t>(n);
-    }
-    return done;
+    return pread_loop(fd_.get(), offset, buffer.data(), buffer.size(), [&](int err, std::uint64_t at) {
+      return input_system_error("cannot read", path_, err, " at offset " + std::to_string(at));
+    });
   }
   // Back to the start, for a reader (libarchive) that reads the file through fd() itself.
   void rewind() {

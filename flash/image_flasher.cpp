@@ -25,6 +25,7 @@
 #include "disk/zero_detection.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
+#include "core/positional_io.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
 #include "core/progress.hpp"
@@ -167,17 +168,13 @@ class FlashTarget {
     bool aligned = offset % io_alignment == 0 && data.size() % io_alignment == 0 &&
                    reinterpret_cast<std::uintptr_t>(data.data()) % io_alignment == 0;
     int fd = aligned && direct_ ? direct_.get() : buffered_.get();
-    std::size_t done = 0;
-    while (done < data.size()) {
-      ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw Error(describe_target_io_error(name_, "write", offset + done, errno, still_present()));
-      if (n == 0) {
-        throw Error("short write to " + name_ + " at offset " + std::to_string(offset + done) + ": " +
-                    std::to_string(done) + " of " + std::to_string(data.size()) +
-                    " bytes were written (the device is smaller than it claims, or it was removed)");
-      }
-      done += static_cast<std::size_t>(n);
+    const std::size_t done = pwrite_loop(fd, offset, data.data(), data.size(), [&](int err, std::uint64_t at) {
+      return Error(describe_target_io_error(name_, "write", at, err, still_present()));
+    });
+    if (done < data.size()) {
+      throw Error("short write to " + name_ + " at offset " + std::to_string(offset + done) + ": " +
+                  std::to_string(done) + " of " + std::to_string(data.size()) +
+                  " bytes were written (the device is smaller than it claims, or it was removed)");
     }
   }
 
@@ -187,15 +184,9 @@ class FlashTarget {
     bool aligned = offset % io_alignment == 0 && buffer.size() % io_alignment == 0 &&
                    reinterpret_cast<std::uintptr_t>(buffer.data()) % io_alignment == 0;
     int fd = aligned && direct_ ? direct_.get() : buffered_.get();
-    std::size_t done = 0;
-    while (done < buffer.size()) {
-      ssize_t n = ::pread(fd, buffer.data() + done, buffer.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw Error(describe_target_io_error(name_, "read back", offset + done, errno, still_present()));
-      if (n == 0) break;
-      done += static_cast<std::size_t>(n);
-    }
-    return done;
+    return pread_loop(fd, offset, buffer.data(), buffer.size(), [&](int err, std::uint64_t at) {
+      return Error(describe_target_io_error(name_, "read back", at, err, still_present()));
+    });
   }
 
   // fdatasync: for a block device this also sends a cache flush to the drive, so "written" means on
@@ -243,15 +234,11 @@ class StagedTargetDevice final : public BlockDevice {
     if (from_memory > 0) std::memcpy(buffer.data(), held_.data() + offset, from_memory);
     if (from_memory < buffer.size()) {
       auto rest = buffer.subspan(from_memory);
-      std::uint64_t at = offset + from_memory;
-      std::size_t done = 0;
-      while (done < rest.size()) {
-        ssize_t n = ::pread(target_.buffered_fd(), rest.data() + done, rest.size() - done, static_cast<off_t>(at + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw Error(describe_target_io_error(name(), "read", at + done, errno, target_.still_present()));
-        if (n == 0) throw Error(name() + ": unexpected end at offset " + std::to_string(at + done));
-        done += static_cast<std::size_t>(n);
-      }
+      const std::uint64_t at = offset + from_memory;
+      const std::size_t done = pread_loop(target_.buffered_fd(), at, rest.data(), rest.size(), [&](int err, std::uint64_t where) {
+        return Error(describe_target_io_error(name(), "read", where, err, target_.still_present()));
+      });
+      if (done < rest.size()) throw Error(name() + ": unexpected end at offset " + std::to_string(at + done));
     }
   }
   void write_at(std::uint64_t offset, std::span<const std::uint8_t> data) override {
@@ -261,15 +248,11 @@ class StagedTargetDevice final : public BlockDevice {
     if (to_memory > 0) std::memcpy(held_.data() + offset, data.data(), to_memory);
     if (to_memory < data.size()) {
       auto rest = data.subspan(to_memory);
-      std::uint64_t at = offset + to_memory;
-      std::size_t done = 0;
-      while (done < rest.size()) {
-        ssize_t n = ::pwrite(target_.buffered_fd(), rest.data() + done, rest.size() - done, static_cast<off_t>(at + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw Error(describe_target_io_error(name(), "write", at + done, errno, target_.still_present()));
-        if (n == 0) throw Error("short write to " + name() + " at offset " + std::to_string(at + done));
-        done += static_cast<std::size_t>(n);
-      }
+      const std::uint64_t at = offset + to_memory;
+      const std::size_t done = pwrite_loop(target_.buffered_fd(), at, rest.data(), rest.size(), [&](int err, std::uint64_t where) {
+        return Error(describe_target_io_error(name(), "write", where, err, target_.still_present()));
+      });
+      if (done < rest.size()) throw Error("short write to " + name() + " at offset " + std::to_string(at + done));
     }
   }
   void flush() override { target_.flush(); }

@@ -1,29 +1,14 @@
 #include "netboot/tftp/tftp_block_reader.hpp"
 
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/positional_io.hpp"
 
 namespace aggrik8s::netboot {
 namespace {
-
-std::size_t pread_full(int fd, std::uint8_t* out, std::size_t size, std::uint64_t offset) {
-  std::size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(fd, out + done, size - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_system_error("TFTP read at offset " + std::to_string(offset + done), errno);
-    }
-    if (n == 0) break;
-    done += static_cast<std::size_t>(n);
-  }
-  return done;
-}
 
 // Reads ahead: one pread fills a buffer of many blocks, and blocks (and retransmissions of them) are
 // copied out of it. A lockstep transfer otherwise costs one read system call per block, a third of the
@@ -55,7 +40,7 @@ class OctetBlockReader final : public TftpBlockReader {
     if (!starts_inside || (offset + size > buffer_offset_ + buffer_length_ && !buffer_reaches_end_)) {
       buffer_.resize(capacity_);
       buffer_offset_ = offset;
-      buffer_length_ = pread_full(fd_, buffer_.data(), capacity_, offset);
+      buffer_length_ = pread_up_to(fd_, offset, buffer_.data(), capacity_, "the TFTP file");
       buffer_reaches_end_ = buffer_length_ < capacity_;
     }
     std::size_t start = static_cast<std::size_t>(offset - buffer_offset_);
@@ -90,7 +75,7 @@ class NetasciiBlockReader final : public TftpBlockReader {
       start.pending.reset();
     }
     while (position < out.size()) {
-      std::size_t got = pread_full(fd_, raw_.data(), out.size() - position, start.offset);
+      std::size_t got = pread_up_to(fd_, start.offset, raw_.data(), out.size() - position, "the TFTP file");
       if (got == 0) break;
       for (std::size_t i = 0; i < got && position < out.size(); ++i) {
         std::uint8_t byte = raw_[i];
