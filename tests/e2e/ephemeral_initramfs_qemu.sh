@@ -96,7 +96,9 @@ boot() {  # boot NAME TIMEOUT EXTRA-APPEND...: serial console to $WORK/NAME.log
     -serial "file:$WORK/$name.log" -kernel "$WORK/kernel8.img" -initrd "$INITRD" \
     -append "console=ttyAMA0 $*" -netdev user,id=n0 -device virtio-net-pci,netdev=n0 </dev/null >"$WORK/$name.qemu" 2>&1 ||
     { cat "$WORK/$name.qemu" >&2; tail -n 30 "$WORK/$name.log" >&2; fail "$name: QEMU did not exit by itself within $limit s"; }
-  sed -i 's/\r$//' "$WORK/$name.log"
+  # A kernel message printed while a line of ours was on its way lands on the same console line
+  # ("...@2.71s[    2.741971] IPv6: ..."): each goes back to a line of its own before lines are matched.
+  sed -i -E 's/([^[:space:]])(\[ *[0-9]+\.[0-9]{6}\] )/\1\n\2/g; s/\r$//' "$WORK/$name.log"
 }
 check() {  # check LOG DESCRIPTION EXTENDED-REGEX
   grep -qE -- "$3" "$1" || { grep -E 'aggrik8s-init|root-test|Kernel panic' "$1" >&2 || tail -n 40 "$1" >&2; fail "$2: console lacks /$3/ ($1)"; }

@@ -164,7 +164,9 @@ boot_node() {
     -append "$(tr -d '\n' <"$dir/cmdline.txt") console=ttyAMA0" \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device "virtio-net-pci,netdev=n0,mac=$MAC" \
     -serial "file:$WORK/boot$n.log" </dev/null >"$WORK/qemu$n.log" 2>&1 || true
-  sed -i 's/\r$//' "$WORK/boot$n.log"
+  # A kernel message printed while a line of ours was on its way lands on the same console line
+  # ("...@2.71s[    2.741971] IPv6: ..."): each goes back to a line of its own before lines are matched.
+  sed -i -E 's/([^[:space:]])(\[ *[0-9]+\.[0-9]{6}\] )/\1\n\2/g; s/\r$//' "$WORK/boot$n.log"
   grep -q "ephemeral-check: marker" "$WORK/boot$n.log" || {
     grep -E "aggrik8s-init|ephemeral-check|Kernel panic" "$WORK/boot$n.log" >&2 || tail -n 40 "$WORK/boot$n.log" >&2
     tail -n 20 "$WORK/serve.log" >&2; fail "boot $n: the node did not reach its root's checks"; }

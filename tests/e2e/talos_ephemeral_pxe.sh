@@ -81,7 +81,9 @@ boot_node() {
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device "virtio-net-pci,netdev=n0,mac=$MAC${NIC_EXTRA:-}" \
     -drive "file=$WORK/disk.img,if=virtio,format=raw" -boot n \
     -serial "file:$WORK/$name.log" </dev/null >"$WORK/$name.qemu" 2>&1 || true
-  sed -i 's/\r$//' "$WORK/$name.log" 2>/dev/null || true
+  # A kernel message printed while a line of ours was on its way lands on the same console line
+  # ("...@2.71s[    2.741971] IPv6: ..."): each goes back to a line of its own before lines are matched.
+  sed -i -E 's/([^[:space:]])(\[ *[0-9]+\.[0-9]{6}\] )/\1\n\2/g; s/\r$//' "$WORK/$name.log" 2>/dev/null || true
 }
 expect_line() {  # expect_line NAME PATTERN WHAT: the stand-in printed a line matching PATTERN
   grep -aqE -- "^talos-standin: $2" "$WORK/$1.log" || {
