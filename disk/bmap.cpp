@@ -15,6 +15,8 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,9 +29,10 @@
 #include "disk/zero_detection.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/log.hpp"
 #include "core/positional_io.hpp"
 #include "core/progress.hpp"
-#include "core/sha256_pair.hpp"
+#include "core/sha256_lane.hpp"
 
 namespace aggrik8s {
 
@@ -743,53 +746,305 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
 
 }  // namespace
 
-std::array<ImageHashes, 2> hash_patched_image_pair(const std::filesystem::path& base, const ImagePatch& first,
-                                                   const ImagePatch& second, const std::string& label,
-                                                   const CopiedFiles* copied) {
+namespace {
+
+// Base's bytes of the planned chunks, read once for all the chains that take them: a chunk is read
+// by the first chain to get there and kept until the last has passed it. Rotating pairs keep the
+// chains a few chunks apart, so few are kept. At most `capacity` are: when full, a chunk no chain is
+// in is dropped (many images: chains that wait their turn may be far behind), and where none can
+// be, or the chain is the last to need a chunk nobody kept, the chain reads the chunk itself.
+// Reading every chunk once per chain cost a 3-node Pi build 0.4 s of CPU (copies out of the page
+// cache) on its two cores.
+class SharedChunks {
+ public:
+  SharedChunks(const ImageReader& reader, const std::vector<PlannedChunk>& chunks, std::size_t users, std::size_t capacity)
+      : reader_(reader), chunks_(chunks), capacity_(capacity), users_left_(chunks.size(), users) {}
+
+  // Chunk `index`'s bytes, held until the chain releases the chunk; null when the chain is to read
+  // the chunk itself.
+  const std::uint8_t* acquire(std::size_t index) {
+    std::unique_lock lock(mutex_);
+    auto found = kept_.find(index);
+    if (found == kept_.end()) {
+      if (users_left_[index] <= 1 || (kept_.size() >= capacity_ && !drop_one())) return nullptr;
+      Kept& kept = kept_[index];
+      kept.holders = 1;
+      if (!spare_.empty()) {
+        kept.buffer = std::move(spare_.back());
+        spare_.pop_back();
+      }
+      lock.unlock();
+      bool read = false;
+      try {
+        if (!kept.buffer) kept.buffer = allocate_aligned(image_chunk_bytes, false);
+        reader_.read(chunks_[index].offset, kept.buffer.get(), chunks_[index].length);
+        read = true;
+      } catch (...) {
+        // The chains read it themselves (and meet the error there, naming the file).
+      }
+      lock.lock();
+      if (read) ++reads_;
+      most_kept_ = std::max(most_kept_, kept_.size());
+      kept.state = read ? State::ready : State::failed;
+      changed_.notify_all();
+      if (read) return kept.buffer.get();
+      --kept.holders;
+      return nullptr;
+    }
+    // Held while it waits, so that the chunk is not dropped between its reading and this chain.
+    Kept& kept = found->second;
+    ++kept.holders;
+    changed_.wait(lock, [&] { return kept.state != State::reading; });
+    if (kept.state == State::ready) return kept.buffer.get();
+    --kept.holders;
+    return nullptr;
+  }
+  // A chain has passed chunk `index`; `held`: it had the kept bytes (acquire gave it them).
+  void release(std::size_t index, bool held) {
+    std::lock_guard lock(mutex_);
+    auto found = kept_.find(index);
+    if (held && found != kept_.end()) --found->second.holders;
+    if (--users_left_[index] != 0 || found == kept_.end()) return;
+    drop(found);
+  }
+  std::size_t reads() const { return reads_; }
+  std::size_t most_kept() const { return most_kept_; }
+
+ private:
+  enum class State { reading, ready, failed };
+  struct Kept {
+    State state = State::reading;
+    std::size_t holders = 0;
+    AlignedBuffer buffer;
+  };
+  void drop(std::map<std::size_t, Kept>::iterator kept) {
+    if (kept->second.buffer) spare_.push_back(std::move(kept->second.buffer));
+    kept_.erase(kept);
+  }
+  // Drops the first kept chunk no chain is in (the farthest back); false if every one is in use.
+  bool drop_one() {
+    for (auto kept = kept_.begin(); kept != kept_.end(); ++kept) {
+      if (kept->second.state != State::reading && kept->second.holders == 0) {
+        drop(kept);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  const ImageReader& reader_;
+  const std::vector<PlannedChunk>& chunks_;
+  const std::size_t capacity_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::size_t> users_left_;  // per chunk, the chains that have not passed it
+  std::map<std::size_t, Kept> kept_;
+  std::vector<AlignedBuffer> spare_;
+  std::size_t reads_ = 0;
+  std::size_t most_kept_ = 0;
+};
+
+// One image's sha256 on its way, in hash_patched_images: how far its chain has got, the first
+// planned chunk that ends past there, and that chunk's bytes (kept for all, or its own buffer's:
+// where its patch writes into the chunk, or where none was kept).
+struct ImageChain {
+  const ImagePatch* patch = nullptr;
+  std::vector<DataExtent> patched;
+  std::uint64_t position = 0;
+  std::size_t chunk = 0;
+  const std::uint8_t* chunk_bytes = nullptr;
+  bool holds_kept = false;  // it holds its chunk in SharedChunks (acquire gave it the bytes)
+  AlignedBuffer buffer;
+  Sha256Lane lane;
+};
+
+// The images' bytes as their chains take them: every image is base's bytes (through `reader`) with
+// its patch over them, and zeros outside `chunks` (the holes every image has).
+class ImageChainSource {
+ public:
+  ImageChainSource(const OpenedImage& image, const ImageReader& reader, const std::vector<PlannedChunk>& chunks,
+                   SharedChunks& shared)
+      : image_(image), reader_(reader), chunks_(chunks), shared_(shared) {}
+
+  bool done(const ImageChain& chain) const { return chain.position >= image_.size; }
+
+  // How many bytes, at most `limit`, chain can take in one piece: up to the end of the hole or chunk
+  // it is in (a hole's zeros at most read_chunk_size at a time).
+  std::size_t piece(const ImageChain& chain, std::uint64_t limit) const {
+    const bool hole = in_hole(chain);
+    std::uint64_t end = image_.size;
+    if (chain.chunk < chunks_.size()) {
+      const PlannedChunk& next = chunks_[chain.chunk];
+      end = hole ? next.offset : next.offset + next.length;
+    }
+    if (hole) limit = std::min<std::uint64_t>(limit, read_chunk_size);
+    return static_cast<std::size_t>(std::min(limit, end - chain.position));
+  }
+  // The next `length` bytes of chain's image (length from piece()); counts the bytes of data.
+  std::span<const std::uint8_t> bytes(ImageChain& chain, std::size_t length, std::uint64_t& data) const {
+    static const std::vector<std::uint8_t> zeros(read_chunk_size);
+    if (in_hole(chain)) return std::span(zeros.data(), length);
+    const PlannedChunk& chunk = chunks_[chain.chunk];
+    if (chain.chunk_bytes == nullptr) enter(chain, chunk);
+    data += length;
+    return std::span(chain.chunk_bytes + (chain.position - chunk.offset), length);
+  }
+  void advance(ImageChain& chain, std::size_t length) const {
+    chain.position += length;
+    if (chain.chunk < chunks_.size() && chain.position >= chunks_[chain.chunk].offset + chunks_[chain.chunk].length) {
+      shared_.release(chain.chunk, chain.holds_kept);
+      chain.chunk_bytes = nullptr;
+      chain.holds_kept = false;
+      ++chain.chunk;
+    }
+  }
+
+ private:
+  bool in_hole(const ImageChain& chain) const {
+    return chain.chunk >= chunks_.size() || chain.position < chunks_[chain.chunk].offset;
+  }
+  // The chain's bytes of the chunk it has come to.
+  void enter(ImageChain& chain, const PlannedChunk& chunk) const {
+    const std::uint8_t* kept = shared_.acquire(chain.chunk);
+    chain.holds_kept = kept != nullptr;
+    if (kept != nullptr && !touches(chain.patched, chunk)) {
+      chain.chunk_bytes = kept;
+      return;
+    }
+    const std::span<std::uint8_t> own(chain.buffer.get(), chunk.length);
+    if (kept != nullptr) {
+      std::memcpy(own.data(), kept, chunk.length);
+    } else {
+      reader_.read(chunk.offset, own.data(), chunk.length);
+    }
+    chain.patch->apply(chunk.offset, own);
+    chain.chunk_bytes = own.data();
+  }
+
+  const OpenedImage& image_;
+  const ImageReader& reader_;
+  const std::vector<PlannedChunk>& chunks_;
+  SharedChunks& shared_;
+};
+
+}  // namespace
+
+std::vector<ImageHashes> hash_patched_images(const std::filesystem::path& base, const std::vector<const ImagePatch*>& patches,
+                                             const std::string& label, const CopiedFiles* copied, std::size_t threads,
+                                             std::uint64_t round_bytes, std::size_t kept_chunks) {
   const ImagePatch nothing;
-  OpenedImage opened = open_image_for_hashing(base, Bmap{}.block_size, &first, copied);
-  opened.spans = add_spans(opened.spans, second.extents(), opened.size, Bmap{}.block_size);
+  const std::uint64_t block_size = Bmap{}.block_size;
+  OpenedImage opened = open_image_for_hashing(base, block_size, &nothing, copied);
+  for (const ImagePatch* patch : patches) opened.spans = add_spans(opened.spans, patch->extents(), opened.size, block_size);
   const ImageReader reader(opened.fd.get(), opened.name, nullptr, &nothing, copied);
   const std::vector<PlannedChunk> chunks = plan_chunks(opened.spans);
+  SharedChunks shared(reader, chunks, patches.size(), kept_chunks);
+  const ImageChainSource source(opened, reader, chunks, shared);
   std::uint64_t data_bytes = 0;
   for (const auto& chunk : chunks) data_bytes += chunk.length;
-  ProgressTask progress("sha256 " + label, data_bytes);
-  const std::array<AlignedBuffer, 2> buffers{allocate_aligned(image_chunk_bytes, false), allocate_aligned(image_chunk_bytes, false)};
-  static const std::vector<std::uint8_t> zeros(read_chunk_size);
-  Sha256Pair pair;
-  std::uint64_t position = 0;
-  auto add_zeros = [&](std::uint64_t count) {
-    for (std::size_t n = 0; count > 0; count -= n) {
-      n = static_cast<std::size_t>(std::min<std::uint64_t>(count, zeros.size()));
-      pair.update(std::span(zeros.data(), n), std::span(zeros.data(), n));
+  ProgressTask progress("sha256 " + label, data_bytes * patches.size());
+  std::mutex progress_mutex;
+  auto report = [&](std::uint64_t read) {
+    std::lock_guard lock(progress_mutex);
+    progress.add(read);
+  };
+
+  std::vector<ImageChain> chains(patches.size());
+  for (std::size_t i = 0; i < chains.size(); ++i) {
+    chains[i].patch = patches[i];
+    chains[i].patched = patches[i]->extents();
+    chains[i].buffer = allocate_aligned(image_chunk_bytes, false);
+  }
+  threads = std::max<std::size_t>(1, threads);
+  const bool pairing = Sha256Lane::accelerated();
+  std::atomic<bool> failed{false};
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto guarded = [&](const std::function<void()>& work) {
+    try {
+      work();
+    } catch (...) {
+      std::lock_guard lock(error_mutex);
+      if (!first_error) first_error = std::current_exception();
+      failed = true;
     }
   };
-  const std::vector<DataExtent> first_extents = first.extents();
-  const std::vector<DataExtent> second_extents = second.extents();
-  for (const auto& chunk : chunks) {
-    // Base's bytes once; where a patch writes into the chunk, each image gets its own copy with its
-    // patch over it (most chunks are neither's, and both lanes hash the same buffer).
-    const std::span<std::uint8_t> a(buffers[0].get(), chunk.length);
-    std::span<std::uint8_t> b = a;
-    reader.read(chunk.offset, a.data(), chunk.length);
-    if (touches(first_extents, chunk) || touches(second_extents, chunk)) {
-      b = std::span<std::uint8_t>(buffers[1].get(), chunk.length);
-      std::memcpy(b.data(), a.data(), chunk.length);
-      first.apply(chunk.offset, a);
-      second.apply(chunk.offset, b);
+  // `until` says when to stop early (checked between pieces).
+  auto run_alone = [&](ImageChain& chain, std::uint64_t budget, const std::function<bool()>& until) {
+    std::uint64_t read = 0;
+    while (budget > 0 && !source.done(chain) && !failed && !until()) {
+      const std::size_t n = source.piece(chain, budget);
+      chain.lane.update(source.bytes(chain, n, read));
+      source.advance(chain, n);
+      budget -= n;
     }
-    add_zeros(chunk.offset - position);
-    pair.update(a, b);
-    position = chunk.offset + chunk.length;
-    progress.add(chunk.length);
+    report(read);
+  };
+  auto run_pair = [&](ImageChain& first, ImageChain& second, std::uint64_t budget) {
+    std::uint64_t read = 0;
+    while (budget > 0 && !source.done(first) && !source.done(second) && !failed) {
+      const std::size_t n = source.piece(second, source.piece(first, budget));
+      const auto first_bytes = source.bytes(first, n, read);
+      Sha256Lane::update_pair(first.lane, first_bytes, second.lane, source.bytes(second, n, read));
+      source.advance(first, n);
+      source.advance(second, n);
+      budget -= n;
+    }
+    report(read);
+  };
+
+  // More chains than threads: in rounds, each thread takes a pair of chains (which costs 1.3x one
+  // chain's time, core/sha256_lane.hpp) or one alone, so that as many run as can at the pairs' rate.
+  // A pair takes round_bytes of each (64 MiB: 28 rounds for a 1.8 GiB image, each ending with at
+  // most one piece's wait); the chains alone go on until the pairs are done. The chains
+  // least far on go alone (faster) or pair first, so they catch up and change partners from round to
+  // round: 3 images on 2 cores, a pair beside one alone all the way, took 2.1 s where the one alone
+  // was done at 1.6 s; rotating, all three end together. Once no more chains are left than threads,
+  // each goes on alone to its end.
+  round_bytes = std::max<std::uint64_t>(round_bytes, 64);
+  const auto unlimited = std::numeric_limits<std::uint64_t>::max();
+  for (;;) {
+    std::vector<ImageChain*> left;
+    for (auto& chain : chains) {
+      if (!source.done(chain)) left.push_back(&chain);
+    }
+    if (left.empty() || failed) break;
+    std::stable_sort(left.begin(), left.end(), [](const ImageChain* a, const ImageChain* b) { return a->position < b->position; });
+    const bool last_round = left.size() <= threads;
+    const std::size_t pairs = last_round || !pairing ? 0 : std::min(threads, left.size() - threads);
+    const std::size_t alone = std::min(left.size(), threads) - pairs;
+    std::atomic<std::size_t> pairs_running{pairs};
+    auto pairs_done = [&] { return pairs_running == 0; };
+    std::vector<std::function<void()>> groups;
+    for (std::size_t i = 0; i < alone; ++i) {
+      groups.emplace_back([&, chain = left[i]] {
+        if (last_round) return run_alone(*chain, unlimited, [] { return false; });
+        if (pairs == 0) return run_alone(*chain, round_bytes, [] { return false; });
+        run_alone(*chain, unlimited, pairs_done);
+      });
+    }
+    for (std::size_t i = 0; i < pairs; ++i) {
+      groups.emplace_back([&, first = left[alone + 2 * i], second = left[alone + 2 * i + 1]] {
+        run_pair(*first, *second, round_bytes);
+        --pairs_running;
+      });
+    }
+    std::vector<std::thread> helpers;
+    for (std::size_t i = 1; i < groups.size(); ++i) {
+      helpers.emplace_back([&, i] { guarded(groups[i]); });
+    }
+    // A failure stops every group at its next piece (the chains alone do not wait for a failed pair).
+    guarded(groups[0]);
+    for (auto& helper : helpers) helper.join();
   }
-  add_zeros(opened.size - position);
-  const std::array<Sha256Digest, 2> digests = pair.finish();
+  if (first_error) std::rethrow_exception(first_error);
   progress.finish();
-  std::array<ImageHashes, 2> hashes;
-  for (std::size_t i = 0; i < 2; ++i) {
+  log::debug("sha256 ", label, ": ", chunks.size(), " chunks, ", shared.reads(), " read once for all (at most ",
+             shared.most_kept(), " kept at a time)");
+  std::vector<ImageHashes> hashes(chains.size());
+  for (std::size_t i = 0; i < chains.size(); ++i) {
     hashes[i].size = opened.size;
-    hashes[i].sha256 = digests[i];
+    hashes[i].sha256 = chains[i].lane.finish();
   }
   return hashes;
 }

@@ -123,12 +123,16 @@ ImageHashes hash_patched_image(const std::filesystem::path& base, const ImagePat
                                bool with_bmap, const BmapOptions& options = {}, const CopiedFiles* copied = nullptr,
                                KnownChunkRanges* known = nullptr);
 
-// The sizes and sha256s (no bmaps) of the two images `first` and `second` make of `base`, equal to
-// hash_patched_image's, hashed together on the calling thread (core/sha256_pair.hpp): base's bytes
-// are read once for both. How a build with more node images than cores hashes two of them on one.
-std::array<ImageHashes, 2> hash_patched_image_pair(const std::filesystem::path& base, const ImagePatch& first,
-                                                   const ImagePatch& second, const std::string& label,
-                                                   const CopiedFiles* copied = nullptr);
+// The sizes and sha256s (no bmaps) of the images `patches` make of `base`, each equal to
+// hash_patched_image's, on `threads` threads: how a build hashes its node images. With more images
+// than threads, some are hashed two to a thread (core/sha256_lane.hpp) and the pairs change as they
+// go, so that all end together: they pair up afresh every `round_bytes`. Base's bytes are read once
+// for all images where they can be: up to `kept_chunks` chunks of 4 MiB are kept for the images
+// that have not got there yet (the rotating chains of 3 images on 2 cores kept at most 13-14).
+// `label` is for the progress line. (Tests make the rounds and the chunks kept few.)
+std::vector<ImageHashes> hash_patched_images(const std::filesystem::path& base, const std::vector<const ImagePatch*>& patches,
+                                             const std::string& label, const CopiedFiles* copied, std::size_t threads,
+                                             std::uint64_t round_bytes = 64 << 20, std::size_t kept_chunks = 24);
 
 // The bmap of `image`, given `base`: the bmap (made with `options`) of an image of the same size whose
 // bytes were the same as image's everywhere outside `changed`. Only the chunks of

@@ -59,7 +59,6 @@
 #include "core/log.hpp"
 #include "core/program_build_id.hpp"
 #include "core/progress.hpp"
-#include "core/sha256_pair.hpp"
 
 namespace aggrik8s::builder {
 namespace fs = std::filesystem;
@@ -949,46 +948,29 @@ std::vector<ImageHashes> hash_node_images(const RpiNodeBuild& build, const std::
     keep_copied_chunk_ranges(build.prepared);
     return hashes;
   }
+  // The prepared image's bmap (mostly known from the cache) beside the node images' sha256s.
   std::optional<Bmap> prepared_bmap;
-  std::vector<std::function<void()>> tasks;
-  // A sha256 is sequential, so each image's is one task, on one thread, and the tasks share the cores.
-  const BmapOptions whole_image{.skip_zero_blocks = true, .range_split_blocks = 0, .threads = 1};
+  std::future<void> bmap_task;
   if (with_bmap) {
-    tasks.emplace_back([&] {
+    bmap_task = std::async(std::launch::async, [&] {
       BmapOptions one_thread = node_bmap_options;
       one_thread.threads = 1;
       prepared_bmap = create_bmap(prepared, one_thread, build.prepared.copied, build.prepared.copied_chunk_ranges.get());
     });
   }
-  // Where the chains outnumber the cores, some are hashed two to a thread (core/sha256_pair.hpp: two
-  // interleaved chains take 1.3x one chain's time instead of 2x): N chains on P cores make N - P
-  // pairs, at most N / 2, so that there are as few chain tasks as cores where pairs can get there.
-  // 3 nodes on 2 cores are a pair and one alone (beside the prepared image's bmap, mostly known).
-  const std::size_t pairs = Sha256Pair::accelerated() && nodes.size() > core_count()
-                                ? std::min(nodes.size() / 2, nodes.size() - core_count())
-                                : 0;
-  for (std::size_t p = 0; p < pairs; ++p) {
-    tasks.emplace_back([&, i = 2 * p] {
-      auto both = hash_patched_image_pair(prepared, results[i].patch, results[i + 1].patch,
-                                          nodes[i]->name + ".img + " + nodes[i + 1]->name + ".img", &build.prepared.copied);
-      hashes[i] = std::move(both[0]);
-      hashes[i + 1] = std::move(both[1]);
-    });
+  std::vector<const ImagePatch*> patches;
+  for (const auto& result : results) patches.push_back(&result.patch);
+  try {
+    hashes = hash_patched_images(prepared, patches, std::to_string(nodes.size()) + " node images", &build.prepared.copied,
+                                 core_count());
+  } catch (...) {
+    if (bmap_task.valid()) bmap_task.wait();
+    throw;
   }
-  for (std::size_t i = 2 * pairs; i < nodes.size(); ++i) {
-    tasks.emplace_back([&, i] {
-      hashes[i] = hash_patched_image(prepared, results[i].patch, nodes[i]->name + ".img", false, whole_image,
-                                     &build.prepared.copied);
-    });
-  }
-  // Every image's sha256 is one sequential chain (or pair), all of about the same length: on P cores
-  // a pool of P threads takes ceil(N / P) chains' time for N of them, all N at once N / P, the kernel
-  // sharing the cores among them. Capped where the rounds saved no longer matter; each chain holds a
-  // 4 MiB buffer (a pair two).
-  run_tasks(tasks, std::max<std::size_t>(core_count(), std::min<std::size_t>(tasks.size(), 16)));
+  if (bmap_task.valid()) bmap_task.get();
   keep_copied_chunk_ranges(build.prepared);
   if (with_bmap) {
-    tasks.clear();
+    std::vector<std::function<void()>> tasks;
     for (std::size_t i = 0; i < nodes.size(); ++i) {
       tasks.emplace_back([&, i] {
         hashes[i].bmap = update_patched_bmap(prepared, *prepared_bmap, results[i].patch, node_bmap_options, &build.prepared.copied);

@@ -174,10 +174,12 @@ TEST_CASE("image patch: hashes of a patched image equal those of the file writte
   CHECK(Sha256::of_file(node) == hash_patched_image(prepared, patch, "node.img", false).sha256);
 }
 
-// Two node images hashed together (Sha256Pair on one thread) give each one's own sha256 and size:
-// patches that write into data, into holes, into the same chunk and into chunks only one of them
-// touches; and a pair where one image is the prepared image itself.
-TEST_CASE("image patch: two patched images hashed as a pair give each one's sha256") {
+// Node images hashed together give each one's own sha256 and size, however many images and threads,
+// however often the chains pair up afresh (rounds that end mid-block, rounds of a few bytes), whether
+// base's bytes are read once for all or by each image: patches
+// that write into data, into holes, into the same chunk and into chunks only one of them touches,
+// into the image's last, incomplete block; and an image that is the prepared image itself.
+TEST_CASE("image patch: patched images hashed together give each one's sha256") {
   test::TempDir dir;
   const fs::path prepared = make_base_image(dir);
   ImagePatch first;
@@ -187,31 +189,49 @@ TEST_CASE("image patch: two patched images hashed as a pair give each one's sha2
   ImagePatch second;
   second.write(4096 + 9, bytes("second"));
   second.write(8 << 20, bytes(std::string(70000, 's')));
+  ImagePatch third;
+  third.write((12 << 20) + 290, bytes("end"));
+  third.write(10 << 20, bytes(std::string(3000, 't')));
+  const ImagePatch nothing;
   auto written = [&](const ImagePatch& patch, const std::string& name) {
     const fs::path image = dir / name;
     copy_sparse_file(prepared, image, 0600);
     write_image_patch(patch, image);
     return image;
   };
-  const fs::path first_image = written(first, "first.img");
-  const fs::path second_image = written(second, "second.img");
-  const auto both = hash_patched_image_pair(prepared, first, second, "first.img + second.img");
-  CHECK(both[0].sha256 == Sha256::of_file(first_image));
-  CHECK(both[1].sha256 == Sha256::of_file(second_image));
-  CHECK(both[0].size == fs::file_size(first_image));
-  CHECK(both[1].size == fs::file_size(second_image));
-  CHECK_FALSE(both[0].bmap);
-  const auto with_unpatched = hash_patched_image_pair(prepared, ImagePatch{}, second, "prepared.img + second.img");
-  CHECK(with_unpatched[0].sha256 == Sha256::of_file(prepared));
-  CHECK(with_unpatched[1].sha256 == both[1].sha256);
+  const std::vector<const ImagePatch*> patches{&first, &second, &third, &nothing, &first};
+  std::vector<Sha256Digest> expected;
+  for (std::size_t i = 0; i < patches.size(); ++i) {
+    expected.push_back(Sha256::of_file(written(*patches[i], "node" + std::to_string(i) + ".img")));
+  }
+  CHECK(expected[3] == Sha256::of_file(prepared));
+  for (std::size_t count : {2u, 3u, 5u}) {
+    const std::vector<const ImagePatch*> some(patches.begin(), patches.begin() + static_cast<std::ptrdiff_t>(count));
+    for (std::size_t threads : {1u, 2u, 3u, 8u}) {
+      for (std::uint64_t round : {std::uint64_t{64} << 20, std::uint64_t{100001}, std::uint64_t{4096 + 13}}) {
+        // Chunks kept for all, none (every image reads its own), or one (dropped and read again).
+        for (std::size_t kept : {24u, 0u, 1u}) {
+          INFO(count << " images on " << threads << " threads, rounds of " << round << " bytes, " << kept << " chunks kept");
+          const auto hashes = hash_patched_images(prepared, some, "images", nullptr, threads, round, kept);
+          REQUIRE(hashes.size() == count);
+          for (std::size_t i = 0; i < count; ++i) {
+            CHECK(hashes[i].sha256 == expected[i]);
+            CHECK(hashes[i].size == fs::file_size(prepared));
+            CHECK_FALSE(hashes[i].bmap);
+          }
+        }
+      }
+    }
+  }
 
   // As a build hashes them: with ranges whose bytes are read from the file they are a copy of (an
   // archive not yet written into the prepared image), one of them under a patch.
   const std::string archive = test::random_bytes(3 << 20, 9);
   test::write_file(dir / "archive", archive);
   const CopiedFiles copied{{dir / "archive"}, {{2 << 20, 3 << 20, 0, 0}}, {}};
-  const auto through_copies = hash_patched_image_pair(prepared, first, second, "first.img + second.img", &copied);
+  const auto through_copies = hash_patched_images(prepared, {&first, &second, &third}, "images", &copied, 2, 1 << 20);
   CHECK(through_copies[0].sha256 == hash_patched_image(prepared, first, "first.img", false, {}, &copied).sha256);
   CHECK(through_copies[1].sha256 == hash_patched_image(prepared, second, "second.img", false, {}, &copied).sha256);
-  CHECK(through_copies[0].sha256 != both[0].sha256);
+  CHECK(through_copies[2].sha256 == hash_patched_image(prepared, third, "third.img", false, {}, &copied).sha256);
+  CHECK(through_copies[0].sha256 != expected[0]);
 }
