@@ -12,4 +12,7 @@ std::optional<std::uint64_t> parse_byte_size(std::string_view text);
 // "1.5 GiB", "512 MiB", "0 B": for logs and inspect output.
 std::string format_byte_size(std::uint64_t bytes);
 
+// `value` rounded up to a multiple of `unit` (a block, a sector, an alignment); unit > 0.
+constexpr std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value + unit - 1) / unit * unit; }
+
 }  // namespace aggrik8s

@@ -47,7 +47,6 @@ double seconds_since(Clock::time_point start) {
 }
 
 std::uint64_t round_down(std::uint64_t value, std::uint64_t unit) { return value / unit * unit; }
-std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value + unit - 1) / unit * unit; }
 
 // A queue with a fixed capacity between two threads. close(): no more items, the consumer drains
 // what is there; abort(): both sides stop at once (an error on the other side).

@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "core/byte_size.hpp"
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/huge_pages.hpp"
@@ -40,8 +41,6 @@ std::string entry_path(const fs::path& tarball, const std::string& prefix, std::
   }
   return prefix + "/" + name;
 }
-
-std::uint64_t round_up(std::uint64_t value, std::uint64_t to) { return (value + to - 1) / to * to; }
 
 }  // namespace
 

@@ -71,8 +71,6 @@ constexpr std::uint64_t block_rounding = 4096;
 // range hashes everywhere its edits (a few dozen blocks of metadata and small files) did not write.
 const BmapOptions node_bmap_options{.skip_zero_blocks = true, .range_split_blocks = 1024, .threads = 0};
 
-std::uint64_t round_up(std::uint64_t value, std::uint64_t unit) { return (value + unit - 1) / unit * unit; }
-
 // Copies an image's data extents into a new file written with O_DIRECT: the bytes go from the
 // prepared image's cached pages straight to the disk instead of becoming page-cache pages of a second
 // 2.5 GiB file that must then be written back anyway (a default build fdatasyncs every image). On this
