@@ -55,6 +55,7 @@ class FileBlockDevice final : public BlockDevice {
   void resize(std::uint64_t new_size) override;
   void flush() override;
   std::string name() const override { return path_.string(); }
+  int fd() const { return fd_.get(); }
   // The byte ranges write_at was asked to write, merged (all-zero blocks it skipped included).
   std::vector<DataExtent> written_extents() const { return merge_extents(written_); }
 

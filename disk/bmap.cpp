@@ -41,61 +41,24 @@ namespace {
 constexpr std::size_t read_chunk_size = 1 << 20;
 constexpr std::size_t checksum_hex_length = 64;
 
-// Reads an image's bytes from the image, or (with an ImageBase) from the base file except where the
-// image was written after it was copied; with a patch, the image's bytes (its copied ranges read
+// Reads an image's bytes from the image; with a patch, the image's bytes (its copied ranges read
 // from the files they are a copy of) with the patch over them.
 class ImageReader {
  public:
-  ImageReader(int fd, const std::string& name, const ImageBase* base, const ImagePatch* patch = nullptr,
-              const CopiedFiles* copied = nullptr)
-      : fd_(fd), name_(name), base_(base), patch_(patch), copied_(fd, name, copied) {
-    if (base_ == nullptr) return;
-    written_ = merge_extents(base_->written);
-    base_name_ = base_->path.string();
-    base_fd_ = FileDescriptor(::open(base_->path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!base_fd_) throw_system_error("cannot open " + base_name_ + " (the image " + name + " was copied from)", errno);
-    ::posix_fadvise(base_fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-  }
+  ImageReader(int fd, const std::string& name, const ImagePatch* patch = nullptr, const CopiedFiles* copied = nullptr)
+      : fd_(fd), name_(name), patch_(patch), copied_(fd, name, copied) {}
 
   void read(std::uint64_t offset, std::uint8_t* buffer, std::size_t length) const {
-    if (patch_ != nullptr) {
-      copied_.read(offset, std::span<std::uint8_t>(buffer, length));
-      return patch_->apply(offset, std::span<std::uint8_t>(buffer, length));
-    }
-    if (base_ == nullptr) return pread_exactly(fd_, offset, buffer, length, name_);
-    const auto& written = written_;
-    const std::uint64_t end = offset + length;
-    auto extent = std::lower_bound(written.begin(), written.end(), offset,
-                                   [](const DataExtent& e, std::uint64_t at) { return e.offset + e.length <= at; });
-    for (std::uint64_t at = offset; at < end;) {
-      std::uint64_t to = end;
-      bool from_image = false;
-      if (extent != written.end() && extent->offset <= at) {
-        to = std::min(end, extent->offset + extent->length);
-        from_image = true;
-        ++extent;
-      } else if (extent != written.end()) {
-        to = std::min(end, extent->offset);
-      }
-      auto n = static_cast<std::size_t>(to - at);
-      if (from_image) {
-        pread_exactly(fd_, at, buffer + (at - offset), n, name_);
-      } else {
-        pread_exactly(base_fd_.get(), at, buffer + (at - offset), n, base_name_);
-      }
-      at = to;
-    }
+    if (patch_ == nullptr) return pread_exactly(fd_, offset, buffer, length, name_);
+    copied_.read(offset, std::span<std::uint8_t>(buffer, length));
+    patch_->apply(offset, std::span<std::uint8_t>(buffer, length));
   }
 
  private:
   int fd_;
   const std::string& name_;
-  const ImageBase* base_;
   const ImagePatch* patch_;
   CopiedRangeReader copied_;
-  std::vector<DataExtent> written_;  // base_->written, sorted and merged
-  std::string base_name_;
-  FileDescriptor base_fd_;
 };
 
 // bmaptool's BmapHelpers.human_size, including its "%.1f" rounding (printf and Python agree).
@@ -543,17 +506,16 @@ ImageHashes hash_opened_image(const OpenedImage& image, const ImageReader& reade
 
 }  // namespace
 
-ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options,
-                       const ImageBase* base) {
+ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options) {
   const OpenedImage opened = open_image_for_hashing(image, Bmap{}.block_size, nullptr);
-  const ImageReader reader(opened.fd.get(), opened.name, base);
+  const ImageReader reader(opened.fd.get(), opened.name);
   return hash_opened_image(opened, reader, with_bmap, options, image.filename().string());
 }
 
 ImageHashes hash_patched_image(const std::filesystem::path& base, const ImagePatch& patch, const std::string& image_name,
                                bool with_bmap, const BmapOptions& options, const CopiedFiles* copied, KnownChunkRanges* known) {
   const OpenedImage opened = open_image_for_hashing(base, Bmap{}.block_size, &patch, copied);
-  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &patch, copied);
+  const ImageReader reader(opened.fd.get(), opened.name, &patch, copied);
   return hash_opened_image(opened, reader, with_bmap, options, image_name, true, known, patch.extents());
 }
 
@@ -561,7 +523,7 @@ Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options,
                  KnownChunkRanges* known) {
   const ImagePatch nothing;
   const OpenedImage opened = open_image_for_hashing(image, Bmap{}.block_size, &nothing, &copied);
-  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &nothing, &copied);
+  const ImageReader reader(opened.fd.get(), opened.name, &nothing, &copied);
   return *hash_opened_image(opened, reader, true, options, image.filename().string(), false, known).bmap;
 }
 
@@ -935,8 +897,14 @@ std::vector<ImageHashes> hash_patched_images(const std::filesystem::path& base, 
   const ImagePatch nothing;
   const std::uint64_t block_size = Bmap{}.block_size;
   OpenedImage opened = open_image_for_hashing(base, block_size, &nothing, copied);
-  for (const ImagePatch* patch : patches) opened.spans = add_spans(opened.spans, patch->extents(), opened.size, block_size);
-  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &nothing, copied);
+  std::vector<ImageChain> chains(patches.size());
+  for (std::size_t i = 0; i < chains.size(); ++i) {
+    chains[i].patch = patches[i];
+    chains[i].patched = patches[i]->extents();
+    chains[i].buffer = allocate_aligned(image_chunk_bytes, false);
+    opened.spans = add_spans(opened.spans, chains[i].patched, opened.size, block_size);
+  }
+  const ImageReader reader(opened.fd.get(), opened.name, &nothing, copied);
   const std::vector<PlannedChunk> chunks = plan_chunks(opened.spans);
   SharedChunks shared(reader, chunks, patches.size(), kept_chunks);
   const ImageChainSource source(opened, reader, chunks, shared);
@@ -949,12 +917,6 @@ std::vector<ImageHashes> hash_patched_images(const std::filesystem::path& base, 
     progress.add(read);
   };
 
-  std::vector<ImageChain> chains(patches.size());
-  for (std::size_t i = 0; i < chains.size(); ++i) {
-    chains[i].patch = patches[i];
-    chains[i].patched = patches[i]->extents();
-    chains[i].buffer = allocate_aligned(image_chunk_bytes, false);
-  }
   threads = std::max<std::size_t>(1, threads);
   const bool pairing = Sha256Lane::accelerated();
   std::atomic<bool> failed{false};
@@ -1058,16 +1020,16 @@ Bmap update_opened_bmap(const OpenedImage& image, const ImageReader& reader, con
 }  // namespace
 
 Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std::vector<DataExtent>& changed,
-                 const BmapOptions& options, const ImageBase* source) {
+                 const BmapOptions& options) {
   const OpenedImage opened = open_image_for_hashing(image, base.block_size, nullptr);
-  const ImageReader reader(opened.fd.get(), opened.name, source);
+  const ImageReader reader(opened.fd.get(), opened.name);
   return update_opened_bmap(opened, reader, base, changed, options);
 }
 
 Bmap update_patched_bmap(const std::filesystem::path& base_image, const Bmap& base, const ImagePatch& patch,
                          const BmapOptions& options, const CopiedFiles* copied) {
   const OpenedImage opened = open_image_for_hashing(base_image, base.block_size, &patch, copied);
-  const ImageReader reader(opened.fd.get(), opened.name, nullptr, &patch, copied);
+  const ImageReader reader(opened.fd.get(), opened.name, &patch, copied);
   return update_opened_bmap(opened, reader, base, patch.extents(), options);
 }
 

@@ -102,17 +102,8 @@ struct ImageHashes {
   Sha256Digest sha256;
   std::optional<Bmap> bmap;
 };
-// Where to read an image's bytes from when it is a copy of another file that was then edited: its
-// bytes outside `written` are path's. A build writes node images past the page cache (O_DIRECT), so
-// reading them back would be disk reads; the prepared image they were copied from is still cached.
-struct ImageBase {
-  std::filesystem::path path;
-  std::vector<DataExtent> written;
-};
-// Throws Error naming the image on read failure, and (with_bmap) for an empty image. With `base`,
-// the image's data extents are still the image's own, but its bytes are read as ImageBase says.
-ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options = {},
-                       const ImageBase* base = nullptr);
+// Throws Error naming the image on read failure, and (with_bmap) for an empty image.
+ImageHashes hash_image(const std::filesystem::path& image, bool with_bmap, const BmapOptions& options = {});
 
 // The hashes of the image `patch` makes of the file `base` (base's bytes with the patch's written over
 // them), equal to hash_image of such a file, without writing it: how a build hashes a node's image
@@ -143,7 +134,7 @@ std::vector<ImageHashes> hash_patched_images(const std::filesystem::path& base, 
 // allocated zero block would differ, and a copy does not promise to keep which is which); throws
 // Error naming the image when the sizes or options do not fit.
 Bmap update_bmap(const std::filesystem::path& image, const Bmap& base, const std::vector<DataExtent>& changed,
-                 const BmapOptions& options, const ImageBase* source = nullptr);
+                 const BmapOptions& options);
 
 // update_bmap for the image `patch` makes of `base_image`, whose bmap is `base`: only the chunks the
 // patch writes are hashed again, from base_image's bytes with the patch over them.

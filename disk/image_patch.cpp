@@ -1,13 +1,9 @@
 #include "disk/image_patch.hpp"
 
-#include <fcntl.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <iterator>
 
-#include "core/error.hpp"
 #include "core/huge_pages.hpp"
 
 namespace aggrik8s {
@@ -88,20 +84,11 @@ std::vector<DataExtent> ImagePatch::extents() const {
 
 PatchedFileBlockDevice::PatchedFileBlockDevice(const std::filesystem::path& base, std::string name,
                                                const CopiedFiles* copied)
-    : base_(base, FileBlockDevice::Access::read_only), name_(std::move(name)) {
-  if (copied == nullptr || copied->ranges.empty()) return;
-  copied_fd_ = FileDescriptor(::open(base.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!copied_fd_) throw_system_error("cannot open " + base.string(), errno);
-  copied_ = std::make_unique<CopiedRangeReader>(copied_fd_.get(), base.string(), copied);
-}
+    : base_(base, FileBlockDevice::Access::read_only), name_(std::move(name)), reader_(base_.fd(), base.string(), copied) {}
 
 void PatchedFileBlockDevice::read_at(std::uint64_t offset, std::span<std::uint8_t> buffer) {
   check_range("read", offset, buffer.size());
-  if (copied_) {
-    copied_->read(offset, buffer);
-  } else {
-    base_.read_at(offset, buffer);
-  }
+  reader_.read(offset, buffer);
   patch_.apply(offset, buffer);
 }
 

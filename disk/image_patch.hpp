@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
-#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -54,8 +53,7 @@ class PatchedFileBlockDevice final : public BlockDevice {
   FileBlockDevice base_;
   std::string name_;
   ImagePatch patch_;
-  FileDescriptor copied_fd_;
-  std::unique_ptr<CopiedRangeReader> copied_;
+  CopiedRangeReader reader_;  // base_'s bytes, its copied ranges from the files they are a copy of
 };
 
 // Writes the patch into `image` (a copy of the file the patch was made against) through a

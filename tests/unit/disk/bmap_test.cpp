@@ -237,21 +237,6 @@ TEST_CASE("bmap: ranges split into chunks, and update_bmap hashes again only the
   // Nothing written: the base's ranges as they are.
   CHECK(update_bmap(image, base, {}, chunked) == base);
 
-  // Read through an ImageBase (the node's bytes from the image it was copied from, except what it
-  // wrote): the same hashes, and bytes outside `written` really come from the base.
-  ImageBase copied_from{image, written};
-  ImageHashes through_base = hash_image(node, true, chunked, &copied_from);
-  CHECK(through_base.sha256 == Sha256::of_file(node));
-  CHECK(*through_base.bmap == create_bmap(node, chunked));
-  CHECK(update_bmap(node, base, written, chunked, &copied_from) == updated);
-  {
-    std::fstream file(node, std::ios::binary | std::ios::in | std::ios::out);
-    file.seekp(100 * 4096);
-    file << "not logged";
-  }
-  CHECK(hash_image(node, false, {}, &copied_from).sha256 == through_base.sha256);
-  CHECK(hash_image(node, false).sha256 != through_base.sha256);
-
   // What update_bmap cannot work from is refused, naming the image.
   CHECK_THROWS_WITH(update_bmap(node, create_bmap(image), written, chunked), Catch::Contains("crosses a chunk"));
   CHECK_THROWS_WITH(update_bmap(node, base, written, BmapOptions{}), Catch::Contains("node.img"));
