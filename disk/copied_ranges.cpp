@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <utility>
 
 #include "disk/aligned_buffer.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "core/positional_io.hpp"
 
 namespace aggrik8s {
@@ -71,13 +73,14 @@ std::vector<DataExtent> CopiedFiles::extents() const {
   return merge_extents(std::move(extents));
 }
 
-CopiedRangeWriter::CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, Mode mode)
+CopiedRangeWriter::CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, Mode mode, DirectWriteProbe probe)
     : image_name_(image.string()),
       copied_(std::move(copied)),
       // Opens the files here, so that a missing one is reported by the constructor.
       reader_(-1, image_name_, &copied_),
-      flush_(mode == Mode::durable) {
-  bool aligned = mode == Mode::durable;
+      flush_(mode == Mode::durable),
+      probe_(probe) {
+  bool aligned = true;
   for (const auto& r : copied_.ranges) {
     aligned = aligned && r.image_offset % io_alignment == 0 && r.length % io_alignment == 0;
   }
@@ -87,9 +90,10 @@ CopiedRangeWriter::CopiedRangeWriter(const std::filesystem::path& image, CopiedF
     // EINVAL: no O_DIRECT on this filesystem (tmpfs before Linux 6.6); anything else fails below too.
     if (!image_fd_ && errno != EINVAL) throw_system_error("cannot open " + image_name_, errno);
   }
-  if (!image_fd_) {
-    image_fd_ = FileDescriptor(::open(image.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!image_fd_) throw_system_error("cannot open " + image_name_, errno);
+  if (!image_fd_ || mode == Mode::cached) {
+    FileDescriptor& fd = image_fd_ ? buffered_fd_ : image_fd_;
+    fd = FileDescriptor(::open(image.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) throw_system_error("cannot open " + image_name_, errno);
   }
   thread_ = std::thread([this] {
     try {
@@ -140,13 +144,35 @@ void CopiedRangeWriter::run() {
     }
     constexpr std::size_t chunk_bytes = 8 << 20;
     AlignedBuffer bounce;
+    bool fd_direct = direct_;  // whether image_fd_ is (still) the O_DIRECT one
+    // Mode::cached: the O_DIRECT writes are timed in windows of probe_.bytes; the first window the disk
+    // takes slower than probe_.min_rate sends the rest through the page cache. Every window, not only
+    // the first: a disk (or a rate limit) with a write cache takes a burst fast, then slows down.
+    const bool probing = direct_ && buffered_fd_;
+    std::uint64_t window = 0;
+    auto window_start = std::chrono::steady_clock::now();
+    std::uint64_t written = 0;
+    auto after_write = [&](std::size_t length) {
+      written += length;
+      if (!probing || !fd_direct || (window += length) < probe_.bytes) return;
+      const auto now = std::chrono::steady_clock::now();
+      const double rate = static_cast<double>(window) / std::max(std::chrono::duration<double>(now - window_start).count(), 1e-9);
+      window = 0;
+      window_start = now;
+      if (rate >= probe_.min_rate) return;
+      log::debug(image_name_, ": O_DIRECT writes at ", static_cast<std::uint64_t>(rate / 1e6), " MB/s after ", written >> 20,
+                 " MiB; the rest through the page cache (--no-sync)");
+      std::swap(image_fd_, buffered_fd_);
+      fd_direct = false;
+      left_direct_ = true;
+    };
     for (const auto& r : copied_.ranges) {
       const Mapping& m = mappings[r.file];
       for (std::uint64_t at = 0; at < r.length; at += chunk_bytes) {
         const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, r.length - at));
         const std::uint64_t from = r.file_offset + at;
         const void* data = nullptr;
-        if (at + length <= r.data_bytes() && from + length <= m.size && (!direct_ || from % io_alignment == 0)) {
+        if (at + length <= r.data_bytes() && from + length <= m.size && (!fd_direct || from % io_alignment == 0)) {
           data = static_cast<const std::uint8_t*>(m.address) + from;
         } else {
           if (!bounce) bounce = allocate_aligned(chunk_bytes, false);  // read() fills every byte
@@ -154,6 +180,7 @@ void CopiedRangeWriter::run() {
           data = bounce.get();
         }
         pwrite_all(image_fd_.get(), r.image_offset + at, data, length, image_name_);
+        after_write(length);
       }
     }
     if (flush_ && ::fdatasync(image_fd_.get()) != 0) throw_system_error("cannot flush " + image_name_ + " to disk", errno);

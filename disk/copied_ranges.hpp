@@ -62,21 +62,32 @@ class CopiedRangeReader {
   std::vector<FileDescriptor> file_fds_;
 };
 
+// CopiedRangeWriter::Mode::cached: the writes go with O_DIRECT (where it can be used), timed every
+// `bytes`; once the disk takes such a window at less than `min_rate` bytes a second, the rest goes
+// through the page cache.
+struct DirectWriteProbe {
+  std::uint64_t bytes = 16 << 20;
+  double min_rate = 1e9;
+};
+
 // Writes copied ranges into the image on a thread of its own, with O_DIRECT where the image's
-// filesystem allows it and every range is in whole 4 KiB blocks (otherwise, or in Mode::cached,
-// through the page cache):
+// filesystem allows it and every range is in whole 4 KiB blocks (otherwise, or in Mode::cached on a
+// slow disk, through the page cache):
 // the bytes go from the files' cached pages to the disk without becoming a second set of page-cache
 // pages (new pages cost this project's VMs 0.4-1.0 s of system time per 512 MiB; docs/benchmarks.md),
 // and the build goes on meanwhile. Readers of the image use CopiedRangeReader until wait() returns.
 class CopiedRangeWriter {
  public:
   // How a writer ends: `durable`, its writes go past the page cache where they can (O_DIRECT) and the
-  // image is then fdatasync'ed on the same thread (its final fdatasync has nothing left to wait for);
-  // otherwise through the page cache, as a build with --no-sync leaves its images (on a 100 MB/s
-  // disk, waiting for 512 MiB of O_DIRECT writes made such a 1-node build 3.5 s instead of 1.6 s).
+  // image is then fdatasync'ed on the same thread (its final fdatasync has nothing left to wait for).
+  // `cached` (a build with --no-sync) waits for no disk, so it takes whichever path hands the bytes
+  // over sooner: O_DIRECT while the disk keeps up (see DirectWriteProbe), else the page cache. On a
+  // 100 MB/s disk, waiting for 512 MiB of O_DIRECT writes made a 1-node build 3.5 s instead of
+  // 1.6 s; on a fast one, the page-cache pages (1.3 GiB: 2.4 s of system time on a 2-core VM, beside
+  // the image's SHA-256) made it 1.9-2.7 s instead of 1.0 s (docs/benchmarks.md).
   enum class Mode { durable, cached };
   // Starts writing `copied.ranges` of `image`, which must exist.
-  CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, Mode mode);
+  CopiedRangeWriter(const std::filesystem::path& image, CopiedFiles copied, Mode mode, DirectWriteProbe probe = {});
   CopiedRangeWriter(const CopiedRangeWriter&) = delete;
   CopiedRangeWriter& operator=(const CopiedRangeWriter&) = delete;
   // Waits for the thread; an error it met is dropped (wait() is where errors are reported).
@@ -84,7 +95,10 @@ class CopiedRangeWriter {
   // Waits until every range is written (not flushed: the image's fdatasync does that); rethrows the
   // thread's error, naming the image or the file.
   void wait();
+  // Whether the writes start with O_DIRECT.
   bool direct() const { return direct_; }
+  // After wait(): whether a slow window (Mode::cached) sent the rest of the writes through the page cache.
+  bool left_direct() const { return left_direct_; }
 
  private:
   void run();
@@ -92,9 +106,12 @@ class CopiedRangeWriter {
   std::string image_name_;
   CopiedFiles copied_;
   CopiedRangeReader reader_;  // copied_'s files, for chunks running past a file's end
-  FileDescriptor image_fd_;
+  FileDescriptor image_fd_;     // O_DIRECT where direct_
+  FileDescriptor buffered_fd_;  // Mode::cached with direct_: where the writes go once the disk is slow
   bool direct_ = false;
+  bool left_direct_ = false;  // set by the thread, read after it is joined
   bool flush_ = false;
+  DirectWriteProbe probe_;
   std::thread thread_;
   std::exception_ptr error_;
 };
