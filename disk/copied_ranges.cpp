@@ -144,7 +144,6 @@ void CopiedRangeWriter::run() {
     }
     constexpr std::size_t chunk_bytes = 8 << 20;
     AlignedBuffer bounce;
-    bool fd_direct = direct_;  // whether image_fd_ is (still) the O_DIRECT one
     // Mode::cached: the O_DIRECT writes are timed in windows of probe_.bytes; the first window the disk
     // takes slower than probe_.min_rate sends the rest through the page cache. Every window, not only
     // the first: a disk (or a rate limit) with a write cache takes a burst fast, then slows down.
@@ -154,7 +153,7 @@ void CopiedRangeWriter::run() {
     std::uint64_t written = 0;
     auto after_write = [&](std::size_t length) {
       written += length;
-      if (!probing || !fd_direct || (window += length) < probe_.bytes) return;
+      if (!probing || left_direct_ || (window += length) < probe_.bytes) return;
       const auto now = std::chrono::steady_clock::now();
       const double rate = static_cast<double>(window) / std::max(std::chrono::duration<double>(now - window_start).count(), 1e-9);
       window = 0;
@@ -163,7 +162,6 @@ void CopiedRangeWriter::run() {
       log::debug(image_name_, ": O_DIRECT writes at ", static_cast<std::uint64_t>(rate / 1e6), " MB/s after ", written >> 20,
                  " MiB; the rest through the page cache (--no-sync)");
       std::swap(image_fd_, buffered_fd_);
-      fd_direct = false;
       left_direct_ = true;
     };
     for (const auto& r : copied_.ranges) {
@@ -172,7 +170,7 @@ void CopiedRangeWriter::run() {
         const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, r.length - at));
         const std::uint64_t from = r.file_offset + at;
         const void* data = nullptr;
-        if (at + length <= r.data_bytes() && from + length <= m.size && (!fd_direct || from % io_alignment == 0)) {
+        if (at + length <= r.data_bytes() && from + length <= m.size && (!direct_ || left_direct_ || from % io_alignment == 0)) {
           data = static_cast<const std::uint8_t*>(m.address) + from;
         } else {
           if (!bounce) bounce = allocate_aligned(chunk_bytes, false);  // read() fills every byte

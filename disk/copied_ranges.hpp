@@ -106,7 +106,7 @@ class CopiedRangeWriter {
   std::string image_name_;
   CopiedFiles copied_;
   CopiedRangeReader reader_;  // copied_'s files, for chunks running past a file's end
-  FileDescriptor image_fd_;     // O_DIRECT where direct_
+  FileDescriptor image_fd_;     // O_DIRECT where direct_, until left_direct_
   FileDescriptor buffered_fd_;  // Mode::cached with direct_: where the writes go once the disk is slow
   bool direct_ = false;
   bool left_direct_ = false;  // set by the thread, read after it is joined
