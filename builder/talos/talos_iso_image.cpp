@@ -31,6 +31,13 @@
 #include "core/file_descriptor.hpp"
 #include "core/positional_io.hpp"
 
+// libisoburn.h needs libburn.h, whose `struct burn_source` is the one libisofs.h defines above (with
+// LIBISOFS_WITHOUT_LIBBURN, which reading the image out of libisofs needs): the two cannot be in one
+// file, so this one call is declared as libisoburn.h (API since 0.2.0) declares it.
+extern "C" int isoburn_set_msgs_submit(int (*msgs_submit)(void* handle, int error_code, char msg_text[], int os_errno,
+                                                          char severity[], int flag),
+                                       void* submit_handle, int submit_flag, int flag);
+
 namespace aggrik8s::builder {
 namespace fs = std::filesystem;
 
@@ -425,7 +432,17 @@ void remaster_iso(const IsoRemaster& request) {
   if (Xorriso_new(&xorriso, progname.data(), 0) <= 0) throw Error("libisoburn: cannot create a xorriso object");
   struct Destroy {
     XorrisO*& x;
-    ~Destroy() { Xorriso_destroy(&x, 0); }
+    ~Destroy() {
+      // Xorriso_startup_libraries makes this object libisoburn's process-wide message handler
+      // (isoburn_set_msgs_submit), and Xorriso_destroy frees it without taking it back: from then
+      // on, any message libisoburn sends without a drive of its own would go to freed memory, and
+      // the next remaster in this process starts with that pointer in place. Taken back here, such
+      // messages go to libburn's queue until the next object sets its own. (Found looking into a
+      // SIGSEGV in the second remaster of one process, seen once in CI under load and not
+      // reproduced since: that this was its cause is not established.)
+      isoburn_set_msgs_submit(nullptr, nullptr, 0, 0);
+      Xorriso_destroy(&x, 0);
+    }
   } destroy{xorriso};
   if (Xorriso_startup_libraries(xorriso, 0) <= 0) throw Error("libisoburn: cannot start the libraries");
 
