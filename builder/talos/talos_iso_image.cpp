@@ -31,9 +31,8 @@
 #include "core/file_descriptor.hpp"
 #include "core/positional_io.hpp"
 
-// libisoburn.h needs libburn.h, whose `struct burn_source` is the one libisofs.h defines above (with
-// LIBISOFS_WITHOUT_LIBBURN, which reading the image out of libisofs needs): the two cannot be in one
-// file, so this one call is declared as libisoburn.h (API since 0.2.0) declares it.
+// Declared as libisoburn.h (API since 0.2.0) declares it: that header wants libburn.h included first,
+// and this file does without libburn.h (it takes `struct burn_source` from libisofs.h, above).
 extern "C" int isoburn_set_msgs_submit(int (*msgs_submit)(void* handle, int error_code, char msg_text[], int os_errno,
                                                           char severity[], int flag),
                                        void* submit_handle, int submit_flag, int flag);
