@@ -6,6 +6,7 @@
 #include <map>
 #include <string_view>
 
+#include "core/byte_size.hpp"
 #include "core/endian.hpp"
 #include "core/error.hpp"
 
@@ -28,8 +29,6 @@ constexpr std::uint8_t media_fixed_disk = 0xf8;
 constexpr std::uint16_t sectors_per_track = 32;
 constexpr std::uint16_t heads = 64;
 
-std::uint32_t round_up(std::uint32_t value, std::uint32_t multiple) { return (value + multiple - 1) / multiple * multiple; }
-
 std::string describe_size(std::uint64_t bytes) {
   if (bytes % MiB == 0) return std::to_string(bytes / MiB) + " MiB";
   return std::to_string(bytes) + " bytes";
@@ -49,8 +48,8 @@ void size_fats(FatLayout& layout) {
   const std::uint64_t upper_clusters = area / layout.sectors_per_cluster;
   const std::uint64_t entry_bytes = layout.type == FatType::fat32 ? 4 : 2;
   const std::uint64_t fat_bytes = (upper_clusters + 2) * entry_bytes;
-  layout.fat_sectors = round_up(static_cast<std::uint32_t>((fat_bytes + sector_size - 1) / sector_size),
-                                layout.sectors_per_cluster);
+  // At most 4 bytes for each of 2^28 clusters: 2^21 sectors, well inside 32 bits.
+  layout.fat_sectors = static_cast<std::uint32_t>(round_up((fat_bytes + sector_size - 1) / sector_size, layout.sectors_per_cluster));
   const std::uint64_t both_fats = 2ull * layout.fat_sectors;
   layout.cluster_count = area > both_fats
                              ? static_cast<std::uint32_t>(std::min<std::uint64_t>((area - both_fats) / layout.sectors_per_cluster,
@@ -65,11 +64,12 @@ FatLayout layout_with(FatType type, std::uint64_t total_sectors, std::uint32_t s
   layout.sectors_per_cluster = sectors_per_cluster;
   // Whole clusters before the data area keep every cluster aligned to its size in the image.
   if (type == FatType::fat32) {
-    layout.reserved_sectors = round_up(fat32_reserved_sectors, sectors_per_cluster);
+    layout.reserved_sectors = static_cast<std::uint32_t>(round_up(fat32_reserved_sectors, sectors_per_cluster));
     layout.root_entries = 0;
   } else {
     layout.reserved_sectors = sectors_per_cluster;
-    layout.root_entries = round_up(fat16_root_entries * 32 / sector_size, sectors_per_cluster) * sector_size / 32;
+    layout.root_entries =
+        static_cast<std::uint32_t>(round_up(fat16_root_entries * 32 / sector_size, sectors_per_cluster) * sector_size / 32);
   }
   size_fats(layout);
   return layout;
