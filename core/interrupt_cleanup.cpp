@@ -35,6 +35,7 @@ const char* signal_name(int signal) {
     case SIGINT: return "SIGINT";
     case SIGTERM: return "SIGTERM";
     case SIGHUP: return "SIGHUP";
+    case SIGPIPE: return "SIGPIPE (the pipe its output went to was closed)";
   }
   return "a signal";
 }
@@ -92,7 +93,11 @@ void InterruptCleanup::install() {
     action.sa_handler = write_signal_number;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
-    for (int signal : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(signal, &action, nullptr);
+    // SIGPIPE too: its default also ends the process without a word, and `build ... | head` (or a
+    // pager quit early) did so at the next log line, leaving the work directory behind. Commands
+    // install this handler only where no socket or child's pipe is written without MSG_NOSIGNAL
+    // (children's standard input is /dev/null; libcurl sends with MSG_NOSIGNAL).
+    for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) ::sigaction(signal, &action, nullptr);
   });
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 // Files and directories a command is in the middle of writing, removed if it is interrupted (SIGINT,
-// SIGTERM, SIGHUP) before it renames them into place or removes them itself: a build stopped with
-// Ctrl-C leaves no 300 MB ".partial" image, no work directory, and inspect no decompressed copy of an
-// image (which may hold a join token) in /tmp.
+// SIGTERM, SIGHUP, or SIGPIPE: its output piped into `head` or a pager that quit) before it renames
+// them into place or removes them itself: a build stopped with Ctrl-C leaves no 300 MB ".partial"
+// image, no work directory, and inspect no decompressed copy of an image (which may hold a join
+// token) in /tmp.
 //
 // install() sets a handler that only writes the signal's number to a pipe (all a handler may safely
 // do); a thread reading the pipe removes what is registered and ends the process with 128 + the signal

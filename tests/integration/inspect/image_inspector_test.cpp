@@ -189,6 +189,18 @@ TEST_CASE("inspect: the base image has no RKE2 preload, and a .zst copy reads th
   // The scratch copy is gone.
   auto scratch = test::run("ls \"${TMPDIR:-/tmp}\" | grep -c aggrik8s-inspect- || true");
   CHECK(scratch.output.find("base.img.zst") == std::string::npos);
+  // Its output going to a pipe whose reader has gone (`inspect ... | head`, head done): the scratch copy
+  // (which may hold a join token) is removed all the same, where SIGPIPE's default left it in $TMPDIR;
+  // exit 141. The pipe's read end is closed before inspect starts, so that its first line, which names
+  // the scratch copy it has just made, is the write that fails (head's own timing would be a race).
+  fs::create_directories(dir / "tmp");
+  auto piped = test::run("TMPDIR='" + (dir / "tmp").string() +
+                         "' python3 -c 'import os, subprocess, sys; r, w = os.pipe(); os.close(r); "
+                         "print(\"rc=%d\" % subprocess.run(sys.argv[1:], stdout=w, stderr=w).returncode)' '" +
+                         cli() + "' inspect -v '" + (dir / "base.img.zst").string() + "'; ls -A '" + (dir / "tmp").string() + "'");
+  INFO(piped.output);
+  CHECK(piped.output.find("rc=141") != std::string::npos);
+  CHECK(piped.output.find("aggrik8s-inspect-") == std::string::npos);
 }
 
 namespace {

@@ -39,8 +39,8 @@ int exit_code_of_interrupted_child(const std::function<void()>& child) {
 
 }  // namespace
 
-TEST_CASE("interrupt cleanup: SIGINT and SIGTERM remove registered files and trees, exit 128 + signal", "[interrupt]") {
-  for (int signal : {SIGINT, SIGTERM}) {
+TEST_CASE("interrupt cleanup: SIGINT, SIGTERM, SIGHUP and SIGPIPE remove registered files and trees, exit 128 + signal", "[interrupt]") {
+  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) {
     test::TempDir dir;
     test::write_file(dir / "image.img.partial", "half an image");
     test::write_file(dir / ".work-1/secret", "token");
@@ -58,6 +58,21 @@ TEST_CASE("interrupt cleanup: SIGINT and SIGTERM remove registered files and tre
     CHECK_FALSE(fs::exists(dir / ".work-1"));
     CHECK(fs::exists(dir / "done.img"));
   }
+}
+
+TEST_CASE("interrupt cleanup: a write to a pipe nobody reads any more ends the command with its cleanup, exit 141", "[interrupt]") {
+  // As `build ... | head` does once head has its lines: the next log line's write raises SIGPIPE.
+  test::TempDir dir;
+  test::write_file(dir / ".work-1/secret", "token");
+  int exit_code = exit_code_of_interrupted_child([&] {
+    InterruptCleanup::remove_on_interrupt(dir / ".work-1");
+    int ends[2];
+    if (::pipe(ends) != 0) ::_exit(97);
+    ::close(ends[0]);
+    [[maybe_unused]] ssize_t written = ::write(ends[1], "log line\n", 9);
+  });
+  CHECK(exit_code == 128 + SIGPIPE);
+  CHECK_FALSE(fs::exists(dir / ".work-1"));
 }
 
 TEST_CASE("interrupt cleanup: a signal during hold_off is acted on after its step, on what is still registered", "[interrupt]") {

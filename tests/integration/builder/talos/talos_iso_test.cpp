@@ -877,3 +877,23 @@ TEST_CASE("talos: Ctrl-C after the first node's remaster removes every output an
   CHECK(r.output.find(".iso") == std::string::npos);
   CHECK(r.output.find(".work-talos") == std::string::npos);
 }
+
+TEST_CASE("talos: a build whose output pipe closes early (| head) removes every output and the work directory", "[talos][cli][interrupt]") {
+  // SIGPIPE's default ended the build at the log line after head had gone, leaving .work-talos-*,
+  // ISOs and a .partial behind, with no message.
+  fs::path input = talos_fixture() / "metal-amd64.iso";
+  test::TempDir dir;
+  test::write_file(dir / "worker.yaml", worker_config);
+  fs::permissions(dir / "worker.yaml", fs::perms(0600));
+  std::string profile = "kind: talos-iso\nname: i\ntalos:\n  iso: {path: " + input.string() +
+                        "}\n  config: {file: worker.yaml}\n  outputs: [iso]\nnodes:\n";
+  for (int i = 1; i <= 40; ++i) profile += "  - name: n" + std::to_string(i) + "\n";
+  test::write_file(dir / "p.yaml", profile);
+  auto r = test::run("cd '" + dir.path().string() + "' || exit 1; { " + cli() +
+                     " build -v --out out p.yaml 2>&1; echo $? >rc; } | head -c 1 >/dev/null; echo rc=$(cat rc); ls -A out");
+  INFO(r.output);
+  CHECK(r.output.find("rc=141") != std::string::npos);
+  CHECK(r.output.find(".iso") == std::string::npos);
+  CHECK(r.output.find(".work-talos") == std::string::npos);
+  CHECK(r.output.find(".partial") == std::string::npos);
+}
