@@ -855,17 +855,25 @@ TEST_CASE("talos: a template kept in the cache makes the next build's first node
   CHECK_FALSE(fs::exists(templates));
 }
 
-TEST_CASE("talos: Ctrl-C after the first node's remaster removes every output and the work directory", "[talos][cli][interrupt]") {
-  // libburn installs signal handlers at its start-up unless told not to; they outlived the remaster
-  // and ended the build with exit 1, leaving ISOs, a .partial and .work-talos-* behind.
-  fs::path input = talos_fixture() / "metal-amd64.iso";
-  test::TempDir dir;
+namespace {
+
+// dir/p.yaml: ISOs for 40 nodes from the fixture ISO (a build long enough to be interrupted midway).
+void write_forty_node_iso_profile(const test::TempDir& dir) {
   test::write_file(dir / "worker.yaml", worker_config);
   fs::permissions(dir / "worker.yaml", fs::perms(0600));
-  std::string profile = "kind: talos-iso\nname: i\ntalos:\n  iso: {path: " + input.string() +
+  std::string profile = "kind: talos-iso\nname: i\ntalos:\n  iso: {path: " + (talos_fixture() / "metal-amd64.iso").string() +
                         "}\n  config: {file: worker.yaml}\n  outputs: [iso]\nnodes:\n";
   for (int i = 1; i <= 40; ++i) profile += "  - name: n" + std::to_string(i) + "\n";
   test::write_file(dir / "p.yaml", profile);
+}
+
+}  // namespace
+
+TEST_CASE("talos: Ctrl-C after the first node's remaster removes every output and the work directory", "[talos][cli][interrupt]") {
+  // libburn installs signal handlers at its start-up unless told not to; they outlived the remaster
+  // and ended the build with exit 1, leaving ISOs, a .partial and .work-talos-* behind.
+  test::TempDir dir;
+  write_forty_node_iso_profile(dir);
   // The signal goes when node 3 starts: node 1 has been remastered (libburn has run), node 2 copied.
   auto r = test::run("cd '" + dir.path().string() + "' || exit 1; (" + cli() +
                      " build -v --out out p.yaml >log 2>&1 & echo $! >pid; wait $!; echo $? >rc) & "
@@ -881,14 +889,8 @@ TEST_CASE("talos: Ctrl-C after the first node's remaster removes every output an
 TEST_CASE("talos: a build whose output pipe closes early (| head) removes every output and the work directory", "[talos][cli][interrupt]") {
   // SIGPIPE's default ended the build at the log line after head had gone, leaving .work-talos-*,
   // ISOs and a .partial behind, with no message.
-  fs::path input = talos_fixture() / "metal-amd64.iso";
   test::TempDir dir;
-  test::write_file(dir / "worker.yaml", worker_config);
-  fs::permissions(dir / "worker.yaml", fs::perms(0600));
-  std::string profile = "kind: talos-iso\nname: i\ntalos:\n  iso: {path: " + input.string() +
-                        "}\n  config: {file: worker.yaml}\n  outputs: [iso]\nnodes:\n";
-  for (int i = 1; i <= 40; ++i) profile += "  - name: n" + std::to_string(i) + "\n";
-  test::write_file(dir / "p.yaml", profile);
+  write_forty_node_iso_profile(dir);
   auto r = test::run("cd '" + dir.path().string() + "' || exit 1; { " + cli() +
                      " build -v --out out p.yaml 2>&1; echo $? >rc; } | head -c 1 >/dev/null; echo rc=$(cat rc); ls -A out");
   INFO(r.output);
