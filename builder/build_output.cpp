@@ -2,12 +2,15 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "core/file_descriptor.hpp"
+#include "core/log.hpp"
 #include "core/positional_io.hpp"
 
 namespace aggrik8s::builder {
@@ -74,6 +77,20 @@ void create_output_directories(const fs::path& directory) {
     current /= part;
     if (::mkdir(current.c_str(), 0755) != 0 && errno != EEXIST) throw_system_error("cannot create " + current.string(), errno);
   }
+}
+
+OutputDirectoryLock::OutputDirectoryLock(const fs::path& output_dir) {
+  create_output_directories(output_dir);
+  FileDescriptor fd(::open(output_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw_system_error("cannot open " + output_dir.string(), errno);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
+    fd_ = std::move(fd);
+    return;
+  }
+  if (errno == EWOULDBLOCK) {
+    throw Error(output_dir.string() + ": another build is writing into this directory; wait for it to end, or build into another --out");
+  }
+  log::debug(output_dir.string(), ": cannot be locked against a second build (", std::strerror(errno), "); going on without");
 }
 
 BuiltFile describe_file(const fs::path& path, DigestsByInode& digests) {

@@ -22,6 +22,7 @@
 
 #include "core/artifact_fetcher.hpp"
 #include "core/error.hpp"
+#include "core/file_descriptor.hpp"
 #include "core/interrupt_cleanup.hpp"
 #include "core/sha256.hpp"
 
@@ -86,6 +87,23 @@ class DigestsByInode {
 // make the directories that hold node configs and images world-writable, so anyone could swap a
 // node's config.yaml. Existing directories are left as they are.
 void create_output_directories(const std::filesystem::path& directory);
+
+// One build at a time in an output directory, which the constructor creates (create_output_directories)
+// and locks until the build ends. Two builds into the same directory wrote the same *.partial names:
+// one's cleanup removed the other's files, and the other published a SHA256SUMS its images no longer
+// matched. The lock is an exclusive flock on the directory itself (no lock file among the outputs),
+// which the kernel drops when the process ends, however it ends; a second build fails at once, naming
+// the directory. Where the filesystem cannot flock a directory (NFS emulates flock with byte-range
+// locks, which want a file open for writing) the build goes on unlocked, as it did before.
+class OutputDirectoryLock {
+ public:
+  explicit OutputDirectoryLock(const std::filesystem::path& output_dir);
+  // Whether the lock is held (false where the filesystem refused to lock).
+  bool held() const { return static_cast<bool>(fd_); }
+
+ private:
+  FileDescriptor fd_;
+};
 
 // Size and SHA-256 of an output file, as it is on disk now.
 BuiltFile describe_file(const std::filesystem::path& path, DigestsByInode& digests);

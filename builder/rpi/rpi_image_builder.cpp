@@ -1141,7 +1141,7 @@ BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& option
   }
   // 1. inputs
   RpiInputs inputs = fetch_rpi_inputs(profile, *nodes.front(), options.fetch);
-  create_output_directories(options.output_dir);
+  const OutputDirectoryLock output_lock(options.output_dir);  // and creates it
   WorkDirectory work(options.output_dir, "work");
   PartialOutputs partial;
   // 2-4. the image every node starts from

@@ -1217,7 +1217,7 @@ TalosBuildResult build_talos_outputs_once(const Profile& profile, const BuildOpt
   SharedBootIsoPlan shared = plan_command_lines(profile, inputs, iso, version.version, plans);
 
   // 4. outputs
-  create_output_directories(options.output_dir);
+  const OutputDirectoryLock output_lock(options.output_dir);  // and creates it
   WorkDirectory work(options.output_dir, "work-talos");
   PartialOutputs partial;
   DigestsByInode digests;

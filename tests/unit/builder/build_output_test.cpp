@@ -264,3 +264,23 @@ TEST_CASE("a work directory left by a build that is gone is removed when the nex
   CHECK(fs::exists(dir / (".work-" + std::to_string(::getppid()))));
   CHECK(fs::exists(dir / ".work-notapid"));
 }
+
+TEST_CASE("one build at a time in an output directory: a second lock fails at once, naming the directory", "[build-output]") {
+  aggrik8s::test::TempDir dir;
+  const fs::path out = dir / "out" / "site";
+  {
+    OutputDirectoryLock first(out);  // creates it
+    REQUIRE(fs::is_directory(out));
+    REQUIRE(first.held());
+    // Another open of the directory, as another build's would be: flock locks belong to the open file,
+    // so this process conflicts with itself as two processes would.
+    CHECK_THROWS_WITH(OutputDirectoryLock(out), Catch::Contains(out.string() + ": another build is writing into this directory"));
+    // Another directory is not affected.
+    OutputDirectoryLock other(dir / "out" / "elsewhere");
+    CHECK(other.held());
+  }
+  OutputDirectoryLock after(out);  // the first build's end released it
+  CHECK(after.held());
+  // Nothing was written into the directory for the lock.
+  CHECK(fs::is_empty(out));
+}

@@ -3,6 +3,8 @@
 // (tests/fixtures/make-talos-iso, a dual-boot ISO), the edited UKI read back with objcopy/objdump from
 // the ISO tree and with mtools from the EFI partition, the embedded-config extension unpacked with
 // zstd/cpio/unsquashfs, and `build` refusing bad input without leaving output behind.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include "builder/talos/talos_iso_image.hpp"
 #include "builder/talos/uki_image.hpp"
 #include "core/error.hpp"
+#include "core/file_descriptor.hpp"
 #include "core/sha256.hpp"
 #include "tests/test_support.hpp"
 
@@ -898,4 +901,32 @@ TEST_CASE("talos: a build whose output pipe closes early (| head) removes every 
   CHECK(r.output.find(".iso") == std::string::npos);
   CHECK(r.output.find(".work-talos") == std::string::npos);
   CHECK(r.output.find(".partial") == std::string::npos);
+}
+
+TEST_CASE("talos: a build into a directory another build is writing into fails at once and touches nothing", "[talos][cli]") {
+  // Found running two builds into one directory: each wrote the same *.partial names, one's cleanup
+  // removed the other's files, and the one that succeeded published a SHA256SUMS its ISOs did not match.
+  test::TempDir dir;
+  write_forty_node_iso_profile(dir);
+  fs::create_directories(dir / "out");
+  test::write_file(dir / "out" / "n1.iso", "an earlier build's ISO");
+  {
+    // The other build: its lock on the directory (builder/build_output.hpp OutputDirectoryLock).
+    FileDescriptor other(::open((dir / "out").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    REQUIRE(other);
+    REQUIRE(::flock(other.get(), LOCK_EX | LOCK_NB) == 0);
+    auto r = test::run("cd '" + dir.path().string() + "' && " + cli() + " build --out out p.yaml; echo rc=$?; ls -A out");
+    INFO(r.output);
+    CHECK(r.output.find("rc=1") != std::string::npos);
+    CHECK(r.output.find("out: another build is writing into this directory; wait for it to end, or build into another --out") !=
+          std::string::npos);
+    CHECK(r.output.find(".work-talos") == std::string::npos);
+    CHECK(r.output.find(".partial") == std::string::npos);
+  }
+  CHECK(test::read_file(dir / "out" / "n1.iso") == "an earlier build's ISO");
+  // The other build gone, this one runs.
+  auto again = test::run("cd '" + dir.path().string() + "' && " + cli() + " build -q --out out p.yaml");
+  INFO(again.output);
+  CHECK(again.exit_code == 0);
+  CHECK(test::run("cd '" + (dir / "out").string() + "' && sha256sum -c --quiet SHA256SUMS").exit_code == 0);
 }
