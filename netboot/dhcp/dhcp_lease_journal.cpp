@@ -1,10 +1,12 @@
 #include "netboot/dhcp/dhcp_lease_journal.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "core/error.hpp"
 #include "core/positional_io.hpp"
@@ -196,6 +198,32 @@ bool DhcpLeaseJournal::rewrite(const std::string& text, std::string& error) {
   broken_ = false;
   ++compactions_;
   return true;
+}
+
+FileDescriptor lock_dhcp_lease_file(const std::filesystem::path& file, std::chrono::milliseconds patience) {
+  const std::string name = file.string() + ".lock";
+  FileDescriptor fd(::open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) throw_system_error("dhcp: cannot open " + name + " (the lock of the lease file " + file.string() + ")", errno);
+  const auto give_up = std::chrono::steady_clock::now() + patience;
+  bool told = false;
+  for (;;) {
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) return fd;
+    if (errno != EWOULDBLOCK) {
+      log::warning("dhcp: cannot lock ", name, " (", std::strerror(errno), "): nothing stops a second server from using ",
+                   file.string(), " too");
+      return {};
+    }
+    if (std::chrono::steady_clock::now() >= give_up) {
+      throw Error("dhcp: " + file.string() + " is the lease file of another DHCP server running on this machine (its lock " +
+                  name + " is held): two servers with one lease file give addresses twice and lose leases; stop the "
+                  "other one, or give this one a dhcp.lease_file of its own");
+    }
+    if (!told) {
+      log::info("dhcp: waiting for the server holding ", name, " to end");
+      told = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 }  // namespace aggrik8s::netboot

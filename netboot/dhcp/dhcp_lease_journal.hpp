@@ -6,6 +6,7 @@
 // Knows nothing of DHCP packets or sockets: it takes text and says, through a callback on its own
 // thread, up to which ticket the text is on disk.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -15,6 +16,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+
+#include "core/file_descriptor.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -80,5 +83,15 @@ class DhcpLeaseJournal {
 
 // Writes the leases durably: temp file, fsync, rename over `file`, fsync of the directory.
 void write_dhcp_lease_file(const std::filesystem::path& file, const std::string& text);
+
+// One server per lease file: an exclusive flock on `<file>.lock` (created 0600 beside it; the lease
+// file itself is replaced by renames, so a lock on it would not outlive the first compaction), held
+// while the returned descriptor is open and dropped by the kernel when the process ends, however it
+// ends. A second `serve` started with the same configuration used to run beside the first: it
+// rewrote the lease file, so the first went on appending the leases it acknowledged to a deleted
+// file (lost at its next start), and each handed out addresses the other had leased. Waits up to
+// `patience` for a server that is still shutting down, then throws Error naming the file. Where the
+// filesystem cannot lock, a warning, and the server goes on unlocked (the descriptor is then closed).
+FileDescriptor lock_dhcp_lease_file(const std::filesystem::path& file, std::chrono::milliseconds patience);
 
 }  // namespace aggrik8s::netboot

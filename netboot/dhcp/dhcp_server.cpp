@@ -130,6 +130,7 @@ struct DhcpServer::State {
   }
 
   // Full mode with a lease file only. Reset in the stop handler, which waits for what is queued.
+  FileDescriptor lease_lock;  // lock_dhcp_lease_file's, for the server's life
   std::unique_ptr<DhcpLeaseJournal> journal;
   std::size_t journal_lines = 0;  // lines queued since the last compaction
   bool repair_queued = false;     // a compaction to recover from a failed append is queued
@@ -463,6 +464,9 @@ DhcpServer::DhcpServer(asio::io_context& io, DhcpServerConfig config) : state_(s
                  " lines (a test setting)");
   }
   if (s.config.mode == DhcpMode::full && s.config.lease_file) {
+    // Before the file is read: a second server must not even load leases the first is appending to.
+    // A few seconds' patience for a server still writing its last leases on its way out (a restart).
+    s.lease_lock = lock_dhcp_lease_file(*s.config.lease_file, std::chrono::seconds(3));
     if (std::filesystem::exists(*s.config.lease_file)) {
       std::ifstream in(*s.config.lease_file);
       std::stringstream text;

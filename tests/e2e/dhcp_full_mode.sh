@@ -107,6 +107,22 @@ grep -q '^# TYPE aggrik8s_dhcp_received_total counter$' "$WORK/metrics.txt" &&
   grep -q '^# TYPE aggrik8s_dhcp_leases_active gauge$' "$WORK/metrics.txt" || fail "/metrics: DHCP TYPE lines"
 pass "/metrics lists every DHCP counter at zero before any request (Prometheus text format)"
 
+# --- a second serve with the same lease file (another configuration's ports): refused ---
+# It used to run beside the first: it rewrote the lease file, the first appended the leases it
+# acknowledged to the deleted file, and each handed out addresses the other had leased.
+sed -e 's/^tftp: {root: tftp}$/tftp: {root: tftp, port: 6969}/' -e 's/^http: {port: 8080}$/http: {port: 8081}/' \
+  "$WORK/netboot.yaml" >"$WORK/netboot2.yaml"
+grep -q "port: 6969" "$WORK/netboot2.yaml" && grep -q "port: 8081" "$WORK/netboot2.yaml" || fail "netboot2.yaml"
+cp "$WORK/leases" "$WORK/leases.first"
+if timeout 60 ip netns exec "$SRV" "$CLI" serve --config "$WORK/netboot2.yaml" >"$WORK/serve2.log" 2>&1; then
+  fail "a second serve with the same lease file ran"
+fi
+grep -q "leases is the lease file of another DHCP server running on this machine (its lock .*leases.lock is held)" \
+  "$WORK/serve2.log" || { cat "$WORK/serve2.log" >&2; fail "the second serve's refusal"; }
+cmp -s "$WORK/leases" "$WORK/leases.first" || fail "the second serve changed the lease file"
+kill -0 "$SERVE_PID" 2>/dev/null || fail "the first serve died"
+pass "a second serve with the same lease file is refused and leaves the first one's file alone"
+
 # --- busybox udhcpc: lease, renew (unicast REQUEST with ciaddr) ---
 cat >"$WORK/udhcpc.sh" <<'SH'
 #!/bin/sh

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "tests/test_support.hpp"
@@ -142,4 +143,31 @@ TEST_CASE("dhcp lease journal: lines queued around a compaction are all in the r
   REQUIRE(through == 3);
   CHECK(read_text(file) == "aa 10.0.0.1 100\nbb 10.0.0.2 100\ncc 10.0.0.3 100\n");
   CHECK_FALSE(std::filesystem::exists(dir.path() / "leases.tmp"));
+}
+
+TEST_CASE("dhcp lease journal: one server per lease file, a second is refused once the first has had time to end", "[dhcp][journal]") {
+  TempDir dir;
+  const auto leases = dir / "leases";
+  {
+    aggrik8s::FileDescriptor first = lock_dhcp_lease_file(leases, std::chrono::milliseconds(0));
+    REQUIRE(first);
+    CHECK(std::filesystem::exists(dir / "leases.lock"));
+    // The lock belongs to the open file: this process's second open conflicts as another server's would.
+    const auto started = std::chrono::steady_clock::now();
+    CHECK_THROWS_WITH(lock_dhcp_lease_file(leases, std::chrono::milliseconds(300)),
+                      Catch::Contains(leases.string() + " is the lease file of another DHCP server running on this machine") &&
+                          Catch::Contains("leases.lock is held"));
+    CHECK(std::chrono::steady_clock::now() - started >= std::chrono::milliseconds(300));
+    // A server on its way out lets go within the patience given: the new one takes the lock.
+    std::thread ending([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      first.reset();
+    });
+    aggrik8s::FileDescriptor second = lock_dhcp_lease_file(leases, std::chrono::seconds(20));
+    ending.join();
+    CHECK(second);
+  }
+  // The lock file stays (empty) and the lease file is not created by locking.
+  CHECK(std::filesystem::file_size(dir / "leases.lock") == 0);
+  CHECK_FALSE(std::filesystem::exists(leases));
 }
