@@ -1,6 +1,8 @@
 #include "disk/copied_ranges.hpp"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -123,6 +125,7 @@ void CopiedRangeWriter::run() {
     std::uint64_t size = 0;
   };
   std::vector<Mapping> mappings;
+  std::vector<FileDescriptor> fds;  // the files, kept open for FICLONERANGE
   auto unmap = [&] {
     for (auto& m : mappings) {
       if (m.address != MAP_FAILED) ::munmap(m.address, m.size);
@@ -141,6 +144,7 @@ void CopiedRangeWriter::run() {
         if (m.address == MAP_FAILED) throw_system_error("cannot map " + copied_.paths[i].string(), errno);
       }
       mappings.push_back(m);
+      fds.push_back(std::move(fd));
     }
     constexpr std::size_t chunk_bytes = 8 << 20;
     AlignedBuffer bounce;
@@ -164,9 +168,34 @@ void CopiedRangeWriter::run() {
       std::swap(image_fd_, buffered_fd_);
       left_direct_ = true;
     };
+    // Where the image and a file are on one filesystem that shares extents (XFS, btrfs), a range's
+    // whole blocks are cloned (FICLONERANGE): nothing is read or written, the image's blocks are the
+    // file's (a Pi build's 512 MiB of image archives, from the cache). Elsewhere they are written. On
+    // btrfs an O_DIRECT write of checksummed data goes through the page cache anyway (Linux 6.x):
+    // writing 562 MiB of preload cost a 1-node build 1.4-1.9 s of system time on a 2-core VM.
+    bool cloning = true;
+    auto clone_whole_blocks = [&](const CopiedRange& r) -> std::uint64_t {
+      if (!cloning || r.image_offset % io_alignment != 0 || r.file_offset % io_alignment != 0) return 0;
+      const std::uint64_t file_size = mappings[r.file].size;
+      const std::uint64_t in_file = r.file_offset < file_size ? file_size - r.file_offset : 0;
+      const std::uint64_t whole = std::min({r.length, r.data_bytes(), in_file}) / io_alignment * io_alignment;
+      if (whole == 0) return 0;
+      file_clone_range range{};
+      range.src_fd = fds[r.file].get();
+      range.src_offset = r.file_offset;
+      range.src_length = whole;
+      range.dest_offset = r.image_offset;
+      if (::ioctl(image_fd_.get(), FICLONERANGE, &range) == 0) return whole;
+      // Not a filesystem that clones (ext4, tmpfs: EOPNOTSUPP) or not one filesystem (EXDEV): the
+      // rest is written. EINVAL (blocks over 4 KiB, an offset it will not take) fails only this range.
+      if (errno != EINVAL) cloning = false;
+      return 0;
+    };
     for (const auto& r : copied_.ranges) {
       const Mapping& m = mappings[r.file];
-      for (std::uint64_t at = 0; at < r.length; at += chunk_bytes) {
+      const std::uint64_t cloned = clone_whole_blocks(r);
+      cloned_ += cloned;
+      for (std::uint64_t at = cloned; at < r.length; at += chunk_bytes) {
         const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, r.length - at));
         const std::uint64_t from = r.file_offset + at;
         const void* data = nullptr;
@@ -180,6 +209,10 @@ void CopiedRangeWriter::run() {
         pwrite_all(image_fd_.get(), r.image_offset + at, data, length, image_name_);
         after_write(length);
       }
+    }
+    if (cloned_ != 0) {
+      log::debug(image_name_, ": ", cloned_ >> 20, " MiB shared with the files it holds a copy of (FICLONERANGE), ",
+                 written >> 20, " MiB written");
     }
     if (flush_ && ::fdatasync(image_fd_.get()) != 0) throw_system_error("cannot flush " + image_name_ + " to disk", errno);
   } catch (...) {

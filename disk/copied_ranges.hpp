@@ -75,7 +75,9 @@ struct DirectWriteProbe {
 // slow disk, through the page cache):
 // the bytes go from the files' cached pages to the disk without becoming a second set of page-cache
 // pages (new pages cost this project's VMs 0.4-1.0 s of system time per 512 MiB; docs/benchmarks.md),
-// and the build goes on meanwhile. Readers of the image use CopiedRangeReader until wait() returns.
+// and the build goes on meanwhile. Where the image and a file share a filesystem that clones (XFS,
+// btrfs), a range's whole blocks are not written at all but cloned from the file (FICLONERANGE).
+// Readers of the image use CopiedRangeReader until wait() returns.
 class CopiedRangeWriter {
  public:
   // How a writer ends: `durable`, its writes go past the page cache where they can (O_DIRECT) and the
@@ -99,6 +101,8 @@ class CopiedRangeWriter {
   bool direct() const { return direct_; }
   // After wait(): whether a slow window (Mode::cached) sent the rest of the writes through the page cache.
   bool left_direct() const { return left_direct_; }
+  // After wait(): the bytes cloned from the files (FICLONERANGE) instead of written.
+  std::uint64_t cloned_bytes() const { return cloned_; }
 
  private:
   void run();
@@ -110,6 +114,7 @@ class CopiedRangeWriter {
   FileDescriptor buffered_fd_;  // Mode::cached with direct_: where the writes go once the disk is slow
   bool direct_ = false;
   bool left_direct_ = false;  // set by the thread, read after it is joined
+  std::uint64_t cloned_ = 0;  // likewise
   bool flush_ = false;
   DirectWriteProbe probe_;
   std::thread thread_;

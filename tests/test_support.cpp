@@ -95,4 +95,32 @@ std::string random_bytes(std::size_t size, unsigned seed) {
   return out;
 }
 
+ReflinkPlace::ReflinkPlace(const std::filesystem::path& dir) {
+  auto q = [](const std::filesystem::path& path) { return "'" + path.string() + "'"; };
+  if (const char* given = std::getenv("AGGRIK8S_REFLINK_TEST_DIR"); given != nullptr && *given != '\0') {
+    path_ = std::filesystem::path(given) / ("reflink-" + std::to_string(::getpid()) + "-" + dir.filename().string());
+    std::filesystem::create_directories(path_);
+    owned_dir_ = true;
+    return;
+  }
+  if (::geteuid() != 0) return;
+  std::filesystem::create_directories(dir / "xfs");
+  const auto made = run("truncate -s 512M " + q(dir / "xfs.raw") + " && mkfs.xfs -q " + q(dir / "xfs.raw") +
+                        " && mount -o loop " + q(dir / "xfs.raw") + " " + q(dir / "xfs") + " 2>&1");
+  if (made.exit_code != 0) {
+    reason_ = made.output;
+    return;
+  }
+  mounted_ = dir / "xfs";
+  path_ = mounted_;
+}
+
+ReflinkPlace::~ReflinkPlace() {
+  if (!mounted_.empty()) run("umount '" + mounted_.string() + "' 2>&1");
+  if (owned_dir_) {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+}
+
 }  // namespace aggrik8s::test

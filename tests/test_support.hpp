@@ -51,4 +51,23 @@ CommandResult run(const std::string& command_line);
 std::filesystem::path source_dir();
 std::filesystem::path cli_path();
 
+// A loop-mounted XFS (reflinks) in `dir` for the test's life, where the suite runs as root;
+// otherwise AGGRIK8S_REFLINK_TEST_DIR if set (a directory of its own is made there); otherwise none
+// (path() empty, reason() says why).
+class ReflinkPlace {
+ public:
+  explicit ReflinkPlace(const std::filesystem::path& dir);
+  ~ReflinkPlace();
+  ReflinkPlace(const ReflinkPlace&) = delete;
+  ReflinkPlace& operator=(const ReflinkPlace&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  const std::string& reason() const { return reason_; }
+
+ private:
+  std::filesystem::path path_;
+  std::filesystem::path mounted_;
+  bool owned_dir_ = false;
+  std::string reason_ = "not root and AGGRIK8S_REFLINK_TEST_DIR not set";
+};
+
 }  // namespace aggrik8s::test

@@ -203,12 +203,13 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
       expect_status 0 "a build on XFS (round $round)" -- \
         "$CLI" build --offline -v --cache-dir "$WORK/xfs/cache" --out "$WORK/xfs/out$round" "$WORK/profile.yaml"
       expect_output "MiB of the prepared image read from .*/xfs/cache/rpi-bases/" "round $round: the base's shared blocks are read from the grown base in the cache"
+      expect_output "prepared.img: [0-9]* MiB shared with the files it holds a copy of \\(FICLONERANGE\\)" "round $round: the image archives' blocks are cloned from the cache, not written"
       for f in n1.img n2.img n3.img n1.img.bmap n2.img.bmap n3.img.bmap; do
         cmp -s "$OUT/$f" "$WORK/xfs/out$round/$f" || fail "round $round: $f differs from the ext4 build's"
       done
     done
     ls "$WORK/xfs/cache/bmap-chunks" | grep -q . || fail "no bmap ranges kept on XFS"
-    pass "on XFS (reflinks; bmap ranges cold, then from the cache): the same images and bmaps as on ext4"
+    pass "on XFS (reflinks, the archives cloned; bmap ranges cold, then from the cache): the same images and bmaps as on ext4"
     umount "$WORK/xfs"
   else
     echo "skipping the XFS build: $(cat "$WORK/xfs-mount.log")"

@@ -189,44 +189,6 @@ TEST_CASE("sparse file: clone_file makes a reflink where the filesystem shares e
 
 namespace {
 
-// A loop-mounted XFS (reflinks) in `dir` for the test's life, where the suite runs as root;
-// otherwise AGGRIK8S_REFLINK_TEST_DIR if set; otherwise none.
-class ReflinkPlace {
- public:
-  explicit ReflinkPlace(const fs::path& dir) {
-    if (const char* given = std::getenv("AGGRIK8S_REFLINK_TEST_DIR"); given != nullptr && *given != '\0') {
-      path_ = fs::path(given) / ("same-blocks-" + std::to_string(::getpid()));
-      fs::create_directories(path_);
-      owned_dir_ = true;
-      return;
-    }
-    if (::geteuid() != 0) return;
-    fs::create_directories(dir / "xfs");
-    const auto made = test::run("truncate -s 512M " + q(dir / "xfs.raw") + " && mkfs.xfs -q " + q(dir / "xfs.raw") +
-                                " && mount -o loop " + q(dir / "xfs.raw") + " " + q(dir / "xfs") + " 2>&1");
-    if (made.exit_code != 0) {
-      reason_ = made.output;
-      return;
-    }
-    mounted_ = dir / "xfs";
-    path_ = mounted_;
-  }
-  ~ReflinkPlace() {
-    if (!mounted_.empty()) test::run("umount " + q(mounted_) + " 2>&1");
-    if (owned_dir_) fs::remove_all(path_);
-  }
-  ReflinkPlace(const ReflinkPlace&) = delete;
-  ReflinkPlace& operator=(const ReflinkPlace&) = delete;
-  const fs::path& path() const { return path_; }
-  const std::string& reason() const { return reason_; }
-
- private:
-  fs::path path_;
-  fs::path mounted_;
-  bool owned_dir_ = false;
-  std::string reason_ = "not root and AGGRIK8S_REFLINK_TEST_DIR not set";
-};
-
 void write_random(const fs::path& file, std::uint64_t offset, std::uint64_t length, unsigned seed) {
   std::string bytes(length, '\0');
   std::srand(seed);
@@ -250,7 +212,7 @@ TEST_CASE("sparse file: same_blocks finds the blocks a reflink still shares, and
     fs::copy_file(dir / "a.img", dir / "b.img");
     CHECK(same_blocks(dir / "b.img", dir / "a.img").empty());
   }
-  ReflinkPlace place(dir.path());
+  test::ReflinkPlace place(dir.path());
   if (place.path().empty()) {
     WARN("skipping the reflink case: " << place.reason());
     return;
