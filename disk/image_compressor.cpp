@@ -77,7 +77,8 @@ class SparseImageReader {
 // The compressed file: written sequentially, hashed and counted on the way.
 class CompressedOutput {
  public:
-  CompressedOutput(const std::filesystem::path& path, unsigned permissions) : name_(path.string()) {
+  // `name` is what errors call the file: the name it will have once published.
+  CompressedOutput(const std::filesystem::path& path, std::string name, unsigned permissions) : name_(std::move(name)) {
     fd_ = FileDescriptor(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(permissions)));
     if (!fd_) throw_system_error("cannot create " + name_, errno);
   }
@@ -207,32 +208,38 @@ ImageCompressor::ImageCompressor(ImageCompressionOptions options) : options_(opt
 }
 
 CompressedImage ImageCompressor::compress(const std::filesystem::path& image, const std::filesystem::path& output) const {
-  SparseImageReader reader(image);
   const std::filesystem::path partial = output.string() + ".partial";
   RemovedOnInterrupt unfinished(partial);
-  unsigned threads = options_.threads != 0 ? options_.threads : std::max(1u, std::thread::hardware_concurrency());
-  CompressedImage result;
-  result.image_size = reader.size();
   try {
-    CompressedOutput writer(partial, options_.file_permissions);
-    ProgressTask progress("compress " + output.filename().string(), reader.size());
-    if (options_.format == ImageCompressionFormat::zstd) {
-      compress_zstd(reader, writer, *options_.level, threads, progress);
-    } else {
-      compress_xz(reader, writer, *options_.level, threads, options_.xz_block_size, progress);
-    }
-    writer.close();
-    progress.finish();
-    result.compressed_size = writer.size();
-    result.sha256 = writer.finish_hash();
+    CompressedImage result = compress_unpublished(image, partial, output);
     std::error_code error;
     std::filesystem::rename(partial, output, error);
     if (error) throw Error("cannot rename " + partial.string() + " to " + output.string() + ": " + error.message());
+    return result;
   } catch (...) {
     std::error_code ignored;
     std::filesystem::remove(partial, ignored);
     throw;
   }
+}
+
+CompressedImage ImageCompressor::compress_unpublished(const std::filesystem::path& image, const std::filesystem::path& file,
+                                                      const std::filesystem::path& shown_as) const {
+  SparseImageReader reader(image);
+  unsigned threads = options_.threads != 0 ? options_.threads : std::max(1u, std::thread::hardware_concurrency());
+  CompressedImage result;
+  result.image_size = reader.size();
+  CompressedOutput writer(file, shown_as.string(), options_.file_permissions);
+  ProgressTask progress("compress " + shown_as.filename().string(), reader.size());
+  if (options_.format == ImageCompressionFormat::zstd) {
+    compress_zstd(reader, writer, *options_.level, threads, progress);
+  } else {
+    compress_xz(reader, writer, *options_.level, threads, options_.xz_block_size, progress);
+  }
+  writer.close();
+  progress.finish();
+  result.compressed_size = writer.size();
+  result.sha256 = writer.finish_hash();
   return result;
 }
 

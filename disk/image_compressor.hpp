@@ -50,6 +50,12 @@ class ImageCompressor {
   // `<output>.partial` and renames it to `output` when complete. On failure the partial file is
   // removed and Error names the file at fault.
   CompressedImage compress(const std::filesystem::path& image, const std::filesystem::path& output) const;
+  // Writes `file` itself, for a caller that owns the temporary name and renames it with the rest of
+  // its outputs (a build publishes a node's files together). Progress and errors call it `shown_as`,
+  // the name it will have: a user who runs out of space reads "cannot write pi5.img.zst", not the
+  // temporary name. The caller removes `file` on failure.
+  CompressedImage compress_unpublished(const std::filesystem::path& image, const std::filesystem::path& file,
+                                       const std::filesystem::path& shown_as) const;
 
  private:
   ImageCompressionOptions options_;

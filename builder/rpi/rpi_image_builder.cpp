@@ -839,7 +839,7 @@ void write_bmap_and_compressed_copies(RpiNodeBuild& build, const Rpi5Node& node,
     ImageCompressionOptions compression;
     compression.format = format == "xz" ? ImageCompressionFormat::xz : ImageCompressionFormat::zstd;
     compression.file_permissions = 0600;
-    ImageCompressor(compression).compress(image_partial, compressed_partial);
+    ImageCompressor(compression).compress_unpublished(image_partial, compressed_partial, compressed);
     built.compressed.push_back(BuiltFile{compressed, 0, {}});
   }
 }

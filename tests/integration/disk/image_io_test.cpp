@@ -178,8 +178,23 @@ TEST_CASE("image_io: a full output disk is reported against the output") {
   auto image = make_image(dir);
   fs::create_symlink("/dev/full", dir / "out.img.zst.partial");
   CHECK_THROWS_WITH(ImageCompressor().compress(image, dir / "out.img.zst"),
-                    Catch::Contains("out.img.zst.partial") && Catch::Contains("No space left on device"));
+                    Catch::Contains("out.img.zst: No space left on device"));
   CHECK_FALSE(fs::exists(dir / "out.img.zst"));
+  CHECK_FALSE(fs::exists(fs::symlink_status(dir / "out.img.zst.partial")));
+}
+
+TEST_CASE("image_io: a caller's temporary output is named by the file it becomes") {
+  // A build writes <node>.img.zst.partial itself and publishes it with the node's other files; a full
+  // disk must be reported as "<node>.img.zst", not as a temporary name the user never asked for (it
+  // used to read "pi5.img.zst.partial.partial").
+  test::TempDir dir;
+  auto image = make_image(dir);
+  CHECK_THROWS_WITH(ImageCompressor().compress_unpublished(image, "/dev/full", dir / "pi5.img.zst"),
+                    Catch::Equals("cannot write " + (dir / "pi5.img.zst").string() + ": No space left on device"));
+  auto written = ImageCompressor().compress_unpublished(image, dir / "pi5.img.zst.partial", dir / "pi5.img.zst");
+  CHECK(fs::file_size(dir / "pi5.img.zst.partial") == written.compressed_size);
+  CHECK_FALSE(fs::exists(dir / "pi5.img.zst"));
+  CHECK_FALSE(fs::exists(dir / "pi5.img.zst.partial.partial"));
 }
 
 TEST_CASE("image_io: the error's type says whether the input or the output is at fault") {
