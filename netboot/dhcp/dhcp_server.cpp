@@ -16,6 +16,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/log_escape.hpp"
+#include "netboot/listen_failure.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -296,8 +297,8 @@ void bind_socket(udp::socket& socket, const DhcpServerConfig& config, const udp:
   if (ec) {
     std::ostringstream text;
     text << where;
-    throw Error("DHCP server cannot listen on " + text.str() + (config.interface ? " (interface " + *config.interface + ")" : "") +
-                ": " + ec.message());
+    ListenFailure failure{"DHCP", text.str(), where.port(), true, {}, config.interface.value_or("")};
+    throw Error(listen_failure_message(failure, ec.value(), ec.message()));
   }
 }
 

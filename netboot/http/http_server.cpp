@@ -33,6 +33,7 @@
 #include "core/log_escape.hpp"
 #include "netboot/http/http_request_target.hpp"
 #include "netboot/http/http_tls_context.hpp"
+#include "netboot/listen_failure.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -560,7 +561,11 @@ HttpServer::HttpServer(asio::io_context& io, HttpServerConfig config)
   if (!ec) state_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) state_->acceptor.bind(state_->config.listen, ec);
   if (!ec) state_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw Error("HTTP server cannot listen on " + describe(state_->config.listen) + ": " + ec.message());
+  if (ec) {
+    ListenFailure failure{"HTTP", describe(state_->config.listen), state_->config.listen.port(), false,
+                          "http.port or http.tls_port (--http-port)", {}};
+    throw Error(listen_failure_message(failure, ec.value(), ec.message()));
+  }
   state_->listening_on = state_->acceptor.local_endpoint();
 }
 

@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/log_escape.hpp"
+#include "netboot/listen_failure.hpp"
 #include "netboot/tftp/tftp_block_reader.hpp"
 #include "netboot/tftp/tftp_path.hpp"
 #include "netboot/tftp/tftp_retransmit_schedule.hpp"
@@ -572,7 +573,10 @@ TftpServer::TftpServer(asio::io_context& io, TftpServerConfig config)
   boost::system::error_code ec;
   state_->listener.open(state_->config.listen.protocol(), ec);
   if (!ec) state_->listener.bind(state_->config.listen, ec);
-  if (ec) throw Error("TFTP server cannot listen on " + describe(state_->config.listen) + ": " + ec.message());
+  if (ec) {
+    ListenFailure failure{"TFTP", describe(state_->config.listen), state_->config.listen.port(), true, "tftp.port (--tftp-port)", {}};
+    throw Error(listen_failure_message(failure, ec.value(), ec.message()));
+  }
   state_->listening_on = state_->listener.local_endpoint();
 }
 

@@ -618,3 +618,26 @@ TEST_CASE("tftp server: the documented root /usr/lib/ipxe serves every iPXE bina
   CHECK(server.observer->wait_for_ended(6).size() == 6);
   CHECK(server.counters().completed == 6);
 }
+
+TEST_CASE("tftp server: a port another program holds is refused with how to find that program", "[tftp][server]") {
+  // tftpd-hpa (or dnsmasq) already on the port is what a user with Debian's tftpd-hpa installed meets.
+  TempDir dir;
+  std::filesystem::create_directories(dir / "root");
+  aggrik8s::FileDescriptor holder(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  REQUIRE(holder);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(holder.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  socklen_t length = sizeof address;
+  REQUIRE(::getsockname(holder.get(), reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  const std::string port = std::to_string(ntohs(address.sin_port));
+
+  boost::asio::io_context io;
+  TftpServerConfig config;
+  config.listen = {boost::asio::ip::address_v4::loopback(), ntohs(address.sin_port)};
+  config.root = dir / "root";
+  CHECK_THROWS_WITH(TftpServer(io, config),
+                    Catch::StartsWith("TFTP server cannot listen on 127.0.0.1:" + port + ": Address already in use; another program holds port " + port) &&
+                        Catch::Contains("`ss -ulpn 'sport = :" + port + "'`") && Catch::EndsWith("set tftp.port (--tftp-port)"));
+}
