@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/permission_detail.hpp"
 
 namespace aggrik8s {
 
@@ -53,7 +54,9 @@ void check_secret(const SecretReference& reference, Diagnostics& diagnostics) {
   }
   struct stat st {};
   if (::stat(reference.name.c_str(), &st) != 0) {
-    diagnostics.error(reference.where, "secret " + reference.describe() + " cannot be read: " + std::strerror(errno));
+    const int error = errno;
+    diagnostics.error(reference.where, "secret " + reference.describe() + " cannot be read: " + std::strerror(error) +
+                                           (error == EACCES ? permission_denied_detail(reference.name) : ""));
     return;
   }
   if (!S_ISREG(st.st_mode)) {
@@ -62,7 +65,9 @@ void check_secret(const SecretReference& reference, Diagnostics& diagnostics) {
   }
   std::ifstream in(reference.name, std::ios::binary);
   if (!in) {
-    diagnostics.error(reference.where, "secret " + reference.describe() + " cannot be read: " + std::strerror(errno));
+    const int error = errno;
+    diagnostics.error(reference.where, "secret " + reference.describe() + " cannot be read: " + std::strerror(error) +
+                                           (error == EACCES ? permission_denied_detail(reference.name) : ""));
     return;
   }
   if (st.st_size == 0) {
@@ -82,7 +87,11 @@ Secret load_secret(const SecretReference& reference) {
     return Secret(v);
   }
   std::ifstream in(reference.name, std::ios::binary);
-  if (!in) throw Error(reference.where.str() + ": secret " + reference.describe() + " cannot be read");
+  if (!in) {
+    const int error = errno;
+    throw Error(reference.where.str() + ": secret " + reference.describe() + " cannot be read: " + std::strerror(error) +
+                (error == EACCES ? permission_denied_detail(reference.name) : ""));
+  }
   std::ostringstream content;
   content << in.rdbuf();
   std::string value = content.str();

@@ -9,6 +9,7 @@
 
 #include "disk/zero_detection.hpp"
 #include "core/error.hpp"
+#include "core/permission_detail.hpp"
 #include "core/positional_io.hpp"
 
 namespace aggrik8s {
@@ -37,7 +38,7 @@ FileBlockDevice::FileBlockDevice(const std::filesystem::path& path, Access acces
     : path_(path), access_(access) {
   int flags = (access == Access::read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   fd_ = FileDescriptor(::open(path.c_str(), flags));
-  if (!fd_) throw_system_error("cannot open image " + path.string(), errno);
+  if (!fd_) throw_file_error("cannot open image " + path.string(), path, errno);
   struct stat info {};
   if (::fstat(fd_.get(), &info) != 0) throw_system_error("cannot stat image " + path.string(), errno);
   if (S_ISBLK(info.st_mode)) {

@@ -1,10 +1,17 @@
 #include "netboot/service/node_inventory.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <set>
 
 #include "core/config_reader.hpp"
+#include "core/file_descriptor.hpp"
 #include "core/identifiers.hpp"
+#include "core/permission_detail.hpp"
 #include "netboot/service/talos_wipe_cycle.hpp"
 
 namespace aggrik8s::netboot {
@@ -113,9 +120,25 @@ class InventoryReader {
 
   void check_file(ConfigMapReader& reader, std::string_view key, const std::optional<fs::path>& path) {
     if (!path || !check_files_) return;
-    std::error_code ec;
-    if (!fs::is_regular_file(*path, ec)) {
-      reader.error_at(key, "'" + reader.key_path(key) + "': " + path->string() + " is not a readable file");
+    // Opened, not just looked at: serve may run as its own user (the systemd unit), and a 0600 image
+    // or a directory it cannot enter must fail here, naming whose permission is missing.
+    const std::string what = "'" + reader.key_path(key) + "': " + path->string();
+    struct stat info {};
+    if (::stat(path->c_str(), &info) != 0) {
+      const int error = errno;
+      reader.error_at(key, what + (error == ENOENT ? " does not exist" : " cannot be read: " + std::string(std::strerror(error)) +
+                                                                         permission_denied_detail(*path)));
+      return;
+    }
+    if (!S_ISREG(info.st_mode)) {
+      reader.error_at(key, what + " is not a regular file");
+      return;
+    }
+    FileDescriptor file(::open(path->c_str(), O_RDONLY | O_CLOEXEC));
+    if (!file) {
+      const int error = errno;
+      reader.error_at(key, what + " cannot be read: " + std::strerror(error) +
+                               (error == EACCES ? permission_denied_detail(*path) : std::string()));
     }
   }
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `serve` as the systemd unit runs it: not root, with only the capabilities the unit grants
-# (netboot/aggrik8s-image-serve.service: DynamicUser, AmbientCapabilities=CAP_NET_BIND_SERVICE). Here
-# the user is nobody and setpriv grants what the unit's AmbientCapabilities lists, so the test follows
-# the unit if it changes. In a network namespace with a bridge (10.98.51.1/24) and one client: full-mode
+# (netboot/aggrik8s-image-serve.service: User=aggrik8s, AmbientCapabilities=CAP_NET_BIND_SERVICE). Here
+# uid 65534 stands in for the unit's user and setpriv grants what the unit's AmbientCapabilities lists,
+# so the test follows the unit if it changes (and systemd-analyze verifies the unit file). In a network namespace with a bridge (10.98.51.1/24) and one client: full-mode
 # DHCP on 67 to ISC dhclient (no broadcast flag: the reply is unicast to an address the client does not
 # have yet), TFTP on 69 to tftp-hpa's client, HTTP on 80 to curl, the lease file and boot log written as
 # nobody (0600 leases), SIGHUP reloads, SIGTERM stops with 0. First, the same start without the
-# capability: a clear error naming CAP_NET_BIND_SERVICE, not a bare "Permission denied".
+# capability: a clear error naming CAP_NET_BIND_SERVICE, not a bare "Permission denied". And a Pi image
+# built by root (0600, as build writes it) is refused at start naming the user serve runs as and the
+# image's owner; once chowned to the service user it is served.
 # Needs root (to create the namespace and switch users); skipped otherwise.
 source "$(dirname "$0")/lib.bash"
 
@@ -18,8 +20,16 @@ CAPS=$(sed -n 's/^AmbientCapabilities=//p' "$UNIT")
 [ -n "$CAPS" ] || fail "$UNIT has no AmbientCapabilities line"
 # CAP_NET_BIND_SERVICE CAP_X -> +net_bind_service,+x (setpriv's spelling)
 SETPRIV_CAPS=$(tr ' ' '\n' <<<"$CAPS" | sed -n 's/^CAP_\(.*\)$/+\L\1/p' | paste -sd, -)
-grep -q '^DynamicUser=yes$' "$UNIT" || fail "$UNIT: expected DynamicUser=yes (this test runs serve as an unprivileged user)"
-pass "the unit runs serve unprivileged with $CAPS ($SETPRIV_CAPS)"
+SERVICE_USER=$(sed -n 's/^User=//p' "$UNIT")
+[ -n "$SERVICE_USER" ] && [ "$SERVICE_USER" != root ] || fail "$UNIT: expected User= naming a user other than root"
+pass "the unit runs serve as $SERVICE_USER with $CAPS ($SETPRIV_CAPS)"
+if command -v systemd-analyze >/dev/null; then
+  sed "s#^ExecStart=/usr/local/bin/aggrik8s-image #ExecStart=$CLI #" "$UNIT" >"$WORK/aggrik8s-image-serve.service"
+  systemd-analyze verify "$WORK/aggrik8s-image-serve.service" >"$WORK/verify.log" 2>&1 ||
+    { cat "$WORK/verify.log" >&2; fail "systemd-analyze verify $UNIT"; }
+  [ ! -s "$WORK/verify.log" ] || { cat "$WORK/verify.log" >&2; fail "systemd-analyze verify complains about $UNIT"; }
+  pass "systemd-analyze verify accepts the unit"
+fi
 
 ID=$$
 SRV=a8s-unpriv-srv-$ID
@@ -49,11 +59,16 @@ ip -n "$CL" link set eth0 up
 mkdir -p "$WORK/etc/tftp" "$WORK/etc/files" "$WORK/state" "$WORK/log"
 head -c 300000 /dev/urandom >"$WORK/etc/tftp/undionly.kpxe"
 echo "static file" >"$WORK/etc/files/hello.txt"
+# A Pi 5 image as `build` run by root leaves it: 0600, root's.
+build_fixture_pi_image "$WORK/pi-out" pi5 "{storage: sd, kernel_page_size_kib: 4}"
+[ "$(stat -c '%u %a' "$WORK/pi-out/pi5.img")" = "0 600" ] || fail "the built image is $(stat -c '%U %a' "$WORK/pi-out/pi5.img")"
 cat >"$WORK/etc/nodes.yaml" <<YAML
 profiles:
   OWN: {mode: local}
+  pi: {rpi_image: {image: $WORK/pi-out/pi5.img}}
 nodes:
   - {name: n1, match: {mac: "$MAC"}, profile: OWN}
+  - {name: pi5, match: {serial: "9ffefdef"}, profile: pi}
 YAML
 cat >"$WORK/etc/netboot.yaml" <<YAML
 listen: {interface: br0}
@@ -75,9 +90,18 @@ expect_output "cannot listen on 10.98.51.1:(69|80): Permission denied; ports bel
   "the error names the capability (and the unit that grants it)"
 [ ! -e "$WORK/state/dhcp.leases" ] || fail "the refused start wrote a lease file"
 
+# --- a 0600 image of root's: refused at start, saying whose it is; served once it is the user's ---
+WITH_CAPS=(--inh-caps="$SETPRIV_CAPS" --ambient-caps="$SETPRIV_CAPS" --bounding-set="-all,$SETPRIV_CAPS")
+expect_status 1 "serve --check as the service user refuses root's 0600 image" -- \
+  ip netns exec "$SRV" "${AS_SERVICE[@]}" "${WITH_CAPS[@]}" "$CLI" serve --config "$WORK/etc/netboot.yaml" --check
+expect_output "'profiles.pi.rpi_image.image': $WORK/pi-out/pi5.img cannot be read: Permission denied \(this process runs as uid 65534 \([a-z]+\); $WORK/pi-out/pi5.img is owned by uid 0 \(root\), group 0 \(root\), mode 0600\)" \
+  "the error names the user serve runs as and the image's owner and mode"
+chown 65534 "$WORK/pi-out/pi5.img"
+expect_status 0 "serve --check accepts the image once it is the service user's" -- \
+  ip netns exec "$SRV" "${AS_SERVICE[@]}" "${WITH_CAPS[@]}" "$CLI" serve --config "$WORK/etc/netboot.yaml" --check
+
 # --- as the unit runs it ---
-ip netns exec "$SRV" "${AS_SERVICE[@]}" --inh-caps="$SETPRIV_CAPS" --ambient-caps="$SETPRIV_CAPS" --bounding-set="-all,$SETPRIV_CAPS" \
-  "$CLI" serve --config "$WORK/etc/netboot.yaml" >"$WORK/serve.log" 2>&1 &
+ip netns exec "$SRV" "${AS_SERVICE[@]}" "${WITH_CAPS[@]}" "$CLI" serve --config "$WORK/etc/netboot.yaml" >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 100); do grep -q "dhcp: listening" "$WORK/serve.log" && break; sleep 0.1; done
 grep -q "dhcp: listening" "$WORK/serve.log" || { cat "$WORK/serve.log" >&2; fail "serve did not start as nobody with $CAPS"; }
@@ -106,6 +130,10 @@ ip netns exec "$CL" tftp 10.98.51.1 69 -m binary -c get undionly.kpxe "$WORK/got
   { cat "$WORK/serve.log" >&2; fail "tftp get on port 69"; }
 cmp -s "$WORK/got.kpxe" "$WORK/etc/tftp/undionly.kpxe" || fail "the TFTP download differs"
 pass "tftp-hpa's client downloaded a file on port 69"
+ip netns exec "$CL" tftp 10.98.51.1 69 -m binary -c get 9ffefdef/config.txt "$WORK/config.txt" ||
+  { cat "$WORK/serve.log" >&2; fail "tftp get 9ffefdef/config.txt"; }
+grep -q '^kernel=kernel8.img' "$WORK/config.txt" || fail "config.txt from the image: $(cat "$WORK/config.txt")"
+pass "the Pi's config.txt is read out of the image by serve running as the service user"
 [ "$(ip netns exec "$CL" curl -sS --max-time 10 http://10.98.51.1/files/hello.txt)" = "static file" ] ||
   fail "curl on port 80"
 pass "curl fetched a static file on port 80"
@@ -115,8 +143,8 @@ pass "boot events are appended to the log the service user owns"
 # --- reload and stop, as systemctl reload/stop do ---
 echo "  - {name: n2, match: {mac: \"52:54:00:98:51:02\"}, profile: OWN}" >>"$WORK/etc/nodes.yaml"
 kill -HUP "$SERVE_PID"
-for _ in $(seq 100); do grep -q "reloaded (2 nodes)" "$WORK/serve.log" && break; sleep 0.1; done
-grep -q "reloaded (2 nodes)" "$WORK/serve.log" || { cat "$WORK/serve.log" >&2; fail "SIGHUP did not reload"; }
+for _ in $(seq 100); do grep -q "reloaded (3 nodes)" "$WORK/serve.log" && break; sleep 0.1; done
+grep -q "reloaded (3 nodes)" "$WORK/serve.log" || { cat "$WORK/serve.log" >&2; fail "SIGHUP did not reload"; }
 pass "SIGHUP reloads the nodes file"
 kill -TERM "$SERVE_PID"
 set +e; wait "$SERVE_PID"; status=$?; set -e

@@ -153,7 +153,7 @@ TEST_CASE("validate and serve --check check serve's netboot.yaml and nodes file 
     INFO(bad.output);
     CHECK(bad.exit_code == 1);
     CHECK_THAT(bad.output, Catch::Contains(nodes + ":3:22: 'profiles.live.kernel.kernel': " + (dir / "assets/vmlinuz").string() +
-                                           " is not a readable file"));
+                                           " does not exist"));
   }
   // --json carries what the text form warns of: here an interface this machine does not have.
   test::write_file(dir / "elsewhere.yaml", "listen: {interface: no-such-if0}\nhttp: {base_url: 'http://10.0.0.1:8080'}\n"

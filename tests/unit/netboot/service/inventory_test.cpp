@@ -348,9 +348,9 @@ TEST_CASE("netboot config: site is the other source of the nodes, not both", "[i
   CHECK_THAT(errors, Catch::Contains("netboot.yaml:2:7: 'site' and 'inventory' are two sources of the nodes: give one"));
 }
 
-TEST_CASE("nodes file: with file checks on, a kernel or initrd that is not a readable file is an error at its key", "[inventory][netboot]") {
-  // Missing, and named with a component over NAME_MAX (which the throwing fs::is_regular_file turned
-  // into a filesystem_error): the same message for both keys, as `serve` reads the file on start.
+TEST_CASE("nodes file: with file checks on, a kernel or initrd that is missing, misnamed or a directory is an error at its key", "[inventory][netboot]") {
+  // Missing, and named with a component over NAME_MAX (which the throwing fs::is_regular_file once
+  // turned into a filesystem_error): each key reports what is wrong, as `serve` reads the file on start.
   const std::string long_name = "/" + std::string(300, 'k');
   Diagnostics diagnostics;
   ConfigNode tree = load_yaml_string("profiles:\n  deb:\n    kernel:\n      kernel: " + long_name +
@@ -360,7 +360,12 @@ TEST_CASE("nodes file: with file checks on, a kernel or initrd that is not a rea
   parse_node_inventory(tree, diagnostics, /*check_files=*/true);
   std::string errors = all_errors(diagnostics);
   INFO(errors);
-  CHECK_THAT(errors, Catch::Contains("nodes.yaml:4:15: 'profiles.deb.kernel.kernel': " + long_name + " is not a readable file"));
-  CHECK_THAT(errors, Catch::Contains("'profiles.deb.kernel.initrd': /nonexistent/initrd.gz is not a readable file"));
-  CHECK_THAT(errors, Catch::Contains("'profiles.deb.kernel.initrd': " + long_name + " is not a readable file"));
+  CHECK_THAT(errors, Catch::Contains("nodes.yaml:4:15: 'profiles.deb.kernel.kernel': " + long_name + " cannot be read: File name too long"));
+  CHECK_THAT(errors, Catch::Contains("'profiles.deb.kernel.initrd': /nonexistent/initrd.gz does not exist"));
+  CHECK_THAT(errors, Catch::Contains("'profiles.deb.kernel.initrd': " + long_name + " cannot be read: File name too long"));
+  // A directory where a file belongs.
+  Diagnostics directory;
+  ConfigNode tree2 = load_yaml_string("profiles:\n  deb:\n    kernel:\n      kernel: /tmp\n", "nodes.yaml", directory);
+  parse_node_inventory(tree2, directory, /*check_files=*/true);
+  CHECK_THAT(all_errors(directory), Catch::Contains("'profiles.deb.kernel.kernel': /tmp is not a regular file"));
 }
