@@ -242,6 +242,11 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
       backoff = std::min(options_.max_backoff, backoff * 2);
     } else {
       last_error += " (gave up after " + std::to_string(options_.max_attempts) + " attempts)";
+      // An edge site's build machine is often offline by design: say how builds work there.
+      if (result.host_unreachable) {
+        last_error += "; without a network here, download where there is one (`aggrik8s-image fetch PROFILE`), "
+                      "bring that cache (--cache-dir) and run with --offline";
+      }
     }
   }
   progress.finish(true);

@@ -154,6 +154,8 @@ HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownl
   if (code != CURLE_OK) {
     result.outcome = is_transient_curl_error(code) ? HttpDownloadResult::Outcome::transient_failure
                                                    : HttpDownloadResult::Outcome::permanent_failure;
+    result.host_unreachable = code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY ||
+                              code == CURLE_COULDNT_CONNECT;
     result.message = redact_url_credentials(url) + ": " + (error_buffer[0] != '\0' ? std::string(error_buffer) : curl_easy_strerror(code));
     return result;
   }

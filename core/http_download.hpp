@@ -15,6 +15,7 @@ struct HttpDownloadResult {
   long http_status = 0;
   std::string message;  // for failures: what happened, naming the URL
   bool resumed = false;  // the server honoured a range request
+  bool host_unreachable = false;  // no name resolution or no connection: likely no network at all
 };
 
 struct HttpDownloadLimits {
