@@ -17,7 +17,9 @@ std::string listen_failure_message(const ListenFailure& failure, int error_numbe
     if (!failure.port_setting.empty()) message += ", or set " + std::string(failure.port_setting) + " to 1024 or above";
   } else if (error_number == EADDRINUSE) {
     message += "; another program holds port " + port + " (`ss -" + (failure.udp ? "u" : "t") + "lpn 'sport = :" +
-               port + "'` names it, e.g. tftpd-hpa, dnsmasq or a web server): stop it";
+               port + "'` names it";
+    if (!failure.usual_holders.empty()) message += ", e.g. " + std::string(failure.usual_holders);
+    message += "): stop it";
     if (!failure.port_setting.empty()) message += ", or set " + std::string(failure.port_setting);
   }
   return message;

@@ -17,6 +17,7 @@ struct ListenFailure {
   std::string_view port_setting;  // where the port is chosen: "tftp.port (--tftp-port)"; empty where
                                   // clients need the standard port (DHCP's 67)
   std::string interface;          // DHCP binds to one; empty otherwise
+  std::string_view usual_holders;  // who usually has the port: "tftpd-hpa, dnsmasq"
 };
 
 // "TFTP server cannot listen on 10.0.0.1:69: Permission denied; ports below 1024 need ..."

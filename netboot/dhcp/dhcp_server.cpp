@@ -282,7 +282,11 @@ namespace {
 void bind_socket(udp::socket& socket, const DhcpServerConfig& config, const udp::endpoint& where) {
   boost::system::error_code ec;
   socket.open(udp::v4(), ec);
-  if (!ec) socket.set_option(asio::socket_base::reuse_address(true), ec);
+  // Proxy mode shares port 67 with the network's DHCP server when that runs on this machine too, so it
+  // allows address reuse. Full mode does not: a second DHCP server handing out addresses on the same
+  // link (another serve with another lease file, a dnsmasq or Kea) must fail to start, not run beside
+  // it and hand out the same addresses (one lease file per server is held by its lock; this covers the rest).
+  if (!ec && config.mode == DhcpMode::proxy) socket.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) socket.set_option(asio::socket_base::broadcast(true), ec);
   // Room for a burst (many nodes powering on at once), and for when the journal falls behind.
   if (!ec) socket.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
@@ -297,7 +301,12 @@ void bind_socket(udp::socket& socket, const DhcpServerConfig& config, const udp:
   if (ec) {
     std::ostringstream text;
     text << where;
-    ListenFailure failure{"DHCP", text.str(), where.port(), true, {}, config.interface.value_or("")};
+    // Port 67 in full mode is not shared (bind_socket above): its holder is another DHCP server on this link.
+    std::string_view holders = where.port() == config.proxy_port && config.mode == DhcpMode::proxy
+                                   ? "a PXE proxy: dnsmasq, pixiecore or another serve in proxy mode"
+                                   : "another DHCP server on this link: dnsmasq, Kea, isc-dhcp-server or another serve "
+                                     "with full-mode DHCP; two would hand out the same addresses";
+    ListenFailure failure{"DHCP", text.str(), where.port(), true, {}, config.interface.value_or(""), holders};
     throw Error(listen_failure_message(failure, ec.value(), ec.message()));
   }
 }
@@ -464,10 +473,21 @@ DhcpServer::DhcpServer(asio::io_context& io, DhcpServerConfig config) : state_(s
     log::warning("dhcp: AGGRIK8S_DHCP_COMPACT_EVERY: compacting the lease file every ", s.config.compact_after_lines,
                  " lines (a test setting)");
   }
-  if (s.config.mode == DhcpMode::full && s.config.lease_file) {
+  const bool journaled = s.config.mode == DhcpMode::full && s.config.lease_file;
+  if (journaled) {
     // Before the file is read: a second server must not even load leases the first is appending to.
-    // A few seconds' patience for a server still writing its last leases on its way out (a restart).
+    // A few seconds' patience for a server still writing its last leases on its way out (a restart);
+    // taken before binding, so that such a server has also closed its port 67 (full mode does not
+    // share it) by the time the lock is ours.
     s.lease_lock = lock_dhcp_lease_file(*s.config.lease_file, std::chrono::seconds(3));
+  }
+  // Bound before the lease file is read or rewritten: a server that cannot have the port leaves it as it was.
+  bind_socket(s.socket, s.config, {asio::ip::address_v4::any(), s.config.port});
+  s.listening_on = s.socket.local_endpoint();
+  if (s.config.mode == DhcpMode::proxy) {
+    bind_socket(s.proxy_socket, s.config, {asio::ip::address_v4(s.config.server_address), s.config.proxy_port});
+  }
+  if (journaled) {
     if (std::filesystem::exists(*s.config.lease_file)) {
       std::ifstream in(*s.config.lease_file);
       std::stringstream text;
@@ -493,11 +513,6 @@ DhcpServer::DhcpServer(asio::io_context& io, DhcpServerConfig config) : state_(s
     s.journal = std::make_unique<DhcpLeaseJournal>(*s.config.lease_file, s.snapshot(), std::move(settled),
                                                    s.config.before_journal_sync);
     ++s.counters.journal_compactions;
-  }
-  bind_socket(s.socket, s.config, {asio::ip::address_v4::any(), s.config.port});
-  s.listening_on = s.socket.local_endpoint();
-  if (s.config.mode == DhcpMode::proxy) {
-    bind_socket(s.proxy_socket, s.config, {asio::ip::address_v4(s.config.server_address), s.config.proxy_port});
   }
 }
 

@@ -563,7 +563,7 @@ HttpServer::HttpServer(asio::io_context& io, HttpServerConfig config)
   if (!ec) state_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     ListenFailure failure{"HTTP", describe(state_->config.listen), state_->config.listen.port(), false,
-                          "http.port or http.tls_port (--http-port)", {}};
+                          "http.port or http.tls_port (--http-port)", {}, "a web server or another serve"};
     throw Error(listen_failure_message(failure, ec.value(), ec.message()));
   }
   state_->listening_on = state_->acceptor.local_endpoint();

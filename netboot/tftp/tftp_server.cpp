@@ -574,7 +574,8 @@ TftpServer::TftpServer(asio::io_context& io, TftpServerConfig config)
   state_->listener.open(state_->config.listen.protocol(), ec);
   if (!ec) state_->listener.bind(state_->config.listen, ec);
   if (ec) {
-    ListenFailure failure{"TFTP", describe(state_->config.listen), state_->config.listen.port(), true, "tftp.port (--tftp-port)", {}};
+    ListenFailure failure{"TFTP", describe(state_->config.listen), state_->config.listen.port(), true, "tftp.port (--tftp-port)", {},
+                          "tftpd-hpa, dnsmasq or another serve"};
     throw Error(listen_failure_message(failure, ec.value(), ec.message()));
   }
   state_->listening_on = state_->listener.local_endpoint();

@@ -122,6 +122,18 @@ grep -q "leases is the lease file of another DHCP server running on this machine
 cmp -s "$WORK/leases" "$WORK/leases.first" || fail "the second serve changed the lease file"
 kill -0 "$SERVE_PID" 2>/dev/null || fail "the first serve died"
 pass "a second serve with the same lease file is refused and leaves the first one's file alone"
+# With a lease file of its own it is still a second DHCP server on br0, handing out the same pool: full
+# mode does not share port 67, so it is refused too, naming the port's holder, before writing its file.
+sed -e "s#^  lease_file: leases\$#  lease_file: leases-other#" "$WORK/netboot2.yaml" >"$WORK/netboot3.yaml"
+grep -q "lease_file: leases-other" "$WORK/netboot3.yaml" || fail "netboot3.yaml"
+if timeout 60 ip netns exec "$SRV" "$CLI" serve --config "$WORK/netboot3.yaml" >"$WORK/serve3.log" 2>&1; then
+  fail "a second full-mode serve with another lease file ran beside the first"
+fi
+grep -q "DHCP server cannot listen on 0.0.0.0:67 (interface br0): Address already in use; another program holds port 67 .*another DHCP server on this link" \
+  "$WORK/serve3.log" || { cat "$WORK/serve3.log" >&2; fail "the third serve's refusal"; }
+[ ! -e "$WORK/leases-other" ] || fail "the refused serve wrote its lease file"
+kill -0 "$SERVE_PID" 2>/dev/null || fail "the first serve died"
+pass "a second full-mode serve with a lease file of its own is refused too (port 67 is not shared in full mode)"
 
 # --- busybox udhcpc: lease, renew (unicast REQUEST with ciaddr) ---
 cat >"$WORK/udhcpc.sh" <<'SH'
