@@ -28,8 +28,13 @@ nlohmann::json manifest_base(const Profile& profile, std::optional<std::int64_t>
 }
 
 std::string sha256sums_text(const std::vector<BuiltFile>& files, const fs::path& output_dir) {
+  // In name order, whatever order the files were built or kept in: a `--node` rebuild writes the same
+  // SHA256SUMS as a full build of the same bytes, so the two can be compared (diff, a second machine).
+  std::vector<std::pair<std::string, std::string>> lines;
+  for (const auto& file : files) lines.emplace_back(fs::relative(file.path, output_dir).string(), file.sha256.hex());
+  std::sort(lines.begin(), lines.end());
   std::string sums;
-  for (const auto& file : files) sums += file.sha256.hex() + "  " + fs::relative(file.path, output_dir).string() + "\n";
+  for (const auto& [name, digest] : lines) sums += digest + "  " + name + "\n";
   return sums;
 }
 

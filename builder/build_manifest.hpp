@@ -26,7 +26,7 @@ nlohmann::json input_json(const std::string& role, const FetchedArtifact& artifa
 // file it extends and itself with their sha256) and source_date_epoch when it was set.
 nlohmann::json manifest_base(const Profile& profile, std::optional<std::int64_t> source_date_epoch);
 
-// SHA256SUMS: one "<sha256>  <path relative to output_dir>" line per file, in the order given.
+// SHA256SUMS: one "<sha256>  <path relative to output_dir>" line per file, in path order.
 std::string sha256sums_text(const std::vector<BuiltFile>& files, const std::filesystem::path& output_dir);
 
 // A `build --node` of some nodes keeps the record of the profile's others: their entries of the

@@ -238,6 +238,9 @@ TEST_CASE("build --node keeps the other nodes' records while their files are int
   REQUIRE(files.size() == 2);
   CHECK(files[1].path == dir / "a.iso");
   CHECK(files[1].sha256 == Sha256::of(std::string("aaaa")));
+  // SHA256SUMS comes out in name order, as a full build of a, b (and c) writes it.
+  CHECK(sha256sums_text(files, dir.path()) == Sha256::of(std::string("aaaa")).hex() + "  a.iso\n" +
+                                                  Sha256::of(std::string("bbbbbb")).hex() + "  b.iso\n");
   // Another profile's manifest in the directory is not this one's record.
   nlohmann::json other{{"profile", {{"name", "servers"}}}, {"nodes", {entry("b", "b.iso", 6)}}};
   std::vector<BuiltFile> none;
