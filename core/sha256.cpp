@@ -1,3 +1,4 @@
+#include "core/permission_detail.hpp"
 #include "core/sha256.hpp"
 
 #include <fcntl.h>
@@ -60,7 +61,7 @@ Sha256Digest Sha256::of(std::span<const std::uint8_t> data) {
 
 Sha256Digest Sha256::of_file(const std::filesystem::path& path) {
   FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_system_error("cannot open " + path.string(), errno);
+  if (!fd) throw_file_error("cannot open " + path.string(), path, errno);
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   std::vector<std::uint8_t> buffer(1 << 20);
   Sha256 h;

@@ -30,6 +30,7 @@
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/log.hpp"
+#include "core/permission_detail.hpp"
 #include "core/positional_io.hpp"
 #include "core/progress.hpp"
 #include "core/sha256_lane.hpp"
@@ -381,7 +382,7 @@ std::uint64_t Bmap::mapped_blocks_count() const {
 Bmap create_bmap(const std::filesystem::path& image, const BmapOptions& options) {
   const std::string name = image.string();
   FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_system_error("cannot open image " + name, errno);
+  if (!fd) throw_file_error("cannot open image " + name, name, errno);
   struct stat info {};
   if (::fstat(fd.get(), &info) != 0) throw_system_error("cannot stat image " + name, errno);
   if (!S_ISREG(info.st_mode)) throw Error(name + ": a bmap can only be made for a regular file");
@@ -484,7 +485,7 @@ OpenedImage open_image_for_hashing(const std::filesystem::path& image, std::uint
   OpenedImage opened;
   opened.name = image.string();
   opened.fd = FileDescriptor(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!opened.fd) throw_system_error("cannot open image " + opened.name, errno);
+  if (!opened.fd) throw_file_error("cannot open image " + opened.name, opened.name, errno);
   struct stat info {};
   if (::fstat(opened.fd.get(), &info) != 0) throw_system_error("cannot stat image " + opened.name, errno);
   if (!S_ISREG(info.st_mode)) throw Error(opened.name + ": only a regular file can be hashed as an image");

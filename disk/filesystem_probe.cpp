@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/permission_detail.hpp"
 
 namespace aggrik8s {
 namespace fs = std::filesystem;
@@ -35,7 +36,7 @@ Probe open_probe(const FileDescriptor& fd, const fs::path& image, std::uint64_t 
 
 FileDescriptor open_image(const fs::path& image) {
   FileDescriptor fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_system_error("cannot open " + image.string() + " to probe it", errno);
+  if (!fd) throw_file_error("cannot open " + image.string() + " to probe it", image, errno);
   return fd;
 }
 

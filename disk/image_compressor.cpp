@@ -17,6 +17,7 @@
 #include "core/error.hpp"
 #include "core/interrupt_cleanup.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/permission_detail.hpp"
 #include "core/positional_io.hpp"
 #include "core/log.hpp"
 #include "core/progress.hpp"
@@ -33,7 +34,7 @@ class SparseImageReader {
  public:
   explicit SparseImageReader(const std::filesystem::path& path) : name_(path.string()), buffer_(chunk_size) {
     fd_ = FileDescriptor(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd_) throw_system_error("cannot open image " + name_, errno);
+    if (!fd_) throw_file_error("cannot open image " + name_, name_, errno);
     struct stat info {};
     if (::fstat(fd_.get(), &info) != 0) throw_system_error("cannot stat image " + name_, errno);
     size_ = static_cast<std::uint64_t>(info.st_size);

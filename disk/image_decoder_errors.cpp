@@ -4,18 +4,23 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstring>
+
+#include "core/permission_detail.hpp"
 
 namespace aggrik8s {
 
 ImageInputError input_system_error(const std::string& doing, const std::filesystem::path& file, int err,
                                    const std::string& where) {
-  return ImageInputError(doing + " ", file, where + ": " + std::strerror(err));
+  const std::string whose = err == EACCES || err == EPERM ? permission_denied_detail(file) : std::string();
+  return ImageInputError(doing + " ", file, where + ": " + std::strerror(err) + whose);
 }
 
 ImageOutputError output_system_error(const std::string& doing, const std::filesystem::path& file, int err,
                                      const std::string& where) {
-  return ImageOutputError(doing + " ", file, where + ": " + std::strerror(err));
+  const std::string whose = err == EACCES || err == EPERM ? permission_denied_detail(file) : std::string();
+  return ImageOutputError(doing + " ", file, where + ": " + std::strerror(err) + whose);
 }
 
 ImageInputError decompression_error(const std::filesystem::path& input, const char* format, const std::string& what) {

@@ -12,6 +12,7 @@
 
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/permission_detail.hpp"
 #include "core/positional_io.hpp"
 #include "core/progress.hpp"
 #include "disk/aligned_buffer.hpp"
@@ -127,7 +128,7 @@ void copy_sparse_range(const SparseRangeCopy& copy) {
 
 bool clone_file(const std::filesystem::path& from, const std::filesystem::path& to, mode_t permissions) {
   FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) throw_system_error("cannot open " + from.string(), errno);
+  if (!in) throw_file_error("cannot open " + from.string(), from, errno);
   FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, permissions));
   if (!out) throw_system_error("cannot create " + to.string(), errno);
   // O_CREAT's mode applies only to a new file: a file replaced here gets `permissions` too (a node
@@ -152,7 +153,7 @@ struct PhysicalExtent {
 // unknown location); nullopt where the filesystem has no FIEMAP.
 std::optional<std::vector<PhysicalExtent>> physical_extents(const std::filesystem::path& path, bool sync) {
   FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_system_error("cannot open " + path.string(), errno);
+  if (!fd) throw_file_error("cannot open " + path.string(), path, errno);
   constexpr std::uint32_t batch = 256;
   constexpr std::uint32_t unusable = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_ENCODED |
                                      FIEMAP_EXTENT_DATA_ENCRYPTED | FIEMAP_EXTENT_NOT_ALIGNED |
@@ -215,7 +216,7 @@ std::vector<DataExtent> same_blocks(const std::filesystem::path& file, const std
 
 void copy_sparse_file(const std::filesystem::path& from, const std::filesystem::path& to, mode_t permissions) {
   FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) throw_system_error("cannot open " + from.string(), errno);
+  if (!in) throw_file_error("cannot open " + from.string(), from, errno);
   // No O_TRUNC on an empty file (clone_file leaves `to` so where it cannot clone): ext4 writes a file
   // truncated to zero and then rewritten back to the disk when it is closed (its auto_da_alloc guard
   // for replace-by-truncate), and the close of a build's 800 MiB base copy waited 0.35 s for that.

@@ -29,6 +29,7 @@
 
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/permission_detail.hpp"
 #include "core/positional_io.hpp"
 
 // Declared as libisoburn.h (API since 0.2.0) declares it: that header wants libburn.h included first,
@@ -291,7 +292,7 @@ std::uint64_t le64(const unsigned char* p) { return le32(p) | (static_cast<std::
 
 std::optional<IsoEfiPartition> find_iso_efi_partition(const fs::path& iso) {
   FileDescriptor in(::open(iso.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) throw_system_error("cannot open " + iso.string(), errno);
+  if (!in) throw_file_error("cannot open " + iso.string(), iso, errno);
   struct stat st {};
   if (::fstat(in.get(), &st) != 0) throw_system_error("cannot stat " + iso.string(), errno);
   auto file_size = static_cast<std::uint64_t>(st.st_size);
@@ -341,7 +342,7 @@ std::optional<IsoEfiPartition> find_iso_efi_partition(const fs::path& iso) {
 
 void extract_iso_efi_partition(const fs::path& iso, const IsoEfiPartition& partition, const fs::path& output) {
   FileDescriptor in(::open(iso.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) throw_system_error("cannot open " + iso.string(), errno);
+  if (!in) throw_file_error("cannot open " + iso.string(), iso, errno);
   FileDescriptor out(::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!out) throw_system_error("cannot create " + output.string(), errno);
   std::vector<unsigned char> buffer(1 << 20);

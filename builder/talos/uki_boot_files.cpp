@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/huge_pages.hpp"
+#include "core/permission_detail.hpp"
 #include "core/positional_io.hpp"
 #include "disk/block_device.hpp"
 #include "disk/fat_filesystem.hpp"
@@ -158,7 +159,7 @@ std::vector<TalosIsoUkis::CommandLine> TalosIsoUkis::command_lines_and_limits_wi
 std::vector<std::uint8_t> TalosIsoUkis::read_partition() const {
   if (in_partition_.empty()) return {};
   FileDescriptor in(::open(iso_.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) throw_system_error("cannot open " + iso_.string(), errno);
+  if (!in) throw_file_error("cannot open " + iso_.string(), iso_, errno);
   std::vector<std::uint8_t> bytes;
   reserve_on_huge_pages(bytes, partition_->size);
   bytes.resize(partition_->size);
