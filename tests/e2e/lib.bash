@@ -69,7 +69,16 @@ make_talos_fixture() {
 HTTP_PID=
 start_http() {  # start_http DIR -> sets HTTP_PORT
   HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 --directory "$1" >"$WORK/http.log" 2>&1 &
+  # The server dies with this script however it ends: a script's own EXIT trap replaces the one below
+  # (ephemeral_pi_qemu.sh and pi5_http_boot_serve.sh left a server behind on every run that way), and a
+  # script killed outright runs no trap. PR_SET_PDEATHSIG (1) sends it SIGTERM when this shell exits.
+  python3 -c 'import ctypes, os, runpy, signal, sys
+parent = int(sys.argv[1])
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+if os.getppid() != parent:
+    sys.exit(0)  # the script was already gone
+sys.argv = ["http.server"] + sys.argv[2:]
+runpy.run_module("http.server", run_name="__main__")' "$$" "$HTTP_PORT" --bind 127.0.0.1 --directory "$1" >"$WORK/http.log" 2>&1 &
   HTTP_PID=$!
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$HTTP_PORT/" && return 0; sleep 0.1; done
   fail "HTTP server on 127.0.0.1:$HTTP_PORT did not start"
