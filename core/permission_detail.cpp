@@ -1,5 +1,6 @@
 #include "core/permission_detail.hpp"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -56,7 +57,7 @@ std::string permission_denied_detail(const std::filesystem::path& path) {
   std::filesystem::path walked = path.is_absolute() ? path.root_path() : std::filesystem::path(".");
   for (const auto& part : path.relative_path().parent_path()) {
     walked /= part;
-    if (::access(walked.c_str(), X_OK) != 0 && errno == EACCES) {
+    if (::faccessat(AT_FDCWD, walked.c_str(), X_OK, AT_EACCESS) != 0 && errno == EACCES) {  // as the effective user
       struct stat directory {};
       if (::stat(walked.c_str(), &directory) != 0) return {};
       return " (" + self + " and cannot enter " + walked.lexically_normal().string() + ", " + owner_text(directory) + ")";
