@@ -480,18 +480,40 @@ class ProfileReader {
       TalosPatch patch;
       patch.where = item.location;
       if (auto file = patch_reader.path_value("file")) {
+        // As talosctl --config-patch reads a file: a list is an RFC 6902 patch; a map is a merge patch,
+        // and a file may hold several maps ("---" between them), each a document of its own: the
+        // v1alpha1 config's keys, or a typed document (apiVersion/kind, e.g. Talos 1.12's
+        // HostnameConfig or LinkConfig) that talos_config_for_node merges into the config's document
+        // of that kind and name, or adds.
         Diagnostics file_diagnostics;
-        ConfigNode content = load_yaml_file(*file, file_diagnostics);
+        std::vector<ConfigNode> documents;
+        if (auto text = read_config_text(*file, file_diagnostics)) {
+          documents = load_yaml_documents(*text, file->string(), file_diagnostics);
+          if (documents.empty() && !file_diagnostics.has_errors()) {
+            file_diagnostics.error({file->string(), 0, 0}, "the patch file holds no document");
+          }
+        }
         diagnostics_.append(file_diagnostics);
         if (file_diagnostics.has_errors()) return;
-        // A file holding a list is an RFC 6902 patch (as talosctl --config-patch reads it); a map is a
-        // merge patch.
-        patch.kind = content.is_sequence() ? TalosPatch::Kind::json6902 : TalosPatch::Kind::merge;
-        if (!content.is_sequence() && !content.is_map()) {
-          diagnostics_.error(content.location, "a patch file must hold a map (merge patch) or a list (JSON patch)");
-          return;
+        for (auto& content : documents) {
+          if (content.is_sequence() && documents.size() > 1) {
+            diagnostics_.error(content.location, "a JSON patch (a list) must be the only document of its patch file");
+            return;
+          }
+          if (!content.is_sequence() && !content.is_map()) {
+            diagnostics_.error(content.location, "a patch file must hold a map (merge patch) or a list (JSON patch)");
+            return;
+          }
         }
-        patch.content = std::move(content);
+        patch_reader.finish();
+        for (auto& content : documents) {
+          TalosPatch part;
+          part.kind = content.is_sequence() ? TalosPatch::Kind::json6902 : TalosPatch::Kind::merge;
+          part.where = documents.size() > 1 ? content.location : item.location;
+          part.content = std::move(content);
+          patches.push_back(std::move(part));
+        }
+        return;
       } else if (const ConfigNode* merge = patch_reader.node("merge")) {
         if (!merge->is_map()) {
           diagnostics_.error(merge->location, "'" + path + ".merge' must be a map");

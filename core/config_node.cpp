@@ -295,20 +295,72 @@ std::filesystem::path ConfigNode::base_directory() const {
   return file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
 }
 
-ConfigNode load_yaml_file(const std::filesystem::path& path, Diagnostics& diagnostics) {
+std::optional<std::string> read_config_text(const std::filesystem::path& path, Diagnostics& diagnostics) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     int error = errno;  // what open(2) said: missing, a directory, permission denied
     diagnostics.error({path.string(), 0, 0}, std::string("cannot read file: ") + std::strerror(error != 0 ? error : EIO));
-    return ConfigNode{};
+    return std::nullopt;
   }
   std::ostringstream text;
   text << in.rdbuf();
-  return parse(text.str(), path.string(), diagnostics);
+  return text.str();
+}
+
+ConfigNode load_yaml_file(const std::filesystem::path& path, Diagnostics& diagnostics) {
+  auto text = read_config_text(path, diagnostics);
+  if (!text) return ConfigNode{};
+  return parse(*text, path.string(), diagnostics);
 }
 
 ConfigNode load_yaml_string(const std::string& text, const std::string& name, Diagnostics& diagnostics) {
   return parse(text, name, diagnostics);
+}
+
+namespace {
+
+// A document separator: "---" at the start of a line, alone or followed by blanks or a comment.
+bool is_document_marker(std::string_view line) {
+  if (!line.starts_with("---")) return false;
+  std::string_view rest = line.substr(3);
+  std::size_t i = rest.find_first_not_of(" \t\r");
+  return i == std::string_view::npos || rest[i] == '#';
+}
+
+}  // namespace
+
+std::vector<ConfigNode> load_yaml_documents(const std::string& text, const std::string& name, Diagnostics& diagnostics) {
+  // Split on "---" lines here (parse() takes one document) and pad each piece with the lines before
+  // it, so yaml-cpp's line numbers are the file's.
+  std::vector<ConfigNode> documents;
+  std::istringstream lines(text);
+  std::string line;
+  std::string current;
+  int line_number = 0;
+  int current_start = 0;
+  bool has_content = false;
+  auto flush = [&] {
+    if (has_content) {
+      ConfigNode document = parse(std::string(static_cast<std::size_t>(current_start), '\n') + current, name, diagnostics);
+      if (!document.is_null()) documents.push_back(std::move(document));
+    }
+    current.clear();
+    has_content = false;
+    current_start = line_number;
+  };
+  while (std::getline(lines, line)) {
+    ++line_number;
+    if (is_document_marker(line)) {
+      flush();
+      continue;
+    }
+    current += line;
+    current += '\n';
+    std::size_t first = line.find_first_not_of(" \t\r");
+    if (first != std::string::npos && line[first] != '#') has_content = true;
+  }
+  flush();
+  return documents;
 }
 
 ConfigNode merge_config(const ConfigNode& base, const ConfigNode& top) {

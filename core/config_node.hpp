@@ -3,6 +3,7 @@
 // yaml-cpp's own nodes know their line but not their file; profiles are assembled from several files
 // (`extends:`), and an error must point into the file that actually holds the bad value.
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,12 @@ struct ConfigNode::Entry {
 // the file's position; returns a null node when the file cannot be parsed at all.
 ConfigNode load_yaml_file(const std::filesystem::path& path, Diagnostics& diagnostics);
 ConfigNode load_yaml_string(const std::string& text, const std::string& name, Diagnostics& diagnostics);
+// Several documents, split on "---" lines (alone, or followed by blanks or a comment), each read as
+// load_yaml_string reads one, with the file's own line numbers. Documents holding nothing but
+// comments are skipped. Errors go to `diagnostics`; the documents that read are returned either way.
+std::vector<ConfigNode> load_yaml_documents(const std::string& text, const std::string& name, Diagnostics& diagnostics);
+// The text of a file, or nullopt with "cannot read file: <reason>" at the file in `diagnostics`.
+std::optional<std::string> read_config_text(const std::filesystem::path& path, Diagnostics& diagnostics);
 
 // Nodes for trees made by code rather than read (derived files: a site's nodes file, an inventory),
 // located where their value comes from so that a reader's message names that place. A quoted scalar

@@ -1,6 +1,7 @@
 #include "builder/talos/talos_machine_config.hpp"
 
-#include <sstream>
+#include <algorithm>
+
 
 #include "builder/talos/talos_config_patch.hpp"
 #include "core/identifiers.hpp"
@@ -16,14 +17,6 @@ ConfigNode plain_scalar(std::string text) {
 }
 ConfigNode empty_map() { return ConfigNode{ConfigNode::Kind::map, {}, false, {}, {}, {}, {}}; }
 ConfigNode empty_list() { return ConfigNode{ConfigNode::Kind::sequence, {}, false, {}, {}, {}, {}}; }
-
-// A document separator: "---" at the start of a line, alone or followed by blanks or a comment.
-bool is_document_marker(std::string_view line) {
-  if (!line.starts_with("---")) return false;
-  std::string_view rest = line.substr(3);
-  std::size_t i = rest.find_first_not_of(" \t\r");
-  return i == std::string_view::npos || rest[i] == '#';
-}
 
 const ConfigNode* find_path(const ConfigNode& root, std::initializer_list<const char*> keys) {
   const ConfigNode* node = &root;
@@ -54,43 +47,10 @@ std::string TalosMachineConfig::to_yaml() const {
 
 std::optional<TalosMachineConfig> parse_talos_machine_config(const std::string& text, const std::string& name,
                                                              Diagnostics& diagnostics) {
-  // Split on "---" lines ourselves (the shared reader takes one document) and pad each piece with the
-  // lines before it, so yaml-cpp's line numbers are the file's.
-  TalosMachineConfig config;
-  std::istringstream lines(text);
-  std::string line;
-  std::string current;
-  int line_number = 0;
-  int current_start = 0;
-  bool has_content = false;
-  bool ok = true;
-  auto flush = [&] {
-    if (has_content) {
-      Diagnostics document_diagnostics;
-      ConfigNode document = load_yaml_string(std::string(static_cast<std::size_t>(current_start), '\n') + current, name,
-                                             document_diagnostics);
-      diagnostics.append(document_diagnostics);
-      if (document_diagnostics.has_errors()) ok = false;
-      else if (!document.is_null()) config.documents.push_back(std::move(document));
-    }
-    current.clear();
-    has_content = false;
-    current_start = line_number;
-  };
-  while (std::getline(lines, line)) {
-    if (is_document_marker(line)) {
-      ++line_number;
-      flush();
-      continue;
-    }
-    ++line_number;
-    current += line;
-    current += '\n';
-    std::size_t first = line.find_first_not_of(" \t\r");
-    if (first != std::string::npos && line[first] != '#') has_content = true;
-  }
-  flush();
-  if (!ok) return std::nullopt;
+  Diagnostics document_diagnostics;
+  TalosMachineConfig config{load_yaml_documents(text, name, document_diagnostics)};
+  diagnostics.append(document_diagnostics);
+  if (document_diagnostics.has_errors()) return std::nullopt;
   if (config.documents.empty()) {
     diagnostics.error({name, 0, 0}, "the machine config is empty");
     return std::nullopt;
@@ -166,6 +126,20 @@ void validate_talos_machine_config(const TalosMachineConfig& config, const std::
     if (kind == nullptr || api == nullptr) {
       diagnostics.error(where(document, "documents[" + std::to_string(i) + "]"),
                         "document " + std::to_string(i + 1) + " of the machine config needs 'apiVersion' and 'kind'");
+    }
+    // A node's config (after patches) as Talos checks it: a HostnameConfig beside a v1alpha1 hostname
+    // or stable-hostname setting is refused at boot. (The loaded config may have both: the node's own
+    // hostname replaces them, see move_hostname_to_its_document.)
+    if (!node.empty() && kind != nullptr && kind->is_scalar() && kind->scalar == "HostnameConfig") {
+      const ConfigNode* hostname = find_path(root, {"machine", "network", "hostname"});
+      const ConfigNode* stable = find_path(root, {"machine", "features", "stableHostname"});
+      if ((hostname != nullptr && hostname->is_scalar() && !hostname->scalar.empty()) ||
+          (stable != nullptr && stable->is_scalar() && stable->scalar == "true")) {
+        diagnostics.error(where(document, "machine.network.hostname"),
+                          "a HostnameConfig document and a hostname in the v1alpha1 document "
+                          "(machine.network.hostname or machine.features.stableHostname): Talos refuses the config "
+                          "(\"hostname is already set in v1alpha1 config\"); keep one");
+      }
     }
   }
 }
@@ -278,6 +252,69 @@ void merge_node_interface(ConfigNode& document, const ConfigNode& ours, const st
   }
 }
 
+// A typed document's identity, as talosctl matches a patch's documents to a config's: apiVersion, kind
+// and, for named documents (LinkConfig, ...), name. nullopt for the v1alpha1 document (no kind).
+std::optional<std::string> typed_document_id(const ConfigNode& document) {
+  if (!document.is_map()) return std::nullopt;
+  const ConfigNode* api = document.find("apiVersion");
+  const ConfigNode* kind = document.find("kind");
+  if (api == nullptr || kind == nullptr || !api->is_scalar() || !kind->is_scalar()) return std::nullopt;
+  std::string id = api->scalar + "/" + kind->scalar;
+  if (const ConfigNode* name = document.find("name"); name != nullptr && name->is_scalar()) id += "/" + name->scalar;
+  return id;
+}
+
+// A merge patch document applied as `talosctl --config-patch` applies it to a multi-document config:
+// the v1alpha1 keys to the first document; a typed document to the config's document with the same
+// apiVersion, kind and name (RFC 7396), appended when there is none, removed by `$patch: delete`.
+void apply_document_patch(TalosMachineConfig& config, const ConfigNode& patch, const SourceLocation& where) {
+  auto id = typed_document_id(patch);
+  if (!id) {
+    config.documents.front() = apply_merge_patch(config.documents.front(), patch);
+    return;
+  }
+  auto target = std::find_if(config.documents.begin() + 1, config.documents.end(),
+                             [&](const ConfigNode& document) { return typed_document_id(document) == id; });
+  const ConfigNode* directive = patch.find("$patch");
+  if (directive != nullptr) {
+    if (!directive->is_scalar() || directive->scalar != "delete") {
+      throw TalosPatchError(where, "'$patch' in a document patch may only be 'delete'");
+    }
+    if (target == config.documents.end()) {
+      throw TalosPatchError(where, "'$patch: delete' for " + *id + ": the config has no such document");
+    }
+    config.documents.erase(target);
+    return;
+  }
+  if (target == config.documents.end()) config.documents.push_back(patch);
+  else *target = apply_merge_patch(*target, patch);
+}
+
+ConfigNode* find_kind(TalosMachineConfig& config, std::string_view kind) {
+  for (std::size_t i = 1; i < config.documents.size(); ++i) {
+    const ConfigNode* k = config.documents[i].is_map() ? config.documents[i].find("kind") : nullptr;
+    if (k != nullptr && k->is_scalar() && k->scalar == kind) return &config.documents[i];
+  }
+  return nullptr;
+}
+
+// Talos 1.12 moved the hostname to a HostnameConfig document (`talosctl gen config` writes one with
+// `auto: stable`) and refuses a config that also sets it in the v1alpha1 document ("static hostname is
+// already set in v1alpha1 config"), as it refuses one with machine.features.stableHostname beside it.
+// Where the config has that document, the node's hostname goes there (`auto: off`, as talosctl's own
+// hostname patch for 1.12 writes it) and the v1alpha1 keys go; else it stays machine.network.hostname.
+void move_hostname_to_its_document(TalosMachineConfig& config, const std::string& hostname) {
+  ConfigNode* document = find_kind(config, "HostnameConfig");
+  if (document == nullptr || hostname.empty()) return;
+  document->set("auto", scalar("off"));
+  document->set("hostname", scalar(hostname));
+  ConfigNode& machine = map_at(config.documents.front(), "machine");
+  map_at(machine, "network").erase("hostname");
+  if (ConfigNode* features = machine.find("features"); features != nullptr && features->is_map()) {
+    features->erase("stableHostname");
+  }
+}
+
 }  // namespace
 
 std::optional<TalosMachineConfig> talos_config_for_node(const TalosMachineConfig& base, const TalosNode& node,
@@ -288,7 +325,7 @@ std::optional<TalosMachineConfig> talos_config_for_node(const TalosMachineConfig
   for (const TalosPatch& patch : node.patches) {
     try {
       if (patch.kind == TalosPatch::Kind::merge) {
-        config.documents.front() = apply_merge_patch(config.documents.front(), patch.content);
+        apply_document_patch(config, patch.content, patch.where);
       } else {
         apply_json_patch(config.documents.front(), patch.content);
       }
@@ -311,6 +348,7 @@ std::optional<TalosMachineConfig> talos_config_for_node(const TalosMachineConfig
     identity_network.erase("interfaces");
   }
   config.documents.front() = apply_merge_patch(config.documents.front(), identity);
+  move_hostname_to_its_document(config, node.hostname);
   Diagnostics checks;
   validate_talos_machine_config(config, node.name, true, checks);
   diagnostics.append(checks);

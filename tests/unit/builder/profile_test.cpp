@@ -394,6 +394,30 @@ nodes:
   CHECK(n.patches[1].kind == TalosPatch::Kind::merge);
   CHECK(profile->talos.outputs == std::vector<std::string>{"config-iso"});
 
+  // A patch file of several documents, as talosctl --config-patch takes it (Talos 1.12's typed
+  // documents beside v1alpha1 keys): one merge patch per document, each located in the file.
+  test::write_file(dir / "multi.yaml", "machine: {sysctls: {a: '1'}}\n---\n# the link\napiVersion: v1alpha1\n"
+                                       "kind: LinkConfig\nname: eth0\nmtu: 9000\n");
+  test::write_file(dir / "t4.yaml", "kind: talos-iso\ntalos:\n  iso: {path: metal-amd64.iso}\n  config: {file: cp.yaml}\n"
+                                    "  patches: [{file: multi.yaml}]\nnodes: [{name: cp1, install_disk: /dev/sda}]\n");
+  Diagnostics d4;
+  auto multi = load_profile(dir / "t4.yaml", d4);
+  INFO(dump(d4));
+  REQUIRE(multi);
+  const auto& patches = multi->talos_nodes.at(0).patches;
+  REQUIRE(patches.size() == 2);
+  CHECK(patches[0].kind == TalosPatch::Kind::merge);
+  CHECK(patches[1].kind == TalosPatch::Kind::merge);
+  CHECK(patches[1].content.find("kind")->scalar == "LinkConfig");
+  CHECK(patches[1].where.line == 4);
+  // A JSON patch is a file of its own.
+  test::write_file(dir / "mixed.yaml", "machine: {sysctls: {a: '1'}}\n---\n- {op: remove, path: /machine/sysctls}\n");
+  test::write_file(dir / "t5.yaml", "kind: talos-iso\ntalos:\n  iso: {path: metal-amd64.iso}\n  config: {file: cp.yaml}\n"
+                                    "  patches: [{file: mixed.yaml}]\nnodes: [{name: cp1, install_disk: /dev/sda}]\n");
+  Diagnostics d5;
+  CHECK_FALSE(load_profile(dir / "t5.yaml", d5));
+  CHECK(has_error(d5, (dir / "mixed.yaml").string() + ":3:", "a JSON patch (a list) must be the only document of its patch file"));
+
   // `outputs: []` once crashed the reader (front() of an empty list; found by the profile_yaml fuzz
   // target): it is an error at the key.
   test::write_file(dir / "t3.yaml", R"(kind: talos-iso

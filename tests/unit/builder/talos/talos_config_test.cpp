@@ -232,8 +232,12 @@ TEST_CASE("talos: a node's config: profile patches, node patches, then its own f
   CHECK(at(machine, {"install", "image"}).scalar == "ghcr.io/siderolabs/installer:v1.12.0");
   CHECK(at(machine, {"sysctls", "a"}).scalar == "1");
   CHECK(at(machine, {"nodeLabels", "rack"}).scalar == "b");
-  CHECK(at(machine, {"network", "hostname"}).scalar == "cp3");
-  CHECK(config->documents.size() == 2);
+  // The config has Talos 1.12's HostnameConfig (auto: stable): the hostname goes there, not into
+  // machine.network.hostname, which Talos would refuse beside it.
+  CHECK(at(machine, {"network"}).find("hostname") == nullptr);
+  REQUIRE(config->documents.size() == 2);
+  CHECK(at(config->documents[1], {"hostname"}).scalar == "cp3");
+  CHECK(at(config->documents[1], {"auto"}).scalar == "off");
   // The base is untouched.
   CHECK(at(base.documents.front(), {"machine", "install", "disk"}).scalar == "/dev/sda");
 }
@@ -403,4 +407,79 @@ TEST_CASE("talos: profiles take IPv6 node addresses and gateways and refuse malf
                                    "(prefix 0-32 for IPv4, 0-128 for IPv6), got 'fd00:55::12/129'"));
   CHECK_THAT(text, Catch::Contains("'nodes[1].gateway' has two IPv4 gateways"));
   CHECK_THAT(text, Catch::Contains("'nodes[2].gateway' must be an IPv4 or IPv6 address without prefix"));
+}
+
+TEST_CASE("talos: the hostname goes where the config keeps it: HostnameConfig (Talos 1.12) or machine.network.hostname", "[talos][config]") {
+  // A 1.11-style config: no HostnameConfig, machine.features.stableHostname set.
+  const std::string legacy = std::string(controlplane_config).substr(0, std::string(controlplane_config).find("---\n")) +
+                             "";
+  Diagnostics d;
+  TalosMachineConfig old_style = parse(std::string(legacy).replace(legacy.find("  network: {}"), 13,
+                                                                   "  network: {}\n  features: {stableHostname: true}"),
+                                       d);
+  REQUIRE(old_style.documents.size() == 1);
+  auto a = talos_config_for_node(old_style, node_named("cp1"), d);
+  INFO(all(d));
+  REQUIRE(a);
+  CHECK(at(a->documents.front(), {"machine", "network", "hostname"}).scalar == "cp1");
+  CHECK(at(a->documents.front(), {"machine", "features", "stableHostname"}).scalar == "true");
+  CHECK(a->documents.size() == 1);
+
+  // `talosctl gen config` for 1.12 writes HostnameConfig {auto: stable}; an upgraded config may still
+  // carry stableHostname in the v1alpha1 document, which Talos refuses beside the new document.
+  TalosMachineConfig upgraded = parse(std::string(controlplane_config).replace(
+                                          std::string(controlplane_config).find("  network: {}"), 13,
+                                          "  network: {hostname: old}\n  features: {stableHostname: true, rbac: true}"),
+                                      d);
+  auto b = talos_config_for_node(upgraded, node_named("cp2"), d);
+  INFO(all(d));
+  REQUIRE(b);
+  const ConfigNode& machine = at(b->documents.front(), {"machine"});
+  CHECK(at(machine, {"network"}).find("hostname") == nullptr);
+  CHECK(at(machine, {"features"}).find("stableHostname") == nullptr);
+  CHECK(at(machine, {"features", "rbac"}).scalar == "true");
+  CHECK(at(b->documents[1], {"hostname"}).scalar == "cp2");
+  CHECK(at(b->documents[1], {"auto"}).scalar == "off");
+  std::string text = b->to_yaml();
+  CHECK(text.find("kind: HostnameConfig\nauto: \"off\"\nhostname: \"cp2\"\n") != std::string::npos);
+
+  // Checked as Talos checks a node's config: both kept (a node without a hostname of its own) is refused.
+  TalosNode nameless = node_named("cp3");
+  nameless.hostname.clear();
+  Diagnostics refused;
+  CHECK_FALSE(talos_config_for_node(upgraded, nameless, refused));
+  CHECK_THAT(all(refused), Catch::Contains("a HostnameConfig document and a hostname in the v1alpha1 document") &&
+                               Catch::Contains("Talos refuses the config"));
+}
+
+TEST_CASE("talos: typed document patches merge into the config's document of that kind and name, or are added", "[talos][patch]") {
+  const std::string config_text = std::string(controlplane_config) +
+                                  "---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 1500\nup: true\n"
+                                  "---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth1\nmtu: 1500\n";
+  Diagnostics d;
+  TalosMachineConfig base = parse(config_text, d);
+  REQUIRE(base.documents.size() == 4);
+  TalosNode node = node_named("cp1");
+  node.patches.push_back({TalosPatch::Kind::merge, yaml("apiVersion: v1alpha1\nkind: LinkConfig\nname: eth1\nmtu: 9000\n"), {}});
+  node.patches.push_back({TalosPatch::Kind::merge, yaml("apiVersion: v1alpha1\nkind: ResolverConfig\nnameservers: [{address: 10.0.0.53}]\n"), {}});
+  node.patches.push_back({TalosPatch::Kind::merge, yaml("apiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\n$patch: delete\n"), {}});
+  node.patches.push_back({TalosPatch::Kind::merge, yaml("machine: {sysctls: {a: '1'}}"), {}});
+  auto config = talos_config_for_node(base, node, d);
+  INFO(all(d));
+  REQUIRE(config);
+  REQUIRE(config->documents.size() == 4);  // eth0's removed, ResolverConfig added
+  CHECK(at(config->documents[1], {"kind"}).scalar == "HostnameConfig");
+  CHECK(at(config->documents[2], {"name"}).scalar == "eth1");
+  CHECK(at(config->documents[2], {"mtu"}).scalar == "9000");  // merged into the eth1 document only
+  CHECK(at(config->documents[3], {"kind"}).scalar == "ResolverConfig");
+  CHECK(at(config->documents.front(), {"machine", "sysctls", "a"}).scalar == "1");
+  CHECK(config->documents.front().find("kind") == nullptr);  // no typed keys leaked into v1alpha1
+
+  TalosNode missing = node_named("cp2");
+  missing.patches.push_back(
+      {TalosPatch::Kind::merge, yaml("apiVersion: v1alpha1\nkind: LinkConfig\nname: eth9\n$patch: delete\n"), {"p.yaml", 3, 1}});
+  Diagnostics refused;
+  CHECK_FALSE(talos_config_for_node(base, missing, refused));
+  CHECK_THAT(all(refused), Catch::Contains("p.yaml:3:1") &&
+                               Catch::Contains("'$patch: delete' for v1alpha1/LinkConfig/eth9: the config has no such document"));
 }
