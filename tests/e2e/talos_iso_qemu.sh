@@ -27,6 +27,10 @@ cluster:
     endpoint: https://10.0.20.10:6443
   clusterName: e2e
   secret: e2e-SECRET-cluster-secret
+---
+apiVersion: v1alpha1
+kind: HostnameConfig
+auto: stable
 YAML
 chmod 600 "$WORK/controlplane.yaml"
 cat >"$WORK/profile.yaml" <<YAML
@@ -96,6 +100,15 @@ cmp -s "$OUT/netboot/cp1/vmlinuz" "$TALOS_FIXTURE/vmlinuz-amd64" || fail "netboo
 grep -qx 'kernel vmlinuz talos.platform=metal .* console=ttyS0 e2e.node=cp1 talos.config=http://10.0.20.2:8080/talos/cp1/config.yaml initrd=initramfs.xz' \
   "$OUT/netboot/cp1/boot.ipxe" || { cat "$OUT/netboot/cp1/boot.ipxe" >&2; fail "boot.ipxe kernel line"; }
 grep -q 'hostname: "\?cp2' "$OUT/netboot/cp2/config.yaml" || fail "cp2's config lacks its hostname"
+# Talos 1.12's HostnameConfig (what talosctl gen config writes) holds the node's hostname; a
+# machine.network.hostname beside it would make Talos refuse the config.
+python3 - "$OUT/netboot/cp2/config.yaml" <<'PY' || fail "cp2's hostname is not in its HostnameConfig document alone"
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+v1, named = docs[0], [d for d in docs[1:] if d.get("kind") == "HostnameConfig"]
+assert "hostname" not in (v1["machine"].get("network") or {}), "machine.network.hostname is set"
+assert len(named) == 1 and named[0]["hostname"] == "cp2" and named[0]["auto"] == "off", named
+PY
 pass "netboot layout: linked kernel/initramfs, per-node config and iPXE script"
 
 # The config ISO, read back.
