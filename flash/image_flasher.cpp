@@ -132,6 +132,20 @@ class FlashTarget {
       std::uint64_t bytes = 0;
       if (::ioctl(buffered_.get(), BLKGETSIZE64, &bytes) != 0) throw_system_error("cannot get the size of " + name_, errno);
       size_ = bytes;
+      // Disk images count their partitions in 512-byte sectors (MBR and GPT alike: Raspberry Pi OS,
+      // Talos, ours). On a device with 4096-byte logical sectors (a 4Kn NVMe namespace, many USB
+      // enclosures) the same table puts every partition 8x further out, and FAT with 512-byte sectors
+      // does not mount there: a flash that verifies byte for byte and never boots. Refused up front.
+      int sector_size = 512;
+      if (::ioctl(buffered_.get(), BLKSSZGET, &sector_size) == 0 && sector_size != 512) {
+        throw Error(name_ + " has " + std::to_string(sector_size) +
+                    "-byte logical sectors, but disk images count their partitions in 512-byte sectors: on it the "
+                    "partitions would not be where the table says (the boot partition " +
+                    std::to_string(sector_size / 512) +
+                    "x further out) and nothing would boot. Use a device with 512-byte sectors: an NVMe drive "
+                    "can be switched with `nvme format --lbaf=N` (the LBA format of data size 512 in "
+                    "`nvme id-ns -H`; it erases the drive); a USB enclosure that reports 4096-byte sectors cannot");
+      }
     } else {
       // 0600, also for a file that was there: the image may carry a join token or password hashes
       // (the build writes such images 0600), and its copy must not be readable where it was not.

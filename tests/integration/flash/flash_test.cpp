@@ -64,8 +64,10 @@ fs::path make_image(const test::TempDir& dir, const std::string& name = "image.i
 // A loop device over a file in the test directory, detached when the test ends (even on failure).
 class LoopDevice {
  public:
-  explicit LoopDevice(const fs::path& backing) {
-    auto r = test::run("losetup -f --show " + q(backing) + " 2>&1");
+  // sector_size: the device's logical sector size (losetup --sector-size); 0 for the default, 512.
+  explicit LoopDevice(const fs::path& backing, unsigned sector_size = 0) {
+    std::string option = sector_size != 0 ? "--sector-size " + std::to_string(sector_size) + " " : "";
+    auto r = test::run("losetup -f --show " + option + q(backing) + " 2>&1");
     if (r.exit_code == 0 && r.output.starts_with("/dev/loop")) {
       path_ = r.output.substr(0, r.output.find('\n'));
     } else {
@@ -245,6 +247,26 @@ TEST_CASE("flash: loop device: mapped data written, first and last MiB handled, 
   INFO(r.output);
   CHECK(r.exit_code == 1);
   CHECK(r.output.find("the image does not fit in " + small.path().string() + ": it has data up to byte ") != std::string::npos);
+}
+
+TEST_CASE("flash: a device with 4096-byte logical sectors is refused before anything is written", "[flash][integration]") {
+  // The image's partition table counts 512-byte sectors; on a 4Kn device (an NVMe namespace so
+  // formatted, many USB enclosures) its partitions would land 8x further out: a flash that verifies and
+  // never boots.
+  test::TempDir dir;
+  auto image = make_image(dir);
+  require_run("head -c 8M /dev/urandom > " + q(dir / "disk") + " && truncate -s 96M " + q(dir / "disk"));
+  const std::string before = test::read_file(dir / "disk").substr(0, 8 << 20);
+  LoopDevice loop(dir / "disk", 4096);
+  REQUIRE_LOOP(loop);
+  auto r = test::run(cli() + " flash --yes " + q(image) + " " + q(loop.path()));
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Contains(loop.path().string() + " has 4096-byte logical sectors, but disk images count their "
+                                                             "partitions in 512-byte sectors") &&
+                           Catch::Contains("nvme format --lbaf=N"));
+  test::run("sync");
+  CHECK(test::read_file(dir / "disk").substr(0, 8 << 20) == before);
 }
 
 TEST_CASE("flash: a mounted loop device and partitions are refused", "[flash][integration]") {
