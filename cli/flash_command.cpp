@@ -142,8 +142,9 @@ Command flash_command() {
       "sparse copy of the image).\n"
       "Only the blocks that hold data are written (from the bmap when there is one). The first MiB\n"
       "(partition table, boot sector) is written last, after everything else was flushed and verified,\n"
-      "so an interrupted flash never leaves a card that boots half an image. Mounted disks and the\n"
-      "disk holding / are always refused; non-removable disks need --force. See docs/flashing.md.",
+      "so an interrupted flash never leaves a card that boots half an image. Mounted disks, the disk\n"
+      "holding / and disks whose logical sectors are not 512 bytes (4Kn) are always refused;\n"
+      "non-removable disks need --force. See docs/flashing.md.",
       options,
       0,
       2};
