@@ -11,6 +11,7 @@
 #include <deque>
 #include <fstream>
 #include <sstream>
+#include <thread>
 #include <unordered_map>
 
 #include "core/error.hpp"
@@ -298,14 +299,25 @@ void bind_socket(udp::socket& socket, const DhcpServerConfig& config, const udp:
     }
   }
   if (!ec) socket.bind(where, ec);
+  // A full-mode server on its way out (a restart) releases its lease lock as its process ends, a moment
+  // before its socket: a second's patience before calling the port another server's.
+  for (int attempt = 0; ec == asio::error::address_in_use && config.mode == DhcpMode::full && attempt < 10; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ec = {};
+    socket.bind(where, ec);
+  }
   if (ec) {
     std::ostringstream text;
     text << where;
-    // Port 67 in full mode is not shared (bind_socket above): its holder is another DHCP server on this link.
-    std::string_view holders = where.port() == config.proxy_port && config.mode == DhcpMode::proxy
-                                   ? "a PXE proxy: dnsmasq, pixiecore or another serve in proxy mode"
-                                   : "another DHCP server on this link: dnsmasq, Kea, isc-dhcp-server or another serve "
-                                     "with full-mode DHCP; two would hand out the same addresses";
+    // Port 67 in full mode is not shared (above): its holder is another DHCP server on this link.
+    std::string_view holders =
+        config.mode == DhcpMode::full
+            ? "another DHCP server on this link: dnsmasq, Kea, isc-dhcp-server or another serve with full-mode DHCP; "
+              "two would hand out the same addresses"
+        : where.port() == config.proxy_port
+            ? "a PXE proxy: dnsmasq, pixiecore or another serve in proxy mode"
+            : "a DHCP server on this machine that does not share the port (proxy mode shares it; serve in full mode "
+              "does not)";
     ListenFailure failure{"DHCP", text.str(), where.port(), true, {}, config.interface.value_or(""), holders};
     throw Error(listen_failure_message(failure, ec.value(), ec.message()));
   }
