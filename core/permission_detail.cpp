@@ -46,7 +46,8 @@ std::string owner_text(const struct stat& info) {
 
 }  // namespace
 
-std::string permission_denied_detail(const std::filesystem::path& path) {
+std::string permission_denied_detail(const std::filesystem::path& path, int err) {
+  if (err != EACCES && err != EPERM) return {};
   const std::string self = "this process runs as " + user_text(::geteuid());
   struct stat info {};
   if (::stat(path.c_str(), &info) == 0) {
@@ -67,9 +68,7 @@ std::string permission_denied_detail(const std::filesystem::path& path) {
 }
 
 void throw_file_error(const std::string& what, const std::filesystem::path& path, int err) {
-  std::string message = what + ": " + std::strerror(err);
-  if (err == EACCES || err == EPERM) message += permission_denied_detail(path);
-  throw Error(message);
+  throw Error(what + ": " + std::strerror(err) + permission_denied_detail(path, err));
 }
 
 }  // namespace aggrik8s

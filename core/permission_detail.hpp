@@ -8,11 +8,12 @@
 
 namespace aggrik8s {
 
-// " (this process runs as uid 65534 (nobody); out/pi5.img is owned by uid 1000 (ann), group ...,
-// mode 0600)" or " (this process runs as uid 65534 (nobody) and cannot enter /srv/x, owned by uid 0
-// (root), group 0 (root), mode 0700)"; empty when nothing useful can be said (the file and every
-// directory on the way look accessible, e.g. a security module refused).
-std::string permission_denied_detail(const std::filesystem::path& path);
+// For `err` EACCES or EPERM about `path`: " (this process runs as uid 65534 (nobody); out/pi5.img is
+// owned by uid 1000 (ann), group ..., mode 0600)" or " (this process runs as uid 65534 (nobody) and
+// cannot enter /srv/x, owned by uid 0 (root), group 0 (root), mode 0700)". Empty for any other error,
+// and when nothing useful can be said (the file and every directory on the way look accessible, e.g.
+// a security module refused). Appended to a message that ends in strerror(err).
+std::string permission_denied_detail(const std::filesystem::path& path, int err);
 
 // throw_system_error, with permission_denied_detail(path) when the error is EACCES or EPERM.
 [[noreturn]] void throw_file_error(const std::string& what, const std::filesystem::path& path, int err);

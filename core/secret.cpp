@@ -56,7 +56,7 @@ void check_secret(const SecretReference& reference, Diagnostics& diagnostics) {
   if (::stat(reference.name.c_str(), &st) != 0) {
     const int error = errno;
     diagnostics.error(reference.where, "secret " + reference.describe() + " cannot be read: " + std::strerror(error) +
-                                           (error == EACCES ? permission_denied_detail(reference.name) : ""));
+                                           permission_denied_detail(reference.name, error));
     return;
   }
   if (!S_ISREG(st.st_mode)) {
@@ -67,7 +67,7 @@ void check_secret(const SecretReference& reference, Diagnostics& diagnostics) {
   if (!in) {
     const int error = errno;
     diagnostics.error(reference.where, "secret " + reference.describe() + " cannot be read: " + std::strerror(error) +
-                                           (error == EACCES ? permission_denied_detail(reference.name) : ""));
+                                           permission_denied_detail(reference.name, error));
     return;
   }
   if (st.st_size == 0) {
@@ -90,7 +90,7 @@ Secret load_secret(const SecretReference& reference) {
   if (!in) {
     const int error = errno;
     throw Error(reference.where.str() + ": secret " + reference.describe() + " cannot be read: " + std::strerror(error) +
-                (error == EACCES ? permission_denied_detail(reference.name) : ""));
+                permission_denied_detail(reference.name, error));
   }
   std::ostringstream content;
   content << in.rdbuf();

@@ -1,4 +1,3 @@
-#include "core/permission_detail.hpp"
 #include "core/sha256.hpp"
 
 #include <fcntl.h>
@@ -10,6 +9,7 @@
 
 #include "core/error.hpp"
 #include "core/file_descriptor.hpp"
+#include "core/permission_detail.hpp"
 
 namespace aggrik8s {
 

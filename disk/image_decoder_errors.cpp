@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <cstring>
 
 #include "core/permission_detail.hpp"
@@ -13,14 +12,12 @@ namespace aggrik8s {
 
 ImageInputError input_system_error(const std::string& doing, const std::filesystem::path& file, int err,
                                    const std::string& where) {
-  const std::string whose = err == EACCES || err == EPERM ? permission_denied_detail(file) : std::string();
-  return ImageInputError(doing + " ", file, where + ": " + std::strerror(err) + whose);
+  return ImageInputError(doing + " ", file, where + ": " + std::strerror(err) + permission_denied_detail(file, err));
 }
 
 ImageOutputError output_system_error(const std::string& doing, const std::filesystem::path& file, int err,
                                      const std::string& where) {
-  const std::string whose = err == EACCES || err == EPERM ? permission_denied_detail(file) : std::string();
-  return ImageOutputError(doing + " ", file, where + ": " + std::strerror(err) + whose);
+  return ImageOutputError(doing + " ", file, where + ": " + std::strerror(err) + permission_denied_detail(file, err));
 }
 
 ImageInputError decompression_error(const std::filesystem::path& input, const char* format, const std::string& what) {

@@ -127,7 +127,7 @@ class InventoryReader {
     if (::stat(path->c_str(), &info) != 0) {
       const int error = errno;
       reader.error_at(key, what + (error == ENOENT ? " does not exist" : " cannot be read: " + std::string(std::strerror(error)) +
-                                                                         permission_denied_detail(*path)));
+                                                                         permission_denied_detail(*path, error)));
       return;
     }
     if (!S_ISREG(info.st_mode)) {
@@ -138,7 +138,7 @@ class InventoryReader {
     if (!file) {
       const int error = errno;
       reader.error_at(key, what + " cannot be read: " + std::strerror(error) +
-                               (error == EACCES ? permission_denied_detail(*path) : std::string()));
+                               permission_denied_detail(*path, error));
     }
   }
 
