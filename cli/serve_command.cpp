@@ -2,6 +2,8 @@
 // io_context thread, plus the DHCP lease journal's writer thread in full mode. SIGTERM/SIGINT stop it
 // cleanly; SIGHUP reloads the configuration file and the nodes file without dropping transfers in
 // flight (and reopens the boot event log, for logrotate).
+#include <arpa/inet.h>
+
 #include <csignal>
 #include <cstdio>
 
@@ -28,6 +30,75 @@ std::uint16_t port_value(const ParsedArguments& args, const std::string& name, s
   } catch (const std::exception&) {
   }
   throw UsageError("--" + name + " must be a port number (0-65535), got '" + *text + "'");
+}
+
+// --dhcp and --dhcp-pool: the quick start's DHCP, as pixiecore (proxy) or `dnsmasq --dhcp-range` (full)
+// start without a file. Everything else about DHCP (router, DNS, relays...) is netboot.yaml's.
+// `--site` without `--config` and `--dhcp full` without `--dhcp-pool`: the site already says what the
+// link's DHCP server hands out. The network whose subnet holds the interface's address gives the pool
+// (its dhcp_pool), the router (gateway) and DNS. nullopt when the interface is not here or no network
+// with a pool holds its address.
+std::optional<const site::SiteNetwork*> site_network_of(const site::SiteInventory& inventory, const std::string& interface) {
+  auto own = netboot::interface_ipv4(interface);
+  if (!own) return std::nullopt;
+  std::vector<std::uint8_t> bytes(4);
+  if (::inet_pton(AF_INET, own->address.c_str(), bytes.data()) != 1) return std::nullopt;
+  for (const auto& network : inventory.networks) {
+    if (network.dhcp_pool && network.subnet.contains(bytes)) return &network;
+  }
+  return std::nullopt;
+}
+
+void apply_dhcp_flags(const ParsedArguments& args, netboot::NetbootConfig& config, const site::SiteInventory* site) {
+  if (auto mode = args.value("dhcp")) {
+    if (*mode != "off" && *mode != "proxy" && *mode != "full") {
+      throw UsageError("--dhcp must be off, proxy or full, got '" + *mode + "'");
+    }
+    config.dhcp_mode = *mode;
+  }
+  if (auto pool = args.value("dhcp-pool")) {
+    auto dash = pool->find('-');
+    std::string first = pool->substr(0, dash), last = dash == std::string::npos ? "" : pool->substr(dash + 1);
+    if (dash == std::string::npos || !is_ipv4_address(first) || !is_ipv4_address(last)) {
+      throw UsageError("--dhcp-pool must be FIRST-LAST IPv4 addresses (10.0.0.100-10.0.0.199), got '" + *pool + "'");
+    }
+    config.dhcp_pool_first = first;
+    config.dhcp_pool_last = last;
+  }
+  if (config.dhcp_mode == "off") {
+    if (args.flag("dhcp-pool")) throw UsageError("--dhcp-pool hands out addresses: it needs --dhcp full");
+    return;
+  }
+  // Never broadcast DHCP on whatever link the default route uses: the listening interface is the link.
+  if (!config.dhcp_interface) config.dhcp_interface = config.interface;
+  if (!config.dhcp_interface) {
+    throw UsageError("--dhcp " + config.dhcp_mode + " needs --interface IFACE (or dhcp.interface in --config): "
+                     "DHCP is answered on one link only");
+  }
+  if (config.dhcp_mode != "full") return;
+  if (!config.dhcp_pool_first && site) {
+    if (auto network = site_network_of(*site, *config.dhcp_interface)) {
+      const std::string& range = (*network)->dhcp_pool->text;
+      config.dhcp_pool_first = range.substr(0, range.find('-'));
+      config.dhcp_pool_last = range.substr(range.find('-') + 1);
+      if (!config.dhcp_router) config.dhcp_router = (*network)->gateway;
+      if (config.dhcp_dns.empty()) config.dhcp_dns = (*network)->dns;
+      log::info("dhcp: the pool, router and DNS of site network '", (*network)->name, "' (", (*network)->subnet.text, ")");
+    }
+  }
+  if (!config.dhcp_pool_first) {
+    throw UsageError("--dhcp full hands out addresses: give them with --dhcp-pool FIRST-LAST (or dhcp.pool in --config" +
+                     std::string(site ? "; or a dhcp_pool on the site network that holds " + *config.dhcp_interface + "'s address"
+                                      : "") +
+                     ")");
+  }
+  if (!config.dhcp_lease_file) {
+    if (!config.state_dir) {
+      throw UsageError("--dhcp full keeps its leases across restarts: give --state-dir DIR (the lease file is "
+                       "DIR/dhcp.leases) or dhcp.lease_file in --config");
+    }
+    config.dhcp_lease_file = *config.state_dir / "dhcp.leases";
+  }
 }
 
 netboot::NetbootConfig config_from(const ParsedArguments& args) {
@@ -61,18 +132,19 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
     config.inventory = *inventory;
     config.site.reset();
   }
+  std::optional<site::SiteInventory> site_inventory;
   if (auto site_file = args.value("site")) {
     config.site = *site_file;
     config.inventory.reset();
-    // Flags alone: where nodes reach serve and its boot log default to the site's serve: section
-    // (with --config, netboot.yaml says).
+    // Flags alone: where nodes reach serve, its boot log and a full-mode DHCP pool default to the
+    // site's (with --config, netboot.yaml says).
     if (!args.flag("config")) {
       Diagnostics diagnostics;
-      site::SiteInventory inventory = site::read_site_inventory(*site_file, diagnostics);
+      site_inventory = site::read_site_inventory(*site_file, diagnostics);
       print_diagnostics(diagnostics);
       diagnostics.throw_if_errors("site " + *site_file);
-      if (!config.http_base_url && inventory.serve.url) config.http_base_url = *inventory.serve.url;
-      if (!config.boot_log && inventory.serve.boot_log) config.boot_log = *inventory.serve.boot_log;
+      if (!config.http_base_url && site_inventory->serve.url) config.http_base_url = *site_inventory->serve.url;
+      if (!config.boot_log && site_inventory->serve.boot_log) config.boot_log = *site_inventory->serve.boot_log;
     }
   }
   if (auto log = args.value("boot-log")) config.boot_log = *log;
@@ -88,6 +160,7 @@ netboot::NetbootConfig config_from(const ParsedArguments& args) {
     config.http_base_url = *url;
     while (config.http_base_url->ends_with("/")) config.http_base_url->pop_back();
   }
+  apply_dhcp_flags(args, config, site_inventory ? &*site_inventory : nullptr);
   config.tftp_port = port_value(args, "tftp-port", config.tftp_port);
   config.http_port = port_value(args, "http-port", config.http_port);
   if (args.flag("no-tftp")) config.tftp_enabled = false;
@@ -104,14 +177,16 @@ Command serve_command() {
   CommandSpec spec{
       "serve",
       "",
-      "Run the TFTP + HTTP netboot server",
+      "Run the netboot server: TFTP + HTTP, and DHCP (proxy or full)",
       "Serves Raspberry Pi images (their boot partition as the node's TFTP tree, read from the image\n"
       "file), Talos and kernel+initramfs netboot assets, per-node iPXE scripts and per-node configs,\n"
       "as the nodes file says (docs/netboot.md), or the one a site derives (--site, docs/site.md: its\n"
       "machines with boot netboot/ephemeral boot what `build SITE` wrote, boot: disk ones their own disk).\n"
       "Without --config, the flags alone are a quick start:\n"
       "  aggrik8s-image serve --address 10.0.0.1 --tftp-root /usr/lib/ipxe --http-root out/\n"
-      "  aggrik8s-image serve --interface eth1 --site site.yaml\n"
+      "  aggrik8s-image serve --interface eth1 --site site.yaml --dhcp proxy\n"
+      "  aggrik8s-image serve --interface eth1 --site site.yaml --dhcp full --dhcp-pool 10.0.0.100-10.0.0.199 \\\n"
+      "      --state-dir /var/lib/aggrik8s\n"
       "SIGHUP reloads the configuration and the nodes file (or the site); SIGTERM stops.\n"
       "--check loads everything a start loads (nodes file or site, Pi images, kernel command lines\n"
       "with the URLs boot scripts will carry, TLS key, remap rules), prints 'ok' or every problem, and\n"
@@ -129,6 +204,9 @@ Command serve_command() {
        {"base-url", '\0', "URL", "the URL nodes reach the HTTP server at (default http://ADDR:PORT)"},
        {"boot-log", '\0', "FILE", "append boot events to FILE as JSON lines"},
        {"state-dir", '\0', "DIR", "what serve keeps across restarts (netboot.yaml state_dir)"},
+       {"dhcp", '\0', "MODE", "DHCP on --interface's link: off (default), proxy (beside the network's DHCP server) or full"},
+       {"dhcp-pool", '\0', "RANGE", "full mode: the addresses handed out, FIRST-LAST (leases kept in --state-dir); with --site, "
+        "default the dhcp_pool of the site network holding the interface's address"},
        {"no-tftp", '\0', "", "do not serve TFTP"},
        {"no-http", '\0', "", "do not serve HTTP"},
        {"check", '\0', "", "load the configuration and nodes as a start would, report, and exit without serving"}},

@@ -206,7 +206,7 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
         config.dhcp_pool_last = last;
       }
     }
-    config.dhcp_netmask = address("netmask").value_or("255.255.255.0");
+    config.dhcp_netmask = address("netmask");
     config.dhcp_router = address("router");
     config.dhcp_dns = dhcp->string_list("dns").value_or(std::vector<std::string>{});
     for (const auto& dns : config.dhcp_dns) {

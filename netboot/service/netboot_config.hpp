@@ -61,7 +61,7 @@ struct NetbootConfig {
   std::optional<std::string> dhcp_interface;
   std::uint16_t dhcp_port = 67;
   std::optional<std::string> dhcp_pool_first, dhcp_pool_last;  // "pool: A-B"
-  std::string dhcp_netmask = "255.255.255.0";
+  std::optional<std::string> dhcp_netmask;  // unset: the interface's own (its address's prefix)
   std::optional<std::string> dhcp_router;
   std::vector<std::string> dhcp_dns;
   std::vector<std::string> dhcp_ntp;  // option 42

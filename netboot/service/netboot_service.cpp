@@ -36,24 +36,31 @@ namespace aggrik8s::netboot {
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
 
-std::string resolve_listen_address(const NetbootConfig& config) {
-  if (!config.interface) return config.address;
+std::optional<InterfaceIpv4> interface_ipv4(const std::string& name) {
   ifaddrs* list = nullptr;
   if (::getifaddrs(&list) != 0) throw_system_error("listing network interfaces", errno);
-  std::string found;
+  std::optional<InterfaceIpv4> found;
   for (ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
     if (entry->ifa_addr == nullptr || entry->ifa_addr->sa_family != AF_INET) continue;
-    if (*config.interface != entry->ifa_name) continue;
-    sockaddr_in address{};
+    if (name != entry->ifa_name) continue;
+    sockaddr_in address{}, netmask{};
     std::memcpy(&address, entry->ifa_addr, sizeof address);
-    char text[INET_ADDRSTRLEN] = {};
+    if (entry->ifa_netmask != nullptr) std::memcpy(&netmask, entry->ifa_netmask, sizeof netmask);
+    char text[INET_ADDRSTRLEN] = {}, mask[INET_ADDRSTRLEN] = {};
     ::inet_ntop(AF_INET, &address.sin_addr, text, sizeof text);
-    found = text;
+    ::inet_ntop(AF_INET, &netmask.sin_addr, mask, sizeof mask);
+    found = InterfaceIpv4{text, entry->ifa_netmask != nullptr ? mask : "255.255.255.255"};
     break;
   }
   ::freeifaddrs(list);
-  if (found.empty()) throw Error("interface " + *config.interface + " has no IPv4 address (listen.interface)");
   return found;
+}
+
+std::string resolve_listen_address(const NetbootConfig& config) {
+  if (!config.interface) return config.address;
+  auto found = interface_ipv4(*config.interface);
+  if (!found) throw Error("interface " + *config.interface + " has no IPv4 address (listen.interface)");
+  return found->address;
 }
 
 namespace {
@@ -227,6 +234,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
   HttpServer* http = nullptr;
   DhcpServer* dhcp = nullptr;
   std::string dhcp_address;  // the DHCP interface's address: siaddr when TFTP listens on 0.0.0.0
+  std::string dhcp_netmask;  // its subnet's (dhcp.netmask, else the interface's own)
   bool dhcp_proxy = false;   // proxyDHCP: boot answers carry what a proxy offer needs (DhcpBootSettings::proxy)
 
   std::shared_ptr<const ServingSnapshot> current() {
@@ -987,12 +995,27 @@ std::shared_ptr<const TftpRemapRules> load_tftp_remap(const NetbootConfig& confi
   return std::make_shared<const TftpRemapRules>(TftpRemapRules::load(*config.tftp_remap));
 }
 
-// The DHCP server's address: dhcp.interface's first IPv4 address (dhcp.interface is required with DHCP
-// on, so resolve_listen_address never falls back to listen.address here).
-std::string resolve_dhcp_address(const NetbootConfig& config) {
-  NetbootConfig for_interface;
-  for_interface.interface = config.dhcp_interface;
-  return resolve_listen_address(for_interface);
+// The DHCP server's address and its subnet's netmask: dhcp.interface's first IPv4 address, and
+// dhcp.netmask or else that address's own prefix (as dnsmasq takes a dhcp-range's netmask from the
+// interface). In full mode the pool must lie in that subnet: an address from outside it is one the
+// client cannot use on this link. dhcp.interface is required with DHCP on.
+InterfaceIpv4 resolve_dhcp_address(const NetbootConfig& config) {
+  std::string name = config.dhcp_interface.value_or("");
+  auto found = interface_ipv4(name);
+  if (!found) throw Error("interface " + name + " has no IPv4 address (dhcp.interface)");
+  if (config.dhcp_netmask) found->netmask = *config.dhcp_netmask;
+  if (config.dhcp_mode == "full" && config.dhcp_pool_first && config.dhcp_pool_last) {
+    std::uint32_t mask = parse_ipv4(found->netmask).value_or(0xffffffff);
+    std::uint32_t network = parse_ipv4(found->address).value_or(0) & mask;
+    for (const auto* end : {&*config.dhcp_pool_first, &*config.dhcp_pool_last}) {
+      if ((parse_ipv4(*end).value_or(0) & mask) == network) continue;
+      throw Error("dhcp.pool " + *config.dhcp_pool_first + "-" + *config.dhcp_pool_last + " is not inside the subnet of " +
+                  name + " (" + found->address + " netmask " + found->netmask + (config.dhcp_netmask ? ", dhcp.netmask" : "") +
+                  "): clients there could not use those addresses. A pool behind a DHCP relay goes into "
+                  "dhcp.relayed_subnets");
+    }
+  }
+  return *found;
 }
 
 // The servers hold the core through these; the core does not hold the servers, so nothing cycles.
@@ -1101,7 +1124,9 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config, SiteN
   auto s = core_->current();
   const NetbootConfig& c = s->config;
   if (c.dhcp_mode != "off") {
-    core_->dhcp_address = resolve_dhcp_address(c);
+    InterfaceIpv4 own = resolve_dhcp_address(c);
+    core_->dhcp_address = own.address;
+    core_->dhcp_netmask = own.netmask;
     DhcpServerConfig dhcp;
     dhcp.mode = c.dhcp_mode == "full" ? DhcpMode::full : DhcpMode::proxy;
     dhcp.interface = c.dhcp_interface;
@@ -1109,7 +1134,7 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config, SiteN
     dhcp.server_address = parse_ipv4(core_->dhcp_address).value_or(0);
     // subnets[0]: the interface's own subnet; then the relayed ones, as configured.
     DhcpSubnet local;
-    local.netmask = parse_ipv4(c.dhcp_netmask).value_or(0xffffff00);
+    local.netmask = parse_ipv4(own.netmask).value_or(0xffffffff);
     local.network = dhcp.server_address & local.netmask;
     if (c.dhcp_pool_first && c.dhcp_pool_last) {
       local.pool.first = parse_ipv4(*c.dhcp_pool_first).value_or(0);
@@ -1127,7 +1152,7 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config, SiteN
       subnet.netmask = network->second;
       if (dhcp.subnets.front().contains(subnet.network) || subnet.contains(dhcp.server_address)) {
         throw Error("dhcp.relayed_subnets: " + relayed.subnet + " overlaps the subnet of interface " +
-                    c.dhcp_interface.value_or("-") + " (" + core_->dhcp_address + "/" + c.dhcp_netmask +
+                    c.dhcp_interface.value_or("-") + " (" + core_->dhcp_address + " netmask " + own.netmask +
                     "): relayed subnets must be other subnets");
       }
       subnet.pool.first = parse_ipv4(relayed.pool_first).value_or(0);
@@ -1179,7 +1204,8 @@ void NetbootService::start() {
     where << servers.dhcp->local_endpoint();
     auto s = core_->current();
     log::info("dhcp: listening on ", where.str(), " interface ", s->config.dhcp_interface.value_or("-"), " (",
-              s->config.dhcp_mode, " mode, server address ", core_->dhcp_address, ")");
+              s->config.dhcp_mode, " mode, server address ", core_->dhcp_address,
+              s->config.dhcp_mode == "full" ? " netmask " + core_->dhcp_netmask : std::string(), ")");
   }
 }
 

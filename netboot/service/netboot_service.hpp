@@ -18,6 +18,13 @@
 
 namespace aggrik8s::netboot {
 
+// An interface's first IPv4 address and its netmask, dotted; nullopt when it has none (or is missing).
+struct InterfaceIpv4 {
+  std::string address;
+  std::string netmask;
+};
+std::optional<InterfaceIpv4> interface_ipv4(const std::string& name);
+
 // The IPv4 address to bind for `config`: listen.address, or the first IPv4 address of listen.interface.
 // Throws aggrik8s::Error naming the interface when it has none.
 std::string resolve_listen_address(const NetbootConfig& config);

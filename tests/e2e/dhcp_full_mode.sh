@@ -335,6 +335,6 @@ sed 's|subnet: 10.98.6.0/24, pool: 10.98.6.100-10.98.6.110, router: 10.98.6.1|su
   "$WORK/netboot.yaml" >"$WORK/overlap.yaml"
 expect_status 1 "serve refuses a relayed subnet overlapping the interface's" -- \
   ip netns exec "$SRV" timeout 10 "$CLI" serve --config "$WORK/overlap.yaml"
-expect_output "dhcp.relayed_subnets: 10.98.0.0/16 overlaps the subnet of interface br0 \(10.98.0.1/255.255.255.0\)" \
+expect_output "dhcp.relayed_subnets: 10.98.0.0/16 overlaps the subnet of interface br0 \(10.98.0.1 netmask 255.255.255.0\)" \
   "the refusal names the relayed subnet and the interface's subnet"
 echo "$CHECKS checks passed"
