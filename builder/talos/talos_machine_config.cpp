@@ -1,6 +1,7 @@
 #include "builder/talos/talos_machine_config.hpp"
 
 #include <algorithm>
+#include <map>
 
 
 #include "builder/talos/talos_config_patch.hpp"
@@ -142,6 +143,23 @@ void validate_talos_machine_config(const TalosMachineConfig& config, const std::
       }
     }
   }
+  // Talos refuses a config holding one kind (and name) twice ("duplicate document: <kind>/<name>",
+  // pkg/machinery/config/container): two HostnameConfigs, two LinkConfigs for eth0.
+  std::map<std::string, std::size_t> seen;
+  for (std::size_t i = 1; i < config.documents.size(); ++i) {
+    const ConfigNode& document = config.documents[i];
+    const ConfigNode* kind = document.is_map() ? document.find("kind") : nullptr;
+    if (kind == nullptr || !kind->is_scalar()) continue;
+    std::string id = kind->scalar;
+    if (const ConfigNode* name = document.find("name"); name != nullptr && name->is_scalar()) id += "/" + name->scalar;
+    auto [at, fresh] = seen.emplace(id, i);
+    if (!fresh) {
+      diagnostics.error(where(document, "documents[" + std::to_string(i) + "]"),
+                        "document " + std::to_string(i + 1) + " is a second " + id + " (document " +
+                            std::to_string(at->second + 1) + " is the first): Talos refuses the config (\"duplicate "
+                            "document: " + id + "\"); keep one");
+    }
+  }
 }
 
 ConfigNode talos_node_identity_patch(const TalosNode& node) {
@@ -209,7 +227,7 @@ bool is_default_route(const ConfigNode& route) {
 // already have for that NIC, rather than replacing machine.network.interfaces: a patch's vip (the
 // control plane's shared address), mtu, bond or second NIC stays. The entry is the one whose
 // deviceSelector is the node's (hardwareAddr = its MAC, or physical: true without one), else the only
-// entry there is; with neither, the node's is added. Its addresses and dhcp are the node's, its
+// entry there is (unless it selects another MAC); with neither, the node's is added. Its addresses and dhcp are the node's, its
 // default routes the node's gateways (other routes stay).
 void merge_node_interface(ConfigNode& document, const ConfigNode& ours, const std::optional<std::string>& mac) {
   ConfigNode& network = map_at(map_at(document, "machine"), "network");
@@ -228,7 +246,15 @@ void merge_node_interface(ConfigNode& document, const ConfigNode& ours, const st
                     : hardware == nullptr && physical != nullptr && physical->is_scalar() && physical->scalar == "true";
     if (same) target = &entry;
   }
-  if (target == nullptr && interfaces->items.size() == 1 && interfaces->items.front().is_map()) {
+  // The only entry is the node's link unless it names another card by MAC: a patch describing a second
+  // NIC (a storage network's, say) must keep its own settings, and the node's link gets an entry of its own.
+  auto names_another_card = [&mac](const ConfigNode& entry) {
+    const ConfigNode* selector = entry.find("deviceSelector");
+    const ConfigNode* hardware = selector != nullptr && selector->is_map() ? selector->find("hardwareAddr") : nullptr;
+    return mac && hardware != nullptr && hardware->is_scalar() && normalize_mac(hardware->scalar) != *mac;
+  };
+  if (target == nullptr && interfaces->items.size() == 1 && interfaces->items.front().is_map() &&
+      !names_another_card(interfaces->items.front())) {
     target = &interfaces->items.front();
   }
   if (target == nullptr) {

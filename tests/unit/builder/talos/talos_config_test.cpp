@@ -336,6 +336,25 @@ TEST_CASE("talos: the node's addresses join the interface a patch configures, ke
     CHECK(at(interfaces.items[1], {"vip", "ip"}).scalar == "10.0.20.10");
     CHECK(at(interfaces.items[1], {"addresses"}).items[0].scalar == "10.0.20.11/24");
   }
+  SECTION("the only entry selects another card by MAC: it keeps its settings, the node's link is added") {
+    // A patch describing a second NIC (storage network, DHCP, jumbo frames) took the node's static
+    // address, and the node's own card had no entry at all.
+    node.patches.push_back({TalosPatch::Kind::merge,
+                            yaml("machine: {network: {interfaces: [{deviceSelector: {hardwareAddr: 'bc:24:11:99:99:99'}, "
+                                 "dhcp: true, mtu: 9000}]}}"),
+                            {}});
+    auto config = talos_config_for_node(base, node, d);
+    INFO(all(d));
+    REQUIRE(config);
+    const ConfigNode& interfaces = at(config->documents.front(), {"machine", "network", "interfaces"});
+    REQUIRE(interfaces.items.size() == 2);
+    CHECK(at(interfaces.items[0], {"dhcp"}).scalar == "true");
+    CHECK(at(interfaces.items[0], {"mtu"}).scalar == "9000");
+    CHECK(interfaces.items[0].find("addresses") == nullptr);
+    CHECK(at(interfaces.items[1], {"deviceSelector", "hardwareAddr"}).scalar == "bc:24:11:00:20:11");
+    CHECK(at(interfaces.items[1], {"addresses"}).items[0].scalar == "10.0.20.11/24");
+    CHECK(at(interfaces.items[1], {"dhcp"}).scalar == "false");
+  }
   SECTION("no interface yet: the node's is added") {
     auto config = talos_config_for_node(base, node, d);
     REQUIRE(config);
@@ -450,6 +469,24 @@ TEST_CASE("talos: the hostname goes where the config keeps it: HostnameConfig (T
   CHECK_FALSE(talos_config_for_node(upgraded, nameless, refused));
   CHECK_THAT(all(refused), Catch::Contains("a HostnameConfig document and a hostname in the v1alpha1 document") &&
                                Catch::Contains("Talos refuses the config"));
+}
+
+TEST_CASE("talos: a config holding one kind and name twice is refused, as Talos refuses it", "[talos][config]") {
+  const std::string link = "---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 1500\n";
+  const std::string hostname = "---\napiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n";
+  Diagnostics fine;
+  TalosMachineConfig two_links = parse(std::string(controlplane_config) + link + "---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth1\n", fine);
+  validate_talos_machine_config(two_links, "", false, fine);
+  CHECK_FALSE(fine.has_errors());
+  for (const auto& [extra, id] : {std::pair{link + link, std::string("LinkConfig/eth0")}, std::pair{hostname + hostname, std::string("HostnameConfig")}}) {
+    Diagnostics d;
+    auto config = parse_talos_machine_config(std::string(controlplane_config) + extra, "cp.yaml", d);
+    if (config) validate_talos_machine_config(*config, "", false, d);
+    INFO(all(d));
+    CHECK(d.has_errors());
+    CHECK_THAT(all(d), Catch::Contains(" is a second " + id + " (document ") &&
+                           Catch::Contains("duplicate document: " + id));
+  }
 }
 
 TEST_CASE("talos: typed document patches merge into the config's document of that kind and name, or are added", "[talos][patch]") {
