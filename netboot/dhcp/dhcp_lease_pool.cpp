@@ -154,10 +154,11 @@ std::optional<DhcpLease> DhcpLeasePool::decline(const std::string& client, std::
   drop_offer(client);
   if (!usable(address)) return std::nullopt;
   if (!in_range(address) && !reserved_by_address_.contains(address)) return std::nullopt;
-  if (auto owner = leased_by_address_.find(address); owner != leased_by_address_.end() && owner->second != client) {
-    const DhcpLease& held = leases_.at(owner->second);
-    if (held.expires > now && !is_dhcp_quarantine(held)) return std::nullopt;
-  }
+  // Only the address this client was given (RFC 2131 4.3.3: the client found it in use after the ACK),
+  // as Kea and dnsmasq take it: a DECLINE for any other address would let one client take the whole
+  // pool out of use for a lease time each, across restarts.
+  auto own = leases_.find(client);
+  if (own == leases_.end() || own->second.address != address) return std::nullopt;
   // commit() ends the client's lease on the address (another client's expired one too) and takes it.
   DhcpLease quarantine{dhcp_quarantine_key(address), address, now + range_.lease_time};
   commit(quarantine);

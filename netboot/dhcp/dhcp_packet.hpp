@@ -43,6 +43,7 @@ constexpr std::uint8_t client_identifier = 61;
 constexpr std::uint8_t tftp_server_name = 66;
 constexpr std::uint8_t bootfile_name = 67;
 constexpr std::uint8_t user_class = 77;
+constexpr std::uint8_t relay_agent_information = 82;
 constexpr std::uint8_t client_arch = 93;
 constexpr std::uint8_t client_ndi = 94;
 constexpr std::uint8_t client_uuid = 97;

@@ -36,7 +36,8 @@ struct DhcpRequester {
 
   // "DISCOVER from 52:54:00:.. via relay 10.0.0.1": the start of every log line about the request.
   std::string describe(const DhcpPacket& request, bool with_relay) const {
-    std::string text = std::string(to_string(*type)) + " from " + mac;
+    // hlen 0 leaves no MAC: the client identifier names the client then.
+    std::string text = std::string(to_string(*type)) + " from " + (mac.empty() ? key.value_or("(no client id)") : mac);
     if (with_relay && request.giaddr != 0) text += " via relay " + ipv4_to_string(request.giaddr);
     return text;
   }
@@ -105,6 +106,20 @@ DhcpAddressChoice choose_address(const DhcpReplySettings& settings, const DhcpSu
         choice.dropped = DhcpDropReason::not_for_us;
         return choice;
       }
+      // INIT-REBOOT, RENEWING or REBINDING for an address other than the one this client's lease holds:
+      // RFC 2131 4.3.2 says NAK ("the requested IP address is incorrect"), as Kea and dnsmasq do;
+      // granting it would let a client skip allocation and pick any free address.
+      if (!request.server_identifier()) {
+        auto held = pool.leases().find(client.key);
+        if (held != pool.leases().end() && held->second.address != choice.address) {
+          choice.reply = DhcpMessageType::nak;
+          if (describe) {
+            choice.outcome = " for " + ipv4_to_string(choice.address) + " -> NAK (its lease is " +
+                             ipv4_to_string(held->second.address) + ")";
+          }
+          return choice;
+        }
+      }
       choice.to_commit = choice.address != 0 ? pool.prepare(client, choice.address, now) : std::nullopt;
       choice.reply = choice.to_commit ? DhcpMessageType::ack : DhcpMessageType::nak;
       if (describe) {
@@ -114,8 +129,17 @@ DhcpAddressChoice choose_address(const DhcpReplySettings& settings, const DhcpSu
       return choice;
     }
     case DhcpMessageType::release:
+      // A RELEASE names the server it leaves (option 54, RFC 2131 4.4.6): another server's is not ours.
+      if (auto server = request.server_identifier(); server && *server != settings.server_address) {
+        if (describe) choice.outcome = " of " + ipv4_to_string(request.ciaddr) + " for server " + ipv4_to_string(*server) + ", not us";
+        choice.dropped = DhcpDropReason::not_for_us;
+        return choice;
+      }
       choice.to_record = pool.release(client.key, request.ciaddr, now);
-      if (describe) choice.outcome = " released " + ipv4_to_string(request.ciaddr);
+      if (describe) {
+        choice.outcome = choice.to_record ? " released " + ipv4_to_string(request.ciaddr)
+                                          : " of " + ipv4_to_string(request.ciaddr) + " ignored: not this client's lease";
+      }
       return choice;
     case DhcpMessageType::decline: {
       std::uint32_t address = request.requested_address().value_or(0);
@@ -123,7 +147,7 @@ DhcpAddressChoice choose_address(const DhcpReplySettings& settings, const DhcpSu
       if (describe) {
         choice.outcome = " declined " + ipv4_to_string(address) +
                          (choice.to_record ? " (quarantined for " + std::to_string(choice.to_record->expires - now) + " s)"
-                                           : " (ignored: not an address of this pool, or another client's lease)");
+                                           : " (ignored: not this client's lease)");
       }
       return choice;
     }
@@ -152,7 +176,18 @@ DhcpPacket reply_to(const DhcpPacket& request, DhcpMessageType type, std::uint32
   reply.options.reserve(16);  // a full-mode ACK has about ten: no regrowth per option
   reply.set(dhcp_option::message_type, std::vector<std::uint8_t>{static_cast<std::uint8_t>(type)});
   reply.set_address(dhcp_option::server_identifier, server);
+  // RFC 6842: a client identifier the client sent MUST come back (a client may match replies by it).
+  if (const DhcpOption* id = request.find(dhcp_option::client_identifier)) reply.set(id->code, id->data);
   return reply;
+}
+
+// RFC 3046 2.2: a relay's agent information (option 82) MUST be copied into the reply, as the last
+// option: relays and DHCP-snooping switches pick the client's port by it, some drop replies without it.
+void echo_relay_information(DhcpPacket& reply, const DhcpPacket& request) {
+  const DhcpOption* relay = request.find(dhcp_option::relay_agent_information);
+  if (relay == nullptr) return;
+  reply.erase(relay->code);
+  reply.set(relay->code, relay->data);
 }
 
 void add_boot(DhcpPacket& reply, const DhcpBootAnswer& boot) {
@@ -186,7 +221,7 @@ void add_network(DhcpPacket& reply, const DhcpSubnet& subnet, bool with_lease) {
     std::uint32_t lease = subnet.pool.lease_time;
     reply.set_u32(dhcp_option::lease_time, lease);
     reply.set_u32(dhcp_option::renewal_time, lease / 2);
-    reply.set_u32(dhcp_option::rebinding_time, lease / 8 * 7);
+    reply.set_u32(dhcp_option::rebinding_time, static_cast<std::uint32_t>(std::uint64_t{lease} * 7 / 8));
   }
 }
 
@@ -292,6 +327,7 @@ DhcpReplyPlan plan_dhcp_reply(const DhcpReplySettings& settings, std::vector<Dhc
   } else {
     plan_full_reply(plan, settings, pools, requester, request, boot, now, describe);
   }
+  if (plan.reply) echo_relay_information(*plan.reply, request);
   return plan;
 }
 

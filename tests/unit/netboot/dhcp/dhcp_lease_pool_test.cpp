@@ -65,6 +65,8 @@ TEST_CASE("dhcp lease pool: reservations, requested addresses, release and decli
   pool.commit(*pool.prepare("x", ip("10.98.0.12"), 0));
   CHECK(pool.release("x", ip("10.98.0.12"), 0));
   CHECK_FALSE(pool.release("x", ip("10.98.0.12"), 0));  // already released: nothing more to record
+  CHECK_FALSE(pool.decline("y", ip("10.98.0.10"), 0));  // not y's: ignored
+  pool.commit(*pool.prepare("y", ip("10.98.0.10"), 0));
   CHECK(pool.decline("y", ip("10.98.0.10"), 0) == DhcpLease{"declined:10.98.0.10", ip("10.98.0.10"), 600});
   CHECK(pool.offer("y", std::nullopt, 1) == ip("10.98.0.11"));  // .10 is quarantined
   CHECK(pool.offer("z", ip("10.98.0.1"), 1) == ip("10.98.0.12"));  // the server's own address is never given
@@ -130,12 +132,15 @@ TEST_CASE("dhcp lease pool: a released client gets its address back while it is 
   CHECK(full.offer("z", std::nullopt, 200) == ip("10.98.0.10"));
 }
 
-TEST_CASE("dhcp lease pool: a decline of an address the client does not hold keeps its lease", "[dhcp]") {
+TEST_CASE("dhcp lease pool: a decline of an address the client does not hold is ignored, its lease kept", "[dhcp]") {
+  // RFC 2131 4.3.3, as Kea and dnsmasq: one client declining addresses it was never given took the
+  // whole pool out of use for a lease time each.
   auto pool = small_pool();
   pool.commit({"x", ip("10.98.0.10"), 600});
-  CHECK(pool.decline("x", ip("10.98.0.11"), 0) == DhcpLease{"declined:10.98.0.11", ip("10.98.0.11"), 600});
+  CHECK_FALSE(pool.decline("x", ip("10.98.0.11"), 0));
+  CHECK_FALSE(pool.decline("stranger", ip("10.98.0.12"), 0));
   CHECK(pool.leases().at("x").address == ip("10.98.0.10"));
-  CHECK(pool.offer("y", std::nullopt, 1) == ip("10.98.0.12"));  // .11 quarantined, .10 x's
+  CHECK(pool.offer("y", std::nullopt, 1) == ip("10.98.0.11"));  // .10 is x's; .11 was not quarantined
   CHECK(pool.decline("x", ip("10.98.0.10"), 1));
   CHECK(pool.leases().count("x") == 0);
   // Another client's unexpired lease is not taken by a DECLINE naming its address.

@@ -247,6 +247,19 @@ TEST_CASE("dhcp reply plan: RELEASE and DECLINE are recorded, never answered", "
   // The journal's line: the address quarantined for a lease time (the client's lease on it ends).
   CHECK(*plan.to_record == DhcpLease{"declined:10.98.9.11", ip("10.98.9.11"), 700});
   CHECK(pools[0].leases().count("52:54:00:98:09:02") == 0);
+  // A RELEASE naming another server (option 54) is not ours; one of an address the client does not
+  // hold releases nothing.
+  pools[0].commit({"52:54:00:98:09:03", ip("10.98.9.10"), 600});
+  auto elsewhere = dhcp_request(7, 3, 8);
+  elsewhere.ciaddr = ip("10.98.9.10");
+  elsewhere.set_address(dhcp_option::server_identifier, ip("10.98.9.2"));
+  plan = plan_dhcp_reply(settings, &pools, elsewhere, false, 100);
+  CHECK_FALSE(plan.to_record);
+  CHECK(plan.dropped == DhcpDropReason::not_for_us);
+  elsewhere.erase(dhcp_option::server_identifier);
+  elsewhere.ciaddr = ip("10.98.9.11");
+  CHECK_FALSE(plan_dhcp_reply(settings, &pools, elsewhere, false, 100).to_record);
+  CHECK(pools[0].leases().at("52:54:00:98:09:03").expires == 600);
   // A decline of another client's leased address takes nothing from it.
   auto other = dhcp_request(4, 3, 7);
   other.set_address(dhcp_option::requested_address, ip("10.98.9.10"));
@@ -279,11 +292,55 @@ TEST_CASE("dhcp reply plan: INIT-REBOOT from a client with no record is not answ
   plan = plan_dhcp_reply(settings, &pools, request_for(2, ip("10.98.9.10"), 0), false, 100);
   REQUIRE(plan.reply);
   CHECK(plan.reply->message_type() == DhcpMessageType::nak);
+  // A client with a lease here asking for another free address (INIT-REBOOT, or RENEWING with that
+  // ciaddr) gets a NAK, as from Kea and dnsmasq: it may not pick any free address and skip allocation.
+  pools[0].commit({"52:54:00:98:09:04", ip("10.98.9.12"), 900});
+  for (bool renewing : {false, true}) {
+    auto moving = request_for(4, ip("10.98.9.13"), 0);
+    if (renewing) {
+      moving.erase(dhcp_option::requested_address);
+      moving.ciaddr = ip("10.98.9.13");
+    }
+    plan = plan_dhcp_reply(settings, &pools, moving, false, 100);
+    REQUIRE(plan.reply);
+    CHECK(plan.reply->message_type() == DhcpMessageType::nak);
+    CHECK_FALSE(plan.to_commit);
+    CHECK(pools[0].leases().at("52:54:00:98:09:04").address == ip("10.98.9.12"));
+  }
   // So is a node with a reservation, which has no lease yet.
   pools[0].set_reservations({{"52:54:00:98:09:03", ip("10.98.9.30")}});
   plan = plan_dhcp_reply(settings, &pools, request_for(3, ip("10.98.9.30"), 0), false, 100);
   REQUIRE(plan.reply);
   CHECK(plan.reply->message_type() == DhcpMessageType::ack);
+}
+
+TEST_CASE("dhcp reply plan: option 61 and a relay's option 82 come back, 82 last, T2 is 7/8 of the lease", "[dhcp]") {
+  auto settings = full_settings();
+  settings.subnets[0].pool.lease_time = 60;
+  auto pools = pools_for(settings);
+  auto discover = dhcp_request(1, 5, 9);
+  discover.set(dhcp_option::client_identifier, std::vector<std::uint8_t>{0, 'n', 'o', 'd', 'e'});
+  discover.giaddr = ip("10.98.9.254");
+  const std::vector<std::uint8_t> agent{1, 4, 'p', 'o', 'r', 't', 2, 2, 0x12, 0x34};  // circuit and remote id
+  discover.set(dhcp_option::relay_agent_information, agent);
+  auto plan = plan_dhcp_reply(settings, &pools, discover, false, 0);
+  REQUIRE(plan.reply);
+  REQUIRE(plan.reply->find(dhcp_option::client_identifier));
+  CHECK(plan.reply->find(dhcp_option::client_identifier)->data == discover.find(dhcp_option::client_identifier)->data);
+  REQUIRE_FALSE(plan.reply->options.empty());
+  CHECK(plan.reply->options.back() == DhcpOption{dhcp_option::relay_agent_information, agent});  // RFC 3046: last
+  // RFC 2131's 0.875 of 60 s is 52.5: 52, not the 49 of (60 / 8) * 7.
+  const DhcpOption* t2 = plan.reply->find(dhcp_option::rebinding_time);
+  REQUIRE(t2);
+  CHECK(t2->data == std::vector<std::uint8_t>{0, 0, 0, 52});
+  // A NAK to a relayed request carries it too.
+  auto wrong = request_for(5, ip("10.97.0.10"), 0);
+  wrong.giaddr = ip("10.98.9.254");
+  wrong.set(dhcp_option::relay_agent_information, agent);
+  plan = plan_dhcp_reply(settings, &pools, wrong, false, 0);
+  REQUIRE(plan.reply);
+  CHECK(plan.reply->message_type() == DhcpMessageType::nak);
+  CHECK(plan.reply->options.back() == DhcpOption{dhcp_option::relay_agent_information, agent});
 }
 
 TEST_CASE("dhcp reply plan: an exhausted pool and a packet that is no request get no reply", "[dhcp]") {
