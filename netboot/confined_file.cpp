@@ -138,7 +138,7 @@ ConfinedFile failed_lookup(const std::string& where, int error) {
 
 void use_openat2_for_testing(bool enabled) { openat2_state.store(enabled ? Openat2::unknown : Openat2::missing); }
 
-ConfinedFile open_confined_file(const std::filesystem::path& root, std::string_view relative) {
+ConfinedFile open_confined_file(const std::filesystem::path& root, std::string_view relative, ConfinedReach reach) {
   const std::string root_text = root.string();
   if (!root.is_absolute()) return refused("served directory " + root_text + " is not an absolute path");
   if (relative.find('\0') != std::string_view::npos) return refused("name contains a NUL byte");
@@ -256,6 +256,11 @@ ConfinedFile open_confined_file(const std::filesystem::path& root, std::string_v
   if (outside && (info.st_mode & S_IROTH) == 0) {
     return refused(where + " lies outside the served directory " + root_text +
                    " and is not world-readable; links out of the root reach only public files");
+  }
+  if (reach == ConfinedReach::world_readable_only && (info.st_mode & S_IROTH) == 0) {
+    return refused(where + " is not world-readable: " + root_text +
+                   " is a shared tree anyone may read from, so it serves only files every local user may read "
+                   "(as tftp-hpa does; node images and secrets go to their node through its own routes)");
   }
 
   // Reopen the entry checked above for reading. O_NONBLOCK: should a FIFO have been swapped in after

@@ -43,9 +43,17 @@ struct ConfinedFile {
   std::string reason;             // why not opened; for logs, never sent verbatim to clients
 };
 
+// Which files inside the root may be served. A shared tree anyone may read from (the TFTP root,
+// http.root) serves only world-readable files, as tftp-hpa serves only those and nginx's worker (nobody)
+// can read only those: a 0600 node image or secret that lands there (`--http-root out/`, where build
+// writes node images 0600 for their join tokens) stays private. A declared asset's directory or a
+// build's per-node tree serves what the operator named, whatever its mode.
+enum class ConfinedReach { any_file, world_readable_only };
+
 // `root` must be an absolute path to a directory (the caller resolved it once); `relative` a
 // normalised name inside it ("a/b"). Never throws for a bad name or a missing file.
-ConfinedFile open_confined_file(const std::filesystem::path& root, std::string_view relative);
+ConfinedFile open_confined_file(const std::filesystem::path& root, std::string_view relative,
+                                ConfinedReach reach = ConfinedReach::any_file);
 
 // Tests only: walk with plain openat as on kernels before 5.6 (or behind an old seccomp profile), so
 // the fallback is tested on machines that have openat2.

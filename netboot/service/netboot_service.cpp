@@ -124,8 +124,10 @@ std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const
     }
     diagnostics.throw_if_errors(config.site ? "site " + config.site->string() : "nodes file " + config.inventory->string());
   }
-  if (config.tftp_root) snapshot->tftp_root = std::make_shared<TftpDirectorySource>(*config.tftp_root);
-  if (config.http_root) snapshot->http_root.emplace(*config.http_root);
+  if (config.tftp_root) {
+    snapshot->tftp_root = std::make_shared<TftpDirectorySource>(*config.tftp_root, ConfinedReach::world_readable_only);
+  }
+  if (config.http_root) snapshot->http_root.emplace(*config.http_root, ConfinedReach::world_readable_only);
   // UEFI HTTP boot gets snponly.efi when http.root serves it; ipxe.efi, as before, when it does not
   // (it works, slower: DhcpBootSettings::uefi_http_x64_file says why).
   if (snapshot->http_root && snapshot->http_root->open(snapshot->uefi_http_x64_file).status != TftpOpenStatus::opened) {
@@ -598,7 +600,11 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
       case TftpTransferOutcome::completed: boot.result = "ok"; break;
       case TftpTransferOutcome::probe: boot.result = "probe"; break;
       case TftpTransferOutcome::failed:
-        boot.result = event.detail.starts_with(secret_refusal) ? "refused" : event.path.empty() ? "not-found" : "failed";
+        // As HTTP counts 403 and 404 apart: a refusal ("..", a directory, a private file) is not a missing file.
+        boot.result = event.detail.starts_with(secret_refusal) ? "refused"
+                      : !event.refused_with                    ? "failed"
+                      : *event.refused_with == TftpErrorCode::file_not_found ? "not-found"
+                                                                             : "refused";
         break;
     }
     metrics.add("aggrik8s_tftp_transfers_total", {{"result", boot.result}});

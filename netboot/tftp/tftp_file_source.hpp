@@ -34,7 +34,8 @@ class TftpFileSource {
 
 class TftpDirectorySource final : public TftpFileSource {
  public:
-  explicit TftpDirectorySource(const std::filesystem::path& root) : root_(root) {}
+  explicit TftpDirectorySource(const std::filesystem::path& root, ConfinedReach reach = ConfinedReach::any_file)
+      : root_(root, reach) {}
   TftpOpenedFile open(std::string_view requested, std::span<const std::string> client_prefixes = {}) const override {
     return root_.open(requested, client_prefixes);
   }

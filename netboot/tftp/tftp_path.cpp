@@ -58,7 +58,7 @@ TftpRelativePath normalize_tftp_request_path(std::string_view requested) {
   return result;
 }
 
-TftpRoot::TftpRoot(const std::filesystem::path& root) {
+TftpRoot::TftpRoot(const std::filesystem::path& root, ConfinedReach reach) : reach_(reach) {
   int error = 0;
   auto resolved = real_path(root.string(), error);
   if (!resolved) throw_system_error("TFTP root " + root.string(), error);
@@ -93,7 +93,7 @@ TftpOpenedFile TftpRoot::open(std::string_view requested, std::span<const std::s
 }
 
 TftpOpenedFile TftpRoot::open_relative(const std::string& relative) const {
-  ConfinedFile confined = open_confined_file(root_, relative);
+  ConfinedFile confined = open_confined_file(root_, relative, reach_);
   TftpOpenedFile result;
   switch (confined.status) {
     case ConfinedFileStatus::opened: result.status = TftpOpenStatus::opened; break;

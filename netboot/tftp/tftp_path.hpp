@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/file_descriptor.hpp"
+#include "netboot/confined_file.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -47,7 +48,7 @@ TftpOpenedFile open_with_client_prefixes(std::string_view requested, std::span<c
 class TftpRoot {
  public:
   // Throws aggrik8s::Error when `root` is not an existing directory.
-  explicit TftpRoot(const std::filesystem::path& root);
+  explicit TftpRoot(const std::filesystem::path& root, ConfinedReach reach = ConfinedReach::any_file);
 
   const std::filesystem::path& path() const { return root_; }
 
@@ -57,6 +58,7 @@ class TftpRoot {
  private:
   TftpOpenedFile open_relative(const std::string& relative) const;
   std::filesystem::path root_;  // canonical, no trailing slash
+  ConfinedReach reach_;
 };
 
 // "aa-bb-cc-dd-ee-ff": the Raspberry Pi's TFTP_PREFIX=2 directory name and pxelinux-style MAC dirs.

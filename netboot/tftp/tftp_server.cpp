@@ -69,7 +69,7 @@ class TftpTransfer;
 struct TftpServer::State {
   State(asio::io_context& io_context, TftpServerConfig server_config)
       : io(io_context), config(std::move(server_config)), listener(io_context) {
-    if (!config.root.empty()) root = std::make_shared<TftpDirectorySource>(config.root);
+    if (!config.root.empty()) root = std::make_shared<TftpDirectorySource>(config.root, ConfinedReach::world_readable_only);
   }
 
   asio::io_context& io;  // the listener, request checks and observer calls
@@ -435,6 +435,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
 
   void refuse(TftpErrorCode code, const std::string& message, const std::string& why) {
     send_error(code, message);
+    refused_with_ = code;
     log::info("tftp: ", describe(client_), " asked for ", log_escape(request_.filename), ": ", message, " (", log_escape(why), ")");
     report(TftpTransferOutcome::failed, why);
   }
@@ -475,7 +476,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     if (outcome != TftpTransferOutcome::failed) state.bytes_sent += bytes_sent_;
     // Observers (boot log, metrics, the node inventory) live on the server's io thread. The work guard
     // goes along, so that io_context's run() returns only once every transfer has been reported.
-    TftpTransferEnded event{client_, request_.filename, path_, outcome, bytes_sent_, Clock::now() - started_, detail};
+    TftpTransferEnded event{client_, request_.filename, path_, outcome, bytes_sent_, Clock::now() - started_, detail, refused_with_};
     asio::post(state.io, [state = state_, event = std::move(event), work = std::move(server_work_)]() {
       const auto& observer = state->config.observer;
       if (!observer) return;
@@ -488,6 +489,7 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
   }
 
   std::shared_ptr<TftpServer::State> state_;
+  std::optional<TftpErrorCode> refused_with_;
   std::optional<std::size_t> thread_;  // index in state_->threads, if the transfer runs on one
   asio::io_context& io_;
   udp::socket socket_;

@@ -49,6 +49,9 @@ struct TftpTransferEnded {
   std::uint64_t bytes_sent = 0;  // payload bytes, counting each block once
   std::chrono::steady_clock::duration duration{};
   std::string detail;  // why it failed, or the client's ERROR message for a probe
+  // The ERROR a refused request was answered with (file not found, access violation...); nullopt when
+  // the transfer started (and failed later, or did not fail).
+  std::optional<TftpErrorCode> refused_with;
 };
 
 // Hook for the boot event log and /metrics. Default implementations ignore the event.

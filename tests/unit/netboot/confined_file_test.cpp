@@ -59,6 +59,24 @@ TEST_CASE("confined file: names are taken strictly relative, never repaired", "[
   CHECK(open_confined_file("relative/root", "a/file").status == ConfinedFileStatus::refused);
 }
 
+TEST_CASE("confined file: a shared tree serves only world-readable files, as tftp-hpa does", "[confined][mode]") {
+  // `--http-root out/` put every node image (0600: join tokens) on /files/ for anyone on the network.
+  TempDir dir;
+  write_file(dir / "root/pi5-worker/n1.img", "image with a join token");
+  write_file(dir / "root/ipxe.efi", "public");
+  set_mode(dir / "root/pi5-worker/n1.img", 0600);
+  set_mode(dir / "root/ipxe.efi", 0644);
+  const fs::path root = fs::canonical(dir / "root");
+  ConfinedFile secret = open_confined_file(root, "pi5-worker/n1.img", ConfinedReach::world_readable_only);
+  CHECK(secret.status == ConfinedFileStatus::refused);
+  CHECK_THAT(secret.reason, Catch::Contains("is not world-readable"));
+  CHECK(content_of(open_confined_file(root, "ipxe.efi", ConfinedReach::world_readable_only)) == "public");
+  // A declared asset's directory or a build's node tree serves what the operator named.
+  CHECK(content_of(open_confined_file(root, "pi5-worker/n1.img")) == "image with a join token");
+  CHECK(TftpRoot(root, ConfinedReach::world_readable_only).open("pi5-worker/n1.img").status == TftpOpenStatus::access_violation);
+  CHECK(TftpRoot(root).open("pi5-worker/n1.img").status == TftpOpenStatus::opened);
+}
+
 TEST_CASE("confined file: backslashes are ordinary characters, not separators", "[confined][path]") {
   TempDir dir;
   write_file(dir / "root/Boot\\BCD", "bcd");

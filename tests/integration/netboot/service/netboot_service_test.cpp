@@ -370,6 +370,36 @@ TEST_CASE("netboot: traversal, symlinks out of the root and malformed targets ar
   CHECK(curl(f.dir, server.http() + "/files/small.txt").body == "hello\n");
 }
 
+TEST_CASE("netboot: the shared trees serve only world-readable files; a refusal is recorded as one", "[netboot][http][tftp][access]") {
+  // `--http-root out/` (the quick start) served every node image, 0600 for its join token, to anyone.
+  Fixture f;
+  write_file(f.dir / "www/pi5-worker/n1.img", "image with a join token");
+  fs::permissions(f.dir / "www/pi5-worker/n1.img", fs::perms(0600));
+  f.config.tftp_root = f.dir / "www";
+  std::optional<RunningService> server(std::in_place, f.config);
+  CHECK(curl(f.dir, server->http() + "/files/pi5-worker/n1.img").status == "403");
+  CHECK(curl(f.dir, server->http() + "/files/small.txt").body == "hello\n");
+  std::uint16_t port = server->service().tftp_endpoint()->port();
+  auto refused = tftp_read_from("127.0.0.1", port, "pi5-worker/n1.img");
+  REQUIRE(refused.error);
+  CHECK(refused.error->code == TftpErrorCode::access_violation);
+  CHECK(refused.data.empty());
+  auto missing = tftp_read_from("127.0.0.1", port, "pi5-worker/n2.img");
+  REQUIRE(missing.error);
+  CHECK(missing.error->code == TftpErrorCode::file_not_found);
+  CHECK(tftp_read_from("127.0.0.1", port, "small.txt").data == "hello\n");
+  server.reset();  // boot events are written after each transfer's last packet
+  std::map<std::string, std::string> results;
+  std::istringstream events(read_file(f.dir / "boot.jsonl"));
+  for (std::string line; std::getline(events, line);) {
+    auto event = nlohmann::json::parse(line);
+    if (event["step"] == "tftp") results[event["file"].get<std::string>()] = event["result"].get<std::string>();
+  }
+  CHECK(results["pi5-worker/n1.img"] == "refused");  // was "not-found", as if it did not exist
+  CHECK(results["pi5-worker/n2.img"] == "not-found");
+  CHECK(results["small.txt"] == "ok");
+}
+
 TEST_CASE("netboot: per-node iPXE scripts and configs go only to the node's address", "[netboot][http][access]") {
   Fixture f;
   RunningService server(f.config);
