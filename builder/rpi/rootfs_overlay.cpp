@@ -168,6 +168,62 @@ void require_outside_boot_mount(const std::vector<OverlayEntry>& entries, const 
   }
 }
 
+namespace {
+
+// Where `target` lands in the image: symlinks in its directory part followed from the image's root,
+// as Ext4Filesystem follows them when writing (so `opt/esc/x` with the image's /opt/esc ->
+// /boot/firmware lands in /boot/firmware/x). The last component is not followed, as when writing.
+std::string landing_path(const Ext4Filesystem& rootfs, const std::string& target) {
+  std::vector<std::string> pending, done;
+  auto push_front_components = [&pending](const std::string& path) {
+    std::vector<std::string> parts;
+    std::istringstream in(path);
+    for (std::string part; std::getline(in, part, '/');) {
+      if (!part.empty()) parts.push_back(part);
+    }
+    pending.insert(pending.begin(), parts.begin(), parts.end());
+  };
+  auto joined = [](const std::vector<std::string>& parts) {
+    std::string out;
+    for (const auto& part : parts) out += "/" + part;
+    return out.empty() ? std::string("/") : out;
+  };
+  push_front_components(target);
+  for (int links = 0; pending.size() > 1;) {
+    std::string component = pending.front();
+    pending.erase(pending.begin());
+    if (component == ".") continue;
+    if (component == "..") {
+      if (!done.empty()) done.pop_back();
+      continue;
+    }
+    done.push_back(component);
+    std::string here = joined(done);
+    if (!rootfs.exists(here) || rootfs.status(here).type != Ext4FileType::symlink) continue;
+    if (++links > 40) break;  // a loop: writing fails on it anyway
+    std::string link = rootfs.read_symlink(here);
+    done.pop_back();
+    if (link.starts_with("/")) done.clear();
+    push_front_components(link);
+  }
+  for (const auto& rest : pending) done.push_back(rest);
+  return joined(done);
+}
+
+}  // namespace
+
+void require_outside_boot_mount(const Ext4Filesystem& rootfs, const std::vector<OverlayEntry>& entries,
+                                const fs::path& dir, const std::string& boot_mount) {
+  for (const auto& entry : entries) {
+    std::string lands = landing_path(rootfs, entry.target);
+    if (lands == entry.target || !lands.starts_with(boot_mount + "/")) continue;
+    throw Error("overlay " + dir.string() + ": " + entry.target.substr(1) + " would land in " + lands +
+                " through the image's symbolic links; the node mounts its FAT boot partition on " + boot_mount +
+                ", so it would be hidden under the mount; set config.txt and cmdline.txt with the profile's "
+                "boot.config_txt and boot.cmdline");
+  }
+}
+
 std::uint64_t overlay_space_needed(const std::vector<fs::path>& overlays) {
   std::uint64_t total = 0;
   for (const auto& dir : overlays) {
@@ -223,6 +279,7 @@ std::vector<std::string> install_overlays(Ext4Filesystem& rootfs, const std::vec
     // Read and checked whole before the first write: a refused tree leaves nothing half-copied.
     std::vector<OverlayEntry> entries = read_overlay_tree(dir);
     require_outside_boot_mount(entries, dir, boot_mount);
+    require_outside_boot_mount(rootfs, entries, dir, boot_mount);  // through links earlier overlays or the image hold
     for (const auto& entry : entries) {
       Ext4FileAttributes attributes{entry.permissions, 0, 0, time};
       // What the image already holds can refuse an entry (a directory where the image has a file):

@@ -49,6 +49,10 @@ std::vector<OverlayEntry> read_overlay_tree(const std::filesystem::path& dir);
 // mount point itself as a directory.
 void require_outside_boot_mount(const std::vector<OverlayEntry>& entries, const std::filesystem::path& dir,
                                 const std::string& boot_mount);
+// The same for where each entry lands in `rootfs` once the symbolic links already in the image (the
+// base's, or an earlier overlay's) are followed: /opt/esc -> /boot/firmware makes opt/esc/x such an entry.
+void require_outside_boot_mount(const Ext4Filesystem& rootfs, const std::vector<OverlayEntry>& entries,
+                                const std::filesystem::path& dir, const std::string& boot_mount);
 
 // Bytes the overlays may take in the root filesystem: data rounded to 4 KiB blocks plus a block per
 // entry (inode, directory entry, long symlink target), plus a margin for templated files to grow.

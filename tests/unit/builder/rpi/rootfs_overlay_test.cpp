@@ -285,6 +285,39 @@ TEST_CASE("an overlay reaching under the boot mount is refused before anything i
   require_clean(image);
 }
 
+TEST_CASE("an overlay reaching under the boot mount through the image's links is refused", "[overlay][ext4]") {
+  // One overlay holds opt/esc -> /boot/firmware (or ../boot/firmware), the next opt/esc/extra.txt:
+  // the file landed in the root filesystem's /boot/firmware, hidden under the FAT mount on the node.
+  for (const std::string link : {"/boot/firmware", "../boot/firmware", "/../../boot/./firmware"}) {
+    INFO(link);
+    TempDir dir;
+    auto image = make_root_image(dir);
+    fs::path first = dir / "first", second = dir / "second";
+    symlink(link, first / "opt/esc");
+    write_file(second / "etc/ok.txt", "x");
+    write_file(second / "opt/esc/extra.txt", "dtparam=foo\n");
+    {
+      auto rootfs = open_root(image);
+      CHECK_THROWS_WITH(install_overlays(rootfs, {first, second}, values, fixed_time, "/boot/firmware"),
+                        Contains("opt/esc/extra.txt would land in /boot/firmware/extra.txt through the image's "
+                                 "symbolic links"));
+      CHECK_FALSE(rootfs.exists("/boot/firmware/extra.txt"));
+      CHECK_FALSE(rootfs.exists("/etc/ok.txt"));  // the refused overlay wrote nothing
+      rootfs.close();
+    }
+    require_clean(image);
+  }
+  // A link elsewhere (merged /usr's lib -> usr/lib) still carries overlay files.
+  TempDir dir;
+  auto image = make_root_image(dir);
+  fs::path ov = dir / "ov";
+  write_file(ov / "lib/x.conf", "x");
+  auto rootfs = open_root(image);
+  install_overlays(rootfs, {ov}, values, fixed_time, "/boot/firmware");
+  CHECK(rootfs.read_file("/usr/lib/x.conf") == "x");
+  rootfs.close();
+}
+
 TEST_CASE("an overlay directory where the image has a file is refused naming the overlay entry", "[overlay][ext4]") {
   TempDir dir;
   auto image = make_root_image(dir);
