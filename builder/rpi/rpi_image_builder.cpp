@@ -51,6 +51,7 @@
 #include "builder/rpi/rke2_release.hpp"
 #include "builder/rpi/rootfs_overlay.hpp"
 #include "core/byte_size.hpp"
+#include "core/artifact_fetcher.hpp"
 #include "core/error.hpp"
 #include "core/interrupt_cleanup.hpp"
 #include "core/positional_io.hpp"
@@ -1130,9 +1131,42 @@ void remove_stale_node_outputs(const fs::path& out, const std::vector<BuiltNode>
 
 }  // namespace
 
+namespace {
+
+// An overlay is copied into every image whole: an output or cache directory inside it would put the
+// build's own files into the image (the previous build's node images with their join tokens, a
+// `.work-PID` directory that makes no two images alike), growing with every rebuild.
+void require_outputs_outside_overlays(const Profile& profile, const std::vector<const Rpi5Node*>& nodes,
+                                      const BuildOptions& options) {
+  auto inside = [](const fs::path& path, const fs::path& directory) {
+    std::error_code ec;
+    fs::path dir = fs::canonical(directory, ec);
+    if (ec) return false;  // a missing overlay is reported where overlays are read
+    fs::path at = fs::weakly_canonical(fs::absolute(path), ec);
+    if (ec) return false;
+    auto [end, _] = std::mismatch(dir.begin(), dir.end(), at.begin(), at.end());
+    return end == dir.end();
+  };
+  fs::path cache = options.fetch.cache_dir.empty() ? default_cache_dir() : options.fetch.cache_dir;
+  for (const Rpi5Node* node : nodes) {
+    for (const auto& overlay : node->overlays) {
+      for (const auto& [what, path] : {std::pair{"output directory", options.output_dir}, std::pair{"cache directory", cache}}) {
+        if (!inside(path, overlay)) continue;
+        throw Error(profile.file.string() + ": the " + what + " " + path.string() + " lies inside overlay " +
+                    overlay.string() + " of node " + node->name + ": the overlay is copied into the image whole, "
+                    "so the build's own files (node images with their join tokens) would be too; build to a "
+                    "directory outside it");
+      }
+    }
+  }
+}
+
+}  // namespace
+
 BuildResult build_rpi5_images(const Profile& profile, const BuildOptions& options) {
   if (!profile.base) throw Error(profile.file.string() + ": nothing to build: the profile has no base image");
   std::vector<const Rpi5Node*> nodes = select_nodes(profile.rpi_nodes, options.only_nodes, profile.file);
+  require_outputs_outside_overlays(profile, nodes, options);
   // A missing or unusable signing key is found before an image is fetched or written.
   std::optional<RsaPrivateKey> http_boot_key;
   if (profile.output.http_boot) {

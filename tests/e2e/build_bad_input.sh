@@ -145,6 +145,13 @@ expect_status 0 "grow_root: false with a base that has room builds" -- \
 pass "grow_root: false keeps the image and root partition size"
 rm -rf "$WORK/out-roomy" "$WORK/roomy"
 
+# An output directory inside an overlay: the overlay is copied into the image whole, so the previous
+# build's node images (join tokens) went into the next image, which grew with every rebuild.
+mkdir -p "$WORK/ov-with-out/etc"
+echo x >"$WORK/ov-with-out/etc/x.conf"
+profile out-in-overlay "$GOOD_BASE" "overlays: [ov-with-out]"
+bad_build out-in-overlay 'output directory .*/ov-with-out/out lies inside overlay .*ov-with-out of node n1' "$WORK/ov-with-out/out"
+
 # ---- a full disk ---------------------------------------------------------------------------------
 MNT=$WORK/small-disk
 mkdir -p "$MNT"
