@@ -110,7 +110,9 @@ BuildRecord write_build_record(const fs::path& output_dir, const std::vector<Bui
   fs::path manifest_partial = record.manifest.string() + ".partial";
   try {
     write_file_with_mode(checksums_partial, sha256sums_text(files, output_dir), mode);
-    write_file_with_mode(manifest_partial, manifest.dump(2) + "\n", mode);
+    // File names are bytes (an overlay's Latin-1 "caf\xe9.txt" lands in ext4 as it is); JSON is UTF-8,
+    // so such a name is listed with U+FFFD for the bytes that are not, rather than failing the build.
+    write_file_with_mode(manifest_partial, manifest.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", mode);
     fs::rename(checksums_partial, record.checksums);
     fs::rename(manifest_partial, record.manifest);
   } catch (...) {

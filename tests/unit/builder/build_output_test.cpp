@@ -200,6 +200,15 @@ TEST_CASE("build output: SHA256SUMS lists files relative to the output directory
   CHECK(mode_of(record.manifest) == 0644);
 }
 
+TEST_CASE("a manifest naming a file whose name is not UTF-8 is written, the bytes replaced", "[build-output]") {
+  // ext4 names are bytes: an overlay's Latin-1 "caf\xe9.txt" lands as it is; the build failed with a
+  // bare JSON exception naming neither the overlay nor the file.
+  aggrik8s::test::TempDir dir;
+  nlohmann::json manifest{{"changes", {"overlay /opt/caf\xe9.txt"}}};
+  BuildRecord record = write_build_record(dir.path(), {}, manifest, FileMode::exactly(0644));
+  CHECK(test::read_file(record.manifest) == "{\n  \"changes\": [\n    \"overlay /opt/caf\xef\xbf\xbd.txt\"\n  ]\n}\n");
+}
+
 TEST_CASE("output directories are 0755 under any umask, never world-writable", "[build-output]") {
   aggrik8s::test::TempDir dir;
   mode_t previous = ::umask(0);
