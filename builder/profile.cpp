@@ -8,6 +8,7 @@
 #include "builder/proxmox_identifiers.hpp"
 #include "core/config_reader.hpp"
 #include "core/identifiers.hpp"
+#include "core/log_escape.hpp"
 #include "core/path_check.hpp"
 
 namespace aggrik8s::builder {
@@ -432,10 +433,19 @@ class ProfileReader {
       }
     }
     boot.config_txt = reader->string_list("config_txt").value_or(std::vector<std::string>{});
+    for (const auto& line : boot.config_txt) {
+      // Each entry is one line of the managed [all] block: an embedded line break would start a
+      // section of its own ("...\n[pi4]") and move the entries after it out of [all].
+      if (line.find_first_of("\r\n") != std::string::npos) {
+        reader->error_at("config_txt", "'boot.config_txt' entries are single config.txt lines, got '" + log_escape(line) +
+                                           "' (one list entry per line)");
+      }
+    }
     boot.cmdline = reader->string_list("cmdline").value_or(std::vector<std::string>{});
     for (const auto& arg : boot.cmdline) {
-      if (arg.find_first_of(" \t\n") != std::string::npos || arg.empty()) {
-        reader->error_at("cmdline", "'boot.cmdline' entries are single kernel arguments without spaces, got '" + arg + "'");
+      if (arg.find_first_of(" \t\r\n") != std::string::npos || arg.empty()) {
+        reader->error_at("cmdline", "'boot.cmdline' entries are single kernel arguments without spaces, got '" +
+                                        log_escape(arg) + "'");
       }
     }
     reader->finish();

@@ -176,6 +176,20 @@ TEST_CASE("an SSH key entry must be one key line: a newline could end firstrun.s
   CHECK(has_error(d, f + ":13:9:", "'system.users[0].ssh_authorized_keys' entries must be public keys on one line"));
 }
 
+TEST_CASE("a config.txt entry is one line: a line break would open a section of its own", "[profile]") {
+  // "dtparam=audio=off\n[pi4]" put every later entry into a [pi4] section a Pi 5 ignores.
+  test::TempDir dir;
+  test::write_file(dir / "p.yaml", std::string(minimal_rpi) +
+                                       "boot:\n  config_txt: [\"dtparam=audio=off\\n[pi4]\", dtoverlay=disable-bt]\n"
+                                       "  cmdline: [\"quiet\\nsplash\"]\n");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "p.yaml", d));
+  INFO(dump(d));
+  std::string f = (dir / "p.yaml").string();
+  CHECK(has_error(d, f + ":10:", "'boot.config_txt' entries are single config.txt lines, got 'dtparam=audio=off\\n[pi4]'"));
+  CHECK(has_error(d, f + ":11:", "'boot.cmdline' entries are single kernel arguments without spaces, got 'quiet\\nsplash'"));
+}
+
 TEST_CASE("YAML syntax errors and duplicate keys point at the line", "[profile]") {
   test::TempDir dir;
   test::write_file(dir / "syntax.yaml", "kind: rpi5-rke2\nbase: {url: x\nrke2: [\n");
