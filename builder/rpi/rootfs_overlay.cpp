@@ -1,5 +1,6 @@
 #include "builder/rpi/rootfs_overlay.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 
 #include "disk/ext4_filesystem.hpp"
 #include "core/error.hpp"
+#include "core/file_descriptor.hpp"
 #include "core/log.hpp"
 
 namespace aggrik8s::builder {
@@ -54,6 +56,26 @@ bool is_variable_name(std::string_view name) {
 // Hard links are found by the host inode. A template and a plain file of the same host inode have
 // different content in the image, so they are different image files.
 using HostInodeKey = std::tuple<dev_t, ino_t, bool>;
+
+// The bytes of a host file outside its holes, what copy_file_from_host writes. Only a file with fewer
+// blocks than its length can have holes; the data ranges (SEEK_DATA/SEEK_HOLE) are counted rather
+// than st_blocks, which a compressing filesystem (ZFS) reports compressed. Any failure: the length.
+std::uint64_t data_bytes_of(const fs::path& file, const struct stat& st) {
+  auto size = static_cast<std::uint64_t>(st.st_size);
+  if (static_cast<std::uint64_t>(st.st_blocks) * 512 >= size) return size;
+  FileDescriptor fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return size;
+  std::uint64_t data = 0;
+  for (off_t at = 0; static_cast<std::uint64_t>(at) < size;) {
+    off_t start = ::lseek(fd.get(), at, SEEK_DATA);
+    if (start < 0) return errno == ENXIO ? data : size;  // ENXIO: only a hole is left
+    off_t end = ::lseek(fd.get(), start, SEEK_HOLE);
+    if (end < 0) return size;
+    data += static_cast<std::uint64_t>(end - start);
+    at = end;
+  }
+  return data;
+}
 
 class OverlayTreeReader {
  public:
@@ -104,6 +126,7 @@ class OverlayTreeReader {
       } else if (S_ISREG(st.st_mode)) {
         entry.kind = OverlayEntry::Kind::regular_file;
         entry.size = static_cast<std::uint64_t>(st.st_size);
+        entry.data_bytes = data_bytes_of(source, st);
         if (name.ends_with(template_suffix)) {
           if (name.size() == template_suffix.size()) {
             refuse(relative, "a template needs a name before '.tmpl' (the suffix is dropped in the image)");
@@ -230,7 +253,11 @@ std::uint64_t overlay_space_needed(const std::vector<fs::path>& overlays) {
     for (const auto& entry : read_overlay_tree(dir)) {
       total += block;
       if (entry.kind == OverlayEntry::Kind::regular_file) {
-        total += (entry.size + (entry.templated ? template_margin : 0) + block - 1) / block * block;
+        // A sparse file is written with its holes (copy_file_from_host), so it needs its data blocks,
+        // as du counts them, not its length: a 300 MiB `truncate` file needs none. A template is
+        // rendered into memory and written whole.
+        std::uint64_t bytes = entry.templated ? entry.size + template_margin : entry.data_bytes;
+        total += (bytes + block - 1) / block * block;
       }
     }
   }

@@ -37,6 +37,7 @@ struct OverlayEntry {
   std::string link;
   bool templated = false;      // regular_file from "NAME.tmpl"
   std::uint64_t size = 0;      // regular_file: bytes on the host (before templating)
+  std::uint64_t data_bytes = 0;  // regular_file: bytes outside holes (SEEK_DATA): holes stay holes in the image
   bool has_children = false;   // directory: the overlay puts something in it
 };
 

@@ -285,6 +285,19 @@ TEST_CASE("an overlay reaching under the boot mount is refused before anything i
   require_clean(image);
 }
 
+TEST_CASE("overlay space counts a sparse file's data, not its length", "[overlay]") {
+  // A 300 MiB `truncate` file needs no data blocks in the image (holes stay holes); counting its
+  // length refused grow_root: false builds and grew the root by 300 MiB.
+  TempDir dir;
+  fs::path ov = dir / "ov";
+  write_file(ov / "opt/small", std::string(10000, 'x'));
+  { std::ofstream create(ov / "opt/sparse"); }
+  fs::resize_file(ov / "opt/sparse", 300u << 20);
+  std::uint64_t needed = aggrik8s::builder::overlay_space_needed({ov});
+  CHECK(needed < (1u << 20));
+  CHECK(needed >= 10000);
+}
+
 TEST_CASE("an overlay reaching under the boot mount through the image's links is refused", "[overlay][ext4]") {
   // One overlay holds opt/esc -> /boot/firmware (or ../boot/firmware), the next opt/esc/extra.txt:
   // the file landed in the root filesystem's /boot/firmware, hidden under the FAT mount on the node.
