@@ -494,7 +494,15 @@ DhcpServer::DhcpServer(asio::io_context& io, DhcpServerConfig config) : state_(s
     s.lease_lock = lock_dhcp_lease_file(*s.config.lease_file, std::chrono::seconds(3));
   }
   // Bound before the lease file is read or rewritten: a server that cannot have the port leaves it as it was.
-  bind_socket(s.socket, s.config, {asio::ip::address_v4::any(), s.config.port});
+  // Proxy mode on an interface binds port 67 to the broadcast address: it hears what boot clients
+  // broadcast (DISCOVERs) and nothing sent to this machine's address. Bound to 0.0.0.0 beside the
+  // network's DHCP server on the same machine, the kernel handed every unicast datagram for port 67
+  // (renewals, INFORMs, relayed requests: the DHCP server's) to whichever socket was bound last, and
+  // proxy mode ignored them. Replies still leave from the interface's address (Linux sends from a
+  // socket bound to a broadcast address with the device's own address).
+  auto listen_address = s.config.mode == DhcpMode::proxy && s.config.interface ? asio::ip::address_v4::broadcast()
+                                                                                : asio::ip::address_v4::any();
+  bind_socket(s.socket, s.config, {listen_address, s.config.port});
   s.listening_on = s.socket.local_endpoint();
   if (s.config.mode == DhcpMode::proxy) {
     bind_socket(s.proxy_socket, s.config, {asio::ip::address_v4(s.config.server_address), s.config.proxy_port});

@@ -78,4 +78,41 @@ grep -q "ignored (no boot offer: not a boot client)" "$WORK/serve.log" || fail "
 pass "an ordinary DHCP client gets no answer from the proxy"
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || fail "serve did not exit cleanly"
 SERVE_PID=
+
+# Beside the network's DHCP server on the same machine and link (dnsmasq here), as the docs allow: a
+# proxy bound to 0.0.0.0:67 after it was handed every unicast to port 67 (renewals, INFORMs, relayed
+# requests) and ignored them. dnsmasq first, serve bound last: the order in which the proxy took them.
+if command -v dnsmasq >/dev/null; then
+  ip netns exec "$SRV" dnsmasq --no-daemon --conf-file=/dev/null --port=0 --interface=a8s-p$$ --bind-interfaces \
+    --dhcp-range=10.98.1.50,10.98.1.60,2m --dhcp-leasefile="$WORK/dnsmasq.leases" --pid-file="$WORK/dnsmasq.pid" \
+    --user=root --log-dhcp >"$WORK/dnsmasq.log" 2>&1 &
+  DNSMASQ_PID=$!
+  for _ in $(seq 50); do ip netns exec "$SRV" ss -uln | grep -q ':67 ' && break; sleep 0.1; done
+  ip netns exec "$SRV" "$CLI" serve --config "$WORK/netboot.yaml" >"$WORK/serve2.log" 2>&1 &
+  SERVE_PID=$!
+  for _ in $(seq 50); do grep -q "dhcp: listening" "$WORK/serve2.log" && break; sleep 0.1; done
+  grep -q "dhcp: listening" "$WORK/serve2.log" || { cat "$WORK/serve2.log" >&2; fail "proxy did not start"; }
+  # A unicast INFORM from the client's address to 10.98.1.1:67: dnsmasq's to answer.
+  ip netns exec "$CLI_NS" timeout 20 python3 - "$SRC/tests/tools" <<'PY' || { cat "$WORK/dnsmasq.log" "$WORK/serve2.log" >&2; fail "a unicast INFORM on port 67 did not reach dnsmasq"; }
+import os, socket, struct, sys
+sys.path.insert(0, sys.argv[1])
+from dhcp_wire import wait_for_reply
+xid = int.from_bytes(os.urandom(4), "big")
+mac = bytes.fromhex("5254009801aa")
+head = struct.pack("!BBBBIHH", 1, 1, 6, 0, xid, 0, 0) + socket.inet_aton("10.98.1.2") + bytes(12) + mac + bytes(10) + bytes(192)
+packet = head + b"\x63\x82\x53\x63" + bytes([53, 1, 8, 255])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("10.98.1.2", 68))
+for _ in range(3):
+    sock.sendto(packet, ("10.98.1.1", 67))
+    if wait_for_reply(sock, xid, {5}, 3):
+        sys.exit(0)
+sys.exit(1)
+PY
+  grep -q "DHCPINFORM" "$WORK/dnsmasq.log" || fail "dnsmasq never saw the INFORM"
+  pass "proxy mode beside dnsmasq on the same link: a unicast to port 67 reaches dnsmasq, not the proxy"
+  kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || fail "serve did not exit cleanly"
+  SERVE_PID=
+  kill "$DNSMASQ_PID"; wait "$DNSMASQ_PID" 2>/dev/null || true
+fi
 echo "$CHECKS checks passed"
