@@ -159,6 +159,76 @@ bool http_if_range_allows_range(std::string_view if_range, std::string_view etag
   return !last_modified.empty() && if_range == last_modified;
 }
 
+std::optional<std::int64_t> parse_http_date(std::string_view text) {
+  // "Sun, 06 Dec 2026 04:05:06 GMT": exactly 29 characters.
+  static constexpr std::string_view months = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  if (text.size() != 29 || text.substr(3, 2) != ", " || text.substr(25) != " GMT") return std::nullopt;
+  auto number = [&](std::size_t at, std::size_t digits) -> std::optional<int> {
+    int value = 0;
+    for (std::size_t i = at; i < at + digits; ++i) {
+      if (text[i] < '0' || text[i] > '9') return std::nullopt;
+      value = value * 10 + (text[i] - '0');
+    }
+    return value;
+  };
+  auto day = number(5, 2), year = number(12, 4), hour = number(17, 2), minute = number(20, 2), second = number(23, 2);
+  std::size_t month_at = months.find(text.substr(8, 3));
+  if (!day || !year || !hour || !minute || !second || month_at == std::string_view::npos || month_at % 3 != 0 ||
+      text[7] != ' ' || text[11] != ' ' || text[16] != ' ' || text[19] != ':' || text[22] != ':' || *day < 1 ||
+      *day > 31 || *hour > 23 || *minute > 59 || *second > 60) {
+    return std::nullopt;
+  }
+  // Civil date to days since 1970-01-01 (Howard Hinnant's algorithm, the inverse of format_http_date's).
+  std::int64_t y = *year, m = static_cast<std::int64_t>(month_at / 3) + 1;
+  y -= m <= 2 ? 1 : 0;
+  std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  std::int64_t yoe = y - era * 400;
+  std::int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + *day - 1;
+  std::int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  std::int64_t days = era * 146097 + doe - 719468;
+  return days * 86400 + *hour * 3600 + *minute * 60 + *second;
+}
+
+namespace {
+
+// Whether `etag` is in an If-Match / If-None-Match list ("*" matches any). Strong comparison: both
+// strong and the same; weak: the same opaque tag, "W/" aside (RFC 9110 8.8.3.2).
+bool etag_list_matches(std::string_view list, std::string_view etag, bool weak) {
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
+  if (trim(list) == "*") return true;
+  if (etag.empty()) return false;
+  while (!list.empty()) {
+    std::size_t comma = list.find(',');
+    std::string_view item = trim(list.substr(0, comma));
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+    bool item_weak = item.starts_with("W/");
+    if (item_weak) item.remove_prefix(2);
+    if (item == etag && (weak || !item_weak)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+HttpPreconditionResult evaluate_http_preconditions(const HttpConditions& conditions, std::string_view etag,
+                                                   std::int64_t modified) {
+  if (!conditions.if_match.empty()) {
+    if (!etag_list_matches(conditions.if_match, etag, false)) return HttpPreconditionResult::failed;
+  } else if (auto since = parse_http_date(conditions.if_unmodified_since); since && modified > *since) {
+    return HttpPreconditionResult::failed;
+  }
+  if (!conditions.if_none_match.empty()) {
+    if (etag_list_matches(conditions.if_none_match, etag, true)) return HttpPreconditionResult::not_modified;
+  } else if (auto since = parse_http_date(conditions.if_modified_since); since && modified <= *since) {
+    return HttpPreconditionResult::not_modified;
+  }
+  return HttpPreconditionResult::proceed;
+}
+
 HttpRequestTarget parse_http_request_target(std::string_view target) {
   HttpRequestTarget result;
   if (target.size() > http_max_target_length) {

@@ -43,6 +43,24 @@ std::string format_http_date(std::int64_t unix_seconds);
 // of the other could allow it). When false the Range is ignored and the whole file sent with 200.
 bool http_if_range_allows_range(std::string_view if_range, std::string_view etag, std::string_view last_modified);
 
+// IMF-fixdate back to Unix seconds; nullopt for anything else (RFC 9110 13.1.3/13.1.4: a conditional
+// header whose date is not valid is ignored). The obsolete RFC 850 and asctime forms are not read.
+std::optional<std::int64_t> parse_http_date(std::string_view text);
+
+// The conditional request headers of RFC 9110 13.1, "" when absent.
+struct HttpConditions {
+  std::string if_match;
+  std::string if_none_match;
+  std::string if_modified_since;
+  std::string if_unmodified_since;
+};
+enum class HttpPreconditionResult { proceed, not_modified, failed };
+// RFC 9110 13.2.2, for a GET or HEAD of a representation with a strong `etag` and `modified` time:
+// If-Match (strong comparison), else If-Unmodified-Since -> failed (412); then If-None-Match (weak
+// comparison), else If-Modified-Since -> not_modified (304); else proceed (If-Range is evaluated after).
+HttpPreconditionResult evaluate_http_preconditions(const HttpConditions& conditions, std::string_view etag,
+                                                   std::int64_t modified);
+
 // "%41" -> "A". nullopt on a malformed escape.
 std::optional<std::string> percent_decode(std::string_view text);
 // For URLs the server writes into scripts: keeps unreserved characters and '/', escapes the rest.

@@ -198,6 +198,12 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
       if (auto if_range = request.find(http::field::if_range); if_range != request.end()) {
         info.if_range = std::string(if_range->value());
       }
+      auto header = [&request](http::field field) {
+        auto found = request.find(field);
+        return found == request.end() ? std::string() : std::string(found->value());
+      };
+      info.conditions = {header(http::field::if_match), header(http::field::if_none_match),
+                         header(http::field::if_modified_since), header(http::field::if_unmodified_since)};
       if (auto agent = request.find(http::field::user_agent); agent != request.end()) {
         info.user_agent = std::string(agent->value());
       }
@@ -338,7 +344,9 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
     // a file that was rebuilt in between: a strong ETag from the inode, size and modification time (a
     // rebuilt image is a new inode: outputs are renamed into place), and Last-Modified.
     std::string etag, last_modified;
+    std::int64_t modified = 0;
     if (struct stat info_stat {}; ::fstat(reply.file.get(), &info_stat) == 0) {
+      modified = info_stat.st_mtim.tv_sec;
       char tag[80];
       std::snprintf(tag, sizeof tag, "\"%llx-%llx-%llx.%lx\"", static_cast<unsigned long long>(info_stat.st_ino),
                     static_cast<unsigned long long>(reply.file_size), static_cast<unsigned long long>(info_stat.st_mtim.tv_sec),
@@ -347,6 +355,30 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
       last_modified = format_http_date(info_stat.st_mtim.tv_sec);
       response.set(http::field::etag, etag);
       response.set(http::field::last_modified, last_modified);
+    }
+    // RFC 9110 13.1-13.2: a failed If-Match / If-Unmodified-Since is 412 (a client resuming with
+    // If-Match must not get a rebuilt file's bytes spliced onto the old ones); a matching
+    // If-None-Match / If-Modified-Since is 304 (a cache revalidating gets no body). Only for 200.
+    HttpPreconditionResult precondition = reply.status == 200 && !etag.empty()
+                                              ? evaluate_http_preconditions(info.conditions, etag, modified)
+                                              : HttpPreconditionResult::proceed;
+    if (precondition != HttpPreconditionResult::proceed) {
+      bool failed = precondition == HttpPreconditionResult::failed;
+      response.result(failed ? http::status::precondition_failed : http::status::not_modified);
+      response.erase(http::field::accept_ranges);
+      if (failed) response.content_length(0);
+      response.keep_alive(true);
+      exchange.status = response.result_int();
+      exchange.bytes_expected = 0;
+      set_deadline(state_->config.idle_timeout);
+      boost::system::error_code ec;
+      co_await http::async_write(stream_, response, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        exchange.detail = expired_ ? "client stopped reading" : ec.message();
+        co_return false;
+      }
+      exchange.completed = true;
+      co_return true;
     }
     // RFC 9110 13.1.5: a Range whose If-Range does not match is ignored (the whole file, 200).
     bool range_allowed = info.if_range.empty() || http_if_range_allows_range(info.if_range, etag, last_modified);

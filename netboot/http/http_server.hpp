@@ -21,6 +21,7 @@
 
 #include "core/file_descriptor.hpp"
 #include "netboot/asio.hpp"
+#include "netboot/http/http_request_target.hpp"
 #include "netboot/http/http_tls_context.hpp"
 
 namespace aggrik8s::netboot {
@@ -31,6 +32,7 @@ struct HttpRequestInfo {
   std::string target;  // as received
   std::string range;   // the Range header, "" when absent
   std::string if_range;  // the If-Range header, "" when absent
+  HttpConditions conditions;  // If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since
   std::string user_agent;
   bool head() const { return method == "HEAD"; }
 };

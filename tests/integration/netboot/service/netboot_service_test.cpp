@@ -298,6 +298,29 @@ TEST_CASE("netboot: HTTP static files with GET, HEAD and ranges, byte for byte",
     CHECK(whole.status == "200");
     CHECK(whole.body.size() == f.big.size());
   }
+  // Preconditions (RFC 9110 13.1-13.2): a resume guarded by If-Match with a stale tag is 412, never
+  // the new file's bytes; a revalidation with the current tag or date is 304 without a body, and the
+  // connection goes on.
+  auto guarded = curl(f.dir, "-r 100-199 -H 'If-Match: \"old\"' " + server.http() + "/files/big.bin");
+  CHECK(guarded.status == "412");
+  CHECK(guarded.body.empty());
+  CHECK(curl(f.dir, "-r 100-199 -H 'If-Match: " + etag + "' " + server.http() + "/files/big.bin").status == "206");
+  CHECK(curl(f.dir, "-H 'If-Unmodified-Since: Mon, 01 Jan 1990 00:00:00 GMT' " + server.http() + "/files/big.bin").status == "412");
+  CHECK(curl(f.dir, "-H 'If-Modified-Since: " + last_modified + "' " + server.http() + "/files/big.bin").status == "304");
+  {
+    RawHttpClient client(server.http_port());
+    client.send("GET /files/big.bin HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag +
+                "\r\n\r\nGET /files/small.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: Mon, 01 Jan 1990 00:00:00 GMT"
+                "\r\nConnection: close\r\n\r\n");
+    std::string replies = client.receive_all();
+    CHECK(replies.starts_with("HTTP/1.1 304 Not Modified\r\n"));
+    CHECK_THAT(replies, Catch::Contains("ETag: " + etag));
+    auto second = replies.find("HTTP/1.1 ", 10);
+    REQUIRE(second != std::string::npos);
+    CHECK(replies.substr(0, second).ends_with("\r\n\r\n"));  // no body after the 304's headers
+    CHECK(replies.substr(second).starts_with("HTTP/1.1 200 OK\r\n"));  // modified since 1990
+    CHECK(replies.ends_with("hello\n"));
+  }
   // The absolute-form (RFC 9112 3.2.2), HTTP/1.1 without Host (3.2), and a file named as a directory.
   {
     RawHttpClient client(server.http_port());

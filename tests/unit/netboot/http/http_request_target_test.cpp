@@ -62,6 +62,46 @@ TEST_CASE("http dates and If-Range (RFC 9110 5.6.7, 13.1.5)", "[http]") {
   CHECK_FALSE(http_if_range_allows_range("", etag, date));
 }
 
+TEST_CASE("http dates read back, and conditional requests (RFC 9110 13.1, 13.2.2)", "[http]") {
+  for (std::int64_t t : {std::int64_t{0}, std::int64_t{784111777}, std::int64_t{951782400}, std::int64_t{1796529906},
+                         std::int64_t{253402300799}}) {
+    CHECK(parse_http_date(format_http_date(t)) == t);
+  }
+  for (const char* bad : {"", "garbage", "Sun, 06 Nov 1994 08:49:37 UTC", "Sunday, 06-Nov-94 08:49:37 GMT",
+                          "Sun Nov  6 08:49:37 1994", "Sun, 06 Xyz 1994 08:49:37 GMT", "Sun, 32 Nov 1994 08:49:37 GMT"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_http_date(bad));
+  }
+  const std::string etag = "\"1a-64-5f.0\"";
+  const std::int64_t modified = 1796529906;
+  const std::string at = format_http_date(modified), before = format_http_date(modified - 1);
+  using R = HttpPreconditionResult;
+  // If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since
+  auto check = [&](std::string m, std::string nm, std::string ims, std::string ius) {
+    return evaluate_http_preconditions(HttpConditions{m, nm, ims, ius}, etag, modified);
+  };
+  CHECK(check("", "", "", "") == R::proceed);
+  // If-Match: strong comparison; a stale or weak tag fails (412), so a resume never splices versions.
+  CHECK(check(etag, "", "", "") == R::proceed);
+  CHECK(check("\"old\", " + etag, "", "", "") == R::proceed);
+  CHECK(check("*", "", "", "") == R::proceed);
+  CHECK(check("\"old\"", "", "", "") == R::failed);
+  CHECK(check("W/" + etag, "", "", "") == R::failed);
+  CHECK(check("", "", "", before) == R::failed);
+  CHECK(check("", "", "", at) == R::proceed);
+  CHECK(check(etag, "", "", before) == R::proceed);  // If-Match wins
+  CHECK(check("", "", "", "not a date") == R::proceed);              // ignored
+  // If-None-Match: weak comparison, 304; If-Modified-Since only without it.
+  CHECK(check("", etag, "", "") == R::not_modified);
+  CHECK(check("", "W/" + etag, "", "") == R::not_modified);
+  CHECK(check("", "*", "", "") == R::not_modified);
+  CHECK(check("", "\"other\"", "", "") == R::proceed);
+  CHECK(check("", "", at, "") == R::not_modified);
+  CHECK(check("", "", before, "") == R::proceed);
+  CHECK(check("", "\"other\"", at, "") == R::proceed);  // If-None-Match wins
+  CHECK(check("\"old\"", etag, "", "") == R::failed);            // 412 before 304
+}
+
 TEST_CASE("http target: percent encoding for URLs written into scripts", "[http]") {
   CHECK(percent_encode_path("talos-cp/vmlinuz amd64") == "talos-cp/vmlinuz%20amd64");
   CHECK(percent_encode_path("a&b?c") == "a%26b%3Fc");
