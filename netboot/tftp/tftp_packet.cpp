@@ -85,8 +85,13 @@ class StringReader {
   std::size_t position_;
 };
 
-// Options of a request or an OACK: name/value pairs to the end of the datagram.
-std::vector<TftpOption> read_options(StringReader& reader, bool tolerate_nul_padding) {
+// Options of a request or an OACK: name/value pairs to the end of the datagram. A request's options
+// are the client's wishes (RFC 2347: the server acknowledges those it accepts): a repeated one counts
+// once (the first) and one with a value that is no number is left to negotiation, which ignores it,
+// as tftp-hpa sends the file then; refusing the whole request left such clients with nothing. An
+// OACK's options are the server's answer, and must be exact.
+std::vector<TftpOption> read_options(StringReader& reader, bool request) {
+  const bool tolerate_nul_padding = request;
   std::vector<TftpOption> options;
   while (!reader.at_end()) {
     // Some PXE ROMs pad the request with NULs; tftp-hpa stops at the first empty option name.
@@ -98,10 +103,10 @@ std::vector<TftpOption> read_options(StringReader& reader, bool tolerate_nul_pad
     if (reader.at_end()) reader.fail("truncated: option " + printable(name) + " has no value", name_at);
     std::size_t value_at = reader.position();
     std::string_view value = reader.read("value of option " + printable(name));
-    for (const auto& existing : options) {
-      if (existing.name == name) reader.fail("repeats option " + printable(name), name_at);
-    }
-    if (is_numeric_option(name) && !parse_decimal(value)) {
+    bool repeated = std::any_of(options.begin(), options.end(), [&name](const TftpOption& o) { return o.name == name; });
+    if (repeated && request) continue;
+    if (repeated) reader.fail("repeats option " + printable(name), name_at);
+    if (!request && is_numeric_option(name) && !parse_decimal(value)) {
       reader.fail("option " + name + " value \"" + printable(value) + "\" is not a decimal number", value_at);
     }
     options.push_back(TftpOption{std::move(name), std::string(value)});
@@ -284,7 +289,7 @@ TftpNegotiatedOptions negotiate_tftp_options(const std::vector<TftpOption>& requ
     std::optional<std::uint64_t> number = parse_decimal(option.value);
     if (option.name == "blksize") {
       if (!number || *number < tftp_min_blksize) {
-        ignore(option, "below " + std::to_string(tftp_min_blksize));
+        ignore(option, number ? "below " + std::to_string(tftp_min_blksize) : std::string("not a decimal number"));
         continue;
       }
       auto granted = static_cast<std::uint16_t>(std::min<std::uint64_t>(*number, tftp_largest_blksize(limits)));
@@ -298,14 +303,14 @@ TftpNegotiatedOptions negotiate_tftp_options(const std::vector<TftpOption>& requ
       result.acknowledged.push_back({option.name, std::to_string(*file_size)});
     } else if (option.name == "timeout") {
       if (!number || *number < 1 || *number > 255) {
-        ignore(option, "outside 1..255");
+        ignore(option, number ? "outside 1..255" : "not a decimal number");
         continue;
       }
       result.timeout_seconds = static_cast<std::uint8_t>(*number);
       result.acknowledged.push_back({option.name, std::to_string(*number)});
     } else if (option.name == "windowsize") {
       if (!number || *number < 1 || *number > tftp_max_windowsize) {
-        ignore(option, "outside 1..65535");
+        ignore(option, number ? "outside 1..65535" : "not a decimal number");
         continue;
       }
       std::uint16_t server_max = std::max<std::uint16_t>(limits.max_windowsize, 1);
