@@ -31,8 +31,12 @@ class TftpBlockReader {
 
   // `fd` is borrowed: the transfer that owns the file outlives the reader.
   static constexpr std::size_t default_read_ahead = 128 * 1024;
+  // `size`: the octet file's length when the transfer began, which the OACK's tsize promised; the
+  // transfer ends there, and a file found shorter (truncated while it was sent) is a read error rather
+  // than a short last block that would end the transfer as a success.
   static std::unique_ptr<TftpBlockReader> create(int fd, TftpMode mode, std::uint16_t blksize,
-                                                 std::size_t read_ahead = default_read_ahead);
+                                                 std::size_t read_ahead = default_read_ahead,
+                                                 std::optional<std::uint64_t> size = std::nullopt);
 };
 
 }  // namespace aggrik8s::netboot

@@ -208,7 +208,8 @@ class TftpTransfer : public std::enable_shared_from_this<TftpTransfer> {
     options_ = negotiate_tftp_options(request_.options, limits, known_size);
     for (const auto& ignored : options_.ignored) log::debug("tftp: ", describe(client_), ": option ", log_escape(ignored));
     if (options_.timeout_seconds) client_timeout_ = std::chrono::seconds(*options_.timeout_seconds);
-    reader_ = TftpBlockReader::create(file.fd.get(), request_.mode, options_.blksize);
+    reader_ = TftpBlockReader::create(file.fd.get(), request_.mode, options_.blksize,
+                                      TftpBlockReader::default_read_ahead, known_size);
 
     log::debug("tftp: ", describe(client_), " reads ", log_escape(file.path.string()), " (", file.size, " bytes, blksize ",
                options_.blksize, ", windowsize ", options_.windowsize, ", ", tftp_mode_name(request_.mode), ")");

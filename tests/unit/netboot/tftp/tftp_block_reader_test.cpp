@@ -3,6 +3,7 @@
 #include <fcntl.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 
 #include "core/file_descriptor.hpp"
 #include "tests/test_support.hpp"
@@ -38,6 +39,27 @@ TEST_CASE("tftp block reader: octet blocks are file slices, the last one is shor
   CHECK(reader->read_block(3, block) == 3);
   CHECK(reader->read_block(1, block) == 8);  // any block can be read again
   CHECK(reader->read_block(4, block) == 0);
+}
+
+TEST_CASE("tftp block reader: an octet file read to the length the transfer began with", "[tftp]") {
+  // Truncated while being sent, the file used to end the transfer "ok" with a short block after
+  // the OACK had promised tsize; now that is a read error. A file that grew ends where tsize said.
+  aggrik8s::test::TempDir dir;
+  aggrik8s::test::write_file(dir / "f", std::string(100, 'a'));
+  aggrik8s::FileDescriptor fd(::open((dir / "f").c_str(), O_RDONLY | O_CLOEXEC));
+  auto reader = TftpBlockReader::create(fd.get(), TftpMode::octet, 8, 16, 100);
+  std::vector<std::uint8_t> block(8);
+  CHECK(reader->read_block(1, block) == 8);
+  std::filesystem::resize_file(dir / "f", 40);
+  CHECK_THROWS_WITH(reader->read_block(6, block), Catch::Contains("the file ended at byte 40 of the 100 it had"));
+  aggrik8s::test::write_file(dir / "g", std::string(30, 'b'));
+  aggrik8s::FileDescriptor grown(::open((dir / "g").c_str(), O_RDONLY | O_CLOEXEC));
+  auto capped = TftpBlockReader::create(grown.get(), TftpMode::octet, 8, 16, 20);
+  std::filesystem::resize_file(dir / "g", 64);
+  CHECK(capped->read_block(3, block) == 4);  // bytes 16..19: where tsize said it ends
+  CHECK(capped->read_block(4, block) == 0);
+  auto empty = TftpBlockReader::create(grown.get(), TftpMode::octet, 8, 16, 0);
+  CHECK(empty->read_block(1, block) == 0);
 }
 
 TEST_CASE("tftp block reader: netascii pairs split across blocks survive retransmission", "[tftp]") {
