@@ -183,6 +183,16 @@ std::vector<std::uint8_t> encode_dhcp_packet(const DhcpPacket& packet) {
   return out;
 }
 
+std::size_t dhcp_encoded_size(const DhcpPacket& packet) {
+  std::size_t size = dhcp_min_packet_size + 1;  // the header, the cookie and END
+  for (const auto& option : packet.options) {
+    if (option.code == dhcp_option::pad || option.code == dhcp_option::end) continue;
+    std::size_t pieces = std::max<std::size_t>(1, (option.data.size() + 254) / 255);  // RFC 3396 splits
+    size += 2 * pieces + option.data.size();
+  }
+  return std::max(size, dhcp_bootp_min_size);
+}
+
 const DhcpOption* DhcpPacket::find(std::uint8_t code) const {
   for (const auto& option : options) {
     if (option.code == code) return &option;

@@ -35,6 +35,7 @@ constexpr std::uint8_t overload = 52;
 constexpr std::uint8_t message_type = 53;
 constexpr std::uint8_t server_identifier = 54;
 constexpr std::uint8_t parameter_request_list = 55;
+constexpr std::uint8_t max_message_size = 57;
 constexpr std::uint8_t message = 56;
 constexpr std::uint8_t renewal_time = 58;
 constexpr std::uint8_t rebinding_time = 59;
@@ -139,6 +140,8 @@ DhcpPacket parse_dhcp_packet(std::span<const std::uint8_t> datagram);
 
 // The encoded reply is padded to 300 bytes (dhcp_bootp_min_size).
 std::vector<std::uint8_t> encode_dhcp_packet(const DhcpPacket& packet);
+// encode_dhcp_packet(packet).size(), without encoding.
+std::size_t dhcp_encoded_size(const DhcpPacket& packet);
 
 // ---- PXE vendor options (option 43 as PXE defines it) ----
 struct PxeSubOption {

@@ -1,5 +1,6 @@
 #include "netboot/dhcp/dhcp_reply_plan.hpp"
 
+#include <algorithm>
 #include <utility>
 
 #include "core/log.hpp"
@@ -309,6 +310,28 @@ void plan_full_reply(DhcpReplyPlan& plan, const DhcpReplySettings& settings, std
 
 }  // namespace
 
+std::size_t dhcp_reply_size_limit(const DhcpPacket& request) {
+  constexpr std::size_t ip_udp_headers = 28, minimum_datagram = 576;
+  std::size_t datagram = minimum_datagram;
+  if (const DhcpOption* max = request.find(dhcp_option::max_message_size); max != nullptr && max->data.size() == 2) {
+    datagram = std::max<std::size_t>(datagram, static_cast<std::size_t>(max->data[0]) << 8 | max->data[1]);
+  }
+  return datagram - ip_udp_headers;
+}
+
+std::vector<std::uint8_t> fit_dhcp_reply(DhcpPacket& reply, std::size_t limit) {
+  static constexpr std::uint8_t droppable[] = {dhcp_option::ntp_servers, dhcp_option::domain_name, dhcp_option::dns_server,
+                                               dhcp_option::client_uuid, dhcp_option::client_identifier};
+  std::vector<std::uint8_t> dropped;
+  for (std::uint8_t code : droppable) {
+    if (dhcp_encoded_size(reply) <= limit) break;
+    if (!reply.has(code)) continue;
+    reply.erase(code);
+    dropped.push_back(code);
+  }
+  return dropped;
+}
+
 DhcpReplyPlan plan_dhcp_reply(const DhcpReplySettings& settings, std::vector<DhcpLeasePool>* pools,
                               const DhcpPacket& request, bool on_proxy_port, std::int64_t now) {
   DhcpReplyPlan plan;
@@ -327,7 +350,17 @@ DhcpReplyPlan plan_dhcp_reply(const DhcpReplySettings& settings, std::vector<Dhc
   } else {
     plan_full_reply(plan, settings, pools, requester, request, boot, now, describe);
   }
-  if (plan.reply) echo_relay_information(*plan.reply, request);
+  if (plan.reply) {
+    echo_relay_information(*plan.reply, request);
+    std::size_t limit = dhcp_reply_size_limit(request);
+    if (auto dropped = fit_dhcp_reply(*plan.reply, limit); !dropped.empty()) {
+      std::string codes;
+      for (auto code : dropped) codes += (codes.empty() ? "" : ", ") + std::to_string(code);
+      // The configuration gives this client less than it has: say what was left out.
+      plan.log = (plan.log.empty() ? std::string("reply to ") + requester.mac : plan.log) + " (options " + codes +
+                 " left out: the reply must fit the client's " + std::to_string(limit) + "-byte limit)";
+    }
+  }
   return plan;
 }
 

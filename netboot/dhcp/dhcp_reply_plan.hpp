@@ -59,6 +59,16 @@ struct DhcpReplyPlan {
                                       // the drop is one logged as a warning (no_subnet, no_free_address)
 };
 
+// The largest DHCP message `request`'s sender accepts: option 57 (RFC 2132 9.10, an IP datagram
+// size, at least 576) less the IP and UDP headers, else 548 (RFC 2131: a client must take 576-byte
+// datagrams, and need take no more).
+std::size_t dhcp_reply_size_limit(const DhcpPacket& request);
+// Drops options from `reply` until it encodes within `limit` bytes: NTP, domain, DNS servers, client
+// UUID echo, then client identifier echo (in that order, as dnsmasq drops what does not fit). What a
+// client needs to use the address and to boot (message type, server id, lease times, netmask, router,
+// the boot options, a relay's option 82) is never dropped. Returns the dropped codes.
+std::vector<std::uint8_t> fit_dhcp_reply(DhcpPacket& reply, std::size_t limit);
+
 // Builds the reply to `request`, or a plan without one when it gets none. Pure apart from the pools it
 // updates (offers held, releases and declines applied; a REQUEST's lease is only prepared: the caller
 // commits `to_commit`). `pools` parallels settings.subnets; nullptr in proxy mode.

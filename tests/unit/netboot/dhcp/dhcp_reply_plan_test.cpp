@@ -343,6 +343,39 @@ TEST_CASE("dhcp reply plan: option 61 and a relay's option 82 come back, 82 last
   CHECK(plan.reply->options.back() == DhcpOption{dhcp_option::relay_agent_information, agent});
 }
 
+TEST_CASE("dhcp reply plan: a reply fits 576 bytes, or the client's option 57, dropping NTP, domain, DNS first", "[dhcp]") {
+  // A long dns/ntp/domain configuration gave a 956-byte OFFER to a client that had said 576.
+  auto settings = full_settings();
+  for (int i = 0; i < 40; ++i) settings.subnets[0].ntp.push_back(ip("10.98.9.123") + static_cast<std::uint32_t>(i));
+  for (int i = 0; i < 30; ++i) settings.subnets[0].dns.push_back(ip("10.98.9.53") + static_cast<std::uint32_t>(i));
+  settings.subnets[0].domain = std::string(200, 'd');
+  attach_bios_boot_policy(settings);
+  auto pools = pools_for(settings);
+  auto discover = dhcp_request(1, 8, 10);
+  auto plan = plan_dhcp_reply(settings, &pools, discover, false, 0);
+  REQUIRE(plan.reply);
+  CHECK(dhcp_encoded_size(*plan.reply) == encode_dhcp_packet(*plan.reply).size());
+  CHECK(encode_dhcp_packet(*plan.reply).size() <= 548);
+  CHECK_FALSE(plan.reply->has(dhcp_option::ntp_servers));
+  CHECK(plan.reply->has(dhcp_option::subnet_mask));
+  CHECK(plan.reply->has(dhcp_option::router));
+  CHECK(plan.reply->has(dhcp_option::lease_time));
+  CHECK(plan.reply->has(dhcp_option::bootfile_name));
+  CHECK_THAT(plan.log, Catch::Contains("left out: the reply must fit the client's 548-byte limit"));
+  // A client that takes 1500-byte datagrams gets everything.
+  auto big = dhcp_request(1, 9, 11);
+  big.set(dhcp_option::max_message_size, std::vector<std::uint8_t>{0x05, 0xdc});
+  CHECK(dhcp_reply_size_limit(big) == 1472);
+  plan = plan_dhcp_reply(settings, &pools, big, false, 0);
+  REQUIRE(plan.reply);
+  CHECK(plan.reply->has(dhcp_option::ntp_servers));
+  CHECK(encode_dhcp_packet(*plan.reply).size() > 548);
+  // An option 57 below 576 counts as 576 (RFC 2132 9.10: the minimum legal value).
+  auto tiny = dhcp_request(1, 9, 12);
+  tiny.set(dhcp_option::max_message_size, std::vector<std::uint8_t>{0x01, 0x00});
+  CHECK(dhcp_reply_size_limit(tiny) == 548);
+}
+
 TEST_CASE("dhcp reply plan: an exhausted pool and a packet that is no request get no reply", "[dhcp]") {
   auto settings = full_settings();
   auto policy = std::make_shared<FakeBootPolicy>();
