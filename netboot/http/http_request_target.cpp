@@ -233,6 +233,7 @@ HttpRequestTarget parse_http_request_target(std::string_view target) {
   HttpRequestTarget result;
   if (target.size() > http_max_target_length) {
     result.refusal = "target longer than " + std::to_string(http_max_target_length) + " bytes";
+    result.too_long = true;
     return result;
   }
   // RFC 9112 3.2.2: a server MUST accept the absolute-form ("http://host/path", what a client talking

@@ -22,6 +22,7 @@ struct HttpRequestTarget {
   std::string path;  // decoded, starts with '/', no empty, "." or ".." segments; a trailing '/' is kept
   std::vector<std::pair<std::string, std::string>> query;  // decoded, in order
   std::string refusal;  // why the target is refused (answered with 400); empty when ok
+  bool too_long = false;  // refused for its length: 414 (RFC 9110 15.5.15), not 400
   bool ok() const { return refusal.empty(); }
   // The first value of `name`, if present.
   std::optional<std::string> query_value(std::string_view name) const;

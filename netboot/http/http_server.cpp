@@ -186,7 +186,10 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
       boost::system::error_code ec;
       co_await http::async_read(stream_, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
-        co_await reject_read(ec, parser.got_some() || buffer.size() > 0);
+        // Parameters by value (GCC 12 and coroutine references, see send_simple): the method, when the
+        // header was read, so a body is refused for what it was sent with.
+        std::string method = parser.got_some() ? std::string(parser.get().method_string()) : std::string();
+        co_await reject_read(ec, parser.got_some() || buffer.size() > 0, std::move(method));
         co_return;
       }
       auto& request = parser.get();
@@ -252,7 +255,7 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
     }
   }
 
-  asio::awaitable<void> reject_read(const boost::system::error_code& ec, bool got_some) {
+  asio::awaitable<void> reject_read(boost::system::error_code ec, bool got_some, std::string method) {
     auto& handler = *state_->config.handler;
     if (expired_) {
       if (got_some) {
@@ -273,6 +276,14 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
       handler.rejected(peer_.address(), 431, "request header larger than " + std::to_string(state_->config.header_limit) +
                                                  " bytes");
       co_await send_simple(431, std::string("request header fields too large\n"), false, {});
+      co_return;
+    }
+    if ((ec == http::error::body_limit || ec == http::error::unexpected_body) && !method.empty() && method != "GET" &&
+        method != "HEAD") {
+      // A POST or PUT with a body is refused for its method, as one without (RFC 9110 15.5.6), not its body.
+      handler.rejected(peer_.address(), 405, "method " + method);
+      std::vector<std::pair<std::string, std::string>> allow{{"Allow", "GET, HEAD"}};
+      co_await send_simple(405, std::string("method not allowed\n"), false, std::move(allow));
       co_return;
     }
     if (ec == http::error::body_limit || ec == http::error::unexpected_body) {

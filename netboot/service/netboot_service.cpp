@@ -825,7 +825,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     if (!target.ok()) {
       log::warning("http: ", client, " ", log_escape(request.method), " refused: ", target.refusal);
       metrics.add("aggrik8s_errors_total", {{"kind", "bad_target"}});
-      return text(400, "bad request\n", "invalid");
+      return target.too_long ? text(414, "URI too long\n", "invalid") : text(400, "bad request\n", "invalid");
     }
     auto segments = target.segments();
     // Every route names a file ("/" aside); "config.yaml/" would be a directory of that name, which

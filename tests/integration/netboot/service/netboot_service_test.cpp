@@ -670,6 +670,19 @@ TEST_CASE("netboot: oversized, malformed, slow and vanishing clients do not stop
     CHECK_THAT(client.receive_all(), Catch::StartsWith("HTTP/1.1 413"));
   }
   {
+    // A POST with a body is refused for its method (405 with Allow), as one without is (RFC 9110 15.5.6).
+    RawHttpClient client(server.http_port());
+    client.send("POST /files/small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    std::string reply = client.receive_all();
+    CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 405") && Catch::Contains("Allow: GET, HEAD"));
+  }
+  {
+    // A target longer than the server reads is 414 (RFC 9110 15.5.15), not a generic 400.
+    RawHttpClient client(server.http_port());
+    client.send("GET /files/small.txt?" + std::string(5000, 'a') + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK_THAT(client.receive_all(), Catch::StartsWith("HTTP/1.1 414"));
+  }
+  {
     // Slowloris: a header that never ends is cut off after request_timeout (1 s here).
     RawHttpClient client(server.http_port());
     auto started = std::chrono::steady_clock::now();
