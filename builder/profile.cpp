@@ -16,6 +16,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Whether two trees hold the same values, wherever they were written (locations aside).
+bool same_config_value(const ConfigNode& a, const ConfigNode& b) {
+  if (a.kind != b.kind || a.scalar != b.scalar || a.items.size() != b.items.size() || a.entries.size() != b.entries.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.items.size(); ++i) {
+    if (!same_config_value(a.items[i], b.items[i])) return false;
+  }
+  for (std::size_t i = 0; i < a.entries.size(); ++i) {
+    if (a.entries[i].key != b.entries[i].key || !same_config_value(a.entries[i].value, b.entries[i].value)) return false;
+  }
+  return true;
+}
+
 constexpr std::string_view default_rke2_release_base = "https://github.com/rancher/rke2/releases/download/";
 
 // Keys of rke2.config that hold secrets: they must come from rke2.token, never from the profile.
@@ -626,7 +640,11 @@ void read_rpi5(const ConfigNode& tree, Profile& profile, Diagnostics& diagnostic
           }
         }
         if (const ConfigNode* rke2 = node.find("rke2"); rke2 != nullptr && rke2->is_map()) {
+          const ConfigNode* shared = common.find("rke2");
           for (const auto& entry : rke2->entries) {
+            // A node may repeat the profile's value (`rke2: {<<: *rke2, role: agent}`): nothing differs.
+            const ConfigNode* profile_value = shared != nullptr && shared->is_map() ? shared->find(entry.key) : nullptr;
+            if (profile_value != nullptr && same_config_value(*profile_value, entry.value)) continue;
             if (!rpi_node_rke2_keys.contains(entry.key)) {
               diagnostics.error(entry.key_location, "'" + path + ".rke2." + entry.key +
                                                         "' cannot differ per node (nodes share the RKE2 release; a "
@@ -635,7 +653,12 @@ void read_rpi5(const ConfigNode& tree, Profile& profile, Diagnostics& diagnostic
             }
           }
         }
-        if (!ok) continue;
+        if (!ok) {
+          // The profile-wide settings are still read for this node, so their problems are reported
+          // in the same run (a profile whose only node is refused reported nothing else).
+          node_trees.emplace_back(name->scalar, common);
+          continue;
+        }
         ConfigNode overrides = node;
         overrides.erase("name");
         node_trees.emplace_back(name->scalar, merge_config(common, overrides));

@@ -321,6 +321,36 @@ TEST_CASE("per-node settings are checked: names, unknown keys, shared inputs", "
   CHECK(has_error(d, f + ":15:11:", "node 'ok' is listed twice"));
 }
 
+TEST_CASE("a node repeating the profile's rke2 values through a merge key differs in nothing", "[profile]") {
+  // `rke2: {<<: *rke2, role: agent}` was refused ("cannot differ per node"), and that refusal hid the
+  // profile's other errors.
+  test::TempDir dir;
+  const std::string profile = R"(kind: rpi5-rke2
+name: edge
+base:
+  url: https://example.invalid/raspios.img.xz
+  sha256: 62d025b9bc7ca0e1facfec74ae56ac13978b6745c58177f081d39fbb8041ed45
+rke2: &r {version: v1.33.1+rke2r1, role: server}
+system: {ssh: SSH}
+nodes:
+  - {name: a, rke2: {<<: *r, role: agent, server: "https://s:9345"}}
+)";
+  test::write_file(dir / "p.yaml", profile);
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "p.yaml", d));
+  INFO(dump(d));
+  CHECK_FALSE(has_error(d, "", "cannot differ per node"));
+  CHECK(has_error(d, "", "'system.ssh' must be true or false"));
+  std::string changed = profile;
+  changed.replace(changed.find("<<: *r,"), 7, "version: v1.30.0+rke2r1,");
+  test::write_file(dir / "q.yaml", changed);
+  Diagnostics e;
+  CHECK_FALSE(load_profile(dir / "q.yaml", e));
+  INFO(dump(e));
+  CHECK(has_error(e, "", "'nodes[0].rke2.version' cannot differ per node"));
+  CHECK(has_error(e, "", "'system.ssh' must be true or false"));  // reported in the same run
+}
+
 TEST_CASE("secrets: environment variables, files, and permissions", "[profile]") {
   test::TempDir dir;
   test::write_file(dir / "token", "t0ken\n");
