@@ -56,6 +56,41 @@ void collect_files(const nlohmann::json& entry, std::vector<std::pair<std::strin
 
 }  // namespace
 
+std::vector<fs::path> remove_dropped_node_outputs(const fs::path& output_dir, const std::vector<std::string>& node_names,
+                                                  const std::string& profile_name) {
+  std::vector<fs::path> removed;
+  std::ifstream old_manifest_file(output_dir / "manifest.json");
+  if (!old_manifest_file) return removed;
+  nlohmann::json old = nlohmann::json::parse(old_manifest_file, nullptr, false);
+  if (old.is_discarded() || !old.contains("nodes") || !old["nodes"].is_array() ||
+      old.value("/profile/name"_json_pointer, std::string()) != profile_name) {
+    return removed;
+  }
+  auto remove = [&](const fs::path& file) {
+    std::error_code ec;
+    if (!fs::is_regular_file(fs::symlink_status(file, ec)) || !fs::remove(file, ec)) return;
+    removed.push_back(file);
+  };
+  for (const auto& entry : old["nodes"]) {
+    std::string name = entry.value("name", std::string());
+    if (name.empty() || std::find(node_names.begin(), node_names.end(), name) != node_names.end()) continue;
+    std::vector<std::pair<std::string, std::uint64_t>> named;
+    collect_files(entry, named);
+    for (const auto& [file, size] : named) {
+      // Only names inside the directory: a manifest is ours, but not trusted to reach elsewhere.
+      fs::path relative = fs::path(file).lexically_normal();
+      if (relative.empty() || relative.is_absolute() || *relative.begin() == "..") continue;
+      remove(output_dir / relative);
+    }
+    std::error_code ec;
+    for (fs::directory_iterator it(output_dir, ec), end; !ec && it != end; it.increment(ec)) {
+      std::string file = it->path().filename().string();
+      if (file.starts_with(name + ".") && file.ends_with(".partial")) remove(it->path());
+    }
+  }
+  return removed;
+}
+
 void keep_unbuilt_nodes(const fs::path& output_dir, const std::vector<std::string>& node_names, nlohmann::json& manifest,
                         std::vector<BuiltFile>& files) {
   std::ifstream old_manifest_file(output_dir / "manifest.json");

@@ -37,6 +37,14 @@ std::string sha256sums_text(const std::vector<BuiltFile>& files, const std::file
 void keep_unbuilt_nodes(const std::filesystem::path& output_dir, const std::vector<std::string>& node_names,
                         nlohmann::json& manifest, std::vector<BuiltFile>& files);
 
+// The outputs of nodes that the previous build of this profile into output_dir listed (manifest.json)
+// and the profile no longer has: the files that manifest names for them, and their unfinished
+// "<node>.*.partial" files from a killed build. Left in place they kept the removed node's join
+// token, outside SHA256SUMS. Files the manifest does not name (a user's own) stay. Returns what was removed.
+std::vector<std::filesystem::path> remove_dropped_node_outputs(const std::filesystem::path& output_dir,
+                                                               const std::vector<std::string>& node_names,
+                                                               const std::string& profile_name);
+
 struct BuildRecord {
   std::filesystem::path checksums;  // <output_dir>/SHA256SUMS
   std::filesystem::path manifest;   // <output_dir>/manifest.json

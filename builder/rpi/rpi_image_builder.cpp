@@ -1073,10 +1073,11 @@ BuildRecord write_rpi_build_record(const Profile& profile, const BuildOptions& o
   manifest["inputs"] = input_list;
   manifest["nodes"] = node_reports;
   if (ephemeral) manifest["ephemeral"] = ephemeral->report;
-  if (!options.only_nodes.empty()) {
-    std::vector<std::string> names;
-    for (const auto& node : profile.rpi_nodes) names.push_back(node.name);
-    keep_unbuilt_nodes(options.output_dir, names, manifest, sums);
+  std::vector<std::string> names;
+  for (const auto& node : profile.rpi_nodes) names.push_back(node.name);
+  if (!options.only_nodes.empty()) keep_unbuilt_nodes(options.output_dir, names, manifest, sums);
+  for (const auto& removed : remove_dropped_node_outputs(options.output_dir, names, profile.name)) {
+    log::info("removed ", removed.string(), ": the output of a node the profile no longer has");
   }
   return write_build_record(options.output_dir, sums, manifest, FileMode::less_umask(0666));
 }

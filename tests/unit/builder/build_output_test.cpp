@@ -258,6 +258,30 @@ TEST_CASE("build --node keeps the other nodes' records while their files are int
   CHECK(none.empty());
 }
 
+TEST_CASE("the outputs of a node the profile no longer has are removed, a user's files kept", "[build-output]") {
+  // A node taken out of the profile left its image (join token) and a killed build's .partial files
+  // behind, outside SHA256SUMS.
+  aggrik8s::test::TempDir top;
+  const fs::path dir = top / "out";
+  for (const char* file : {"n1.img", "n1.img.bmap", "n1.img.zst", "n1.img.xz.partial", "n2.img", "notes.txt", "n10.img.partial"}) {
+    aggrik8s::test::write_file(dir / file, "x");
+  }
+  auto entry = [](const std::string& name) {
+    return nlohmann::json{{"name", name},
+                          {"outputs", {{"image", {{"file", name + ".img"}}}, {"bmap", {{"file", name + ".img.bmap"}}},
+                                       {"zst", {{"file", name + ".img.zst"}}}, {"escape", {{"file", "../outside"}}}}}};
+  };
+  aggrik8s::test::write_file(top / "outside", "not ours");
+  nlohmann::json old{{"profile", {{"name", "edge"}}}, {"nodes", {entry("n1"), entry("n2")}}};
+  aggrik8s::test::write_file(dir / "manifest.json", old.dump());
+  CHECK(remove_dropped_node_outputs(dir, {"n2", "n10"}, "another-profile").empty());
+  auto removed = remove_dropped_node_outputs(dir, {"n2", "n10"}, "edge");
+  CHECK(removed.size() == 4);
+  for (const char* gone : {"n1.img", "n1.img.bmap", "n1.img.zst", "n1.img.xz.partial"}) CHECK_FALSE(fs::exists(dir / gone));
+  for (const char* kept : {"n2.img", "notes.txt", "n10.img.partial"}) CHECK(fs::exists(dir / kept));
+  CHECK(fs::exists(top / "outside"));
+}
+
 TEST_CASE("a work directory left by a build that is gone is removed when the next one starts", "[build-output]") {
   aggrik8s::test::TempDir dir;
   pid_t child = ::fork();
