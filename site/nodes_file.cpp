@@ -56,12 +56,17 @@ class NodesFileBuilder {
   }
 
   void add(const Machine& machine) {
+    // A machine with nothing to match it by (a disk-booted Pi with neither serial nor MAC, which the
+    // site allows: it never netboots) is left out: serve could never recognise it, and its reader
+    // refuses a node without selectors, which would stop serve for every other machine of the site.
+    std::optional<ConfigNode> match = match_of(machine);
+    if (!match) return;
     const builder::Profile& profile = site_.profile_of(machine);
     SourceLocation at_profile = field_location(machine, "profile");
     fs::path out = output_directory(site_, profile);
     ConfigNode node = map_node(machine.where);
     node.set("name", text(machine.name, field_location(machine, "name")));
-    node.set("match", match_of(machine));
+    node.set("match", std::move(*match));
     std::string profile_name;
     std::optional<ConfigNode> talos_config;
     if (machine.boot == BootMethod::disk) {
@@ -128,8 +133,8 @@ class NodesFileBuilder {
   // One selector per node, the identifier its requests always carry: a Pi's TFTP and HTTP boot requests
   // name only its serial (its MAC goes into reservation_mac); a VM's per-node URLs (/talos/<id>/,
   // /cloud-init/<id>/) name only its MAC, or its UUID without one. Every selector a node gives must
-  // match, so a second one would make those requests miss the node.
-  static ConfigNode match_of(const Machine& machine) {
+  // match, so a second one would make those requests miss the node. nullopt when the machine has none.
+  static std::optional<ConfigNode> match_of(const Machine& machine) {
     ConfigNode match = map_node(machine.where);
     if (machine.platform == Platform::rpi5 && machine.serial) {
       match.set("serial", text(*machine.serial, field_location(machine, "serial")));
@@ -137,6 +142,8 @@ class NodesFileBuilder {
       match.set("mac", text(*machine.mac, field_location(machine, "mac")));
     } else if (machine.uuid) {
       match.set("uuid", text(*machine.uuid, field_location(machine, "uuid")));
+    } else {
+      return std::nullopt;
     }
     return match;
   }

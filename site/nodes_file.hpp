@@ -19,6 +19,8 @@
 //   any        disk       "<profile>:disk": mode: local without a target, so serve still knows the
 //                         machine (DHCP reservation, boot events) and sends it to its own disk
 // Names are unambiguous: profile and node names are DNS labels, which hold neither '.' nor ':'.
+// A machine with no serial, MAC or UUID (a disk-booted Pi may have none) gets no node: serve has
+// nothing to recognise it by, and a node without selectors is refused by its reader.
 #include "core/config_node.hpp"
 #include "site/site_inventory.hpp"
 

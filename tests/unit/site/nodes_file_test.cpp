@@ -180,3 +180,21 @@ TEST_CASE("derive_nodes_file: an ephemeral profile is served under output.epheme
   site.profiles.at("/site/ephemeral.yaml").output.ephemeral->serve_profile = "lab-agents.agent1";
   CHECK_THROWS_WITH(derive_nodes_file(site), Catch::Contains("'lab-agents.agent1' is also the name of another derived profile"));
 }
+
+TEST_CASE("derive_nodes_file: a disk-booted Pi with neither serial nor MAC gets no node", "[site][nodes_file]") {
+  // The site allows it (it never netboots); a node without selectors would make serve's reader refuse
+  // the whole file, and so every other machine of the site.
+  LoadedSite site = lab_site();
+  Machine pi = machine("cp2", Platform::rpi5, "10.0.10.12/24", "/site/servers.yaml", BootMethod::disk, 80);
+  site.site.machines.push_back(pi);
+  netboot::NodeInventory inventory = read_back(derive_nodes_file(site));
+  CHECK(inventory.nodes.size() == 7);
+  CHECK(inventory.find("cp2") == nullptr);
+  CHECK(inventory.find("cp1")->profile == "lab-servers:disk");
+
+  // Alone in its site: a nodes file with no node, which serve reads (and serves no one from).
+  site.site.machines = {pi};
+  netboot::NodeInventory empty = read_back(derive_nodes_file(site));
+  CHECK(empty.nodes.empty());
+  CHECK(empty.profiles.empty());
+}
