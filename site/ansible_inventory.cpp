@@ -127,14 +127,6 @@ std::string node_name(const Rke2Host& host) {
 
 std::string address_without_prefix(const std::string& cidr) { return cidr.substr(0, cidr.find('/')); }
 
-// "https://10.0.10.11:9345" -> "10.0.10.11", "https://[fd00::11]:9345" -> "fd00::11".
-std::string url_host(const std::string& url) {
-  std::string rest = url;
-  if (auto scheme = rest.find("://"); scheme != std::string::npos) rest = rest.substr(scheme + 3);
-  if (!rest.empty() && rest.front() == '[') return rest.substr(1, rest.find(']') - 1);
-  return rest.substr(0, rest.find_first_of(":/"));
-}
-
 // The account the image lets in over SSH with a key and sudo: what Ansible must log in as.
 std::optional<std::string> ssh_user(const builder::Rpi5Node& node) {
   for (const auto& user : node.system.users) {
@@ -208,7 +200,7 @@ std::vector<Rke2Host> servers_bootstrap_first(const std::vector<Rke2Host>& hosts
 std::string api_server_host(const std::vector<Rke2Host>& hosts, const Rke2Host& bootstrap) {
   std::set<std::string> named;
   for (const auto& host : hosts) {
-    if (host.node->rke2.server) named.insert(url_host(*host.node->rke2.server));
+    if (host.node->rke2.server) named.insert(supervisor_url_host(*host.node->rke2.server));
   }
   if (named.size() == 1) return *named.begin();
   return address_without_prefix(bootstrap.machine->address);

@@ -532,6 +532,13 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
 
 }  // namespace
 
+std::string supervisor_url_host(std::string_view url) {
+  std::string_view rest = url;
+  if (auto scheme = rest.find("://"); scheme != std::string_view::npos) rest = rest.substr(scheme + 3);
+  if (!rest.empty() && rest.front() == '[') return std::string(rest.substr(1, rest.find(']') - 1));
+  return std::string(rest.substr(0, rest.find_first_of(":/")));
+}
+
 bool IpNetwork::contains(const std::vector<std::uint8_t>& address) const {
   if (address.size() != bytes.size()) return false;
   for (int bit = 0; bit < prefix_length; ++bit) {
@@ -890,6 +897,44 @@ void check_site(const SiteInventory& site, Diagnostics& diagnostics) {
                                                        "has role controlplane");
     }
   }
+  // Who starts the RKE2 cluster: rpi_node joins every server but the site's first to another server,
+  // so only the first can start it, and only when its profile names no rke2.server. A profile-wide
+  // rke2.server (a VIP, or the first server's own address) on every server leaves a cluster nobody
+  // starts. A node also cannot join itself.
+  auto named_server = [&](const Machine& m) -> const ConfigNode* {
+    if (m.platform != Platform::rpi5 || (m.role != Role::server && m.role != Role::agent)) return nullptr;
+    auto tree = trees.find(m.profile);
+    if (tree == trees.end()) return nullptr;
+    const ConfigNode* server = find_path(tree->second, {"rke2", "server"});
+    return server != nullptr && server->is_scalar() && !server->scalar.empty() ? server : nullptr;
+  };
+  for (const auto& m : site.machines) {
+    const ConfigNode* server = named_server(m);
+    if (server == nullptr || parse_address(supervisor_url_host(server->scalar)) != m.address_bytes) continue;
+    diagnostics.error(field_location(m, "profile"),
+                      "machine '" + m.name + "' would join " + server->scalar + ", its own address (rke2.server of its "
+                          "profile, " + server->location.str() + "): a node cannot join itself; " +
+                          (&m == first_server_machine
+                               ? "as the site's first server it starts the cluster: give it a profile that names no "
+                                 "rke2.server (one that extends " + m.profile.filename().string() +
+                                 " with 'rke2: {server: null}')"
+                               : "name another server, or none to join the site's first server"));
+  }
+  if (const ConfigNode* server = first_server_machine != nullptr ? named_server(*first_server_machine) : nullptr;
+      server != nullptr && parse_address(supervisor_url_host(server->scalar)) != first_server_machine->address_bytes) {
+    const Machine& first = *first_server_machine;
+    std::string others;
+    for (const auto& m : site.machines) {
+      if (m.role == Role::server && &m != &first) others += (others.empty() ? "" : ", ") + m.name;
+    }
+    diagnostics.error(field_location(first, "profile"),
+                      "no server of the site starts the RKE2 cluster: its first server '" + first.name + "' would join " +
+                          server->scalar + " (rke2.server of its profile, " + server->location.str() + ") rather than "
+                          "start it" + (others.empty() ? std::string() : ", and the other servers (" + others + ") join too") +
+                          "; give '" + first.name + "' a profile that names no rke2.server (one that extends " +
+                          first.profile.filename().string() + " with 'rke2: {server: null}')");
+  }
+
   auto warn_even = [&](std::size_t count, const Machine* first, const char* what) {
     if (count > 0 && count % 2 == 0) {
       diagnostics.warning(field_location(*first, "role"),

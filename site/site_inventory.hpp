@@ -138,10 +138,16 @@ SiteInventory read_site_inventory(const std::filesystem::path& file, Diagnostics
 bool is_site_file(const std::filesystem::path& file);
 
 // The site as a whole: duplicate names/MACs/serials/UUIDs/addresses, addresses outside their subnet or
-// inside its DHCP pool, agents with no server, workers with no control plane, an even control plane (a
-// warning), a profile whose kind, role or outputs do not fit the machine (read from the profiles' trees;
-// load_site then reads every profile with the site's machines as its nodes, so its own checks run).
+// inside its DHCP pool, agents with no server, no server that starts the RKE2 cluster (the first server's
+// profile names an rke2.server), a machine whose rke2.server is its own address, workers with no control
+// plane, an even control plane (a warning), a profile whose kind, role or outputs do not fit the machine
+// (read from the profiles' trees; load_site then reads every profile with the site's machines as its
+// nodes, so its own checks run).
 void check_site(const SiteInventory& site, Diagnostics& diagnostics);
+
+// The host of an RKE2 supervisor URL: "https://10.0.10.11:9345" -> "10.0.10.11",
+// "https://[fd00::11]:9345" -> "fd00::11".
+std::string supervisor_url_host(std::string_view url);
 
 // Loads `profile_file` with the site's machines that use it as its nodes (replacing the profile's own
 // `nodes:`): name, address, gateway/DNS of the machine's network, role, labels and taints, MAC/UUID

@@ -1,8 +1,11 @@
 #include "site/site_inventory.hpp"
 
+#include <yaml-cpp/yaml.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 
+#include "site/ansible_inventory.hpp"
 #include "tests/test_support.hpp"
 
 using namespace aggrik8s;
@@ -590,4 +593,81 @@ TEST_CASE("the example site validates with its 12 machines", "[site]") {
   CHECK(workers == 2);
   CHECK(is_site_file(test::source_dir() / "profiles" / "site-lab.yaml"));
   CHECK_FALSE(is_site_file(test::source_dir() / "profiles" / "rpi5-rke2-server.yaml"));
+}
+
+TEST_CASE("site validation: a server profile's rke2.server must leave the first server to start the cluster", "[site]") {
+  SiteDir s;
+  // Two servers on one profile that names rke2.server profile-wide: cp1, the first server, would join too.
+  auto site_with_servers_joining = [&](const std::string& url) {
+    test::write_file(s.dir / "servers-join.yaml", "extends: servers.yaml\nrke2: {server: \"" + url + "\"}\n");
+    std::string text = good_site;
+    text.replace(text.find("profile: servers.yaml"), std::string("profile: servers.yaml").size(), "profile: servers-join.yaml");
+    text += R"(  - name: cp2
+    platform: rpi5
+    serial: a1b2c312
+    address: 10.0.10.12/24
+    role: server
+    profile: servers-join.yaml
+  - name: cp3
+    platform: rpi5
+    serial: a1b2c313
+    address: 10.0.10.13/24
+    role: server
+    profile: servers-join.yaml
+)";
+    return s.write(text);
+  };
+  const std::string profile_line = (s.dir / "servers-join.yaml").string() + ":2:16";
+  SECTION("a VIP: nobody starts the cluster") {
+    auto errors = errors_for(s, site_with_servers_joining("https://10.0.10.10:9345"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(20, 14) + "no server of the site starts the RKE2 cluster: its first server 'cp1' would join "
+                                          "https://10.0.10.10:9345 (rke2.server of its profile, " + profile_line +
+                           ") rather than start it, and the other servers (cp2, cp3) join too; give 'cp1' a profile that "
+                           "names no rke2.server (one that extends servers-join.yaml with 'rke2: {server: null}')");
+  }
+  SECTION("the first server's own address: it would join itself") {
+    auto errors = errors_for(s, site_with_servers_joining("https://10.0.10.11:9345"));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == s.prefix(20, 14) + "machine 'cp1' would join https://10.0.10.11:9345, its own address (rke2.server of "
+                                          "its profile, " + profile_line + "): a node cannot join itself; as the site's "
+                                          "first server it starts the cluster: give it a profile that names no rke2.server "
+                                          "(one that extends servers-join.yaml with 'rke2: {server: null}')");
+  }
+  SECTION("an IPv6 server's own address, written another way") {
+    std::string text = good_site;
+    text.replace(text.find("  pve:\n"), std::string("  pve:\n").size(),
+                 "  pi6:\n    subnet: fd00:10::/64\n    gateway: fd00:10::1\n  pve:\n");
+    text.replace(text.find("address: 10.0.10.21/24"), std::string("address: 10.0.10.21/24").size(),
+                 "address: fd00:10::21/64");
+    test::write_file(s.dir / "agents.yaml", std::string(pi_agent_profile) + "  server: https://[fd00:10:0::21]:9345\n");
+    auto errors = errors_for(s, s.write(text));
+    REQUIRE(errors.size() == 1);
+    CHECK_THAT(errors[0], Catch::StartsWith(s.prefix(31, 14) + "machine 'w1' would join https://[fd00:10:0::21]:9345, its "
+                                                              "own address"));
+    CHECK_THAT(errors[0], Catch::EndsWith("a node cannot join itself; name another server, or none to join the site's "
+                                          "first server"));
+  }
+  SECTION("the joining servers' VIP with a first server that names none: valid, and the inventory joins at the VIP") {
+    std::string text = good_site + std::string(R"(  - name: cp2
+    platform: rpi5
+    serial: a1b2c312
+    address: 10.0.10.12/24
+    role: server
+    profile: servers-join.yaml
+)");
+    test::write_file(s.dir / "servers-join.yaml",
+                     "extends: servers.yaml\nname: pi-servers-join\nrke2: {server: \"https://10.0.10.10:9345\"}\n");
+    test::write_file(s.dir / "agents.yaml", std::string(pi_agent_profile) + "  server: https://10.0.10.10:9345\n");
+    Diagnostics d;
+    auto loaded = load_site(s.write(text), d, no_secrets());
+    INFO(dump(d));
+    REQUIRE(loaded);
+    CHECK_FALSE(loaded->profiles.at(s.dir.path() / "servers.yaml").rpi_nodes.at(0).rke2.server);
+    CHECK(loaded->profiles.at(s.dir.path() / "servers-join.yaml").rpi_nodes.at(0).rke2.server == "https://10.0.10.10:9345");
+    YAML::Node vars = YAML::Load(ansible_inventory_yaml(*loaded))["all"]["vars"];
+    CHECK(vars["rke2_kubernetes_api_server_host"].as<std::string>() == "10.0.10.10");
+    YAML::Node servers = YAML::Load(ansible_inventory_yaml(*loaded))["rke2_cluster"]["children"]["rke2_servers"]["hosts"];
+    CHECK(servers.begin()->first.as<std::string>() == "cp1");  // rke2-ansible starts the cluster on rke2_servers[0]
+  }
 }
