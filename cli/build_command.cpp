@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "builder/rpi/rpi_image_builder.hpp"
+#include "builder/talos/talos_build_checks.hpp"
 #include "builder/talos/talos_image_builder.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
@@ -89,8 +90,10 @@ builder::BuildOptions build_options_from(const ParsedArguments& args) {
 int build_site(const std::string& file, const ParsedArguments& args) {
   Diagnostics diagnostics;
   auto loaded = site::load_site(file, diagnostics);
+  // What the profiles build against the roles the site gives (Terraform's tags, the control-plane checks).
+  if (loaded) site::check_site_talos_roles(*loaded, &builder::talos_profile_machine_type, diagnostics);
   print_diagnostics(diagnostics);
-  if (!loaded) return exit_failure;
+  if (!loaded || diagnostics.has_errors()) return exit_failure;
   std::vector<std::string> wanted;
   if (auto it = args.values.find("node"); it != args.values.end()) wanted = it->second;
   for (const auto& name : wanted) {

@@ -36,6 +36,7 @@ bool validate_site(const std::string& path, bool json, nlohmann::json& report) {
     for (const auto& [file, profile] : loaded->profiles) {
       if (profile.kind == builder::ProfileKind::talos_iso) builder::check_talos_profile(profile, diagnostics);
     }
+    site::check_site_talos_roles(*loaded, &builder::talos_profile_machine_type, diagnostics);
     // What the exports would refuse (a VM on another Proxmox node than its ISO's storage, RKE2
     // profiles that disagree on the version), said now as warnings: the site builds, but its Day-2
     // hand-off would fail later.
@@ -130,8 +131,9 @@ Command validate_command() {
                    "validate checks Talos' default arguments plus the node's (a lower bound) and build the rest.\n"
                    "A site inventory (kind: site, docs/site.md) is checked as a whole: duplicate names, MACs,\n"
                    "serials, UUIDs and addresses; addresses outside every network or inside a DHCP pool; agents\n"
-                   "with no server, workers with no control plane, an even control plane (a warning); a profile\n"
-                   "whose kind does not fit the machine's platform or role, or lacks the output its boot needs;\n"
+                   "with no server, no server that starts the cluster, workers with no control plane, an even\n"
+                   "control plane (a warning); a profile whose kind does not fit the machine's platform or role (a\n"
+                   "Talos role against its machine config's machine.type), or lacks the output its boot needs;\n"
                    "then every profile with the site's machines as its nodes.\n"
                    "serve's netboot configuration (netboot.yaml) and nodes files are checked as `serve --check`\n"
                    "checks them: loaded as a start would load them, nothing bound or written.",

@@ -993,4 +993,26 @@ std::optional<LoadedSite> load_site(const fs::path& file, Diagnostics& diagnosti
   return loaded;
 }
 
+void check_site_talos_roles(const LoadedSite& loaded, const TalosMachineTypeOf& machine_type_of, Diagnostics& diagnostics) {
+  std::map<fs::path, std::string> types;  // one read of each profile's config
+  for (const auto& m : loaded.site.machines) {
+    if (m.role != Role::controlplane && m.role != Role::worker) continue;
+    auto profile = loaded.profiles.find(m.profile);
+    if (profile == loaded.profiles.end() || profile->second.kind != builder::ProfileKind::talos_iso) continue;
+    if (!types.contains(m.profile)) types[m.profile] = machine_type_of(profile->second);
+    const std::string& type = types[m.profile];
+    // init is a control plane node that also bootstraps etcd (Talos before v1.0, still accepted).
+    bool builds_controlplane = type == "controlplane" || type == "init";
+    if (type.empty() || (!builds_controlplane && type != "worker")) continue;  // the config's own checks report it
+    if ((m.role == Role::controlplane) == builds_controlplane) continue;
+    std::string config = profile->second.talos.config ? ", " + profile->second.talos.config->describe() : std::string();
+    diagnostics.error(field_location(m, "role"),
+                      "machine '" + m.name + "' has role " + to_string(m.role) + ", but its talos-iso profile " +
+                          m.profile.filename().string() + " builds " + (builds_controlplane ? "control plane" : "worker") +
+                          " nodes (machine.type " + type + " in its machine config" + config + "): give the machine role " +
+                          (builds_controlplane ? "controlplane" : "worker") + ", or a profile whose config is a " +
+                          to_string(m.role) + " config");
+  }
+}
+
 }  // namespace aggrik8s::site

@@ -7,6 +7,7 @@
 // that need the profiles load them through builder/profile.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -175,5 +176,16 @@ struct LoadedSite {
 // reported (all of them are in `diagnostics`).
 std::optional<LoadedSite> load_site(const std::filesystem::path& file, Diagnostics& diagnostics,
                                     const builder::ProfileCheckOptions& options = {});
+
+// The machine.type ("controlplane", "init", "worker") of the machine config a talos-iso profile builds
+// its nodes from, "" when it cannot be read (the profile's own checks say why). The config is a secret
+// that builder/talos reads (builder::talos_profile_machine_type); a test gives its own.
+using TalosMachineTypeOf = std::function<std::string(const builder::Profile& profile)>;
+
+// A Talos machine's role against what its profile builds, the "role that does not fit the profile" rule
+// for talos-iso profiles: role controlplane needs machine.type controlplane or init, role worker
+// machine.type worker (errors at the machine's role). It reads the configs, secrets, so `validate` and
+// `build` run it; `export` and `serve --site`, which read no secret, do not.
+void check_site_talos_roles(const LoadedSite& site, const TalosMachineTypeOf& machine_type_of, Diagnostics& diagnostics);
 
 }  // namespace aggrik8s::site

@@ -50,6 +50,18 @@ std::vector<TalosNodeConfig> prepare_talos_node_configs(const Profile& profile,
   return configs;
 }
 
+std::string talos_profile_machine_type(const Profile& profile) {
+  if (!profile.talos.config) return "";
+  try {
+    const SecretReference& reference = *profile.talos.config;
+    Diagnostics ignored;
+    auto config = parse_talos_machine_config(load_secret(reference).reveal(), reference.name, ignored);
+    return config ? config->machine_type() : "";
+  } catch (const Error&) {
+    return "";
+  }
+}
+
 std::vector<std::string> talos_netboot_command_line(const TalosVersion& version, const TalosNode& node,
                                                     const std::string& netboot_url) {
   std::string base = netboot_url;

@@ -38,6 +38,11 @@ std::vector<TalosNodeConfig> prepare_talos_node_configs(const Profile& profile,
                                                         const std::vector<const TalosNode*>& nodes,
                                                         Diagnostics& diagnostics);
 
+// machine.type ("controlplane", "init", "worker") of the machine config the profile builds its nodes
+// from (talos.config), or "" when it cannot be read or parsed: prepare_talos_node_configs says why.
+// Patches cannot change it (talos_config_for_node refuses), so it is every node's type.
+std::string talos_profile_machine_type(const Profile& profile);
+
 // boot.ipxe's kernel arguments for `node` (without initrd=): Talos' defaults for `version`, the node's
 // kernel_args, talos.config=<netboot_url>/<node>/config.yaml with ${...} filled in. Throws Error for
 // a ${...} the node cannot fill.

@@ -671,3 +671,42 @@ TEST_CASE("site validation: a server profile's rke2.server must leave the first 
     CHECK(servers.begin()->first.as<std::string>() == "cp1");  // rke2-ansible starts the cluster on rke2_servers[0]
   }
 }
+
+TEST_CASE("site validation: a Talos machine's role must fit its machine config's machine.type", "[site]") {
+  SiteDir s;
+  Diagnostics d;
+  auto loaded = load_site(s.write(good_site), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  auto errors_with_type = [&](const std::string& type) {
+    Diagnostics checked;
+    std::vector<std::string> asked;
+    check_site_talos_roles(*loaded, [&](const builder::Profile& p) { asked.push_back(p.name); return type; }, checked);
+    CHECK(asked == std::vector<std::string>{"talos-cp"});  // one read per profile
+    return lines_of(checked, Diagnostic::Severity::error);
+  };
+  CHECK(errors_with_type("controlplane").empty());
+  CHECK(errors_with_type("init").empty());  // a control plane that bootstraps etcd
+  CHECK(errors_with_type("").empty());      // unreadable: the profile's own checks say why
+  auto errors = errors_with_type("worker");
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0] == s.prefix(36, 11) + "machine 'tcp1' has role controlplane, but its talos-iso profile talos.yaml builds "
+                                        "worker nodes (machine.type worker in its machine config, file " +
+                         (s.dir / "cp.yaml").string() + "): give the machine role worker, or a profile whose config is "
+                                                        "a controlplane config");
+
+  // And the other way round: a worker whose profile builds control planes.
+  Diagnostics d2;
+  auto workers = load_site(s.write_with("    role: controlplane\n", "    role: worker\n"), d2, no_secrets());
+  // (a worker with no control plane is an error of its own, so the site is checked as loaded by hand)
+  CHECK_FALSE(workers);
+  SiteInventory site = read_site_inventory(s.dir / "site.yaml", d2);
+  LoadedSite by_hand{site, loaded->profiles};
+  Diagnostics checked;
+  check_site_talos_roles(by_hand, [](const builder::Profile&) { return std::string("controlplane"); }, checked);
+  auto worker_errors = lines_of(checked, Diagnostic::Severity::error);
+  REQUIRE(worker_errors.size() == 1);
+  CHECK_THAT(worker_errors[0], Catch::StartsWith(s.prefix(36, 11) + "machine 'tcp1' has role worker, but its talos-iso "
+                                                                    "profile talos.yaml builds control plane nodes "
+                                                                    "(machine.type controlplane"));
+}
