@@ -44,7 +44,9 @@ Command export_command() {
             if (!loaded) return exit_failure;
             std::string text;
             if (what == "ansible") {
-              text = site::ansible_inventory_yaml(*loaded);
+              Diagnostics warnings;  // what rke2-ansible would trip over: said, the inventory still written
+              text = site::ansible_inventory_yaml(*loaded, &warnings);
+              print_diagnostics(warnings);
             } else if (what == "terraform") {
               text = site::terraform_json(*loaded);
             } else {

@@ -54,7 +54,7 @@ bool validate_site(const std::string& path, bool json, nlohmann::json& report) {
       return m.platform == site::Platform::rpi5 && (m.role == site::Role::server || m.role == site::Role::agent);
     });
     export_would("terraform", has_vms, [](const site::LoadedSite& l) { return site::terraform_json(l); });
-    export_would("ansible", has_rke2, [](const site::LoadedSite& l) { return site::ansible_inventory_yaml(l); });
+    export_would("ansible", has_rke2, [&](const site::LoadedSite& l) { return site::ansible_inventory_yaml(l, &diagnostics); });
     if (diagnostics.has_errors()) loaded.reset();
   }
   if (!json) print_diagnostics(diagnostics);

@@ -292,6 +292,15 @@ bool carries_image_archives(const Rke2Host& host) {
          ephemeral->image_archives == builder::EphemeralSettings::ImageArchives::root;
 }
 
+// Agents that join a server outside the site (their profile's rke2.server) are a valid site, but
+// rke2-ansible v2 (roles/rke2/tasks/main.yml) starts the cluster on groups['rke2_servers'][0] and reads
+// the join token from it (token_source_node): with the group empty its site.yml stops there.
+constexpr const char* no_servers_warning =
+    "the site has no RKE2 server: the inventory's rke2_servers group is empty, and rke2-ansible's site.yml "
+    "fails on it (roles/rke2/tasks/main.yml starts the cluster on groups['rke2_servers'][0] and reads the join "
+    "token from it); to run rke2-ansible for these agents, add the server they join to rke2_servers in a copy of "
+    "the inventory";
+
 std::string header(const LoadedSite& loaded, const std::vector<Rke2Host>& hosts, const std::string& version,
                    bool token_from_site) {
   std::vector<std::string> ephemeral, left_out, archives, without_archives;
@@ -337,18 +346,26 @@ std::string header(const LoadedSite& loaded, const std::vector<Rke2Host>& hosts,
   if (!left_out.empty()) {
     line("Not RKE2, left out (rke2-ansible's site.yml runs on hosts: all): " + join(left_out) + ".");
   }
+  if (std::none_of(hosts.begin(), hosts.end(), [](const Rke2Host& h) { return h.machine->role == Role::server; })) {
+    line("No server: rke2_servers is empty, and rke2-ansible's site.yml fails without one (it starts the");
+    line("cluster on groups['rke2_servers'][0] and reads the join token there). Add the server these agents");
+    line("join to rke2_servers before running it.");
+  }
   return out;
 }
 
 }  // namespace
 
-std::string ansible_inventory_yaml(const LoadedSite& loaded) {
+std::string ansible_inventory_yaml(const LoadedSite& loaded, Diagnostics* warnings) {
   const std::vector<Rke2Host> hosts = rke2_hosts(loaded);
   const std::string version = cluster_rke2_version(hosts);
   const std::vector<Rke2Host> servers = servers_bootstrap_first(hosts);
   std::vector<Rke2Host> agents;
   for (const auto& host : hosts) {
     if (host.machine->role == Role::agent) agents.push_back(host);
+  }
+  if (servers.empty() && warnings != nullptr) {
+    warnings->warning(agents.front().machine->where, no_servers_warning);
   }
 
   ConfigNode all_vars = empty_map();
@@ -376,7 +393,9 @@ std::string ansible_inventory_yaml(const LoadedSite& loaded) {
   ConfigNode all = empty_map();
   all.set("vars", std::move(all_vars));
   ConfigNode children = empty_map();
-  if (!servers.empty()) children.set("rke2_servers", group(servers));
+  // Written even empty: rke2-ansible reads groups['rke2_servers'] on every host ("Set as server"), and
+  // a group the inventory lacks is no key of `groups` at all.
+  children.set("rke2_servers", servers.empty() ? empty_map() : group(servers));
   if (!agents.empty()) children.set("rke2_agents", group(agents));
   ConfigNode cluster = empty_map();
   cluster.set("children", std::move(children));

@@ -26,6 +26,8 @@ namespace aggrik8s::site {
 // profiles' key order, no time stamps. No secret is read: the token appears only as a reference.
 // Throws aggrik8s::Error when the site has no RKE2 machine, when its RKE2 machines' profiles disagree on
 // rke2.version (naming both machines and profiles), or when a machine's profile has no node for it.
-std::string ansible_inventory_yaml(const LoadedSite& site);
+// What rke2-ansible would trip over in an inventory that is still right for the site goes to `warnings`
+// (when given): a site of agents only (rke2_servers is written empty; rke2-ansible needs a server).
+std::string ansible_inventory_yaml(const LoadedSite& site, Diagnostics* warnings = nullptr);
 
 }  // namespace aggrik8s::site

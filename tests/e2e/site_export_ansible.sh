@@ -100,4 +100,40 @@ expect_output "disagree on rke2.version: cp1 \(profile rpi5-rke2-server.yaml\) h
 ls "$WORK" | grep -q 'versions.yml' && fail "a failed export left a temp file: $(ls "$WORK")"
 pass "a failed export writes nothing"
 
+# A site of agents only (they join a server outside the site): rke2_servers is written empty, so
+# ansible-inventory lists the group and rke2-ansible's groups['rke2_servers'] exists; export and
+# validate warn that rke2-ansible still needs a server there.
+cp "$SRC/profiles/rpi5-rke2-agent.yaml" "$SITE/"  # undo the version change above
+cat >"$SITE/agents-only.yaml" <<'Y'
+kind: site
+name: agents
+networks:
+  pi-lan: {subnet: 10.0.10.0/24, gateway: 10.0.10.1, dns: [10.0.10.1]}
+machines:
+  - {name: w1, platform: rpi5, serial: a1b2c321, address: 10.0.10.21/24, role: agent, profile: rpi5-rke2-agent.yaml}
+Y
+expect_status 0 "export ansible of agents only" -- "$CLI" export ansible "$SITE/agents-only.yaml" -o "$WORK/agents.yml"
+expect_output "agents-only.yaml:6:5: warning: the site has no RKE2 server: the inventory's rke2_servers group is empty" \
+  "export warns that rke2-ansible needs a server"
+expect_status 0 "validate of agents only" -- "$CLI" validate "$SITE/agents-only.yaml"
+expect_output "warning: the site has no RKE2 server" "validate warns too"
+expect_status 0 "ansible-inventory of agents only" -- ansible-inventory -i "$WORK/agents.yml" --list --output "$WORK/agents.json"
+python3 - "$WORK/agents.json" <<'EOF' || fail "ansible-inventory does not list an empty rke2_servers group"
+import json, sys
+listed = json.load(open(sys.argv[1]))
+assert listed["rke2_cluster"]["children"] == ["rke2_servers", "rke2_agents"], listed["rke2_cluster"]
+assert listed["rke2_agents"]["hosts"] == ["w1"], listed["rke2_agents"]
+EOF
+pass "ansible-inventory lists rke2_servers (empty) and rke2_agents"
+cat >"$WORK/servers-group.yml" <<'Y'
+- hosts: rke2_cluster
+  gather_facts: false
+  tasks:
+    - name: "rke2-ansible roles/rke2/tasks/main.yml: Set as server"
+      ansible.builtin.set_fact: {service_name: rke2-server}
+      when: ["inventory_hostname in groups['rke2_servers']"]
+Y
+expect_status 0 "rke2-ansible's 'Set as server' condition evaluates on the agents-only inventory" -- \
+  ansible-playbook -c local -i "$WORK/agents.yml" "$WORK/servers-group.yml"
+
 echo "$CHECKS passed, 0 failed"

@@ -279,3 +279,27 @@ TEST_CASE("ansible inventory: a site without an RKE2 machine, or a machine its p
   REQUIRE_THROWS_WITH(ansible_inventory_yaml(missing),
                       "/site/lab.yaml:10:5: wk2: profile rpi5-rke2-agent.yaml has no node named wk2");
 }
+
+TEST_CASE("ansible inventory: agents without a server of the site get an empty rke2_servers group and a warning", "[site]") {
+  // Agents that join a server outside the site (their profile's rke2.server) are a valid site.
+  LoadedSite loaded = lab_site();
+  std::erase_if(loaded.site.machines, [](const Machine& m) { return m.role != Role::agent; });
+  Diagnostics warnings;
+  const std::string text = ansible_inventory_yaml(loaded, &warnings);
+  YAML::Node children = YAML::Load(text)["rke2_cluster"]["children"];
+  // rke2-ansible reads groups['rke2_servers'] on every host: the group must exist, even without hosts.
+  CHECK(keys(children) == std::vector<std::string>{"rke2_servers", "rke2_agents"});
+  CHECK(children["rke2_servers"].IsMap());
+  CHECK(children["rke2_servers"].size() == 0);
+  CHECK(text.find("# No server: rke2_servers is empty, and rke2-ansible's site.yml fails without one") != std::string::npos);
+  REQUIRE(warnings.all().size() == 1);
+  CHECK(warnings.all()[0].str() ==
+        "/site/lab.yaml:10:5: warning: the site has no RKE2 server: the inventory's rke2_servers group is empty, and "
+        "rke2-ansible's site.yml fails on it (roles/rke2/tasks/main.yml starts the cluster on "
+        "groups['rke2_servers'][0] and reads the join token from it); to run rke2-ansible for these agents, add the "
+        "server they join to rke2_servers in a copy of the inventory");
+  // A site with servers: no warning.
+  Diagnostics none;
+  (void)ansible_inventory_yaml(lab_site(), &none);
+  CHECK(none.all().empty());
+}
