@@ -1,9 +1,11 @@
 // `export`: what the site inventory derives for the tools downstream, as files they read unchanged.
 #include <cstdio>
+#include <filesystem>
 
 #include "builder/build_output.hpp"
 #include "cli/commands.hpp"
 #include "cli/profile_command_support.hpp"
+#include "core/error.hpp"
 #include "site/ansible_inventory.hpp"
 #include "site/nodes_file.hpp"
 #include "site/site_inventory.hpp"
@@ -25,7 +27,7 @@ Command export_command() {
                    "             endpoint and token are variables (proxmox_endpoint, proxmox_api_token)\n"
                    "  nodes      the nodes file `serve --site` derives (docs/netboot.md), as YAML\n"
                    "Written to stdout (also with -o -), or with -o to FILE (replaced whole: written as FILE.partial,\n"
-                   "then renamed).",
+                   "then renamed); a FILE that is the site, a profile or a secret file it reads is refused.",
                    {{"output", 'o', "FILE", "write to FILE instead of stdout ('-': stdout)"}},
                    2,
                    2};
@@ -54,6 +56,15 @@ Command export_command() {
             }
             // "-o -" is stdout, as for most tools (it wrote a file named "-").
             if (auto out = args.value("output"); out && *out != "-") {
+              // The output replaces whatever is there: never one of the files the export was read from.
+              // Compared as files, not names (./site.yaml, a symlink or a hard link to it are the site).
+              for (const auto& input : loaded->input_files()) {
+                std::error_code ec;
+                if (std::filesystem::equivalent(*out, input.path, ec)) {
+                  throw Error("-o " + *out + " is " + input.what + " this export reads (" + input.path.string() +
+                              "): writing there would replace it; give another output file");
+                }
+              }
               builder::write_text_file_atomically(*out, text, builder::FileMode::less_umask(0644));
             } else {
               std::fputs(text.c_str(), stdout);

@@ -968,6 +968,26 @@ fs::path profile_output_directory(const SiteInventory& site, const builder::Prof
   return site.output / profile.name;
 }
 
+std::vector<LoadedSite::InputFile> LoadedSite::input_files() const {
+  std::vector<InputFile> out{{site.file, "the site file"}};
+  auto secret = [&](const std::optional<SecretReference>& reference) {
+    if (reference && reference->kind == SecretReference::Kind::file) out.push_back({reference->name, "a secret file"});
+  };
+  for (const auto& [file, profile] : profiles) {
+    out.push_back({file, "a profile"});
+    for (const auto& base : profile.extends) out.push_back({base, "a profile"});
+    secret(profile.talos.config);
+    if (profile.proxmox) secret(profile.proxmox->token_secret);
+    if (profile.output.http_boot) secret(profile.output.http_boot->key);
+    for (const auto& node : profile.talos_nodes) secret(node.config);
+    for (const auto& node : profile.rpi_nodes) {
+      secret(node.rke2.token);
+      for (const auto& user : node.system.users) secret(user.password_hash);
+    }
+  }
+  return out;
+}
+
 std::optional<LoadedSite> load_site(const fs::path& file, Diagnostics& diagnostics,
                                     const builder::ProfileCheckOptions& options) {
   std::size_t errors_before = diagnostics.error_count();

@@ -170,6 +170,14 @@ struct LoadedSite {
   SiteInventory site;
   std::map<std::filesystem::path, builder::Profile> profiles;  // by Machine::profile
   const builder::Profile& profile_of(const Machine& machine) const { return profiles.at(machine.profile); }
+  // Every file the site is read from, with what it is ("the site file", "profile", "secret file"): the
+  // site, each profile and the files it extends, the secret files the profiles name. What `export -o`
+  // must never replace.
+  struct InputFile {
+    std::filesystem::path path;
+    std::string what;
+  };
+  std::vector<InputFile> input_files() const;
 };
 
 // read_site_inventory + check_site + load_site_profile for every profile; nullopt when any error was

@@ -710,3 +710,22 @@ TEST_CASE("site validation: a Talos machine's role must fit its machine config's
                                                                     "profile talos.yaml builds control plane nodes "
                                                                     "(machine.type controlplane"));
 }
+
+TEST_CASE("a loaded site lists the files it was read from: site, profiles, what they extend, secret files", "[site]") {
+  SiteDir s;
+  test::write_file(s.dir / "agents-base.yaml", pi_agent_profile);
+  test::write_file(s.dir / "agents.yaml", "extends: agents-base.yaml\n");
+  Diagnostics d;
+  auto loaded = load_site(s.write(good_site), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  std::vector<std::string> files;
+  for (const auto& input : loaded->input_files()) {
+    files.push_back(input.what + " " + fs::relative(input.path, s.dir.path()).string());
+  }
+  for (const char* expected : {"the site file site.yaml", "a profile servers.yaml", "a profile agents.yaml",
+                               "a profile agents-base.yaml", "a secret file token", "a profile talos.yaml",
+                               "a secret file cp.yaml"}) {
+    CHECK(std::find(files.begin(), files.end(), expected) != files.end());
+  }
+}
