@@ -75,6 +75,11 @@ std::optional<std::pair<std::vector<std::uint8_t>, int>> parse_cidr(std::string_
   return std::make_pair(*address, prefix);
 }
 
+// fe80::/10, an IPv6 address valid on one link only.
+bool is_ipv6_link_local(const std::vector<std::uint8_t>& address) {
+  return address.size() == 16 && address[0] == 0xfe && (address[1] & 0xc0) == 0x80;
+}
+
 bool compare_less_equal(const std::vector<std::uint8_t>& a, const std::vector<std::uint8_t>& b) {
   return !std::lexicographical_compare(b.begin(), b.end(), a.begin(), a.end());
 }
@@ -326,9 +331,12 @@ void read_networks(ConfigMapReader& top, SiteInventory& site, Diagnostics& diagn
     network.gateway = reader.string("gateway");
     if (network.gateway) {
       auto gateway = parse_address(*network.gateway);
+      // An IPv6 router is usually reached at its link-local address (what its Router Advertisements
+      // name, RFC 4861 4.2), which is on-link on every interface and in no global subnet.
+      bool link_local_router = gateway && network.subnet.bytes.size() == 16 && is_ipv6_link_local(*gateway);
       if (!gateway) {
         reader.error_at("gateway", "'" + path + ".gateway' must be an IPv4 or IPv6 address, got '" + *network.gateway + "'");
-      } else if (!network.subnet.bytes.empty() && !network.subnet.contains(*gateway)) {
+      } else if (!network.subnet.bytes.empty() && !network.subnet.contains(*gateway) && !link_local_router) {
         reader.error_at("gateway", "'" + path + ".gateway' " + *network.gateway + " is outside the subnet " +
                                        network.subnet.text);
       } else if (*gateway == network.subnet.bytes && gateway->size() == 4 && network.subnet.prefix_length < 31) {

@@ -729,3 +729,29 @@ TEST_CASE("a loaded site lists the files it was read from: site, profiles, what 
     CHECK(std::find(files.begin(), files.end(), expected) != files.end());
   }
 }
+
+TEST_CASE("site validation: an IPv6 network's gateway may be the router's link-local address", "[site]") {
+  SiteDir s;
+  auto with_pve_network = [&](const std::string& subnet, const std::string& gateway, const std::string& address) {
+    std::string text = good_site;
+    text.replace(text.find("    subnet: 10.0.20.0/24\n    gateway: 10.0.20.1\n"),
+                 std::string("    subnet: 10.0.20.0/24\n    gateway: 10.0.20.1\n").size(),
+                 "    subnet: " + subnet + "\n    gateway: " + gateway + "\n");
+    text.replace(text.find("address: 10.0.20.11/24"), std::string("address: 10.0.20.11/24").size(), "address: " + address);
+    return s.write(text);
+  };
+  Diagnostics d;
+  auto loaded = load_site(with_pve_network("fd00:20::/64", "fe80::1", "fd00:20::11/64"), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  // Talos takes it as the node's default route (as the talos-iso profile's own nodes do).
+  CHECK(loaded->profiles.at(s.dir.path() / "talos.yaml").talos_nodes.at(0).gateways == std::vector<std::string>{"fe80::1"});
+
+  // Any other address outside the subnet is still refused, and so is a link-local gateway for IPv4.
+  auto errors = errors_for(s, with_pve_network("fd00:20::/64", "fd00:30::1", "fd00:20::11/64"));
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0] == s.prefix(11, 14) + "'networks.pve.gateway' fd00:30::1 is outside the subnet fd00:20::/64");
+  errors = errors_for(s, with_pve_network("10.0.20.0/24", "fe80::1", "10.0.20.11/24"));
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0] == s.prefix(11, 14) + "'networks.pve.gateway' fe80::1 is outside the subnet 10.0.20.0/24");
+}
