@@ -301,6 +301,17 @@ constexpr const char* no_servers_warning =
     "token from it); to run rke2-ansible for these agents, add the server they join to rke2_servers in a copy of "
     "the inventory";
 
+// rke2-ansible v2 (roles/rke2/tasks/save_generated_token.yml) gives every node, the bootstrap server
+// too, server: "https://{{ rke2_kubernetes_api_server_host }}:9345": an IPv6 address there makes a URL
+// without brackets that RKE2 cannot parse, and brackets would break its wait_for on port 6443
+// (other_nodes.yml), which takes a bare host. A name is what works.
+std::string ipv6_api_host_warning(const std::string& host) {
+  return "rke2_kubernetes_api_server_host is the IPv6 address " + host +
+         ": rke2-ansible writes server: https://" + host + ":9345 (no brackets, "
+         "roles/rke2/tasks/save_generated_token.yml) into every node's config, the first server's too, a URL RKE2 "
+         "cannot parse; set ansible.vars.rke2_kubernetes_api_server_host to a DNS name of the server";
+}
+
 std::string header(const LoadedSite& loaded, const std::vector<Rke2Host>& hosts, const std::string& version,
                    bool token_from_site) {
   std::vector<std::string> ephemeral, left_out, archives, without_archives;
@@ -389,6 +400,10 @@ std::string ansible_inventory_yaml(const LoadedSite& loaded, Diagnostics* warnin
   all_vars.set("cluster_rke2_config", std::move(cluster_config));
   // The site's own vars last: they may override a derived one (e.g. rke2_kubernetes_api_server_host: a VIP).
   for (const auto& [key, value] : loaded.site.ansible.extra_vars) all_vars.set(key, text(value));
+  if (const ConfigNode* host = all_vars.find(api_server_host_var);
+      host != nullptr && host->scalar.find(':') != std::string::npos && warnings != nullptr) {
+    warnings->warning((servers.empty() ? hosts : servers).front().machine->where, ipv6_api_host_warning(host->scalar));
+  }
 
   ConfigNode all = empty_map();
   all.set("vars", std::move(all_vars));

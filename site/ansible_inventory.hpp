@@ -27,7 +27,8 @@ namespace aggrik8s::site {
 // Throws aggrik8s::Error when the site has no RKE2 machine, when its RKE2 machines' profiles disagree on
 // rke2.version (naming both machines and profiles), or when a machine's profile has no node for it.
 // What rke2-ansible would trip over in an inventory that is still right for the site goes to `warnings`
-// (when given): a site of agents only (rke2_servers is written empty; rke2-ansible needs a server).
+// (when given): a site of agents only (rke2_servers is written empty; rke2-ansible needs a server), an
+// IPv6 address as rke2_kubernetes_api_server_host (rke2-ansible builds an unbracketed URL from it).
 std::string ansible_inventory_yaml(const LoadedSite& site, Diagnostics* warnings = nullptr);
 
 }  // namespace aggrik8s::site

@@ -303,3 +303,27 @@ TEST_CASE("ansible inventory: agents without a server of the site get an empty r
   (void)ansible_inventory_yaml(lab_site(), &none);
   CHECK(none.all().empty());
 }
+
+TEST_CASE("ansible inventory: an IPv6 API server host is written, with a warning about rke2-ansible's URL", "[site]") {
+  LoadedSite loaded = lab_site();
+  loaded.site.machines[1].address = "fd00:10::11/64";  // cp1, the bootstrap server
+  for (auto& [file, profile] : loaded.profiles) {
+    for (auto& node : profile.rpi_nodes) {
+      if (node.rke2.server) node.rke2.server = "https://[fd00:10::11]:9345";
+    }
+  }
+  Diagnostics warnings;
+  YAML::Node vars = YAML::Load(ansible_inventory_yaml(loaded, &warnings))["all"]["vars"];
+  CHECK(vars["rke2_kubernetes_api_server_host"].as<std::string>() == "fd00:10::11");
+  REQUIRE(warnings.all().size() == 1);
+  CHECK(warnings.all()[0].str() ==
+        "/site/lab.yaml:10:5: warning: rke2_kubernetes_api_server_host is the IPv6 address fd00:10::11: rke2-ansible "
+        "writes server: https://fd00:10::11:9345 (no brackets, roles/rke2/tasks/save_generated_token.yml) into every "
+        "node's config, the first server's too, a URL RKE2 cannot parse; set "
+        "ansible.vars.rke2_kubernetes_api_server_host to a DNS name of the server");
+  // A name given in the site's ansible.vars: no warning.
+  loaded.site.ansible.extra_vars = {{"rke2_kubernetes_api_server_host", "k8s.lab.example"}};
+  Diagnostics none;
+  (void)ansible_inventory_yaml(loaded, &none);
+  CHECK(none.all().empty());
+}
