@@ -1,9 +1,13 @@
 #include "site/nodes_file.hpp"
 
 #include <algorithm>
+#include <fstream>
 #include <optional>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
+#include "builder/talos/talos_kernel_args.hpp"
 #include "core/error.hpp"
 #include "core/identifiers.hpp"
 
@@ -27,14 +31,27 @@ fs::path output_directory(const LoadedSite& site, const builder::Profile& profil
   return fs::absolute(profile_output_directory(site.site, profile)).lexically_normal();
 }
 
-// The node's kernel arguments (the profile's talos.kernel_args, then its own), as its build's boot.ipxe
-// has them after Talos' defaults. serve writes talos.platform=metal slab_nomerge pti=on itself and points
-// talos.config= at its own /talos/<id>/config.yaml; the other defaults of Talos' imager depend on the
-// Talos version, which the build may read off the ISO and this pure derivation cannot.
-std::string talos_netboot_arguments(const builder::TalosNode* node) {
+// The Talos version the profile's last build recorded (manifest.json's talos_version, read off the ISO
+// it remastered); nullopt before a build, or for a manifest without it.
+std::optional<builder::TalosVersion> built_talos_version(const fs::path& out) {
+  std::ifstream in(out / "manifest.json");
+  if (!in) return std::nullopt;
+  nlohmann::json manifest = nlohmann::json::parse(in, nullptr, false);
+  if (manifest.is_discarded() || !manifest.is_object()) return std::nullopt;
+  return builder::TalosVersion::parse(manifest.value("/talos_version/version"_json_pointer, std::string()));
+}
+
+// The node's kernel arguments as its build's boot.ipxe has them: Talos' defaults for the version its
+// build recorded (console=tty0, init_on_alloc=1, selinux=1...: a machine netbooted through the site
+// ran without them), then the profile's talos.kernel_args and its own. serve writes
+// talos.platform=metal slab_nomerge pti=on itself and points talos.config= at its own
+// /talos/<id>/config.yaml. Before the first build only the profile's and node's arguments are known.
+std::string talos_netboot_arguments(const builder::TalosNode* node, const std::optional<builder::TalosVersion>& version) {
   static const std::set<std::string, std::less<>> written_by_serve{"talos.platform=metal", "slab_nomerge", "pti=on"};
+  std::vector<std::string> args = version ? builder::talos_default_kernel_args(*version) : std::vector<std::string>{};
+  if (node != nullptr) args = builder::append_kernel_args(std::move(args), node->kernel_args);
   std::string out;
-  for (const auto& arg : node != nullptr ? node->kernel_args : std::vector<std::string>{}) {
+  for (const auto& arg : args) {
     if (written_by_serve.contains(arg) || arg.starts_with("talos.config=")) continue;
     out += (out.empty() ? "" : " ") + arg;
   }
@@ -99,7 +116,7 @@ class NodesFileBuilder {
       ConfigNode talos = map_node(at_profile);
       talos.set("kernel", text((directory / "vmlinuz").string(), at_profile));
       talos.set("initramfs", text((directory / "initramfs.xz").string(), at_profile));
-      talos.set("args", text(talos_netboot_arguments(talos_node(profile, machine.name)), at_profile));
+      talos.set("args", text(talos_netboot_arguments(talos_node(profile, machine.name), built_talos_version(out)), at_profile));
       ConfigNode derived = map_node(at_profile);
       if (machine.boot == BootMethod::ephemeral) derived.set("mode", text("ephemeral", field_location(machine, "boot")));
       derived.set("talos", std::move(talos));

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/error.hpp"
+#include "tests/test_support.hpp"
 #include "netboot/service/node_inventory.hpp"
 
 using namespace aggrik8s;
@@ -150,6 +151,19 @@ TEST_CASE("derive_nodes_file: each boot method of each profile kind as serve rea
   CHECK(inventory.find("tcp2")->profile == "pve-cp:disk");
   CHECK(inventory.find("tcp2")->match.mac == "bc:24:11:00:20:12");
   CHECK_FALSE(inventory.find("tcp2")->talos_config);
+}
+
+TEST_CASE("derive_nodes_file: a built Talos node gets Talos' default arguments for the version built", "[site][nodes_file]") {
+  // serve --site netbooted Talos machines without console=tty0, init_on_alloc=1, selinux=1... that the
+  // build's own boot.ipxe and ISO carry.
+  test::TempDir dir;
+  LoadedSite site = lab_site();
+  site.site.output = dir.path();
+  test::write_file(dir / "pve-cp/manifest.json", R"({"talos_version": {"version": "v1.12.0", "from": "iso"}})");
+  netboot::NodeInventory inventory = read_back(derive_nodes_file(site));
+  CHECK(std::get<netboot::TalosBoot>(inventory.profiles.at("pve-cp.tcp1").target).arguments ==
+        "console=tty0 init_on_alloc=1 consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1 "
+        "console=ttyS0 net.ifnames=0");
 }
 
 TEST_CASE("derive_nodes_file: values point at the site file's lines", "[site][nodes_file]") {
