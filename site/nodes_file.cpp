@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "builder/talos/talos_kernel_args.hpp"
+#include "builder/talos_kernel_args.hpp"
 #include "core/error.hpp"
 #include "core/identifiers.hpp"
 

@@ -5,7 +5,7 @@
 #include <set>
 #include <sstream>
 
-#include "builder/talos/talos_kernel_args.hpp"
+#include "builder/talos_kernel_args.hpp"
 #include "core/error.hpp"
 
 namespace aggrik8s::builder {

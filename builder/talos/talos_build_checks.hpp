@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "builder/profile.hpp"
-#include "builder/talos/talos_kernel_args.hpp"
+#include "builder/talos_kernel_args.hpp"
 #include "builder/talos/talos_machine_config.hpp"
 #include "builder/talos/uki_boot_files.hpp"
 #include "core/diagnostics.hpp"

@@ -21,7 +21,7 @@
 #include "builder/talos/talos_build_checks.hpp"
 #include "builder/talos/talos_extension_image.hpp"
 #include "builder/talos/talos_iso_image.hpp"
-#include "builder/talos/talos_kernel_args.hpp"
+#include "builder/talos_kernel_args.hpp"
 #include "builder/talos/talos_machine_config.hpp"
 #include "builder/talos/uki_boot_files.hpp"
 #include "core/artifact_fetcher.hpp"

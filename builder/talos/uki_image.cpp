@@ -4,7 +4,7 @@
 #include <bit>
 
 #include "builder/talos/pe_image.hpp"
-#include "builder/talos/talos_kernel_args.hpp"
+#include "builder/talos_kernel_args.hpp"
 #include "core/error.hpp"
 #include "core/huge_pages.hpp"
 

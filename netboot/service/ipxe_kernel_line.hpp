@@ -5,7 +5,7 @@
 // A kernel keeps at most its cmdline_size bytes (2047 for Debian's and Talos' x86-64 kernels, read from
 // the bzImage setup header; disk/linux_kernel_image.hpp) and cuts the rest without a word, so the
 // last arguments, talos.config=... or ds=nocloud;s=..., are lost and the node boots without its config.
-// iPXE adds its own bytes (builder/talos/talos_kernel_args.hpp): under UEFI the image name in front
+// iPXE adds its own bytes (builder/talos_kernel_args.hpp): under UEFI the image name in front
 // ("vmlinuz-amd64 ") and the initrd= arguments serve writes for the EFI stub; the BIOS builds keep one
 // byte fewer. serve refuses a nodes file with such a line when it starts and on reload, instead of
 // finding out at boot (docs/netboot.md, "Kernel command line limit").

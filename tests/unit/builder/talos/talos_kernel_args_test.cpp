@@ -4,7 +4,7 @@
 
 #include "builder/talos/talos_boot_files.hpp"
 #include "builder/talos/talos_iso_image.hpp"
-#include "builder/talos/talos_kernel_args.hpp"
+#include "builder/talos_kernel_args.hpp"
 #include "core/error.hpp"
 
 using namespace aggrik8s;

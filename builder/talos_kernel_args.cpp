@@ -1,4 +1,4 @@
-#include "builder/talos/talos_kernel_args.hpp"
+#include "builder/talos_kernel_args.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -1,6 +1,8 @@
 #pragma once
 // Talos kernel command lines: the version-dependent defaults Talos' imager writes, how a node's own
-// arguments are added (whether a line fits the kernel: core/kernel_command_line.hpp). Pure code (see ../shared/reference/talos.md).
+// arguments are added (whether a line fits the kernel: core/kernel_command_line.hpp). Pure code (see
+// ../shared/reference/talos.md), in builder/ rather than builder/talos/: the site derives netbooted Talos
+// machines' arguments from it too.
 #include <cstddef>
 #include <optional>
 #include <string>
