@@ -393,7 +393,7 @@ TEST_CASE("netboot: traversal, symlinks out of the root and malformed targets ar
   CHECK(curl(f.dir, server.http() + "/files/small.txt").body == "hello\n");
 }
 
-TEST_CASE("netboot: the shared trees serve only world-readable files; a refusal is recorded as one", "[netboot][http][tftp][access]") {
+TEST_CASE("netboot: the shared trees serve only world-readable files, and a refusal is recorded as one", "[netboot][http][tftp][access]") {
   // `--http-root out/` (the quick start) served every node image, 0600 for its join token, to anyone.
   Fixture f;
   write_file(f.dir / "www/pi5-worker/n1.img", "image with a join token");
