@@ -265,9 +265,19 @@ ConfigNode talos_node(const SiteInventory& site, const Machine& machine) {
     node.set("gateway", scalar_node(*n->gateway, n->where));
   }
   if (machine.vm) node.set("install_disk", scalar_node(machine.vm->install_disk, field_location(machine, "vm")));
-  if (!machine.labels.empty() || !machine.taints.empty()) {
-    // Talos's machine.nodeLabels / machine.nodeTaints (a map of key -> "value:Effect").
+  const SiteNetwork* network = network_of(site, machine);
+  bool with_dns = network != nullptr && !network->dns.empty();
+  if (!machine.labels.empty() || !machine.taints.empty() || with_dns) {
+    // Talos's machine.nodeLabels / machine.nodeTaints (a map of key -> "value:Effect"), and the
+    // network's DNS servers as machine.network.nameservers: with a static address there is no DHCP to
+    // give them, and Talos falls back to public resolvers an air-gapped site cannot reach (Pi nodes get
+    // the network's dns the same way, through their network settings).
     ConfigNode machine_section = map_node(where);
+    if (with_dns) {
+      ConfigNode network_section = map_node(network->where);
+      network_section.set("nameservers", string_sequence(network->dns, network->where));
+      machine_section.set("network", std::move(network_section));
+    }
     if (!machine.labels.empty()) {
       ConfigNode labels = map_node(field_location(machine, "labels"));
       for (const auto& [k, v] : machine.labels) labels.set(k, scalar_node(v, field_location(machine, "labels")));

@@ -341,6 +341,24 @@ void move_hostname_to_its_document(TalosMachineConfig& config, const std::string
   }
 }
 
+// The same for DNS servers: a config with a ResolverConfig document (Talos 1.12's way) gets the
+// v1alpha1 machine.network.nameservers (a site network's dns, a patch's) there as its nameservers,
+// rather than in both places.
+void move_nameservers_to_their_document(TalosMachineConfig& config) {
+  ConfigNode* document = find_kind(config, "ResolverConfig");
+  ConfigNode& network = map_at(map_at(config.documents.front(), "machine"), "network");
+  const ConfigNode* nameservers = network.find("nameservers");
+  if (document == nullptr || nameservers == nullptr || !nameservers->is_sequence() || nameservers->items.empty()) return;
+  ConfigNode list = empty_list();
+  for (const auto& address : nameservers->items) {
+    ConfigNode entry = empty_map();
+    entry.set("address", address);
+    list.items.push_back(std::move(entry));
+  }
+  document->set("nameservers", std::move(list));
+  network.erase("nameservers");
+}
+
 }  // namespace
 
 std::optional<TalosMachineConfig> talos_config_for_node(const TalosMachineConfig& base, const TalosNode& node,
@@ -375,6 +393,7 @@ std::optional<TalosMachineConfig> talos_config_for_node(const TalosMachineConfig
   }
   config.documents.front() = apply_merge_patch(config.documents.front(), identity);
   move_hostname_to_its_document(config, node.hostname);
+  move_nameservers_to_their_document(config);
   Diagnostics checks;
   validate_talos_machine_config(config, node.name, true, checks);
   diagnostics.append(checks);

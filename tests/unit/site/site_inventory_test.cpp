@@ -228,6 +228,30 @@ TEST_CASE("a site's machines become its profiles' nodes", "[site]") {
   CHECK(machine->find("nodeTaints")->find("dedicated")->scalar == "infra:NoSchedule");
 }
 
+TEST_CASE("a Talos machine gets its network's DNS servers as machine.network.nameservers", "[site]") {
+  // A static address leaves no DHCP to give them: Talos fell back to public resolvers, which an
+  // air-gapped site cannot reach (Pi nodes got the network's dns all along).
+  SiteDir s;
+  std::string text = good_site;
+  const std::string pve = "    subnet: 10.0.20.0/24\n    gateway: 10.0.20.1\n";
+  text.replace(text.find(pve), pve.size(), pve + "    dns: [10.0.20.53, fd00:20::53]\n");
+  Diagnostics d;
+  auto loaded = load_site(s.write(text), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  const builder::TalosNode& tcp1 = loaded->profiles.at(s.dir.path() / "talos.yaml").talos_nodes.at(0);
+  REQUIRE(tcp1.patches.size() == 1);
+  const ConfigNode* machine = tcp1.patches[0].content.find("machine");
+  REQUIRE(machine != nullptr);
+  REQUIRE(machine->find("network") != nullptr);
+  const ConfigNode* nameservers = machine->find("network")->find("nameservers");
+  REQUIRE(nameservers != nullptr);
+  REQUIRE(nameservers->items.size() == 2);
+  CHECK(nameservers->items[0].scalar == "10.0.20.53");
+  CHECK(nameservers->items[1].scalar == "fd00:20::53");
+  CHECK(machine->find("nodeLabels") != nullptr);  // beside the labels
+}
+
 TEST_CASE("site validation: duplicate identifiers name both machines with line and column", "[site]") {
   SiteDir s;
   SECTION("MAC, in another spelling") {

@@ -471,6 +471,29 @@ TEST_CASE("talos: the hostname goes where the config keeps it: HostnameConfig (T
                                Catch::Contains("Talos refuses the config"));
 }
 
+TEST_CASE("talos: DNS servers go into a ResolverConfig document when the config has one", "[talos][config]") {
+  // A site network's dns reaches a Talos node as machine.network.nameservers; a 1.12 config keeping
+  // its resolvers in a ResolverConfig document gets them there instead, not in both places.
+  Diagnostics d;
+  TalosNode node = node_named("cp1");
+  node.patches.push_back({TalosPatch::Kind::merge, yaml("machine: {network: {nameservers: [10.0.20.53, 'fd00:20::53']}}"), {}});
+  auto plain = talos_config_for_node(parse(controlplane_config, d), node, d);
+  INFO(all(d));
+  REQUIRE(plain);
+  CHECK(at(plain->documents.front(), {"machine", "network", "nameservers"}).items.size() == 2);
+  auto with_resolver = talos_config_for_node(
+      parse(std::string(controlplane_config) + "---\napiVersion: v1alpha1\nkind: ResolverConfig\nnameservers: [{address: 1.1.1.1}]\n", d),
+      node, d);
+  INFO(all(d));
+  REQUIRE(with_resolver);
+  CHECK(at(with_resolver->documents.front(), {"machine", "network"}).find("nameservers") == nullptr);
+  const ConfigNode& resolver = with_resolver->documents.back();
+  REQUIRE(resolver.find("nameservers") != nullptr);
+  REQUIRE(resolver.find("nameservers")->items.size() == 2);
+  CHECK(at(resolver.find("nameservers")->items[0], {"address"}).scalar == "10.0.20.53");
+  CHECK(at(resolver.find("nameservers")->items[1], {"address"}).scalar == "fd00:20::53");
+}
+
 TEST_CASE("talos: a config holding one kind and name twice is refused, as Talos refuses it", "[talos][config]") {
   const std::string link = "---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 1500\n";
   const std::string hostname = "---\napiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n";
