@@ -56,6 +56,17 @@ std::optional<TalosMachineConfig> parse_talos_machine_config(const std::string& 
     diagnostics.error({name, 0, 0}, "the machine config is empty");
     return std::nullopt;
   }
+  // Talos reads the documents in any order; everything here (patches, checks, the output) takes the
+  // v1alpha1 one first. A config with it further down (HostnameConfig first, say) is reordered, the
+  // typed documents keeping their order.
+  auto is_v1alpha1 = [](const ConfigNode& document) {
+    const ConfigNode* version = document.is_map() ? document.find("version") : nullptr;
+    return version != nullptr && version->is_scalar() && version->scalar == "v1alpha1" && document.find("kind") == nullptr;
+  };
+  if (!is_v1alpha1(config.documents.front())) {
+    auto found = std::find_if(config.documents.begin(), config.documents.end(), is_v1alpha1);
+    if (found != config.documents.end()) std::rotate(config.documents.begin(), found, found + 1);
+  }
   return config;
 }
 

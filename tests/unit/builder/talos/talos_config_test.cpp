@@ -471,6 +471,19 @@ TEST_CASE("talos: the hostname goes where the config keeps it: HostnameConfig (T
                                Catch::Contains("Talos refuses the config"));
 }
 
+TEST_CASE("talos: a config whose v1alpha1 document is not the first reads, as Talos reads it", "[talos][config]") {
+  // It was refused with "document 2 needs apiVersion and kind": Talos takes the documents in any order.
+  Diagnostics d;
+  TalosMachineConfig config =
+      parse("apiVersion: v1alpha1\nkind: KmsgLogConfig\nname: remote\nurl: udp://10.0.0.1:514/\n---\n" +
+                std::string(controlplane_config), d);
+  validate_talos_machine_config(config, "", false, d);
+  INFO(all(d));
+  CHECK_FALSE(d.has_errors());
+  CHECK(at(config.documents.front(), {"version"}).scalar == "v1alpha1");
+  CHECK(at(config.documents[1], {"kind"}).scalar == "KmsgLogConfig");  // the typed ones keep their order
+}
+
 TEST_CASE("talos: DNS servers go into a ResolverConfig document when the config has one", "[talos][config]") {
   // A site network's dns reaches a Talos node as machine.network.nameservers; a 1.12 config keeping
   // its resolvers in a ResolverConfig document gets them there instead, not in both places.
