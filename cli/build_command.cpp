@@ -119,7 +119,7 @@ int build_site(const std::string& file, const ParsedArguments& args) {
     }
     if (build.only_nodes.empty()) continue;
     build.output_dir = base / profile.name;
-    if (!args.flag("json")) {
+    if (!args.flag("json") && !args.flag("quiet")) {  // a progress line: -q keeps only the files built
       std::printf("== %s (%s): %zu machine%s -> %s\n", profile.name.c_str(), profile_file.filename().c_str(),
                   build.only_nodes.size(), build.only_nodes.size() == 1 ? "" : "s", build.output_dir.c_str());
       std::fflush(stdout);
