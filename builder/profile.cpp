@@ -104,7 +104,9 @@ bool load_with_extends(const fs::path& path, Diagnostics& diagnostics, std::vect
   if (std::find(stack.begin(), stack.end(), canonical) != stack.end()) {
     std::string cycle;
     for (const auto& p : stack) cycle += p.string() + " -> ";
-    diagnostics.error({path.string(), 0, 0}, "'extends' forms a cycle: " + cycle + canonical.string());
+    // At the `extends:` entry that closes the cycle, so an editor jumps to the line to change.
+    diagnostics.error(referenced_at != nullptr ? *referenced_at : SourceLocation{path.string(), 0, 0},
+                      "'extends' forms a cycle: " + cycle + canonical.string());
     return false;
   }
   if (referenced_at != nullptr) {

@@ -277,7 +277,8 @@ TEST_CASE("extends cycles are reported", "[profile]") {
   test::write_file(dir / "b.yaml", "extends: a.yaml\n");
   Diagnostics d;
   CHECK_FALSE(load_profile(dir / "a.yaml", d));
-  CHECK(has_error(d, "", "'extends' forms a cycle"));
+  // At b.yaml's `extends: a.yaml`, the entry that closes it, with its line and column.
+  CHECK(has_error(d, (dir / "b.yaml").string() + ":1:10:", "'extends' forms a cycle"));
 }
 
 TEST_CASE("a path the filesystem cannot check is a diagnostic at its key, not an exception", "[profile]") {
