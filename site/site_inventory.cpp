@@ -515,6 +515,12 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
     if (auto disk = vm->string("install_disk")) {
       if (!disk->starts_with("/dev/")) {
         vm->error_at("install_disk", "'" + path + ".vm.install_disk' must be a device path such as /dev/sda");
+      } else if (*disk != "/dev/sda" && !disk->starts_with("/dev/disk/")) {
+        // export terraform gives the VM one disk, scsi0 on virtio-scsi: the guest's /dev/sda. Another
+        // name is right only for a VM made otherwise, so a warning, not an error.
+        diagnostics.warning(vm->node("install_disk")->location,
+                            "'" + path + ".vm.install_disk' is " + *disk + ", but the VM `export terraform` writes "
+                            "has one disk, scsi0, which the guest sees as /dev/sda: Talos would not find " + *disk);
       }
       sizing.install_disk = *disk;
     }

@@ -252,6 +252,21 @@ TEST_CASE("a Talos machine gets its network's DNS servers as machine.network.nam
   CHECK(machine->find("nodeLabels") != nullptr);  // beside the labels
 }
 
+TEST_CASE("site validation: an install disk the exported VM does not have is warned about", "[site]") {
+  // export terraform gives the VM scsi0 only (the guest's /dev/sda): /dev/nvme0n1 never appears.
+  SiteDir s;
+  std::string text = good_site;
+  text.replace(text.find("vm: {node: pve2, vmid: 211"), std::string("vm: {node: pve2, vmid: 211").size(),
+               "vm: {node: pve2, install_disk: /dev/nvme0n1, vmid: 211");
+  Diagnostics d;
+  auto loaded = load_site(s.write(text), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);  // a warning: a VM made by other means may have that disk
+  std::string all = dump(d);
+  CHECK_THAT(all, Catch::Contains("'machines[2].vm.install_disk' is /dev/nvme0n1, but the VM `export terraform` writes "
+                                  "has one disk, scsi0, which the guest sees as /dev/sda"));
+}
+
 TEST_CASE("site validation: duplicate identifiers name both machines with line and column", "[site]") {
   SiteDir s;
   SECTION("MAC, in another spelling") {
