@@ -373,48 +373,40 @@ class HttpConnection : public HttpConnectionBase, public std::enable_shared_from
     HttpPreconditionResult precondition = reply.status == 200 && !etag.empty()
                                               ? evaluate_http_preconditions(info.conditions, etag, modified)
                                               : HttpPreconditionResult::proceed;
+    std::uint64_t first = 0;
+    std::uint64_t length = reply.file_size;
     if (precondition != HttpPreconditionResult::proceed) {
       bool failed = precondition == HttpPreconditionResult::failed;
       response.result(failed ? http::status::precondition_failed : http::status::not_modified);
       response.erase(http::field::accept_ranges);
+      length = 0;
+      // A 304 has no body and no Content-Length of its own (RFC 9110 8.6: it would be the 200's).
       if (failed) response.content_length(0);
-      response.keep_alive(true);
-      exchange.status = response.result_int();
-      exchange.bytes_expected = 0;
-      set_deadline(state_->config.idle_timeout);
-      boost::system::error_code ec;
-      co_await http::async_write(stream_, response, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) {
-        exchange.detail = expired_ ? "client stopped reading" : ec.message();
-        co_return false;
+    } else {
+      // RFC 9110 13.1.5: a Range whose If-Range does not match is ignored (the whole file, 200).
+      bool range_allowed = info.if_range.empty() || http_if_range_allows_range(info.if_range, etag, last_modified);
+      HttpRangeRequest range =
+          parse_http_range(range_allowed ? std::string_view(info.range) : std::string_view(), reply.file_size);
+      switch (range.kind) {
+        case HttpRangeKind::whole:
+          response.result(static_cast<http::status>(reply.status));
+          break;
+        case HttpRangeKind::partial:
+          response.result(http::status::partial_content);
+          first = range.range.first;
+          length = range.range.length();
+          response.set(http::field::content_range, "bytes " + std::to_string(range.range.first) + "-" +
+                                                       std::to_string(range.range.last) + "/" +
+                                                       std::to_string(reply.file_size));
+          break;
+        case HttpRangeKind::unsatisfiable:
+          response.result(http::status::range_not_satisfiable);
+          response.set(http::field::content_range, "bytes */" + std::to_string(reply.file_size));
+          length = 0;
+          break;
       }
-      exchange.completed = true;
-      co_return true;
+      response.content_length(length);
     }
-    // RFC 9110 13.1.5: a Range whose If-Range does not match is ignored (the whole file, 200).
-    bool range_allowed = info.if_range.empty() || http_if_range_allows_range(info.if_range, etag, last_modified);
-    HttpRangeRequest range = parse_http_range(range_allowed ? std::string_view(info.range) : std::string_view(), reply.file_size);
-    std::uint64_t first = 0;
-    std::uint64_t length = reply.file_size;
-    switch (range.kind) {
-      case HttpRangeKind::whole:
-        response.result(static_cast<http::status>(reply.status));
-        break;
-      case HttpRangeKind::partial:
-        response.result(http::status::partial_content);
-        first = range.range.first;
-        length = range.range.length();
-        response.set(http::field::content_range, "bytes " + std::to_string(range.range.first) + "-" +
-                                                     std::to_string(range.range.last) + "/" +
-                                                     std::to_string(reply.file_size));
-        break;
-      case HttpRangeKind::unsatisfiable:
-        response.result(http::status::range_not_satisfiable);
-        response.set(http::field::content_range, "bytes */" + std::to_string(reply.file_size));
-        length = 0;
-        break;
-    }
-    response.content_length(length);
     response.keep_alive(true);
     exchange.status = response.result_int();
     exchange.bytes_expected = info.head() ? 0 : length;
