@@ -57,13 +57,10 @@ void apply_dhcp_flags(const ParsedArguments& args, netboot::NetbootConfig& confi
     config.dhcp_mode = *mode;
   }
   if (auto pool = args.value("dhcp-pool")) {
-    auto dash = pool->find('-');
-    std::string first = pool->substr(0, dash), last = dash == std::string::npos ? "" : pool->substr(dash + 1);
-    if (dash == std::string::npos || !is_ipv4_address(first) || !is_ipv4_address(last)) {
-      throw UsageError("--dhcp-pool must be FIRST-LAST IPv4 addresses (10.0.0.100-10.0.0.199), got '" + *pool + "'");
-    }
-    config.dhcp_pool_first = first;
-    config.dhcp_pool_last = last;
+    auto range = netboot::split_ipv4_pool(*pool);
+    if (!range) throw UsageError("--dhcp-pool must be FIRST-LAST IPv4 addresses (10.0.0.100-10.0.0.199), got '" + *pool + "'");
+    config.dhcp_pool_first = range->first;
+    config.dhcp_pool_last = range->second;
   }
   if (config.dhcp_mode == "off") {
     if (args.flag("dhcp-pool")) throw UsageError("--dhcp-pool hands out addresses: it needs --dhcp full");

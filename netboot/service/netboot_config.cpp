@@ -197,13 +197,11 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
       return text;
     };
     if (auto pool = dhcp->string("pool")) {
-      auto dash = pool->find('-');
-      std::string first = pool->substr(0, dash), last = dash == std::string::npos ? "" : pool->substr(dash + 1);
-      if (dash == std::string::npos || !is_ipv4_address(first) || !is_ipv4_address(last)) {
-        dhcp->error_at("pool", "'dhcp.pool' must be FIRST-LAST IPv4 addresses, got '" + *pool + "'");
+      if (auto range = split_ipv4_pool(*pool)) {
+        config.dhcp_pool_first = range->first;
+        config.dhcp_pool_last = range->second;
       } else {
-        config.dhcp_pool_first = first;
-        config.dhcp_pool_last = last;
+        dhcp->error_at("pool", "'dhcp.pool' must be FIRST-LAST IPv4 addresses, got '" + *pool + "'");
       }
     }
     config.dhcp_netmask = address("netmask");
@@ -261,6 +259,14 @@ NetbootConfig parse_netboot_config(const ConfigNode& tree, Diagnostics& diagnost
   config.state_dir = top.path_value("state_dir");
   top.finish();
   return config;
+}
+
+std::optional<std::pair<std::string, std::string>> split_ipv4_pool(std::string_view text) {
+  auto dash = text.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  std::string first(text.substr(0, dash)), last(text.substr(dash + 1));
+  if (!is_ipv4_address(first) || !is_ipv4_address(last)) return std::nullopt;
+  return std::pair{std::move(first), std::move(last)};
 }
 
 std::optional<fs::path> state_directory(const NetbootConfig& config) {

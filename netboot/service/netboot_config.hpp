@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/config_node.hpp"
@@ -98,6 +99,10 @@ struct NetbootConfig {
   std::optional<std::filesystem::path> state_dir;
   std::filesystem::path file;                      // this config's own path, "" for flags only
 };
+
+// "10.0.0.100-10.0.0.199" (dhcp.pool, serve --dhcp-pool) as its two IPv4 addresses; nullopt when it is
+// not two addresses joined by '-'.
+std::optional<std::pair<std::string, std::string>> split_ipv4_pool(std::string_view text);
 
 // state_dir, else the directory of dhcp.lease_file, else nullopt (a profile that needs state then
 // makes serve refuse the configuration).
