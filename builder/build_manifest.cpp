@@ -54,24 +54,32 @@ void collect_files(const nlohmann::json& entry, std::vector<std::pair<std::strin
   }
 }
 
+// The manifest.json an earlier build of the profile named `profile_name` left in output_dir, when it
+// is one (parses, has a node list, names that profile); nullopt otherwise.
+std::optional<nlohmann::json> previous_manifest(const fs::path& output_dir, const std::string& profile_name) {
+  std::ifstream file(output_dir / "manifest.json");
+  if (!file) return std::nullopt;
+  nlohmann::json old = nlohmann::json::parse(file, nullptr, false);
+  if (old.is_discarded() || !old.contains("nodes") || !old["nodes"].is_array() ||
+      old.value("/profile/name"_json_pointer, std::string()) != profile_name) {
+    return std::nullopt;
+  }
+  return old;
+}
+
 }  // namespace
 
 std::vector<fs::path> remove_dropped_node_outputs(const fs::path& output_dir, const std::vector<std::string>& node_names,
                                                   const std::string& profile_name) {
   std::vector<fs::path> removed;
-  std::ifstream old_manifest_file(output_dir / "manifest.json");
-  if (!old_manifest_file) return removed;
-  nlohmann::json old = nlohmann::json::parse(old_manifest_file, nullptr, false);
-  if (old.is_discarded() || !old.contains("nodes") || !old["nodes"].is_array() ||
-      old.value("/profile/name"_json_pointer, std::string()) != profile_name) {
-    return removed;
-  }
+  std::optional<nlohmann::json> old = previous_manifest(output_dir, profile_name);
+  if (!old) return removed;
   auto remove = [&](const fs::path& file) {
     std::error_code ec;
     if (!fs::is_regular_file(fs::symlink_status(file, ec)) || !fs::remove(file, ec)) return;
     removed.push_back(file);
   };
-  for (const auto& entry : old["nodes"]) {
+  for (const auto& entry : (*old)["nodes"]) {
     std::string name = entry.value("name", std::string());
     if (name.empty() || std::find(node_names.begin(), node_names.end(), name) != node_names.end()) continue;
     std::vector<std::pair<std::string, std::uint64_t>> named;
@@ -93,14 +101,10 @@ std::vector<fs::path> remove_dropped_node_outputs(const fs::path& output_dir, co
 
 void keep_unbuilt_nodes(const fs::path& output_dir, const std::vector<std::string>& node_names, nlohmann::json& manifest,
                         std::vector<BuiltFile>& files) {
-  std::ifstream old_manifest_file(output_dir / "manifest.json");
+  std::optional<nlohmann::json> old =
+      previous_manifest(output_dir, manifest.value("/profile/name"_json_pointer, std::string()));
   std::ifstream old_sums_file(output_dir / "SHA256SUMS");
-  if (!old_manifest_file || !old_sums_file) return;
-  nlohmann::json old = nlohmann::json::parse(old_manifest_file, nullptr, false);
-  if (old.is_discarded() || !old.contains("nodes") || !old["nodes"].is_array() ||
-      old.value("/profile/name"_json_pointer, std::string()) != manifest.value("/profile/name"_json_pointer, std::string())) {
-    return;
-  }
+  if (!old || !old_sums_file) return;
   std::map<std::string, Sha256Digest> old_sums;
   std::string line;
   while (std::getline(old_sums_file, line)) {
@@ -109,7 +113,7 @@ void keep_unbuilt_nodes(const fs::path& output_dir, const std::vector<std::strin
   }
   std::map<std::string, nlohmann::json> built, kept;
   for (const auto& entry : manifest["nodes"]) built.emplace(entry.value("name", std::string()), entry);
-  for (const auto& entry : old["nodes"]) {
+  for (const auto& entry : (*old)["nodes"]) {
     std::string name = entry.value("name", std::string());
     if (built.contains(name) || std::find(node_names.begin(), node_names.end(), name) == node_names.end()) continue;
     std::vector<std::pair<std::string, std::uint64_t>> named;
