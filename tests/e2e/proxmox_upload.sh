@@ -82,7 +82,11 @@ YAML
 write_profile "$WORK/with-ca.yaml" "  ca_file: ca.pem"
 write_profile "$WORK/system-cas.yaml" ""
 write_profile "$WORK/pinned.yaml" "  fingerprint: \"$FINGERPRINT\""
-write_profile "$WORK/wrong-pin.yaml" "  fingerprint: \"$(echo "$FINGERPRINT" | sed 's/^../00/')\""
+# The wrong pin differs from the server's in its first byte whatever that byte is (a fixed "00" was
+# the right pin in 1 run of 256, and the upload it should refuse went through).
+WRONG_PIN=$(printf '%02X%s' $(( (0x${FINGERPRINT:0:2} + 1) % 256 )) "${FINGERPRINT:2}")
+[ "$WRONG_PIN" != "$FINGERPRINT" ] || fail "the wrong pin equals the right one"
+write_profile "$WORK/wrong-pin.yaml" "  fingerprint: \"$WRONG_PIN\""
 write_profile "$WORK/no-storage.yaml" "  ca_file: ca.pem" nope
 # Every command's output is kept: the secret is looked for in all of it at the end.
 run() { expect_status "$@"; cat "$WORK/last.out" >>"$WORK/all-output.log"; }
