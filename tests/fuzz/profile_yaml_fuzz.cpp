@@ -16,7 +16,8 @@
 using namespace aggrik8s;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  const std::filesystem::path file = fuzz::scratch_directory() / "profile.yaml";
+  const fuzz::ScratchDirectory scratch;
+  const std::filesystem::path file = scratch.path() / "profile.yaml";
   {
     std::ofstream out(file, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));

@@ -17,8 +17,8 @@ using namespace aggrik8s;
 
 namespace {
 
-bool inside_scratch(const std::filesystem::path& profile) {
-  std::filesystem::path relative = profile.lexically_normal().lexically_relative(fuzz::scratch_directory());
+bool inside(const std::filesystem::path& directory, const std::filesystem::path& profile) {
+  std::filesystem::path relative = profile.lexically_normal().lexically_relative(directory);
   return !relative.empty() && *relative.begin() != "..";
 }
 
@@ -26,13 +26,14 @@ bool inside_scratch(const std::filesystem::path& profile) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
+  const fuzz::ScratchDirectory scratch;
   Diagnostics diagnostics;
-  ConfigNode tree = load_yaml_string(text, (fuzz::scratch_directory() / "site.yaml").string(), diagnostics);
+  ConfigNode tree = load_yaml_string(text, (scratch.path() / "site.yaml").string(), diagnostics);
   if (diagnostics.has_errors()) return 0;
   site::SiteInventory inventory = site::parse_site_inventory(tree, diagnostics);
   if (diagnostics.has_errors()) return 0;
   for (const auto& machine : inventory.machines) {
-    if (!machine.profile.empty() && !inside_scratch(machine.profile)) return 0;
+    if (!machine.profile.empty() && !inside(scratch.path(), machine.profile)) return 0;
   }
   site::check_site(inventory, diagnostics);
   for (const auto& machine : inventory.machines) (void)inventory.find(machine.name);
