@@ -164,7 +164,7 @@ std::vector<std::uint8_t> encode_dhcp_packet(const DhcpPacket& packet) {
   std::copy(packet.chaddr.begin(), packet.chaddr.end(), out.begin() + 28);
   // Longer names are cut: the fields are fixed-size, and a NUL-less full field is still read correctly.
   std::copy_n(packet.sname.begin(), std::min<std::size_t>(packet.sname.size(), 64), out.begin() + 44);
-  std::copy_n(packet.file.begin(), std::min<std::size_t>(packet.file.size(), 128), out.begin() + 108);
+  std::copy_n(packet.file.begin(), std::min(packet.file.size(), dhcp_file_field_size), out.begin() + 108);
   store_be32(&out[236], dhcp_magic_cookie);
   for (const auto& option : packet.options) {
     if (option.code == dhcp_option::pad || option.code == dhcp_option::end) continue;

@@ -63,6 +63,7 @@ struct DhcpOption {
 constexpr std::size_t dhcp_fixed_header_size = 236;   // BOOTP header up to the options
 constexpr std::size_t dhcp_min_packet_size = 240;     // header + magic cookie
 constexpr std::size_t dhcp_bootp_min_size = 300;      // replies are padded to this: old ROMs want it
+constexpr std::size_t dhcp_file_field_size = 128;     // the boot file name field (`file`)
 constexpr std::uint32_t dhcp_magic_cookie = 0x63825363;
 
 // IPv4 addresses are host-order integers; 0 means "none", as on the wire.

@@ -50,8 +50,10 @@ DhcpBootAnswer ask_boot_answer(const DhcpReplySettings& settings, const DhcpPack
 }
 
 std::string describe_boot(const DhcpBootAnswer& boot) {
-  return boot.offer ? " boot=" + std::string(to_string(boot.kind)) + (boot.file.empty() ? "" : " file=" + boot.file)
-                    : " (no boot offer: " + (boot.reason.empty() ? std::string("none") : boot.reason) + ")";
+  if (!boot.offer) return " (no boot offer: " + (boot.reason.empty() ? std::string("none") : boot.reason) + ")";
+  // Option 67 is the whole name; `file` is left empty when it would not hold it.
+  const std::string& file = boot.bootfile_option ? *boot.bootfile_option : boot.file;
+  return " boot=" + std::string(to_string(boot.kind)) + (file.empty() ? "" : " file=" + file);
 }
 
 // Phase 3 (full mode), the address: what the pool grants or refuses, before any packet is built.

@@ -101,8 +101,11 @@ DhcpBootAnswer decide_dhcp_boot(const DhcpPacket& request, const NodeInventory& 
   // it with option 43. In a full-mode offer it would make EDK2 treat the offer as a BINL one and wait
   // for an answer on port 4011 instead of loading `file` (seen with OVMF).
   if (settings.proxy || answer.kind == DhcpClientKind::raspberry_pi) answer.vendor_class = "PXEClient";
+  // The name goes in option 67 whole (split per RFC 3396 past 255 bytes) and in the 128-byte `file`
+  // field only when it fits there: a cut URL (a long http.base_url) is a wrong file, while a client
+  // finding `file` empty reads option 67 (iPXE and edk2 prefer option 67 anyway).
   auto tftp_file = [&](const std::string& name) {
-    answer.file = name;
+    answer.file = name.size() <= dhcp_file_field_size ? name : std::string();
     answer.bootfile_option = name;
   };
   switch (answer.kind) {

@@ -179,3 +179,21 @@ TEST_CASE("dhcp boot decision: a UUID from option 97 type 0 is a node fact", "[d
   packet.set(dhcp_option::client_uuid, uuid);
   CHECK(dhcp_node_facts(packet).uuid == "4c4c4544-0000-1000-8000-000000000001");
 }
+
+TEST_CASE("dhcp boot decision: a boot URL longer than the 128-byte file field is in option 67 only, not cut", "[dhcp]") {
+  // A long http.base_url (a path prefix behind a proxy): the `file` field cut it at 128 bytes, a name
+  // that exists nowhere; left empty, the client takes option 67, which holds it whole.
+  auto s = settings();
+  s.http_base_url = "http://10.98.0.1:8080/" + std::string(120, 'p');
+  auto ipxe = client("52:54:00:00:00:01", 7, "PXEClient:Arch:00007:UNDI:003016");
+  ipxe.set(dhcp_option::user_class, "iPXE");
+  auto answer = decide_dhcp_boot(ipxe, inventory("default"), s);
+  REQUIRE(answer.offer);
+  CHECK(answer.bootfile_option == s.http_base_url + "/boot.ipxe");
+  CHECK(answer.file.empty());
+  // Exactly 128 bytes still fits (the field needs no NUL when full).
+  s.http_base_url = "http://10.98.0.1:8080/" + std::string(128 - 32, 'p');
+  answer = decide_dhcp_boot(ipxe, inventory("default"), s);
+  REQUIRE(answer.bootfile_option->size() == 128);
+  CHECK(answer.file == *answer.bootfile_option);
+}
