@@ -1,6 +1,7 @@
 #include "netboot/dhcp/dhcp_reply_plan.hpp"
 
 #include <algorithm>
+#include <array>
 #include <utility>
 
 #include "core/log.hpp"
@@ -184,6 +185,22 @@ DhcpPacket reply_to(const DhcpPacket& request, DhcpMessageType type, std::uint32
   return reply;
 }
 
+// RFC 2132 9.8: the server "MUST try to insert the requested options in the order requested by the
+// client" (a client may read only the first few, or stop at the first it cannot parse). Message type
+// and server identifier stay first, as dnsmasq and Kea send them; options the client did not list
+// keep their order after the listed ones. Runs before the relay's option 82 is appended last.
+void order_as_requested(DhcpPacket& reply, const DhcpPacket& request) {
+  const DhcpOption* list = request.find(dhcp_option::parameter_request_list);
+  if (list == nullptr || list->data.empty()) return;
+  std::array<std::uint16_t, 256> rank;
+  rank.fill(static_cast<std::uint16_t>(2 + list->data.size()));
+  for (std::size_t i = list->data.size(); i-- > 0;) rank[list->data[i]] = static_cast<std::uint16_t>(2 + i);  // first wins
+  rank[dhcp_option::message_type] = 0;
+  rank[dhcp_option::server_identifier] = 1;
+  std::stable_sort(reply.options.begin(), reply.options.end(),
+                   [&rank](const DhcpOption& a, const DhcpOption& b) { return rank[a.code] < rank[b.code]; });
+}
+
 // RFC 3046 2.2: a relay's agent information (option 82) MUST be copied into the reply, as the last
 // option: relays and DHCP-snooping switches pick the client's port by it, some drop replies without it.
 void echo_relay_information(DhcpPacket& reply, const DhcpPacket& request) {
@@ -353,6 +370,7 @@ DhcpReplyPlan plan_dhcp_reply(const DhcpReplySettings& settings, std::vector<Dhc
     plan_full_reply(plan, settings, pools, requester, request, boot, now, describe);
   }
   if (plan.reply) {
+    order_as_requested(*plan.reply, request);
     echo_relay_information(*plan.reply, request);
     std::size_t limit = dhcp_reply_size_limit(request);
     if (auto dropped = fit_dhcp_reply(*plan.reply, limit); !dropped.empty()) {

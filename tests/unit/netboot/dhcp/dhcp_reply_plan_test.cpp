@@ -343,6 +343,32 @@ TEST_CASE("dhcp reply plan: option 61 and a relay's option 82 come back, 82 last
   CHECK(plan.reply->options.back() == DhcpOption{dhcp_option::relay_agent_information, agent});
 }
 
+TEST_CASE("dhcp reply plan: options follow the client's option 55 order, after 53 and 54, and before 82", "[dhcp]") {
+  // RFC 2132 9.8: the server MUST try to insert the requested options in the order requested.
+  auto settings = full_settings();
+  attach_bios_boot_policy(settings);
+  auto pools = pools_for(settings);
+  auto discover = dhcp_request(1, 5, 9);
+  discover.set(dhcp_option::parameter_request_list, std::vector<std::uint8_t>{67, 15, 6, 3, 1, 6, 200});
+  const std::vector<std::uint8_t> agent{1, 4, 'p', 'o', 'r', 't'};
+  discover.giaddr = ip("10.98.9.254");
+  discover.set(dhcp_option::relay_agent_information, agent);
+  auto plan = plan_dhcp_reply(settings, &pools, discover, false, 0);
+  REQUIRE(plan.reply);
+  std::vector<std::uint8_t> codes;
+  for (const auto& option : plan.reply->options) codes.push_back(option.code);
+  REQUIRE(codes.size() >= 8);
+  // 53 and 54 first; then 67, 15, 6, 3, 1 as listed (the repeated 6 and the unknown 200 change
+  // nothing); then the options not asked for (lease times), in the server's order; 82 last.
+  CHECK(std::vector<std::uint8_t>(codes.begin(), codes.begin() + 7) ==
+        std::vector<std::uint8_t>{dhcp_option::message_type, dhcp_option::server_identifier, 67, 15, 6, 3, 1});
+  CHECK(codes.back() == dhcp_option::relay_agent_information);
+  auto lease = std::find(codes.begin(), codes.end(), dhcp_option::lease_time);
+  auto t1 = std::find(codes.begin(), codes.end(), dhcp_option::renewal_time);
+  CHECK(lease < t1);
+  CHECK(lease > codes.begin() + 6);
+}
+
 TEST_CASE("dhcp reply plan: a reply fits 576 bytes, or the client's option 57, dropping NTP, domain, DNS first", "[dhcp]") {
   // A long dns/ntp/domain configuration gave a 956-byte OFFER to a client that had said 576.
   auto settings = full_settings();
