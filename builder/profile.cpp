@@ -480,7 +480,12 @@ class ProfileReader {
       dir = dir.lexically_normal();
       std::error_code ec;
       if (options_.check_paths && !fs::is_directory(dir, ec)) {
-        diagnostics_.error(item.location, "overlay directory " + dir.string() + " " + path_check_failure(ec, "does not exist"));
+        // A file named where a directory belongs is told apart from a missing path: "does not exist"
+        // sent users looking for a typo in a name that was there.
+        std::error_code exists_error;
+        std::string why = !ec && fs::exists(dir, exists_error) ? std::string("is not a directory")
+                                                                : path_check_failure(ec, "does not exist");
+        diagnostics_.error(item.location, "overlay directory " + dir.string() + " " + why);
       }
       overlays.push_back(dir);
     });

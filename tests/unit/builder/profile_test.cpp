@@ -572,3 +572,15 @@ TEST_CASE("output.ephemeral.serve_url and serve_profile: where boot.img's URLs p
   CHECK(has_error(d3, (dir / "bad.yaml").string() + ":", "got '10.0.0.2:8080'"));
   CHECK(has_error(d3, (dir / "bad.yaml").string() + ":", "got 'a/b'"));
 }
+
+TEST_CASE("an overlay entry naming a file is 'not a directory', a missing one 'does not exist'", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "afile", "x\n");
+  test::write_file(dir / "p.yaml", std::string(minimal_rpi) + "overlays: [afile, missing]\n");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "p.yaml", d));
+  INFO(dump(d));
+  const std::string f = (dir / "p.yaml").string();
+  CHECK(has_error(d, f + ":9:12:", "overlay directory " + (dir / "afile").string() + " is not a directory"));
+  CHECK(has_error(d, f + ":9:19:", "overlay directory " + (dir / "missing").string() + " does not exist"));
+}
