@@ -22,25 +22,13 @@ SERVE_PID= UDHCPC_PID=
 cleanup() {
   [ -n "$UDHCPC_PID" ] && kill "$UDHCPC_PID" 2>/dev/null || true
   [ -n "$SERVE_PID" ] && kill -9 "$SERVE_PID" 2>/dev/null || true
-  for ns in "$SRV" "${NS[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
-  for ns in "$SRV" "${NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  lan_cleanup "$SRV" "${NS[@]}"
 }
 trap cleanup EXIT
 
-ip netns add "$SRV"
-ip -n "$SRV" link add br0 type bridge
-ip -n "$SRV" addr add 10.98.0.1/24 dev br0
-ip -n "$SRV" link set lo up
-ip -n "$SRV" link set br0 up
+lan_server "$SRV" 10.98.0.1/24
 MACS=(52:54:00:98:00:01 52:54:00:98:00:02 2c:cf:67:98:00:03)
-for i in 0 1 2; do
-  ip netns add "${NS[$i]}"
-  ip link add "a8s-s$i-$ID" netns "$SRV" type veth peer name eth0 netns "${NS[$i]}"
-  ip -n "$SRV" link set "a8s-s$i-$ID" master br0 up
-  ip -n "${NS[$i]}" link set eth0 address "${MACS[$i]}"
-  ip -n "${NS[$i]}" link set lo up
-  ip -n "${NS[$i]}" link set eth0 up
-done
+for i in 0 1 2; do lan_client "$SRV" "${NS[$i]}" "a8s-s$i-$ID" "${MACS[$i]}"; done
 pass "server namespace $SRV with br0 10.98.0.1/24 and 3 client namespaces"
 
 mkdir -p "$WORK/tftp" "$WORK/assets"

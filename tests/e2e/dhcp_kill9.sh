@@ -16,8 +16,7 @@ SERVE_PID= LOOP_PID=
 cleanup() {
   [ -n "$LOOP_PID" ] && kill "$LOOP_PID" 2>/dev/null || true
   [ -n "$SERVE_PID" ] && kill -9 "$SERVE_PID" 2>/dev/null || true
-  for ns in "$SRV" "$CLI_NS"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
-  for ns in "$SRV" "$CLI_NS"; do ip netns del "$ns" 2>/dev/null || true; done
+  lan_cleanup "$SRV" "$CLI_NS"
 }
 trap cleanup EXIT
 ip netns add "$SRV"

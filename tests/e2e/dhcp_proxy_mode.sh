@@ -14,8 +14,7 @@ CLI_NS=a8s-pxy-cli-$$
 SERVE_PID=
 cleanup() {
   [ -n "$SERVE_PID" ] && kill -9 "$SERVE_PID" 2>/dev/null || true
-  for ns in "$SRV" "$CLI_NS"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
-  for ns in "$SRV" "$CLI_NS"; do ip netns del "$ns" 2>/dev/null || true; done
+  lan_cleanup "$SRV" "$CLI_NS"
 }
 trap cleanup EXIT
 ip netns add "$SRV"

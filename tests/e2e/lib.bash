@@ -157,21 +157,38 @@ qemu_netboot_missing() {  # prints what is missing for a QEMU x86 netboot, nothi
   command -v cpio >/dev/null || echo "cpio"
   ls /boot/vmlinuz-* >/dev/null 2>&1 || echo "a kernel in /boot"
 }
-# qemu_lan NAMESPACE ADDRESS/PREFIX: a namespace with bridge br0 holding the address and tap0 on it.
-# The caller's EXIT trap must remove the namespace (qemu_lan_cleanup NAMESPACE).
-qemu_lan() {
+# ---- a LAN in network namespaces: the server's namespace with bridge br0, clients on veths ----
+# lan_server NAMESPACE ADDRESS/PREFIX: a namespace with bridge br0 holding the address.
+# The caller's EXIT trap must remove every namespace it made (lan_cleanup NAMESPACE...).
+lan_server() {
   ip netns add "$1"
   ip -n "$1" link set lo up
   ip -n "$1" link add br0 type bridge
   ip -n "$1" addr add "$2" dev br0
   ip -n "$1" link set br0 up
-  ip netns exec "$1" ip tuntap add dev tap0 mode tap
-  ip -n "$1" link set tap0 master br0 up
 }
-qemu_lan_cleanup() {
+# lan_client SERVER-NAMESPACE CLIENT-NAMESPACE PORT MAC: a namespace whose eth0 (with MAC, no address)
+# is a veth to PORT, a port of the server namespace's br0. PORT is a host-unique interface name.
+lan_client() {
+  ip netns add "$2"
+  ip link add "$3" netns "$1" type veth peer name eth0 netns "$2"
+  ip -n "$1" link set "$3" master br0 up
+  ip -n "$2" link set eth0 address "$4"
+  ip -n "$2" link set lo up
+  ip -n "$2" link set eth0 up
+}
+# lan_cleanup NAMESPACE...: kills what runs in them and removes them (missing ones are skipped).
+lan_cleanup() {
   for ns in "$@"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
   for ns in "$@"; do ip netns del "$ns" 2>/dev/null || true; done
 }
+# qemu_lan NAMESPACE ADDRESS/PREFIX: lan_server's namespace with tap0 on br0 for a QEMU guest.
+qemu_lan() {
+  lan_server "$1" "$2"
+  ip netns exec "$1" ip tuntap add dev tap0 mode tap
+  ip -n "$1" link set tap0 master br0 up
+}
+qemu_lan_cleanup() { lan_cleanup "$@"; }
 # marker_boot_assets DIR: DIR/vmlinuz (the newest /boot/vmlinuz-*) and DIR/initrd.gz, a busybox
 # initramfs whose /init prints AGGRIK8S-DHCP-BOOT-MARKER and the kernel command line, then powers off.
 marker_boot_assets() {

@@ -21,8 +21,7 @@ SERVE_PID= WEB_PID=
 cleanup() {
   [ -n "$WEB_PID" ] && kill "$WEB_PID" 2>/dev/null || true
   [ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null || true
-  for ns in "$SRV" "$PI"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
-  for ns in "$SRV" "$PI"; do ip netns del "$ns" 2>/dev/null || true; done
+  lan_cleanup "$SRV" "$PI"
 }
 trap cleanup EXIT
 

@@ -17,22 +17,12 @@ CLI_NS=a8s-dflag-c-$ID
 SERVE_PID=
 cleanup() {
   [ -n "$SERVE_PID" ] && kill -9 "$SERVE_PID" 2>/dev/null || true
-  for ns in "$SRV" "$CLI_NS"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
-  for ns in "$SRV" "$CLI_NS"; do ip netns del "$ns" 2>/dev/null || true; done
+  lan_cleanup "$SRV" "$CLI_NS"
 }
 trap cleanup EXIT
 
-ip netns add "$SRV"
-ip -n "$SRV" link add br0 type bridge
-ip -n "$SRV" addr add 10.97.0.1/16 dev br0
-ip -n "$SRV" link set lo up
-ip -n "$SRV" link set br0 up
-ip netns add "$CLI_NS"
-ip link add "a8s-df-$ID" netns "$SRV" type veth peer name eth0 netns "$CLI_NS"
-ip -n "$SRV" link set "a8s-df-$ID" master br0 up
-ip -n "$CLI_NS" link set eth0 address 52:54:00:97:00:02
-ip -n "$CLI_NS" link set lo up
-ip -n "$CLI_NS" link set eth0 up
+lan_server "$SRV" 10.97.0.1/16
+lan_client "$SRV" "$CLI_NS" "a8s-df-$ID" 52:54:00:97:00:02
 pass "server namespace with br0 10.97.0.1/16 and a client namespace"
 
 mkdir -p "$WORK/files" "$WORK/state"

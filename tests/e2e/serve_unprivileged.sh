@@ -38,21 +38,11 @@ MAC=52:54:00:98:51:01
 SERVE_PID=
 cleanup() {
   [ -n "$SERVE_PID" ] && kill -9 "$SERVE_PID" 2>/dev/null || true
-  for ns in "$SRV" "$CL"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
-  for ns in "$SRV" "$CL"; do ip netns del "$ns" 2>/dev/null || true; done
+  lan_cleanup "$SRV" "$CL"
 }
 trap cleanup EXIT
-ip netns add "$SRV"
-ip -n "$SRV" link set lo up
-ip -n "$SRV" link add br0 type bridge
-ip -n "$SRV" addr add 10.98.51.1/24 dev br0
-ip -n "$SRV" link set br0 up
-ip netns add "$CL"
-ip link add "a8s-u$ID" netns "$SRV" type veth peer name eth0 netns "$CL"
-ip -n "$SRV" link set "a8s-u$ID" master br0 up
-ip -n "$CL" link set eth0 address "$MAC"
-ip -n "$CL" link set lo up
-ip -n "$CL" link set eth0 up
+lan_server "$SRV" 10.98.51.1/24
+lan_client "$SRV" "$CL" "a8s-u$ID" "$MAC"
 
 # What the unit's directories hold: configuration readable by the service (root-owned, as in
 # /etc/aggrik8s), state and logs owned by the service user (StateDirectory=, LogsDirectory=).
