@@ -30,7 +30,7 @@ int build_profile(const builder::Profile& profile, const builder::BuildOptions& 
       std::fputs(text.str().c_str(), stdout);
       std::fflush(stdout);
       // With --json, stdout is the manifest alone: the upload's lines go to the log.
-      if (upload) upload_talos_isos(profile, build.output_dir, build.only_nodes, false, false, true);
+      if (upload) upload_talos_isos(profile, build.output_dir, build.only_nodes, false, args.flag("force-upload"), true);
       return exit_success;
     }
     if (talos.shared_boot_iso) {
@@ -43,7 +43,7 @@ int build_profile(const builder::Profile& profile, const builder::BuildOptions& 
     std::printf("talos: %s\nmanifest: %s\nchecksums: %s\n", talos.talos_version.c_str(), talos.manifest.c_str(),
                 talos.checksums.c_str());
     std::fflush(stdout);
-    if (upload) upload_talos_isos(profile, build.output_dir, build.only_nodes, false, false);
+    if (upload) upload_talos_isos(profile, build.output_dir, build.only_nodes, false, args.flag("force-upload"));
     return exit_success;
   }
   builder::BuildResult result = builder::build_rpi5_images(profile, build);
@@ -138,6 +138,7 @@ Command build_command() {
       {"node", 'n', "NAME", "build only this node (a site: this machine) (repeatable)", true},
       {"json", '\0', "", "print a machine-readable summary of the outputs"},
       {"upload", '\0', "", "talos-iso: then upload the ISOs to the profile's Proxmox storage (as `upload`)"},
+      {"force-upload", '\0', "", "with --upload: upload every ISO again, replacing files of the same name (as `upload --force`)"},
       {"no-sync", '\0', "",
        "rpi5-rke2: rename each image into place without waiting for it to reach the disk"},
   };
@@ -166,6 +167,7 @@ Command build_command() {
                    options, 1, 1};
   return {spec, [](const ParsedArguments& args) {
             InterruptCleanup::install();  // Ctrl-C leaves no unfinished outputs behind
+            if (args.flag("force-upload") && !args.flag("upload")) throw UsageError("--force-upload needs --upload");
             const std::string& file = args.positional.front();
             if (site::is_site_file(file)) return build_site(file, args);
             Diagnostics diagnostics;

@@ -28,7 +28,7 @@ void upload_talos_isos(const builder::Profile& profile, const std::filesystem::p
     if (outcome.action == builder::ProxmoxUploadOutcome::Action::uploaded) {
       std::printf("uploaded  %s\n", outcome.volid.c_str());
     } else if (outcome.action == builder::ProxmoxUploadOutcome::Action::skipped) {
-      std::printf("present   %s  (same size; not uploaded again)\n", outcome.volid.c_str());
+      std::printf("present   %s  (uploaded from here already)\n", outcome.volid.c_str());
     }
   }
 }
@@ -42,15 +42,16 @@ Command upload_command() {
       "node's config ISO and per-node ISO) on the storage named by the profile's 'proxmox' section,\n"
       "through the Proxmox VE API with an API token: POST /nodes/NODE/storage/STORAGE/upload\n"
       "(content=iso, with the sha256 for Proxmox to check), then the task is polled until it stops.\n"
-      "A file the storage already holds with the same name and size is skipped unless --force, or\n"
-      "unless DIR/proxmox-uploads.json (what was uploaded from DIR, by sha256) says it has changed.\n"
+      "DIR/proxmox-uploads.json records what was uploaded from DIR (by sha256): a file it says is there\n"
+      "already is skipped; a file of the same name it does not know (another profile's node of that name,\n"
+      "an upload from another directory) stops the upload before anything is sent, unless --force.\n"
       "TLS is verified (system CAs, or proxmox.ca_file, or a pinned proxmox.fingerprint).\n"
       "--dry-run prints each request (method, URL, headers with the token secret redacted, form\n"
       "fields, file name and size) and sends nothing. See docs/proxmox.md.",
       {{"out", 'o', "DIR", "the build's output directory (default: ./out/<profile name>)"},
        {"node", 'n', "NAME", "upload only this node's ISOs, and the shared boot ISO (repeatable)", true},
        {"dry-run", '\0', "", "print the requests instead of sending them"},
-       {"force", '\0', "", "upload files the storage already has with the same size"}},
+       {"force", '\0', "", "upload every file again, replacing files of the same name this directory did not upload"}},
       1,
       1};
   return {spec, [](const ParsedArguments& args) {

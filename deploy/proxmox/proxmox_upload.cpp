@@ -136,6 +136,28 @@ bool is_build_manifest(const nlohmann::json& manifest) {
 
 }  // namespace
 
+ProxmoxUploadDecision proxmox_upload_decision(const ProxmoxUploadFile& file, std::optional<std::uint64_t> size_there,
+                                              const std::optional<std::string>& recorded_sha256, bool force) {
+  using Action = ProxmoxUploadDecision::Action;
+  if (!size_there) return {Action::upload, ""};
+  if (!recorded_sha256) {
+    if (force) return {Action::replace, "exists and this output directory did not upload it; --force: replacing it"};
+    return {Action::conflict,
+            "is already there, and this output directory did not upload it (no entry in its proxmox-uploads.json): "
+            "another profile's node of the same name, or a build uploaded from another directory"};
+  }
+  if (*recorded_sha256 != file.sha256) {
+    return {Action::replace, *size_there == file.size
+                                 ? "exists with the same size, but this file changed since it was uploaded; replacing it"
+                                 : "exists, and this file changed since it was uploaded; replacing it"};
+  }
+  if (*size_there != file.size) {
+    return {Action::replace, "exists with another size than the file uploaded from here; replacing it"};
+  }
+  if (force) return {Action::replace, "was uploaded from here already; --force: uploading it again"};
+  return {Action::skip, "was uploaded from here already (the same sha256)"};
+}
+
 std::vector<ProxmoxUploadFile> talos_iso_outputs(const Profile& profile, const fs::path& out_dir,
                                                  const std::vector<std::string>& only_nodes) {
   fs::path manifest_path = out_dir / "manifest.json";
@@ -190,8 +212,12 @@ std::vector<ProxmoxUploadOutcome> upload_to_proxmox(const ProxmoxSettings& setti
     std::string text = "# dry run: these requests would be sent to " + settings.api_url + "; nothing is sent\n";
     text += describe_request(storage_content_request(target), settings.token_id);
     for (const auto& file : files) {
-      text += "# " + file.file_name + ": uploaded unless " + volid_of(file) + " exists with " +
-              std::to_string(file.size) + " bytes" + (options.force ? " (--force: uploaded anyway)" : "") + "\n";
+      text += "# " + file.file_name + ": uploaded unless " + volid_of(file) + " exists" +
+              (options.force ? " (--force: uploaded anyway)"
+                             : ": then skipped if " +
+                                   (options.record_file.empty() ? std::string("the upload record")
+                                                                : options.record_file.string()) +
+                                   " says these bytes went there, else refused") + "\n";
       text += describe_request(iso_upload_request(target, file), settings.token_id);
       text += "#   then GET " + settings.api_url + "/nodes/" + percent_encode(settings.node) +
               "/tasks/{UPID}/status until \"stopped\", \"exitstatus\" \"OK\"\n";
@@ -212,22 +238,35 @@ std::vector<ProxmoxUploadOutcome> upload_to_proxmox(const ProxmoxSettings& setti
   std::vector<ProxmoxVolume> present = parse_storage_content(client.send(listing), listing.what);
 
   UploadRecord record(options.record_file, settings);
+  // Every file is decided before any is sent: a name conflict stops the run with nothing replaced.
+  std::vector<ProxmoxUploadDecision> decisions;
+  std::string conflicts;
   for (const auto& file : files) {
     std::string volid = volid_of(file);
     auto existing = find_iso_volume(present, settings.storage, file.file_name);
-    auto last_uploaded = record.uploaded_sha256(volid);
-    bool changed_since_upload = last_uploaded && *last_uploaded != file.sha256;
-    if (existing && existing->size == file.size && !options.force && !changed_since_upload) {
-      log::info(file.file_name, ": already on ", settings.storage, " on ", settings.node, " as ", volid,
-                " with the same size (", format_byte_size(file.size), "); skipped (--force uploads it again)");
+    decisions.push_back(proxmox_upload_decision(file, existing ? std::optional<std::uint64_t>(existing->size) : std::nullopt,
+                                                record.uploaded_sha256(volid), options.force));
+    if (decisions.back().action == ProxmoxUploadDecision::Action::conflict) {
+      conflicts += "\n  " + volid + " (for " + file.file_name + ") " + decisions.back().why;
+    }
+  }
+  if (!conflicts.empty()) {
+    throw Error("not uploading to " + settings.storage + " on " + settings.node + ": files of these names are there" +
+                conflicts + "\nNothing was replaced. `upload --force` (`build --upload --force-upload`) replaces them; "
+                "give the profile's nodes other names to keep both");
+  }
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const auto& file = files[i];
+    const auto& decision = decisions[i];
+    std::string volid = volid_of(file);
+    if (decision.action == ProxmoxUploadDecision::Action::skip) {
+      log::info(file.file_name, ": on ", settings.storage, " on ", settings.node, " as ", volid, ": ", decision.why,
+                "; skipped (--force uploads it again)");
       outcomes.push_back({file.file_name, volid, ProxmoxUploadOutcome::Action::skipped});
       continue;
     }
-    if (existing) {
-      const char* why = existing->size != file.size ? " with another size"
-                        : changed_since_upload       ? " with the same size, but this file changed since it was uploaded"
-                                                     : "";
-      log::info(file.file_name, ": ", volid, " exists", why, "; replacing it");
+    if (decision.action == ProxmoxUploadDecision::Action::replace) {
+      log::info(file.file_name, ": ", volid, " ", decision.why);
     }
     log::info(file.file_name, ": uploading ", format_byte_size(file.size), " to ", settings.storage, " on ",
               settings.node);

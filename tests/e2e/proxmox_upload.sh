@@ -152,7 +152,7 @@ pass "Authorization on every request, multipart fields in order, task polled unt
 before=$(requests)
 run 0 "upload again: files already present" -- "$CLI" upload --out "$OUT" "$WORK/with-ca.yaml"
 expect_output "^present   local:iso/cp1-config\.iso" "cp1's config ISO reported present"
-expect_output "already on local on pve1 as local:iso/cp2-config\.iso with the same size" "the log says why it is skipped"
+expect_output "on local on pve1 as local:iso/cp2-config\.iso: was uploaded from here already \(the same sha256\); skipped" "the log says why it is skipped"
 [ "$(grep -c '"POST"' "$STUB_DIR/requests.jsonl")" = 2 ] || fail "a present file was uploaded again"
 [ "$(($(requests) - before))" = 1 ] || fail "expected only the listing request"
 pass "nothing uploaded twice"
@@ -198,9 +198,22 @@ run 1 "a task that fails" -- "$CLI" upload --force --node cp2 --out "$OUT" "$WOR
 expect_output "upload of cp2-config\.iso to storage local on pve1: Proxmox task UPID:pve1:[0-9A-F:]+imgcopy::builder@pve!images: failed: unable to move temporary file to storage: No space left on device" \
   "a non-OK exit status is an error naming the task"
 
-# --- build --upload: the build, then the same upload (here: everything is present already)
-run 0 "build --upload" -- "$CLI" build --upload --out "$WORK/out2" "$WORK/with-ca.yaml"
-expect_output "^present   local:iso/cp1-config\.iso" "build --upload reports the storage's state"
+# --- build --upload into a fresh directory: the storage has files of these names that this directory
+# did not upload (as another cluster's node cp1 would, or a build from a directory since removed):
+# nothing is replaced without --force-upload, whatever the sizes say (every config ISO is 68 KiB)
+posts_before=$(grep -c '"POST"' "$STUB_DIR/requests.jsonl")
+run 1 "build --upload into a fresh directory" -- "$CLI" build --upload --out "$WORK/out2" "$WORK/with-ca.yaml"
+expect_output "local:iso/cp1-config\.iso \(for cp1-config\.iso\) is already there, and this output directory did not upload it" \
+  "the conflict names the volume and why"
+expect_output "Nothing was replaced\. \`upload --force\` \(\`build --upload --force-upload\`\) replaces them" "and what to do"
+[ "$(grep -c '"POST"' "$STUB_DIR/requests.jsonl")" = "$posts_before" ] || fail "a conflicting file was uploaded"
+pass "nothing uploaded on a conflict"
+expect_status 2 "--force-upload without --upload" -- "$CLI" build --force-upload --out "$WORK/out2" "$WORK/with-ca.yaml"
+run 0 "build --upload --force-upload" -- "$CLI" build --upload --force-upload --out "$WORK/out2" "$WORK/with-ca.yaml"
+expect_output "^uploaded  local:iso/cp1-config\.iso$" "--force-upload replaces cp1's config ISO"
+cmp "$WORK/out2/cp2-config.iso" "$STUB_DIR/iso/cp2-config.iso" || fail "the storage does not hold out2's cp2-config.iso"
+run 0 "build --upload again into that directory" -- "$CLI" build --upload --out "$WORK/out2" "$WORK/with-ca.yaml"
+expect_output "^present   local:iso/cp1-config\.iso  \(uploaded from here already\)$" "then it is present"
 sed '/^proxmox:/,$d' "$WORK/with-ca.yaml" >"$WORK/no-proxmox.yaml"
 run 2 "build --upload without a proxmox section" -- "$CLI" build --upload --out "$WORK/out3" "$WORK/no-proxmox.yaml"
 expect_output "--upload needs a talos-iso profile with a 'proxmox' section" "refused with a reason"
@@ -213,7 +226,12 @@ make_talos_fixture
 sed -e "s|  kernel: {path: vmlinuz}|  iso: {path: $TALOS_FIXTURE/metal-amd64.iso}|" -e '/initramfs: {path/d' \
   -e 's/outputs: \[config-iso\]/outputs: [config-iso, iso]/' -e 's/^name: e2e-pve/name: e2e-pve-iso/' \
   "$WORK/with-ca.yaml" >"$WORK/iso.yaml"
-run 0 "build --upload --node cp1 with the iso output" -- "$CLI" build --upload --node cp1 --cache-dir "$WORK/cache" --out "$WORK/out-iso" "$WORK/iso.yaml"
+# Another profile (e2e-pve-iso) whose node is also named cp1: its cp1-config.iso clashes with e2e-pve's.
+run 1 "another profile's cp1 is refused" -- "$CLI" build --upload --node cp1 --cache-dir "$WORK/cache" --out "$WORK/out-iso" "$WORK/iso.yaml"
+expect_output "local:iso/cp1-config\.iso \(for cp1-config\.iso\) is already there" "the clash is named"
+[ ! -e "$STUB_DIR/iso/cp1.iso" ] && [ ! -e "$STUB_DIR/iso/talos-metal-iso.iso" ] || fail "files were uploaded before the clash stopped the run"
+pass "nothing uploaded before the clash was found"
+run 0 "build --upload --force-upload --node cp1 with the iso output" -- "$CLI" build --upload --force-upload --node cp1 --cache-dir "$WORK/cache" --out "$WORK/out-iso" "$WORK/iso.yaml"
 for f in talos-metal-iso.iso cp1.iso; do
   expect_output "^uploaded  local:iso/$f$" "$f uploaded"
   cmp "$WORK/out-iso/$f" "$STUB_DIR/iso/$f" || fail "the server's copy of $f differs"

@@ -105,3 +105,38 @@ TEST_CASE("proxmox upload: a dry run prints every request, sends nothing, never 
   CHECK_THAT(text, Catch::Contains("form filename: file cp1-config.iso (10 bytes"));
   CHECK_THAT(text, Catch::Contains("nothing is sent"));
 }
+
+TEST_CASE("proxmox upload: a file is left on the storage only when the record says these bytes went there", "[proxmox]") {
+  // Proxmox lists no checksum, and every config ISO is 68 KiB: a file of the same name and size may
+  // be another cluster's node of the same name (its PKI), or an older build's uploaded from a
+  // directory since removed. Only the output directory's record tells.
+  using Action = ProxmoxUploadDecision::Action;
+  ProxmoxUploadFile file{"/out/cp1-config.iso", "cp1-config.iso", 69632, std::string(64, 'a')};
+  const std::string same = file.sha256, other(64, 'b');
+  struct Row {
+    const char* what;
+    std::optional<std::uint64_t> size_there;
+    std::optional<std::string> recorded;
+    bool force;
+    Action action;
+  };
+  const std::vector<Row> rows{
+      {"not there", std::nullopt, std::nullopt, false, Action::upload},
+      {"not there, recorded (removed by hand)", std::nullopt, same, false, Action::upload},
+      {"there, these bytes recorded", 69632, same, false, Action::skip},
+      {"there, these bytes recorded, forced", 69632, same, true, Action::replace},
+      {"there, other bytes recorded (rebuilt)", 69632, other, false, Action::replace},
+      {"there with another size than recorded", 1000, same, false, Action::replace},
+      {"there, same size, no record (another cluster's cp1)", 69632, std::nullopt, false, Action::conflict},
+      {"there, other size, no record", 1000, std::nullopt, false, Action::conflict},
+      {"there, no record, forced", 69632, std::nullopt, true, Action::replace},
+  };
+  for (const auto& row : rows) {
+    INFO(row.what);
+    auto decision = proxmox_upload_decision(file, row.size_there, row.recorded, row.force);
+    CHECK(decision.action == row.action);
+    if (row.action != Action::upload) CHECK_FALSE(decision.why.empty());
+  }
+  CHECK_THAT(proxmox_upload_decision(file, 69632, std::nullopt, false).why,
+             Catch::Contains("this output directory did not upload it"));
+}
