@@ -80,8 +80,12 @@ class CompressedOutput {
  public:
   // `name` is what errors call the file: the name it will have once published.
   CompressedOutput(const std::filesystem::path& path, std::string name, unsigned permissions) : name_(std::move(name)) {
-    fd_ = FileDescriptor(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(permissions)));
+    // A compressed node image holds its secrets: never written through a symlink, and `permissions`
+    // also when a file of that name was there (O_CREAT's mode applies only to a new file).
+    fd_ = FileDescriptor(
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(permissions)));
     if (!fd_) throw_system_error("cannot create " + name_, errno);
+    if (::fchmod(fd_.get(), static_cast<mode_t>(permissions)) != 0) throw_system_error("cannot set the mode of " + name_, errno);
   }
   void write(std::span<const std::uint8_t> data) {
     hash_.update(data);

@@ -129,10 +129,10 @@ void copy_sparse_range(const SparseRangeCopy& copy) {
 bool clone_file(const std::filesystem::path& from, const std::filesystem::path& to, mode_t permissions) {
   FileDescriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) throw_file_error("cannot open " + from.string(), from, errno);
-  FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, permissions));
+  FileDescriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, permissions));
   if (!out) throw_system_error("cannot create " + to.string(), errno);
   // O_CREAT's mode applies only to a new file: a file replaced here gets `permissions` too (a node
-  // image carries secrets once patched).
+  // image carries secrets once patched); and a symlink of that name is refused, not followed.
   if (::fchmod(out.get(), permissions) != 0) throw_system_error("cannot set the mode of " + to.string(), errno);
   if (::ioctl(out.get(), FICLONE, in.get()) == 0) return true;
   // EOPNOTSUPP: no shared extents here (ext4, tmpfs); EXDEV: another filesystem; EINVAL/ENOTTY: the

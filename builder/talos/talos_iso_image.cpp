@@ -269,8 +269,14 @@ void write_config_iso(const fs::path& output, const std::string& config_yaml, co
   };
   std::unique_ptr<burn_source, decltype(release)> source_owner(source, release);
 
-  FileDescriptor out(::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  // The config ISO holds the machine config (its PKI): a new file, made 0600 whatever the umask. A file
+  // already there under this name (a leftover 0644 .partial, a planted symlink) is removed, not
+  // reused: O_TRUNC kept its mode, and followed its link out of the output directory.
+  std::error_code ignored;
+  fs::remove(output, ignored);
+  FileDescriptor out(::open(output.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!out) throw_system_error("cannot create " + output.string(), errno);
+  if (::fchmod(out.get(), 0600) != 0) throw_system_error("cannot set the mode of " + output.string(), errno);
   unsigned char buffer[sector];
   for (;;) {
     int n = source->read_xt(source, buffer, static_cast<int>(sizeof buffer));

@@ -153,6 +153,24 @@ TEST_CASE("talos: the config ISO has label metal-iso, Joliet, Rock Ridge and con
   CHECK(blkid.output == "metal-iso\n");
 }
 
+TEST_CASE("talos: a config ISO replaces a leftover file or symlink of its name, never writing through it", "[talos][iso]") {
+  // A 0644 .partial left by another run kept its mode under O_TRUNC (the PKI world-readable), and a
+  // symlink there was followed out of the output directory.
+  test::TempDir dir;
+  std::string config = "version: v1alpha1\nmachine: {type: worker, token: secret}\n";
+  test::write_file(dir / "left.iso.partial", "old");
+  fs::permissions(dir / "left.iso.partial", fs::perms(0644));
+  write_config_iso(dir / "left.iso.partial", config, {"metal-iso", 1767225600});
+  CHECK(fs::status(dir / "left.iso.partial").permissions() == fs::perms(0600));
+  test::write_file(dir / "outside", "not yours");
+  fs::create_symlink(dir / "outside", dir / "link.iso.partial");
+  write_config_iso(dir / "link.iso.partial", config, {"metal-iso", 1767225600});
+  CHECK(test::read_file(dir / "outside") == "not yours");
+  CHECK_FALSE(fs::is_symlink(dir / "link.iso.partial"));
+  CHECK(fs::status(dir / "link.iso.partial").permissions() == fs::perms(0600));
+  CHECK(read_iso_text_file(dir / "link.iso.partial", "config.yaml") == config);
+}
+
 TEST_CASE("talos: config ISOs are reproducible and cost milliseconds", "[talos][iso]") {
   test::TempDir dir;
   std::string config(20000, 'x');
