@@ -16,6 +16,24 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// One kernel command-line argument: printable ASCII or UTF-8, no blank, no control byte (a NUL ends the
+// line for the boot loader and the kernel; a blank or tab splits it).
+bool is_single_kernel_argument(std::string_view arg) {
+  if (arg.empty()) return false;
+  return std::none_of(arg.begin(), arg.end(), [](char c) {
+    auto byte = static_cast<unsigned char>(c);
+    return byte <= 0x20 || byte == 0x7f;
+  });
+}
+
+// A URL the build appends paths to, for a client that speaks http(s) only.
+bool is_plain_http_url(std::string_view url) {
+  bool scheme = url.starts_with("http://") || url.starts_with("https://");
+  std::string_view rest = url.substr(url.find("//") + 2);
+  return scheme && !rest.empty() && rest.front() != '/' && rest.find_first_of("?#") == std::string_view::npos &&
+         is_single_kernel_argument(url);
+}
+
 // Whether two trees hold the same values, wherever they were written (locations aside).
 bool same_config_value(const ConfigNode& a, const ConfigNode& b) {
   if (a.kind != b.kind || a.scalar != b.scalar || a.items.size() != b.items.size() || a.entries.size() != b.entries.size()) {
@@ -459,7 +477,7 @@ class ProfileReader {
     }
     boot.cmdline = reader->string_list("cmdline").value_or(std::vector<std::string>{});
     for (const auto& arg : boot.cmdline) {
-      if (arg.find_first_of(" \t\r\n") != std::string::npos || arg.empty()) {
+      if (!is_single_kernel_argument(arg)) {
         reader->error_at("cmdline", "'boot.cmdline' entries are single kernel arguments without spaces, got '" +
                                         log_escape(arg) + "'");
       }
@@ -585,9 +603,23 @@ class ProfileReader {
 
   std::vector<std::string> read_kernel_args(ConfigMapReader& reader) {
     auto args = reader.string_list("kernel_args").value_or(std::vector<std::string>{});
+    const std::string key = reader.key_path("kernel_args");
     for (const auto& arg : args) {
-      if (arg.empty() || arg.find_first_of(" \t\n") != std::string::npos) {
-        reader.error_at("kernel_args", "'" + reader.key_path("kernel_args") + "' entries are single arguments without spaces, got '" + arg + "'");
+      if (!is_single_kernel_argument(arg)) {
+        // A NUL ends the line where GRUB, the UKI stub and the kernel read it (talos.config= lost
+        // after it); other control bytes are no argument either.
+        reader.error_at("kernel_args", "'" + key + "' entries are single arguments of printable characters without "
+                                       "spaces, got '" + log_escape(arg) + "'");
+      } else if (arg.starts_with("-")) {
+        // Talos' imager reads "-console=tty0" as "remove console=tty0"; passed on, the kernel would
+        // get it literally and keep the default.
+        reader.error_at("kernel_args", "'" + key + "': '" + arg + "' removes a default argument in Talos' imager; this "
+                                       "build does not remove arguments (give the value you want instead, e.g. console=ttyS0)");
+      } else if (arg.starts_with("talos.config=") || arg == "talos.config" || arg.starts_with("talos.platform=")) {
+        // Talos reads the first talos.config= on the line: one given here would win over the one the
+        // build writes for the node (metal-iso, or its netboot URL), and talos.platform is the ISO's.
+        reader.error_at("kernel_args", "'" + key + "': " + arg.substr(0, arg.find('=')) +
+                                       "= is written by the build (docs/proxmox.md); a second one would win over it");
       }
     }
     return args;
@@ -750,6 +782,12 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
       talos->error("these outputs need a Talos ISO or kernel + initramfs");
     }
     t.netboot_url = talos->string("netboot_url");
+    if (t.netboot_url && !is_plain_http_url(*t.netboot_url)) {
+      // The build appends /<node>/config.yaml: a query or fragment would swallow that path, a blank
+      // splits the kernel argument, and Talos fetches http(s) only.
+      talos->error_at("netboot_url", "'talos.netboot_url' must be an http:// or https:// URL without spaces, query "
+                                     "(?) or fragment (#), got '" + log_escape(*t.netboot_url) + "'");
+    }
     if (std::find(t.outputs.begin(), t.outputs.end(), "netboot") != t.outputs.end() && !t.netboot_url) {
       talos->error("the netboot output needs 'talos.netboot_url' (where `aggrik8s-image serve` answers, e.g. "
                    "http://10.0.0.2:8080)");
@@ -820,6 +858,7 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
   std::set<std::string> names;
   std::set<std::string> macs;
   std::set<std::string> uuids;
+  std::vector<SourceLocation> node_locations;  // of each entry of profile.talos_nodes
   top.list("nodes", [&](const ConfigNode& item, const std::string& path) {
     ConfigMapReader node_reader(item, diagnostics, path);
     if (!node_reader.valid()) {
@@ -875,8 +914,28 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
       diagnostics.error(item.location, "node '" + node.name + "' has no machine config: set 'talos.config' or '" + path + ".config'");
     }
     profile.talos_nodes.push_back(std::move(node));
+    node_locations.push_back(item.location);
   }, true);
   top.finish();
+  // Only the iso and netboot outputs boot a command line of the node's own; the shared boot ISO of a
+  // config-iso build carries the arguments every node has. A node's own argument with neither would
+  // be built into nothing (a warning at build time said the iso and netboot outputs carry it).
+  const auto& outputs = profile.talos.outputs;
+  bool per_node_command_line = std::find(outputs.begin(), outputs.end(), "iso") != outputs.end() ||
+                               std::find(outputs.begin(), outputs.end(), "netboot") != outputs.end();
+  for (std::size_t i = 0; i < profile.talos_nodes.size() && !per_node_command_line; ++i) {
+    for (const auto& arg : profile.talos_nodes[i].kernel_args) {
+      bool shared = std::all_of(profile.talos_nodes.begin(), profile.talos_nodes.end(), [&](const TalosNode& other) {
+        return std::find(other.kernel_args.begin(), other.kernel_args.end(), arg) != other.kernel_args.end();
+      });
+      if (!shared) {
+        diagnostics.error(node_locations[i], "node '" + profile.talos_nodes[i].name + "': kernel argument " + arg +
+                                                 " is not every node's, so the shared boot ISO cannot carry it, and "
+                                                 "talos.outputs has neither iso nor netboot (which boot a node's own "
+                                                 "command line): add one, or give every node the argument");
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -584,3 +584,49 @@ TEST_CASE("an overlay entry naming a file is 'not a directory', a missing one 'd
   CHECK(has_error(d, f + ":9:12:", "overlay directory " + (dir / "afile").string() + " is not a directory"));
   CHECK(has_error(d, f + ":9:19:", "overlay directory " + (dir / "missing").string() + " does not exist"));
 }
+
+TEST_CASE("Talos kernel_args: control bytes, imager removals, talos.config/platform, a node's own with config-iso only", "[profile]") {
+  test::TempDir dir;
+  test::write_file(dir / "cp.yaml", "version: v1alpha1\nmachine: {type: controlplane}\n");
+  auto profile = [&](const std::string& talos_extra, const std::string& nodes) {
+    test::write_file(dir / "t.yaml", "kind: talos-iso\ntalos:\n  iso: {path: metal-amd64.iso}\n  config: {file: cp.yaml}\n" +
+                                         talos_extra + "nodes:\n" + nodes);
+    return (dir / "t.yaml").string();
+  };
+  // A NUL (a YAML escape) cut the command line before talos.config= in grub.cfg, the UKI and boot.ipxe.
+  std::string f = profile("  outputs: [iso]\n  kernel_args: [\"x=a\\0b\", \"y=\\x07\", -console=tty0, talos.config=http://x/c.yaml, "
+                          "talos.platform=metal]\n",
+                          "  - name: cp1\n");
+  Diagnostics d;
+  CHECK_FALSE(load_profile(f, d));
+  INFO(dump(d));
+  CHECK(has_error(d, f + ":6:", "entries are single arguments of printable characters without spaces, got 'x=a\\x00b'"));
+  CHECK(has_error(d, f + ":6:", "got 'y=\\x07'"));
+  CHECK(has_error(d, f + ":6:", "'-console=tty0' removes a default argument in Talos' imager"));
+  CHECK(has_error(d, f + ":6:", "talos.config= is written by the build"));
+  CHECK(has_error(d, f + ":6:", "talos.platform= is written by the build"));
+
+  // netboot_url: the build appends /<node>/config.yaml to it.
+  for (const char* bad : {"\"http://10.0.20.2:8080/a b\"", "http://10.0.20.2:8080/talos?site=lab", "\"http://10.0.20.2:8080/talos#x\"",
+                          "10.0.20.2:8080/talos", "ftp://10.0.20.2/talos", "http:///talos"}) {
+    INFO(bad);
+    f = profile(std::string("  outputs: [netboot]\n  netboot_url: ") + bad + "\n", "  - name: cp1\n");
+    Diagnostics dn;
+    CHECK_FALSE(load_profile(f, dn));
+    CHECK(has_error(dn, f + ":6:", "'talos.netboot_url' must be an http:// or https:// URL without spaces, query (?) or fragment (#)"));
+  }
+  f = profile("  outputs: [netboot]\n  netboot_url: https://boot.lab.example:8443/talos\n", "  - name: cp1\n");
+  Diagnostics ok;
+  CHECK(load_profile(f, ok));
+
+  // A node's own argument with only config-iso: no output would carry it.
+  f = profile("  kernel_args: [console=ttyS0]\n", "  - name: cp1\n    kernel_args: [net.ifnames=0]\n  - name: cp2\n");
+  Diagnostics d2;
+  CHECK_FALSE(load_profile(f, d2));
+  INFO(dump(d2));
+  CHECK(has_error(d2, f + ":7:", "node 'cp1': kernel argument net.ifnames=0 is not every node's"));
+  CHECK(d2.error_count() == 1);  // console=ttyS0 is every node's: the shared boot ISO carries it
+  f = profile("  outputs: [config-iso, iso]\n", "  - name: cp1\n    kernel_args: [net.ifnames=0]\n  - name: cp2\n");
+  Diagnostics d3;
+  CHECK(load_profile(f, d3));
+}
