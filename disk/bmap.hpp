@@ -5,9 +5,11 @@
 // What counts as mapped: the data extents the filesystem reports (SEEK_DATA/SEEK_HOLE, which is what
 // bmaptool itself uses), minus every all-zero 4 KiB block inside them. bmaptool keeps zero blocks that
 // happen to be allocated; we drop them because an unmapped block is simply not written, exactly like a
-// hole, and every block we leave out is zero in the image. A flash therefore produces the same bytes
-// a hole would have produced, and less is written (ext4 zeroes whole inode tables and journals, a
-// decompressed base image is full of allocated zeros). BmapOptions::skip_zero_blocks turns this off.
+// hole, and every block we leave out is zero in the image; less is written (ext4 zeroes whole inode
+// tables and journals, a decompressed base image is full of allocated zeros). BmapOptions::
+// skip_zero_blocks turns this off. A card keeps its old bytes where nothing is written, so the bmap a
+// build publishes adds back, as ranges of zeros, every block the image's filesystems use
+// (disk/filesystem_used_ranges.hpp): only their free space stays unmapped.
 #include <array>
 #include <cstdint>
 #include <filesystem>

@@ -1560,6 +1560,31 @@ Ext4SpaceUsage Ext4Filesystem::space_usage() const {
   return usage;
 }
 
+std::vector<DataExtent> Ext4Filesystem::used_ranges() const {
+  ext2_filsys fs = state_->fs;
+  if (fs->block_map == nullptr) {
+    // For groups marked BLOCK_UNINIT, libext2fs fills in the group's own metadata blocks.
+    if (errcode_t error = ext2fs_read_block_bitmap(fs); error != 0) {
+      throw Error(state_->where() + ": cannot read the block bitmap: " + describe_errcode(error));
+    }
+  }
+  const std::uint64_t block_size = fs->blocksize;
+  const blk64_t last = ext2fs_blocks_count(fs->super) - 1;
+  // Blocks before s_first_data_block (the 1 KiB boot block of a 1 KiB-block filesystem) are in no
+  // group's bitmap; the superblock follows them.
+  std::vector<DataExtent> ranges{{state_->byte_offset, std::uint64_t{fs->super->s_first_data_block} * block_size}};
+  blk64_t at = fs->super->s_first_data_block;
+  while (at <= last) {
+    blk64_t used = 0;
+    if (ext2fs_find_first_set_block_bitmap2(fs->block_map, at, last, &used) != 0) break;  // none left
+    blk64_t free = 0;
+    blk64_t end = ext2fs_find_first_zero_block_bitmap2(fs->block_map, used, last, &free) == 0 ? free : last + 1;
+    ranges.push_back({state_->byte_offset + used * block_size, (end - used) * block_size});
+    at = end;
+  }
+  return merge_extents(std::move(ranges));
+}
+
 Ext4Timestamp Ext4Filesystem::now() const { return state_->now(); }
 
 namespace {

@@ -263,6 +263,10 @@ class Ext4Filesystem {
   std::vector<DataExtent> inode_data_extents(std::uint32_t inode) const;
 
   Ext4SpaceUsage space_usage() const;
+  // The byte ranges of the image (byte_offset included) of every block the block bitmap marks in use:
+  // superblocks, group descriptors, bitmaps, inode tables, the journal, files' and directories'
+  // blocks. They must reach a card even where they are all zeros; the filesystem's free blocks need not.
+  std::vector<DataExtent> used_ranges() const;
   // The time written into inodes created or changed now: the fixed time, or the wall clock.
   Ext4Timestamp now() const;
 

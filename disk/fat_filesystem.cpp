@@ -419,6 +419,21 @@ std::uint64_t FatFilesystem::cluster_offset(std::uint32_t cluster) const {
   return data_offset_ + static_cast<std::uint64_t>(cluster - 2) * cluster_size_;
 }
 
+std::vector<DataExtent> FatFilesystem::used_ranges() const {
+  std::vector<DataExtent> ranges{{0, data_offset_}};
+  for (std::uint32_t cluster = 2; cluster < cluster_count_ + 2;) {
+    if (fat_entry(cluster) == 0) {
+      ++cluster;
+      continue;
+    }
+    std::uint32_t end = cluster + 1;
+    while (end < cluster_count_ + 2 && fat_entry(end) != 0) ++end;
+    ranges.push_back({cluster_offset(cluster), std::uint64_t{end - cluster} * cluster_size_});
+    cluster = end;
+  }
+  return merge_extents(std::move(ranges));
+}
+
 std::uint32_t FatFilesystem::fat_entry(std::uint32_t cluster) const {
   switch (type_) {
     case FatType::fat12: {

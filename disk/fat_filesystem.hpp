@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "disk/block_device.hpp"
+#include "disk/data_extent.hpp"
 
 namespace aggrik8s {
 
@@ -73,6 +74,12 @@ class FatFilesystem {
   void make_directories(std::string_view path);
   // Removes a file or an empty directory.
   void remove(std::string_view path);
+
+  // The byte ranges of the device the filesystem uses (relative to its start): the boot sector,
+  // reserved sectors, FATs and FAT12/16 root directory, and every cluster the FAT marks as not free.
+  // These must reach a card even where they are all zeros (a free-cluster run in a FAT, an empty
+  // directory cluster): the card's old bytes there would be read as allocations.
+  std::vector<DataExtent> used_ranges() const;
 
  private:
   struct Directory;

@@ -109,8 +109,16 @@ class FlashTarget {
     struct stat info {};
     bool exists = ::stat(path.c_str(), &info) == 0;
     if (!exists && errno != ENOENT) throw_system_error("cannot look at " + name_, errno);
-    // A mistyped device name must not become a new regular file in /dev.
-    if (!exists && path.lexically_normal().string().starts_with("/dev/")) {
+    // A mistyped device name must not become a new regular file in /dev: also when it is given
+    // relative to /dev ("sdzz" there) or as a link to a device node that is not there (a stale
+    // /dev/disk/by-id name).
+    struct stat link {};
+    if (!exists && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+      throw Error(name_ + " is a symbolic link to something that does not exist (is the card inserted?); "
+                  "refusing to create a file through it");
+    }
+    std::error_code ignored;
+    if (!exists && std::filesystem::weakly_canonical(std::filesystem::absolute(path, ignored), ignored).string().starts_with("/dev/")) {
       throw Error(name_ + ": no such device (is the card inserted? 'aggrik8s-image flash --list' shows candidates)");
     }
     if (exists && !S_ISBLK(info.st_mode) && !S_ISREG(info.st_mode)) {
@@ -572,6 +580,14 @@ class FlashPipeline {
       }
       return spans;
     }
+    // Without a bmap nothing says which blocks the image's filesystems leave free: on a device every
+    // byte is written, zeros and holes too, as dd and bmaptool --nobmap do (a card keeps its old bytes
+    // where nothing is written: a FAT's zero entries, a file's zeros). A regular-file target starts
+    // empty, so there holes and zero blocks can stay holes.
+    if (target_.is_block_device()) {
+      spans.push_back({0, image_size, nullptr});
+      return spans;
+    }
     if (auto extents = source_.data_extents()) {
       // Rounded out to whole blocks so writes stay aligned; the rounding only adds hole bytes (zeros).
       for (const auto& extent : *extents) {
@@ -597,7 +613,7 @@ class FlashPipeline {
 
   // Step 2, reader side: decodes the spans into buffers, decides what to write.
   void read_spans(const std::vector<SourceSpan>& spans) {
-    const bool skip_zero_blocks = bmap_ == nullptr;
+    const bool skip_zero_blocks = bmap_ == nullptr && !target_.is_block_device();
     for (const auto& span : spans) {
       if (span.begin < source_.position()) throw Error("bmap ranges are not in order");  // parse_bmap prevents it
       source_.skip(span.begin - source_.position());

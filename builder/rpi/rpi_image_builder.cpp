@@ -30,6 +30,7 @@
 #include "builder/build_output.hpp"
 #include "builder/template_store.hpp"
 #include "disk/bmap.hpp"
+#include "disk/filesystem_used_ranges.hpp"
 #include "disk/ext4_filesystem.hpp"
 #include "disk/fat_filesystem.hpp"
 #include "disk/filesystem_probe.hpp"
@@ -831,7 +832,9 @@ void write_bmap_and_compressed_copies(RpiNodeBuild& build, const Rpi5Node& node,
   if (hashes.bmap) {
     fs::path bmap = out / (node.name + ".img.bmap");
     fs::path bmap_partial = build.partial.track(fs::path(bmap.string() + ".partial"));
-    write_bmap_file(*hashes.bmap, bmap_partial);
+    // The bmap maps data; the blocks the image's filesystems use but that are zeros (holes here) are
+    // added, so a flash onto a used card writes them (disk/filesystem_used_ranges.hpp).
+    write_bmap_file(map_ranges_as_zeros(*hashes.bmap, filesystem_used_ranges(image_partial)), bmap_partial);
     built.bmap = BuiltFile{bmap, 0, {}};
   }
   for (const auto& format : build.profile.output.compress) {

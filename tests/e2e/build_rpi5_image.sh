@@ -146,6 +146,26 @@ for node in n1 n2 n3; do
   zstd -dc "$IMG.zst" | cmp -s - "$IMG" || fail "$node: .zst does not decompress to the image"
   pass "$node: bmaptool copy and zstd -d reproduce the image"
 done
+# A used card keeps its old bytes wherever a flash does not write: every block the filesystems use must
+# be in the bmap even where it is zeros (a FAT's free-cluster entries, an ext4 resize inode's zero
+# block, a file's run of zeros), or the card's FATs differ and e2fsck finds illegal blocks.
+for tool in bmaptool ours; do
+  head -c "$(stat -c %s "$OUT/n1.img")" /dev/zero | tr '\0' '\377' >"$WORK/used-card.img"
+  if [ "$tool" = bmaptool ]; then
+    bmaptool copy --bmap "$OUT/n1.img.bmap" "$OUT/n1.img" "$WORK/used-card.img" >"$WORK/bmaptool.log" 2>&1 ||
+      { cat "$WORK/bmaptool.log"; fail "bmaptool copy onto a used card"; }
+  else
+    "$CLI" flash --yes "$OUT/n1.img" "$WORK/used-card.img" >"$WORK/flash.log" 2>&1 || { cat "$WORK/flash.log"; fail "flash onto a used card"; }
+  fi
+  s1=$(partition_field "$WORK/used-card.img" 0 start); n1=$(partition_field "$WORK/used-card.img" 0 size)
+  s2=$(partition_field "$WORK/used-card.img" 1 start); n2=$(partition_field "$WORK/used-card.img" 1 size)
+  dd if="$WORK/used-card.img" of="$WORK/card-p1" bs=512 skip="$s1" count="$n1" status=none
+  dd if="$WORK/used-card.img" of="$WORK/card-p2" bs=512 skip="$s2" count="$n2" status=none
+  fsck.fat -n "$WORK/card-p1" >"$WORK/fsck.log" 2>&1 || { cat "$WORK/fsck.log"; fail "$tool onto a used card: the boot FAT is not clean"; }
+  e2fsck -fn "$WORK/card-p2" >"$WORK/fsck.log" 2>&1 || { cat "$WORK/fsck.log"; fail "$tool onto a used card: the root ext4 is not clean"; }
+  pass "n1 with its bmap onto a card full of 0xff ($tool): fsck.fat -n and e2fsck -fn clean"
+done
+rm -f "$WORK/used-card.img" "$WORK/card-p1" "$WORK/card-p2"
 debugfs -R 'cat /etc/rancher/rke2/config.yaml' "$OUT/n2.img?offset=$(( $(partition_field "$OUT/n2.img" 1 start) * 512 ))" 2>/dev/null \
   | grep -q 'server: https://10.0.0.1:9345' || fail "n2 is not an agent of 10.0.0.1"
 pass "per-node differences (n2 is an agent)"

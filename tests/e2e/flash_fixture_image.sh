@@ -39,13 +39,22 @@ expect_status 1 "a base image without firstrun.sh or user-data cannot take --hos
 expect_output "neither firstrun.sh nor cloud-init user-data" "the error says why"
 
 # --- onto a loop device ------------------------------------------------------------------------
-truncate -s "$(( $(stat -c %s "$F/raspios-lite-arm64.img") + 64 * 1048576 ))" "$WORK/disk"
+# A used card: 0xff everywhere (an erased card's bytes). Without a bmap every byte of the image must be
+# written, its zeros too, or the card keeps 0xff in the FATs' free entries and in files' zero runs.
+head -c "$(( $(stat -c %s "$F/raspios-lite-arm64.img") + 64 * 1048576 ))" /dev/zero | tr '\0' '\377' >"$WORK/disk"
 if LOOP=$(losetup -f --show "$WORK/disk" 2>/dev/null); then
   expect_status 1 "no terminal and no --yes: refused" -- sh -c "\"$CLI\" flash \"$F/raspios-lite-arm64.img.xz\" $LOOP </dev/null"
   expect_output "not a terminal" "the refusal says why"
   expect_status 0 "flash .img.xz onto $LOOP" -- "$CLI" flash --yes "$F/raspios-lite-arm64.img.xz" "$LOOP"
   cmp -n "$(stat -c %s "$F/raspios-lite-arm64.img")" "$LOOP" "$F/raspios-lite-arm64.img" || fail "$LOOP differs from the image"
-  pass "$LOOP holds the image"
+  pass "$LOOP (a used card) holds the image, zeros included"
+  # A device name mistyped relative to /dev, or a link to a node that is not there, never becomes a file.
+  expect_status 1 "a relative name in /dev that is no device" -- sh -c "cd /dev && \"$CLI\" flash --yes \"$F/raspios-lite-arm64.img.xz\" a8s-no-such-disk"
+  ln -s /dev/a8s-no-such-disk "$WORK/stale-by-id-link"
+  expect_status 1 "a link to a device node that is not there" -- "$CLI" flash --yes "$F/raspios-lite-arm64.img.xz" "$WORK/stale-by-id-link"
+  expect_output "symbolic link to something that does not exist" "the refusal says why"
+  [ ! -e /dev/a8s-no-such-disk ] || { rm -f /dev/a8s-no-such-disk; fail "a file was created in /dev"; }
+  pass "nothing created in /dev"
   expect_status 0 "flash --list" -- "$CLI" flash --list
   expect_output "$LOOP .* loop " "--list shows the loop device"
 else
