@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "netboot/dhcp/dhcp_lease_pool.hpp"
 #include "netboot/dhcp/dhcp_packet.hpp"
 
 namespace aggrik8s::netboot {
@@ -47,8 +48,10 @@ class DhcpBootPolicy {
   // Asked once per DHCP request (not for BOOTREPLYs or untyped packets), before its reply is planned;
   // in proxy mode a client without a boot offer gets no reply at all.
   virtual DhcpBootAnswer boot_answer(const DhcpPacket& request) = 0;
-  // A lease is on disk and its ACK about to be sent.
-  virtual void leased(const DhcpPacket& request, std::uint32_t address) { (void)request, (void)address; }
+  // A lease is on disk and its ACK about to be sent: `lease` is the client's address until lease.expires.
+  virtual void leased(const DhcpPacket& request, const DhcpLease& lease) { (void)request, (void)lease; }
+  // A client gave its address back (RELEASE) or refused it (DECLINE): whoever held it no longer does.
+  virtual void lease_ended(std::uint32_t address) { (void)address; }
 };
 
 }  // namespace aggrik8s::netboot

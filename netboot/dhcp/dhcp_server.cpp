@@ -198,7 +198,12 @@ struct DhcpServer::State {
   // Logs, counts and sends one planned reply (an ACK only once its lease is durable).
   void answer(Pending& pending) {
     auto& plan = pending.plan;
-    if (plan.to_commit && config.boot_policy) config.boot_policy->leased(pending.request, plan.to_commit->address);
+    if (plan.to_commit && config.boot_policy) config.boot_policy->leased(pending.request, *plan.to_commit);
+    // A release's record is the lease, expired now; a decline's the address quarantined: either way
+    // the client that held the address does not any more.
+    if (plan.to_record && plan.to_record->address != 0 && config.boot_policy) {
+      config.boot_policy->lease_ended(plan.to_record->address);
+    }
     if (plan.dropped == DhcpDropReason::no_subnet || plan.dropped == DhcpDropReason::no_free_address) {
       auto so_far = drop(plan.dropped);
       log::warning("dhcp: ", log_escape(plan.log, 1024), " (", to_string(plan.dropped), ": ", so_far, " dropped so far)");

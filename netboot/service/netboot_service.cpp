@@ -469,12 +469,20 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     metrics.set_gauge("aggrik8s_dhcp_leases_active", {}, c.leases_active);
   }
 
-  void leased(const DhcpPacket& request, std::uint32_t address) override {
+  void leased(const DhcpPacket& request, const DhcpLease& lease) override {
     auto s = current();
     const InventoryNode* node = s->inventory.match(dhcp_node_facts(request));
     metrics.add("aggrik8s_dhcp_leases_total", {});
-    if (node != nullptr) address_book.record_lease(node->name, ipv4_to_string(address));
+    // The tie lasts as long as the lease: a node's address leased to anyone else later, released or
+    // expired must not hand the next holder the node's secrets.
+    if (node != nullptr) {
+      address_book.record_lease(node->name, ipv4_to_string(lease.address),
+                                std::chrono::system_clock::time_point(std::chrono::seconds(lease.expires)));
+    } else {
+      address_book.address_ended(ipv4_to_string(lease.address));
+    }
   }
+  void lease_ended(std::uint32_t address) override { address_book.address_ended(ipv4_to_string(address)); }
 
   void record(BootEvent event) {
     event.time = std::chrono::system_clock::now();

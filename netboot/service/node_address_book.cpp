@@ -25,12 +25,27 @@ void NodeAddressBook::set_pinned(const std::map<std::string, std::string>& node_
   std::lock_guard lock(mutex_);
   pinned_.clear();
   auto now = std::chrono::system_clock::now();
-  for (const auto& [node, address] : node_addresses) pinned_[node] = {address, NodeAddressSource::pinned, now};
+  for (const auto& [node, address] : node_addresses) pinned_[node] = {address, NodeAddressSource::pinned, now, std::nullopt};
 }
 
-void NodeAddressBook::record_lease(const std::string& node, const std::string& address) {
+void NodeAddressBook::record_lease(const std::string& node, const std::string& address,
+                                   std::optional<std::chrono::system_clock::time_point> expires) {
   std::lock_guard lock(mutex_);
-  leases_[node] = {address, NodeAddressSource::lease, std::chrono::system_clock::now()};
+  for (auto* table : {&leases_, &seen_}) {
+    std::erase_if(*table, [&](const auto& item) { return item.first != node && item.second.address == address; });
+  }
+  leases_[node] = {address, NodeAddressSource::lease, std::chrono::system_clock::now(), expires};
+}
+
+void NodeAddressBook::address_ended(const std::string& address) {
+  std::lock_guard lock(mutex_);
+  for (auto* table : {&leases_, &seen_}) {
+    std::erase_if(*table, [&](const auto& item) { return item.second.address == address; });
+  }
+}
+
+bool NodeAddressBook::live(const NodeAddress& entry) const {
+  return !entry.expires || *entry.expires > std::chrono::system_clock::now();
 }
 
 void NodeAddressBook::record_seen(const std::string& node, const std::string& address) {
@@ -44,7 +59,7 @@ void NodeAddressBook::record_seen(const std::string& node, const std::string& ad
 std::optional<NodeAddress> NodeAddressBook::address_of(const std::string& node) const {
   std::lock_guard lock(mutex_);
   for (const auto* table : {&pinned_, &leases_, &seen_}) {
-    if (auto found = table->find(node); found != table->end()) return found->second;
+    if (auto found = table->find(node); found != table->end() && live(found->second)) return found->second;
   }
   return std::nullopt;
 }
@@ -53,12 +68,13 @@ std::optional<std::string> NodeAddressBook::node_at(const std::string& address) 
   std::lock_guard lock(mutex_);
   for (const auto* table : {&pinned_, &leases_, &seen_}) {
     for (const auto& [node, entry] : *table) {
-      if (entry.address != address) continue;
+      if (entry.address != address || !live(entry)) continue;
       // A node whose stronger binding says it is elsewhere is not here, whatever an old sighting says.
       bool elsewhere = false;
       for (const auto* stronger : {&pinned_, &leases_}) {
         if (stronger == table) break;
-        if (auto other = stronger->find(node); other != stronger->end() && other->second.address != address) {
+        if (auto other = stronger->find(node);
+            other != stronger->end() && live(other->second) && other->second.address != address) {
           elsewhere = true;
         }
       }

@@ -4,7 +4,8 @@
 // from the address that node has. Where that address comes from, strongest first:
 //   pinned  `address:` in the nodes file;
 //   lease   the DHCP server's lease for the node's MAC — record_lease() is the hook the DHCP side
-//           calls when it acknowledges a lease;
+//           calls when it acknowledges a lease; it ties the node until the lease ends (expiry,
+//           RELEASE, DECLINE, or the address leased to another client: address_ended());
 //   seen    the address the node's boot script or Pi TFTP tree was last fetched from. Only a fallback:
 //           without a pin or a lease, whoever fetches a node's boot script first becomes that node.
 #include <chrono>
@@ -23,6 +24,8 @@ struct NodeAddress {
   std::string address;
   NodeAddressSource source = NodeAddressSource::seen;
   std::chrono::system_clock::time_point since{};
+  // A lease's end: past it the lease ties the node to nothing.
+  std::optional<std::chrono::system_clock::time_point> expires;
 };
 
 enum class NodeAccess { allowed, wrong_address, address_unknown };
@@ -37,13 +40,22 @@ class NodeAddressBook {
  public:
   // Replaces all pinned addresses (on load and reload); leases and sightings are kept.
   void set_pinned(const std::map<std::string, std::string>& node_addresses);
-  void record_lease(const std::string& node, const std::string& address);
+  // A lease ties `node` to `address` until `expires`; any other node's lease or sighting at that
+  // address ends (the address is the new client's now).
+  void record_lease(const std::string& node, const std::string& address,
+                    std::optional<std::chrono::system_clock::time_point> expires = std::nullopt);
+  // The address was leased to a client that is no node, released or declined: no node is there any
+  // more by lease or sighting (the next holder of the address must not get a node's secrets).
+  void address_ended(const std::string& address);
   void record_seen(const std::string& node, const std::string& address);
   std::optional<NodeAddress> address_of(const std::string& node) const;
   // The node at this address by the strongest source, if any.
   std::optional<std::string> node_at(const std::string& address) const;
 
  private:
+  // Leases past their end are not there (with the lock held).
+  bool live(const NodeAddress& entry) const;
+
   mutable std::mutex mutex_;
   std::map<std::string, NodeAddress> pinned_, leases_, seen_;
 };

@@ -404,3 +404,55 @@ TEST_CASE("dhcp server: a lease file whose last line was torn by a crash is read
   REQUIRE(offer);
   CHECK(offer->yiaddr == *parse_ipv4("10.98.9.11"));  // .10 is still 09:01's
 }
+
+namespace {
+
+// Records what the server tells a boot policy about leases.
+struct LeaseWatcher : DhcpBootPolicy {
+  std::mutex mutex;
+  std::vector<std::pair<std::uint32_t, std::int64_t>> leased_addresses;  // address, expiry
+  std::vector<std::uint32_t> ended;
+  DhcpBootAnswer boot_answer(const DhcpPacket&) override { return {}; }
+  void leased(const DhcpPacket&, const DhcpLease& lease) override {
+    std::lock_guard lock(mutex);
+    leased_addresses.emplace_back(lease.address, lease.expires);
+  }
+  void lease_ended(std::uint32_t address) override {
+    std::lock_guard lock(mutex);
+    ended.push_back(address);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("dhcp server: the boot policy hears of a lease with its expiry, and of its RELEASE", "[dhcp]") {
+  // The netboot service ties a node to its leased address for its secrets: only while the lease lasts.
+  TempDir dir;
+  auto config = full_config(dir.path() / "leases");
+  auto watcher = std::make_shared<LeaseWatcher>();
+  config.boot_policy = watcher;
+  Running server(std::move(config));
+  Client client(server.server->local_endpoint().port());
+  const auto before = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  auto granted = lease_for(client, dhcp_request(1, 1, 0), 800);
+  REQUIRE(granted);
+  {
+    std::lock_guard lock(watcher->mutex);
+    REQUIRE(watcher->leased_addresses.size() == 1);
+    CHECK(watcher->leased_addresses[0].first == *granted);
+    CHECK(watcher->leased_addresses[0].second > before);
+  }
+  auto release = dhcp_request(7, 1, 802);
+  release.ciaddr = *granted;
+  release.set_address(dhcp_option::server_identifier, *parse_ipv4("127.0.0.1"));
+  client.send(encode_dhcp_packet(release));
+  bool heard = false;
+  for (int i = 0; i < 1000 && !heard; ++i) {  // a RELEASE gets no reply: wait for the hook (10 s at most)
+    {
+      std::lock_guard lock(watcher->mutex);
+      heard = watcher->ended == std::vector<std::uint32_t>{*granted};
+    }
+    if (!heard) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(heard);
+}

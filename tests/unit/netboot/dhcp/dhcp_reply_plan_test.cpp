@@ -26,7 +26,7 @@ struct FakeBootPolicy : DhcpBootPolicy {
     ++asked;
     return answer;
   }
-  void leased(const DhcpPacket&, std::uint32_t) override { ++leases; }
+  void leased(const DhcpPacket&, const DhcpLease&) override { ++leases; }
 };
 
 DhcpBootAnswer bios_boot() {

@@ -64,6 +64,34 @@ TEST_CASE("access: secrets need the node's known address, boot scripts only a pi
   CHECK(book.address_of("cp1")->source == NodeAddressSource::lease);
 }
 
+TEST_CASE("access: a lease ties a node to its address only while it lasts", "[netboot][access]") {
+  // A node's lease that ended (RELEASE, DECLINE, expiry, its address leased to another client) handed
+  // the next holder of the address the node's secrets (its boot.img, its identity).
+  using namespace std::chrono_literals;
+  const auto now = std::chrono::system_clock::now();
+  NodeAddressBook book;
+  book.record_seen("w1", "10.0.0.70");
+  book.record_lease("w1", "10.0.0.70", now + 1h);
+  CHECK(book.node_at("10.0.0.70") == "w1");
+  book.address_ended("10.0.0.70");  // released: neither the lease nor the sighting ties it now
+  CHECK_FALSE(book.node_at("10.0.0.70"));
+  CHECK(check_node_access(book.address_of("w1"), "10.0.0.70") == NodeAccess::address_unknown);
+
+  book.record_lease("w1", "10.0.0.71", now + 1h);
+  book.record_seen("w1", "10.0.0.71");
+  book.record_lease("w2", "10.0.0.71", now + 1h);  // w1's address went to w2 (w1's lease had ended)
+  CHECK(book.node_at("10.0.0.71") == "w2");
+  CHECK_FALSE(book.address_of("w1"));
+
+  book.record_lease("w3", "10.0.0.72", now - 1s);  // expired
+  CHECK_FALSE(book.node_at("10.0.0.72"));
+  CHECK(check_node_access(book.address_of("w3"), "10.0.0.72") == NodeAccess::address_unknown);
+
+  book.set_pinned({{"w4", "10.0.0.73"}});
+  book.address_ended("10.0.0.73");  // a pinned address is the nodes file's, not a lease's
+  CHECK(book.node_at("10.0.0.73") == "w4");
+}
+
 TEST_CASE("metrics: Prometheus text format and the status page escape what they print", "[netboot]") {
   NetbootMetrics metrics;
   metrics.add("aggrik8s_http_requests_total", {{"route", "asset"}, {"status", "200"}});
