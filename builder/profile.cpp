@@ -261,9 +261,12 @@ class ProfileReader {
     if (auto url = reader.string("serve_url")) {
       std::string base = *url;
       while (base.ends_with("/")) base.pop_back();
-      if (!(base.starts_with("http://") || base.starts_with("https://")) || base.find_first_of(" \t\"'") != std::string::npos) {
+      // http:// only: the node's initramfs fetches its root and identity with busybox wget, which has
+      // no TLS there (an https:// URL stopped every boot at once).
+      if (!is_plain_http_url(base) || !base.starts_with("http://")) {
         reader.error_at("serve_url", "'output.ephemeral.serve_url' must be the http:// base URL of `aggrik8s-image serve` "
-                                     "(e.g. http://10.0.0.2:8080), got '" + *url + "'");
+                                     "(e.g. http://10.0.0.2:8080; not https://: the initramfs's busybox wget has no "
+                                     "TLS), got '" + log_escape(*url) + "'");
       }
       e.serve_url = base;
     }

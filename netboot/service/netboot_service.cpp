@@ -143,6 +143,12 @@ std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const
       throw Error("profile " + name + " (rpi_ephemeral): its nodes' identities (node password, SSH host key) are "
                   "kept in the state directory: set state_dir (or dhcp.lease_file) in " + config.file.string());
     }
+    if (std::holds_alternative<RaspberryPiEphemeralBoot>(profile.target) && !snapshot->base_url.starts_with("http://")) {
+      // The node's initramfs fetches its root and identity from these URLs with busybox wget: no TLS.
+      throw Error("profile " + name + " (rpi_ephemeral): its nodes fetch their root and identity from " +
+                  snapshot->base_url + " with busybox wget, which has no TLS there: keep plain HTTP beside HTTPS "
+                  "(http.tls_port), or set http.base_url to an http:// URL, in " + config.file.string());
+    }
   }
   // Kept across reloads (one store per file: two would each write their own view of it).
   if (auto file = talos_wipe_state_path(config, snapshot->inventory)) {
@@ -475,11 +481,11 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     metrics.add("aggrik8s_dhcp_leases_total", {});
     // The tie lasts as long as the lease: a node's address leased to anyone else later, released or
     // expired must not hand the next holder the node's secrets.
+    const std::chrono::system_clock::time_point expires{std::chrono::seconds(lease.expires)};
     if (node != nullptr) {
-      address_book.record_lease(node->name, ipv4_to_string(lease.address),
-                                std::chrono::system_clock::time_point(std::chrono::seconds(lease.expires)));
+      address_book.record_lease(node->name, ipv4_to_string(lease.address), expires, lease.client);
     } else {
-      address_book.address_ended(ipv4_to_string(lease.address));
+      address_book.record_other_lease(ipv4_to_string(lease.address), lease.client, expires);
     }
   }
   void lease_ended(std::uint32_t address) override { address_book.address_ended(ipv4_to_string(address)); }

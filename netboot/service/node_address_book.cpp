@@ -25,16 +25,32 @@ void NodeAddressBook::set_pinned(const std::map<std::string, std::string>& node_
   std::lock_guard lock(mutex_);
   pinned_.clear();
   auto now = std::chrono::system_clock::now();
-  for (const auto& [node, address] : node_addresses) pinned_[node] = {address, NodeAddressSource::pinned, now, std::nullopt};
+  for (const auto& [node, address] : node_addresses) pinned_[node] = {address, NodeAddressSource::pinned, now, std::nullopt, {}};
 }
 
 void NodeAddressBook::record_lease(const std::string& node, const std::string& address,
-                                   std::optional<std::chrono::system_clock::time_point> expires) {
+                                   std::optional<std::chrono::system_clock::time_point> expires, const std::string& client) {
   std::lock_guard lock(mutex_);
   for (auto* table : {&leases_, &seen_}) {
     std::erase_if(*table, [&](const auto& item) { return item.first != node && item.second.address == address; });
   }
-  leases_[node] = {address, NodeAddressSource::lease, std::chrono::system_clock::now(), expires};
+  leases_[node] = {address, NodeAddressSource::lease, std::chrono::system_clock::now(), expires, client};
+}
+
+void NodeAddressBook::record_other_lease(const std::string& address, const std::string& client,
+                                         std::chrono::system_clock::time_point expires) {
+  std::lock_guard lock(mutex_);
+  bool renewed = false;
+  for (auto& [node, entry] : leases_) {
+    if (entry.address == address && !client.empty() && entry.lease_client == client) {
+      entry.expires = expires;
+      renewed = true;
+    }
+  }
+  if (renewed) return;
+  for (auto* table : {&leases_, &seen_}) {
+    std::erase_if(*table, [&](const auto& item) { return item.second.address == address; });
+  }
 }
 
 void NodeAddressBook::address_ended(const std::string& address) {

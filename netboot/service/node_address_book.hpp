@@ -26,6 +26,7 @@ struct NodeAddress {
   std::chrono::system_clock::time_point since{};
   // A lease's end: past it the lease ties the node to nothing.
   std::optional<std::chrono::system_clock::time_point> expires;
+  std::string lease_client;  // the DHCP lease's client key (its MAC or option 61), for renewals
 };
 
 enum class NodeAccess { allowed, wrong_address, address_unknown };
@@ -43,9 +44,15 @@ class NodeAddressBook {
   // A lease ties `node` to `address` until `expires`; any other node's lease or sighting at that
   // address ends (the address is the new client's now).
   void record_lease(const std::string& node, const std::string& address,
-                    std::optional<std::chrono::system_clock::time_point> expires = std::nullopt);
-  // The address was leased to a client that is no node, released or declined: no node is there any
-  // more by lease or sighting (the next holder of the address must not get a node's secrets).
+                    std::optional<std::chrono::system_clock::time_point> expires = std::nullopt,
+                    const std::string& client = {});
+  // The address was leased to a client the request did not show to be a node: the same DHCP client
+  // as a node's lease there (a Pi's initramfs renewing, without the bootloader's serial) renews that
+  // node's tie; any other ends every tie at the address (address_ended).
+  void record_other_lease(const std::string& address, const std::string& client,
+                          std::chrono::system_clock::time_point expires);
+  // The address was released or declined: no node is there any more by lease or sighting (the next
+  // holder of the address must not get a node's secrets).
   void address_ended(const std::string& address);
   void record_seen(const std::string& node, const std::string& address);
   std::optional<NodeAddress> address_of(const std::string& node) const;

@@ -571,6 +571,12 @@ TEST_CASE("output.ephemeral.serve_url and serve_profile: where boot.img's URLs p
   INFO(dump(d3));
   CHECK(has_error(d3, (dir / "bad.yaml").string() + ":", "got '10.0.0.2:8080'"));
   CHECK(has_error(d3, (dir / "bad.yaml").string() + ":", "got 'a/b'"));
+
+  // https://: the node's initramfs (busybox wget, no TLS) refused it at every boot.
+  test::write_file(dir / "tls.yaml", std::string(minimal_rpi) + "output:\n  ephemeral: {serve_url: \"https://10.0.0.2:8443\"}\n");
+  Diagnostics d4;
+  CHECK_FALSE(load_profile(dir / "tls.yaml", d4));
+  CHECK(has_error(d4, (dir / "tls.yaml").string() + ":", "not https://: the initramfs's busybox wget has no TLS"));
 }
 
 TEST_CASE("an overlay entry naming a file is 'not a directory', a missing one 'does not exist'", "[profile]") {

@@ -77,11 +77,20 @@ TEST_CASE("access: a lease ties a node to its address only while it lasts", "[ne
   CHECK_FALSE(book.node_at("10.0.0.70"));
   CHECK(check_node_access(book.address_of("w1"), "10.0.0.70") == NodeAccess::address_unknown);
 
-  book.record_lease("w1", "10.0.0.71", now + 1h);
+  book.record_lease("w1", "10.0.0.71", now + 1h, "2c:cf:67:00:00:01");
   book.record_seen("w1", "10.0.0.71");
   book.record_lease("w2", "10.0.0.71", now + 1h);  // w1's address went to w2 (w1's lease had ended)
   CHECK(book.node_at("10.0.0.71") == "w2");
   CHECK_FALSE(book.address_of("w1"));
+
+  // The same DHCP client renewing without what showed it to be the node (a Pi's initramfs has no
+  // serial): the tie goes on, to the new expiry. Another client at the address ends it.
+  book.record_lease("w5", "10.0.0.74", now + 1s, "2c:cf:67:00:00:05");
+  book.record_other_lease("10.0.0.74", "2c:cf:67:00:00:05", now + 1h);
+  CHECK(book.node_at("10.0.0.74") == "w5");
+  CHECK(book.address_of("w5")->expires == now + 1h);
+  book.record_other_lease("10.0.0.74", "52:54:00:00:00:99", now + 1h);
+  CHECK_FALSE(book.node_at("10.0.0.74"));
 
   book.record_lease("w3", "10.0.0.72", now - 1s);  // expired
   CHECK_FALSE(book.node_at("10.0.0.72"));

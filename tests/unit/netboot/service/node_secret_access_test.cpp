@@ -19,7 +19,7 @@ const char* arp_table =
     "10.0.0.25        0x20        0x2         52:54:00:12:34:56     *        ib0\n"
     "garbage\n";
 
-NodeAddress bound(const std::string& address, NodeAddressSource source) { return {address, source, {}, std::nullopt}; }
+NodeAddress bound(const std::string& address, NodeAddressSource source) { return {address, source, {}, std::nullopt, {}}; }
 
 struct Asked {
   NodeSecretDecision decision;
