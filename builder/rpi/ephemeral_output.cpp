@@ -290,6 +290,10 @@ nlohmann::json write_http_boot_images(const Profile& profile, const std::vector<
     spec.node = node->name;
     spec.replaced_files["config.txt"] = apply_config_txt(config_txt, node->boot);  // as nodes/<node>/config.txt
     spec.replaced_files["cmdline.txt"] = ephemeral_boot_cmdline(entry["cmdline"].get<std::string>(), urls, node->name);
+    // The identity URL is last on the line: the first argument a long boot.cmdline pushes past the kernel's limit.
+    if (auto warning = check_pi_cmdline_length(spec.replaced_files["cmdline.txt"], "node " + node->name + "'s boot.img")) {
+      log::warning(*warning);
+    }
     BuiltPiBoot built = write_pi_boot_files(pi_boot_image_bytes(boot, spec), key, build_time, node_dir / "boot.img",
                                             node_dir / "boot.sig", partial);
     entries[node->name] = {{"boot_img", {{"file", "nodes/" + node->name + "/boot.img"}, {"size", built.image.size}, {"sha256", built.image.sha256.hex()}}},

@@ -1,5 +1,7 @@
 #include "builder/rpi/pi_boot_files.hpp"
 
+#include "core/error.hpp"
+
 #include <algorithm>
 #include <sstream>
 
@@ -28,6 +30,22 @@ std::vector<std::string> split_cmdline(std::string_view cmdline) {
   std::string word;
   while (in >> word) out.push_back(word);
   return out;
+}
+
+std::optional<std::string> check_pi_cmdline_length(std::string_view cmdline, const std::string& what) {
+  constexpr std::size_t kernel_keeps = 2047, firmware_margin = 1536;
+  std::size_t length = cmdline.size() - (cmdline.ends_with("\n") ? 1 : 0);
+  if (length > kernel_keeps) {
+    std::vector<std::string> arguments = split_cmdline(cmdline);
+    throw Error(what + ": cmdline.txt is " + std::to_string(length) + " bytes; the kernel keeps " +
+                std::to_string(kernel_keeps) + " and would silently drop the rest (its last argument is " +
+                (arguments.empty() ? std::string("none") : arguments.back()) + "): shorten boot.cmdline");
+  }
+  if (length > firmware_margin) {
+    return what + ": cmdline.txt is " + std::to_string(length) + " bytes; the firmware adds its own arguments in " +
+           "front (a few hundred bytes), and the kernel keeps 2047 in all: the last arguments may be lost";
+  }
+  return std::nullopt;
 }
 
 std::string add_cmdline_arguments(std::string_view cmdline, const std::vector<std::string>& arguments) {

@@ -20,6 +20,11 @@ std::vector<std::string> split_cmdline(std::string_view cmdline);
 std::string add_cmdline_arguments(std::string_view cmdline, const std::vector<std::string>& arguments);
 // Removes arguments whose key (the part before '=') is in `keys`.
 std::string remove_cmdline_arguments(std::string_view cmdline, const std::vector<std::string>& keys);
+// A Pi kernel keeps 2047 bytes of its command line (arm64 COMMAND_LINE_SIZE 2048) and silently drops the
+// rest: the node's own arguments, last on the line, go first. Throws Error naming `what` when
+// cmdline.txt alone is longer than that; returns a warning when it is longer than 1536 bytes, since
+// the firmware puts arguments of its own in front of it (a few hundred bytes on a Pi 5).
+std::optional<std::string> check_pi_cmdline_length(std::string_view cmdline, const std::string& what);
 // The value of `root=PARTUUID=...`, if the root is given that way.
 std::optional<std::string> cmdline_root_partuuid(std::string_view cmdline);
 

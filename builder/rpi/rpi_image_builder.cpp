@@ -741,6 +741,7 @@ NodeResult customise_node(const Profile& profile, const Rpi5Node& node, const Pr
   // later setting.
   arguments.push_back("cgroup_enable=memory");
   std::string new_cmdline = add_cmdline_arguments(remove_cmdline_arguments(cmdline, plan.cmdline_remove), arguments);
+  if (auto warning = check_pi_cmdline_length(new_cmdline, "node " + node.name)) log::warning(*warning);
   boot.write_file("cmdline.txt", new_cmdline);
   result.changes.push_back("cmdline.txt: " + std::string(new_cmdline.substr(0, new_cmdline.size() - 1)));
 

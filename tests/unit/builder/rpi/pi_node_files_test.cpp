@@ -203,3 +203,18 @@ TEST_CASE("first boot: static IPv4, IPv6 and dual-stack networks in NetworkManag
     CHECK(net["routes"][1]["via"].as<std::string>() == "fd00:10::1");
   }
 }
+
+TEST_CASE("cmdline.txt longer than the kernel keeps is refused, naming its last argument; near it, a warning", "[cmdline]") {
+  // The kernel kept 2047 bytes and cut aggrik8s.identity= (the last argument) off, silently.
+  std::string line = "console=serial0,115200 root=PARTUUID=a1b2c3d4-02 x.pad=" + std::string(1990, 'a') + " last=1\n";
+  REQUIRE(line.size() - 1 > 2047);
+  CHECK_THROWS_WITH(check_pi_cmdline_length(line, "node w1"),
+                    Catch::Contains("node w1: cmdline.txt is " + std::to_string(line.size() - 1) +
+                                    " bytes; the kernel keeps 2047") && Catch::Contains("its last argument is last=1"));
+  std::string near = "x=" + std::string(1600, 'a') + "\n";
+  auto warning = check_pi_cmdline_length(near, "node w1");
+  REQUIRE(warning);
+  CHECK_THAT(*warning, Catch::Contains("the firmware adds its own arguments"));
+  CHECK_FALSE(check_pi_cmdline_length("console=serial0,115200 root=PARTUUID=a1b2c3d4-02 rootwait\n", "node w1"));
+  CHECK_FALSE(check_pi_cmdline_length(std::string(1536, 'a'), "node w1"));
+}
