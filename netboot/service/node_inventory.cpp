@@ -8,7 +8,12 @@
 #include <cstring>
 #include <set>
 
+#include <fstream>
+
 #include "core/config_reader.hpp"
+#include "core/error.hpp"
+#include "core/sha256.hpp"
+#include "disk/filesystem_probe.hpp"
 #include "core/file_descriptor.hpp"
 #include "core/identifiers.hpp"
 #include "core/permission_detail.hpp"
@@ -118,6 +123,36 @@ class InventoryReader {
  public:
   InventoryReader(Diagnostics& diagnostics, bool check_files) : diagnostics_(diagnostics), check_files_(check_files) {}
 
+  // What the Pi bootloader checks first, so a mismatch is found here rather than on the Pi's UART:
+  // boot.img is a FAT image (the ramdisk), and boot.sig's first line is its sha256. (The RSA
+  // signature needs the key in the Pi's EEPROM; `inspect --boot-sig` checks it.)
+  void check_http_boot_pair(ConfigMapReader& reader, const fs::path& image, const fs::path& signature) {
+    std::error_code ec;
+    if (!fs::is_regular_file(image, ec) || !fs::is_regular_file(signature, ec)) return;  // reported already
+    try {
+      if (probe_filesystem(image, 0, 0).type != "vfat") {
+        reader.error_at("boot_img", "'" + reader.key_path("boot_img") + "': " + image.string() +
+                                        " is not a FAT filesystem image (the bootloader loads boot.img as its boot "
+                                        "partition; a whole disk image is not one)");
+        return;
+      }
+      std::ifstream in(signature);
+      std::string first;
+      std::getline(in, first);
+      std::string digest = Sha256::of_file(image).hex();
+      if (first.size() != 64 || first.find_first_not_of("0123456789abcdef") != std::string::npos) {
+        reader.error_at("boot_img", "'" + reader.key_path("boot_img") + "': " + signature.string() +
+                                        " is not a boot.sig: its first line must be boot.img's sha256 (64 lowercase hex)");
+      } else if (first != digest) {
+        reader.error_at("boot_img", "'" + reader.key_path("boot_img") + "': " + signature.string() + " names sha256 " +
+                                        first + ", but " + image.string() + " has " + digest +
+                                        " (another build's signature?): the bootloader refuses it");
+      }
+    } catch (const Error& e) {
+      reader.error_at("boot_img", "'" + reader.key_path("boot_img") + "': " + e.what());
+    }
+  }
+
   void check_file(ConfigMapReader& reader, std::string_view key, const std::optional<fs::path>& path) {
     if (!path || !check_files_) return;
     // Opened, not just looked at: serve may run as its own user (the systemd unit), and a 0600 image
@@ -201,6 +236,7 @@ class InventoryReader {
         check_file(*pi, "boot_sig", boot.boot_sig);
       }
       if (boot.boot_sig && !boot.boot_img) pi->error_at("boot_sig", "'" + pi->key_path("boot_sig") + "' needs boot_img");
+      if (check_files_ && boot.boot_img && boot.boot_sig) check_http_boot_pair(*pi, *boot.boot_img, *boot.boot_sig);
       pi->finish();
       profile.target = boot;
     }

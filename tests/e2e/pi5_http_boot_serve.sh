@@ -79,6 +79,19 @@ http: {port: 8080}
 inventory: nodes.yaml
 dhcp: {mode: full, interface: br0, pool: 10.98.9.100-10.98.9.150, router: 10.98.9.1, lease_file: leases}
 YAML
+# What the bootloader would refuse is refused by --check: another boot.img's signature, a disk image as boot_img.
+cat >"$WORK/bad-nodes.yaml" <<YAML
+profiles:
+  p1: {rpi_image: {image: out/n1.img, boot_img: out/n1.boot.img, boot_sig: out/n2.boot.sig}}
+  p2: {rpi_image: {image: out/n2.img, boot_img: out/n2.img, boot_sig: out/n2.boot.sig}}
+nodes:
+  - {name: n1, match: {serial: "$S1"}, profile: p1}
+  - {name: n2, match: {serial: "$S2"}, profile: p2}
+YAML
+sed 's/^inventory: nodes.yaml/inventory: bad-nodes.yaml/' "$WORK/netboot.yaml" >"$WORK/bad-netboot.yaml"
+expect_status 1 "serve --check with mismatched HTTP boot files" -- ip netns exec "$SRV" "$CLI" serve --config "$WORK/bad-netboot.yaml" --check
+expect_output "out/n2.boot.sig names sha256 [0-9a-f]{64}, but .*out/n1.boot.img has [0-9a-f]{64}" "another boot.img's signature is named"
+expect_output "out/n2.img is not a FAT filesystem image" "a disk image as boot_img is named"
 ip netns exec "$SRV" "$CLI" serve --config "$WORK/netboot.yaml" >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 100); do grep -q "dhcp: listening" "$WORK/serve.log" && break; sleep 0.1; done
