@@ -38,6 +38,20 @@ ImageInputFormat image_input_format_of(std::span<const std::uint8_t> first_bytes
       starts_with({'P', 'K', 0x07, 0x08})) {
     return ImageInputFormat::zip;
   }
+  // Compressed formats we do not decode: written as they are, the card would hold the compressed bytes
+  // (bmaptool decodes lz4 and lzip; we ask for a format we read instead).
+  struct Unsupported {
+    std::initializer_list<std::uint8_t> magic;
+    const char* name;
+  };
+  for (const Unsupported& format : {Unsupported{{0x04, 0x22, 0x4D, 0x18}, "lz4"}, Unsupported{{0x02, 0x21, 0x4C, 0x18}, "lz4 (legacy)"},
+                                    Unsupported{{'L', 'Z', 'I', 'P'}, "lzip"}, Unsupported{{'7', 'z', 0xBC, 0xAF, 0x27, 0x1C}, "7-Zip"}}) {
+    if (starts_with(format.magic)) {
+      throw ImageInputError("", input, std::string(": is ") + format.name +
+                                           "-compressed, which is not read here: decompress it first, or recompress it "
+                                           "as xz, zstd, gzip or bzip2");
+    }
+  }
   const std::string name = input.filename().string();
   for (const char* suffix : {".xz", ".zst", ".zstd", ".gz", ".bz2", ".zip"}) {
     if (ends_with_ignoring_case(name, suffix)) {

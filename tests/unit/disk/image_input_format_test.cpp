@@ -49,3 +49,18 @@ TEST_CASE("image input format: a compressed name without the content is an input
     CHECK_THROWS_AS(format_of({0, 0, 0, 0, 0, 0}, name), ImageInputError);
   }
 }
+
+TEST_CASE("image input format: lz4, lzip and 7-Zip are refused by name, not written as a raw image") {
+  // flash wrote an .img.lz4's compressed bytes to the card and called it verified.
+  for (const auto& [bytes, name] : std::vector<std::pair<std::vector<std::uint8_t>, std::string>>{
+           {{0x04, 0x22, 0x4D, 0x18, 0x64, 0x40}, "lz4"}, {{'L', 'Z', 'I', 'P', 0x01}, "lzip"},
+           {{'7', 'z', 0xBC, 0xAF, 0x27, 0x1C}, "7-Zip"}}) {
+    INFO(name);
+    try {
+      format_of(bytes, "os.img");
+      FAIL("no error");
+    } catch (const ImageInputError& e) {
+      CHECK(std::string(e.what()).find("is " + name + "-compressed, which is not read here") != std::string::npos);
+    }
+  }
+}
