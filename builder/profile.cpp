@@ -888,9 +888,20 @@ void read_talos(const ConfigNode& tree, Profile& profile, Diagnostics& diagnosti
     }
     std::optional<std::string> hostname = node_reader.string("hostname");
     node.hostname = hostname.value_or(node.name);
-    // Without its own hostname the node's is its name, whose error is already reported.
-    if (hostname && !is_dns_label(node.hostname)) {
-      node_reader.error_at("hostname", "'" + path + ".hostname' must be a lowercase DNS label (1-63 of a-z, 0-9, '-', not starting or ending with '-'), got '" + node.hostname + "'");
+    node.hostname_given = hostname.has_value();
+    // Without its own hostname the node's is its name, whose error is already reported. Talos takes a
+    // FQDN (HostnameConfig's own example is controlplane1.example.org): every label a DNS label.
+    auto is_dns_name = [](const std::string& name) {
+      if (name.empty() || name.size() > 253) return false;
+      for (std::size_t at = 0;;) {
+        std::size_t dot = name.find('.', at);
+        if (!is_dns_label(name.substr(at, dot == std::string::npos ? std::string::npos : dot - at))) return false;
+        if (dot == std::string::npos) return true;
+        at = dot + 1;
+      }
+    };
+    if (hostname && !is_dns_name(node.hostname)) {
+      node_reader.error_at("hostname", "'" + path + ".hostname' must be a lowercase DNS name: labels of 1-63 a-z, 0-9, '-' (not starting or ending with '-'), joined by '.', got '" + node.hostname + "'");
     }
     node.addresses = node_reader.string_list("addresses").value_or(std::vector<std::string>{});
     for (const auto& a : node.addresses) {

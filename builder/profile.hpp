@@ -124,7 +124,8 @@ struct TalosNode {
   std::string name;
   std::optional<std::string> mac;    // aa:bb:cc:dd:ee:ff
   std::optional<std::string> uuid;   // SMBIOS UUID
-  std::string hostname;
+  std::string hostname;              // a DNS name (a label, or a FQDN as Talos takes); default: the name
+  bool hostname_given = false;       // nodes[].hostname was set: it wins over a patch's hostname
   std::vector<std::string> addresses;  // CIDR, IPv4 and/or IPv6 ("10.0.20.11/24", "fd00:55::12/64")
   std::vector<std::string> gateways;   // default routes: at most one IPv4 and one IPv6
   std::optional<std::string> install_disk;

@@ -352,6 +352,32 @@ void move_hostname_to_its_document(TalosMachineConfig& config, const std::string
   }
 }
 
+// The hostname a node's patches set: machine.network.hostname or a HostnameConfig's hostname that the
+// patched config has and the base (talosctl gen config's) did not have with that value.
+std::optional<std::string> patched_hostname(const TalosMachineConfig& base, const TalosMachineConfig& patched) {
+  auto v1alpha1 = [](const TalosMachineConfig& config) -> std::optional<std::string> {
+    const ConfigNode& document = config.documents.front();
+    const ConfigNode* machine = document.is_map() ? document.find("machine") : nullptr;
+    const ConfigNode* network = machine != nullptr && machine->is_map() ? machine->find("network") : nullptr;
+    const ConfigNode* hostname = network != nullptr && network->is_map() ? network->find("hostname") : nullptr;
+    if (hostname == nullptr || !hostname->is_scalar() || hostname->scalar.empty()) return std::nullopt;
+    return hostname->scalar;
+  };
+  auto typed = [](const TalosMachineConfig& config) -> std::optional<std::string> {
+    for (std::size_t i = 1; i < config.documents.size(); ++i) {
+      const ConfigNode& document = config.documents[i];
+      const ConfigNode* kind = document.is_map() ? document.find("kind") : nullptr;
+      if (kind == nullptr || !kind->is_scalar() || kind->scalar != "HostnameConfig") continue;
+      const ConfigNode* hostname = document.find("hostname");
+      if (hostname != nullptr && hostname->is_scalar() && !hostname->scalar.empty()) return hostname->scalar;
+    }
+    return std::nullopt;
+  };
+  if (auto now = typed(patched); now && now != typed(base)) return now;
+  if (auto now = v1alpha1(patched); now && now != v1alpha1(base)) return now;
+  return std::nullopt;
+}
+
 // The same for DNS servers: a config with a ResolverConfig document (Talos 1.12's way) gets the
 // v1alpha1 machine.network.nameservers (a site network's dns, a patch's) there as its nameservers,
 // rather than in both places.
@@ -396,14 +422,20 @@ std::optional<TalosMachineConfig> talos_config_for_node(const TalosMachineConfig
                           "': a config of the other type comes from `talosctl gen config` (set the node's 'config')");
     return std::nullopt;
   }
-  ConfigNode identity = talos_node_identity_patch(node);
+  // A hostname the node's patches set (machine.network.hostname, or a HostnameConfig's) is kept when
+  // the node has no hostname of its own: the default (its name) must not undo a patch silently.
+  TalosNode effective = node;
+  if (!node.hostname_given) {
+    if (auto patched = patched_hostname(base, config)) effective.hostname = *patched;
+  }
+  ConfigNode identity = talos_node_identity_patch(effective);
   ConfigNode& identity_network = map_at(map_at(identity, "machine"), "network");
   if (const ConfigNode* interfaces = identity_network.find("interfaces"); interfaces != nullptr && !interfaces->items.empty()) {
     merge_node_interface(config.documents.front(), interfaces->items.front(), node.mac);
     identity_network.erase("interfaces");
   }
   config.documents.front() = apply_merge_patch(config.documents.front(), identity);
-  move_hostname_to_its_document(config, node.hostname);
+  move_hostname_to_its_document(config, effective.hostname);
   move_nameservers_to_their_document(config);
   Diagnostics checks;
   validate_talos_machine_config(config, node.name, true, checks);

@@ -471,6 +471,31 @@ TEST_CASE("talos: the hostname goes where the config keeps it: HostnameConfig (T
                                Catch::Contains("Talos refuses the config"));
 }
 
+TEST_CASE("talos: a hostname a patch sets is kept unless the node sets its own; a FQDN is one", "[talos][config]") {
+  // The node's default hostname (its name) replaced a patch's machine.network.hostname silently.
+  Diagnostics d;
+  TalosMachineConfig config = parse(controlplane_config, d);  // 1.12: with a HostnameConfig document
+  TalosNode cp1 = node_named("cp1");
+  cp1.patches.push_back({TalosPatch::Kind::merge, yaml("machine: {network: {hostname: cp1.lab.example}}"), {}});
+  auto a = talos_config_for_node(config, cp1, d);
+  INFO(all(d));
+  REQUIRE(a);
+  CHECK(at(a->documents[1], {"hostname"}).scalar == "cp1.lab.example");
+  TalosNode cp2 = node_named("cp2");
+  cp2.patches.push_back({TalosPatch::Kind::merge,
+                         yaml("apiVersion: v1alpha1\nkind: HostnameConfig\nhostname: cp2.lab.example\nauto: 'off'"), {}});
+  auto b = talos_config_for_node(config, cp2, d);
+  INFO(all(d));
+  REQUIRE(b);
+  CHECK(at(b->documents[1], {"hostname"}).scalar == "cp2.lab.example");
+  // nodes[].hostname given: it wins, as the node's own fields do.
+  cp1.hostname = "edge-1";
+  cp1.hostname_given = true;
+  auto c = talos_config_for_node(config, cp1, d);
+  REQUIRE(c);
+  CHECK(at(c->documents[1], {"hostname"}).scalar == "edge-1");
+}
+
 TEST_CASE("talos: a config whose v1alpha1 document is not the first reads, as Talos reads it", "[talos][config]") {
   // It was refused with "document 2 needs apiVersion and kind": Talos takes the documents in any order.
   Diagnostics d;
