@@ -85,7 +85,12 @@ class CompressedOutput {
     fd_ = FileDescriptor(
         ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(permissions)));
     if (!fd_) throw_system_error("cannot create " + name_, errno);
-    if (::fchmod(fd_.get(), static_cast<mode_t>(permissions)) != 0) throw_system_error("cannot set the mode of " + name_, errno);
+    // Only a regular file: a device given as the output (/dev/full in tests) keeps its mode.
+    struct stat info {};
+    if (::fstat(fd_.get(), &info) == 0 && S_ISREG(info.st_mode) &&
+        ::fchmod(fd_.get(), static_cast<mode_t>(permissions)) != 0) {
+      throw_system_error("cannot set the mode of " + name_, errno);
+    }
   }
   void write(std::span<const std::uint8_t> data) {
     hash_.update(data);

@@ -1,6 +1,10 @@
 // The image I/O stages against the real tools users have: bmaptool, xz, zstd, gzip, bzip2, zip.
 #include <sys/stat.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
+
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -173,14 +177,33 @@ TEST_CASE("image_io: a zip must hold exactly one .img") {
 }
 
 TEST_CASE("image_io: a full output disk is reported against the output") {
-  // /dev/full fails every write with ENOSPC; a symlink lets the ".partial" name point at it.
+  // A file size limit fails the writes past it (EFBIG, with SIGXFSZ ignored) as a full disk fails them
+  // (ENOSPC). (A ".partial" symlink to /dev/full did this once; compressed outputs hold secrets and no
+  // longer follow a link.)
   test::TempDir dir;
   auto image = make_image(dir);
-  fs::create_symlink("/dev/full", dir / "out.img.zst.partial");
-  CHECK_THROWS_WITH(ImageCompressor().compress(image, dir / "out.img.zst"),
-                    Catch::Contains("out.img.zst: No space left on device"));
+  struct rlimit before {};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &before) == 0);
+  auto* old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = before;
+  small.rlim_cur = 4096;
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+  std::string message;
+  try {
+    ImageCompressor().compress(image, dir / "out.img.zst");
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &before);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK_THAT(message, Catch::Contains("out.img.zst: File too large"));
   CHECK_FALSE(fs::exists(dir / "out.img.zst"));
-  CHECK_FALSE(fs::exists(fs::symlink_status(dir / "out.img.zst.partial")));
+  CHECK_FALSE(fs::exists(dir / "out.img.zst.partial"));
+
+  // A symlink where the .partial goes is refused, not written through.
+  fs::create_symlink("/dev/full", dir / "out.img.zst.partial");
+  CHECK_THROWS_WITH(ImageCompressor().compress(image, dir / "out.img.zst"), Catch::Contains("out.img.zst"));
+  CHECK_FALSE(fs::exists(dir / "out.img.zst"));
 }
 
 TEST_CASE("image_io: a caller's temporary output is named by the file it becomes") {
