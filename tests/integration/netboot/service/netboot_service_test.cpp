@@ -22,6 +22,10 @@
 #include <thread>
 
 #include "core/file_descriptor.hpp"
+#include "core/sha256.hpp"
+#include "disk/block_device.hpp"
+#include "disk/fat_filesystem.hpp"
+#include "disk/fat_format.hpp"
 #include "netboot/service/talos_wipe_state_file.hpp"
 #include "netboot/tftp/tftp_packet.hpp"
 #include "tests/netboot_running_service.hpp"
@@ -192,8 +196,8 @@ struct Fixture {
   std::string kernel = random_bytes(3'000'000 + 5, 21);
   std::string initramfs = random_bytes(5'000'000 + 3, 22);
   std::string pi_kernel = random_bytes(1'500'000 + 1, 23);
-  std::string pi_boot_img = random_bytes(3'000'000, 29);
-  std::string pi_boot_sig = std::string(64, 'a') + "\nts: 1750000000\nrsa2048: " + std::string(512, 'b') + "\n";
+  std::string pi_boot_img;  // a FAT image, as the bootloader (and serve's load) wants it
+  std::string pi_boot_sig;  // its sha256 first, as boot.sig has it (the signature itself is not checked here)
   std::string big = random_bytes(48 * 1024 * 1024, 24);
   NetbootConfig config;
 
@@ -211,8 +215,18 @@ struct Fixture {
     for (const char* secret : {"cp1.yaml", "w1.yaml", "w1-user-data"}) fs::permissions(dir / secret, fs::perms(0600));
     fs::create_directories(dir / "pi");
     make_pi_image(dir / "pi", dir / "pi5.img", pi_kernel);
-    // What `build` writes beside a node's image for Pi 5 HTTP boot (the content does not matter here).
-    write_file(dir / "pi5.boot.img", pi_boot_img);
+    // What `build` writes beside a node's image for Pi 5 HTTP boot: a FAT image with a file, and a
+    // boot.sig whose first line is its sha256 (serve checks both on load; the RSA signature is not).
+    {
+      aggrik8s::test::run("truncate -s 8M '" + (dir / "pi5.boot.img").string() + "'");
+      aggrik8s::FileBlockDevice device(dir / "pi5.boot.img", aggrik8s::FileBlockDevice::Access::read_write);
+      aggrik8s::format_fat(device, {});
+      aggrik8s::FatFilesystem fat(device);
+      fat.set_timestamp(1750000000);
+      fat.write_file("kernel_2712.img", random_bytes(3'000'000, 29));
+    }
+    pi_boot_img = aggrik8s::test::read_file(dir / "pi5.boot.img");
+    pi_boot_sig = aggrik8s::Sha256::of(pi_boot_img).hex() + "\nts: 1750000000\nrsa2048: " + std::string(512, 'b') + "\n";
     write_file(dir / "pi5.boot.sig", pi_boot_sig);
     fs::permissions(dir / "pi5.boot.img", fs::perms(0600));
     write_file(dir / "nodes.yaml", R"(profiles:
