@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include "disk/block_device.hpp"
 #include "disk/ext4_filesystem.hpp"
 #include "disk/fat_filesystem.hpp"
@@ -82,6 +84,12 @@ TEST_CASE("filesystem used ranges: FAT tables and ext4 metadata are mapped even 
   for (std::uint64_t b = 0; b < boot.byte_offset() / 4096; ++b) REQUIRE(block_mapped(mapped, b));
   CHECK(mapped.mapped_blocks_count() > data_only.mapped_blocks_count());
   for (std::size_t i = 1; i < mapped.ranges.size(); ++i) REQUIRE(mapped.ranges[i - 1].last_block < mapped.ranges[i].first_block);
+  // The added runs of zeros stay within 4 MiB chunks (1024 blocks), as the build's own ranges do.
+  for (const auto& r : mapped.ranges) {
+    if (std::find(data_only.ranges.begin(), data_only.ranges.end(), r) == data_only.ranges.end()) {
+      REQUIRE(r.first_block / 1024 == r.last_block / 1024);
+    }
+  }
   write_bmap_file(mapped, dir / "pi.img.bmap");
   auto copy = test::run("bmaptool copy --bmap '" + (dir / "pi.img.bmap").string() + "' '" + image.string() + "' '" +
                         (dir / "copy.img").string() + "' 2>&1");
