@@ -13,6 +13,7 @@
 #include "cli/profile_command_support.hpp"
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
+#include "disk/fat_filesystem.hpp"
 #include "core/identifiers.hpp"
 #include "core/progress.hpp"
 #include "flash/attached_disks.hpp"
@@ -108,6 +109,16 @@ builder::BootPartitionCustomization customization_from(const ParsedArguments& ar
     if (!named) {
       throw UsageError("--file " + spec + ": DEST must name a file on the boot partition, such as /config/extra.txt "
                        "(no '.' or '..' parts, not a directory)");
+    }
+    for (std::size_t start = 0; start <= destination.size();) {
+      std::size_t slash = destination.find('/', start);
+      if (slash == std::string::npos) slash = destination.size();
+      try {
+        validate_fat_long_name(std::string_view(destination).substr(start, slash - start), "--file " + spec);
+      } catch (const Error& e) {
+        throw UsageError(e.what());  // before the card is touched, not after the image is on it
+      }
+      start = slash + 1;
     }
     customization.files.emplace_back(destination, read_text(spec.substr(0, colon), "file"));
   }

@@ -241,7 +241,9 @@ std::string join_path(const std::vector<std::string>& components, std::size_t co
   return text.empty() ? "/" : text;
 }
 
-void validate_long_name(std::string_view name, const std::string& context) {
+}  // namespace
+
+void validate_fat_long_name(std::string_view name, const std::string& context) {
   if (name.empty()) throw Error(context + ": empty name");
   for (char c : name) {
     if (static_cast<unsigned char>(c) < 0x20 || std::string_view("\"*/:<>?\\|").find(c) != std::string_view::npos) {
@@ -251,9 +253,9 @@ void validate_long_name(std::string_view name, const std::string& context) {
   if (name.back() == '.' || name.back() == ' ') {
     throw Error(context + ": FAT names cannot end with '.' or ' '");
   }
+  // VFAT long names hold 255 UTF-16 units; a UTF-8 name of at most 255 bytes always fits.
+  if (name.size() > 255) throw Error(context + ": FAT names are at most 255 characters");
 }
-
-}  // namespace
 
 struct FatFilesystem::Directory {
   std::string path;  // for messages
@@ -748,7 +750,7 @@ FatFilesystem::Directory FatFilesystem::open_directory(std::string_view path) {
 std::size_t FatFilesystem::add_entry(Directory& directory, std::string_view name, std::uint8_t attributes,
                                      std::uint32_t first_cluster, std::uint32_t size) {
   const std::string context = where((directory.path == "/" ? "" : directory.path) + "/" + std::string(name));
-  validate_long_name(name, context);
+  validate_fat_long_name(name, context);
   if (name == "." || name == "..") throw Error(context + ": reserved name");
 
   std::vector<ShortName> taken;

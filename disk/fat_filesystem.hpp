@@ -35,6 +35,11 @@ struct FatDirectoryEntry {
   std::int64_t modified_time = 0;  // Unix seconds, read as UTC
 };
 
+// Throws Error (prefixed by `context`) unless `name` can be one component of a VFAT path: no control
+// characters or "*/:<>?\|, not ending in '.' or ' ', at most 255 bytes. What write_file checks, for
+// callers that must refuse a name before they write anything (flash --file).
+void validate_fat_long_name(std::string_view name, const std::string& context);
+
 class FatFilesystem {
  public:
   // Reads and validates the boot sector and the FAT; throws Error naming the device.

@@ -38,6 +38,16 @@ expect_status 1 "a base image without firstrun.sh or user-data cannot take --hos
   "$CLI" flash --hostname pi-08 "$F/raspios-lite-arm64.img.xz" "$WORK/card2.img"
 expect_output "neither firstrun.sh nor cloud-init user-data" "the error says why"
 
+# A --file DEST the FAT cannot hold is a usage error before the target is touched (it once failed with
+# the image already on the card and its partition table gone).
+printf 'kept' >"$WORK/kept.img"
+echo note >"$WORK/note.txt"
+for dest in '/notes?.txt' '/dir/name.' "/$(printf 'n%.0s' $(seq 256))"; do
+  expect_status 2 "--file with DEST $dest" -- "$CLI" flash --yes --file "$WORK/note.txt:$dest" "$F/raspios-lite-arm64.img.xz" "$WORK/kept.img"
+  [ "$(cat "$WORK/kept.img")" = kept ] || fail "--file $dest: the target was written before the refusal"
+done
+pass "bad --file destinations refused before the target is written"
+
 # --- onto a loop device ------------------------------------------------------------------------
 # A used card: 0xff everywhere (an erased card's bytes). Without a bmap every byte of the image must be
 # written, its zeros too, or the card keeps 0xff in the FATs' free entries and in files' zero runs.
