@@ -786,44 +786,6 @@ std::string sha256_of(const std::string& text) {
 // its exit status says whether anything needed it (fsck(8): 0 clean, 1 corrected, 4 left uncorrected).
 // For ext4, `fsck -a` (e2fsck -p) skips a filesystem marked clean, so the overlay's mount count is
 // set past a maximum of 1 first: that makes e2fsck -p run its full check, as -f would.
-DeepCheckFsck run_fsck(const Guestfs& g, const InspectedPartition& partition, const std::string& device) {
-  DeepCheckFsck check;
-  check.partition = partition.index;
-  check.filesystem = partition.filesystem;
-  bool fat = partition.filesystem.starts_with("FAT");
-  bool ext = partition.filesystem == "ext2" || partition.filesystem == "ext3" || partition.filesystem == "ext4";
-  std::string fstype = fat ? "vfat" : partition.filesystem;
-  if (!fat && !ext) {
-    check.tool = "none";
-    check.clean = true;
-    check.output = "no fsck is run for " + partition.filesystem;
-    return check;
-  }
-  if (ext) {
-    check.tool = "e2fsck -p, full check forced (fsck -a -t " + fstype + " on the throwaway overlay)";
-    if (guestfs_tune2fs(g.get(), device.c_str(), GUESTFS_TUNE2FS_MAXMOUNTCOUNT, 1, GUESTFS_TUNE2FS_MOUNTCOUNT, 2, -1) != 0) {
-      check.output = "tune2fs could not force the full check: " + g.last_error();
-      return check;
-    }
-  } else {
-    check.tool = "fsck.vfat -a (fsck -a -t vfat on the throwaway overlay)";
-  }
-  int status = guestfs_fsck(g.get(), fstype.c_str(), device.c_str());
-  if (status < 0) {
-    check.output = g.last_error();
-    return check;
-  }
-  check.exit_code = status;
-  check.clean = status == 0;
-  if (!check.clean) {
-    check.output = "fsck exit status " + std::to_string(status) +
-                   ((status & 4) != 0   ? ": errors left uncorrected"
-                    : (status & 1) != 0 ? ": errors were found (corrected on the overlay only; the image is unchanged)"
-                                        : "");
-  }
-  return check;
-}
-
 namespace {
 
 // QEMU processes that are children of this process (libguestfs' direct backend forks QEMU itself).
@@ -850,23 +812,23 @@ std::vector<pid_t> child_hypervisors() {
   return found;
 }
 
-// Kills the appliance's QEMU if a launch has not finished by the deadline. A /dev/kvm that exists but
+// Kills the appliance's QEMU if a launch (or an fsck) has not finished by the deadline. A /dev/kvm that exists but
 // does not really work for this guest can hang the launch instead of failing it (seen on a nested VM
 // here: SeaBIOS runs under KVM, the appliance kernel never reports in); libguestfs has no launch
 // timeout of its own and its handle may not be touched from another thread, so the watchdog acts on
 // the process. The killed launch then fails like any other, and the caller retries without KVM.
-class LaunchWatchdog {
+class ApplianceWatchdog {
  public:
-  explicit LaunchWatchdog(std::chrono::seconds limit)
+  explicit ApplianceWatchdog(std::chrono::seconds limit)
       : thread_([this, limit] {
           std::unique_lock lock(mutex_);
           if (done_cv_.wait_for(lock, limit, [this] { return done_; })) return;
           for (pid_t pid : child_hypervisors()) ::kill(pid, SIGKILL);
           fired_ = true;
         }) {}
-  ~LaunchWatchdog() { finish(); }
-  LaunchWatchdog(const LaunchWatchdog&) = delete;
-  LaunchWatchdog& operator=(const LaunchWatchdog&) = delete;
+  ~ApplianceWatchdog() { finish(); }
+  ApplianceWatchdog(const ApplianceWatchdog&) = delete;
+  ApplianceWatchdog& operator=(const ApplianceWatchdog&) = delete;
 
   bool finish() {  // returns whether it had to kill the launch
     {
@@ -888,8 +850,58 @@ class LaunchWatchdog {
 
 // Under KVM the appliance is up in a few seconds; software emulation takes 15-35 s and is not limited.
 constexpr std::chrono::seconds kvm_launch_limit{45};
+// One fsck in the appliance: a healthy 4 GiB ext4 takes well under a minute even under TCG on a busy
+// machine.
+constexpr std::chrono::seconds fsck_limit{300};
 
 }  // namespace
+
+DeepCheckFsck run_fsck(const Guestfs& g, const InspectedPartition& partition, const std::string& device) {
+  DeepCheckFsck check;
+  check.partition = partition.index;
+  check.filesystem = partition.filesystem;
+  bool fat = partition.filesystem.starts_with("FAT");
+  bool ext = partition.filesystem == "ext2" || partition.filesystem == "ext3" || partition.filesystem == "ext4";
+  std::string fstype = fat ? "vfat" : partition.filesystem;
+  if (!fat && !ext) {
+    check.tool = "none";
+    check.clean = true;
+    check.output = "no fsck is run for " + partition.filesystem;
+    return check;
+  }
+  if (ext) {
+    check.tool = "e2fsck -p, full check forced (fsck -a -t " + fstype + " on the throwaway overlay)";
+    if (guestfs_tune2fs(g.get(), device.c_str(), GUESTFS_TUNE2FS_MAXMOUNTCOUNT, 1, GUESTFS_TUNE2FS_MOUNTCOUNT, 2, -1) != 0) {
+      check.output = "tune2fs could not force the full check: " + g.last_error();
+      return check;
+    }
+  } else {
+    check.tool = "fsck.vfat -a (fsck -a -t vfat on the throwaway overlay)";
+  }
+  // A badly damaged FAT keeps fsck.vfat -a repairing for many minutes (over a minute even natively):
+  // past the limit the appliance is stopped and the filesystem reported as not clean.
+  ApplianceWatchdog watchdog(fsck_limit);
+  int status = guestfs_fsck(g.get(), fstype.c_str(), device.c_str());
+  if (watchdog.finish()) {
+    check.output = "fsck did not finish within " + std::to_string(fsck_limit.count()) +
+                   " s and was stopped: a filesystem whose check runs this long is damaged";
+    return check;
+  }
+  if (status < 0) {
+    check.output = g.last_error();
+    return check;
+  }
+  check.exit_code = status;
+  check.clean = status == 0;
+  if (!check.clean) {
+    check.output = "fsck exit status " + std::to_string(status) +
+                   ((status & 4) != 0   ? ": errors left uncorrected"
+                    : (status & 1) != 0 ? ": errors were found (corrected on the overlay only; the image is unchanged)"
+                                        : "");
+  }
+  return check;
+}
+
 
 // ---- the deep check's phases: launch the appliance, identify the image's devices in it, compare
 // what it reads with the in-process report, fsck each filesystem ----
@@ -911,7 +923,7 @@ bool try_launch_appliance(Guestfs& handle, const fs::path& raw_image, bool force
   log::info("deep check: starting the libguestfs appliance (", backend, " backend; ~15-35 s)");
   // Without a usable /dev/kvm libguestfs runs TCG on its own, which may legitimately take long.
   if (force_tcg || ::access("/dev/kvm", R_OK | W_OK) != 0) return guestfs_launch(handle.get()) == 0;
-  LaunchWatchdog watchdog(kvm_launch_limit);
+  ApplianceWatchdog watchdog(kvm_launch_limit);
   bool launched = guestfs_launch(handle.get()) == 0;
   if (watchdog.finish()) {
     log::info("deep check: the appliance did not come up within ", kvm_launch_limit.count(),
