@@ -92,6 +92,10 @@ EphemeralBuildManifest parse_ephemeral_manifest(std::string_view json, const std
     node.layer = file_field(entry, "layer", at);
     m.nodes.emplace(name, std::move(node));
   }
+  if (auto base = doc.find("http_boot_url_base"); base != doc.end()) {
+    if (!base->is_string()) throw Error(where + ": 'http_boot_url_base' must be a string");
+    m.http_boot_url_base = base->get<std::string>();
+  }
   return m;
 }
 

@@ -41,6 +41,9 @@ struct EphemeralBuildManifest {
   std::string root_sha256;
   std::uint64_t root_size = 0;
   std::map<std::string, EphemeralNodeEntry> nodes;
+  // With output.http_boot: "<serve_url>/ephemeral/<serve_profile>", the URL base the signed boot.imgs
+  // carry (they cannot be changed by serve, as the TFTP cmdline.txt is).
+  std::optional<std::string> http_boot_url_base;
 };
 
 // Parses ephemeral.json; Error naming `where` and the field for anything missing or malformed (file

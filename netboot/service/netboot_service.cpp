@@ -143,6 +143,24 @@ std::shared_ptr<const ServingSnapshot> load_snapshot(NetbootConfig config, const
       throw Error("profile " + name + " (rpi_ephemeral): its nodes' identities (node password, SSH host key) are "
                   "kept in the state directory: set state_dir (or dhcp.lease_file) in " + config.file.string());
     }
+    if (const auto* ephemeral = std::get_if<RaspberryPiEphemeralBoot>(&profile.target)) {
+      // The build's signed boot.imgs carry their root and identity URLs: they must be where this
+      // server answers (output.ephemeral.serve_url and serve_profile against base_url and this
+      // profile's name), or every HTTP-booted node fetches 404s and reboots.
+      std::string expected = snapshot->base_url + "/ephemeral/" + name;
+      std::shared_ptr<const EphemeralBuild> current;
+      try {
+        current = EphemeralPiBuilds(ephemeral->build).current();
+      } catch (const Error&) {
+        // No build yet, or a broken one: reported when a node asks, as before.
+      }
+      if (current && current->manifest.http_boot_url_base && *current->manifest.http_boot_url_base != expected) {
+        throw Error("profile " + name + " (rpi_ephemeral): the build's boot.imgs point their nodes at " +
+                    *current->manifest.http_boot_url_base + ", but this server answers at " + expected +
+                    ": build with output.ephemeral.serve_url: " + snapshot->base_url + " and serve_profile: " + name +
+                    " (docs/profiles.md, \"HTTP boot\")");
+      }
+    }
     if (std::holds_alternative<RaspberryPiEphemeralBoot>(profile.target) && !snapshot->base_url.starts_with("http://")) {
       // The node's initramfs fetches its root and identity from these URLs with busybox wget: no TLS.
       throw Error("profile " + name + " (rpi_ephemeral): its nodes fetch their root and identity from " +

@@ -3,6 +3,7 @@
 #include "netboot/service/ephemeral_pi_build.hpp"
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
 #include "tests/test_support.hpp"
@@ -48,6 +49,15 @@ TEST_CASE("ephemeral builds: the manifest is parsed and the node's cmdline names
         "console=serial0,115200 quiet cgroup_enable=memory "
         "aggrik8s.root=http://10.0.0.2:8080/ephemeral/pi/0123456789abcdef/root.squashfs aggrik8s.root_sha256=" + sha_a +
         " aggrik8s.identity=http://10.0.0.2:8080/ephemeral/pi/0123456789abcdef/identity/w1\n");
+  CHECK_FALSE(m.http_boot_url_base);  // a build without output.http_boot
+
+  // With it, the URL base its signed boot.imgs carry: serve compares it with where it answers.
+  nlohmann::json doc = nlohmann::json::parse(manifest("0123456789abcdef"));
+  doc["http_boot_url_base"] = "http://10.0.0.2:8080/ephemeral/eph";
+  EphemeralBuildManifest with = parse_ephemeral_manifest(doc.dump(), "x/ephemeral.json");
+  CHECK(with.http_boot_url_base == "http://10.0.0.2:8080/ephemeral/eph");
+  doc["http_boot_url_base"] = 7;
+  CHECK_THROWS_WITH(parse_ephemeral_manifest(doc.dump(), "m.json"), Contains("'http_boot_url_base' must be a string"));
 }
 
 TEST_CASE("ephemeral builds: a manifest that names files outside the build or is malformed is refused", "[ephemeral]") {
