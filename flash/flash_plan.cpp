@@ -121,7 +121,16 @@ FlashTargetKind classify_flash_target(const fs::path& target, std::optional<mode
   if (mode && S_ISBLK(*mode)) return FlashTargetKind::block_device;
   if (mode && S_ISREG(*mode)) return FlashTargetKind::regular_file;
   if (mode) throw Error(target.string() + " is neither a block device nor a regular file");
-  if (target.lexically_normal().string().starts_with("/dev/")) {
+  // A mistyped device name must not become a new regular file in /dev: also when it is given relative
+  // to /dev ("sdzz" there) or as a link to a device node that is not there (a stale /dev/disk/by-id name).
+  struct stat link {};
+  if (::lstat(target.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+    throw Error(target.string() + " is a symbolic link to something that does not exist (is the card inserted?); "
+                "refusing to create a file through it");
+  }
+  std::error_code ignored;
+  if (target.lexically_normal().string().starts_with("/dev/") ||
+      fs::weakly_canonical(fs::absolute(target, ignored), ignored).string().starts_with("/dev/")) {
     throw Error(target.string() + ": no such device ('aggrik8s-image flash --list' shows the candidates)");
   }
   return FlashTargetKind::new_file;

@@ -64,8 +64,9 @@ std::vector<std::string> flash_candidate_lines(const std::vector<AttachedDisk>& 
 enum class FlashTargetKind { block_device, regular_file, new_file };
 
 // From what stat(2) said about `target` (nullopt: it does not exist). Throws Error for anything that
-// is neither a block device nor a regular file, and for a missing /dev node (a typo must not create a
-// file under /dev).
+// is neither a block device nor a regular file, for a missing /dev node (a typo must not create a
+// file under /dev, whether named /dev/sdzz, sdzz from /dev, or through a link to a missing node), and
+// for a dangling symlink.
 FlashTargetKind classify_flash_target(const std::filesystem::path& target, std::optional<mode_t> mode);
 
 // The whole disk behind the block device node `node` (device number `device`). Throws Error when the

@@ -1,5 +1,7 @@
 #include "flash/image_flasher.hpp"
 
+#include "flash/flash_plan.hpp"
+
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -109,18 +111,9 @@ class FlashTarget {
     struct stat info {};
     bool exists = ::stat(path.c_str(), &info) == 0;
     if (!exists && errno != ENOENT) throw_system_error("cannot look at " + name_, errno);
-    // A mistyped device name must not become a new regular file in /dev: also when it is given
-    // relative to /dev ("sdzz" there) or as a link to a device node that is not there (a stale
-    // /dev/disk/by-id name).
-    struct stat link {};
-    if (!exists && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
-      throw Error(name_ + " is a symbolic link to something that does not exist (is the card inserted?); "
-                  "refusing to create a file through it");
-    }
-    std::error_code ignored;
-    if (!exists && std::filesystem::weakly_canonical(std::filesystem::absolute(path, ignored), ignored).string().starts_with("/dev/")) {
-      throw Error(name_ + ": no such device (is the card inserted? 'aggrik8s-image flash --list' shows candidates)");
-    }
+    // The same refusals as the plan's (a missing /dev node, a dangling link): the target may have
+    // changed since the plan looked.
+    if (!exists) classify_flash_target(path, std::nullopt);
     if (exists && !S_ISBLK(info.st_mode) && !S_ISREG(info.st_mode)) {
       throw Error(name_ + " is neither a block device nor a regular file; refusing to write to it");
     }

@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/test_support.hpp"
+
 #include <filesystem>
 
 #include "core/error.hpp"
@@ -20,6 +22,19 @@ TEST_CASE("flash plan: the target is a block device, a regular file, or a new fi
                     "/dev/sdz: no such device ('aggrik8s-image flash --list' shows the candidates)");
   // A typo under /dev is caught however it is spelt.
   CHECK_THROWS_WITH(classify_flash_target("/dev/../dev/sdz", std::nullopt), Catch::Contains("no such device"));
+  // ... relative to /dev (`cd /dev; flash IMG sdzz`), and through a link to a node that is not there.
+  {
+    struct Cwd {
+      std::filesystem::path was = std::filesystem::current_path();
+      ~Cwd() { std::filesystem::current_path(was); }
+    } restore;
+    std::filesystem::current_path("/dev");
+    CHECK_THROWS_WITH(classify_flash_target("a8s-no-such-disk", std::nullopt), Catch::Contains("no such device"));
+  }
+  aggrik8s::test::TempDir dir;
+  std::filesystem::create_symlink("/dev/a8s-no-such-disk", dir / "by-id-link");
+  CHECK_THROWS_WITH(classify_flash_target(dir / "by-id-link", std::nullopt),
+                    Catch::Contains("is a symbolic link to something that does not exist"));
   CHECK_THROWS_WITH(classify_flash_target("/tmp", static_cast<mode_t>(S_IFDIR | 0755)),
                     "/tmp is neither a block device nor a regular file");
   CHECK_THROWS_WITH(classify_flash_target("/dev/ttyS0", static_cast<mode_t>(S_IFCHR | 0660)),
