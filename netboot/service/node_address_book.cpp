@@ -31,9 +31,7 @@ void NodeAddressBook::set_pinned(const std::map<std::string, std::string>& node_
 void NodeAddressBook::record_lease(const std::string& node, const std::string& address,
                                    std::optional<std::chrono::system_clock::time_point> expires, const std::string& client) {
   std::lock_guard lock(mutex_);
-  for (auto* table : {&leases_, &seen_}) {
-    std::erase_if(*table, [&](const auto& item) { return item.first != node && item.second.address == address; });
-  }
+  end_ties_at(address, &node);
   leases_[node] = {address, NodeAddressSource::lease, std::chrono::system_clock::now(), expires, client};
 }
 
@@ -47,16 +45,19 @@ void NodeAddressBook::record_other_lease(const std::string& address, const std::
       renewed = true;
     }
   }
-  if (renewed) return;
-  for (auto* table : {&leases_, &seen_}) {
-    std::erase_if(*table, [&](const auto& item) { return item.second.address == address; });
-  }
+  if (!renewed) end_ties_at(address, nullptr);
 }
 
 void NodeAddressBook::address_ended(const std::string& address) {
   std::lock_guard lock(mutex_);
+  end_ties_at(address, nullptr);
+}
+
+void NodeAddressBook::end_ties_at(const std::string& address, const std::string* except) {
   for (auto* table : {&leases_, &seen_}) {
-    std::erase_if(*table, [&](const auto& item) { return item.second.address == address; });
+    std::erase_if(*table, [&](const auto& item) {
+      return item.second.address == address && (except == nullptr || item.first != *except);
+    });
   }
 }
 

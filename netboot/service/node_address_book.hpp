@@ -62,6 +62,8 @@ class NodeAddressBook {
  private:
   // Leases past their end are not there (with the lock held).
   bool live(const NodeAddress& entry) const;
+  // Every lease and sighting at `address` ends, but `except`'s (with the lock held).
+  void end_ties_at(const std::string& address, const std::string* except);
 
   mutable std::mutex mutex_;
   std::map<std::string, NodeAddress> pinned_, leases_, seen_;
