@@ -204,7 +204,7 @@ TEST_CASE("first boot: static IPv4, IPv6 and dual-stack networks in NetworkManag
   }
 }
 
-TEST_CASE("cmdline.txt longer than the kernel keeps is refused, naming its last argument; near it, a warning", "[cmdline]") {
+TEST_CASE("cmdline.txt longer than the kernel keeps is refused, naming its last argument, and near it warned about", "[cmdline]") {
   // The kernel kept 2047 bytes and cut aggrik8s.identity= (the last argument) off, silently.
   std::string line = "console=serial0,115200 root=PARTUUID=a1b2c3d4-02 x.pad=" + std::string(1990, 'a') + " last=1\n";
   REQUIRE(line.size() - 1 > 2047);

@@ -471,7 +471,7 @@ TEST_CASE("talos: the hostname goes where the config keeps it: HostnameConfig (T
                                Catch::Contains("Talos refuses the config"));
 }
 
-TEST_CASE("talos: a hostname a patch sets is kept unless the node sets its own; a FQDN is one", "[talos][config]") {
+TEST_CASE("talos: a hostname a patch sets is kept unless the node sets its own, and a FQDN is one", "[talos][config]") {
   // The node's default hostname (its name) replaced a patch's machine.network.hostname silently.
   Diagnostics d;
   TalosMachineConfig config = parse(controlplane_config, d);  // 1.12: with a HostnameConfig document
