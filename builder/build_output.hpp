@@ -127,39 +127,34 @@ std::vector<const Node*> select_nodes(const std::vector<Node>& all, const std::v
 }
 
 // Outputs this build has started, removed (newest first) unless commit() is reached. Files already
-// renamed into place are tracked too: a build that fails half-way leaves nothing that looks valid.
+// renamed into place are tracked too: a build that fails half-way leaves nothing that looks valid. What
+// an output replaced (an earlier build's n1.iso, netboot/n1/) is kept under another name until
+// commit() and put back otherwise, so an interrupted or failed rebuild leaves the earlier build whole,
+// as its SHA256SUMS and manifest (still in place) describe it; they replaced files removed and kept
+// the old record naming them.
 class PartialOutputs {
  public:
   PartialOutputs() = default;
   PartialOutputs(const PartialOutputs&) = delete;
   PartialOutputs& operator=(const PartialOutputs&) = delete;
-  ~PartialOutputs() {
-    if (committed_) return;
-    for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
-      std::error_code ec;
-      std::filesystem::remove_all(*it, ec);
-    }
-  }
+  ~PartialOutputs();
   // Also removed if the process is interrupted first (core/interrupt_cleanup.hpp).
-  std::filesystem::path track(const std::filesystem::path& path) {
-    paths_.push_back(path);
-    on_interrupt_.push_back(std::make_unique<RemovedOnInterrupt>(path));
-    return path;
-  }
-  // Renames `from` (tracked) to `to`, tracking `to` first: an interrupt's cleanup, which may run at any
-  // moment on its own thread, then finds the file under one of the two names it knows.
-  void publish(const std::filesystem::path& from, const std::filesystem::path& to) {
-    track(to);
-    std::filesystem::rename(from, to);
-  }
-  void commit() {
-    committed_ = true;
-    on_interrupt_.clear();
-  }
+  std::filesystem::path track(const std::filesystem::path& path);
+  // Renames `from` (tracked) to `to`. Whatever was at `to` is first given a second name (a hard link;
+  // a directory is renamed), all with an interrupt's cleanup held off, so the cleanup, which may run
+  // at any moment on its own thread, finds the new output under one of its names and the old one
+  // under the other.
+  void publish(const std::filesystem::path& from, const std::filesystem::path& to);
+  // Keeps every output and drops what they replaced.
+  void commit();
 
  private:
-  std::vector<std::filesystem::path> paths_;
-  std::vector<std::unique_ptr<RemovedOnInterrupt>> on_interrupt_;  // not movable: one allocation each
+  struct Output {
+    std::filesystem::path path;
+    std::filesystem::path previous;  // what `path` replaced, renamed back unless committed; empty: none
+    std::unique_ptr<RemovedOnInterrupt> on_interrupt;  // not movable: one allocation each
+  };
+  std::vector<Output> outputs_;
   bool committed_ = false;
 };
 

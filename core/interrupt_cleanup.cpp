@@ -16,8 +16,12 @@ namespace {
 
 // Recursive: hold_off() keeps it while its step registers and forgets paths.
 std::recursive_mutex registered_mutex;
-std::map<std::uint64_t, std::filesystem::path>& registered() {
-  static std::map<std::uint64_t, std::filesystem::path> paths;
+struct Registered {
+  std::filesystem::path path;
+  std::filesystem::path previous;  // empty: nothing to restore
+};
+std::map<std::uint64_t, Registered>& registered() {
+  static std::map<std::uint64_t, Registered> paths;
   return paths;
 }
 std::uint64_t next_registration = 1;
@@ -74,8 +78,10 @@ void remove_registered_and_exit() {
   // output renamed into place (PartialOutputs::publish: its final name registered first, then the
   // rename) is found under one of its names.
   registered_mutex.lock();
-  for (const auto& [registration, path] : registered()) {
-    if (remove_while_written(path)) ++removed;
+  for (const auto& [registration, entry] : registered()) {
+    if (remove_while_written(entry.path)) ++removed;
+    std::error_code ec;
+    if (!entry.previous.empty()) std::filesystem::rename(entry.previous, entry.path, ec);
   }
   std::fprintf(stderr, "\ninterrupted by %s: removed %zu unfinished output%s\n", signal_name(signal), removed,
                removed == 1 ? "" : "s");
@@ -102,9 +108,13 @@ void InterruptCleanup::install() {
 }
 
 std::uint64_t InterruptCleanup::remove_on_interrupt(std::filesystem::path path) {
+  return restore_on_interrupt(std::move(path), {});
+}
+
+std::uint64_t InterruptCleanup::restore_on_interrupt(std::filesystem::path path, std::filesystem::path previous) {
   std::lock_guard lock(registered_mutex);
   std::uint64_t registration = next_registration++;
-  registered().emplace(registration, std::move(path));
+  registered().emplace(registration, Registered{std::move(path), std::move(previous)});
   return registration;
 }
 

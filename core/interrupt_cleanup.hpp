@@ -23,6 +23,9 @@ class InterruptCleanup {
   // `path` (a file or a directory tree) is removed on an interrupt until forget() is called with the
   // returned registration. Registering without install() is allowed and does nothing on interrupt.
   static std::uint64_t remove_on_interrupt(std::filesystem::path path);
+  // The same, then `previous` (what `path` was before a build replaced it, kept under another name)
+  // is renamed back to `path`: an interrupted rebuild leaves the earlier build's file, not a gap.
+  static std::uint64_t restore_on_interrupt(std::filesystem::path path, std::filesystem::path previous);
   static void forget(std::uint64_t registration);
   // Runs `step` with an interrupt's cleanup held off until it returns: a signal that comes meanwhile is
   // acted on after it, on what is still registered then. For the step that renames a build's record
@@ -31,10 +34,12 @@ class InterruptCleanup {
   static void hold_off(const std::function<void()>& step);
 };
 
-// remove_on_interrupt() for as long as it lives.
+// remove_on_interrupt() (with `previous`: restore_on_interrupt()) for as long as it lives.
 class RemovedOnInterrupt {
  public:
   explicit RemovedOnInterrupt(std::filesystem::path path) : registration_(InterruptCleanup::remove_on_interrupt(std::move(path))) {}
+  RemovedOnInterrupt(std::filesystem::path path, std::filesystem::path previous)
+      : registration_(InterruptCleanup::restore_on_interrupt(std::move(path), std::move(previous))) {}
   ~RemovedOnInterrupt() { InterruptCleanup::forget(registration_); }
   RemovedOnInterrupt(const RemovedOnInterrupt&) = delete;
   RemovedOnInterrupt& operator=(const RemovedOnInterrupt&) = delete;

@@ -1099,8 +1099,7 @@ nlohmann::json write_netboot_directory(TalosOutputWriter& writer, const NetbootB
   link_or_copy(boot_files.initramfs, dir_partial / "initramfs.xz");
   write_file_with_mode(dir_partial / "config.yaml", plan.config_yaml, config_mode);
   write_file_with_mode(dir_partial / "boot.ipxe", ipxe_script({node.name, plan.netboot_command_line}), public_mode);
-  fs::remove_all(dir);
-  writer.partial.publish(dir_partial, dir);
+  writer.partial.publish(dir_partial, dir);  // the earlier build's directory is kept until the build commits
   nlohmann::json files = nlohmann::json::array();
   for (const char* name : {"vmlinuz", "initramfs.xz", "config.yaml", "boot.ipxe"}) {
     BuiltFile f = describe_file(dir / name, writer.digests);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -319,4 +320,73 @@ TEST_CASE("one build at a time in an output directory: a second lock fails at on
   CHECK(after.held());
   // Nothing was written into the directory for the lock.
   CHECK(fs::is_empty(out));
+}
+
+TEST_CASE("a rebuild that fails half-way leaves the earlier build's outputs as they were", "[build-output]") {
+  // Found interrupting a Talos rebuild into the same directory: n1.iso had already been replaced by
+  // the new one, the cleanup removed it, and the earlier build's SHA256SUMS still listed it.
+  aggrik8s::test::TempDir dir;
+  aggrik8s::test::write_file(dir / "n1.iso", "earlier n1");
+  aggrik8s::test::write_file(dir / "netboot" / "n1" / "config.yaml", "earlier config");
+  {
+    PartialOutputs partial;
+    aggrik8s::test::write_file(partial.track(dir / "n1.iso.partial"), "new n1");
+    partial.publish(dir / "n1.iso.partial", dir / "n1.iso");
+    aggrik8s::test::write_file(partial.track(dir / "n2.iso.partial"), "new n2");
+    partial.publish(dir / "n2.iso.partial", dir / "n2.iso");
+    aggrik8s::test::write_file(partial.track(dir / "netboot" / "n1.partial") / "config.yaml", "new config");
+    partial.publish(dir / "netboot" / "n1.partial", dir / "netboot" / "n1");
+    CHECK(aggrik8s::test::read_file(dir / "n1.iso") == "new n1");
+    CHECK(aggrik8s::test::read_file(dir / "netboot" / "n1" / "config.yaml") == "new config");
+  }  // not committed: the build failed
+  CHECK(aggrik8s::test::read_file(dir / "n1.iso") == "earlier n1");
+  CHECK(aggrik8s::test::read_file(dir / "netboot" / "n1" / "config.yaml") == "earlier config");
+  CHECK_FALSE(fs::exists(dir / "n2.iso"));
+  std::vector<std::string> names;
+  for (const auto& entry : fs::recursive_directory_iterator(dir.path())) names.push_back(fs::relative(entry.path(), dir.path()).string());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"n1.iso", "netboot", "netboot/n1", "netboot/n1/config.yaml"});
+}
+
+TEST_CASE("a committed rebuild keeps the new outputs and nothing of what they replaced", "[build-output]") {
+  aggrik8s::test::TempDir dir;
+  aggrik8s::test::write_file(dir / "n1.iso", "earlier n1");
+  aggrik8s::test::write_file(dir / "netboot" / "n1" / "stale", "earlier file");
+  {
+    PartialOutputs partial;
+    aggrik8s::test::write_file(partial.track(dir / "n1.iso.partial"), "new n1");
+    partial.publish(dir / "n1.iso.partial", dir / "n1.iso");
+    aggrik8s::test::write_file(partial.track(dir / "netboot" / "n1.partial") / "config.yaml", "new config");
+    partial.publish(dir / "netboot" / "n1.partial", dir / "netboot" / "n1");
+    partial.commit();
+  }
+  CHECK(aggrik8s::test::read_file(dir / "n1.iso") == "new n1");
+  CHECK(aggrik8s::test::read_file(dir / "netboot" / "n1" / "config.yaml") == "new config");
+  CHECK_FALSE(fs::exists(dir / "netboot" / "n1" / "stale"));
+  std::vector<std::string> names;
+  for (const auto& entry : fs::recursive_directory_iterator(dir.path())) names.push_back(fs::relative(entry.path(), dir.path()).string());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"n1.iso", "netboot", "netboot/n1", "netboot/n1/config.yaml"});
+}
+
+TEST_CASE("what a killed build had replaced is put back when the next build starts", "[build-output]") {
+  aggrik8s::test::TempDir dir;
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);  // its pid is free now
+  const std::string gone = std::to_string(child);
+  // SIGKILL between publishing n1.iso and the commit: the new file in place, the earlier one aside.
+  aggrik8s::test::write_file(dir / "n1.iso", "killed build's n1");
+  aggrik8s::test::write_file(dir / (".n1.iso.previous-" + gone), "earlier n1");
+  aggrik8s::test::write_file(dir / "netboot" / "n1" / "config.yaml", "killed build's config");
+  aggrik8s::test::write_file(dir / "netboot" / (".n1.previous-" + gone) / "config.yaml", "earlier config");
+  aggrik8s::test::write_file(dir / (".n2.iso.previous-" + std::to_string(::getppid())), "a live build's");
+  { WorkDirectory work(dir.path(), "work-talos"); }
+  CHECK(aggrik8s::test::read_file(dir / "n1.iso") == "earlier n1");
+  CHECK(aggrik8s::test::read_file(dir / "netboot" / "n1" / "config.yaml") == "earlier config");
+  CHECK_FALSE(fs::exists(dir / (".n1.iso.previous-" + gone)));
+  CHECK_FALSE(fs::exists(dir / "netboot" / (".n1.previous-" + gone)));
+  CHECK(fs::exists(dir / (".n2.iso.previous-" + std::to_string(::getppid()))));
 }

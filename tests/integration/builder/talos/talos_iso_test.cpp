@@ -907,6 +907,30 @@ TEST_CASE("talos: Ctrl-C after the first node's remaster removes every output an
   CHECK(r.output.find(".work-talos") == std::string::npos);
 }
 
+TEST_CASE("talos: Ctrl-C during a rebuild into the same directory leaves the earlier build whole", "[talos][cli][interrupt]") {
+  // The rebuild had replaced n1's and n2's ISOs when the signal came; its cleanup removed them, and
+  // the earlier build's SHA256SUMS and manifest, still in place, listed files that were gone.
+  test::TempDir dir;
+  write_forty_node_iso_profile(dir);
+  auto first = test::run("cd '" + dir.path().string() + "' && " + cli() + " build --out out p.yaml >/dev/null 2>&1 && "
+                         "cd out && sha256sum -c --quiet SHA256SUMS && sha256sum n1.iso n2.iso >../first.sums && echo built");
+  REQUIRE(first.output.find("built") != std::string::npos);
+  // Another config: every node's ISO differs from the first build's.
+  test::write_file(dir / "worker.yaml", std::string(worker_config) + "# second build\n");
+  auto r = test::run("cd '" + dir.path().string() + "' || exit 1; (" + cli() +
+                     " build -v --out out p.yaml >log 2>&1 & echo $! >pid; wait $!; echo $? >rc) & "
+                     "for i in $(seq 1 6000); do grep -q 'node n3: writing the ISO' log 2>/dev/null && break; sleep 0.01; done; "
+                     "kill -INT $(cat pid); wait; echo rc=$(cat rc); cd out && sha256sum -c --quiet SHA256SUMS && echo sums-ok; "
+                     "sha256sum -c --quiet ../first.sums && echo earlier-isos; ls -A");
+  INFO(r.output);
+  CHECK(r.output.find("rc=130") != std::string::npos);
+  CHECK(r.output.find("sums-ok") != std::string::npos);
+  CHECK(r.output.find("earlier-isos") != std::string::npos);
+  CHECK(r.output.find(".previous-") == std::string::npos);
+  CHECK(r.output.find(".partial") == std::string::npos);
+  CHECK(r.output.find(".work-talos") == std::string::npos);
+}
+
 TEST_CASE("talos: a build whose output pipe closes early (| head) removes every output and the work directory", "[talos][cli][interrupt]") {
   // SIGPIPE's default ended the build at the log line after head had gone, leaving .work-talos-*,
   // ISOs and a .partial behind, with no message.
