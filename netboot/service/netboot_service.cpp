@@ -757,7 +757,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
                               const std::string& client, IpxeKernelBoot& boot) {
     const auto* talos = std::get_if<TalosBoot>(&profile.target);
     if (talos == nullptr || profile.mode != BootMode::ephemeral || !s.talos_wipe) return;
-    TalosWipeDecision decision = s.talos_wipe->script_requested(node.name, WallClock::now(), talos->wipe_reboot_window);
+    TalosWipeDecision decision = s.talos_wipe->script_requested(node.name, WallClock::now(), talos->wipe_reboot_window, client);
     bool wipe = decision.boot == TalosBootKind::wipe;
     if (wipe) boot.arguments += " " + talos_wipe_kernel_argument(talos->wipe);
     metrics.add(wipe ? "aggrik8s_talos_wipe_boots_total" : "aggrik8s_talos_normal_boots_total", {{"node", node.name}});
@@ -767,7 +767,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
   void talos_boot_files_fetched(const std::string& node, const std::string& client) {
     auto s = current();
     if (!s->talos_wipe) return;
-    if (auto fetched = s->talos_wipe->boot_files_fetched(node, WallClock::now())) {
+    if (auto fetched = s->talos_wipe->boot_files_fetched(node, WallClock::now(), client)) {
       talos_wipe_changed(node, client, "wipe-cycle", fetched->transition, fetched->next);
     }
   }

@@ -18,6 +18,7 @@ const char* to_string(TalosWipeTransition transition) {
     case TalosWipeTransition::wipe_expired: return "wipe-expired";
     case TalosWipeTransition::normal_repeat: return "normal-repeat";
     case TalosWipeTransition::clock_went_back: return "clock-went-back";
+    case TalosWipeTransition::other_address: return "other-address";
     case TalosWipeTransition::wipe_files_fetched: return "wipe-files-fetched";
     case TalosWipeTransition::normal_files_fetched: return "normal-files-fetched";
   }
@@ -25,14 +26,18 @@ const char* to_string(TalosWipeTransition transition) {
 }
 
 TalosWipeDecision decide_talos_wipe_boot(const std::optional<TalosWipeCycle>& state, WallClock::time_point now,
-                                         std::chrono::seconds reboot_window) {
+                                         std::chrono::seconds reboot_window, std::string_view client) {
   auto serve = [&](TalosBootKind boot, TalosWipeTransition transition, WallClock::time_point served_at) {
-    return TalosWipeDecision{boot, transition, TalosWipeCycle{boot, served_at, std::nullopt}};
+    return TalosWipeDecision{boot, transition, TalosWipeCycle{boot, served_at, std::nullopt, std::string(client)}};
   };
   if (!state) return serve(TalosBootKind::wipe, TalosWipeTransition::power_on_wipe, now);
   // The latest time recorded: a clock set back past it makes every elapsed time below meaningless.
   WallClock::time_point latest = state->files_fetched_at.value_or(state->served_at);
   if (now < latest) return serve(TalosBootKind::wipe, TalosWipeTransition::clock_went_back, now);
+  // Whatever the last boot did, this is not known to be the same machine asking again.
+  if (state->served_to.empty() || state->served_to != client) {
+    return serve(TalosBootKind::wipe, TalosWipeTransition::other_address, now);
+  }
   if (state->served == TalosBootKind::wipe) {
     // Before its files the node is still in the wipe boot (iPXE asking again): the same answer. Later
     // than the window it is the wipe all the same, but for a new power-on.
@@ -55,8 +60,8 @@ TalosWipeDecision decide_talos_wipe_boot(const std::optional<TalosWipeCycle>& st
 }
 
 std::optional<TalosWipeFilesFetched> note_talos_boot_files_fetched(const std::optional<TalosWipeCycle>& state,
-                                                                   WallClock::time_point now) {
-  if (!state || state->files_fetched_at) return std::nullopt;
+                                                                   WallClock::time_point now, std::string_view client) {
+  if (!state || state->files_fetched_at || state->served_to.empty() || state->served_to != client) return std::nullopt;
   TalosWipeCycle next = *state;
   next.files_fetched_at = now;
   return TalosWipeFilesFetched{state->served == TalosBootKind::wipe ? TalosWipeTransition::wipe_files_fetched
@@ -72,7 +77,7 @@ const char* talos_wipe_cycle_state(const TalosWipeCycle& cycle) {
 std::string describe_talos_wipe_cycle(const TalosWipeCycle& cycle, WallClock::time_point now,
                                       std::chrono::seconds reboot_window) {
   // What the node's next request would get, said in the words of the boots rather than the states.
-  TalosWipeDecision next = decide_talos_wipe_boot(cycle, now, reboot_window);
+  TalosWipeDecision next = decide_talos_wipe_boot(cycle, now, reboot_window, cycle.served_to);
   std::string where = cycle.served == TalosBootKind::wipe ? "wipe boot" : "normal boot";
   where += cycle.files_fetched_at ? " running" : " served, its files not fetched yet";
   return where + "; next script: " + to_string(next.boot) + " boot (" + to_string(next.transition) + ")";

@@ -16,6 +16,11 @@
 //     (powered off mid-wipe): the next power-on, so wipe again;
 //   - after a normal boot was served, the next request is a new power-on (wipe), unless the normal
 //     boot has not fetched its files yet and asks within the window (the same boot asking again).
+//   - both rules hold only for requests from the address the last script went to: a request or a file
+//     fetch from any other address is not the node's own boot (another NIC, or anyone on the network
+//     fetching /ipxe?mac=<node> and its kernel, which would otherwise turn the node's next power-on
+//     into a "wipe boot's reboot" and bring its old STATE back), so a script request from it is doubt
+//     and a file fetch from it is not noted.
 // When in doubt it wipes: an extra wipe costs one reboot and the cycle then goes on, a missed wipe
 // would bring the old STATE back. A clock that went back (now before the last recorded time) is doubt.
 #include <chrono>
@@ -36,6 +41,7 @@ struct TalosWipeCycle {
   TalosBootKind served = TalosBootKind::normal;       // the last boot script served
   WallClock::time_point served_at{};                   // when it was first served (a repeat keeps it)
   std::optional<WallClock::time_point> files_fetched_at;  // when that boot fetched its first boot file
+  std::string served_to;  // the client address that script went to (empty in files older than it: doubt)
   bool operator==(const TalosWipeCycle&) const = default;
 };
 
@@ -47,6 +53,7 @@ enum class TalosWipeTransition {
   wipe_expired,        // the wipe boot fetched its files but nothing came within the window: wipe again
   normal_repeat,       // the normal boot asks again before fetching its files, within the window
   clock_went_back,     // now is before the last recorded time: doubt, so wipe
+  other_address,       // from another address than the last script went to: doubt, so wipe
   wipe_files_fetched,  // the wipe boot fetched its first boot file
   normal_files_fetched,  // the normal boot fetched its first boot file
 };
@@ -58,18 +65,19 @@ struct TalosWipeDecision {
   TalosWipeCycle next;                       // the node's new state
 };
 
-// A script request at `now`; `state` is nullopt for a node with no record.
+// A script request from `client` (its IP address) at `now`; `state` is nullopt for a node with no record.
 TalosWipeDecision decide_talos_wipe_boot(const std::optional<TalosWipeCycle>& state, WallClock::time_point now,
-                                         std::chrono::seconds reboot_window);
+                                         std::chrono::seconds reboot_window, std::string_view client);
 
 struct TalosWipeFilesFetched {
   TalosWipeTransition transition = TalosWipeTransition::wipe_files_fetched;
   TalosWipeCycle next;
 };
-// The node fetched one of its profile's boot files at `now`. Only the first file after a served script
-// counts (the kernel, then the initramfs): nullopt when nothing changes (no record, or already noted).
+// `client` fetched one of the node's boot files at `now`. Only the first file after a served script
+// counts (the kernel, then the initramfs), and only from the address the script went to: nullopt when
+// nothing changes (no record, already noted, or another address).
 std::optional<TalosWipeFilesFetched> note_talos_boot_files_fetched(const std::optional<TalosWipeCycle>& state,
-                                                                   WallClock::time_point now);
+                                                                   WallClock::time_point now, std::string_view client);
 
 // The node's place in the cycle, for the metrics' state set: "wipe-served", "wipe-running" (the wipe
 // boot fetched its files), "normal-served", "normal-running".

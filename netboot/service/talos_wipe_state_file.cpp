@@ -65,6 +65,7 @@ std::string talos_wipe_state_json(const TalosWipeCycles& cycles) {
     entry["served"] = to_string(cycle.served);
     entry["served_at_ms"] = to_ms(cycle.served_at);
     if (cycle.files_fetched_at) entry["files_fetched_at_ms"] = to_ms(*cycle.files_fetched_at);
+    if (!cycle.served_to.empty()) entry["served_to"] = cycle.served_to;
     nodes[name] = std::move(entry);
   }
   nlohmann::ordered_json top;
@@ -110,9 +111,13 @@ TalosWipeCycles parse_talos_wipe_state_json(std::string_view text, const std::st
       }
       cycle.files_fetched_at = from_ms(entry["files_fetched_at_ms"].get<std::int64_t>());
     }
+    if (entry.contains("served_to")) {
+      if (!entry["served_to"].is_string()) throw fail(where + ".served_to", "a string (the client address)");
+      cycle.served_to = entry["served_to"].get<std::string>();
+    }
     for (const auto& [key, value] : entry.items()) {
-      if (key != "served" && key != "served_at_ms" && key != "files_fetched_at_ms") {
-        throw fail(where + "." + key, "no such field (served, served_at_ms, files_fetched_at_ms)");
+      if (key != "served" && key != "served_at_ms" && key != "files_fetched_at_ms" && key != "served_to") {
+        throw fail(where + "." + key, "no such field (served, served_at_ms, files_fetched_at_ms, served_to)");
       }
     }
     cycles.emplace(name, cycle);
@@ -163,12 +168,12 @@ void TalosWipeStateStore::save_locked() {
 }
 
 TalosWipeDecision TalosWipeStateStore::script_requested(const std::string& node, WallClock::time_point now,
-                                                        std::chrono::seconds reboot_window) {
+                                                        std::chrono::seconds reboot_window, const std::string& client) {
   std::lock_guard lock(mutex_);
   auto found = cycles_.find(node);
   std::optional<TalosWipeCycle> state;
   if (found != cycles_.end()) state = found->second;
-  TalosWipeDecision decision = decide_talos_wipe_boot(state, now, reboot_window);
+  TalosWipeDecision decision = decide_talos_wipe_boot(state, now, reboot_window, client);
   if (!state || !(*state == decision.next)) {
     cycles_[node] = decision.next;
     save_locked();
@@ -177,11 +182,12 @@ TalosWipeDecision TalosWipeStateStore::script_requested(const std::string& node,
 }
 
 std::optional<TalosWipeFilesFetched> TalosWipeStateStore::boot_files_fetched(const std::string& node,
-                                                                             WallClock::time_point now) {
+                                                                             WallClock::time_point now,
+                                                                             const std::string& client) {
   std::lock_guard lock(mutex_);
   auto found = cycles_.find(node);
   if (found == cycles_.end()) return std::nullopt;
-  auto fetched = note_talos_boot_files_fetched(found->second, now);
+  auto fetched = note_talos_boot_files_fetched(found->second, now, client);
   if (fetched) {
     found->second = fetched->next;
     save_locked();

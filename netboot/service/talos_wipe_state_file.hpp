@@ -3,8 +3,9 @@
 // restart between a wipe boot and its reboot still serves the normal boot: <state_dir>/talos-wipe.json,
 //   {"format": "aggrik8s-talos-wipe", "version": 1,
 //    "nodes": {"talos-1": {"served": "wipe", "served_at_ms": 1767225600000,
-//                          "files_fetched_at_ms": 1767225604000}}}
-// (milliseconds since the epoch; files_fetched_at_ms absent until the boot fetched a file). It holds
+//                          "files_fetched_at_ms": 1767225604000, "served_to": "10.0.0.31"}}}
+// (milliseconds since the epoch; files_fetched_at_ms absent until the boot fetched a file; served_to,
+// the address the script went to, absent in files written before it, which means doubt: a wipe). It holds
 // no secret (node names and times), so it is written 0644. The format and parser are pure; the store
 // does the I/O.
 #include <filesystem>
@@ -45,8 +46,9 @@ class TalosWipeStateStore {
   explicit TalosWipeStateStore(std::filesystem::path file);
 
   TalosWipeDecision script_requested(const std::string& node, WallClock::time_point now,
-                                     std::chrono::seconds reboot_window);
-  std::optional<TalosWipeFilesFetched> boot_files_fetched(const std::string& node, WallClock::time_point now);
+                                     std::chrono::seconds reboot_window, const std::string& client);
+  std::optional<TalosWipeFilesFetched> boot_files_fetched(const std::string& node, WallClock::time_point now,
+                                                          const std::string& client);
   std::optional<TalosWipeCycle> find(const std::string& node) const;
   const std::filesystem::path& file() const { return file_; }
 

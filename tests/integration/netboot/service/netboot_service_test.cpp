@@ -1010,6 +1010,76 @@ nodes:
   CHECK_THROWS_WITH(NetbootService(io, config), Catch::Contains((dir / "state2/talos-wipe.json").string() + ": 'format'"));
 }
 
+
+TEST_CASE("netboot: another host fetching a rebuild-on-reboot Talos node's script and kernel cannot spare it its wipe",
+          "[netboot][http][talos-wipe]") {
+  // Found fetching /ipxe?mac=<node> and its kernel from another host while the node ran its normal
+  // boot (a node with no pinned address and no lease from serve: its script is anyone's): the cycle
+  // took that for a wipe boot that had run, and the node's next power-on got the normal boot, its old
+  // STATE back.
+  TempDir dir;
+  write_file(dir / "assets/vmlinuz-amd64", random_bytes(200'000, 31));
+  write_file(dir / "assets/initramfs-amd64.xz", random_bytes(300'000, 32));
+  write_file(dir / "nodes.yaml", R"(profiles:
+  ram:
+    mode: ephemeral
+    talos: {kernel: assets/vmlinuz-amd64, initramfs: assets/initramfs-amd64.xz, args: console=ttyS0}
+nodes:
+  - {name: t1, match: {mac: "52:54:00:00:14:01"}, profile: ram}
+)");
+  NetbootConfig config;
+  config.address = "127.0.0.1";
+  config.tftp_enabled = false;
+  config.http_port = 0;
+  config.inventory = dir / "nodes.yaml";
+  config.boot_log = dir / "boot.jsonl";
+  config.state_dir = dir / "state";
+  fs::create_directories(dir / "state");
+  RunningService server(config);
+  const std::string wipe = "talos.experimental.wipe=system:EPHEMERAL,STATE";
+  auto script_from = [&](const std::string& source) {
+    auto reply = curl(dir, "--interface " + source + " '" + server.http() + "/ipxe?mac=52-54-00-00-14-01&platform=pcbios'");
+    REQUIRE(reply.status == "200");
+    return reply.body;
+  };
+  auto kernel_from = [&](const std::string& source, int fetches_noted) {
+    CHECK(curl(dir, "--interface " + source + " " + server.http() + "/assets/ram/vmlinuz-amd64").status == "200");
+    // serve notes a download once its last byte is sent: wait for the boot log's line about it.
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    auto count = [&] {
+      std::string log = read_file(dir / "boot.jsonl");
+      int n = 0;
+      for (auto at = log.find("\"step\":\"asset\""); at != std::string::npos; at = log.find("\"step\":\"asset\"", at + 1)) ++n;
+      return n;
+    };
+    while (count() < fetches_noted && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  };
+  CHECK_THAT(script_from("127.0.0.1"), Catch::Contains(wipe));  // the node's power-on
+  kernel_from("127.0.0.1", 1);
+  CHECK(script_from("127.0.0.1").find(wipe) == std::string::npos);  // its reboot: the normal boot
+  kernel_from("127.0.0.1", 2);
+  // Someone else, while the node runs: a wipe script for them, and their kernel download.
+  CHECK_THAT(script_from("127.0.0.2"), Catch::Contains(wipe));
+  kernel_from("127.0.0.2", 3);
+  // The node's next power-on is wiped.
+  CHECK_THAT(script_from("127.0.0.1"), Catch::Contains(wipe));
+  std::vector<std::string> cycle;
+  std::istringstream log(read_file(dir / "boot.jsonl"));
+  for (std::string line; std::getline(log, line);) {
+    auto event = nlohmann::json::parse(line);
+    std::string step = event["step"];
+    if (step == "wipe-boot" || step == "normal-boot" || step == "wipe-cycle") {
+      cycle.push_back(event["client"].get<std::string>() + " " + step + " " + event["detail"].get<std::string>());
+    }
+  }
+  CHECK(cycle == std::vector<std::string>{"127.0.0.1 wipe-boot transition=power-on-wipe",
+                                          "127.0.0.1 wipe-cycle transition=wipe-files-fetched",
+                                          "127.0.0.1 normal-boot transition=wipe-reboot-normal",
+                                          "127.0.0.1 wipe-cycle transition=normal-files-fetched",
+                                          "127.0.0.2 wipe-boot transition=other-address",
+                                          "127.0.0.2 wipe-cycle transition=wipe-files-fetched",
+                                          "127.0.0.1 wipe-boot transition=other-address"});
+}
 TEST_CASE("netboot: Pi 5 HTTP boot: boot.sig and boot.img go to the node's address, by address or by serial in the path",
           "[netboot][http][access]") {
   Fixture f;

@@ -18,6 +18,7 @@ namespace {
 
 const WallClock::time_point t0 = WallClock::time_point(std::chrono::seconds(1767225600));
 constexpr std::chrono::seconds window = 600s;
+constexpr const char* node_address = "10.0.0.31";
 
 // One script request and the state it leaves.
 struct Step {
@@ -25,11 +26,11 @@ struct Step {
   std::optional<TalosWipeCycle> state;
 };
 Step request(const std::optional<TalosWipeCycle>& state, WallClock::time_point now) {
-  TalosWipeDecision decision = decide_talos_wipe_boot(state, now, window);
+  TalosWipeDecision decision = decide_talos_wipe_boot(state, now, window, node_address);
   return {decision, decision.next};
 }
 std::optional<TalosWipeCycle> fetched(const std::optional<TalosWipeCycle>& state, WallClock::time_point now) {
-  auto noted = note_talos_boot_files_fetched(state, now);
+  auto noted = note_talos_boot_files_fetched(state, now, node_address);
   REQUIRE(noted);
   return noted->next;
 }
@@ -43,12 +44,12 @@ TEST_CASE("talos wipe cycle: a power-on is a wipe boot, then the normal boot, th
   CHECK(std::string(to_string(first.decision.transition)) == "power-on-wipe");
   CHECK(std::string(talos_wipe_cycle_state(*first.state)) == "wipe-served");
 
-  auto noted = note_talos_boot_files_fetched(first.state, t0 + 2s);
+  auto noted = note_talos_boot_files_fetched(first.state, t0 + 2s, node_address);
   REQUIRE(noted);
   CHECK(noted->transition == TalosWipeTransition::wipe_files_fetched);
   CHECK(std::string(talos_wipe_cycle_state(noted->next)) == "wipe-running");
   // The initramfs after the kernel changes nothing more.
-  CHECK_FALSE(note_talos_boot_files_fetched(noted->next, t0 + 3s));
+  CHECK_FALSE(note_talos_boot_files_fetched(noted->next, t0 + 3s, node_address));
 
   auto reboot = request(noted->next, t0 + 40s);
   CHECK(reboot.decision.boot == TalosBootKind::normal);
@@ -56,7 +57,7 @@ TEST_CASE("talos wipe cycle: a power-on is a wipe boot, then the normal boot, th
   CHECK(reboot.state->served_at == t0 + 40s);
   CHECK_FALSE(reboot.state->files_fetched_at);
 
-  auto running = note_talos_boot_files_fetched(reboot.state, t0 + 42s);
+  auto running = note_talos_boot_files_fetched(reboot.state, t0 + 42s, node_address);
   REQUIRE(running);
   CHECK(running->transition == TalosWipeTransition::normal_files_fetched);
   CHECK(std::string(talos_wipe_cycle_state(running->next)) == "normal-running");
@@ -143,15 +144,46 @@ TEST_CASE("talos wipe cycle: clock steps", "[netboot][talos-wipe]") {
   }
   SECTION("files fetched at a time before the script (the clock went back in between): still noted") {
     auto served = request(std::nullopt, t0).state;
-    auto noted = note_talos_boot_files_fetched(served, t0 - 10s);
+    auto noted = note_talos_boot_files_fetched(served, t0 - 10s, node_address);
     REQUIRE(noted);
     // The next request then sees a files time it can measure from.
     CHECK(request(noted->next, t0).decision.boot == TalosBootKind::normal);
   }
 }
 
+TEST_CASE("talos wipe cycle: requests and fetches from another address cannot turn a power-on into a reboot", "[netboot][talos-wipe]") {
+  // Found fetching /ipxe?mac=<node> and the kernel from another host while the node ran its normal
+  // boot: the cycle took that for a wipe boot that fetched its files, and the node's next power-on got
+  // the normal boot (wipe-reboot-normal): no wipe, the old STATE back.
+  const char* other = "10.0.0.99";
+  auto running = fetched(request(std::nullopt, t0).state, t0 + 2s);  // the node's own wipe boot
+  running = fetched(request(running, t0 + 40s).state, t0 + 42s);     // and its normal boot, running
+  auto probe = decide_talos_wipe_boot(running, t0 + 100s, window, other);
+  CHECK(probe.boot == TalosBootKind::wipe);
+  CHECK(probe.transition == TalosWipeTransition::other_address);
+  CHECK(probe.next.served_to == other);
+  // Its kernel fetch from the same other address counts for that script, and so would make the next
+  // request from that address a reboot; but the node's own power-on comes from its address: doubt.
+  auto probe_files = note_talos_boot_files_fetched(probe.next, t0 + 101s, other);
+  REQUIRE(probe_files);
+  auto power_on = decide_talos_wipe_boot(probe_files->next, t0 + 200s, window, node_address);
+  CHECK(power_on.boot == TalosBootKind::wipe);
+  CHECK(power_on.transition == TalosWipeTransition::other_address);
+  CHECK(std::string(to_string(power_on.transition)) == "other-address");
+  // A fetch from another address while the node's wipe boot runs is not the node's: not noted, and the
+  // node's reboot is still told from a repeat by its own fetch.
+  auto wipe = request(std::nullopt, t0).state;
+  CHECK_FALSE(note_talos_boot_files_fetched(wipe, t0 + 1s, other));
+  CHECK(request(wipe, t0 + 30s).decision.transition == TalosWipeTransition::wipe_repeat);
+  // A state without an address (a file written before served_to existed) is doubt.
+  auto old = *fetched(request(std::nullopt, t0).state, t0 + 2s);
+  old.served_to.clear();
+  CHECK(request(old, t0 + 40s).decision.transition == TalosWipeTransition::other_address);
+  CHECK_FALSE(note_talos_boot_files_fetched(TalosWipeCycle{TalosBootKind::wipe, t0, std::nullopt, ""}, t0 + 1s, node_address));
+}
+
 TEST_CASE("talos wipe cycle: files fetched without a script record change nothing", "[netboot][talos-wipe]") {
-  CHECK_FALSE(note_talos_boot_files_fetched(std::nullopt, t0));
+  CHECK_FALSE(note_talos_boot_files_fetched(std::nullopt, t0, node_address));
 }
 
 TEST_CASE("talos wipe cycle: a restart between the wipe boot and its reboot keeps the cycle", "[netboot][talos-wipe]") {
@@ -161,6 +193,7 @@ TEST_CASE("talos wipe cycle: a restart between the wipe boot and its reboot keep
   std::string text = talos_wipe_state_json(before);
   CHECK(text.find("\"served\": \"wipe\"") != std::string::npos);
   CHECK(text.find("\"files_fetched_at_ms\": 1767225605000") != std::string::npos);
+  CHECK(text.find("\"served_to\": \"10.0.0.31\"") != std::string::npos);
   TalosWipeCycles after = parse_talos_wipe_state_json(text, "state/talos-wipe.json");
   CHECK(after == before);
   CHECK(request(after.at("talos-1"), t0 + 60s).decision.boot == TalosBootKind::normal);
@@ -190,6 +223,11 @@ TEST_CASE("talos wipe state file: bad content names the file and the field", "[n
              Catch::Contains("nodes.n.files_fetched_at_ms"));
   CHECK_THAT(error_of(R"({"format": "aggrik8s-talos-wipe", "version": 1, "nodes": {"n": {"served": "wipe", "served_at_ms": 1, "extra": 1}}})"),
              Catch::Contains("nodes.n.extra: expected no such field"));
+  CHECK_THAT(error_of(R"({"format": "aggrik8s-talos-wipe", "version": 1, "nodes": {"n": {"served": "wipe", "served_at_ms": 1, "served_to": 7}}})"),
+             Catch::Contains("nodes.n.served_to: expected a string"));
+  // Written before served_to existed: read, with no address (doubt at the next request).
+  auto old = parse_talos_wipe_state_json(R"({"format": "aggrik8s-talos-wipe", "version": 1, "nodes": {"n": {"served": "wipe", "served_at_ms": 1}}})", "f");
+  CHECK(old.at("n").served_to.empty());
 }
 
 TEST_CASE("talos wipe argument: Talos' forms only", "[netboot][talos-wipe]") {
