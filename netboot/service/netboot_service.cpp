@@ -218,7 +218,19 @@ std::vector<NeighbourEntry> read_neighbour_table(const fs::path& path) {
   return parse_proc_net_arp(text.str());
 }
 
-bool has_secrets(const InventoryNode& node) { return node.talos_config || node.user_data || node.rke2_config; }
+// What a node gets that only it may have, for the start-up warning: its own secret files, or what a Pi
+// profile's boot serves it (the image's first-boot files, which its signed boot.img holds too, or an
+// ephemeral build's identity bundle). Empty: nothing.
+std::string secrets_of(const InventoryNode& node, const NodeInventory& inventory) {
+  if (node.talos_config || node.user_data || node.rke2_config) return "secrets";
+  const BootProfile* profile = inventory.profile_of(node);
+  if (profile == nullptr || profile->mode == BootMode::local_disk) return "";
+  if (std::holds_alternative<RaspberryPiImageBoot>(profile->target)) {
+    return "secrets (its image's firstrun.sh, user-data, network-config)";
+  }
+  if (std::holds_alternative<RaspberryPiEphemeralBoot>(profile->target)) return "secrets (its ephemeral identity)";
+  return "";
+}
 
 // At start and on reload: say loudly when secrets go to whoever asks, and name nodes that the policy
 // will never give their secrets to, rather than letting them fail one 403 at a time.
@@ -232,9 +244,10 @@ void warn_about_secret_policy(const NetbootConfig& config, const NodeInventory& 
   }
   if (config.dhcp_mode == "full") return;  // nodes get leases
   for (const auto& node : inventory.nodes) {
-    if (!has_secrets(node) || node.address) continue;
+    std::string secrets = secrets_of(node, inventory);
+    if (secrets.empty() || node.address) continue;
     if (config.node_secret_proof == NodeSecretProof::neighbour && node.match.mac) continue;
-    log::warning("node ", node.name, " has secrets but no address: ", config.node_secret_proof == NodeSecretProof::neighbour
+    log::warning("node ", node.name, " has ", secrets, " but no address: ", config.node_secret_proof == NodeSecretProof::neighbour
                                                                           ? "and no match.mac"
                                                                           : "(node_secrets.proof: bound)",
                  ", and without DHCP full mode it gets no lease: its secrets will be refused to every address");

@@ -506,7 +506,8 @@ TEST_CASE("netboot: without a pin or lease, the neighbour table must show the no
   Fixture f;
   std::string nodes = read_file(f.dir / "nodes.yaml");
   nodes.insert(nodes.find("unknown_nodes:"),
-               "  - {name: w2, match: {mac: \"52:54:00:00:00:07\"}, profile: talos, talos_config: {file: w1.yaml}}\n");
+               "  - {name: w2, match: {mac: \"52:54:00:00:00:07\"}, profile: talos, talos_config: {file: w1.yaml}}\n"
+               "  - {name: pi2, match: {serial: 1234abcd}, profile: pi}\n");
   write_file(f.dir / "nodes.yaml", nodes);
   // The kernel's table cannot hold loopback peers; this file stands in for /proc/net/arp.
   write_file(f.dir / "arp",
@@ -534,6 +535,10 @@ TEST_CASE("netboot: without a pin or lease, the neighbour table must show the no
                                    "w2, and the neighbour table has no entry for 127.0.0.8"));
   // At start: w1 can never be given its secrets here (no address, no MAC, no DHCP); no last-asker warning.
   CHECK_THAT(text, Catch::Contains("warning: node w1 has secrets but no address: and no match.mac"));
+  // A Pi matched by its serial alone: its image's first-boot files can never be served either (the
+  // warning named only nodes with talos_config, user_data or rke2_config).
+  CHECK_THAT(text, Catch::Contains("warning: node pi2 has secrets (its image's firstrun.sh, user-data, network-config) but "
+                                   "no address: and no match.mac"));
   CHECK(text.find("last-asker") == std::string::npos);
 }
 
