@@ -573,6 +573,16 @@ void DhcpServer::set_reservations(std::map<std::string, std::uint32_t> reservati
 }
 
 udp::endpoint DhcpServer::local_endpoint() const { return state_->listening_on; }
+std::vector<DhcpLease> DhcpServer::leases() const {
+  std::vector<DhcpLease> all;
+  for (const auto& pool : state_->pools) {
+    for (const auto& [client, lease] : pool.leases()) {
+      if (!is_dhcp_quarantine(lease)) all.push_back(lease);
+    }
+  }
+  return all;
+}
+
 DhcpServerCounters DhcpServer::counters() const {
   const auto& c = state_->counters;
   DhcpServerCounters out;

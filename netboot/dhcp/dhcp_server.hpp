@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "netboot/asio.hpp"
 #include "netboot/dhcp/dhcp_lease_journal.hpp"
@@ -68,6 +69,9 @@ class DhcpServer {
   void set_reservations(std::map<std::string, std::uint32_t> reservations);
   boost::asio::ip::udp::endpoint local_endpoint() const;
   DhcpServerCounters counters() const;
+  // The leases held now (read from the lease file, granted since), quarantined addresses left out.
+  // Before start(), or on the io thread.
+  std::vector<DhcpLease> leases() const;
 
   struct State;
 

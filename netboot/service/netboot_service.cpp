@@ -17,6 +17,7 @@
 #include "core/secret.hpp"
 #include "netboot/service/boot_event_log.hpp"
 #include "netboot/service/dhcp_boot_decision.hpp"
+#include "netboot/service/dhcp_node_clients.hpp"
 #include "netboot/service/http_tls_setup.hpp"
 #include "netboot/service/ephemeral_identity.hpp"
 #include "netboot/service/ephemeral_pi_build.hpp"
@@ -272,6 +273,7 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
   TftpServer* tftp = nullptr;
   HttpServer* http = nullptr;
   DhcpServer* dhcp = nullptr;
+  std::unique_ptr<DhcpNodeClientsStore> node_clients;  // full-mode DHCP with a lease file and a state directory
   std::string dhcp_address;  // the DHCP interface's address: siaddr when TFTP listens on 0.0.0.0
   std::string dhcp_netmask;  // its subnet's (dhcp.netmask, else the interface's own)
   bool dhcp_proxy = false;   // proxyDHCP: boot answers carry what a proxy offer needs (DhcpBootSettings::proxy)
@@ -515,11 +517,30 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     const std::chrono::system_clock::time_point expires{std::chrono::seconds(lease.expires)};
     if (node != nullptr) {
       address_book.record_lease(node->name, ipv4_to_string(lease.address), expires, lease.client);
+      if (node_clients) node_clients->remember(lease.client, node->name);
     } else {
       address_book.record_other_lease(ipv4_to_string(lease.address), lease.client, expires);
     }
   }
   void lease_ended(std::uint32_t address) override { address_book.address_ended(ipv4_to_string(address)); }
+
+  // At start: the unexpired leases of clients known to be nodes (dhcp_node_clients.hpp) tie those
+  // nodes to their addresses again, as they did before the restart.
+  void restore_node_leases(const ServingSnapshot& s, const std::vector<DhcpLease>& leases) {
+    const auto now = std::chrono::system_clock::now();
+    std::size_t restored = 0;
+    for (const auto& lease : leases) {
+      const std::chrono::system_clock::time_point expires{std::chrono::seconds(lease.expires)};
+      auto node = node_clients->node_of(lease.client);
+      if (!node || expires <= now || s.inventory.find(*node) == nullptr) continue;
+      address_book.record_lease(*node, ipv4_to_string(lease.address), expires, lease.client);
+      ++restored;
+    }
+    if (restored != 0) {
+      log::info("dhcp: ", restored, " node", restored == 1 ? "" : "s", " tied to their leased addresses again (",
+                node_clients->file().string(), ")");
+    }
+  }
 
   void record(BootEvent event) {
     event.time = std::chrono::system_clock::now();
@@ -1215,9 +1236,14 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config, SiteN
     dhcp.lease_file = c.dhcp_lease_file;
     core_->dhcp_proxy = dhcp.mode == DhcpMode::proxy;
     dhcp.boot_policy = as_boot_policy(core_);
+    const bool leases_kept = dhcp.mode == DhcpMode::full && dhcp.lease_file.has_value();
     servers.dhcp = std::make_unique<DhcpServer>(io, std::move(dhcp));
     servers.dhcp->set_reservations(Core::dhcp_reservations(*s));
     core_->dhcp = servers.dhcp.get();
+    if (auto state = state_directory(c); leases_kept && state && std::filesystem::is_directory(*state)) {
+      core_->node_clients = std::make_unique<DhcpNodeClientsStore>(*state / dhcp_node_clients_file_name);
+      core_->restore_node_leases(*s, servers.dhcp->leases());
+    }
   }
 }
 

@@ -1,16 +1,12 @@
 #include "netboot/service/talos_wipe_state_file.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/durable_file.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "core/positional_io.hpp"
 
 namespace aggrik8s::netboot {
 
@@ -24,36 +20,6 @@ std::int64_t to_ms(WallClock::time_point time) {
 
 WallClock::time_point from_ms(std::int64_t ms) {
   return WallClock::time_point(std::chrono::duration_cast<WallClock::duration>(std::chrono::milliseconds(ms)));
-}
-
-// fsync on the temporary file before the rename (else a crash can leave an empty file under the final
-// name) and on the directory after it (else the rename itself can be lost).
-void replace_file_durably(const std::filesystem::path& file, const std::string& text) {
-  std::filesystem::path temp = file;
-  temp += ".tmp";
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw_system_error("creating " + temp.string(), errno);
-  try {
-    write_all(fd, text.data(), text.size(), temp.string());
-    if (::fsync(fd) != 0) throw_system_error("fsync of " + temp.string(), errno);
-  } catch (...) {
-    ::close(fd);
-    ::unlink(temp.c_str());
-    throw;
-  }
-  ::close(fd);
-  if (::rename(temp.c_str(), file.c_str()) != 0) {
-    int err = errno;
-    ::unlink(temp.c_str());
-    throw_system_error("renaming " + temp.string() + " to " + file.string(), err);
-  }
-  auto directory = file.parent_path().empty() ? std::filesystem::path(".") : file.parent_path();
-  int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0) throw_system_error("opening " + directory.string() + " to sync the rename of " + file.string(), errno);
-  int synced = ::fsync(dir);
-  int err = errno;
-  ::close(dir);
-  if (synced != 0) throw_system_error("fsync of directory " + directory.string(), err);
 }
 
 }  // namespace
@@ -161,7 +127,7 @@ TalosWipeStateStore::TalosWipeStateStore(std::filesystem::path file) : file_(std
 
 void TalosWipeStateStore::save_locked() {
   try {
-    replace_file_durably(file_, talos_wipe_state_json(cycles_));
+    replace_file_durably(file_, talos_wipe_state_json(cycles_), 0644);
   } catch (const std::exception& e) {
     log::error("talos wipe state not saved (a restart now falls back to a wipe boot): ", e.what());
   }

@@ -262,6 +262,16 @@ for l in $(awk '!/^#/ {print $1 "=" $2}' "$WORK/leases.before"); do
   grep -q "^${l%%=*} ${l#*=} " "$WORK/leases" || fail "lease $l lost across kill -9"
 done
 pass "every lease survived kill -9 ($(grep -vc "^#" "$WORK/leases.before") journal lines)"
+# Which lease is which node survived too: before any renewal the restarted server ties the Pi (known
+# by the serial its bootloader sent, which an ephemeral Pi's initramfs renewal does not send) and the
+# udhcpc node to their leased addresses again, so their secrets are not refused meanwhile.
+PI_IP=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ack"]["yiaddr"])' "$WORK/pi5.json")
+grep -q '"2c:cf:67:98:00:03": "pi5"' "$WORK/dhcp-nodes.json" || fail "dhcp-nodes.json: $(cat "$WORK/dhcp-nodes.json" 2>&1)"
+grep -q "dhcp: 3 nodes tied to their leased addresses again" "$WORK/serve.log" || fail "no restore line in serve.log"
+ip netns exec "$SRV" curl -sf --max-time 5 http://10.98.0.1:8080/status >"$WORK/status.html" || fail "status page"
+grep -q "$PI_IP (lease)" "$WORK/status.html" && grep -q '10.98.0.100 (lease)' "$WORK/status.html" ||
+  fail "after the restart the status page lacks the nodes' leases: $(cat "$WORK/status.html")"
+pass "the restarted server tied pi5 ($PI_IP) and busybox-node (10.98.0.100) to their leases again (dhcp-nodes.json)"
 kill -USR1 "$UDHCPC_PID"
 wait_event "$WORK/udhcpc.events" '^renew 10.98.0.100 ' 2
 pass "udhcpc renewed 10.98.0.100 with the restarted server"

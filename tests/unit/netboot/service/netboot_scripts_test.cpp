@@ -1,7 +1,9 @@
 // iPXE scripts (BIOS vs UEFI), access rules for per-node files, and the metrics/status renderers.
 #include <catch2/catch.hpp>
 
+#include "core/error.hpp"
 #include "netboot/service/boot_event_log.hpp"
+#include "netboot/service/dhcp_node_clients.hpp"
 #include "netboot/service/ipxe_script.hpp"
 #include "netboot/service/netboot_metrics.hpp"
 #include "netboot/service/node_address_book.hpp"
@@ -135,4 +137,23 @@ TEST_CASE("metrics: Prometheus text format and the status page escape what they 
   CHECK_THAT(line, Catch::Contains("\"node\":\"cp1\""));
   CHECK_THAT(line, Catch::Contains("\"result\":\"refused\""));
   CHECK(line.find('\n') == std::string::npos);
+}
+
+TEST_CASE("dhcp-nodes.json: which lease is which node, read back as written, bad content named", "[netboot][access]") {
+  aggrik8s::netboot::DhcpNodeClients clients{{"2c:cf:67:98:00:03", "pi5"}, {"id:01525400", "w1"}};
+  std::string text = aggrik8s::netboot::dhcp_node_clients_json(clients);
+  CHECK(aggrik8s::netboot::parse_dhcp_node_clients_json(text, "f") == clients);
+  auto error_of = [](const std::string& bad) {
+    try {
+      aggrik8s::netboot::parse_dhcp_node_clients_json(bad, "/var/lib/aggrik8s/dhcp-nodes.json");
+    } catch (const aggrik8s::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK_THAT(error_of("{"), Catch::Contains("/var/lib/aggrik8s/dhcp-nodes.json: not JSON"));
+  CHECK_THAT(error_of(R"({"format": "x", "version": 1, "clients": {}})"), Catch::Contains("'format'"));
+  CHECK_THAT(error_of(R"({"format": "aggrik8s-dhcp-nodes", "version": 2, "clients": {}})"), Catch::Contains("'version'"));
+  CHECK_THAT(error_of(R"({"format": "aggrik8s-dhcp-nodes", "version": 1, "clients": {"aa": 5}})"),
+             Catch::Contains("clients.aa: expected a node name"));
 }
