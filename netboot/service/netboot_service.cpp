@@ -219,6 +219,39 @@ std::vector<NeighbourEntry> read_neighbour_table(const fs::path& path) {
   return parse_proc_net_arp(text.str());
 }
 
+// The served subnet holding `address`, if any.
+std::optional<std::size_t> dhcp_subnet_holding(const std::vector<DhcpSubnet>& subnets, std::uint32_t address) {
+  for (std::size_t i = 0; i < subnets.size(); ++i) {
+    if (subnets[i].contains(address)) return i;
+  }
+  return std::nullopt;
+}
+
+// Nodes whose pinned address is on none of the subnets full-mode DHCP serves: a reservation there would
+// give the node an address off its link, with this link's router and DNS (a site's machine of another
+// network, served from this interface). They get no reservation here; said at start, reload and --check.
+std::vector<std::string> dhcp_reservation_warnings(const NodeInventory& inventory, const std::vector<DhcpSubnet>& subnets) {
+  std::vector<std::string> warnings;
+  if (subnets.empty()) return warnings;
+  for (const auto& node : inventory.nodes) {
+    const auto& mac = node.match.mac ? node.match.mac : node.reservation_mac;
+    if (!node.address || !mac) continue;
+    auto address = parse_ipv4(*node.address);
+    if (!address || dhcp_subnet_holding(subnets, *address)) continue;
+    std::string served;
+    for (const auto& subnet : subnets) {
+      unsigned length = netmask_prefix_length(subnet.netmask).value_or(32);
+      served += (served.empty() ? "" : ", ") + ipv4_to_string(subnet.network) + "/" + std::to_string(length);
+    }
+    warnings.push_back("dhcp: node " + node.name + "'s address " + *node.address + " (" + *mac +
+                       ") is on none of the subnets this server leases on (" + served +
+                       "): no reservation for it here (on this link it gets a pool address, with this link's "
+                       "router and DNS); serve its network from an interface on it, or list that subnet in "
+                       "dhcp.relayed_subnets behind a relay");
+  }
+  return warnings;
+}
+
 // What a node gets that only it may have, for the start-up warning: its own secret files, or what a Pi
 // profile's boot serves it (the image's first-boot files, which its signed boot.img holds too, or an
 // ephemeral build's identity bundle). Empty: nothing.
@@ -463,13 +496,18 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     snapshot = std::move(fresh);
   }
 
-  // Full-mode DHCP reservations: nodes with a pinned address and a MAC selector.
-  static std::map<std::string, std::uint32_t> dhcp_reservations(const ServingSnapshot& s) {
+  // Full-mode DHCP reservations: nodes with a pinned address and a MAC selector, whose address is on a
+  // subnet this server serves (the others are warned about: dhcp_reservation_warnings).
+  std::vector<DhcpSubnet> dhcp_subnets_served;  // full mode only
+  std::map<std::string, std::uint32_t> dhcp_reservations(const ServingSnapshot& s) const {
+    for (const auto& warning : dhcp_reservation_warnings(s.inventory, dhcp_subnets_served)) log::warning(warning);
     std::map<std::string, std::uint32_t> out;
     for (const auto& node : s.inventory.nodes) {
       const auto& mac = node.match.mac ? node.match.mac : node.reservation_mac;
       if (!node.address || !mac) continue;
-      if (auto address = parse_ipv4(*node.address)) out[*mac] = *address;
+      auto address = parse_ipv4(*node.address);
+      if (!address) continue;
+      if (dhcp_subnets_served.empty() || dhcp_subnet_holding(dhcp_subnets_served, *address)) out[*mac] = *address;
     }
     return out;
   }
@@ -1096,6 +1134,45 @@ std::shared_ptr<HttpHandler> as_handler(const std::shared_ptr<NetbootService::Co
 std::shared_ptr<DhcpBootPolicy> as_boot_policy(const std::shared_ptr<NetbootService::Core>& core) { return core; }
 }  // namespace
 
+namespace {
+
+// The subnets full-mode DHCP serves: [0] the interface's own, then the relayed ones, as configured.
+std::vector<DhcpSubnet> dhcp_subnets(const NetbootConfig& c, const InterfaceIpv4& own) {
+  const std::uint32_t server_address = parse_ipv4(own.address).value_or(0);
+  std::vector<DhcpSubnet> subnets;
+  DhcpSubnet local;
+  local.netmask = parse_ipv4(own.netmask).value_or(0xffffffff);
+  local.network = server_address & local.netmask;
+  if (c.dhcp_pool_first && c.dhcp_pool_last) {
+    local.pool.first = parse_ipv4(*c.dhcp_pool_first).value_or(0);
+    local.pool.last = parse_ipv4(*c.dhcp_pool_last).value_or(0);
+  }
+  local.pool.lease_time = c.dhcp_lease_time;
+  local.pool.server = server_address;
+  set_subnet_options(local, c.dhcp_router, c.dhcp_dns, c.dhcp_ntp, c.dhcp_domain);
+  subnets.push_back(std::move(local));
+  for (const auto& relayed : c.dhcp_relayed_subnets) {
+    DhcpSubnet subnet;
+    auto network = parse_ipv4_subnet(relayed.subnet);
+    if (!network) throw Error("dhcp.relayed_subnets: '" + relayed.subnet + "' is not a subnet");
+    subnet.network = network->first;
+    subnet.netmask = network->second;
+    if (subnets.front().contains(subnet.network) || subnet.contains(server_address)) {
+      throw Error("dhcp.relayed_subnets: " + relayed.subnet + " overlaps the subnet of interface " +
+                  c.dhcp_interface.value_or("-") + " (" + own.address + " netmask " + own.netmask +
+                  "): relayed subnets must be other subnets");
+    }
+    subnet.pool.first = parse_ipv4(relayed.pool_first).value_or(0);
+    subnet.pool.last = parse_ipv4(relayed.pool_last).value_or(0);
+    subnet.pool.lease_time = relayed.lease_time;
+    set_subnet_options(subnet, relayed.router, relayed.dns, relayed.ntp, relayed.domain);
+    subnets.push_back(std::move(subnet));
+  }
+  return subnets;
+}
+
+}  // namespace
+
 NetbootCheck check_netboot_configuration(NetbootConfig config, const SiteNodesFileLoader& site_nodes) {
   NetbootCheck check;
   // The address boot scripts name: the configured one where this machine has it. Elsewhere (a check
@@ -1111,9 +1188,11 @@ NetbootCheck check_netboot_configuration(NetbootConfig config, const SiteNodesFi
     address = "255.255.255.255";
     check.base_url_stand_in = !config.http_base_url;
   }
+  std::vector<DhcpSubnet> subnets;
   if (config.dhcp_mode != "off") {
     try {
-      resolve_dhcp_address(config);
+      InterfaceIpv4 own = resolve_dhcp_address(config);
+      if (config.dhcp_mode == "full") subnets = dhcp_subnets(config, own);
     } catch (const Error& e) {
       check.warnings.push_back(std::string("dhcp: ") + e.what() + " on this machine: serve would not start here");
     }
@@ -1127,6 +1206,7 @@ NetbootCheck check_netboot_configuration(NetbootConfig config, const SiteNodesFi
   }
   auto snapshot = load_snapshot(std::move(config), address, http_port, site_nodes);
   warn_about_secret_policy(snapshot->config, snapshot->inventory);
+  for (auto& warning : dhcp_reservation_warnings(snapshot->inventory, subnets)) check.warnings.push_back(std::move(warning));
   check.base_url = snapshot->base_url;
   check.nodes = snapshot->inventory.nodes.size();
   check.profiles = snapshot->inventory.profiles.size();
@@ -1204,41 +1284,14 @@ NetbootService::NetbootService(asio::io_context& io, NetbootConfig config, SiteN
     dhcp.interface = c.dhcp_interface;
     dhcp.port = c.dhcp_port;
     dhcp.server_address = parse_ipv4(core_->dhcp_address).value_or(0);
-    // subnets[0]: the interface's own subnet; then the relayed ones, as configured.
-    DhcpSubnet local;
-    local.netmask = parse_ipv4(own.netmask).value_or(0xffffffff);
-    local.network = dhcp.server_address & local.netmask;
-    if (c.dhcp_pool_first && c.dhcp_pool_last) {
-      local.pool.first = parse_ipv4(*c.dhcp_pool_first).value_or(0);
-      local.pool.last = parse_ipv4(*c.dhcp_pool_last).value_or(0);
-    }
-    local.pool.lease_time = c.dhcp_lease_time;
-    local.pool.server = dhcp.server_address;
-    set_subnet_options(local, c.dhcp_router, c.dhcp_dns, c.dhcp_ntp, c.dhcp_domain);
-    dhcp.subnets.push_back(std::move(local));
-    for (const auto& relayed : c.dhcp_relayed_subnets) {
-      DhcpSubnet subnet;
-      auto network = parse_ipv4_subnet(relayed.subnet);
-      if (!network) throw Error("dhcp.relayed_subnets: '" + relayed.subnet + "' is not a subnet");
-      subnet.network = network->first;
-      subnet.netmask = network->second;
-      if (dhcp.subnets.front().contains(subnet.network) || subnet.contains(dhcp.server_address)) {
-        throw Error("dhcp.relayed_subnets: " + relayed.subnet + " overlaps the subnet of interface " +
-                    c.dhcp_interface.value_or("-") + " (" + core_->dhcp_address + " netmask " + own.netmask +
-                    "): relayed subnets must be other subnets");
-      }
-      subnet.pool.first = parse_ipv4(relayed.pool_first).value_or(0);
-      subnet.pool.last = parse_ipv4(relayed.pool_last).value_or(0);
-      subnet.pool.lease_time = relayed.lease_time;
-      set_subnet_options(subnet, relayed.router, relayed.dns, relayed.ntp, relayed.domain);
-      dhcp.subnets.push_back(std::move(subnet));
-    }
+    dhcp.subnets = dhcp_subnets(c, own);
     dhcp.lease_file = c.dhcp_lease_file;
     core_->dhcp_proxy = dhcp.mode == DhcpMode::proxy;
     dhcp.boot_policy = as_boot_policy(core_);
     const bool leases_kept = dhcp.mode == DhcpMode::full && dhcp.lease_file.has_value();
+    if (dhcp.mode == DhcpMode::full) core_->dhcp_subnets_served = dhcp.subnets;
     servers.dhcp = std::make_unique<DhcpServer>(io, std::move(dhcp));
-    servers.dhcp->set_reservations(Core::dhcp_reservations(*s));
+    servers.dhcp->set_reservations(core_->dhcp_reservations(*s));
     core_->dhcp = servers.dhcp.get();
     if (auto state = state_directory(c); leases_kept && state && std::filesystem::is_directory(*state)) {
       core_->node_clients = std::make_unique<DhcpNodeClientsStore>(*state / dhcp_node_clients_file_name);

@@ -51,6 +51,10 @@ networks:
 machines:
   - {name: pi1, platform: rpi5, serial: 10000000a1b2c311, address: 10.97.0.11/16, role: agent,
      profile: $SRC/profiles/rpi5-rke2-agent.yaml, boot: disk}
+  # A machine of the other network, whose NIC is plugged into this link: its reservation (off this link)
+  # was offered here with this link's router; it gets a pool address, and serve says why.
+  - {name: pi3, platform: rpi5, serial: 10000000a1b2c313, mac: "52:54:00:97:00:02", address: 10.98.0.21/16,
+     role: agent, profile: $SRC/profiles/rpi5-rke2-agent.yaml, boot: disk}
 YAML
 start_dhcp_serve() {
   ip netns exec "$SRV" "$CLI" serve -i br0 --tftp-port 0 --http-port 0 "$@" >"$WORK/serve.log" 2>&1 &
@@ -77,6 +81,9 @@ read -r _ IP MASK ROUTER DNS <"$WORK/udhcpc.events"
 [ "$IP" = 10.97.8.10 ] && [ "$MASK" = 255.255.0.0 ] && [ "$ROUTER" = 10.97.0.254 ] && [ "$DNS" = 10.97.0.53 ] ||
   fail "udhcpc bound with unexpected values: $(cat "$WORK/udhcpc.events")"
 pass "udhcpc: 10.97.8.10, netmask 255.255.0.0, router and DNS from the site network"
+grep -q "warning: dhcp: node pi3's address 10.98.0.21 (52:54:00:97:00:02) is on none of the subnets this server leases on (10.97.0.0/16)" \
+  "$WORK/serve.log" || { cat "$WORK/serve.log" >&2; fail "no warning about pi3's off-link reservation"; }
+pass "a machine of another site network gets no reservation off this link, and a warning says so"
 grep -q "^52:54:00:97:00:02 10.97.8.10 " "$WORK/state/dhcp.leases" || fail "the lease is not in --state-dir/dhcp.leases"
 pass "the lease is kept in --state-dir/dhcp.leases"
 kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=
