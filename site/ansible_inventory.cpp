@@ -73,10 +73,8 @@ std::string where(const Machine& machine) {
 // Keys the groups must never carry: values that are credentials (the join token and its file, S3 and
 // datastore credentials). rke2-ansible gets the token as a reference (rke2_token) instead.
 bool is_secret_key(const std::string& key) {
-  for (const char* word : {"token", "secret", "password", "access-key", "datastore-endpoint"}) {
-    if (key.find(word) != std::string::npos) return true;
-  }
-  return false;
+  return is_credential_name(key) || key.find("access-key") != std::string::npos ||
+         key.find("datastore-endpoint") != std::string::npos;
 }
 
 // Keys written per host from the site (or derived by rke2-ansible itself, like `server`), never as a
@@ -399,7 +397,7 @@ std::string ansible_inventory_yaml(const LoadedSite& loaded, Diagnostics* warnin
   cluster_config.set("token", text("{{ rke2_token }}"));
   all_vars.set("cluster_rke2_config", std::move(cluster_config));
   // The site's own vars last: they may override a derived one (e.g. rke2_kubernetes_api_server_host: a VIP).
-  for (const auto& [key, value] : loaded.site.ansible.extra_vars) all_vars.set(key, text(value));
+  for (const auto& [key, value] : loaded.site.ansible.extra_vars) all_vars.set(key, value);
   if (const ConfigNode* host = all_vars.find(api_server_host_var);
       host != nullptr && host->scalar.find(':') != std::string::npos && warnings != nullptr) {
     warnings->warning((servers.empty() ? hosts : servers).front().machine->where, ipv6_api_host_warning(host->scalar));

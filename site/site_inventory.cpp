@@ -43,7 +43,21 @@ const char* to_string(Role role) {
 
 bool is_control_plane(Role role) { return role == Role::server || role == Role::controlplane; }
 
+bool is_credential_name(std::string_view key) {
+  for (const char* word : {"token", "secret", "password", "passwd"}) {
+    if (key.find(word) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
 namespace {
+
+// A Jinja expression ("{{ ... }}", blanks around it allowed): Ansible resolves it when a play runs.
+bool is_jinja_reference(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text.size() > 4 && text.starts_with("{{") && text.ends_with("}}");
+}
 
 // Address bytes in network order (4 or 16), or nullopt.
 std::optional<std::vector<std::uint8_t>> parse_address(std::string_view text) {
@@ -641,13 +655,26 @@ SiteInventory parse_site_inventory(const ConfigNode& tree, Diagnostics& diagnost
   }
   if (auto ansible = top.map("ansible")) {
     site.ansible.token_lookup = ansible->string("token_lookup");
+    if (site.ansible.token_lookup && !is_jinja_reference(*site.ansible.token_lookup)) {
+      ansible->error_at("token_lookup", "'ansible.token_lookup' must be a reference Ansible resolves when a play runs, "
+                                        "such as \"{{ vault_rke2_token }}\" or \"{{ lookup('file', "
+                                        "'/etc/aggrik8s/rke2-token') }}\", not the token itself: the exported inventory "
+                                        "is not a secret file (0644)");
+    }
     if (const ConfigNode* vars = ansible->node("vars")) {
       if (!vars->is_map()) {
         diagnostics.error(vars->location, "'ansible.vars' must be a map of variable: value");
       } else {
         for (const auto& entry : vars->entries) {
-          if (!entry.value.is_scalar()) diagnostics.error(entry.value.location, "'ansible.vars." + entry.key + "' must be a string");
-          else site.ansible.extra_vars[entry.key] = entry.value.scalar;
+          // A credential's value is a reference too (rke2_token, a registry password): never the secret.
+          if (is_credential_name(entry.key) && !(entry.value.is_scalar() && is_jinja_reference(entry.value.scalar))) {
+            diagnostics.error(entry.value.location, "'ansible.vars." + entry.key +
+                                                        "' names a credential: give a reference Ansible resolves when "
+                                                        "a play runs (\"{{ vault_" + entry.key +
+                                                        " }}\"), not the value: the exported inventory is 0644");
+            continue;
+          }
+          site.ansible.extra_vars[entry.key] = entry.value;
         }
       }
     }

@@ -106,11 +106,18 @@ struct ServeSettings {
 };
 
 struct AnsibleSettings {
-  // rke2-ansible's token: a reference, never a value. Written as the `rke2_token` var.
-  // e.g. "{{ lookup('file', 'secrets/rke2-token') }}" or a vault variable name.
+  // rke2-ansible's token: a reference, never a value (a Jinja expression: the inventory is 0644).
+  // Written as the `rke2_token` var. e.g. "{{ lookup('file', 'secrets/rke2-token') }}" or
+  // "{{ vault_rke2_token }}".
   std::optional<std::string> token_lookup;
-  std::map<std::string, std::string> extra_vars;  // more all.vars, passed through as strings
+  // More all.vars, passed through as written: a boolean stays a boolean (rke2-ansible tests
+  // `when: rke2_reboot`, and the string "false" is true), lists and maps stay lists and maps.
+  std::map<std::string, ConfigNode> extra_vars;
 };
+
+// A variable or config key whose value is a credential (token, secret, password): exported only as a
+// reference, never copied.
+bool is_credential_name(std::string_view key);
 
 struct SiteInventory {
   std::filesystem::path file;

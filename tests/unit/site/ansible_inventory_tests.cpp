@@ -204,7 +204,8 @@ TEST_CASE("ansible inventory: group_rke2_config holds what a group shares, never
 TEST_CASE("ansible inventory: without token_lookup the token is a vault variable, and site vars come last and win") {
   LoadedSite loaded = lab_site();
   loaded.site.ansible.token_lookup.reset();
-  loaded.site.ansible.extra_vars = {{"rke2_kubernetes_api_server_host", "k8s.lab.example"}, {"ansible_python_interpreter", "/usr/bin/python3"}};
+  loaded.site.ansible.extra_vars = {{"rke2_kubernetes_api_server_host", scalar_node("k8s.lab.example")},
+                                    {"ansible_python_interpreter", scalar_node("/usr/bin/python3")}};
   const std::string text = ansible_inventory_yaml(loaded);
   YAML::Node vars = YAML::Load(text)["all"]["vars"];
   CHECK(vars["rke2_token"].as<std::string>() == "{{ vault_rke2_token }}");
@@ -322,7 +323,7 @@ TEST_CASE("ansible inventory: an IPv6 API server host is written, with a warning
         "node's config, the first server's too, a URL RKE2 cannot parse; set "
         "ansible.vars.rke2_kubernetes_api_server_host to a DNS name of the server");
   // A name given in the site's ansible.vars: no warning.
-  loaded.site.ansible.extra_vars = {{"rke2_kubernetes_api_server_host", "k8s.lab.example"}};
+  loaded.site.ansible.extra_vars = {{"rke2_kubernetes_api_server_host", scalar_node("k8s.lab.example")}};
   Diagnostics none;
   (void)ansible_inventory_yaml(loaded, &none);
   CHECK(none.all().empty());

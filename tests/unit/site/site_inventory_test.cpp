@@ -794,3 +794,41 @@ TEST_CASE("site validation: an IPv6 network's gateway may be the router's link-l
   REQUIRE(errors.size() == 1);
   CHECK(errors[0] == s.prefix(11, 14) + "'networks.pve.gateway' fe80::1 is outside the subnet 10.0.20.0/24");
 }
+
+TEST_CASE("site ansible: vars keep their YAML types, and credentials are only ever references", "[site]") {
+  SiteDir s;
+  // Found with rke2-ansible: `rke2_reboot: false` was exported as the string "false", which its handler
+  // `when: rke2_reboot` takes for true (it rebooted the nodes and skipped the RKE2 restart).
+  auto file = s.write(std::string(good_site) + R"(ansible:
+  token_lookup: "{{ vault_rke2_token }}"
+  vars:
+    rke2_reboot: false
+    quoted: "false"
+    rke2_disable: [rke2-ingress-nginx]
+    registry_password: "{{ vault_registry_password }}"
+)");
+  Diagnostics d;
+  auto loaded = load_site(file, d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  std::string inventory = ansible_inventory_yaml(*loaded);
+  CHECK(inventory.find("    rke2_reboot: false\n") != std::string::npos);
+  CHECK(inventory.find("    quoted: \"false\"\n") != std::string::npos);
+  auto parsed = YAML::Load(inventory);
+  CHECK(parsed["all"]["vars"]["rke2_disable"].IsSequence());
+  CHECK(parsed["all"]["vars"]["rke2_disable"][0].as<std::string>() == "rke2-ingress-nginx");
+
+  // The join token itself, where a reference belongs: the inventory is written 0644.
+  auto literal = s.write(std::string(good_site) + R"(ansible:
+  token_lookup: "K10abc123::server:0123456789abcdef"
+  vars:
+    rke2_token: K10abc123::server:0123456789abcdef
+    ansible_become_password: hunter2
+)");
+  auto errors = errors_for(s, literal);
+  REQUIRE(errors.size() == 3);
+  CHECK_THAT(errors[0], Catch::StartsWith(s.prefix(43, 17)) &&
+                            Catch::Contains("'ansible.token_lookup' must be a reference Ansible resolves when a play runs"));
+  CHECK_THAT(errors[1], Catch::StartsWith(s.prefix(45, 17)) && Catch::Contains("'ansible.vars.rke2_token' names a credential"));
+  CHECK_THAT(errors[2], Catch::Contains("'ansible.vars.ansible_become_password' names a credential"));
+}
