@@ -230,6 +230,12 @@ ConfigNode rpi_node(const SiteInventory& site, const Machine& machine, const Con
   const SourceLocation& where = machine.where;
   ConfigNode node = map_node(where);
   node.set("name", scalar_node(machine.name, field_location(machine, "name")));
+  // The machine's name is its host name and Kubernetes node name (docs/site.md), whatever the profile
+  // gives all its nodes: a profile-wide system.hostname or rke2.config.node-name named every machine of
+  // the profile the same, and RKE2 refuses a second node of one name.
+  ConfigNode system = map_node(field_location(machine, "name"));
+  system.set("hostname", scalar_node(machine.name, field_location(machine, "name")));
+  node.set("system", std::move(system));
 
   ConfigNode network = map_node(field_location(machine, "address"));
   network.set("mode", scalar_node("static", field_location(machine, "address")));
@@ -253,6 +259,7 @@ ConfigNode rpi_node(const SiteInventory& site, const Machine& machine, const Con
   }
   // Labels and taints add to the profile's (rke2.config node-label / node-taint); merging would replace.
   ConfigNode config = map_node(field_location(machine, "role"));
+  config.set("node-name", scalar_node(machine.name, field_location(machine, "name")));
   if (!machine.labels.empty()) {
     std::vector<std::string> labels = profile_strings(profile_tree, {"rke2", "config", "node-label"});
     for (const auto& [k, v] : machine.labels) labels.push_back(k + "=" + v);
@@ -272,6 +279,8 @@ ConfigNode talos_node(const SiteInventory& site, const Machine& machine) {
   const SourceLocation& where = machine.where;
   ConfigNode node = map_node(where);
   node.set("name", scalar_node(machine.name, field_location(machine, "name")));
+  // Its host name too, over one a profile-wide patch gives every node (as for Pi nodes, rpi_node).
+  node.set("hostname", scalar_node(machine.name, field_location(machine, "name")));
   if (machine.mac) node.set("mac", scalar_node(*machine.mac, field_location(machine, "mac")));
   if (machine.uuid) node.set("uuid", scalar_node(*machine.uuid, field_location(machine, "uuid")));
   node.set("addresses", string_sequence({machine.address}, field_location(machine, "address")));

@@ -832,3 +832,24 @@ TEST_CASE("site ansible: vars keep their YAML types, and credentials are only ev
   CHECK_THAT(errors[1], Catch::StartsWith(s.prefix(45, 17)) && Catch::Contains("'ansible.vars.rke2_token' names a credential"));
   CHECK_THAT(errors[2], Catch::Contains("'ansible.vars.ansible_become_password' names a credential"));
 }
+
+TEST_CASE("a profile-wide host name or RKE2 node-name does not give a site's machines one name", "[site]") {
+  // Found exporting a site whose agent profile set rke2.config.node-name (or system.hostname) for all
+  // its nodes: both agents registered as "worker", and RKE2 refused the second.
+  SiteDir s;
+  test::write_file(s.dir / "agents.yaml", std::string(pi_agent_profile) + "    node-name: worker\nsystem: {hostname: worker}\n");
+  auto file = s.write_with("  - name: tcp1\n", "  - name: w2\n    platform: rpi5\n    serial: a1b2c322\n"
+                                               "    address: 10.0.10.22/24\n    role: agent\n    profile: agents.yaml\n"
+                                               "  - name: tcp1\n");
+  Diagnostics d;
+  auto loaded = load_site(file, d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  const auto& agents = loaded->profiles.at(s.dir.path() / "agents.yaml").rpi_nodes;
+  REQUIRE(agents.size() == 2);
+  for (const auto& node : agents) {
+    CHECK(node.system.hostname == node.name);
+    REQUIRE(node.rke2.config.find("node-name") != nullptr);
+    CHECK(node.rke2.config.find("node-name")->scalar == node.name);
+  }
+}
