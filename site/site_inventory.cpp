@@ -1036,6 +1036,24 @@ std::vector<LoadedSite::InputFile> LoadedSite::input_files() const {
   for (const auto& [file, profile] : profiles) {
     out.push_back({file, "a profile"});
     for (const auto& base : profile.extends) out.push_back({base, "a profile"});
+    // What the profiles read besides themselves: local inputs (a base image, an ISO), patch files,
+    // overlays, the busybox, a CA bundle.
+    for (const auto& input : profile.inputs()) {
+      if (!input.is_download()) out.push_back({input.location, "an input of profile " + file.string()});
+    }
+    if (profile.output.ephemeral && profile.output.ephemeral->busybox) {
+      out.push_back({*profile.output.ephemeral->busybox, "an input of profile " + file.string()});
+    }
+    if (profile.proxmox && profile.proxmox->ca_file) out.push_back({*profile.proxmox->ca_file, "a CA bundle"});
+    for (const auto& node : profile.talos_nodes) {
+      for (const auto& patch : node.patches) {
+        // A patch read from a file holds that file as its content's location.
+        if (!patch.content.location.file.empty()) out.push_back({patch.content.location.file, "a Talos patch file"});
+      }
+    }
+    for (const auto& node : profile.rpi_nodes) {
+      for (const auto& overlay : node.overlays) out.push_back({overlay, "an overlay directory"});
+    }
     secret(profile.talos.config);
     if (profile.proxmox) secret(profile.proxmox->token_secret);
     if (profile.output.http_boot) secret(profile.output.http_boot->key);

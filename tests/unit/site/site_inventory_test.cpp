@@ -754,6 +754,11 @@ TEST_CASE("a loaded site lists the files it was read from: site, profiles, what 
   SiteDir s;
   test::write_file(s.dir / "agents-base.yaml", pi_agent_profile);
   test::write_file(s.dir / "agents.yaml", "extends: agents-base.yaml\n");
+  // A Talos patch file (export -o onto it replaced it with the export) and an overlay directory.
+  test::write_file(s.dir / "patches" / "common.yaml", "machine: {time: {disabled: false}}\n");
+  test::write_file(s.dir / "overlay" / "etc" / "motd", "hello\n");
+  test::write_file(s.dir / "talos.yaml", std::string(talos_profile) + "  patches:\n    - file: patches/common.yaml\n");
+  test::write_file(s.dir / "servers.yaml", std::string(pi_server_profile) + "overlays: [overlay]\n");
   Diagnostics d;
   auto loaded = load_site(s.write(good_site), d, no_secrets());
   INFO(dump(d));
@@ -764,7 +769,9 @@ TEST_CASE("a loaded site lists the files it was read from: site, profiles, what 
   }
   for (const char* expected : {"the site file site.yaml", "a profile servers.yaml", "a profile agents.yaml",
                                "a profile agents-base.yaml", "a secret file token", "a profile talos.yaml",
-                               "a secret file cp.yaml"}) {
+                               "a secret file cp.yaml", "a Talos patch file patches/common.yaml",
+                               "an overlay directory overlay"}) {
+    INFO(expected);
     CHECK(std::find(files.begin(), files.end(), expected) != files.end());
   }
 }
