@@ -1005,6 +1005,26 @@ void check_site(const SiteInventory& site, Diagnostics& diagnostics) {
   };
   warn_even(servers, first_server_machine, "RKE2 control plane (role server)");
   warn_even(controlplanes, first_controlplane, "Talos control plane (role controlplane)");
+
+  // etcd members that lose their disk state at every boot (docs/profiles.md: "Keep etcd servers on
+  // disks"). The server that starts the RKE2 cluster would start a new, empty one after every reboot:
+  // an error. Any other member comes back as a stranger the cluster still lists: it must be removed
+  // from etcd before it can rejoin, after every reboot; a warning, since a lab may want exactly that.
+  for (const auto& m : site.machines) {
+    if (m.boot != BootMethod::ephemeral || !is_control_plane(m.role)) continue;
+    if (&m == first_server_machine && named_server(m) == nullptr) {
+      diagnostics.error(field_location(m, "boot"),
+                        "machine '" + m.name + "' boots ephemeral but starts the RKE2 cluster (the site's first server): "
+                            "it would start a new, empty cluster after every reboot; boot it from disk (boot: disk or "
+                            "netboot)");
+    } else {
+      diagnostics.warning(field_location(m, "boot"),
+                          "machine '" + m.name + "' is an etcd member (role " + to_string(m.role) +
+                              ") that boots ephemeral: after every reboot it is a new member the cluster still lists "
+                              "under its name, and must be removed from etcd before it can rejoin; keep etcd members "
+                              "on disks (docs/profiles.md)");
+    }
+  }
 }
 
 std::optional<builder::Profile> load_site_profile(const SiteInventory& site, const fs::path& profile_file,

@@ -860,3 +860,23 @@ TEST_CASE("a profile-wide host name or RKE2 node-name does not give a site's mac
     CHECK(node.rke2.config.find("node-name")->scalar == node.name);
   }
 }
+
+TEST_CASE("site validation: etcd members that boot ephemeral", "[site]") {
+  // Found validating a site whose only (bootstrap) server booted ephemeral: "ok", and the node would
+  // start a new, empty cluster at every boot.
+  SiteDir s;
+  auto errors = errors_for(s, s.write_with("    labels: {zone: a}\n", "    labels: {zone: a}\n    boot: ephemeral\n"));
+  INFO(Catch::Detail::stringify(errors));
+  CHECK(std::any_of(errors.begin(), errors.end(), [](const std::string& e) {
+    return e.find("machine 'cp1' boots ephemeral but starts the RKE2 cluster") != std::string::npos;
+  }));
+  // A Talos control plane with the wipe cycle: a warning (a lab may want it), not an error.
+  Diagnostics d;
+  auto file = s.write_with("    profile: talos.yaml\n    boot: netboot\n", "    profile: talos.yaml\n    boot: ephemeral\n");
+  auto loaded = load_site(file, d, no_secrets());
+  auto warnings = lines_of(d, Diagnostic::Severity::warning);
+  bool warned = std::any_of(warnings.begin(), warnings.end(), [](const std::string& w) {
+    return w.find("machine 'tcp1' is an etcd member (role controlplane) that boots ephemeral") != std::string::npos;
+  });
+  CHECK(warned);
+}
