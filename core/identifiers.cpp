@@ -54,6 +54,17 @@ int ip_address_family(std::string_view text) {
   return 0;
 }
 
+std::optional<std::string> canonical_ip_address(std::string_view text) {
+  int family = ip_address_family(text);
+  if (family == 0) return std::nullopt;
+  unsigned char bytes[16] = {};
+  char out[INET6_ADDRSTRLEN] = {};
+  std::string copy(text);
+  int af = family == 4 ? AF_INET : AF_INET6;
+  if (::inet_pton(af, copy.c_str(), bytes) != 1 || ::inet_ntop(af, bytes, out, sizeof out) == nullptr) return std::nullopt;
+  return std::string(out);
+}
+
 int ip_cidr_family(std::string_view text) {
   std::size_t slash = text.rfind('/');
   if (slash == std::string_view::npos) return 0;

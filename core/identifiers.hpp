@@ -14,6 +14,9 @@ bool is_ipv4_address(std::string_view text);
 bool is_ipv4_cidr(std::string_view text);
 // 4 or 6 when `text` is an IPv4 (dotted quad) or IPv6 (inet_pton syntax, no zone) address, else 0.
 int ip_address_family(std::string_view text);
+// The address in its one text form (inet_ntop: IPv6 lowercase, zeros compressed), or nullopt when
+// `text` is none: "FD00:10:0::11" and "fd00:10::11" are one address.
+std::optional<std::string> canonical_ip_address(std::string_view text);
 // 4 or 6 when `text` is such an address with a prefix length ("/24": 0..32, "/64": 0..128), else 0.
 int ip_cidr_family(std::string_view text);
 // One authorized_keys line as users paste it: "TYPE BASE64 [comment]", TYPE ssh-*, ecdsa-* or sk-*, on

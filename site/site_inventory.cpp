@@ -418,6 +418,12 @@ void read_machine(const ConfigNode& item, const std::string& path, SiteInventory
     reader.error_at("name", "'" + path + ".name' must be a lowercase DNS label (1-63 of a-z, 0-9, '-', not starting or ending with '-'): it is the host name and "
                             "the Kubernetes node name, got '" + m.name + "'");
   }
+  // Ansible's implicit groups: a host of that name shadows the group (rke2-ansible's `hosts: all` then
+  // runs on that one host).
+  if (m.name == "all" || m.name == "ungrouped") {
+    reader.error_at("name", "'" + path + ".name' '" + m.name + "' is one of Ansible's own group names (all, ungrouped): "
+                            "the exported inventory's plays would run on that one host; name the machine otherwise");
+  }
   std::string where_name = m.name.empty() ? path : "machine '" + m.name + "'";
   if (auto platform = reader.one_of("platform", {"rpi5", "proxmox-vm"}, true)) {
     m.platform = *platform == "rpi5" ? Platform::rpi5 : Platform::proxmox_vm;

@@ -537,7 +537,11 @@ std::string from_cell(const MachineStatus& row) {
   if (event == nullptr) return "-";
   std::string cell = log_escape(event->client, 48);
   // A different address than the site gives it: a lease, a typo in the site, or another machine.
-  if (!row.address.empty() && event->client != row.address) cell += " (site: " + row.address + ")";
+  // Compared as addresses: the site's FD00:10::11 is the fd00:10::11 serve logs.
+  if (!row.address.empty() && canonical_ip_address(event->client).value_or(event->client) !=
+                                  canonical_ip_address(row.address).value_or(row.address)) {
+    cell += " (site: " + row.address + ")";
+  }
   return cell;
 }
 

@@ -880,3 +880,10 @@ TEST_CASE("site validation: etcd members that boot ephemeral", "[site]") {
   });
   CHECK(warned);
 }
+
+TEST_CASE("site validation: Ansible's own group names are no machine names", "[site]") {
+  SiteDir s;
+  auto errors = errors_for(s, s.write_with("  - name: w1\n", "  - name: all\n"));
+  REQUIRE(errors.size() == 1);
+  CHECK_THAT(errors[0], Catch::Contains("'all' is one of Ansible's own group names (all, ungrouped)"));
+}
