@@ -9,15 +9,32 @@
 
 namespace aggrik8s::cli {
 
-ConfigNode site_nodes_file(const std::filesystem::path& file, Diagnostics& diagnostics) {
+namespace {
+
+ConfigNode derive_site_nodes_file(const std::filesystem::path& file, Diagnostics& diagnostics,
+                                  const std::optional<std::filesystem::path>& output_dir) {
   auto loaded = site::load_site(file, diagnostics, builder::ProfileCheckOptions{false, false});
   if (!loaded) return {};
+  if (output_dir) loaded->site.output = *output_dir;
   try {
     return site::derive_nodes_file(*loaded);
   } catch (const Error& e) {
     diagnostics.error({file.string(), 0, 0}, e.what());
     return {};
   }
+}
+
+}  // namespace
+
+ConfigNode site_nodes_file(const std::filesystem::path& file, Diagnostics& diagnostics) {
+  return derive_site_nodes_file(file, diagnostics, std::nullopt);
+}
+
+netboot::SiteNodesFileLoader site_nodes_file_in(std::optional<std::filesystem::path> output_dir) {
+  if (!output_dir) return &site_nodes_file;
+  return [output_dir](const std::filesystem::path& file, Diagnostics& diagnostics) {
+    return derive_site_nodes_file(file, diagnostics, output_dir);
+  };
 }
 
 ServeFileKind serve_file_kind(const std::filesystem::path& file) {
@@ -40,8 +57,9 @@ ServeFileKind serve_file_kind(const std::filesystem::path& file) {
   return ServeFileKind::none;
 }
 
-void print_netboot_check(const std::string& source, const netboot::NetbootConfig& config) {
-  netboot::NetbootCheck check = netboot::check_netboot_configuration(config, &site_nodes_file);
+void print_netboot_check(const std::string& source, const netboot::NetbootConfig& config,
+                         const netboot::SiteNodesFileLoader& site_nodes) {
+  netboot::NetbootCheck check = netboot::check_netboot_configuration(config, site_nodes);
   for (const auto& warning : check.warnings) log::warning(warning);
   std::string what;
   if (config.inventory || config.site) {

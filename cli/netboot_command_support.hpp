@@ -2,6 +2,7 @@
 // What serve and validate share: the nodes file a site derives, and telling serve's own files
 // (netboot.yaml, the nodes file) from profiles and sites.
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "core/config_node.hpp"
@@ -14,6 +15,8 @@ namespace aggrik8s::cli {
 // site or a rebuild takes effect on SIGHUP. Profiles' own secrets (password hashes, tokens) are the
 // build's business: serve needs only the paths of what was built.
 ConfigNode site_nodes_file(const std::filesystem::path& file, Diagnostics& diagnostics);
+// The same for a site built with `build SITE --out DIR`: its outputs under DIR, not the site's output:.
+netboot::SiteNodesFileLoader site_nodes_file_in(std::optional<std::filesystem::path> output_dir);
 
 // A YAML file without `kind` or `extends` is not a profile or a site: serve's netboot configuration
 // has listen/tftp/http/dhcp/inventory keys, a nodes file a profiles: map. `validate` checks those as
@@ -23,6 +26,7 @@ ServeFileKind serve_file_kind(const std::filesystem::path& file);
 
 // `serve --check` and `validate` of a serve file: loads `config` as serve does at start, prints its
 // warnings and "SOURCE: ok (...)" on stdout; throws aggrik8s::Error with the problems.
-void print_netboot_check(const std::string& source, const netboot::NetbootConfig& config);
+void print_netboot_check(const std::string& source, const netboot::NetbootConfig& config,
+                         const netboot::SiteNodesFileLoader& site_nodes = &site_nodes_file);
 
 }  // namespace aggrik8s::cli

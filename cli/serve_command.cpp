@@ -194,6 +194,8 @@ Command serve_command() {
        {"interface", 'i', "IFACE", "listen on this interface's IPv4 address"},
        {"nodes", 'n', "FILE", "the nodes file (inventory)"},
        {"site", '\0', "FILE", "a site inventory (docs/site.md): serve the nodes file it derives"},
+       {"out", '\0', "DIR", "with --site: the site was built with `build SITE --out DIR`: its outputs are there, not in the "
+        "site's output:"},
        {"tftp-root", '\0', "DIR", "shared TFTP tree (iPXE binaries, ...)"},
        {"tftp-port", '\0', "PORT", "TFTP port (default 69; 0 picks a free one)"},
        {"http-root", '\0', "DIR", "static files served under /files/"},
@@ -210,7 +212,11 @@ Command serve_command() {
       0,
       0};
   return {spec, [](const ParsedArguments& args) {
+            if (args.flag("out") && !args.flag("site")) throw UsageError("--out is where a site was built: give it with --site");
             netboot::NetbootConfig config = config_from(args);
+            std::optional<std::filesystem::path> built_in;
+            if (auto out = args.value("out")) built_in = std::filesystem::path(*out);
+            const netboot::SiteNodesFileLoader site_nodes = site_nodes_file_in(built_in);
             if (config.address == "0.0.0.0" && !config.interface && !config.http_base_url && config.http_enabled) {
               log::warning("listening on 0.0.0.0 without http.base_url: boot scripts will name http://0.0.0.0, "
                            "which nodes cannot reach; set --base-url, --address or --interface");
@@ -220,13 +226,13 @@ Command serve_command() {
                                    : config.site      ? config.site->string()
                                    : config.inventory ? config.inventory->string()
                                                       : std::string("serve");
-              print_netboot_check(source, config);
+              print_netboot_check(source, config, site_nodes);
               return exit_success;
             }
             boost::asio::io_context io;
             // A reload makes its configuration as this start did, flags over the file: re-reading only
             // the file would drop --nodes, --site, --boot-log... given on the command line.
-            netboot::NetbootService service(io, std::move(config), &site_nodes_file, [&args] { return config_from(args); });
+            netboot::NetbootService service(io, std::move(config), site_nodes, [&args] { return config_from(args); });
             boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
             std::function<void(const boost::system::error_code&, int)> on_signal;
             on_signal = [&](const boost::system::error_code& ec, int signal) {

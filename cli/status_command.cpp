@@ -29,7 +29,9 @@ Command status_command() {
         "serve's boot event log to read instead of the site's serve.boot_log; repeat for rotated files, oldest "
         "first",
         true},
-       {"json", '\0', "", "machine-readable output (every built file with its sha256, the events in full)"}},
+       {"json", '\0', "", "machine-readable output (every built file with its sha256, the events in full)"},
+       {"out", '\0', "DIR", "the site was built with `build SITE --out DIR`: read its build records there, not in the "
+        "site's output:"}},
       1,
       1};
   return {spec, [](const ParsedArguments& args) {
@@ -43,6 +45,7 @@ Command status_command() {
               print_diagnostics(diagnostics);
               return exit_failure;
             }
+            if (auto out = args.value("out")) site->site.output = *out;
             std::vector<std::filesystem::path> logs;
             if (args.values.contains("boot-log")) {
               for (const auto& file : args.values.at("boot-log")) logs.emplace_back(file);

@@ -98,4 +98,15 @@ expect_output "$WORK/nope.jsonl: cannot open the boot event log" "the missing lo
 
 kill -TERM "$SERVE_PID"
 wait "$SERVE_PID" || true
+
+# A site built with `build SITE --out DIR` (here: its output moved there): status and serve --site read
+# the build there with --out; without it, status says "not built" and serve --site cannot find the image.
+mv "$WORK/out" "$WORK/built-elsewhere"
+expect_status 0 "status of a site built elsewhere, without --out" -- status --boot-log /dev/null ../site.yaml
+expect_output "^pi1 .* not built" "... is not built where the site's output: says"
+expect_status 0 "status --out DIR" -- status --out "$WORK/built-elsewhere" --boot-log /dev/null ../site.yaml
+expect_output "^pi1 .* ${IMAGE_SHA:0:12} " "status --out shows pi1's build"
+expect_status 0 "serve --site --out DIR --check" -- \
+  "$CLI" serve --site "$WORK/site.yaml" --out "$WORK/built-elsewhere" --address 127.0.0.1 --check
+expect_status 2 "serve --out without --site is a usage error" -- "$CLI" serve --nodes "$WORK/site.yaml" --out "$WORK" --check
 echo "$CHECKS checks passed"
