@@ -1,6 +1,7 @@
 #include "builder/profile.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <array>
 #include <map>
 #include <set>
@@ -1006,6 +1007,14 @@ std::optional<Profile> load_profile_with_nodes(const fs::path& path, const Nodes
   const ConfigNode& tree = loaded.tree;
   {
     ConfigMapReader top(tree, diagnostics, "");
+    // A site written `kind: Site` (as Kubernetes spells kinds) is read as a profile: say what it lacks.
+    if (const ConfigNode* written = tree.find("kind"); written != nullptr && written->is_scalar() && written->scalar != "site") {
+      std::string lower = written->scalar;
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (lower != written->scalar && (lower == "site" || lower == "rpi5-rke2" || lower == "talos-iso")) {
+        top.error_at("kind", "'kind' is lowercase: '" + lower + "', not '" + written->scalar + "'");
+      }
+    }
     auto kind = top.one_of("kind", {"rpi5-rke2", "talos-iso"}, true);
     profile.name = top.string("name").value_or(path.stem().string());
     if (!is_dns_label(profile.name)) {

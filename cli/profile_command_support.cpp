@@ -31,7 +31,7 @@ aggrik8s::FetchOptions fetch_options_from(const ParsedArguments& args) {
 }
 
 void print_diagnostics(const Diagnostics& diagnostics) {
-  for (const auto& d : diagnostics.all()) terminal::print_line(stderr, d.str());
+  for (const auto& d : diagnostics.distinct()) terminal::print_line(stderr, d.str());
 }
 
 std::optional<builder::Profile> load_profile_reporting(const std::string& path, Diagnostics& diagnostics, bool print,

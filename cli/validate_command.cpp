@@ -17,7 +17,7 @@ namespace {
 
 nlohmann::json diagnostics_json(const Diagnostics& diagnostics) {
   nlohmann::json out = nlohmann::json::array();
-  for (const auto& d : diagnostics.all()) {
+  for (const auto& d : diagnostics.distinct()) {
     out.push_back({{"file", d.where.file},
                    {"line", d.where.line},
                    {"column", d.where.column},
@@ -73,8 +73,8 @@ bool validate_site(const std::string& path, bool json, nlohmann::json& report) {
     std::printf("%s: ok (site %s, %zu machine%s, %zu profile%s)\n", path.c_str(), loaded->site.name.c_str(), machines,
                 machines == 1 ? "" : "s", loaded->profiles.size(), loaded->profiles.size() == 1 ? "" : "s");
   } else {
-    std::fprintf(stderr, "%s: invalid (%zu error%s)\n", path.c_str(), diagnostics.error_count(),
-                 diagnostics.error_count() == 1 ? "" : "s");
+    std::fprintf(stderr, "%s: invalid (%zu error%s)\n", path.c_str(), diagnostics.distinct_error_count(),
+                 diagnostics.distinct_error_count() == 1 ? "" : "s");
   }
   return loaded.has_value();
 }
@@ -178,8 +178,8 @@ Command validate_command() {
                 std::printf("%s: ok (%s, %zu node%s: %s)\n", path.c_str(), builder::to_string(profile->kind),
                             nodes.size(), nodes.size() == 1 ? "" : "s", list.c_str());
               } else {
-                std::fprintf(stderr, "%s: invalid (%zu error%s)\n", path.c_str(), diagnostics.error_count(),
-                             diagnostics.error_count() == 1 ? "" : "s");
+                std::fprintf(stderr, "%s: invalid (%zu error%s)\n", path.c_str(), diagnostics.distinct_error_count(),
+                             diagnostics.distinct_error_count() == 1 ? "" : "s");
               }
             }
             if (json) std::printf("%s\n", nlohmann::json{{"profiles", report}, {"valid", failed == 0}}.dump(2).c_str());

@@ -1,6 +1,7 @@
 #include "core/diagnostics.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include "core/error.hpp"
 
@@ -28,6 +29,20 @@ void Diagnostics::warning(const SourceLocation& where, std::string message) {
 bool Diagnostics::has_errors() const { return error_count() > 0; }
 std::size_t Diagnostics::error_count() const {
   return static_cast<std::size_t>(std::count_if(items_.begin(), items_.end(), [](const Diagnostic& d) {
+    return d.severity == Diagnostic::Severity::error;
+  }));
+}
+std::vector<Diagnostic> Diagnostics::distinct() const {
+  std::vector<Diagnostic> out;
+  std::set<std::string> seen;
+  for (const auto& d : items_) {
+    if (seen.insert(d.str()).second) out.push_back(d);
+  }
+  return out;
+}
+std::size_t Diagnostics::distinct_error_count() const {
+  auto all = distinct();
+  return static_cast<std::size_t>(std::count_if(all.begin(), all.end(), [](const Diagnostic& d) {
     return d.severity == Diagnostic::Severity::error;
   }));
 }

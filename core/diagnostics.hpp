@@ -28,6 +28,11 @@ class Diagnostics {
   bool has_errors() const;
   std::size_t error_count() const;
   const std::vector<Diagnostic>& all() const { return items_; }
+  // all() without repeats of the same message at the same place (a base profile's error, met once per
+  // site profile that extends it), in first-seen order: what a user reads. error_count() still counts
+  // every report, as callers compare it before and after a step.
+  std::vector<Diagnostic> distinct() const;
+  std::size_t distinct_error_count() const;
   void append(const Diagnostics& other);
   // Throws Error listing every error (one per line) when there is at least one.
   void throw_if_errors(const std::string& context) const;
