@@ -73,7 +73,7 @@ Command eeprom_config_command() {
        {"tftp-ip", '\0', "IP", "network boot: TFTP server to use instead of the one DHCP names"},
        {"http-boot", '\0', "", "HTTP boot from your own server (needs --http-host); prints the key steps"},
        {"http-host", '\0', "HOST", "HTTP boot: server's IPv4 address or lower-case DNS name (HTTP_HOST)"},
-       {"http-port", '\0', "N", "HTTP boot: server port (default 80; 443 with --cacert-der)"},
+       {"http-port", '\0', "N", "HTTP boot: server port (default 8080, serve's; 443 with --cacert-der)"},
        {"http-path", '\0', "PATH",
         "HTTP boot: directory of boot.img/boot.sig (default net_install; A-Z a-z 0-9 . _ - /, no leading "
         "'/', no '..', at most 32 characters with the serial)"},

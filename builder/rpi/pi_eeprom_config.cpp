@@ -69,7 +69,9 @@ std::string http_boot_lines(const PiHttpBootSettings& http) {
   check_pi_http_host(http.host);
   const std::string path = pi_http_path(http.path, http.serial);
   const bool https = http.cacert_sha256_hex.has_value();
-  const std::uint16_t port = http.port.value_or(https ? 443 : 80);
+  // Plain HTTP: the port `aggrik8s-image serve` listens on by default, not the bootloader's own default
+  // (80, used when HTTP_PORT is absent): printed always, so a config pasted as it is reaches serve.
+  const std::uint16_t port = http.port.value_or(https ? 443 : 8080);
   const std::string url = std::string(https ? "https" : "http") + "://" + http.host + ":" + std::to_string(port) + "/" + path;
   std::string out =
       "# HTTP boot (mode 7): fetch boot.sig and boot.img from this server instead of Raspberry Pi's. With\n"
@@ -77,7 +79,7 @@ std::string http_boot_lines(const PiHttpBootSettings& http) {
       "# the EEPROM (see the steps at the end). It silently ignores an invalid host name.\n"
       "HTTP_HOST=" + http.host + "\n";
   out += https ? "# Port of the HTTPS server (Raspberry Pi documents HTTPS boot on 443 only).\n"
-               : "# Port of the HTTP server (80 is the bootloader's default for plain HTTP).\n";
+               : "# Port of the HTTP server (8080: aggrik8s-image serve's default; the bootloader's own is 80).\n";
   out += "HTTP_PORT=" + std::to_string(port) + "\n";
   if (http.serial) {
     out +=

@@ -121,11 +121,12 @@ TEST_CASE("eeprom: HTTP boot puts http first and prints host, port, path and the
   PiEepromSettings settings = http_boot_to("10.0.0.2");
   std::string text = format_pi_eeprom_config(settings);
   CHECK(text.find("\nBOOT_ORDER=0xf4617\n") != std::string::npos);  // http, sd, nvme, usb, restart
-  CHECK(text.find("\nHTTP_HOST=10.0.0.2\nHTTP_PORT=80\n") == std::string::npos);  // each has its comment
+  CHECK(text.find("\nHTTP_HOST=10.0.0.2\nHTTP_PORT=8080\n") == std::string::npos);  // each has its comment
   CHECK(text.find("\nHTTP_HOST=10.0.0.2\n") != std::string::npos);
-  CHECK(text.find("\nHTTP_PORT=80\n") != std::string::npos);
+  // serve's default port (it printed the bootloader's 80, where a serve started with defaults is not).
+  CHECK(text.find("\nHTTP_PORT=8080\n") != std::string::npos);
   CHECK(text.find("\nHTTP_PATH=net_install\n") != std::string::npos);
-  CHECK(text.find("http://10.0.0.2:80/net_install/boot.img") != std::string::npos);
+  CHECK(text.find("http://10.0.0.2:8080/net_install/boot.img") != std::string::npos);
   CHECK(text.find("HTTP_CACERT_HASH") == std::string::npos);
   CHECK(text.find("TFTP_PREFIX") == std::string::npos);  // mode 2 is not in the order
   CHECK(text.find("rpi-eeprom-config -c boot.conf -p pub.pem -o pieeprom.upd pieeprom.original.bin\n") != std::string::npos);
