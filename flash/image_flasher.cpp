@@ -267,9 +267,12 @@ class StagedTargetDevice final : public BlockDevice {
         return Error(describe_target_io_error(name(), "write", where, err, target_.still_present()));
       });
       if (done < rest.size()) throw Error("short write to " + name() + " at offset " + std::to_string(at + done));
+      written_.emplace_back(at, at + rest.size());
     }
   }
   void flush() override { target_.flush(); }
+  // [from, to) of each write that reached the target (not the held first MiB).
+  const std::vector<std::pair<std::uint64_t, std::uint64_t>>& written() const { return written_; }
   std::string name() const override { return target_.name(); }
 
  private:
@@ -281,6 +284,7 @@ class StagedTargetDevice final : public BlockDevice {
   std::uint64_t size_;
   std::span<std::uint8_t> held_;
   bool writable_;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> written_;
 };
 
 // One stretch of the target that was written (at most one buffer), with the XXH3-64 digest it must
@@ -499,8 +503,13 @@ class FlashPipeline {
       StagedTargetDevice staged(target_, image_size_, std::span(held_.get(), held_length), true);
       options_.customize(staged);
       target_.flush();
+      // What the customisation rewrote (FAT tables, a file's clusters) is no longer what was written:
+      // left out of the re-check after the commit (check_customization reads it back instead).
+      forget_rewritten(staged.written());
     }
 
+    // Before the commit: what a fake-capacity card wrapped onto the start of the data (keep_ends).
+    if (options_.verify) recheck_records(head_records_);
     // The commit: only now does the target get its partition table and boot sector.
     auto commit_started = Clock::now();
     target_.write(0, std::span<const std::uint8_t>(held_.get(), held_length));
@@ -508,6 +517,18 @@ class FlashPipeline {
     bytes_written_ += held_length;
     if (options_.verify) {
       verify_first_block(held_length);
+      try {
+        recheck_records(tail_records_);  // the end of the data, which wraps onto the first MiB
+      } catch (const Error&) {
+        // The card does not hold the image: take the commit back, as a failure before it leaves it.
+        std::vector<std::uint8_t> zeros(held_length, 0);
+        try {
+          target_.write(0, std::span<const std::uint8_t>(zeros));
+          target_.flush();
+        } catch (const Error&) {
+        }
+        throw;
+      }
       result.bytes_verified = bytes_verified_ + held_length;
     }
     if (options_.check_customization) {
@@ -780,6 +801,7 @@ class FlashPipeline {
       if (options_.before_read_back) {
         for (const auto& record : batch) options_.before_read_back(record.offset, record.offset + record.length);
       }
+      keep_ends(batch);
       if (!batch.empty() && !verify_queue_.push(std::move(batch))) return false;
       batch.clear();
       batch_bytes = 0;
@@ -834,52 +856,102 @@ class FlashPipeline {
   // each on its own batch.
   void verify_batches() {
     AlignedBuffer buffer = allocate_aligned(buffer_size_ + 2 * io_alignment, false);
-    while (auto batch = verify_queue_.pop()) {
-      const std::vector<VerifyRecord>& records = *batch;
-      Xxh3Stream hash;
-      for (std::size_t i = 0; i < records.size();) {
-        // A window: one record longer than a buffer (read in parts), or several short ones.
-        std::size_t end_record = i + 1;
-        std::uint64_t window_end = records[i].offset + records[i].length;
-        if (records[i].length <= buffer_size_) {
-          while (end_record < records.size()) {
-            const VerifyRecord& next = records[end_record];
-            if (next.offset < window_end || next.offset - window_end > verify_gap_to_bridge ||
-                next.offset + next.length - records[i].offset > buffer_size_) {
-              break;
-            }
-            window_end = next.offset + next.length;
-            ++end_record;
+    while (auto batch = verify_queue_.pop()) verify_records(*batch, buffer, false);
+  }
+
+  // The records of the lowest and the highest offsets written, about ends_rechecked bytes each, read
+  // back once more when everything else is written: the lowest before the commit, the highest after it.
+  // A fake-capacity card maps offsets past its real capacity C onto its start again: the write at C
+  // lands at 0, after the read-back of what was written there had already passed, and the commit's
+  // first MiB lands on whatever wrapped into it. Every batch was verified before the data that wraps
+  // onto it arrived, so only these two places tell (f3's test for such cards writes and reads the same).
+  static constexpr std::uint64_t ends_rechecked = 4 << 20;
+  std::mutex ends_mutex_;
+  std::vector<VerifyRecord> head_records_, tail_records_;
+  void keep_ends(const std::vector<VerifyRecord>& batch) {
+    std::lock_guard lock(ends_mutex_);
+    auto by_offset = [](const VerifyRecord& a, const VerifyRecord& b) { return a.offset < b.offset; };
+    auto total = [](const std::vector<VerifyRecord>& records) {
+      std::uint64_t sum = 0;
+      for (const auto& r : records) sum += r.length;
+      return sum;
+    };
+    head_records_.insert(head_records_.end(), batch.begin(), batch.end());
+    std::sort(head_records_.begin(), head_records_.end(), by_offset);
+    while (head_records_.size() > 1 && total(head_records_) - head_records_.back().length >= ends_rechecked) head_records_.pop_back();
+    tail_records_.insert(tail_records_.end(), batch.begin(), batch.end());
+    std::sort(tail_records_.begin(), tail_records_.end(), by_offset);
+    while (tail_records_.size() > 1 && total(tail_records_) - tail_records_.front().length >= ends_rechecked) {
+      tail_records_.erase(tail_records_.begin());
+    }
+  }
+  void forget_rewritten(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& rewritten) {
+    auto touched = [&](const VerifyRecord& r) {
+      return std::any_of(rewritten.begin(), rewritten.end(), [&](const auto& w) {
+        return w.first < r.offset + r.length && r.offset < w.second;
+      });
+    };
+    std::erase_if(head_records_, touched);
+    std::erase_if(tail_records_, touched);
+  }
+  void recheck_records(const std::vector<VerifyRecord>& records) {
+    AlignedBuffer buffer = allocate_aligned(buffer_size_ + 2 * io_alignment, false);
+    target_.drop_cached_pages();
+    verify_records(records, buffer, true);
+  }
+
+  void verify_records(const std::vector<VerifyRecord>& records, AlignedBuffer& buffer, bool after_commit) {
+    Xxh3Stream hash;
+    for (std::size_t i = 0; i < records.size();) {
+      // A window: one record longer than a buffer (read in parts), or several short ones.
+      std::size_t end_record = i + 1;
+      std::uint64_t window_end = records[i].offset + records[i].length;
+      if (records[i].length <= buffer_size_) {
+        while (end_record < records.size()) {
+          const VerifyRecord& next = records[end_record];
+          if (next.offset < window_end || next.offset - window_end > verify_gap_to_bridge ||
+              next.offset + next.length - records[i].offset > buffer_size_) {
+            break;
           }
+          window_end = next.offset + next.length;
+          ++end_record;
         }
-        for (std::uint64_t from = records[i].offset; from < window_end;) {
-          std::uint64_t to = std::min<std::uint64_t>(window_end, from + buffer_size_);
-          std::uint64_t aligned_from = round_down(from, io_alignment);
-          std::size_t length = static_cast<std::size_t>(round_up(to, io_alignment) - aligned_from);
-          std::size_t got = target_.read(aligned_from, std::span(buffer.get(), length));
-          if (aligned_from + got < to) {
-            throw Error("verify failed: " + target_.name() + " ends at offset " + std::to_string(aligned_from + got) +
-                        ", before the data written up to offset " + std::to_string(to));
-          }
-          for (std::size_t r = i; r < end_record; ++r) {
-            const VerifyRecord& record = records[r];
-            std::uint64_t slice_from = std::max(record.offset, from);
-            std::uint64_t slice_to = std::min(record.offset + record.length, to);
-            if (slice_from >= slice_to) continue;
-            if (slice_from == record.offset) hash.reset();
-            bytes_verified_ += slice_to - slice_from;
-            hash.update(buffer.get() + (slice_from - aligned_from), static_cast<std::size_t>(slice_to - slice_from));
-            if (slice_to == record.offset + record.length && hash.digest() != record.digest) throw verify_mismatch(record);
-          }
-          from = to;
-        }
-        i = end_record;
       }
+      for (std::uint64_t from = records[i].offset; from < window_end;) {
+        std::uint64_t to = std::min<std::uint64_t>(window_end, from + buffer_size_);
+        std::uint64_t aligned_from = round_down(from, io_alignment);
+        std::size_t length = static_cast<std::size_t>(round_up(to, io_alignment) - aligned_from);
+        std::size_t got = target_.read(aligned_from, std::span(buffer.get(), length));
+        if (aligned_from + got < to) {
+          throw Error("verify failed: " + target_.name() + " ends at offset " + std::to_string(aligned_from + got) +
+                      ", before the data written up to offset " + std::to_string(to));
+        }
+        for (std::size_t r = i; r < end_record; ++r) {
+          const VerifyRecord& record = records[r];
+          std::uint64_t slice_from = std::max(record.offset, from);
+          std::uint64_t slice_to = std::min(record.offset + record.length, to);
+          if (slice_from >= slice_to) continue;
+          if (slice_from == record.offset) hash.reset();
+          if (!after_commit) bytes_verified_ += slice_to - slice_from;
+          hash.update(buffer.get() + (slice_from - aligned_from), static_cast<std::size_t>(slice_to - slice_from));
+          if (slice_to == record.offset + record.length && hash.digest() != record.digest) {
+            throw verify_mismatch(record, after_commit);
+          }
+        }
+        from = to;
+      }
+      i = end_record;
     }
   }
 
-  Error verify_mismatch(const VerifyRecord& record) const {
+  Error verify_mismatch(const VerifyRecord& record, bool after_commit) const {
     std::string where = "offset " + std::to_string(record.offset) + " (" + std::to_string(record.length) + " bytes";
+    if (after_commit) {
+      return Error("verify failed: " + target_.name() + " no longer holds what was written at " + where +
+                   ", read back correctly before): later writes changed it, as on a fake-capacity card whose real "
+                   "capacity is smaller than it reports (writes past it wrap around onto its start; check the card "
+                   "with f3probe). The target was left without a partition table; do not use it.");
+    }
     return Error("verify failed: " + target_.name() + " does not hold what was written at " + where +
                  "). The device returns different data than it was given: a fake-capacity or failing card, or "
                  "a bad reader. The target was left without a partition table.");

@@ -487,3 +487,37 @@ TEST_CASE("flash: a byte the target changed after it was written is found by the
     flash_and_corrupt(loop.path(), 4, 2);
   }
 }
+
+TEST_CASE("flash: a fake-capacity card that wraps writes onto its start is caught after the last write", "[flash][integration]") {
+  // Found flashing an image onto a card whose real capacity is smaller than it reports: writes past the
+  // real capacity land on its start again, after the read-back of what was there had passed (every
+  // batch is read back as soon as it is written), and flash said "verified". What the wrap does to the
+  // start of the data is done here to a file target once every batch was read back (the customisation
+  // step runs then), so the read-back of the batches cannot be what finds it.
+  test::TempDir dir;
+  auto image = make_image(dir);
+  Bmap bmap = create_bmap(image);
+  const fs::path target = dir / "card.img";
+  auto flash_wrapping_onto = [&](std::uint64_t offset) {
+    FlashOptions options;
+    options.buffer_size = 1 << 20;
+    options.verify_batch_bytes = 1 << 20;
+    options.customize = [&](BlockDevice&) { corrupt_byte(target, offset); };
+    auto stream = open_image_stream(image);
+    std::string message;
+    try {
+      flash_image(*stream, &bmap, target, options);
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    INFO(message);
+    CHECK_THAT(message, Catch::Contains("no longer holds what was written") && Catch::Contains("fake-capacity"));
+    CHECK(first_mib_is_zero(target));  // no partition table on a card that cannot hold the image
+  };
+  SECTION("the data past the real capacity wraps onto the start of the data (checked before the commit)") {
+    flash_wrapping_onto((2u << 20) + 5);
+  }
+  SECTION("the end of the data wraps into the first MiB, which the commit then writes over (checked after it)") {
+    flash_wrapping_onto((41u << 20) + 5);  // in the text at 40-42 MiB, the last data but one block
+  }
+}
