@@ -12,6 +12,7 @@
 #include "core/byte_size.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "disk/image_patch.hpp"
 
 namespace aggrik8s {
 
@@ -194,6 +195,21 @@ std::chrono::milliseconds parse_flash_test_delay(const char* text) {
   return std::chrono::milliseconds(value);
 }
 
+namespace {
+
+// The customisation applied to a throwaway view of a raw source image before anything is written: an
+// image without first-boot files, or a --file the boot partition has no room for, fails here instead of
+// after the card was overwritten. A compressed source is not decoded twice for it: there the same
+// errors come after the data is written (the card is then left without a partition table).
+void rehearse_customization(const FlashPlan& plan) {
+  const builder::BootPartitionCustomization& customization = plan.request.customization;
+  if (customization.empty() || !plan.stream || plan.stream->format() != ImageInputFormat::raw) return;
+  PatchedFileBlockDevice view(plan.image, plan.request.source);
+  builder::apply_boot_partition_customization(view, customization);
+}
+
+}  // namespace
+
 FlashPlan plan_flash(FlashRequest request) {
   FlashPlan plan;
   plan.request = std::move(request);
@@ -202,6 +218,7 @@ FlashPlan plan_flash(FlashRequest request) {
   plan.image = resolve_flash_source(plan.request, plan.target, fetcher);
   plan.bmap = find_flash_bmap(plan.request, fetcher);
   plan.stream = open_image_stream(plan.image);
+  rehearse_customization(plan);
   return plan;
 }
 

@@ -363,13 +363,13 @@ TEST_CASE("flash: per-node hostname, SSH key and files go into the boot partitio
   CHECK(test::run("MTOOLS_SKIP_CHECK=1 mtype -i " + q(image) + "@@" + std::to_string(boot_sector * 512) +
                   " ::/firstrun.sh").output.find("pi-01") != std::string::npos);
 
-  // An image without first-boot files cannot take a hostname: a clear error, first MiB not written.
+  // An image without first-boot files cannot take a hostname: a clear error before the target is touched.
   require_run("MTOOLS_SKIP_CHECK=1 mdel -i " + q(image) + "@@" + std::to_string(boot_sector * 512) + " ::/firstrun.sh");
   r = test::run(cli() + " flash --hostname pi-08 " + q(image) + " " + q(dir / "card2.img"));
   INFO(r.output);
   CHECK(r.exit_code == 1);
   CHECK(r.output.find("neither firstrun.sh nor cloud-init user-data") != std::string::npos);
-  CHECK(first_mib_is_zero(dir / "card2.img"));
+  CHECK_FALSE(fs::exists(dir / "card2.img"));
 }
 
 TEST_CASE("flash: the library reports an image that ends before its bmap says", "[flash][integration]") {
@@ -520,4 +520,18 @@ TEST_CASE("flash: a fake-capacity card that wraps writes onto its start is caugh
   SECTION("the end of the data wraps into the first MiB, which the commit then writes over (checked after it)") {
     flash_wrapping_onto((41u << 20) + 5);  // in the text at 40-42 MiB, the last data but one block
   }
+}
+
+TEST_CASE("flash: a customisation the raw image cannot take fails before the target is touched", "[flash][integration]") {
+  // Found flashing --hostname with an image without first-boot files: the card was overwritten first,
+  // and the error came after (leaving it without a partition table).
+  test::TempDir dir;
+  auto image = make_image(dir);  // partition 1 holds random bytes: no FAT, no first-boot files
+  const fs::path target = dir / "card.img";
+  test::write_file(target, "the card's old content");
+  auto r = test::run(cli() + " flash --hostname n7 " + q(image) + " " + q(target));
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Contains("image.img: no partition 1"));
+  CHECK(test::read_file(target) == "the card's old content");
 }
