@@ -156,6 +156,37 @@ AttachedDisk check_flash_target_disk(const fs::path& node, DeviceNumber device, 
   return disk;
 }
 
+namespace {
+
+// A regular file attached to a loop device whose filesystem is mounted (a disk image being looked
+// into, a VM's disk): writing it under the mounted filesystem corrupts it, as writing the device
+// would. Found through each loop device's backing_file, compared as files (device and inode).
+void refuse_mounted_loop_backing(const fs::path& target, const struct stat& info) {
+  std::error_code ec;
+  std::optional<SystemDiskUse> use;
+  for (fs::directory_iterator it("/sys/block", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.starts_with("loop")) continue;
+    std::ifstream backing_file(it->path() / "loop" / "backing_file");
+    std::string backing;
+    if (!backing_file || !std::getline(backing_file, backing) || backing.empty()) continue;
+    struct stat backing_info {};
+    if (::stat(backing.c_str(), &backing_info) != 0 || backing_info.st_dev != info.st_dev ||
+        backing_info.st_ino != info.st_ino) {
+      continue;
+    }
+    if (!use) use = read_system_disk_use();
+    AttachedDisk disk = read_attached_disk(name);
+    auto uses = uses_of_disk(disk, use->mounts, use->swaps);
+    if (uses.empty()) continue;
+    std::string text = "refusing to write " + target.string() + ": it is the backing file of /dev/" + name + ", which is in use:";
+    for (const auto& u : uses) text += "\n  " + u;
+    throw Error(text + "\n  unmount it (and losetup -d /dev/" + name + ") first");
+  }
+}
+
+}  // namespace
+
 CheckedFlashTarget check_flash_target(const fs::path& target, bool force) {
   CheckedFlashTarget checked;
   checked.path = target;
@@ -166,6 +197,7 @@ CheckedFlashTarget check_flash_target(const fs::path& target, bool force) {
     checked.identity = FileIdentity{info.st_dev, info.st_ino};
   }
   checked.kind = classify_flash_target(target, mode);
+  if (checked.kind == FlashTargetKind::regular_file) refuse_mounted_loop_backing(target, info);
   if (checked.kind == FlashTargetKind::block_device) {
     DeviceNumber number{major(info.st_rdev), minor(info.st_rdev)};
     checked.disk = check_flash_target_disk(target, number, read_system_disk_use(), force);

@@ -283,10 +283,22 @@ TEST_CASE("flash: a mounted loop device and partitions are refused", "[flash][in
     return;
   }
   auto r = test::run(cli() + " flash --yes --force " + q(image) + " " + q(loop.path()));
+  // The file behind it, named as a regular-file target (by another name too: a hard link), is the same
+  // mounted filesystem: it was written under it.
+  require_run("ln " + q(dir / "disk") + " " + q(dir / "disk-link"));
+  auto via_file = test::run(cli() + " flash " + q(image) + " " + q(dir / "disk-link"));
   test::run("umount " + q(dir / "mnt"));
   INFO(r.output);
   CHECK(r.exit_code == 1);
   CHECK(r.output.find("is mounted at " + (dir / "mnt").string()) != std::string::npos);
+  INFO(via_file.output);
+  CHECK(via_file.exit_code == 1);
+  CHECK_THAT(via_file.output, Catch::Contains("it is the backing file of " + loop.path().string() + ", which is in use") &&
+                                  Catch::Contains("mounted at " + (dir / "mnt").string()));
+  // Unmounted, the file is an ordinary target again.
+  auto after = test::run(cli() + " flash " + q(image) + " " + q(dir / "disk-link"));
+  INFO(after.output);
+  CHECK(after.exit_code == 0);
 }
 
 TEST_CASE("flash: killed mid-way, the target has no valid first block", "[flash][integration]") {
