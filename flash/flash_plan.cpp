@@ -4,6 +4,8 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <cstring>
+#include <array>
 #include <charconv>
 #include <fstream>
 #include <sstream>
@@ -240,6 +242,17 @@ void rehearse_customization(const FlashPlan& plan) {
   builder::apply_boot_partition_customization(view, customization);
 }
 
+// A tar archive (image.tar.gz, as some vendors ship images) decodes to a tar stream, not a disk: written
+// as it is, the card got a tar header where its partition table belongs, and "verified". The ustar
+// magic at offset 257 of the first 512-byte header tells (POSIX and GNU tar both write it).
+void refuse_tar_archive(const fs::path& image, const std::string& shown) {
+  auto stream = open_image_stream(image);
+  std::array<std::uint8_t, 512> header{};
+  if (read_fully(*stream, header) < header.size()) return;
+  if (std::memcmp(header.data() + 257, "ustar", 5) != 0) return;
+  throw Error(shown + " is a tar archive, not a disk image: extract the image from it first (tar -xf), then flash that");
+}
+
 }  // namespace
 
 FlashPlan plan_flash(FlashRequest request) {
@@ -249,6 +262,7 @@ FlashPlan plan_flash(FlashRequest request) {
   FlashFetcher fetcher(plan.request.fetch);
   plan.image = resolve_flash_source(plan.request, plan.target, fetcher);
   plan.bmap = find_flash_bmap(plan.request, fetcher);
+  refuse_tar_archive(plan.image, plan.request.source);
   plan.stream = open_image_stream(plan.image);
   rehearse_customization(plan);
   return plan;

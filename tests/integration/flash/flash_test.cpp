@@ -547,3 +547,18 @@ TEST_CASE("flash: a customisation the raw image cannot take fails before the tar
   CHECK_THAT(r.output, Catch::Contains("image.img: no partition 1"));
   CHECK(test::read_file(target) == "the card's old content");
 }
+
+TEST_CASE("flash: a tar archive of an image is refused, compressed or not", "[flash][integration]") {
+  // Found flashing a vendor's image.tar.gz: the decoded tar stream was written as the disk (a tar header
+  // where the partition table belongs) and "verified".
+  test::TempDir dir;
+  auto image = make_image(dir);
+  require_run("cd " + q(dir.path()) + " && tar -cf image.tar image.img && gzip -k image.tar");
+  for (const char* source : {"image.tar", "image.tar.gz"}) {
+    auto r = test::run(cli() + " flash " + q(dir / source) + " " + q(dir / "card.img"));
+    INFO(source << "\n" << r.output);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.output, Catch::Contains(std::string(source) + " is a tar archive, not a disk image"));
+    CHECK_FALSE(fs::exists(dir / "card.img"));
+  }
+}
