@@ -73,6 +73,11 @@ void apply_dhcp_flags(const ParsedArguments& args, netboot::NetbootConfig& confi
                      "DHCP is answered on one link only");
   }
   if (config.dhcp_mode != "full") return;
+  // The site's pool is picked by the interface's address: a missing interface (a typo) is what to say.
+  if (!config.dhcp_pool_first && site && !netboot::interface_ipv4(*config.dhcp_interface)) {
+    throw Error("--dhcp full: interface " + *config.dhcp_interface + " does not exist here or has no IPv4 address "
+                "(ip -4 addr shows the interfaces), so no site network's pool can be picked for it");
+  }
   if (!config.dhcp_pool_first && site) {
     if (auto network = site_network_of(*site, *config.dhcp_interface)) {
       const std::string& range = (*network)->dhcp_pool->text;
@@ -95,6 +100,13 @@ void apply_dhcp_flags(const ParsedArguments& args, netboot::NetbootConfig& confi
                        "DIR/dhcp.leases) or dhcp.lease_file in --config");
     }
     config.dhcp_lease_file = *config.state_dir / "dhcp.leases";
+  }
+  if (config.state_dir) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(*config.state_dir, ec)) {
+      throw Error("--state-dir " + config.state_dir->string() + " is not an existing directory (create it: serve keeps " +
+                  "its leases and state there)");
+    }
   }
 }
 

@@ -62,6 +62,13 @@ start_dhcp_serve() {
   for _ in $(seq 300); do grep -q "dhcp: listening on" "$WORK/serve.log" && return 0; sleep 0.1; done
   cat "$WORK/serve.log" >&2; fail "serve did not start"
 }
+# A mistyped interface is what is wrong, not a missing pool; a missing --state-dir is named as such.
+expect_status 1 "--site --dhcp full on a missing interface" -- \
+  in_srv "$CLI" serve -i nosuch0 --site "$WORK/site.yaml" --dhcp full --state-dir "$WORK/state" --check
+expect_output "interface nosuch0 does not exist here or has no IPv4 address" "... names the interface"
+expect_status 1 "--dhcp full with a --state-dir that does not exist" -- \
+  in_srv "$CLI" serve -i br0 --site "$WORK/site.yaml" --dhcp full --state-dir "$WORK/no-such-dir" --check
+expect_output "--state-dir $WORK/no-such-dir is not an existing directory" "... names the directory"
 start_dhcp_serve --tftp-root "$WORK/files" --site "$WORK/site.yaml" --dhcp full --state-dir "$WORK/state"
 grep -q "site network 'edge' (10.97.0.0/16)" "$WORK/serve.log" || { cat "$WORK/serve.log" >&2; fail "the site network was not named"; }
 grep -q "full mode, server address 10.97.0.1 netmask 255.255.0.0" "$WORK/serve.log" ||
