@@ -262,6 +262,11 @@ ConfigNode rpi_node(const SiteInventory& site, const Machine& machine, const Con
   config.set("node-name", scalar_node(machine.name, field_location(machine, "name")));
   if (!machine.labels.empty()) {
     std::vector<std::string> labels = profile_strings(profile_tree, {"rke2", "config", "node-label"});
+    // The machine's value of a key replaces the profile's (as a Talos node's does): two values of one
+    // key would reach the kubelet and the inventory.
+    std::erase_if(labels, [&](const std::string& label) {
+      return machine.labels.contains(label.substr(0, label.find('=')));
+    });
     for (const auto& [k, v] : machine.labels) labels.push_back(k + "=" + v);
     config.set("node-label", string_sequence(labels, field_location(machine, "labels")));
   }

@@ -887,3 +887,23 @@ TEST_CASE("site validation: Ansible's own group names are no machine names", "[s
   REQUIRE(errors.size() == 1);
   CHECK_THAT(errors[0], Catch::Contains("'all' is one of Ansible's own group names (all, ungrouped)"));
 }
+
+TEST_CASE("a machine's label replaces the profile's label of the same key", "[site]") {
+  // Found exporting a site that labelled a machine topology.kubernetes.io/zone while its profile did
+  // too: node-label held both values.
+  SiteDir s;
+  std::string profile = pi_server_profile;
+  const std::string taints = "    node-taint: [\"CriticalAddonsOnly=true:NoExecute\"]\n";
+  profile.replace(profile.find(taints), taints.size(), taints + "    node-label: [\"zone=z\", \"tier=infra\"]\n");
+  test::write_file(s.dir / "servers.yaml", profile);
+  Diagnostics d;
+  auto loaded = load_site(s.write(good_site), d, no_secrets());
+  INFO(dump(d));
+  REQUIRE(loaded);
+  const builder::Rpi5Node& cp1 = loaded->profiles.at(s.dir.path() / "servers.yaml").rpi_nodes.front();
+  const ConfigNode* labels = cp1.rke2.config.find("node-label");
+  REQUIRE(labels != nullptr);
+  std::vector<std::string> values;
+  for (const auto& item : labels->items) values.push_back(item.scalar);
+  CHECK(values == std::vector<std::string>{"tier=infra", "zone=a"});
+}
