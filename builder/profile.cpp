@@ -298,7 +298,7 @@ class ProfileReader {
     } else if (url) {
       std::string why;
       if (!is_supported_location(*url, &why) || url->find("://") == std::string::npos) {
-        reader->error_at("release_url", "'rke2.release_url' must be an http, https or file URL, got '" + *url + "'");
+        reader->error_at("release_url", "'rke2.release_url' must be an http, https or file URL, got '" + redact_url_credentials(*url) + "'");
       }
       rke2.release = *url;
     } else if (dir) {

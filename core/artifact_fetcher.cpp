@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -139,6 +140,45 @@ FetchedArtifact ArtifactFetcher::fetch_local(const ArtifactSource& source, const
   return FetchedArtifact{source, path, digest, size, false};
 }
 
+namespace {
+
+// The partial download of `path`, open and locked (flock) for this process alone. Another process may
+// hold the lock while it downloads the same file; when it lets go it has renamed that file into the
+// cache or removed it, so the descriptor opened before the lock was granted may name a file that is no
+// longer at `path`: written through, it truncated the other process's finished cache file. So the lock
+// counts only when the locked file is still the one at `path`; otherwise open and lock again.
+// While waiting, a line every 5 s says what for (a stopped process holds its lock for as long as it is stopped).
+FileDescriptor lock_partial_download(const fs::path& path, const ArtifactSource& source) {
+  for (;;) {
+    FileDescriptor fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd) throw_system_error("cannot open " + path.string(), errno);
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) throw_system_error("cannot lock " + path.string(), errno);
+      const auto started = std::chrono::steady_clock::now();
+      auto next_report = started + std::chrono::seconds(5);
+      for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) break;
+        if (errno != EWOULDBLOCK) throw_system_error("cannot lock " + path.string(), errno);
+        if (auto now = std::chrono::steady_clock::now(); now >= next_report) {
+          log::info("waiting ", std::chrono::duration_cast<std::chrono::seconds>(now - started).count(),
+                    " s for another aggrik8s-image that is downloading ", source.shown(), " (it holds the lock of ",
+                    path.string(), ")");
+          next_report += std::chrono::seconds(5);
+        }
+      }
+    }
+    struct stat locked {}, named {};
+    if (::fstat(fd.get(), &locked) == 0 && ::stat(path.c_str(), &named) == 0 && locked.st_dev == named.st_dev &&
+        locked.st_ino == named.st_ino) {
+      return fd;
+    }
+    // Renamed into the cache or removed by the process that held the lock: start over on the new name.
+  }
+}
+
+}  // namespace
+
 FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
   const fs::path verified_dir = options_.cache_dir / "sha256";
   const fs::path url_dir = options_.cache_dir / "url";
@@ -186,10 +226,7 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
     if (ec) throw Error("cannot create cache directory " + dir.string() + ": " + ec.message());
   }
   const fs::path partial_path = partial_dir / (key + ".part");
-  FileDescriptor fd(::open(partial_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (!fd) throw_system_error("cannot open " + partial_path.string(), errno);
-  // Another build may be downloading the same file right now: wait for it, then use its result.
-  if (::flock(fd.get(), LOCK_EX) != 0) throw_system_error("cannot lock " + partial_path.string(), errno);
+  FileDescriptor fd = lock_partial_download(partial_path, source);
   if (source.sha256) {
     if (auto hit = cached()) {
       ::unlink(partial_path.c_str());
@@ -205,6 +242,7 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
   auto backoff = options_.initial_backoff;
   bool restarted_after_mismatch = false;
   std::string last_error;
+  bool last_outcome_permanent = false, last_write_failed = false;
   for (int attempt = 1; attempt <= options_.max_attempts; ++attempt) {
     bool had_partial = file_size(fd.get()) > 0;
     if (had_partial) log::info("resuming ", source.shown(), " at byte ", file_size(fd.get()));
@@ -234,7 +272,9 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
       return FetchedArtifact{source, final_path, digest, size, true};
     }
     last_error = result.message;
-    if (result.outcome == HttpDownloadResult::Outcome::permanent_failure) break;
+    last_outcome_permanent = result.outcome == HttpDownloadResult::Outcome::permanent_failure;
+    last_write_failed = result.write_failed;
+    if (last_outcome_permanent) break;
     if (attempt < options_.max_attempts) {
       log::warning(result.message, "; retrying in ", backoff.count(), " ms (attempt ", attempt + 1, " of ",
                    options_.max_attempts, ")");
@@ -250,8 +290,10 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
     }
   }
   progress.finish(true);
-  // A partial from a transient failure is kept for the next run to resume; a permanent one is not.
-  if (file_size(fd.get()) == 0) ::unlink(partial_path.c_str());
+  // A partial from a transient failure is kept for the next run to resume; a permanent one is not (a
+  // full disk's partial kept the cache full: every later download failed with ENOSPC too).
+  if (file_size(fd.get()) == 0 || last_outcome_permanent) ::unlink(partial_path.c_str());
+  if (last_write_failed) last_error += " (the cache is " + options_.cache_dir.string() + "; the partial download was removed)";
   throw Error(describe(source) + ": " + last_error);
 }
 

@@ -1,5 +1,7 @@
 #include "core/artifact_source.hpp"
 
+#include <cctype>
+
 namespace aggrik8s {
 
 bool ArtifactSource::is_download() const {
@@ -7,7 +9,9 @@ bool ArtifactSource::is_download() const {
 }
 
 std::string ArtifactSource::file_name() const {
-  std::string s = location;
+  // From the shown location: a URL with no path ("http://user:pw@host?file=x") ends in its authority,
+  // which must not show its password (progress lines, messages).
+  std::string s = shown();
   if (auto q = s.find_first_of("?#"); q != std::string::npos && s.find("://") != std::string::npos) s.resize(q);
   while (!s.empty() && s.back() == '/') s.pop_back();
   auto slash = s.rfind('/');
@@ -34,6 +38,10 @@ std::optional<ArtifactSource> read_artifact_source(ConfigMapReader& parent, std:
   if (url.has_value() == path.has_value()) {
     reader->error("'" + reader->path() + "' must have exactly one of 'url' or 'path'");
   } else if (url) {
+    // Schemes are case-insensitive (RFC 3986 3.1): HTTP://host/x is http://host/x, as curl takes it.
+    if (auto end = url->find("://"); end != std::string::npos) {
+      for (std::size_t i = 0; i < end; ++i) (*url)[i] = static_cast<char>(std::tolower(static_cast<unsigned char>((*url)[i])));
+    }
     std::string why;
     if (!is_supported_location(*url, &why)) {
       reader->error_at("url", "'" + reader->key_path("url") + "': " + why);

@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/artifact_source.hpp"
@@ -123,6 +125,14 @@ HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownl
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, limits.stall_timeout_seconds);
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, nullptr);  // bytes as stored; a gzip'd transfer would change the hash
+  // A private mirror's CA, as the curl tool takes it (CURL_CA_BUNDLE) or OpenSSL's variable
+  // (SSL_CERT_FILE); else the system's trust store. (libcurl itself reads neither.)
+  for (const char* variable : {"CURL_CA_BUNDLE", "SSL_CERT_FILE"}) {
+    if (const char* bundle = std::getenv(variable); bundle != nullptr && *bundle != '\0') {
+      curl_easy_setopt(c, CURLOPT_CAINFO, bundle);
+      break;
+    }
+  }
   // The Range header itself rather than CURLOPT_RESUME_FROM: with the latter libcurl gives up on a
   // server that answers 200 (it ignores ranges) after that whole body has come, and the retry fetches
   // it again; here on_body starts the file over with that body instead, so one request suffices.
@@ -137,10 +147,20 @@ HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownl
 
   if (state.write_errno != 0) {
     result.outcome = HttpDownloadResult::Outcome::permanent_failure;
+    result.write_failed = true;
     result.message = "cannot write the download of " + redact_url_credentials(url) + ": " + std::strerror(state.write_errno);
     return result;
   }
-  if (code == CURLE_RANGE_ERROR || status == 416) {
+  // Where the answer came from when redirects were followed (a mirror sending to a CDN): an error is
+  // that server's, and saying only the first URL sent users to the wrong one.
+  std::string answered_by = redact_url_credentials(url);
+  if (char* effective = nullptr; curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &effective) == CURLE_OK && effective != nullptr &&
+                                 url != effective) {
+    answered_by += " (redirected to " + redact_url_credentials(effective) + ")";
+  }
+  // A 416 answers a range request: our partial copy is already whole (or longer than the file), and
+  // the checksum decides. To a request without a range it is the server's error like any other.
+  if (state.offset > 0 && (code == CURLE_RANGE_ERROR || status == 416)) {
     // Our partial copy is already whole (or longer than the file): let the checksum decide.
     result.outcome = HttpDownloadResult::Outcome::complete;
     return result;
@@ -148,7 +168,7 @@ HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownl
   if (state.rejected_status || (code == CURLE_OK && status >= 400)) {
     result.outcome = is_transient_status(status) ? HttpDownloadResult::Outcome::transient_failure
                                                  : HttpDownloadResult::Outcome::permanent_failure;
-    result.message = "HTTP " + std::to_string(status) + " from " + redact_url_credentials(url);
+    result.message = "HTTP " + std::to_string(status) + " from " + answered_by;
     return result;
   }
   if (code != CURLE_OK) {
@@ -157,6 +177,19 @@ HttpDownloadResult http_download(const std::string& url, int fd, const HttpDownl
     result.host_unreachable = code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY ||
                               code == CURLE_COULDNT_CONNECT;
     result.message = redact_url_credentials(url) + ": " + (error_buffer[0] != '\0' ? std::string(error_buffer) : curl_easy_strerror(code));
+    // libcurl goes through the proxy the environment names: a dead proxy is what failed, not the mirror.
+    if (result.host_unreachable) {
+      static constexpr std::array<const char*, 4> for_https{"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
+      static constexpr std::array<const char*, 4> for_http{"http_proxy", "all_proxy", "ALL_PROXY", ""};
+      for (const char* variable : url.starts_with("https://") ? for_https : for_http) {
+        const char* proxy = *variable != '\0' ? std::getenv(variable) : nullptr;
+        if (proxy != nullptr && *proxy != '\0') {
+          result.message += " (through the proxy " + redact_url_credentials(proxy) + " that " + variable +
+                            " names; no_proxy lists hosts to reach directly)";
+          break;
+        }
+      }
+    }
     return result;
   }
   result.outcome = HttpDownloadResult::Outcome::complete;

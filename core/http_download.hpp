@@ -16,6 +16,7 @@ struct HttpDownloadResult {
   std::string message;  // for failures: what happened, naming the URL
   bool resumed = false;  // the server honoured a range request
   bool host_unreachable = false;  // no name resolution or no connection: likely no network at all
+  bool write_failed = false;      // the file could not be written (a full disk): nothing to resume
 };
 
 struct HttpDownloadLimits {

@@ -47,7 +47,7 @@ Rke2Release fetch_rke2_release(const Rke2Settings& settings, const std::string& 
     for (const auto& e : entries) {
       if (e.file_name == file_name) return ArtifactSource{rke2_release_file_url(settings, file_name), e.sha256, settings.where};
     }
-    throw Error(settings.where.str() + ": RKE2 " + settings.version + " (" + settings.release + "): " + sums_name +
+    throw Error(settings.where.str() + ": RKE2 " + settings.version + " (" + redact_url_credentials(settings.release) + "): " + sums_name +
                 " does not list " + file_name + "; is '" + architecture + "' built for this release, and is the "
                 "image archive name right?");
   };

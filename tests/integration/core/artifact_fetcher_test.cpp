@@ -1,8 +1,13 @@
 // The fetch cache against a real HTTP server on loopback that misbehaves in the ways mirrors do.
 #include "core/artifact_fetcher.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <random>
+#include <thread>
 
 #include "core/error.hpp"
 #include "core/progress.hpp"
@@ -286,4 +291,54 @@ TEST_CASE("unpinned URLs are cached by URL and re-fetched unless offline", "[fet
   options.offline = true;
   CHECK(test::read_file(ArtifactFetcher(options).fetch(source).path) == "v2");
   CHECK(server.request_count("/sha256sum-arm64.txt") == 2);
+}
+
+TEST_CASE("a 416 to a request for the whole file is the server's error, not an empty download", "[fetch]") {
+  // Found with a mirror answering 416 to a plain GET: reported as "sha256 mismatch ... got e3b0c442..."
+  // (the digest of nothing), as if the download had been empty.
+  set_progress_mode(ProgressMode::off);
+  test::TempDir dir;
+  LoopbackHttpServer server;
+  LoopbackResponse refused{"not a file"};
+  refused.status = 416;
+  server.serve("/image.img", refused);
+  ArtifactFetcher fetcher(quick_options(dir / "cache"));
+  CHECK_THROWS_WITH(fetcher.fetch(pinned(server.url("/image.img"), "the bytes")),
+                    Catch::Contains("HTTP 416 from " + server.url("/image.img")) && !Catch::Contains("mismatch"));
+}
+
+TEST_CASE("a fetch that waited for another process's download works on the file that is there after it", "[fetch]") {
+  // Found running two fetches into one cache: the second one waited on the lock of the first one's
+  // partial download, which the first then renamed into the cache; the second truncated that finished
+  // file through the descriptor it had opened before the lock, and failed ("cannot open ... .part").
+  set_progress_mode(ProgressMode::off);
+  test::TempDir dir;
+  LoopbackHttpServer server;
+  server.serve("/sha256sum-arm64.txt", {"the server's list"});
+  ArtifactSource source{server.url("/sha256sum-arm64.txt"), std::nullopt, {}};
+  const std::string key = Sha256::of(source.location).hex();
+  fs::create_directories(dir / "cache" / "partial");
+  fs::create_directories(dir / "cache" / "url");
+  const fs::path partial = dir / "cache" / "partial" / (key + ".part");
+  // The other process: holds the partial's lock while it downloads.
+  int other = ::open(partial.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(other >= 0);
+  REQUIRE(::flock(other, LOCK_EX) == 0);
+  std::string waiting_result;
+  std::thread waiting([&] {
+    try {
+      waiting_result = test::read_file(ArtifactFetcher(quick_options(dir / "cache")).fetch(source).path);
+    } catch (const std::exception& e) {
+      waiting_result = std::string("error: ") + e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // ... which it completes and renames into the cache, then lets go.
+  REQUIRE(::write(other, "the other's list", 16) == 16);
+  REQUIRE(::rename(partial.c_str(), (dir / "cache" / "url" / key).c_str()) == 0);
+  ::close(other);
+  waiting.join();
+  CHECK(waiting_result == "the server's list");
+  CHECK(test::read_file(dir / "cache" / "url" / key) == "the server's list");
+  CHECK_FALSE(fs::exists(partial));
 }
