@@ -124,11 +124,32 @@ std::optional<FetchedArtifact> ArtifactFetcher::local_without_digest(const Artif
   if (source.sha256) return std::nullopt;
   auto path = local_artifact_path(source);
   if (!path) return std::nullopt;
-  return FetchedArtifact{source, *path, {}, checked_local_size(source, *path), false};
+  return FetchedArtifact{source, *path, {}, checked_local_size(source, *path), false, std::nullopt};
+}
+
+namespace {
+
+std::optional<LocalFileStamp> stamp_of(const fs::path& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) return std::nullopt;
+  return LocalFileStamp{static_cast<std::uint64_t>(info.st_dev), static_cast<std::uint64_t>(info.st_ino),
+                        static_cast<std::uint64_t>(info.st_size), info.st_mtim.tv_sec, info.st_mtim.tv_nsec};
+}
+
+}  // namespace
+
+void check_local_input_unchanged(const FetchedArtifact& input) {
+  if (!input.local_stamp) return;
+  if (stamp_of(input.path) != input.local_stamp) {
+    throw Error(input.source.where.str() + ": " + input.path.string() +
+                " changed while the build was using it (replaced or written since its sha256 was checked): its "
+                "bytes were not verified; run the build again once it is no longer being changed");
+  }
 }
 
 FetchedArtifact ArtifactFetcher::fetch_local(const ArtifactSource& source, const fs::path& path) {
   std::uint64_t size = checked_local_size(source, path);
+  std::optional<LocalFileStamp> before = stamp_of(path);
   ProgressTask progress("checksum " + path.filename().string(), size);
   Sha256Digest digest = Sha256::of_file(path);
   progress.set_done(size);
@@ -137,7 +158,12 @@ FetchedArtifact ArtifactFetcher::fetch_local(const ArtifactSource& source, const
     throw ChecksumMismatchError(describe(source) + ": sha256 mismatch: expected " + source.sha256->hex() + ", got " +
                                 digest.hex());
   }
-  return FetchedArtifact{source, path, digest, size, false};
+  FetchedArtifact fetched{source, path, digest, size, false, std::nullopt};
+  if (source.sha256) {
+    fetched.local_stamp = before;
+    check_local_input_unchanged(fetched);  // changed while it was being hashed
+  }
+  return fetched;
 }
 
 namespace {
@@ -190,13 +216,13 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
     std::error_code ec;
     if (!fs::is_regular_file(final_path, ec)) return std::nullopt;
     if (!source.sha256) {
-      return FetchedArtifact{source, final_path, Sha256::of_file(final_path), fs::file_size(final_path), false};
+      return FetchedArtifact{source, final_path, Sha256::of_file(final_path), fs::file_size(final_path), false, std::nullopt};
     }
     // Files in sha256/ were verified before they were renamed there, and a stamp beside each records
     // the size, modification time and inode it had then. A file that no longer matches its stamp (cut
     // short, edited, copied in by hand) is hashed again before it is trusted, and removed if it is not
     // the pinned bytes any more: a damaged cache is repaired by the next download, never used.
-    if (cache_file_unchanged(final_path)) return FetchedArtifact{source, final_path, *source.sha256, fs::file_size(final_path), false};
+    if (cache_file_unchanged(final_path)) return FetchedArtifact{source, final_path, *source.sha256, fs::file_size(final_path), false, std::nullopt};
     Sha256Digest digest = Sha256::of_file(final_path);
     if (digest != *source.sha256) {
       log::warning("cached ", final_path.string(), " for ", describe(source), " is not the pinned bytes any more (sha256 ",
@@ -205,7 +231,7 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
       return std::nullopt;
     }
     record_cache_file(final_path);
-    return FetchedArtifact{source, final_path, digest, fs::file_size(final_path), false};
+    return FetchedArtifact{source, final_path, digest, fs::file_size(final_path), false, std::nullopt};
   };
   // Pinned files are immutable: a cache hit needs no network. Unpinned ones are fetched anew unless
   // offline, since the URL may now serve other bytes.
@@ -269,7 +295,7 @@ FetchedArtifact ArtifactFetcher::fetch_download(const ArtifactSource& source) {
       if (source.sha256) record_cache_file(final_path);
       sync_directory(final_path.parent_path());
       progress.finish();
-      return FetchedArtifact{source, final_path, digest, size, true};
+      return FetchedArtifact{source, final_path, digest, size, true, std::nullopt};
     }
     last_error = result.message;
     last_outcome_permanent = result.outcome == HttpDownloadResult::Outcome::permanent_failure;

@@ -36,13 +36,28 @@ class ChecksumMismatchError : public Error {
   using Error::Error;
 };
 
+// A local input file as it was when its sha256 was taken: device, inode, size, modification time.
+struct LocalFileStamp {
+  std::uint64_t device = 0, inode = 0, size = 0;
+  std::int64_t mtime_sec = 0, mtime_nsec = 0;
+  bool operator==(const LocalFileStamp&) const = default;
+};
+
 struct FetchedArtifact {
   ArtifactSource source;
   std::filesystem::path path;  // local file to read
   Sha256Digest sha256;
   std::uint64_t size = 0;
   bool downloaded = false;  // false: served from the cache or a local path
+  // A `path:` input with a pinned sha256 is read again later from its path (decoded, copied): set so
+  // that the reader can tell it is still the file that was hashed (check_local_input_unchanged).
+  std::optional<LocalFileStamp> local_stamp;
 };
+
+// Throws Error naming the input when a verified local input (local_stamp) is no longer the file whose
+// sha256 was checked: replaced (mv) or written since. Its bytes were then never verified, and must
+// not reach an image or the cache that keys them by the pinned sha256. Nothing for other inputs.
+void check_local_input_unchanged(const FetchedArtifact& input);
 
 // $AGGRIK8S_CACHE_DIR, else $XDG_CACHE_HOME/aggrik8s-image, else ~/.cache/aggrik8s-image.
 std::filesystem::path default_cache_dir();

@@ -208,6 +208,15 @@ void decompress_into_cache(const FetchedArtifact& input, const fs::path& cached)
   fs::create_directories(cached.parent_path(), ec);
   if (ec) throw ImageOutputError("cannot create ", cached.parent_path(), ": " + ec.message());
   ImageDecompressor().decompress(input.path, cached);
+  try {
+    // A local input replaced or written since its sha256 was checked: what was decoded was never
+    // verified, and the cache keys it by the pinned sha256 for every later build.
+    check_local_input_unchanged(input);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(cached, ignored);
+    throw;
+  }
   record_cache_file(cached);
 }
 

@@ -342,3 +342,22 @@ TEST_CASE("a fetch that waited for another process's download works on the file 
   CHECK(test::read_file(dir / "cache" / "url" / key) == "the server's list");
   CHECK_FALSE(fs::exists(partial));
 }
+
+TEST_CASE("a verified local input replaced or written after its check is caught before it is used", "[fetch]") {
+  // Found replacing a build's `path:` base while the build downloaded RKE2: the base had been hashed,
+  // and its replacement was decoded into the image and into the cache under the pinned sha256.
+  set_progress_mode(ProgressMode::off);
+  test::TempDir dir;
+  test::write_file(dir / "base.img.xz", "the pinned bytes");
+  ArtifactFetcher fetcher(quick_options(dir / "cache"));
+  FetchedArtifact fetched = fetcher.fetch(ArtifactSource{(dir / "base.img.xz").string(), Sha256::of(std::string("the pinned bytes")), {}});
+  REQUIRE(fetched.local_stamp);
+  CHECK_NOTHROW(check_local_input_unchanged(fetched));
+  test::write_file(dir / "other", "other bytes, same length");
+  fs::rename(dir / "other", dir / "base.img.xz");  // mv over it
+  CHECK_THROWS_WITH(check_local_input_unchanged(fetched),
+                    Catch::Contains("changed while the build was using it") && Catch::Contains("base.img.xz"));
+  // An input without a pinned sha256 was never verified: nothing to check.
+  FetchedArtifact unpinned = fetcher.fetch(ArtifactSource{(dir / "base.img.xz").string(), std::nullopt, {}});
+  CHECK_FALSE(unpinned.local_stamp);
+}
