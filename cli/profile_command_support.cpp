@@ -11,7 +11,7 @@ std::vector<OptionSpec> fetch_option_specs() {
   return {
       {"cache-dir", '\0', "DIR", "download cache (default: $AGGRIK8S_CACHE_DIR or $XDG_CACHE_HOME/aggrik8s-image)"},
       {"offline", '\0', "", "use only cached and local inputs; fail if one must be downloaded"},
-      {"jobs", 'j', "N", "download up to N inputs at once (default 4)"},
+      {"jobs", 'j', "N", "download up to N inputs at once (1-64, default 4)"},
   };
 }
 

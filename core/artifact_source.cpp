@@ -1,5 +1,6 @@
 #include "core/artifact_source.hpp"
 
+#include <algorithm>
 #include <cctype>
 
 namespace aggrik8s {
@@ -43,7 +44,11 @@ std::optional<ArtifactSource> read_artifact_source(ConfigMapReader& parent, std:
       for (std::size_t i = 0; i < end; ++i) (*url)[i] = static_cast<char>(std::tolower(static_cast<unsigned char>((*url)[i])));
     }
     std::string why;
-    if (!is_supported_location(*url, &why)) {
+    const bool blank = std::any_of(url->begin(), url->end(), [](char c) { return static_cast<unsigned char>(c) <= ' ' || c == 0x7f; });
+    if (blank) {
+      reader->error_at("url", "'" + reader->key_path("url") + "' holds a space or control character: write it "
+                              "percent-encoded (%20 for a space), as a URL has none");
+    } else if (!is_supported_location(*url, &why)) {
       reader->error_at("url", "'" + reader->key_path("url") + "': " + why);
     } else if (url->find("://") == std::string::npos) {
       reader->error_at("url", "'" + reader->key_path("url") + "' must be a URL (http://, https:// or file://); use 'path' for local files");

@@ -636,3 +636,23 @@ TEST_CASE("Talos kernel_args: control bytes, imager removals, talos.config/platf
   Diagnostics d3;
   CHECK(load_profile(f, d3));
 }
+
+TEST_CASE("a download URL's scheme may be upper case, and the URL may hold no blank", "[profile]") {
+  test::TempDir dir;
+  std::string upper = minimal_rpi;
+  upper.replace(upper.find("https://example.invalid"), 8, "HTTPS://");
+  test::write_file(dir / "upper.yaml", upper);
+  Diagnostics ok;
+  auto profile = load_profile(dir / "upper.yaml", ok);
+  INFO(dump(ok));
+  REQUIRE(profile);
+  CHECK(profile->base->location == "https://example.invalid/raspios.img.xz");
+  CHECK(profile->base->is_download());
+
+  std::string spaced = minimal_rpi;
+  spaced.replace(spaced.find("raspios.img.xz"), 14, "my raspios.img.xz");
+  test::write_file(dir / "spaced.yaml", spaced);
+  Diagnostics d;
+  CHECK_FALSE(load_profile(dir / "spaced.yaml", d));
+  CHECK(has_error(d, (dir / "spaced.yaml").string() + ":4:8:", "'base.url' holds a space or control character"));
+}
