@@ -1,18 +1,18 @@
 #include "netboot/service/talos_wipe_state_file.hpp"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/durable_file.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "netboot/service/state_file_json.hpp"
 
 namespace aggrik8s::netboot {
 
 namespace {
 
-constexpr std::string_view format_name = "aggrik8s-talos-wipe";
+constexpr StateFileFormat file_format{"aggrik8s-talos-wipe", "serve's Talos wipe state", "nodes",
+                                      "an object keyed by node name"};
 
 std::int64_t to_ms(WallClock::time_point time) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
@@ -34,31 +34,14 @@ std::string talos_wipe_state_json(const TalosWipeCycles& cycles) {
     if (!cycle.served_to.empty()) entry["served_to"] = cycle.served_to;
     nodes[name] = std::move(entry);
   }
-  nlohmann::ordered_json top;
-  top["format"] = format_name;
-  top["version"] = 1;
-  top["nodes"] = std::move(nodes);
-  return top.dump(2) + "\n";
+  return state_file_json(file_format, std::move(nodes));
 }
 
 TalosWipeCycles parse_talos_wipe_state_json(std::string_view text, const std::string& file) {
-  nlohmann::json top;
-  try {
-    top = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(file + ": not JSON (" + e.what() + "); expected serve's Talos wipe state (docs/netboot.md)");
-  }
-  auto fail = [&](const std::string& field, const std::string& expected) -> Error {
-    return Error(file + ": " + field + ": expected " + expected);
-  };
-  if (!top.is_object()) throw fail("the top level", "an object");
-  if (!top.contains("format") || !top["format"].is_string() || top["format"].get<std::string>() != format_name) {
-    throw fail("'format'", "\"" + std::string(format_name) + "\"");
-  }
-  if (!top.contains("version") || top["version"] != 1) throw fail("'version'", "1 (the only version this serve reads)");
-  if (!top.contains("nodes") || !top["nodes"].is_object()) throw fail("'nodes'", "an object keyed by node name");
+  auto fail = [&](const std::string& field, const std::string& expected) { return state_file_error(file, field, expected); };
+  const nlohmann::json nodes = parse_state_file_json(text, file, file_format);
   TalosWipeCycles cycles;
-  for (const auto& [name, entry] : top["nodes"].items()) {
+  for (const auto& [name, entry] : nodes.items()) {
     std::string where = "nodes." + name;
     if (!entry.is_object()) throw fail(where, "an object");
     TalosWipeCycle cycle;
@@ -116,13 +99,7 @@ std::optional<std::filesystem::path> talos_wipe_state_path(const NetbootConfig& 
 }
 
 TalosWipeStateStore::TalosWipeStateStore(std::filesystem::path file) : file_(std::move(file)) {
-  std::error_code ec;
-  if (!std::filesystem::exists(file_, ec)) return;
-  std::ifstream in(file_, std::ios::binary);
-  if (!in) throw Error(file_.string() + ": cannot be read");
-  std::ostringstream text;
-  text << in.rdbuf();
-  cycles_ = parse_talos_wipe_state_json(text.str(), file_.string());
+  if (auto text = read_state_file(file_)) cycles_ = parse_talos_wipe_state_json(*text, file_.string());
 }
 
 void TalosWipeStateStore::save_locked() {
