@@ -865,11 +865,10 @@ class FlashPipeline {
   // lands at 0, after the read-back of what was written there had already passed, and the commit's
   // first MiB lands on whatever wrapped into it. Every batch was verified before the data that wraps
   // onto it arrived, so only these two places tell (f3's test for such cards writes and reads the same).
+  // Written by the hand-over thread only, read by run() after it was joined.
   static constexpr std::uint64_t ends_rechecked = 4 << 20;
-  std::mutex ends_mutex_;
   std::vector<VerifyRecord> head_records_, tail_records_;
   void keep_ends(const std::vector<VerifyRecord>& batch) {
-    std::lock_guard lock(ends_mutex_);
     auto by_offset = [](const VerifyRecord& a, const VerifyRecord& b) { return a.offset < b.offset; };
     auto total = [](const std::vector<VerifyRecord>& records) {
       std::uint64_t sum = 0;
@@ -900,7 +899,8 @@ class FlashPipeline {
     verify_records(records, buffer, true);
   }
 
-  void verify_records(const std::vector<VerifyRecord>& records, AlignedBuffer& buffer, bool after_commit) {
+  // `again`: a re-check of records whose batch passed (recheck_records), not counted as verified twice.
+  void verify_records(const std::vector<VerifyRecord>& records, AlignedBuffer& buffer, bool again) {
     Xxh3Stream hash;
     for (std::size_t i = 0; i < records.size();) {
       // A window: one record longer than a buffer (read in parts), or several short ones.
@@ -932,10 +932,10 @@ class FlashPipeline {
           std::uint64_t slice_to = std::min(record.offset + record.length, to);
           if (slice_from >= slice_to) continue;
           if (slice_from == record.offset) hash.reset();
-          if (!after_commit) bytes_verified_ += slice_to - slice_from;
+          if (!again) bytes_verified_ += slice_to - slice_from;
           hash.update(buffer.get() + (slice_from - aligned_from), static_cast<std::size_t>(slice_to - slice_from));
           if (slice_to == record.offset + record.length && hash.digest() != record.digest) {
-            throw verify_mismatch(record, after_commit);
+            throw verify_mismatch(record, again);
           }
         }
         from = to;
@@ -944,9 +944,9 @@ class FlashPipeline {
     }
   }
 
-  Error verify_mismatch(const VerifyRecord& record, bool after_commit) const {
+  Error verify_mismatch(const VerifyRecord& record, bool again) const {
     std::string where = "offset " + std::to_string(record.offset) + " (" + std::to_string(record.length) + " bytes";
-    if (after_commit) {
+    if (again) {
       return Error("verify failed: " + target_.name() + " no longer holds what was written at " + where +
                    ", read back correctly before): later writes changed it, as on a fake-capacity card whose real "
                    "capacity is smaller than it reports (writes past it wrap around onto its start; check the card "

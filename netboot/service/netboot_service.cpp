@@ -227,17 +227,23 @@ std::optional<std::size_t> dhcp_subnet_holding(const std::vector<DhcpSubnet>& su
   return std::nullopt;
 }
 
-// Nodes whose pinned address is on none of the subnets full-mode DHCP serves: a reservation there would
-// give the node an address off its link, with this link's router and DNS (a site's machine of another
-// network, served from this interface). They get no reservation here; said at start, reload and --check.
-std::vector<std::string> dhcp_reservation_warnings(const NodeInventory& inventory, const std::vector<DhcpSubnet>& subnets) {
-  std::vector<std::string> warnings;
-  if (subnets.empty()) return warnings;
+// Full-mode DHCP reservations: nodes with a pinned address and a MAC selector. With `subnets` (full
+// mode), only those whose address is on one of them: a reservation off every subnet would give the node
+// an address off its link, with this link's router and DNS (a site's machine of another network, served
+// from this interface). Those get none; each is said in `warnings` (start, reload and --check).
+std::map<std::string, std::uint32_t> dhcp_reservations_on(const NodeInventory& inventory,
+                                                         const std::vector<DhcpSubnet>& subnets,
+                                                         std::vector<std::string>& warnings) {
+  std::map<std::string, std::uint32_t> reservations;
   for (const auto& node : inventory.nodes) {
     const auto& mac = node.match.mac ? node.match.mac : node.reservation_mac;
     if (!node.address || !mac) continue;
     auto address = parse_ipv4(*node.address);
-    if (!address || dhcp_subnet_holding(subnets, *address)) continue;
+    if (!address) continue;
+    if (subnets.empty() || dhcp_subnet_holding(subnets, *address)) {
+      reservations[*mac] = *address;
+      continue;
+    }
     std::string served;
     for (const auto& subnet : subnets) {
       unsigned length = netmask_prefix_length(subnet.netmask).value_or(32);
@@ -249,7 +255,7 @@ std::vector<std::string> dhcp_reservation_warnings(const NodeInventory& inventor
                        "router and DNS); serve its network from an interface on it, or list that subnet in "
                        "dhcp.relayed_subnets behind a relay");
   }
-  return warnings;
+  return reservations;
 }
 
 // What a node gets that only it may have, for the start-up warning: its own secret files, or what a Pi
@@ -496,20 +502,13 @@ struct NetbootService::Core : TftpServerObserver, HttpHandler, DhcpBootPolicy {
     snapshot = std::move(fresh);
   }
 
-  // Full-mode DHCP reservations: nodes with a pinned address and a MAC selector, whose address is on a
-  // subnet this server serves (the others are warned about: dhcp_reservation_warnings).
+  // The reservations of the current inventory (dhcp_reservations_on), its warnings logged.
   std::vector<DhcpSubnet> dhcp_subnets_served;  // full mode only
   std::map<std::string, std::uint32_t> dhcp_reservations(const ServingSnapshot& s) const {
-    for (const auto& warning : dhcp_reservation_warnings(s.inventory, dhcp_subnets_served)) log::warning(warning);
-    std::map<std::string, std::uint32_t> out;
-    for (const auto& node : s.inventory.nodes) {
-      const auto& mac = node.match.mac ? node.match.mac : node.reservation_mac;
-      if (!node.address || !mac) continue;
-      auto address = parse_ipv4(*node.address);
-      if (!address) continue;
-      if (dhcp_subnets_served.empty() || dhcp_subnet_holding(dhcp_subnets_served, *address)) out[*mac] = *address;
-    }
-    return out;
+    std::vector<std::string> warnings;
+    auto reservations = dhcp_reservations_on(s.inventory, dhcp_subnets_served, warnings);
+    for (const auto& warning : warnings) log::warning(warning);
+    return reservations;
   }
 
   // DhcpBootPolicy: the boot answer from the current inventory, and leases into the address book.
@@ -1206,7 +1205,7 @@ NetbootCheck check_netboot_configuration(NetbootConfig config, const SiteNodesFi
   }
   auto snapshot = load_snapshot(std::move(config), address, http_port, site_nodes);
   warn_about_secret_policy(snapshot->config, snapshot->inventory);
-  for (auto& warning : dhcp_reservation_warnings(snapshot->inventory, subnets)) check.warnings.push_back(std::move(warning));
+  if (!subnets.empty()) dhcp_reservations_on(snapshot->inventory, subnets, check.warnings);
   check.base_url = snapshot->base_url;
   check.nodes = snapshot->inventory.nodes.size();
   check.profiles = snapshot->inventory.profiles.size();
